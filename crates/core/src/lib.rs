@@ -1,0 +1,19 @@
+//! Ternlight core: everything about a model that does not need a GPU.
+//!
+//! - [`spec`]: the architecture-neutral model description parsed from a Hugging Face `config.json`
+//!   (the per-layer schedule is data, not code).
+//! - [`tensors`]: tensor containers (safetensors, single file or sharded) and exact dtype decoding.
+//! - [`tokenizer`]: `tokenizer.json` loading and chat-template rendering.
+//! - [`sampling`]: token selection from logits with a seeded RNG.
+//! - [`reference`]: a plain f32 CPU implementation of every op the GPU runs; the oracle for kernel tests.
+
+pub mod dtype;
+pub mod error;
+pub mod oracle;
+pub mod reference;
+pub mod sampling;
+pub mod spec;
+pub mod tensors;
+pub mod tokenizer;
+
+pub use error::{CoreError, Result};

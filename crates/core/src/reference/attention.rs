@@ -1,0 +1,46 @@
+//! Softmax attention with grouped-query heads over a KV cache, causal with an optional sliding window.
+
+/// Attention for `q` [tokens, n_heads, head_dim] at positions `pos0..pos0+tokens` against the cache
+/// `k`, `v` [positions, n_kv_heads, head_dim] (holding at least `pos0 + tokens` positions).
+/// Query at position p sees keys j with `j <= p` and, with a window W, `p - j < W`. Out: [tokens, n_heads * head_dim].
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Vec<f32> {
+    let tokens = q.len() / (n_heads * head_dim);
+    let group = n_heads / n_kv_heads;
+    let mut out = vec![0.0f32; q.len()];
+    for t in 0..tokens {
+        let p = pos0 + t;
+        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+        for h in 0..n_heads {
+            let kvh = h / group;
+            let qh = &q[(t * n_heads + h) * head_dim..][..head_dim];
+            let scores: Vec<f32> = (first..=p)
+                .map(|j| {
+                    let kj = &k[(j * n_kv_heads + kvh) * head_dim..][..head_dim];
+                    qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f32 = weights.iter().sum();
+            let o = &mut out[(t * n_heads + h) * head_dim..][..head_dim];
+            for (j, w) in (first..=p).zip(&weights) {
+                let vj = &v[(j * n_kv_heads + kvh) * head_dim..][..head_dim];
+                for (od, vd) in o.iter_mut().zip(vj) {
+                    *od += w / total * vd;
+                }
+            }
+        }
+    }
+    out
+}

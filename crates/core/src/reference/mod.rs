@@ -1,0 +1,11 @@
+//! The CPU reference: plain f32 Rust for every op the GPU runs, written for obviousness, not speed.
+//! Kernel tests compare each WGSL kernel against the function of the same name here, and
+//! [`model::ReferenceModel`] runs whole models to prove the reference against the HF logits.
+
+pub mod attention;
+pub mod embedding;
+pub mod linear;
+pub mod mlp;
+pub mod model;
+pub mod norm;
+pub mod rope;

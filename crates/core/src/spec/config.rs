@@ -1,0 +1,353 @@
+//! HF `config.json` → [`ModelSpec`]. Each supported `model_type` is a row of flags in [`FAMILIES`]; the
+//! per-layer schedule comes from `layer_types` (or the family's legacy fields), never from per-model code.
+
+use super::*;
+use crate::{CoreError, Result};
+use serde_json::Value;
+
+/// What distinguishes one softmax-attention model family from another, as data.
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    /// The HF `model_type` values this row covers.
+    pub model_types: &'static [&'static str],
+    /// Per-head RMSNorm on q and k (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorm weights stored as offsets from one: `x̂ * (1 + w)` (Gemma).
+    pub unit_offset_norms: bool,
+    /// Post-mixer and post-MLP norms besides the pre-norms (Gemma 2/3 "sandwich").
+    pub sandwich_norms: bool,
+    /// Embeddings multiplied by sqrt(hidden) (Gemma).
+    pub scaled_embeddings: bool,
+    /// Config field whose inverse square root scales q·k instead of head_dim (Gemma's query_pre_attn_scalar).
+    pub attn_scale_field: Option<&'static str>,
+    /// Config field holding the MLP activation.
+    pub act_field: &'static str,
+    /// Whether embeddings are tied when the config does not say.
+    pub tied_by_default: bool,
+}
+
+/// The families Ternlight runs, each checked end to end against reference logits.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        model_types: &["llama"],
+        qk_norm: false,
+        unit_offset_norms: false,
+        sandwich_norms: false,
+        scaled_embeddings: false,
+        attn_scale_field: None,
+        act_field: "hidden_act",
+        tied_by_default: false,
+    },
+    Family {
+        model_types: &["qwen3"],
+        qk_norm: true,
+        unit_offset_norms: false,
+        sandwich_norms: false,
+        scaled_embeddings: false,
+        attn_scale_field: None,
+        act_field: "hidden_act",
+        tied_by_default: false,
+    },
+    Family {
+        model_types: &["gemma3_text"],
+        qk_norm: true,
+        unit_offset_norms: true,
+        sandwich_norms: true,
+        scaled_embeddings: true,
+        attn_scale_field: Some("query_pre_attn_scalar"),
+        act_field: "hidden_activation",
+        tied_by_default: true,
+    },
+];
+
+/// Every `model_type` Ternlight accepts, for error messages and docs.
+pub fn supported_model_types() -> Vec<&'static str> {
+    FAMILIES.iter().flat_map(|f| f.model_types.iter().copied()).collect()
+}
+
+/// Typed access to config.json fields with errors that name the field.
+struct Config<'a>(&'a Value);
+
+impl<'a> Config<'a> {
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+    fn usize(&self, field: &str) -> Result<usize> {
+        self.opt_usize(field)?.ok_or_else(|| CoreError::field(field, "is required but missing"))
+    }
+    fn opt_usize(&self, field: &str) -> Result<Option<usize>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| CoreError::field(field, format!("must be a positive integer, found {v}"))),
+        }
+    }
+    fn f64(&self, field: &str) -> Result<Option<f64>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| CoreError::field(field, format!("must be a number, found {v}"))),
+        }
+    }
+    fn bool(&self, field: &str) -> Option<bool> {
+        self.get(field).and_then(Value::as_bool)
+    }
+    fn str(&self, field: &str) -> Option<&'a str> {
+        self.get(field).and_then(Value::as_str)
+    }
+    fn token_ids(&self, field: &str) -> Vec<u32> {
+        match self.get(field) {
+            Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The attention kind of one layer in the schedule.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LayerType {
+    Full,
+    Sliding,
+}
+
+impl LayerType {
+    fn key(self) -> &'static str {
+        match self {
+            LayerType::Full => "full_attention",
+            LayerType::Sliding => "sliding_attention",
+        }
+    }
+}
+
+fn layer_schedule(cfg: &Config, n_layers: usize) -> Result<Vec<LayerType>> {
+    if let Some(types) = cfg.get("layer_types") {
+        let list = types.as_array().ok_or_else(|| CoreError::field("layer_types", "must be a list of strings"))?;
+        if list.len() != n_layers {
+            return Err(CoreError::field("layer_types", format!("has {} entries for {n_layers} layers", list.len())));
+        }
+        return list
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("full_attention") => Ok(LayerType::Full),
+                Some("sliding_attention") => Ok(LayerType::Sliding),
+                _ => Err(CoreError::Unsupported {
+                    what: "layer type",
+                    name: t.to_string().trim_matches('"').to_string(),
+                    supported: "full_attention, sliding_attention".to_string(),
+                }),
+            })
+            .collect();
+    }
+    if let Some(pattern) = cfg.opt_usize("sliding_window_pattern")? {
+        return Ok((0..n_layers).map(|i| if (i + 1) % pattern == 0 { LayerType::Full } else { LayerType::Sliding }).collect());
+    }
+    if cfg.bool("use_sliding_window") == Some(true) {
+        let first = cfg.opt_usize("max_window_layers")?.unwrap_or(0);
+        return Ok((0..n_layers).map(|i| if i >= first { LayerType::Sliding } else { LayerType::Full }).collect());
+    }
+    Ok(vec![LayerType::Full; n_layers])
+}
+
+/// RoPE for one layer type: `rope_parameters` (flat, or keyed by layer type) or the legacy fields.
+fn rope_for(cfg: &Config, ty: LayerType, head_dim: usize) -> Result<RopeSpec> {
+    let partial = cfg.f64("partial_rotary_factor")?;
+    if let Some(params) = cfg.get("rope_parameters") {
+        let params = params.get(ty.key()).unwrap_or(params);
+        return RopeSpec::from_params(params, head_dim, partial);
+    }
+    let mut params = cfg.get("rope_scaling").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+    let theta = match (ty, cfg.f64("rope_local_base_freq")?) {
+        (LayerType::Sliding, Some(local)) => local,
+        _ => cfg.f64("rope_theta")?.unwrap_or(10000.0),
+    };
+    if let Value::Object(map) = &mut params {
+        map.insert("rope_theta".into(), theta.into());
+    }
+    RopeSpec::from_params(&params, head_dim, partial)
+}
+
+impl ModelSpec {
+    /// Parses the text of a `config.json`.
+    pub fn from_config_json(text: &str) -> Result<Self> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| CoreError::Json { path: "config.json".into(), message: e.to_string() })?;
+        Self::from_config(&value)
+    }
+
+    /// Builds the spec from a parsed `config.json`.
+    pub fn from_config(value: &Value) -> Result<Self> {
+        let cfg = Config(value);
+        let model_type = cfg.str("model_type").ok_or_else(|| CoreError::field("model_type", "is required but missing"))?;
+        let family = FAMILIES.iter().find(|f| f.model_types.contains(&model_type)).ok_or_else(|| CoreError::Unsupported {
+            what: "model_type",
+            name: model_type.to_string(),
+            supported: supported_model_types().join(", "),
+        })?;
+
+        let hidden = cfg.usize("hidden_size")?;
+        let vocab = cfg.usize("vocab_size")?;
+        let n_layers = cfg.usize("num_hidden_layers")?;
+        let n_heads = cfg.usize("num_attention_heads")?;
+        let n_kv_heads = cfg.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
+        if n_heads % n_kv_heads != 0 {
+            return Err(CoreError::field("num_key_value_heads", format!("{n_kv_heads} does not divide num_attention_heads {n_heads}")));
+        }
+        let head_dim = match cfg.opt_usize("head_dim")? {
+            Some(d) => d,
+            None if hidden % n_heads == 0 => hidden / n_heads,
+            None => return Err(CoreError::field("head_dim", "is missing and hidden_size is not a multiple of the head count")),
+        };
+        let intermediate = cfg.usize("intermediate_size")?;
+        let eps = cfg.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32;
+        let act = Activation::from_hf(cfg.str(family.act_field).or(cfg.str("hidden_act")).unwrap_or("silu"))?;
+        let attn_bias = cfg.bool("attention_bias").unwrap_or(false);
+        let mlp_bias = cfg.bool("mlp_bias").unwrap_or(false);
+        let scale_base = match family.attn_scale_field {
+            Some(f) => cfg.f64(f)?.unwrap_or(head_dim as f64),
+            None => head_dim as f64,
+        };
+        let scale = (1.0 / scale_base.sqrt()) as f32;
+        let window = cfg.opt_usize("sliding_window")?;
+
+        let norm = |weight: String, dim: usize| NormSpec { weight, dim, eps, unit_offset: family.unit_offset_norms };
+        let schedule = layer_schedule(&cfg, n_layers)?;
+        let mut layers = Vec::with_capacity(n_layers);
+        for (i, ty) in schedule.into_iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let window = match ty {
+                LayerType::Full => None,
+                LayerType::Sliding => Some(window.ok_or_else(|| {
+                    CoreError::field("sliding_window", format!("is required because layer {i} is sliding_attention"))
+                })?),
+            };
+            let attn = AttentionSpec {
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                q_proj: LinearSpec::new(&format!("{p}.self_attn.q_proj"), n_heads * head_dim, hidden, attn_bias),
+                k_proj: LinearSpec::new(&format!("{p}.self_attn.k_proj"), n_kv_heads * head_dim, hidden, attn_bias),
+                v_proj: LinearSpec::new(&format!("{p}.self_attn.v_proj"), n_kv_heads * head_dim, hidden, attn_bias),
+                o_proj: LinearSpec::new(&format!("{p}.self_attn.o_proj"), hidden, n_heads * head_dim, attn_bias),
+                qk_norm: family.qk_norm.then(|| {
+                    (norm(format!("{p}.self_attn.q_norm.weight"), head_dim), norm(format!("{p}.self_attn.k_norm.weight"), head_dim))
+                }),
+                rope: Some(rope_for(&cfg, ty, head_dim)?),
+                window,
+                scale,
+            };
+            let mlp = MlpSpec::Gated {
+                gate: LinearSpec::new(&format!("{p}.mlp.gate_proj"), intermediate, hidden, mlp_bias),
+                up: LinearSpec::new(&format!("{p}.mlp.up_proj"), intermediate, hidden, mlp_bias),
+                down: LinearSpec::new(&format!("{p}.mlp.down_proj"), hidden, intermediate, mlp_bias),
+                act,
+            };
+            let norms = if family.sandwich_norms {
+                BlockNorms {
+                    pre_mixer: norm(format!("{p}.input_layernorm.weight"), hidden),
+                    post_mixer: Some(norm(format!("{p}.post_attention_layernorm.weight"), hidden)),
+                    pre_mlp: norm(format!("{p}.pre_feedforward_layernorm.weight"), hidden),
+                    post_mlp: Some(norm(format!("{p}.post_feedforward_layernorm.weight"), hidden)),
+                }
+            } else {
+                BlockNorms {
+                    pre_mixer: norm(format!("{p}.input_layernorm.weight"), hidden),
+                    post_mixer: None,
+                    pre_mlp: norm(format!("{p}.post_attention_layernorm.weight"), hidden),
+                    post_mlp: None,
+                }
+            };
+            layers.push(LayerSpec { mixer: MixerSpec::Attention(attn), mlp, norms });
+        }
+
+        let tied = cfg.bool("tie_word_embeddings").unwrap_or(family.tied_by_default);
+        let embed = "model.embed_tokens.weight".to_string();
+        Ok(ModelSpec {
+            model_type: model_type.to_string(),
+            hidden,
+            vocab,
+            embed: embed.clone(),
+            embed_scale: family.scaled_embeddings.then(|| (hidden as f32).sqrt()),
+            layers,
+            final_norm: norm("model.norm.weight".into(), hidden),
+            lm_head: if tied { embed } else { "lm_head.weight".into() },
+            tied_embeddings: tied,
+            max_positions: cfg.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+            bos_token_id: cfg.token_ids("bos_token_id").first().copied(),
+            eos_token_ids: cfg.token_ids("eos_token_id"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"model_type": "llama", "hidden_size": 64, "vocab_size": 256, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "rope_theta": 10000.0})
+    }
+
+    #[test]
+    fn llama_config_gives_a_two_layer_schedule() {
+        let spec = ModelSpec::from_config(&base()).unwrap();
+        assert_eq!(spec.layers.len(), 2);
+        let MixerSpec::Attention(a) = &spec.layers[0].mixer;
+        assert_eq!((a.n_heads, a.n_kv_heads, a.head_dim), (4, 2, 16));
+        assert_eq!(a.k_proj.out_features, 32);
+        assert_eq!(spec.lm_head, "lm_head.weight");
+        assert_eq!(spec.parameter_count(), 256 * 64 * 2 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 128 * 64));
+    }
+
+    #[test]
+    fn unknown_model_type_lists_the_supported_ones() {
+        let mut c = base();
+        c["model_type"] = json!("mamba9");
+        let e = ModelSpec::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("mamba9") && e.contains("llama") && e.contains("gemma3_text"), "{e}");
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_are_named() {
+        let mut c = base();
+        c.as_object_mut().unwrap().remove("hidden_size");
+        assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("hidden_size"));
+        let mut c = base();
+        c["num_attention_heads"] = json!("four");
+        assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("num_attention_heads"));
+        let mut c = base();
+        c["num_key_value_heads"] = json!(3);
+        assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("num_key_value_heads"));
+        assert!(ModelSpec::from_config_json("{not json").unwrap_err().to_string().contains("config.json"));
+    }
+
+    #[test]
+    fn unknown_layer_type_is_named() {
+        let mut c = base();
+        c["layer_types"] = json!(["full_attention", "linear_attention"]);
+        let e = ModelSpec::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("linear_attention") && e.contains("sliding_attention"), "{e}");
+    }
+
+    #[test]
+    fn gemma_rope_theta_per_layer_type_and_window() {
+        let mut c = base();
+        c["model_type"] = json!("gemma3_text");
+        c["sliding_window"] = json!(16);
+        c["query_pre_attn_scalar"] = json!(256);
+        c["layer_types"] = json!(["sliding_attention", "full_attention"]);
+        c["rope_parameters"] = json!({"full_attention": {"rope_theta": 1e6, "rope_type": "default"},
+                                      "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"}});
+        let spec = ModelSpec::from_config(&c).unwrap();
+        let MixerSpec::Attention(a0) = &spec.layers[0].mixer;
+        let MixerSpec::Attention(a1) = &spec.layers[1].mixer;
+        assert_eq!((a0.window, a1.window), (Some(16), None));
+        assert_eq!((a0.rope.as_ref().unwrap().theta, a1.rope.as_ref().unwrap().theta), (1e4, 1e6));
+        assert_eq!(a0.scale, 1.0 / 16.0);
+        assert!(spec.tied_embeddings && spec.embed_scale == Some(8.0));
+        assert!(spec.layers[0].norms.post_mlp.as_ref().unwrap().unit_offset);
+    }
+}

@@ -1,0 +1,274 @@
+//! The architecture-neutral model description.
+//!
+//! A [`ModelSpec`] is what every other part of Ternlight reads: the per-layer schedule of mixers and MLPs, the
+//! norms, RoPE, and the names and shapes of every weight tensor. It is built from a Hugging Face `config.json`
+//! by [`ModelSpec::from_config_json`]; model families differ only in the data [`config`] fills in.
+
+pub mod config;
+mod rope;
+
+pub use rope::{RopeScaling, RopeSpec};
+
+use crate::dtype::DType;
+
+/// A weight tensor the model needs: its checkpoint name and the shape the config implies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorDecl {
+    /// Name in the checkpoint.
+    pub name: String,
+    /// Expected shape.
+    pub shape: Vec<usize>,
+}
+
+/// A dense linear layer `y = x W^T (+ b)` with `W` stored `[out, in]` as in PyTorch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearSpec {
+    /// Weight tensor name.
+    pub weight: String,
+    /// Bias tensor name, when the layer has one.
+    pub bias: Option<String>,
+    /// Output features.
+    pub out_features: usize,
+    /// Input features.
+    pub in_features: usize,
+}
+
+impl LinearSpec {
+    fn new(prefix: &str, out_features: usize, in_features: usize, bias: bool) -> Self {
+        LinearSpec {
+            weight: format!("{prefix}.weight"),
+            bias: bias.then(|| format!("{prefix}.bias")),
+            out_features,
+            in_features,
+        }
+    }
+
+    fn decls(&self, out: &mut Vec<TensorDecl>) {
+        out.push(TensorDecl { name: self.weight.clone(), shape: vec![self.out_features, self.in_features] });
+        if let Some(b) = &self.bias {
+            out.push(TensorDecl { name: b.clone(), shape: vec![self.out_features] });
+        }
+    }
+}
+
+/// An RMSNorm: `x / sqrt(mean(x^2) + eps) * w`, or `* (1 + w)` when `unit_offset` (Gemma, Qwen3-Next).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NormSpec {
+    /// Weight tensor name.
+    pub weight: String,
+    /// Number of features normalised together.
+    pub dim: usize,
+    /// Epsilon inside the square root.
+    pub eps: f32,
+    /// Whether the stored weight is an offset from one.
+    pub unit_offset: bool,
+}
+
+/// Softmax attention with grouped-query heads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionSpec {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (divides `n_heads`).
+    pub n_kv_heads: usize,
+    /// Per-head dimension of q, k and v.
+    pub head_dim: usize,
+    /// Query projection.
+    pub q_proj: LinearSpec,
+    /// Key projection.
+    pub k_proj: LinearSpec,
+    /// Value projection.
+    pub v_proj: LinearSpec,
+    /// Output projection.
+    pub o_proj: LinearSpec,
+    /// Per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: Option<(NormSpec, NormSpec)>,
+    /// Rotary embedding; `None` means no positional rotation.
+    pub rope: Option<RopeSpec>,
+    /// Sliding window: each query sees the last `window` keys including itself.
+    pub window: Option<usize>,
+    /// Multiplier of q·k before the softmax.
+    pub scale: f32,
+}
+
+/// The token mixer of one layer. One variant per mixer family; later families add variants here.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MixerSpec {
+    /// Softmax attention (full or sliding window).
+    Attention(AttentionSpec),
+}
+
+impl MixerSpec {
+    /// Short name for schedules and `inspect`.
+    pub fn kind(&self) -> String {
+        match self {
+            MixerSpec::Attention(a) => match a.window {
+                Some(w) => format!("sliding_attention({w})"),
+                None => "full_attention".to_string(),
+            },
+        }
+    }
+}
+
+/// Element-wise activation of a gated MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(x)`.
+    Silu,
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl Activation {
+    /// Parses an HF `hidden_act` / `hidden_activation` value.
+    pub fn from_hf(name: &str) -> crate::Result<Self> {
+        match name {
+            "silu" | "swish" => Ok(Activation::Silu),
+            "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
+            other => Err(crate::CoreError::Unsupported {
+                what: "activation",
+                name: other.to_string(),
+                supported: "silu, gelu_pytorch_tanh".to_string(),
+            }),
+        }
+    }
+}
+
+/// The channel mixer of one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MlpSpec {
+    /// `down(act(gate(x)) * up(x))`.
+    Gated {
+        /// Gate projection.
+        gate: LinearSpec,
+        /// Up projection.
+        up: LinearSpec,
+        /// Down projection.
+        down: LinearSpec,
+        /// Activation on the gate.
+        act: Activation,
+    },
+}
+
+/// The norms around one block: pre-norms always, post-norms in sandwich-norm models (Gemma).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockNorms {
+    /// Before the mixer.
+    pub pre_mixer: NormSpec,
+    /// On the mixer output, before the residual add.
+    pub post_mixer: Option<NormSpec>,
+    /// Before the MLP.
+    pub pre_mlp: NormSpec,
+    /// On the MLP output, before the residual add.
+    pub post_mlp: Option<NormSpec>,
+}
+
+/// One decoder layer: `x += post(mixer(pre(x)))`, then `x += post(mlp(pre(x)))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerSpec {
+    /// The token mixer.
+    pub mixer: MixerSpec,
+    /// The channel mixer.
+    pub mlp: MlpSpec,
+    /// The norms.
+    pub norms: BlockNorms,
+}
+
+/// An architecture-neutral description of a decoder-only language model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    /// HF `model_type` the spec came from.
+    pub model_type: String,
+    /// Residual stream width.
+    pub hidden: usize,
+    /// Vocabulary size (rows of the embedding and of the head).
+    pub vocab: usize,
+    /// Token embedding tensor name, `[vocab, hidden]`.
+    pub embed: String,
+    /// Multiplier applied to embeddings (Gemma: sqrt(hidden)).
+    pub embed_scale: Option<f32>,
+    /// The layers, in order: the hybrid schedule.
+    pub layers: Vec<LayerSpec>,
+    /// Final norm before the head.
+    pub final_norm: NormSpec,
+    /// Output head tensor name, `[vocab, hidden]` (the embedding when tied).
+    pub lm_head: String,
+    /// Whether the head shares the embedding tensor.
+    pub tied_embeddings: bool,
+    /// Trained context length.
+    pub max_positions: usize,
+    /// Beginning-of-sequence token, when the config names one.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence tokens.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelSpec {
+    /// Every tensor the model reads, with the shape the config implies, in layer order.
+    pub fn tensors(&self) -> Vec<TensorDecl> {
+        let mut out = vec![TensorDecl { name: self.embed.clone(), shape: vec![self.vocab, self.hidden] }];
+        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| {
+            out.push(TensorDecl { name: n.weight.clone(), shape: vec![n.dim] })
+        };
+        for layer in &self.layers {
+            norm(&layer.norms.pre_mixer, &mut out);
+            match &layer.mixer {
+                MixerSpec::Attention(a) => {
+                    for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
+                        l.decls(&mut out);
+                    }
+                    if let Some((q, k)) = &a.qk_norm {
+                        norm(q, &mut out);
+                        norm(k, &mut out);
+                    }
+                }
+            }
+            if let Some(n) = &layer.norms.post_mixer {
+                norm(n, &mut out);
+            }
+            norm(&layer.norms.pre_mlp, &mut out);
+            match &layer.mlp {
+                MlpSpec::Gated { gate, up, down, .. } => {
+                    for l in [gate, up, down] {
+                        l.decls(&mut out);
+                    }
+                }
+            }
+            if let Some(n) = &layer.norms.post_mlp {
+                norm(n, &mut out);
+            }
+        }
+        norm(&self.final_norm, &mut out);
+        if !self.tied_embeddings {
+            out.push(TensorDecl { name: self.lm_head.clone(), shape: vec![self.vocab, self.hidden] });
+        }
+        out
+    }
+
+    /// Number of parameters the model reads (tied weights counted once).
+    pub fn parameter_count(&self) -> usize {
+        self.tensors().iter().map(|t| t.shape.iter().product::<usize>()).sum()
+    }
+
+    /// Bytes of KV cache one token occupies across all attention layers, at `dtype` storage.
+    pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
+        self.layers
+            .iter()
+            .map(|l| match &l.mixer {
+                MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
+            })
+            .sum()
+    }
+
+    /// Checks a token id against the vocabulary.
+    pub fn check_token(&self, id: u32) -> crate::Result<()> {
+        if (id as usize) < self.vocab {
+            Ok(())
+        } else {
+            Err(crate::CoreError::InvalidInput(format!(
+                "token id {id} is outside the vocabulary (size {})",
+                self.vocab
+            )))
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The CPU reference reproduces the transformers logits of every fixture, prefill and token by token.
+
+use std::path::PathBuf;
+use ternlight_core::oracle::{max_abs_diff, Oracle};
+use ternlight_core::reference::model::ReferenceModel;
+use ternlight_core::spec::ModelSpec;
+use ternlight_core::tensors::SafetensorsCheckpoint;
+
+fn check(arch: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(arch);
+    let spec = ModelSpec::from_config_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let vocab = spec.vocab;
+    let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
+    let oracle = Oracle::open(&dir).unwrap();
+    let mut model = ReferenceModel::new(spec, &ck).unwrap();
+
+    let logits = model.forward(&oracle.input_ids).unwrap();
+    let d = max_abs_diff(&logits, &oracle.logits);
+    assert!(d < 1e-3, "{arch} prefill: max abs diff {d}");
+
+    model.reset();
+    let t = oracle.input_ids.len();
+    let mut stepped = model.forward(&oracle.input_ids[..1]).unwrap();
+    for &id in &oracle.input_ids[1..] {
+        stepped.extend(model.forward(&[id]).unwrap());
+    }
+    let d = max_abs_diff(&stepped, &oracle.logits);
+    assert!(d < 1e-3, "{arch} token-by-token: max abs diff {d}");
+
+    let n = oracle.gen_logits.len() / vocab;
+    let mut gen = stepped[(t - 1) * vocab..].to_vec();
+    for &id in &oracle.gen_ids[t..t + n - 1] {
+        gen.extend(model.forward(&[id]).unwrap());
+    }
+    let d = max_abs_diff(&gen, &oracle.gen_logits);
+    eprintln!("{arch}: {n} generated rows, max abs diff {d}");
+    assert!(d < 1e-3, "{arch} generation: max abs diff {d}");
+}
+
+#[test]
+fn llama_matches_transformers() {
+    check("llama");
+}
+
+#[test]
+fn qwen3_matches_transformers() {
+    check("qwen3");
+}
+
+#[test]
+fn gemma3_matches_transformers() {
+    check("gemma3");
+}
