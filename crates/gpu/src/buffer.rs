@@ -1,0 +1,131 @@
+//! GPU memory: f32 activation buffers, weight matrices in their stored dtype, and readback.
+//!
+//! A weight matrix larger than the device's storage-binding limit is split into row blocks, one buffer each;
+//! kernels dispatch once per block and write the matching slice of their output.
+
+use crate::device::Gpu;
+use crate::error::{GpuError, Result};
+use ternlight_core::dtype::DType;
+use wgpu::util::DeviceExt;
+
+/// Usage of every storage buffer Ternlight creates: bindable, copyable both ways.
+const STORAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// One row block of a weight matrix.
+pub struct WeightBlock {
+    /// The block's bytes, in the matrix's dtype, row-major.
+    pub buffer: wgpu::Buffer,
+    /// First matrix row held.
+    pub row0: usize,
+    /// Rows held.
+    pub rows: usize,
+}
+
+/// A `[rows, cols]` matrix kept in its stored dtype (f32, f16 or bf16) on the GPU.
+pub struct Weight {
+    /// Storage dtype (16-bit types are packed two per u32 and decoded in the kernel).
+    pub dtype: DType,
+    /// Matrix rows (output features of a linear layer, vocabulary of an embedding).
+    pub rows: usize,
+    /// Matrix columns (input features).
+    pub cols: usize,
+    /// Row blocks, each within the binding limit.
+    pub blocks: Vec<WeightBlock>,
+}
+
+impl Weight {
+    /// Uploads a row-major matrix from its raw little-endian bytes, split into blocks of at most `max_binding` bytes.
+    pub fn upload(gpu: &Gpu, name: &str, dtype: DType, rows: usize, cols: usize, bytes: &[u8], max_binding: u64) -> Result<Self> {
+        if !dtype.is_float() {
+            return Err(GpuError::shape("weight upload", format!("{name}: dtype {dtype} is not a float type")));
+        }
+        let row_bytes = cols * dtype.size();
+        if bytes.len() != rows * row_bytes {
+            return Err(GpuError::shape("weight upload", format!("{name}: {} bytes for [{rows}, {cols}] {dtype}", bytes.len())));
+        }
+        let mut per_block = (max_binding as usize / row_bytes.max(1)).min(rows.max(1));
+        if dtype.size() == 2 && cols % 2 == 1 && per_block < rows {
+            per_block -= per_block % 2;
+        }
+        if per_block == 0 {
+            return Err(GpuError::Limit(format!("{name}: one row of {row_bytes} bytes exceeds the {max_binding}-byte binding limit")));
+        }
+        let blocks = (0..rows)
+            .step_by(per_block)
+            .map(|row0| {
+                let n = per_block.min(rows - row0);
+                let mut data = bytes[row0 * row_bytes..(row0 + n) * row_bytes].to_vec();
+                data.resize(data.len().div_ceil(4).max(1) * 4, 0);
+                let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(name),
+                    contents: &data,
+                    usage: STORAGE,
+                });
+                WeightBlock { buffer, row0, rows: n }
+            })
+            .collect();
+        Ok(Weight { dtype, rows, cols, blocks })
+    }
+
+    /// Bytes resident on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.blocks.iter().map(|b| b.buffer.size()).sum()
+    }
+}
+
+impl Gpu {
+    /// A zero-filled f32 buffer of `len` elements.
+    pub fn zeros(&self, label: &str, len: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (len.max(1) * 4) as u64,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// An f32 buffer holding `data`.
+    pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
+        let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: STORAGE })
+    }
+
+    /// A uniform buffer holding `words`.
+    pub fn uniform(&self, label: &str, words: &[u32]) -> wgpu::Buffer {
+        let mut data = words.to_vec();
+        data.resize(data.len().div_ceil(4).max(1) * 4, 0);
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(&data),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// Copies `len` f32 values starting at element `offset` of `buffer` back to the host.
+    pub async fn read_f32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
+        let size = (len * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, (offset * 4) as u64, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.await
+            .map_err(|_| GpuError::Execution("readback was cancelled (device lost?)".into()))?
+            .map_err(|e| GpuError::Execution(format!("readback failed: {e}")))?;
+        let view = staging.get_mapped_range(..).map_err(|e| GpuError::Execution(e.to_string()))?;
+        let out = bytemuck::cast_slice::<u8, f32>(&view[..size as usize]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}

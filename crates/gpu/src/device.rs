@@ -1,0 +1,95 @@
+//! Device acquisition: the adapter's own limits are requested (the defaults are far lower), and the features
+//! kernels may use are reported.
+
+use crate::error::{GpuError, Result};
+use crate::kernels::Tuning;
+use crate::pipeline::PipelineCache;
+
+/// What the device is and what it allows, for logs, `inspect` and the page.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    /// Adapter name.
+    pub name: String,
+    /// Backend (Vulkan, Metal, WebGPU, ...).
+    pub backend: String,
+    /// Device type (discrete, integrated, CPU, ...).
+    pub device_type: String,
+    /// Whether f16 arithmetic is available in shaders.
+    pub shader_f16: bool,
+    /// Whether subgroup operations are available.
+    pub subgroups: bool,
+    /// Whether timestamp queries are available.
+    pub timestamps: bool,
+    /// Largest storage buffer binding, bytes.
+    pub max_binding: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer: u64,
+    /// Workgroup shared memory, bytes.
+    pub max_workgroup_storage: u32,
+}
+
+/// A device, its queue and the pipeline cache: everything kernels need.
+pub struct Gpu {
+    /// The wgpu device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// What the device is and allows.
+    pub info: DeviceInfo,
+    /// Compiled pipelines, created once.
+    pub pipelines: PipelineCache,
+    /// Workgroup and tile sizes the kernels use on this device.
+    pub tuning: Tuning,
+}
+
+impl Gpu {
+    /// Acquires the best available adapter and a device with its full limits.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoDevice(format!("no adapter ({e}); on Linux install mesa-vulkan-drivers")))?;
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("ternlight"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoDevice(e.to_string()))?;
+        let a = adapter.get_info();
+        let info = DeviceInfo {
+            name: a.name,
+            backend: format!("{:?}", a.backend),
+            device_type: format!("{:?}", a.device_type),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            max_binding: limits.max_storage_buffer_binding_size as u64,
+            max_buffer: limits.max_buffer_size,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+        };
+        Ok(Gpu { device, queue, info, pipelines: PipelineCache::default(), tuning: Tuning::default() })
+    }
+
+    /// Blocking [`Gpu::new`] for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Self> {
+        pollster::block_on(Self::new())
+    }
+
+    /// Waits for submitted work (native); the browser drives completion itself.
+    pub(crate) fn wait(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Execution(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! Softmax attention against the KV cache (`attention/prefill.wgsl`, `attention/decode.wgsl`); reference:
+//! `reference::attention::attention`.
+
+use super::f32_word;
+use crate::device::Gpu;
+use crate::error::{GpuError, Result};
+use crate::plan::{Grid, Plan, Rows};
+use crate::shader::Defines;
+
+/// Head dimensions the kernels are compiled for (private arrays are sized by it).
+pub const HEAD_DIMS: &[usize] = &[16, 32, 64, 80, 96, 128, 256];
+
+/// One attention call's shape and buffers.
+pub struct Attention<'a> {
+    /// Queries `[tokens, n_heads, head_dim]`, already rotated.
+    pub q: &'a wgpu::Buffer,
+    /// Key cache `[positions, n_kv_heads, head_dim]`.
+    pub k_cache: &'a wgpu::Buffer,
+    /// Value cache `[positions, n_kv_heads, head_dim]`.
+    pub v_cache: &'a wgpu::Buffer,
+    /// Output `[tokens, n_heads * head_dim]`.
+    pub out: &'a wgpu::Buffer,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+    /// Sliding window (keys per query including itself), if any.
+    pub window: Option<usize>,
+    /// q·k multiplier.
+    pub scale: f32,
+}
+
+fn check(a: &Attention) -> Result<()> {
+    if !HEAD_DIMS.contains(&a.head_dim) {
+        return Err(GpuError::shape("attention", format!("head_dim {} not in {HEAD_DIMS:?}", a.head_dim)));
+    }
+    if a.n_kv_heads == 0 || a.n_heads % a.n_kv_heads != 0 {
+        return Err(GpuError::shape("attention", format!("{} query heads over {} kv heads", a.n_heads, a.n_kv_heads)));
+    }
+    Ok(())
+}
+
+fn base_params(a: &Attention) -> Vec<u32> {
+    vec![a.n_heads as u32, a.n_kv_heads as u32, a.window.unwrap_or(0) as u32, f32_word(a.scale)]
+}
+
+/// Records attention for a block of queries: one invocation per (token, head), online softmax.
+pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
+    check(a)?;
+    let wg = gpu.tuning.wg;
+    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
+    plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &base_params(a), &[a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()], grid)
+}
+
+/// Records attention for few queries with long contexts: one workgroup per (token, head). `scores` holds
+/// `tokens * n_heads * max_keys` f32 of scratch.
+pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
+    check(a)?;
+    let wg = gpu.tuning.wg;
+    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
+    let mut params = base_params(a);
+    params.push(max_keys as u32);
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
+    plan.dispatch(
+        gpu,
+        "attention/decode.wgsl",
+        &defines,
+        &params,
+        &[a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()],
+        grid,
+    )
+}

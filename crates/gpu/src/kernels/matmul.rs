@@ -1,0 +1,80 @@
+//! Linear layers `y (+)= x W^T (+ b)` (`common/matmul.wgsl`, `common/matvec.wgsl`); reference:
+//! `reference::linear::linear`. Weights stay in their stored dtype; accumulation is f32.
+
+use super::weight_defines;
+use crate::buffer::Weight;
+use crate::device::Gpu;
+use crate::error::{GpuError, Result};
+use crate::plan::{Grid, Plan, Rows};
+use crate::shader::Defines;
+
+/// Which kernel shape to use: tiles for many rows (prefill), a reduction per output for one row (decode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulShape {
+    /// Register-blocked tiles; best when rows ≫ 1.
+    Tiled,
+    /// Cooperative matrix-vector; best for a single row.
+    Vector,
+}
+
+/// Whether the result overwrites `y` or is added to it (a fused residual add).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `y = x W^T + b`.
+    Store,
+    /// `y += x W^T + b`.
+    Accumulate,
+}
+
+/// One linear layer to record.
+pub struct Linear<'a> {
+    /// Input `[rows, w.cols]`.
+    pub x: &'a wgpu::Buffer,
+    /// The weight matrix `[n, k]`.
+    pub w: &'a Weight,
+    /// Optional f32 bias `[n]`.
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// Output `[rows, n]`.
+    pub y: &'a wgpu::Buffer,
+    /// Which row count applies.
+    pub rows: Rows,
+    /// Store or accumulate.
+    pub epilogue: Epilogue,
+    /// Kernel shape.
+    pub shape: MatmulShape,
+}
+
+/// Records the linear layer, one dispatch per row block of the weight.
+pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
+    let (n, k) = (l.w.rows, l.w.cols);
+    if n == 0 || k == 0 {
+        return Err(GpuError::shape("linear", format!("empty weight [{n}, {k}]")));
+    }
+    let t = &gpu.tuning;
+    let base = Defines::new().flag("BIAS", l.bias.is_some()).flag("ACCUMULATE", l.epilogue == Epilogue::Accumulate);
+    let (shader, defines) = match l.shape {
+        MatmulShape::Tiled => (
+            "common/matmul.wgsl",
+            base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn),
+        ),
+        MatmulShape::Vector => ("common/matvec.wgsl", base.set("WG", t.wg).set("NR", t.nr)),
+    };
+    let defines = weight_defines(defines, l.w.dtype, 4);
+    for block in &l.w.blocks {
+        let params = [k as u32, block.rows as u32, block.row0 as u32, n as u32, l.rows.selector()];
+        let grid = match l.shape {
+            MatmulShape::Tiled => Grid::Tiles {
+                x: (block.rows as u32).div_ceil(t.wg_x * t.tn),
+                rows: l.rows,
+                rows_per_group: t.wg_y * t.tm,
+            },
+            MatmulShape::Vector => Grid::Tiles { x: (block.rows as u32).div_ceil(t.nr), rows: l.rows, rows_per_group: 1 },
+        };
+        let mut buffers = vec![l.x.into(), l.y.into(), (&block.buffer).into()];
+        if let Some(b) = l.bias {
+            buffers.push(b.into());
+        }
+        plan.dispatch(gpu, shader, &defines, &params, &buffers, grid)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! One module per kernel family. Each function checks shapes against the device, then records its
+//! dispatches into a [`Plan`](crate::plan::Plan); the matching CPU reference is in `ternlight_core::reference`.
+
+pub mod attention;
+pub mod embedding;
+pub mod matmul;
+pub mod mlp;
+pub mod norm;
+pub mod rope;
+
+use crate::shader::Defines;
+use ternlight_core::dtype::DType;
+
+/// Workgroup and tile sizes. The defaults suit CPU adapters (lavapipe, SwiftShader): register blocking,
+/// little shared memory. Real GPUs want other values; everything takes them from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Invocations per workgroup of the 1-D kernels (power of two).
+    pub wg: u32,
+    /// Matmul tile: output rows per invocation.
+    pub tm: u32,
+    /// Matmul tile: output columns per invocation.
+    pub tn: u32,
+    /// Matmul workgroup width (invocations along N).
+    pub wg_x: u32,
+    /// Matmul workgroup height (invocations along M).
+    pub wg_y: u32,
+    /// Matvec: outputs per workgroup.
+    pub nr: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { wg: 64, tm: 4, tn: 4, wg_x: 8, wg_y: 8, nr: 4 }
+    }
+}
+
+/// Defines selecting how a weight of `dtype` bound at `binding` is decoded (`common/weights.wgsl`).
+pub fn weight_defines(defines: Defines, dtype: DType, binding: u32) -> Defines {
+    let (elem, flag) = match dtype {
+        DType::F32 => ("f32", "W_F32"),
+        DType::F16 => ("u32", "W_F16"),
+        _ => ("u32", "W_BF16"),
+    };
+    defines.set("W_BINDING", binding).set("W_ELEM", elem).flag(flag, true)
+}
+
+/// Bit pattern of an f32 for a uniform word.
+pub(crate) fn f32_word(v: f32) -> u32 {
+    v.to_bits()
+}

@@ -1,0 +1,38 @@
+//! Rotary embedding in place (`common/rope.wgsl`); reference: `reference::rope::rope`.
+
+use crate::device::Gpu;
+use crate::error::{GpuError, Result};
+use crate::plan::{Grid, Plan, Rows};
+use crate::shader::Defines;
+
+/// Position tables for one RoPE configuration, `[positions, rotary_dim / 2]` each.
+pub struct RopeTables {
+    /// cos of position × inverse frequency.
+    pub cos: wgpu::Buffer,
+    /// sin of position × inverse frequency.
+    pub sin: wgpu::Buffer,
+    /// Positions covered.
+    pub positions: usize,
+    /// Rotated channels.
+    pub rotary_dim: usize,
+}
+
+impl RopeTables {
+    /// Uploads the tables of `rope` for `positions` positions.
+    pub fn new(gpu: &Gpu, rope: &ternlight_core::spec::RopeSpec, positions: usize) -> Self {
+        let (cos, sin) = rope.tables(positions);
+        RopeTables { cos: gpu.upload_f32("rope cos", &cos), sin: gpu.upload_f32("rope sin", &sin), positions, rotary_dim: rope.rotary_dim }
+    }
+}
+
+/// Records the rotation of `x` `[tokens, heads, head_dim]` at positions `pos0..`.
+pub fn rope(gpu: &Gpu, plan: &mut Plan, x: &wgpu::Buffer, heads: usize, head_dim: usize, tables: &RopeTables) -> Result<()> {
+    if tables.rotary_dim > head_dim || tables.rotary_dim % 2 != 0 {
+        return Err(GpuError::shape("rope", format!("rotary dim {} for head dim {head_dim}", tables.rotary_dim)));
+    }
+    let half = tables.rotary_dim / 2;
+    let wg = gpu.tuning.wg;
+    let params = [heads as u32, head_dim as u32, half as u32, tables.positions as u32];
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: (heads * half) as u32, per_group: wg };
+    plan.dispatch(gpu, "common/rope.wgsl", &Defines::new().set("WG", wg), &params, &[x.into(), (&tables.cos).into(), (&tables.sin).into()], grid)
+}

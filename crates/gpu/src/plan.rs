@@ -1,0 +1,242 @@
+//! A forward pass as data: a list of GPU operations recorded once and encoded into one command buffer per
+//! forward. Sizes that change between forwards (tokens in the batch, logit rows, the position) are read from
+//! a shared [`Step`] uniform and from the host-side [`Step`] when dispatch counts and copy ranges are computed.
+
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::shader::Defines;
+use std::sync::Arc;
+
+/// What changes from one forward to the next.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Step {
+    /// Position of the first token.
+    pub pos0: u32,
+    /// Tokens in this forward.
+    pub n_tokens: u32,
+    /// Token indices (within this forward) whose logits are wanted.
+    pub logit_rows: Vec<u32>,
+}
+
+impl Step {
+    fn rows(&self, rows: Rows) -> u32 {
+        match rows {
+            Rows::Tokens => self.n_tokens,
+            Rows::Logits => self.logit_rows.len() as u32,
+        }
+    }
+
+    fn uniform_words(&self) -> [u32; 4] {
+        [self.pos0, self.n_tokens, self.logit_rows.len() as u32, 0]
+    }
+}
+
+/// Which per-forward count a dispatch's rows follow (matches `row_count` in `common/step.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// One row per token of the forward.
+    Tokens,
+    /// One row per requested logit row.
+    Logits,
+}
+
+impl Rows {
+    /// The selector value the shaders read.
+    pub fn selector(self) -> u32 {
+        match self {
+            Rows::Tokens => 0,
+            Rows::Logits => 1,
+        }
+    }
+}
+
+/// How many workgroups a dispatch launches, as a function of the [`Step`].
+#[derive(Clone, Copy, Debug)]
+pub enum Grid {
+    /// `rows * per_row` items, `per_group` per workgroup, laid out flat (split over x and z beyond 65535).
+    Flat {
+        /// Row count source.
+        rows: Rows,
+        /// Items per row.
+        per_row: u32,
+        /// Items per workgroup.
+        per_group: u32,
+    },
+    /// A 2-D grid: `x` fixed, `y` = ceil(rows / rows_per_group).
+    Tiles {
+        /// Workgroups along x.
+        x: u32,
+        /// Row count source.
+        rows: Rows,
+        /// Rows covered by one workgroup along y.
+        rows_per_group: u32,
+    },
+}
+
+const MAX_GROUPS: u32 = 65535;
+
+impl Grid {
+    fn workgroups(&self, step: &Step) -> [u32; 3] {
+        match *self {
+            Grid::Flat { rows, per_row, per_group } => {
+                let total = (step.rows(rows) * per_row).div_ceil(per_group);
+                if total <= MAX_GROUPS {
+                    [total, 1, 1]
+                } else {
+                    [MAX_GROUPS, 1, total.div_ceil(MAX_GROUPS)]
+                }
+            }
+            Grid::Tiles { x, rows, rows_per_group } => [x, step.rows(rows).div_ceil(rows_per_group), 1],
+        }
+    }
+}
+
+/// One recorded GPU operation.
+pub enum Op {
+    /// A compute dispatch.
+    Dispatch {
+        /// The compiled kernel.
+        pipeline: Arc<wgpu::ComputePipeline>,
+        /// Its bound buffers.
+        bind_group: wgpu::BindGroup,
+        /// Its launch size.
+        grid: Grid,
+    },
+    /// Appends this forward's rows to a cache: `n_tokens * row_bytes` bytes from `src` to `dst` at `pos0 * row_bytes`.
+    AppendRows {
+        /// Rows of this forward, `[n_tokens, row]`.
+        src: wgpu::Buffer,
+        /// The cache, `[positions, row]`.
+        dst: wgpu::Buffer,
+        /// Bytes per row.
+        row_bytes: u64,
+    },
+    /// Gathers the requested logit rows of `src` (`[n_tokens, row]`) into `dst` (`[n_logits, row]`).
+    GatherLogitRows {
+        /// Per-token rows.
+        src: wgpu::Buffer,
+        /// Gathered rows.
+        dst: wgpu::Buffer,
+        /// Bytes per row.
+        row_bytes: u64,
+    },
+}
+
+/// A recorded forward pass and the uniform buffer holding its [`Step`].
+pub struct Plan {
+    step_buffer: wgpu::Buffer,
+    ops: Vec<Op>,
+}
+
+/// A buffer bound to a kernel: whole, or a byte range of it.
+pub enum Binding<'a> {
+    /// The whole buffer.
+    Whole(&'a wgpu::Buffer),
+    /// `size` bytes from `offset`.
+    Range(&'a wgpu::Buffer, u64, u64),
+}
+
+impl<'a> From<&'a wgpu::Buffer> for Binding<'a> {
+    fn from(b: &'a wgpu::Buffer) -> Self {
+        Binding::Whole(b)
+    }
+}
+
+impl Plan {
+    /// An empty plan with its own step uniform.
+    pub fn new(gpu: &Gpu) -> Self {
+        Plan { step_buffer: gpu.uniform("step", &[0; 4]), ops: Vec::new() }
+    }
+
+    /// Operations recorded so far.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Number of compute dispatches in one forward.
+    pub fn dispatch_count(&self) -> usize {
+        self.ops.iter().filter(|o| matches!(o, Op::Dispatch { .. })).count()
+    }
+
+    /// Records a dispatch of `shader` (variant `defines`). Binding 0 is the step uniform, binding 1 a fresh
+    /// uniform holding `params`, and bindings 2.. are `buffers` in order.
+    pub fn dispatch(&mut self, gpu: &Gpu, shader: &str, defines: &Defines, params: &[u32], buffers: &[Binding], grid: Grid) -> Result<()> {
+        let pipeline = gpu.pipelines.get(&gpu.device, shader, defines)?;
+        let params = gpu.uniform(shader, params);
+        let mut entries = vec![
+            wgpu::BindGroupEntry { binding: 0, resource: self.step_buffer.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: params.as_entire_binding() },
+        ];
+        for (i, b) in buffers.iter().enumerate() {
+            let resource = match *b {
+                Binding::Whole(buf) => buf.as_entire_binding(),
+                Binding::Range(buf, offset, size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: buf,
+                    offset,
+                    size: std::num::NonZeroU64::new(size),
+                }),
+            };
+            entries.push(wgpu::BindGroupEntry { binding: 2 + i as u32, resource });
+        }
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(shader),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.ops.push(Op::Dispatch { pipeline, bind_group, grid });
+        Ok(())
+    }
+
+    /// Records a non-dispatch operation.
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    /// Encodes the plan for `step` into `encoder` (the step uniform must already hold `step`).
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, step: &Step) {
+        let mut i = 0;
+        while i < self.ops.len() {
+            if let Op::Dispatch { .. } = self.ops[i] {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                while let Some(Op::Dispatch { pipeline, bind_group, grid }) = self.ops.get(i) {
+                    let [x, y, z] = grid.workgroups(step);
+                    if x * y * z > 0 {
+                        pass.set_pipeline(pipeline);
+                        pass.set_bind_group(0, bind_group, &[]);
+                        pass.dispatch_workgroups(x, y, z);
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            match &self.ops[i] {
+                Op::AppendRows { src, dst, row_bytes } => {
+                    let size = step.n_tokens as u64 * row_bytes;
+                    encoder.copy_buffer_to_buffer(src, 0, dst, step.pos0 as u64 * row_bytes, size);
+                }
+                Op::GatherLogitRows { src, dst, row_bytes } => {
+                    let rows = &step.logit_rows;
+                    let mut r = 0;
+                    while r < rows.len() {
+                        let mut run = 1;
+                        while r + run < rows.len() && rows[r + run] == rows[r] + run as u32 {
+                            run += 1;
+                        }
+                        encoder.copy_buffer_to_buffer(src, rows[r] as u64 * row_bytes, dst, r as u64 * row_bytes, run as u64 * row_bytes);
+                        r += run;
+                    }
+                }
+                Op::Dispatch { .. } => unreachable!("dispatches are encoded in passes above"),
+            }
+            i += 1;
+        }
+    }
+
+    /// Writes `step` to the uniform, encodes the plan and submits it as one command buffer.
+    pub fn submit(&self, gpu: &Gpu, step: &Step) {
+        gpu.queue.write_buffer(&self.step_buffer, 0, bytemuck::cast_slice(&step.uniform_words()));
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        self.encode(&mut encoder, step);
+        gpu.queue.submit([encoder.finish()]);
+    }
+}

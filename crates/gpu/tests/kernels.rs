@@ -1,0 +1,228 @@
+//! Every kernel against its CPU reference on random inputs at awkward sizes (not tile multiples, T=1, T=150,
+//! head_dim 16/64/128), on whatever adapter the machine has (lavapipe in CI).
+
+use half::{bf16, f16};
+use std::sync::OnceLock;
+use ternlight_core::dtype::{decode_f32, DType};
+use ternlight_core::reference;
+use ternlight_core::sampling::Rng;
+use ternlight_core::spec::{Activation, RopeScaling, RopeSpec};
+use ternlight_gpu::buffer::Weight;
+use ternlight_gpu::kernels::attention::{self, Attention};
+use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
+use ternlight_gpu::kernels::{embedding, mlp, rope};
+use ternlight_gpu::plan::{Plan, Rows, Step};
+use ternlight_gpu::Gpu;
+
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| Gpu::new_blocking().expect("a GPU adapter (lavapipe: apt install mesa-vulkan-drivers)"))
+}
+
+fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * scale).collect()
+}
+
+fn encode(dtype: DType, v: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::F16 => v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
+    }
+}
+
+fn run(plan: &Plan, step: &Step, out: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    plan.submit(gpu(), step);
+    pollster::block_on(gpu().read_f32(out, 0, len)).unwrap()
+}
+
+fn tokens(pos0: usize, n: usize) -> Step {
+    Step { pos0: pos0 as u32, n_tokens: n as u32, logit_rows: vec![] }
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d <= tol * scale, "{what}: max abs diff {d} (scale {scale})");
+}
+
+#[test]
+fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
+    let g = gpu();
+    let mut rng = Rng::new(1);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (rows, k, n) in [(1, 17, 33), (150, 67, 45), (5, 64, 256), (63, 1, 7)] {
+            for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
+                for (epilogue, bias) in [(Epilogue::Store, false), (Epilogue::Accumulate, true)] {
+                    let x = random(&mut rng, rows * k, 1.0);
+                    let raw = encode(dtype, &random(&mut rng, n * k, 0.5));
+                    let wf = decode_f32(dtype, &raw).unwrap();
+                    let b = random(&mut rng, n, 0.5);
+                    let y0 = random(&mut rng, rows * n, 1.0);
+                    let w = Weight::upload(g, "w", dtype, n, k, &raw, g.info.max_binding).unwrap();
+                    let (xb, yb, bb) = (g.upload_f32("x", &x), g.upload_f32("y", &y0), g.upload_f32("b", &b));
+                    let mut plan = Plan::new(g);
+                    let l = Linear { x: &xb, w: &w, bias: bias.then_some(&bb), y: &yb, rows: Rows::Tokens, epilogue, shape };
+                    linear(g, &mut plan, &l).unwrap();
+                    let got = run(&plan, &tokens(0, rows), &yb, rows * n);
+                    let mut want = reference::linear::linear(&x, &wf, bias.then_some(&b[..]), k, n);
+                    if epilogue == Epilogue::Accumulate {
+                        want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
+                    }
+                    assert_close(&got, &want, 1e-5, &format!("{dtype} {rows}x{k}x{n} {shape:?} {epilogue:?}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
+    let g = gpu();
+    let mut rng = Rng::new(2);
+    let (rows, k, n) = (3, 13, 41);
+    for dtype in [DType::BF16, DType::F32] {
+        let raw = encode(dtype, &random(&mut rng, n * k, 0.5));
+        let wf = decode_f32(dtype, &raw).unwrap();
+        let limit = (7 * k * dtype.size()) as u64;
+        let w = Weight::upload(g, "w", dtype, n, k, &raw, limit).unwrap();
+        assert!(w.blocks.len() >= 6, "{} blocks", w.blocks.len());
+        assert!(w.blocks.iter().all(|b| b.buffer.size() <= limit.div_ceil(4) * 4));
+        let x = random(&mut rng, rows * k, 1.0);
+        let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", rows * n));
+        for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
+            let mut plan = Plan::new(g);
+            let l = Linear { x: &xb, w: &w, bias: None, y: &yb, rows: Rows::Tokens, epilogue: Epilogue::Store, shape };
+            linear(g, &mut plan, &l).unwrap();
+            let got = run(&plan, &tokens(0, rows), &yb, rows * n);
+            assert_close(&got, &reference::linear::linear(&x, &wf, None, k, n), 1e-5, "split matmul");
+        }
+
+        let ids: Vec<u32> = (0..9).map(|i| (i * 17 % n) as u32).collect();
+        let idb = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 36,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        g.queue.write_buffer(&idb, 0, bytemuck::cast_slice(&ids));
+        let out = g.zeros("emb", ids.len() * k);
+        let mut plan = Plan::new(g);
+        embedding::embedding(g, &mut plan, &w, &idb, &out, 1.5).unwrap();
+        let got = run(&plan, &tokens(0, ids.len()), &out, ids.len() * k);
+        assert_close(&got, &reference::embedding::embedding(&wf, k, &ids, 1.5), 1e-6, "split embedding");
+    }
+    let e = Weight::upload(g, "huge", DType::F32, 2, 100, &[0; 800], 64).err().unwrap();
+    assert!(e.to_string().contains("huge"), "{e}");
+}
+
+#[test]
+fn rms_norm_matches_reference_in_every_output_mode() {
+    let g = gpu();
+    let mut rng = Rng::new(3);
+    for (dim, groups, rows) in [(19, 3, 150), (64, 1, 1), (130, 2, 7)] {
+        for unit_offset in [false, true] {
+            let x = random(&mut rng, rows * groups * dim, 2.0);
+            let w = random(&mut rng, dim, 1.0);
+            let res = random(&mut rng, rows * groups * dim, 1.0);
+            let want = reference::norm::rms_norm(&x, &w, dim, 1e-6, unit_offset);
+            let wb = g.upload_f32("w", &w);
+            let args = NormArgs { weight: &wb, dim, groups_per_row: groups, rows: Rows::Tokens, eps: 1e-6, unit_offset };
+            let step = tokens(0, rows);
+
+            let xb = g.upload_f32("x", &x);
+            let mut plan = Plan::new(g);
+            rms_norm(g, &mut plan, &args, &xb, NormOutput::InPlace).unwrap();
+            assert_close(&run(&plan, &step, &xb, x.len()), &want, 1e-5, "in place");
+
+            let (xb, out) = (g.upload_f32("x", &x), g.upload_f32("r", &res));
+            let mut plan = Plan::new(g);
+            rms_norm(g, &mut plan, &args, &xb, NormOutput::Residual(&out)).unwrap();
+            let sum: Vec<f32> = want.iter().zip(&res).map(|(a, b)| a + b).collect();
+            assert_close(&run(&plan, &step, &out, x.len()), &sum, 1e-5, "residual");
+        }
+    }
+}
+
+#[test]
+fn rope_matches_reference_with_full_and_partial_rotation() {
+    let g = gpu();
+    let mut rng = Rng::new(4);
+    for (heads, head_dim, rotary_dim, pos0, t) in [(3, 16, 16, 5, 150), (2, 64, 16, 0, 1), (4, 128, 128, 99, 3)] {
+        let spec = RopeSpec { theta: 10000.0, rotary_dim, scaling: RopeScaling::None };
+        let tables = rope::RopeTables::new(g, &spec, 200);
+        let (cos, sin) = spec.tables(200);
+        let mut x = random(&mut rng, t * heads * head_dim, 1.0);
+        let xb = g.upload_f32("x", &x);
+        let mut plan = Plan::new(g);
+        rope::rope(g, &mut plan, &xb, heads, head_dim, &tables).unwrap();
+        let got = run(&plan, &tokens(pos0, t), &xb, x.len());
+        reference::rope::rope(&mut x, heads, head_dim, rotary_dim, pos0, &cos, &sin);
+        assert_close(&got, &x, 1e-6, &format!("rope h{heads} d{head_dim} r{rotary_dim}"));
+    }
+}
+
+#[test]
+fn gated_activations_match_reference() {
+    let g = gpu();
+    let mut rng = Rng::new(5);
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        let (t, width) = (150, 37);
+        let gate = random(&mut rng, t * width, 6.0);
+        let up = random(&mut rng, t * width, 1.0);
+        let (gb, ub, ob) = (g.upload_f32("g", &gate), g.upload_f32("u", &up), g.zeros("o", t * width));
+        let mut plan = Plan::new(g);
+        mlp::gated_act(g, &mut plan, act, &gb, &ub, &ob, width).unwrap();
+        assert_close(&run(&plan, &tokens(0, t), &ob, t * width), &reference::mlp::gated(act, &gate, &up), 1e-5, &format!("{act:?}"));
+    }
+}
+
+#[test]
+fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
+    let g = gpu();
+    let mut rng = Rng::new(6);
+    let cases = [
+        // (heads, kv_heads, head_dim, pos0, tokens, window)
+        (4, 2, 16, 0, 150, None),
+        (4, 2, 16, 0, 150, Some(7)),
+        (6, 3, 64, 20, 33, Some(16)),
+        (2, 1, 128, 0, 1, None),
+        (4, 4, 64, 149, 1, None),
+        (8, 2, 128, 70, 1, Some(5)),
+    ];
+    for (heads, kv, d, pos0, t, window) in cases {
+        let ctx = pos0 + t;
+        let q = random(&mut rng, t * heads * d, 1.0);
+        let k = random(&mut rng, ctx * kv * d, 1.0);
+        let v = random(&mut rng, ctx * kv * d, 1.0);
+        let scale = 1.0 / (d as f32).sqrt();
+        let want = reference::attention::attention(&q, &k, &v, heads, kv, d, pos0, window, scale);
+        let (qb, kb, vb, ob) = (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("v", &v), g.zeros("o", q.len()));
+        let scores = g.zeros("scores", t * heads * ctx);
+        let a = Attention { q: &qb, k_cache: &kb, v_cache: &vb, out: &ob, n_heads: heads, n_kv_heads: kv, head_dim: d, window, scale };
+        let what = format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} w{window:?}");
+
+        let mut plan = Plan::new(g);
+        attention::prefill(g, &mut plan, &a).unwrap();
+        assert_close(&run(&plan, &tokens(pos0, t), &ob, q.len()), &want, 1e-5, &format!("prefill {what}"));
+
+        let ob2 = g.zeros("o2", q.len());
+        let a = Attention { out: &ob2, ..a };
+        let mut plan = Plan::new(g);
+        attention::decode(g, &mut plan, &a, &scores, ctx).unwrap();
+        assert_close(&run(&plan, &tokens(pos0, t), &ob2, q.len()), &want, 1e-5, &format!("decode {what}"));
+    }
+}
+
+#[test]
+fn unsupported_shapes_are_refused_before_dispatch() {
+    let g = gpu();
+    let b = g.zeros("b", 16);
+    let a = Attention { q: &b, k_cache: &b, v_cache: &b, out: &b, n_heads: 3, n_kv_heads: 2, head_dim: 16, window: None, scale: 1.0 };
+    let e = attention::prefill(g, &mut Plan::new(g), &a).unwrap_err();
+    assert!(e.to_string().contains("kv heads"), "{e}");
+    let a = Attention { n_heads: 2, head_dim: 24, ..a };
+    assert!(attention::decode(g, &mut Plan::new(g), &a, &b, 4).unwrap_err().to_string().contains("head_dim 24"));
+}

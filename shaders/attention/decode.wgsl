@@ -1,0 +1,88 @@
+// Decode attention: one workgroup per (token, head) splits the keys across invocations.
+// Phase 1 writes scores to a scratch row and reduces the max, phase 2 exponentiates and sums,
+// phase 3 has each invocation own output channels and sum p_j * v_j over all keys.
+#include "common/grid.wgsl"
+#include "common/step.wgsl"
+
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    window: u32,   // 0 = unlimited
+    scale: f32,
+    scratch_stride: u32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(4) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> scores: array<f32>;
+
+const D: u32 = {{HEAD_DIM}}u;
+var<workgroup> red: array<f32, {{WG}}>;
+
+fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            if (is_max) {
+                red[lid] = max(red[lid], red[lid + s]);
+            } else {
+                red[lid] += red[lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let group = flat_group(wid, nwg);
+    let t = group / params.n_heads;
+    let h = group % params.n_heads;
+    if (t >= step.n_tokens) {
+        return;
+    }
+    let p = step.pos0 + t;
+    var first = 0u;
+    if (params.window > 0u && p + 1u > params.window) {
+        first = p + 1u - params.window;
+    }
+    let kvh = h / (params.n_heads / params.n_kv_heads);
+    let kv_stride = params.n_kv_heads * D;
+    let qb = group * D;
+    let sb = group * params.scratch_stride;
+
+    var local_max = -3.0e38;
+    for (var j = first + lid; j <= p; j += {{WG}}u) {
+        let kb = j * kv_stride + kvh * D;
+        var s = 0.0;
+        for (var d = 0u; d < D; d++) {
+            s += q[qb + d] * k_cache[kb + d];
+        }
+        s *= params.scale;
+        scores[sb + j - first] = s;
+        local_max = max(local_max, s);
+    }
+    let m = reduce(local_max, lid, true);
+    var local_sum = 0.0;
+    for (var j = first + lid; j <= p; j += {{WG}}u) {
+        let e = exp(scores[sb + j - first] - m);
+        scores[sb + j - first] = e;
+        local_sum += e;
+    }
+    let l = reduce(local_sum, lid, false);
+    storageBarrier();
+    for (var d = lid; d < D; d += {{WG}}u) {
+        var acc = 0.0;
+        for (var j = first; j <= p; j++) {
+            acc += scores[sb + j - first] * v_cache[j * kv_stride + kvh * D + d];
+        }
+        out[qb + d] = acc / l;
+    }
+}

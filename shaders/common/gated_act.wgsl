@@ -1,0 +1,34 @@
+// Gated MLP element-wise part: out = act(gate) * up, ACT in {silu, gelu_tanh}.
+#include "common/grid.wgsl"
+#include "common/step.wgsl"
+
+struct Params {
+    width: u32,
+    row_sel: u32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> gate: array<f32>;
+@group(0) @binding(3) var<storage, read> up: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+fn silu(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+    let u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+    // tanh via exp, stable for large |u|
+    let e = exp(-2.0 * abs(u));
+    let t = sign(u) * (1.0 - e) / (1.0 + e);
+    return 0.5 * x * (1.0 + t);
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let idx = flat_group(wid, nwg) * {{WG}}u + lid;
+    if (idx >= row_count(params.row_sel) * params.width) {
+        return;
+    }
+    out[idx] = {{ACT}}(gate[idx]) * up[idx];
+}

@@ -1,0 +1,75 @@
+// Y[m, n_offset + n] (+)= sum_k X[m, k] W[n, k] (+ bias) for one row block of W, register-blocked:
+// each invocation owns a TM x TN tile of outputs and reads X and W straight from memory (no shared memory:
+// barriers are slow on CPU adapters; TM/TN/WG_X/WG_Y are tunable per device).
+#include "common/step.wgsl"
+
+struct Params {
+    k: u32,
+    n_block: u32,
+    n_offset: u32,
+    n_total: u32,
+    row_sel: u32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#include "common/weights.wgsl"
+#if BIAS
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+#endif
+
+@compute @workgroup_size({{WG_X}}, {{WG_Y}})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let rows = row_count(params.row_sel);
+    let m0 = gid.y * {{TM}}u;
+    let n0 = gid.x * {{TN}}u;
+    if (m0 >= rows || n0 >= params.n_block) {
+        return;
+    }
+    var acc: array<array<f32, {{TN}}>, {{TM}}>;
+    var xrow: array<u32, {{TM}}>;
+    var wrow: array<u32, {{TN}}>;
+    for (var i = 0u; i < {{TM}}u; i++) {
+        xrow[i] = min(m0 + i, rows - 1u) * params.k;
+    }
+    for (var j = 0u; j < {{TN}}u; j++) {
+        wrow[j] = min(n0 + j, params.n_block - 1u) * params.k;
+    }
+    for (var kk = 0u; kk < params.k; kk++) {
+        var a: array<f32, {{TM}}>;
+        var b: array<f32, {{TN}}>;
+        for (var i = 0u; i < {{TM}}u; i++) {
+            a[i] = x[xrow[i] + kk];
+        }
+        for (var j = 0u; j < {{TN}}u; j++) {
+            b[j] = w_at(wrow[j] + kk);
+        }
+        for (var i = 0u; i < {{TM}}u; i++) {
+            for (var j = 0u; j < {{TN}}u; j++) {
+                acc[i][j] += a[i] * b[j];
+            }
+        }
+    }
+    for (var i = 0u; i < {{TM}}u; i++) {
+        let m = m0 + i;
+        if (m >= rows) {
+            break;
+        }
+        for (var j = 0u; j < {{TN}}u; j++) {
+            let n = n0 + j;
+            if (n >= params.n_block) {
+                break;
+            }
+            var v = acc[i][j];
+#if BIAS
+            v += bias[params.n_offset + n];
+#endif
+            let o = m * params.n_total + params.n_offset + n;
+#if ACCUMULATE
+            y[o] = y[o] + v;
+#else
+            y[o] = v;
+#endif
+        }
+    }
+}

@@ -1,0 +1,62 @@
+// RMSNorm over groups of `dim` values, one workgroup per group:
+// y = x * rsqrt(mean(x^2) + eps) * (w or 1 + w). Variants: INPLACE (y overwrites x), RESIDUAL (out += y).
+#include "common/grid.wgsl"
+#include "common/step.wgsl"
+
+struct Params {
+    dim: u32,
+    groups_per_row: u32,
+    row_sel: u32,
+    unit_offset: u32,
+    eps: f32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+#if INPLACE
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+#else
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#endif
+
+var<workgroup> partial: array<f32, {{WG}}>;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let group = flat_group(wid, nwg);
+    if (group >= row_count(params.row_sel) * params.groups_per_row) {
+        return;
+    }
+    let base = group * params.dim;
+    var sum = 0.0;
+    for (var d = lid; d < params.dim; d += {{WG}}u) {
+        let v = x[base + d];
+        sum += v * v;
+    }
+    partial[lid] = sum;
+    workgroupBarrier();
+    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let inv = inverseSqrt(partial[0] / f32(params.dim) + params.eps);
+    for (var d = lid; d < params.dim; d += {{WG}}u) {
+        var g = weight[d];
+        if (params.unit_offset == 1u) {
+            g = 1.0 + g;
+        }
+        let y = x[base + d] * inv * g;
+#if INPLACE
+        x[base + d] = y;
+#else
+#if RESIDUAL
+        out[base + d] = out[base + d] + y;
+#else
+        out[base + d] = y;
+#endif
+#endif
+    }
+}
