@@ -1,1 +1,15 @@
-//! placeholder
+//! Ternlight runtime: a model's weights on the GPU, its per-layer state, and the forward pass as recorded plans.
+//!
+//! - [`weights`]: uploads a checkpoint to the GPU after validating it against the spec.
+//! - [`graph`]: turns the per-layer schedule into a [`Plan`](ternlight_gpu::plan::Plan) (prefill or decode form).
+//! - [`session`]: owns weights, KV cache and scratch; `prefill(ids)` and `step(id)`.
+//! - [`generate`]: the sampling loop with timings.
+
+pub mod error;
+pub mod generate;
+pub mod graph;
+pub mod session;
+pub mod weights;
+
+pub use error::{Result, RuntimeError};
+pub use session::{Session, SessionOptions};

@@ -1,0 +1,256 @@
+//! The forward pass, built from the per-layer schedule: every layer kind maps to a fixed sequence of kernel
+//! calls recorded into a [`Plan`]. The prefill form uses tiled matmuls and per-query attention; the decode
+//! form uses matrix-vector kernels and key-parallel attention. Both read the same weights and buffers.
+
+use crate::error::Result;
+use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
+use ternlight_core::spec::{AttentionSpec, MixerSpec, MlpSpec, ModelSpec, RopeSpec};
+use ternlight_gpu::kernels::attention::{self, Attention};
+use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
+use ternlight_gpu::kernels::rope::{rope, RopeTables};
+use ternlight_gpu::kernels::{embedding::embedding, mlp::gated_act};
+use ternlight_gpu::plan::{Op, Plan, Rows};
+use ternlight_gpu::{wgpu, Gpu, GpuError};
+
+/// Which form of the forward pass to record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Many tokens at once.
+    Prefill,
+    /// One token at a time.
+    Decode,
+}
+
+/// Per-layer state that persists across forwards.
+pub enum LayerState {
+    /// KV cache `[max_context, n_kv_heads, head_dim]` f32 each.
+    Attention {
+        /// Keys (after RoPE).
+        k: wgpu::Buffer,
+        /// Values.
+        v: wgpu::Buffer,
+    },
+}
+
+/// Activation buffers sized for `capacity` tokens per forward.
+pub struct Scratch {
+    /// Token ids `[capacity]` u32.
+    pub ids: wgpu::Buffer,
+    /// Residual stream `[capacity, hidden]`.
+    pub x: wgpu::Buffer,
+    /// Normed input of a block `[capacity, hidden]`.
+    pub h: wgpu::Buffer,
+    /// Block output before its post-norm `[capacity, hidden]`.
+    pub tmp: wgpu::Buffer,
+    /// Queries `[capacity, max q width]`.
+    pub q: wgpu::Buffer,
+    /// Keys `[capacity, max kv width]`.
+    pub k: wgpu::Buffer,
+    /// Values `[capacity, max kv width]`.
+    pub v: wgpu::Buffer,
+    /// Attention output `[capacity, max q width]`.
+    pub attn: wgpu::Buffer,
+    /// MLP gate `[capacity, max intermediate]`.
+    pub gate: wgpu::Buffer,
+    /// MLP up `[capacity, max intermediate]`.
+    pub up: wgpu::Buffer,
+    /// MLP activation `[capacity, max intermediate]`.
+    pub act: wgpu::Buffer,
+    /// Gathered rows for the head `[logit capacity, hidden]`.
+    pub xl: wgpu::Buffer,
+    /// Logits `[logit capacity, vocab]`.
+    pub logits: wgpu::Buffer,
+    /// Decode attention scores `[max heads, max_context]`.
+    pub scores: wgpu::Buffer,
+}
+
+/// Everything a plan binds besides the weights.
+pub struct Resources {
+    /// Activations.
+    pub scratch: Scratch,
+    /// Per-layer state.
+    pub states: Vec<LayerState>,
+    /// Distinct RoPE tables, and which one each layer uses.
+    pub ropes: Vec<(RopeSpec, RopeTables)>,
+    /// Index into `ropes` per layer.
+    pub rope_of_layer: Vec<Option<usize>>,
+}
+
+fn check_binding(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
+    if bytes > gpu.info.max_binding {
+        return Err(GpuError::Limit(format!("{what} needs {bytes} bytes in one binding; this device allows {}", gpu.info.max_binding)).into());
+    }
+    Ok(())
+}
+
+impl Resources {
+    /// Allocates state for `max_context` positions and scratch for `capacity` tokens (`logit_capacity` head rows).
+    pub fn new(gpu: &Gpu, spec: &ModelSpec, max_context: usize, capacity: usize, logit_capacity: usize) -> Result<Self> {
+        let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
+        let mut states = Vec::with_capacity(spec.layers.len());
+        let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
+        let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
+        for (i, layer) in spec.layers.iter().enumerate() {
+            match &layer.mixer {
+                MixerSpec::Attention(a) => {
+                    qw = qw.max(a.n_heads * a.head_dim);
+                    kvw = kvw.max(a.n_kv_heads * a.head_dim);
+                    heads = heads.max(a.n_heads);
+                    let bytes = (max_context * a.n_kv_heads * a.head_dim * 4) as u64;
+                    check_binding(gpu, &format!("layer {i} KV cache for {max_context} positions"), bytes)?;
+                    let len = max_context * a.n_kv_heads * a.head_dim;
+                    states.push(LayerState::Attention { k: gpu.zeros("k cache", len), v: gpu.zeros("v cache", len) });
+                    rope_of_layer.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
+                        Some(i) => i,
+                        None => {
+                            ropes.push((r.clone(), RopeTables::new(gpu, r, max_context)));
+                            ropes.len() - 1
+                        }
+                    }));
+                }
+            }
+            match &layer.mlp {
+                MlpSpec::Gated { gate, .. } => inter = inter.max(gate.out_features),
+            }
+        }
+        let h = spec.hidden;
+        for (what, width) in [("queries", qw), ("MLP activations", inter), ("hidden states", h)] {
+            check_binding(gpu, &format!("{what} for {capacity} tokens"), (capacity * width * 4) as u64)?;
+        }
+        let scratch = Scratch {
+            ids: gpu.zeros("ids", capacity),
+            x: gpu.zeros("x", capacity * h),
+            h: gpu.zeros("h", capacity * h),
+            tmp: gpu.zeros("tmp", capacity * h),
+            q: gpu.zeros("q", capacity * qw),
+            k: gpu.zeros("k", capacity * kvw),
+            v: gpu.zeros("v", capacity * kvw),
+            attn: gpu.zeros("attn", capacity * qw),
+            gate: gpu.zeros("gate", capacity * inter),
+            up: gpu.zeros("up", capacity * inter),
+            act: gpu.zeros("act", capacity * inter),
+            xl: gpu.zeros("xl", logit_capacity * h),
+            logits: gpu.zeros("logits", logit_capacity * spec.vocab),
+            scores: gpu.zeros("scores", heads * max_context),
+        };
+        Ok(Resources { scratch, states, ropes, rope_of_layer })
+    }
+
+    /// Bytes of per-layer state (KV cache) in use by the session.
+    pub fn state_bytes(&self) -> u64 {
+        self.states.iter().map(|s| match s {
+            LayerState::Attention { k, v } => k.size() + v.size(),
+        }).sum()
+    }
+}
+
+/// Records forwards of one model in one mode.
+struct Builder<'a> {
+    gpu: &'a Gpu,
+    plan: Plan,
+    res: &'a Resources,
+    mode: Mode,
+    max_context: usize,
+}
+
+impl Builder<'_> {
+    fn shape(&self) -> MatmulShape {
+        match self.mode {
+            Mode::Prefill => MatmulShape::Tiled,
+            Mode::Decode => MatmulShape::Vector,
+        }
+    }
+
+    fn linear(&mut self, x: &wgpu::Buffer, l: &LinearWeights, y: &wgpu::Buffer, rows: Rows, epilogue: Epilogue) -> Result<()> {
+        let shape = self.shape();
+        let args = Linear { x, w: &l.w, bias: l.bias.as_ref(), y, rows, epilogue, shape };
+        Ok(linear(self.gpu, &mut self.plan, &args)?)
+    }
+
+    fn norm(&mut self, n: &NormWeights, groups: usize, rows: Rows, x: &wgpu::Buffer, out: NormOutput) -> Result<()> {
+        let args = NormArgs { weight: &n.w, dim: n.spec.dim, groups_per_row: groups, rows, eps: n.spec.eps, unit_offset: n.spec.unit_offset };
+        Ok(rms_norm(self.gpu, &mut self.plan, &args, x, out)?)
+    }
+
+    /// `x += post(block_out)`: fused into the projection when there is no post-norm.
+    fn project_residual(&mut self, input: &wgpu::Buffer, l: &LinearWeights, post: &Option<NormWeights>) -> Result<()> {
+        let s = &self.res.scratch;
+        match post {
+            None => self.linear(input, l, &s.x, Rows::Tokens, Epilogue::Accumulate),
+            Some(n) => {
+                self.linear(input, l, &s.tmp, Rows::Tokens, Epilogue::Store)?;
+                self.norm(n, 1, Rows::Tokens, &s.tmp, NormOutput::Residual(&s.x))
+            }
+        }
+    }
+
+    fn attention(&mut self, li: usize, a: &AttentionSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Attention { q, k, v, o, qk_norm } = w;
+        let s = &self.res.scratch;
+        self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
+        self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
+        self.linear(&s.h, v, &s.v, Rows::Tokens, Epilogue::Store)?;
+        if let Some((qn, kn)) = qk_norm {
+            self.norm(qn, a.n_heads, Rows::Tokens, &s.q, NormOutput::InPlace)?;
+            self.norm(kn, a.n_kv_heads, Rows::Tokens, &s.k, NormOutput::InPlace)?;
+        }
+        if let Some(r) = self.res.rope_of_layer[li] {
+            let tables = &self.res.ropes[r].1;
+            rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
+            rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
+        }
+        let LayerState::Attention { k: kc, v: vc } = &self.res.states[li];
+        let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
+        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes });
+        self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes });
+        let call = Attention {
+            q: &s.q,
+            k_cache: kc,
+            v_cache: vc,
+            out: &s.attn,
+            n_heads: a.n_heads,
+            n_kv_heads: a.n_kv_heads,
+            head_dim: a.head_dim,
+            window: a.window,
+            scale: a.scale,
+        };
+        match self.mode {
+            Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
+            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.max_context)?,
+        }
+        self.project_residual(&s.attn, o, post)
+    }
+
+    fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
+        let s = &self.res.scratch;
+        self.norm(&w.pre_mixer, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
+        match &spec.mixer {
+            MixerSpec::Attention(a) => self.attention(li, a, &w.mixer, &w.post_mixer)?,
+        }
+        self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
+        match (&spec.mlp, &w.mlp) {
+            (MlpSpec::Gated { act, gate: g, .. }, MlpWeights::Gated { gate, up, down }) => {
+                self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
+                self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
+                gated_act(self.gpu, &mut self.plan, *act, &s.gate, &s.up, &s.act, g.out_features)?;
+                self.project_residual(&s.act, down, &w.post_mlp)
+            }
+        }
+    }
+}
+
+/// Records the whole forward (embedding, every layer, final norm and head on the requested rows).
+pub fn build(gpu: &Gpu, spec: &ModelSpec, weights: &ModelWeights, res: &Resources, mode: Mode, max_context: usize) -> Result<Plan> {
+    let mut b = Builder { gpu, plan: Plan::new(gpu), res, mode, max_context };
+    let s = &res.scratch;
+    embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
+    for (li, (layer, w)) in spec.layers.iter().zip(&weights.layers).enumerate() {
+        b.layer(li, layer, w)?;
+    }
+    b.plan.push(Op::GatherLogitRows { src: s.x.clone(), dst: s.xl.clone(), row_bytes: (spec.hidden * 4) as u64 });
+    b.norm(&weights.final_norm, 1, Rows::Logits, &s.xl, NormOutput::InPlace)?;
+    let shape = b.shape();
+    linear(gpu, &mut b.plan, &Linear { x: &s.xl, w: weights.head(), bias: None, y: &s.logits, rows: Rows::Logits, epilogue: Epilogue::Store, shape })?;
+    Ok(b.plan)
+}

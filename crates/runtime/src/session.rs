@@ -1,0 +1,184 @@
+//! A model loaded on the GPU with its context: `prefill(ids)` runs a whole prompt in one forward (chunked only
+//! beyond the scratch capacity), `step(id)` one token; logits come back only for the rows asked for.
+
+use crate::error::{Result, RuntimeError};
+use crate::graph::{build, Mode, Resources};
+use crate::weights::{upload, LoadProgress, ModelWeights};
+use std::sync::Arc;
+use ternlight_core::spec::ModelSpec;
+use ternlight_core::tensors::TensorSource;
+use ternlight_gpu::plan::{Plan, Step};
+use ternlight_gpu::Gpu;
+
+/// Sizes a session allocates for.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Longest context (positions) the KV cache holds; defaults to min(model positions, 4096).
+    pub max_context: Option<usize>,
+    /// Tokens one prefill forward processes; longer prompts run in chunks of this size.
+    pub prefill_capacity: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { max_context: None, prefill_capacity: 512 }
+    }
+}
+
+/// GPU memory a session holds, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryReport {
+    /// Weights.
+    pub weights: u64,
+    /// Per-layer state (KV cache).
+    pub state: u64,
+}
+
+/// A loaded model and its running context.
+pub struct Session {
+    gpu: Arc<Gpu>,
+    spec: ModelSpec,
+    weights: ModelWeights,
+    res: Resources,
+    prefill_plan: Plan,
+    decode_plan: Plan,
+    max_context: usize,
+    capacity: usize,
+    logit_capacity: usize,
+    position: usize,
+}
+
+impl Session {
+    /// Uploads the model from `source` and records its prefill and decode plans.
+    pub fn new(
+        gpu: Arc<Gpu>,
+        spec: ModelSpec,
+        source: &dyn TensorSource,
+        options: &SessionOptions,
+        on_progress: &mut dyn FnMut(&LoadProgress),
+    ) -> Result<Self> {
+        let max_context = options.max_context.unwrap_or(spec.max_positions.min(4096));
+        if max_context == 0 || max_context > spec.max_positions {
+            return Err(RuntimeError::Request(format!(
+                "max context {max_context} must be between 1 and the model's {} positions",
+                spec.max_positions
+            )));
+        }
+        let capacity = options.prefill_capacity.clamp(1, max_context);
+        let logit_capacity = capacity.min((gpu.info.max_binding / (spec.vocab as u64 * 4)) as usize);
+        if logit_capacity == 0 {
+            return Err(RuntimeError::Request(format!("one row of {} logits exceeds the device's binding limit", spec.vocab)));
+        }
+        let weights = upload(&gpu, &spec, source, on_progress)?;
+        let res = Resources::new(&gpu, &spec, max_context, capacity, logit_capacity)?;
+        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context)?;
+        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context)?;
+        Ok(Session { gpu, spec, weights, res, prefill_plan, decode_plan, max_context, capacity, logit_capacity, position: 0 })
+    }
+
+    /// The model description.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Tokens in the context so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Longest context this session holds.
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    /// Compute dispatches per forward of the decode plan (one submit each).
+    pub fn decode_dispatches(&self) -> usize {
+        self.decode_plan.dispatch_count()
+    }
+
+    /// GPU memory held.
+    pub fn memory(&self) -> MemoryReport {
+        MemoryReport { weights: self.weights.bytes(), state: self.res.state_bytes() }
+    }
+
+    /// Forgets the context (the cache is overwritten as positions are reused).
+    pub fn reset(&mut self) {
+        self.position = 0;
+    }
+
+    fn check(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(RuntimeError::Request("empty input: at least one token is needed".into()));
+        }
+        for &id in ids {
+            self.spec.check_token(id)?;
+        }
+        let end = self.position + ids.len();
+        if end > self.max_context {
+            return Err(RuntimeError::Request(format!(
+                "context of {end} tokens exceeds this session's maximum of {} (the model allows {})",
+                self.max_context, self.spec.max_positions
+            )));
+        }
+        Ok(())
+    }
+
+    async fn forward(&mut self, mode: Mode, ids: &[u32], logit_rows: Vec<u32>) -> Result<Vec<f32>> {
+        self.gpu.queue.write_buffer(&self.res.scratch.ids, 0, bytemuck::cast_slice(ids));
+        let n_logits = logit_rows.len();
+        let step = Step { pos0: self.position as u32, n_tokens: ids.len() as u32, logit_rows };
+        let plan = match mode {
+            Mode::Prefill => &self.prefill_plan,
+            Mode::Decode => &self.decode_plan,
+        };
+        plan.submit(&self.gpu, &step);
+        self.position += ids.len();
+        if n_logits == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.gpu.read_f32(&self.res.scratch.logits, 0, n_logits * self.spec.vocab).await?)
+    }
+
+    /// Appends `ids` to the context in as few forwards as the capacity allows and returns the logits of the
+    /// prompt positions in `logit_rows` (indices into `ids`, ascending), `[logit_rows.len(), vocab]`.
+    pub async fn prefill(&mut self, ids: &[u32], logit_rows: &[usize]) -> Result<Vec<f32>> {
+        self.check(ids)?;
+        if logit_rows.windows(2).any(|w| w[0] >= w[1]) || logit_rows.last().is_some_and(|&r| r >= ids.len()) {
+            return Err(RuntimeError::Request(format!("logit rows must be ascending indices below {}", ids.len())));
+        }
+        let mut out = Vec::with_capacity(logit_rows.len() * self.spec.vocab);
+        let mut start = 0;
+        let mut row = 0;
+        while start < ids.len() {
+            let mut end = (start + self.capacity).min(ids.len());
+            let first = row;
+            while row < logit_rows.len() && logit_rows[row] < end {
+                if row - first == self.logit_capacity {
+                    end = logit_rows[row];
+                    break;
+                }
+                row += 1;
+            }
+            let rows = logit_rows[first..row].iter().map(|&r| (r - start) as u32).collect();
+            out.extend(self.forward(Mode::Prefill, &ids[start..end], rows).await?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Appends one token and returns its logits `[vocab]`.
+    pub async fn step(&mut self, id: u32) -> Result<Vec<f32>> {
+        self.check(&[id])?;
+        self.forward(Mode::Decode, &[id], vec![0]).await
+    }
+
+    /// Tokens one prefill forward holds.
+    pub fn prefill_capacity(&self) -> usize {
+        self.capacity
+    }
+}

@@ -1,0 +1,94 @@
+//! The GPU session reproduces the transformers logits of each fixture: one prefill over the prompt, token by
+//! token from the first position, the greedy generation, and chunked prefill.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use ternlight_core::oracle::{max_abs_diff, Oracle};
+use ternlight_core::spec::ModelSpec;
+use ternlight_core::tensors::SafetensorsCheckpoint;
+use ternlight_gpu::Gpu;
+use ternlight_runtime::{Session, SessionOptions};
+
+fn gpu() -> Arc<Gpu> {
+    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| Arc::new(Gpu::new_blocking().expect("a GPU adapter"))).clone()
+}
+
+fn fixture(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(arch)
+}
+
+fn session(arch: &str, options: SessionOptions) -> Session {
+    let dir = fixture(arch);
+    let spec = ModelSpec::from_config_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
+    Session::new(gpu(), spec, &ck, &options, &mut |_| {}).unwrap()
+}
+
+fn check(arch: &str) {
+    let oracle = Oracle::open(&fixture(arch)).unwrap();
+    let mut s = session(arch, SessionOptions::default());
+    let vocab = s.spec().vocab;
+    let t = oracle.input_ids.len();
+    let all: Vec<usize> = (0..t).collect();
+
+    let logits = pollster::block_on(s.prefill(&oracle.input_ids, &all)).unwrap();
+    let d = max_abs_diff(&logits, &oracle.logits);
+    eprintln!("{arch} prefill diff {d}");
+    assert!(d < 1e-3, "{arch} prefill: max abs diff {d}");
+
+    s.reset();
+    let mut stepped = pollster::block_on(s.prefill(&oracle.input_ids[..1], &[0])).unwrap();
+    for &id in &oracle.input_ids[1..] {
+        stepped.extend(pollster::block_on(s.step(id)).unwrap());
+    }
+    let d = max_abs_diff(&stepped, &oracle.logits);
+    assert!(d < 1e-3, "{arch} token-by-token: max abs diff {d}");
+
+    let n = oracle.gen_logits.len() / vocab;
+    let mut gen = stepped[(t - 1) * vocab..].to_vec();
+    for &id in &oracle.gen_ids[t..t + n - 1] {
+        gen.extend(pollster::block_on(s.step(id)).unwrap());
+    }
+    let d = max_abs_diff(&gen, &oracle.gen_logits);
+    assert!(d < 1e-3, "{arch} generation: max abs diff {d}");
+
+    let mut chunked = session(arch, SessionOptions { prefill_capacity: 7, ..Default::default() });
+    let rows = [0, 6, 7, 8, 40, t - 1];
+    let got = pollster::block_on(chunked.prefill(&oracle.input_ids, &rows)).unwrap();
+    let want: Vec<f32> = rows.iter().flat_map(|&r| oracle.logits[r * vocab..(r + 1) * vocab].to_vec()).collect();
+    let d = max_abs_diff(&got, &want);
+    assert!(d < 1e-3, "{arch} chunked prefill: max abs diff {d}");
+    eprintln!("{arch}: prefill/step/generate/chunked max abs diffs within 1e-3 (last {d})");
+}
+
+#[test]
+fn llama_matches_transformers_on_the_gpu() {
+    check("llama");
+}
+
+#[test]
+fn qwen3_matches_transformers_on_the_gpu() {
+    check("qwen3");
+}
+
+#[test]
+fn gemma3_matches_transformers_on_the_gpu() {
+    check("gemma3");
+}
+
+#[test]
+fn bad_requests_are_refused_with_a_reason() {
+    let mut s = session("llama", SessionOptions { max_context: Some(10), ..Default::default() });
+    let e = pollster::block_on(s.prefill(&[], &[])).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+    let e = pollster::block_on(s.prefill(&[1, 256], &[1])).unwrap_err().to_string();
+    assert!(e.contains("256") && e.contains("vocabulary"), "{e}");
+    let e = pollster::block_on(s.prefill(&[1; 11], &[10])).unwrap_err().to_string();
+    assert!(e.contains("11") && e.contains("10"), "{e}");
+    let e = pollster::block_on(s.prefill(&[1, 2], &[1, 0])).unwrap_err().to_string();
+    assert!(e.contains("ascending"), "{e}");
+    pollster::block_on(s.prefill(&[1; 10], &[9])).unwrap();
+    let e = pollster::block_on(s.step(3)).unwrap_err().to_string();
+    assert!(e.contains("exceeds"), "{e}");
+}
