@@ -1,1 +1,51 @@
-fn main(){}
+//! `ternlight`: run Hugging Face-format models on the GPU from the command line.
+
+mod inspect;
+mod logits;
+mod model_dir;
+mod progress;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Ternlight: efficient LLMs on WebGPU, headless.
+#[derive(Parser)]
+#[command(name = "ternlight", version, about)]
+struct Cli {
+    /// No progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming tokens, then print speeds.
+    Run(run::Args),
+    /// Write the logits of given token ids to a safetensors file (prefill and/or token-by-token).
+    Logits(logits::Args),
+    /// Describe a model: architecture, layer schedule, parameters, memory needs.
+    Inspect(inspect::Args),
+}
+
+fn main() -> ExitCode {
+    // Mesa's device-select layer prints a spurious "error:" line when XDG_RUNTIME_DIR is unset.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::run(a, cli.quiet),
+        Command::Logits(a) => logits::run(a, cli.quiet),
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -55,9 +55,10 @@ impl Tokenizer {
         })
     }
 
-    /// Encodes text to ids, without adding special tokens (templates and callers add them explicitly).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+    /// Encodes text to ids. `add_special_tokens` applies the tokenizer's post-processor (e.g. a leading BOS) for
+    /// plain prompts; rendered chat templates already contain their special tokens and pass `false`.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -131,7 +132,7 @@ mod tests {
         let json = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/llama/tokenizer.json")).unwrap();
         let cfg = br#"{"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}", "eos_token": {"content": "x"}}"#;
         let tok = Tokenizer::from_bytes(&json, Some(cfg)).unwrap();
-        let ids = tok.encode("héllo").unwrap();
+        let ids = tok.encode("héllo", true).unwrap();
         assert_eq!(ids.len(), 6);
         assert_eq!(tok.decode(&ids).unwrap(), "héllo");
         assert!(tok.has_chat_template());

@@ -1,0 +1,187 @@
+//! The `ternlight` binary end to end: fidelity through `logits` on both paths, `run`, `inspect`, and a clear
+//! one-line error with a non-zero exit for every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use ternlight_core::oracle::{max_abs_diff, Oracle};
+use ternlight_core::tensors::{SafetensorsCheckpoint, TensorSource};
+
+fn fixture(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(arch)
+}
+
+fn ternlight(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ternlight")).arg("--quiet").args(args).output().expect("binary runs")
+}
+
+fn ids_arg(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn logits_via_cli(dir: &Path, ids: &[u32], step_from: Option<usize>) -> Vec<f32> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let ids = ids_arg(ids);
+    let mut args = vec!["logits", "--model", dir.to_str().unwrap(), "--ids", &ids, "--out", out.path().to_str().unwrap()];
+    let n;
+    if let Some(s) = step_from {
+        n = s.to_string();
+        args.extend(["--step-from", &n]);
+    }
+    let o = ternlight(&args);
+    assert!(o.status.success(), "logits failed: {}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(out.path()).unwrap();
+    SafetensorsCheckpoint::from_files(vec![("logits".into(), bytes)]).unwrap().f32("logits").unwrap()
+}
+
+fn fidelity(arch: &str) {
+    let dir = fixture(arch);
+    let oracle = Oracle::open(&dir).unwrap();
+    let t = oracle.input_ids.len();
+    for step_from in [None, Some(1), Some(t / 2)] {
+        let got = logits_via_cli(&dir, &oracle.input_ids, step_from);
+        let d = max_abs_diff(&got, &oracle.logits);
+        assert!(d < 1e-3, "{arch} --step-from {step_from:?}: max abs diff {d}");
+    }
+    let n = oracle.gen_logits.len() / (oracle.logits.len() / t);
+    let got = logits_via_cli(&dir, &oracle.gen_ids[..t + n - 1], Some(t));
+    let vocab = oracle.logits.len() / t;
+    let d = max_abs_diff(&got[(t - 1) * vocab..], &oracle.gen_logits);
+    assert!(d < 1e-3, "{arch} generation path: max abs diff {d}");
+}
+
+#[test]
+fn logits_match_transformers_for_llama() {
+    fidelity("llama");
+}
+
+#[test]
+fn logits_match_transformers_for_qwen3() {
+    fidelity("qwen3");
+}
+
+#[test]
+fn logits_match_transformers_for_gemma3() {
+    fidelity("gemma3");
+}
+
+#[test]
+fn run_streams_tokens_and_reports_speeds() {
+    let dir = fixture("gemma3");
+    let o = ternlight(&["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0.8", "--seed", "3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!o.stdout.is_empty());
+    for what in ["prefill", "decode", "tok/s", "time to first token", "generated 12 tokens"] {
+        assert!(err.contains(what), "missing `{what}` in: {err}");
+    }
+    let again = ternlight(&["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0.8", "--seed", "3"]);
+    assert_eq!(o.stdout, again.stdout, "same seed, same text");
+}
+
+#[test]
+fn inspect_reports_schedule_and_needs() {
+    let o = ternlight(&["inspect", "--model", fixture("gemma3").to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model_type"], "gemma3_text");
+    assert_eq!(v["schedule"].as_array().unwrap().len(), 4);
+    assert!(v["schedule"][0].as_str().unwrap().starts_with("sliding_attention(16)"));
+    assert_eq!(v["parameters"], 165056);
+    assert_eq!(v["kv_cache_bytes_per_token"], 4 * 2 * 2 * 16 * 4);
+    assert_eq!(v["bytes_by_dtype"]["BF16"], 2 * 165056);
+}
+
+/// A copy of a fixture that a test may damage.
+fn scratch_copy(arch: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture(arch).join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
+
+fn assert_clear_failure(args: &[&str], expect: &[&str]) {
+    let o = ternlight(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} should fail");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {err}"));
+    for e in expect {
+        assert!(line.contains(e), "{args:?}: `{e}` not in `{line}`");
+    }
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+fn rewrite_header(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    f(&mut header);
+    let mut text = serde_json::to_vec(&header).unwrap();
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let out = out.path().to_str().unwrap();
+    let good = fixture("llama");
+    let good = good.to_str().unwrap();
+
+    assert_clear_failure(&["logits", "--model", "/no/such/dir", "--ids", "1", "--out", out], &["/no/such/dir", "does not exist"]);
+    assert_clear_failure(&["logits", "--model", good, "--ids", "1,256", "--out", out], &["256", "vocabulary"]);
+    assert_clear_failure(&["logits", "--model", good, "--ids", "", "--out", out], &["empty"]);
+    assert_clear_failure(&["run", "--model", good, "--prompt", ""], &["no tokens"]);
+    assert_clear_failure(&["run", "--model", good, "--prompt", "a long prompt", "--context", "4"], &["exceeds", "4"]);
+    assert_clear_failure(&["run", "--model", good, "--prompt", "hi", "--context", "100000"], &["max context", "512"]);
+
+    let d = scratch_copy("llama");
+    let p = d.path().to_str().unwrap();
+    let st = d.path().join("model.safetensors");
+    let full = std::fs::read(&st).unwrap();
+    for cut in [4, 100, full.len() / 2, full.len() - 2] {
+        std::fs::write(&st, &full[..cut]).unwrap();
+        assert_clear_failure(&["inspect", "--model", p], &["model.safetensors", "malformed"]);
+    }
+    std::fs::write(&st, &full).unwrap();
+
+    rewrite_header(d.path(), |h| h["model.norm.weight"]["data_offsets"][1] = serde_json::json!(999_999_999u64));
+    assert_clear_failure(&["inspect", "--model", p], &["model.safetensors", "malformed"]);
+    std::fs::write(&st, &full).unwrap();
+    rewrite_header(d.path(), |h| h["model.norm.weight"]["dtype"] = serde_json::json!("F32"));
+    assert_clear_failure(&["inspect", "--model", p], &["model.safetensors", "malformed"]);
+    std::fs::write(&st, &full).unwrap();
+    rewrite_header(d.path(), |h| {
+        h["model.norm.weight"]["dtype"] = serde_json::json!("I16");
+    });
+    assert_clear_failure(&["logits", "--model", p, "--ids", "1", "--out", out], &["model.norm.weight", "dtype", "I16"]);
+    std::fs::write(&st, &full).unwrap();
+
+    edit_config(d.path(), |c| c["intermediate_size"] = serde_json::json!(96));
+    assert_clear_failure(&["logits", "--model", p, "--ids", "1", "--out", out], &["mlp", "[96, 64]", "[128, 64]"]);
+    edit_config(d.path(), |c| {
+        c["intermediate_size"] = serde_json::json!(128);
+        c.as_object_mut().unwrap().remove("num_attention_heads");
+    });
+    assert_clear_failure(&["inspect", "--model", p], &["config.json", "num_attention_heads", "missing"]);
+    edit_config(d.path(), |c| {
+        c["num_attention_heads"] = serde_json::json!(4);
+        c["model_type"] = serde_json::json!("mamba9");
+    });
+    assert_clear_failure(&["inspect", "--model", p], &["mamba9", "llama", "qwen3", "gemma3_text"]);
+    std::fs::write(d.path().join("config.json"), b"{ \"model_type\": ").unwrap();
+    assert_clear_failure(&["inspect", "--model", p], &["config.json", "invalid JSON"]);
+    std::fs::remove_file(d.path().join("config.json")).unwrap();
+    assert_clear_failure(&["inspect", "--model", p], &["config.json"]);
+}
