@@ -65,13 +65,26 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("architecture   {} ({} layers, hidden {}, vocab {})", spec.model_type, spec.layers.len(), spec.hidden, spec.vocab);
+    println!(
+        "architecture   {} ({} layers, hidden {}, vocab {})",
+        spec.model_type,
+        spec.layers.len(),
+        spec.hidden,
+        spec.vocab
+    );
     println!("parameters     {}", spec.parameter_count());
     for (dtype, bytes) in &by_dtype {
         println!("weights {dtype:<6} {bytes} bytes");
     }
-    println!("KV cache       {kv} bytes per token (f32), {} at {} positions", kv as u64 * spec.max_positions as u64, spec.max_positions);
-    println!("largest tensor {} ({} bytes; split into row blocks above the device's binding limit)", largest.0, largest.1);
+    println!(
+        "KV cache       {kv} bytes per token (f32), {} at {} positions",
+        kv as u64 * spec.max_positions as u64,
+        spec.max_positions
+    );
+    println!(
+        "largest tensor {} ({} bytes; split into row blocks above the device's binding limit)",
+        largest.0, largest.1
+    );
     println!("schedule");
     for (i, s) in schedule.iter().enumerate() {
         println!("  {i:>3}  {s}");

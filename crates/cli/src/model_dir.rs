@@ -24,7 +24,8 @@ impl ModelDir {
             anyhow::bail!("model directory {} does not exist", path.display());
         }
         let config_path = path.join("config.json");
-        let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+        let text =
+            std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
         let spec = ModelSpec::from_config_json(&text).with_context(|| format!("{}", config_path.display()))?;
         let checkpoint = SafetensorsCheckpoint::open_dir(path)?;
         Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint })

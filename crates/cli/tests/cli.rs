@@ -21,7 +21,8 @@ fn ids_arg(ids: &[u32]) -> String {
 fn logits_via_cli(dir: &Path, ids: &[u32], step_from: Option<usize>) -> Vec<f32> {
     let out = tempfile::NamedTempFile::new().unwrap();
     let ids = ids_arg(ids);
-    let mut args = vec!["logits", "--model", dir.to_str().unwrap(), "--ids", &ids, "--out", out.path().to_str().unwrap()];
+    let mut args =
+        vec!["logits", "--model", dir.to_str().unwrap(), "--ids", &ids, "--out", out.path().to_str().unwrap()];
     let n;
     if let Some(s) = step_from {
         n = s.to_string();
@@ -67,14 +68,38 @@ fn logits_match_transformers_for_gemma3() {
 #[test]
 fn run_streams_tokens_and_reports_speeds() {
     let dir = fixture("gemma3");
-    let o = ternlight(&["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0.8", "--seed", "3"]);
+    let o = ternlight(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "3",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(!o.stdout.is_empty());
     for what in ["prefill", "decode", "tok/s", "time to first token", "generated 12 tokens"] {
         assert!(err.contains(what), "missing `{what}` in: {err}");
     }
-    let again = ternlight(&["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12", "--temperature", "0.8", "--seed", "3"]);
+    let again = ternlight(&[
+        "run",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "3",
+    ]);
     assert_eq!(o.stdout, again.stdout, "same seed, same text");
 }
 
@@ -139,7 +164,10 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     let good = fixture("llama");
     let good = good.to_str().unwrap();
 
-    assert_clear_failure(&["logits", "--model", "/no/such/dir", "--ids", "1", "--out", out], &["/no/such/dir", "does not exist"]);
+    assert_clear_failure(
+        &["logits", "--model", "/no/such/dir", "--ids", "1", "--out", out],
+        &["/no/such/dir", "does not exist"],
+    );
     assert_clear_failure(&["logits", "--model", good, "--ids", "1,256", "--out", out], &["256", "vocabulary"]);
     assert_clear_failure(&["logits", "--model", good, "--ids", "", "--out", out], &["empty"]);
     assert_clear_failure(&["run", "--model", good, "--prompt", ""], &["no tokens"]);

@@ -20,7 +20,11 @@ pub struct Oracle {
 fn ids(source: &SafetensorsCheckpoint, name: &str) -> Result<Vec<u32>> {
     let info = source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
     if info.dtype != DType::I64 {
-        return Err(CoreError::TensorMismatch { name: name.into(), expected: "I64".into(), found: info.dtype.to_string() });
+        return Err(CoreError::TensorMismatch {
+            name: name.into(),
+            expected: "I64".into(),
+            found: info.dtype.to_string(),
+        });
     }
     Ok(source.bytes(name)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as u32).collect())
 }
@@ -29,7 +33,8 @@ impl Oracle {
     /// Reads `oracle.safetensors` from a fixture directory.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("oracle.safetensors");
-        let bytes = std::fs::read(&path).map_err(|source| CoreError::Io { path: path.display().to_string(), source })?;
+        let bytes =
+            std::fs::read(&path).map_err(|source| CoreError::Io { path: path.display().to_string(), source })?;
         let file = SafetensorsCheckpoint::from_files(vec![(path.display().to_string(), bytes)])?;
         Ok(Oracle {
             input_ids: ids(&file, "input_ids")?,

@@ -76,7 +76,9 @@ impl SafetensorsFile {
         let (n, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| {
             use safetensors::SafeTensorError as E;
             bad(match e {
-                E::MetadataIncompleteBuffer => "the data section does not match the sizes in the header (truncated file?)".into(),
+                E::MetadataIncompleteBuffer => {
+                    "the data section does not match the sizes in the header (truncated file?)".into()
+                }
                 E::InvalidOffset(t) => format!("tensor `{t}` has data offsets that overlap or leave gaps"),
                 E::TensorInvalidInfo => "a tensor's byte range does not match its dtype and shape".into(),
                 other => other.to_string(),
@@ -145,7 +147,10 @@ impl SafetensorsCheckpoint {
         let mut files = Vec::with_capacity(names.len());
         for name in names {
             if name.contains("..") || name.contains('/') {
-                return Err(CoreError::Json { path: index_path.display().to_string(), message: format!("shard name `{name}` leaves the model directory") });
+                return Err(CoreError::Json {
+                    path: index_path.display().to_string(),
+                    message: format!("shard name `{name}` leaves the model directory"),
+                });
             }
             let path = dir.join(&name);
             files.push((path.display().to_string(), read_file(&path)?));
@@ -170,7 +175,10 @@ impl TensorSource for SafetensorsCheckpoint {
     fn bytes(&self, name: &str) -> Result<&[u8]> {
         let &i = self.index.get(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
         let file = &self.files[i];
-        file.bytes(name).ok_or_else(|| CoreError::TensorFile { path: file.path.clone(), message: format!("tensor `{name}` lies outside the file") })
+        file.bytes(name).ok_or_else(|| CoreError::TensorFile {
+            path: file.path.clone(),
+            message: format!("tensor `{name}` lies outside the file"),
+        })
     }
 }
 
@@ -186,7 +194,11 @@ pub fn check_against_spec(spec: &ModelSpec, source: &dyn TensorSource) -> Result
             });
         }
         if !info.dtype.is_float() {
-            return Err(CoreError::TensorMismatch { name: decl.name, expected: "a float dtype (F32, F16, BF16)".into(), found: info.dtype.to_string() });
+            return Err(CoreError::TensorMismatch {
+                name: decl.name,
+                expected: "a float dtype (F32, F16, BF16)".into(),
+                found: info.dtype.to_string(),
+            });
         }
     }
     Ok(())

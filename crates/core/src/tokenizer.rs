@@ -88,13 +88,19 @@ impl Tokenizer {
 }
 
 /// Renders a HF chat template (Jinja) with `messages`, `add_generation_prompt = true` and the special tokens.
-pub fn render_template(template: &str, messages: &[ChatMessage], bos: Option<&str>, eos: Option<&str>) -> Result<String> {
+pub fn render_template(
+    template: &str,
+    messages: &[ChatMessage],
+    bos: Option<&str>,
+    eos: Option<&str>,
+) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
     });
-    env.add_template("chat", template).map_err(|e| CoreError::Tokenizer(format!("chat template does not parse: {e}")))?;
+    env.add_template("chat", template)
+        .map_err(|e| CoreError::Tokenizer(format!("chat template does not parse: {e}")))?;
     let ctx = minijinja::context! {
         messages => messages,
         add_generation_prompt => true,
@@ -110,7 +116,8 @@ pub fn render_template(template: &str, messages: &[ChatMessage], bos: Option<&st
 mod tests {
     use super::*;
 
-    const TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content.strip() }}\n{% endfor %}\
+    const TEMPLATE: &str =
+        "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content.strip() }}\n{% endfor %}\
         {% if add_generation_prompt %}<|assistant|>{% endif %}";
 
     #[test]
@@ -129,7 +136,8 @@ mod tests {
 
     #[test]
     fn byte_tokenizer_round_trips() {
-        let json = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/llama/tokenizer.json")).unwrap();
+        let json =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/llama/tokenizer.json")).unwrap();
         let cfg = br#"{"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}", "eos_token": {"content": "x"}}"#;
         let tok = Tokenizer::from_bytes(&json, Some(cfg)).unwrap();
         let ids = tok.encode("héllo", true).unwrap();

@@ -36,20 +36,33 @@ pub struct Weight {
 
 impl Weight {
     /// Uploads a row-major matrix from its raw little-endian bytes, split into blocks of at most `max_binding` bytes.
-    pub fn upload(gpu: &Gpu, name: &str, dtype: DType, rows: usize, cols: usize, bytes: &[u8], max_binding: u64) -> Result<Self> {
+    pub fn upload(
+        gpu: &Gpu,
+        name: &str,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+        max_binding: u64,
+    ) -> Result<Self> {
         if !dtype.is_float() {
             return Err(GpuError::shape("weight upload", format!("{name}: dtype {dtype} is not a float type")));
         }
         let row_bytes = cols * dtype.size();
         if bytes.len() != rows * row_bytes {
-            return Err(GpuError::shape("weight upload", format!("{name}: {} bytes for [{rows}, {cols}] {dtype}", bytes.len())));
+            return Err(GpuError::shape(
+                "weight upload",
+                format!("{name}: {} bytes for [{rows}, {cols}] {dtype}", bytes.len()),
+            ));
         }
         let mut per_block = (max_binding as usize / row_bytes.max(1)).min(rows.max(1));
         if dtype.size() == 2 && cols % 2 == 1 && per_block < rows {
             per_block -= per_block % 2;
         }
         if per_block == 0 {
-            return Err(GpuError::Limit(format!("{name}: one row of {row_bytes} bytes exceeds the {max_binding}-byte binding limit")));
+            return Err(GpuError::Limit(format!(
+                "{name}: one row of {row_bytes} bytes exceeds the {max_binding}-byte binding limit"
+            )));
         }
         let blocks = (0..rows)
             .step_by(per_block)
@@ -88,7 +101,11 @@ impl Gpu {
     /// An f32 buffer holding `data`.
     pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
         let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: STORAGE })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: STORAGE,
+        })
     }
 
     /// A uniform buffer holding `words`.

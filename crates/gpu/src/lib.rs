@@ -16,6 +16,6 @@ pub mod plan;
 pub mod shader;
 
 pub use device::{DeviceInfo, Gpu};
+pub use error::{GpuError, Result};
 /// The wgpu version the kernels are built against, for crates that hold buffers.
 pub use wgpu;
-pub use error::{GpuError, Result};

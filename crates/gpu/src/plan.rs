@@ -160,7 +160,15 @@ impl Plan {
 
     /// Records a dispatch of `shader` (variant `defines`). Binding 0 is the step uniform, binding 1 a fresh
     /// uniform holding `params`, and bindings 2.. are `buffers` in order.
-    pub fn dispatch(&mut self, gpu: &Gpu, shader: &str, defines: &Defines, params: &[u32], buffers: &[Binding], grid: Grid) -> Result<()> {
+    pub fn dispatch(
+        &mut self,
+        gpu: &Gpu,
+        shader: &str,
+        defines: &Defines,
+        params: &[u32],
+        buffers: &[Binding],
+        grid: Grid,
+    ) -> Result<()> {
         let pipeline = gpu.pipelines.get(&gpu.device, shader, defines)?;
         let params = gpu.uniform(shader, params);
         let mut entries = vec![
@@ -222,7 +230,13 @@ impl Plan {
                         while r + run < rows.len() && rows[r + run] == rows[r] + run as u32 {
                             run += 1;
                         }
-                        encoder.copy_buffer_to_buffer(src, rows[r] as u64 * row_bytes, dst, r as u64 * row_bytes, run as u64 * row_bytes);
+                        encoder.copy_buffer_to_buffer(
+                            src,
+                            rows[r] as u64 * row_bytes,
+                            dst,
+                            r as u64 * row_bytes,
+                            run as u64 * row_bytes,
+                        );
                         r += run;
                     }
                 }

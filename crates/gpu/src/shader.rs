@@ -103,9 +103,12 @@ fn expand(name: &str, defines: &Defines, out: &mut String, stack: &mut Vec<Strin
         } else {
             let mut line = line.to_string();
             while let Some(start) = line.find("{{") {
-                let end = line[start..].find("}}").ok_or_else(|| err(format!("line {}: unclosed {{{{", lineno + 1)))? + start;
+                let end =
+                    line[start..].find("}}").ok_or_else(|| err(format!("line {}: unclosed {{{{", lineno + 1)))? + start;
                 let key = &line[start + 2..end];
-                let value = defines.get(key).ok_or_else(|| err(format!("line {}: {{{{{key}}}}} is not defined", lineno + 1)))?;
+                let value = defines
+                    .get(key)
+                    .ok_or_else(|| err(format!("line {}: {{{{{key}}}}} is not defined", lineno + 1)))?;
                 line.replace_range(start..end + 2, value);
             }
             out.push_str(&line);
@@ -125,8 +128,18 @@ mod tests {
 
     #[test]
     fn every_shader_expands_for_its_documented_defaults() {
-        let d = Defines::new().set("WG", 64).set("HEAD_DIM", 16).set("W_ELEM", "u32").flag("W_BF16", true)
-            .set("W_BINDING", 4).set("ACT", "silu").set("TM", 4).set("TN", 4).set("WG_X", 8).set("WG_Y", 8).set("NR", 4);
+        let d = Defines::new()
+            .set("WG", 64)
+            .set("HEAD_DIM", 16)
+            .set("W_ELEM", "u32")
+            .flag("W_BF16", true)
+            .set("W_BINDING", 4)
+            .set("ACT", "silu")
+            .set("TM", 4)
+            .set("TN", 4)
+            .set("WG_X", 8)
+            .set("WG_Y", 8)
+            .set("NR", 4);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");
@@ -135,7 +148,11 @@ mod tests {
 
     #[test]
     fn conditionals_nest_and_substitute() {
-        let text = preprocess("common/weights.wgsl", &Defines::new().set("W_ELEM", "f32").set("W_BINDING", 4).flag("W_F32", true)).unwrap();
+        let text = preprocess(
+            "common/weights.wgsl",
+            &Defines::new().set("W_ELEM", "f32").set("W_BINDING", 4).flag("W_F32", true),
+        )
+        .unwrap();
         assert!(text.contains("array<f32>"));
         assert!(!text.contains("unpack2x16float"));
         let e = preprocess("common/weights.wgsl", &Defines::new()).unwrap_err();

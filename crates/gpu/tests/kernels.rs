@@ -64,7 +64,15 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                     let w = Weight::upload(g, "w", dtype, n, k, &raw, g.info.max_binding).unwrap();
                     let (xb, yb, bb) = (g.upload_f32("x", &x), g.upload_f32("y", &y0), g.upload_f32("b", &b));
                     let mut plan = Plan::new(g);
-                    let l = Linear { x: &xb, w: &w, bias: bias.then_some(&bb), y: &yb, rows: Rows::Tokens, epilogue, shape };
+                    let l = Linear {
+                        x: &xb,
+                        w: &w,
+                        bias: bias.then_some(&bb),
+                        y: &yb,
+                        rows: Rows::Tokens,
+                        epilogue,
+                        shape,
+                    };
                     linear(g, &mut plan, &l).unwrap();
                     let got = run(&plan, &tokens(0, rows), &yb, rows * n);
                     let mut want = reference::linear::linear(&x, &wf, bias.then_some(&b[..]), k, n);
@@ -129,7 +137,8 @@ fn rms_norm_matches_reference_in_every_output_mode() {
             let res = random(&mut rng, rows * groups * dim, 1.0);
             let want = reference::norm::rms_norm(&x, &w, dim, 1e-6, unit_offset);
             let wb = g.upload_f32("w", &w);
-            let args = NormArgs { weight: &wb, dim, groups_per_row: groups, rows: Rows::Tokens, eps: 1e-6, unit_offset };
+            let args =
+                NormArgs { weight: &wb, dim, groups_per_row: groups, rows: Rows::Tokens, eps: 1e-6, unit_offset };
             let step = tokens(0, rows);
 
             let xb = g.upload_f32("x", &x);
@@ -175,7 +184,12 @@ fn gated_activations_match_reference() {
         let (gb, ub, ob) = (g.upload_f32("g", &gate), g.upload_f32("u", &up), g.zeros("o", t * width));
         let mut plan = Plan::new(g);
         mlp::gated_act(g, &mut plan, act, &gb, &ub, &ob, width).unwrap();
-        assert_close(&run(&plan, &tokens(0, t), &ob, t * width), &reference::mlp::gated(act, &gate, &up), 1e-5, &format!("{act:?}"));
+        assert_close(
+            &run(&plan, &tokens(0, t), &ob, t * width),
+            &reference::mlp::gated(act, &gate, &up),
+            1e-5,
+            &format!("{act:?}"),
+        );
     }
 }
 
@@ -199,9 +213,20 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
         let v = random(&mut rng, ctx * kv * d, 1.0);
         let scale = 1.0 / (d as f32).sqrt();
         let want = reference::attention::attention(&q, &k, &v, heads, kv, d, pos0, window, scale);
-        let (qb, kb, vb, ob) = (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("v", &v), g.zeros("o", q.len()));
+        let (qb, kb, vb, ob) =
+            (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("v", &v), g.zeros("o", q.len()));
         let scores = g.zeros("scores", t * heads * ctx);
-        let a = Attention { q: &qb, k_cache: &kb, v_cache: &vb, out: &ob, n_heads: heads, n_kv_heads: kv, head_dim: d, window, scale };
+        let a = Attention {
+            q: &qb,
+            k_cache: &kb,
+            v_cache: &vb,
+            out: &ob,
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: d,
+            window,
+            scale,
+        };
         let what = format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} w{window:?}");
 
         let mut plan = Plan::new(g);
@@ -220,7 +245,17 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
 fn unsupported_shapes_are_refused_before_dispatch() {
     let g = gpu();
     let b = g.zeros("b", 16);
-    let a = Attention { q: &b, k_cache: &b, v_cache: &b, out: &b, n_heads: 3, n_kv_heads: 2, head_dim: 16, window: None, scale: 1.0 };
+    let a = Attention {
+        q: &b,
+        k_cache: &b,
+        v_cache: &b,
+        out: &b,
+        n_heads: 3,
+        n_kv_heads: 2,
+        head_dim: 16,
+        window: None,
+        scale: 1.0,
+    };
     let e = attention::prefill(g, &mut Plan::new(g), &a).unwrap_err();
     assert!(e.to_string().contains("kv heads"), "{e}");
     let a = Attention { n_heads: 2, head_dim: 24, ..a };

@@ -45,7 +45,11 @@ pub async fn generate(
     let start = Instant::now();
     let mut context: Vec<u32> = prompt.to_vec();
     let mut logits = session.prefill(prompt, &[prompt.len() - 1]).await?;
-    let mut stats = GenerationStats { prompt_tokens: prompt.len(), prefill_seconds: start.elapsed().as_secs_f64(), ..Default::default() };
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt.len(),
+        prefill_seconds: start.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
     let mut out = Vec::new();
     let decode_start = Instant::now();
     while out.len() < max_tokens {
@@ -55,7 +59,11 @@ pub async fn generate(
         }
         out.push(id);
         context.push(id);
-        if !on_token(id) || stop_ids.contains(&id) || out.len() == max_tokens || session.position() >= session.max_context() {
+        if !on_token(id)
+            || stop_ids.contains(&id)
+            || out.len() == max_tokens
+            || session.position() >= session.max_context()
+        {
             break;
         }
         logits = session.step(id).await?;

@@ -79,14 +79,24 @@ pub struct Resources {
 
 fn check_binding(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
     if bytes > gpu.info.max_binding {
-        return Err(GpuError::Limit(format!("{what} needs {bytes} bytes in one binding; this device allows {}", gpu.info.max_binding)).into());
+        return Err(GpuError::Limit(format!(
+            "{what} needs {bytes} bytes in one binding; this device allows {}",
+            gpu.info.max_binding
+        ))
+        .into());
     }
     Ok(())
 }
 
 impl Resources {
     /// Allocates state for `max_context` positions and scratch for `capacity` tokens (`logit_capacity` head rows).
-    pub fn new(gpu: &Gpu, spec: &ModelSpec, max_context: usize, capacity: usize, logit_capacity: usize) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        spec: &ModelSpec,
+        max_context: usize,
+        capacity: usize,
+        logit_capacity: usize,
+    ) -> Result<Self> {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
@@ -139,9 +149,12 @@ impl Resources {
 
     /// Bytes of per-layer state (KV cache) in use by the session.
     pub fn state_bytes(&self) -> u64 {
-        self.states.iter().map(|s| match s {
-            LayerState::Attention { k, v } => k.size() + v.size(),
-        }).sum()
+        self.states
+            .iter()
+            .map(|s| match s {
+                LayerState::Attention { k, v } => k.size() + v.size(),
+            })
+            .sum()
     }
 }
 
@@ -162,14 +175,28 @@ impl Builder<'_> {
         }
     }
 
-    fn linear(&mut self, x: &wgpu::Buffer, l: &LinearWeights, y: &wgpu::Buffer, rows: Rows, epilogue: Epilogue) -> Result<()> {
+    fn linear(
+        &mut self,
+        x: &wgpu::Buffer,
+        l: &LinearWeights,
+        y: &wgpu::Buffer,
+        rows: Rows,
+        epilogue: Epilogue,
+    ) -> Result<()> {
         let shape = self.shape();
         let args = Linear { x, w: &l.w, bias: l.bias.as_ref(), y, rows, epilogue, shape };
         Ok(linear(self.gpu, &mut self.plan, &args)?)
     }
 
     fn norm(&mut self, n: &NormWeights, groups: usize, rows: Rows, x: &wgpu::Buffer, out: NormOutput) -> Result<()> {
-        let args = NormArgs { weight: &n.w, dim: n.spec.dim, groups_per_row: groups, rows, eps: n.spec.eps, unit_offset: n.spec.unit_offset };
+        let args = NormArgs {
+            weight: &n.w,
+            dim: n.spec.dim,
+            groups_per_row: groups,
+            rows,
+            eps: n.spec.eps,
+            unit_offset: n.spec.unit_offset,
+        };
         Ok(rms_norm(self.gpu, &mut self.plan, &args, x, out)?)
     }
 
@@ -241,7 +268,14 @@ impl Builder<'_> {
 }
 
 /// Records the whole forward (embedding, every layer, final norm and head on the requested rows).
-pub fn build(gpu: &Gpu, spec: &ModelSpec, weights: &ModelWeights, res: &Resources, mode: Mode, max_context: usize) -> Result<Plan> {
+pub fn build(
+    gpu: &Gpu,
+    spec: &ModelSpec,
+    weights: &ModelWeights,
+    res: &Resources,
+    mode: Mode,
+    max_context: usize,
+) -> Result<Plan> {
     let mut b = Builder { gpu, plan: Plan::new(gpu), res, mode, max_context };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
@@ -251,6 +285,18 @@ pub fn build(gpu: &Gpu, spec: &ModelSpec, weights: &ModelWeights, res: &Resource
     b.plan.push(Op::GatherLogitRows { src: s.x.clone(), dst: s.xl.clone(), row_bytes: (spec.hidden * 4) as u64 });
     b.norm(&weights.final_norm, 1, Rows::Logits, &s.xl, NormOutput::InPlace)?;
     let shape = b.shape();
-    linear(gpu, &mut b.plan, &Linear { x: &s.xl, w: weights.head(), bias: None, y: &s.logits, rows: Rows::Logits, epilogue: Epilogue::Store, shape })?;
+    linear(
+        gpu,
+        &mut b.plan,
+        &Linear {
+            x: &s.xl,
+            w: weights.head(),
+            bias: None,
+            y: &s.logits,
+            rows: Rows::Logits,
+            epilogue: Epilogue::Store,
+            shape,
+        },
+    )?;
     Ok(b.plan)
 }

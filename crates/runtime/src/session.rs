@@ -67,13 +67,27 @@ impl Session {
         let capacity = options.prefill_capacity.clamp(1, max_context);
         let logit_capacity = capacity.min((gpu.info.max_binding / (spec.vocab as u64 * 4)) as usize);
         if logit_capacity == 0 {
-            return Err(RuntimeError::Request(format!("one row of {} logits exceeds the device's binding limit", spec.vocab)));
+            return Err(RuntimeError::Request(format!(
+                "one row of {} logits exceeds the device's binding limit",
+                spec.vocab
+            )));
         }
         let weights = upload(&gpu, &spec, source, on_progress)?;
         let res = Resources::new(&gpu, &spec, max_context, capacity, logit_capacity)?;
         let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context)?;
         let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context)?;
-        Ok(Session { gpu, spec, weights, res, prefill_plan, decode_plan, max_context, capacity, logit_capacity, position: 0 })
+        Ok(Session {
+            gpu,
+            spec,
+            weights,
+            res,
+            prefill_plan,
+            decode_plan,
+            max_context,
+            capacity,
+            logit_capacity,
+            position: 0,
+        })
     }
 
     /// The model description.

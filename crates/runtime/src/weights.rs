@@ -171,7 +171,12 @@ impl Uploader<'_> {
 }
 
 /// Validates `source` against `spec` and uploads every tensor, calling `on_progress` after each.
-pub fn upload(gpu: &Gpu, spec: &ModelSpec, source: &dyn TensorSource, on_progress: &mut dyn FnMut(&LoadProgress)) -> Result<ModelWeights> {
+pub fn upload(
+    gpu: &Gpu,
+    spec: &ModelSpec,
+    source: &dyn TensorSource,
+    on_progress: &mut dyn FnMut(&LoadProgress),
+) -> Result<ModelWeights> {
     check_against_spec(spec, source)?;
     let decls = spec.tensors();
     let mut bytes_total = 0;
@@ -203,7 +208,9 @@ pub fn upload(gpu: &Gpu, spec: &ModelSpec, source: &dyn TensorSource, on_progres
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;
         let mlp = match &layer.mlp {
-            MlpSpec::Gated { gate, up: u, down, .. } => MlpWeights::Gated { gate: up.linear(gate)?, up: up.linear(u)?, down: up.linear(down)? },
+            MlpSpec::Gated { gate, up: u, down, .. } => {
+                MlpWeights::Gated { gate: up.linear(gate)?, up: up.linear(u)?, down: up.linear(down)? }
+            }
         };
         let post_mlp = up.opt_norm(&layer.norms.post_mlp)?;
         layers.push(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp });

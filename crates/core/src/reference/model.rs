@@ -101,7 +101,8 @@ impl ReferenceModel {
                     let cache = &mut self.cache[li];
                     cache.k.extend_from_slice(&k);
                     cache.v.extend_from_slice(&v);
-                    let o = attention(&q, &cache.k, &cache.v, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
+                    let o =
+                        attention(&q, &cache.k, &cache.v, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
                     self.linear(&o, &a.o_proj)
                 }
             };

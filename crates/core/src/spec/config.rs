@@ -88,7 +88,9 @@ impl<'a> Config<'a> {
     fn f64(&self, field: &str) -> Result<Option<f64>> {
         match self.get(field) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| CoreError::field(field, format!("must be a number, found {v}"))),
+            Some(v) => {
+                v.as_f64().map(Some).ok_or_else(|| CoreError::field(field, format!("must be a number, found {v}")))
+            }
         }
     }
     fn bool(&self, field: &str) -> Option<bool> {
@@ -142,7 +144,9 @@ fn layer_schedule(cfg: &Config, n_layers: usize) -> Result<Vec<LayerType>> {
             .collect();
     }
     if let Some(pattern) = cfg.opt_usize("sliding_window_pattern")? {
-        return Ok((0..n_layers).map(|i| if (i + 1) % pattern == 0 { LayerType::Full } else { LayerType::Sliding }).collect());
+        return Ok((0..n_layers)
+            .map(|i| if (i + 1) % pattern == 0 { LayerType::Full } else { LayerType::Sliding })
+            .collect());
     }
     if cfg.bool("use_sliding_window") == Some(true) {
         let first = cfg.opt_usize("max_window_layers")?.unwrap_or(0);
@@ -172,20 +176,22 @@ fn rope_for(cfg: &Config, ty: LayerType, head_dim: usize) -> Result<RopeSpec> {
 impl ModelSpec {
     /// Parses the text of a `config.json`.
     pub fn from_config_json(text: &str) -> Result<Self> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| CoreError::Json { path: "config.json".into(), message: e.to_string() })?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| CoreError::Json { path: "config.json".into(), message: e.to_string() })?;
         Self::from_config(&value)
     }
 
     /// Builds the spec from a parsed `config.json`.
     pub fn from_config(value: &Value) -> Result<Self> {
         let cfg = Config(value);
-        let model_type = cfg.str("model_type").ok_or_else(|| CoreError::field("model_type", "is required but missing"))?;
-        let family = FAMILIES.iter().find(|f| f.model_types.contains(&model_type)).ok_or_else(|| CoreError::Unsupported {
-            what: "model_type",
-            name: model_type.to_string(),
-            supported: supported_model_types().join(", "),
-        })?;
+        let model_type =
+            cfg.str("model_type").ok_or_else(|| CoreError::field("model_type", "is required but missing"))?;
+        let family =
+            FAMILIES.iter().find(|f| f.model_types.contains(&model_type)).ok_or_else(|| CoreError::Unsupported {
+                what: "model_type",
+                name: model_type.to_string(),
+                supported: supported_model_types().join(", "),
+            })?;
 
         let hidden = cfg.usize("hidden_size")?;
         let vocab = cfg.usize("vocab_size")?;
@@ -193,12 +199,20 @@ impl ModelSpec {
         let n_heads = cfg.usize("num_attention_heads")?;
         let n_kv_heads = cfg.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
         if n_heads % n_kv_heads != 0 {
-            return Err(CoreError::field("num_key_value_heads", format!("{n_kv_heads} does not divide num_attention_heads {n_heads}")));
+            return Err(CoreError::field(
+                "num_key_value_heads",
+                format!("{n_kv_heads} does not divide num_attention_heads {n_heads}"),
+            ));
         }
         let head_dim = match cfg.opt_usize("head_dim")? {
             Some(d) => d,
             None if hidden % n_heads == 0 => hidden / n_heads,
-            None => return Err(CoreError::field("head_dim", "is missing and hidden_size is not a multiple of the head count")),
+            None => {
+                return Err(CoreError::field(
+                    "head_dim",
+                    "is missing and hidden_size is not a multiple of the head count",
+                ))
+            }
         };
         let intermediate = cfg.usize("intermediate_size")?;
         let eps = cfg.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32;
@@ -232,7 +246,10 @@ impl ModelSpec {
                 v_proj: LinearSpec::new(&format!("{p}.self_attn.v_proj"), n_kv_heads * head_dim, hidden, attn_bias),
                 o_proj: LinearSpec::new(&format!("{p}.self_attn.o_proj"), hidden, n_heads * head_dim, attn_bias),
                 qk_norm: family.qk_norm.then(|| {
-                    (norm(format!("{p}.self_attn.q_norm.weight"), head_dim), norm(format!("{p}.self_attn.k_norm.weight"), head_dim))
+                    (
+                        norm(format!("{p}.self_attn.q_norm.weight"), head_dim),
+                        norm(format!("{p}.self_attn.k_norm.weight"), head_dim),
+                    )
                 }),
                 rope: Some(rope_for(&cfg, ty, head_dim)?),
                 window,

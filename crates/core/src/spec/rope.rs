@@ -47,8 +47,11 @@ impl RopeSpec {
             .ok_or_else(|| CoreError::field("rope_theta", "is missing or not a number"))? as f32;
         let partial = params.get("partial_rotary_factor").and_then(Value::as_f64).or(partial_rotary).unwrap_or(1.0);
         let rotary_dim = ((head_dim as f64) * partial).round() as usize;
-        if rotary_dim == 0 || rotary_dim > head_dim || rotary_dim % 2 != 0 {
-            return Err(CoreError::field("partial_rotary_factor", format!("gives rotary dim {rotary_dim} for head_dim {head_dim}")));
+        if rotary_dim == 0 || rotary_dim > head_dim || !rotary_dim.is_multiple_of(2) {
+            return Err(CoreError::field(
+                "partial_rotary_factor",
+                format!("gives rotary dim {rotary_dim} for head_dim {head_dim}"),
+            ));
         }
         let num = |name: &str| {
             params
@@ -96,7 +99,8 @@ impl RopeSpec {
                         } else if wavelen > low_wavelen {
                             f / factor
                         } else {
-                            let smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            let smooth = (original_max_positions / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
                             (1.0 - smooth) * f / factor + smooth * f
                         }
                     })

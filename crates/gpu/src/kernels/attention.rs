@@ -36,7 +36,7 @@ fn check(a: &Attention) -> Result<()> {
     if !HEAD_DIMS.contains(&a.head_dim) {
         return Err(GpuError::shape("attention", format!("head_dim {} not in {HEAD_DIMS:?}", a.head_dim)));
     }
-    if a.n_kv_heads == 0 || a.n_heads % a.n_kv_heads != 0 {
+    if a.n_kv_heads == 0 || !a.n_heads.is_multiple_of(a.n_kv_heads) {
         return Err(GpuError::shape("attention", format!("{} query heads over {} kv heads", a.n_heads, a.n_kv_heads)));
     }
     Ok(())
@@ -52,7 +52,14 @@ pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
-    plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &base_params(a), &[a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()], grid)
+    plan.dispatch(
+        gpu,
+        "attention/prefill.wgsl",
+        &defines,
+        &base_params(a),
+        &[a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()],
+        grid,
+    )
 }
 
 /// Records attention for few queries with long contexts: one workgroup per (token, head). `scores` holds

@@ -53,10 +53,9 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     let t = &gpu.tuning;
     let base = Defines::new().flag("BIAS", l.bias.is_some()).flag("ACCUMULATE", l.epilogue == Epilogue::Accumulate);
     let (shader, defines) = match l.shape {
-        MatmulShape::Tiled => (
-            "common/matmul.wgsl",
-            base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn),
-        ),
+        MatmulShape::Tiled => {
+            ("common/matmul.wgsl", base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn))
+        }
         MatmulShape::Vector => ("common/matvec.wgsl", base.set("WG", t.wg).set("NR", t.nr)),
     };
     let defines = weight_defines(defines, l.w.dtype, 4);
@@ -68,7 +67,9 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
                 rows: l.rows,
                 rows_per_group: t.wg_y * t.tm,
             },
-            MatmulShape::Vector => Grid::Tiles { x: (block.rows as u32).div_ceil(t.nr), rows: l.rows, rows_per_group: 1 },
+            MatmulShape::Vector => {
+                Grid::Tiles { x: (block.rows as u32).div_ceil(t.nr), rows: l.rows, rows_per_group: 1 }
+            }
         };
         let mut buffers = vec![l.x.into(), l.y.into(), (&block.buffer).into()];
         if let Some(b) = l.bias {

@@ -7,7 +7,15 @@ use crate::shader::Defines;
 use ternlight_core::spec::Activation;
 
 /// Records `out = act(gate) * up` over `[tokens, width]`.
-pub fn gated_act(gpu: &Gpu, plan: &mut Plan, act: Activation, gate: &wgpu::Buffer, up: &wgpu::Buffer, out: &wgpu::Buffer, width: usize) -> Result<()> {
+pub fn gated_act(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    act: Activation,
+    gate: &wgpu::Buffer,
+    up: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    width: usize,
+) -> Result<()> {
     let wg = gpu.tuning.wg;
     let name = match act {
         Activation::Silu => "silu",
@@ -15,5 +23,12 @@ pub fn gated_act(gpu: &Gpu, plan: &mut Plan, act: Activation, gate: &wgpu::Buffe
     };
     let defines = Defines::new().set("WG", wg).set("ACT", name);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: width as u32, per_group: wg };
-    plan.dispatch(gpu, "common/gated_act.wgsl", &defines, &[width as u32, Rows::Tokens.selector()], &[gate.into(), up.into(), out.into()], grid)
+    plan.dispatch(
+        gpu,
+        "common/gated_act.wgsl",
+        &defines,
+        &[width as u32, Rows::Tokens.selector()],
+        &[gate.into(), up.into(), out.into()],
+        grid,
+    )
 }

@@ -39,14 +39,29 @@ pub fn rms_norm(gpu: &Gpu, plan: &mut Plan, args: &NormArgs, x: &wgpu::Buffer, o
     }
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg);
-    let params = [args.dim as u32, args.groups_per_row as u32, args.rows.selector(), args.unit_offset as u32, f32_word(args.eps)];
+    let params = [
+        args.dim as u32,
+        args.groups_per_row as u32,
+        args.rows.selector(),
+        args.unit_offset as u32,
+        f32_word(args.eps),
+    ];
     let grid = Grid::Flat { rows: args.rows, per_row: args.groups_per_row as u32, per_group: 1 };
     let shader = "common/rmsnorm.wgsl";
     match output {
-        NormOutput::InPlace => plan.dispatch(gpu, shader, &defines.flag("INPLACE", true), &params, &[args.weight.into(), x.into()], grid),
-        NormOutput::Write(out) => plan.dispatch(gpu, shader, &defines, &params, &[args.weight.into(), x.into(), out.into()], grid),
-        NormOutput::Residual(out) => {
-            plan.dispatch(gpu, shader, &defines.flag("RESIDUAL", true), &params, &[args.weight.into(), x.into(), out.into()], grid)
+        NormOutput::InPlace => {
+            plan.dispatch(gpu, shader, &defines.flag("INPLACE", true), &params, &[args.weight.into(), x.into()], grid)
         }
+        NormOutput::Write(out) => {
+            plan.dispatch(gpu, shader, &defines, &params, &[args.weight.into(), x.into(), out.into()], grid)
+        }
+        NormOutput::Residual(out) => plan.dispatch(
+            gpu,
+            shader,
+            &defines.flag("RESIDUAL", true),
+            &params,
+            &[args.weight.into(), x.into(), out.into()],
+            grid,
+        ),
     }
 }

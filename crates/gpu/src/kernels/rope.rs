@@ -21,18 +21,37 @@ impl RopeTables {
     /// Uploads the tables of `rope` for `positions` positions.
     pub fn new(gpu: &Gpu, rope: &ternlight_core::spec::RopeSpec, positions: usize) -> Self {
         let (cos, sin) = rope.tables(positions);
-        RopeTables { cos: gpu.upload_f32("rope cos", &cos), sin: gpu.upload_f32("rope sin", &sin), positions, rotary_dim: rope.rotary_dim }
+        RopeTables {
+            cos: gpu.upload_f32("rope cos", &cos),
+            sin: gpu.upload_f32("rope sin", &sin),
+            positions,
+            rotary_dim: rope.rotary_dim,
+        }
     }
 }
 
 /// Records the rotation of `x` `[tokens, heads, head_dim]` at positions `pos0..`.
-pub fn rope(gpu: &Gpu, plan: &mut Plan, x: &wgpu::Buffer, heads: usize, head_dim: usize, tables: &RopeTables) -> Result<()> {
-    if tables.rotary_dim > head_dim || tables.rotary_dim % 2 != 0 {
+pub fn rope(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    x: &wgpu::Buffer,
+    heads: usize,
+    head_dim: usize,
+    tables: &RopeTables,
+) -> Result<()> {
+    if tables.rotary_dim > head_dim || !tables.rotary_dim.is_multiple_of(2) {
         return Err(GpuError::shape("rope", format!("rotary dim {} for head dim {head_dim}", tables.rotary_dim)));
     }
     let half = tables.rotary_dim / 2;
     let wg = gpu.tuning.wg;
     let params = [heads as u32, head_dim as u32, half as u32, tables.positions as u32];
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: (heads * half) as u32, per_group: wg };
-    plan.dispatch(gpu, "common/rope.wgsl", &Defines::new().set("WG", wg), &params, &[x.into(), (&tables.cos).into(), (&tables.sin).into()], grid)
+    plan.dispatch(
+        gpu,
+        "common/rope.wgsl",
+        &Defines::new().set("WG", wg),
+        &params,
+        &[x.into(), (&tables.cos).into(), (&tables.sin).into()],
+        grid,
+    )
 }
