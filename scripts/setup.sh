@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing Ternlight needs on Debian, skipping whatever is already present:
+# Mesa lavapipe (software Vulkan, so wgpu has an adapter without a GPU) and the wasm32 Rust target.
+set -euo pipefail
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install Rust (rustup, toolchain >= 1.87) first" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in mesa-vulkan-drivers libvulkan1; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "setup: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    echo "setup: adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+fi
