@@ -77,7 +77,8 @@ impl Gpu {
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
         };
-        Ok(Gpu { device, queue, info, pipelines: PipelineCache::default(), tuning: Tuning::default() })
+        let tuning = Tuning::for_device(&info);
+        Ok(Gpu { device, queue, info, pipelines: PipelineCache::default(), tuning })
     }
 
     /// Blocking [`Gpu::new`] for native callers.

@@ -229,9 +229,12 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
         };
         let what = format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} w{window:?}");
 
-        let mut plan = Plan::new(g);
-        attention::prefill(g, &mut plan, &a).unwrap();
-        assert_close(&run(&plan, &tokens(pos0, t), &ob, q.len()), &want, 1e-5, &format!("prefill {what}"));
+        for kv_tile in [0, 16, 64] {
+            let mut plan = Plan::new(g);
+            attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
+            let got = run(&plan, &tokens(pos0, t), &ob, q.len());
+            assert_close(&got, &want, 1e-5, &format!("prefill kv_tile {kv_tile} {what}"));
+        }
 
         let ob2 = g.zeros("o2", q.len());
         let a = Attention { out: &ob2, ..a };

@@ -18,11 +18,15 @@ fn fixture(arch: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(arch)
 }
 
-fn session(arch: &str, options: SessionOptions) -> Session {
+fn session_on(gpu: Arc<Gpu>, arch: &str, options: SessionOptions) -> Session {
     let dir = fixture(arch);
     let spec = ModelSpec::from_config_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
-    Session::new(gpu(), spec, &ck, &options, &mut |_| {}).unwrap()
+    Session::new(gpu, spec, &ck, &options, &mut |_| {}).unwrap()
+}
+
+fn session(arch: &str, options: SessionOptions) -> Session {
+    session_on(gpu(), arch, options)
 }
 
 fn check(arch: &str) {
@@ -75,6 +79,17 @@ fn qwen3_matches_transformers_on_the_gpu() {
 #[test]
 fn gemma3_matches_transformers_on_the_gpu() {
     check("gemma3");
+}
+
+#[test]
+fn gemma3_matches_with_kv_tiled_prefill_attention() {
+    let mut g = Gpu::new_blocking().unwrap();
+    g.tuning.attn_kv_tile = 32;
+    let oracle = Oracle::open(&fixture("gemma3")).unwrap();
+    let mut s = session_on(Arc::new(g), "gemma3", SessionOptions::default());
+    let all: Vec<usize> = (0..oracle.input_ids.len()).collect();
+    let d = max_abs_diff(&pollster::block_on(s.prefill(&oracle.input_ids, &all)).unwrap(), &oracle.logits);
+    assert!(d < 1e-3, "gemma3 tiled prefill: max abs diff {d}");
 }
 
 #[test]

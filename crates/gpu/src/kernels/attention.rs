@@ -46,20 +46,27 @@ fn base_params(a: &Attention) -> Vec<u32> {
     vec![a.n_heads as u32, a.n_kv_heads as u32, a.window.unwrap_or(0) as u32, f32_word(a.scale)]
 }
 
-/// Records attention for a block of queries: one invocation per (token, head), online softmax.
+/// Records attention for a block of queries with the device's tuning (see [`prefill_with`]).
 pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
+    prefill_with(gpu, plan, a, gpu.tuning.attn_kv_tile)
+}
+
+/// Records attention for a block of queries: one invocation per (token, head), online softmax. With
+/// `kv_tile > 0`, K/V tiles of up to `kv_tile` keys are staged in workgroup memory and shared by a block of
+/// queries of one head (clamped to what the device's workgroup memory holds).
+pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> Result<()> {
     check(a)?;
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
-    let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
-    plan.dispatch(
-        gpu,
-        "attention/prefill.wgsl",
-        &defines,
-        &base_params(a),
-        &[a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()],
-        grid,
-    )
+    let buffers = [a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()];
+    let fits = gpu.info.max_workgroup_storage / (2 * 4 * a.head_dim as u32);
+    let tile = kv_tile.min(fits);
+    if tile == 0 {
+        let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
+        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &base_params(a), &buffers, grid);
+    }
+    let grid = Grid::Tiles { x: a.n_heads as u32, rows: Rows::Tokens, rows_per_group: wg };
+    plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &base_params(a), &buffers, grid)
 }
 
 /// Records attention for few queries with long contexts: one workgroup per (token, head). `scores` holds

@@ -27,11 +27,21 @@ pub struct Tuning {
     pub wg_y: u32,
     /// Matvec: outputs per workgroup.
     pub nr: u32,
+    /// Prefill attention: keys staged per workgroup-memory tile (0 = each invocation streams K/V itself).
+    pub attn_kv_tile: u32,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { wg: 64, tm: 4, tn: 4, wg_x: 8, wg_y: 8, nr: 4 }
+        Tuning { wg: 64, tm: 4, tn: 4, wg_x: 8, wg_y: 8, nr: 4, attn_kv_tile: 0 }
+    }
+}
+
+impl Tuning {
+    /// Defaults for a device: CPU adapters stream (barriers are slow there), GPUs share K/V tiles.
+    pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
+        let cpu = info.device_type == "Cpu";
+        Tuning { attn_kv_tile: if cpu { 0 } else { 32 }, ..Tuning::default() }
     }
 }
 
