@@ -136,6 +136,7 @@ impl Gpu {
             let _ = tx.send(r);
         });
         self.wait()?;
+        self.check_errors("running the GPU work")?;
         rx.await
             .map_err(|_| GpuError::Execution("readback was cancelled (device lost?)".into()))?
             .map_err(|e| GpuError::Execution(format!("readback failed: {e}")))?;

@@ -4,6 +4,7 @@
 use crate::error::{GpuError, Result};
 use crate::kernels::Tuning;
 use crate::pipeline::PipelineCache;
+use std::sync::{Arc, Mutex};
 
 /// What the device is and what it allows, for logs, `inspect` and the page.
 #[derive(Clone, Debug)]
@@ -40,6 +41,8 @@ pub struct Gpu {
     pub pipelines: PipelineCache,
     /// Workgroup and tile sizes the kernels use on this device.
     pub tuning: Tuning,
+    /// The first GPU error no one handled (validation, out of memory), kept instead of wgpu's default panic.
+    errors: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -78,13 +81,32 @@ impl Gpu {
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
         };
         let tuning = Tuning::for_device(&info);
-        Ok(Gpu { device, queue, info, pipelines: PipelineCache::default(), tuning })
+        let errors = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().expect("error slot poisoned");
+            if slot.is_none() {
+                *slot = Some(match e {
+                    wgpu::Error::OutOfMemory { .. } => "out of GPU memory".to_string(),
+                    other => other.to_string(),
+                });
+            }
+        }));
+        Ok(Gpu { device, queue, info, pipelines: PipelineCache::default(), tuning, errors })
     }
 
     /// Blocking [`Gpu::new`] for native callers.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking() -> Result<Self> {
         pollster::block_on(Self::new())
+    }
+
+    /// Fails with the first GPU error raised since the last check (e.g. out of memory during `what`).
+    pub fn check_errors(&self, what: &str) -> Result<()> {
+        match self.errors.lock().expect("error slot poisoned").take() {
+            Some(e) => Err(GpuError::Execution(format!("{what}: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// Waits for submitted work (native); the browser drives completion itself.

@@ -139,7 +139,8 @@ mod tests {
             .set("TN", 4)
             .set("WG_X", 8)
             .set("WG_Y", 8)
-            .set("NR", 4).set("KV_TILE", 16);
+            .set("NR", 4)
+            .set("KV_TILE", 16);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");

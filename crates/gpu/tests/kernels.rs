@@ -264,3 +264,19 @@ fn unsupported_shapes_are_refused_before_dispatch() {
     let a = Attention { n_heads: 2, head_dim: 24, ..a };
     assert!(attention::decode(g, &mut Plan::new(g), &a, &b, 4).unwrap_err().to_string().contains("head_dim 24"));
 }
+
+#[test]
+fn gpu_errors_become_results_not_panics() {
+    let g = Gpu::new_blocking().unwrap();
+    g.check_errors("nothing yet").unwrap();
+    let too_big = g.info.max_buffer.saturating_add(4);
+    let _ = g.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("too big"),
+        size: too_big,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let e = g.check_errors("allocating").unwrap_err().to_string();
+    assert!(e.contains("allocating"), "{e}");
+    g.check_errors("after").unwrap();
+}

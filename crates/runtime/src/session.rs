@@ -73,7 +73,9 @@ impl Session {
             )));
         }
         let weights = upload(&gpu, &spec, source, on_progress)?;
+        gpu.check_errors("uploading the weights")?;
         let res = Resources::new(&gpu, &spec, max_context, capacity, logit_capacity)?;
+        gpu.check_errors("allocating the KV cache and scratch")?;
         let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context)?;
         let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context)?;
         Ok(Session {
