@@ -7,6 +7,8 @@
 //! - [`sampling`]: token selection from logits with a seeded RNG.
 //! - [`reference`]: a plain f32 CPU implementation of every op the GPU runs; the oracle for kernel tests.
 
+#![warn(missing_docs)]
+
 pub mod dtype;
 pub mod error;
 pub mod oracle;

@@ -7,6 +7,8 @@
 //! - [`plan`]: a recorded list of GPU operations, encoded into one command buffer per forward.
 //! - [`kernels`]: one module per kernel family; each checks shapes and records its dispatches.
 
+#![warn(missing_docs)]
+
 pub mod buffer;
 pub mod device;
 pub mod error;

@@ -5,6 +5,8 @@
 //! - [`session`]: owns weights, KV cache and scratch; `prefill(ids)` and `step(id)`.
 //! - [`generate`]: the sampling loop with timings.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod generate;
 pub mod graph;
