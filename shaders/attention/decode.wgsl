@@ -1,24 +1,9 @@
 // Decode attention: one workgroup per (token, head) splits the keys across invocations.
 // Phase 1 writes scores to a scratch row and reduces the max, phase 2 exponentiates and sums,
 // phase 3 has each invocation own output channels and sum p_j * v_j over all keys.
-#include "common/grid.wgsl"
-#include "common/step.wgsl"
+#include "attention/common.wgsl"
 
-struct Params {
-    n_heads: u32,
-    n_kv_heads: u32,
-    window: u32,   // 0 = unlimited
-    scale: f32,
-    scratch_stride: u32,
-}
-@group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(4) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> scores: array<f32>;
-
-const D: u32 = {{HEAD_DIM}}u;
 var<workgroup> red: array<f32, {{WG}}>;
 
 fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
@@ -49,11 +34,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let p = step.pos0 + t;
-    var first = 0u;
-    if (params.window > 0u && p + 1u > params.window) {
-        first = p + 1u - params.window;
-    }
-    let kvh = h / (params.n_heads / params.n_kv_heads);
+    let first = first_key(p);
+    let kvh = kv_head(h);
     let kv_stride = params.n_kv_heads * D;
     let qb = group * D;
     let sb = group * params.scratch_stride;

@@ -1,22 +1,7 @@
 // Y[m, n_offset + n] (+)= sum_k X[m, k] W[n, k] (+ bias) for one row block of W, register-blocked:
 // each invocation owns a TM x TN tile of outputs and reads X and W straight from memory (no shared memory:
 // barriers are slow on CPU adapters; TM/TN/WG_X/WG_Y are tunable per device).
-#include "common/step.wgsl"
-
-struct Params {
-    k: u32,
-    n_block: u32,
-    n_offset: u32,
-    n_total: u32,
-    row_sel: u32,
-}
-@group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-#include "common/weights.wgsl"
-#if BIAS
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-#endif
+#include "common/linear_io.wgsl"
 
 @compute @workgroup_size({{WG_X}}, {{WG_Y}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -60,16 +45,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (n >= params.n_block) {
                 break;
             }
-            var v = acc[i][j];
-#if BIAS
-            v += bias[params.n_offset + n];
-#endif
-            let o = m * params.n_total + params.n_offset + n;
-#if ACCUMULATE
-            y[o] = y[o] + v;
-#else
-            y[o] = v;
-#endif
+            store(m, n, acc[i][j]);
         }
     }
 }

@@ -1,21 +1,6 @@
 // Matrix-vector form of matmul.wgsl for decode: one workgroup computes NR outputs of one row of X,
 // its invocations splitting K and reducing through workgroup memory. Same bindings and epilogues.
-#include "common/step.wgsl"
-
-struct Params {
-    k: u32,
-    n_block: u32,
-    n_offset: u32,
-    n_total: u32,
-    row_sel: u32,
-}
-@group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-#include "common/weights.wgsl"
-#if BIAS
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-#endif
+#include "common/linear_io.wgsl"
 
 var<workgroup> partial: array<f32, {{WG}} * {{NR}}>;
 
@@ -48,16 +33,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     if (lid < {{NR}}u && n0 + lid < params.n_block) {
-        let n = n0 + lid;
-        var v = partial[lid * {{WG}}u];
-#if BIAS
-        v += bias[params.n_offset + n];
-#endif
-        let o = m * params.n_total + params.n_offset + n;
-#if ACCUMULATE
-        y[o] = y[o] + v;
-#else
-        y[o] = v;
-#endif
+        store(m, n0 + lid, partial[lid * {{WG}}u]);
     }
 }

@@ -68,38 +68,16 @@ fn logits_match_transformers_for_gemma3() {
 #[test]
 fn run_streams_tokens_and_reports_speeds() {
     let dir = fixture("gemma3");
-    let o = ternlight(&[
-        "run",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "Hello",
-        "--max-tokens",
-        "12",
-        "--temperature",
-        "0.8",
-        "--seed",
-        "3",
-    ]);
+    let args = ["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12"];
+    let sampled = |seed: &str| ternlight(&[&args[..], &["--temperature", "0.8", "--seed", seed]].concat());
+    let o = sampled("3");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(!o.stdout.is_empty());
     for what in ["prefill", "decode", "tok/s", "time to first token", "generated 12 tokens"] {
         assert!(err.contains(what), "missing `{what}` in: {err}");
     }
-    let again = ternlight(&[
-        "run",
-        "--model",
-        dir.to_str().unwrap(),
-        "--prompt",
-        "Hello",
-        "--max-tokens",
-        "12",
-        "--temperature",
-        "0.8",
-        "--seed",
-        "3",
-    ]);
+    let again = sampled("3");
     assert_eq!(o.stdout, again.stdout, "same seed, same text");
 }
 

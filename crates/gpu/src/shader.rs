@@ -22,10 +22,12 @@ shaders!(
     "common/weights.wgsl",
     "common/embedding.wgsl",
     "common/rmsnorm.wgsl",
+    "common/linear_io.wgsl",
     "common/matmul.wgsl",
     "common/matvec.wgsl",
     "common/rope.wgsl",
     "common/gated_act.wgsl",
+    "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",
 );

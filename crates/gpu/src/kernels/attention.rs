@@ -42,8 +42,9 @@ fn check(a: &Attention) -> Result<()> {
     Ok(())
 }
 
-fn base_params(a: &Attention) -> Vec<u32> {
-    vec![a.n_heads as u32, a.n_kv_heads as u32, a.window.unwrap_or(0) as u32, f32_word(a.scale)]
+/// Words of `Params` in `attention/common.wgsl`; `scratch_stride` is only read by the decode kernel.
+fn params(a: &Attention, scratch_stride: usize) -> [u32; 5] {
+    [a.n_heads as u32, a.n_kv_heads as u32, a.window.unwrap_or(0) as u32, f32_word(a.scale), scratch_stride as u32]
 }
 
 /// Records attention for a block of queries with the device's tuning (see [`prefill_with`]).
@@ -63,10 +64,10 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
     let tile = kv_tile.min(fits);
     if tile == 0 {
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
-        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &base_params(a), &buffers, grid);
+        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, 0), &buffers, grid);
     }
     let grid = Grid::Tiles { x: a.n_heads as u32, rows: Rows::Tokens, rows_per_group: wg };
-    plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &base_params(a), &buffers, grid)
+    plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, 0), &buffers, grid)
 }
 
 /// Records attention for few queries with long contexts: one workgroup per (token, head). `scores` holds
@@ -75,14 +76,12 @@ pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, 
     check(a)?;
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
-    let mut params = base_params(a);
-    params.push(max_keys as u32);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
     plan.dispatch(
         gpu,
         "attention/decode.wgsl",
         &defines,
-        &params,
+        &params(a, max_keys),
         &[a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()],
         grid,
     )

@@ -1,0 +1,31 @@
+// Shared I/O of the linear-layer kernels: Y[m, n_offset + n] (+)= acc (+ bias[n_offset + n]) for one row block
+// of W. Variants: BIAS, ACCUMULATE (a fused residual add).
+#include "common/step.wgsl"
+
+struct Params {
+    k: u32,
+    n_block: u32,
+    n_offset: u32,
+    n_total: u32,
+    row_sel: u32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#include "common/weights.wgsl"
+#if BIAS
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+#endif
+
+fn store(m: u32, n: u32, acc: f32) {
+    var v = acc;
+#if BIAS
+    v += bias[params.n_offset + n];
+#endif
+    let o = m * params.n_total + params.n_offset + n;
+#if ACCUMULATE
+    y[o] = y[o] + v;
+#else
+    y[o] = v;
+#endif
+}
