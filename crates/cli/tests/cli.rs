@@ -191,3 +191,16 @@ fn bad_input_gets_one_clear_line_and_a_nonzero_exit() {
     std::fs::remove_file(d.path().join("config.json")).unwrap();
     assert_clear_failure(&["inspect", "--model", p], &["config.json"]);
 }
+
+#[test]
+fn chat_prompts_are_rendered_through_the_template() {
+    let d = scratch_copy("qwen3");
+    let template = r#"{"chat_template": "{% for m in messages %}<|{{ m.role }}|>{{ m.content | trim }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"}"#;
+    std::fs::write(d.path().join("tokenizer_config.json"), template).unwrap();
+    let o =
+        ternlight(&["run", "--model", d.path().to_str().unwrap(), "--prompt", " hi ", "--chat", "--max-tokens", "3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let rendered = "<|user|>hi\n<|assistant|>";
+    assert!(err.contains(&format!("prompt {} tokens", rendered.len())), "{err}");
+}
