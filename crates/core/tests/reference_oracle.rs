@@ -51,3 +51,18 @@ fn qwen3_matches_transformers() {
 fn gemma3_matches_transformers() {
     check("gemma3");
 }
+
+#[test]
+fn fla_gated_deltanet_matches_fla() {
+    check("gated_deltanet");
+}
+
+#[test]
+fn fla_gated_deltanet_hybrid_matches_fla() {
+    check("gated_deltanet_hybrid");
+}
+
+#[test]
+fn qwen3_5_matches_transformers() {
+    check("qwen3_5");
+}

@@ -3,7 +3,9 @@
 //! [`model::ReferenceModel`] runs whole models to prove the reference against the HF logits.
 
 pub mod attention;
+pub mod conv;
 pub mod embedding;
+pub mod gated_delta;
 pub mod linear;
 pub mod mlp;
 pub mod model;

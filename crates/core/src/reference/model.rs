@@ -1,16 +1,43 @@
 //! A whole decoder-only model on the CPU, driven by a [`ModelSpec`]: the oracle for the GPU runtime.
 
-use super::{attention::attention, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm, rope::rope};
-use crate::spec::{LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec};
+use super::gated_delta::{self, Dims};
+use super::norm::rms_norm_gated;
+use super::{
+    attention::attention, conv::short_conv_silu, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm,
+    rope::rope,
+};
+use crate::spec::{Activation, AttentionSpec, GatedDeltaNetSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec};
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
 use std::collections::HashMap;
 
-/// Per-layer key/value history, [positions, n_kv_heads, head_dim] each.
-#[derive(Default, Clone)]
-struct LayerCache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+/// Per-layer state: key/value history `[positions, n_kv_heads, head_dim]`, or a fixed recurrent state
+/// `[n_v_heads, dk, dv]` with the conv history `[channels, kernel - 1]`.
+#[derive(Clone)]
+enum LayerCache {
+    Kv { k: Vec<f32>, v: Vec<f32> },
+    Recurrent { state: Vec<f32>, conv: Vec<f32> },
+}
+
+impl LayerCache {
+    fn empty(mixer: &MixerSpec) -> Self {
+        match mixer {
+            MixerSpec::Attention(_) => LayerCache::Kv { k: Vec::new(), v: Vec::new() },
+            MixerSpec::GatedDeltaNet(g) => LayerCache::Recurrent {
+                state: vec![0.0; g.n_v_heads * g.head_k_dim * g.head_v_dim],
+                conv: vec![0.0; g.qkv_width() * (g.conv_kernel - 1)],
+            },
+        }
+    }
+}
+
+/// Which form of the gated delta rule a forward uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaForm {
+    /// Chunkwise for more than one token, recurrent for one (as prefill and decode kernels do).
+    Auto,
+    /// Always the token-by-token recurrence.
+    Recurrent,
 }
 
 /// The model on the CPU in f32 with a KV cache; `forward` appends tokens and returns their logits.
@@ -20,6 +47,7 @@ pub struct ReferenceModel {
     rope_tables: Vec<Option<(Vec<f32>, Vec<f32>)>>,
     cache: Vec<LayerCache>,
     position: usize,
+    form: DeltaForm,
 }
 
 impl ReferenceModel {
@@ -35,10 +63,16 @@ impl ReferenceModel {
             .iter()
             .map(|l| match &l.mixer {
                 MixerSpec::Attention(a) => a.rope.as_ref().map(|r| r.tables(spec.max_positions)),
+                MixerSpec::GatedDeltaNet(_) => None,
             })
             .collect();
-        let cache = vec![LayerCache::default(); spec.layers.len()];
-        Ok(ReferenceModel { spec, weights, rope_tables, cache, position: 0 })
+        let cache = spec.layers.iter().map(|l| LayerCache::empty(&l.mixer)).collect();
+        Ok(ReferenceModel { spec, weights, rope_tables, cache, position: 0, form: DeltaForm::Auto })
+    }
+
+    /// Selects the delta-rule form (to check that chunkwise and recurrent agree end to end).
+    pub fn set_delta_form(&mut self, form: DeltaForm) {
+        self.form = form;
     }
 
     /// Tokens processed so far.
@@ -48,7 +82,7 @@ impl ReferenceModel {
 
     /// Forgets the context.
     pub fn reset(&mut self) {
-        self.cache.iter_mut().for_each(|c| *c = LayerCache::default());
+        self.cache = self.spec.layers.iter().map(|l| LayerCache::empty(&l.mixer)).collect();
         self.position = 0;
     }
 
@@ -62,6 +96,77 @@ impl ReferenceModel {
 
     fn norm(&self, x: &[f32], n: &NormSpec) -> Vec<f32> {
         rms_norm(x, self.w(&n.weight), n.dim, n.eps, n.unit_offset)
+    }
+
+    fn attention(&mut self, li: usize, a: &AttentionSpec, h: &[f32], pos0: usize) -> Vec<f32> {
+        let (mut q, gate) = self.linear_split_gate(h, a);
+        let mut k = self.linear(h, &a.k_proj);
+        let v = self.linear(h, &a.v_proj);
+        if let Some((qn, kn)) = &a.qk_norm {
+            q = self.norm(&q, qn);
+            k = self.norm(&k, kn);
+        }
+        if let (Some(r), Some((cos, sin))) = (&a.rope, &self.rope_tables[li]) {
+            rope(&mut q, a.n_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
+            rope(&mut k, a.n_kv_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
+        }
+        let LayerCache::Kv { k: kc, v: vc } = &mut self.cache[li] else {
+            unreachable!("attention layer has a KV cache")
+        };
+        kc.extend_from_slice(&k);
+        vc.extend_from_slice(&v);
+        let mut o = attention(&q, kc, vc, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
+        if let Some(gate) = gate {
+            o = gated(Activation::Sigmoid, &gate, &o);
+        }
+        self.linear(&o, &a.o_proj)
+    }
+
+    /// q (and, with an output gate, the gate) from `q_proj`, whose rows hold `[q | gate]` per head.
+    fn linear_split_gate(&self, h: &[f32], a: &AttentionSpec) -> (Vec<f32>, Option<Vec<f32>>) {
+        let full = self.linear(h, &a.q_proj);
+        if !a.output_gate {
+            return (full, None);
+        }
+        let d = a.head_dim;
+        let (mut q, mut gate) = (Vec::with_capacity(full.len() / 2), Vec::with_capacity(full.len() / 2));
+        for head in full.chunks_exact(2 * d) {
+            q.extend_from_slice(&head[..d]);
+            gate.extend_from_slice(&head[d..]);
+        }
+        (q, Some(gate))
+    }
+
+    fn gated_deltanet(&mut self, li: usize, g: &GatedDeltaNetSpec, h: &[f32]) -> Vec<f32> {
+        let width = g.qkv_width();
+        let tokens = h.len() / self.spec.hidden;
+        let parts: Vec<Vec<f32>> = g.in_proj.iter().map(|l| self.linear(h, l)).collect();
+        let mut qkv = Vec::with_capacity(tokens * width);
+        for t in 0..tokens {
+            for (p, l) in parts.iter().zip(&g.in_proj) {
+                qkv.extend_from_slice(&p[t * l.out_features..(t + 1) * l.out_features]);
+            }
+        }
+        let conv_w: Vec<f32> = g.conv.iter().flat_map(|c| self.w(c).to_vec()).collect();
+        let (a, b) = (self.linear(h, &g.a_proj), self.linear(h, &g.b_proj));
+        let (decay, beta) = gated_delta::gates(&a, &b, self.w(&g.a_log), self.w(&g.dt_bias));
+        let z = self.linear(h, &g.z_proj);
+        let form = self.form;
+        let LayerCache::Recurrent { state, conv } = &mut self.cache[li] else { unreachable!("GDN layer has a state") };
+        let qkv = short_conv_silu(&qkv, &conv_w, conv, width, g.conv_kernel);
+        let key = g.n_k_heads * g.head_k_dim;
+        let split = |off: usize, w: usize| -> Vec<f32> {
+            qkv.chunks_exact(width).flat_map(|r| r[off..off + w].to_vec()).collect()
+        };
+        let (q, k, v) = (split(0, key), split(key, key), split(2 * key, width - 2 * key));
+        let dims = Dims { n_k_heads: g.n_k_heads, n_v_heads: g.n_v_heads, dk: g.head_k_dim, dv: g.head_v_dim };
+        let o = if form == DeltaForm::Auto && tokens > 1 {
+            gated_delta::chunked(&q, &k, &v, &decay, &beta, state, &dims)
+        } else {
+            gated_delta::recurrent(&q, &k, &v, &decay, &beta, state, &dims)
+        };
+        let o = rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps);
+        self.linear(&o, &g.out_proj)
     }
 
     /// Runs `ids` after the tokens already seen and returns their logits, [ids.len(), vocab].
@@ -86,25 +191,8 @@ impl ReferenceModel {
         for (li, layer) in spec.layers.iter().enumerate() {
             let h = self.norm(&x, &layer.norms.pre_mixer);
             let mixed = match &layer.mixer {
-                MixerSpec::Attention(a) => {
-                    let mut q = self.linear(&h, &a.q_proj);
-                    let mut k = self.linear(&h, &a.k_proj);
-                    let v = self.linear(&h, &a.v_proj);
-                    if let Some((qn, kn)) = &a.qk_norm {
-                        q = self.norm(&q, qn);
-                        k = self.norm(&k, kn);
-                    }
-                    if let (Some(r), Some((cos, sin))) = (&a.rope, &self.rope_tables[li]) {
-                        rope(&mut q, a.n_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
-                        rope(&mut k, a.n_kv_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
-                    }
-                    let cache = &mut self.cache[li];
-                    cache.k.extend_from_slice(&k);
-                    cache.v.extend_from_slice(&v);
-                    let o =
-                        attention(&q, &cache.k, &cache.v, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
-                    self.linear(&o, &a.o_proj)
-                }
+                MixerSpec::Attention(a) => self.attention(li, a, &h, pos0),
+                MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &h),
             };
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),

@@ -12,3 +12,9 @@ pub fn rms_norm(x: &[f32], w: &[f32], dim: usize, eps: f32, unit_offset: bool) -
     }
     out
 }
+
+/// Gated RMSNorm over groups of `dim`: `rms_norm(x) * w * silu(gate)` (Gated DeltaNet outputs).
+pub fn rms_norm_gated(x: &[f32], gate: &[f32], w: &[f32], dim: usize, eps: f32) -> Vec<f32> {
+    let normed = rms_norm(x, w, dim, eps, false);
+    normed.iter().zip(gate).map(|(n, &g)| n * super::mlp::activate(crate::spec::Activation::Silu, g)).collect()
+}

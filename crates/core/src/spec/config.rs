@@ -1,18 +1,19 @@
-//! HF `config.json` → [`ModelSpec`]. Each supported `model_type` is a row of flags in [`FAMILIES`]; the
-//! per-layer schedule comes from `layer_types` (or the family's legacy fields), never from per-model code.
+//! HF `config.json` → [`ModelSpec`]. Each supported transformers `model_type` is a row of [`FAMILIES`] (flags and
+//! tensor naming); the per-layer schedule comes from `layer_types` (or the family's legacy fields). fla models,
+//! whose configs have another shape, map in [`fla`]. No family has forward-pass code of its own.
 
 use super::*;
 use crate::{CoreError, Result};
 use serde_json::Value;
 
-/// What distinguishes one softmax-attention model family from another, as data.
+/// What distinguishes one transformers model family from another, as data.
 #[derive(Clone, Copy, Debug)]
 pub struct Family {
     /// The HF `model_type` values this row covers.
     pub model_types: &'static [&'static str],
-    /// Per-head RMSNorm on q and k (Qwen3, Gemma 3).
+    /// Per-head RMSNorm on q and k (Qwen3, Gemma 3, Qwen3.5).
     pub qk_norm: bool,
-    /// RMSNorm weights stored as offsets from one: `x̂ * (1 + w)` (Gemma).
+    /// RMSNorm weights stored as offsets from one: `x̂ * (1 + w)` (Gemma, Qwen3.5).
     pub unit_offset_norms: bool,
     /// Post-mixer and post-MLP norms besides the pre-norms (Gemma 2/3 "sandwich").
     pub sandwich_norms: bool,
@@ -24,30 +25,29 @@ pub struct Family {
     pub act_field: &'static str,
     /// Whether embeddings are tied when the config does not say.
     pub tied_by_default: bool,
+    /// Sigmoid output gate on softmax attention (Qwen3.5).
+    pub attn_output_gate: bool,
+    /// `linear_attention` layers are Gated DeltaNet with fused `in_proj_qkv` (Qwen3.5).
+    pub gated_deltanet: bool,
 }
 
-/// The families Ternlight runs, each checked end to end against reference logits.
+const BASE: Family = Family {
+    model_types: &[],
+    qk_norm: false,
+    unit_offset_norms: false,
+    sandwich_norms: false,
+    scaled_embeddings: false,
+    attn_scale_field: None,
+    act_field: "hidden_act",
+    tied_by_default: false,
+    attn_output_gate: false,
+    gated_deltanet: false,
+};
+
+/// The transformers families Ternlight runs, each checked end to end against reference logits.
 pub const FAMILIES: &[Family] = &[
-    Family {
-        model_types: &["llama"],
-        qk_norm: false,
-        unit_offset_norms: false,
-        sandwich_norms: false,
-        scaled_embeddings: false,
-        attn_scale_field: None,
-        act_field: "hidden_act",
-        tied_by_default: false,
-    },
-    Family {
-        model_types: &["qwen3"],
-        qk_norm: true,
-        unit_offset_norms: false,
-        sandwich_norms: false,
-        scaled_embeddings: false,
-        attn_scale_field: None,
-        act_field: "hidden_act",
-        tied_by_default: false,
-    },
+    Family { model_types: &["llama"], ..BASE },
+    Family { model_types: &["qwen3"], qk_norm: true, ..BASE },
     Family {
         model_types: &["gemma3_text"],
         qk_norm: true,
@@ -57,25 +57,36 @@ pub const FAMILIES: &[Family] = &[
         attn_scale_field: Some("query_pre_attn_scalar"),
         act_field: "hidden_activation",
         tied_by_default: true,
+        ..BASE
+    },
+    Family {
+        model_types: &["qwen3_5_text"],
+        qk_norm: true,
+        unit_offset_norms: true,
+        attn_output_gate: true,
+        gated_deltanet: true,
+        ..BASE
     },
 ];
 
 /// Every `model_type` Ternlight accepts, for error messages and docs.
 pub fn supported_model_types() -> Vec<&'static str> {
-    FAMILIES.iter().flat_map(|f| f.model_types.iter().copied()).collect()
+    let mut all: Vec<&str> = FAMILIES.iter().flat_map(|f| f.model_types.iter().copied()).collect();
+    all.extend(fla::MODEL_TYPES);
+    all
 }
 
 /// Typed access to config.json fields with errors that name the field.
-struct Config<'a>(&'a Value);
+pub(crate) struct Config<'a>(pub(crate) &'a Value);
 
 impl<'a> Config<'a> {
-    fn get(&self, field: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
         self.0.get(field).filter(|v| !v.is_null())
     }
-    fn usize(&self, field: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, field: &str) -> Result<usize> {
         self.opt_usize(field)?.ok_or_else(|| CoreError::field(field, "is required but missing"))
     }
-    fn opt_usize(&self, field: &str) -> Result<Option<usize>> {
+    pub(crate) fn opt_usize(&self, field: &str) -> Result<Option<usize>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -85,7 +96,7 @@ impl<'a> Config<'a> {
                 .ok_or_else(|| CoreError::field(field, format!("must be a positive integer, found {v}"))),
         }
     }
-    fn f64(&self, field: &str) -> Result<Option<f64>> {
+    pub(crate) fn f64(&self, field: &str) -> Result<Option<f64>> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => {
@@ -93,13 +104,13 @@ impl<'a> Config<'a> {
             }
         }
     }
-    fn bool(&self, field: &str) -> Option<bool> {
+    pub(crate) fn bool(&self, field: &str) -> Option<bool> {
         self.get(field).and_then(Value::as_bool)
     }
-    fn str(&self, field: &str) -> Option<&'a str> {
+    pub(crate) fn str(&self, field: &str) -> Option<&'a str> {
         self.get(field).and_then(Value::as_str)
     }
-    fn token_ids(&self, field: &str) -> Vec<u32> {
+    pub(crate) fn token_ids(&self, field: &str) -> Vec<u32> {
         match self.get(field) {
             Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
@@ -108,11 +119,12 @@ impl<'a> Config<'a> {
     }
 }
 
-/// The attention kind of one layer in the schedule.
+/// The kind of one layer in a transformers `layer_types` schedule.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum LayerType {
     Full,
     Sliding,
+    Linear,
 }
 
 impl LayerType {
@@ -120,11 +132,12 @@ impl LayerType {
         match self {
             LayerType::Full => "full_attention",
             LayerType::Sliding => "sliding_attention",
+            LayerType::Linear => "linear_attention",
         }
     }
 }
 
-fn layer_schedule(cfg: &Config, n_layers: usize) -> Result<Vec<LayerType>> {
+fn layer_schedule(cfg: &Config, n_layers: usize, linear: bool) -> Result<Vec<LayerType>> {
     if let Some(types) = cfg.get("layer_types") {
         let list = types.as_array().ok_or_else(|| CoreError::field("layer_types", "must be a list of strings"))?;
         if list.len() != n_layers {
@@ -135,10 +148,16 @@ fn layer_schedule(cfg: &Config, n_layers: usize) -> Result<Vec<LayerType>> {
             .map(|t| match t.as_str() {
                 Some("full_attention") => Ok(LayerType::Full),
                 Some("sliding_attention") => Ok(LayerType::Sliding),
+                Some("linear_attention") if linear => Ok(LayerType::Linear),
                 _ => Err(CoreError::Unsupported {
                     what: "layer type",
                     name: t.to_string().trim_matches('"').to_string(),
-                    supported: "full_attention, sliding_attention".to_string(),
+                    supported: if linear {
+                        "full_attention, sliding_attention, linear_attention"
+                    } else {
+                        "full_attention, sliding_attention"
+                    }
+                    .to_string(),
                 }),
             })
             .collect();
@@ -173,6 +192,87 @@ fn rope_for(cfg: &Config, ty: LayerType, head_dim: usize) -> Result<RopeSpec> {
     RopeSpec::from_params(&params, head_dim, partial)
 }
 
+/// Sizes of a softmax-attention layer.
+pub(crate) struct AttentionDims {
+    pub hidden: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub bias: bool,
+    pub scale: f32,
+    pub output_gate: bool,
+}
+
+/// A softmax-attention layer under `prefix` (`...q_proj`, `...k_proj`, ...).
+pub(crate) fn attention(
+    prefix: &str,
+    d: &AttentionDims,
+    qk_norm: Option<&dyn Fn(String, usize) -> NormSpec>,
+    rope: Option<RopeSpec>,
+    window: Option<usize>,
+) -> AttentionSpec {
+    let q_width = d.n_heads * d.head_dim * if d.output_gate { 2 } else { 1 };
+    AttentionSpec {
+        n_heads: d.n_heads,
+        n_kv_heads: d.n_kv_heads,
+        head_dim: d.head_dim,
+        q_proj: LinearSpec::new(&format!("{prefix}.q_proj"), q_width, d.hidden, d.bias),
+        k_proj: LinearSpec::new(&format!("{prefix}.k_proj"), d.n_kv_heads * d.head_dim, d.hidden, d.bias),
+        v_proj: LinearSpec::new(&format!("{prefix}.v_proj"), d.n_kv_heads * d.head_dim, d.hidden, d.bias),
+        o_proj: LinearSpec::new(&format!("{prefix}.o_proj"), d.hidden, d.n_heads * d.head_dim, d.bias),
+        qk_norm: qk_norm.map(|n| {
+            (n(format!("{prefix}.q_norm.weight"), d.head_dim), n(format!("{prefix}.k_norm.weight"), d.head_dim))
+        }),
+        rope,
+        window,
+        scale: d.scale,
+        output_gate: d.output_gate,
+    }
+}
+
+/// A gated MLP under `prefix` (`gate_proj`, `up_proj`, `down_proj`).
+pub(crate) fn gated_mlp(prefix: &str, hidden: usize, intermediate: usize, bias: bool, act: Activation) -> MlpSpec {
+    MlpSpec::Gated {
+        gate: LinearSpec::new(&format!("{prefix}.gate_proj"), intermediate, hidden, bias),
+        up: LinearSpec::new(&format!("{prefix}.up_proj"), intermediate, hidden, bias),
+        down: LinearSpec::new(&format!("{prefix}.down_proj"), hidden, intermediate, bias),
+        act,
+    }
+}
+
+/// Qwen3.5's Gated DeltaNet layer (`linear_attn.*`, fused `in_proj_qkv` and one conv over it).
+fn qwen_gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
+    let n_k_heads = cfg.usize("linear_num_key_heads")?;
+    let n_v_heads = cfg.usize("linear_num_value_heads")?;
+    let head_k_dim = cfg.usize("linear_key_head_dim")?;
+    let head_v_dim = cfg.usize("linear_value_head_dim")?;
+    let conv_kernel = cfg.opt_usize("linear_conv_kernel_dim")?.unwrap_or(4);
+    if n_v_heads % n_k_heads != 0 {
+        return Err(CoreError::field(
+            "linear_num_value_heads",
+            format!("{n_v_heads} is not a multiple of linear_num_key_heads {n_k_heads}"),
+        ));
+    }
+    let value = n_v_heads * head_v_dim;
+    let qkv = 2 * n_k_heads * head_k_dim + value;
+    Ok(GatedDeltaNetSpec {
+        n_k_heads,
+        n_v_heads,
+        head_k_dim,
+        head_v_dim,
+        in_proj: vec![LinearSpec::new(&format!("{prefix}.in_proj_qkv"), qkv, hidden, false)],
+        conv: vec![format!("{prefix}.conv1d.weight")],
+        conv_kernel,
+        z_proj: LinearSpec::new(&format!("{prefix}.in_proj_z"), value, hidden, false),
+        a_proj: LinearSpec::new(&format!("{prefix}.in_proj_a"), n_v_heads, hidden, false),
+        b_proj: LinearSpec::new(&format!("{prefix}.in_proj_b"), n_v_heads, hidden, false),
+        a_log: format!("{prefix}.A_log"),
+        dt_bias: format!("{prefix}.dt_bias"),
+        norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: head_v_dim, eps, unit_offset: false },
+        out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, value, false),
+    })
+}
+
 impl ModelSpec {
     /// Parses the text of a `config.json`.
     pub fn from_config_json(text: &str) -> Result<Self> {
@@ -186,6 +286,9 @@ impl ModelSpec {
         let cfg = Config(value);
         let model_type =
             cfg.str("model_type").ok_or_else(|| CoreError::field("model_type", "is required but missing"))?;
+        if fla::MODEL_TYPES.contains(&model_type) {
+            return fla::spec(&cfg, model_type);
+        }
         let family =
             FAMILIES.iter().find(|f| f.model_types.contains(&model_type)).ok_or_else(|| CoreError::Unsupported {
                 what: "model_type",
@@ -227,40 +330,45 @@ impl ModelSpec {
         let window = cfg.opt_usize("sliding_window")?;
 
         let norm = |weight: String, dim: usize| NormSpec { weight, dim, eps, unit_offset: family.unit_offset_norms };
-        let schedule = layer_schedule(&cfg, n_layers)?;
+        let schedule = layer_schedule(&cfg, n_layers, family.gated_deltanet)?;
         let mut layers = Vec::with_capacity(n_layers);
+        let dims = AttentionDims {
+            hidden,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            bias: attn_bias,
+            scale,
+            output_gate: family.attn_output_gate,
+        };
         for (i, ty) in schedule.into_iter().enumerate() {
             let p = format!("model.layers.{i}");
-            let window = match ty {
-                LayerType::Full => None,
-                LayerType::Sliding => Some(window.ok_or_else(|| {
-                    CoreError::field("sliding_window", format!("is required because layer {i} is sliding_attention"))
-                })?),
+            let mixer = match ty {
+                LayerType::Linear => {
+                    MixerSpec::GatedDeltaNet(qwen_gated_deltanet(&cfg, &format!("{p}.linear_attn"), hidden, eps)?)
+                }
+                LayerType::Full | LayerType::Sliding => {
+                    let window = match ty {
+                        LayerType::Sliding => Some(window.ok_or_else(|| {
+                            CoreError::field(
+                                "sliding_window",
+                                format!("is required because layer {i} is sliding_attention"),
+                            )
+                        })?),
+                        _ => None,
+                    };
+                    let qk: Option<&dyn Fn(String, usize) -> NormSpec> =
+                        if family.qk_norm { Some(&norm) } else { None };
+                    MixerSpec::Attention(attention(
+                        &format!("{p}.self_attn"),
+                        &dims,
+                        qk,
+                        Some(rope_for(&cfg, ty, head_dim)?),
+                        window,
+                    ))
+                }
             };
-            let attn = AttentionSpec {
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                q_proj: LinearSpec::new(&format!("{p}.self_attn.q_proj"), n_heads * head_dim, hidden, attn_bias),
-                k_proj: LinearSpec::new(&format!("{p}.self_attn.k_proj"), n_kv_heads * head_dim, hidden, attn_bias),
-                v_proj: LinearSpec::new(&format!("{p}.self_attn.v_proj"), n_kv_heads * head_dim, hidden, attn_bias),
-                o_proj: LinearSpec::new(&format!("{p}.self_attn.o_proj"), hidden, n_heads * head_dim, attn_bias),
-                qk_norm: family.qk_norm.then(|| {
-                    (
-                        norm(format!("{p}.self_attn.q_norm.weight"), head_dim),
-                        norm(format!("{p}.self_attn.k_norm.weight"), head_dim),
-                    )
-                }),
-                rope: Some(rope_for(&cfg, ty, head_dim)?),
-                window,
-                scale,
-            };
-            let mlp = MlpSpec::Gated {
-                gate: LinearSpec::new(&format!("{p}.mlp.gate_proj"), intermediate, hidden, mlp_bias),
-                up: LinearSpec::new(&format!("{p}.mlp.up_proj"), intermediate, hidden, mlp_bias),
-                down: LinearSpec::new(&format!("{p}.mlp.down_proj"), hidden, intermediate, mlp_bias),
-                act,
-            };
+            let mlp = gated_mlp(&format!("{p}.mlp"), hidden, intermediate, mlp_bias, act);
             let norms = if family.sandwich_norms {
                 BlockNorms {
                     pre_mixer: norm(format!("{p}.input_layernorm.weight"), hidden),
@@ -276,7 +384,7 @@ impl ModelSpec {
                     post_mlp: None,
                 }
             };
-            layers.push(LayerSpec { mixer: MixerSpec::Attention(attn), mlp, norms });
+            layers.push(LayerSpec { mixer, mlp, norms });
         }
 
         let tied = cfg.bool("tie_word_embeddings").unwrap_or(family.tied_by_default);
@@ -312,7 +420,7 @@ mod tests {
     fn llama_config_gives_a_two_layer_schedule() {
         let spec = ModelSpec::from_config(&base()).unwrap();
         assert_eq!(spec.layers.len(), 2);
-        let MixerSpec::Attention(a) = &spec.layers[0].mixer;
+        let MixerSpec::Attention(a) = &spec.layers[0].mixer else { panic!("attention") };
         assert_eq!((a.n_heads, a.n_kv_heads, a.head_dim), (4, 2, 16));
         assert_eq!(a.k_proj.out_features, 32);
         assert_eq!(spec.lm_head, "lm_head.weight");
@@ -359,8 +467,8 @@ mod tests {
         c["rope_parameters"] = json!({"full_attention": {"rope_theta": 1e6, "rope_type": "default"},
                                       "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"}});
         let spec = ModelSpec::from_config(&c).unwrap();
-        let MixerSpec::Attention(a0) = &spec.layers[0].mixer;
-        let MixerSpec::Attention(a1) = &spec.layers[1].mixer;
+        let MixerSpec::Attention(a0) = &spec.layers[0].mixer else { panic!("attention") };
+        let MixerSpec::Attention(a1) = &spec.layers[1].mixer else { panic!("attention") };
         assert_eq!((a0.window, a1.window), (Some(16), None));
         assert_eq!((a0.rope.as_ref().unwrap().theta, a1.rope.as_ref().unwrap().theta), (1e4, 1e6));
         assert_eq!(a0.scale, 1.0 / 16.0);

@@ -5,6 +5,7 @@
 //! by [`ModelSpec::from_config_json`]; model families differ only in the data [`config`] fills in.
 
 pub mod config;
+pub mod fla;
 mod rope;
 
 pub use rope::{RopeScaling, RopeSpec};
@@ -89,6 +90,56 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
     /// Multiplier of q·k before the softmax.
     pub scale: f32,
+    /// Sigmoid output gate (Qwen3-Next/3.5): `q_proj` yields `[q | gate]` per head and the attention output is
+    /// multiplied by `sigmoid(gate)` before `o_proj`.
+    pub output_gate: bool,
+}
+
+/// Gated DeltaNet (Qwen3.5, fla `GatedDeltaNet`): short causal conv + SiLU on q/k/v, L2-normed q and k,
+/// `g = -exp(A_log) * softplus(a + dt_bias)`, `beta = sigmoid(b)`, the gated delta rule over a
+/// `[n_v_heads, head_k_dim, head_v_dim]` state, then a per-head RMSNorm gated by `silu(z)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatedDeltaNetSpec {
+    /// Query/key heads.
+    pub n_k_heads: usize,
+    /// Value heads (a multiple of `n_k_heads`; value head h reads key head `h / (n_v_heads / n_k_heads)`).
+    pub n_v_heads: usize,
+    /// Channels per query/key head.
+    pub head_k_dim: usize,
+    /// Channels per value head.
+    pub head_v_dim: usize,
+    /// Projections whose outputs, concatenated, are `[q | k | v]` (one fused matrix or three).
+    pub in_proj: Vec<LinearSpec>,
+    /// Depthwise conv weights `[channels, 1, kernel]` whose channels, concatenated, match `in_proj`.
+    pub conv: Vec<String>,
+    /// Conv kernel width.
+    pub conv_kernel: usize,
+    /// Output-gate projection (`z`, width `n_v_heads * head_v_dim`).
+    pub z_proj: LinearSpec,
+    /// Decay input projection (`a`, width `n_v_heads`).
+    pub a_proj: LinearSpec,
+    /// Update-strength projection (`b`, width `n_v_heads`).
+    pub b_proj: LinearSpec,
+    /// `A_log` `[n_v_heads]`.
+    pub a_log: String,
+    /// `dt_bias` `[n_v_heads]`.
+    pub dt_bias: String,
+    /// The gated per-head output norm (dim `head_v_dim`).
+    pub norm: NormSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
+impl GatedDeltaNetSpec {
+    /// Width of the concatenated `[q | k | v]` projection.
+    pub fn qkv_width(&self) -> usize {
+        2 * self.n_k_heads * self.head_k_dim + self.n_v_heads * self.head_v_dim
+    }
+
+    /// f32 values of fixed per-sequence state: the recurrent state plus the conv history.
+    pub fn state_len(&self) -> usize {
+        self.n_v_heads * self.head_k_dim * self.head_v_dim + self.qkv_width() * (self.conv_kernel - 1)
+    }
 }
 
 /// The token mixer of one layer. One variant per mixer family; later families add variants here.
@@ -96,6 +147,8 @@ pub struct AttentionSpec {
 pub enum MixerSpec {
     /// Softmax attention (full or sliding window).
     Attention(AttentionSpec),
+    /// Gated DeltaNet linear attention.
+    GatedDeltaNet(GatedDeltaNetSpec),
 }
 
 impl MixerSpec {
@@ -106,6 +159,7 @@ impl MixerSpec {
                 Some(w) => format!("sliding_attention({w})"),
                 None => "full_attention".to_string(),
             },
+            MixerSpec::GatedDeltaNet(_) => "gated_deltanet".to_string(),
         }
     }
 }
@@ -117,6 +171,8 @@ pub enum Activation {
     Silu,
     /// GELU with the tanh approximation (`gelu_pytorch_tanh`).
     GeluTanh,
+    /// The logistic function (output gates).
+    Sigmoid,
 }
 
 impl Activation {
@@ -174,6 +230,24 @@ pub struct LayerSpec {
     pub norms: BlockNorms,
 }
 
+impl LayerSpec {
+    /// KV-cache bytes per token of this layer (0 for recurrent mixers).
+    pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
+        match &self.mixer {
+            MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
+            MixerSpec::GatedDeltaNet(_) => 0,
+        }
+    }
+
+    /// Fixed state bytes of this layer, independent of context (f32).
+    pub fn state_bytes(&self) -> usize {
+        match &self.mixer {
+            MixerSpec::Attention(_) => 0,
+            MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
+        }
+    }
+}
+
 /// An architecture-neutral description of a decoder-only language model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
@@ -222,6 +296,24 @@ impl ModelSpec {
                         norm(k, &mut out);
                     }
                 }
+                MixerSpec::GatedDeltaNet(g) => {
+                    for l in &g.in_proj {
+                        l.decls(&mut out);
+                    }
+                    let mut offset = 0;
+                    for (name, l) in g.conv.iter().zip(&g.in_proj) {
+                        out.push(TensorDecl { name: name.clone(), shape: vec![l.out_features, 1, g.conv_kernel] });
+                        offset += l.out_features;
+                    }
+                    debug_assert_eq!(offset, g.qkv_width());
+                    for l in [&g.z_proj, &g.a_proj, &g.b_proj, &g.out_proj] {
+                        l.decls(&mut out);
+                    }
+                    for name in [&g.a_log, &g.dt_bias] {
+                        out.push(TensorDecl { name: name.clone(), shape: vec![g.n_v_heads] });
+                    }
+                    norm(&g.norm, &mut out);
+                }
             }
             if let Some(n) = &layer.norms.post_mixer {
                 norm(n, &mut out);
@@ -252,12 +344,12 @@ impl ModelSpec {
 
     /// Bytes of KV cache one token occupies across all attention layers, at `dtype` storage.
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
-        self.layers
-            .iter()
-            .map(|l| match &l.mixer {
-                MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
-            })
-            .sum()
+        self.layers.iter().map(|l| l.kv_bytes_per_token(dtype)).sum()
+    }
+
+    /// Bytes of fixed-size state (recurrent + conv) across all linear-attention layers, in f32.
+    pub fn state_bytes(&self) -> usize {
+        self.layers.iter().map(LayerSpec::state_bytes).sum()
     }
 
     /// Checks a token id against the vocabulary.

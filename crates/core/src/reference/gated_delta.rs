@@ -1,0 +1,181 @@
+//! The gated delta rule (Gated DeltaNet), twice: the token-by-token recurrence and the chunkwise WY/UT form
+//! (chunk 64) that prefill kernels use. Both take raw q/k (L2-normalised here, eps 1e-6; q scaled by dk^-0.5)
+//! and carry a `[n_v_heads, dk, dv]` state, so a prefill can hand its state to decode.
+
+/// Head layout of one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Query/key heads.
+    pub n_k_heads: usize,
+    /// Value heads; value head h reads key head `h / (n_v_heads / n_k_heads)`.
+    pub n_v_heads: usize,
+    /// Channels per key head.
+    pub dk: usize,
+    /// Channels per value head.
+    pub dv: usize,
+}
+
+/// Tokens per chunk of the chunkwise form.
+pub const CHUNK: usize = 64;
+
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// Per-token, per-value-head log decay `g = -exp(A_log) * softplus(a + dt_bias)` and `beta = sigmoid(b)`,
+/// from `a`, `b` `[T, n_v_heads]`.
+pub fn gates(a: &[f32], b: &[f32], a_log: &[f32], dt_bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let hv = a_log.len();
+    let g = a.iter().enumerate().map(|(i, &x)| -a_log[i % hv].exp() * softplus(x + dt_bias[i % hv])).collect();
+    let beta = b.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+    (g, beta)
+}
+
+/// `x / sqrt(sum x^2 + 1e-6) * scale`.
+pub fn l2norm(x: &[f32], scale: f32) -> Vec<f32> {
+    let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() + 1e-6).sqrt();
+    x.iter().map(|v| v * inv * scale).collect()
+}
+
+/// Normalised (q, k) of token t for value head h.
+fn qk(q: &[f32], k: &[f32], d: &Dims, t: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
+    let kh = h / (d.n_v_heads / d.n_k_heads);
+    let at = |x: &[f32]| x[(t * d.n_k_heads + kh) * d.dk..][..d.dk].to_vec();
+    (l2norm(&at(q), 1.0 / (d.dk as f32).sqrt()), l2norm(&at(k), 1.0))
+}
+
+fn value<'a>(v: &'a [f32], d: &Dims, t: usize, h: usize) -> &'a [f32] {
+    &v[(t * d.n_v_heads + h) * d.dv..][..d.dv]
+}
+
+/// Token-by-token: `S *= exp(g); S += k (beta (v - S^T k))^T; o = S^T q`. Inputs q, k `[T, n_k_heads, dk]`,
+/// v `[T, n_v_heads, dv]`, g, beta `[T, n_v_heads]`; state `[n_v_heads, dk, dv]`. Out `[T, n_v_heads, dv]`.
+pub fn recurrent(q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], state: &mut [f32], d: &Dims) -> Vec<f32> {
+    let t_len = g.len() / d.n_v_heads;
+    let mut out = vec![0.0; t_len * d.n_v_heads * d.dv];
+    for h in 0..d.n_v_heads {
+        let s = &mut state[h * d.dk * d.dv..][..d.dk * d.dv];
+        for t in 0..t_len {
+            let (qn, kn) = qk(q, k, d, t, h);
+            let decay = g[t * d.n_v_heads + h].exp();
+            let b = beta[t * d.n_v_heads + h];
+            s.iter_mut().for_each(|x| *x *= decay);
+            let vt = value(v, d, t, h);
+            for j in 0..d.dv {
+                let kv: f32 = (0..d.dk).map(|i| s[i * d.dv + j] * kn[i]).sum();
+                let delta = b * (vt[j] - kv);
+                for i in 0..d.dk {
+                    s[i * d.dv + j] += kn[i] * delta;
+                }
+                out[(t * d.n_v_heads + h) * d.dv + j] = (0..d.dk).map(|i| s[i * d.dv + j] * qn[i]).sum();
+            }
+        }
+    }
+    out
+}
+
+/// The chunkwise form: per chunk of [`CHUNK`] tokens, `T = (I + strictLower(diag(beta)(K K^T ⊙ Γ)))^{-1}` by
+/// forward substitution, `U = T (beta v)`, `W = T (beta k ⊙ exp(G))`, then across chunks
+/// `Vn = U - W S`, `O = (q ⊙ exp(G)) S + (q k^T ⊙ Γ) Vn`, `S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn`.
+/// Same inputs, state and output as [`recurrent`].
+pub fn chunked(q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], state: &mut [f32], d: &Dims) -> Vec<f32> {
+    let t_len = g.len() / d.n_v_heads;
+    let (dk, dv) = (d.dk, d.dv);
+    let mut out = vec![0.0; t_len * d.n_v_heads * dv];
+    for h in 0..d.n_v_heads {
+        let s = &mut state[h * dk * dv..][..dk * dv];
+        for c0 in (0..t_len).step_by(CHUNK) {
+            let n = CHUNK.min(t_len - c0);
+            let rows: Vec<(Vec<f32>, Vec<f32>)> = (0..n).map(|i| qk(q, k, d, c0 + i, h)).collect();
+            let bt: Vec<f32> = (0..n).map(|i| beta[(c0 + i) * d.n_v_heads + h]).collect();
+            let mut big_g = vec![0.0f32; n];
+            let mut acc = 0.0;
+            for i in 0..n {
+                acc += g[(c0 + i) * d.n_v_heads + h];
+                big_g[i] = acc;
+            }
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+            let mut a = vec![0.0f32; n * n];
+            for i in 0..n {
+                for j in 0..i {
+                    a[i * n + j] = -bt[i] * dot(&rows[i].1, &rows[j].1) * (big_g[i] - big_g[j]).exp();
+                }
+            }
+            for i in 1..n {
+                let old: Vec<f32> = a[i * n..i * n + i].to_vec();
+                for j in 0..i {
+                    a[i * n + j] = old[j] + (j + 1..i).map(|m| old[m] * a[m * n + j]).sum::<f32>();
+                }
+            }
+            for i in 0..n {
+                a[i * n + i] = 1.0;
+            }
+            let u: Vec<Vec<f32>> = (0..n)
+                .map(|i| {
+                    (0..dv).map(|c| (0..=i).map(|j| a[i * n + j] * bt[j] * value(v, d, c0 + j, h)[c]).sum()).collect()
+                })
+                .collect();
+            let w: Vec<Vec<f32>> = (0..n)
+                .map(|i| {
+                    (0..dk)
+                        .map(|c| (0..=i).map(|j| a[i * n + j] * bt[j] * big_g[j].exp() * rows[j].1[c]).sum())
+                        .collect()
+                })
+                .collect();
+            let vn: Vec<Vec<f32>> = (0..n)
+                .map(|i| (0..dv).map(|c| u[i][c] - (0..dk).map(|r| w[i][r] * s[r * dv + c]).sum::<f32>()).collect())
+                .collect();
+            for i in 0..n {
+                let qi = &rows[i].0;
+                for c in 0..dv {
+                    let inter: f32 = (0..dk).map(|r| qi[r] * s[r * dv + c]).sum::<f32>() * big_g[i].exp();
+                    let intra: f32 =
+                        (0..=i).map(|j| dot(qi, &rows[j].1) * (big_g[i] - big_g[j]).exp() * vn[j][c]).sum();
+                    out[((c0 + i) * d.n_v_heads + h) * dv + c] = inter + intra;
+                }
+            }
+            let last = big_g[n - 1];
+            for r in 0..dk {
+                for c in 0..dv {
+                    let add: f32 = (0..n).map(|i| rows[i].1[r] * (last - big_g[i]).exp() * vn[i][c]).sum();
+                    s[r * dv + c] = last.exp() * s[r * dv + c] + add;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::Rng;
+
+    fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * scale).collect()
+    }
+
+    #[test]
+    fn chunked_equals_recurrent_across_chunk_boundaries_and_hand_off() {
+        let d = Dims { n_k_heads: 2, n_v_heads: 4, dk: 8, dv: 12 };
+        let mut rng = Rng::new(9);
+        for t in [1, 63, 64, 65, 150] {
+            let q = random(&mut rng, t * 2 * 8, 1.0);
+            let k = random(&mut rng, t * 2 * 8, 1.0);
+            let v = random(&mut rng, t * 4 * 12, 1.0);
+            let (g, beta) =
+                gates(&random(&mut rng, t * 4, 2.0), &random(&mut rng, t * 4, 2.0), &[0.5, -1.0, 1.5, 0.0], &[0.1; 4]);
+            let init = random(&mut rng, 4 * 8 * 12, 0.5);
+            let (mut s1, mut s2) = (init.clone(), init.clone());
+            let o1 = recurrent(&q, &k, &v, &g, &beta, &mut s1, &d);
+            let o2 = chunked(&q, &k, &v, &g, &beta, &mut s2, &d);
+            let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(diff(&o1, &o2) < 1e-4, "T={t}: outputs differ by {}", diff(&o1, &o2));
+            assert!(diff(&s1, &s2) < 1e-4, "T={t}: states differ by {}", diff(&s1, &s2));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! fla (flash-linear-attention) model configs → [`ModelSpec`]. fla models name their layers `attn` /
+//! `attn_norm` / `mlp_norm`, and hybrids list their softmax-attention layers in `attn.layers`.
+
+use super::config::{attention, gated_mlp, AttentionDims, Config};
+use super::*;
+use crate::{CoreError, Result};
+use serde_json::Value;
+
+/// The fla `model_type` values Ternlight runs.
+pub const MODEL_TYPES: &[&str] = &["gated_deltanet"];
+
+fn require(cfg: &Config, field: &str, want: bool) -> Result<()> {
+    match cfg.bool(field) {
+        Some(v) if v != want => Err(CoreError::Unsupported {
+            what: "fla option",
+            name: format!("{field}={v}"),
+            supported: format!("{field}={want}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// fla's GatedDeltaNet layer under `prefix`: separate q/k/v projections, each with its own short conv.
+fn gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
+    for (field, want) in [("use_gate", true), ("use_short_conv", true), ("allow_neg_eigval", false)] {
+        require(cfg, field, want)?;
+    }
+    let n_k_heads = cfg.usize("num_heads")?;
+    let n_v_heads = cfg.opt_usize("num_v_heads")?.unwrap_or(n_k_heads);
+    let head_k_dim = cfg.usize("head_dim")?;
+    let expand_v = cfg.f64("expand_v")?.unwrap_or(2.0);
+    let head_v_dim = (head_k_dim as f64 * expand_v).round() as usize;
+    if n_v_heads % n_k_heads != 0 {
+        return Err(CoreError::field("num_v_heads", format!("{n_v_heads} is not a multiple of num_heads {n_k_heads}")));
+    }
+    let key = n_k_heads * head_k_dim;
+    let value = n_v_heads * head_v_dim;
+    let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
+    Ok(GatedDeltaNetSpec {
+        n_k_heads,
+        n_v_heads,
+        head_k_dim,
+        head_v_dim,
+        in_proj: vec![lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
+        conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
+        conv_kernel: cfg.opt_usize("conv_size")?.unwrap_or(4),
+        z_proj: lin("g_proj", value),
+        a_proj: lin("a_proj", n_v_heads),
+        b_proj: lin("b_proj", n_v_heads),
+        a_log: format!("{prefix}.A_log"),
+        dt_bias: format!("{prefix}.dt_bias"),
+        norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: head_v_dim, eps, unit_offset: false },
+        out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
+    })
+}
+
+/// fla's softmax-attention layer as configured by the `attn` object of a hybrid.
+fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize) -> Result<AttentionSpec> {
+    let a = Config(attn);
+    let n_heads = a.usize("num_heads").map_err(|_| CoreError::field("attn.num_heads", "is required"))?;
+    let n_kv_heads = a.opt_usize("num_kv_heads")?.unwrap_or(n_heads);
+    if hidden % n_heads != 0 || n_heads % n_kv_heads != 0 {
+        return Err(CoreError::field(
+            "attn.num_heads",
+            format!("{n_heads} heads / {n_kv_heads} kv heads for hidden {hidden}"),
+        ));
+    }
+    let head_dim = hidden / n_heads;
+    let theta = a.f64("rope_theta")?.unwrap_or(10000.0);
+    let rope = RopeSpec::from_params(&serde_json::json!({ "rope_theta": theta }), head_dim, None)?;
+    let window = a.opt_usize("window_size")?.filter(|&w| w < max_positions);
+    let dims = AttentionDims {
+        hidden,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        bias: a.bool("qkv_bias").unwrap_or(false),
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        output_gate: false,
+    };
+    if a.bool("qk_norm") == Some(true) {
+        return Err(CoreError::Unsupported {
+            what: "fla option",
+            name: "attn.qk_norm=true".into(),
+            supported: "attn.qk_norm=false".into(),
+        });
+    }
+    Ok(attention(prefix, &dims, None, Some(rope), window))
+}
+
+/// Builds the spec of an fla model.
+pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
+    let hidden = cfg.usize("hidden_size")?;
+    let vocab = cfg.usize("vocab_size")?;
+    let n_layers = cfg.usize("num_hidden_layers")?;
+    let eps = cfg.f64("norm_eps")?.unwrap_or(1e-6) as f32;
+    let max_positions = cfg.opt_usize("max_position_embeddings")?.unwrap_or(2048);
+    let act = Activation::from_hf(cfg.str("hidden_act").unwrap_or("swish"))?;
+    let intermediate = match cfg.opt_usize("intermediate_size")? {
+        Some(i) => i,
+        None => {
+            let ratio = cfg.f64("hidden_ratio")?.unwrap_or(4.0);
+            let i = (hidden as f64 * ratio * 2.0 / 3.0) as usize;
+            256 * i.div_ceil(256)
+        }
+    };
+    let attn_layers: Vec<usize> = match cfg.get("attn") {
+        Some(a) => a
+            .get("layers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| CoreError::field("attn.layers", "must be a list of layer indices"))?
+            .iter()
+            .map(|v| v.as_u64().map(|n| n as usize).filter(|&n| n < n_layers))
+            .collect::<Option<_>>()
+            .ok_or_else(|| CoreError::field("attn.layers", format!("must hold indices below {n_layers}")))?,
+        None => Vec::new(),
+    };
+    let norm = |weight: String| NormSpec { weight, dim: hidden, eps, unit_offset: false };
+    let mut layers = Vec::with_capacity(n_layers);
+    for i in 0..n_layers {
+        let p = format!("model.layers.{i}");
+        let mixer = if attn_layers.contains(&i) {
+            MixerSpec::Attention(fla_attention(
+                cfg.get("attn").expect("checked above"),
+                &format!("{p}.attn"),
+                hidden,
+                max_positions,
+            )?)
+        } else {
+            match model_type {
+                "gated_deltanet" => MixerSpec::GatedDeltaNet(gated_deltanet(cfg, &format!("{p}.attn"), hidden, eps)?),
+                other => unreachable!("fla model type {other} listed without a mapping"),
+            }
+        };
+        layers.push(LayerSpec {
+            mixer,
+            mlp: gated_mlp(&format!("{p}.mlp"), hidden, intermediate, false, act),
+            norms: BlockNorms {
+                pre_mixer: norm(format!("{p}.attn_norm.weight")),
+                post_mixer: None,
+                pre_mlp: norm(format!("{p}.mlp_norm.weight")),
+                post_mlp: None,
+            },
+        });
+    }
+    let tied = cfg.bool("tie_word_embeddings").unwrap_or(false);
+    let embed = "model.embeddings.weight".to_string();
+    Ok(ModelSpec {
+        model_type: model_type.to_string(),
+        hidden,
+        vocab,
+        embed: embed.clone(),
+        embed_scale: None,
+        layers,
+        final_norm: norm("model.norm.weight".into()),
+        lm_head: if tied { embed } else { "lm_head.weight".into() },
+        tied_embeddings: tied,
+        max_positions,
+        bos_token_id: cfg.token_ids("bos_token_id").first().copied(),
+        eos_token_ids: cfg.token_ids("eos_token_id"),
+    })
+}
