@@ -1,4 +1,4 @@
-// Gated MLP element-wise part: out = act(gate) * up, ACT in {silu, gelu_tanh}.
+// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid} (MLPs, output gates).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -13,6 +13,10 @@ struct Params {
 
 fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
 }
 
 fn gelu_tanh(x: f32) -> f32 {

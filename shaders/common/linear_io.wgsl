@@ -1,4 +1,4 @@
-// Shared I/O of the linear-layer kernels: Y[m, n_offset + n] (+)= acc (+ bias[n_offset + n]) for one row block
+// Shared I/O of the linear-layer kernels: Y[m, n_offset + n] (+)= acc (+ bias[w_row0 + n]) for one row block
 // of W. Variants: BIAS, ACCUMULATE (a fused residual add).
 #include "common/step.wgsl"
 
@@ -8,6 +8,7 @@ struct Params {
     n_offset: u32,
     n_total: u32,
     row_sel: u32,
+    w_row0: u32,      // first weight row of this block (bias index)
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -20,7 +21,7 @@ struct Params {
 fn store(m: u32, n: u32, acc: f32) {
     var v = acc;
 #if BIAS
-    v += bias[params.n_offset + n];
+    v += bias[params.w_row0 + n];
 #endif
     let o = m * params.n_total + params.n_offset + n;
 #if ACCUMULATE

@@ -1,5 +1,6 @@
 // RMSNorm over groups of `dim` values, one workgroup per group:
-// y = x * rsqrt(mean(x^2) + eps) * (w or 1 + w). Variants: INPLACE (y overwrites x), RESIDUAL (out += y).
+// y = x * rsqrt(mean(x^2) + eps) * (w or 1 + w). Variants: INPLACE (y overwrites x), RESIDUAL (out += y),
+// GATE (y *= silu(gate) element-wise: the gated output norm of linear-attention layers).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -17,6 +18,10 @@ struct Params {
 #else
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#endif
+
+#if GATE
+@group(0) @binding({{GATE_BINDING}}) var<storage, read> gate: array<f32>;
 #endif
 
 var<workgroup> partial: array<f32, {{WG}}>;
@@ -48,7 +53,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (params.unit_offset == 1u) {
             g = 1.0 + g;
         }
-        let y = x[base + d] * inv * g;
+        var y = x[base + d] * inv * g;
+#if GATE
+        let z = gate[base + d];
+        y *= z / (1.0 + exp(-z));
+#endif
 #if INPLACE
         x[base + d] = y;
 #else

@@ -27,6 +27,8 @@ pub struct DeviceInfo {
     pub max_buffer: u64,
     /// Workgroup shared memory, bytes.
     pub max_workgroup_storage: u32,
+    /// Invocations per workgroup.
+    pub max_workgroup_invocations: u32,
 }
 
 /// A device, its queue and the pipeline cache: everything kernels need.
@@ -79,6 +81,7 @@ impl Gpu {
             max_binding: limits.max_storage_buffer_binding_size as u64,
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
         };
         let tuning = Tuning::for_device(&info);
         let errors = Arc::new(Mutex::new(None));

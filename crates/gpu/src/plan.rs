@@ -62,6 +62,15 @@ pub enum Grid {
         /// Items per workgroup.
         per_group: u32,
     },
+    /// A fixed number of workgroups (per head, per channel block), whatever the token count.
+    Fixed(u32),
+    /// `per_chunk` workgroups for each chunk of `chunk` tokens, laid out flat.
+    Chunks {
+        /// Tokens per chunk.
+        chunk: u32,
+        /// Workgroups per chunk.
+        per_chunk: u32,
+    },
     /// A 2-D grid: `x` fixed, `y` = ceil(rows / rows_per_group).
     Tiles {
         /// Workgroups along x.
@@ -77,15 +86,12 @@ const MAX_GROUPS: u32 = 65535;
 
 impl Grid {
     fn workgroups(&self, step: &Step) -> [u32; 3] {
+        let flat =
+            |total: u32| if total <= MAX_GROUPS { [total, 1, 1] } else { [MAX_GROUPS, 1, total.div_ceil(MAX_GROUPS)] };
         match *self {
-            Grid::Flat { rows, per_row, per_group } => {
-                let total = (step.rows(rows) * per_row).div_ceil(per_group);
-                if total <= MAX_GROUPS {
-                    [total, 1, 1]
-                } else {
-                    [MAX_GROUPS, 1, total.div_ceil(MAX_GROUPS)]
-                }
-            }
+            Grid::Flat { rows, per_row, per_group } => flat((step.rows(rows) * per_row).div_ceil(per_group)),
+            Grid::Fixed(x) => [x, 1, 1],
+            Grid::Chunks { chunk, per_chunk } => flat(step.n_tokens.div_ceil(chunk) * per_chunk),
             Grid::Tiles { x, rows, rows_per_group } => [x, step.rows(rows).div_ceil(rows_per_group), 1],
         }
     }

@@ -30,6 +30,8 @@ shaders!(
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",
+    "linear/short_conv.wgsl",
+    "linear/gated_deltanet.wgsl",
 );
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.

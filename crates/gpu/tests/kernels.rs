@@ -69,6 +69,8 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                         w: &w,
                         bias: bias.then_some(&bb),
                         y: &yb,
+                        y_offset: 0,
+                        y_stride: 0,
                         rows: Rows::Tokens,
                         epilogue,
                         shape,
@@ -99,13 +101,30 @@ fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
         assert!(w.blocks.len() >= 6, "{} blocks", w.blocks.len());
         assert!(w.blocks.iter().all(|b| b.buffer.size() <= limit.div_ceil(4) * 4));
         let x = random(&mut rng, rows * k, 1.0);
-        let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", rows * n));
+        let xb = g.upload_f32("x", &x);
         for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
             let mut plan = Plan::new(g);
-            let l = Linear { x: &xb, w: &w, bias: None, y: &yb, rows: Rows::Tokens, epilogue: Epilogue::Store, shape };
+            // Write the columns 3..3+n of rows of width n+5, with a bias, to exercise offsets and per-block bias.
+            let (stride, off) = (n + 5, 3);
+            let b = random(&mut rng, n, 0.5);
+            let (bb, yw) = (g.upload_f32("b", &b), g.zeros("yw", rows * stride));
+            let l = Linear {
+                x: &xb,
+                w: &w,
+                bias: Some(&bb),
+                y: &yw,
+                y_offset: off,
+                y_stride: stride,
+                rows: Rows::Tokens,
+                epilogue: Epilogue::Store,
+                shape,
+            };
             linear(g, &mut plan, &l).unwrap();
-            let got = run(&plan, &tokens(0, rows), &yb, rows * n);
-            assert_close(&got, &reference::linear::linear(&x, &wf, None, k, n), 1e-5, "split matmul");
+            let got = run(&plan, &tokens(0, rows), &yw, rows * stride);
+            let want = reference::linear::linear(&x, &wf, Some(&b), k, n);
+            let cols: Vec<f32> = got.chunks_exact(stride).flat_map(|r| r[off..off + n].to_vec()).collect();
+            assert_close(&cols, &want, 1e-5, "split matmul into offset columns");
+            assert!(got.chunks_exact(stride).all(|r| r[..off].iter().chain(&r[off + n..]).all(|&v| v == 0.0)));
         }
 
         let ids: Vec<u32> = (0..9).map(|i| (i * 17 % n) as u32).collect();
@@ -151,6 +170,16 @@ fn rms_norm_matches_reference_in_every_output_mode() {
             rms_norm(g, &mut plan, &args, &xb, NormOutput::Residual(&out)).unwrap();
             let sum: Vec<f32> = want.iter().zip(&res).map(|(a, b)| a + b).collect();
             assert_close(&run(&plan, &step, &out, x.len()), &sum, 1e-5, "residual");
+
+            let gate = random(&mut rng, x.len(), 3.0);
+            let (xb, gb) = (g.upload_f32("x", &x), g.upload_f32("gate", &gate));
+            let mut plan = Plan::new(g);
+            ternlight_gpu::kernels::norm::rms_norm_gated(g, &mut plan, &args, &xb, NormOutput::InPlace, Some(&gb))
+                .unwrap();
+            if !unit_offset {
+                let want = reference::norm::rms_norm_gated(&x, &gate, &w, dim, 1e-6);
+                assert_close(&run(&plan, &step, &xb, x.len()), &want, 1e-5, "gated");
+            }
         }
     }
 }
@@ -279,4 +308,139 @@ fn gpu_errors_become_results_not_panics() {
     let e = g.check_errors("allocating").unwrap_err().to_string();
     assert!(e.contains("allocating"), "{e}");
     g.check_errors("after").unwrap();
+}
+
+#[test]
+fn short_conv_matches_reference_and_carries_its_state() {
+    let g = gpu();
+    let mut rng = Rng::new(7);
+    let (channels, kernel) = (37, 4);
+    let w = random(&mut rng, channels * kernel, 1.0);
+    let state0 = random(&mut rng, channels * (kernel - 1), 1.0);
+    let (wb, sb) = (g.upload_f32("w", &w), g.upload_f32("state", &state0));
+    let mut ref_state = state0.clone();
+    for t in [1, 2, 150, 1, 3] {
+        let x = random(&mut rng, t * channels, 2.0);
+        let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
+        let mut plan = Plan::new(g);
+        ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &xb, &wb, &sb, &yb, channels, kernel).unwrap();
+        let got = run(&plan, &tokens(0, t), &yb, t * channels);
+        let want = reference::conv::short_conv_silu(&x, &w, &mut ref_state, channels, kernel);
+        assert_close(&got, &want, 1e-5, &format!("conv T={t}"));
+        let state = pollster::block_on(g.read_f32(&sb, 0, ref_state.len())).unwrap();
+        assert_close(&state, &ref_state, 0.0, &format!("conv state after T={t}"));
+    }
+}
+
+mod gdn {
+    use super::*;
+    use ternlight_core::reference::gated_delta::{self, Dims};
+    use ternlight_gpu::kernels::gated_deltanet::{self as kernel, ChunkScratch, DeltaNet};
+
+    struct Case {
+        d: Dims,
+        qkv: Vec<f32>,
+        ab: Vec<f32>,
+        params: Vec<f32>,
+    }
+
+    fn case(rng: &mut Rng, d: Dims, t: usize) -> Case {
+        let width = 2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv;
+        let params = [random(rng, d.n_v_heads, 1.0), random(rng, d.n_v_heads, 1.0)].concat();
+        Case { d, qkv: random(rng, t * width, 1.0), ab: random(rng, t * 2 * d.n_v_heads, 2.0), params }
+    }
+
+    /// Reference output for `c`, advancing `state`.
+    fn reference_run(c: &Case, state: &mut [f32]) -> Vec<f32> {
+        let d = &c.d;
+        let (hv, key) = (d.n_v_heads, d.n_k_heads * d.dk);
+        let width = 2 * key + hv * d.dv;
+        let cols = |off: usize, w: usize, stride: usize, x: &[f32]| -> Vec<f32> {
+            x.chunks_exact(stride).flat_map(|r| r[off..off + w].to_vec()).collect()
+        };
+        let (q, k, v) =
+            (cols(0, key, width, &c.qkv), cols(key, key, width, &c.qkv), cols(2 * key, hv * d.dv, width, &c.qkv));
+        let (b, a) = (cols(0, hv, 2 * hv, &c.ab), cols(hv, hv, 2 * hv, &c.ab));
+        let (g, beta) = gated_delta::gates(&a, &b, &c.params[..hv], &c.params[hv..]);
+        gated_delta::recurrent(&q, &k, &v, &g, &beta, state, d)
+    }
+
+    fn gpu_run(c: &Case, state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
+        let g = gpu();
+        let d = &c.d;
+        let t = c.ab.len() / (2 * d.n_v_heads);
+        let (qkv, ab, params) = (g.upload_f32("qkv", &c.qkv), g.upload_f32("ab", &c.ab), g.upload_f32("p", &c.params));
+        let out = g.zeros("out", t * d.n_v_heads * d.dv);
+        let call = DeltaNet {
+            n_k_heads: d.n_k_heads,
+            n_v_heads: d.n_v_heads,
+            dk: d.dk,
+            dv: d.dv,
+            qkv: &qkv,
+            ab: &ab,
+            gate_params: &params,
+            state,
+            out: &out,
+        };
+        let mut plan = Plan::new(g);
+        if chunked {
+            kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.n_v_heads, d.dk, d.dv)).unwrap();
+        } else {
+            kernel::recurrent(g, &mut plan, &call).unwrap();
+        }
+        run(&plan, &tokens(0, t), &out, t * d.n_v_heads * d.dv)
+    }
+
+    #[test]
+    fn chunked_and_recurrent_kernels_match_reference_at_awkward_lengths() {
+        let g = gpu();
+        let mut rng = Rng::new(8);
+        let shapes =
+            [Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 32 }, Dims { n_k_heads: 1, n_v_heads: 1, dk: 64, dv: 48 }];
+        for d in shapes {
+            for t in [1, 63, 64, 65, 150] {
+                let c = case(&mut rng, d, t);
+                let s0 = random(&mut rng, d.n_v_heads * d.dk * d.dv, 0.3);
+                let mut want_state = s0.clone();
+                let want = reference_run(&c, &mut want_state);
+                for chunked in [false, true] {
+                    let sb = g.upload_f32("state", &s0);
+                    let got = gpu_run(&c, &sb, chunked);
+                    let what = format!("{d:?} T={t} chunked={chunked}");
+                    assert_close(&got, &want, 2e-4, &what);
+                    let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
+                    assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_prefill_hands_its_state_to_recurrent_decode() {
+        let g = gpu();
+        let mut rng = Rng::new(10);
+        let d = Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 16 };
+        let long = case(&mut rng, d, 100);
+        let mut state = vec![0.0; d.n_v_heads * d.dk * d.dv];
+        let want = reference_run(&long, &mut state);
+        let width = long.qkv.len() / 100;
+        let sb = g.zeros("state", state.len());
+        let prefix = Case {
+            d,
+            qkv: long.qkv[..70 * width].to_vec(),
+            ab: long.ab[..70 * 8].to_vec(),
+            params: long.params.clone(),
+        };
+        let mut got = gpu_run(&prefix, &sb, true);
+        for t in 70..100 {
+            let one = Case {
+                d,
+                qkv: long.qkv[t * width..(t + 1) * width].to_vec(),
+                ab: long.ab[t * 8..(t + 1) * 8].to_vec(),
+                params: long.params.clone(),
+            };
+            got.extend(gpu_run(&one, &sb, false));
+        }
+        assert_close(&got, &want, 2e-4, "prefill 70 then 30 decode steps vs one pass");
+    }
 }

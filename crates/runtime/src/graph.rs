@@ -184,7 +184,7 @@ impl Builder<'_> {
         epilogue: Epilogue,
     ) -> Result<()> {
         let shape = self.shape();
-        let args = Linear { x, w: &l.w, bias: l.bias.as_ref(), y, rows, epilogue, shape };
+        let args = Linear { x, w: &l.w, bias: l.bias.as_ref(), y, y_offset: 0, y_stride: 0, rows, epilogue, shape };
         Ok(linear(self.gpu, &mut self.plan, &args)?)
     }
 
@@ -293,6 +293,8 @@ pub fn build(
             w: weights.head(),
             bias: None,
             y: &s.logits,
+            y_offset: 0,
+            y_stride: 0,
             rows: Rows::Logits,
             epilogue: Epilogue::Store,
             shape,

@@ -34,8 +34,12 @@ pub struct Linear<'a> {
     pub w: &'a Weight,
     /// Optional f32 bias `[n]`.
     pub bias: Option<&'a wgpu::Buffer>,
-    /// Output `[rows, n]`.
+    /// Output `[rows, y_stride]`; this layer writes columns `y_offset..y_offset + n`.
     pub y: &'a wgpu::Buffer,
+    /// First output column (to write several projections side by side), usually 0.
+    pub y_offset: usize,
+    /// Output row stride in columns; 0 means `n`.
+    pub y_stride: usize,
     /// Which row count applies.
     pub rows: Rows,
     /// Store or accumulate.
@@ -50,6 +54,12 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     if n == 0 || k == 0 {
         return Err(GpuError::shape("linear", format!("empty weight [{n}, {k}]")));
     }
+    if l.y_stride != 0 && l.y_offset + n > l.y_stride {
+        return Err(GpuError::shape(
+            "linear",
+            format!("columns {}..{} exceed the row stride {}", l.y_offset, l.y_offset + n, l.y_stride),
+        ));
+    }
     let t = &gpu.tuning;
     let base = Defines::new().flag("BIAS", l.bias.is_some()).flag("ACCUMULATE", l.epilogue == Epilogue::Accumulate);
     let (shader, defines) = match l.shape {
@@ -60,7 +70,15 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     };
     let defines = weight_defines(defines, l.w.dtype, 4);
     for block in &l.w.blocks {
-        let params = [k as u32, block.rows as u32, block.row0 as u32, n as u32, l.rows.selector()];
+        let stride = if l.y_stride == 0 { n } else { l.y_stride };
+        let params = [
+            k as u32,
+            block.rows as u32,
+            (l.y_offset + block.row0) as u32,
+            stride as u32,
+            l.rows.selector(),
+            block.row0 as u32,
+        ];
         let grid = match l.shape {
             MatmulShape::Tiled => Grid::Tiles {
                 x: (block.rows as u32).div_ceil(t.wg_x * t.tn),

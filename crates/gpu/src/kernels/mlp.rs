@@ -1,4 +1,4 @@
-//! The gated MLP's element-wise part (`common/gated_act.wgsl`); reference: `reference::mlp::gated`.
+//! Gated element-wise products (MLP activations, output gates) (`common/gated_act.wgsl`); reference: `reference::mlp::gated`.
 
 use crate::device::Gpu;
 use crate::error::Result;
@@ -20,6 +20,7 @@ pub fn gated_act(
     let name = match act {
         Activation::Silu => "silu",
         Activation::GeluTanh => "gelu_tanh",
+        Activation::Sigmoid => "sigmoid",
     };
     let defines = Defines::new().set("WG", wg).set("ACT", name);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: width as u32, per_group: wg };

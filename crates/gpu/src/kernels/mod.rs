@@ -2,7 +2,9 @@
 //! dispatches into a [`Plan`](crate::plan::Plan); the matching CPU reference is in `ternlight_core::reference`.
 
 pub mod attention;
+pub mod conv;
 pub mod embedding;
+pub mod gated_deltanet;
 pub mod matmul;
 pub mod mlp;
 pub mod norm;

@@ -34,11 +34,23 @@ pub struct NormArgs<'a> {
 
 /// Records an RMSNorm of `x` per `args`, written per `output`.
 pub fn rms_norm(gpu: &Gpu, plan: &mut Plan, args: &NormArgs, x: &wgpu::Buffer, output: NormOutput) -> Result<()> {
+    rms_norm_gated(gpu, plan, args, x, output, None)
+}
+
+/// Records an RMSNorm whose result is multiplied by `silu(gate)` element-wise when `gate` is given.
+pub fn rms_norm_gated(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    args: &NormArgs,
+    x: &wgpu::Buffer,
+    output: NormOutput,
+    gate: Option<&wgpu::Buffer>,
+) -> Result<()> {
     if args.dim == 0 || args.groups_per_row == 0 {
         return Err(GpuError::shape("rms_norm", "empty norm"));
     }
     let wg = gpu.tuning.wg;
-    let defines = Defines::new().set("WG", wg);
+    let defines = Defines::new().set("WG", wg).flag("GATE", gate.is_some());
     let params = [
         args.dim as u32,
         args.groups_per_row as u32,
@@ -48,20 +60,14 @@ pub fn rms_norm(gpu: &Gpu, plan: &mut Plan, args: &NormArgs, x: &wgpu::Buffer, o
     ];
     let grid = Grid::Flat { rows: args.rows, per_row: args.groups_per_row as u32, per_group: 1 };
     let shader = "common/rmsnorm.wgsl";
-    match output {
-        NormOutput::InPlace => {
-            plan.dispatch(gpu, shader, &defines.flag("INPLACE", true), &params, &[args.weight.into(), x.into()], grid)
-        }
-        NormOutput::Write(out) => {
-            plan.dispatch(gpu, shader, &defines, &params, &[args.weight.into(), x.into(), out.into()], grid)
-        }
-        NormOutput::Residual(out) => plan.dispatch(
-            gpu,
-            shader,
-            &defines.flag("RESIDUAL", true),
-            &params,
-            &[args.weight.into(), x.into(), out.into()],
-            grid,
-        ),
+    let (defines, mut buffers) = match output {
+        NormOutput::InPlace => (defines.flag("INPLACE", true), vec![args.weight.into(), x.into()]),
+        NormOutput::Write(out) => (defines, vec![args.weight.into(), x.into(), out.into()]),
+        NormOutput::Residual(out) => (defines.flag("RESIDUAL", true), vec![args.weight.into(), x.into(), out.into()]),
+    };
+    let defines = defines.set("GATE_BINDING", 2 + buffers.len());
+    if let Some(g) = gate {
+        buffers.push(g.into());
     }
+    plan.dispatch(gpu, shader, &defines, &params, &buffers, grid)
 }

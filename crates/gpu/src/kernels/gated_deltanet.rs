@@ -1,0 +1,110 @@
+//! Gated DeltaNet (`linear/gated_deltanet.wgsl`): a chunkwise-parallel prefill (WY transform per chunk of 64,
+//! then the state carried across chunks) and a fused recurrent decode; both read and write the same
+//! `[n_v_heads, dk, dv]` state, so prefill hands off to decode. Reference: `reference::gated_delta`.
+
+use crate::device::Gpu;
+use crate::error::{GpuError, Result};
+use crate::plan::{Grid, Plan};
+use crate::shader::Defines;
+
+/// Tokens per chunk of the chunkwise kernels.
+pub const CHUNK: usize = 64;
+
+/// Head layout and buffers of one Gated DeltaNet call.
+pub struct DeltaNet<'a> {
+    /// Query/key heads.
+    pub n_k_heads: usize,
+    /// Value heads.
+    pub n_v_heads: usize,
+    /// Channels per key head.
+    pub dk: usize,
+    /// Channels per value head.
+    pub dv: usize,
+    /// Conv outputs `[tokens, 2 * n_k_heads * dk + n_v_heads * dv]` = `[q | k | v]`.
+    pub qkv: &'a wgpu::Buffer,
+    /// Gate inputs `[tokens, 2 * n_v_heads]` = `[b | a]`.
+    pub ab: &'a wgpu::Buffer,
+    /// `[A_log | dt_bias]`, `2 * n_v_heads` f32.
+    pub gate_params: &'a wgpu::Buffer,
+    /// State `[n_v_heads, dk, dv]`, read and updated.
+    pub state: &'a wgpu::Buffer,
+    /// Output `[tokens, n_v_heads * dv]`.
+    pub out: &'a wgpu::Buffer,
+}
+
+/// Scratch of the chunkwise form, for up to `tokens` tokens (see [`ChunkScratch::new`]).
+pub struct ChunkScratch {
+    /// `U = T (beta v)`, `[tokens, n_v_heads, dv]`.
+    pub u: wgpu::Buffer,
+    /// `W = T (beta k exp(G))`, `[tokens, n_v_heads, dk]`.
+    pub w: wgpu::Buffer,
+    /// `q k^T ⊙ Γ` per chunk, `[chunks, n_v_heads, 64, 64]`.
+    pub aqk: wgpu::Buffer,
+    /// Per token and value head: `(G, beta, 1/|q|, 1/|k|)`.
+    pub info: wgpu::Buffer,
+}
+
+impl ChunkScratch {
+    /// Scratch for `tokens` tokens of a layer with `n_v_heads` heads of `dk`/`dv` channels.
+    pub fn new(gpu: &Gpu, tokens: usize, n_v_heads: usize, dk: usize, dv: usize) -> Self {
+        let padded = tokens.div_ceil(CHUNK) * CHUNK;
+        ChunkScratch {
+            u: gpu.zeros("gdn U", padded * n_v_heads * dv),
+            w: gpu.zeros("gdn W", padded * n_v_heads * dk),
+            aqk: gpu.zeros("gdn Aqk", padded * n_v_heads * CHUNK),
+            info: gpu.zeros("gdn info", padded * n_v_heads * 4),
+        }
+    }
+}
+
+fn check(gpu: &Gpu, d: &DeltaNet) -> Result<Defines> {
+    if d.n_k_heads == 0 || d.n_v_heads % d.n_k_heads != 0 {
+        return Err(GpuError::shape(
+            "gated_deltanet",
+            format!("{} value heads over {} key heads", d.n_v_heads, d.n_k_heads),
+        ));
+    }
+    if d.dk == 0 || d.dk > 256 || d.dv == 0 || d.dv as u32 > gpu.info.max_workgroup_invocations {
+        return Err(GpuError::shape(
+            "gated_deltanet",
+            format!("head dims dk {} / dv {} (dk <= 256, dv <= workgroup size)", d.dk, d.dv),
+        ));
+    }
+    Ok(Defines::new().set("DK", d.dk).set("DV", d.dv))
+}
+
+fn params(d: &DeltaNet) -> [u32; 3] {
+    [d.n_k_heads as u32, d.n_v_heads as u32, (2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv) as u32]
+}
+
+/// Records the token-by-token recurrence over the forward's tokens (decode).
+pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet) -> Result<()> {
+    let defines = check(gpu, d)?.flag("RECURRENT", true);
+    let buffers = [d.qkv.into(), d.ab.into(), d.gate_params.into(), d.state.into(), d.out.into()];
+    plan.dispatch(gpu, "linear/gated_deltanet.wgsl", &defines, &params(d), &buffers, Grid::Fixed(d.n_v_heads as u32))
+}
+
+/// Records the chunkwise form over the forward's tokens (prefill): per-chunk WY transforms in parallel, then
+/// the state carried across chunks.
+pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Result<()> {
+    let defines = check(gpu, d)?;
+    let need = (CHUNK * CHUNK + 5 * CHUNK) as u32 * 4;
+    if need > gpu.info.max_workgroup_storage {
+        return Err(GpuError::Limit(format!("chunkwise delta rule needs {need} bytes of workgroup memory")));
+    }
+    let shader = "linear/gated_deltanet.wgsl";
+    let prep = [
+        d.qkv.into(),
+        d.ab.into(),
+        d.gate_params.into(),
+        (&s.u).into(),
+        (&s.w).into(),
+        (&s.aqk).into(),
+        (&s.info).into(),
+    ];
+    let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: d.n_v_heads as u32 };
+    plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(d), &prep, grid)?;
+    let state =
+        [d.qkv.into(), d.state.into(), d.out.into(), (&s.u).into(), (&s.w).into(), (&s.aqk).into(), (&s.info).into()];
+    plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(d), &state, Grid::Fixed(d.n_v_heads as u32))
+}
