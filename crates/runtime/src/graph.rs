@@ -4,9 +4,12 @@
 
 use crate::error::Result;
 use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
-use ternlight_core::spec::{AttentionSpec, MixerSpec, MlpSpec, ModelSpec, RopeSpec};
+use ternlight_core::spec::{Activation, AttentionSpec, GatedDeltaNetSpec, MixerSpec, MlpSpec, ModelSpec, RopeSpec};
 use ternlight_gpu::kernels::attention::{self, Attention};
+use ternlight_gpu::kernels::conv::short_conv;
+use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
 use ternlight_gpu::kernels::{embedding::embedding, mlp::gated_act};
@@ -31,6 +34,23 @@ pub enum LayerState {
         /// Values.
         v: wgpu::Buffer,
     },
+    /// Fixed-size recurrent state `[n_v_heads, dk, dv]` f32 and conv history `[channels, kernel - 1]` f32.
+    Recurrent {
+        /// The delta-rule state.
+        state: wgpu::Buffer,
+        /// The short-conv history.
+        conv: wgpu::Buffer,
+    },
+}
+
+impl LayerState {
+    /// The buffers of this state (for zeroing, snapshots and memory accounting).
+    pub fn buffers(&self) -> [&wgpu::Buffer; 2] {
+        match self {
+            LayerState::Attention { k, v } => [k, v],
+            LayerState::Recurrent { state, conv } => [state, conv],
+        }
+    }
 }
 
 /// Activation buffers sized for `capacity` tokens per forward.
@@ -63,6 +83,22 @@ pub struct Scratch {
     pub logits: wgpu::Buffer,
     /// Decode attention scores `[max heads, max_context]`.
     pub scores: wgpu::Buffer,
+    /// Attention output gates `[capacity, max q width]`.
+    pub attn_gate: wgpu::Buffer,
+    /// Gated attention output `[capacity, max q width]`.
+    pub attn_gated: wgpu::Buffer,
+    /// Linear-attention projections before the conv `[capacity, max qkv width]`.
+    pub qkv_raw: wgpu::Buffer,
+    /// Linear-attention q/k/v after conv + SiLU `[capacity, max qkv width]`.
+    pub qkv: wgpu::Buffer,
+    /// Gate inputs `[capacity, 2 * max value heads]` (`[b | a]`).
+    pub ab: wgpu::Buffer,
+    /// Output-gate inputs `[capacity, max value width]`.
+    pub z: wgpu::Buffer,
+    /// Linear-attention outputs `[capacity, max value width]`.
+    pub lin_out: wgpu::Buffer,
+    /// Chunkwise delta-rule scratch.
+    pub chunk: ChunkScratch,
 }
 
 /// Everything a plan binds besides the weights.
@@ -98,6 +134,7 @@ impl Resources {
         logit_capacity: usize,
     ) -> Result<Self> {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
+        let (mut qkvw, mut vw, mut hv, mut dk, mut dv) = (0, 0, 0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
@@ -118,6 +155,16 @@ impl Resources {
                             ropes.len() - 1
                         }
                     }));
+                }
+                MixerSpec::GatedDeltaNet(g) => {
+                    qkvw = qkvw.max(g.qkv_width());
+                    vw = vw.max(g.n_v_heads * g.head_v_dim);
+                    (hv, dk, dv) = (hv.max(g.n_v_heads), dk.max(g.head_k_dim), dv.max(g.head_v_dim));
+                    states.push(LayerState::Recurrent {
+                        state: gpu.zeros("gdn state", g.n_v_heads * g.head_k_dim * g.head_v_dim),
+                        conv: gpu.zeros("conv state", g.qkv_width() * (g.conv_kernel - 1)),
+                    });
+                    rope_of_layer.push(None);
                 }
             }
             match &layer.mlp {
@@ -143,18 +190,21 @@ impl Resources {
             xl: gpu.zeros("xl", logit_capacity * h),
             logits: gpu.zeros("logits", logit_capacity * spec.vocab),
             scores: gpu.zeros("scores", heads * max_context),
+            attn_gate: gpu.zeros("attn gate", capacity * qw),
+            attn_gated: gpu.zeros("attn gated", capacity * qw),
+            qkv_raw: gpu.zeros("qkv raw", capacity * qkvw),
+            qkv: gpu.zeros("qkv", capacity * qkvw),
+            ab: gpu.zeros("ab", capacity * 2 * hv),
+            z: gpu.zeros("z", capacity * vw),
+            lin_out: gpu.zeros("linear attention out", capacity * vw),
+            chunk: ChunkScratch::new(gpu, if hv > 0 { capacity } else { 1 }, hv.max(1), dk.max(1), dv.max(1)),
         };
         Ok(Resources { scratch, states, ropes, rope_of_layer })
     }
 
-    /// Bytes of per-layer state (KV cache) in use by the session.
+    /// Bytes of per-layer state (KV caches, recurrent and conv states) held by the session.
     pub fn state_bytes(&self) -> u64 {
-        self.states
-            .iter()
-            .map(|s| match s {
-                LayerState::Attention { k, v } => k.size() + v.size(),
-            })
-            .sum()
+        self.states.iter().flat_map(LayerState::buffers).map(wgpu::Buffer::size).sum()
     }
 }
 
@@ -188,6 +238,30 @@ impl Builder<'_> {
         Ok(linear(self.gpu, &mut self.plan, &args)?)
     }
 
+    /// A linear layer writing columns `offset..` of rows `stride` wide.
+    fn linear_cols(
+        &mut self,
+        x: &wgpu::Buffer,
+        l: &LinearWeights,
+        y: &wgpu::Buffer,
+        offset: usize,
+        stride: usize,
+    ) -> Result<()> {
+        let shape = self.shape();
+        let args = Linear {
+            x,
+            w: &l.w,
+            bias: l.bias.as_ref(),
+            y,
+            y_offset: offset,
+            y_stride: stride,
+            rows: Rows::Tokens,
+            epilogue: Epilogue::Store,
+            shape,
+        };
+        Ok(linear(self.gpu, &mut self.plan, &args)?)
+    }
+
     fn norm(&mut self, n: &NormWeights, groups: usize, rows: Rows, x: &wgpu::Buffer, out: NormOutput) -> Result<()> {
         let args = NormArgs {
             weight: &n.w,
@@ -213,7 +287,7 @@ impl Builder<'_> {
     }
 
     fn attention(&mut self, li: usize, a: &AttentionSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
-        let MixerWeights::Attention { q, k, v, o, qk_norm } = w;
+        let MixerWeights::Attention { q, k, v, o, qk_norm, gate } = w else { unreachable!("attention weights") };
         let s = &self.res.scratch;
         self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
         self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
@@ -227,7 +301,7 @@ impl Builder<'_> {
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
         }
-        let LayerState::Attention { k: kc, v: vc } = &self.res.states[li];
+        let LayerState::Attention { k: kc, v: vc } = &self.res.states[li] else { unreachable!("KV cache") };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes });
         self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes });
@@ -246,7 +320,66 @@ impl Builder<'_> {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
             Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.max_context)?,
         }
-        self.project_residual(&s.attn, o, post)
+        match gate {
+            None => self.project_residual(&s.attn, o, post),
+            Some(gate) => {
+                self.linear(&s.h, gate, &s.attn_gate, Rows::Tokens, Epilogue::Store)?;
+                let width = a.n_heads * a.head_dim;
+                gated_act(self.gpu, &mut self.plan, Activation::Sigmoid, &s.attn_gate, &s.attn, &s.attn_gated, width)?;
+                self.project_residual(&s.attn_gated, o, post)
+            }
+        }
+    }
+
+    fn gated_deltanet(
+        &mut self,
+        li: usize,
+        g: &GatedDeltaNetSpec,
+        w: &MixerWeights,
+        post: &Option<NormWeights>,
+    ) -> Result<()> {
+        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, b, gate_params, norm, out } = w else {
+            unreachable!("gated deltanet weights")
+        };
+        let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[li] else {
+            unreachable!("recurrent state")
+        };
+        let s = &self.res.scratch;
+        let width = g.qkv_width();
+        let mut offset = 0;
+        for l in in_proj {
+            self.linear_cols(&s.h, l, &s.qkv_raw, offset, width)?;
+            offset += l.w.rows;
+        }
+        short_conv(self.gpu, &mut self.plan, &s.qkv_raw, conv, conv_state, &s.qkv, width, g.conv_kernel)?;
+        self.linear_cols(&s.h, b, &s.ab, 0, 2 * g.n_v_heads)?;
+        self.linear_cols(&s.h, a, &s.ab, g.n_v_heads, 2 * g.n_v_heads)?;
+        self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
+        let call = DeltaNet {
+            n_k_heads: g.n_k_heads,
+            n_v_heads: g.n_v_heads,
+            dk: g.head_k_dim,
+            dv: g.head_v_dim,
+            qkv: &s.qkv,
+            ab: &s.ab,
+            gate_params,
+            state,
+            out: &s.lin_out,
+        };
+        match self.mode {
+            Mode::Prefill => gated_deltanet::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
+            Mode::Decode => gated_deltanet::recurrent(self.gpu, &mut self.plan, &call)?,
+        }
+        let args = NormArgs {
+            weight: &norm.w,
+            dim: norm.spec.dim,
+            groups_per_row: g.n_v_heads,
+            rows: Rows::Tokens,
+            eps: norm.spec.eps,
+            unit_offset: norm.spec.unit_offset,
+        };
+        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, Some(&s.z))?;
+        self.project_residual(&s.lin_out, out, post)
     }
 
     fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
@@ -254,6 +387,7 @@ impl Builder<'_> {
         self.norm(&w.pre_mixer, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match &spec.mixer {
             MixerSpec::Attention(a) => self.attention(li, a, &w.mixer, &w.post_mixer)?,
+            MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &w.mixer, &w.post_mixer)?,
         }
         self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match (&spec.mlp, &w.mlp) {

@@ -2,7 +2,7 @@
 //! beyond the scratch capacity), `step(id)` one token; logits come back only for the rows asked for.
 
 use crate::error::{Result, RuntimeError};
-use crate::graph::{build, Mode, Resources};
+use crate::graph::{build, LayerState, Mode, Resources};
 use crate::weights::{upload, LoadProgress, ModelWeights};
 use std::sync::Arc;
 use ternlight_core::spec::ModelSpec;
@@ -122,8 +122,17 @@ impl Session {
         MemoryReport { weights: self.weights.bytes(), state: self.res.state_bytes() }
     }
 
-    /// Forgets the context (the cache is overwritten as positions are reused).
+    /// Forgets the context: KV caches are overwritten as positions are reused; recurrent states are zeroed.
     pub fn reset(&mut self) {
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        for state in &self.res.states {
+            if let LayerState::Recurrent { .. } = state {
+                for b in state.buffers() {
+                    encoder.clear_buffer(b, 0, None);
+                }
+            }
+        }
+        self.gpu.queue.submit([encoder.finish()]);
         self.position = 0;
     }
 

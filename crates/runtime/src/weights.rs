@@ -2,7 +2,7 @@
 //! row blocks beyond the binding limit), norm weights and biases as f32.
 
 use crate::error::Result;
-use ternlight_core::spec::{LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec};
+use ternlight_core::spec::{AttentionSpec, GatedDeltaNetSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec};
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
 use ternlight_gpu::buffer::Weight;
@@ -51,6 +51,27 @@ pub enum MixerWeights {
         o: LinearWeights,
         /// Per-head q and k norms.
         qk_norm: Option<(NormWeights, NormWeights)>,
+        /// Output-gate projection (the gate half of a gated `q_proj`, split off at load).
+        gate: Option<LinearWeights>,
+    },
+    /// Gated DeltaNet projections, conv, gate parameters and output norm.
+    GatedDeltaNet {
+        /// Projections writing `[q | k | v]` side by side.
+        in_proj: Vec<LinearWeights>,
+        /// Conv weights `[channels, kernel]` f32, channels in `[q | k | v]` order.
+        conv: wgpu::Buffer,
+        /// Output-gate projection.
+        z: LinearWeights,
+        /// Decay input projection.
+        a: LinearWeights,
+        /// Update-strength projection.
+        b: LinearWeights,
+        /// `[A_log | dt_bias]` f32.
+        gate_params: wgpu::Buffer,
+        /// Gated output norm.
+        norm: NormWeights,
+        /// Output projection.
+        out: LinearWeights,
     },
 }
 
@@ -111,8 +132,23 @@ impl ModelWeights {
             .iter()
             .map(|l| {
                 let mixer = match &l.mixer {
-                    MixerWeights::Attention { q, k, v, o, qk_norm } => {
-                        lin(q) + lin(k) + lin(v) + lin(o) + qk_norm.as_ref().map_or(0, |(a, b)| norm(a) + norm(b))
+                    MixerWeights::Attention { q, k, v, o, qk_norm, gate } => {
+                        lin(q)
+                            + lin(k)
+                            + lin(v)
+                            + lin(o)
+                            + qk_norm.as_ref().map_or(0, |(a, b)| norm(a) + norm(b))
+                            + gate.as_ref().map_or(0, lin)
+                    }
+                    MixerWeights::GatedDeltaNet { in_proj, conv, z, a, b, gate_params, norm: n, out } => {
+                        in_proj.iter().map(lin).sum::<u64>()
+                            + conv.size()
+                            + lin(z)
+                            + lin(a)
+                            + lin(b)
+                            + gate_params.size()
+                            + norm(n)
+                            + lin(out)
                     }
                 };
                 let mlp = match &l.mlp {
@@ -148,6 +184,28 @@ impl Uploader<'_> {
         Ok(w)
     }
 
+    /// Uploads the rows `rows` of matrix `name` (`cols` wide) as one matrix, in that order.
+    fn matrix_rows(&mut self, name: &str, rows: &[usize], cols: usize) -> Result<Weight> {
+        let info = self.source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
+        let bytes = self.source.bytes(name)?;
+        let row_bytes = cols * info.dtype.size();
+        let gathered: Vec<u8> =
+            rows.iter().flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()).collect();
+        let w = Weight::upload(self.gpu, name, info.dtype, rows.len(), cols, &gathered, self.gpu.info.max_binding)?;
+        self.advance(gathered.len());
+        Ok(w)
+    }
+
+    /// f32 values of several tensors, concatenated.
+    fn concat_vector(&mut self, names: &[&str]) -> Result<wgpu::Buffer> {
+        let mut all = Vec::new();
+        for name in names {
+            all.extend(self.source.f32(name)?);
+            self.advance(self.source.bytes(name)?.len());
+        }
+        Ok(self.gpu.upload_f32(names[0], &all))
+    }
+
     fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
         let v = self.source.f32(name)?;
         let b = self.gpu.upload_f32(name, &v);
@@ -163,6 +221,58 @@ impl Uploader<'_> {
 
     fn norm(&mut self, n: &NormSpec) -> Result<NormWeights> {
         Ok(NormWeights { w: self.vector(&n.weight)?, spec: n.clone() })
+    }
+
+    /// Attention weights; a gated `q_proj` (`[q | gate]` per head) is split into two matrices.
+    fn attention(&mut self, a: &AttentionSpec) -> Result<MixerWeights> {
+        let (q, gate) = if a.output_gate {
+            let d = a.head_dim;
+            let half = |second: bool| -> Vec<usize> {
+                (0..a.n_heads).flat_map(|h| (0..d).map(move |i| 2 * h * d + i + if second { d } else { 0 })).collect()
+            };
+            if a.q_proj.bias.is_some() {
+                return Err(CoreError::InvalidInput(format!(
+                    "{}: a gated q_proj with a bias is not supported",
+                    a.q_proj.weight
+                ))
+                .into());
+            }
+            let q = LinearWeights {
+                w: self.matrix_rows(&a.q_proj.weight, &half(false), a.q_proj.in_features)?,
+                bias: None,
+            };
+            let gate =
+                LinearWeights { w: self.matrix_rows(&a.q_proj.weight, &half(true), a.q_proj.in_features)?, bias: None };
+            (q, Some(gate))
+        } else {
+            (self.linear(&a.q_proj)?, None)
+        };
+        Ok(MixerWeights::Attention {
+            q,
+            k: self.linear(&a.k_proj)?,
+            v: self.linear(&a.v_proj)?,
+            o: self.linear(&a.o_proj)?,
+            qk_norm: match &a.qk_norm {
+                Some((q, k)) => Some((self.norm(q)?, self.norm(k)?)),
+                None => None,
+            },
+            gate,
+        })
+    }
+
+    fn gated_deltanet(&mut self, g: &GatedDeltaNetSpec) -> Result<MixerWeights> {
+        let in_proj = g.in_proj.iter().map(|l| self.linear(l)).collect::<Result<Vec<_>>>()?;
+        let conv_names: Vec<&str> = g.conv.iter().map(String::as_str).collect();
+        Ok(MixerWeights::GatedDeltaNet {
+            in_proj,
+            conv: self.concat_vector(&conv_names)?,
+            z: self.linear(&g.z_proj)?,
+            a: self.linear(&g.a_proj)?,
+            b: self.linear(&g.b_proj)?,
+            gate_params: self.concat_vector(&[&g.a_log, &g.dt_bias])?,
+            norm: self.norm(&g.norm)?,
+            out: self.linear(&g.out_proj)?,
+        })
     }
 
     fn opt_norm(&mut self, n: &Option<NormSpec>) -> Result<Option<NormWeights>> {
@@ -194,16 +304,8 @@ pub fn upload(
     for layer in &spec.layers {
         let pre_mixer = up.norm(&layer.norms.pre_mixer)?;
         let mixer = match &layer.mixer {
-            MixerSpec::Attention(a) => MixerWeights::Attention {
-                q: up.linear(&a.q_proj)?,
-                k: up.linear(&a.k_proj)?,
-                v: up.linear(&a.v_proj)?,
-                o: up.linear(&a.o_proj)?,
-                qk_norm: match &a.qk_norm {
-                    Some((q, k)) => Some((up.norm(q)?, up.norm(k)?)),
-                    None => None,
-                },
-            },
+            MixerSpec::Attention(a) => up.attention(a)?,
+            MixerSpec::GatedDeltaNet(g) => up.gated_deltanet(g)?,
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;

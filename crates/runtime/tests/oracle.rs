@@ -82,6 +82,21 @@ fn gemma3_matches_transformers_on_the_gpu() {
 }
 
 #[test]
+fn qwen3_5_matches_transformers_on_the_gpu() {
+    check("qwen3_5");
+}
+
+#[test]
+fn fla_gated_deltanet_matches_fla_on_the_gpu() {
+    check("gated_deltanet");
+}
+
+#[test]
+fn fla_gated_deltanet_hybrid_matches_fla_on_the_gpu() {
+    check("gated_deltanet_hybrid");
+}
+
+#[test]
 fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let mut g = Gpu::new_blocking().unwrap();
     g.tuning.attn_kv_tile = 32;
