@@ -33,32 +33,45 @@ pub fn run(args: Args) -> Result<()> {
             largest = (decl.name.clone(), bytes);
         }
     }
-    let schedule: Vec<String> = spec
+    let kind = |l: &ternlight_core::spec::LayerSpec| {
+        let mlp = match &l.mlp {
+            MlpSpec::Gated { act, .. } => format!("gated_mlp({act:?})"),
+        };
+        format!("{} + {}", l.mixer.kind(), mlp)
+    };
+    let layers: Vec<serde_json::Value> = spec
         .layers
         .iter()
-        .map(|l| {
-            let mlp = match &l.mlp {
-                MlpSpec::Gated { act, .. } => format!("gated_mlp({act:?})"),
-            };
-            format!("{} + {}", l.mixer.kind(), mlp)
+        .enumerate()
+        .map(|(i, l)| {
+            json!({
+                "index": i,
+                "kind": kind(l),
+                "kv_bytes_per_token": l.kv_bytes_per_token(DType::F32),
+                "state_bytes": l.state_bytes(),
+            })
         })
         .collect();
     let kv = spec.kv_bytes_per_token(DType::F32);
+    let state = spec.state_bytes();
+    let at = |ctx: usize| (kv * ctx + state) as u64;
     let report = json!({
         "model_type": spec.model_type,
-        "layers": spec.layers.len(),
+        "layers": layers,
         "hidden": spec.hidden,
         "vocab": spec.vocab,
-        "schedule": schedule,
         "parameters": spec.parameter_count(),
         "bytes_by_dtype": by_dtype,
         "tied_embeddings": spec.tied_embeddings,
         "max_positions": spec.max_positions,
-        "kv_cache_bytes_per_token": kv,
+        "memory": {
+            "kv_cache_bytes_per_token": kv,
+            "fixed_state_bytes": state,
+            "context_bytes": { "4096": at(4096), "32768": at(32768), "131072": at(131072) },
+        },
         "needs": {
             "largest_tensor": largest.0,
             "largest_tensor_bytes": largest.1,
-            "kv_cache_bytes_at_max_positions": kv as u64 * spec.max_positions as u64,
         },
     });
     if args.json {
@@ -76,18 +89,15 @@ pub fn run(args: Args) -> Result<()> {
     for (dtype, bytes) in &by_dtype {
         println!("weights {dtype:<6} {bytes} bytes");
     }
-    println!(
-        "KV cache       {kv} bytes per token (f32), {} at {} positions",
-        kv as u64 * spec.max_positions as u64,
-        spec.max_positions
-    );
+    println!("KV cache       {kv} bytes per token (f32); fixed state {state} bytes");
+    println!("context memory 4K: {} B, 32K: {} B, 128K: {} B", at(4096), at(32768), at(131072));
     println!(
         "largest tensor {} ({} bytes; split into row blocks above the device's binding limit)",
         largest.0, largest.1
     );
-    println!("schedule");
-    for (i, s) in schedule.iter().enumerate() {
-        println!("  {i:>3}  {s}");
+    println!("layers         kind / KV bytes per token / fixed state bytes");
+    for (i, l) in spec.layers.iter().enumerate() {
+        println!("  {i:>3}  {:<48} {:>8} {:>10}", kind(l), l.kv_bytes_per_token(DType::F32), l.state_bytes());
     }
     Ok(())
 }

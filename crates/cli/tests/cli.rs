@@ -66,6 +66,21 @@ fn logits_match_transformers_for_gemma3() {
 }
 
 #[test]
+fn logits_match_transformers_for_qwen3_5() {
+    fidelity("qwen3_5");
+}
+
+#[test]
+fn logits_match_fla_for_gated_deltanet() {
+    fidelity("gated_deltanet");
+}
+
+#[test]
+fn logits_match_fla_for_gated_deltanet_hybrid() {
+    fidelity("gated_deltanet_hybrid");
+}
+
+#[test]
 fn run_streams_tokens_and_reports_speeds() {
     let dir = fixture("gemma3");
     let args = ["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12"];
@@ -87,11 +102,30 @@ fn inspect_reports_schedule_and_needs() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["model_type"], "gemma3_text");
-    assert_eq!(v["schedule"].as_array().unwrap().len(), 4);
-    assert!(v["schedule"][0].as_str().unwrap().starts_with("sliding_attention(16)"));
+    assert_eq!(v["layers"].as_array().unwrap().len(), 4);
+    assert!(v["layers"][0]["kind"].as_str().unwrap().starts_with("sliding_attention(16)"));
     assert_eq!(v["parameters"], 165056);
-    assert_eq!(v["kv_cache_bytes_per_token"], 4 * 2 * 2 * 16 * 4);
+    assert_eq!(v["memory"]["kv_cache_bytes_per_token"], 4 * 2 * 2 * 16 * 4);
+    assert_eq!(v["memory"]["fixed_state_bytes"], 0);
     assert_eq!(v["bytes_by_dtype"]["BF16"], 2 * 165056);
+}
+
+#[test]
+fn inspect_reports_fixed_state_of_linear_attention_layers() {
+    let o = ternlight(&["inspect", "--model", fixture("qwen3_5").to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    // GDN: 4 value heads x 16 x 16 state + 128 conv channels x 3 history, f32.
+    let gdn_state = 4 * (4 * 16 * 16 + 128 * 3);
+    for l in &layers[..3] {
+        assert_eq!(l["kind"], "gated_deltanet + gated_mlp(Silu)");
+        assert_eq!((l["kv_bytes_per_token"].as_u64(), l["state_bytes"].as_u64()), (Some(0), Some(gdn_state)));
+    }
+    let kv = 2 * 2 * 16 * 4;
+    assert_eq!(layers[3]["kv_bytes_per_token"], kv);
+    assert_eq!(v["memory"]["fixed_state_bytes"], 3 * gdn_state);
+    assert_eq!(v["memory"]["context_bytes"]["131072"], kv * 131072 + 3 * gdn_state);
 }
 
 /// A copy of a fixture that a test may damage.
