@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::plan::{Plan, Step};
-use ternlight_gpu::Gpu;
+use ternlight_gpu::{wgpu, Gpu};
 
 /// Sizes a session allocates for.
 #[derive(Clone, Debug)]
@@ -32,6 +32,19 @@ pub struct MemoryReport {
     pub weights: u64,
     /// Per-layer state (KV cache).
     pub state: u64,
+}
+
+/// A copy of a session's context (KV caches up to the position, recurrent and conv states), kept on the GPU.
+pub struct Snapshot {
+    buffers: Vec<wgpu::Buffer>,
+    position: usize,
+}
+
+impl Snapshot {
+    /// Tokens of context captured.
+    pub fn position(&self) -> usize {
+        self.position
+    }
 }
 
 /// A loaded model and its running context.
@@ -200,6 +213,54 @@ impl Session {
     pub async fn step(&mut self, id: u32) -> Result<Vec<f32>> {
         self.check(&[id])?;
         self.forward(Mode::Decode, &[id], vec![0]).await
+    }
+
+    /// Bytes of `buffer` that hold live context: a KV cache's filled prefix, or a whole fixed-size state.
+    fn live_bytes(&self, state: &LayerState, buffer: &wgpu::Buffer) -> u64 {
+        match state {
+            LayerState::Attention { .. } => buffer.size() / self.max_context as u64 * self.position as u64,
+            LayerState::Recurrent { .. } => buffer.size(),
+        }
+    }
+
+    /// Captures the context so it can be restored later (e.g. a shared prompt prefix, many continuations).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        let mut buffers = Vec::new();
+        for state in &self.res.states {
+            for b in state.buffers() {
+                let copy = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("snapshot"),
+                    size: b.size(),
+                    usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                encoder.copy_buffer_to_buffer(b, 0, &copy, 0, self.live_bytes(state, b));
+                buffers.push(copy);
+            }
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+        Snapshot { buffers, position: self.position }
+    }
+
+    /// Returns the context to `snapshot` (taken from this session).
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let mine: Vec<&wgpu::Buffer> = self.res.states.iter().flat_map(LayerState::buffers).collect();
+        if mine.len() != snapshot.buffers.len() || mine.iter().zip(&snapshot.buffers).any(|(a, b)| a.size() != b.size())
+        {
+            return Err(RuntimeError::Request("the snapshot was taken from a different model or context size".into()));
+        }
+        self.position = snapshot.position;
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        let mut copies = snapshot.buffers.iter();
+        for state in &self.res.states {
+            for b in state.buffers() {
+                let src = copies.next().expect("sizes checked above");
+                encoder.copy_buffer_to_buffer(src, 0, b, 0, self.live_bytes(state, b));
+            }
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+        Ok(())
     }
 
     /// Tokens one prefill forward holds.
