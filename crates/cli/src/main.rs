@@ -1,5 +1,6 @@
 //! `ternlight`: run Hugging Face-format models on the GPU from the command line.
 
+mod bench;
 mod inspect;
 mod logits;
 mod model_dir;
@@ -28,6 +29,8 @@ enum Command {
     Logits(logits::Args),
     /// Describe a model: architecture, layer schedule, parameters, memory needs.
     Inspect(inspect::Args),
+    /// Measure prefill and decode speed at several context lengths.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a, cli.quiet),
         Command::Logits(a) => logits::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
