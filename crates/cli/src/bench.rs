@@ -113,16 +113,28 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{} on {} ({}), {} dispatches per decode token", report["model_type"], info.name, info.backend, s.decode_dispatches());
+    println!(
+        "{} on {} ({}), {} dispatches per decode token",
+        report["model_type"],
+        info.name,
+        info.backend,
+        s.decode_dispatches()
+    );
     println!("{:>8} {:>14} {:>12} {:>16}", "context", "prefill tok/s", "prefill ms", "decode ms/token");
     for r in &rows {
         println!(
             "{:>8} {:>14.1} {:>12.1} {:>16.2}",
             r["context"].as_u64().unwrap_or(0),
-            r["prefill_tok_s"].as_f64().unwrap_or(0.0), r["prefill_ms"].as_f64().unwrap_or(0.0),
+            r["prefill_tok_s"].as_f64().unwrap_or(0.0),
+            r["prefill_ms"].as_f64().unwrap_or(0.0),
             r["decode_ms_per_token"].as_f64().unwrap_or(0.0)
         );
     }
-    println!("{n} tokens: one prefill {:.1} ms, {n} single steps {:.1} ms ({:.1}x)", chunked * 1e3, stepped * 1e3, stepped / chunked);
+    println!(
+        "{n} tokens: one prefill {:.1} ms, {n} single steps {:.1} ms ({:.1}x)",
+        chunked * 1e3,
+        stepped * 1e3,
+        stepped / chunked
+    );
     Ok(())
 }

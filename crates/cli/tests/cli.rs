@@ -81,6 +81,11 @@ fn logits_match_fla_for_gated_deltanet_hybrid() {
 }
 
 #[test]
+fn logits_match_fla_for_deltanet() {
+    fidelity("deltanet");
+}
+
+#[test]
 fn run_streams_tokens_and_reports_speeds() {
     let dir = fixture("gemma3");
     let args = ["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12"];

@@ -66,3 +66,8 @@ fn fla_gated_deltanet_hybrid_matches_fla() {
 fn qwen3_5_matches_transformers() {
     check("qwen3_5");
 }
+
+#[test]
+fn fla_deltanet_matches_fla() {
+    check("deltanet");
+}

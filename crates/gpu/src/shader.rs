@@ -144,7 +144,10 @@ mod tests {
             .set("WG_X", 8)
             .set("WG_Y", 8)
             .set("NR", 4)
-            .set("KV_TILE", 16);
+            .set("KV_TILE", 16)
+            .set("DK", 16)
+            .set("DV", 16)
+            .set("GATE_BINDING", 5);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");

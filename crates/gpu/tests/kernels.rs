@@ -9,6 +9,7 @@ use ternlight_core::sampling::Rng;
 use ternlight_core::spec::{Activation, RopeScaling, RopeSpec};
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::attention::{self, Attention};
+use ternlight_gpu::kernels::conv::ShortConv;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::{embedding, mlp, rope};
@@ -323,7 +324,8 @@ fn short_conv_matches_reference_and_carries_its_state() {
         let x = random(&mut rng, t * channels, 2.0);
         let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
         let mut plan = Plan::new(g);
-        ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &xb, &wb, &sb, &yb, channels, kernel).unwrap();
+        let call = ShortConv { x: &xb, weight: &wb, state: &sb, y: &yb, channels, kernel };
+        ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, t), &yb, t * channels);
         let want = reference::conv::short_conv_silu(&x, &w, &mut ref_state, channels, kernel);
         assert_close(&got, &want, 1e-5, &format!("conv T={t}"));

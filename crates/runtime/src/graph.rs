@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
 use ternlight_core::spec::{Activation, AttentionSpec, GatedDeltaNetSpec, MixerSpec, MlpSpec, ModelSpec, RopeSpec};
 use ternlight_gpu::kernels::attention::{self, Attention};
-use ternlight_gpu::kernels::conv::short_conv;
+use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
@@ -351,10 +351,20 @@ impl Builder<'_> {
             self.linear_cols(&s.h, l, &s.qkv_raw, offset, width)?;
             offset += l.w.rows;
         }
-        short_conv(self.gpu, &mut self.plan, &s.qkv_raw, conv, conv_state, &s.qkv, width, g.conv_kernel)?;
+        let call = ShortConv {
+            x: &s.qkv_raw,
+            weight: conv,
+            state: conv_state,
+            y: &s.qkv,
+            channels: width,
+            kernel: g.conv_kernel,
+        };
+        short_conv(self.gpu, &mut self.plan, &call)?;
         self.linear_cols(&s.h, b, &s.ab, 0, 2 * g.n_v_heads)?;
         self.linear_cols(&s.h, a, &s.ab, g.n_v_heads, 2 * g.n_v_heads)?;
-        self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
+        if let Some(z) = z {
+            self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
+        }
         let call = DeltaNet {
             n_k_heads: g.n_k_heads,
             n_v_heads: g.n_v_heads,
@@ -378,7 +388,7 @@ impl Builder<'_> {
             eps: norm.spec.eps,
             unit_offset: norm.spec.unit_offset,
         };
-        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, Some(&s.z))?;
+        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, z.as_ref().map(|_| &s.z))?;
         self.project_residual(&s.lin_out, out, post)
     }
 

@@ -2,6 +2,7 @@
 //! row blocks beyond the binding limit), norm weights and biases as f32.
 
 use crate::error::Result;
+use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::spec::{AttentionSpec, GatedDeltaNetSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec};
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -60,9 +61,9 @@ pub enum MixerWeights {
         in_proj: Vec<LinearWeights>,
         /// Conv weights `[channels, kernel]` f32, channels in `[q | k | v]` order.
         conv: wgpu::Buffer,
-        /// Output-gate projection.
-        z: LinearWeights,
-        /// Decay input projection.
+        /// Output-gate projection, when the output norm is gated.
+        z: Option<LinearWeights>,
+        /// Decay input projection (a zero matrix for plain DeltaNet).
         a: LinearWeights,
         /// Update-strength projection.
         b: LinearWeights,
@@ -143,7 +144,7 @@ impl ModelWeights {
                     MixerWeights::GatedDeltaNet { in_proj, conv, z, a, b, gate_params, norm: n, out } => {
                         in_proj.iter().map(lin).sum::<u64>()
                             + conv.size()
-                            + lin(z)
+                            + z.as_ref().map_or(0, lin)
                             + lin(a)
                             + lin(b)
                             + gate_params.size()
@@ -263,13 +264,34 @@ impl Uploader<'_> {
     fn gated_deltanet(&mut self, g: &GatedDeltaNetSpec) -> Result<MixerWeights> {
         let in_proj = g.in_proj.iter().map(|l| self.linear(l)).collect::<Result<Vec<_>>>()?;
         let conv_names: Vec<&str> = g.conv.iter().map(String::as_str).collect();
+        let conv = self.concat_vector(&conv_names)?;
+        let z = g.z_proj.as_ref().map(|l| self.linear(l)).transpose()?;
+        let (a, gate_params) = match &g.decay {
+            Some(d) => (self.linear(&d.a_proj)?, self.concat_vector(&[&d.a_log, &d.dt_bias])?),
+            None => {
+                // Plain DeltaNet: a = 0 and exp(A_log) = 0 make the shared kernels' decay exactly zero.
+                let (hv, hidden) = (g.n_v_heads, g.b_proj.in_features);
+                let zeros = vec![0u8; hv * hidden * 4];
+                let a = Weight::upload(
+                    self.gpu,
+                    "no decay",
+                    ternlight_core::dtype::DType::F32,
+                    hv,
+                    hidden,
+                    &zeros,
+                    self.gpu.info.max_binding,
+                )?;
+                let params = [vec![NO_DECAY_A_LOG; hv], vec![0.0; hv]].concat();
+                (LinearWeights { w: a, bias: None }, self.gpu.upload_f32("no decay", &params))
+            }
+        };
         Ok(MixerWeights::GatedDeltaNet {
             in_proj,
-            conv: self.concat_vector(&conv_names)?,
-            z: self.linear(&g.z_proj)?,
-            a: self.linear(&g.a_proj)?,
+            conv,
+            z,
+            a,
             b: self.linear(&g.b_proj)?,
-            gate_params: self.concat_vector(&[&g.a_log, &g.dt_bias])?,
+            gate_params,
             norm: self.norm(&g.norm)?,
             out: self.linear(&g.out_proj)?,
         })

@@ -97,6 +97,11 @@ fn fla_gated_deltanet_hybrid_matches_fla_on_the_gpu() {
 }
 
 #[test]
+fn fla_deltanet_matches_fla_on_the_gpu() {
+    check("deltanet");
+}
+
+#[test]
 fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let mut g = Gpu::new_blocking().unwrap();
     g.tuning.attn_kv_tile = 32;

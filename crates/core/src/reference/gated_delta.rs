@@ -35,6 +35,10 @@ pub fn gates(a: &[f32], b: &[f32], a_log: &[f32], dt_bias: &[f32]) -> (Vec<f32>,
     (g, beta)
 }
 
+/// `A_log` that turns the decay off: `exp(-200)` underflows to exactly 0 in f32, so `g = -0 * softplus(..) = 0`
+/// and plain DeltaNet runs through the same gates and kernels as Gated DeltaNet.
+pub const NO_DECAY_A_LOG: f32 = -200.0;
+
 /// `x / sqrt(sum x^2 + 1e-6) * scale`.
 pub fn l2norm(x: &[f32], scale: f32) -> Vec<f32> {
     let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() + 1e-6).sqrt();
@@ -157,6 +161,12 @@ mod tests {
 
     fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * scale).collect()
+    }
+
+    #[test]
+    fn no_decay_a_log_gives_exactly_zero_decay() {
+        let (g, _) = gates(&[3.0, -25.0, 0.0], &[0.0; 3], &[NO_DECAY_A_LOG], &[0.5]);
+        assert!(g.iter().all(|&x| x == 0.0), "{g:?}");
     }
 
     #[test]

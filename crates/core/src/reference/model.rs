@@ -148,9 +148,15 @@ impl ReferenceModel {
             }
         }
         let conv_w: Vec<f32> = g.conv.iter().flat_map(|c| self.w(c).to_vec()).collect();
-        let (a, b) = (self.linear(h, &g.a_proj), self.linear(h, &g.b_proj));
-        let (decay, beta) = gated_delta::gates(&a, &b, self.w(&g.a_log), self.w(&g.dt_bias));
-        let z = self.linear(h, &g.z_proj);
+        let b = self.linear(h, &g.b_proj);
+        let (decay, beta) = match &g.decay {
+            Some(d) => gated_delta::gates(&self.linear(h, &d.a_proj), &b, self.w(&d.a_log), self.w(&d.dt_bias)),
+            None => {
+                let hv = g.n_v_heads;
+                gated_delta::gates(&vec![0.0; b.len()], &b, &vec![gated_delta::NO_DECAY_A_LOG; hv], &vec![0.0; hv])
+            }
+        };
+        let z = g.z_proj.as_ref().map(|l| self.linear(h, l));
         let form = self.form;
         let LayerCache::Recurrent { state, conv } = &mut self.cache[li] else { unreachable!("GDN layer has a state") };
         let qkv = short_conv_silu(&qkv, &conv_w, conv, width, g.conv_kernel);
@@ -165,7 +171,10 @@ impl ReferenceModel {
         } else {
             gated_delta::recurrent(&q, &k, &v, &decay, &beta, state, &dims)
         };
-        let o = rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps);
+        let o = match z {
+            Some(z) => rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps),
+            None => rms_norm(&o, self.w(&g.norm.weight), g.norm.dim, g.norm.eps, false),
+        };
         self.linear(&o, &g.out_proj)
     }
 

@@ -263,11 +263,13 @@ fn qwen_gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> R
         in_proj: vec![LinearSpec::new(&format!("{prefix}.in_proj_qkv"), qkv, hidden, false)],
         conv: vec![format!("{prefix}.conv1d.weight")],
         conv_kernel,
-        z_proj: LinearSpec::new(&format!("{prefix}.in_proj_z"), value, hidden, false),
-        a_proj: LinearSpec::new(&format!("{prefix}.in_proj_a"), n_v_heads, hidden, false),
+        z_proj: Some(LinearSpec::new(&format!("{prefix}.in_proj_z"), value, hidden, false)),
+        decay: Some(DecaySpec {
+            a_proj: LinearSpec::new(&format!("{prefix}.in_proj_a"), n_v_heads, hidden, false),
+            a_log: format!("{prefix}.A_log"),
+            dt_bias: format!("{prefix}.dt_bias"),
+        }),
         b_proj: LinearSpec::new(&format!("{prefix}.in_proj_b"), n_v_heads, hidden, false),
-        a_log: format!("{prefix}.A_log"),
-        dt_bias: format!("{prefix}.dt_bias"),
         norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: head_v_dim, eps, unit_offset: false },
         out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, value, false),
     })

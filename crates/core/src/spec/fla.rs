@@ -7,7 +7,7 @@ use crate::{CoreError, Result};
 use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
-pub const MODEL_TYPES: &[&str] = &["gated_deltanet"];
+pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net"];
 
 fn require(cfg: &Config, field: &str, want: bool) -> Result<()> {
     match cfg.bool(field) {
@@ -18,6 +18,52 @@ fn require(cfg: &Config, field: &str, want: bool) -> Result<()> {
         }),
         _ => Ok(()),
     }
+}
+
+fn require_str(cfg: &Config, field: &str, want: &str) -> Result<()> {
+    match cfg.str(field) {
+        Some(v) if v != want => Err(CoreError::Unsupported {
+            what: "fla option",
+            name: format!("{field}={v}"),
+            supported: format!("{field}={want}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// fla's DeltaNet layer: the delta rule without decay; `head_k_dim = hidden * expand_k / num_heads`.
+fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
+    for (field, want) in
+        [("use_beta", true), ("use_short_conv", true), ("allow_neg_eigval", false), ("use_output_norm", true)]
+    {
+        require(cfg, field, want)?;
+    }
+    require_str(cfg, "qk_activation", "silu")?;
+    require_str(cfg, "qk_norm", "l2")?;
+    let heads = cfg.usize("num_heads")?;
+    let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(1.0)) as usize;
+    let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
+    if !key.is_multiple_of(heads) || !value.is_multiple_of(heads) {
+        return Err(CoreError::field(
+            "num_heads",
+            format!("{heads} does not divide key dim {key} and value dim {value}"),
+        ));
+    }
+    let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
+    Ok(GatedDeltaNetSpec {
+        n_k_heads: heads,
+        n_v_heads: heads,
+        head_k_dim: key / heads,
+        head_v_dim: value / heads,
+        in_proj: vec![lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
+        conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
+        conv_kernel: cfg.opt_usize("conv_size")?.unwrap_or(4),
+        z_proj: (cfg.bool("use_gate") == Some(true)).then(|| lin("g_proj", value)),
+        decay: None,
+        b_proj: lin("b_proj", heads),
+        norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: value / heads, eps, unit_offset: false },
+        out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
+    })
 }
 
 /// fla's GatedDeltaNet layer under `prefix`: separate q/k/v projections, each with its own short conv.
@@ -44,11 +90,13 @@ fn gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result
         in_proj: vec![lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
         conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
         conv_kernel: cfg.opt_usize("conv_size")?.unwrap_or(4),
-        z_proj: lin("g_proj", value),
-        a_proj: lin("a_proj", n_v_heads),
+        z_proj: Some(lin("g_proj", value)),
+        decay: Some(DecaySpec {
+            a_proj: lin("a_proj", n_v_heads),
+            a_log: format!("{prefix}.A_log"),
+            dt_bias: format!("{prefix}.dt_bias"),
+        }),
         b_proj: lin("b_proj", n_v_heads),
-        a_log: format!("{prefix}.A_log"),
-        dt_bias: format!("{prefix}.dt_bias"),
         norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: head_v_dim, eps, unit_offset: false },
         out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
     })
@@ -59,7 +107,7 @@ fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize
     let a = Config(attn);
     let n_heads = a.usize("num_heads").map_err(|_| CoreError::field("attn.num_heads", "is required"))?;
     let n_kv_heads = a.opt_usize("num_kv_heads")?.unwrap_or(n_heads);
-    if hidden % n_heads != 0 || n_heads % n_kv_heads != 0 {
+    if !hidden.is_multiple_of(n_heads) || n_heads % n_kv_heads != 0 {
         return Err(CoreError::field(
             "attn.num_heads",
             format!("{n_heads} heads / {n_kv_heads} kv heads for hidden {hidden}"),
@@ -129,6 +177,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
         } else {
             match model_type {
                 "gated_deltanet" => MixerSpec::GatedDeltaNet(gated_deltanet(cfg, &format!("{p}.attn"), hidden, eps)?),
+                "delta_net" => MixerSpec::GatedDeltaNet(delta_net(cfg, &format!("{p}.attn"), hidden, eps)?),
                 other => unreachable!("fla model type {other} listed without a mapping"),
             }
         };

@@ -95,9 +95,10 @@ pub struct AttentionSpec {
     pub output_gate: bool,
 }
 
-/// Gated DeltaNet (Qwen3.5, fla `GatedDeltaNet`): short causal conv + SiLU on q/k/v, L2-normed q and k,
-/// `g = -exp(A_log) * softplus(a + dt_bias)`, `beta = sigmoid(b)`, the gated delta rule over a
-/// `[n_v_heads, head_k_dim, head_v_dim]` state, then a per-head RMSNorm gated by `silu(z)`.
+/// The delta-rule family: Gated DeltaNet (Qwen3.5, fla `GatedDeltaNet`) and plain DeltaNet (fla `DeltaNet`,
+/// no decay). Short causal conv + SiLU on q/k/v, L2-normed q and k, `beta = sigmoid(b)`, with decay
+/// `g = -exp(A_log) * softplus(a + dt_bias)` (or none), the delta rule over a `[n_v_heads, head_k_dim, head_v_dim]`
+/// state, then a per-head RMSNorm, gated by `silu(z)` when there is an output gate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GatedDeltaNetSpec {
     /// Query/key heads.
@@ -114,20 +115,27 @@ pub struct GatedDeltaNetSpec {
     pub conv: Vec<String>,
     /// Conv kernel width.
     pub conv_kernel: usize,
-    /// Output-gate projection (`z`, width `n_v_heads * head_v_dim`).
-    pub z_proj: LinearSpec,
-    /// Decay input projection (`a`, width `n_v_heads`).
-    pub a_proj: LinearSpec,
+    /// Output-gate projection (`z`, width `n_v_heads * head_v_dim`), when the output norm is gated.
+    pub z_proj: Option<LinearSpec>,
+    /// The decay parametrisation (Gated DeltaNet); `None` for plain DeltaNet.
+    pub decay: Option<DecaySpec>,
     /// Update-strength projection (`b`, width `n_v_heads`).
     pub b_proj: LinearSpec,
+    /// The per-head output norm (dim `head_v_dim`).
+    pub norm: NormSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
+/// Tensors of the Mamba2-style decay `g = -exp(A_log) * softplus(a + dt_bias)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecaySpec {
+    /// Decay input projection (`a`, width `n_v_heads`).
+    pub a_proj: LinearSpec,
     /// `A_log` `[n_v_heads]`.
     pub a_log: String,
     /// `dt_bias` `[n_v_heads]`.
     pub dt_bias: String,
-    /// The gated per-head output norm (dim `head_v_dim`).
-    pub norm: NormSpec,
-    /// Output projection.
-    pub out_proj: LinearSpec,
 }
 
 impl GatedDeltaNetSpec {
@@ -159,7 +167,8 @@ impl MixerSpec {
                 Some(w) => format!("sliding_attention({w})"),
                 None => "full_attention".to_string(),
             },
-            MixerSpec::GatedDeltaNet(_) => "gated_deltanet".to_string(),
+            MixerSpec::GatedDeltaNet(g) if g.decay.is_some() => "gated_deltanet".to_string(),
+            MixerSpec::GatedDeltaNet(_) => "deltanet".to_string(),
         }
     }
 }
@@ -306,11 +315,14 @@ impl ModelSpec {
                         offset += l.out_features;
                     }
                     debug_assert_eq!(offset, g.qkv_width());
-                    for l in [&g.z_proj, &g.a_proj, &g.b_proj, &g.out_proj] {
+                    for l in g.z_proj.iter().chain([&g.b_proj, &g.out_proj]) {
                         l.decls(&mut out);
                     }
-                    for name in [&g.a_log, &g.dt_bias] {
-                        out.push(TensorDecl { name: name.clone(), shape: vec![g.n_v_heads] });
+                    if let Some(d) = &g.decay {
+                        d.a_proj.decls(&mut out);
+                        for name in [&d.a_log, &d.dt_bias] {
+                            out.push(TensorDecl { name: name.clone(), shape: vec![g.n_v_heads] });
+                        }
                     }
                     norm(&g.norm, &mut out);
                 }

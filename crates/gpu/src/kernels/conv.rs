@@ -6,18 +6,25 @@ use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 
-/// Records `y = silu(conv(x))` over `[tokens, channels]` with `weight` `[channels, kernel]` f32, then the update
-/// of `state` `[channels, kernel - 1]` to the last inputs.
-pub fn short_conv(
-    gpu: &Gpu,
-    plan: &mut Plan,
-    x: &wgpu::Buffer,
-    weight: &wgpu::Buffer,
-    state: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    channels: usize,
-    kernel: usize,
-) -> Result<()> {
+/// One short-conv call: `y = silu(conv(x))` over `[tokens, channels]`.
+pub struct ShortConv<'a> {
+    /// Input `[tokens, channels]`.
+    pub x: &'a wgpu::Buffer,
+    /// Weights `[channels, kernel]` f32.
+    pub weight: &'a wgpu::Buffer,
+    /// History `[channels, kernel - 1]`, read and then advanced to the last inputs.
+    pub state: &'a wgpu::Buffer,
+    /// Output `[tokens, channels]`.
+    pub y: &'a wgpu::Buffer,
+    /// Channels.
+    pub channels: usize,
+    /// Kernel width.
+    pub kernel: usize,
+}
+
+/// Records the conv, then the update of its state.
+pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
+    let (x, weight, state, y, channels, kernel) = (c.x, c.weight, c.state, c.y, c.channels, c.kernel);
     if kernel < 2 {
         return Err(GpuError::shape("short_conv", format!("kernel {kernel} has no history")));
     }

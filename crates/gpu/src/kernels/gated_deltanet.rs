@@ -58,7 +58,7 @@ impl ChunkScratch {
 }
 
 fn check(gpu: &Gpu, d: &DeltaNet) -> Result<Defines> {
-    if d.n_k_heads == 0 || d.n_v_heads % d.n_k_heads != 0 {
+    if d.n_k_heads == 0 || !d.n_v_heads.is_multiple_of(d.n_k_heads) {
         return Err(GpuError::shape(
             "gated_deltanet",
             format!("{} value heads over {} key heads", d.n_v_heads, d.n_k_heads),
