@@ -9,6 +9,7 @@ struct Params {
     window: u32,          // 0 = unlimited
     scale: f32,
     scratch_stride: u32,  // decode only: scratch floats per (token, head)
+    cache_rows: u32,      // rows of the KV cache; position j lives in row j % cache_rows (a ring for windows)
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
@@ -24,6 +25,11 @@ fn first_key(p: u32) -> u32 {
         return p + 1u - params.window;
     }
     return 0u;
+}
+
+// Offset of position j's key/value row for KV head kvh.
+fn kv_base(j: u32, kvh: u32) -> u32 {
+    return ((j % params.cache_rows) * params.n_kv_heads + kvh) * D;
 }
 
 // The KV head serving query head h (grouped-query attention).

@@ -36,13 +36,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let p = step.pos0 + t;
     let first = first_key(p);
     let kvh = kv_head(h);
-    let kv_stride = params.n_kv_heads * D;
     let qb = group * D;
     let sb = group * params.scratch_stride;
 
     var local_max = -3.0e38;
     for (var j = first + lid; j <= p; j += {{WG}}u) {
-        let kb = j * kv_stride + kvh * D;
+        let kb = kv_base(j, kvh);
         var s = 0.0;
         for (var d = 0u; d < D; d++) {
             s += q[qb + d] * k_cache[kb + d];
@@ -63,7 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var d = lid; d < D; d += {{WG}}u) {
         var acc = 0.0;
         for (var j = first; j <= p; j++) {
-            acc += scores[sb + j - first] * v_cache[j * kv_stride + kvh * D + d];
+            acc += scores[sb + j - first] * v_cache[kv_base(j, kvh) + d];
         }
         out[qb + d] = acc / l;
     }

@@ -23,7 +23,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let block_first = first_key(step.pos0 + t0);
     let block_last = step.pos0 + min(t0 + {{WG}}u, step.n_tokens) - 1u;
     let kvh = kv_head(h);
-    let kv_stride = params.n_kv_heads * D;
     let qi = (t * params.n_heads + h) * D;
     var qv: array<f32, D>;
     var acc: array<f32, D>;
@@ -36,7 +35,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var j0 = block_first; j0 <= block_last; j0 += TK) {
         let n = min(TK, block_last + 1u - j0);
         for (var e = lid; e < n * D; e += {{WG}}u) {
-            let src = (j0 + e / D) * kv_stride + kvh * D + e % D;
+            let src = kv_base(j0 + e / D, kvh) + e % D;
             k_tile[e] = k_cache[src];
             v_tile[e] = v_cache[src];
         }
@@ -73,7 +72,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let p = step.pos0 + t;
     let kvh = kv_head(idx % params.n_heads);
-    let kv_stride = params.n_kv_heads * D;
     var qv: array<f32, D>;
     var acc: array<f32, D>;
     for (var d = 0u; d < D; d++) {
@@ -81,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var st = online_start();
     for (var j = first_key(p); j <= p; j++) {
-        let kb = j * kv_stride + kvh * D;
+        let kb = kv_base(j, kvh);
         var s = 0.0;
         for (var d = 0u; d < D; d++) {
             s += qv[d] * k_cache[kb + d];

@@ -112,6 +112,8 @@ fn inspect_reports_schedule_and_needs() {
     assert_eq!(v["parameters"], 165056);
     assert_eq!(v["memory"]["kv_cache_bytes_per_token"], 4 * 2 * 2 * 16 * 4);
     assert_eq!(v["memory"]["fixed_state_bytes"], 0);
+    // Three window-16 layers keep 16 positions; the global layer keeps them all.
+    assert_eq!(v["memory"]["context_bytes"]["32768"], 2 * 2 * 16 * 4 * (3 * 16 + 32768));
     assert_eq!(v["bytes_by_dtype"]["BF16"], 2 * 165056);
 }
 

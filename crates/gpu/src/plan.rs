@@ -108,14 +108,17 @@ pub enum Op {
         /// Its launch size.
         grid: Grid,
     },
-    /// Appends this forward's rows to a cache: `n_tokens * row_bytes` bytes from `src` to `dst` at `pos0 * row_bytes`.
+    /// Appends this forward's rows to a cache of `cache_rows` rows: position p goes to row `p % cache_rows`
+    /// (one copy, or two when the forward wraps around a ring).
     AppendRows {
         /// Rows of this forward, `[n_tokens, row]`.
         src: wgpu::Buffer,
-        /// The cache, `[positions, row]`.
+        /// The cache, `[cache_rows, row]`.
         dst: wgpu::Buffer,
         /// Bytes per row.
         row_bytes: u64,
+        /// Rows the cache holds.
+        cache_rows: u64,
     },
     /// Gathers the requested logit rows of `src` (`[n_tokens, row]`) into `dst` (`[n_logits, row]`).
     GatherLogitRows {
@@ -224,9 +227,13 @@ impl Plan {
                 continue;
             }
             match &self.ops[i] {
-                Op::AppendRows { src, dst, row_bytes } => {
-                    let size = step.n_tokens as u64 * row_bytes;
-                    encoder.copy_buffer_to_buffer(src, 0, dst, step.pos0 as u64 * row_bytes, size);
+                Op::AppendRows { src, dst, row_bytes, cache_rows } => {
+                    let (n, start) = (step.n_tokens as u64, step.pos0 as u64 % cache_rows);
+                    let first = n.min(cache_rows - start);
+                    encoder.copy_buffer_to_buffer(src, 0, dst, start * row_bytes, first * row_bytes);
+                    if n > first {
+                        encoder.copy_buffer_to_buffer(src, first * row_bytes, dst, 0, (n - first) * row_bytes);
+                    }
                 }
                 Op::GatherLogitRows { src, dst, row_bytes } => {
                     let rows = &step.logit_rows;

@@ -228,28 +228,45 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
     let g = gpu();
     let mut rng = Rng::new(6);
     let cases = [
-        // (heads, kv_heads, head_dim, pos0, tokens, window)
-        (4, 2, 16, 0, 150, None),
-        (4, 2, 16, 0, 150, Some(7)),
-        (6, 3, 64, 20, 33, Some(16)),
-        (2, 1, 128, 0, 1, None),
-        (4, 4, 64, 149, 1, None),
-        (8, 2, 128, 70, 1, Some(5)),
+        // (heads, kv_heads, head_dim, pos0, tokens, window, ring rows: the window plus the forward's tokens)
+        (4, 2, 16, 0, 150, None, None),
+        (4, 2, 16, 0, 150, Some(7), None),
+        (6, 3, 64, 20, 33, Some(16), None),
+        (2, 1, 128, 0, 1, None, None),
+        (4, 4, 64, 149, 1, None, None),
+        (8, 2, 128, 70, 1, Some(5), None),
+        (4, 2, 16, 100, 5, Some(16), Some(21)),
+        (6, 3, 64, 90, 33, Some(16), Some(49)),
+        (8, 2, 128, 200, 1, Some(5), Some(6)),
     ];
-    for (heads, kv, d, pos0, t, window) in cases {
+    for (heads, kv, d, pos0, t, window, ring) in cases {
         let ctx = pos0 + t;
         let q = random(&mut rng, t * heads * d, 1.0);
         let k = random(&mut rng, ctx * kv * d, 1.0);
         let v = random(&mut rng, ctx * kv * d, 1.0);
         let scale = 1.0 / (d as f32).sqrt();
         let want = reference::attention::attention(&q, &k, &v, heads, kv, d, pos0, window, scale);
-        let (qb, kb, vb, ob) =
-            (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("v", &v), g.zeros("o", q.len()));
+        // A ring of R rows holds position j in row j % R; fill it as appending all positions would.
+        let rows = ring.unwrap_or(ctx);
+        let as_ring = |full: &[f32]| {
+            let mut r = vec![0.0; rows * kv * d];
+            for j in ctx.saturating_sub(rows)..ctx {
+                r[(j % rows) * kv * d..][..kv * d].copy_from_slice(&full[j * kv * d..][..kv * d]);
+            }
+            r
+        };
+        let (qb, kb, vb, ob) = (
+            g.upload_f32("q", &q),
+            g.upload_f32("k", &as_ring(&k)),
+            g.upload_f32("v", &as_ring(&v)),
+            g.zeros("o", q.len()),
+        );
         let scores = g.zeros("scores", t * heads * ctx);
         let a = Attention {
             q: &qb,
             k_cache: &kb,
             v_cache: &vb,
+            cache_rows: rows,
             out: &ob,
             n_heads: heads,
             n_kv_heads: kv,
@@ -257,7 +274,7 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
             window,
             scale,
         };
-        let what = format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} w{window:?}");
+        let what = format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} w{window:?} ring {ring:?}");
 
         for kv_tile in [0, 16, 64] {
             let mut plan = Plan::new(g);
@@ -282,6 +299,7 @@ fn unsupported_shapes_are_refused_before_dispatch() {
         q: &b,
         k_cache: &b,
         v_cache: &b,
+        cache_rows: 1,
         out: &b,
         n_heads: 3,
         n_kv_heads: 2,

@@ -27,12 +27,15 @@ pub enum Mode {
 
 /// Per-layer state that persists across forwards.
 pub enum LayerState {
-    /// KV cache `[max_context, n_kv_heads, head_dim]` f32 each.
+    /// KV cache `[rows, n_kv_heads, head_dim]` f32 each; position p in row `p % rows`. Full-attention layers hold
+    /// the whole context; sliding-window layers a ring of window + prefill capacity rows.
     Attention {
         /// Keys (after RoPE).
         k: wgpu::Buffer,
         /// Values.
         v: wgpu::Buffer,
+        /// Rows held.
+        rows: usize,
     },
     /// Fixed-size recurrent state `[n_v_heads, dk, dv]` f32 and conv history `[channels, kernel - 1]` f32.
     Recurrent {
@@ -47,7 +50,7 @@ impl LayerState {
     /// The buffers of this state (for zeroing, snapshots and memory accounting).
     pub fn buffers(&self) -> [&wgpu::Buffer; 2] {
         match self {
-            LayerState::Attention { k, v } => [k, v],
+            LayerState::Attention { k, v, .. } => [k, v],
             LayerState::Recurrent { state, conv } => [state, conv],
         }
     }
@@ -144,10 +147,16 @@ impl Resources {
                     qw = qw.max(a.n_heads * a.head_dim);
                     kvw = kvw.max(a.n_kv_heads * a.head_dim);
                     heads = heads.max(a.n_heads);
-                    let bytes = (max_context * a.n_kv_heads * a.head_dim * 4) as u64;
-                    check_binding(gpu, &format!("layer {i} KV cache for {max_context} positions"), bytes)?;
-                    let len = max_context * a.n_kv_heads * a.head_dim;
-                    states.push(LayerState::Attention { k: gpu.zeros("k cache", len), v: gpu.zeros("v cache", len) });
+                    // Every key a forward's queries need: the window before the first token plus the forward itself.
+                    let rows = a.window.map_or(max_context, |w| (w + capacity).min(max_context));
+                    let bytes = (rows * a.n_kv_heads * a.head_dim * 4) as u64;
+                    check_binding(gpu, &format!("layer {i} KV cache of {rows} positions"), bytes)?;
+                    let len = rows * a.n_kv_heads * a.head_dim;
+                    states.push(LayerState::Attention {
+                        k: gpu.zeros("k cache", len),
+                        v: gpu.zeros("v cache", len),
+                        rows,
+                    });
                     rope_of_layer.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
                         Some(i) => i,
                         None => {
@@ -301,14 +310,16 @@ impl Builder<'_> {
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
         }
-        let LayerState::Attention { k: kc, v: vc } = &self.res.states[li] else { unreachable!("KV cache") };
+        let LayerState::Attention { k: kc, v: vc, rows } = &self.res.states[li] else { unreachable!("KV cache") };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
-        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes });
-        self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes });
+        let cache_rows = *rows as u64;
+        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows });
+        self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes, cache_rows });
         let call = Attention {
             q: &s.q,
             k_cache: kc,
             v_cache: vc,
+            cache_rows: *rows,
             out: &s.attn,
             n_heads: a.n_heads,
             n_kv_heads: a.n_kv_heads,

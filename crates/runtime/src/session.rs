@@ -215,10 +215,10 @@ impl Session {
         self.forward(Mode::Decode, &[id], vec![0]).await
     }
 
-    /// Bytes of `buffer` that hold live context: a KV cache's filled prefix, or a whole fixed-size state.
+    /// Bytes of `buffer` that hold live context: a KV cache's filled rows, or a whole fixed-size state.
     fn live_bytes(&self, state: &LayerState, buffer: &wgpu::Buffer) -> u64 {
         match state {
-            LayerState::Attention { .. } => buffer.size() / self.max_context as u64 * self.position as u64,
+            LayerState::Attention { rows, .. } => buffer.size() / *rows as u64 * self.position.min(*rows) as u64,
             LayerState::Recurrent { .. } => buffer.size(),
         }
     }

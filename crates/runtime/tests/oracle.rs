@@ -102,6 +102,35 @@ fn fla_deltanet_matches_fla_on_the_gpu() {
 }
 
 #[test]
+fn gemma3_sliding_layers_run_in_a_wrapping_ring_buffer() {
+    // Capacity 7 gives the window-16 layers rings of 23 rows: the 80-token prompt wraps them several times.
+    let oracle = Oracle::open(&fixture("gemma3")).unwrap();
+    let options = SessionOptions { prefill_capacity: 7, ..Default::default() };
+    let mut s = session("gemma3", options.clone());
+    // Per row: k and v, 2 KV heads x 16 channels, f32. Three sliding layers hold 16 + 7 rows, the global one 512.
+    let row = 2 * 2 * 16 * 4;
+    assert_eq!(s.memory().state, (3 * 23 + 512) * row);
+    let vocab = s.spec().vocab;
+    let t = oracle.input_ids.len();
+    let all: Vec<usize> = (0..t).collect();
+    let d = max_abs_diff(&pollster::block_on(s.prefill(&oracle.input_ids, &all)).unwrap(), &oracle.logits);
+    assert!(d < 1e-3, "ring prefill: max abs diff {d}");
+    let mut s = session("gemma3", options);
+    let mut stepped = pollster::block_on(s.prefill(&oracle.input_ids[..1], &[0])).unwrap();
+    for &id in &oracle.input_ids[1..] {
+        stepped.extend(pollster::block_on(s.step(id)).unwrap());
+    }
+    let n = oracle.gen_logits.len() / vocab;
+    for &id in &oracle.gen_ids[t..t + n - 1] {
+        stepped.extend(pollster::block_on(s.step(id)).unwrap());
+    }
+    let d = max_abs_diff(&stepped[..t * vocab], &oracle.logits);
+    assert!(d < 1e-3, "ring token-by-token: max abs diff {d}");
+    let d = max_abs_diff(&stepped[(t - 1) * vocab..], &oracle.gen_logits);
+    assert!(d < 1e-3, "ring generation: max abs diff {d}");
+}
+
+#[test]
 fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let mut g = Gpu::new_blocking().unwrap();
     g.tuning.attn_kv_tile = 32;

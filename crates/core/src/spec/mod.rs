@@ -248,6 +248,15 @@ impl LayerSpec {
         }
     }
 
+    /// KV bytes this layer needs at a context of `positions`: sliding-window layers keep only their window.
+    pub fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
+        let kept = match &self.mixer {
+            MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
+            MixerSpec::GatedDeltaNet(_) => 0,
+        };
+        self.kv_bytes_per_token(dtype) * kept
+    }
+
     /// Fixed state bytes of this layer, independent of context (f32).
     pub fn state_bytes(&self) -> usize {
         match &self.mixer {

@@ -14,10 +14,12 @@ pub const HEAD_DIMS: &[usize] = &[16, 32, 64, 80, 96, 128, 256];
 pub struct Attention<'a> {
     /// Queries `[tokens, n_heads, head_dim]`, already rotated.
     pub q: &'a wgpu::Buffer,
-    /// Key cache `[positions, n_kv_heads, head_dim]`.
+    /// Key cache `[cache_rows, n_kv_heads, head_dim]`; position j lives in row `j % cache_rows`.
     pub k_cache: &'a wgpu::Buffer,
-    /// Value cache `[positions, n_kv_heads, head_dim]`.
+    /// Value cache, laid out like `k_cache`.
     pub v_cache: &'a wgpu::Buffer,
+    /// Rows of the caches: the whole context, or a ring holding at least the window plus the forward's tokens.
+    pub cache_rows: usize,
     /// Output `[tokens, n_heads * head_dim]`.
     pub out: &'a wgpu::Buffer,
     /// Query heads.
@@ -43,8 +45,9 @@ fn check(a: &Attention) -> Result<()> {
 }
 
 /// Words of `Params` in `attention/common.wgsl`; `scratch_stride` is only read by the decode kernel.
-fn params(a: &Attention, scratch_stride: usize) -> [u32; 5] {
-    [a.n_heads as u32, a.n_kv_heads as u32, a.window.unwrap_or(0) as u32, f32_word(a.scale), scratch_stride as u32]
+fn params(a: &Attention, scratch_stride: usize) -> [u32; 6] {
+    let window = a.window.unwrap_or(0) as u32;
+    [a.n_heads as u32, a.n_kv_heads as u32, window, f32_word(a.scale), scratch_stride as u32, a.cache_rows as u32]
 }
 
 /// Records attention for a block of queries with the device's tuning (see [`prefill_with`]).
