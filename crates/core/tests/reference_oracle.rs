@@ -71,3 +71,8 @@ fn qwen3_5_matches_transformers() {
 fn fla_deltanet_matches_fla() {
     check("deltanet");
 }
+
+#[test]
+fn fla_gla_matches_fla() {
+    check("gla");
+}

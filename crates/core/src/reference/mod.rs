@@ -6,6 +6,7 @@ pub mod attention;
 pub mod conv;
 pub mod embedding;
 pub mod gated_delta;
+pub mod gla;
 pub mod linear;
 pub mod mlp;
 pub mod model;

@@ -1,12 +1,15 @@
 //! A whole decoder-only model on the CPU, driven by a [`ModelSpec`]: the oracle for the GPU runtime.
 
 use super::gated_delta::{self, Dims};
+use super::gla;
 use super::norm::rms_norm_gated;
 use super::{
     attention::attention, conv::short_conv_silu, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm,
     rope::rope,
 };
-use crate::spec::{Activation, AttentionSpec, GatedDeltaNetSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec};
+use crate::spec::{
+    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec,
+};
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
 use std::collections::HashMap;
@@ -27,6 +30,9 @@ impl LayerCache {
                 state: vec![0.0; g.n_v_heads * g.head_k_dim * g.head_v_dim],
                 conv: vec![0.0; g.qkv_width() * (g.conv_kernel - 1)],
             },
+            MixerSpec::Gla(g) => {
+                LayerCache::Recurrent { state: vec![0.0; g.n_heads * g.head_k_dim * g.head_v_dim], conv: Vec::new() }
+            }
         }
     }
 }
@@ -63,7 +69,7 @@ impl ReferenceModel {
             .iter()
             .map(|l| match &l.mixer {
                 MixerSpec::Attention(a) => a.rope.as_ref().map(|r| r.tables(spec.max_positions)),
-                MixerSpec::GatedDeltaNet(_) => None,
+                MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) => None,
             })
             .collect();
         let cache = spec.layers.iter().map(|l| LayerCache::empty(&l.mixer)).collect();
@@ -178,6 +184,25 @@ impl ReferenceModel {
         self.linear(&o, &g.out_proj)
     }
 
+    fn gla(&mut self, li: usize, g: &GlaSpec, h: &[f32]) -> Vec<f32> {
+        let (q, k, v) = (self.linear(h, &g.qkv[0]), self.linear(h, &g.qkv[1]), self.linear(h, &g.qkv[2]));
+        let decay = gla::log_decay(&self.linear(&self.linear(h, &g.gk_down), &g.gk_up), g.gate_normalizer);
+        let gate = g.g_proj.as_ref().map(|l| self.linear(h, l));
+        let dims = gla::Dims { heads: g.n_heads, dk: g.head_k_dim, dv: g.head_v_dim };
+        let form = self.form;
+        let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("GLA layer has a state") };
+        let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
+            gla::chunked(&q, &k, &v, &decay, state, &dims)
+        } else {
+            gla::recurrent(&q, &k, &v, &decay, state, &dims)
+        };
+        let o = match gate {
+            Some(z) => rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps),
+            None => rms_norm(&o, self.w(&g.norm.weight), g.norm.dim, g.norm.eps, false),
+        };
+        self.linear(&o, &g.out_proj)
+    }
+
     /// Runs `ids` after the tokens already seen and returns their logits, [ids.len(), vocab].
     pub fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         if ids.is_empty() {
@@ -202,6 +227,7 @@ impl ReferenceModel {
             let mixed = match &layer.mixer {
                 MixerSpec::Attention(a) => self.attention(li, a, &h, pos0),
                 MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &h),
+                MixerSpec::Gla(g) => self.gla(li, g, &h),
             };
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),

@@ -7,7 +7,7 @@ use crate::{CoreError, Result};
 use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
-pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net"];
+pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla"];
 
 fn require(cfg: &Config, field: &str, want: bool) -> Result<()> {
     match cfg.bool(field) {
@@ -102,6 +102,65 @@ fn gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result
     })
 }
 
+/// fla's GatedLinearAttention layer: `head_k_dim = hidden * expand_k / num_heads`, low-rank decay projection.
+fn gla(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GlaSpec> {
+    require(cfg, "use_short_conv", false)?;
+    require_str(cfg, "gate_fn", "swish")?;
+    for field in ["feature_map", "clamp_min"] {
+        if let Some(v) = cfg.get(field) {
+            return Err(CoreError::Unsupported {
+                what: "fla option",
+                name: format!("{field}={v}"),
+                supported: format!("{field}=null"),
+            });
+        }
+    }
+    let heads = cfg.usize("num_heads")?;
+    if cfg.opt_usize("num_kv_heads")?.is_some_and(|kv| kv != heads) {
+        return Err(CoreError::Unsupported {
+            what: "fla option",
+            name: "num_kv_heads != num_heads".into(),
+            supported: "num_kv_heads=null".into(),
+        });
+    }
+    let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(0.5)) as usize;
+    let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
+    if key % heads != 0 || value % heads != 0 {
+        return Err(CoreError::field(
+            "num_heads",
+            format!("{heads} does not divide key dim {key} and value dim {value}"),
+        ));
+    }
+    let rank = cfg.opt_usize("gate_low_rank_dim")?.unwrap_or(16);
+    let lin = |name: &str, out: usize, input: usize, bias: bool| {
+        LinearSpec::new(&format!("{prefix}.{name}"), out, input, bias)
+    };
+    Ok(GlaSpec {
+        n_heads: heads,
+        head_k_dim: key / heads,
+        head_v_dim: value / heads,
+        qkv: vec![
+            lin("q_proj", key, hidden, false),
+            lin("k_proj", key, hidden, false),
+            lin("v_proj", value, hidden, false),
+        ],
+        gk_down: lin("gk_proj.0", rank, hidden, false),
+        gk_up: lin("gk_proj.1", key, rank, true),
+        gate_normalizer: cfg.f64("gate_logit_normalizer")?.unwrap_or(16.0) as f32,
+        g_proj: (cfg.bool("use_output_gate") != Some(false)).then(|| lin("g_proj", value, hidden, false)),
+        norm: NormSpec {
+            weight: format!(
+                "{prefix}.{}.weight",
+                if cfg.bool("use_output_gate") != Some(false) { "g_norm_swish_gate" } else { "g_norm" }
+            ),
+            dim: value / heads,
+            eps,
+            unit_offset: false,
+        },
+        out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
+    })
+}
+
 /// fla's softmax-attention layer as configured by the `attn` object of a hybrid.
 fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize) -> Result<AttentionSpec> {
     let a = Config(attn);
@@ -178,6 +237,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
             match model_type {
                 "gated_deltanet" => MixerSpec::GatedDeltaNet(gated_deltanet(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "delta_net" => MixerSpec::GatedDeltaNet(delta_net(cfg, &format!("{p}.attn"), hidden, eps)?),
+                "gla" => MixerSpec::Gla(gla(cfg, &format!("{p}.attn"), hidden, eps)?),
                 other => unreachable!("fla model type {other} listed without a mapping"),
             }
         };

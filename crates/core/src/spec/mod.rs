@@ -127,6 +127,40 @@ pub struct GatedDeltaNetSpec {
     pub out_proj: LinearSpec,
 }
 
+/// Gated Linear Attention (fla `GatedLinearAttention`): `S_t = diag(exp(gk_t)) S_{t-1} + k_t v_t^T`,
+/// `o_t = S_t^T q_t dk^-0.5`, with the per-channel log decay `gk = logsigmoid(up(down(x))) / normalizer`, then a
+/// per-head RMSNorm gated by `silu(g)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlaSpec {
+    /// Heads.
+    pub n_heads: usize,
+    /// Channels per key head.
+    pub head_k_dim: usize,
+    /// Channels per value head.
+    pub head_v_dim: usize,
+    /// Query, key and value projections, in that order (`[q | k | v]` side by side).
+    pub qkv: Vec<LinearSpec>,
+    /// Low-rank decay projection: down (no bias) then up (with bias) to `n_heads * head_k_dim`.
+    pub gk_down: LinearSpec,
+    /// The up half of the decay projection.
+    pub gk_up: LinearSpec,
+    /// Divisor of the log-sigmoid decay.
+    pub gate_normalizer: f32,
+    /// Output-gate projection, when the output norm is gated.
+    pub g_proj: Option<LinearSpec>,
+    /// The per-head output norm.
+    pub norm: NormSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
+impl GlaSpec {
+    /// Width of the concatenated `[q | k | v]` projection.
+    pub fn qkv_width(&self) -> usize {
+        self.n_heads * (2 * self.head_k_dim + self.head_v_dim)
+    }
+}
+
 /// Tensors of the Mamba2-style decay `g = -exp(A_log) * softplus(a + dt_bias)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecaySpec {
@@ -157,6 +191,8 @@ pub enum MixerSpec {
     Attention(AttentionSpec),
     /// Gated DeltaNet linear attention.
     GatedDeltaNet(GatedDeltaNetSpec),
+    /// Gated Linear Attention.
+    Gla(GlaSpec),
 }
 
 impl MixerSpec {
@@ -169,6 +205,7 @@ impl MixerSpec {
             },
             MixerSpec::GatedDeltaNet(g) if g.decay.is_some() => "gated_deltanet".to_string(),
             MixerSpec::GatedDeltaNet(_) => "deltanet".to_string(),
+            MixerSpec::Gla(_) => "gla".to_string(),
         }
     }
 }
@@ -244,7 +281,7 @@ impl LayerSpec {
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
         match &self.mixer {
             MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
-            MixerSpec::GatedDeltaNet(_) => 0,
+            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) => 0,
         }
     }
 
@@ -252,7 +289,7 @@ impl LayerSpec {
     pub fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
         let kept = match &self.mixer {
             MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
-            MixerSpec::GatedDeltaNet(_) => 0,
+            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) => 0,
         };
         self.kv_bytes_per_token(dtype) * kept
     }
@@ -262,6 +299,7 @@ impl LayerSpec {
         match &self.mixer {
             MixerSpec::Attention(_) => 0,
             MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
+            MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
         }
     }
 }
@@ -332,6 +370,12 @@ impl ModelSpec {
                         for name in [&d.a_log, &d.dt_bias] {
                             out.push(TensorDecl { name: name.clone(), shape: vec![g.n_v_heads] });
                         }
+                    }
+                    norm(&g.norm, &mut out);
+                }
+                MixerSpec::Gla(g) => {
+                    for l in g.qkv.iter().chain([&g.gk_down, &g.gk_up]).chain(&g.g_proj).chain([&g.out_proj]) {
+                        l.decls(&mut out);
                     }
                     norm(&g.norm, &mut out);
                 }
