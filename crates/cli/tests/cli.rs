@@ -86,6 +86,11 @@ fn logits_match_fla_for_deltanet() {
 }
 
 #[test]
+fn logits_match_fla_for_gla() {
+    fidelity("gla");
+}
+
+#[test]
 fn run_streams_tokens_and_reports_speeds() {
     let dir = fixture("gemma3");
     let args = ["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12"];

@@ -32,6 +32,7 @@ shaders!(
     "attention/decode.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
+    "linear/gla.wgsl",
 );
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.
@@ -147,7 +148,8 @@ mod tests {
             .set("KV_TILE", 16)
             .set("DK", 16)
             .set("DV", 16)
-            .set("GATE_BINDING", 5);
+            .set("GATE_BINDING", 5)
+            .set("NORMALIZER", "16.0");
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");

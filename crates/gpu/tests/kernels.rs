@@ -464,3 +464,72 @@ mod gdn {
         assert_close(&got, &want, 2e-4, "prefill 70 then 30 decode steps vs one pass");
     }
 }
+
+mod gla {
+    use super::*;
+    use ternlight_core::reference::gla::{self as reference_gla, Dims};
+    use ternlight_gpu::kernels::gated_deltanet::ChunkScratch;
+    use ternlight_gpu::kernels::gla::{self as kernel, Gla};
+
+    fn gpu_run(d: &Dims, qkv: &[f32], gk: &[f32], state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
+        let g = gpu();
+        let t = gk.len() / (d.heads * d.dk);
+        let (qb, gb, out) = (g.upload_f32("qkv", qkv), g.upload_f32("gk", gk), g.zeros("out", t * d.heads * d.dv));
+        let call =
+            Gla { heads: d.heads, dk: d.dk, dv: d.dv, gate_normalizer: 16.0, qkv: &qb, gk: &gb, state, out: &out };
+        let mut plan = Plan::new(g);
+        if chunked {
+            kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.heads, d.dk, d.dv)).unwrap();
+        } else {
+            kernel::recurrent(g, &mut plan, &call).unwrap();
+        }
+        run(&plan, &tokens(0, t), &out, t * d.heads * d.dv)
+    }
+
+    fn reference_run(d: &Dims, qkv: &[f32], gk: &[f32], state: &mut [f32]) -> Vec<f32> {
+        let (key, width) = (d.heads * d.dk, d.heads * (2 * d.dk + d.dv));
+        let cols = |off: usize, w: usize| -> Vec<f32> {
+            qkv.chunks_exact(width).flat_map(|r| r[off..off + w].to_vec()).collect()
+        };
+        let g = reference_gla::log_decay(gk, 16.0);
+        reference_gla::recurrent(&cols(0, key), &cols(key, key), &cols(2 * key, d.heads * d.dv), &g, state, d)
+    }
+
+    #[test]
+    fn chunked_and_recurrent_kernels_match_reference_and_hand_off() {
+        let g = gpu();
+        let mut rng = Rng::new(12);
+        for d in [Dims { heads: 2, dk: 16, dv: 32 }, Dims { heads: 1, dk: 64, dv: 24 }] {
+            let width = d.heads * (2 * d.dk + d.dv);
+            for t in [1, 63, 64, 65, 150] {
+                let qkv = random(&mut rng, t * width, 1.0);
+                let gk = random(&mut rng, t * d.heads * d.dk, 6.0);
+                let s0 = random(&mut rng, d.heads * d.dk * d.dv, 0.3);
+                let mut want_state = s0.clone();
+                let want = reference_run(&d, &qkv, &gk, &mut want_state);
+                for chunked in [false, true] {
+                    let sb = g.upload_f32("state", &s0);
+                    let what = format!("{d:?} T={t} chunked={chunked}");
+                    assert_close(&gpu_run(&d, &qkv, &gk, &sb, chunked), &want, 2e-4, &what);
+                    let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
+                    assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
+                }
+                if t == 150 {
+                    let sb = g.upload_f32("state", &s0);
+                    let (gw, split) = (d.heads * d.dk, 100);
+                    let mut got = gpu_run(&d, &qkv[..split * width], &gk[..split * gw], &sb, true);
+                    for i in split..t {
+                        got.extend(gpu_run(
+                            &d,
+                            &qkv[i * width..(i + 1) * width],
+                            &gk[i * gw..(i + 1) * gw],
+                            &sb,
+                            false,
+                        ));
+                    }
+                    assert_close(&got, &want, 2e-4, &format!("{d:?} prefill 100 then 50 steps"));
+                }
+            }
+        }
+    }
+}

@@ -4,10 +4,13 @@
 
 use crate::error::Result;
 use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
-use ternlight_core::spec::{Activation, AttentionSpec, GatedDeltaNetSpec, MixerSpec, MlpSpec, ModelSpec, RopeSpec};
+use ternlight_core::spec::{
+    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, MixerSpec, MlpSpec, ModelSpec, RopeSpec,
+};
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
+use ternlight_gpu::kernels::gla::{self, Gla};
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
@@ -100,8 +103,12 @@ pub struct Scratch {
     pub z: wgpu::Buffer,
     /// Linear-attention outputs `[capacity, max value width]`.
     pub lin_out: wgpu::Buffer,
-    /// Chunkwise delta-rule scratch.
+    /// Chunkwise delta-rule / GLA scratch.
     pub chunk: ChunkScratch,
+    /// Low-rank gate activations `[capacity, max rank]`.
+    pub low_rank: wgpu::Buffer,
+    /// Per-channel gate logits `[capacity, max key width]`.
+    pub gk: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -138,6 +145,7 @@ impl Resources {
     ) -> Result<Self> {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let (mut qkvw, mut vw, mut hv, mut dk, mut dv) = (0, 0, 0, 0, 0);
+        let (mut rank, mut keyw) = (0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
@@ -175,6 +183,17 @@ impl Resources {
                     });
                     rope_of_layer.push(None);
                 }
+                MixerSpec::Gla(g) => {
+                    qkvw = qkvw.max(g.qkv_width());
+                    vw = vw.max(g.n_heads * g.head_v_dim);
+                    (hv, dk, dv) = (hv.max(g.n_heads), dk.max(g.head_k_dim), dv.max(g.head_v_dim));
+                    (rank, keyw) = (rank.max(g.gk_down.out_features), keyw.max(g.n_heads * g.head_k_dim));
+                    states.push(LayerState::Recurrent {
+                        state: gpu.zeros("gla state", g.n_heads * g.head_k_dim * g.head_v_dim),
+                        conv: gpu.zeros("no conv", 0),
+                    });
+                    rope_of_layer.push(None);
+                }
             }
             match &layer.mlp {
                 MlpSpec::Gated { gate, .. } => inter = inter.max(gate.out_features),
@@ -207,6 +226,8 @@ impl Resources {
             z: gpu.zeros("z", capacity * vw),
             lin_out: gpu.zeros("linear attention out", capacity * vw),
             chunk: ChunkScratch::new(gpu, if hv > 0 { capacity } else { 1 }, hv.max(1), dk.max(1), dv.max(1)),
+            low_rank: gpu.zeros("low rank", capacity * rank),
+            gk: gpu.zeros("gk", capacity * keyw),
         };
         Ok(Resources { scratch, states, ropes, rope_of_layer })
     }
@@ -403,12 +424,54 @@ impl Builder<'_> {
         self.project_residual(&s.lin_out, out, post)
     }
 
+    fn gla(&mut self, li: usize, g: &GlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Gla { qkv, gk_down, gk_up, g: gate, norm, out } = w else { unreachable!("GLA weights") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let s = &self.res.scratch;
+        let width = g.qkv_width();
+        let mut offset = 0;
+        for l in qkv {
+            self.linear_cols(&s.h, l, &s.qkv, offset, width)?;
+            offset += l.w.rows;
+        }
+        self.linear(&s.h, gk_down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
+        self.linear(&s.low_rank, gk_up, &s.gk, Rows::Tokens, Epilogue::Store)?;
+        if let Some(z) = gate {
+            self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
+        }
+        let call = Gla {
+            heads: g.n_heads,
+            dk: g.head_k_dim,
+            dv: g.head_v_dim,
+            gate_normalizer: g.gate_normalizer,
+            qkv: &s.qkv,
+            gk: &s.gk,
+            state,
+            out: &s.lin_out,
+        };
+        match self.mode {
+            Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
+            Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
+        }
+        let args = NormArgs {
+            weight: &norm.w,
+            dim: norm.spec.dim,
+            groups_per_row: g.n_heads,
+            rows: Rows::Tokens,
+            eps: norm.spec.eps,
+            unit_offset: norm.spec.unit_offset,
+        };
+        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gate.as_ref().map(|_| &s.z))?;
+        self.project_residual(&s.lin_out, out, post)
+    }
+
     fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
         let s = &self.res.scratch;
         self.norm(&w.pre_mixer, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match &spec.mixer {
             MixerSpec::Attention(a) => self.attention(li, a, &w.mixer, &w.post_mixer)?,
             MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &w.mixer, &w.post_mixer)?,
+            MixerSpec::Gla(g) => self.gla(li, g, &w.mixer, &w.post_mixer)?,
         }
         self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match (&spec.mlp, &w.mlp) {

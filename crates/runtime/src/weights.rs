@@ -3,7 +3,9 @@
 
 use crate::error::Result;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
-use ternlight_core::spec::{AttentionSpec, GatedDeltaNetSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec};
+use ternlight_core::spec::{
+    AttentionSpec, GatedDeltaNetSpec, GlaSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec,
+};
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
 use ternlight_gpu::buffer::Weight;
@@ -70,6 +72,21 @@ pub enum MixerWeights {
         /// `[A_log | dt_bias]` f32.
         gate_params: wgpu::Buffer,
         /// Gated output norm.
+        norm: NormWeights,
+        /// Output projection.
+        out: LinearWeights,
+    },
+    /// Gated Linear Attention projections and output norm.
+    Gla {
+        /// Projections writing `[q | k | v]` side by side.
+        qkv: Vec<LinearWeights>,
+        /// Low-rank decay projection, down half.
+        gk_down: LinearWeights,
+        /// Low-rank decay projection, up half (with bias).
+        gk_up: LinearWeights,
+        /// Output-gate projection.
+        g: Option<LinearWeights>,
+        /// Output norm.
         norm: NormWeights,
         /// Output projection.
         out: LinearWeights,
@@ -148,6 +165,14 @@ impl ModelWeights {
                             + lin(a)
                             + lin(b)
                             + gate_params.size()
+                            + norm(n)
+                            + lin(out)
+                    }
+                    MixerWeights::Gla { qkv, gk_down, gk_up, g, norm: n, out } => {
+                        qkv.iter().map(lin).sum::<u64>()
+                            + lin(gk_down)
+                            + lin(gk_up)
+                            + g.as_ref().map_or(0, lin)
                             + norm(n)
                             + lin(out)
                     }
@@ -297,6 +322,17 @@ impl Uploader<'_> {
         })
     }
 
+    fn gla(&mut self, g: &GlaSpec) -> Result<MixerWeights> {
+        Ok(MixerWeights::Gla {
+            qkv: g.qkv.iter().map(|l| self.linear(l)).collect::<Result<Vec<_>>>()?,
+            gk_down: self.linear(&g.gk_down)?,
+            gk_up: self.linear(&g.gk_up)?,
+            g: g.g_proj.as_ref().map(|l| self.linear(l)).transpose()?,
+            norm: self.norm(&g.norm)?,
+            out: self.linear(&g.out_proj)?,
+        })
+    }
+
     fn opt_norm(&mut self, n: &Option<NormSpec>) -> Result<Option<NormWeights>> {
         n.as_ref().map(|n| self.norm(n)).transpose()
     }
@@ -328,6 +364,7 @@ pub fn upload(
         let mixer = match &layer.mixer {
             MixerSpec::Attention(a) => up.attention(a)?,
             MixerSpec::GatedDeltaNet(g) => up.gated_deltanet(g)?,
+            MixerSpec::Gla(g) => up.gla(g)?,
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;

@@ -131,6 +131,11 @@ fn gemma3_sliding_layers_run_in_a_wrapping_ring_buffer() {
 }
 
 #[test]
+fn fla_gla_matches_fla_on_the_gpu() {
+    check("gla");
+}
+
+#[test]
 fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let mut g = Gpu::new_blocking().unwrap();
     g.tuning.attn_kv_tile = 32;

@@ -36,7 +36,7 @@ pub struct DeltaNet<'a> {
 pub struct ChunkScratch {
     /// `U = T (beta v)`, `[tokens, n_v_heads, dv]`.
     pub u: wgpu::Buffer,
-    /// `W = T (beta k exp(G))`, `[tokens, n_v_heads, dk]`.
+    /// `W = T (beta k exp(G))`, `[tokens, n_v_heads, dk]` (GLA keeps its per-channel cumulative decay here).
     pub w: wgpu::Buffer,
     /// `q k^T ⊙ Γ` per chunk, `[chunks, n_v_heads, 64, 64]`.
     pub aqk: wgpu::Buffer,

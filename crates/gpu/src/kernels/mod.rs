@@ -5,6 +5,7 @@ pub mod attention;
 pub mod conv;
 pub mod embedding;
 pub mod gated_deltanet;
+pub mod gla;
 pub mod matmul;
 pub mod mlp;
 pub mod norm;

@@ -1,0 +1,58 @@
+//! Gated Linear Attention (`linear/gla.wgsl`): chunkwise prefill (per-chunk intra matrices in parallel, then the
+//! state across chunks) and recurrent decode over one `[heads, dk, dv]` state. Reference: `reference::gla`.
+
+use super::gated_deltanet::{ChunkScratch, CHUNK};
+use crate::device::Gpu;
+use crate::error::{GpuError, Result};
+use crate::plan::{Grid, Plan};
+use crate::shader::Defines;
+
+/// Head layout and buffers of one GLA call.
+pub struct Gla<'a> {
+    /// Heads.
+    pub heads: usize,
+    /// Channels per key head.
+    pub dk: usize,
+    /// Channels per value head.
+    pub dv: usize,
+    /// Divisor of the log-sigmoid decay.
+    pub gate_normalizer: f32,
+    /// `[tokens, heads * (2 dk + dv)]` = `[q | k | v]`.
+    pub qkv: &'a wgpu::Buffer,
+    /// Raw decay logits `[tokens, heads * dk]`.
+    pub gk: &'a wgpu::Buffer,
+    /// State `[heads, dk, dv]`, read and updated.
+    pub state: &'a wgpu::Buffer,
+    /// Output `[tokens, heads * dv]`.
+    pub out: &'a wgpu::Buffer,
+}
+
+fn check(gpu: &Gpu, g: &Gla) -> Result<Defines> {
+    if g.heads == 0 || g.dk == 0 || g.dk > 256 || g.dv == 0 || g.dv as u32 > gpu.info.max_workgroup_invocations {
+        return Err(GpuError::shape("gla", format!("{} heads, dk {} (<= 256), dv {}", g.heads, g.dk, g.dv)));
+    }
+    Ok(Defines::new().set("DK", g.dk).set("DV", g.dv).set("NORMALIZER", format!("{:?}", g.gate_normalizer)))
+}
+
+fn params(g: &Gla) -> [u32; 2] {
+    [g.heads as u32, (g.heads * (2 * g.dk + g.dv)) as u32]
+}
+
+/// Records the recurrence over the forward's tokens (decode).
+pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
+    let defines = check(gpu, g)?.flag("RECURRENT", true);
+    let buffers = [g.qkv.into(), g.gk.into(), g.state.into(), g.out.into()];
+    plan.dispatch(gpu, "linear/gla.wgsl", &defines, &params(g), &buffers, Grid::Fixed(g.heads as u32))
+}
+
+/// Records the chunkwise form (prefill). Uses `s.aqk` for the intra-chunk matrices and `s.w` (sized
+/// `[tokens, heads, dk]`) for the cumulative decay.
+pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<()> {
+    let defines = check(gpu, g)?;
+    let shader = "linear/gla.wgsl";
+    let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), (&s.w).into()];
+    let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };
+    plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(g), &prep, grid)?;
+    let state = [g.qkv.into(), g.state.into(), g.out.into(), (&s.aqk).into(), (&s.w).into()];
+    plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(g), &state, Grid::Fixed(g.heads as u32))
+}

@@ -1,0 +1,153 @@
+// Gated Linear Attention: S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t DK^-0.5, with the per-channel
+// log decay g = logsigmoid(gk) / NORMALIZER computed here from the raw gate logits gk [T, H*DK].
+// Layouts: qkv [T, C] = [q (H*DK) | k (H*DK) | v (H*DV)]; state [H, DK, DV]; out [T, H*DV].
+// Variants:
+//   RECURRENT   one workgroup per head, one invocation per state column v; tokens in order (decode).
+//   CHUNK_PREP  one workgroup per (chunk of 64, head): cumulative decay G [T, H, DK] and the intra-chunk
+//               matrix A[i][j] = sum_d q_id k_jd exp(G_id - G_jd) (j <= i, q scaled).
+//   CHUNK_STATE one workgroup per head, one invocation per column v, chunks in order:
+//               O = (q ⊙ exp(G)) S + A V, S = exp(G_C) ⊙ S + (k ⊙ exp(G_C - G))^T V.
+#include "common/grid.wgsl"
+#include "common/step.wgsl"
+
+struct Params {
+    n_heads: u32,
+    width: u32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;
+
+const DK: u32 = {{DK}}u;
+const DV: u32 = {{DV}}u;
+const CH: u32 = 64u;
+
+fn q_at(t: u32, h: u32, d: u32) -> f32 {
+    return qkv[t * params.width + h * DK + d] * inverseSqrt(f32(DK));
+}
+
+fn k_at(t: u32, h: u32, d: u32) -> f32 {
+    return qkv[t * params.width + params.n_heads * DK + h * DK + d];
+}
+
+fn v_at(t: u32, h: u32, c: u32) -> f32 {
+    return qkv[t * params.width + 2u * params.n_heads * DK + h * DV + c];
+}
+
+#if CHUNK_STATE
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> a_buf: array<f32>;
+@group(0) @binding(6) var<storage, read> g_cum: array<f32>;
+
+@compute @workgroup_size(DV)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+    let h = wid.x;
+    let hn = params.n_heads;
+    var s: array<f32, DK>;
+    for (var d = 0u; d < DK; d++) {
+        s[d] = state[(h * DK + d) * DV + v];
+    }
+    let chunks = (step.n_tokens + CH - 1u) / CH;
+    for (var c = 0u; c < chunks; c++) {
+        let t0 = c * CH;
+        let n = min(CH, step.n_tokens - t0);
+        for (var i = 0u; i < n; i++) {
+            let gb = ((t0 + i) * hn + h) * DK;
+            var o = 0.0;
+            for (var d = 0u; d < DK; d++) {
+                o += q_at(t0 + i, h, d) * exp(g_cum[gb + d]) * s[d];
+            }
+            let arow = ((c * hn + h) * CH + i) * CH;
+            for (var j = 0u; j <= i; j++) {
+                o += a_buf[arow + j] * v_at(t0 + j, h, v);
+            }
+            out[((t0 + i) * hn + h) * DV + v] = o;
+        }
+        let last = ((t0 + n - 1u) * hn + h) * DK;
+        for (var d = 0u; d < DK; d++) {
+            var add = 0.0;
+            for (var i = 0u; i < n; i++) {
+                add += k_at(t0 + i, h, d) * exp(g_cum[last + d] - g_cum[((t0 + i) * hn + h) * DK + d]) * v_at(t0 + i, h, v);
+            }
+            s[d] = exp(g_cum[last + d]) * s[d] + add;
+        }
+    }
+    for (var d = 0u; d < DK; d++) {
+        state[(h * DK + d) * DV + v] = s[d];
+    }
+}
+#else
+@group(0) @binding(3) var<storage, read> gk: array<f32>;
+
+// logsigmoid(x) / NORMALIZER for gate logit (t, h, d).
+fn log_decay(t: u32, h: u32, d: u32) -> f32 {
+    let x = gk[(t * params.n_heads + h) * DK + d];
+    return (min(x, 0.0) - log(1.0 + exp(-abs(x)))) / {{NORMALIZER}};
+}
+
+#if RECURRENT
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(DV)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+    let h = wid.x;
+    var s: array<f32, DK>;
+    for (var d = 0u; d < DK; d++) {
+        s[d] = state[(h * DK + d) * DV + v];
+    }
+    for (var t = 0u; t < step.n_tokens; t++) {
+        let vt = v_at(t, h, v);
+        var o = 0.0;
+        for (var d = 0u; d < DK; d++) {
+            s[d] = s[d] * exp(log_decay(t, h, d)) + k_at(t, h, d) * vt;
+            o += s[d] * q_at(t, h, d);
+        }
+        out[(t * params.n_heads + h) * DV + v] = o;
+    }
+    for (var d = 0u; d < DK; d++) {
+        state[(h * DK + d) * DV + v] = s[d];
+    }
+}
+#endif
+
+#if CHUNK_PREP
+@group(0) @binding(4) var<storage, read_write> a_buf: array<f32>;
+@group(0) @binding(5) var<storage, read_write> g_cum: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let group = flat_group(wid, nwg);
+    let hn = params.n_heads;
+    let c = group / hn;
+    let h = group % hn;
+    let t0 = c * CH;
+    if (t0 >= step.n_tokens) {
+        return;
+    }
+    let n = min(CH, step.n_tokens - t0);
+    for (var d = lid; d < DK; d += 64u) {
+        var acc = 0.0;
+        for (var i = 0u; i < n; i++) {
+            acc += log_decay(t0 + i, h, d);
+            g_cum[((t0 + i) * hn + h) * DK + d] = acc;
+        }
+    }
+    storageBarrier();
+    let i = lid;
+    if (i < n) {
+        let gi = ((t0 + i) * hn + h) * DK;
+        let arow = ((c * hn + h) * CH + i) * CH;
+        for (var j = 0u; j <= i; j++) {
+            let gj = ((t0 + j) * hn + h) * DK;
+            var a = 0.0;
+            for (var d = 0u; d < DK; d++) {
+                a += q_at(t0 + i, h, d) * k_at(t0 + j, h, d) * exp(g_cum[gi + d] - g_cum[gj + d]);
+            }
+            a_buf[arow + j] = a;
+        }
+    }
+}
+#endif
+#endif
