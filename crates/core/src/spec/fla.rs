@@ -125,7 +125,7 @@ fn gla(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GlaSpec> {
     }
     let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(0.5)) as usize;
     let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
-    if key % heads != 0 || value % heads != 0 {
+    if !key.is_multiple_of(heads) || !value.is_multiple_of(heads) {
         return Err(CoreError::field(
             "num_heads",
             format!("{heads} does not divide key dim {key} and value dim {value}"),
