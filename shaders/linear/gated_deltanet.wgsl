@@ -9,8 +9,7 @@
 //                U = T (beta v), W = T (beta k ⊙ exp(G)), and Aqk = (q k^T ⊙ Γ) with j <= i.
 //   CHUNK_STATE  one workgroup per value head, one invocation per column v, chunks in order:
 //                Vn = U - W S, O = (q ⊙ exp(G)) S + Aqk Vn, S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn.
-#include "common/grid.wgsl"
-#include "common/step.wgsl"
+#include "linear/chunks.wgsl"
 
 struct Params {
     n_k_heads: u32,
@@ -22,7 +21,6 @@ struct Params {
 
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
-const CH: u32 = 64u;
 
 fn q_at(t: u32, kh: u32, d: u32) -> f32 {
     return qkv[t * params.width + kh * DK + d];
@@ -185,15 +183,15 @@ var<workgroup> new_row: array<f32, CH>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) i: u32) {
-    let group = flat_group(wid, nwg);
     let hv = params.n_v_heads;
-    let c = group / hv;
-    let h = group % hv;
-    let t0 = c * CH;
-    if (t0 >= step.n_tokens) {
+    let chunk = chunk_of(wid, nwg, hv);
+    if (chunk.len == 0u) {
         return;
     }
-    let n = min(CH, step.n_tokens - t0);
+    let c = chunk.index;
+    let h = chunk.head;
+    let t0 = chunk.t0;
+    let n = chunk.len;
     let kh = key_head(h);
     let live = i < n;
     var rq = 0.0;

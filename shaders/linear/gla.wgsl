@@ -7,8 +7,7 @@
 //               matrix A[i][j] = sum_d q_id k_jd exp(G_id - G_jd) (j <= i, q scaled).
 //   CHUNK_STATE one workgroup per head, one invocation per column v, chunks in order:
 //               O = (q ⊙ exp(G)) S + A V, S = exp(G_C) ⊙ S + (k ⊙ exp(G_C - G))^T V.
-#include "common/grid.wgsl"
-#include "common/step.wgsl"
+#include "linear/chunks.wgsl"
 
 struct Params {
     n_heads: u32,
@@ -19,7 +18,6 @@ struct Params {
 
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
-const CH: u32 = 64u;
 
 fn q_at(t: u32, h: u32, d: u32) -> f32 {
     return qkv[t * params.width + h * DK + d] * inverseSqrt(f32(DK));
@@ -118,15 +116,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let group = flat_group(wid, nwg);
     let hn = params.n_heads;
-    let c = group / hn;
-    let h = group % hn;
-    let t0 = c * CH;
-    if (t0 >= step.n_tokens) {
+    let chunk = chunk_of(wid, nwg, hn);
+    if (chunk.len == 0u) {
         return;
     }
-    let n = min(CH, step.n_tokens - t0);
+    let c = chunk.index;
+    let h = chunk.head;
+    let t0 = chunk.t0;
+    let n = chunk.len;
     for (var d = lid; d < DK; d += 64u) {
         var acc = 0.0;
         for (var i = 0u; i < n; i++) {

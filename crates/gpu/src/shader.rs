@@ -30,6 +30,7 @@ shaders!(
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",
+    "linear/chunks.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",

@@ -9,20 +9,11 @@ use serde_json::Value;
 /// The fla `model_type` values Ternlight runs.
 pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla"];
 
-fn require(cfg: &Config, field: &str, want: bool) -> Result<()> {
-    match cfg.bool(field) {
-        Some(v) if v != want => Err(CoreError::Unsupported {
-            what: "fla option",
-            name: format!("{field}={v}"),
-            supported: format!("{field}={want}"),
-        }),
-        _ => Ok(()),
-    }
-}
-
-fn require_str(cfg: &Config, field: &str, want: &str) -> Result<()> {
-    match cfg.str(field) {
-        Some(v) if v != want => Err(CoreError::Unsupported {
+/// Fails unless `field` is absent or equals `want` (options Ternlight does not implement).
+fn require(cfg: &Config, field: &str, want: impl Into<Value>) -> Result<()> {
+    let want = want.into();
+    match cfg.get(field) {
+        Some(v) if *v != want => Err(CoreError::Unsupported {
             what: "fla option",
             name: format!("{field}={v}"),
             supported: format!("{field}={want}"),
@@ -38,8 +29,8 @@ fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Gate
     {
         require(cfg, field, want)?;
     }
-    require_str(cfg, "qk_activation", "silu")?;
-    require_str(cfg, "qk_norm", "l2")?;
+    require(cfg, "qk_activation", "silu")?;
+    require(cfg, "qk_norm", "l2")?;
     let heads = cfg.usize("num_heads")?;
     let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(1.0)) as usize;
     let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
@@ -105,7 +96,7 @@ fn gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result
 /// fla's GatedLinearAttention layer: `head_k_dim = hidden * expand_k / num_heads`, low-rank decay projection.
 fn gla(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GlaSpec> {
     require(cfg, "use_short_conv", false)?;
-    require_str(cfg, "gate_fn", "swish")?;
+    require(cfg, "gate_fn", "swish")?;
     for field in ["feature_map", "clamp_min"] {
         if let Some(v) = cfg.get(field) {
             return Err(CoreError::Unsupported {
