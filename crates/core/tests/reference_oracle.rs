@@ -76,3 +76,8 @@ fn fla_deltanet_matches_fla() {
 fn fla_gla_matches_fla() {
     check("gla");
 }
+
+#[test]
+fn fla_hgrn2_matches_fla() {
+    check("hgrn2");
+}

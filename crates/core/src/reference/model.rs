@@ -1,14 +1,15 @@
 //! A whole decoder-only model on the CPU, driven by a [`ModelSpec`]: the oracle for the GPU runtime.
 
 use super::gated_delta::{self, Dims};
-use super::gla;
 use super::norm::rms_norm_gated;
 use super::{
     attention::attention, conv::short_conv_silu, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm,
     rope::rope,
 };
+use super::{gla, hgrn2};
 use crate::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearSpec, MixerSpec, MlpSpec, ModelSpec,
+    NormSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -32,6 +33,9 @@ impl LayerCache {
             },
             MixerSpec::Gla(g) => {
                 LayerCache::Recurrent { state: vec![0.0; g.n_heads * g.head_k_dim * g.head_v_dim], conv: Vec::new() }
+            }
+            MixerSpec::Hgrn2(g) => {
+                LayerCache::Recurrent { state: vec![0.0; g.n_heads * g.head_f_dim * g.head_i_dim], conv: Vec::new() }
             }
         }
     }
@@ -69,7 +73,7 @@ impl ReferenceModel {
             .iter()
             .map(|l| match &l.mixer {
                 MixerSpec::Attention(a) => a.rope.as_ref().map(|r| r.tables(spec.max_positions)),
-                MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) => None,
+                MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) | MixerSpec::Hgrn2(_) => None,
             })
             .collect();
         let cache = spec.layers.iter().map(|l| LayerCache::empty(&l.mixer)).collect();
@@ -203,6 +207,25 @@ impl ReferenceModel {
         self.linear(&o, &g.out_proj)
     }
 
+    fn hgrn2(&mut self, li: usize, g: &Hgrn2Spec, h: &[f32]) -> Vec<f32> {
+        let lb = match &g.lower_bound {
+            Some((name, layer, layers)) if *layer > 0 => Some(hgrn2::lower_bound(self.w(name), *layers, *layer)),
+            _ => None,
+        };
+        let (q, k, decay) = hgrn2::gates(&self.linear(h, &g.q_proj), &self.linear(h, &g.f_proj), lb.as_deref());
+        let v = self.linear(h, &g.i_proj);
+        let dims = gla::Dims { heads: g.n_heads, dk: g.head_f_dim, dv: g.head_i_dim };
+        let form = self.form;
+        let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("HGRN2 layer has a state") };
+        let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
+            gla::chunked(&q, &k, &v, &decay, state, &dims)
+        } else {
+            gla::recurrent(&q, &k, &v, &decay, state, &dims)
+        };
+        let o = self.norm(&o, &g.norm);
+        self.linear(&o, &g.out_proj)
+    }
+
     /// Runs `ids` after the tokens already seen and returns their logits, [ids.len(), vocab].
     pub fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         if ids.is_empty() {
@@ -228,6 +251,7 @@ impl ReferenceModel {
                 MixerSpec::Attention(a) => self.attention(li, a, &h, pos0),
                 MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &h),
                 MixerSpec::Gla(g) => self.gla(li, g, &h),
+                MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &h),
             };
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),

@@ -7,7 +7,7 @@ use crate::{CoreError, Result};
 use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
-pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla"];
+pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2"];
 
 /// Fails unless `field` is absent or equals `want` (options Ternlight does not implement).
 fn require(cfg: &Config, field: &str, want: impl Into<Value>) -> Result<()> {
@@ -152,6 +152,33 @@ fn gla(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GlaSpec> {
     })
 }
 
+/// fla's HGRN2 layer (`expand_ratio` channels per head; lower bounds from `model.lower_bounds`).
+fn hgrn2(cfg: &Config, prefix: &str, hidden: usize, layer: usize, layers: usize) -> Result<Hgrn2Spec> {
+    require(cfg, "use_short_conv", false)?;
+    let ratio = match cfg.opt_usize("expand_ratio")? {
+        Some(r) => r,
+        None => hidden / cfg.usize("num_heads")?,
+    };
+    if ratio == 0 || hidden % ratio != 0 {
+        return Err(CoreError::field("expand_ratio", format!("{ratio} does not divide hidden_size {hidden}")));
+    }
+    let heads = hidden / ratio;
+    let lin = |name: &str, out: usize, input: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, input, false);
+    Ok(Hgrn2Spec {
+        n_heads: heads,
+        head_f_dim: ratio,
+        head_i_dim: hidden / heads,
+        q_proj: lin("q_proj", hidden, hidden),
+        f_proj: lin("f_proj", hidden, hidden),
+        i_proj: lin("i_proj", hidden, hidden),
+        // fla applies this norm through `rms_norm_linear` without passing `norm_eps`: its default 1e-5 holds.
+        norm: NormSpec { weight: format!("{prefix}.g_norm.weight"), dim: hidden, eps: 1e-5, unit_offset: false },
+        out_proj: lin("o_proj", hidden, hidden),
+        lower_bound: (cfg.bool("use_lower_bound") != Some(false))
+            .then(|| ("model.lower_bounds".to_string(), layer, layers)),
+    })
+}
+
 /// fla's softmax-attention layer as configured by the `attn` object of a hybrid.
 fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize) -> Result<AttentionSpec> {
     let a = Config(attn);
@@ -229,6 +256,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
                 "gated_deltanet" => MixerSpec::GatedDeltaNet(gated_deltanet(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "delta_net" => MixerSpec::GatedDeltaNet(delta_net(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "gla" => MixerSpec::Gla(gla(cfg, &format!("{p}.attn"), hidden, eps)?),
+                "hgrn2" => MixerSpec::Hgrn2(hgrn2(cfg, &format!("{p}.attn"), hidden, i, n_layers)?),
                 other => unreachable!("fla model type {other} listed without a mapping"),
             }
         };

@@ -161,6 +161,31 @@ impl GlaSpec {
     }
 }
 
+/// HGRN2 (fla `HGRN2Attention`): GLA with `q = silu(q)`, log forget gate `g = logsigmoid(f)` raised to the layer's
+/// lower bound `lb` as `log(lb + (1 - lb) exp(g))`, key `1 - exp(g)`, value `i`, then an RMSNorm over the whole
+/// output before `o_proj`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hgrn2Spec {
+    /// Heads (`hidden / expand_ratio`).
+    pub n_heads: usize,
+    /// Forget/key channels per head (`expand_ratio`).
+    pub head_f_dim: usize,
+    /// Value channels per head.
+    pub head_i_dim: usize,
+    /// Query projection.
+    pub q_proj: LinearSpec,
+    /// Forget-gate projection.
+    pub f_proj: LinearSpec,
+    /// Input (value) projection.
+    pub i_proj: LinearSpec,
+    /// RMSNorm over the whole output.
+    pub norm: NormSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+    /// The model's `lower_bounds` `[layers, forget width]` and this layer's index, when lower bounds are used.
+    pub lower_bound: Option<(String, usize, usize)>,
+}
+
 /// Tensors of the Mamba2-style decay `g = -exp(A_log) * softplus(a + dt_bias)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecaySpec {
@@ -193,6 +218,8 @@ pub enum MixerSpec {
     GatedDeltaNet(GatedDeltaNetSpec),
     /// Gated Linear Attention.
     Gla(GlaSpec),
+    /// HGRN2 (GLA with input-forget coupling and layer lower bounds).
+    Hgrn2(Hgrn2Spec),
 }
 
 impl MixerSpec {
@@ -206,6 +233,7 @@ impl MixerSpec {
             MixerSpec::GatedDeltaNet(g) if g.decay.is_some() => "gated_deltanet".to_string(),
             MixerSpec::GatedDeltaNet(_) => "deltanet".to_string(),
             MixerSpec::Gla(_) => "gla".to_string(),
+            MixerSpec::Hgrn2(_) => "hgrn2".to_string(),
         }
     }
 }
@@ -281,7 +309,7 @@ impl LayerSpec {
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
         match &self.mixer {
             MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
-            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) => 0,
+            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) | MixerSpec::Hgrn2(_) => 0,
         }
     }
 
@@ -289,7 +317,7 @@ impl LayerSpec {
     pub fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
         let kept = match &self.mixer {
             MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
-            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) => 0,
+            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) | MixerSpec::Hgrn2(_) => 0,
         };
         self.kv_bytes_per_token(dtype) * kept
     }
@@ -300,6 +328,7 @@ impl LayerSpec {
             MixerSpec::Attention(_) => 0,
             MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
             MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
+            MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
         }
     }
 }
@@ -379,6 +408,15 @@ impl ModelSpec {
                     }
                     norm(&g.norm, &mut out);
                 }
+                MixerSpec::Hgrn2(g) => {
+                    for l in [&g.q_proj, &g.f_proj, &g.i_proj, &g.out_proj] {
+                        l.decls(&mut out);
+                    }
+                    norm(&g.norm, &mut out);
+                    if let Some((name, _, layers)) = &g.lower_bound {
+                        out.push(TensorDecl { name: name.clone(), shape: vec![*layers, g.f_proj.out_features] });
+                    }
+                }
             }
             if let Some(n) = &layer.norms.post_mixer {
                 norm(n, &mut out);
@@ -399,6 +437,9 @@ impl ModelSpec {
         if !self.tied_embeddings {
             out.push(TensorDecl { name: self.lm_head.clone(), shape: vec![self.vocab, self.hidden] });
         }
+        // Model-level tensors several layers read (HGRN2 lower bounds) are listed once.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|d| seen.insert(d.name.clone()));
         out
     }
 
