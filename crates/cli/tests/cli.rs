@@ -91,6 +91,11 @@ fn logits_match_fla_for_gla() {
 }
 
 #[test]
+fn logits_match_fla_for_hgrn2() {
+    fidelity("hgrn2");
+}
+
+#[test]
 fn run_streams_tokens_and_reports_speeds() {
     let dir = fixture("gemma3");
     let args = ["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12"];

@@ -34,6 +34,7 @@ shaders!(
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
+    "linear/hgrn2.wgsl",
 );
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.

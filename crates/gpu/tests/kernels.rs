@@ -475,8 +475,16 @@ mod gla {
         let g = gpu();
         let t = gk.len() / (d.heads * d.dk);
         let (qb, gb, out) = (g.upload_f32("qkv", qkv), g.upload_f32("gk", gk), g.zeros("out", t * d.heads * d.dv));
-        let call =
-            Gla { heads: d.heads, dk: d.dk, dv: d.dv, gate_normalizer: 16.0, qkv: &qb, gk: &gb, state, out: &out };
+        let call = Gla {
+            heads: d.heads,
+            dk: d.dk,
+            dv: d.dv,
+            gate_normalizer: Some(16.0),
+            qkv: &qb,
+            gk: &gb,
+            state,
+            out: &out,
+        };
         let mut plan = Plan::new(g);
         if chunked {
             kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.heads, d.dk, d.dv)).unwrap();

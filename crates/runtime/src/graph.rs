@@ -5,12 +5,13 @@
 use crate::error::Result;
 use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, MixerSpec, MlpSpec, ModelSpec, RopeSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, MixerSpec, MlpSpec, ModelSpec, RopeSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::gla::{self, Gla};
+use ternlight_gpu::kernels::hgrn2;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
@@ -180,6 +181,17 @@ impl Resources {
                     states.push(LayerState::Recurrent {
                         state: gpu.zeros("gdn state", g.n_v_heads * g.head_k_dim * g.head_v_dim),
                         conv: gpu.zeros("conv state", g.qkv_width() * (g.conv_kernel - 1)),
+                    });
+                    rope_of_layer.push(None);
+                }
+                MixerSpec::Hgrn2(g) => {
+                    let (key, value) = (g.n_heads * g.head_f_dim, g.n_heads * g.head_i_dim);
+                    qkvw = qkvw.max(2 * key + value);
+                    (vw, keyw) = (vw.max(value), keyw.max(key));
+                    (hv, dk, dv) = (hv.max(g.n_heads), dk.max(g.head_f_dim), dv.max(g.head_i_dim));
+                    states.push(LayerState::Recurrent {
+                        state: gpu.zeros("hgrn2 state", g.n_heads * g.head_f_dim * g.head_i_dim),
+                        conv: gpu.zeros("no conv", 0),
                     });
                     rope_of_layer.push(None);
                 }
@@ -443,7 +455,7 @@ impl Builder<'_> {
             heads: g.n_heads,
             dk: g.head_k_dim,
             dv: g.head_v_dim,
-            gate_normalizer: g.gate_normalizer,
+            gate_normalizer: Some(g.gate_normalizer),
             qkv: &s.qkv,
             gk: &s.gk,
             state,
@@ -465,6 +477,34 @@ impl Builder<'_> {
         self.project_residual(&s.lin_out, out, post)
     }
 
+    fn hgrn2(&mut self, li: usize, g: &Hgrn2Spec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Hgrn2 { q, f, i, norm, out, lower_bound } = w else { unreachable!("HGRN2 weights") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let s = &self.res.scratch;
+        let (key, value) = (g.n_heads * g.head_f_dim, g.n_heads * g.head_i_dim);
+        let width = 2 * key + value;
+        self.linear_cols(&s.h, q, &s.qkv, 0, width)?;
+        self.linear_cols(&s.h, i, &s.qkv, 2 * key, width)?;
+        self.linear(&s.h, f, &s.gk, Rows::Tokens, Epilogue::Store)?;
+        hgrn2::gates(self.gpu, &mut self.plan, &s.qkv, &s.gk, lower_bound.as_ref(), key, width)?;
+        let call = Gla {
+            heads: g.n_heads,
+            dk: g.head_f_dim,
+            dv: g.head_i_dim,
+            gate_normalizer: None,
+            qkv: &s.qkv,
+            gk: &s.gk,
+            state,
+            out: &s.lin_out,
+        };
+        match self.mode {
+            Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
+            Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
+        }
+        self.norm(norm, 1, Rows::Tokens, &s.lin_out, NormOutput::InPlace)?;
+        self.project_residual(&s.lin_out, out, post)
+    }
+
     fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
         let s = &self.res.scratch;
         self.norm(&w.pre_mixer, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
@@ -472,6 +512,7 @@ impl Builder<'_> {
             MixerSpec::Attention(a) => self.attention(li, a, &w.mixer, &w.post_mixer)?,
             MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &w.mixer, &w.post_mixer)?,
             MixerSpec::Gla(g) => self.gla(li, g, &w.mixer, &w.post_mixer)?,
+            MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &w.mixer, &w.post_mixer)?,
         }
         self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match (&spec.mlp, &w.mlp) {

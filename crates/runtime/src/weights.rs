@@ -3,8 +3,9 @@
 
 use crate::error::Result;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
+use ternlight_core::reference::hgrn2;
 use ternlight_core::spec::{
-    AttentionSpec, GatedDeltaNetSpec, GlaSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec,
+    AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -75,6 +76,21 @@ pub enum MixerWeights {
         norm: NormWeights,
         /// Output projection.
         out: LinearWeights,
+    },
+    /// HGRN2 projections, output norm and this layer's lower bound.
+    Hgrn2 {
+        /// Query projection.
+        q: LinearWeights,
+        /// Forget-gate projection.
+        f: LinearWeights,
+        /// Input (value) projection.
+        i: LinearWeights,
+        /// Output norm.
+        norm: NormWeights,
+        /// Output projection.
+        out: LinearWeights,
+        /// Per-channel lower bound of the forget gate (none for the first layer).
+        lower_bound: Option<wgpu::Buffer>,
     },
     /// Gated Linear Attention projections and output norm.
     Gla {
@@ -168,6 +184,14 @@ impl ModelWeights {
                             + norm(n)
                             + lin(out)
                     }
+                    MixerWeights::Hgrn2 { q, f, i, norm: n, out, lower_bound } => {
+                        lin(q)
+                            + lin(f)
+                            + lin(i)
+                            + norm(n)
+                            + lin(out)
+                            + lower_bound.as_ref().map_or(0, wgpu::Buffer::size)
+                    }
                     MixerWeights::Gla { qkv, gk_down, gk_up, g, norm: n, out } => {
                         qkv.iter().map(lin).sum::<u64>()
                             + lin(gk_down)
@@ -192,21 +216,25 @@ struct Uploader<'a> {
     gpu: &'a Gpu,
     source: &'a dyn TensorSource,
     progress: LoadProgress,
+    counted: std::collections::HashSet<String>,
     on_progress: &'a mut dyn FnMut(&LoadProgress),
 }
 
 impl Uploader<'_> {
-    fn advance(&mut self, bytes: usize) {
-        self.progress.tensors_done += 1;
-        self.progress.bytes_done += bytes as u64;
-        (self.on_progress)(&self.progress);
+    /// Counts tensor `name` as uploaded (once, however many layers read it).
+    fn advance(&mut self, name: &str, bytes: usize) {
+        if self.counted.insert(name.to_string()) {
+            self.progress.tensors_done += 1;
+            self.progress.bytes_done += bytes as u64;
+            (self.on_progress)(&self.progress);
+        }
     }
 
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
         let info = self.source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
         let bytes = self.source.bytes(name)?;
         let w = Weight::upload(self.gpu, name, info.dtype, rows, cols, bytes, self.gpu.info.max_binding)?;
-        self.advance(bytes.len());
+        self.advance(name, bytes.len());
         Ok(w)
     }
 
@@ -218,7 +246,7 @@ impl Uploader<'_> {
         let gathered: Vec<u8> =
             rows.iter().flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()).collect();
         let w = Weight::upload(self.gpu, name, info.dtype, rows.len(), cols, &gathered, self.gpu.info.max_binding)?;
-        self.advance(gathered.len());
+        self.advance(name, bytes.len());
         Ok(w)
     }
 
@@ -227,7 +255,7 @@ impl Uploader<'_> {
         let mut all = Vec::new();
         for name in names {
             all.extend(self.source.f32(name)?);
-            self.advance(self.source.bytes(name)?.len());
+            self.advance(name, self.source.bytes(name)?.len());
         }
         Ok(self.gpu.upload_f32(names[0], &all))
     }
@@ -235,7 +263,7 @@ impl Uploader<'_> {
     fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
         let v = self.source.f32(name)?;
         let b = self.gpu.upload_f32(name, &v);
-        self.advance(self.source.bytes(name)?.len());
+        self.advance(name, self.source.bytes(name)?.len());
         Ok(b)
     }
 
@@ -333,6 +361,25 @@ impl Uploader<'_> {
         })
     }
 
+    fn hgrn2(&mut self, g: &Hgrn2Spec) -> Result<MixerWeights> {
+        let lower_bound = match &g.lower_bound {
+            Some((name, layer, layers)) => {
+                let table = self.source.f32(name)?;
+                self.advance(name, self.source.bytes(name)?.len());
+                (*layer > 0).then(|| self.gpu.upload_f32(name, &hgrn2::lower_bound(&table, *layers, *layer)))
+            }
+            None => None,
+        };
+        Ok(MixerWeights::Hgrn2 {
+            q: self.linear(&g.q_proj)?,
+            f: self.linear(&g.f_proj)?,
+            i: self.linear(&g.i_proj)?,
+            norm: self.norm(&g.norm)?,
+            out: self.linear(&g.out_proj)?,
+            lower_bound,
+        })
+    }
+
     fn opt_norm(&mut self, n: &Option<NormSpec>) -> Result<Option<NormWeights>> {
         n.as_ref().map(|n| self.norm(n)).transpose()
     }
@@ -355,6 +402,7 @@ pub fn upload(
         gpu,
         source,
         progress: LoadProgress { tensors_total: decls.len(), bytes_total, ..Default::default() },
+        counted: Default::default(),
         on_progress,
     };
     let embed = up.matrix(&spec.embed, spec.vocab, spec.hidden)?;
@@ -365,6 +413,7 @@ pub fn upload(
             MixerSpec::Attention(a) => up.attention(a)?,
             MixerSpec::GatedDeltaNet(g) => up.gated_deltanet(g)?,
             MixerSpec::Gla(g) => up.gla(g)?,
+            MixerSpec::Hgrn2(g) => up.hgrn2(g)?,
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;

@@ -136,6 +136,24 @@ fn fla_gla_matches_fla_on_the_gpu() {
 }
 
 #[test]
+fn fla_hgrn2_matches_fla_on_the_gpu() {
+    check("hgrn2");
+}
+
+#[test]
+fn load_progress_ends_at_its_totals() {
+    for arch in ["qwen3_5", "hgrn2", "llama"] {
+        let dir = fixture(arch);
+        let spec = ModelSpec::from_config_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
+        let mut last = None;
+        Session::new(gpu(), spec, &ck, &SessionOptions::default(), &mut |p| last = Some(p.clone())).unwrap();
+        let p = last.unwrap();
+        assert_eq!((p.tensors_done, p.bytes_done), (p.tensors_total, p.bytes_total), "{arch}");
+    }
+}
+
+#[test]
 fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let mut g = Gpu::new_blocking().unwrap();
     g.tuning.attn_kv_tile = 32;

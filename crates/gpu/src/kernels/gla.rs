@@ -15,11 +15,11 @@ pub struct Gla<'a> {
     pub dk: usize,
     /// Channels per value head.
     pub dv: usize,
-    /// Divisor of the log-sigmoid decay.
-    pub gate_normalizer: f32,
+    /// Divisor of the log-sigmoid decay; `None` when `gk` already holds log decays.
+    pub gate_normalizer: Option<f32>,
     /// `[tokens, heads * (2 dk + dv)]` = `[q | k | v]`.
     pub qkv: &'a wgpu::Buffer,
-    /// Raw decay logits `[tokens, heads * dk]`.
+    /// Raw decay logits (or log decays) `[tokens, heads * dk]`.
     pub gk: &'a wgpu::Buffer,
     /// State `[heads, dk, dv]`, read and updated.
     pub state: &'a wgpu::Buffer,
@@ -31,7 +31,11 @@ fn check(gpu: &Gpu, g: &Gla) -> Result<Defines> {
     if g.heads == 0 || g.dk == 0 || g.dk > 256 || g.dv == 0 || g.dv as u32 > gpu.info.max_workgroup_invocations {
         return Err(GpuError::shape("gla", format!("{} heads, dk {} (<= 256), dv {}", g.heads, g.dk, g.dv)));
     }
-    Ok(Defines::new().set("DK", g.dk).set("DV", g.dv).set("NORMALIZER", format!("{:?}", g.gate_normalizer)))
+    let defines = Defines::new().set("DK", g.dk).set("DV", g.dv);
+    Ok(match g.gate_normalizer {
+        Some(n) => defines.set("NORMALIZER", format!("{n:?}")),
+        None => defines.flag("LOG_DECAY", true),
+    })
 }
 
 fn params(g: &Gla) -> [u32; 2] {

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod embedding;
 pub mod gated_deltanet;
 pub mod gla;
+pub mod hgrn2;
 pub mod matmul;
 pub mod mlp;
 pub mod norm;
