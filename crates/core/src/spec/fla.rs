@@ -159,7 +159,7 @@ fn hgrn2(cfg: &Config, prefix: &str, hidden: usize, layer: usize, layers: usize)
         Some(r) => r,
         None => hidden / cfg.usize("num_heads")?,
     };
-    if ratio == 0 || hidden % ratio != 0 {
+    if ratio == 0 || !hidden.is_multiple_of(ratio) {
         return Err(CoreError::field("expand_ratio", format!("{ratio} does not divide hidden_size {hidden}")));
     }
     let heads = hidden / ratio;
