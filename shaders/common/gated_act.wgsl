@@ -1,4 +1,4 @@
-// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid} (MLPs, output gates).
+// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid, identity} (MLPs, output gates, gated convolutions).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -13,6 +13,10 @@ struct Params {
 
 fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));
+}
+
+fn identity(x: f32) -> f32 {
+    return x;
 }
 
 fn sigmoid(x: f32) -> f32 {

@@ -1,4 +1,4 @@
-// Short causal depthwise convolution over time + SiLU, x [T, C] -> y [T, C], weights [C, K] f32.
+// Short causal depthwise convolution over time, x [T, C] -> y [T, C], weights [C, K] f32; SILU applies SiLU.
 // Inputs before the forward's first token come from the conv state [C, K-1] (oldest first).
 // Variant UPDATE (run after the conv): the state becomes the last K-1 inputs of (old state ++ x).
 #include "common/grid.wgsl"
@@ -50,6 +50,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < params.kernel; i++) {
         acc += weight[c * params.kernel + i] * input_at(t + i, c);
     }
+#if SILU
     y[idx] = acc / (1.0 + exp(-acc));
+#else
+    y[idx] = acc;
+#endif
 #endif
 }

@@ -81,3 +81,8 @@ fn fla_gla_matches_fla() {
 fn fla_hgrn2_matches_fla() {
     check("hgrn2");
 }
+
+#[test]
+fn lfm2_matches_transformers() {
+    check("lfm2");
+}

@@ -207,7 +207,7 @@ fn rope_matches_reference_with_full_and_partial_rotation() {
 fn gated_activations_match_reference() {
     let g = gpu();
     let mut rng = Rng::new(5);
-    for act in [Activation::Silu, Activation::GeluTanh] {
+    for act in [Activation::Silu, Activation::GeluTanh, Activation::Sigmoid, Activation::Identity] {
         let (t, width) = (150, 37);
         let gate = random(&mut rng, t * width, 6.0);
         let up = random(&mut rng, t * width, 1.0);
@@ -338,14 +338,14 @@ fn short_conv_matches_reference_and_carries_its_state() {
     let state0 = random(&mut rng, channels * (kernel - 1), 1.0);
     let (wb, sb) = (g.upload_f32("w", &w), g.upload_f32("state", &state0));
     let mut ref_state = state0.clone();
-    for t in [1, 2, 150, 1, 3] {
+    for (t, silu) in [(1, true), (2, false), (150, true), (1, false), (3, true)] {
         let x = random(&mut rng, t * channels, 2.0);
         let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
         let mut plan = Plan::new(g);
-        let call = ShortConv { x: &xb, weight: &wb, state: &sb, y: &yb, channels, kernel };
+        let call = ShortConv { x: &xb, weight: &wb, state: &sb, y: &yb, channels, kernel, silu };
         ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, t), &yb, t * channels);
-        let want = reference::conv::short_conv_silu(&x, &w, &mut ref_state, channels, kernel);
+        let want = reference::conv::short_conv(&x, &w, &mut ref_state, channels, kernel, silu);
         assert_close(&got, &want, 1e-5, &format!("conv T={t}"));
         let state = pollster::block_on(g.read_f32(&sb, 0, ref_state.len())).unwrap();
         assert_close(&state, &ref_state, 0.0, &format!("conv state after T={t}"));

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
 use ternlight_core::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, MixerSpec, MlpSpec, ModelSpec, RopeSpec,
+    ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
@@ -110,6 +111,8 @@ pub struct Scratch {
     pub low_rank: wgpu::Buffer,
     /// Per-channel gate logits `[capacity, max key width]`.
     pub gk: wgpu::Buffer,
+    /// Gated-convolution operands `[capacity, max conv channels]` each.
+    pub conv_parts: [wgpu::Buffer; 3],
 }
 
 /// Everything a plan binds besides the weights.
@@ -146,7 +149,7 @@ impl Resources {
     ) -> Result<Self> {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let (mut qkvw, mut vw, mut hv, mut dk, mut dv) = (0, 0, 0, 0, 0);
-        let (mut rank, mut keyw) = (0, 0);
+        let (mut rank, mut keyw, mut conv_w) = (0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
@@ -181,6 +184,15 @@ impl Resources {
                     states.push(LayerState::Recurrent {
                         state: gpu.zeros("gdn state", g.n_v_heads * g.head_k_dim * g.head_v_dim),
                         conv: gpu.zeros("conv state", g.qkv_width() * (g.conv_kernel - 1)),
+                    });
+                    rope_of_layer.push(None);
+                }
+                MixerSpec::ShortConv(c) => {
+                    conv_w = conv_w.max(c.channels);
+                    vw = vw.max(c.channels);
+                    states.push(LayerState::Recurrent {
+                        state: gpu.zeros("no state", 0),
+                        conv: gpu.zeros("conv state", c.channels * (c.kernel - 1)),
                     });
                     rope_of_layer.push(None);
                 }
@@ -240,6 +252,7 @@ impl Resources {
             chunk: ChunkScratch::new(gpu, if hv > 0 { capacity } else { 1 }, hv.max(1), dk.max(1), dv.max(1)),
             low_rank: gpu.zeros("low rank", capacity * rank),
             gk: gpu.zeros("gk", capacity * keyw),
+            conv_parts: ["conv b", "conv c", "conv x"].map(|l| gpu.zeros(l, capacity * conv_w)),
         };
         Ok(Resources { scratch, states, ropes, rope_of_layer })
     }
@@ -402,6 +415,7 @@ impl Builder<'_> {
             y: &s.qkv,
             channels: width,
             kernel: g.conv_kernel,
+            silu: true,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
         self.linear_cols(&s.h, b, &s.ab, 0, 2 * g.n_v_heads)?;
@@ -477,6 +491,30 @@ impl Builder<'_> {
         self.project_residual(&s.lin_out, out, post)
     }
 
+    /// `y = C ⊙ conv(B ⊙ x)`, then `out_proj` into the residual.
+    fn short_conv(&mut self, li: usize, c: &ShortConvSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::ShortConv { b, c: cg, x, conv, out } = w else { unreachable!("short conv weights") };
+        let LayerState::Recurrent { conv: conv_state, .. } = &self.res.states[li] else { unreachable!("conv state") };
+        let s = &self.res.scratch;
+        let [pb, pc, px] = &s.conv_parts;
+        for (l, y) in [(b, pb), (cg, pc), (x, px)] {
+            self.linear(&s.h, l, y, Rows::Tokens, Epilogue::Store)?;
+        }
+        gated_act(self.gpu, &mut self.plan, Activation::Identity, pb, px, &s.lin_out, c.channels)?;
+        let call = ShortConv {
+            x: &s.lin_out,
+            weight: conv,
+            state: conv_state,
+            y: px,
+            channels: c.channels,
+            kernel: c.kernel,
+            silu: false,
+        };
+        short_conv(self.gpu, &mut self.plan, &call)?;
+        gated_act(self.gpu, &mut self.plan, Activation::Identity, pc, px, pb, c.channels)?;
+        self.project_residual(pb, out, post)
+    }
+
     fn hgrn2(&mut self, li: usize, g: &Hgrn2Spec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let MixerWeights::Hgrn2 { q, f, i, norm, out, lower_bound } = w else { unreachable!("HGRN2 weights") };
         let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
@@ -513,6 +551,7 @@ impl Builder<'_> {
             MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &w.mixer, &w.post_mixer)?,
             MixerSpec::Gla(g) => self.gla(li, g, &w.mixer, &w.post_mixer)?,
             MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &w.mixer, &w.post_mixer)?,
+            MixerSpec::ShortConv(c) => self.short_conv(li, c, &w.mixer, &w.post_mixer)?,
         }
         self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match (&spec.mlp, &w.mlp) {

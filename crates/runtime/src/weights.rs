@@ -6,6 +6,7 @@ use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::hgrn2;
 use ternlight_core::spec::{
     AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec,
+    ShortConvSpec,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -91,6 +92,19 @@ pub enum MixerWeights {
         out: LinearWeights,
         /// Per-channel lower bound of the forget gate (none for the first layer).
         lower_bound: Option<wgpu::Buffer>,
+    },
+    /// LFM2 gated short convolution: `in_proj` split into its B, C and x parts at load.
+    ShortConv {
+        /// Input gate part of `in_proj`.
+        b: LinearWeights,
+        /// Output gate part of `in_proj`.
+        c: LinearWeights,
+        /// Input part of `in_proj`.
+        x: LinearWeights,
+        /// Conv weights `[channels, kernel]` f32.
+        conv: wgpu::Buffer,
+        /// Output projection.
+        out: LinearWeights,
     },
     /// Gated Linear Attention projections and output norm.
     Gla {
@@ -184,6 +198,7 @@ impl ModelWeights {
                             + norm(n)
                             + lin(out)
                     }
+                    MixerWeights::ShortConv { b, c, x, conv, out } => lin(b) + lin(c) + lin(x) + conv.size() + lin(out),
                     MixerWeights::Hgrn2 { q, f, i, norm: n, out, lower_bound } => {
                         lin(q)
                             + lin(f)
@@ -361,6 +376,22 @@ impl Uploader<'_> {
         })
     }
 
+    fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
+        let n = c.channels;
+        let mut part = |i: usize| -> Result<LinearWeights> {
+            let rows: Vec<usize> = (i * n..(i + 1) * n).collect();
+            Ok(LinearWeights { w: self.matrix_rows(&c.in_proj.weight, &rows, c.in_proj.in_features)?, bias: None })
+        };
+        let (b, cg, x) = (part(0)?, part(1)?, part(2)?);
+        Ok(MixerWeights::ShortConv {
+            b,
+            c: cg,
+            x,
+            conv: self.concat_vector(&[&c.conv])?,
+            out: self.linear(&c.out_proj)?,
+        })
+    }
+
     fn hgrn2(&mut self, g: &Hgrn2Spec) -> Result<MixerWeights> {
         let lower_bound = match &g.lower_bound {
             Some((name, layer, layers)) => {
@@ -414,6 +445,7 @@ pub fn upload(
             MixerSpec::GatedDeltaNet(g) => up.gated_deltanet(g)?,
             MixerSpec::Gla(g) => up.gla(g)?,
             MixerSpec::Hgrn2(g) => up.hgrn2(g)?,
+            MixerSpec::ShortConv(c) => up.short_conv(c)?,
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;

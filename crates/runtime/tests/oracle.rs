@@ -154,6 +154,11 @@ fn load_progress_ends_at_its_totals() {
 }
 
 #[test]
+fn lfm2_matches_transformers_on_the_gpu() {
+    check("lfm2");
+}
+
+#[test]
 fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let mut g = Gpu::new_blocking().unwrap();
     g.tuning.attn_kv_tile = 32;

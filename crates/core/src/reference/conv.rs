@@ -1,11 +1,12 @@
-//! Short causal depthwise convolution over time followed by SiLU (the q/k/v conv of linear-attention layers).
+//! Short causal depthwise convolution over time, optionally followed by SiLU (the q/k/v conv of linear-attention
+//! layers uses it; LFM2's gated convolution does not).
 
 use super::mlp::activate;
 use crate::spec::Activation;
 
-/// `y[t, c] = silu(sum_i w[c, i] * x[t - (K-1) + i, c])` for x `[T, C]`, w `[C, K]`. Inputs before t = 0 come
-/// from `state` `[C, K-1]` (oldest first), which is updated to hold the last K-1 inputs.
-pub fn short_conv_silu(x: &[f32], w: &[f32], state: &mut [f32], channels: usize, kernel: usize) -> Vec<f32> {
+/// `y[t, c] = act(sum_i w[c, i] * x[t - (K-1) + i, c])` for x `[T, C]`, w `[C, K]`, act = SiLU when `silu`.
+/// Inputs before t = 0 come from `state` `[C, K-1]` (oldest first), which is updated to the last K-1 inputs.
+pub fn short_conv(x: &[f32], w: &[f32], state: &mut [f32], channels: usize, kernel: usize, silu: bool) -> Vec<f32> {
     let t_len = x.len() / channels;
     let hist = kernel - 1;
     let input = |s: isize, c: usize, state: &[f32]| {
@@ -22,7 +23,7 @@ pub fn short_conv_silu(x: &[f32], w: &[f32], state: &mut [f32], channels: usize,
             for i in 0..kernel {
                 acc += w[c * kernel + i] * input(t as isize - hist as isize + i as isize, c, state);
             }
-            y[t * channels + c] = activate(Activation::Silu, acc);
+            y[t * channels + c] = if silu { activate(Activation::Silu, acc) } else { acc };
         }
     }
     let new_state: Vec<f32> = (0..channels)

@@ -11,6 +11,7 @@ pub fn activate(act: Activation, x: f32) -> f32 {
             0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
         }
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Identity => x,
     }
 }
 

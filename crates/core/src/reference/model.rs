@@ -3,13 +3,13 @@
 use super::gated_delta::{self, Dims};
 use super::norm::rms_norm_gated;
 use super::{
-    attention::attention, conv::short_conv_silu, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm,
+    attention::attention, conv::short_conv, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm,
     rope::rope,
 };
 use super::{gla, hgrn2};
 use crate::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearSpec, MixerSpec, MlpSpec, ModelSpec,
-    NormSpec,
+    NormSpec, ShortConvSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -36,6 +36,9 @@ impl LayerCache {
             }
             MixerSpec::Hgrn2(g) => {
                 LayerCache::Recurrent { state: vec![0.0; g.n_heads * g.head_f_dim * g.head_i_dim], conv: Vec::new() }
+            }
+            MixerSpec::ShortConv(c) => {
+                LayerCache::Recurrent { state: Vec::new(), conv: vec![0.0; c.channels * (c.kernel - 1)] }
             }
         }
     }
@@ -73,7 +76,7 @@ impl ReferenceModel {
             .iter()
             .map(|l| match &l.mixer {
                 MixerSpec::Attention(a) => a.rope.as_ref().map(|r| r.tables(spec.max_positions)),
-                MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) | MixerSpec::Hgrn2(_) => None,
+                _ => None,
             })
             .collect();
         let cache = spec.layers.iter().map(|l| LayerCache::empty(&l.mixer)).collect();
@@ -169,7 +172,7 @@ impl ReferenceModel {
         let z = g.z_proj.as_ref().map(|l| self.linear(h, l));
         let form = self.form;
         let LayerCache::Recurrent { state, conv } = &mut self.cache[li] else { unreachable!("GDN layer has a state") };
-        let qkv = short_conv_silu(&qkv, &conv_w, conv, width, g.conv_kernel);
+        let qkv = short_conv(&qkv, &conv_w, conv, width, g.conv_kernel, true);
         let key = g.n_k_heads * g.head_k_dim;
         let split = |off: usize, w: usize| -> Vec<f32> {
             qkv.chunks_exact(width).flat_map(|r| r[off..off + w].to_vec()).collect()
@@ -205,6 +208,19 @@ impl ReferenceModel {
             None => rms_norm(&o, self.w(&g.norm.weight), g.norm.dim, g.norm.eps, false),
         };
         self.linear(&o, &g.out_proj)
+    }
+
+    fn short_conv(&mut self, li: usize, c: &ShortConvSpec, h: &[f32]) -> Vec<f32> {
+        let bcx = self.linear(h, &c.in_proj);
+        let n = c.channels;
+        let part =
+            |i: usize| -> Vec<f32> { bcx.chunks_exact(3 * n).flat_map(|r| r[i * n..(i + 1) * n].to_vec()).collect() };
+        let (b, gate, x) = (part(0), part(1), part(2));
+        let bx = gated(Activation::Identity, &b, &x);
+        let w = self.w(&c.conv).to_vec();
+        let LayerCache::Recurrent { conv, .. } = &mut self.cache[li] else { unreachable!("conv layer has a state") };
+        let y = gated(Activation::Identity, &gate, &short_conv(&bx, &w, conv, n, c.kernel, false));
+        self.linear(&y, &c.out_proj)
     }
 
     fn hgrn2(&mut self, li: usize, g: &Hgrn2Spec, h: &[f32]) -> Vec<f32> {
@@ -252,6 +268,7 @@ impl ReferenceModel {
                 MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &h),
                 MixerSpec::Gla(g) => self.gla(li, g, &h),
                 MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &h),
+                MixerSpec::ShortConv(c) => self.short_conv(li, c, &h),
             };
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),

@@ -6,6 +6,39 @@ use super::*;
 use crate::{CoreError, Result};
 use serde_json::Value;
 
+/// Tensor names of a family's blocks, relative to `model.layers.{i}` (and the final norm's full name).
+#[derive(Clone, Copy, Debug)]
+pub struct Naming {
+    /// Softmax-attention module.
+    pub attn: &'static str,
+    /// Attention output projection.
+    pub attn_out: &'static str,
+    /// Per-head q and k norms.
+    pub qk_norms: (&'static str, &'static str),
+    /// MLP module.
+    pub mlp: &'static str,
+    /// Gate, up and down projections of the MLP.
+    pub mlp_projs: [&'static str; 3],
+    /// Pre-mixer and pre-MLP norms (non-sandwich families).
+    pub norms: (&'static str, &'static str),
+    /// The final norm.
+    pub final_norm: &'static str,
+    /// Config field of the norm epsilon.
+    pub eps_field: &'static str,
+}
+
+/// The names most transformers decoders use (Llama and its descendants).
+pub const HF_NAMES: Naming = Naming {
+    attn: "self_attn",
+    attn_out: "o_proj",
+    qk_norms: ("q_norm", "k_norm"),
+    mlp: "mlp",
+    mlp_projs: ["gate_proj", "up_proj", "down_proj"],
+    norms: ("input_layernorm", "post_attention_layernorm"),
+    final_norm: "model.norm.weight",
+    eps_field: "rms_norm_eps",
+};
+
 /// What distinguishes one transformers model family from another, as data.
 #[derive(Clone, Copy, Debug)]
 pub struct Family {
@@ -29,6 +62,10 @@ pub struct Family {
     pub attn_output_gate: bool,
     /// `linear_attention` layers are Gated DeltaNet with fused `in_proj_qkv` (Qwen3.5).
     pub gated_deltanet: bool,
+    /// `conv` layers are gated short-convolution blocks (LFM2).
+    pub short_conv: bool,
+    /// Tensor names.
+    pub names: Naming,
 }
 
 const BASE: Family = Family {
@@ -42,6 +79,8 @@ const BASE: Family = Family {
     tied_by_default: false,
     attn_output_gate: false,
     gated_deltanet: false,
+    short_conv: false,
+    names: HF_NAMES,
 };
 
 /// The transformers families Ternlight runs, each checked end to end against reference logits.
@@ -65,6 +104,23 @@ pub const FAMILIES: &[Family] = &[
         unit_offset_norms: true,
         attn_output_gate: true,
         gated_deltanet: true,
+        ..BASE
+    },
+    Family {
+        model_types: &["lfm2"],
+        qk_norm: true,
+        tied_by_default: true,
+        short_conv: true,
+        names: Naming {
+            attn_out: "out_proj",
+            qk_norms: ("q_layernorm", "k_layernorm"),
+            mlp: "feed_forward",
+            mlp_projs: ["w1", "w3", "w2"],
+            norms: ("operator_norm", "ffn_norm"),
+            final_norm: "model.embedding_norm.weight",
+            eps_field: "norm_eps",
+            ..HF_NAMES
+        },
         ..BASE
     },
 ];
@@ -125,6 +181,7 @@ enum LayerType {
     Full,
     Sliding,
     Linear,
+    Conv,
 }
 
 impl LayerType {
@@ -133,11 +190,12 @@ impl LayerType {
             LayerType::Full => "full_attention",
             LayerType::Sliding => "sliding_attention",
             LayerType::Linear => "linear_attention",
+            LayerType::Conv => "conv",
         }
     }
 }
 
-fn layer_schedule(cfg: &Config, n_layers: usize, linear: bool) -> Result<Vec<LayerType>> {
+fn layer_schedule(cfg: &Config, n_layers: usize, family: &Family) -> Result<Vec<LayerType>> {
     if let Some(types) = cfg.get("layer_types") {
         let list = types.as_array().ok_or_else(|| CoreError::field("layer_types", "must be a list of strings"))?;
         if list.len() != n_layers {
@@ -148,19 +206,26 @@ fn layer_schedule(cfg: &Config, n_layers: usize, linear: bool) -> Result<Vec<Lay
             .map(|t| match t.as_str() {
                 Some("full_attention") => Ok(LayerType::Full),
                 Some("sliding_attention") => Ok(LayerType::Sliding),
-                Some("linear_attention") if linear => Ok(LayerType::Linear),
-                _ => Err(CoreError::Unsupported {
-                    what: "layer type",
-                    name: t.to_string().trim_matches('"').to_string(),
-                    supported: if linear {
-                        "full_attention, sliding_attention, linear_attention"
-                    } else {
-                        "full_attention, sliding_attention"
-                    }
-                    .to_string(),
-                }),
+                Some("linear_attention") if family.gated_deltanet => Ok(LayerType::Linear),
+                Some("conv") if family.short_conv => Ok(LayerType::Conv),
+                _ => {
+                    let mut supported = vec!["full_attention", "sliding_attention"];
+                    supported.extend(family.gated_deltanet.then_some("linear_attention"));
+                    supported.extend(family.short_conv.then_some("conv"));
+                    Err(CoreError::Unsupported {
+                        what: "layer type",
+                        name: t.to_string().trim_matches('"').to_string(),
+                        supported: supported.join(", "),
+                    })
+                }
             })
             .collect();
+    }
+    if let (true, Some(idxs)) = (family.short_conv, cfg.get("full_attn_idxs").and_then(Value::as_array)) {
+        let full: Vec<u64> = idxs.iter().filter_map(Value::as_u64).collect();
+        return Ok((0..n_layers)
+            .map(|i| if full.contains(&(i as u64)) { LayerType::Full } else { LayerType::Conv })
+            .collect());
     }
     if let Some(pattern) = cfg.opt_usize("sliding_window_pattern")? {
         return Ok((0..n_layers)
@@ -206,6 +271,7 @@ pub(crate) struct AttentionDims {
 /// A softmax-attention layer under `prefix` (`...q_proj`, `...k_proj`, ...).
 pub(crate) fn attention(
     prefix: &str,
+    names: &Naming,
     d: &AttentionDims,
     qk_norm: Option<&dyn Fn(String, usize) -> NormSpec>,
     rope: Option<RopeSpec>,
@@ -219,9 +285,10 @@ pub(crate) fn attention(
         q_proj: LinearSpec::new(&format!("{prefix}.q_proj"), q_width, d.hidden, d.bias),
         k_proj: LinearSpec::new(&format!("{prefix}.k_proj"), d.n_kv_heads * d.head_dim, d.hidden, d.bias),
         v_proj: LinearSpec::new(&format!("{prefix}.v_proj"), d.n_kv_heads * d.head_dim, d.hidden, d.bias),
-        o_proj: LinearSpec::new(&format!("{prefix}.o_proj"), d.hidden, d.n_heads * d.head_dim, d.bias),
+        o_proj: LinearSpec::new(&format!("{prefix}.{}", names.attn_out), d.hidden, d.n_heads * d.head_dim, d.bias),
         qk_norm: qk_norm.map(|n| {
-            (n(format!("{prefix}.q_norm.weight"), d.head_dim), n(format!("{prefix}.k_norm.weight"), d.head_dim))
+            let (qn, kn) = names.qk_norms;
+            (n(format!("{prefix}.{qn}.weight"), d.head_dim), n(format!("{prefix}.{kn}.weight"), d.head_dim))
         }),
         rope,
         window,
@@ -230,14 +297,60 @@ pub(crate) fn attention(
     }
 }
 
-/// A gated MLP under `prefix` (`gate_proj`, `up_proj`, `down_proj`).
-pub(crate) fn gated_mlp(prefix: &str, hidden: usize, intermediate: usize, bias: bool, act: Activation) -> MlpSpec {
+/// A gated MLP under `prefix` with the family's gate/up/down names.
+pub(crate) fn gated_mlp(
+    prefix: &str,
+    names: &Naming,
+    hidden: usize,
+    intermediate: usize,
+    bias: bool,
+    act: Activation,
+) -> MlpSpec {
+    let [g, u, d] = names.mlp_projs;
     MlpSpec::Gated {
-        gate: LinearSpec::new(&format!("{prefix}.gate_proj"), intermediate, hidden, bias),
-        up: LinearSpec::new(&format!("{prefix}.up_proj"), intermediate, hidden, bias),
-        down: LinearSpec::new(&format!("{prefix}.down_proj"), hidden, intermediate, bias),
+        gate: LinearSpec::new(&format!("{prefix}.{g}"), intermediate, hidden, bias),
+        up: LinearSpec::new(&format!("{prefix}.{u}"), intermediate, hidden, bias),
+        down: LinearSpec::new(&format!("{prefix}.{d}"), hidden, intermediate, bias),
         act,
     }
+}
+
+/// LFM2's gated short-convolution block (`conv.in_proj` -> B, C, x; `conv.conv`; `conv.out_proj`).
+fn lfm2_short_conv(cfg: &Config, prefix: &str, hidden: usize) -> Result<ShortConvSpec> {
+    if cfg.bool("conv_bias") == Some(true) {
+        return Err(CoreError::Unsupported {
+            what: "lfm2 option",
+            name: "conv_bias=true".into(),
+            supported: "conv_bias=false".into(),
+        });
+    }
+    Ok(ShortConvSpec {
+        channels: hidden,
+        kernel: cfg.opt_usize("conv_L_cache")?.unwrap_or(3),
+        in_proj: LinearSpec::new(&format!("{prefix}.in_proj"), 3 * hidden, hidden, false),
+        conv: format!("{prefix}.conv.weight"),
+        out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, hidden, false),
+    })
+}
+
+/// The MLP width: `intermediate_size` (or LFM2's `block_ff_dim`), adjusted as LFM2 does when
+/// `block_auto_adjust_ff_dim` is set (2/3, times the multiplier, rounded up to `block_multiple_of`).
+fn intermediate_size(cfg: &Config) -> Result<usize> {
+    let base = match cfg.opt_usize("intermediate_size")? {
+        Some(i) => i,
+        None => {
+            cfg.usize("block_ff_dim").map_err(|_| CoreError::field("intermediate_size", "is required but missing"))?
+        }
+    };
+    if cfg.bool("block_auto_adjust_ff_dim") != Some(true) {
+        return Ok(base);
+    }
+    let mut ff = 2 * base / 3;
+    if let Some(m) = cfg.f64("block_ffn_dim_multiplier")? {
+        ff = (m * ff as f64) as usize;
+    }
+    let multiple = cfg.opt_usize("block_multiple_of")?.unwrap_or(256);
+    Ok(multiple * ff.div_ceil(multiple))
 }
 
 /// Qwen3.5's Gated DeltaNet layer (`linear_attn.*`, fused `in_proj_qkv` and one conv over it).
@@ -319,8 +432,9 @@ impl ModelSpec {
                 ))
             }
         };
-        let intermediate = cfg.usize("intermediate_size")?;
-        let eps = cfg.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32;
+        let intermediate = intermediate_size(&cfg)?;
+        let names = &family.names;
+        let eps = cfg.f64(names.eps_field)?.unwrap_or(1e-6) as f32;
         let act = Activation::from_hf(cfg.str(family.act_field).or(cfg.str("hidden_act")).unwrap_or("silu"))?;
         let attn_bias = cfg.bool("attention_bias").unwrap_or(false);
         let mlp_bias = cfg.bool("mlp_bias").unwrap_or(false);
@@ -332,7 +446,7 @@ impl ModelSpec {
         let window = cfg.opt_usize("sliding_window")?;
 
         let norm = |weight: String, dim: usize| NormSpec { weight, dim, eps, unit_offset: family.unit_offset_norms };
-        let schedule = layer_schedule(&cfg, n_layers, family.gated_deltanet)?;
+        let schedule = layer_schedule(&cfg, n_layers, family)?;
         let mut layers = Vec::with_capacity(n_layers);
         let dims = AttentionDims {
             hidden,
@@ -349,6 +463,7 @@ impl ModelSpec {
                 LayerType::Linear => {
                     MixerSpec::GatedDeltaNet(qwen_gated_deltanet(&cfg, &format!("{p}.linear_attn"), hidden, eps)?)
                 }
+                LayerType::Conv => MixerSpec::ShortConv(lfm2_short_conv(&cfg, &format!("{p}.conv"), hidden)?),
                 LayerType::Full | LayerType::Sliding => {
                     let window = match ty {
                         LayerType::Sliding => Some(window.ok_or_else(|| {
@@ -362,7 +477,8 @@ impl ModelSpec {
                     let qk: Option<&dyn Fn(String, usize) -> NormSpec> =
                         if family.qk_norm { Some(&norm) } else { None };
                     MixerSpec::Attention(attention(
-                        &format!("{p}.self_attn"),
+                        &format!("{p}.{}", names.attn),
+                        names,
                         &dims,
                         qk,
                         Some(rope_for(&cfg, ty, head_dim)?),
@@ -370,7 +486,7 @@ impl ModelSpec {
                     ))
                 }
             };
-            let mlp = gated_mlp(&format!("{p}.mlp"), hidden, intermediate, mlp_bias, act);
+            let mlp = gated_mlp(&format!("{p}.{}", names.mlp), names, hidden, intermediate, mlp_bias, act);
             let norms = if family.sandwich_norms {
                 BlockNorms {
                     pre_mixer: norm(format!("{p}.input_layernorm.weight"), hidden),
@@ -380,9 +496,9 @@ impl ModelSpec {
                 }
             } else {
                 BlockNorms {
-                    pre_mixer: norm(format!("{p}.input_layernorm.weight"), hidden),
+                    pre_mixer: norm(format!("{p}.{}.weight", names.norms.0), hidden),
                     post_mixer: None,
-                    pre_mlp: norm(format!("{p}.post_attention_layernorm.weight"), hidden),
+                    pre_mlp: norm(format!("{p}.{}.weight", names.norms.1), hidden),
                     post_mlp: None,
                 }
             };
@@ -398,7 +514,7 @@ impl ModelSpec {
             embed: embed.clone(),
             embed_scale: family.scaled_embeddings.then(|| (hidden as f32).sqrt()),
             layers,
-            final_norm: norm("model.norm.weight".into(), hidden),
+            final_norm: norm(names.final_norm.into(), hidden),
             lm_head: if tied { embed } else { "lm_head.weight".into() },
             tied_embeddings: tied,
             max_positions: cfg.opt_usize("max_position_embeddings")?.unwrap_or(2048),
@@ -457,6 +573,26 @@ mod tests {
         c["layer_types"] = json!(["full_attention", "linear_attention"]);
         let e = ModelSpec::from_config(&c).unwrap_err().to_string();
         assert!(e.contains("linear_attention") && e.contains("sliding_attention"), "{e}");
+    }
+
+    #[test]
+    fn lfm2_schedule_names_and_auto_adjusted_ffn_width() {
+        let mut c = base();
+        c["model_type"] = json!("lfm2");
+        c["layer_types"] = json!(["conv", "full_attention"]);
+        c["norm_eps"] = json!(1e-5);
+        c["block_auto_adjust_ff_dim"] = json!(true);
+        c["intermediate_size"] = json!(6656);
+        let spec = ModelSpec::from_config(&c).unwrap();
+        assert!(
+            matches!(&spec.layers[0].mixer, MixerSpec::ShortConv(s) if s.kernel == 3 && s.in_proj.out_features == 192)
+        );
+        let MlpSpec::Gated { gate, .. } = &spec.layers[1].mlp;
+        assert_eq!((gate.out_features, gate.weight.as_str()), (4608, "model.layers.1.feed_forward.w1.weight"));
+        assert_eq!(spec.final_norm.weight, "model.embedding_norm.weight");
+        assert_eq!(spec.final_norm.eps, 1e-5);
+        let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
+        assert_eq!(a.o_proj.weight, "model.layers.1.self_attn.out_proj.weight");
     }
 
     #[test]

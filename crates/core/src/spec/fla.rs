@@ -1,7 +1,7 @@
 //! fla (flash-linear-attention) model configs → [`ModelSpec`]. fla models name their layers `attn` /
 //! `attn_norm` / `mlp_norm`, and hybrids list their softmax-attention layers in `attn.layers`.
 
-use super::config::{attention, gated_mlp, AttentionDims, Config};
+use super::config::{attention, gated_mlp, AttentionDims, Config, HF_NAMES};
 use super::*;
 use crate::{CoreError, Result};
 use serde_json::Value;
@@ -210,7 +210,7 @@ fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize
             supported: "attn.qk_norm=false".into(),
         });
     }
-    Ok(attention(prefix, &dims, None, Some(rope), window))
+    Ok(attention(prefix, &HF_NAMES, &dims, None, Some(rope), window))
 }
 
 /// Builds the spec of an fla model.
@@ -262,7 +262,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
         };
         layers.push(LayerSpec {
             mixer,
-            mlp: gated_mlp(&format!("{p}.mlp"), hidden, intermediate, false, act),
+            mlp: gated_mlp(&format!("{p}.mlp"), &HF_NAMES, hidden, intermediate, false, act),
             norms: BlockNorms {
                 pre_mixer: norm(format!("{p}.attn_norm.weight")),
                 post_mixer: None,

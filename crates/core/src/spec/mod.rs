@@ -186,6 +186,22 @@ pub struct Hgrn2Spec {
     pub lower_bound: Option<(String, usize, usize)>,
 }
 
+/// LFM2's gated short convolution: `B, C, x = in_proj(h)`, `y = C ⊙ conv(B ⊙ x)` (depthwise causal, no
+/// activation), `out_proj(y)`. Its state is the conv history `[channels, kernel - 1]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShortConvSpec {
+    /// Channels (the hidden size).
+    pub channels: usize,
+    /// Conv kernel width.
+    pub kernel: usize,
+    /// Projection to `[B | C | x]`.
+    pub in_proj: LinearSpec,
+    /// Depthwise conv weight `[channels, 1, kernel]`.
+    pub conv: String,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
 /// Tensors of the Mamba2-style decay `g = -exp(A_log) * softplus(a + dt_bias)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecaySpec {
@@ -220,6 +236,8 @@ pub enum MixerSpec {
     Gla(GlaSpec),
     /// HGRN2 (GLA with input-forget coupling and layer lower bounds).
     Hgrn2(Hgrn2Spec),
+    /// Gated short convolution (LFM2).
+    ShortConv(ShortConvSpec),
 }
 
 impl MixerSpec {
@@ -234,6 +252,7 @@ impl MixerSpec {
             MixerSpec::GatedDeltaNet(_) => "deltanet".to_string(),
             MixerSpec::Gla(_) => "gla".to_string(),
             MixerSpec::Hgrn2(_) => "hgrn2".to_string(),
+            MixerSpec::ShortConv(c) => format!("short_conv({})", c.kernel),
         }
     }
 }
@@ -247,6 +266,8 @@ pub enum Activation {
     GeluTanh,
     /// The logistic function (output gates).
     Sigmoid,
+    /// No activation: `gate * up` (gated convolutions).
+    Identity,
 }
 
 impl Activation {
@@ -309,7 +330,7 @@ impl LayerSpec {
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
         match &self.mixer {
             MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
-            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) | MixerSpec::Hgrn2(_) => 0,
+            _ => 0,
         }
     }
 
@@ -317,7 +338,7 @@ impl LayerSpec {
     pub fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
         let kept = match &self.mixer {
             MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
-            MixerSpec::GatedDeltaNet(_) | MixerSpec::Gla(_) | MixerSpec::Hgrn2(_) => 0,
+            _ => 0,
         };
         self.kv_bytes_per_token(dtype) * kept
     }
@@ -329,6 +350,7 @@ impl LayerSpec {
             MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
             MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
             MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
+            MixerSpec::ShortConv(c) => 4 * c.channels * (c.kernel - 1),
         }
     }
 }
@@ -407,6 +429,11 @@ impl ModelSpec {
                         l.decls(&mut out);
                     }
                     norm(&g.norm, &mut out);
+                }
+                MixerSpec::ShortConv(c) => {
+                    c.in_proj.decls(&mut out);
+                    out.push(TensorDecl { name: c.conv.clone(), shape: vec![c.channels, 1, c.kernel] });
+                    c.out_proj.decls(&mut out);
                 }
                 MixerSpec::Hgrn2(g) => {
                     for l in [&g.q_proj, &g.f_proj, &g.i_proj, &g.out_proj] {

@@ -1,12 +1,12 @@
-//! Short causal depthwise convolution + SiLU with its rolling state (`linear/short_conv.wgsl`); reference:
-//! `reference::conv::short_conv_silu`.
+//! Short causal depthwise convolution (optionally + SiLU) with its rolling state (`linear/short_conv.wgsl`);
+//! reference: `reference::conv::short_conv`.
 
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 
-/// One short-conv call: `y = silu(conv(x))` over `[tokens, channels]`.
+/// One short-conv call: `y = conv(x)`, or `silu(conv(x))`, over `[tokens, channels]`.
 pub struct ShortConv<'a> {
     /// Input `[tokens, channels]`.
     pub x: &'a wgpu::Buffer,
@@ -20,6 +20,8 @@ pub struct ShortConv<'a> {
     pub channels: usize,
     /// Kernel width.
     pub kernel: usize,
+    /// Apply SiLU to the output.
+    pub silu: bool,
 }
 
 /// Records the conv, then the update of its state.
@@ -33,7 +35,8 @@ pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     let params = [channels as u32, kernel as u32];
     let shader = "linear/short_conv.wgsl";
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: channels as u32, per_group: wg };
-    plan.dispatch(gpu, shader, &defines, &params, &[x.into(), state.into(), weight.into(), y.into()], grid)?;
+    let conv = defines.clone().flag("SILU", c.silu);
+    plan.dispatch(gpu, shader, &conv, &params, &[x.into(), state.into(), weight.into(), y.into()], grid)?;
     let grid = Grid::Fixed((channels as u32).div_ceil(wg));
     plan.dispatch(gpu, shader, &defines.flag("UPDATE", true), &params, &[x.into(), state.into()], grid)
 }

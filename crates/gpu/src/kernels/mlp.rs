@@ -21,6 +21,7 @@ pub fn gated_act(
         Activation::Silu => "silu",
         Activation::GeluTanh => "gelu_tanh",
         Activation::Sigmoid => "sigmoid",
+        Activation::Identity => "identity",
     };
     let defines = Defines::new().set("WG", wg).set("ACT", name);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: width as u32, per_group: wg };
