@@ -317,6 +317,39 @@ impl Builder<'_> {
         Ok(linear(self.gpu, &mut self.plan, &args)?)
     }
 
+    /// Projections of the block input written side by side into rows of `width` (e.g. `[q | k | v]`).
+    fn side_by_side(&mut self, projections: &[LinearWeights], y: &wgpu::Buffer, width: usize) -> Result<()> {
+        let mut offset = 0;
+        for l in projections {
+            self.linear_cols(&self.res.scratch.h, l, y, offset, width)?;
+            offset += l.w.rows;
+        }
+        Ok(())
+    }
+
+    /// The tail of linear-attention mixers: a per-head RMSNorm of `lin_out` (gated by `silu(z)` when `gated`), then
+    /// the output projection into the residual.
+    fn output_norm_and_project(
+        &mut self,
+        norm: &NormWeights,
+        heads: usize,
+        gated: bool,
+        out: &LinearWeights,
+        post: &Option<NormWeights>,
+    ) -> Result<()> {
+        let s = &self.res.scratch;
+        let args = NormArgs {
+            weight: &norm.w,
+            dim: norm.spec.dim,
+            groups_per_row: heads,
+            rows: Rows::Tokens,
+            eps: norm.spec.eps,
+            unit_offset: norm.spec.unit_offset,
+        };
+        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gated.then_some(&s.z))?;
+        self.project_residual(&s.lin_out, out, post)
+    }
+
     fn norm(&mut self, n: &NormWeights, groups: usize, rows: Rows, x: &wgpu::Buffer, out: NormOutput) -> Result<()> {
         let args = NormArgs {
             weight: &n.w,
@@ -403,11 +436,7 @@ impl Builder<'_> {
         };
         let s = &self.res.scratch;
         let width = g.qkv_width();
-        let mut offset = 0;
-        for l in in_proj {
-            self.linear_cols(&s.h, l, &s.qkv_raw, offset, width)?;
-            offset += l.w.rows;
-        }
+        self.side_by_side(in_proj, &s.qkv_raw, width)?;
         let call = ShortConv {
             x: &s.qkv_raw,
             weight: conv,
@@ -438,28 +467,14 @@ impl Builder<'_> {
             Mode::Prefill => gated_deltanet::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gated_deltanet::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        let args = NormArgs {
-            weight: &norm.w,
-            dim: norm.spec.dim,
-            groups_per_row: g.n_v_heads,
-            rows: Rows::Tokens,
-            eps: norm.spec.eps,
-            unit_offset: norm.spec.unit_offset,
-        };
-        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, z.as_ref().map(|_| &s.z))?;
-        self.project_residual(&s.lin_out, out, post)
+        self.output_norm_and_project(norm, g.n_v_heads, z.is_some(), out, post)
     }
 
     fn gla(&mut self, li: usize, g: &GlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let MixerWeights::Gla { qkv, gk_down, gk_up, g: gate, norm, out } = w else { unreachable!("GLA weights") };
         let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
         let s = &self.res.scratch;
-        let width = g.qkv_width();
-        let mut offset = 0;
-        for l in qkv {
-            self.linear_cols(&s.h, l, &s.qkv, offset, width)?;
-            offset += l.w.rows;
-        }
+        self.side_by_side(qkv, &s.qkv, g.qkv_width())?;
         self.linear(&s.h, gk_down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
         self.linear(&s.low_rank, gk_up, &s.gk, Rows::Tokens, Epilogue::Store)?;
         if let Some(z) = gate {
@@ -479,16 +494,7 @@ impl Builder<'_> {
             Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        let args = NormArgs {
-            weight: &norm.w,
-            dim: norm.spec.dim,
-            groups_per_row: g.n_heads,
-            rows: Rows::Tokens,
-            eps: norm.spec.eps,
-            unit_offset: norm.spec.unit_offset,
-        };
-        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gate.as_ref().map(|_| &s.z))?;
-        self.project_residual(&s.lin_out, out, post)
+        self.output_norm_and_project(norm, g.n_heads, gate.is_some(), out, post)
     }
 
     /// `y = C ⊙ conv(B ⊙ x)`, then `out_proj` into the residual.
@@ -539,8 +545,7 @@ impl Builder<'_> {
             Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        self.norm(norm, 1, Rows::Tokens, &s.lin_out, NormOutput::InPlace)?;
-        self.project_residual(&s.lin_out, out, post)
+        self.output_norm_and_project(norm, 1, false, out, post)
     }
 
     fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
