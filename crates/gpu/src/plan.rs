@@ -135,6 +135,7 @@ pub enum Op {
 pub struct Plan {
     step_buffer: wgpu::Buffer,
     ops: Vec<Op>,
+    capacity: Option<(u32, u32)>,
 }
 
 /// A buffer bound to a kernel: whole, or a byte range of it.
@@ -154,7 +155,38 @@ impl<'a> From<&'a wgpu::Buffer> for Binding<'a> {
 impl Plan {
     /// An empty plan with its own step uniform.
     pub fn new(gpu: &Gpu) -> Self {
-        Plan { step_buffer: gpu.uniform("step", &[0; 4]), ops: Vec::new() }
+        Plan { step_buffer: gpu.uniform("step", &[0; 4]), ops: Vec::new(), capacity: None }
+    }
+
+    /// An empty plan that will run with at most `tokens` tokens and `logit_rows` logit rows per forward; kernels
+    /// then refuse, when recording, any row-indexed buffer too small for that many rows (an undersized buffer
+    /// would otherwise be clamped silently by the GPU's robust buffer access).
+    pub fn with_capacity(gpu: &Gpu, tokens: usize, logit_rows: usize) -> Self {
+        Plan { capacity: Some((tokens as u32, logit_rows as u32)), ..Self::new(gpu) }
+    }
+
+    /// Checks that `buffer` holds `row_floats` f32 for each of the plan's maximum `rows`.
+    pub fn check_rows(
+        &self,
+        kernel: &'static str,
+        what: &str,
+        buffer: &wgpu::Buffer,
+        rows: Rows,
+        row_floats: usize,
+    ) -> Result<()> {
+        let Some((tokens, logits)) = self.capacity else { return Ok(()) };
+        let n = match rows {
+            Rows::Tokens => tokens,
+            Rows::Logits => logits,
+        } as u64;
+        let need = n * row_floats as u64 * 4;
+        if buffer.size() < need {
+            return Err(crate::GpuError::shape(
+                kernel,
+                format!("{what} buffer holds {} bytes; {n} rows of {row_floats} floats need {need}", buffer.size()),
+            ));
+        }
+        Ok(())
     }
 
     /// Operations recorded so far.

@@ -541,3 +541,13 @@ mod gla {
         }
     }
 }
+
+#[test]
+fn plans_with_a_capacity_refuse_undersized_buffers() {
+    let g = gpu();
+    let (small, ok) = (g.zeros("small", 10), g.zeros("ok", 4 * 8));
+    let mut plan = Plan::with_capacity(g, 4, 1);
+    let e = mlp::gated_act(g, &mut plan, Activation::Silu, &ok, &ok, &small, 8).unwrap_err().to_string();
+    assert!(e.contains("gated_act") && e.contains("output") && e.contains("4 rows of 8 floats"), "{e}");
+    mlp::gated_act(g, &mut plan, Activation::Silu, &ok, &ok, &ok, 8).unwrap();
+}

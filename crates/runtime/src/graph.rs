@@ -125,6 +125,10 @@ pub struct Resources {
     pub ropes: Vec<(RopeSpec, RopeTables)>,
     /// Index into `ropes` per layer.
     pub rope_of_layer: Vec<Option<usize>>,
+    /// Tokens one forward may hold.
+    pub capacity: usize,
+    /// Logit rows one forward may compute.
+    pub logit_capacity: usize,
 }
 
 fn check_binding(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
@@ -254,7 +258,7 @@ impl Resources {
             gk: gpu.zeros("gk", capacity * keyw),
             conv_parts: ["conv b", "conv c", "conv x"].map(|l| gpu.zeros(l, capacity * conv_w)),
         };
-        Ok(Resources { scratch, states, ropes, rope_of_layer })
+        Ok(Resources { scratch, states, ropes, rope_of_layer, capacity, logit_capacity })
     }
 
     /// Bytes of per-layer state (KV caches, recurrent and conv states) held by the session.
@@ -579,7 +583,8 @@ pub fn build(
     mode: Mode,
     max_context: usize,
 ) -> Result<Plan> {
-    let mut b = Builder { gpu, plan: Plan::new(gpu), res, mode, max_context };
+    let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
+    let mut b = Builder { gpu, plan, res, mode, max_context };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
     for (li, (layer, w)) in spec.layers.iter().zip(&weights.layers).enumerate() {

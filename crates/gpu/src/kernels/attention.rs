@@ -34,7 +34,9 @@ pub struct Attention<'a> {
     pub scale: f32,
 }
 
-fn check(a: &Attention) -> Result<()> {
+fn check(plan: &Plan, a: &Attention) -> Result<()> {
+    plan.check_rows("attention", "query", a.q, Rows::Tokens, a.n_heads * a.head_dim)?;
+    plan.check_rows("attention", "output", a.out, Rows::Tokens, a.n_heads * a.head_dim)?;
     if !HEAD_DIMS.contains(&a.head_dim) {
         return Err(GpuError::shape("attention", format!("head_dim {} not in {HEAD_DIMS:?}", a.head_dim)));
     }
@@ -59,7 +61,7 @@ pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
 /// `kv_tile > 0`, K/V tiles of up to `kv_tile` keys are staged in workgroup memory and shared by a block of
 /// queries of one head (clamped to what the device's workgroup memory holds).
 pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> Result<()> {
-    check(a)?;
+    check(plan, a)?;
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
     let buffers = [a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()];
@@ -76,7 +78,7 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
 /// Records attention for few queries with long contexts: one workgroup per (token, head). `scores` holds
 /// `tokens * n_heads * max_keys` f32 of scratch.
 pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
-    check(a)?;
+    check(plan, a)?;
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };

@@ -30,6 +30,8 @@ pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     if kernel < 2 {
         return Err(GpuError::shape("short_conv", format!("kernel {kernel} has no history")));
     }
+    plan.check_rows("short_conv", "input", x, Rows::Tokens, channels)?;
+    plan.check_rows("short_conv", "output", y, Rows::Tokens, channels)?;
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg);
     let params = [channels as u32, kernel as u32];

@@ -16,6 +16,7 @@ pub fn embedding(
     out: &wgpu::Buffer,
     scale: f32,
 ) -> Result<()> {
+    plan.check_rows("embedding", "output", out, Rows::Tokens, table.cols)?;
     let wg = gpu.tuning.wg;
     let defines = weight_defines(Defines::new().set("WG", wg), table.dtype, 4);
     for block in &table.blocks {

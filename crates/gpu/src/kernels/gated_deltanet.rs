@@ -4,7 +4,7 @@
 
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
-use crate::plan::{Grid, Plan};
+use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 
 /// Tokens per chunk of the chunkwise kernels.
@@ -57,7 +57,11 @@ impl ChunkScratch {
     }
 }
 
-fn check(gpu: &Gpu, d: &DeltaNet) -> Result<Defines> {
+fn check(gpu: &Gpu, plan: &Plan, d: &DeltaNet) -> Result<Defines> {
+    let width = 2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv;
+    plan.check_rows("gated_deltanet", "qkv", d.qkv, Rows::Tokens, width)?;
+    plan.check_rows("gated_deltanet", "gates", d.ab, Rows::Tokens, 2 * d.n_v_heads)?;
+    plan.check_rows("gated_deltanet", "output", d.out, Rows::Tokens, d.n_v_heads * d.dv)?;
     if d.n_k_heads == 0 || !d.n_v_heads.is_multiple_of(d.n_k_heads) {
         return Err(GpuError::shape(
             "gated_deltanet",
@@ -79,7 +83,7 @@ fn params(d: &DeltaNet) -> [u32; 3] {
 
 /// Records the token-by-token recurrence over the forward's tokens (decode).
 pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet) -> Result<()> {
-    let defines = check(gpu, d)?.flag("RECURRENT", true);
+    let defines = check(gpu, plan, d)?.flag("RECURRENT", true);
     let buffers = [d.qkv.into(), d.ab.into(), d.gate_params.into(), d.state.into(), d.out.into()];
     plan.dispatch(gpu, "linear/gated_deltanet.wgsl", &defines, &params(d), &buffers, Grid::Fixed(d.n_v_heads as u32))
 }
@@ -87,7 +91,7 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet) -> Result<()> {
 /// Records the chunkwise form over the forward's tokens (prefill): per-chunk WY transforms in parallel, then
 /// the state carried across chunks.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Result<()> {
-    let defines = check(gpu, d)?;
+    let defines = check(gpu, plan, d)?;
     let need = (CHUNK * CHUNK + 5 * CHUNK) as u32 * 4;
     if need > gpu.info.max_workgroup_storage {
         return Err(GpuError::Limit(format!("chunkwise delta rule needs {need} bytes of workgroup memory")));

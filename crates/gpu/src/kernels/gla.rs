@@ -4,7 +4,7 @@
 use super::gated_deltanet::{ChunkScratch, CHUNK};
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
-use crate::plan::{Grid, Plan};
+use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 
 /// Head layout and buffers of one GLA call.
@@ -27,7 +27,10 @@ pub struct Gla<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
-fn check(gpu: &Gpu, g: &Gla) -> Result<Defines> {
+fn check(gpu: &Gpu, plan: &Plan, g: &Gla) -> Result<Defines> {
+    plan.check_rows("gla", "qkv", g.qkv, Rows::Tokens, g.heads * (2 * g.dk + g.dv))?;
+    plan.check_rows("gla", "gates", g.gk, Rows::Tokens, g.heads * g.dk)?;
+    plan.check_rows("gla", "output", g.out, Rows::Tokens, g.heads * g.dv)?;
     if g.heads == 0 || g.dk == 0 || g.dk > 256 || g.dv == 0 || g.dv as u32 > gpu.info.max_workgroup_invocations {
         return Err(GpuError::shape("gla", format!("{} heads, dk {} (<= 256), dv {}", g.heads, g.dk, g.dv)));
     }
@@ -44,7 +47,7 @@ fn params(g: &Gla) -> [u32; 2] {
 
 /// Records the recurrence over the forward's tokens (decode).
 pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
-    let defines = check(gpu, g)?.flag("RECURRENT", true);
+    let defines = check(gpu, plan, g)?.flag("RECURRENT", true);
     let buffers = [g.qkv.into(), g.gk.into(), g.state.into(), g.out.into()];
     plan.dispatch(gpu, "linear/gla.wgsl", &defines, &params(g), &buffers, Grid::Fixed(g.heads as u32))
 }
@@ -52,7 +55,7 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
 /// Records the chunkwise form (prefill). Uses `s.aqk` for the intra-chunk matrices and `s.w` (sized
 /// `[tokens, heads, dk]`) for the cumulative decay.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<()> {
-    let defines = check(gpu, g)?;
+    let defines = check(gpu, plan, g)?;
     let shader = "linear/gla.wgsl";
     let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), (&s.w).into()];
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };

@@ -17,6 +17,8 @@ pub fn gates(
     key: usize,
     width: usize,
 ) -> Result<()> {
+    plan.check_rows("hgrn2", "qkv", qkv, Rows::Tokens, width)?;
+    plan.check_rows("hgrn2", "gates", gk, Rows::Tokens, key)?;
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg).flag("LOWER_BOUND", lower_bound.is_some());
     let mut buffers = vec![qkv.into(), gk.into()];

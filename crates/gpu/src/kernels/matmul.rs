@@ -60,6 +60,9 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             format!("columns {}..{} exceed the row stride {}", l.y_offset, l.y_offset + n, l.y_stride),
         ));
     }
+    let stride = if l.y_stride == 0 { n } else { l.y_stride };
+    plan.check_rows("linear", "input", l.x, l.rows, k)?;
+    plan.check_rows("linear", "output", l.y, l.rows, stride)?;
     let t = &gpu.tuning;
     let base = Defines::new().flag("BIAS", l.bias.is_some()).flag("ACCUMULATE", l.epilogue == Epilogue::Accumulate);
     let (shader, defines) = match l.shape {
@@ -70,7 +73,6 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     };
     let defines = weight_defines(defines, l.w.dtype, 4);
     for block in &l.w.blocks {
-        let stride = if l.y_stride == 0 { n } else { l.y_stride };
         let params = [
             k as u32,
             block.rows as u32,

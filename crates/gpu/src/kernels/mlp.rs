@@ -16,6 +16,9 @@ pub fn gated_act(
     out: &wgpu::Buffer,
     width: usize,
 ) -> Result<()> {
+    for (what, b) in [("gate", gate), ("up", up), ("output", out)] {
+        plan.check_rows("gated_act", what, b, Rows::Tokens, width)?;
+    }
     let wg = gpu.tuning.wg;
     let name = match act {
         Activation::Silu => "silu",

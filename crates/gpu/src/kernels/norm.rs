@@ -49,6 +49,14 @@ pub fn rms_norm_gated(
     if args.dim == 0 || args.groups_per_row == 0 {
         return Err(GpuError::shape("rms_norm", "empty norm"));
     }
+    let width = args.dim * args.groups_per_row;
+    plan.check_rows("rms_norm", "input", x, args.rows, width)?;
+    if let NormOutput::Write(out) | NormOutput::Residual(out) = &output {
+        plan.check_rows("rms_norm", "output", out, args.rows, width)?;
+    }
+    if let Some(g) = gate {
+        plan.check_rows("rms_norm", "gate", g, args.rows, width)?;
+    }
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg).flag("GATE", gate.is_some());
     let params = [

@@ -42,6 +42,7 @@ pub fn rope(
     if tables.rotary_dim > head_dim || !tables.rotary_dim.is_multiple_of(2) {
         return Err(GpuError::shape("rope", format!("rotary dim {} for head dim {head_dim}", tables.rotary_dim)));
     }
+    plan.check_rows("rope", "input", x, Rows::Tokens, heads * head_dim)?;
     let half = tables.rotary_dim / 2;
     let wg = gpu.tuning.wg;
     let params = [heads as u32, head_dim as u32, half as u32, tables.positions as u32];
