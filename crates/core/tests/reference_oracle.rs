@@ -86,3 +86,8 @@ fn fla_hgrn2_matches_fla() {
 fn lfm2_matches_transformers() {
     check("lfm2");
 }
+
+#[test]
+fn fla_linear_attn_matches_fla() {
+    check("linear_attn");
+}

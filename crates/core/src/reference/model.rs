@@ -8,8 +8,8 @@ use super::{
 };
 use super::{gla, hgrn2};
 use crate::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearSpec, MixerSpec, MlpSpec, ModelSpec,
-    NormSpec, ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec, MixerSpec, MlpSpec,
+    ModelSpec, NormSpec, ShortConvSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -39,6 +39,9 @@ impl LayerCache {
             }
             MixerSpec::ShortConv(c) => {
                 LayerCache::Recurrent { state: Vec::new(), conv: vec![0.0; c.channels * (c.kernel - 1)] }
+            }
+            MixerSpec::LinearAttn(l) => {
+                LayerCache::Recurrent { state: vec![0.0; l.n_heads * l.head_k_dim * l.head_v_dim], conv: Vec::new() }
             }
         }
     }
@@ -210,6 +213,28 @@ impl ReferenceModel {
         self.linear(&o, &g.out_proj)
     }
 
+    fn linear_attn(&mut self, li: usize, l: &LinearAttnSpec, h: &[f32]) -> Vec<f32> {
+        let dk = l.head_k_dim;
+        let phi = |m: &Self, x: &[f32], f: &(LinearSpec, LinearSpec)| {
+            let bias = |s: &LinearSpec| m.w(s.bias.as_deref().expect("feature maps have biases")).to_vec();
+            gla::hadamard_feature_map(x, m.w(&f.0.weight), &bias(&f.0), m.w(&f.1.weight), &bias(&f.1), dk)
+        };
+        let q = phi(self, &self.linear(h, &l.qkv[0]), &l.feature_q);
+        let k = phi(self, &self.linear(h, &l.qkv[1]), &l.feature_k);
+        let v = self.linear(h, &l.qkv[2]);
+        let zero_decay = vec![0.0; q.len()];
+        let dims = gla::Dims { heads: l.n_heads, dk, dv: l.head_v_dim };
+        let form = self.form;
+        let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("linear attention state") };
+        let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
+            gla::chunked(&q, &k, &v, &zero_decay, state, &dims)
+        } else {
+            gla::recurrent(&q, &k, &v, &zero_decay, state, &dims)
+        };
+        let o = self.norm(&o, &l.norm);
+        self.linear(&o, &l.out_proj)
+    }
+
     fn short_conv(&mut self, li: usize, c: &ShortConvSpec, h: &[f32]) -> Vec<f32> {
         let bcx = self.linear(h, &c.in_proj);
         let n = c.channels;
@@ -269,6 +294,7 @@ impl ReferenceModel {
                 MixerSpec::Gla(g) => self.gla(li, g, &h),
                 MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &h),
                 MixerSpec::ShortConv(c) => self.short_conv(li, c, &h),
+                MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &h),
             };
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),

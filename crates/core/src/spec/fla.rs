@@ -7,7 +7,7 @@ use crate::{CoreError, Result};
 use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
-pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2"];
+pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn"];
 
 /// Fails unless `field` is absent or equals `want` (options Ternlight does not implement).
 fn require(cfg: &Config, field: &str, want: impl Into<Value>) -> Result<()> {
@@ -179,6 +179,51 @@ fn hgrn2(cfg: &Config, prefix: &str, hidden: usize, layer: usize, layers: usize)
     })
 }
 
+/// fla's LinearAttention layer with the `elementwise_product` (Hadamard) feature map.
+fn linear_attn(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<LinearAttnSpec> {
+    require(cfg, "feature_map", "elementwise_product")?;
+    require(cfg, "output_norm", "rmsnorm")?;
+    for field in ["tie_feature_map_qk", "norm_q", "norm_k", "norm_feature_map", "do_feature_map_norm"] {
+        require(cfg, field, false)?;
+    }
+    let heads = cfg.usize("num_heads")?;
+    if cfg.opt_usize("num_kv_heads")?.is_some_and(|kv| kv != heads) {
+        return Err(CoreError::Unsupported {
+            what: "fla option",
+            name: "num_kv_heads != num_heads".into(),
+            supported: "num_kv_heads=null".into(),
+        });
+    }
+    let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(1.0)) as usize;
+    let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
+    if !key.is_multiple_of(heads) || !value.is_multiple_of(heads) {
+        return Err(CoreError::field(
+            "num_heads",
+            format!("{heads} does not divide key dim {key} and value dim {value}"),
+        ));
+    }
+    let (dk, dv) = (key / heads, value / heads);
+    let lin = |name: &str, out: usize, input: usize, bias: bool| {
+        LinearSpec::new(&format!("{prefix}.{name}"), out, input, bias)
+    };
+    let feature =
+        |which: &str| (lin(&format!("{which}.layer1"), dk, dk, true), lin(&format!("{which}.layer2"), dk, dk, true));
+    Ok(LinearAttnSpec {
+        n_heads: heads,
+        head_k_dim: dk,
+        head_v_dim: dv,
+        qkv: vec![
+            lin("q_proj", key, hidden, false),
+            lin("k_proj", key, hidden, false),
+            lin("v_proj", value, hidden, false),
+        ],
+        feature_q: feature("feature_map_q"),
+        feature_k: feature("feature_map_k"),
+        norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: dv, eps, unit_offset: false },
+        out_proj: lin("o_proj", hidden, value, false),
+    })
+}
+
 /// fla's softmax-attention layer as configured by the `attn` object of a hybrid.
 fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize) -> Result<AttentionSpec> {
     let a = Config(attn);
@@ -256,6 +301,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
                 "gated_deltanet" => MixerSpec::GatedDeltaNet(gated_deltanet(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "delta_net" => MixerSpec::GatedDeltaNet(delta_net(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "gla" => MixerSpec::Gla(gla(cfg, &format!("{p}.attn"), hidden, eps)?),
+                "linear_attn" => MixerSpec::LinearAttn(linear_attn(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "hgrn2" => MixerSpec::Hgrn2(hgrn2(cfg, &format!("{p}.attn"), hidden, i, n_layers)?),
                 other => unreachable!("fla model type {other} listed without a mapping"),
             }

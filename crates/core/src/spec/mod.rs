@@ -186,6 +186,28 @@ pub struct Hgrn2Spec {
     pub lower_bound: Option<(String, usize, usize)>,
 }
 
+/// Plain linear attention (fla `LinearAttention`, `elementwise_product` feature map): per head
+/// `φ(x) = (W1 x + b1) ⊙ (W2 x + b2)` on q and k, `S += φ(k) v^T`, `o = S^T φ(q) dk^-0.5`, a per-head RMSNorm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearAttnSpec {
+    /// Heads.
+    pub n_heads: usize,
+    /// Channels per key head (and feature dimension).
+    pub head_k_dim: usize,
+    /// Channels per value head.
+    pub head_v_dim: usize,
+    /// Query, key and value projections.
+    pub qkv: Vec<LinearSpec>,
+    /// Feature map of q: the two `[dk, dk]` layers with bias.
+    pub feature_q: (LinearSpec, LinearSpec),
+    /// Feature map of k.
+    pub feature_k: (LinearSpec, LinearSpec),
+    /// Per-head output norm.
+    pub norm: NormSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
 /// LFM2's gated short convolution: `B, C, x = in_proj(h)`, `y = C ⊙ conv(B ⊙ x)` (depthwise causal, no
 /// activation), `out_proj(y)`. Its state is the conv history `[channels, kernel - 1]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -238,6 +260,8 @@ pub enum MixerSpec {
     Hgrn2(Hgrn2Spec),
     /// Gated short convolution (LFM2).
     ShortConv(ShortConvSpec),
+    /// Linear attention with a learned feature map.
+    LinearAttn(LinearAttnSpec),
 }
 
 impl MixerSpec {
@@ -253,6 +277,7 @@ impl MixerSpec {
             MixerSpec::Gla(_) => "gla".to_string(),
             MixerSpec::Hgrn2(_) => "hgrn2".to_string(),
             MixerSpec::ShortConv(c) => format!("short_conv({})", c.kernel),
+            MixerSpec::LinearAttn(_) => "linear_attention".to_string(),
         }
     }
 }
@@ -351,6 +376,7 @@ impl LayerSpec {
             MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
             MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
             MixerSpec::ShortConv(c) => 4 * c.channels * (c.kernel - 1),
+            MixerSpec::LinearAttn(l) => 4 * l.n_heads * l.head_k_dim * l.head_v_dim,
         }
     }
 }
@@ -429,6 +455,13 @@ impl ModelSpec {
                         l.decls(&mut out);
                     }
                     norm(&g.norm, &mut out);
+                }
+                MixerSpec::LinearAttn(l) => {
+                    let (fq, fk) = (&l.feature_q, &l.feature_k);
+                    for p in l.qkv.iter().chain([&fq.0, &fq.1, &fk.0, &fk.1, &l.out_proj]) {
+                        p.decls(&mut out);
+                    }
+                    norm(&l.norm, &mut out);
                 }
                 MixerSpec::ShortConv(c) => {
                     c.in_proj.decls(&mut out);
