@@ -101,6 +101,11 @@ fn logits_match_transformers_for_lfm2() {
 }
 
 #[test]
+fn logits_match_fla_for_linear_attn() {
+    fidelity("linear_attn");
+}
+
+#[test]
 fn run_streams_tokens_and_reports_speeds() {
     let dir = fixture("gemma3");
     let args = ["run", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--max-tokens", "12"];

@@ -35,6 +35,7 @@ shaders!(
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
     "linear/hgrn2.wgsl",
+    "linear/linear_attn.wgsl",
 );
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.

@@ -551,3 +551,23 @@ fn plans_with_a_capacity_refuse_undersized_buffers() {
     assert!(e.contains("gated_act") && e.contains("output") && e.contains("4 rows of 8 floats"), "{e}");
     mlp::gated_act(g, &mut plan, Activation::Silu, &ok, &ok, &ok, 8).unwrap();
 }
+
+#[test]
+fn hadamard_feature_map_matches_reference() {
+    use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
+    let g = gpu();
+    let mut rng = Rng::new(13);
+    let (t, heads, dk, offset, width) = (5, 3, 17, 4, 4 + 3 * 17 + 6);
+    let src = random(&mut rng, t * width, 1.0);
+    let [w1, b1, w2, b2] = [dk * dk, dk, dk * dk, dk].map(|n| random(&mut rng, n, 0.5));
+    let bufs = [&w1, &b1, &w2, &b2].map(|v| g.upload_f32("fm", v));
+    let map = FeatureMap { w1: &bufs[0], b1: &bufs[1], w2: &bufs[2], b2: &bufs[3] };
+    let (sb, db) = (g.upload_f32("src", &src), g.zeros("dst", t * width));
+    let mut plan = Plan::new(g);
+    feature_map(g, &mut plan, &map, &sb, &db, heads, dk, (offset, width)).unwrap();
+    let got = run(&plan, &tokens(0, t), &db, t * width);
+    let x: Vec<f32> = src.chunks_exact(width).flat_map(|r| r[offset..offset + heads * dk].to_vec()).collect();
+    let want = reference::gla::hadamard_feature_map(&x, &w1, &b1, &w2, &b2, dk);
+    let got: Vec<f32> = got.chunks_exact(width).flat_map(|r| r[offset..offset + heads * dk].to_vec()).collect();
+    assert_close(&got, &want, 1e-5, "feature map");
+}

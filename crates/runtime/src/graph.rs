@@ -5,14 +5,15 @@
 use crate::error::Result;
 use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, MixerSpec, MlpSpec, ModelSpec, RopeSpec,
-    ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, MixerSpec, MlpSpec, ModelSpec,
+    RopeSpec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::gla::{self, Gla};
 use ternlight_gpu::kernels::hgrn2;
+use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
@@ -113,6 +114,8 @@ pub struct Scratch {
     pub gk: wgpu::Buffer,
     /// Gated-convolution operands `[capacity, max conv channels]` each.
     pub conv_parts: [wgpu::Buffer; 3],
+    /// Zero log decays `[capacity, max key width]` for linear attention (never written).
+    pub zero_decay: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -153,7 +156,7 @@ impl Resources {
     ) -> Result<Self> {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let (mut qkvw, mut vw, mut hv, mut dk, mut dv) = (0, 0, 0, 0, 0);
-        let (mut rank, mut keyw, mut conv_w) = (0, 0, 0);
+        let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
@@ -188,6 +191,17 @@ impl Resources {
                     states.push(LayerState::Recurrent {
                         state: gpu.zeros("gdn state", g.n_v_heads * g.head_k_dim * g.head_v_dim),
                         conv: gpu.zeros("conv state", g.qkv_width() * (g.conv_kernel - 1)),
+                    });
+                    rope_of_layer.push(None);
+                }
+                MixerSpec::LinearAttn(l) => {
+                    let (key, value) = (l.n_heads * l.head_k_dim, l.n_heads * l.head_v_dim);
+                    qkvw = qkvw.max(2 * key + value);
+                    (vw, zero_w) = (vw.max(value), zero_w.max(key));
+                    (hv, dk, dv) = (hv.max(l.n_heads), dk.max(l.head_k_dim), dv.max(l.head_v_dim));
+                    states.push(LayerState::Recurrent {
+                        state: gpu.zeros("linear attention state", l.n_heads * l.head_k_dim * l.head_v_dim),
+                        conv: gpu.zeros("no conv", 0),
                     });
                     rope_of_layer.push(None);
                 }
@@ -257,6 +271,7 @@ impl Resources {
             low_rank: gpu.zeros("low rank", capacity * rank),
             gk: gpu.zeros("gk", capacity * keyw),
             conv_parts: ["conv b", "conv c", "conv x"].map(|l| gpu.zeros(l, capacity * conv_w)),
+            zero_decay: gpu.zeros("zero decay", capacity * zero_w),
         };
         Ok(Resources { scratch, states, ropes, rope_of_layer, capacity, logit_capacity })
     }
@@ -501,6 +516,46 @@ impl Builder<'_> {
         self.output_norm_and_project(norm, g.n_heads, gate.is_some(), out, post)
     }
 
+    /// Feature-mapped q and k, then the GLA kernels with zero decay.
+    fn linear_attn(
+        &mut self,
+        li: usize,
+        l: &LinearAttnSpec,
+        w: &MixerWeights,
+        post: &Option<NormWeights>,
+    ) -> Result<()> {
+        let MixerWeights::LinearAttn { qkv, feature_q, feature_k, norm, out } = w else {
+            unreachable!("linear attention")
+        };
+        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let s = &self.res.scratch;
+        let (key, value) = (l.n_heads * l.head_k_dim, l.n_heads * l.head_v_dim);
+        let width = 2 * key + value;
+        self.linear_cols(&s.h, &qkv[0], &s.qkv_raw, 0, width)?;
+        self.linear_cols(&s.h, &qkv[1], &s.qkv_raw, key, width)?;
+        self.linear_cols(&s.h, &qkv[2], &s.qkv, 2 * key, width)?;
+        for (map, offset) in [(feature_q, 0), (feature_k, key)] {
+            let [w1, b1, w2, b2] = map;
+            let map = FeatureMap { w1, b1, w2, b2 };
+            feature_map(self.gpu, &mut self.plan, &map, &s.qkv_raw, &s.qkv, l.n_heads, l.head_k_dim, (offset, width))?;
+        }
+        let call = Gla {
+            heads: l.n_heads,
+            dk: l.head_k_dim,
+            dv: l.head_v_dim,
+            gate_normalizer: None,
+            qkv: &s.qkv,
+            gk: &s.zero_decay,
+            state,
+            out: &s.lin_out,
+        };
+        match self.mode {
+            Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
+            Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
+        }
+        self.output_norm_and_project(norm, l.n_heads, false, out, post)
+    }
+
     /// `y = C ⊙ conv(B ⊙ x)`, then `out_proj` into the residual.
     fn short_conv(&mut self, li: usize, c: &ShortConvSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let MixerWeights::ShortConv { b, c: cg, x, conv, out } = w else { unreachable!("short conv weights") };
@@ -561,6 +616,7 @@ impl Builder<'_> {
             MixerSpec::Gla(g) => self.gla(li, g, &w.mixer, &w.post_mixer)?,
             MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &w.mixer, &w.post_mixer)?,
             MixerSpec::ShortConv(c) => self.short_conv(li, c, &w.mixer, &w.post_mixer)?,
+            MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &w.mixer, &w.post_mixer)?,
         }
         self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match (&spec.mlp, &w.mlp) {

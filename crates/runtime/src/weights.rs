@@ -5,8 +5,8 @@ use crate::error::Result;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::hgrn2;
 use ternlight_core::spec::{
-    AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearSpec, MixerSpec, MlpSpec, ModelSpec, NormSpec,
-    ShortConvSpec,
+    AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec,
+    NormSpec, ShortConvSpec,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -106,6 +106,19 @@ pub enum MixerWeights {
         /// Output projection.
         out: LinearWeights,
     },
+    /// Linear attention projections, feature maps (f32 `[w1, b1, w2, b2]` each) and output norm.
+    LinearAttn {
+        /// q, k, v projections.
+        qkv: Vec<LinearWeights>,
+        /// Feature map of q.
+        feature_q: [wgpu::Buffer; 4],
+        /// Feature map of k.
+        feature_k: [wgpu::Buffer; 4],
+        /// Output norm.
+        norm: NormWeights,
+        /// Output projection.
+        out: LinearWeights,
+    },
     /// Gated Linear Attention projections and output norm.
     Gla {
         /// Projections writing `[q | k | v]` side by side.
@@ -195,6 +208,12 @@ impl ModelWeights {
                             + lin(a)
                             + lin(b)
                             + gate_params.size()
+                            + norm(n)
+                            + lin(out)
+                    }
+                    MixerWeights::LinearAttn { qkv, feature_q, feature_k, norm: n, out } => {
+                        qkv.iter().map(lin).sum::<u64>()
+                            + feature_q.iter().chain(feature_k).map(wgpu::Buffer::size).sum::<u64>()
                             + norm(n)
                             + lin(out)
                     }
@@ -376,6 +395,25 @@ impl Uploader<'_> {
         })
     }
 
+    /// A feature map's two layers as f32 `[w1, b1, w2, b2]`.
+    fn feature_map(&mut self, f: &(LinearSpec, LinearSpec)) -> Result<[wgpu::Buffer; 4]> {
+        let bias = |l: &LinearSpec| {
+            l.bias.clone().ok_or_else(|| CoreError::MissingTensor { name: format!("{} bias", l.weight) })
+        };
+        let (b1, b2) = (bias(&f.0)?, bias(&f.1)?);
+        Ok([self.vector(&f.0.weight)?, self.vector(&b1)?, self.vector(&f.1.weight)?, self.vector(&b2)?])
+    }
+
+    fn linear_attn(&mut self, l: &LinearAttnSpec) -> Result<MixerWeights> {
+        Ok(MixerWeights::LinearAttn {
+            qkv: l.qkv.iter().map(|p| self.linear(p)).collect::<Result<Vec<_>>>()?,
+            feature_q: self.feature_map(&l.feature_q)?,
+            feature_k: self.feature_map(&l.feature_k)?,
+            norm: self.norm(&l.norm)?,
+            out: self.linear(&l.out_proj)?,
+        })
+    }
+
     fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
         let n = c.channels;
         let mut part = |i: usize| -> Result<LinearWeights> {
@@ -446,6 +484,7 @@ pub fn upload(
             MixerSpec::Gla(g) => up.gla(g)?,
             MixerSpec::Hgrn2(g) => up.hgrn2(g)?,
             MixerSpec::ShortConv(c) => up.short_conv(c)?,
+            MixerSpec::LinearAttn(l) => up.linear_attn(l)?,
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;

@@ -159,6 +159,11 @@ fn lfm2_matches_transformers_on_the_gpu() {
 }
 
 #[test]
+fn fla_linear_attn_matches_fla_on_the_gpu() {
+    check("linear_attn");
+}
+
+#[test]
 fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let mut g = Gpu::new_blocking().unwrap();
     g.tuning.attn_kv_tile = 32;

@@ -7,6 +7,7 @@ pub mod embedding;
 pub mod gated_deltanet;
 pub mod gla;
 pub mod hgrn2;
+pub mod linear_attn;
 pub mod matmul;
 pub mod mlp;
 pub mod norm;
