@@ -134,6 +134,29 @@ pub struct Resources {
     pub logit_capacity: usize,
 }
 
+/// The widths linear-attention scratch must hold, the maximum over layers.
+#[derive(Default)]
+struct LinearWidths {
+    qkv: usize,
+    value: usize,
+    heads: usize,
+    dk: usize,
+    dv: usize,
+}
+
+impl LinearWidths {
+    fn add(&mut self, qkv: usize, heads: usize, dk: usize, dv: usize) {
+        self.qkv = self.qkv.max(qkv);
+        self.value = self.value.max(heads * dv);
+        (self.heads, self.dk, self.dv) = (self.heads.max(heads), self.dk.max(dk), self.dv.max(dv));
+    }
+}
+
+/// Fixed-size state of a recurrent layer: `state_len` and `conv_len` f32, zeroed.
+fn recurrent(gpu: &Gpu, state_len: usize, conv_len: usize) -> LayerState {
+    LayerState::Recurrent { state: gpu.zeros("recurrent state", state_len), conv: gpu.zeros("conv state", conv_len) }
+}
+
 fn check_binding(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
     if bytes > gpu.info.max_binding {
         return Err(GpuError::Limit(format!(
@@ -155,7 +178,7 @@ impl Resources {
         logit_capacity: usize,
     ) -> Result<Self> {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
-        let (mut qkvw, mut vw, mut hv, mut dk, mut dv) = (0, 0, 0, 0, 0);
+        let mut lin = LinearWidths::default();
         let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
@@ -185,57 +208,33 @@ impl Resources {
                     }));
                 }
                 MixerSpec::GatedDeltaNet(g) => {
-                    qkvw = qkvw.max(g.qkv_width());
-                    vw = vw.max(g.n_v_heads * g.head_v_dim);
-                    (hv, dk, dv) = (hv.max(g.n_v_heads), dk.max(g.head_k_dim), dv.max(g.head_v_dim));
-                    states.push(LayerState::Recurrent {
-                        state: gpu.zeros("gdn state", g.n_v_heads * g.head_k_dim * g.head_v_dim),
-                        conv: gpu.zeros("conv state", g.qkv_width() * (g.conv_kernel - 1)),
-                    });
-                    rope_of_layer.push(None);
+                    lin.add(g.qkv_width(), g.n_v_heads, g.head_k_dim, g.head_v_dim);
+                    let conv = g.qkv_width() * (g.conv_kernel - 1);
+                    states.push(recurrent(gpu, g.n_v_heads * g.head_k_dim * g.head_v_dim, conv));
                 }
                 MixerSpec::LinearAttn(l) => {
-                    let (key, value) = (l.n_heads * l.head_k_dim, l.n_heads * l.head_v_dim);
-                    qkvw = qkvw.max(2 * key + value);
-                    (vw, zero_w) = (vw.max(value), zero_w.max(key));
-                    (hv, dk, dv) = (hv.max(l.n_heads), dk.max(l.head_k_dim), dv.max(l.head_v_dim));
-                    states.push(LayerState::Recurrent {
-                        state: gpu.zeros("linear attention state", l.n_heads * l.head_k_dim * l.head_v_dim),
-                        conv: gpu.zeros("no conv", 0),
-                    });
-                    rope_of_layer.push(None);
+                    lin.add(l.n_heads * (2 * l.head_k_dim + l.head_v_dim), l.n_heads, l.head_k_dim, l.head_v_dim);
+                    zero_w = zero_w.max(l.n_heads * l.head_k_dim);
+                    states.push(recurrent(gpu, l.n_heads * l.head_k_dim * l.head_v_dim, 0));
                 }
                 MixerSpec::ShortConv(c) => {
                     conv_w = conv_w.max(c.channels);
-                    vw = vw.max(c.channels);
-                    states.push(LayerState::Recurrent {
-                        state: gpu.zeros("no state", 0),
-                        conv: gpu.zeros("conv state", c.channels * (c.kernel - 1)),
-                    });
-                    rope_of_layer.push(None);
+                    lin.value = lin.value.max(c.channels);
+                    states.push(recurrent(gpu, 0, c.channels * (c.kernel - 1)));
                 }
                 MixerSpec::Hgrn2(g) => {
-                    let (key, value) = (g.n_heads * g.head_f_dim, g.n_heads * g.head_i_dim);
-                    qkvw = qkvw.max(2 * key + value);
-                    (vw, keyw) = (vw.max(value), keyw.max(key));
-                    (hv, dk, dv) = (hv.max(g.n_heads), dk.max(g.head_f_dim), dv.max(g.head_i_dim));
-                    states.push(LayerState::Recurrent {
-                        state: gpu.zeros("hgrn2 state", g.n_heads * g.head_f_dim * g.head_i_dim),
-                        conv: gpu.zeros("no conv", 0),
-                    });
-                    rope_of_layer.push(None);
+                    lin.add(g.n_heads * (2 * g.head_f_dim + g.head_i_dim), g.n_heads, g.head_f_dim, g.head_i_dim);
+                    keyw = keyw.max(g.n_heads * g.head_f_dim);
+                    states.push(recurrent(gpu, g.n_heads * g.head_f_dim * g.head_i_dim, 0));
                 }
                 MixerSpec::Gla(g) => {
-                    qkvw = qkvw.max(g.qkv_width());
-                    vw = vw.max(g.n_heads * g.head_v_dim);
-                    (hv, dk, dv) = (hv.max(g.n_heads), dk.max(g.head_k_dim), dv.max(g.head_v_dim));
+                    lin.add(g.qkv_width(), g.n_heads, g.head_k_dim, g.head_v_dim);
                     (rank, keyw) = (rank.max(g.gk_down.out_features), keyw.max(g.n_heads * g.head_k_dim));
-                    states.push(LayerState::Recurrent {
-                        state: gpu.zeros("gla state", g.n_heads * g.head_k_dim * g.head_v_dim),
-                        conv: gpu.zeros("no conv", 0),
-                    });
-                    rope_of_layer.push(None);
+                    states.push(recurrent(gpu, g.n_heads * g.head_k_dim * g.head_v_dim, 0));
                 }
+            }
+            if !matches!(layer.mixer, MixerSpec::Attention(_)) {
+                rope_of_layer.push(None);
             }
             match &layer.mlp {
                 MlpSpec::Gated { gate, .. } => inter = inter.max(gate.out_features),
@@ -245,6 +244,7 @@ impl Resources {
         for (what, width) in [("queries", qw), ("MLP activations", inter), ("hidden states", h)] {
             check_binding(gpu, &format!("{what} for {capacity} tokens"), (capacity * width * 4) as u64)?;
         }
+        let LinearWidths { qkv: qkvw, value: vw, heads: hv, dk, dv } = lin;
         let scratch = Scratch {
             ids: gpu.zeros("ids", capacity),
             x: gpu.zeros("x", capacity * h),

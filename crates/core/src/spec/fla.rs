@@ -22,6 +22,28 @@ fn require(cfg: &Config, field: &str, want: impl Into<Value>) -> Result<()> {
     }
 }
 
+/// `num_heads` heads over `hidden * expand_k` key and `hidden * expand_v` value channels (fla's DeltaNet, GLA and
+/// linear attention); grouped key/value heads are refused.
+fn head_layout(cfg: &Config, hidden: usize, default_expand_k: f64) -> Result<(usize, usize, usize)> {
+    let heads = cfg.usize("num_heads")?;
+    if cfg.opt_usize("num_kv_heads")?.is_some_and(|kv| kv != heads) {
+        return Err(CoreError::Unsupported {
+            what: "fla option",
+            name: "num_kv_heads != num_heads".into(),
+            supported: "num_kv_heads=null".into(),
+        });
+    }
+    let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(default_expand_k)) as usize;
+    let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
+    if !key.is_multiple_of(heads) || !value.is_multiple_of(heads) {
+        return Err(CoreError::field(
+            "num_heads",
+            format!("{heads} does not divide key dim {key} and value dim {value}"),
+        ));
+    }
+    Ok((heads, key, value))
+}
+
 /// fla's DeltaNet layer: the delta rule without decay; `head_k_dim = hidden * expand_k / num_heads`.
 fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
     for (field, want) in
@@ -31,15 +53,7 @@ fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Gate
     }
     require(cfg, "qk_activation", "silu")?;
     require(cfg, "qk_norm", "l2")?;
-    let heads = cfg.usize("num_heads")?;
-    let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(1.0)) as usize;
-    let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
-    if !key.is_multiple_of(heads) || !value.is_multiple_of(heads) {
-        return Err(CoreError::field(
-            "num_heads",
-            format!("{heads} does not divide key dim {key} and value dim {value}"),
-        ));
-    }
+    let (heads, key, value) = head_layout(cfg, hidden, 1.0)?;
     let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
     Ok(GatedDeltaNetSpec {
         n_k_heads: heads,
@@ -106,22 +120,7 @@ fn gla(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GlaSpec> {
             });
         }
     }
-    let heads = cfg.usize("num_heads")?;
-    if cfg.opt_usize("num_kv_heads")?.is_some_and(|kv| kv != heads) {
-        return Err(CoreError::Unsupported {
-            what: "fla option",
-            name: "num_kv_heads != num_heads".into(),
-            supported: "num_kv_heads=null".into(),
-        });
-    }
-    let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(0.5)) as usize;
-    let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
-    if !key.is_multiple_of(heads) || !value.is_multiple_of(heads) {
-        return Err(CoreError::field(
-            "num_heads",
-            format!("{heads} does not divide key dim {key} and value dim {value}"),
-        ));
-    }
+    let (heads, key, value) = head_layout(cfg, hidden, 0.5)?;
     let rank = cfg.opt_usize("gate_low_rank_dim")?.unwrap_or(16);
     let lin = |name: &str, out: usize, input: usize, bias: bool| {
         LinearSpec::new(&format!("{prefix}.{name}"), out, input, bias)
@@ -186,22 +185,7 @@ fn linear_attn(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Li
     for field in ["tie_feature_map_qk", "norm_q", "norm_k", "norm_feature_map", "do_feature_map_norm"] {
         require(cfg, field, false)?;
     }
-    let heads = cfg.usize("num_heads")?;
-    if cfg.opt_usize("num_kv_heads")?.is_some_and(|kv| kv != heads) {
-        return Err(CoreError::Unsupported {
-            what: "fla option",
-            name: "num_kv_heads != num_heads".into(),
-            supported: "num_kv_heads=null".into(),
-        });
-    }
-    let key = (hidden as f64 * cfg.f64("expand_k")?.unwrap_or(1.0)) as usize;
-    let value = (hidden as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)) as usize;
-    if !key.is_multiple_of(heads) || !value.is_multiple_of(heads) {
-        return Err(CoreError::field(
-            "num_heads",
-            format!("{heads} does not divide key dim {key} and value dim {value}"),
-        ));
-    }
+    let (heads, key, value) = head_layout(cfg, hidden, 1.0)?;
     let (dk, dv) = (key / heads, value / heads);
     let lin = |name: &str, out: usize, input: usize, bias: bool| {
         LinearSpec::new(&format!("{prefix}.{name}"), out, input, bias)
