@@ -73,11 +73,6 @@ impl Sampler {
         Sampler { params, rng }
     }
 
-    /// The settings in use.
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
-    }
-
     /// Picks the next token from `logits`, given the ids already in the context (for the repetition penalty).
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
         let p = &self.params;

@@ -67,11 +67,6 @@ impl Tokenizer {
         self.inner.decode(ids, true).map_err(|e| CoreError::Tokenizer(e.to_string()))
     }
 
-    /// The id of a token string, if the vocabulary has it.
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
-
     /// Whether a chat template is available.
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()

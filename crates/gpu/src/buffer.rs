@@ -119,31 +119,56 @@ impl Gpu {
         })
     }
 
-    /// Copies `len` f32 values starting at element `offset` of `buffer` back to the host.
+    /// Copies `len` f32 values starting at element `offset` of `buffer` back to the host (one-off readbacks;
+    /// per-forward readbacks use a persistent [`Staging`] buffer recorded into the forward's own submit).
     pub async fn read_f32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
-        let size = (len * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = Staging::new(self, len);
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        staging.record_copy(&mut encoder, buffer, offset, len);
+        self.queue.submit([encoder.finish()]);
+        staging.read(self, len).await
+    }
+}
+
+/// A host-readable buffer kept for repeated readbacks (the logits of every forward), so reading back costs
+/// neither an allocation nor a second submit.
+pub struct Staging {
+    buffer: wgpu::Buffer,
+}
+
+impl Staging {
+    /// A staging buffer for up to `len` f32 values.
+    pub fn new(gpu: &Gpu, len: usize) -> Self {
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: size.max(4),
+            size: (len.max(1) * 4) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(buffer, (offset * 4) as u64, &staging, 0, size);
-        self.queue.submit([encoder.finish()]);
+        Staging { buffer }
+    }
+
+    /// Records a copy of `len` f32 values from element `offset` of `src` into this buffer.
+    pub fn record_copy(&self, encoder: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, offset: usize, len: usize) {
+        encoder.copy_buffer_to_buffer(src, (offset * 4) as u64, &self.buffer, 0, (len * 4) as u64);
+    }
+
+    /// Waits for the submitted copy and returns the first `len` values.
+    pub async fn read(&self, gpu: &Gpu, len: usize) -> Result<Vec<f32>> {
+        let size = (len * 4) as u64;
         let (tx, rx) = futures_channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        self.buffer.map_async(wgpu::MapMode::Read, ..size.max(4), move |r| {
             let _ = tx.send(r);
         });
-        self.wait()?;
-        self.check_errors("running the GPU work")?;
+        gpu.wait()?;
+        gpu.check_errors("running the GPU work")?;
         rx.await
             .map_err(|_| GpuError::Execution("readback was cancelled (device lost?)".into()))?
             .map_err(|e| GpuError::Execution(format!("readback failed: {e}")))?;
-        let view = staging.get_mapped_range(..).map_err(|e| GpuError::Execution(e.to_string()))?;
+        let view = self.buffer.get_mapped_range(..size.max(4)).map_err(|e| GpuError::Execution(e.to_string()))?;
         let out = bytemuck::cast_slice::<u8, f32>(&view[..size as usize]).to_vec();
         drop(view);
-        staging.unmap();
+        self.buffer.unmap();
         Ok(out)
     }
 }

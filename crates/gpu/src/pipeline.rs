@@ -35,14 +35,4 @@ impl PipelineCache {
         map.insert(key, pipeline.clone());
         Ok(pipeline)
     }
-
-    /// Number of distinct pipelines compiled so far.
-    pub fn len(&self) -> usize {
-        self.pipelines.lock().expect("pipeline cache poisoned").len()
-    }
-
-    /// Whether nothing has been compiled yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -189,11 +189,6 @@ impl Plan {
         Ok(())
     }
 
-    /// Operations recorded so far.
-    pub fn ops(&self) -> &[Op] {
-        &self.ops
-    }
-
     /// Number of compute dispatches in one forward.
     pub fn dispatch_count(&self) -> usize {
         self.ops.iter().filter(|o| matches!(o, Op::Dispatch { .. })).count()
@@ -291,11 +286,15 @@ impl Plan {
         }
     }
 
-    /// Writes `step` to the uniform, encodes the plan and submits it as one command buffer.
-    pub fn submit(&self, gpu: &Gpu, step: &Step) {
+    /// Writes `step` to the uniform, encodes the plan (and, when given, the copy of `len` f32 from `src` into
+    /// `staging`) and submits it all as one command buffer.
+    pub fn submit(&self, gpu: &Gpu, step: &Step, readback: Option<(&wgpu::Buffer, &crate::buffer::Staging, usize)>) {
         gpu.queue.write_buffer(&self.step_buffer, 0, bytemuck::cast_slice(&step.uniform_words()));
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         self.encode(&mut encoder, step);
+        if let Some((src, staging, len)) = readback {
+            staging.record_copy(&mut encoder, src, 0, len);
+        }
         gpu.queue.submit([encoder.finish()]);
     }
 }

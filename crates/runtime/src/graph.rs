@@ -307,9 +307,7 @@ impl Builder<'_> {
         rows: Rows,
         epilogue: Epilogue,
     ) -> Result<()> {
-        let shape = self.shape();
-        let args = Linear { x, w: &l.w, bias: l.bias.as_ref(), y, y_offset: 0, y_stride: 0, rows, epilogue, shape };
-        Ok(linear(self.gpu, &mut self.plan, &args)?)
+        self.linear_at(x, l, y, rows, epilogue, (0, 0))
     }
 
     /// A linear layer writing columns `offset..` of rows `stride` wide.
@@ -321,18 +319,20 @@ impl Builder<'_> {
         offset: usize,
         stride: usize,
     ) -> Result<()> {
+        self.linear_at(x, l, y, Rows::Tokens, Epilogue::Store, (offset, stride))
+    }
+
+    fn linear_at(
+        &mut self,
+        x: &wgpu::Buffer,
+        l: &LinearWeights,
+        y: &wgpu::Buffer,
+        rows: Rows,
+        epilogue: Epilogue,
+        (y_offset, y_stride): (usize, usize),
+    ) -> Result<()> {
         let shape = self.shape();
-        let args = Linear {
-            x,
-            w: &l.w,
-            bias: l.bias.as_ref(),
-            y,
-            y_offset: offset,
-            y_stride: stride,
-            rows: Rows::Tokens,
-            epilogue: Epilogue::Store,
-            shape,
-        };
+        let args = Linear { x, w: &l.w, bias: l.bias.as_ref(), y, y_offset, y_stride, rows, epilogue, shape };
         Ok(linear(self.gpu, &mut self.plan, &args)?)
     }
 

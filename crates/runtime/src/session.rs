@@ -7,6 +7,7 @@ use crate::weights::{upload, LoadProgress, ModelWeights};
 use std::sync::Arc;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
+use ternlight_gpu::buffer::Staging;
 use ternlight_gpu::plan::{Plan, Step};
 use ternlight_gpu::{wgpu, Gpu};
 
@@ -59,6 +60,7 @@ pub struct Session {
     capacity: usize,
     logit_capacity: usize,
     position: usize,
+    staging: Staging,
 }
 
 impl Session {
@@ -91,6 +93,7 @@ impl Session {
         gpu.check_errors("allocating the KV cache and scratch")?;
         let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context)?;
         let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context)?;
+        let staging = Staging::new(&gpu, logit_capacity * spec.vocab);
         Ok(Session {
             gpu,
             spec,
@@ -102,6 +105,7 @@ impl Session {
             capacity,
             logit_capacity,
             position: 0,
+            staging,
         })
     }
 
@@ -174,12 +178,14 @@ impl Session {
             Mode::Prefill => &self.prefill_plan,
             Mode::Decode => &self.decode_plan,
         };
-        plan.submit(&self.gpu, &step);
+        let len = n_logits * self.spec.vocab;
+        let readback = (len > 0).then_some((&self.res.scratch.logits, &self.staging, len));
+        plan.submit(&self.gpu, &step, readback);
         self.position += ids.len();
-        if n_logits == 0 {
+        if len == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.gpu.read_f32(&self.res.scratch.logits, 0, n_logits * self.spec.vocab).await?)
+        Ok(self.staging.read(&self.gpu, len).await?)
     }
 
     /// Appends `ids` to the context in as few forwards as the capacity allows and returns the logits of the
@@ -261,10 +267,5 @@ impl Session {
         }
         self.gpu.queue.submit([encoder.finish()]);
         Ok(())
-    }
-
-    /// Tokens one prefill forward holds.
-    pub fn prefill_capacity(&self) -> usize {
-        self.capacity
     }
 }
