@@ -1,4 +1,5 @@
-// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid, identity} (MLPs, output gates, gated convolutions).
+// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid, identity} (MLPs, output gates,
+// gated convolutions); ROW_GATE also multiplies row t by sigmoid(row_gate[t]) (a MoE shared expert's gate).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -10,6 +11,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> gate: array<f32>;
 @group(0) @binding(3) var<storage, read> up: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#if ROW_GATE
+@group(0) @binding(5) var<storage, read> row_gate: array<f32>;
+#endif
 
 fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));
@@ -38,5 +42,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (idx >= row_count(params.row_sel) * params.width) {
         return;
     }
+#if ROW_GATE
+    out[idx] = {{ACT}}(gate[idx]) * up[idx] * sigmoid(row_gate[idx / params.width]);
+#else
     out[idx] = {{ACT}}(gate[idx]) * up[idx];
+#endif
 }

@@ -35,7 +35,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let kind = |l: &ternlight_core::spec::LayerSpec| {
         let mlp = match &l.mlp {
-            MlpSpec::Gated { act, .. } => format!("gated_mlp({act:?})"),
+            MlpSpec::Gated(g) => format!("gated_mlp({:?})", g.act),
+            MlpSpec::Moe(m) => format!(
+                "moe({} experts, top {}{})",
+                m.experts.len(),
+                m.top_k,
+                if m.shared.is_some() { ", shared" } else { "" }
+            ),
         };
         format!("{} + {}", l.mixer.kind(), mlp)
     };

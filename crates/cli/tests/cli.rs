@@ -71,6 +71,11 @@ fn logits_match_transformers_for_qwen3_5() {
 }
 
 #[test]
+fn logits_match_transformers_for_qwen3_next() {
+    fidelity("qwen3_next");
+}
+
+#[test]
 fn logits_match_fla_for_gated_deltanet() {
     fidelity("gated_deltanet");
 }

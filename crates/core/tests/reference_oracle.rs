@@ -91,3 +91,8 @@ fn lfm2_matches_transformers() {
 fn fla_linear_attn_matches_fla() {
     check("linear_attn");
 }
+
+#[test]
+fn qwen3_next_matches_transformers() {
+    check("qwen3_next");
+}

@@ -45,6 +45,19 @@ impl Weight {
         bytes: &[u8],
         max_binding: u64,
     ) -> Result<Self> {
+        Self::upload_grouped(gpu, name, (dtype, rows, cols), bytes, max_binding, 1)
+    }
+
+    /// [`Weight::upload`] with blocks that split the rows only at multiples of `row_group` (stacked experts: a block
+    /// holds whole experts).
+    pub fn upload_grouped(
+        gpu: &Gpu,
+        name: &str,
+        (dtype, rows, cols): (DType, usize, usize),
+        bytes: &[u8],
+        max_binding: u64,
+        row_group: usize,
+    ) -> Result<Self> {
         if !dtype.is_float() {
             return Err(GpuError::shape("weight upload", format!("{name}: dtype {dtype} is not a float type")));
         }
@@ -55,13 +68,16 @@ impl Weight {
                 format!("{name}: {} bytes for [{rows}, {cols}] {dtype}", bytes.len()),
             ));
         }
+        // Blocks start on 4-byte boundaries: 16-bit rows of odd width pair up.
+        let pair = if dtype.size() == 2 && cols % 2 == 1 { 2 } else { 1 };
+        let align = if row_group % pair == 0 { row_group } else { row_group * pair };
         let mut per_block = (max_binding as usize / row_bytes.max(1)).min(rows.max(1));
-        if dtype.size() == 2 && cols % 2 == 1 && per_block < rows {
-            per_block -= per_block % 2;
+        if per_block < rows {
+            per_block -= per_block % align;
         }
         if per_block == 0 {
             return Err(GpuError::Limit(format!(
-                "{name}: one row of {row_bytes} bytes exceeds the {max_binding}-byte binding limit"
+                "{name}: {align} row(s) of {row_bytes} bytes exceed the {max_binding}-byte binding limit"
             )));
         }
         let blocks = (0..rows)

@@ -27,6 +27,7 @@ shaders!(
     "common/matvec.wgsl",
     "common/rope.wgsl",
     "common/gated_act.wgsl",
+    "common/moe.wgsl",
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",

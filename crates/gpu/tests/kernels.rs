@@ -571,3 +571,106 @@ fn hadamard_feature_map_matches_reference() {
     let got: Vec<f32> = got.chunks_exact(width).flat_map(|r| r[offset..offset + heads * dk].to_vec()).collect();
     assert_close(&got, &want, 1e-5, "feature map");
 }
+
+#[test]
+fn moe_routing_and_selected_experts_match_reference_across_weight_blocks() {
+    use ternlight_core::reference::moe::{route, Routing};
+    use ternlight_core::spec::RouterScoring;
+    use ternlight_gpu::kernels::moe::{self, ExpertLinear, Router};
+    let g = gpu();
+    let mut rng = Rng::new(11);
+    let (experts, hidden, inter) = (5, 19, 13);
+    for (n_tok, top_k, scoring, biased) in [
+        (1, 1, RouterScoring::Softmax, false),
+        (37, 3, RouterScoring::Softmax, false),
+        (6, 2, RouterScoring::Sigmoid, true),
+    ] {
+        let logits = random(&mut rng, n_tok * experts, 3.0);
+        let bias = random(&mut rng, experts, 0.3);
+        let x = random(&mut rng, n_tok * hidden, 1.0);
+        let raw_up = encode(DType::BF16, &random(&mut rng, experts * inter * hidden, 0.5));
+        let raw_down = encode(DType::BF16, &random(&mut rng, experts * hidden * inter, 0.5));
+        let (w_up, w_down) = (decode_f32(DType::BF16, &raw_up).unwrap(), decode_f32(DType::BF16, &raw_down).unwrap());
+        let y0 = random(&mut rng, n_tok * hidden, 1.0);
+        let routing =
+            Routing { scoring, selection_bias: biased.then_some(&bias[..]), top_k, normalize: true, scale: 1.5 };
+
+        // Reference: per token, the weighted sum of down(up(x)) through its experts, added to y0.
+        let mut want_routes = Vec::new();
+        let mut want = y0.clone();
+        for t in 0..n_tok {
+            for (e, weight) in route(&logits[t * experts..(t + 1) * experts], &routing) {
+                want_routes.extend([e as f32, weight]);
+                let xt = &x[t * hidden..(t + 1) * hidden];
+                let h = reference::linear::linear(
+                    xt,
+                    &w_up[e * inter * hidden..(e + 1) * inter * hidden],
+                    None,
+                    hidden,
+                    inter,
+                );
+                let w_e = &w_down[e * hidden * inter..(e + 1) * hidden * inter];
+                let o = reference::linear::linear(&h, w_e, None, inter, hidden);
+                want[t * hidden..(t + 1) * hidden].iter_mut().zip(o).for_each(|(a, b)| *a += weight * b);
+            }
+        }
+
+        // Blocks of two experts each: the kernels must skip experts held by other blocks.
+        let block_bytes = |rows: usize, cols: usize| (2 * rows * cols * 2) as u64;
+        let up = Weight::upload_grouped(
+            g,
+            "up",
+            (DType::BF16, experts * inter, hidden),
+            &raw_up,
+            block_bytes(inter, hidden),
+            inter,
+        )
+        .unwrap();
+        let down = Weight::upload_grouped(
+            g,
+            "down",
+            (DType::BF16, experts * hidden, inter),
+            &raw_down,
+            block_bytes(hidden, inter),
+            hidden,
+        )
+        .unwrap();
+        assert_eq!((up.blocks.len(), down.blocks.len()), (3, 3));
+        let (lb, bb, xb) = (g.upload_f32("logits", &logits), g.upload_f32("bias", &bias), g.upload_f32("x", &x));
+        let routes = g.zeros("routes", n_tok * top_k * 2);
+        let mid = g.zeros("mid", n_tok * top_k * inter);
+        let yb = g.upload_f32("y", &y0);
+        let mut plan = Plan::new(g);
+        let router = Router {
+            scoring,
+            selection_bias: biased.then_some(&bb),
+            n_experts: experts,
+            top_k,
+            normalize: true,
+            scale: 1.5,
+        };
+        moe::route(g, &mut plan, &router, &lb, &routes).unwrap();
+        let l = ExpertLinear { x: &xb, w: &up, n: inter, routes: &routes, top_k, y: &mid, combine: None };
+        moe::expert_linear(g, &mut plan, &l).unwrap();
+        let l = ExpertLinear {
+            x: &mid,
+            w: &down,
+            n: hidden,
+            routes: &routes,
+            top_k,
+            y: &yb,
+            combine: Some(Epilogue::Accumulate),
+        };
+        moe::expert_linear(g, &mut plan, &l).unwrap();
+        let got = run(&plan, &tokens(0, n_tok), &yb, n_tok * hidden);
+        let got_routes = pollster::block_on(g.read_f32(&routes, 0, n_tok * top_k * 2)).unwrap();
+        for (i, (a, b)) in got_routes.iter().zip(&want_routes).enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(a, b, "expert of slot {} (T={n_tok}, k={top_k})", i / 2);
+            } else {
+                assert!((a - b).abs() < 1e-5, "route weight {a} vs {b}");
+            }
+        }
+        assert_close(&got, &want, 1e-4, &format!("moe T={n_tok} k={top_k} {scoring:?}"));
+    }
+}

@@ -3,10 +3,12 @@
 //! form uses matrix-vector kernels and key-parallel attention. Both read the same weights and buffers.
 
 use crate::error::Result;
-use crate::weights::{LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights};
+use crate::weights::{
+    GatedMlpWeights, LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights,
+};
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, MixerSpec, MlpSpec, ModelSpec,
-    RopeSpec, ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, MixerSpec, MlpSpec,
+    ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
@@ -15,10 +17,14 @@ use ternlight_gpu::kernels::gla::{self, Gla};
 use ternlight_gpu::kernels::hgrn2;
 use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::moe::{expert_linear, route, ExpertLinear, Router};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
-use ternlight_gpu::kernels::{embedding::embedding, mlp::gated_act};
+use ternlight_gpu::kernels::{
+    embedding::embedding,
+    mlp::{gated_act, gated_act_row_gated},
+};
 use ternlight_gpu::plan::{Op, Plan, Rows};
 use ternlight_gpu::{wgpu, Gpu, GpuError};
 
@@ -116,6 +122,12 @@ pub struct Scratch {
     pub conv_parts: [wgpu::Buffer; 3],
     /// Zero log decays `[capacity, max key width]` for linear attention (never written).
     pub zero_decay: wgpu::Buffer,
+    /// MoE router logits `[capacity, max experts]`.
+    pub router_logits: wgpu::Buffer,
+    /// MoE routes `[capacity, max top_k, 2]` (expert, weight).
+    pub routes: wgpu::Buffer,
+    /// Shared-expert gate logits `[capacity]`.
+    pub row_gate: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -180,6 +192,7 @@ impl Resources {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let mut lin = LinearWidths::default();
         let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
+        let (mut experts, mut top_k) = (0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
@@ -236,8 +249,9 @@ impl Resources {
             if !matches!(layer.mixer, MixerSpec::Attention(_)) {
                 rope_of_layer.push(None);
             }
-            match &layer.mlp {
-                MlpSpec::Gated { gate, .. } => inter = inter.max(gate.out_features),
+            inter = inter.max(layer.mlp.activation_width());
+            if let MlpSpec::Moe(m) = &layer.mlp {
+                (experts, top_k) = (experts.max(m.experts.len()), top_k.max(m.top_k));
             }
         }
         let h = spec.hidden;
@@ -272,6 +286,9 @@ impl Resources {
             gk: gpu.zeros("gk", capacity * keyw),
             conv_parts: ["conv b", "conv c", "conv x"].map(|l| gpu.zeros(l, capacity * conv_w)),
             zero_decay: gpu.zeros("zero decay", capacity * zero_w),
+            router_logits: gpu.zeros("router logits", capacity * experts),
+            routes: gpu.zeros("routes", capacity * 2 * top_k),
+            row_gate: gpu.zeros("shared expert gate", capacity),
         };
         Ok(Resources { scratch, states, ropes, rope_of_layer, capacity, logit_capacity })
     }
@@ -620,13 +637,76 @@ impl Builder<'_> {
         }
         self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match (&spec.mlp, &w.mlp) {
-            (MlpSpec::Gated { act, gate: g, .. }, MlpWeights::Gated { gate, up, down }) => {
-                self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
-                self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
-                gated_act(self.gpu, &mut self.plan, *act, &s.gate, &s.up, &s.act, g.out_features)?;
-                self.project_residual(&s.act, down, &w.post_mlp)
+            (MlpSpec::Gated(g), MlpWeights::Gated(weights)) => {
+                self.gated_activation(g, weights, None)?;
+                self.project_residual(&s.act, &weights.down, &w.post_mlp)
             }
+            (MlpSpec::Moe(m), weights) => self.moe(m, weights, &w.post_mlp),
+            _ => unreachable!("MLP weights match the spec"),
         }
+    }
+
+    /// `act = act(gate(h)) * up(h)`, times `sigmoid(row_gate)` per token when given.
+    fn gated_activation(
+        &mut self,
+        g: &GatedMlpSpec,
+        w: &GatedMlpWeights,
+        row_gate: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        let s = &self.res.scratch;
+        self.linear(&s.h, &w.gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
+        self.linear(&s.h, &w.up, &s.up, Rows::Tokens, Epilogue::Store)?;
+        let io = [&s.gate, &s.up, &s.act];
+        match row_gate {
+            None => gated_act(self.gpu, &mut self.plan, g.act, io[0], io[1], io[2], g.intermediate())?,
+            Some(rg) => gated_act_row_gated(self.gpu, &mut self.plan, g.act, io, g.intermediate(), rg)?,
+        }
+        Ok(())
+    }
+
+    /// Routing, the shared expert, then the selected experts' products summed into the residual (or into `tmp` for
+    /// a post-norm).
+    fn moe(&mut self, m: &MoeSpec, w: &MlpWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MlpWeights::Moe { router, selection_bias, gate, up, down, shared, shared_gate } = w else {
+            unreachable!("MoE weights")
+        };
+        let s = &self.res.scratch;
+        self.linear(&s.h, router, &s.router_logits, Rows::Tokens, Epilogue::Store)?;
+        let r = Router {
+            scoring: m.scoring,
+            selection_bias: selection_bias.as_ref(),
+            n_experts: m.experts.len(),
+            top_k: m.top_k,
+            normalize: m.normalize,
+            scale: m.scale,
+        };
+        route(self.gpu, &mut self.plan, &r, &s.router_logits, &s.routes)?;
+        let (target, mut epilogue) = match post {
+            None => (&s.x, Epilogue::Accumulate),
+            Some(_) => (&s.tmp, Epilogue::Store),
+        };
+        if let (Some(spec), Some(weights)) = (&m.shared, shared) {
+            if let Some(g) = shared_gate {
+                self.linear(&s.h, g, &s.row_gate, Rows::Tokens, Epilogue::Store)?;
+            }
+            self.gated_activation(spec, weights, shared_gate.as_ref().map(|_| &s.row_gate))?;
+            self.linear(&s.act, &weights.down, target, Rows::Tokens, epilogue)?;
+            epilogue = Epilogue::Accumulate;
+        }
+        let width = m.expert_intermediate();
+        let expert = |x, w, n, y, combine| ExpertLinear { x, w, n, routes: &s.routes, top_k: m.top_k, y, combine };
+        expert_linear(self.gpu, &mut self.plan, &expert(&s.h, gate, width, &s.gate, None))?;
+        expert_linear(self.gpu, &mut self.plan, &expert(&s.h, up, width, &s.up, None))?;
+        gated_act(self.gpu, &mut self.plan, m.experts[0].act, &s.gate, &s.up, &s.act, m.top_k * width)?;
+        expert_linear(
+            self.gpu,
+            &mut self.plan,
+            &expert(&s.act, down, m.experts[0].down.out_features, target, Some(epilogue)),
+        )?;
+        if let Some(n) = post {
+            self.norm(n, 1, Rows::Tokens, &s.tmp, NormOutput::Residual(&s.x))?;
+        }
+        Ok(())
     }
 }
 

@@ -5,8 +5,8 @@ use crate::error::Result;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::hgrn2;
 use ternlight_core::spec::{
-    AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec, MixerSpec, MlpSpec, ModelSpec,
-    NormSpec, ShortConvSpec,
+    AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec, MixerSpec, MlpSpec,
+    ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -32,6 +32,13 @@ pub struct LinearWeights {
     pub w: Weight,
     /// `[out]` f32.
     pub bias: Option<wgpu::Buffer>,
+}
+
+impl LinearWeights {
+    /// Bytes resident on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.w.bytes() + self.bias.as_ref().map_or(0, wgpu::Buffer::size)
+    }
 }
 
 /// An RMSNorm's weight with its spec.
@@ -136,16 +143,42 @@ pub enum MixerWeights {
     },
 }
 
+/// A gated MLP's projections.
+pub struct GatedMlpWeights {
+    /// Gate projection.
+    pub gate: LinearWeights,
+    /// Up projection.
+    pub up: LinearWeights,
+    /// Down projection.
+    pub down: LinearWeights,
+}
+
+impl GatedMlpWeights {
+    fn bytes(&self) -> u64 {
+        [&self.gate, &self.up, &self.down].into_iter().map(LinearWeights::bytes).sum()
+    }
+}
+
 /// Weights of a channel mixer.
 pub enum MlpWeights {
-    /// Gated MLP projections.
-    Gated {
-        /// Gate projection.
-        gate: LinearWeights,
-        /// Up projection.
-        up: LinearWeights,
-        /// Down projection.
-        down: LinearWeights,
+    /// One gated MLP.
+    Gated(GatedMlpWeights),
+    /// A mixture of experts: router, stacked expert projections, optional shared expert.
+    Moe {
+        /// Router projection.
+        router: LinearWeights,
+        /// Selection-only bias `[experts]` f32.
+        selection_bias: Option<wgpu::Buffer>,
+        /// Experts' gate projections stacked `[experts * intermediate, hidden]`.
+        gate: Weight,
+        /// Experts' up projections stacked likewise.
+        up: Weight,
+        /// Experts' down projections stacked `[experts * hidden, intermediate]`.
+        down: Weight,
+        /// The shared expert.
+        shared: Option<GatedMlpWeights>,
+        /// Scalar gate of the shared expert.
+        shared_gate: Option<LinearWeights>,
     },
 }
 
@@ -185,7 +218,7 @@ impl ModelWeights {
 
     /// Bytes of weights resident on the GPU.
     pub fn bytes(&self) -> u64 {
-        let lin = |l: &LinearWeights| l.w.bytes() + l.bias.as_ref().map_or(0, |b| b.size());
+        let lin = LinearWeights::bytes;
         let norm = |n: &NormWeights| n.w.size();
         let opt = |n: &Option<NormWeights>| n.as_ref().map_or(0, norm);
         let layers: u64 = self
@@ -236,7 +269,16 @@ impl ModelWeights {
                     }
                 };
                 let mlp = match &l.mlp {
-                    MlpWeights::Gated { gate, up, down } => lin(gate) + lin(up) + lin(down),
+                    MlpWeights::Gated(g) => g.bytes(),
+                    MlpWeights::Moe { router, selection_bias, gate, up, down, shared, shared_gate } => {
+                        lin(router)
+                            + selection_bias.as_ref().map_or(0, wgpu::Buffer::size)
+                            + gate.bytes()
+                            + up.bytes()
+                            + down.bytes()
+                            + shared.as_ref().map_or(0, GatedMlpWeights::bytes)
+                            + shared_gate.as_ref().map_or(0, lin)
+                    }
                 };
                 mixer + mlp + norm(&l.pre_mixer) + opt(&l.post_mixer) + norm(&l.pre_mlp) + opt(&l.post_mlp)
             })
@@ -301,40 +343,80 @@ impl Uploader<'_> {
         Ok(b)
     }
 
+    /// A linear layer: the whole stored tensor, or the rows of a fused one it selects.
     fn linear(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
-        let w = self.matrix(&l.weight, l.out_features, l.in_features)?;
-        let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
+        if l.rows.is_none() {
+            let w = self.matrix(&l.weight, l.out_features, l.in_features)?;
+            let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
+            return Ok(LinearWeights { w, bias });
+        }
+        let rows = l.row_indices();
+        let w = self.matrix_rows(&l.weight, &rows, l.in_features)?;
+        let bias = match l.bias.as_deref() {
+            Some(name) => {
+                let all = self.source.f32(name)?;
+                self.advance(name, self.source.bytes(name)?.len());
+                Some(self.gpu.upload_f32(name, &rows.iter().map(|&r| all[r]).collect::<Vec<_>>()))
+            }
+            None => None,
+        };
         Ok(LinearWeights { w, bias })
+    }
+
+    /// Several same-shaped matrices stacked into one `[count * rows, cols]` weight whose blocks hold whole members.
+    fn stacked(&mut self, layers: &[&LinearSpec]) -> Result<Weight> {
+        let first = layers[0];
+        let info =
+            self.source.info(&first.weight)?.ok_or_else(|| CoreError::MissingTensor { name: first.weight.clone() })?;
+        let mut bytes = Vec::new();
+        for l in layers {
+            let b = self.source.bytes(&l.weight)?;
+            let dtype = self.source.info(&l.weight)?.map(|i| i.dtype);
+            if dtype != Some(info.dtype) {
+                return Err(
+                    CoreError::InvalidInput(format!("{}: dtype differs from {}", l.weight, first.weight)).into()
+                );
+            }
+            bytes.extend_from_slice(b);
+            self.advance(&l.weight, b.len());
+        }
+        let shape = (info.dtype, layers.len() * first.out_features, first.in_features);
+        Ok(Weight::upload_grouped(
+            self.gpu,
+            &first.weight,
+            shape,
+            &bytes,
+            self.gpu.info.max_binding,
+            first.out_features,
+        )?)
+    }
+
+    fn gated_mlp(&mut self, g: &GatedMlpSpec) -> Result<GatedMlpWeights> {
+        Ok(GatedMlpWeights { gate: self.linear(&g.gate)?, up: self.linear(&g.up)?, down: self.linear(&g.down)? })
+    }
+
+    fn moe(&mut self, m: &MoeSpec) -> Result<MlpWeights> {
+        let router = self.linear(&m.router)?;
+        let selection_bias = m.selection_bias.as_deref().map(|b| self.vector(b)).transpose()?;
+        let pick = |f: fn(&GatedMlpSpec) -> &LinearSpec| m.experts.iter().map(f).collect::<Vec<_>>();
+        Ok(MlpWeights::Moe {
+            router,
+            selection_bias,
+            gate: self.stacked(&pick(|e| &e.gate))?,
+            up: self.stacked(&pick(|e| &e.up))?,
+            down: self.stacked(&pick(|e| &e.down))?,
+            shared: m.shared.as_ref().map(|g| self.gated_mlp(g)).transpose()?,
+            shared_gate: m.shared_gate.as_ref().map(|g| self.linear(g)).transpose()?,
+        })
     }
 
     fn norm(&mut self, n: &NormSpec) -> Result<NormWeights> {
         Ok(NormWeights { w: self.vector(&n.weight)?, spec: n.clone() })
     }
 
-    /// Attention weights; a gated `q_proj` (`[q | gate]` per head) is split into two matrices.
     fn attention(&mut self, a: &AttentionSpec) -> Result<MixerWeights> {
-        let (q, gate) = if a.output_gate {
-            let d = a.head_dim;
-            let half = |second: bool| -> Vec<usize> {
-                (0..a.n_heads).flat_map(|h| (0..d).map(move |i| 2 * h * d + i + if second { d } else { 0 })).collect()
-            };
-            if a.q_proj.bias.is_some() {
-                return Err(CoreError::InvalidInput(format!(
-                    "{}: a gated q_proj with a bias is not supported",
-                    a.q_proj.weight
-                ))
-                .into());
-            }
-            let q = LinearWeights {
-                w: self.matrix_rows(&a.q_proj.weight, &half(false), a.q_proj.in_features)?,
-                bias: None,
-            };
-            let gate =
-                LinearWeights { w: self.matrix_rows(&a.q_proj.weight, &half(true), a.q_proj.in_features)?, bias: None };
-            (q, Some(gate))
-        } else {
-            (self.linear(&a.q_proj)?, None)
-        };
+        let q = self.linear(&a.q_proj)?;
+        let gate = a.gate_proj.as_ref().map(|g| self.linear(g)).transpose()?;
         Ok(MixerWeights::Attention {
             q,
             k: self.linear(&a.k_proj)?,
@@ -415,16 +497,10 @@ impl Uploader<'_> {
     }
 
     fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
-        let n = c.channels;
-        let mut part = |i: usize| -> Result<LinearWeights> {
-            let rows: Vec<usize> = (i * n..(i + 1) * n).collect();
-            Ok(LinearWeights { w: self.matrix_rows(&c.in_proj.weight, &rows, c.in_proj.in_features)?, bias: None })
-        };
-        let (b, cg, x) = (part(0)?, part(1)?, part(2)?);
         Ok(MixerWeights::ShortConv {
-            b,
-            c: cg,
-            x,
+            b: self.linear(&c.in_proj[0])?,
+            c: self.linear(&c.in_proj[1])?,
+            x: self.linear(&c.in_proj[2])?,
             conv: self.concat_vector(&[&c.conv])?,
             out: self.linear(&c.out_proj)?,
         })
@@ -489,9 +565,8 @@ pub fn upload(
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;
         let mlp = match &layer.mlp {
-            MlpSpec::Gated { gate, up: u, down, .. } => {
-                MlpWeights::Gated { gate: up.linear(gate)?, up: up.linear(u)?, down: up.linear(down)? }
-            }
+            MlpSpec::Gated(g) => MlpWeights::Gated(up.gated_mlp(g)?),
+            MlpSpec::Moe(m) => up.moe(m)?,
         };
         let post_mlp = up.opt_norm(&layer.norms.post_mlp)?;
         layers.push(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp });

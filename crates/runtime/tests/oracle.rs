@@ -222,3 +222,8 @@ fn snapshots_restore_a_prefix_for_many_continuations() {
         assert!(d < 1e-4, "{arch} prefix+B: max abs diff {d}");
     }
 }
+
+#[test]
+fn qwen3_next_matches_transformers_on_the_gpu() {
+    check("qwen3_next");
+}

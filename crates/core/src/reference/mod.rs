@@ -11,5 +11,6 @@ pub mod hgrn2;
 pub mod linear;
 pub mod mlp;
 pub mod model;
+pub mod moe;
 pub mod norm;
 pub mod rope;

@@ -1,6 +1,7 @@
 //! A whole decoder-only model on the CPU, driven by a [`ModelSpec`]: the oracle for the GPU runtime.
 
 use super::gated_delta::{self, Dims};
+use super::moe::{route, Routing};
 use super::norm::rms_norm_gated;
 use super::{
     attention::attention, conv::short_conv, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm,
@@ -8,8 +9,8 @@ use super::{
 };
 use super::{gla, hgrn2};
 use crate::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec, MixerSpec, MlpSpec,
-    ModelSpec, NormSpec, ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec,
+    MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -107,7 +108,15 @@ impl ReferenceModel {
     }
 
     fn linear(&self, x: &[f32], l: &LinearSpec) -> Vec<f32> {
-        linear(x, self.w(&l.weight), l.bias.as_deref().map(|b| self.w(b)), l.in_features, l.out_features)
+        let bias = l.bias.as_deref().map(|b| self.w(b));
+        if l.rows.is_none() {
+            return linear(x, self.w(&l.weight), bias, l.in_features, l.out_features);
+        }
+        let rows = l.row_indices();
+        let (w, k) = (self.w(&l.weight), l.in_features);
+        let w: Vec<f32> = rows.iter().flat_map(|&r| w[r * k..(r + 1) * k].iter().copied()).collect();
+        let bias: Option<Vec<f32>> = bias.map(|b| rows.iter().map(|&r| b[r]).collect());
+        linear(x, &w, bias.as_deref(), k, l.out_features)
     }
 
     fn norm(&self, x: &[f32], n: &NormSpec) -> Vec<f32> {
@@ -115,7 +124,8 @@ impl ReferenceModel {
     }
 
     fn attention(&mut self, li: usize, a: &AttentionSpec, h: &[f32], pos0: usize) -> Vec<f32> {
-        let (mut q, gate) = self.linear_split_gate(h, a);
+        let mut q = self.linear(h, &a.q_proj);
+        let gate = a.gate_proj.as_ref().map(|g| self.linear(h, g));
         let mut k = self.linear(h, &a.k_proj);
         let v = self.linear(h, &a.v_proj);
         if let Some((qn, kn)) = &a.qk_norm {
@@ -136,21 +146,6 @@ impl ReferenceModel {
             o = gated(Activation::Sigmoid, &gate, &o);
         }
         self.linear(&o, &a.o_proj)
-    }
-
-    /// q (and, with an output gate, the gate) from `q_proj`, whose rows hold `[q | gate]` per head.
-    fn linear_split_gate(&self, h: &[f32], a: &AttentionSpec) -> (Vec<f32>, Option<Vec<f32>>) {
-        let full = self.linear(h, &a.q_proj);
-        if !a.output_gate {
-            return (full, None);
-        }
-        let d = a.head_dim;
-        let (mut q, mut gate) = (Vec::with_capacity(full.len() / 2), Vec::with_capacity(full.len() / 2));
-        for head in full.chunks_exact(2 * d) {
-            q.extend_from_slice(&head[..d]);
-            gate.extend_from_slice(&head[d..]);
-        }
-        (q, Some(gate))
     }
 
     fn gated_deltanet(&mut self, li: usize, g: &GatedDeltaNetSpec, h: &[f32]) -> Vec<f32> {
@@ -236,11 +231,8 @@ impl ReferenceModel {
     }
 
     fn short_conv(&mut self, li: usize, c: &ShortConvSpec, h: &[f32]) -> Vec<f32> {
-        let bcx = self.linear(h, &c.in_proj);
         let n = c.channels;
-        let part =
-            |i: usize| -> Vec<f32> { bcx.chunks_exact(3 * n).flat_map(|r| r[i * n..(i + 1) * n].to_vec()).collect() };
-        let (b, gate, x) = (part(0), part(1), part(2));
+        let [b, gate, x] = [0, 1, 2].map(|i| self.linear(h, &c.in_proj[i]));
         let bx = gated(Activation::Identity, &b, &x);
         let w = self.w(&c.conv).to_vec();
         let LayerCache::Recurrent { conv, .. } = &mut self.cache[li] else { unreachable!("conv layer has a state") };
@@ -265,6 +257,36 @@ impl ReferenceModel {
         };
         let o = self.norm(&o, &g.norm);
         self.linear(&o, &g.out_proj)
+    }
+
+    fn gated_mlp(&self, h: &[f32], g: &GatedMlpSpec) -> Vec<f32> {
+        let a = gated(g.act, &self.linear(h, &g.gate), &self.linear(h, &g.up));
+        self.linear(&a, &g.down)
+    }
+
+    /// Each token through its routed experts (weighted), plus the shared expert (sigmoid-gated when it has a gate).
+    fn moe(&self, h: &[f32], m: &MoeSpec) -> Vec<f32> {
+        let hidden = self.spec.hidden;
+        let routing = Routing {
+            scoring: m.scoring,
+            selection_bias: m.selection_bias.as_deref().map(|b| self.w(b)),
+            top_k: m.top_k,
+            normalize: m.normalize,
+            scale: m.scale,
+        };
+        let logits = self.linear(h, &m.router);
+        let mut out = vec![0.0; h.len()];
+        for (t, x) in h.chunks_exact(hidden).enumerate() {
+            let y = &mut out[t * hidden..(t + 1) * hidden];
+            for (e, weight) in route(&logits[t * m.experts.len()..(t + 1) * m.experts.len()], &routing) {
+                y.iter_mut().zip(self.gated_mlp(x, &m.experts[e])).for_each(|(o, v)| *o += weight * v);
+            }
+            if let Some(shared) = &m.shared {
+                let gate = m.shared_gate.as_ref().map_or(1.0, |g| 1.0 / (1.0 + (-self.linear(x, g)[0]).exp()));
+                y.iter_mut().zip(self.gated_mlp(x, shared)).for_each(|(o, v)| *o += gate * v);
+            }
+        }
+        out
     }
 
     /// Runs `ids` after the tokens already seen and returns their logits, [ids.len(), vocab].
@@ -303,10 +325,8 @@ impl ReferenceModel {
             x.iter_mut().zip(&mixed).for_each(|(a, b)| *a += b);
             let h = self.norm(&x, &layer.norms.pre_mlp);
             let out = match &layer.mlp {
-                MlpSpec::Gated { gate, up, down, act } => {
-                    let a = gated(*act, &self.linear(&h, gate), &self.linear(&h, up));
-                    self.linear(&a, down)
-                }
+                MlpSpec::Gated(g) => self.gated_mlp(&h, g),
+                MlpSpec::Moe(m) => self.moe(&h, m),
             };
             let out = match &layer.norms.post_mlp {
                 Some(n) => self.norm(&out, n),

@@ -25,6 +25,12 @@ pub struct Naming {
     pub final_norm: &'static str,
     /// Config field of the norm epsilon.
     pub eps_field: &'static str,
+    /// Mixture-of-experts module.
+    pub moe: &'static str,
+    /// Gate, up and down projections of each expert.
+    pub expert_projs: [&'static str; 3],
+    /// Shared expert module inside the MoE module.
+    pub shared_expert: &'static str,
 }
 
 /// The names most transformers decoders use (Llama and its descendants).
@@ -37,7 +43,20 @@ pub const HF_NAMES: Naming = Naming {
     norms: ("input_layernorm", "post_attention_layernorm"),
     final_norm: "model.norm.weight",
     eps_field: "rms_norm_eps",
+    moe: "mlp",
+    expert_projs: ["gate_proj", "up_proj", "down_proj"],
+    shared_expert: "shared_expert",
 };
+
+/// How a family lays out its Gated DeltaNet projections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaLayout {
+    /// Qwen3.5: `in_proj_qkv` (contiguous q, k, v), `in_proj_z`, `in_proj_b`, `in_proj_a`.
+    Split,
+    /// Qwen3-Next: `in_proj_qkvz` and `in_proj_ba`, interleaved per key head as `[q | k | v r | z r]` and `[b r | a r]`
+    /// (r value heads per key head).
+    GroupedQkvz,
+}
 
 /// What distinguishes one transformers model family from another, as data.
 #[derive(Clone, Copy, Debug)]
@@ -60,8 +79,10 @@ pub struct Family {
     pub tied_by_default: bool,
     /// Sigmoid output gate on softmax attention (Qwen3.5).
     pub attn_output_gate: bool,
-    /// `linear_attention` layers are Gated DeltaNet with fused `in_proj_qkv` (Qwen3.5).
-    pub gated_deltanet: bool,
+    /// `linear_attention` layers are Gated DeltaNet with this projection layout (Qwen3-Next, Qwen3.5).
+    pub gated_deltanet: Option<DeltaLayout>,
+    /// Score function of MoE routers, and whether they carry a selection bias.
+    pub router: (RouterScoring, bool),
     /// `conv` layers are gated short-convolution blocks (LFM2).
     pub short_conv: bool,
     /// Tensor names.
@@ -78,7 +99,8 @@ const BASE: Family = Family {
     act_field: "hidden_act",
     tied_by_default: false,
     attn_output_gate: false,
-    gated_deltanet: false,
+    gated_deltanet: None,
+    router: (RouterScoring::Softmax, false),
     short_conv: false,
     names: HF_NAMES,
 };
@@ -103,7 +125,15 @@ pub const FAMILIES: &[Family] = &[
         qk_norm: true,
         unit_offset_norms: true,
         attn_output_gate: true,
-        gated_deltanet: true,
+        gated_deltanet: Some(DeltaLayout::Split),
+        ..BASE
+    },
+    Family {
+        model_types: &["qwen3_next"],
+        qk_norm: true,
+        unit_offset_norms: true,
+        attn_output_gate: true,
+        gated_deltanet: Some(DeltaLayout::GroupedQkvz),
         ..BASE
     },
     Family {
@@ -206,11 +236,11 @@ fn layer_schedule(cfg: &Config, n_layers: usize, family: &Family) -> Result<Vec<
             .map(|t| match t.as_str() {
                 Some("full_attention") => Ok(LayerType::Full),
                 Some("sliding_attention") => Ok(LayerType::Sliding),
-                Some("linear_attention") if family.gated_deltanet => Ok(LayerType::Linear),
+                Some("linear_attention") if family.gated_deltanet.is_some() => Ok(LayerType::Linear),
                 Some("conv") if family.short_conv => Ok(LayerType::Conv),
                 _ => {
                     let mut supported = vec!["full_attention", "sliding_attention"];
-                    supported.extend(family.gated_deltanet.then_some("linear_attention"));
+                    supported.extend(family.gated_deltanet.map(|_| "linear_attention"));
                     supported.extend(family.short_conv.then_some("conv"));
                     Err(CoreError::Unsupported {
                         what: "layer type",
@@ -277,12 +307,21 @@ pub(crate) fn attention(
     rope: Option<RopeSpec>,
     window: Option<usize>,
 ) -> AttentionSpec {
-    let q_width = d.n_heads * d.head_dim * if d.output_gate { 2 } else { 1 };
+    let q_width = d.n_heads * d.head_dim;
+    let q_name = format!("{prefix}.q_proj");
+    // A gated q_proj holds [q | gate] per head.
+    let (q_proj, gate_proj) = if d.output_gate {
+        let part = |offset| LinearSpec::part(&q_name, d.hidden, d.bias, (d.n_heads, 2 * d.head_dim), offset, q_width);
+        (part(0), Some(part(d.head_dim)))
+    } else {
+        (LinearSpec::new(&q_name, q_width, d.hidden, d.bias), None)
+    };
     AttentionSpec {
         n_heads: d.n_heads,
         n_kv_heads: d.n_kv_heads,
         head_dim: d.head_dim,
-        q_proj: LinearSpec::new(&format!("{prefix}.q_proj"), q_width, d.hidden, d.bias),
+        q_proj,
+        gate_proj,
         k_proj: LinearSpec::new(&format!("{prefix}.k_proj"), d.n_kv_heads * d.head_dim, d.hidden, d.bias),
         v_proj: LinearSpec::new(&format!("{prefix}.v_proj"), d.n_kv_heads * d.head_dim, d.hidden, d.bias),
         o_proj: LinearSpec::new(&format!("{prefix}.{}", names.attn_out), d.hidden, d.n_heads * d.head_dim, d.bias),
@@ -293,7 +332,6 @@ pub(crate) fn attention(
         rope,
         window,
         scale: d.scale,
-        output_gate: d.output_gate,
     }
 }
 
@@ -305,9 +343,9 @@ pub(crate) fn gated_mlp(
     intermediate: usize,
     bias: bool,
     act: Activation,
-) -> MlpSpec {
+) -> GatedMlpSpec {
     let [g, u, d] = names.mlp_projs;
-    MlpSpec::Gated {
+    GatedMlpSpec {
         gate: LinearSpec::new(&format!("{prefix}.{g}"), intermediate, hidden, bias),
         up: LinearSpec::new(&format!("{prefix}.{u}"), intermediate, hidden, bias),
         down: LinearSpec::new(&format!("{prefix}.{d}"), hidden, intermediate, bias),
@@ -327,7 +365,9 @@ fn lfm2_short_conv(cfg: &Config, prefix: &str, hidden: usize) -> Result<ShortCon
     Ok(ShortConvSpec {
         channels: hidden,
         kernel: cfg.opt_usize("conv_L_cache")?.unwrap_or(3),
-        in_proj: LinearSpec::new(&format!("{prefix}.in_proj"), 3 * hidden, hidden, false),
+        in_proj: [0, 1, 2].map(|i| {
+            LinearSpec::part(&format!("{prefix}.in_proj"), hidden, false, (1, 3 * hidden), i * hidden, hidden)
+        }),
         conv: format!("{prefix}.conv.weight"),
         out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, hidden, false),
     })
@@ -353,8 +393,14 @@ fn intermediate_size(cfg: &Config) -> Result<usize> {
     Ok(multiple * ff.div_ceil(multiple))
 }
 
-/// Qwen3.5's Gated DeltaNet layer (`linear_attn.*`, fused `in_proj_qkv` and one conv over it).
-fn qwen_gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
+/// A Qwen Gated DeltaNet layer (`linear_attn.*`) in the family's projection layout, with one conv over `[q | k | v]`.
+fn qwen_gated_deltanet(
+    cfg: &Config,
+    layout: DeltaLayout,
+    prefix: &str,
+    hidden: usize,
+    eps: f32,
+) -> Result<GatedDeltaNetSpec> {
     let n_k_heads = cfg.usize("linear_num_key_heads")?;
     let n_v_heads = cfg.usize("linear_num_value_heads")?;
     let head_k_dim = cfg.usize("linear_key_head_dim")?;
@@ -366,26 +412,123 @@ fn qwen_gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> R
             format!("{n_v_heads} is not a multiple of linear_num_key_heads {n_k_heads}"),
         ));
     }
-    let value = n_v_heads * head_v_dim;
-    let qkv = 2 * n_k_heads * head_k_dim + value;
+    let (key, value) = (n_k_heads * head_k_dim, n_v_heads * head_v_dim);
+    let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
+    let (in_proj, z, b, a) = match layout {
+        DeltaLayout::Split => (
+            vec![lin("in_proj_qkv", 2 * key + value)],
+            lin("in_proj_z", value),
+            lin("in_proj_b", n_v_heads),
+            lin("in_proj_a", n_v_heads),
+        ),
+        DeltaLayout::GroupedQkvz => {
+            let r = n_v_heads / n_k_heads;
+            let qkvz = format!("{prefix}.in_proj_qkvz");
+            let group = (n_k_heads, 2 * head_k_dim + 2 * r * head_v_dim);
+            let part = |offset, out| LinearSpec::part(&qkvz, hidden, false, group, offset, out);
+            let ba = |offset| {
+                LinearSpec::part(&format!("{prefix}.in_proj_ba"), hidden, false, (n_k_heads, 2 * r), offset, n_v_heads)
+            };
+            let in_proj = vec![part(0, key), part(head_k_dim, key), part(2 * head_k_dim, value)];
+            (in_proj, part(2 * head_k_dim + r * head_v_dim, value), ba(0), ba(r))
+        }
+    };
     Ok(GatedDeltaNetSpec {
         n_k_heads,
         n_v_heads,
         head_k_dim,
         head_v_dim,
-        in_proj: vec![LinearSpec::new(&format!("{prefix}.in_proj_qkv"), qkv, hidden, false)],
+        in_proj,
         conv: vec![format!("{prefix}.conv1d.weight")],
         conv_kernel,
-        z_proj: Some(LinearSpec::new(&format!("{prefix}.in_proj_z"), value, hidden, false)),
-        decay: Some(DecaySpec {
-            a_proj: LinearSpec::new(&format!("{prefix}.in_proj_a"), n_v_heads, hidden, false),
-            a_log: format!("{prefix}.A_log"),
-            dt_bias: format!("{prefix}.dt_bias"),
-        }),
-        b_proj: LinearSpec::new(&format!("{prefix}.in_proj_b"), n_v_heads, hidden, false),
+        z_proj: Some(z),
+        decay: Some(DecaySpec { a_proj: a, a_log: format!("{prefix}.A_log"), dt_bias: format!("{prefix}.dt_bias") }),
+        b_proj: b,
         norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: head_v_dim, eps, unit_offset: false },
         out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, value, false),
     })
+}
+
+/// Whether layer `i` has a mixture-of-experts MLP: `mlp_layer_types` (Kimi), else Qwen's `mlp_only_layers` and
+/// `decoder_sparse_step`, else every layer of a model with experts.
+fn is_sparse_layer(cfg: &Config, i: usize) -> Result<bool> {
+    if let Some(types) = cfg.get("mlp_layer_types") {
+        let ty = types.as_array().and_then(|t| t.get(i)).and_then(Value::as_str);
+        return match ty {
+            Some("sparse") => Ok(true),
+            Some("dense") => Ok(false),
+            _ => Err(CoreError::field("mlp_layer_types", format!("entry {i} is not \"dense\" or \"sparse\""))),
+        };
+    }
+    let dense_only = cfg.get("mlp_only_layers").and_then(Value::as_array);
+    if dense_only.is_some_and(|l| l.iter().any(|v| v.as_u64() == Some(i as u64))) {
+        return Ok(false);
+    }
+    let step = cfg.opt_usize("decoder_sparse_step")?.unwrap_or(1);
+    Ok((i + 1) % step == 0)
+}
+
+/// The MLP of layer `i` under `prefix` of the family's names: a mixture of experts when the config has experts and
+/// the layer is sparse, else a dense gated MLP.
+fn layer_mlp(cfg: &Config, family: &Family, i: usize, hidden: usize, act: Activation) -> Result<MlpSpec> {
+    let names = &family.names;
+    let p = format!("model.layers.{i}");
+    let mlp_bias = cfg.bool("mlp_bias").unwrap_or(false);
+    let n_experts = match cfg.opt_usize("num_experts")? {
+        Some(n) => Some(n),
+        None => cfg.opt_usize("num_local_experts")?,
+    };
+    let n_experts = match n_experts {
+        Some(n) if is_sparse_layer(cfg, i)? => n,
+        _ => {
+            let dense = gated_mlp(&format!("{p}.{}", names.mlp), names, hidden, intermediate_size(cfg)?, mlp_bias, act);
+            return Ok(MlpSpec::Gated(dense));
+        }
+    };
+    if cfg.opt_usize("num_expert_group")?.unwrap_or(1) > 1 {
+        return Err(CoreError::Unsupported {
+            what: "MoE routing",
+            name: "num_expert_group > 1".into(),
+            supported: "ungrouped top-k routing".into(),
+        });
+    }
+    let top_k = match cfg.opt_usize("num_experts_per_tok")? {
+        Some(k) => k,
+        None => cfg
+            .usize("num_experts_per_token")
+            .map_err(|_| CoreError::field("num_experts_per_tok", "is required for a MoE model"))?,
+    };
+    if top_k > n_experts {
+        return Err(CoreError::field("num_experts_per_tok", format!("{top_k} exceeds the {n_experts} experts")));
+    }
+    let expert_width = match cfg.opt_usize("moe_intermediate_size")? {
+        Some(w) => w,
+        None => intermediate_size(cfg)?,
+    };
+    let m = format!("{p}.{}", names.moe);
+    let expert_names = Naming { mlp_projs: names.expert_projs, ..*names };
+    let experts = (0..n_experts)
+        .map(|e| gated_mlp(&format!("{m}.experts.{e}"), &expert_names, hidden, expert_width, false, act))
+        .collect();
+    let shared_width = match cfg.opt_usize("shared_expert_intermediate_size")? {
+        Some(w) => Some(w),
+        None => cfg.opt_usize("num_shared_experts")?.map(|n| n * expert_width),
+    };
+    let shared = shared_width.map(|w| gated_mlp(&format!("{m}.{}", names.shared_expert), names, hidden, w, false, act));
+    let shared_gate = (shared.is_some() && cfg.get("shared_expert_intermediate_size").is_some())
+        .then(|| LinearSpec::new(&format!("{m}.shared_expert_gate"), 1, hidden, false));
+    let (scoring, bias) = family.router;
+    Ok(MlpSpec::Moe(MoeSpec {
+        router: LinearSpec::new(&format!("{m}.gate"), n_experts, hidden, false),
+        scoring,
+        selection_bias: bias.then(|| format!("{m}.gate.e_score_correction_bias")),
+        top_k,
+        normalize: cfg.bool("norm_topk_prob").or(cfg.bool("moe_renormalize")).unwrap_or(true),
+        scale: cfg.f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
+        experts,
+        shared,
+        shared_gate,
+    }))
 }
 
 impl ModelSpec {
@@ -432,12 +575,10 @@ impl ModelSpec {
                 ))
             }
         };
-        let intermediate = intermediate_size(&cfg)?;
         let names = &family.names;
         let eps = cfg.f64(names.eps_field)?.unwrap_or(1e-6) as f32;
         let act = Activation::from_hf(cfg.str(family.act_field).or(cfg.str("hidden_act")).unwrap_or("silu"))?;
         let attn_bias = cfg.bool("attention_bias").unwrap_or(false);
-        let mlp_bias = cfg.bool("mlp_bias").unwrap_or(false);
         let scale_base = match family.attn_scale_field {
             Some(f) => cfg.f64(f)?.unwrap_or(head_dim as f64),
             None => head_dim as f64,
@@ -461,7 +602,14 @@ impl ModelSpec {
             let p = format!("model.layers.{i}");
             let mixer = match ty {
                 LayerType::Linear => {
-                    MixerSpec::GatedDeltaNet(qwen_gated_deltanet(&cfg, &format!("{p}.linear_attn"), hidden, eps)?)
+                    let layout = family.gated_deltanet.expect("linear layers only in Gated DeltaNet families");
+                    MixerSpec::GatedDeltaNet(qwen_gated_deltanet(
+                        &cfg,
+                        layout,
+                        &format!("{p}.linear_attn"),
+                        hidden,
+                        eps,
+                    )?)
                 }
                 LayerType::Conv => MixerSpec::ShortConv(lfm2_short_conv(&cfg, &format!("{p}.conv"), hidden)?),
                 LayerType::Full | LayerType::Sliding => {
@@ -486,7 +634,7 @@ impl ModelSpec {
                     ))
                 }
             };
-            let mlp = gated_mlp(&format!("{p}.{}", names.mlp), names, hidden, intermediate, mlp_bias, act);
+            let mlp = layer_mlp(&cfg, family, i, hidden, act)?;
             let norms = if family.sandwich_norms {
                 BlockNorms {
                     pre_mixer: norm(format!("{p}.input_layernorm.weight"), hidden),
@@ -585,10 +733,10 @@ mod tests {
         c["intermediate_size"] = json!(6656);
         let spec = ModelSpec::from_config(&c).unwrap();
         assert!(
-            matches!(&spec.layers[0].mixer, MixerSpec::ShortConv(s) if s.kernel == 3 && s.in_proj.out_features == 192)
+            matches!(&spec.layers[0].mixer, MixerSpec::ShortConv(s) if s.kernel == 3 && s.in_proj[2].row_indices()[0] == 128)
         );
-        let MlpSpec::Gated { gate, .. } = &spec.layers[1].mlp;
-        assert_eq!((gate.out_features, gate.weight.as_str()), (4608, "model.layers.1.feed_forward.w1.weight"));
+        let MlpSpec::Gated(mlp) = &spec.layers[1].mlp else { panic!("dense MLP") };
+        assert_eq!((mlp.gate.out_features, mlp.gate.weight.as_str()), (4608, "model.layers.1.feed_forward.w1.weight"));
         assert_eq!(spec.final_norm.weight, "model.embedding_norm.weight");
         assert_eq!(spec.final_norm.eps, 1e-5);
         let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
@@ -612,5 +760,39 @@ mod tests {
         assert_eq!(a0.scale, 1.0 / 16.0);
         assert!(spec.tied_embeddings && spec.embed_scale == Some(8.0));
         assert!(spec.layers[0].norms.post_mlp.as_ref().unwrap().unit_offset);
+    }
+
+    #[test]
+    fn qwen3_next_selects_interleaved_rows_and_sparse_layers() {
+        let mut c = base();
+        for (k, v) in [
+            ("model_type", json!("qwen3_next")),
+            ("layer_types", json!(["linear_attention", "full_attention"])),
+            ("linear_num_key_heads", json!(2)),
+            ("linear_num_value_heads", json!(4)),
+            ("linear_key_head_dim", json!(3)),
+            ("linear_value_head_dim", json!(5)),
+            ("num_experts", json!(4)),
+            ("num_experts_per_tok", json!(2)),
+            ("moe_intermediate_size", json!(8)),
+            ("shared_expert_intermediate_size", json!(16)),
+            ("mlp_only_layers", json!([1])),
+        ] {
+            c[k] = v;
+        }
+        let spec = ModelSpec::from_config(&c).unwrap();
+        let MixerSpec::GatedDeltaNet(g) = &spec.layers[0].mixer else { panic!("gated deltanet") };
+        // Per key head: q 3 | k 3 | v 2x5 | z 2x5 = 26 rows.
+        assert_eq!(g.in_proj[1].row_indices(), vec![3, 4, 5, 29, 30, 31]);
+        assert_eq!(g.z_proj.as_ref().unwrap().row_indices()[..2], [16, 17]);
+        assert_eq!(g.decay.as_ref().unwrap().a_proj.row_indices(), vec![2, 3, 6, 7]);
+        let MlpSpec::Moe(m) = &spec.layers[0].mlp else { panic!("layer 0 is sparse") };
+        assert_eq!((m.experts.len(), m.top_k, m.expert_intermediate()), (4, 2, 8));
+        assert!(m.shared_gate.is_some() && m.normalize);
+        assert!(matches!(spec.layers[1].mlp, MlpSpec::Gated(_)), "mlp_only_layers makes layer 1 dense");
+        let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
+        assert_eq!(a.gate_proj.as_ref().unwrap().row_indices()[..2], [16, 17]);
+        let names: Vec<String> = spec.tensors().into_iter().map(|t| t.name).collect();
+        assert_eq!(names.iter().filter(|n| n.ends_with("in_proj_qkvz.weight")).count(), 1);
     }
 }

@@ -292,7 +292,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
         };
         layers.push(LayerSpec {
             mixer,
-            mlp: gated_mlp(&format!("{p}.mlp"), &HF_NAMES, hidden, intermediate, false, act),
+            mlp: MlpSpec::Gated(gated_mlp(&format!("{p}.mlp"), &HF_NAMES, hidden, intermediate, false, act)),
             norms: BlockNorms {
                 pre_mixer: norm(format!("{p}.attn_norm.weight")),
                 post_mixer: None,

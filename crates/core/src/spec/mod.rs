@@ -21,6 +21,20 @@ pub struct TensorDecl {
     pub shape: Vec<usize>,
 }
 
+/// Which rows of a stored matrix form a linear layer, when a checkpoint fuses several projections into one tensor:
+/// `groups` runs of `out_features / groups` rows, run `g` starting at stored row `g * group_rows + offset`.
+/// Covers projections fused side by side (`groups` 1) and interleaved per head (Qwen3-Next's `in_proj_qkvz`,
+/// a gated `q_proj`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowSelect {
+    /// Runs of rows.
+    pub groups: usize,
+    /// Stored rows per group.
+    pub group_rows: usize,
+    /// First selected row within each group.
+    pub offset: usize,
+}
+
 /// A dense linear layer `y = x W^T (+ b)` with `W` stored `[out, in]` as in PyTorch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearSpec {
@@ -32,22 +46,57 @@ pub struct LinearSpec {
     pub out_features: usize,
     /// Input features.
     pub in_features: usize,
+    /// The rows of a fused stored tensor this layer uses; `None` when the layer is the whole tensor.
+    pub rows: Option<RowSelect>,
 }
 
 impl LinearSpec {
-    fn new(prefix: &str, out_features: usize, in_features: usize, bias: bool) -> Self {
+    pub(crate) fn new(prefix: &str, out_features: usize, in_features: usize, bias: bool) -> Self {
         LinearSpec {
             weight: format!("{prefix}.weight"),
             bias: bias.then(|| format!("{prefix}.bias")),
             out_features,
             in_features,
+            rows: None,
         }
     }
 
-    fn decls(&self, out: &mut Vec<TensorDecl>) {
-        out.push(TensorDecl { name: self.weight.clone(), shape: vec![self.out_features, self.in_features] });
+    /// The rows `offset..offset + out / groups` of each of `groups` groups of `group_rows` stored rows.
+    pub(crate) fn part(
+        prefix: &str,
+        in_features: usize,
+        bias: bool,
+        (groups, group_rows): (usize, usize),
+        offset: usize,
+        out_features: usize,
+    ) -> Self {
+        LinearSpec {
+            rows: Some(RowSelect { groups, group_rows, offset }),
+            ..LinearSpec::new(prefix, out_features, in_features, bias)
+        }
+    }
+
+    /// Rows of the stored tensor.
+    pub fn stored_rows(&self) -> usize {
+        self.rows.as_ref().map_or(self.out_features, |r| r.groups * r.group_rows)
+    }
+
+    /// Indices of the stored rows this layer uses, in output order (`0..out` when it is the whole tensor).
+    pub fn row_indices(&self) -> Vec<usize> {
+        match &self.rows {
+            None => (0..self.out_features).collect(),
+            Some(r) => {
+                let take = self.out_features / r.groups;
+                (0..r.groups).flat_map(|g| (0..take).map(move |i| g * r.group_rows + r.offset + i)).collect()
+            }
+        }
+    }
+
+    pub(crate) fn decls(&self, out: &mut Vec<TensorDecl>) {
+        let rows = self.stored_rows();
+        out.push(TensorDecl { name: self.weight.clone(), shape: vec![rows, self.in_features] });
         if let Some(b) = &self.bias {
-            out.push(TensorDecl { name: b.clone(), shape: vec![self.out_features] });
+            out.push(TensorDecl { name: b.clone(), shape: vec![rows] });
         }
     }
 }
@@ -76,6 +125,9 @@ pub struct AttentionSpec {
     pub head_dim: usize,
     /// Query projection.
     pub q_proj: LinearSpec,
+    /// Sigmoid output-gate projection (Qwen3-Next/3.5, whose `q_proj` holds `[q | gate]` per head): the attention
+    /// output is multiplied by `sigmoid(gate)` before `o_proj`.
+    pub gate_proj: Option<LinearSpec>,
     /// Key projection.
     pub k_proj: LinearSpec,
     /// Value projection.
@@ -90,9 +142,6 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
     /// Multiplier of q·k before the softmax.
     pub scale: f32,
-    /// Sigmoid output gate (Qwen3-Next/3.5): `q_proj` yields `[q | gate]` per head and the attention output is
-    /// multiplied by `sigmoid(gate)` before `o_proj`.
-    pub output_gate: bool,
 }
 
 /// The delta-rule family: Gated DeltaNet (Qwen3.5, fla `GatedDeltaNet`) and plain DeltaNet (fla `DeltaNet`,
@@ -111,7 +160,7 @@ pub struct GatedDeltaNetSpec {
     pub head_v_dim: usize,
     /// Projections whose outputs, concatenated, are `[q | k | v]` (one fused matrix or three).
     pub in_proj: Vec<LinearSpec>,
-    /// Depthwise conv weights `[channels, 1, kernel]` whose channels, concatenated, match `in_proj`.
+    /// Depthwise conv weights `[channels, 1, kernel]`: one over all of `[q | k | v]`, or one per projection.
     pub conv: Vec<String>,
     /// Conv kernel width.
     pub conv_kernel: usize,
@@ -216,8 +265,8 @@ pub struct ShortConvSpec {
     pub channels: usize,
     /// Conv kernel width.
     pub kernel: usize,
-    /// Projection to `[B | C | x]`.
-    pub in_proj: LinearSpec,
+    /// The B, C and x parts of the fused `in_proj`.
+    pub in_proj: [LinearSpec; 3],
     /// Depthwise conv weight `[channels, 1, kernel]`.
     pub conv: String,
     /// Output projection.
@@ -239,6 +288,15 @@ impl GatedDeltaNetSpec {
     /// Width of the concatenated `[q | k | v]` projection.
     pub fn qkv_width(&self) -> usize {
         2 * self.n_k_heads * self.head_k_dim + self.n_v_heads * self.head_v_dim
+    }
+
+    /// Channels of each conv tensor: the whole `[q | k | v]` width for one conv, else each projection's width.
+    pub fn conv_channels(&self) -> Vec<usize> {
+        if self.conv.len() == 1 {
+            vec![self.qkv_width()]
+        } else {
+            self.in_proj.iter().map(|l| l.out_features).collect()
+        }
     }
 
     /// f32 values of fixed per-sequence state: the recurrent state plus the conv history.
@@ -310,20 +368,86 @@ impl Activation {
     }
 }
 
+/// A gated MLP: `down(act(gate(x)) * up(x))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatedMlpSpec {
+    /// Gate projection.
+    pub gate: LinearSpec,
+    /// Up projection.
+    pub up: LinearSpec,
+    /// Down projection.
+    pub down: LinearSpec,
+    /// Activation on the gate.
+    pub act: Activation,
+}
+
+impl GatedMlpSpec {
+    /// Width of the hidden activation.
+    pub fn intermediate(&self) -> usize {
+        self.gate.out_features
+    }
+}
+
+/// How a router turns its logits into expert scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterScoring {
+    /// Softmax over all experts (Qwen3-Next, Mixtral, MiniMax).
+    Softmax,
+    /// Independent sigmoids (DeepSeek-V3, Kimi).
+    Sigmoid,
+}
+
+/// A mixture-of-experts MLP: a router scores the experts per token, the `top_k` best (by score plus the optional
+/// selection bias) run, weighted by their scores (renormalised to sum to one when `normalize`, times `scale`);
+/// shared experts always run, their output scaled by `sigmoid(shared_gate(x))` when there is a shared gate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeSpec {
+    /// Router projection to one logit per expert.
+    pub router: LinearSpec,
+    /// Score function.
+    pub scoring: RouterScoring,
+    /// Per-expert bias added to scores for selection only (DeepSeek-V3's `e_score_correction_bias`).
+    pub selection_bias: Option<String>,
+    /// Experts each token runs.
+    pub top_k: usize,
+    /// Whether the selected scores are divided by their sum.
+    pub normalize: bool,
+    /// Multiplier of the routed output.
+    pub scale: f32,
+    /// The routed experts, all the same shape.
+    pub experts: Vec<GatedMlpSpec>,
+    /// The shared expert, when the model has one.
+    pub shared: Option<GatedMlpSpec>,
+    /// Scalar sigmoid gate of the shared expert's output.
+    pub shared_gate: Option<LinearSpec>,
+}
+
+impl MoeSpec {
+    /// Width of one routed expert's hidden activation.
+    pub fn expert_intermediate(&self) -> usize {
+        self.experts[0].intermediate()
+    }
+}
+
 /// The channel mixer of one layer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MlpSpec {
-    /// `down(act(gate(x)) * up(x))`.
-    Gated {
-        /// Gate projection.
-        gate: LinearSpec,
-        /// Up projection.
-        up: LinearSpec,
-        /// Down projection.
-        down: LinearSpec,
-        /// Activation on the gate.
-        act: Activation,
-    },
+    /// One gated MLP.
+    Gated(GatedMlpSpec),
+    /// A mixture of gated experts.
+    Moe(MoeSpec),
+}
+
+impl MlpSpec {
+    /// Widest activation a forward holds per token (all selected experts side by side for a MoE).
+    pub fn activation_width(&self) -> usize {
+        match self {
+            MlpSpec::Gated(g) => g.intermediate(),
+            MlpSpec::Moe(m) => {
+                (m.top_k * m.expert_intermediate()).max(m.shared.as_ref().map_or(0, GatedMlpSpec::intermediate))
+            }
+        }
+    }
 }
 
 /// The norms around one block: pre-norms always, post-norms in sandwich-norm models (Gemma).
@@ -421,7 +545,7 @@ impl ModelSpec {
             norm(&layer.norms.pre_mixer, &mut out);
             match &layer.mixer {
                 MixerSpec::Attention(a) => {
-                    for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
+                    for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj].into_iter().chain(&a.gate_proj) {
                         l.decls(&mut out);
                     }
                     if let Some((q, k)) = &a.qk_norm {
@@ -433,12 +557,9 @@ impl ModelSpec {
                     for l in &g.in_proj {
                         l.decls(&mut out);
                     }
-                    let mut offset = 0;
-                    for (name, l) in g.conv.iter().zip(&g.in_proj) {
-                        out.push(TensorDecl { name: name.clone(), shape: vec![l.out_features, 1, g.conv_kernel] });
-                        offset += l.out_features;
+                    for (name, channels) in g.conv.iter().zip(g.conv_channels()) {
+                        out.push(TensorDecl { name: name.clone(), shape: vec![channels, 1, g.conv_kernel] });
                     }
-                    debug_assert_eq!(offset, g.qkv_width());
                     for l in g.z_proj.iter().chain([&g.b_proj, &g.out_proj]) {
                         l.decls(&mut out);
                     }
@@ -464,7 +585,7 @@ impl ModelSpec {
                     norm(&l.norm, &mut out);
                 }
                 MixerSpec::ShortConv(c) => {
-                    c.in_proj.decls(&mut out);
+                    c.in_proj[0].decls(&mut out);
                     out.push(TensorDecl { name: c.conv.clone(), shape: vec![c.channels, 1, c.kernel] });
                     c.out_proj.decls(&mut out);
                 }
@@ -482,10 +603,23 @@ impl ModelSpec {
                 norm(n, &mut out);
             }
             norm(&layer.norms.pre_mlp, &mut out);
+            let gated = |g: &GatedMlpSpec, out: &mut Vec<TensorDecl>| {
+                for l in [&g.gate, &g.up, &g.down] {
+                    l.decls(out);
+                }
+            };
             match &layer.mlp {
-                MlpSpec::Gated { gate, up, down, .. } => {
-                    for l in [gate, up, down] {
-                        l.decls(&mut out);
+                MlpSpec::Gated(g) => gated(g, &mut out),
+                MlpSpec::Moe(m) => {
+                    m.router.decls(&mut out);
+                    if let Some(b) = &m.selection_bias {
+                        out.push(TensorDecl { name: b.clone(), shape: vec![m.experts.len()] });
+                    }
+                    for e in m.experts.iter().chain(&m.shared) {
+                        gated(e, &mut out);
+                    }
+                    if let Some(g) = &m.shared_gate {
+                        g.decls(&mut out);
                     }
                 }
             }

@@ -16,6 +16,31 @@ pub fn gated_act(
     out: &wgpu::Buffer,
     width: usize,
 ) -> Result<()> {
+    record(gpu, plan, act, [gate, up, out], width, None)
+}
+
+/// Records `out = act(gate) * up * sigmoid(row_gate[t])` over `[tokens, width]`, with `row_gate` `[tokens]` (the
+/// scalar gate of a MoE shared expert).
+pub fn gated_act_row_gated(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    act: Activation,
+    [gate, up, out]: [&wgpu::Buffer; 3],
+    width: usize,
+    row_gate: &wgpu::Buffer,
+) -> Result<()> {
+    plan.check_rows("gated_act", "row gate", row_gate, Rows::Tokens, 1)?;
+    record(gpu, plan, act, [gate, up, out], width, Some(row_gate))
+}
+
+fn record(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    act: Activation,
+    [gate, up, out]: [&wgpu::Buffer; 3],
+    width: usize,
+    row_gate: Option<&wgpu::Buffer>,
+) -> Result<()> {
     for (what, b) in [("gate", gate), ("up", up), ("output", out)] {
         plan.check_rows("gated_act", what, b, Rows::Tokens, width)?;
     }
@@ -26,14 +51,11 @@ pub fn gated_act(
         Activation::Sigmoid => "sigmoid",
         Activation::Identity => "identity",
     };
-    let defines = Defines::new().set("WG", wg).set("ACT", name);
+    let defines = Defines::new().set("WG", wg).set("ACT", name).flag("ROW_GATE", row_gate.is_some());
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: width as u32, per_group: wg };
-    plan.dispatch(
-        gpu,
-        "common/gated_act.wgsl",
-        &defines,
-        &[width as u32, Rows::Tokens.selector()],
-        &[gate.into(), up.into(), out.into()],
-        grid,
-    )
+    let mut buffers = vec![gate.into(), up.into(), out.into()];
+    if let Some(g) = row_gate {
+        buffers.push(g.into());
+    }
+    plan.dispatch(gpu, "common/gated_act.wgsl", &defines, &[width as u32, Rows::Tokens.selector()], &buffers, grid)
 }

@@ -10,6 +10,7 @@ pub mod hgrn2;
 pub mod linear_attn;
 pub mod matmul;
 pub mod mlp;
+pub mod moe;
 pub mod norm;
 pub mod rope;
 
