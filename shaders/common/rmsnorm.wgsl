@@ -1,6 +1,6 @@
 // RMSNorm over groups of `dim` values, one workgroup per group:
 // y = x * rsqrt(mean(x^2) + eps) * (w or 1 + w). Variants: INPLACE (y overwrites x), RESIDUAL (out += y),
-// GATE (y *= silu(gate) element-wise: the gated output norm of linear-attention layers).
+// GATE (y *= GATE_ACT(gate) element-wise, GATE_ACT silu or sigmoid: the gated output norm of linear-attention layers).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -22,6 +22,14 @@ struct Params {
 
 #if GATE
 @group(0) @binding({{GATE_BINDING}}) var<storage, read> gate: array<f32>;
+
+fn silu(z: f32) -> f32 {
+    return z / (1.0 + exp(-z));
+}
+
+fn sigmoid(z: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-z));
+}
 #endif
 
 var<workgroup> partial: array<f32, {{WG}}>;
@@ -55,8 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         var y = x[base + d] * inv * g;
 #if GATE
-        let z = gate[base + d];
-        y *= z / (1.0 + exp(-z));
+        y *= {{GATE_ACT}}(gate[base + d]);
 #endif
 #if INPLACE
         x[base + d] = y;

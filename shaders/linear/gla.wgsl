@@ -1,6 +1,7 @@
-// Gated Linear Attention: S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t DK^-0.5, with the per-channel
+// Gated Linear Attention: S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t Q_SCALE, with the per-channel
 // log decay g = logsigmoid(gk) / NORMALIZER computed here from the raw gate logits gk [T, H*DK], or, with
-// LOG_DECAY, read from gk as is (HGRN2 computes its own).
+// LOG_DECAY, read from gk as is (HGRN2 computes its own), or, with HEAD_DECAY, one constant gk[h] per head
+// (Lightning attention).
 // Layouts: qkv [T, C] = [q (H*DK) | k (H*DK) | v (H*DV)]; state [H, DK, DV]; out [T, H*DV].
 // Variants:
 //   RECURRENT   one workgroup per head, one invocation per state column v; tokens in order (decode).
@@ -21,7 +22,7 @@ const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
 
 fn q_at(t: u32, h: u32, d: u32) -> f32 {
-    return qkv[t * params.width + h * DK + d] * inverseSqrt(f32(DK));
+    return qkv[t * params.width + h * DK + d] * {{Q_SCALE}};
 }
 
 fn k_at(t: u32, h: u32, d: u32) -> f32 {
@@ -80,11 +81,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 // logsigmoid(x) / NORMALIZER for gate logit (t, h, d).
 fn log_decay(t: u32, h: u32, d: u32) -> f32 {
+#if HEAD_DECAY
+    return gk[h];
+#else
     let x = gk[(t * params.n_heads + h) * DK + d];
 #if LOG_DECAY
     return x;
 #else
     return (min(x, 0.0) - log(1.0 + exp(-abs(x)))) / {{NORMALIZER}};
+#endif
 #endif
 }
 

@@ -76,6 +76,11 @@ fn logits_match_transformers_for_qwen3_next() {
 }
 
 #[test]
+fn logits_match_transformers_for_minimax() {
+    fidelity("minimax");
+}
+
+#[test]
 fn logits_match_fla_for_gated_deltanet() {
     fidelity("gated_deltanet");
 }

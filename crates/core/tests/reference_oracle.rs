@@ -96,3 +96,8 @@ fn fla_linear_attn_matches_fla() {
 fn qwen3_next_matches_transformers() {
     check("qwen3_next");
 }
+
+#[test]
+fn minimax_matches_transformers() {
+    check("minimax");
+}

@@ -28,6 +28,7 @@ shaders!(
     "common/rope.wgsl",
     "common/gated_act.wgsl",
     "common/moe.wgsl",
+    "common/residual.wgsl",
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",
@@ -153,7 +154,9 @@ mod tests {
             .set("DK", 16)
             .set("DV", 16)
             .set("GATE_BINDING", 5)
-            .set("NORMALIZER", "16.0");
+            .set("NORMALIZER", "16.0")
+            .set("Q_SCALE", "0.25")
+            .set("GATE_ACT", "silu");
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");

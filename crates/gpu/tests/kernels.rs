@@ -175,8 +175,15 @@ fn rms_norm_matches_reference_in_every_output_mode() {
             let gate = random(&mut rng, x.len(), 3.0);
             let (xb, gb) = (g.upload_f32("x", &x), g.upload_f32("gate", &gate));
             let mut plan = Plan::new(g);
-            ternlight_gpu::kernels::norm::rms_norm_gated(g, &mut plan, &args, &xb, NormOutput::InPlace, Some(&gb))
-                .unwrap();
+            ternlight_gpu::kernels::norm::rms_norm_gated(
+                g,
+                &mut plan,
+                &args,
+                &xb,
+                NormOutput::InPlace,
+                Some((&gb, Activation::Silu)),
+            )
+            .unwrap();
             if !unit_offset {
                 let want = reference::norm::rms_norm_gated(&x, &gate, &w, dim, 1e-6);
                 assert_close(&run(&plan, &step, &xb, x.len()), &want, 1e-5, "gated");
@@ -472,19 +479,21 @@ mod gla {
     use ternlight_gpu::kernels::gla::{self as kernel, Gla};
 
     fn gpu_run(d: &Dims, qkv: &[f32], gk: &[f32], state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
+        gpu_run_with(d, qkv, gk, state, chunked, (kernel::Decay::LogSigmoid(16.0), (d.dk as f32).powf(-0.5)))
+    }
+
+    fn gpu_run_with(
+        d: &Dims,
+        qkv: &[f32],
+        gk: &[f32],
+        state: &wgpu::Buffer,
+        chunked: bool,
+        (decay, q_scale): (kernel::Decay, f32),
+    ) -> Vec<f32> {
         let g = gpu();
-        let t = gk.len() / (d.heads * d.dk);
+        let t = qkv.len() / (d.heads * (2 * d.dk + d.dv));
         let (qb, gb, out) = (g.upload_f32("qkv", qkv), g.upload_f32("gk", gk), g.zeros("out", t * d.heads * d.dv));
-        let call = Gla {
-            heads: d.heads,
-            dk: d.dk,
-            dv: d.dv,
-            gate_normalizer: Some(16.0),
-            qkv: &qb,
-            gk: &gb,
-            state,
-            out: &out,
-        };
+        let call = Gla { heads: d.heads, dk: d.dk, dv: d.dv, decay, q_scale, qkv: &qb, gk: &gb, state, out: &out };
         let mut plan = Plan::new(g);
         if chunked {
             kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.heads, d.dk, d.dv)).unwrap();
@@ -537,6 +546,38 @@ mod gla {
                     }
                     assert_close(&got, &want, 2e-4, &format!("{d:?} prefill 100 then 50 steps"));
                 }
+            }
+        }
+    }
+
+    /// Lightning attention: one constant log decay per head, unscaled queries.
+    #[test]
+    fn per_head_decay_with_unscaled_queries_matches_reference() {
+        let g = gpu();
+        let mut rng = Rng::new(13);
+        let d = Dims { heads: 3, dk: 16, dv: 16 };
+        let width = d.heads * (2 * d.dk + d.dv);
+        let slopes = [0.25f32, 0.0625, 0.003];
+        let per_head: Vec<f32> = slopes.iter().map(|s| -s).collect();
+        for t in [1, 65, 150] {
+            let qkv = random(&mut rng, t * width, 1.0);
+            let key = d.heads * d.dk;
+            let cols = |off: usize, w: usize| -> Vec<f32> {
+                qkv.chunks_exact(width).flat_map(|r| r[off..off + w].to_vec()).collect()
+            };
+            // The reference scales q by dk^-0.5: undo it.
+            let q: Vec<f32> = cols(0, key).iter().map(|v| v * (d.dk as f32).sqrt()).collect();
+            let decay: Vec<f32> =
+                (0..t).flat_map(|_| per_head.iter().flat_map(|&g| std::iter::repeat_n(g, d.dk))).collect();
+            let mut want_state = vec![0.0; d.heads * d.dk * d.dv];
+            let v = cols(2 * key, d.heads * d.dv);
+            let want = reference_gla::recurrent(&q, &cols(key, key), &v, &decay, &mut want_state, &d);
+            for chunked in [false, true] {
+                let sb = g.zeros("state", want_state.len());
+                let got = gpu_run_with(&d, &qkv, &per_head, &sb, chunked, (kernel::Decay::PerHead, 1.0));
+                assert_close(&got, &want, 2e-4, &format!("lightning T={t} chunked={chunked}"));
+                let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
+                assert_close(&state, &want_state, 2e-4, &format!("lightning state T={t} chunked={chunked}"));
             }
         }
     }

@@ -7,13 +7,13 @@ use crate::weights::{
     GatedMlpWeights, LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights,
 };
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, MixerSpec, MlpSpec,
-    ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
+    MixerSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
-use ternlight_gpu::kernels::gla::{self, Gla};
+use ternlight_gpu::kernels::gla::{self, Decay, Gla};
 use ternlight_gpu::kernels::hgrn2;
 use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
@@ -23,7 +23,8 @@ use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
 use ternlight_gpu::kernels::{
     embedding::embedding,
-    mlp::{gated_act, gated_act_row_gated},
+    mlp::{activation, gated_act, gated_act_row_gated},
+    residual::scaled_residual,
 };
 use ternlight_gpu::plan::{Op, Plan, Rows};
 use ternlight_gpu::{wgpu, Gpu, GpuError};
@@ -120,7 +121,7 @@ pub struct Scratch {
     pub gk: wgpu::Buffer,
     /// Gated-convolution operands `[capacity, max conv channels]` each.
     pub conv_parts: [wgpu::Buffer; 3],
-    /// Zero log decays `[capacity, max key width]` for linear attention (never written).
+    /// Zero per-head log decays `[max heads]` for linear attention (never written).
     pub zero_decay: wgpu::Buffer,
     /// MoE router logits `[capacity, max experts]`.
     pub router_logits: wgpu::Buffer,
@@ -227,7 +228,7 @@ impl Resources {
                 }
                 MixerSpec::LinearAttn(l) => {
                     lin.add(l.n_heads * (2 * l.head_k_dim + l.head_v_dim), l.n_heads, l.head_k_dim, l.head_v_dim);
-                    zero_w = zero_w.max(l.n_heads * l.head_k_dim);
+                    zero_w = zero_w.max(l.n_heads);
                     states.push(recurrent(gpu, l.n_heads * l.head_k_dim * l.head_v_dim, 0));
                 }
                 MixerSpec::ShortConv(c) => {
@@ -239,6 +240,11 @@ impl Resources {
                     lin.add(g.n_heads * (2 * g.head_f_dim + g.head_i_dim), g.n_heads, g.head_f_dim, g.head_i_dim);
                     keyw = keyw.max(g.n_heads * g.head_f_dim);
                     states.push(recurrent(gpu, g.n_heads * g.head_f_dim * g.head_i_dim, 0));
+                }
+                MixerSpec::Lightning(l) => {
+                    let d = l.head_dim;
+                    lin.add(3 * l.n_heads * d, l.n_heads, d, d);
+                    states.push(recurrent(gpu, l.n_heads * d * d, 0));
                 }
                 MixerSpec::Gla(g) => {
                     lin.add(g.qkv_width(), g.n_heads, g.head_k_dim, g.head_v_dim);
@@ -285,7 +291,7 @@ impl Resources {
             low_rank: gpu.zeros("low rank", capacity * rank),
             gk: gpu.zeros("gk", capacity * keyw),
             conv_parts: ["conv b", "conv c", "conv x"].map(|l| gpu.zeros(l, capacity * conv_w)),
-            zero_decay: gpu.zeros("zero decay", capacity * zero_w),
+            zero_decay: gpu.zeros("zero decay", zero_w),
             router_logits: gpu.zeros("router logits", capacity * experts),
             routes: gpu.zeros("routes", capacity * 2 * top_k),
             row_gate: gpu.zeros("shared expert gate", capacity),
@@ -306,9 +312,12 @@ struct Builder<'a> {
     res: &'a Resources,
     mode: Mode,
     max_context: usize,
+    hidden: usize,
+    /// The current block's scaled-residual factors (MiniMax), if any.
+    scaled: Option<(f32, f32)>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn shape(&self) -> MatmulShape {
         match self.mode {
             Mode::Prefill => MatmulShape::Tiled,
@@ -363,13 +372,13 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The tail of linear-attention mixers: a per-head RMSNorm of `lin_out` (gated by `silu(z)` when `gated`), then
-    /// the output projection into the residual.
+    /// The tail of linear-attention mixers: a per-head RMSNorm of `lin_out` (times `act(z)` when `gate` names an
+    /// activation), then the output projection into the residual.
     fn output_norm_and_project(
         &mut self,
         norm: &NormWeights,
         heads: usize,
-        gated: bool,
+        gate: Option<Activation>,
         out: &LinearWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
@@ -382,7 +391,8 @@ impl Builder<'_> {
             eps: norm.spec.eps,
             unit_offset: norm.spec.unit_offset,
         };
-        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gated.then_some(&s.z))?;
+        let gate = gate.map(|act| (&s.z, act));
+        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gate)?;
         self.project_residual(&s.lin_out, out, post)
     }
 
@@ -398,14 +408,34 @@ impl Builder<'_> {
         Ok(rms_norm(self.gpu, &mut self.plan, &args, x, out)?)
     }
 
-    /// `x += post(block_out)`: fused into the projection when there is no post-norm.
+    /// `x += post(l(input))`, fused into the projection when there is neither a post-norm nor scaled residuals.
     fn project_residual(&mut self, input: &wgpu::Buffer, l: &LinearWeights, post: &Option<NormWeights>) -> Result<()> {
+        let (target, epilogue) = self.residual_target(post);
+        self.linear(input, l, target, Rows::Tokens, epilogue)?;
+        self.finish_residual(post)
+    }
+
+    /// Where a block's output goes: added straight into the stream, or stored in `tmp` for a post-norm or a scaled
+    /// residual.
+    fn residual_target(&self, post: &Option<NormWeights>) -> (&'a wgpu::Buffer, Epilogue) {
         let s = &self.res.scratch;
-        match post {
-            None => self.linear(input, l, &s.x, Rows::Tokens, Epilogue::Accumulate),
-            Some(n) => {
-                self.linear(input, l, &s.tmp, Rows::Tokens, Epilogue::Store)?;
-                self.norm(n, 1, Rows::Tokens, &s.tmp, NormOutput::Residual(&s.x))
+        match (post, self.scaled) {
+            (None, None) => (&s.x, Epilogue::Accumulate),
+            _ => (&s.tmp, Epilogue::Store),
+        }
+    }
+
+    /// Folds a block output left in `tmp` into the stream: `x += post(tmp)`, or `x = alpha h + beta post(tmp)`.
+    fn finish_residual(&mut self, post: &Option<NormWeights>) -> Result<()> {
+        let s = &self.res.scratch;
+        match (post, self.scaled) {
+            (None, None) => Ok(()),
+            (Some(n), None) => self.norm(n, 1, Rows::Tokens, &s.tmp, NormOutput::Residual(&s.x)),
+            (post, Some((alpha, beta))) => {
+                if let Some(n) = post {
+                    self.norm(n, 1, Rows::Tokens, &s.tmp, NormOutput::InPlace)?;
+                }
+                Ok(scaled_residual(self.gpu, &mut self.plan, (alpha, &s.h), (beta, &s.tmp), &s.x, self.hidden)?)
             }
         }
     }
@@ -503,7 +533,7 @@ impl Builder<'_> {
             Mode::Prefill => gated_deltanet::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gated_deltanet::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        self.output_norm_and_project(norm, g.n_v_heads, z.is_some(), out, post)
+        self.output_norm_and_project(norm, g.n_v_heads, z.as_ref().map(|_| Activation::Silu), out, post)
     }
 
     fn gla(&mut self, li: usize, g: &GlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
@@ -520,7 +550,8 @@ impl Builder<'_> {
             heads: g.n_heads,
             dk: g.head_k_dim,
             dv: g.head_v_dim,
-            gate_normalizer: Some(g.gate_normalizer),
+            decay: Decay::LogSigmoid(g.gate_normalizer),
+            q_scale: (g.head_k_dim as f32).powf(-0.5),
             qkv: &s.qkv,
             gk: &s.gk,
             state,
@@ -530,7 +561,7 @@ impl Builder<'_> {
             Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        self.output_norm_and_project(norm, g.n_heads, gate.is_some(), out, post)
+        self.output_norm_and_project(norm, g.n_heads, gate.as_ref().map(|_| Activation::Silu), out, post)
     }
 
     /// Feature-mapped q and k, then the GLA kernels with zero decay.
@@ -560,7 +591,8 @@ impl Builder<'_> {
             heads: l.n_heads,
             dk: l.head_k_dim,
             dv: l.head_v_dim,
-            gate_normalizer: None,
+            decay: Decay::PerHead,
+            q_scale: (l.head_k_dim as f32).powf(-0.5),
             qkv: &s.qkv,
             gk: &s.zero_decay,
             state,
@@ -570,7 +602,7 @@ impl Builder<'_> {
             Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        self.output_norm_and_project(norm, l.n_heads, false, out, post)
+        self.output_norm_and_project(norm, l.n_heads, None, out, post)
     }
 
     /// `y = C ⊙ conv(B ⊙ x)`, then `out_proj` into the residual.
@@ -611,7 +643,8 @@ impl Builder<'_> {
             heads: g.n_heads,
             dk: g.head_f_dim,
             dv: g.head_i_dim,
-            gate_normalizer: None,
+            decay: Decay::Log,
+            q_scale: (g.head_f_dim as f32).powf(-0.5),
             qkv: &s.qkv,
             gk: &s.gk,
             state,
@@ -621,11 +654,40 @@ impl Builder<'_> {
             Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        self.output_norm_and_project(norm, 1, false, out, post)
+        self.output_norm_and_project(norm, 1, None, out, post)
+    }
+
+    /// SiLU'd `[q | k | v]`, the GLA kernels with a constant per-head decay and unscaled queries, then the norm over
+    /// all heads gated by `sigmoid(output_gate(h))`.
+    fn lightning(&mut self, li: usize, l: &LightningSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Lightning { qkv, decay, gate, norm, out } = w else { unreachable!("lightning weights") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let s = &self.res.scratch;
+        let width = 3 * l.n_heads * l.head_dim;
+        self.side_by_side(qkv, &s.qkv_raw, width)?;
+        activation(self.gpu, &mut self.plan, Activation::Silu, &s.qkv_raw, &s.qkv, width)?;
+        self.linear(&s.h, gate, &s.z, Rows::Tokens, Epilogue::Store)?;
+        let call = Gla {
+            heads: l.n_heads,
+            dk: l.head_dim,
+            dv: l.head_dim,
+            decay: Decay::PerHead,
+            q_scale: 1.0,
+            qkv: &s.qkv,
+            gk: decay,
+            state,
+            out: &s.lin_out,
+        };
+        match self.mode {
+            Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
+            Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
+        }
+        self.output_norm_and_project(norm, 1, Some(Activation::Sigmoid), out, post)
     }
 
     fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
         let s = &self.res.scratch;
+        self.scaled = spec.residuals.map(|r| r.mixer);
         self.norm(&w.pre_mixer, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match &spec.mixer {
             MixerSpec::Attention(a) => self.attention(li, a, &w.mixer, &w.post_mixer)?,
@@ -634,7 +696,9 @@ impl Builder<'_> {
             MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &w.mixer, &w.post_mixer)?,
             MixerSpec::ShortConv(c) => self.short_conv(li, c, &w.mixer, &w.post_mixer)?,
             MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &w.mixer, &w.post_mixer)?,
+            MixerSpec::Lightning(l) => self.lightning(li, l, &w.mixer, &w.post_mixer)?,
         }
+        self.scaled = spec.residuals.map(|r| r.mlp);
         self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
         match (&spec.mlp, &w.mlp) {
             (MlpSpec::Gated(g), MlpWeights::Gated(weights)) => {
@@ -681,10 +745,7 @@ impl Builder<'_> {
             scale: m.scale,
         };
         route(self.gpu, &mut self.plan, &r, &s.router_logits, &s.routes)?;
-        let (target, mut epilogue) = match post {
-            None => (&s.x, Epilogue::Accumulate),
-            Some(_) => (&s.tmp, Epilogue::Store),
-        };
+        let (target, mut epilogue) = self.residual_target(post);
         if let (Some(spec), Some(weights)) = (&m.shared, shared) {
             if let Some(g) = shared_gate {
                 self.linear(&s.h, g, &s.row_gate, Rows::Tokens, Epilogue::Store)?;
@@ -703,10 +764,7 @@ impl Builder<'_> {
             &mut self.plan,
             &expert(&s.act, down, m.experts[0].down.out_features, target, Some(epilogue)),
         )?;
-        if let Some(n) = post {
-            self.norm(n, 1, Rows::Tokens, &s.tmp, NormOutput::Residual(&s.x))?;
-        }
-        Ok(())
+        self.finish_residual(post)
     }
 }
 
@@ -720,7 +778,7 @@ pub fn build(
     max_context: usize,
 ) -> Result<Plan> {
     let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
-    let mut b = Builder { gpu, plan, res, mode, max_context };
+    let mut b = Builder { gpu, plan, res, mode, max_context, hidden: spec.hidden, scaled: None };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
     for (li, (layer, w)) in spec.layers.iter().zip(&weights.layers).enumerate() {

@@ -5,8 +5,8 @@ use crate::error::Result;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::hgrn2;
 use ternlight_core::spec::{
-    AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec, MixerSpec, MlpSpec,
-    ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
+    AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec, LinearSpec,
+    MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -122,6 +122,19 @@ pub enum MixerWeights {
         /// Feature map of k.
         feature_k: [wgpu::Buffer; 4],
         /// Output norm.
+        norm: NormWeights,
+        /// Output projection.
+        out: LinearWeights,
+    },
+    /// Lightning attention: q/k/v parts of `qkv_proj`, per-head log decays, output gate, norm and projection.
+    Lightning {
+        /// q, k, v projections.
+        qkv: Vec<LinearWeights>,
+        /// `-slope` per head, f32.
+        decay: wgpu::Buffer,
+        /// Output-gate projection.
+        gate: LinearWeights,
+        /// Norm over all heads.
         norm: NormWeights,
         /// Output projection.
         out: LinearWeights,
@@ -258,6 +271,9 @@ impl ModelWeights {
                             + norm(n)
                             + lin(out)
                             + lower_bound.as_ref().map_or(0, wgpu::Buffer::size)
+                    }
+                    MixerWeights::Lightning { qkv, decay, gate, norm: n, out } => {
+                        qkv.iter().map(lin).sum::<u64>() + decay.size() + lin(gate) + norm(n) + lin(out)
                     }
                     MixerWeights::Gla { qkv, gk_down, gk_up, g, norm: n, out } => {
                         qkv.iter().map(lin).sum::<u64>()
@@ -496,6 +512,17 @@ impl Uploader<'_> {
         })
     }
 
+    fn lightning(&mut self, l: &LightningSpec) -> Result<MixerWeights> {
+        let decay: Vec<f32> = l.slopes.iter().map(|s| -s).collect();
+        Ok(MixerWeights::Lightning {
+            qkv: l.qkv.iter().map(|p| self.linear(p)).collect::<Result<Vec<_>>>()?,
+            decay: self.gpu.upload_f32("lightning decay", &decay),
+            gate: self.linear(&l.output_gate)?,
+            norm: self.norm(&l.norm)?,
+            out: self.linear(&l.out_proj)?,
+        })
+    }
+
     fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
         Ok(MixerWeights::ShortConv {
             b: self.linear(&c.in_proj[0])?,
@@ -561,6 +588,7 @@ pub fn upload(
             MixerSpec::Hgrn2(g) => up.hgrn2(g)?,
             MixerSpec::ShortConv(c) => up.short_conv(c)?,
             MixerSpec::LinearAttn(l) => up.linear_attn(l)?,
+            MixerSpec::Lightning(l) => up.lightning(l)?,
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.norm(&layer.norms.pre_mlp)?;

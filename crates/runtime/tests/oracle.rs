@@ -227,3 +227,8 @@ fn snapshots_restore_a_prefix_for_many_continuations() {
 fn qwen3_next_matches_transformers_on_the_gpu() {
     check("qwen3_next");
 }
+
+#[test]
+fn minimax_matches_transformers_on_the_gpu() {
+    check("minimax");
+}

@@ -4,13 +4,18 @@ use super::gated_delta::{self, Dims};
 use super::moe::{route, Routing};
 use super::norm::rms_norm_gated;
 use super::{
-    attention::attention, conv::short_conv, embedding::embedding, linear::linear, mlp::gated, norm::rms_norm,
+    attention::attention,
+    conv::short_conv,
+    embedding::embedding,
+    linear::linear,
+    mlp::{activate, gated},
+    norm::rms_norm,
     rope::rope,
 };
 use super::{gla, hgrn2};
 use crate::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LinearAttnSpec, LinearSpec,
-    MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
+    LinearSpec, MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -43,6 +48,9 @@ impl LayerCache {
             }
             MixerSpec::LinearAttn(l) => {
                 LayerCache::Recurrent { state: vec![0.0; l.n_heads * l.head_k_dim * l.head_v_dim], conv: Vec::new() }
+            }
+            MixerSpec::Lightning(l) => {
+                LayerCache::Recurrent { state: vec![0.0; l.n_heads * l.head_dim * l.head_dim], conv: Vec::new() }
             }
         }
     }
@@ -230,6 +238,28 @@ impl ReferenceModel {
         self.linear(&o, &l.out_proj)
     }
 
+    /// Lightning attention through the GLA recurrence with a constant per-head decay `-slope` and unscaled queries.
+    fn lightning(&mut self, li: usize, l: &LightningSpec, h: &[f32]) -> Vec<f32> {
+        let silu = |x: Vec<f32>| x.into_iter().map(|v| activate(Activation::Silu, v)).collect::<Vec<f32>>();
+        let d = l.head_dim;
+        // The GLA forms scale q by d^-0.5; Lightning does not scale.
+        let q: Vec<f32> = silu(self.linear(h, &l.qkv[0])).iter().map(|v| v * (d as f32).sqrt()).collect();
+        let (k, v) = (silu(self.linear(h, &l.qkv[1])), silu(self.linear(h, &l.qkv[2])));
+        let per_token: Vec<f32> = l.slopes.iter().flat_map(|&s| std::iter::repeat_n(-s, d)).collect();
+        let decay = per_token.repeat(q.len() / per_token.len());
+        let dims = gla::Dims { heads: l.n_heads, dk: d, dv: d };
+        let form = self.form;
+        let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("lightning state") };
+        let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
+            gla::chunked(&q, &k, &v, &decay, state, &dims)
+        } else {
+            gla::recurrent(&q, &k, &v, &decay, state, &dims)
+        };
+        let o = self.norm(&o, &l.norm);
+        let o = gated(Activation::Sigmoid, &self.linear(h, &l.output_gate), &o);
+        self.linear(&o, &l.out_proj)
+    }
+
     fn short_conv(&mut self, li: usize, c: &ShortConvSpec, h: &[f32]) -> Vec<f32> {
         let n = c.channels;
         let [b, gate, x] = [0, 1, 2].map(|i| self.linear(h, &c.in_proj[i]));
@@ -317,12 +347,13 @@ impl ReferenceModel {
                 MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &h),
                 MixerSpec::ShortConv(c) => self.short_conv(li, c, &h),
                 MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &h),
+                MixerSpec::Lightning(l) => self.lightning(li, l, &h),
             };
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),
                 None => mixed,
             };
-            x.iter_mut().zip(&mixed).for_each(|(a, b)| *a += b);
+            add_residual(&mut x, &h, &mixed, layer.residuals.map(|r| r.mixer));
             let h = self.norm(&x, &layer.norms.pre_mlp);
             let out = match &layer.mlp {
                 MlpSpec::Gated(g) => self.gated_mlp(&h, g),
@@ -332,10 +363,20 @@ impl ReferenceModel {
                 Some(n) => self.norm(&out, n),
                 None => out,
             };
-            x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
+            add_residual(&mut x, &h, &out, layer.residuals.map(|r| r.mlp));
         }
         let x = self.norm(&x, &spec.final_norm);
         self.position += ids.len();
         Ok(linear(&x, self.w(&spec.lm_head), None, hidden, spec.vocab))
+    }
+}
+
+/// `x += block` (plain residual), or `x = alpha * normed + beta * block` (MiniMax's scaled residuals).
+fn add_residual(x: &mut [f32], normed: &[f32], block: &[f32], scaled: Option<(f32, f32)>) {
+    match scaled {
+        None => x.iter_mut().zip(block).for_each(|(a, b)| *a += b),
+        Some((alpha, beta)) => {
+            x.iter_mut().zip(normed.iter().zip(block)).for_each(|(a, (n, b))| *a = alpha * n + beta * b)
+        }
     }
 }

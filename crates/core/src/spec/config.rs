@@ -58,6 +58,15 @@ pub enum DeltaLayout {
     GroupedQkvz,
 }
 
+/// The mixer a family's `linear_attention` layers hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearMixer {
+    /// Gated DeltaNet in this projection layout.
+    GatedDeltaNet(DeltaLayout),
+    /// MiniMax Lightning attention.
+    Lightning,
+}
+
 /// What distinguishes one transformers model family from another, as data.
 #[derive(Clone, Copy, Debug)]
 pub struct Family {
@@ -79,8 +88,10 @@ pub struct Family {
     pub tied_by_default: bool,
     /// Sigmoid output gate on softmax attention (Qwen3.5).
     pub attn_output_gate: bool,
-    /// `linear_attention` layers are Gated DeltaNet with this projection layout (Qwen3-Next, Qwen3.5).
-    pub gated_deltanet: Option<DeltaLayout>,
+    /// What `linear_attention` layers are (Qwen3-Next, Qwen3.5: Gated DeltaNet; MiniMax: Lightning).
+    pub linear_mixer: Option<LinearMixer>,
+    /// Normed, scaled residuals from the `*_alpha_factor` / `*_beta_factor` fields (MiniMax).
+    pub scaled_residuals: bool,
     /// Score function of MoE routers, and whether they carry a selection bias.
     pub router: (RouterScoring, bool),
     /// `conv` layers are gated short-convolution blocks (LFM2).
@@ -99,7 +110,8 @@ const BASE: Family = Family {
     act_field: "hidden_act",
     tied_by_default: false,
     attn_output_gate: false,
-    gated_deltanet: None,
+    linear_mixer: None,
+    scaled_residuals: false,
     router: (RouterScoring::Softmax, false),
     short_conv: false,
     names: HF_NAMES,
@@ -125,7 +137,7 @@ pub const FAMILIES: &[Family] = &[
         qk_norm: true,
         unit_offset_norms: true,
         attn_output_gate: true,
-        gated_deltanet: Some(DeltaLayout::Split),
+        linear_mixer: Some(LinearMixer::GatedDeltaNet(DeltaLayout::Split)),
         ..BASE
     },
     Family {
@@ -133,7 +145,14 @@ pub const FAMILIES: &[Family] = &[
         qk_norm: true,
         unit_offset_norms: true,
         attn_output_gate: true,
-        gated_deltanet: Some(DeltaLayout::GroupedQkvz),
+        linear_mixer: Some(LinearMixer::GatedDeltaNet(DeltaLayout::GroupedQkvz)),
+        ..BASE
+    },
+    Family {
+        model_types: &["minimax"],
+        linear_mixer: Some(LinearMixer::Lightning),
+        scaled_residuals: true,
+        names: Naming { moe: "block_sparse_moe", expert_projs: ["w1", "w3", "w2"], ..HF_NAMES },
         ..BASE
     },
     Family {
@@ -236,11 +255,11 @@ fn layer_schedule(cfg: &Config, n_layers: usize, family: &Family) -> Result<Vec<
             .map(|t| match t.as_str() {
                 Some("full_attention") => Ok(LayerType::Full),
                 Some("sliding_attention") => Ok(LayerType::Sliding),
-                Some("linear_attention") if family.gated_deltanet.is_some() => Ok(LayerType::Linear),
+                Some("linear_attention") if family.linear_mixer.is_some() => Ok(LayerType::Linear),
                 Some("conv") if family.short_conv => Ok(LayerType::Conv),
                 _ => {
                     let mut supported = vec!["full_attention", "sliding_attention"];
-                    supported.extend(family.gated_deltanet.map(|_| "linear_attention"));
+                    supported.extend(family.linear_mixer.map(|_| "linear_attention"));
                     supported.extend(family.short_conv.then_some("conv"));
                     Err(CoreError::Unsupported {
                         what: "layer type",
@@ -449,6 +468,36 @@ fn qwen_gated_deltanet(
     })
 }
 
+/// MiniMax's Lightning attention layer `layer` of `n_layers`: per-head slopes `2^(-8(h+1)/H) (1 - layer/(L-1) + 1e-5)`;
+/// its output norm keeps the RMSNorm default eps 1e-6 whatever the config says.
+fn lightning(d: &AttentionDims, prefix: &str, layer: usize, n_layers: usize) -> LightningSpec {
+    let (h, hd, hidden) = (d.n_heads, d.head_dim, d.hidden);
+    let width = h * hd;
+    let qkv =
+        [0, 1, 2].map(|i| LinearSpec::part(&format!("{prefix}.qkv_proj"), hidden, false, (h, 3 * hd), i * hd, width));
+    let depth = 1.0 - layer as f64 / (n_layers as f64 - 1.0 + 1e-5) + 1e-5;
+    let base = 2f64.powf(-8.0 / h as f64);
+    LightningSpec {
+        n_heads: h,
+        head_dim: hd,
+        qkv,
+        slopes: (0..h).map(|i| (base.powi(i as i32 + 1) * depth) as f32).collect(),
+        output_gate: LinearSpec::new(&format!("{prefix}.output_gate"), width, hidden, false),
+        norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: width, eps: 1e-6, unit_offset: false },
+        out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, width, false),
+    }
+}
+
+/// MiniMax's residual factors for a layer of type `ty` (each defaults to 1).
+fn scaled_residuals(cfg: &Config, ty: LayerType) -> Result<ScaledResiduals> {
+    let kind = if ty == LayerType::Linear { "linear_attn" } else { "full_attn" };
+    let factor = |field: String| -> Result<f32> { Ok(cfg.f64(&field)?.unwrap_or(1.0) as f32) };
+    Ok(ScaledResiduals {
+        mixer: (factor(format!("{kind}_alpha_factor"))?, factor(format!("{kind}_beta_factor"))?),
+        mlp: (factor("mlp_alpha_factor".into())?, factor("mlp_beta_factor".into())?),
+    })
+}
+
 /// Whether layer `i` has a mixture-of-experts MLP: `mlp_layer_types` (Kimi), else Qwen's `mlp_only_layers` and
 /// `decoder_sparse_step`, else every layer of a model with experts.
 fn is_sparse_layer(cfg: &Config, i: usize) -> Result<bool> {
@@ -601,16 +650,16 @@ impl ModelSpec {
         for (i, ty) in schedule.into_iter().enumerate() {
             let p = format!("model.layers.{i}");
             let mixer = match ty {
-                LayerType::Linear => {
-                    let layout = family.gated_deltanet.expect("linear layers only in Gated DeltaNet families");
-                    MixerSpec::GatedDeltaNet(qwen_gated_deltanet(
+                LayerType::Linear => match family.linear_mixer {
+                    Some(LinearMixer::GatedDeltaNet(layout)) => MixerSpec::GatedDeltaNet(qwen_gated_deltanet(
                         &cfg,
                         layout,
                         &format!("{p}.linear_attn"),
                         hidden,
                         eps,
-                    )?)
-                }
+                    )?),
+                    _ => MixerSpec::Lightning(lightning(&dims, &format!("{p}.{}", names.attn), i, n_layers)),
+                },
                 LayerType::Conv => MixerSpec::ShortConv(lfm2_short_conv(&cfg, &format!("{p}.conv"), hidden)?),
                 LayerType::Full | LayerType::Sliding => {
                     let window = match ty {
@@ -650,7 +699,8 @@ impl ModelSpec {
                     post_mlp: None,
                 }
             };
-            layers.push(LayerSpec { mixer, mlp, norms });
+            let residuals = family.scaled_residuals.then(|| scaled_residuals(&cfg, ty)).transpose()?;
+            layers.push(LayerSpec { mixer, mlp, norms, residuals });
         }
 
         let tied = cfg.bool("tie_word_embeddings").unwrap_or(family.tied_by_default);

@@ -299,6 +299,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
                 pre_mlp: norm(format!("{p}.mlp_norm.weight")),
                 post_mlp: None,
             },
+            residuals: None,
         });
     }
     let tied = cfg.bool("tie_word_embeddings").unwrap_or(false);

@@ -273,6 +273,27 @@ pub struct ShortConvSpec {
     pub out_proj: LinearSpec,
 }
 
+/// Lightning attention (MiniMax): `q, k, v = silu(qkv_proj(x))` split per head, the recurrence
+/// `S_t = exp(-slope_h) S_{t-1} + k_t v_t^T`, `o_t = S_t^T q_t` (no scaling, no RoPE), an RMSNorm over all heads,
+/// times `sigmoid(output_gate(x))`, then `out_proj`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LightningSpec {
+    /// Heads.
+    pub n_heads: usize,
+    /// Channels per head (keys and values alike).
+    pub head_dim: usize,
+    /// The q, k and v parts of the fused `qkv_proj` (interleaved per head).
+    pub qkv: [LinearSpec; 3],
+    /// Per-head decay rate `slope_h` (from the head and layer index, as MiniMax defines it).
+    pub slopes: Vec<f32>,
+    /// Output-gate projection.
+    pub output_gate: LinearSpec,
+    /// RMSNorm over the concatenated heads.
+    pub norm: NormSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
 /// Tensors of the Mamba2-style decay `g = -exp(A_log) * softplus(a + dt_bias)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecaySpec {
@@ -320,6 +341,8 @@ pub enum MixerSpec {
     ShortConv(ShortConvSpec),
     /// Linear attention with a learned feature map.
     LinearAttn(LinearAttnSpec),
+    /// MiniMax Lightning attention.
+    Lightning(LightningSpec),
 }
 
 impl MixerSpec {
@@ -336,6 +359,7 @@ impl MixerSpec {
             MixerSpec::Hgrn2(_) => "hgrn2".to_string(),
             MixerSpec::ShortConv(c) => format!("short_conv({})", c.kernel),
             MixerSpec::LinearAttn(_) => "linear_attention".to_string(),
+            MixerSpec::Lightning(_) => "lightning".to_string(),
         }
     }
 }
@@ -463,7 +487,17 @@ pub struct BlockNorms {
     pub post_mlp: Option<NormSpec>,
 }
 
-/// One decoder layer: `x += post(mixer(pre(x)))`, then `x += post(mlp(pre(x)))`.
+/// MiniMax's residual convention: each sub-block's output replaces the stream with
+/// `alpha * pre_norm(x) + beta * block(pre_norm(x))`; `(alpha, beta)` for the mixer and for the MLP.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScaledResiduals {
+    /// Factors around the token mixer.
+    pub mixer: (f32, f32),
+    /// Factors around the MLP.
+    pub mlp: (f32, f32),
+}
+
+/// One decoder layer: `x += post(mixer(pre(x)))`, then `x += post(mlp(pre(x)))` (or scaled residuals).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerSpec {
     /// The token mixer.
@@ -472,6 +506,8 @@ pub struct LayerSpec {
     pub mlp: MlpSpec,
     /// The norms.
     pub norms: BlockNorms,
+    /// MiniMax's normed, scaled residuals instead of plain residual adds.
+    pub residuals: Option<ScaledResiduals>,
 }
 
 impl LayerSpec {
@@ -501,6 +537,7 @@ impl LayerSpec {
             MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
             MixerSpec::ShortConv(c) => 4 * c.channels * (c.kernel - 1),
             MixerSpec::LinearAttn(l) => 4 * l.n_heads * l.head_k_dim * l.head_v_dim,
+            MixerSpec::Lightning(l) => 4 * l.n_heads * l.head_dim * l.head_dim,
         }
     }
 }
@@ -580,6 +617,12 @@ impl ModelSpec {
                 MixerSpec::LinearAttn(l) => {
                     let (fq, fk) = (&l.feature_q, &l.feature_k);
                     for p in l.qkv.iter().chain([&fq.0, &fq.1, &fk.0, &fk.1, &l.out_proj]) {
+                        p.decls(&mut out);
+                    }
+                    norm(&l.norm, &mut out);
+                }
+                MixerSpec::Lightning(l) => {
+                    for p in [&l.qkv[0], &l.output_gate, &l.out_proj] {
                         p.decls(&mut out);
                     }
                     norm(&l.norm, &mut out);

@@ -7,6 +7,17 @@ use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 
+/// How the decay input `gk` becomes the per-channel log decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decay {
+    /// Raw gate logits: `logsigmoid(gk) / normalizer` (GLA).
+    LogSigmoid(f32),
+    /// Log decays as they are (HGRN2, zero for linear attention).
+    Log,
+    /// One log decay per head for every token and channel (Lightning's `-slope`).
+    PerHead,
+}
+
 /// Head layout and buffers of one GLA call.
 pub struct Gla<'a> {
     /// Heads.
@@ -15,11 +26,13 @@ pub struct Gla<'a> {
     pub dk: usize,
     /// Channels per value head.
     pub dv: usize,
-    /// Divisor of the log-sigmoid decay; `None` when `gk` already holds log decays.
-    pub gate_normalizer: Option<f32>,
+    /// What `gk` holds.
+    pub decay: Decay,
+    /// Multiplier of q (`dk^-0.5` for GLA and its relatives, 1 for Lightning).
+    pub q_scale: f32,
     /// `[tokens, heads * (2 dk + dv)]` = `[q | k | v]`.
     pub qkv: &'a wgpu::Buffer,
-    /// Raw decay logits (or log decays) `[tokens, heads * dk]`.
+    /// Decay input: `[tokens, heads * dk]`, or `[heads]` for [`Decay::PerHead`].
     pub gk: &'a wgpu::Buffer,
     /// State `[heads, dk, dv]`, read and updated.
     pub state: &'a wgpu::Buffer,
@@ -29,15 +42,22 @@ pub struct Gla<'a> {
 
 fn check(gpu: &Gpu, plan: &Plan, g: &Gla) -> Result<Defines> {
     plan.check_rows("gla", "qkv", g.qkv, Rows::Tokens, g.heads * (2 * g.dk + g.dv))?;
-    plan.check_rows("gla", "gates", g.gk, Rows::Tokens, g.heads * g.dk)?;
+    match g.decay {
+        Decay::PerHead if g.gk.size() < (g.heads * 4) as u64 => {
+            return Err(GpuError::shape("gla", format!("per-head decays for {} heads", g.heads)));
+        }
+        Decay::PerHead => {}
+        _ => plan.check_rows("gla", "gates", g.gk, Rows::Tokens, g.heads * g.dk)?,
+    }
     plan.check_rows("gla", "output", g.out, Rows::Tokens, g.heads * g.dv)?;
     if g.heads == 0 || g.dk == 0 || g.dk > 256 || g.dv == 0 || g.dv as u32 > gpu.info.max_workgroup_invocations {
         return Err(GpuError::shape("gla", format!("{} heads, dk {} (<= 256), dv {}", g.heads, g.dk, g.dv)));
     }
-    let defines = Defines::new().set("DK", g.dk).set("DV", g.dv);
-    Ok(match g.gate_normalizer {
-        Some(n) => defines.set("NORMALIZER", format!("{n:?}")),
-        None => defines.flag("LOG_DECAY", true),
+    let defines = Defines::new().set("DK", g.dk).set("DV", g.dv).set("Q_SCALE", format!("{:?}", g.q_scale));
+    Ok(match g.decay {
+        Decay::LogSigmoid(n) => defines.set("NORMALIZER", format!("{n:?}")),
+        Decay::Log => defines.flag("LOG_DECAY", true),
+        Decay::PerHead => defines.flag("HEAD_DECAY", true),
     })
 }
 

@@ -16,7 +16,7 @@ pub fn gated_act(
     out: &wgpu::Buffer,
     width: usize,
 ) -> Result<()> {
-    record(gpu, plan, act, [gate, up, out], width, None)
+    record(gpu, plan, act, (gate, Some(up), out), width, None)
 }
 
 /// Records `out = act(gate) * up * sigmoid(row_gate[t])` over `[tokens, width]`, with `row_gate` `[tokens]` (the
@@ -30,20 +30,36 @@ pub fn gated_act_row_gated(
     row_gate: &wgpu::Buffer,
 ) -> Result<()> {
     plan.check_rows("gated_act", "row gate", row_gate, Rows::Tokens, 1)?;
-    record(gpu, plan, act, [gate, up, out], width, Some(row_gate))
+    record(gpu, plan, act, (gate, Some(up), out), width, Some(row_gate))
 }
 
+/// Records `out = act(x)` over `[tokens, width]`.
+pub fn activation(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    act: Activation,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    width: usize,
+) -> Result<()> {
+    record(gpu, plan, act, (x, None, out), width, None)
+}
+
+/// One dispatch of `common/gated_act.wgsl`: `act(gate)`, times `up` when given, times the row gate when given.
 fn record(
     gpu: &Gpu,
     plan: &mut Plan,
     act: Activation,
-    [gate, up, out]: [&wgpu::Buffer; 3],
+    (gate, up, out): (&wgpu::Buffer, Option<&wgpu::Buffer>, &wgpu::Buffer),
     width: usize,
     row_gate: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    for (what, b) in [("gate", gate), ("up", up), ("output", out)] {
-        plan.check_rows("gated_act", what, b, Rows::Tokens, width)?;
+    for (what, b) in [("gate", Some(gate)), ("up", up), ("output", Some(out))] {
+        if let Some(b) = b {
+            plan.check_rows("gated_act", what, b, Rows::Tokens, width)?;
+        }
     }
+    let no_up = up.is_none();
     let wg = gpu.tuning.wg;
     let name = match act {
         Activation::Silu => "silu",
@@ -51,9 +67,14 @@ fn record(
         Activation::Sigmoid => "sigmoid",
         Activation::Identity => "identity",
     };
-    let defines = Defines::new().set("WG", wg).set("ACT", name).flag("ROW_GATE", row_gate.is_some());
+    let defines =
+        Defines::new().set("WG", wg).set("ACT", name).flag("ROW_GATE", row_gate.is_some()).flag("NO_UP", no_up);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: width as u32, per_group: wg };
-    let mut buffers = vec![gate.into(), up.into(), out.into()];
+    let mut buffers = vec![gate.into()];
+    if let Some(up) = up {
+        buffers.push(up.into());
+    }
+    buffers.push(out.into());
     if let Some(g) = row_gate {
         buffers.push(g.into());
     }

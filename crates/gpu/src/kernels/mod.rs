@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
+pub mod residual;
 pub mod rope;
 
 use crate::shader::Defines;

@@ -5,6 +5,7 @@ use crate::device::Gpu;
 use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
+use ternlight_core::spec::Activation;
 
 /// Where a norm's result goes.
 pub enum NormOutput<'a> {
@@ -37,14 +38,15 @@ pub fn rms_norm(gpu: &Gpu, plan: &mut Plan, args: &NormArgs, x: &wgpu::Buffer, o
     rms_norm_gated(gpu, plan, args, x, output, None)
 }
 
-/// Records an RMSNorm whose result is multiplied by `silu(gate)` element-wise when `gate` is given.
+/// Records an RMSNorm whose result is multiplied by `act(gate)` element-wise when a gate is given (`act` SiLU or
+/// sigmoid).
 pub fn rms_norm_gated(
     gpu: &Gpu,
     plan: &mut Plan,
     args: &NormArgs,
     x: &wgpu::Buffer,
     output: NormOutput,
-    gate: Option<&wgpu::Buffer>,
+    gate: Option<(&wgpu::Buffer, Activation)>,
 ) -> Result<()> {
     if args.dim == 0 || args.groups_per_row == 0 {
         return Err(GpuError::shape("rms_norm", "empty norm"));
@@ -54,11 +56,16 @@ pub fn rms_norm_gated(
     if let NormOutput::Write(out) | NormOutput::Residual(out) = &output {
         plan.check_rows("rms_norm", "output", out, args.rows, width)?;
     }
-    if let Some(g) = gate {
+    let mut defines = Defines::new().set("WG", gpu.tuning.wg);
+    if let Some((g, act)) = gate {
         plan.check_rows("rms_norm", "gate", g, args.rows, width)?;
+        let act = match act {
+            Activation::Silu => "silu",
+            Activation::Sigmoid => "sigmoid",
+            other => return Err(GpuError::shape("rms_norm", format!("gate activation {other:?}"))),
+        };
+        defines = defines.flag("GATE", true).set("GATE_ACT", act);
     }
-    let wg = gpu.tuning.wg;
-    let defines = Defines::new().set("WG", wg).flag("GATE", gate.is_some());
     let params = [
         args.dim as u32,
         args.groups_per_row as u32,
@@ -74,7 +81,7 @@ pub fn rms_norm_gated(
         NormOutput::Residual(out) => (defines.flag("RESIDUAL", true), vec![args.weight.into(), x.into(), out.into()]),
     };
     let defines = defines.set("GATE_BINDING", 2 + buffers.len());
-    if let Some(g) = gate {
+    if let Some((g, _)) = gate {
         buffers.push(g.into());
     }
     plan.dispatch(gpu, shader, &defines, &params, &buffers, grid)
