@@ -1,5 +1,6 @@
 // Gated DeltaNet: S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = S_t^T q_t, with
-// q, k L2-normalised (eps 1e-6), q scaled by DK^-0.5, g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b).
+// q, k L2-normalised (eps 1e-6), q scaled by DK^-0.5, g = -exp(A_log) softplus(a + dt_bias),
+// beta = BETA_SCALE sigmoid(b) (2 where negative eigenvalues are allowed).
 // Layouts: qkv [T, C] = [q (Hk*DK) | k (Hk*DK) | v (HV*DV)] per token; ab [T, 2*HV] = [b | a]; gate_params
 // [2*HV] = [A_log | dt_bias]; state [HV, DK, DV]; out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
 // Variants:
@@ -129,7 +130,7 @@ fn gates(t: u32, h: u32) -> vec2<f32> {
     let a = ab[t * 2u * hv + hv + h];
     let b = ab[t * 2u * hv + h];
     let g = -exp(gate_params[h]) * softplus(a + gate_params[hv + h]);
-    return vec2<f32>(g, 1.0 / (1.0 + exp(-b)));
+    return vec2<f32>(g, {{BETA_SCALE}} / (1.0 + exp(-b)));
 }
 
 #if RECURRENT

@@ -101,3 +101,8 @@ fn qwen3_next_matches_transformers() {
 fn minimax_matches_transformers() {
     check("minimax");
 }
+
+#[test]
+fn olmo_hybrid_matches_transformers() {
+    check("olmo_hybrid");
+}

@@ -120,6 +120,16 @@ pub enum Op {
         /// Rows the cache holds.
         cache_rows: u64,
     },
+    /// Copies this forward's rows of `src` (`[n_tokens, row]`) to the same rows of `dst` (a block without a pre-norm
+    /// reads the stream through a copy, since a kernel may not read and accumulate into one buffer).
+    CopyTokenRows {
+        /// Source rows.
+        src: wgpu::Buffer,
+        /// Destination rows.
+        dst: wgpu::Buffer,
+        /// Bytes per row.
+        row_bytes: u64,
+    },
     /// Gathers the requested logit rows of `src` (`[n_tokens, row]`) into `dst` (`[n_logits, row]`).
     GatherLogitRows {
         /// Per-token rows.
@@ -261,6 +271,9 @@ impl Plan {
                     if n > first {
                         encoder.copy_buffer_to_buffer(src, first * row_bytes, dst, 0, (n - first) * row_bytes);
                     }
+                }
+                Op::CopyTokenRows { src, dst, row_bytes } => {
+                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, step.n_tokens as u64 * row_bytes);
                 }
                 Op::GatherLogitRows { src, dst, row_bytes } => {
                     let rows = &step.logit_rows;

@@ -156,7 +156,8 @@ mod tests {
             .set("GATE_BINDING", 5)
             .set("NORMALIZER", "16.0")
             .set("Q_SCALE", "0.25")
-            .set("GATE_ACT", "silu");
+            .set("GATE_ACT", "silu")
+            .set("BETA_SCALE", "1.0");
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");

@@ -369,12 +369,15 @@ mod gdn {
         qkv: Vec<f32>,
         ab: Vec<f32>,
         params: Vec<f32>,
+        /// beta's multiplier: 2 exercises negative eigenvalues (OLMo hybrid, fla `allow_neg_eigval`).
+        beta_scale: f32,
     }
 
     fn case(rng: &mut Rng, d: Dims, t: usize) -> Case {
         let width = 2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv;
         let params = [random(rng, d.n_v_heads, 1.0), random(rng, d.n_v_heads, 1.0)].concat();
-        Case { d, qkv: random(rng, t * width, 1.0), ab: random(rng, t * 2 * d.n_v_heads, 2.0), params }
+        let beta_scale = if d.n_v_heads == d.n_k_heads { 2.0 } else { 1.0 };
+        Case { d, qkv: random(rng, t * width, 1.0), ab: random(rng, t * 2 * d.n_v_heads, 2.0), params, beta_scale }
     }
 
     /// Reference output for `c`, advancing `state`.
@@ -389,6 +392,7 @@ mod gdn {
             (cols(0, key, width, &c.qkv), cols(key, key, width, &c.qkv), cols(2 * key, hv * d.dv, width, &c.qkv));
         let (b, a) = (cols(0, hv, 2 * hv, &c.ab), cols(hv, hv, 2 * hv, &c.ab));
         let (g, beta) = gated_delta::gates(&a, &b, &c.params[..hv], &c.params[hv..]);
+        let beta: Vec<f32> = beta.iter().map(|b| b * c.beta_scale).collect();
         gated_delta::recurrent(&q, &k, &v, &g, &beta, state, d)
     }
 
@@ -406,6 +410,7 @@ mod gdn {
             qkv: &qkv,
             ab: &ab,
             gate_params: &params,
+            beta_scale: c.beta_scale,
             state,
             out: &out,
         };
@@ -457,6 +462,7 @@ mod gdn {
             qkv: long.qkv[..70 * width].to_vec(),
             ab: long.ab[..70 * 8].to_vec(),
             params: long.params.clone(),
+            beta_scale: long.beta_scale,
         };
         let mut got = gpu_run(&prefix, &sb, true);
         for t in 70..100 {
@@ -465,6 +471,7 @@ mod gdn {
                 qkv: long.qkv[t * width..(t + 1) * width].to_vec(),
                 ab: long.ab[t * 8..(t + 1) * 8].to_vec(),
                 params: long.params.clone(),
+                beta_scale: long.beta_scale,
             };
             got.extend(gpu_run(&one, &sb, false));
         }

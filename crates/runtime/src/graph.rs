@@ -447,8 +447,9 @@ impl<'a> Builder<'a> {
         self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
         self.linear(&s.h, v, &s.v, Rows::Tokens, Epilogue::Store)?;
         if let Some((qn, kn)) = qk_norm {
-            self.norm(qn, a.n_heads, Rows::Tokens, &s.q, NormOutput::InPlace)?;
-            self.norm(kn, a.n_kv_heads, Rows::Tokens, &s.k, NormOutput::InPlace)?;
+            let width = a.n_heads * a.head_dim;
+            self.norm(qn, width / qn.spec.dim, Rows::Tokens, &s.q, NormOutput::InPlace)?;
+            self.norm(kn, a.n_kv_heads * a.head_dim / kn.spec.dim, Rows::Tokens, &s.k, NormOutput::InPlace)?;
         }
         if let Some(r) = self.res.rope_of_layer[li] {
             let tables = &self.res.ropes[r].1;
@@ -526,6 +527,7 @@ impl<'a> Builder<'a> {
             qkv: &s.qkv,
             ab: &s.ab,
             gate_params,
+            beta_scale: g.beta_scale,
             state,
             out: &s.lin_out,
         };
@@ -685,10 +687,23 @@ impl<'a> Builder<'a> {
         self.output_norm_and_project(norm, 1, Some(Activation::Sigmoid), out, post)
     }
 
+    /// `h = pre(x)`, or a copy of `x` for a block without a pre-norm.
+    fn block_input(&mut self, pre: &Option<NormWeights>) -> Result<()> {
+        let s = &self.res.scratch;
+        match pre {
+            Some(n) => self.norm(n, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h)),
+            None => {
+                let row_bytes = (self.hidden * 4) as u64;
+                self.plan.push(Op::CopyTokenRows { src: s.x.clone(), dst: s.h.clone(), row_bytes });
+                Ok(())
+            }
+        }
+    }
+
     fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
         let s = &self.res.scratch;
         self.scaled = spec.residuals.map(|r| r.mixer);
-        self.norm(&w.pre_mixer, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
+        self.block_input(&w.pre_mixer)?;
         match &spec.mixer {
             MixerSpec::Attention(a) => self.attention(li, a, &w.mixer, &w.post_mixer)?,
             MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &w.mixer, &w.post_mixer)?,
@@ -699,7 +714,7 @@ impl<'a> Builder<'a> {
             MixerSpec::Lightning(l) => self.lightning(li, l, &w.mixer, &w.post_mixer)?,
         }
         self.scaled = spec.residuals.map(|r| r.mlp);
-        self.norm(&w.pre_mlp, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))?;
+        self.block_input(&w.pre_mlp)?;
         match (&spec.mlp, &w.mlp) {
             (MlpSpec::Gated(g), MlpWeights::Gated(weights)) => {
                 self.gated_activation(g, weights, None)?;

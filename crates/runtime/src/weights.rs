@@ -202,11 +202,11 @@ pub struct LayerWeights {
     /// Channel mixer.
     pub mlp: MlpWeights,
     /// Norm before the mixer.
-    pub pre_mixer: NormWeights,
+    pub pre_mixer: Option<NormWeights>,
     /// Norm on the mixer output.
     pub post_mixer: Option<NormWeights>,
     /// Norm before the MLP.
-    pub pre_mlp: NormWeights,
+    pub pre_mlp: Option<NormWeights>,
     /// Norm on the MLP output.
     pub post_mlp: Option<NormWeights>,
 }
@@ -296,7 +296,7 @@ impl ModelWeights {
                             + shared_gate.as_ref().map_or(0, lin)
                     }
                 };
-                mixer + mlp + norm(&l.pre_mixer) + opt(&l.post_mixer) + norm(&l.pre_mlp) + opt(&l.post_mlp)
+                mixer + mlp + opt(&l.pre_mixer) + opt(&l.post_mixer) + opt(&l.pre_mlp) + opt(&l.post_mlp)
             })
             .sum();
         self.embed.bytes() + self.head.as_ref().map_or(0, Weight::bytes) + norm(&self.final_norm) + layers
@@ -580,7 +580,7 @@ pub fn upload(
     let embed = up.matrix(&spec.embed, spec.vocab, spec.hidden)?;
     let mut layers = Vec::with_capacity(spec.layers.len());
     for layer in &spec.layers {
-        let pre_mixer = up.norm(&layer.norms.pre_mixer)?;
+        let pre_mixer = up.opt_norm(&layer.norms.pre_mixer)?;
         let mixer = match &layer.mixer {
             MixerSpec::Attention(a) => up.attention(a)?,
             MixerSpec::GatedDeltaNet(g) => up.gated_deltanet(g)?,
@@ -591,7 +591,7 @@ pub fn upload(
             MixerSpec::Lightning(l) => up.lightning(l)?,
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
-        let pre_mlp = up.norm(&layer.norms.pre_mlp)?;
+        let pre_mlp = up.opt_norm(&layer.norms.pre_mlp)?;
         let mlp = match &layer.mlp {
             MlpSpec::Gated(g) => MlpWeights::Gated(up.gated_mlp(g)?),
             MlpSpec::Moe(m) => up.moe(m)?,

@@ -232,3 +232,8 @@ fn qwen3_next_matches_transformers_on_the_gpu() {
 fn minimax_matches_transformers_on_the_gpu() {
     check("minimax");
 }
+
+#[test]
+fn olmo_hybrid_matches_transformers_on_the_gpu() {
+    check("olmo_hybrid");
+}

@@ -131,6 +131,10 @@ impl ReferenceModel {
         rms_norm(x, self.w(&n.weight), n.dim, n.eps, n.unit_offset)
     }
 
+    fn opt_norm(&self, x: &[f32], n: &Option<NormSpec>) -> Vec<f32> {
+        n.as_ref().map_or_else(|| x.to_vec(), |n| self.norm(x, n))
+    }
+
     fn attention(&mut self, li: usize, a: &AttentionSpec, h: &[f32], pos0: usize) -> Vec<f32> {
         let mut q = self.linear(h, &a.q_proj);
         let gate = a.gate_proj.as_ref().map(|g| self.linear(h, g));
@@ -168,13 +172,14 @@ impl ReferenceModel {
         }
         let conv_w: Vec<f32> = g.conv.iter().flat_map(|c| self.w(c).to_vec()).collect();
         let b = self.linear(h, &g.b_proj);
-        let (decay, beta) = match &g.decay {
+        let (decay, mut beta) = match &g.decay {
             Some(d) => gated_delta::gates(&self.linear(h, &d.a_proj), &b, self.w(&d.a_log), self.w(&d.dt_bias)),
             None => {
                 let hv = g.n_v_heads;
                 gated_delta::gates(&vec![0.0; b.len()], &b, &vec![gated_delta::NO_DECAY_A_LOG; hv], &vec![0.0; hv])
             }
         };
+        beta.iter_mut().for_each(|b| *b *= g.beta_scale);
         let z = g.z_proj.as_ref().map(|l| self.linear(h, l));
         let form = self.form;
         let LayerCache::Recurrent { state, conv } = &mut self.cache[li] else { unreachable!("GDN layer has a state") };
@@ -339,7 +344,7 @@ impl ReferenceModel {
         let hidden = spec.hidden;
         let mut x = embedding(self.w(&spec.embed), hidden, ids, spec.embed_scale.unwrap_or(1.0));
         for (li, layer) in spec.layers.iter().enumerate() {
-            let h = self.norm(&x, &layer.norms.pre_mixer);
+            let h = self.opt_norm(&x, &layer.norms.pre_mixer);
             let mixed = match &layer.mixer {
                 MixerSpec::Attention(a) => self.attention(li, a, &h, pos0),
                 MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &h),
@@ -354,7 +359,7 @@ impl ReferenceModel {
                 None => mixed,
             };
             add_residual(&mut x, &h, &mixed, layer.residuals.map(|r| r.mixer));
-            let h = self.norm(&x, &layer.norms.pre_mlp);
+            let h = self.opt_norm(&x, &layer.norms.pre_mlp);
             let out = match &layer.mlp {
                 MlpSpec::Gated(g) => self.gated_mlp(&h, g),
                 MlpSpec::Moe(m) => self.moe(&h, m),

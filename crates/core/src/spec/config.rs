@@ -56,6 +56,8 @@ pub enum DeltaLayout {
     /// Qwen3-Next: `in_proj_qkvz` and `in_proj_ba`, interleaved per key head as `[q | k | v r | z r]` and `[b r | a r]`
     /// (r value heads per key head).
     GroupedQkvz,
+    /// OLMo hybrid: fla's naming (separate projections and convs, `g_proj`, `o_norm`), negative eigenvalues optional.
+    Separate,
 }
 
 /// The mixer a family's `linear_attention` layers hold.
@@ -88,6 +90,11 @@ pub struct Family {
     pub tied_by_default: bool,
     /// Sigmoid output gate on softmax attention (Qwen3.5).
     pub attn_output_gate: bool,
+    /// q/k norms over the whole projection rather than per head (OLMo).
+    pub qk_norm_whole: bool,
+    /// Attention layers carry no pre-norms, only these post-mixer and post-MLP norms (OLMo hybrid, whose linear
+    /// layers keep the pre-norms of `names.norms`).
+    pub attention_post_norms: Option<(&'static str, &'static str)>,
     /// What `linear_attention` layers are (Qwen3-Next, Qwen3.5: Gated DeltaNet; MiniMax: Lightning).
     pub linear_mixer: Option<LinearMixer>,
     /// Normed, scaled residuals from the `*_alpha_factor` / `*_beta_factor` fields (MiniMax).
@@ -110,6 +117,8 @@ const BASE: Family = Family {
     act_field: "hidden_act",
     tied_by_default: false,
     attn_output_gate: false,
+    qk_norm_whole: false,
+    attention_post_norms: None,
     linear_mixer: None,
     scaled_residuals: false,
     router: (RouterScoring::Softmax, false),
@@ -146,6 +155,15 @@ pub const FAMILIES: &[Family] = &[
         unit_offset_norms: true,
         attn_output_gate: true,
         linear_mixer: Some(LinearMixer::GatedDeltaNet(DeltaLayout::GroupedQkvz)),
+        ..BASE
+    },
+    Family {
+        model_types: &["olmo_hybrid"],
+        qk_norm: true,
+        qk_norm_whole: true,
+        attention_post_norms: Some(("feedforward_layer_norm", "post_feedforward_layernorm")),
+        linear_mixer: Some(LinearMixer::GatedDeltaNet(DeltaLayout::Separate)),
+        names: Naming { norms: ("attention_layer_norm", "feedforward_layer_norm"), ..HF_NAMES },
         ..BASE
     },
     Family {
@@ -315,6 +333,7 @@ pub(crate) struct AttentionDims {
     pub bias: bool,
     pub scale: f32,
     pub output_gate: bool,
+    pub qk_norm_whole: bool,
 }
 
 /// A softmax-attention layer under `prefix` (`...q_proj`, `...k_proj`, ...).
@@ -346,7 +365,11 @@ pub(crate) fn attention(
         o_proj: LinearSpec::new(&format!("{prefix}.{}", names.attn_out), d.hidden, d.n_heads * d.head_dim, d.bias),
         qk_norm: qk_norm.map(|n| {
             let (qn, kn) = names.qk_norms;
-            (n(format!("{prefix}.{qn}.weight"), d.head_dim), n(format!("{prefix}.{kn}.weight"), d.head_dim))
+            let (q_dim, k_dim) = match d.qk_norm_whole {
+                true => (q_width, d.n_kv_heads * d.head_dim),
+                false => (d.head_dim, d.head_dim),
+            };
+            (n(format!("{prefix}.{qn}.weight"), q_dim), n(format!("{prefix}.{kn}.weight"), k_dim))
         }),
         rope,
         window,
@@ -434,6 +457,11 @@ fn qwen_gated_deltanet(
     let (key, value) = (n_k_heads * head_k_dim, n_v_heads * head_v_dim);
     let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
     let (in_proj, z, b, a) = match layout {
+        DeltaLayout::Separate => {
+            // fla's FusedRMSNormGated default eps, whatever rms_norm_eps says.
+            let heads = (n_k_heads, n_v_heads, head_k_dim, head_v_dim);
+            return Ok(fla::separate_gated_deltanet(prefix, hidden, heads, conv_kernel, 1e-5, fla::beta_scale(cfg)));
+        }
         DeltaLayout::Split => (
             vec![lin("in_proj_qkv", 2 * key + value)],
             lin("in_proj_z", value),
@@ -463,6 +491,7 @@ fn qwen_gated_deltanet(
         z_proj: Some(z),
         decay: Some(DecaySpec { a_proj: a, a_log: format!("{prefix}.A_log"), dt_bias: format!("{prefix}.dt_bias") }),
         b_proj: b,
+        beta_scale: 1.0,
         norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: head_v_dim, eps, unit_offset: false },
         out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, value, false),
     })
@@ -646,6 +675,7 @@ impl ModelSpec {
             bias: attn_bias,
             scale,
             output_gate: family.attn_output_gate,
+            qk_norm_whole: family.qk_norm_whole,
         };
         for (i, ty) in schedule.into_iter().enumerate() {
             let p = format!("model.layers.{i}");
@@ -684,20 +714,26 @@ impl ModelSpec {
                 }
             };
             let mlp = layer_mlp(&cfg, family, i, hidden, act)?;
-            let norms = if family.sandwich_norms {
-                BlockNorms {
-                    pre_mixer: norm(format!("{p}.input_layernorm.weight"), hidden),
-                    post_mixer: Some(norm(format!("{p}.post_attention_layernorm.weight"), hidden)),
-                    pre_mlp: norm(format!("{p}.pre_feedforward_layernorm.weight"), hidden),
-                    post_mlp: Some(norm(format!("{p}.post_feedforward_layernorm.weight"), hidden)),
-                }
-            } else {
-                BlockNorms {
-                    pre_mixer: norm(format!("{p}.{}.weight", names.norms.0), hidden),
+            let named = |n: &str| Some(norm(format!("{p}.{n}.weight"), hidden));
+            let norms = match family.attention_post_norms {
+                Some((post_mixer, post_mlp)) if ty != LayerType::Linear => BlockNorms {
+                    pre_mixer: None,
+                    post_mixer: named(post_mixer),
+                    pre_mlp: None,
+                    post_mlp: named(post_mlp),
+                },
+                _ if family.sandwich_norms => BlockNorms {
+                    pre_mixer: named("input_layernorm"),
+                    post_mixer: named("post_attention_layernorm"),
+                    pre_mlp: named("pre_feedforward_layernorm"),
+                    post_mlp: named("post_feedforward_layernorm"),
+                },
+                _ => BlockNorms {
+                    pre_mixer: named(names.norms.0),
                     post_mixer: None,
-                    pre_mlp: norm(format!("{p}.{}.weight", names.norms.1), hidden),
+                    pre_mlp: named(names.norms.1),
                     post_mlp: None,
-                }
+                },
             };
             let residuals = family.scaled_residuals.then(|| scaled_residuals(&cfg, ty)).transpose()?;
             layers.push(LayerSpec { mixer, mlp, norms, residuals });

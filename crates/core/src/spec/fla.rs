@@ -46,9 +46,7 @@ fn head_layout(cfg: &Config, hidden: usize, default_expand_k: f64) -> Result<(us
 
 /// fla's DeltaNet layer: the delta rule without decay; `head_k_dim = hidden * expand_k / num_heads`.
 fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
-    for (field, want) in
-        [("use_beta", true), ("use_short_conv", true), ("allow_neg_eigval", false), ("use_output_norm", true)]
-    {
+    for (field, want) in [("use_beta", true), ("use_short_conv", true), ("use_output_norm", true)] {
         require(cfg, field, want)?;
     }
     require(cfg, "qk_activation", "silu")?;
@@ -66,14 +64,63 @@ fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Gate
         z_proj: (cfg.bool("use_gate") == Some(true)).then(|| lin("g_proj", value)),
         decay: None,
         b_proj: lin("b_proj", heads),
+        beta_scale: beta_scale(cfg),
         norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: value / heads, eps, unit_offset: false },
         out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
     })
 }
 
-/// fla's GatedDeltaNet layer under `prefix`: separate q/k/v projections, each with its own short conv.
+/// `beta`'s multiplier: 2 when `allow_neg_eigval` lets the delta rule's eigenvalues go negative.
+pub(crate) fn beta_scale(cfg: &Config) -> f32 {
+    if cfg.bool("allow_neg_eigval").or(cfg.bool("linear_allow_neg_eigval")) == Some(true) {
+        2.0
+    } else {
+        1.0
+    }
+}
+
+/// A Gated DeltaNet layer in fla's naming under `prefix` (also OLMo hybrid's): separate q/k/v projections, each with
+/// its own short conv, `a_proj`/`b_proj`, the `g_proj` output gate, `o_norm` and `o_proj`.
+pub(crate) fn separate_gated_deltanet(
+    prefix: &str,
+    hidden: usize,
+    (n_k_heads, n_v_heads, head_k_dim, head_v_dim): (usize, usize, usize, usize),
+    conv_kernel: usize,
+    norm_eps: f32,
+    beta_scale: f32,
+) -> GatedDeltaNetSpec {
+    let key = n_k_heads * head_k_dim;
+    let value = n_v_heads * head_v_dim;
+    let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
+    GatedDeltaNetSpec {
+        n_k_heads,
+        n_v_heads,
+        head_k_dim,
+        head_v_dim,
+        in_proj: vec![lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
+        conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
+        conv_kernel,
+        z_proj: Some(lin("g_proj", value)),
+        decay: Some(DecaySpec {
+            a_proj: lin("a_proj", n_v_heads),
+            a_log: format!("{prefix}.A_log"),
+            dt_bias: format!("{prefix}.dt_bias"),
+        }),
+        b_proj: lin("b_proj", n_v_heads),
+        beta_scale,
+        norm: NormSpec {
+            weight: format!("{prefix}.o_norm.weight"),
+            dim: head_v_dim,
+            eps: norm_eps,
+            unit_offset: false,
+        },
+        out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
+    }
+}
+
+/// fla's GatedDeltaNet layer under `prefix`.
 fn gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
-    for (field, want) in [("use_gate", true), ("use_short_conv", true), ("allow_neg_eigval", false)] {
+    for (field, want) in [("use_gate", true), ("use_short_conv", true)] {
         require(cfg, field, want)?;
     }
     let n_k_heads = cfg.usize("num_heads")?;
@@ -84,27 +131,9 @@ fn gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result
     if n_v_heads % n_k_heads != 0 {
         return Err(CoreError::field("num_v_heads", format!("{n_v_heads} is not a multiple of num_heads {n_k_heads}")));
     }
-    let key = n_k_heads * head_k_dim;
-    let value = n_v_heads * head_v_dim;
-    let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
-    Ok(GatedDeltaNetSpec {
-        n_k_heads,
-        n_v_heads,
-        head_k_dim,
-        head_v_dim,
-        in_proj: vec![lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
-        conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
-        conv_kernel: cfg.opt_usize("conv_size")?.unwrap_or(4),
-        z_proj: Some(lin("g_proj", value)),
-        decay: Some(DecaySpec {
-            a_proj: lin("a_proj", n_v_heads),
-            a_log: format!("{prefix}.A_log"),
-            dt_bias: format!("{prefix}.dt_bias"),
-        }),
-        b_proj: lin("b_proj", n_v_heads),
-        norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: head_v_dim, eps, unit_offset: false },
-        out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
-    })
+    let heads = (n_k_heads, n_v_heads, head_k_dim, head_v_dim);
+    let conv = cfg.opt_usize("conv_size")?.unwrap_or(4);
+    Ok(separate_gated_deltanet(prefix, hidden, heads, conv, eps, beta_scale(cfg)))
 }
 
 /// fla's GatedLinearAttention layer: `head_k_dim = hidden * expand_k / num_heads`, low-rank decay projection.
@@ -231,6 +260,7 @@ fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize
         bias: a.bool("qkv_bias").unwrap_or(false),
         scale: 1.0 / (head_dim as f32).sqrt(),
         output_gate: false,
+        qk_norm_whole: false,
     };
     if a.bool("qk_norm") == Some(true) {
         return Err(CoreError::Unsupported {
@@ -294,9 +324,9 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
             mixer,
             mlp: MlpSpec::Gated(gated_mlp(&format!("{p}.mlp"), &HF_NAMES, hidden, intermediate, false, act)),
             norms: BlockNorms {
-                pre_mixer: norm(format!("{p}.attn_norm.weight")),
+                pre_mixer: Some(norm(format!("{p}.attn_norm.weight"))),
                 post_mixer: None,
-                pre_mlp: norm(format!("{p}.mlp_norm.weight")),
+                pre_mlp: Some(norm(format!("{p}.mlp_norm.weight"))),
                 post_mlp: None,
             },
             residuals: None,

@@ -134,7 +134,8 @@ pub struct AttentionSpec {
     pub v_proj: LinearSpec,
     /// Output projection.
     pub o_proj: LinearSpec,
-    /// Per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3).
+    /// RMSNorm of q and k before RoPE: per head (Qwen3, Gemma 3), or over all heads when its dim is the whole
+    /// projection width (OLMo).
     pub qk_norm: Option<(NormSpec, NormSpec)>,
     /// Rotary embedding; `None` means no positional rotation.
     pub rope: Option<RopeSpec>,
@@ -170,6 +171,8 @@ pub struct GatedDeltaNetSpec {
     pub decay: Option<DecaySpec>,
     /// Update-strength projection (`b`, width `n_v_heads`).
     pub b_proj: LinearSpec,
+    /// Multiplier of `beta = sigmoid(b)`: 2 where negative eigenvalues are allowed (`allow_neg_eigval`), else 1.
+    pub beta_scale: f32,
     /// The per-head output norm (dim `head_v_dim`).
     pub norm: NormSpec,
     /// Output projection.
@@ -474,15 +477,16 @@ impl MlpSpec {
     }
 }
 
-/// The norms around one block: pre-norms always, post-norms in sandwich-norm models (Gemma).
+/// The norms around one block: pre-norms in most models, post-norms in sandwich-norm models (Gemma), post-norms
+/// alone in OLMo's attention blocks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockNorms {
     /// Before the mixer.
-    pub pre_mixer: NormSpec,
+    pub pre_mixer: Option<NormSpec>,
     /// On the mixer output, before the residual add.
     pub post_mixer: Option<NormSpec>,
     /// Before the MLP.
-    pub pre_mlp: NormSpec,
+    pub pre_mlp: Option<NormSpec>,
     /// On the MLP output, before the residual add.
     pub post_mlp: Option<NormSpec>,
 }
@@ -579,7 +583,9 @@ impl ModelSpec {
             out.push(TensorDecl { name: n.weight.clone(), shape: vec![n.dim] })
         };
         for layer in &self.layers {
-            norm(&layer.norms.pre_mixer, &mut out);
+            if let Some(n) = &layer.norms.pre_mixer {
+                norm(n, &mut out);
+            }
             match &layer.mixer {
                 MixerSpec::Attention(a) => {
                     for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj].into_iter().chain(&a.gate_proj) {
@@ -645,7 +651,9 @@ impl ModelSpec {
             if let Some(n) = &layer.norms.post_mixer {
                 norm(n, &mut out);
             }
-            norm(&layer.norms.pre_mlp, &mut out);
+            if let Some(n) = &layer.norms.pre_mlp {
+                norm(n, &mut out);
+            }
             let gated = |g: &GatedMlpSpec, out: &mut Vec<TensorDecl>| {
                 for l in [&g.gate, &g.up, &g.down] {
                     l.decls(out);

@@ -26,6 +26,8 @@ pub struct DeltaNet<'a> {
     pub ab: &'a wgpu::Buffer,
     /// `[A_log | dt_bias]`, `2 * n_v_heads` f32.
     pub gate_params: &'a wgpu::Buffer,
+    /// Multiplier of `beta = sigmoid(b)` (2 where negative eigenvalues are allowed).
+    pub beta_scale: f32,
     /// State `[n_v_heads, dk, dv]`, read and updated.
     pub state: &'a wgpu::Buffer,
     /// Output `[tokens, n_v_heads * dv]`.
@@ -74,7 +76,7 @@ fn check(gpu: &Gpu, plan: &Plan, d: &DeltaNet) -> Result<Defines> {
             format!("head dims dk {} / dv {} (dk <= 256, dv <= workgroup size)", d.dk, d.dv),
         ));
     }
-    Ok(Defines::new().set("DK", d.dk).set("DV", d.dv))
+    Ok(Defines::new().set("DK", d.dk).set("DV", d.dv).set("BETA_SCALE", format!("{:?}", d.beta_scale)))
 }
 
 fn params(d: &DeltaNet) -> [u32; 3] {
