@@ -1,8 +1,10 @@
 // Gated DeltaNet: S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = S_t^T q_t, with
 // q, k L2-normalised (eps 1e-6), q scaled by DK^-0.5, g = -exp(A_log) softplus(a + dt_bias),
-// beta = BETA_SCALE sigmoid(b) (2 where negative eigenvalues are allowed).
-// Layouts: qkv [T, C] = [q (Hk*DK) | k (Hk*DK) | v (HV*DV)] per token; ab [T, 2*HV] = [b | a]; gate_params
-// [2*HV] = [A_log | dt_bias]; state [HV, DK, DV]; out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
+// beta = BETA_SCALE sigmoid(b) (2 where negative eigenvalues are allowed). With PER_CHANNEL (Kimi Delta Attention)
+// the decay is per key channel: S_t = diag(exp(g_t)) (...), g_t,d = -exp(A_log) softplus(a_t,d + dt_bias_d).
+// Layouts: qkv [T, C] = [q (Hk*DK) | k (Hk*DK) | v (HV*DV)] per token; ab [T, 2*HV] = [b | a] (PER_CHANNEL:
+// [T, HV + HV*DK]); gate_params [2*HV] = [A_log | dt_bias] (PER_CHANNEL: [HV + HV*DK]); state [HV, DK, DV];
+// out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
 // Variants:
 //   RECURRENT    one workgroup per value head, one invocation per state column v; tokens in order (decode).
 //   CHUNK_PREP   one workgroup per (chunk of 64, value head): gates, cumulative log decay G, the WY transform
@@ -10,6 +12,7 @@
 //                U = T (beta v), W = T (beta k ⊙ exp(G)), and Aqk = (q k^T ⊙ Γ) with j <= i.
 //   CHUNK_STATE  one workgroup per value head, one invocation per column v, chunks in order:
 //                Vn = U - W S, O = (q ⊙ exp(G)) S + Aqk Vn, S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn.
+//   PER_CHANNEL keeps G per channel in g_buf [T, HV, DK] and applies Γ channel-wise inside the products.
 #include "linear/chunks.wgsl"
 
 struct Params {
@@ -39,6 +42,15 @@ fn key_head(h: u32) -> u32 {
     return h / (params.n_v_heads / params.n_k_heads);
 }
 
+// Floats per token of the gate inputs.
+fn ab_width() -> u32 {
+#if PER_CHANNEL
+    return params.n_v_heads * (1u + DK);
+#else
+    return 2u * params.n_v_heads;
+#endif
+}
+
 // 1 / |x| with the reference's epsilon, for q (scaled by DK^-0.5) or k of token t.
 fn inv_norm(t: u32, kh: u32, is_q: bool) -> f32 {
     var ss = 0.0;
@@ -63,6 +75,28 @@ fn inv_norm(t: u32, kh: u32, is_q: bool) -> f32 {
 @group(0) @binding(6) var<storage, read> w_buf: array<f32>;
 @group(0) @binding(7) var<storage, read> aqk: array<f32>;
 @group(0) @binding(8) var<storage, read> info: array<f32>;  // [T, HV, 4] = (G, beta, 1/|q|, 1/|k|)
+#if PER_CHANNEL
+@group(0) @binding(9) var<storage, read> g_buf: array<f32>;
+#endif
+
+// exp of the cumulative log decay of token t, value head h, channel d (the per-head G when not PER_CHANNEL).
+fn decay_to(t: u32, h: u32, d: u32) -> f32 {
+#if PER_CHANNEL
+    return exp(g_buf[(t * params.n_v_heads + h) * DK + d]);
+#else
+    return exp(info[(t * params.n_v_heads + h) * 4u]);
+#endif
+}
+
+// exp(G_last - G_t) for channel d.
+fn decay_between(last: u32, t: u32, h: u32, d: u32) -> f32 {
+#if PER_CHANNEL
+    let hv = params.n_v_heads;
+    return exp(g_buf[(last * hv + h) * DK + d] - g_buf[(t * hv + h) * DK + d]);
+#else
+    return exp(info[(last * params.n_v_heads + h) * 4u] - info[(t * params.n_v_heads + h) * 4u]);
+#endif
+}
 
 @compute @workgroup_size(DV)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
@@ -90,23 +124,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let ii = ((t0 + i) * hv + h) * 4u;
             var qs = 0.0;
             for (var d = 0u; d < DK; d++) {
-                qs += q_at(t0 + i, kh, d) * s[d];
+                qs += q_at(t0 + i, kh, d) * decay_to(t0 + i, h, d) * s[d];
             }
-            var o = exp(info[ii]) * qs * info[ii + 2u];
+            var o = qs * info[ii + 2u];
             let arow = ((c * hv + h) * CH + i) * CH;
             for (var j = 0u; j <= i; j++) {
                 o += aqk[arow + j] * vn[j];
             }
             out[((t0 + i) * hv + h) * DV + v] = o;
         }
-        let g_last = info[((t0 + n - 1u) * hv + h) * 4u];
+        let last = t0 + n - 1u;
         for (var d = 0u; d < DK; d++) {
             var add = 0.0;
             for (var i = 0u; i < n; i++) {
                 let ii = ((t0 + i) * hv + h) * 4u;
-                add += k_at(t0 + i, kh, d) * info[ii + 3u] * exp(g_last - info[ii]) * vn[i];
+                add += k_at(t0 + i, kh, d) * info[ii + 3u] * decay_between(last, t0 + i, h, d) * vn[i];
             }
-            s[d] = exp(g_last) * s[d] + add;
+            s[d] = decay_to(last, h, d) * s[d] + add;
         }
     }
     for (var d = 0u; d < DK; d++) {
@@ -124,13 +158,26 @@ fn softplus(x: f32) -> f32 {
     return log(1.0 + exp(x));
 }
 
-// (g, beta) of token t, value head h.
+// (g, beta) of token t, value head h (g is 0 with PER_CHANNEL: see channel_decay).
 fn gates(t: u32, h: u32) -> vec2<f32> {
     let hv = params.n_v_heads;
-    let a = ab[t * 2u * hv + hv + h];
-    let b = ab[t * 2u * hv + h];
-    let g = -exp(gate_params[h]) * softplus(a + gate_params[hv + h]);
+    let b = ab[t * ab_width() + h];
+    var g = 0.0;
+#if !PER_CHANNEL
+    g = -exp(gate_params[h]) * softplus(ab[t * ab_width() + hv + h] + gate_params[hv + h]);
+#endif
     return vec2<f32>(g, {{BETA_SCALE}} / (1.0 + exp(-b)));
+}
+
+// Log decay of token t, value head h, key channel d: per channel with PER_CHANNEL, else the head's.
+fn channel_decay(t: u32, h: u32, d: u32) -> f32 {
+#if PER_CHANNEL
+    let hv = params.n_v_heads;
+    let a = ab[t * ab_width() + hv + h * DK + d];
+    return -exp(gate_params[h]) * softplus(a + gate_params[hv + h * DK + d]);
+#else
+    return gates(t, h).x;
+#endif
 }
 
 #if RECURRENT
@@ -147,12 +194,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     for (var t = 0u; t < step.n_tokens; t++) {
         let gb = gates(t, h);
-        let decay = exp(gb.x);
         let rk = inv_norm(t, kh, false);
         let rq = inv_norm(t, kh, true);
         var kv = 0.0;
         for (var d = 0u; d < DK; d++) {
-            s[d] *= decay;
+            s[d] *= exp(channel_decay(t, h, d));
             kv += s[d] * k_at(t, kh, d) * rk;
         }
         let delta = gb.y * (v_at(t, h, v) - kv);
@@ -174,12 +220,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(6) var<storage, read_write> w_buf: array<f32>;
 @group(0) @binding(7) var<storage, read_write> aqk: array<f32>;
 @group(0) @binding(8) var<storage, read_write> info: array<f32>;
+#if PER_CHANNEL
+@group(0) @binding(9) var<storage, read_write> g_buf: array<f32>;
+#endif
 
 var<workgroup> a_mat: array<f32, CH * CH>;
 var<workgroup> g_cum: array<f32, CH>;
 var<workgroup> beta_s: array<f32, CH>;
 var<workgroup> rk_s: array<f32, CH>;
 var<workgroup> new_row: array<f32, CH>;
+
+// Channel d's factor of Γ_ij = exp(G_i - G_j) within the chunk at t0 (1 for per-head decay, applied outside).
+fn gamma(t0: u32, i: u32, j: u32, h: u32, d: u32) -> f32 {
+#if PER_CHANNEL
+    let hv = params.n_v_heads;
+    return exp(g_buf[((t0 + i) * hv + h) * DK + d] - g_buf[((t0 + j) * hv + h) * DK + d]);
+#else
+    return 1.0;
+#endif
+}
+
+// exp(G_j) of channel d within the chunk at t0.
+fn decay_in_chunk(t0: u32, j: u32, h: u32, d: u32) -> f32 {
+#if PER_CHANNEL
+    return exp(g_buf[((t0 + j) * params.n_v_heads + h) * DK + d]);
+#else
+    return exp(g_cum[j]);
+#endif
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -212,6 +280,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     workgroupBarrier();
     g_cum[i] = gi;
+#if PER_CHANNEL
+    for (var d = i; d < DK; d += 64u) {
+        var acc = 0.0;
+        for (var j = 0u; j < n; j++) {
+            acc += channel_decay(t0 + j, h, d);
+            g_buf[((t0 + j) * hv + h) * DK + d] = acc;
+        }
+    }
+    storageBarrier();
+#endif
     workgroupBarrier();
     if (live) {
         let ii = ((t0 + i) * hv + h) * 4u;
@@ -226,11 +304,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var qk = 0.0;
         if (live && j <= i) {
             for (var d = 0u; d < DK; d++) {
-                let kj = k_at(t0 + j, kh, d);
+                let kj = k_at(t0 + j, kh, d) * gamma(t0, i, j, h, d);
                 kk += k_at(t0 + i, kh, d) * kj;
                 qk += q_at(t0 + i, kh, d) * kj;
             }
-            let gam = exp(gi - g_cum[j]) * rk_s[j];
+            var gam = rk_s[j];
+#if !PER_CHANNEL
+            gam *= exp(gi - g_cum[j]);
+#endif
             kk *= -beta_s[i] * rk_s[i] * gam;
             qk *= rq * gam;
         }
@@ -273,7 +354,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var d = 0u; d < DK; d++) {
             var acc = 0.0;
             for (var j = 0u; j <= i; j++) {
-                acc += a_mat[i * CH + j] * beta_s[j] * exp(g_cum[j]) * k_at(t0 + j, kh, d) * rk_s[j];
+                acc += a_mat[i * CH + j] * beta_s[j] * decay_in_chunk(t0, j, h, d) * k_at(t0 + j, kh, d) * rk_s[j];
             }
             w_buf[row * DK + d] = acc;
         }

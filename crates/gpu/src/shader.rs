@@ -2,7 +2,7 @@
 //!
 //! Shaders live under `shaders/` and are compiled into the binary with `include_str!`. Variants (weight dtype,
 //! head dim, tile sizes, fused epilogues) are produced by a small preprocessor:
-//! `#include "path"`, `#if NAME` / `#else` / `#endif` (true when NAME is defined and not "0"), and `{{NAME}}`
+//! `#include "path"`, `#if NAME` / `#if !NAME` / `#else` / `#endif` (true when NAME is defined and not "0"), and `{{NAME}}`
 //! substitution. The result is cached by the pipeline cache under (shader, defines).
 
 use crate::error::{GpuError, Result};
@@ -99,7 +99,11 @@ fn expand(name: &str, defines: &Defines, out: &mut String, stack: &mut Vec<Strin
     for (lineno, line) in source(name)?.lines().enumerate() {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("#if ") {
-            let on = defines.get(rest.trim()).is_some_and(|v| v != "0");
+            let (negated, key) = match rest.trim().strip_prefix('!') {
+                Some(key) => (true, key),
+                None => (false, rest.trim()),
+            };
+            let on = defines.get(key).is_some_and(|v| v != "0") != negated;
             conds.push((on, !active(&conds)));
         } else if t == "#else" {
             let top = conds.last_mut().ok_or_else(|| err(format!("line {}: #else without #if", lineno + 1)))?;

@@ -191,9 +191,9 @@ impl ReferenceModel {
         let (q, k, v) = (split(0, key), split(key, key), split(2 * key, width - 2 * key));
         let dims = Dims { n_k_heads: g.n_k_heads, n_v_heads: g.n_v_heads, dk: g.head_k_dim, dv: g.head_v_dim };
         let o = if form == DeltaForm::Auto && tokens > 1 {
-            gated_delta::chunked(&q, &k, &v, &decay, &beta, state, &dims)
+            gated_delta::chunked(&q, &k, &v, gated_delta::Decay::PerHead(&decay), &beta, state, &dims)
         } else {
-            gated_delta::recurrent(&q, &k, &v, &decay, &beta, state, &dims)
+            gated_delta::recurrent(&q, &k, &v, gated_delta::Decay::PerHead(&decay), &beta, state, &dims)
         };
         let o = match z {
             Some(z) => rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps),

@@ -22,10 +22,12 @@ pub struct DeltaNet<'a> {
     pub dv: usize,
     /// Conv outputs `[tokens, 2 * n_k_heads * dk + n_v_heads * dv]` = `[q | k | v]`.
     pub qkv: &'a wgpu::Buffer,
-    /// Gate inputs `[tokens, 2 * n_v_heads]` = `[b | a]`.
+    /// Gate inputs `[tokens, 2 * n_v_heads]` = `[b | a]` (per channel: `[b (n_v_heads) | a (n_v_heads * dk)]`).
     pub ab: &'a wgpu::Buffer,
-    /// `[A_log | dt_bias]`, `2 * n_v_heads` f32.
+    /// `[A_log | dt_bias]`: `2 * n_v_heads` f32 (per channel: `n_v_heads + n_v_heads * dk`).
     pub gate_params: &'a wgpu::Buffer,
+    /// Decay per key channel (Kimi Delta Attention) rather than per head.
+    pub per_channel: bool,
     /// Multiplier of `beta = sigmoid(b)` (2 where negative eigenvalues are allowed).
     pub beta_scale: f32,
     /// State `[n_v_heads, dk, dv]`, read and updated.
@@ -44,6 +46,8 @@ pub struct ChunkScratch {
     pub aqk: wgpu::Buffer,
     /// Per token and value head: `(G, beta, 1/|q|, 1/|k|)`.
     pub info: wgpu::Buffer,
+    /// Per-channel cumulative log decays `[tokens, n_v_heads, dk]` (Kimi Delta Attention).
+    pub g: wgpu::Buffer,
 }
 
 impl ChunkScratch {
@@ -55,6 +59,7 @@ impl ChunkScratch {
             w: gpu.zeros("gdn W", padded * n_v_heads * dk),
             aqk: gpu.zeros("gdn Aqk", padded * n_v_heads * CHUNK),
             info: gpu.zeros("gdn info", padded * n_v_heads * 4),
+            g: gpu.zeros("kda G", padded * n_v_heads * dk),
         }
     }
 }
@@ -62,7 +67,8 @@ impl ChunkScratch {
 fn check(gpu: &Gpu, plan: &Plan, d: &DeltaNet) -> Result<Defines> {
     let width = 2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv;
     plan.check_rows("gated_deltanet", "qkv", d.qkv, Rows::Tokens, width)?;
-    plan.check_rows("gated_deltanet", "gates", d.ab, Rows::Tokens, 2 * d.n_v_heads)?;
+    let gate_width = if d.per_channel { d.n_v_heads * (1 + d.dk) } else { 2 * d.n_v_heads };
+    plan.check_rows("gated_deltanet", "gates", d.ab, Rows::Tokens, gate_width)?;
     plan.check_rows("gated_deltanet", "output", d.out, Rows::Tokens, d.n_v_heads * d.dv)?;
     if d.n_k_heads == 0 || !d.n_v_heads.is_multiple_of(d.n_k_heads) {
         return Err(GpuError::shape(
@@ -76,7 +82,11 @@ fn check(gpu: &Gpu, plan: &Plan, d: &DeltaNet) -> Result<Defines> {
             format!("head dims dk {} / dv {} (dk <= 256, dv <= workgroup size)", d.dk, d.dv),
         ));
     }
-    Ok(Defines::new().set("DK", d.dk).set("DV", d.dv).set("BETA_SCALE", format!("{:?}", d.beta_scale)))
+    Ok(Defines::new()
+        .set("DK", d.dk)
+        .set("DV", d.dv)
+        .set("BETA_SCALE", format!("{:?}", d.beta_scale))
+        .flag("PER_CHANNEL", d.per_channel))
 }
 
 fn params(d: &DeltaNet) -> [u32; 3] {
@@ -99,7 +109,7 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
         return Err(GpuError::Limit(format!("chunkwise delta rule needs {need} bytes of workgroup memory")));
     }
     let shader = "linear/gated_deltanet.wgsl";
-    let prep = [
+    let mut prep = vec![
         d.qkv.into(),
         d.ab.into(),
         d.gate_params.into(),
@@ -108,9 +118,22 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
         (&s.aqk).into(),
         (&s.info).into(),
     ];
+    if d.per_channel {
+        prep.push((&s.g).into());
+    }
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: d.n_v_heads as u32 };
     plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(d), &prep, grid)?;
-    let state =
-        [d.qkv.into(), d.state.into(), d.out.into(), (&s.u).into(), (&s.w).into(), (&s.aqk).into(), (&s.info).into()];
+    let mut state = vec![
+        d.qkv.into(),
+        d.state.into(),
+        d.out.into(),
+        (&s.u).into(),
+        (&s.w).into(),
+        (&s.aqk).into(),
+        (&s.info).into(),
+    ];
+    if d.per_channel {
+        state.push((&s.g).into());
+    }
     plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(d), &state, Grid::Fixed(d.n_v_heads as u32))
 }
