@@ -186,7 +186,7 @@ impl TensorSource for SafetensorsCheckpoint {
 pub fn check_against_spec(spec: &ModelSpec, source: &dyn TensorSource) -> Result<()> {
     for decl in spec.tensors() {
         let info = source.info(&decl.name)?.ok_or_else(|| CoreError::MissingTensor { name: decl.name.clone() })?;
-        if info.shape != decl.shape {
+        if squeezed(&info.shape) != squeezed(&decl.shape) {
             return Err(CoreError::TensorMismatch {
                 name: decl.name,
                 expected: format!("shape {:?} (from config.json)", decl.shape),
@@ -202,6 +202,12 @@ pub fn check_against_spec(spec: &ModelSpec, source: &dyn TensorSource) -> Result
         }
     }
     Ok(())
+}
+
+/// A shape without its size-1 dimensions: checkpoints store the same values as `[4]` or `[1, 1, 4, 1]` (Kimi's
+/// `A_log`), and the layout is the same.
+fn squeezed(shape: &[usize]) -> Vec<usize> {
+    shape.iter().copied().filter(|&d| d != 1).collect()
 }
 
 /// Serialises f32 tensors to safetensors bytes (used for `logits` output and tests).

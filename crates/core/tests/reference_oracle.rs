@@ -106,3 +106,8 @@ fn minimax_matches_transformers() {
 fn olmo_hybrid_matches_transformers() {
     check("olmo_hybrid");
 }
+
+#[test]
+fn fla_kda_matches_fla() {
+    check("kda");
+}

@@ -193,7 +193,7 @@ impl Resources {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let mut lin = LinearWidths::default();
         let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
-        let (mut experts, mut top_k) = (0, 0);
+        let (mut experts, mut top_k, mut gate_w) = (0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
@@ -223,6 +223,10 @@ impl Resources {
                 }
                 MixerSpec::GatedDeltaNet(g) => {
                     lin.add(g.qkv_width(), g.n_v_heads, g.head_k_dim, g.head_v_dim);
+                    gate_w = gate_w.max(g.gate_width());
+                    let downs =
+                        g.decay.iter().flat_map(|d| &d.a_down).chain(g.output_gate.iter().flat_map(|z| &z.down));
+                    rank = downs.map(|l| l.out_features).fold(rank, usize::max);
                     let conv = g.qkv_width() * (g.conv_kernel - 1);
                     states.push(recurrent(gpu, g.n_v_heads * g.head_k_dim * g.head_v_dim, conv));
                 }
@@ -284,7 +288,7 @@ impl Resources {
             attn_gated: gpu.zeros("attn gated", capacity * qw),
             qkv_raw: gpu.zeros("qkv raw", capacity * qkvw),
             qkv: gpu.zeros("qkv", capacity * qkvw),
-            ab: gpu.zeros("ab", capacity * 2 * hv),
+            ab: gpu.zeros("ab", capacity * gate_w),
             z: gpu.zeros("z", capacity * vw),
             lin_out: gpu.zeros("linear attention out", capacity * vw),
             chunk: ChunkScratch::new(gpu, if hv > 0 { capacity } else { 1 }, hv.max(1), dk.max(1), dv.max(1)),
@@ -495,7 +499,7 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, b, gate_params, norm, out } = w else {
+        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm, out } = w else {
             unreachable!("gated deltanet weights")
         };
         let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[li] else {
@@ -514,10 +518,25 @@ impl<'a> Builder<'a> {
             silu: true,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
-        self.linear_cols(&s.h, b, &s.ab, 0, 2 * g.n_v_heads)?;
-        self.linear_cols(&s.h, a, &s.ab, g.n_v_heads, 2 * g.n_v_heads)?;
-        if let Some(z) = z {
-            self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
+        let gate_width = g.gate_width();
+        self.linear_cols(&s.h, b, &s.ab, 0, gate_width)?;
+        let a_input = match a_down {
+            Some(down) => {
+                self.linear(&s.h, down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
+                &s.low_rank
+            }
+            None => &s.h,
+        };
+        self.linear_at(a_input, a, &s.ab, Rows::Tokens, Epilogue::Store, (g.n_v_heads, gate_width))?;
+        if let Some((down, up)) = z {
+            let input = match down {
+                Some(down) => {
+                    self.linear(&s.h, down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
+                    &s.low_rank
+                }
+                None => &s.h,
+            };
+            self.linear(input, up, &s.z, Rows::Tokens, Epilogue::Store)?;
         }
         let call = DeltaNet {
             n_k_heads: g.n_k_heads,
@@ -527,6 +546,7 @@ impl<'a> Builder<'a> {
             qkv: &s.qkv,
             ab: &s.ab,
             gate_params,
+            per_channel: g.decay.as_ref().is_some_and(|d| d.per_channel),
             beta_scale: g.beta_scale,
             state,
             out: &s.lin_out,
@@ -535,7 +555,8 @@ impl<'a> Builder<'a> {
             Mode::Prefill => gated_deltanet::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gated_deltanet::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        self.output_norm_and_project(norm, g.n_v_heads, z.as_ref().map(|_| Activation::Silu), out, post)
+        let gate_act = g.output_gate.as_ref().map(|z| z.act);
+        self.output_norm_and_project(norm, g.n_v_heads, gate_act, out, post)
     }
 
     fn gla(&mut self, li: usize, g: &GlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {

@@ -72,10 +72,12 @@ pub enum MixerWeights {
         in_proj: Vec<LinearWeights>,
         /// Conv weights `[channels, kernel]` f32, channels in `[q | k | v]` order.
         conv: wgpu::Buffer,
-        /// Output-gate projection, when the output norm is gated.
-        z: Option<LinearWeights>,
+        /// Output-gate projections (low-rank down half, then the projection), when the output norm is gated.
+        z: Option<(Option<LinearWeights>, LinearWeights)>,
         /// Decay input projection (a zero matrix for plain DeltaNet).
         a: LinearWeights,
+        /// The down half of a low-rank decay projection.
+        a_down: Option<LinearWeights>,
         /// Update-strength projection.
         b: LinearWeights,
         /// `[A_log | dt_bias]` f32.
@@ -247,11 +249,12 @@ impl ModelWeights {
                             + qk_norm.as_ref().map_or(0, |(a, b)| norm(a) + norm(b))
                             + gate.as_ref().map_or(0, lin)
                     }
-                    MixerWeights::GatedDeltaNet { in_proj, conv, z, a, b, gate_params, norm: n, out } => {
+                    MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm: n, out } => {
                         in_proj.iter().map(lin).sum::<u64>()
                             + conv.size()
-                            + z.as_ref().map_or(0, lin)
+                            + z.as_ref().map_or(0, |(down, up)| down.as_ref().map_or(0, lin) + lin(up))
                             + lin(a)
+                            + a_down.as_ref().map_or(0, lin)
                             + lin(b)
                             + gate_params.size()
                             + norm(n)
@@ -450,7 +453,11 @@ impl Uploader<'_> {
         let in_proj = g.in_proj.iter().map(|l| self.linear(l)).collect::<Result<Vec<_>>>()?;
         let conv_names: Vec<&str> = g.conv.iter().map(String::as_str).collect();
         let conv = self.concat_vector(&conv_names)?;
-        let z = g.z_proj.as_ref().map(|l| self.linear(l)).transpose()?;
+        let z = match &g.output_gate {
+            Some(z) => Some((z.down.as_ref().map(|l| self.linear(l)).transpose()?, self.linear(&z.proj)?)),
+            None => None,
+        };
+        let a_down = g.decay.as_ref().and_then(|d| d.a_down.as_ref()).map(|l| self.linear(l)).transpose()?;
         let (a, gate_params) = match &g.decay {
             Some(d) => (self.linear(&d.a_proj)?, self.concat_vector(&[&d.a_log, &d.dt_bias])?),
             None => {
@@ -475,6 +482,7 @@ impl Uploader<'_> {
             conv,
             z,
             a,
+            a_down,
             b: self.linear(&g.b_proj)?,
             gate_params,
             norm: self.norm(&g.norm)?,

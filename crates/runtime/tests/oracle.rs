@@ -237,3 +237,8 @@ fn minimax_matches_transformers_on_the_gpu() {
 fn olmo_hybrid_matches_transformers_on_the_gpu() {
     check("olmo_hybrid");
 }
+
+#[test]
+fn fla_kda_matches_fla_on_the_gpu() {
+    check("kda");
+}

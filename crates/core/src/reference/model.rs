@@ -172,15 +172,22 @@ impl ReferenceModel {
         }
         let conv_w: Vec<f32> = g.conv.iter().flat_map(|c| self.w(c).to_vec()).collect();
         let b = self.linear(h, &g.b_proj);
-        let (decay, mut beta) = match &g.decay {
-            Some(d) => gated_delta::gates(&self.linear(h, &d.a_proj), &b, self.w(&d.a_log), self.w(&d.dt_bias)),
-            None => {
-                let hv = g.n_v_heads;
-                gated_delta::gates(&vec![0.0; b.len()], &b, &vec![gated_delta::NO_DECAY_A_LOG; hv], &vec![0.0; hv])
+        let hv = g.n_v_heads;
+        let (head_decay, mut beta) = match &g.decay {
+            Some(d) if !d.per_channel => {
+                gated_delta::gates(&self.linear(h, &d.a_proj), &b, self.w(&d.a_log), self.w(&d.dt_bias))
             }
+            _ => gated_delta::gates(&vec![0.0; b.len()], &b, &vec![gated_delta::NO_DECAY_A_LOG; hv], &vec![0.0; hv]),
+        };
+        let channel_decay = match &g.decay {
+            Some(d) if d.per_channel => {
+                let a = self.low_rank(h, d.a_down.as_ref(), &d.a_proj);
+                Some(gated_delta::channel_gates(&a, self.w(&d.a_log), self.w(&d.dt_bias)))
+            }
+            _ => None,
         };
         beta.iter_mut().for_each(|b| *b *= g.beta_scale);
-        let z = g.z_proj.as_ref().map(|l| self.linear(h, l));
+        let z = g.output_gate.as_ref().map(|z| (self.low_rank(h, z.down.as_ref(), &z.proj), z.act));
         let form = self.form;
         let LayerCache::Recurrent { state, conv } = &mut self.cache[li] else { unreachable!("GDN layer has a state") };
         let qkv = short_conv(&qkv, &conv_w, conv, width, g.conv_kernel, true);
@@ -190,16 +197,29 @@ impl ReferenceModel {
         };
         let (q, k, v) = (split(0, key), split(key, key), split(2 * key, width - 2 * key));
         let dims = Dims { n_k_heads: g.n_k_heads, n_v_heads: g.n_v_heads, dk: g.head_k_dim, dv: g.head_v_dim };
+        let decay = match &channel_decay {
+            Some(c) => gated_delta::Decay::PerChannel(c),
+            None => gated_delta::Decay::PerHead(&head_decay),
+        };
         let o = if form == DeltaForm::Auto && tokens > 1 {
-            gated_delta::chunked(&q, &k, &v, gated_delta::Decay::PerHead(&decay), &beta, state, &dims)
+            gated_delta::chunked(&q, &k, &v, decay, &beta, state, &dims)
         } else {
-            gated_delta::recurrent(&q, &k, &v, gated_delta::Decay::PerHead(&decay), &beta, state, &dims)
+            gated_delta::recurrent(&q, &k, &v, decay, &beta, state, &dims)
         };
         let o = match z {
-            Some(z) => rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps),
-            None => rms_norm(&o, self.w(&g.norm.weight), g.norm.dim, g.norm.eps, false),
+            Some((z, Activation::Silu)) => rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps),
+            Some((z, act)) => gated(act, &z, &self.norm(&o, &g.norm)),
+            None => self.norm(&o, &g.norm),
         };
         self.linear(&o, &g.out_proj)
+    }
+
+    /// `up(down(x))`, or `up(x)` without a down projection.
+    fn low_rank(&self, x: &[f32], down: Option<&LinearSpec>, up: &LinearSpec) -> Vec<f32> {
+        match down {
+            Some(d) => self.linear(&self.linear(x, d), up),
+            None => self.linear(x, up),
+        }
     }
 
     fn gla(&mut self, li: usize, g: &GlaSpec, h: &[f32]) -> Vec<f32> {

@@ -488,8 +488,14 @@ fn qwen_gated_deltanet(
         in_proj,
         conv: vec![format!("{prefix}.conv1d.weight")],
         conv_kernel,
-        z_proj: Some(z),
-        decay: Some(DecaySpec { a_proj: a, a_log: format!("{prefix}.A_log"), dt_bias: format!("{prefix}.dt_bias") }),
+        output_gate: Some(fla::silu_gate(z)),
+        decay: Some(DecaySpec {
+            a_proj: a,
+            a_down: None,
+            per_channel: false,
+            a_log: format!("{prefix}.A_log"),
+            dt_bias: format!("{prefix}.dt_bias"),
+        }),
         b_proj: b,
         beta_scale: 1.0,
         norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: head_v_dim, eps, unit_offset: false },
@@ -870,7 +876,7 @@ mod tests {
         let MixerSpec::GatedDeltaNet(g) = &spec.layers[0].mixer else { panic!("gated deltanet") };
         // Per key head: q 3 | k 3 | v 2x5 | z 2x5 = 26 rows.
         assert_eq!(g.in_proj[1].row_indices(), vec![3, 4, 5, 29, 30, 31]);
-        assert_eq!(g.z_proj.as_ref().unwrap().row_indices()[..2], [16, 17]);
+        assert_eq!(g.output_gate.as_ref().unwrap().proj.row_indices()[..2], [16, 17]);
         assert_eq!(g.decay.as_ref().unwrap().a_proj.row_indices(), vec![2, 3, 6, 7]);
         let MlpSpec::Moe(m) = &spec.layers[0].mlp else { panic!("layer 0 is sparse") };
         assert_eq!((m.experts.len(), m.top_k, m.expert_intermediate()), (4, 2, 8));

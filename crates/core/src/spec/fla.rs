@@ -7,7 +7,7 @@ use crate::{CoreError, Result};
 use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
-pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn"];
+pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn", "kda"];
 
 /// Fails unless `field` is absent or equals `want` (options Ternlight does not implement).
 fn require(cfg: &Config, field: &str, want: impl Into<Value>) -> Result<()> {
@@ -61,13 +61,18 @@ fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Gate
         in_proj: vec![lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
         conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
         conv_kernel: cfg.opt_usize("conv_size")?.unwrap_or(4),
-        z_proj: (cfg.bool("use_gate") == Some(true)).then(|| lin("g_proj", value)),
+        output_gate: (cfg.bool("use_gate") == Some(true)).then(|| silu_gate(lin("g_proj", value))),
         decay: None,
         b_proj: lin("b_proj", heads),
         beta_scale: beta_scale(cfg),
         norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: value / heads, eps, unit_offset: false },
         out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
     })
+}
+
+/// A full-rank SiLU output gate.
+pub(crate) fn silu_gate(proj: LinearSpec) -> OutputGate {
+    OutputGate { down: None, proj, act: Activation::Silu }
 }
 
 /// `beta`'s multiplier: 2 when `allow_neg_eigval` lets the delta rule's eigenvalues go negative.
@@ -100,9 +105,11 @@ pub(crate) fn separate_gated_deltanet(
         in_proj: vec![lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
         conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
         conv_kernel,
-        z_proj: Some(lin("g_proj", value)),
+        output_gate: Some(silu_gate(lin("g_proj", value))),
         decay: Some(DecaySpec {
             a_proj: lin("a_proj", n_v_heads),
+            a_down: None,
+            per_channel: false,
             a_log: format!("{prefix}.A_log"),
             dt_bias: format!("{prefix}.dt_bias"),
         }),
@@ -134,6 +141,81 @@ fn gated_deltanet(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result
     let heads = (n_k_heads, n_v_heads, head_k_dim, head_v_dim);
     let conv = cfg.opt_usize("conv_size")?.unwrap_or(4);
     Ok(separate_gated_deltanet(prefix, hidden, heads, conv, eps, beta_scale(cfg)))
+}
+
+/// Tensor names of a Kimi Delta Attention layer's low-rank projections, which fla and Kimi spell differently.
+pub(crate) struct KdaNames {
+    /// Down and up halves of the decay projection.
+    pub decay: (&'static str, &'static str),
+    /// Down and up halves of the output-gate projection.
+    pub gate: (&'static str, &'static str),
+    /// Whether the gate's up half has a bias.
+    pub gate_bias: bool,
+}
+
+/// A Kimi Delta Attention layer under `prefix`: fla-named q/k/v projections and convs, `b_proj`, the per-channel
+/// decay from a low-rank projection (rank `head_v_dim`) with `A_log` per head and `dt_bias` per channel, and the
+/// output norm gated by `sigmoid` of a low-rank projection.
+pub(crate) fn kda_layer(
+    prefix: &str,
+    hidden: usize,
+    (heads, dk, dv): (usize, usize, usize),
+    conv_kernel: usize,
+    (norm_eps, beta_scale): (f32, f32),
+    names: &KdaNames,
+) -> GatedDeltaNetSpec {
+    let (key, value) = (heads * dk, heads * dv);
+    let lin =
+        |name: &str, out: usize, inp: usize, bias: bool| LinearSpec::new(&format!("{prefix}.{name}"), out, inp, bias);
+    GatedDeltaNetSpec {
+        n_k_heads: heads,
+        n_v_heads: heads,
+        head_k_dim: dk,
+        head_v_dim: dv,
+        in_proj: vec![
+            lin("q_proj", key, hidden, false),
+            lin("k_proj", key, hidden, false),
+            lin("v_proj", value, hidden, false),
+        ],
+        conv: ["q_conv1d", "k_conv1d", "v_conv1d"].iter().map(|c| format!("{prefix}.{c}.weight")).collect(),
+        conv_kernel,
+        output_gate: Some(OutputGate {
+            down: Some(lin(names.gate.0, dv, hidden, false)),
+            proj: lin(names.gate.1, value, dv, names.gate_bias),
+            act: Activation::Sigmoid,
+        }),
+        decay: Some(DecaySpec {
+            a_proj: lin(names.decay.1, key, dv, false),
+            a_down: Some(lin(names.decay.0, dv, hidden, false)),
+            per_channel: true,
+            a_log: format!("{prefix}.A_log"),
+            dt_bias: format!("{prefix}.dt_bias"),
+        }),
+        b_proj: lin("b_proj", heads, hidden, false),
+        beta_scale,
+        norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: dv, eps: norm_eps, unit_offset: false },
+        out_proj: lin("o_proj", hidden, value, false),
+    }
+}
+
+/// fla's KDA layer (`head_dim` per head, `expand_v` for values).
+fn kda(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
+    require(cfg, "use_short_conv", true)?;
+    require(cfg, "safe_gate", false)?;
+    require(cfg, "lower_bound", Value::Null)?;
+    let heads = cfg.usize("num_heads")?;
+    if cfg.opt_usize("num_v_heads")?.is_some_and(|v| v != heads) {
+        return Err(CoreError::Unsupported {
+            what: "fla option",
+            name: "num_v_heads != num_heads".into(),
+            supported: "as many value heads as key heads".into(),
+        });
+    }
+    let dk = cfg.usize("head_dim")?;
+    let dv = (dk as f64 * cfg.f64("expand_v")?.unwrap_or(1.0)).round() as usize;
+    let names = KdaNames { decay: ("f_proj.0", "f_proj.1"), gate: ("g_proj.0", "g_proj.1"), gate_bias: true };
+    let conv = cfg.opt_usize("conv_size")?.unwrap_or(4);
+    Ok(kda_layer(prefix, hidden, (heads, dk, dv), conv, (eps, beta_scale(cfg)), &names))
 }
 
 /// fla's GatedLinearAttention layer: `head_k_dim = hidden * expand_k / num_heads`, low-rank decay projection.
@@ -317,6 +399,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
                 "gla" => MixerSpec::Gla(gla(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "linear_attn" => MixerSpec::LinearAttn(linear_attn(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "hgrn2" => MixerSpec::Hgrn2(hgrn2(cfg, &format!("{p}.attn"), hidden, i, n_layers)?),
+                "kda" => MixerSpec::GatedDeltaNet(kda(cfg, &format!("{p}.attn"), hidden, eps)?),
                 other => unreachable!("fla model type {other} listed without a mapping"),
             }
         };

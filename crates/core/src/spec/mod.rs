@@ -165,8 +165,8 @@ pub struct GatedDeltaNetSpec {
     pub conv: Vec<String>,
     /// Conv kernel width.
     pub conv_kernel: usize,
-    /// Output-gate projection (`z`, width `n_v_heads * head_v_dim`), when the output norm is gated.
-    pub z_proj: Option<LinearSpec>,
+    /// The output norm's gate, when it is gated.
+    pub output_gate: Option<OutputGate>,
     /// The decay parametrisation (Gated DeltaNet); `None` for plain DeltaNet.
     pub decay: Option<DecaySpec>,
     /// Update-strength projection (`b`, width `n_v_heads`).
@@ -297,11 +297,28 @@ pub struct LightningSpec {
     pub out_proj: LinearSpec,
 }
 
-/// Tensors of the Mamba2-style decay `g = -exp(A_log) * softplus(a + dt_bias)`.
+/// The gate of a linear-attention output norm: `norm(o) * act(proj(down(x)))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputGate {
+    /// The down half of a low-rank gate projection, when there is one (Kimi Delta Attention).
+    pub down: Option<LinearSpec>,
+    /// The projection to the value width.
+    pub proj: LinearSpec,
+    /// SiLU (Gated DeltaNet) or sigmoid (Kimi Delta Attention).
+    pub act: Activation,
+}
+
+/// Tensors of the Mamba2-style decay `g = -exp(A_log) * softplus(a + dt_bias)`: one per value head (Gated
+/// DeltaNet), or one per key channel (Kimi Delta Attention, whose `a` comes from a low-rank projection and whose
+/// `dt_bias` has a value per channel).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecaySpec {
-    /// Decay input projection (`a`, width `n_v_heads`).
+    /// Decay input projection (`a`, width `n_v_heads`, or `n_v_heads * head_k_dim` per channel).
     pub a_proj: LinearSpec,
+    /// The down half of a low-rank decay projection, applied before `a_proj`.
+    pub a_down: Option<LinearSpec>,
+    /// Decay per key channel.
+    pub per_channel: bool,
     /// `A_log` `[n_v_heads]`.
     pub a_log: String,
     /// `dt_bias` `[n_v_heads]`.
@@ -312,6 +329,12 @@ impl GatedDeltaNetSpec {
     /// Width of the concatenated `[q | k | v]` projection.
     pub fn qkv_width(&self) -> usize {
         2 * self.n_k_heads * self.head_k_dim + self.n_v_heads * self.head_v_dim
+    }
+
+    /// Floats per token of the gate inputs `[b | a]`: `a` per value head, or per key channel of each.
+    pub fn gate_width(&self) -> usize {
+        let per_channel = self.decay.as_ref().is_some_and(|d| d.per_channel);
+        self.n_v_heads * if per_channel { 1 + self.head_k_dim } else { 2 }
     }
 
     /// Channels of each conv tensor: the whole `[q | k | v]` width for one conv, else each projection's width.
@@ -356,6 +379,7 @@ impl MixerSpec {
                 Some(w) => format!("sliding_attention({w})"),
                 None => "full_attention".to_string(),
             },
+            MixerSpec::GatedDeltaNet(g) if g.decay.as_ref().is_some_and(|d| d.per_channel) => "kda".to_string(),
             MixerSpec::GatedDeltaNet(g) if g.decay.is_some() => "gated_deltanet".to_string(),
             MixerSpec::GatedDeltaNet(_) => "deltanet".to_string(),
             MixerSpec::Gla(_) => "gla".to_string(),
@@ -603,14 +627,21 @@ impl ModelSpec {
                     for (name, channels) in g.conv.iter().zip(g.conv_channels()) {
                         out.push(TensorDecl { name: name.clone(), shape: vec![channels, 1, g.conv_kernel] });
                     }
-                    for l in g.z_proj.iter().chain([&g.b_proj, &g.out_proj]) {
+                    if let Some(z) = &g.output_gate {
+                        for l in z.down.iter().chain([&z.proj]) {
+                            l.decls(&mut out);
+                        }
+                    }
+                    for l in [&g.b_proj, &g.out_proj] {
                         l.decls(&mut out);
                     }
                     if let Some(d) = &g.decay {
-                        d.a_proj.decls(&mut out);
-                        for name in [&d.a_log, &d.dt_bias] {
-                            out.push(TensorDecl { name: name.clone(), shape: vec![g.n_v_heads] });
+                        for l in d.a_down.iter().chain([&d.a_proj]) {
+                            l.decls(&mut out);
                         }
+                        let channels = if d.per_channel { g.head_k_dim } else { 1 };
+                        out.push(TensorDecl { name: d.a_log.clone(), shape: vec![g.n_v_heads] });
+                        out.push(TensorDecl { name: d.dt_bias.clone(), shape: vec![g.n_v_heads * channels] });
                     }
                     norm(&g.norm, &mut out);
                 }
