@@ -1,5 +1,7 @@
 // Shared pieces of the softmax-attention kernels: parameters, q/K/V/out bindings, the sliding-window start
-// and one step of the online-softmax (flash-attention) recurrence.
+// and one step of the online-softmax (flash-attention) recurrence. Q/K heads have D channels; V rows are laid out
+// like K rows (D per head) and their first DV channels are the values (DV = D but for MLA, whose values are the
+// leading latent channels of its key rows).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -18,6 +20,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 const D: u32 = {{HEAD_DIM}}u;
+const DV: u32 = {{V_DIM}}u;
 
 // First key a query at position p sees: 0, or p + 1 - window.
 fn first_key(p: u32) -> u32 {

@@ -59,11 +59,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let l = reduce(local_sum, lid, false);
     storageBarrier();
-    for (var d = lid; d < D; d += {{WG}}u) {
+    for (var d = lid; d < DV; d += {{WG}}u) {
         var acc = 0.0;
         for (var j = first; j <= p; j++) {
             acc += scores[sb + j - first] * v_cache[kv_base(j, kvh) + d];
         }
-        out[qb + d] = acc / l;
+        out[group * DV + d] = acc / l;
     }
 }

@@ -9,7 +9,7 @@
 #if KV_TILE
 const TK: u32 = {{KV_TILE}}u;
 var<workgroup> k_tile: array<f32, TK * D>;
-var<workgroup> v_tile: array<f32, TK * D>;
+var<workgroup> v_tile: array<f32, TK * DV>;
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -25,7 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kvh = kv_head(h);
     let qi = (t * params.n_heads + h) * D;
     var qv: array<f32, D>;
-    var acc: array<f32, D>;
+    var acc: array<f32, DV>;
     if (live) {
         for (var d = 0u; d < D; d++) {
             qv[d] = q[qi + d] * params.scale;
@@ -35,9 +35,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var j0 = block_first; j0 <= block_last; j0 += TK) {
         let n = min(TK, block_last + 1u - j0);
         for (var e = lid; e < n * D; e += {{WG}}u) {
-            let src = kv_base(j0 + e / D, kvh) + e % D;
-            k_tile[e] = k_cache[src];
-            v_tile[e] = v_cache[src];
+            k_tile[e] = k_cache[kv_base(j0 + e / D, kvh) + e % D];
+        }
+        for (var e = lid; e < n * DV; e += {{WG}}u) {
+            v_tile[e] = v_cache[kv_base(j0 + e / DV, kvh) + e % DV];
         }
         workgroupBarrier();
         if (live) {
@@ -48,16 +49,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     s += qv[d] * k_tile[kb + d];
                 }
                 let f = online_step(&st, s);
-                for (var d = 0u; d < D; d++) {
-                    acc[d] = acc[d] * f.x + f.y * v_tile[kb + d];
+                let vb = (j - j0) * DV;
+                for (var d = 0u; d < DV; d++) {
+                    acc[d] = acc[d] * f.x + f.y * v_tile[vb + d];
                 }
             }
         }
         workgroupBarrier();
     }
     if (live) {
-        for (var d = 0u; d < D; d++) {
-            out[qi + d] = acc[d] / st.l;
+        let oi = (t * params.n_heads + h) * DV;
+        for (var d = 0u; d < DV; d++) {
+            out[oi + d] = acc[d] / st.l;
         }
     }
 }
@@ -73,7 +76,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let p = step.pos0 + t;
     let kvh = kv_head(idx % params.n_heads);
     var qv: array<f32, D>;
-    var acc: array<f32, D>;
+    var acc: array<f32, DV>;
     for (var d = 0u; d < D; d++) {
         qv[d] = q[idx * D + d] * params.scale;
     }
@@ -85,12 +88,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             s += qv[d] * k_cache[kb + d];
         }
         let f = online_step(&st, s);
-        for (var d = 0u; d < D; d++) {
+        for (var d = 0u; d < DV; d++) {
             acc[d] = acc[d] * f.x + f.y * v_cache[kb + d];
         }
     }
-    for (var d = 0u; d < D; d++) {
-        out[idx * D + d] = acc[d] / st.l;
+    for (var d = 0u; d < DV; d++) {
+        out[idx * DV + d] = acc[d] / st.l;
     }
 }
 #endif

@@ -111,3 +111,8 @@ fn olmo_hybrid_matches_transformers() {
 fn fla_kda_matches_fla() {
     check("kda");
 }
+
+#[test]
+fn kimi_linear_matches_transformers() {
+    check("kimi_linear");
+}

@@ -145,6 +145,7 @@ mod tests {
         let d = Defines::new()
             .set("WG", 64)
             .set("HEAD_DIM", 16)
+            .set("V_DIM", 16)
             .set("W_ELEM", "u32")
             .flag("W_BF16", true)
             .set("W_BINDING", 4)

@@ -278,6 +278,7 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
             n_heads: heads,
             n_kv_heads: kv,
             head_dim: d,
+            v_dim: d,
             window,
             scale,
         };
@@ -311,13 +312,56 @@ fn unsupported_shapes_are_refused_before_dispatch() {
         n_heads: 3,
         n_kv_heads: 2,
         head_dim: 16,
+        v_dim: 16,
         window: None,
         scale: 1.0,
     };
     let e = attention::prefill(g, &mut Plan::new(g), &a).unwrap_err();
     assert!(e.to_string().contains("kv heads"), "{e}");
-    let a = Attention { n_heads: 2, head_dim: 24, ..a };
-    assert!(attention::decode(g, &mut Plan::new(g), &a, &b, 4).unwrap_err().to_string().contains("head_dim 24"));
+    let a = Attention { n_heads: 2, v_dim: 24, ..a };
+    assert!(attention::decode(g, &mut Plan::new(g), &a, &b, 4).unwrap_err().to_string().contains("v_dim 24"));
+}
+
+/// MLA's absorbed form: one shared key head of `[latent | key tail]`, values = the latent (the key rows' first
+/// channels), read from the same cache.
+#[test]
+fn latent_attention_reads_values_from_the_key_rows() {
+    let g = gpu();
+    let mut rng = Rng::new(15);
+    let (heads, rank, tail) = (3, 20, 7);
+    let d = rank + tail;
+    for (pos0, t) in [(0, 37), (37, 1)] {
+        let ctx = pos0 + t;
+        let q = random(&mut rng, t * heads * d, 1.0);
+        let k = random(&mut rng, ctx * d, 1.0);
+        let v: Vec<f32> = k.chunks_exact(d).flat_map(|row| row[..rank].to_vec()).collect();
+        let scale = 0.3;
+        let want = reference::attention::attention_qk_v(&q, &k, &v, (heads, 1), (d, rank), pos0, None, scale);
+        let (qb, kb, ob) = (g.upload_f32("q", &q), g.upload_f32("k", &k), g.zeros("o", t * heads * rank));
+        let a = Attention {
+            q: &qb,
+            k_cache: &kb,
+            v_cache: &kb,
+            cache_rows: ctx,
+            out: &ob,
+            n_heads: heads,
+            n_kv_heads: 1,
+            head_dim: d,
+            v_dim: rank,
+            window: None,
+            scale,
+        };
+        for kv_tile in [0, 16] {
+            let mut plan = Plan::new(g);
+            attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
+            let got = run(&plan, &tokens(pos0, t), &ob, want.len());
+            assert_close(&got, &want, 1e-5, &format!("latent prefill kv_tile {kv_tile} t{t}"));
+        }
+        let scores = g.zeros("scores", t * heads * ctx);
+        let mut plan = Plan::new(g);
+        attention::decode(g, &mut plan, &a, &scores, ctx).unwrap();
+        assert_close(&run(&plan, &tokens(pos0, t), &ob, want.len()), &want, 1e-5, &format!("latent decode t{t}"));
+    }
 }
 
 #[test]

@@ -474,6 +474,7 @@ impl<'a> Builder<'a> {
             n_heads: a.n_heads,
             n_kv_heads: a.n_kv_heads,
             head_dim: a.head_dim,
+            v_dim: a.head_dim,
             window: a.window,
             scale: a.scale,
         };

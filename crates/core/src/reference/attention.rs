@@ -15,9 +15,25 @@ pub fn attention(
     window: Option<usize>,
     scale: f32,
 ) -> Vec<f32> {
+    attention_qk_v(q, k, v, (n_heads, n_kv_heads), (head_dim, head_dim), pos0, window, scale)
+}
+
+/// [`attention`] with query/key heads of `qk_dim` and value heads of `v_dim` channels (MLA). Out:
+/// `[tokens, n_heads * v_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_qk_v(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (n_heads, n_kv_heads): (usize, usize),
+    (head_dim, v_dim): (usize, usize),
+    pos0: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Vec<f32> {
     let tokens = q.len() / (n_heads * head_dim);
     let group = n_heads / n_kv_heads;
-    let mut out = vec![0.0f32; q.len()];
+    let mut out = vec![0.0f32; tokens * n_heads * v_dim];
     for t in 0..tokens {
         let p = pos0 + t;
         let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
@@ -33,9 +49,9 @@ pub fn attention(
             let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
             let total: f32 = weights.iter().sum();
-            let o = &mut out[(t * n_heads + h) * head_dim..][..head_dim];
+            let o = &mut out[(t * n_heads + h) * v_dim..][..v_dim];
             for (j, w) in (first..=p).zip(&weights) {
-                let vj = &v[(j * n_kv_heads + kvh) * head_dim..][..head_dim];
+                let vj = &v[(j * n_kv_heads + kvh) * v_dim..][..v_dim];
                 for (od, vd) in o.iter_mut().zip(vj) {
                     *od += w / total * vd;
                 }

@@ -4,7 +4,7 @@ use super::gated_delta::{self, Dims};
 use super::moe::{route, Routing};
 use super::norm::rms_norm_gated;
 use super::{
-    attention::attention,
+    attention::{attention, attention_qk_v},
     conv::short_conv,
     embedding::embedding,
     linear::linear,
@@ -15,7 +15,7 @@ use super::{
 use super::{gla, hgrn2};
 use crate::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    LinearSpec, MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
+    LinearSpec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -32,7 +32,7 @@ enum LayerCache {
 impl LayerCache {
     fn empty(mixer: &MixerSpec) -> Self {
         match mixer {
-            MixerSpec::Attention(_) => LayerCache::Kv { k: Vec::new(), v: Vec::new() },
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) => LayerCache::Kv { k: Vec::new(), v: Vec::new() },
             MixerSpec::GatedDeltaNet(g) => LayerCache::Recurrent {
                 state: vec![0.0; g.n_v_heads * g.head_k_dim * g.head_v_dim],
                 conv: vec![0.0; g.qkv_width() * (g.conv_kernel - 1)],
@@ -263,6 +263,29 @@ impl ReferenceModel {
         self.linear(&o, &l.out_proj)
     }
 
+    /// MLA the plain way (expanded per-head keys and values, no weight absorption), as transformers computes it.
+    fn mla(&mut self, li: usize, m: &MlaSpec, h: &[f32], pos0: usize) -> Vec<f32> {
+        let (heads, nope, rope, vd, rank) = (m.n_heads, m.nope_dim, m.rope_dim, m.v_dim, m.kv_rank);
+        let q = self.linear(h, &m.q_proj);
+        let kv = self.linear(h, &m.kv_a_proj);
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for row in kv.chunks_exact(rank + rope) {
+            let c = self.norm(&row[..rank], &m.kv_norm);
+            let kvb = self.linear(&c, &m.kv_b_proj);
+            for head in kvb.chunks_exact(nope + vd) {
+                k.extend_from_slice(&head[..nope]);
+                k.extend_from_slice(&row[rank..]);
+                v.extend_from_slice(&head[nope..]);
+            }
+        }
+        let LayerCache::Kv { k: kc, v: vc } = &mut self.cache[li] else { unreachable!("MLA layer has a KV cache") };
+        kc.extend_from_slice(&k);
+        vc.extend_from_slice(&v);
+        let o = attention_qk_v(&q, kc, vc, (heads, heads), (nope + rope, vd), pos0, None, m.scale);
+        self.linear(&o, &m.o_proj)
+    }
+
     /// Lightning attention through the GLA recurrence with a constant per-head decay `-slope` and unscaled queries.
     fn lightning(&mut self, li: usize, l: &LightningSpec, h: &[f32]) -> Vec<f32> {
         let silu = |x: Vec<f32>| x.into_iter().map(|v| activate(Activation::Silu, v)).collect::<Vec<f32>>();
@@ -373,6 +396,7 @@ impl ReferenceModel {
                 MixerSpec::ShortConv(c) => self.short_conv(li, c, &h),
                 MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &h),
                 MixerSpec::Lightning(l) => self.lightning(li, l, &h),
+                MixerSpec::Mla(m) => self.mla(li, m, &h, pos0),
             };
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),

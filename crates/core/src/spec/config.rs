@@ -67,6 +67,8 @@ pub enum LinearMixer {
     GatedDeltaNet(DeltaLayout),
     /// MiniMax Lightning attention.
     Lightning,
+    /// Kimi Delta Attention (Kimi Linear).
+    Kda,
 }
 
 /// What distinguishes one transformers model family from another, as data.
@@ -99,6 +101,8 @@ pub struct Family {
     pub linear_mixer: Option<LinearMixer>,
     /// Normed, scaled residuals from the `*_alpha_factor` / `*_beta_factor` fields (MiniMax).
     pub scaled_residuals: bool,
+    /// Full-attention layers are multi-head latent attention (Kimi Linear).
+    pub mla: bool,
     /// Score function of MoE routers, and whether they carry a selection bias.
     pub router: (RouterScoring, bool),
     /// `conv` layers are gated short-convolution blocks (LFM2).
@@ -121,6 +125,7 @@ const BASE: Family = Family {
     attention_post_norms: None,
     linear_mixer: None,
     scaled_residuals: false,
+    mla: false,
     router: (RouterScoring::Softmax, false),
     short_conv: false,
     names: HF_NAMES,
@@ -164,6 +169,20 @@ pub const FAMILIES: &[Family] = &[
         attention_post_norms: Some(("feedforward_layer_norm", "post_feedforward_layernorm")),
         linear_mixer: Some(LinearMixer::GatedDeltaNet(DeltaLayout::Separate)),
         names: Naming { norms: ("attention_layer_norm", "feedforward_layer_norm"), ..HF_NAMES },
+        ..BASE
+    },
+    Family {
+        model_types: &["kimi_linear"],
+        linear_mixer: Some(LinearMixer::Kda),
+        mla: true,
+        router: (RouterScoring::Sigmoid, true),
+        names: Naming {
+            mlp: "block_sparse_moe",
+            moe: "block_sparse_moe",
+            expert_projs: ["w1", "w3", "w2"],
+            shared_expert: "shared_experts",
+            ..HF_NAMES
+        },
         ..BASE
     },
     Family {
@@ -287,6 +306,14 @@ fn layer_schedule(cfg: &Config, n_layers: usize, family: &Family) -> Result<Vec<
                 }
             })
             .collect();
+    }
+    // Kimi checkpoints list their full-attention layers, 1-indexed, in `linear_attn_config`.
+    let kimi_full = cfg.get("linear_attn_config").and_then(|c| c.get("full_attn_layers")).and_then(Value::as_array);
+    if let (Some(_), Some(full)) = (family.linear_mixer, kimi_full) {
+        let full: Vec<u64> = full.iter().filter_map(Value::as_u64).collect();
+        return Ok((0..n_layers)
+            .map(|i| if full.contains(&(i as u64 + 1)) { LayerType::Full } else { LayerType::Linear })
+            .collect());
     }
     if let (true, Some(idxs)) = (family.short_conv, cfg.get("full_attn_idxs").and_then(Value::as_array)) {
         let full: Vec<u64> = idxs.iter().filter_map(Value::as_u64).collect();
@@ -523,6 +550,51 @@ fn lightning(d: &AttentionDims, prefix: &str, layer: usize, n_layers: usize) -> 
     }
 }
 
+/// A Kimi Linear KDA layer: heads and head dim from `linear_num_heads` / `linear_head_dim` (or the checkpoint's
+/// `linear_attn_config`), values as wide as keys.
+fn kimi_delta_attention(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDeltaNetSpec> {
+    let nested = cfg.get("linear_attn_config").map(Config);
+    let field = |flat: &str, inner: &str| -> Result<usize> {
+        match cfg.opt_usize(flat)? {
+            Some(v) => Ok(v),
+            None => nested.as_ref().map_or(Err(CoreError::field(flat, "is required but missing")), |n| n.usize(inner)),
+        }
+    };
+    let heads = field("linear_num_heads", "num_heads")?;
+    let dk = field("linear_head_dim", "head_dim")?;
+    let conv = field("linear_conv_kernel_dim", "short_conv_kernel_size").unwrap_or(4);
+    let names = fla::KdaNames { decay: ("f_a_proj", "f_b_proj"), gate: ("g_a_proj", "g_b_proj"), gate_bias: false };
+    Ok(fla::kda_layer(prefix, hidden, (heads, dk, dk), conv, (eps, 1.0), &names))
+}
+
+/// Multi-head latent attention (Kimi Linear: NoPE; a low-rank query is refused).
+fn mla(cfg: &Config, prefix: &str, d: &AttentionDims, eps: f32) -> Result<MlaSpec> {
+    if cfg.opt_usize("q_lora_rank")?.is_some() {
+        return Err(CoreError::Unsupported {
+            what: "MLA option",
+            name: "q_lora_rank".into(),
+            supported: "full-rank queries (q_lora_rank null)".into(),
+        });
+    }
+    let (nope, rope) = (cfg.usize("qk_nope_head_dim")?, cfg.opt_usize("qk_rope_head_dim")?.unwrap_or(0));
+    let (v_dim, rank) = (cfg.usize("v_head_dim")?, cfg.usize("kv_lora_rank")?);
+    let h = d.n_heads;
+    let lin = |name: &str, out: usize, inp: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, inp, false);
+    Ok(MlaSpec {
+        n_heads: h,
+        nope_dim: nope,
+        rope_dim: rope,
+        v_dim,
+        kv_rank: rank,
+        q_proj: lin("q_proj", h * (nope + rope), d.hidden),
+        kv_a_proj: lin("kv_a_proj_with_mqa", rank + rope, d.hidden),
+        kv_norm: NormSpec { weight: format!("{prefix}.kv_a_layernorm.weight"), dim: rank, eps, unit_offset: false },
+        kv_b_proj: lin("kv_b_proj", h * (nope + v_dim), rank),
+        o_proj: lin("o_proj", d.hidden, h * v_dim),
+        scale: ((nope + rope) as f32).powf(-0.5),
+    })
+}
+
 /// MiniMax's residual factors for a layer of type `ty` (each defaults to 1).
 fn scaled_residuals(cfg: &Config, ty: LayerType) -> Result<ScaledResiduals> {
     let kind = if ty == LayerType::Linear { "linear_attn" } else { "full_attn" };
@@ -543,6 +615,9 @@ fn is_sparse_layer(cfg: &Config, i: usize) -> Result<bool> {
             Some("dense") => Ok(false),
             _ => Err(CoreError::field("mlp_layer_types", format!("entry {i} is not \"dense\" or \"sparse\""))),
         };
+    }
+    if cfg.opt_usize("first_k_dense_replace")?.is_some_and(|k| i < k) {
+        return Ok(false);
     }
     let dense_only = cfg.get("mlp_only_layers").and_then(Value::as_array);
     if dense_only.is_some_and(|l| l.iter().any(|v| v.as_u64() == Some(i as u64))) {
@@ -694,8 +769,15 @@ impl ModelSpec {
                         hidden,
                         eps,
                     )?),
+                    Some(LinearMixer::Kda) => MixerSpec::GatedDeltaNet(kimi_delta_attention(
+                        &cfg,
+                        &format!("{p}.{}", names.attn),
+                        hidden,
+                        eps,
+                    )?),
                     _ => MixerSpec::Lightning(lightning(&dims, &format!("{p}.{}", names.attn), i, n_layers)),
                 },
+                LayerType::Full if family.mla => MixerSpec::Mla(mla(&cfg, &format!("{p}.{}", names.attn), &dims, eps)?),
                 LayerType::Conv => MixerSpec::ShortConv(lfm2_short_conv(&cfg, &format!("{p}.conv"), hidden)?),
                 LayerType::Full | LayerType::Sliding => {
                     let window = match ty {

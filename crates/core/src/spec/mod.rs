@@ -297,6 +297,36 @@ pub struct LightningSpec {
     pub out_proj: LinearSpec,
 }
 
+/// Multi-head latent attention (DeepSeek-V2/V3, Kimi Linear's full-attention layers), without RoPE (Kimi's NoPE):
+/// `q = q_proj(x)` per head `[nope | rope]`, a shared latent `c = norm(kv_a(x)[..rank])` and key tail
+/// `k_rope = kv_a(x)[rank..]`, per-head `[k_nope | v] = kv_b(c)`, softmax attention over `[k_nope | k_rope]` with
+/// values `v`, then `o_proj`. Only the latent and the key tail are cached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlaSpec {
+    /// Heads.
+    pub n_heads: usize,
+    /// Query/key channels per head without position information.
+    pub nope_dim: usize,
+    /// Query/key channels per head that would carry RoPE (shared across heads for keys).
+    pub rope_dim: usize,
+    /// Value channels per head.
+    pub v_dim: usize,
+    /// Latent (compressed KV) width.
+    pub kv_rank: usize,
+    /// Query projection `[n_heads * (nope + rope), hidden]`.
+    pub q_proj: LinearSpec,
+    /// `[latent | key tail]` projection `[rank + rope, hidden]`.
+    pub kv_a_proj: LinearSpec,
+    /// Norm of the latent.
+    pub kv_norm: NormSpec,
+    /// Per-head `[k_nope | v]` from the latent, `[n_heads * (nope + v), rank]`.
+    pub kv_b_proj: LinearSpec,
+    /// Output projection.
+    pub o_proj: LinearSpec,
+    /// Multiplier of q·k (`(nope + rope)^-0.5`).
+    pub scale: f32,
+}
+
 /// The gate of a linear-attention output norm: `norm(o) * act(proj(down(x)))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputGate {
@@ -369,6 +399,8 @@ pub enum MixerSpec {
     LinearAttn(LinearAttnSpec),
     /// MiniMax Lightning attention.
     Lightning(LightningSpec),
+    /// Multi-head latent attention.
+    Mla(MlaSpec),
 }
 
 impl MixerSpec {
@@ -387,6 +419,7 @@ impl MixerSpec {
             MixerSpec::ShortConv(c) => format!("short_conv({})", c.kernel),
             MixerSpec::LinearAttn(_) => "linear_attention".to_string(),
             MixerSpec::Lightning(_) => "lightning".to_string(),
+            MixerSpec::Mla(_) => "mla".to_string(),
         }
     }
 }
@@ -539,10 +572,11 @@ pub struct LayerSpec {
 }
 
 impl LayerSpec {
-    /// KV-cache bytes per token of this layer (0 for recurrent mixers).
+    /// KV-cache bytes per token of this layer (0 for recurrent mixers; MLA caches its latent and key tail).
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
         match &self.mixer {
             MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
+            MixerSpec::Mla(m) => (m.kv_rank + m.rope_dim) * dtype.size(),
             _ => 0,
         }
     }
@@ -551,6 +585,7 @@ impl LayerSpec {
     pub fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
         let kept = match &self.mixer {
             MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
+            MixerSpec::Mla(_) => positions,
             _ => 0,
         };
         self.kv_bytes_per_token(dtype) * kept
@@ -559,7 +594,7 @@ impl LayerSpec {
     /// Fixed state bytes of this layer, independent of context (f32).
     pub fn state_bytes(&self) -> usize {
         match &self.mixer {
-            MixerSpec::Attention(_) => 0,
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) => 0,
             MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
             MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
             MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
@@ -657,6 +692,12 @@ impl ModelSpec {
                         p.decls(&mut out);
                     }
                     norm(&l.norm, &mut out);
+                }
+                MixerSpec::Mla(m) => {
+                    for l in [&m.q_proj, &m.kv_a_proj, &m.kv_b_proj, &m.o_proj] {
+                        l.decls(&mut out);
+                    }
+                    norm(&m.kv_norm, &mut out);
                 }
                 MixerSpec::Lightning(l) => {
                     for p in [&l.qkv[0], &l.output_gate, &l.out_proj] {

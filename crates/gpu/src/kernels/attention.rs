@@ -7,8 +7,8 @@ use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 
-/// Head dimensions the kernels are compiled for (private arrays are sized by it).
-pub const HEAD_DIMS: &[usize] = &[16, 32, 64, 80, 96, 128, 256];
+/// The widest q/k head the kernels take (private arrays are sized by it; MLA's absorbed heads are 576 wide).
+pub const MAX_HEAD_DIM: usize = 1024;
 
 /// One attention call's shape and buffers.
 pub struct Attention<'a> {
@@ -16,18 +16,21 @@ pub struct Attention<'a> {
     pub q: &'a wgpu::Buffer,
     /// Key cache `[cache_rows, n_kv_heads, head_dim]`; position j lives in row `j % cache_rows`.
     pub k_cache: &'a wgpu::Buffer,
-    /// Value cache, laid out like `k_cache`.
+    /// Value cache, laid out like `k_cache` (`head_dim` per row and head) with values in the first `v_dim` channels;
+    /// MLA passes its key cache, whose rows start with the latent.
     pub v_cache: &'a wgpu::Buffer,
     /// Rows of the caches: the whole context, or a ring holding at least the window plus the forward's tokens.
     pub cache_rows: usize,
-    /// Output `[tokens, n_heads * head_dim]`.
+    /// Output `[tokens, n_heads * v_dim]`.
     pub out: &'a wgpu::Buffer,
     /// Query heads.
     pub n_heads: usize,
     /// Key/value heads.
     pub n_kv_heads: usize,
-    /// Channels per head.
+    /// Query/key channels per head.
     pub head_dim: usize,
+    /// Value channels per head (`head_dim` but for MLA).
+    pub v_dim: usize,
     /// Sliding window (keys per query including itself), if any.
     pub window: Option<usize>,
     /// q·k multiplier.
@@ -36,9 +39,12 @@ pub struct Attention<'a> {
 
 fn check(plan: &Plan, a: &Attention) -> Result<()> {
     plan.check_rows("attention", "query", a.q, Rows::Tokens, a.n_heads * a.head_dim)?;
-    plan.check_rows("attention", "output", a.out, Rows::Tokens, a.n_heads * a.head_dim)?;
-    if !HEAD_DIMS.contains(&a.head_dim) {
-        return Err(GpuError::shape("attention", format!("head_dim {} not in {HEAD_DIMS:?}", a.head_dim)));
+    plan.check_rows("attention", "output", a.out, Rows::Tokens, a.n_heads * a.v_dim)?;
+    if a.head_dim == 0 || a.head_dim > MAX_HEAD_DIM || a.v_dim == 0 || a.v_dim > a.head_dim {
+        return Err(GpuError::shape(
+            "attention",
+            format!("head_dim {} / v_dim {} (0 < v_dim <= head_dim <= {MAX_HEAD_DIM})", a.head_dim, a.v_dim),
+        ));
     }
     if a.n_kv_heads == 0 || !a.n_heads.is_multiple_of(a.n_kv_heads) {
         return Err(GpuError::shape("attention", format!("{} query heads over {} kv heads", a.n_heads, a.n_kv_heads)));
@@ -63,9 +69,9 @@ pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
 pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> Result<()> {
     check(plan, a)?;
     let wg = gpu.tuning.wg;
-    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
+    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
     let buffers = [a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()];
-    let fits = gpu.info.max_workgroup_storage / (2 * 4 * a.head_dim as u32);
+    let fits = gpu.info.max_workgroup_storage / (4 * (a.head_dim + a.v_dim) as u32);
     let tile = kv_tile.min(fits);
     if tile == 0 {
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
@@ -80,7 +86,7 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
 pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
     check(plan, a)?;
     let wg = gpu.tuning.wg;
-    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
+    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
     plan.dispatch(
         gpu,
