@@ -1,4 +1,4 @@
-// RMSNorm over groups of `dim` values, one workgroup per group:
+// RMSNorm over groups of `dim` values, one workgroup per group (groups_per_row per row of row_stride floats):
 // y = x * rsqrt(mean(x^2) + eps) * (w or 1 + w). Variants: INPLACE (y overwrites x), RESIDUAL (out += y),
 // GATE (y *= GATE_ACT(gate) element-wise, GATE_ACT silu or sigmoid: the gated output norm of linear-attention layers).
 #include "common/grid.wgsl"
@@ -10,6 +10,7 @@ struct Params {
     row_sel: u32,
     unit_offset: u32,
     eps: f32,
+    row_stride: u32,
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
@@ -41,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (group >= row_count(params.row_sel) * params.groups_per_row) {
         return;
     }
-    let base = group * params.dim;
+    let base = (group / params.groups_per_row) * params.row_stride + (group % params.groups_per_row) * params.dim;
     var sum = 0.0;
     for (var d = lid; d < params.dim; d += {{WG}}u) {
         let v = x[base + d];

@@ -81,6 +81,11 @@ fn logits_match_transformers_for_minimax() {
 }
 
 #[test]
+fn logits_match_transformers_for_kimi_linear() {
+    fidelity("kimi_linear");
+}
+
+#[test]
 fn logits_match_fla_for_kda() {
     fidelity("kda");
 }

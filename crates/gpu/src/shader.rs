@@ -32,6 +32,7 @@ shaders!(
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",
+    "attention/mla.wgsl",
     "linear/chunks.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",

@@ -157,8 +157,15 @@ fn rms_norm_matches_reference_in_every_output_mode() {
             let res = random(&mut rng, rows * groups * dim, 1.0);
             let want = reference::norm::rms_norm(&x, &w, dim, 1e-6, unit_offset);
             let wb = g.upload_f32("w", &w);
-            let args =
-                NormArgs { weight: &wb, dim, groups_per_row: groups, rows: Rows::Tokens, eps: 1e-6, unit_offset };
+            let args = NormArgs {
+                weight: &wb,
+                dim,
+                groups_per_row: groups,
+                rows: Rows::Tokens,
+                eps: 1e-6,
+                unit_offset,
+                row_stride: 0,
+            };
             let step = tokens(0, rows);
 
             let xb = g.upload_f32("x", &x);
@@ -190,6 +197,34 @@ fn rms_norm_matches_reference_in_every_output_mode() {
             }
         }
     }
+}
+
+/// A norm over the leading `dim` values of longer rows (MLA's latent ahead of its key tail) leaves the rest alone.
+#[test]
+fn rms_norm_over_part_of_each_row() {
+    let g = gpu();
+    let mut rng = Rng::new(16);
+    let (rows, dim, stride) = (5, 19, 26);
+    let x = random(&mut rng, rows * stride, 2.0);
+    let w = random(&mut rng, dim, 1.0);
+    let mut want = x.clone();
+    for r in 0..rows {
+        let normed = reference::norm::rms_norm(&x[r * stride..][..dim], &w, dim, 1e-5, false);
+        want[r * stride..][..dim].copy_from_slice(&normed);
+    }
+    let (xb, wb) = (g.upload_f32("x", &x), g.upload_f32("w", &w));
+    let args = NormArgs {
+        weight: &wb,
+        dim,
+        groups_per_row: 1,
+        rows: Rows::Tokens,
+        eps: 1e-5,
+        unit_offset: false,
+        row_stride: stride,
+    };
+    let mut plan = Plan::new(g);
+    rms_norm(g, &mut plan, &args, &xb, NormOutput::InPlace).unwrap();
+    assert_close(&run(&plan, &tokens(0, rows), &xb, x.len()), &want, 1e-5, "strided rows");
 }
 
 #[test]
@@ -834,5 +869,64 @@ fn moe_routing_and_selected_experts_match_reference_across_weight_blocks() {
             }
         }
         assert_close(&got, &want, 1e-4, &format!("moe T={n_tok} k={top_k} {scoring:?}"));
+    }
+}
+
+/// Absorbed MLA (queries into the latent, attention over cached latents, context out through kv_b) equals attention
+/// over expanded per-head keys `[W_uk c | k_tail]` and values `W_uv c`.
+#[test]
+fn absorbed_mla_matches_expanded_keys_and_values() {
+    use ternlight_gpu::kernels::mla::Mla;
+    let g = gpu();
+    let mut rng = Rng::new(17);
+    let (heads, nope, tail, v_dim, rank) = (3, 11, 5, 9, 13);
+    let (qk, latent) = (nope + tail, rank + tail);
+    let raw = encode(DType::BF16, &random(&mut rng, heads * (nope + v_dim) * rank, 0.5));
+    let kv_b = decode_f32(DType::BF16, &raw).unwrap();
+    let w = Weight::upload(g, "kv_b", DType::BF16, heads * (nope + v_dim), rank, &raw, g.info.max_binding).unwrap();
+    for (pos0, t) in [(0, 70), (70, 1)] {
+        let ctx = pos0 + t;
+        let q = random(&mut rng, t * heads * qk, 1.0);
+        let rows = random(&mut rng, ctx * latent, 1.0);
+        // Expanded keys and values per head from each cached latent row.
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for row in rows.chunks_exact(latent) {
+            let up = reference::linear::linear(&row[..rank], &kv_b, None, rank, heads * (nope + v_dim));
+            for head in up.chunks_exact(nope + v_dim) {
+                k.extend_from_slice(&head[..nope]);
+                k.extend_from_slice(&row[rank..]);
+                v.extend_from_slice(&head[nope..]);
+            }
+        }
+        let scale = (qk as f32).powf(-0.5);
+        let want = reference::attention::attention_qk_v(&q, &k, &v, (heads, heads), (qk, v_dim), pos0, None, scale);
+
+        let (qb, cache) = (g.upload_f32("q", &q), g.upload_f32("latents", &rows));
+        let (q_abs, ctx_b, out) =
+            (g.zeros("q abs", t * heads * latent), g.zeros("ctx", t * heads * rank), g.zeros("out", want.len()));
+        let mla = Mla { n_heads: heads, nope, rope: tail, v_dim, rank, kv_b: &w };
+        let call = Attention {
+            q: &q_abs,
+            k_cache: &cache,
+            v_cache: &cache,
+            cache_rows: ctx,
+            out: &ctx_b,
+            n_heads: heads,
+            n_kv_heads: 1,
+            head_dim: latent,
+            v_dim: rank,
+            window: None,
+            scale,
+        };
+        let scores = g.zeros("scores", t * heads * ctx);
+        let mut plan = Plan::new(g);
+        mla.absorb_queries(g, &mut plan, &qb, &q_abs).unwrap();
+        if t == 1 {
+            attention::decode(g, &mut plan, &call, &scores, ctx).unwrap();
+        } else {
+            attention::prefill(g, &mut plan, &call).unwrap();
+        }
+        mla.expand_output(g, &mut plan, &ctx_b, &out).unwrap();
+        assert_close(&run(&plan, &tokens(pos0, t), &out, want.len()), &want, 1e-4, &format!("mla t{t}"));
     }
 }

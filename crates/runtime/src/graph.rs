@@ -8,7 +8,7 @@ use crate::weights::{
 };
 use ternlight_core::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    MixerSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
+    MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
@@ -17,6 +17,7 @@ use ternlight_gpu::kernels::gla::{self, Decay, Gla};
 use ternlight_gpu::kernels::hgrn2;
 use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::mla::Mla;
 use ternlight_gpu::kernels::moe::{expert_linear, route, ExpertLinear, Router};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
@@ -43,10 +44,10 @@ pub enum LayerState {
     /// KV cache `[rows, n_kv_heads, head_dim]` f32 each; position p in row `p % rows`. Full-attention layers hold
     /// the whole context; sliding-window layers a ring of window + prefill capacity rows.
     Attention {
-        /// Keys (after RoPE).
+        /// Keys (after RoPE); for MLA, rows of `[latent | key tail]`.
         k: wgpu::Buffer,
-        /// Values.
-        v: wgpu::Buffer,
+        /// Values; `None` for MLA, whose values are the latent at the start of each key row.
+        v: Option<wgpu::Buffer>,
         /// Rows held.
         rows: usize,
     },
@@ -61,10 +62,10 @@ pub enum LayerState {
 
 impl LayerState {
     /// The buffers of this state (for zeroing, snapshots and memory accounting).
-    pub fn buffers(&self) -> [&wgpu::Buffer; 2] {
+    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
         match self {
-            LayerState::Attention { k, v, .. } => [k, v],
-            LayerState::Recurrent { state, conv } => [state, conv],
+            LayerState::Attention { k, v, .. } => [Some(k), v.as_ref()].into_iter().flatten().collect(),
+            LayerState::Recurrent { state, conv } => vec![state, conv],
         }
     }
 }
@@ -129,6 +130,10 @@ pub struct Scratch {
     pub routes: wgpu::Buffer,
     /// Shared-expert gate logits `[capacity]`.
     pub row_gate: wgpu::Buffer,
+    /// MLA queries absorbed into the latent space `[capacity, heads * (rank + rope)]`.
+    pub mla_q: wgpu::Buffer,
+    /// MLA attention output in the latent space `[capacity, heads * rank]`.
+    pub mla_ctx: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -193,7 +198,7 @@ impl Resources {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let mut lin = LinearWidths::default();
         let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
-        let (mut experts, mut top_k, mut gate_w) = (0, 0, 0);
+        let (mut experts, mut top_k, mut gate_w, mut mla_w) = (0, 0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
@@ -210,7 +215,7 @@ impl Resources {
                     let len = rows * a.n_kv_heads * a.head_dim;
                     states.push(LayerState::Attention {
                         k: gpu.zeros("k cache", len),
-                        v: gpu.zeros("v cache", len),
+                        v: Some(gpu.zeros("v cache", len)),
                         rows,
                     });
                     rope_of_layer.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
@@ -220,6 +225,21 @@ impl Resources {
                             ropes.len() - 1
                         }
                     }));
+                }
+                MixerSpec::Mla(m) => {
+                    let (latent, q_abs) = (m.kv_rank + m.rope_dim, m.n_heads * (m.kv_rank + m.rope_dim));
+                    qw = qw.max(m.n_heads * (m.nope_dim + m.rope_dim)).max(m.n_heads * m.v_dim);
+                    kvw = kvw.max(latent);
+                    heads = heads.max(m.n_heads);
+                    mla_w = mla_w.max(q_abs);
+                    let bytes = (max_context * latent * 4) as u64;
+                    check_binding(gpu, &format!("layer {i} latent cache of {max_context} positions"), bytes)?;
+                    states.push(LayerState::Attention {
+                        k: gpu.zeros("latent cache", max_context * latent),
+                        v: None,
+                        rows: max_context,
+                    });
+                    rope_of_layer.push(None);
                 }
                 MixerSpec::GatedDeltaNet(g) => {
                     lin.add(g.qkv_width(), g.n_v_heads, g.head_k_dim, g.head_v_dim);
@@ -256,7 +276,7 @@ impl Resources {
                     states.push(recurrent(gpu, g.n_heads * g.head_k_dim * g.head_v_dim, 0));
                 }
             }
-            if !matches!(layer.mixer, MixerSpec::Attention(_)) {
+            if !matches!(layer.mixer, MixerSpec::Attention(_) | MixerSpec::Mla(_)) {
                 rope_of_layer.push(None);
             }
             inter = inter.max(layer.mlp.activation_width());
@@ -299,6 +319,8 @@ impl Resources {
             router_logits: gpu.zeros("router logits", capacity * experts),
             routes: gpu.zeros("routes", capacity * 2 * top_k),
             row_gate: gpu.zeros("shared expert gate", capacity),
+            mla_q: gpu.zeros("absorbed queries", capacity * mla_w),
+            mla_ctx: gpu.zeros("latent context", capacity * mla_w),
         };
         Ok(Resources { scratch, states, ropes, rope_of_layer, capacity, logit_capacity })
     }
@@ -394,6 +416,7 @@ impl<'a> Builder<'a> {
             rows: Rows::Tokens,
             eps: norm.spec.eps,
             unit_offset: norm.spec.unit_offset,
+            row_stride: 0,
         };
         let gate = gate.map(|act| (&s.z, act));
         rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gate)?;
@@ -408,6 +431,7 @@ impl<'a> Builder<'a> {
             rows,
             eps: n.spec.eps,
             unit_offset: n.spec.unit_offset,
+            row_stride: 0,
         };
         Ok(rms_norm(self.gpu, &mut self.plan, &args, x, out)?)
     }
@@ -460,7 +484,7 @@ impl<'a> Builder<'a> {
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
         }
-        let LayerState::Attention { k: kc, v: vc, rows } = &self.res.states[li] else { unreachable!("KV cache") };
+        let LayerState::Attention { k: kc, v: Some(vc), rows } = &self.res.states[li] else { unreachable!("KV cache") };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
         let cache_rows = *rows as u64;
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows });
@@ -681,6 +705,58 @@ impl<'a> Builder<'a> {
         self.output_norm_and_project(norm, 1, None, out, post)
     }
 
+    /// Multi-head latent attention with weight absorption: the latent `[c | k_tail]` rows are cached, queries move
+    /// into the latent space, attention runs over one shared latent head, and the context leaves through `kv_b`'s value
+    /// half.
+    fn mla(&mut self, li: usize, m: &MlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Mla { q, kv_a, kv_norm, kv_b, o } = w else { unreachable!("MLA weights") };
+        let LayerState::Attention { k: cache, rows, .. } = &self.res.states[li] else { unreachable!("latent cache") };
+        let s = &self.res.scratch;
+        let latent = m.kv_rank + m.rope_dim;
+        self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
+        self.linear(&s.h, kv_a, &s.k, Rows::Tokens, Epilogue::Store)?;
+        let args = NormArgs {
+            weight: &kv_norm.w,
+            dim: m.kv_rank,
+            groups_per_row: 1,
+            rows: Rows::Tokens,
+            eps: kv_norm.spec.eps,
+            unit_offset: kv_norm.spec.unit_offset,
+            row_stride: latent,
+        };
+        rms_norm(self.gpu, &mut self.plan, &args, &s.k, NormOutput::InPlace)?;
+        let row_bytes = (latent * 4) as u64;
+        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: cache.clone(), row_bytes, cache_rows: *rows as u64 });
+        let absorb = Mla {
+            n_heads: m.n_heads,
+            nope: m.nope_dim,
+            rope: m.rope_dim,
+            v_dim: m.v_dim,
+            rank: m.kv_rank,
+            kv_b: &kv_b.w,
+        };
+        absorb.absorb_queries(self.gpu, &mut self.plan, &s.q, &s.mla_q)?;
+        let call = Attention {
+            q: &s.mla_q,
+            k_cache: cache,
+            v_cache: cache,
+            cache_rows: *rows,
+            out: &s.mla_ctx,
+            n_heads: m.n_heads,
+            n_kv_heads: 1,
+            head_dim: latent,
+            v_dim: m.kv_rank,
+            window: None,
+            scale: m.scale,
+        };
+        match self.mode {
+            Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
+            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.max_context)?,
+        }
+        absorb.expand_output(self.gpu, &mut self.plan, &s.mla_ctx, &s.attn)?;
+        self.project_residual(&s.attn, o, post)
+    }
+
     /// SiLU'd `[q | k | v]`, the GLA kernels with a constant per-head decay and unscaled queries, then the norm over
     /// all heads gated by `sigmoid(output_gate(h))`.
     fn lightning(&mut self, li: usize, l: &LightningSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
@@ -734,6 +810,7 @@ impl<'a> Builder<'a> {
             MixerSpec::ShortConv(c) => self.short_conv(li, c, &w.mixer, &w.post_mixer)?,
             MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &w.mixer, &w.post_mixer)?,
             MixerSpec::Lightning(l) => self.lightning(li, l, &w.mixer, &w.post_mixer)?,
+            MixerSpec::Mla(m) => self.mla(li, m, &w.mixer, &w.post_mixer)?,
         }
         self.scaled = spec.residuals.map(|r| r.mlp);
         self.block_input(&w.pre_mlp)?;

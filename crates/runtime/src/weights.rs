@@ -128,6 +128,19 @@ pub enum MixerWeights {
         /// Output projection.
         out: LinearWeights,
     },
+    /// Multi-head latent attention projections and the latent norm.
+    Mla {
+        /// Query projection.
+        q: LinearWeights,
+        /// `[latent | key tail]` projection.
+        kv_a: LinearWeights,
+        /// Latent norm.
+        kv_norm: NormWeights,
+        /// Latent to per-head `[k_nope | v]`.
+        kv_b: LinearWeights,
+        /// Output projection.
+        o: LinearWeights,
+    },
     /// Lightning attention: q/k/v parts of `qkv_proj`, per-head log decays, output gate, norm and projection.
     Lightning {
         /// q, k, v projections.
@@ -274,6 +287,9 @@ impl ModelWeights {
                             + norm(n)
                             + lin(out)
                             + lower_bound.as_ref().map_or(0, wgpu::Buffer::size)
+                    }
+                    MixerWeights::Mla { q, kv_a, kv_norm, kv_b, o } => {
+                        lin(q) + lin(kv_a) + norm(kv_norm) + lin(kv_b) + lin(o)
                     }
                     MixerWeights::Lightning { qkv, decay, gate, norm: n, out } => {
                         qkv.iter().map(lin).sum::<u64>() + decay.size() + lin(gate) + norm(n) + lin(out)
@@ -597,6 +613,13 @@ pub fn upload(
             MixerSpec::ShortConv(c) => up.short_conv(c)?,
             MixerSpec::LinearAttn(l) => up.linear_attn(l)?,
             MixerSpec::Lightning(l) => up.lightning(l)?,
+            MixerSpec::Mla(m) => MixerWeights::Mla {
+                q: up.linear(&m.q_proj)?,
+                kv_a: up.linear(&m.kv_a_proj)?,
+                kv_norm: up.norm(&m.kv_norm)?,
+                kv_b: up.linear(&m.kv_b_proj)?,
+                o: up.linear(&m.o_proj)?,
+            },
         };
         let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
         let pre_mlp = up.opt_norm(&layer.norms.pre_mlp)?;

@@ -242,3 +242,8 @@ fn olmo_hybrid_matches_transformers_on_the_gpu() {
 fn fla_kda_matches_fla_on_the_gpu() {
     check("kda");
 }
+
+#[test]
+fn kimi_linear_matches_transformers_on_the_gpu() {
+    check("kimi_linear");
+}

@@ -9,6 +9,7 @@ pub mod gla;
 pub mod hgrn2;
 pub mod linear_attn;
 pub mod matmul;
+pub mod mla;
 pub mod mlp;
 pub mod moe;
 pub mod norm;

@@ -31,6 +31,8 @@ pub struct NormArgs<'a> {
     pub eps: f32,
     /// `(1 + w)` weights.
     pub unit_offset: bool,
+    /// Floats from one row to the next; 0 means `dim * groups_per_row` (rows hold nothing else).
+    pub row_stride: usize,
 }
 
 /// Records an RMSNorm of `x` per `args`, written per `output`.
@@ -52,9 +54,13 @@ pub fn rms_norm_gated(
         return Err(GpuError::shape("rms_norm", "empty norm"));
     }
     let width = args.dim * args.groups_per_row;
-    plan.check_rows("rms_norm", "input", x, args.rows, width)?;
+    let stride = if args.row_stride == 0 { width } else { args.row_stride };
+    if stride < width {
+        return Err(GpuError::shape("rms_norm", format!("row stride {stride} under the {width} normalised values")));
+    }
+    plan.check_rows("rms_norm", "input", x, args.rows, stride)?;
     if let NormOutput::Write(out) | NormOutput::Residual(out) = &output {
-        plan.check_rows("rms_norm", "output", out, args.rows, width)?;
+        plan.check_rows("rms_norm", "output", out, args.rows, stride)?;
     }
     let mut defines = Defines::new().set("WG", gpu.tuning.wg);
     if let Some((g, act)) = gate {
@@ -72,6 +78,7 @@ pub fn rms_norm_gated(
         args.rows.selector(),
         args.unit_offset as u32,
         f32_word(args.eps),
+        stride as u32,
     ];
     let grid = Grid::Flat { rows: args.rows, per_row: args.groups_per_row as u32, per_group: 1 };
     let shader = "common/rmsnorm.wgsl";
