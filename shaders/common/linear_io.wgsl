@@ -9,6 +9,7 @@ struct Params {
     n_total: u32,
     row_sel: u32,
     w_row0: u32,      // first weight row of this block (bias index)
+    scale: f32,       // multiplier of x W^T (muP multipliers), before the bias
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -19,7 +20,7 @@ struct Params {
 #endif
 
 fn store(m: u32, n: u32, acc: f32) {
-    var v = acc;
+    var v = acc * params.scale;
 #if BIAS
     v += bias[params.w_row0 + n];
 #endif

@@ -69,6 +69,7 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                         x: &xb,
                         w: &w,
                         bias: bias.then_some(&bb),
+                        scale: if bias { 0.75 } else { 1.0 },
                         y: &yb,
                         y_offset: 0,
                         y_stride: 0,
@@ -78,7 +79,13 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                     };
                     linear(g, &mut plan, &l).unwrap();
                     let got = run(&plan, &tokens(0, rows), &yb, rows * n);
-                    let mut want = reference::linear::linear(&x, &wf, bias.then_some(&b[..]), k, n);
+                    // The biased cases also scale x W^T (a muP multiplier) before adding the bias.
+                    let mut want = reference::linear::linear(&x, &wf, None, k, n);
+                    if bias {
+                        for row in want.chunks_exact_mut(n) {
+                            row.iter_mut().zip(&b).for_each(|(v, b)| *v = 0.75 * *v + b);
+                        }
+                    }
                     if epilogue == Epilogue::Accumulate {
                         want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
                     }
@@ -113,6 +120,7 @@ fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
                 x: &xb,
                 w: &w,
                 bias: Some(&bb),
+                scale: 1.0,
                 y: &yw,
                 y_offset: off,
                 y_stride: stride,

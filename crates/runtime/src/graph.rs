@@ -384,7 +384,8 @@ impl<'a> Builder<'a> {
         (y_offset, y_stride): (usize, usize),
     ) -> Result<()> {
         let shape = self.shape();
-        let args = Linear { x, w: &l.w, bias: l.bias.as_ref(), y, y_offset, y_stride, rows, epilogue, shape };
+        let args =
+            Linear { x, w: &l.w, bias: l.bias.as_ref(), scale: l.scale, y, y_offset, y_stride, rows, epilogue, shape };
         Ok(linear(self.gpu, &mut self.plan, &args)?)
     }
 
@@ -908,6 +909,7 @@ pub fn build(
             x: &s.xl,
             w: weights.head(),
             bias: None,
+            scale: spec.logit_scale,
             y: &s.logits,
             y_offset: 0,
             y_stride: 0,

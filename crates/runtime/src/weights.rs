@@ -32,6 +32,8 @@ pub struct LinearWeights {
     pub w: Weight,
     /// `[out]` f32.
     pub bias: Option<wgpu::Buffer>,
+    /// Multiplier of `x W^T` (the spec's muP factor).
+    pub scale: f32,
 }
 
 impl LinearWeights {
@@ -383,7 +385,7 @@ impl Uploader<'_> {
         if l.rows.is_none() {
             let w = self.matrix(&l.weight, l.out_features, l.in_features)?;
             let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
-            return Ok(LinearWeights { w, bias });
+            return Ok(LinearWeights { w, bias, scale: l.scale });
         }
         let rows = l.row_indices();
         let w = self.matrix_rows(&l.weight, &rows, l.in_features)?;
@@ -395,7 +397,7 @@ impl Uploader<'_> {
             }
             None => None,
         };
-        Ok(LinearWeights { w, bias })
+        Ok(LinearWeights { w, bias, scale: l.scale })
     }
 
     /// Several same-shaped matrices stacked into one `[count * rows, cols]` weight whose blocks hold whole members.
@@ -490,7 +492,7 @@ impl Uploader<'_> {
                     self.gpu.info.max_binding,
                 )?;
                 let params = [vec![NO_DECAY_A_LOG; hv], vec![0.0; hv]].concat();
-                (LinearWeights { w: a, bias: None }, self.gpu.upload_f32("no decay", &params))
+                (LinearWeights { w: a, bias: None, scale: 1.0 }, self.gpu.upload_f32("no decay", &params))
             }
         };
         Ok(MixerWeights::GatedDeltaNet {

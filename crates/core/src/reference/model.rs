@@ -115,16 +115,27 @@ impl ReferenceModel {
         &self.weights[name]
     }
 
+    /// `scale * x W^T + b` over the layer's rows of its stored tensor.
     fn linear(&self, x: &[f32], l: &LinearSpec) -> Vec<f32> {
-        let bias = l.bias.as_deref().map(|b| self.w(b));
-        if l.rows.is_none() {
-            return linear(x, self.w(&l.weight), bias, l.in_features, l.out_features);
-        }
-        let rows = l.row_indices();
         let (w, k) = (self.w(&l.weight), l.in_features);
-        let w: Vec<f32> = rows.iter().flat_map(|&r| w[r * k..(r + 1) * k].iter().copied()).collect();
-        let bias: Option<Vec<f32>> = bias.map(|b| rows.iter().map(|&r| b[r]).collect());
-        linear(x, &w, bias.as_deref(), k, l.out_features)
+        let mut y = match l.rows {
+            None => linear(x, w, None, k, l.out_features),
+            Some(_) => {
+                let rows = l.row_indices();
+                let w: Vec<f32> = rows.iter().flat_map(|&r| w[r * k..(r + 1) * k].iter().copied()).collect();
+                linear(x, &w, None, k, l.out_features)
+            }
+        };
+        if l.scale != 1.0 {
+            y.iter_mut().for_each(|v| *v *= l.scale);
+        }
+        if let Some(b) = l.bias.as_deref().map(|b| self.w(b)) {
+            let rows = l.row_indices();
+            for row in y.chunks_exact_mut(l.out_features) {
+                row.iter_mut().zip(&rows).for_each(|(v, &r)| *v += b[r]);
+            }
+        }
+        y
     }
 
     fn norm(&self, x: &[f32], n: &NormSpec) -> Vec<f32> {
@@ -416,7 +427,11 @@ impl ReferenceModel {
         }
         let x = self.norm(&x, &spec.final_norm);
         self.position += ids.len();
-        Ok(linear(&x, self.w(&spec.lm_head), None, hidden, spec.vocab))
+        let mut logits = linear(&x, self.w(&spec.lm_head), None, hidden, spec.vocab);
+        if spec.logit_scale != 1.0 {
+            logits.iter_mut().for_each(|v| *v *= spec.logit_scale);
+        }
+        Ok(logits)
     }
 }
 

@@ -838,6 +838,7 @@ impl ModelSpec {
             layers,
             final_norm: norm(names.final_norm.into(), hidden),
             lm_head: if tied { embed } else { "lm_head.weight".into() },
+            logit_scale: 1.0,
             tied_embeddings: tied,
             max_positions: cfg.opt_usize("max_position_embeddings")?.unwrap_or(2048),
             bos_token_id: cfg.token_ids("bos_token_id").first().copied(),

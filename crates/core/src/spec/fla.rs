@@ -426,6 +426,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
         layers,
         final_norm: norm("model.norm.weight".into()),
         lm_head: if tied { embed } else { "lm_head.weight".into() },
+        logit_scale: 1.0,
         tied_embeddings: tied,
         max_positions,
         bos_token_id: cfg.token_ids("bos_token_id").first().copied(),

@@ -48,6 +48,8 @@ pub struct LinearSpec {
     pub in_features: usize,
     /// The rows of a fused stored tensor this layer uses; `None` when the layer is the whole tensor.
     pub rows: Option<RowSelect>,
+    /// Multiplier of `x W^T` (before the bias): muP input and output multipliers (Falcon-H1), 1 elsewhere.
+    pub scale: f32,
 }
 
 impl LinearSpec {
@@ -58,7 +60,13 @@ impl LinearSpec {
             out_features,
             in_features,
             rows: None,
+            scale: 1.0,
         }
+    }
+
+    /// This layer with its product multiplied by `factor`.
+    pub(crate) fn scaled(self, factor: f32) -> Self {
+        LinearSpec { scale: self.scale * factor, ..self }
     }
 
     /// The rows `offset..offset + out / groups` of each of `groups` groups of `group_rows` stored rows.
@@ -626,6 +634,8 @@ pub struct ModelSpec {
     pub lm_head: String,
     /// Whether the head shares the embedding tensor.
     pub tied_embeddings: bool,
+    /// Multiplier of the logits (Falcon-H1's `lm_head_multiplier`; 1 elsewhere).
+    pub logit_scale: f32,
     /// Trained context length.
     pub max_positions: usize,
     /// Beginning-of-sequence token, when the config names one.

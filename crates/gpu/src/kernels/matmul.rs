@@ -34,6 +34,8 @@ pub struct Linear<'a> {
     pub w: &'a Weight,
     /// Optional f32 bias `[n]`.
     pub bias: Option<&'a wgpu::Buffer>,
+    /// Multiplier of `x W^T`, applied before the bias (1 for a plain layer).
+    pub scale: f32,
     /// Output `[rows, y_stride]`; this layer writes columns `y_offset..y_offset + n`.
     pub y: &'a wgpu::Buffer,
     /// First output column (to write several projections side by side), usually 0.
@@ -80,6 +82,7 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             stride as u32,
             l.rows.selector(),
             block.row0 as u32,
+            super::f32_word(l.scale),
         ];
         let grid = match l.shape {
             MatmulShape::Tiled => Grid::Tiles {
