@@ -1,4 +1,5 @@
-// Short causal depthwise convolution over time, x [T, C] -> y [T, C], weights [C, K] f32; SILU applies SiLU.
+// Short causal depthwise convolution over time, x [T, C] -> y [T, C], weights [C, K] f32; BIAS adds a bias [C]
+// (Mamba2), SILU applies SiLU.
 // Inputs before the forward's first token come from the conv state [C, K-1] (oldest first).
 // Variant UPDATE (run after the conv): the state becomes the last K-1 inputs of (old state ++ x).
 #include "common/grid.wgsl"
@@ -15,6 +16,9 @@ struct Params {
 #else
 @group(0) @binding(4) var<storage, read> weight: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
+#if BIAS
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
+#endif
 #endif
 
 // Input at index i of (old state ++ x) for channel c.
@@ -47,6 +51,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     var acc = 0.0;
+#if BIAS
+    acc = bias[c];
+#endif
     for (var i = 0u; i < params.kernel; i++) {
         acc += weight[c * params.kernel + i] * input_at(t + i, c);
     }

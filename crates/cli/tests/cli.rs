@@ -86,6 +86,11 @@ fn logits_match_transformers_for_kimi_linear() {
 }
 
 #[test]
+fn logits_match_transformers_for_falcon_h1() {
+    fidelity("falcon_h1");
+}
+
+#[test]
 fn logits_match_fla_for_kda() {
     fidelity("kda");
 }

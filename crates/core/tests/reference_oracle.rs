@@ -116,3 +116,8 @@ fn fla_kda_matches_fla() {
 fn kimi_linear_matches_transformers() {
     check("kimi_linear");
 }
+
+#[test]
+fn falcon_h1_matches_transformers() {
+    check("falcon_h1");
+}

@@ -70,7 +70,7 @@ impl Weight {
         }
         // Blocks start on 4-byte boundaries: 16-bit rows of odd width pair up.
         let pair = if dtype.size() == 2 && cols % 2 == 1 { 2 } else { 1 };
-        let align = if row_group % pair == 0 { row_group } else { row_group * pair };
+        let align = if row_group.is_multiple_of(pair) { row_group } else { row_group * pair };
         let mut per_block = (max_binding as usize / row_bytes.max(1)).min(rows.max(1));
         if per_block < rows {
             per_block -= per_block % align;

@@ -39,6 +39,7 @@ shaders!(
     "linear/gla.wgsl",
     "linear/hgrn2.wgsl",
     "linear/linear_attn.wgsl",
+    "linear/mamba2.wgsl",
 );
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.

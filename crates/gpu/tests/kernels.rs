@@ -430,16 +430,20 @@ fn short_conv_matches_reference_and_carries_its_state() {
     let (channels, kernel) = (37, 4);
     let w = random(&mut rng, channels * kernel, 1.0);
     let state0 = random(&mut rng, channels * (kernel - 1), 1.0);
-    let (wb, sb) = (g.upload_f32("w", &w), g.upload_f32("state", &state0));
+    let bias = random(&mut rng, channels, 1.0);
+    let (wb, sb, bb) = (g.upload_f32("w", &w), g.upload_f32("state", &state0), g.upload_f32("bias", &bias));
     let mut ref_state = state0.clone();
-    for (t, silu) in [(1, true), (2, false), (150, true), (1, false), (3, true)] {
+    for (t, silu, biased) in [(1, true, false), (2, false, true), (150, true, true), (1, false, false), (3, true, true)]
+    {
         let x = random(&mut rng, t * channels, 2.0);
         let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
         let mut plan = Plan::new(g);
-        let call = ShortConv { x: &xb, weight: &wb, state: &sb, y: &yb, channels, kernel, silu };
+        let bias_b = biased.then_some(&bb);
+        let call = ShortConv { x: &xb, weight: &wb, bias: bias_b, state: &sb, y: &yb, channels, kernel, silu };
         ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, t), &yb, t * channels);
-        let want = reference::conv::short_conv(&x, &w, &mut ref_state, channels, kernel, silu);
+        let bias_r = biased.then_some(&bias[..]);
+        let want = reference::conv::short_conv(&x, (&w, bias_r), &mut ref_state, channels, kernel, silu);
         assert_close(&got, &want, 1e-5, &format!("conv T={t}"));
         let state = pollster::block_on(g.read_f32(&sb, 0, ref_state.len())).unwrap();
         assert_close(&state, &ref_state, 0.0, &format!("conv state after T={t}"));
@@ -680,7 +684,7 @@ mod gla {
     fn chunked_and_recurrent_kernels_match_reference_and_hand_off() {
         let g = gpu();
         let mut rng = Rng::new(12);
-        for d in [Dims { heads: 2, dk: 16, dv: 32 }, Dims { heads: 1, dk: 64, dv: 24 }] {
+        for d in [Dims::new(2, 16, 32), Dims::new(1, 64, 24)] {
             let width = d.heads * (2 * d.dk + d.dv);
             for t in [1, 63, 64, 65, 150] {
                 let qkv = random(&mut rng, t * width, 1.0);
@@ -719,7 +723,7 @@ mod gla {
     fn per_head_decay_with_unscaled_queries_matches_reference() {
         let g = gpu();
         let mut rng = Rng::new(13);
-        let d = Dims { heads: 3, dk: 16, dv: 16 };
+        let d = Dims { scale: 1.0, ..Dims::new(3, 16, 16) };
         let width = d.heads * (2 * d.dk + d.dv);
         let slopes = [0.25f32, 0.0625, 0.003];
         let per_head: Vec<f32> = slopes.iter().map(|s| -s).collect();
@@ -729,8 +733,7 @@ mod gla {
             let cols = |off: usize, w: usize| -> Vec<f32> {
                 qkv.chunks_exact(width).flat_map(|r| r[off..off + w].to_vec()).collect()
             };
-            // The reference scales q by dk^-0.5: undo it.
-            let q: Vec<f32> = cols(0, key).iter().map(|v| v * (d.dk as f32).sqrt()).collect();
+            let q = cols(0, key);
             let decay: Vec<f32> =
                 (0..t).flat_map(|_| per_head.iter().flat_map(|&g| std::iter::repeat_n(g, d.dk))).collect();
             let mut want_state = vec![0.0; d.heads * d.dk * d.dv];
@@ -936,5 +939,67 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
         }
         mla.expand_output(g, &mut plan, &ctx_b, &out).unwrap();
         assert_close(&run(&plan, &tokens(pos0, t), &out, want.len()), &want, 1e-4, &format!("mla t{t}"));
+    }
+}
+
+/// Mamba2's scan on the GPU (prep, the GLA kernels, skip) against the token-by-token reference, chunked and
+/// recurrent, with grouped B/C and a prefill handing its state to decode.
+#[test]
+fn mamba2_scan_matches_reference() {
+    use ternlight_core::reference::mamba2::{scan, Dims};
+    use ternlight_gpu::kernels::gated_deltanet::ChunkScratch;
+    use ternlight_gpu::kernels::gla::{self, Decay, Gla};
+    use ternlight_gpu::kernels::mamba2::Mamba2;
+    let g = gpu();
+    let mut rng = Rng::new(18);
+    let d = Dims { heads: 4, head_dim: 8, groups: 2, state: 16, dt_limit: (0.0, f32::INFINITY) };
+    let (h, p, n) = (d.heads, d.head_dim, d.state);
+    let width = h * p + 2 * d.groups * n;
+    let params = [random(&mut rng, h, 1.0), random(&mut rng, h, 1.0), random(&mut rng, h, 1.0)].concat();
+    let pb = g.upload_f32("params", &params);
+    let run_gpu = |xbc: &[f32], dt: &[f32], state: &wgpu::Buffer, chunked: bool| {
+        let t = dt.len() / h;
+        let (xb, db) = (g.upload_f32("xbc", xbc), g.upload_f32("dt", dt));
+        let (qkv, gk, out) = (g.zeros("qkv", t * h * (2 * n + p)), g.zeros("gk", t * h * n), g.zeros("y", t * h * p));
+        let ssm = Mamba2 {
+            n_heads: h,
+            head_dim: p,
+            n_groups: d.groups,
+            state: n,
+            dt_limit: d.dt_limit,
+            xbc: &xb,
+            params: &pb,
+        };
+        let call =
+            Gla { heads: h, dk: n, dv: p, decay: Decay::Log, q_scale: 1.0, qkv: &qkv, gk: &gk, state, out: &out };
+        let mut plan = Plan::new(g);
+        ssm.prepare(g, &mut plan, &db, &qkv, &gk).unwrap();
+        if chunked {
+            gla::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, h, n, p)).unwrap();
+        } else {
+            gla::recurrent(g, &mut plan, &call).unwrap();
+        }
+        ssm.skip(g, &mut plan, &out).unwrap();
+        run(&plan, &tokens(0, t), &out, t * h * p)
+    };
+    for t in [1, 65, 150] {
+        let xbc = random(&mut rng, t * width, 1.0);
+        let dt = random(&mut rng, t * h, 2.0);
+        let mut want_state = vec![0.0; h * n * p];
+        let want = scan(&xbc, &dt, &params, &mut want_state, &d);
+        for chunked in [false, true] {
+            let sb = g.zeros("state", want_state.len());
+            assert_close(&run_gpu(&xbc, &dt, &sb, chunked), &want, 2e-4, &format!("mamba2 T={t} chunked={chunked}"));
+            let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
+            assert_close(&state, &want_state, 2e-4, &format!("mamba2 state T={t} chunked={chunked}"));
+        }
+        if t == 150 {
+            let sb = g.zeros("state", want_state.len());
+            let mut got = run_gpu(&xbc[..100 * width], &dt[..100 * h], &sb, true);
+            for i in 100..t {
+                got.extend(run_gpu(&xbc[i * width..(i + 1) * width], &dt[i * h..(i + 1) * h], &sb, false));
+            }
+            assert_close(&got, &want, 2e-4, "mamba2 prefill 100 then 50 steps");
+        }
     }
 }

@@ -4,11 +4,11 @@
 
 use crate::error::Result;
 use crate::weights::{
-    GatedMlpWeights, LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, NormWeights,
+    GatedMlpWeights, LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights, NormWeights,
 };
 use ternlight_core::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
+    Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
@@ -16,6 +16,7 @@ use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::gla::{self, Decay, Gla};
 use ternlight_gpu::kernels::hgrn2;
 use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
+use ternlight_gpu::kernels::mamba2::Mamba2;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::mla::Mla;
 use ternlight_gpu::kernels::moe::{expert_linear, route, ExpertLinear, Router};
@@ -140,12 +141,12 @@ pub struct Scratch {
 pub struct Resources {
     /// Activations.
     pub scratch: Scratch,
-    /// Per-layer state.
+    /// State per stateful mixer, in schedule order (see [`MixerSpec::parts`]).
     pub states: Vec<LayerState>,
-    /// Distinct RoPE tables, and which one each layer uses.
+    /// Distinct RoPE tables, and which one each state slot's mixer uses.
     pub ropes: Vec<(RopeSpec, RopeTables)>,
-    /// Index into `ropes` per layer.
-    pub rope_of_layer: Vec<Option<usize>>,
+    /// Index into `ropes` per state slot.
+    pub rope_of_slot: Vec<Option<usize>>,
     /// Tokens one forward may hold.
     pub capacity: usize,
     /// Logit rows one forward may compute.
@@ -201,83 +202,93 @@ impl Resources {
         let (mut experts, mut top_k, mut gate_w, mut mla_w) = (0, 0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
-        let mut rope_of_layer = Vec::with_capacity(spec.layers.len());
+        let mut rope_of_slot = Vec::with_capacity(spec.layers.len());
         for (i, layer) in spec.layers.iter().enumerate() {
-            match &layer.mixer {
-                MixerSpec::Attention(a) => {
-                    qw = qw.max(a.n_heads * a.head_dim);
-                    kvw = kvw.max(a.n_kv_heads * a.head_dim);
-                    heads = heads.max(a.n_heads);
-                    // Every key a forward's queries need: the window before the first token plus the forward itself.
-                    let rows = a.window.map_or(max_context, |w| (w + capacity).min(max_context));
-                    let bytes = (rows * a.n_kv_heads * a.head_dim * 4) as u64;
-                    check_binding(gpu, &format!("layer {i} KV cache of {rows} positions"), bytes)?;
-                    let len = rows * a.n_kv_heads * a.head_dim;
-                    states.push(LayerState::Attention {
-                        k: gpu.zeros("k cache", len),
-                        v: Some(gpu.zeros("v cache", len)),
-                        rows,
-                    });
-                    rope_of_layer.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
-                        Some(i) => i,
-                        None => {
-                            ropes.push((r.clone(), RopeTables::new(gpu, r, max_context)));
-                            ropes.len() - 1
-                        }
-                    }));
+            for mixer in layer.mixer.parts() {
+                match mixer {
+                    MixerSpec::Attention(a) => {
+                        qw = qw.max(a.n_heads * a.head_dim);
+                        kvw = kvw.max(a.n_kv_heads * a.head_dim);
+                        heads = heads.max(a.n_heads);
+                        // Every key a forward's queries need: the window before the first token plus the forward itself.
+                        let rows = a.window.map_or(max_context, |w| (w + capacity).min(max_context));
+                        let bytes = (rows * a.n_kv_heads * a.head_dim * 4) as u64;
+                        check_binding(gpu, &format!("layer {i} KV cache of {rows} positions"), bytes)?;
+                        let len = rows * a.n_kv_heads * a.head_dim;
+                        states.push(LayerState::Attention {
+                            k: gpu.zeros("k cache", len),
+                            v: Some(gpu.zeros("v cache", len)),
+                            rows,
+                        });
+                        rope_of_slot.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
+                            Some(i) => i,
+                            None => {
+                                ropes.push((r.clone(), RopeTables::new(gpu, r, max_context)));
+                                ropes.len() - 1
+                            }
+                        }));
+                    }
+                    MixerSpec::Mla(m) => {
+                        let (latent, q_abs) = (m.kv_rank + m.rope_dim, m.n_heads * (m.kv_rank + m.rope_dim));
+                        qw = qw.max(m.n_heads * (m.nope_dim + m.rope_dim)).max(m.n_heads * m.v_dim);
+                        kvw = kvw.max(latent);
+                        heads = heads.max(m.n_heads);
+                        mla_w = mla_w.max(q_abs);
+                        let bytes = (max_context * latent * 4) as u64;
+                        check_binding(gpu, &format!("layer {i} latent cache of {max_context} positions"), bytes)?;
+                        states.push(LayerState::Attention {
+                            k: gpu.zeros("latent cache", max_context * latent),
+                            v: None,
+                            rows: max_context,
+                        });
+                        rope_of_slot.push(None);
+                    }
+                    MixerSpec::GatedDeltaNet(g) => {
+                        lin.add(g.qkv_width(), g.n_v_heads, g.head_k_dim, g.head_v_dim);
+                        gate_w = gate_w.max(g.gate_width());
+                        let downs =
+                            g.decay.iter().flat_map(|d| &d.a_down).chain(g.output_gate.iter().flat_map(|z| &z.down));
+                        rank = downs.map(|l| l.out_features).fold(rank, usize::max);
+                        let conv = g.qkv_width() * (g.conv_kernel - 1);
+                        states.push(recurrent(gpu, g.n_v_heads * g.head_k_dim * g.head_v_dim, conv));
+                    }
+                    MixerSpec::LinearAttn(l) => {
+                        lin.add(l.n_heads * (2 * l.head_k_dim + l.head_v_dim), l.n_heads, l.head_k_dim, l.head_v_dim);
+                        zero_w = zero_w.max(l.n_heads);
+                        states.push(recurrent(gpu, l.n_heads * l.head_k_dim * l.head_v_dim, 0));
+                    }
+                    MixerSpec::ShortConv(c) => {
+                        conv_w = conv_w.max(c.channels);
+                        lin.value = lin.value.max(c.channels);
+                        states.push(recurrent(gpu, 0, c.channels * (c.kernel - 1)));
+                    }
+                    MixerSpec::Hgrn2(g) => {
+                        lin.add(g.n_heads * (2 * g.head_f_dim + g.head_i_dim), g.n_heads, g.head_f_dim, g.head_i_dim);
+                        keyw = keyw.max(g.n_heads * g.head_f_dim);
+                        states.push(recurrent(gpu, g.n_heads * g.head_f_dim * g.head_i_dim, 0));
+                    }
+                    MixerSpec::Lightning(l) => {
+                        let d = l.head_dim;
+                        lin.add(3 * l.n_heads * d, l.n_heads, d, d);
+                        states.push(recurrent(gpu, l.n_heads * d * d, 0));
+                    }
+                    MixerSpec::Gla(g) => {
+                        lin.add(g.qkv_width(), g.n_heads, g.head_k_dim, g.head_v_dim);
+                        (rank, keyw) = (rank.max(g.gk_down.out_features), keyw.max(g.n_heads * g.head_k_dim));
+                        states.push(recurrent(gpu, g.n_heads * g.head_k_dim * g.head_v_dim, 0));
+                    }
+                    MixerSpec::Mamba2(m) => {
+                        let (h, n, p) = (m.n_heads, m.state_dim, m.head_dim);
+                        lin.add(h * (2 * n + p), h, n, p);
+                        (keyw, gate_w, conv_w) = (keyw.max(h * n), gate_w.max(h), conv_w.max(m.conv_channels()));
+                        let conv = m.conv_channels() * (m.conv_kernel - 1);
+                        states.push(recurrent(gpu, h * n * p, conv));
+                    }
+                    MixerSpec::Parallel(_) => unreachable!("parts are never parallel"),
                 }
-                MixerSpec::Mla(m) => {
-                    let (latent, q_abs) = (m.kv_rank + m.rope_dim, m.n_heads * (m.kv_rank + m.rope_dim));
-                    qw = qw.max(m.n_heads * (m.nope_dim + m.rope_dim)).max(m.n_heads * m.v_dim);
-                    kvw = kvw.max(latent);
-                    heads = heads.max(m.n_heads);
-                    mla_w = mla_w.max(q_abs);
-                    let bytes = (max_context * latent * 4) as u64;
-                    check_binding(gpu, &format!("layer {i} latent cache of {max_context} positions"), bytes)?;
-                    states.push(LayerState::Attention {
-                        k: gpu.zeros("latent cache", max_context * latent),
-                        v: None,
-                        rows: max_context,
-                    });
-                    rope_of_layer.push(None);
+                if !matches!(mixer, MixerSpec::Attention(_) | MixerSpec::Mla(_)) {
+                    rope_of_slot.push(None);
                 }
-                MixerSpec::GatedDeltaNet(g) => {
-                    lin.add(g.qkv_width(), g.n_v_heads, g.head_k_dim, g.head_v_dim);
-                    gate_w = gate_w.max(g.gate_width());
-                    let downs =
-                        g.decay.iter().flat_map(|d| &d.a_down).chain(g.output_gate.iter().flat_map(|z| &z.down));
-                    rank = downs.map(|l| l.out_features).fold(rank, usize::max);
-                    let conv = g.qkv_width() * (g.conv_kernel - 1);
-                    states.push(recurrent(gpu, g.n_v_heads * g.head_k_dim * g.head_v_dim, conv));
-                }
-                MixerSpec::LinearAttn(l) => {
-                    lin.add(l.n_heads * (2 * l.head_k_dim + l.head_v_dim), l.n_heads, l.head_k_dim, l.head_v_dim);
-                    zero_w = zero_w.max(l.n_heads);
-                    states.push(recurrent(gpu, l.n_heads * l.head_k_dim * l.head_v_dim, 0));
-                }
-                MixerSpec::ShortConv(c) => {
-                    conv_w = conv_w.max(c.channels);
-                    lin.value = lin.value.max(c.channels);
-                    states.push(recurrent(gpu, 0, c.channels * (c.kernel - 1)));
-                }
-                MixerSpec::Hgrn2(g) => {
-                    lin.add(g.n_heads * (2 * g.head_f_dim + g.head_i_dim), g.n_heads, g.head_f_dim, g.head_i_dim);
-                    keyw = keyw.max(g.n_heads * g.head_f_dim);
-                    states.push(recurrent(gpu, g.n_heads * g.head_f_dim * g.head_i_dim, 0));
-                }
-                MixerSpec::Lightning(l) => {
-                    let d = l.head_dim;
-                    lin.add(3 * l.n_heads * d, l.n_heads, d, d);
-                    states.push(recurrent(gpu, l.n_heads * d * d, 0));
-                }
-                MixerSpec::Gla(g) => {
-                    lin.add(g.qkv_width(), g.n_heads, g.head_k_dim, g.head_v_dim);
-                    (rank, keyw) = (rank.max(g.gk_down.out_features), keyw.max(g.n_heads * g.head_k_dim));
-                    states.push(recurrent(gpu, g.n_heads * g.head_k_dim * g.head_v_dim, 0));
-                }
-            }
-            if !matches!(layer.mixer, MixerSpec::Attention(_) | MixerSpec::Mla(_)) {
-                rope_of_layer.push(None);
             }
             inter = inter.max(layer.mlp.activation_width());
             if let MlpSpec::Moe(m) = &layer.mlp {
@@ -322,7 +333,7 @@ impl Resources {
             mla_q: gpu.zeros("absorbed queries", capacity * mla_w),
             mla_ctx: gpu.zeros("latent context", capacity * mla_w),
         };
-        Ok(Resources { scratch, states, ropes, rope_of_layer, capacity, logit_capacity })
+        Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity })
     }
 
     /// Bytes of per-layer state (KV caches, recurrent and conv states) held by the session.
@@ -341,6 +352,8 @@ struct Builder<'a> {
     hidden: usize,
     /// The current block's scaled-residual factors (MiniMax), if any.
     scaled: Option<(f32, f32)>,
+    /// State slot of the next mixer (one per stateful mixer, branches of a parallel mixer each having one).
+    slot: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -469,7 +482,13 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn attention(&mut self, li: usize, a: &AttentionSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+    fn attention(
+        &mut self,
+        slot: usize,
+        a: &AttentionSpec,
+        w: &MixerWeights,
+        post: &Option<NormWeights>,
+    ) -> Result<()> {
         let MixerWeights::Attention { q, k, v, o, qk_norm, gate } = w else { unreachable!("attention weights") };
         let s = &self.res.scratch;
         self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
@@ -480,12 +499,14 @@ impl<'a> Builder<'a> {
             self.norm(qn, width / qn.spec.dim, Rows::Tokens, &s.q, NormOutput::InPlace)?;
             self.norm(kn, a.n_kv_heads * a.head_dim / kn.spec.dim, Rows::Tokens, &s.k, NormOutput::InPlace)?;
         }
-        if let Some(r) = self.res.rope_of_layer[li] {
+        if let Some(r) = self.res.rope_of_slot[slot] {
             let tables = &self.res.ropes[r].1;
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
         }
-        let LayerState::Attention { k: kc, v: Some(vc), rows } = &self.res.states[li] else { unreachable!("KV cache") };
+        let LayerState::Attention { k: kc, v: Some(vc), rows } = &self.res.states[slot] else {
+            unreachable!("KV cache")
+        };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
         let cache_rows = *rows as u64;
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows });
@@ -520,7 +541,7 @@ impl<'a> Builder<'a> {
 
     fn gated_deltanet(
         &mut self,
-        li: usize,
+        slot: usize,
         g: &GatedDeltaNetSpec,
         w: &MixerWeights,
         post: &Option<NormWeights>,
@@ -528,7 +549,7 @@ impl<'a> Builder<'a> {
         let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm, out } = w else {
             unreachable!("gated deltanet weights")
         };
-        let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[li] else {
+        let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[slot] else {
             unreachable!("recurrent state")
         };
         let s = &self.res.scratch;
@@ -537,6 +558,7 @@ impl<'a> Builder<'a> {
         let call = ShortConv {
             x: &s.qkv_raw,
             weight: conv,
+            bias: None,
             state: conv_state,
             y: &s.qkv,
             channels: width,
@@ -585,9 +607,9 @@ impl<'a> Builder<'a> {
         self.output_norm_and_project(norm, g.n_v_heads, gate_act, out, post)
     }
 
-    fn gla(&mut self, li: usize, g: &GlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+    fn gla(&mut self, slot: usize, g: &GlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let MixerWeights::Gla { qkv, gk_down, gk_up, g: gate, norm, out } = w else { unreachable!("GLA weights") };
-        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("recurrent state") };
         let s = &self.res.scratch;
         self.side_by_side(qkv, &s.qkv, g.qkv_width())?;
         self.linear(&s.h, gk_down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
@@ -616,7 +638,7 @@ impl<'a> Builder<'a> {
     /// Feature-mapped q and k, then the GLA kernels with zero decay.
     fn linear_attn(
         &mut self,
-        li: usize,
+        slot: usize,
         l: &LinearAttnSpec,
         w: &MixerWeights,
         post: &Option<NormWeights>,
@@ -624,7 +646,7 @@ impl<'a> Builder<'a> {
         let MixerWeights::LinearAttn { qkv, feature_q, feature_k, norm, out } = w else {
             unreachable!("linear attention")
         };
-        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("recurrent state") };
         let s = &self.res.scratch;
         let (key, value) = (l.n_heads * l.head_k_dim, l.n_heads * l.head_v_dim);
         let width = 2 * key + value;
@@ -655,9 +677,15 @@ impl<'a> Builder<'a> {
     }
 
     /// `y = C ⊙ conv(B ⊙ x)`, then `out_proj` into the residual.
-    fn short_conv(&mut self, li: usize, c: &ShortConvSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+    fn short_conv(
+        &mut self,
+        slot: usize,
+        c: &ShortConvSpec,
+        w: &MixerWeights,
+        post: &Option<NormWeights>,
+    ) -> Result<()> {
         let MixerWeights::ShortConv { b, c: cg, x, conv, out } = w else { unreachable!("short conv weights") };
-        let LayerState::Recurrent { conv: conv_state, .. } = &self.res.states[li] else { unreachable!("conv state") };
+        let LayerState::Recurrent { conv: conv_state, .. } = &self.res.states[slot] else { unreachable!("conv state") };
         let s = &self.res.scratch;
         let [pb, pc, px] = &s.conv_parts;
         for (l, y) in [(b, pb), (cg, pc), (x, px)] {
@@ -667,6 +695,7 @@ impl<'a> Builder<'a> {
         let call = ShortConv {
             x: &s.lin_out,
             weight: conv,
+            bias: None,
             state: conv_state,
             y: px,
             channels: c.channels,
@@ -678,9 +707,9 @@ impl<'a> Builder<'a> {
         self.project_residual(pb, out, post)
     }
 
-    fn hgrn2(&mut self, li: usize, g: &Hgrn2Spec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+    fn hgrn2(&mut self, slot: usize, g: &Hgrn2Spec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let MixerWeights::Hgrn2 { q, f, i, norm, out, lower_bound } = w else { unreachable!("HGRN2 weights") };
-        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("recurrent state") };
         let s = &self.res.scratch;
         let (key, value) = (g.n_heads * g.head_f_dim, g.n_heads * g.head_i_dim);
         let width = 2 * key + value;
@@ -709,9 +738,9 @@ impl<'a> Builder<'a> {
     /// Multi-head latent attention with weight absorption: the latent `[c | k_tail]` rows are cached, queries move
     /// into the latent space, attention runs over one shared latent head, and the context leaves through `kv_b`'s value
     /// half.
-    fn mla(&mut self, li: usize, m: &MlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+    fn mla(&mut self, slot: usize, m: &MlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let MixerWeights::Mla { q, kv_a, kv_norm, kv_b, o } = w else { unreachable!("MLA weights") };
-        let LayerState::Attention { k: cache, rows, .. } = &self.res.states[li] else { unreachable!("latent cache") };
+        let LayerState::Attention { k: cache, rows, .. } = &self.res.states[slot] else { unreachable!("latent cache") };
         let s = &self.res.scratch;
         let latent = m.kv_rank + m.rope_dim;
         self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
@@ -760,9 +789,15 @@ impl<'a> Builder<'a> {
 
     /// SiLU'd `[q | k | v]`, the GLA kernels with a constant per-head decay and unscaled queries, then the norm over
     /// all heads gated by `sigmoid(output_gate(h))`.
-    fn lightning(&mut self, li: usize, l: &LightningSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+    fn lightning(
+        &mut self,
+        slot: usize,
+        l: &LightningSpec,
+        w: &MixerWeights,
+        post: &Option<NormWeights>,
+    ) -> Result<()> {
         let MixerWeights::Lightning { qkv, decay, gate, norm, out } = w else { unreachable!("lightning weights") };
-        let LayerState::Recurrent { state, .. } = &self.res.states[li] else { unreachable!("recurrent state") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("recurrent state") };
         let s = &self.res.scratch;
         let width = 3 * l.n_heads * l.head_dim;
         self.side_by_side(qkv, &s.qkv_raw, width)?;
@@ -799,19 +834,96 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn layer(&mut self, li: usize, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
+    /// Mamba2: `in_proj` parts, the biased conv + SiLU over `x|B|C`, the GLA kernels on `(C, B, dt x)` with log
+    /// decays `dt A`, the `D` skip, then `silu(z)` gating (or the gated group norm) and `out_proj`.
+    fn mamba2(&mut self, slot: usize, m: &Mamba2Spec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Mamba2 { z, xbc, dt, conv, conv_bias, params, norm, out } = w else {
+            unreachable!("Mamba2 weights")
+        };
+        let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[slot] else {
+            unreachable!("Mamba2 state")
+        };
+        let s = &self.res.scratch;
+        let (h, n, p) = (m.n_heads, m.state_dim, m.head_dim);
+        let channels = m.conv_channels();
+        let conv_out = &s.conv_parts[0];
+        self.side_by_side(xbc, &s.qkv_raw, channels)?;
+        self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
+        self.linear(&s.h, dt, &s.ab, Rows::Tokens, Epilogue::Store)?;
+        let call = ShortConv {
+            x: &s.qkv_raw,
+            weight: conv,
+            bias: conv_bias.as_ref(),
+            state: conv_state,
+            y: conv_out,
+            channels,
+            kernel: m.conv_kernel,
+            silu: true,
+        };
+        short_conv(self.gpu, &mut self.plan, &call)?;
+        let ssm = Mamba2 {
+            n_heads: h,
+            head_dim: p,
+            n_groups: m.n_groups,
+            state: n,
+            dt_limit: m.dt_limit,
+            xbc: conv_out,
+            params,
+        };
+        ssm.prepare(self.gpu, &mut self.plan, &s.ab, &s.qkv, &s.gk)?;
+        let call = Gla {
+            heads: h,
+            dk: n,
+            dv: p,
+            decay: Decay::Log,
+            q_scale: 1.0,
+            qkv: &s.qkv,
+            gk: &s.gk,
+            state,
+            out: &s.lin_out,
+        };
+        match self.mode {
+            Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
+            Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
+        }
+        ssm.skip(self.gpu, &mut self.plan, &s.lin_out)?;
+        match norm {
+            Some(norm) => self.output_norm_and_project(norm, m.n_groups, Some(Activation::Silu), out, post),
+            None => {
+                gated_act(self.gpu, &mut self.plan, Activation::Silu, &s.z, &s.lin_out, &s.qkv_raw, m.inner())?;
+                self.project_residual(&s.qkv_raw, out, post)
+            }
+        }
+    }
+
+    /// Records one stateful mixer into the residual, using the next state slot.
+    fn mix(&mut self, spec: &MixerSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let slot = self.slot;
+        match spec {
+            MixerSpec::Attention(a) => self.attention(slot, a, w, post),
+            MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(slot, g, w, post),
+            MixerSpec::Gla(g) => self.gla(slot, g, w, post),
+            MixerSpec::Hgrn2(g) => self.hgrn2(slot, g, w, post),
+            MixerSpec::ShortConv(c) => self.short_conv(slot, c, w, post),
+            MixerSpec::LinearAttn(l) => self.linear_attn(slot, l, w, post),
+            MixerSpec::Lightning(l) => self.lightning(slot, l, w, post),
+            MixerSpec::Mla(m) => self.mla(slot, m, w, post),
+            MixerSpec::Mamba2(m) => self.mamba2(slot, m, w, post),
+            MixerSpec::Parallel(_) => unreachable!("parallel mixers are recorded part by part"),
+        }
+    }
+
+    fn layer(&mut self, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
         let s = &self.res.scratch;
         self.scaled = spec.residuals.map(|r| r.mixer);
         self.block_input(&w.pre_mixer)?;
-        match &spec.mixer {
-            MixerSpec::Attention(a) => self.attention(li, a, &w.mixer, &w.post_mixer)?,
-            MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &w.mixer, &w.post_mixer)?,
-            MixerSpec::Gla(g) => self.gla(li, g, &w.mixer, &w.post_mixer)?,
-            MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &w.mixer, &w.post_mixer)?,
-            MixerSpec::ShortConv(c) => self.short_conv(li, c, &w.mixer, &w.post_mixer)?,
-            MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &w.mixer, &w.post_mixer)?,
-            MixerSpec::Lightning(l) => self.lightning(li, l, &w.mixer, &w.post_mixer)?,
-            MixerSpec::Mla(m) => self.mla(li, m, &w.mixer, &w.post_mixer)?,
+        let parts = spec.mixer.parts();
+        if parts.len() > 1 && (w.post_mixer.is_some() || self.scaled.is_some()) {
+            return Err(GpuError::shape("graph", "parallel mixers add straight into the residual: no post-norm").into());
+        }
+        for (part, weights) in parts.into_iter().zip(w.mixer.parts()) {
+            self.mix(part, weights, &w.post_mixer)?;
+            self.slot += 1;
         }
         self.scaled = spec.residuals.map(|r| r.mlp);
         self.block_input(&w.pre_mlp)?;
@@ -846,9 +958,8 @@ impl<'a> Builder<'a> {
     /// Routing, the shared expert, then the selected experts' products summed into the residual (or into `tmp` for
     /// a post-norm).
     fn moe(&mut self, m: &MoeSpec, w: &MlpWeights, post: &Option<NormWeights>) -> Result<()> {
-        let MlpWeights::Moe { router, selection_bias, gate, up, down, shared, shared_gate } = w else {
-            unreachable!("MoE weights")
-        };
+        let MlpWeights::Moe(moe) = w else { unreachable!("MoE weights") };
+        let MoeWeights { router, selection_bias, gate, up, down, shared, shared_gate } = moe.as_ref();
         let s = &self.res.scratch;
         self.linear(&s.h, router, &s.router_logits, Rows::Tokens, Epilogue::Store)?;
         let r = Router {
@@ -893,11 +1004,11 @@ pub fn build(
     max_context: usize,
 ) -> Result<Plan> {
     let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
-    let mut b = Builder { gpu, plan, res, mode, max_context, hidden: spec.hidden, scaled: None };
+    let mut b = Builder { gpu, plan, res, mode, max_context, hidden: spec.hidden, scaled: None, slot: 0 };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
-    for (li, (layer, w)) in spec.layers.iter().zip(&weights.layers).enumerate() {
-        b.layer(li, layer, w)?;
+    for (layer, w) in spec.layers.iter().zip(&weights.layers) {
+        b.layer(layer, w)?;
     }
     b.plan.push(Op::GatherLogitRows { src: s.x.clone(), dst: s.xl.clone(), row_bytes: (spec.hidden * 4) as u64 });
     b.norm(&weights.final_norm, 1, Rows::Logits, &s.xl, NormOutput::InPlace)?;

@@ -130,6 +130,27 @@ pub enum MixerWeights {
         /// Output projection.
         out: LinearWeights,
     },
+    /// Mamba2: the `in_proj` parts, conv, SSM parameters, optional gated norm and output projection.
+    Mamba2 {
+        /// The `z` gate part of `in_proj`.
+        z: LinearWeights,
+        /// The `x`, `B`, `C` parts, written side by side.
+        xbc: Vec<LinearWeights>,
+        /// The `dt` part.
+        dt: LinearWeights,
+        /// Conv weights `[channels, kernel]` f32.
+        conv: wgpu::Buffer,
+        /// Conv bias `[channels]` f32.
+        conv_bias: Option<wgpu::Buffer>,
+        /// `[A_log | dt_bias | D]` f32.
+        params: wgpu::Buffer,
+        /// Gated group norm of the output.
+        norm: Option<NormWeights>,
+        /// Output projection.
+        out: LinearWeights,
+    },
+    /// Mixers side by side (one entry per branch).
+    Parallel(Vec<MixerWeights>),
     /// Multi-head latent attention projections and the latent norm.
     Mla {
         /// Query projection.
@@ -190,26 +211,56 @@ impl GatedMlpWeights {
 }
 
 /// Weights of a channel mixer.
+#[allow(clippy::large_enum_variant)]
 pub enum MlpWeights {
     /// One gated MLP.
     Gated(GatedMlpWeights),
-    /// A mixture of experts: router, stacked expert projections, optional shared expert.
-    Moe {
-        /// Router projection.
-        router: LinearWeights,
-        /// Selection-only bias `[experts]` f32.
-        selection_bias: Option<wgpu::Buffer>,
-        /// Experts' gate projections stacked `[experts * intermediate, hidden]`.
-        gate: Weight,
-        /// Experts' up projections stacked likewise.
-        up: Weight,
-        /// Experts' down projections stacked `[experts * hidden, intermediate]`.
-        down: Weight,
-        /// The shared expert.
-        shared: Option<GatedMlpWeights>,
-        /// Scalar gate of the shared expert.
-        shared_gate: Option<LinearWeights>,
-    },
+    /// A mixture of experts (boxed: the larger variant).
+    Moe(Box<MoeWeights>),
+}
+
+/// A mixture of experts: router, stacked expert projections, optional shared expert.
+pub struct MoeWeights {
+    /// Router projection.
+    pub router: LinearWeights,
+    /// Selection-only bias `[experts]` f32.
+    pub selection_bias: Option<wgpu::Buffer>,
+    /// Experts' gate projections stacked `[experts * intermediate, hidden]`.
+    pub gate: Weight,
+    /// Experts' up projections stacked likewise.
+    pub up: Weight,
+    /// Experts' down projections stacked `[experts * hidden, intermediate]`.
+    pub down: Weight,
+    /// The shared expert.
+    pub shared: Option<GatedMlpWeights>,
+    /// Scalar gate of the shared expert.
+    pub shared_gate: Option<LinearWeights>,
+}
+
+impl MixerWeights {
+    /// The weights of each stateful mixer: a parallel mixer's branches, else this one.
+    pub fn parts(&self) -> Vec<&MixerWeights> {
+        match self {
+            MixerWeights::Parallel(branches) => branches.iter().flat_map(MixerWeights::parts).collect(),
+            other => vec![other],
+        }
+    }
+
+    /// Bytes of the Mamba2 and parallel variants (the others are counted in [`ModelWeights::bytes`]).
+    fn bytes(&self) -> u64 {
+        let opt = |b: &Option<wgpu::Buffer>| b.as_ref().map_or(0, wgpu::Buffer::size);
+        match self {
+            MixerWeights::Mamba2 { z, xbc, dt, conv, conv_bias, params, norm, out } => {
+                [z, dt, out].into_iter().chain(xbc).map(LinearWeights::bytes).sum::<u64>()
+                    + conv.size()
+                    + opt(conv_bias)
+                    + params.size()
+                    + norm.as_ref().map_or(0, |n| n.w.size())
+            }
+            MixerWeights::Parallel(branches) => branches.iter().map(|b| b.bytes()).sum(),
+            _ => 0,
+        }
+    }
 }
 
 /// Weights of one layer.
@@ -290,6 +341,7 @@ impl ModelWeights {
                             + lin(out)
                             + lower_bound.as_ref().map_or(0, wgpu::Buffer::size)
                     }
+                    MixerWeights::Mamba2 { .. } | MixerWeights::Parallel(_) => l.mixer.bytes(),
                     MixerWeights::Mla { q, kv_a, kv_norm, kv_b, o } => {
                         lin(q) + lin(kv_a) + norm(kv_norm) + lin(kv_b) + lin(o)
                     }
@@ -307,7 +359,8 @@ impl ModelWeights {
                 };
                 let mlp = match &l.mlp {
                     MlpWeights::Gated(g) => g.bytes(),
-                    MlpWeights::Moe { router, selection_bias, gate, up, down, shared, shared_gate } => {
+                    MlpWeights::Moe(moe) => {
+                        let MoeWeights { router, selection_bias, gate, up, down, shared, shared_gate } = moe.as_ref();
                         lin(router)
                             + selection_bias.as_ref().map_or(0, wgpu::Buffer::size)
                             + gate.bytes()
@@ -436,7 +489,7 @@ impl Uploader<'_> {
         let router = self.linear(&m.router)?;
         let selection_bias = m.selection_bias.as_deref().map(|b| self.vector(b)).transpose()?;
         let pick = |f: fn(&GatedMlpSpec) -> &LinearSpec| m.experts.iter().map(f).collect::<Vec<_>>();
-        Ok(MlpWeights::Moe {
+        Ok(MlpWeights::Moe(Box::new(MoeWeights {
             router,
             selection_bias,
             gate: self.stacked(&pick(|e| &e.gate))?,
@@ -444,7 +497,7 @@ impl Uploader<'_> {
             down: self.stacked(&pick(|e| &e.down))?,
             shared: m.shared.as_ref().map(|g| self.gated_mlp(g)).transpose()?,
             shared_gate: m.shared_gate.as_ref().map(|g| self.linear(g)).transpose()?,
-        })
+        })))
     }
 
     fn norm(&mut self, n: &NormSpec) -> Result<NormWeights> {
@@ -549,6 +602,33 @@ impl Uploader<'_> {
         })
     }
 
+    /// Mamba2 and parallel mixers (the other mixers load through their own methods).
+    fn mixer(&mut self, spec: &MixerSpec) -> Result<MixerWeights> {
+        Ok(match spec {
+            MixerSpec::Mamba2(m) => MixerWeights::Mamba2 {
+                z: self.linear(&m.z)?,
+                xbc: m.xbc.iter().map(|l| self.linear(l)).collect::<Result<_>>()?,
+                dt: self.linear(&m.dt)?,
+                conv: self.concat_vector(&[&m.conv])?,
+                conv_bias: m.conv_bias.as_deref().map(|b| self.vector(b)).transpose()?,
+                params: self.concat_vector(&[&m.a_log, &m.dt_bias, &m.d])?,
+                norm: m.norm.as_ref().map(|n| self.norm(n)).transpose()?,
+                out: self.linear(&m.out_proj)?,
+            },
+            MixerSpec::Parallel(branches) => {
+                let mut parts = Vec::with_capacity(branches.len());
+                for b in branches {
+                    parts.push(match b {
+                        MixerSpec::Attention(a) => self.attention(a)?,
+                        other => self.mixer(other)?,
+                    });
+                }
+                MixerWeights::Parallel(parts)
+            }
+            other => unreachable!("{} loads through its own method", other.kind()),
+        })
+    }
+
     fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
         Ok(MixerWeights::ShortConv {
             b: self.linear(&c.in_proj[0])?,
@@ -615,6 +695,7 @@ pub fn upload(
             MixerSpec::ShortConv(c) => up.short_conv(c)?,
             MixerSpec::LinearAttn(l) => up.linear_attn(l)?,
             MixerSpec::Lightning(l) => up.lightning(l)?,
+            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) => up.mixer(&layer.mixer)?,
             MixerSpec::Mla(m) => MixerWeights::Mla {
                 q: up.linear(&m.q_proj)?,
                 kv_a: up.linear(&m.kv_a_proj)?,

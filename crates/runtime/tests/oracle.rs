@@ -247,3 +247,8 @@ fn fla_kda_matches_fla_on_the_gpu() {
 fn kimi_linear_matches_transformers_on_the_gpu() {
     check("kimi_linear");
 }
+
+#[test]
+fn falcon_h1_matches_transformers_on_the_gpu() {
+    check("falcon_h1");
+}

@@ -4,9 +4,17 @@
 use super::mlp::activate;
 use crate::spec::Activation;
 
-/// `y[t, c] = act(sum_i w[c, i] * x[t - (K-1) + i, c])` for x `[T, C]`, w `[C, K]`, act = SiLU when `silu`.
-/// Inputs before t = 0 come from `state` `[C, K-1]` (oldest first), which is updated to the last K-1 inputs.
-pub fn short_conv(x: &[f32], w: &[f32], state: &mut [f32], channels: usize, kernel: usize, silu: bool) -> Vec<f32> {
+/// `y[t, c] = act(b[c] + sum_i w[c, i] * x[t - (K-1) + i, c])` for x `[T, C]`, w `[C, K]`, an optional bias `b`,
+/// act = SiLU when `silu`. Inputs before t = 0 come from `state` `[C, K-1]` (oldest first), which is updated to the
+/// last K-1 inputs.
+pub fn short_conv(
+    x: &[f32],
+    (w, bias): (&[f32], Option<&[f32]>),
+    state: &mut [f32],
+    channels: usize,
+    kernel: usize,
+    silu: bool,
+) -> Vec<f32> {
     let t_len = x.len() / channels;
     let hist = kernel - 1;
     let input = |s: isize, c: usize, state: &[f32]| {
@@ -19,7 +27,7 @@ pub fn short_conv(x: &[f32], w: &[f32], state: &mut [f32], channels: usize, kern
     let mut y = vec![0.0; x.len()];
     for t in 0..t_len {
         for c in 0..channels {
-            let mut acc = 0.0;
+            let mut acc = bias.map_or(0.0, |b| b[c]);
             for i in 0..kernel {
                 acc += w[c * kernel + i] * input(t as isize - hist as isize + i as isize, c, state);
             }

@@ -18,7 +18,8 @@ pub struct Dims {
 /// Tokens per chunk of the chunkwise form.
 pub const CHUNK: usize = 64;
 
-fn softplus(x: f32) -> f32 {
+/// `ln(1 + e^x)`, linear above 20 as torch computes it.
+pub fn softplus(x: f32) -> f32 {
     if x > 20.0 {
         x
     } else {

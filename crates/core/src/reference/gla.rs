@@ -5,7 +5,7 @@
 pub const CHUNK: usize = 64;
 
 /// Head layout of one layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dims {
     /// Heads.
     pub heads: usize,
@@ -13,6 +13,15 @@ pub struct Dims {
     pub dk: usize,
     /// Channels per value head.
     pub dv: usize,
+    /// Multiplier of q: `dk^-0.5` (GLA and its relatives) or 1 (Lightning, Mamba2).
+    pub scale: f32,
+}
+
+impl Dims {
+    /// Heads of `dk`/`dv` channels with the usual `dk^-0.5` query scale.
+    pub fn new(heads: usize, dk: usize, dv: usize) -> Self {
+        Dims { heads, dk, dv, scale: (dk as f32).powf(-0.5) }
+    }
 }
 
 /// The Hadamard feature map of fla's linear attention, per head: `(W1 x + b1) ⊙ (W2 x + b2)` on rows of `dk`.
@@ -27,10 +36,10 @@ pub fn log_decay(gk: &[f32], normalizer: f32) -> Vec<f32> {
     gk.iter().map(|&x| (x.min(0.0) - (-x.abs()).exp().ln_1p()) / normalizer).collect()
 }
 
-/// `S = diag(exp(g)) S + k v^T; o = S^T q dk^-0.5`. q, k, g `[T, heads, dk]`; v `[T, heads, dv]`.
+/// `S = diag(exp(g)) S + k v^T; o = S^T q scale`. q, k, g `[T, heads, dk]`; v `[T, heads, dv]`.
 pub fn recurrent(q: &[f32], k: &[f32], v: &[f32], g: &[f32], state: &mut [f32], d: &Dims) -> Vec<f32> {
     let t_len = q.len() / (d.heads * d.dk);
-    let scale = 1.0 / (d.dk as f32).sqrt();
+    let scale = d.scale;
     let mut out = vec![0.0; t_len * d.heads * d.dv];
     for h in 0..d.heads {
         let s = &mut state[h * d.dk * d.dv..][..d.dk * d.dv];
@@ -57,7 +66,7 @@ pub fn recurrent(q: &[f32], k: &[f32], v: &[f32], g: &[f32], state: &mut [f32], 
 pub fn chunked(q: &[f32], k: &[f32], v: &[f32], g: &[f32], state: &mut [f32], d: &Dims) -> Vec<f32> {
     let t_len = q.len() / (d.heads * d.dk);
     let (dk, dv) = (d.dk, d.dv);
-    let scale = 1.0 / (dk as f32).sqrt();
+    let scale = d.scale;
     let mut out = vec![0.0; t_len * d.heads * dv];
     for h in 0..d.heads {
         let s = &mut state[h * dk * dv..][..dk * dv];
@@ -109,7 +118,7 @@ mod tests {
 
     #[test]
     fn chunked_equals_recurrent_across_chunk_boundaries() {
-        let d = Dims { heads: 2, dk: 8, dv: 12 };
+        let d = Dims::new(2, 8, 12);
         let mut rng = Rng::new(11);
         let mut r = |n: usize, s: f32| (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * s).collect::<Vec<f32>>();
         for t in [1, 63, 64, 65, 150] {

@@ -9,6 +9,7 @@ pub mod gated_delta;
 pub mod gla;
 pub mod hgrn2;
 pub mod linear;
+pub mod mamba2;
 pub mod mlp;
 pub mod model;
 pub mod moe;

@@ -12,10 +12,10 @@ use super::{
     norm::rms_norm,
     rope::rope,
 };
-use super::{gla, hgrn2};
+use super::{gla, hgrn2, mamba2};
 use crate::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    LinearSpec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
+    LinearSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -52,7 +52,17 @@ impl LayerCache {
             MixerSpec::Lightning(l) => {
                 LayerCache::Recurrent { state: vec![0.0; l.n_heads * l.head_dim * l.head_dim], conv: Vec::new() }
             }
+            MixerSpec::Mamba2(m) => LayerCache::Recurrent {
+                state: vec![0.0; m.n_heads * m.state_dim * m.head_dim],
+                conv: vec![0.0; m.conv_channels() * (m.conv_kernel - 1)],
+            },
+            MixerSpec::Parallel(_) => unreachable!("caches are per part of a parallel mixer"),
         }
+    }
+
+    /// One cache per stateful mixer of `spec`, in schedule order (branches of a parallel mixer each get one).
+    fn all(spec: &ModelSpec) -> Vec<Self> {
+        spec.layers.iter().flat_map(|l| l.mixer.parts()).map(LayerCache::empty).collect()
     }
 }
 
@@ -86,12 +96,13 @@ impl ReferenceModel {
         let rope_tables = spec
             .layers
             .iter()
-            .map(|l| match &l.mixer {
+            .flat_map(|l| l.mixer.parts())
+            .map(|m| match m {
                 MixerSpec::Attention(a) => a.rope.as_ref().map(|r| r.tables(spec.max_positions)),
                 _ => None,
             })
             .collect();
-        let cache = spec.layers.iter().map(|l| LayerCache::empty(&l.mixer)).collect();
+        let cache = LayerCache::all(&spec);
         Ok(ReferenceModel { spec, weights, rope_tables, cache, position: 0, form: DeltaForm::Auto })
     }
 
@@ -107,7 +118,7 @@ impl ReferenceModel {
 
     /// Forgets the context.
     pub fn reset(&mut self) {
-        self.cache = self.spec.layers.iter().map(|l| LayerCache::empty(&l.mixer)).collect();
+        self.cache = LayerCache::all(&self.spec);
         self.position = 0;
     }
 
@@ -201,7 +212,7 @@ impl ReferenceModel {
         let z = g.output_gate.as_ref().map(|z| (self.low_rank(h, z.down.as_ref(), &z.proj), z.act));
         let form = self.form;
         let LayerCache::Recurrent { state, conv } = &mut self.cache[li] else { unreachable!("GDN layer has a state") };
-        let qkv = short_conv(&qkv, &conv_w, conv, width, g.conv_kernel, true);
+        let qkv = short_conv(&qkv, (&conv_w, None), conv, width, g.conv_kernel, true);
         let key = g.n_k_heads * g.head_k_dim;
         let split = |off: usize, w: usize| -> Vec<f32> {
             qkv.chunks_exact(width).flat_map(|r| r[off..off + w].to_vec()).collect()
@@ -237,7 +248,7 @@ impl ReferenceModel {
         let (q, k, v) = (self.linear(h, &g.qkv[0]), self.linear(h, &g.qkv[1]), self.linear(h, &g.qkv[2]));
         let decay = gla::log_decay(&self.linear(&self.linear(h, &g.gk_down), &g.gk_up), g.gate_normalizer);
         let gate = g.g_proj.as_ref().map(|l| self.linear(h, l));
-        let dims = gla::Dims { heads: g.n_heads, dk: g.head_k_dim, dv: g.head_v_dim };
+        let dims = gla::Dims::new(g.n_heads, g.head_k_dim, g.head_v_dim);
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("GLA layer has a state") };
         let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
@@ -262,7 +273,7 @@ impl ReferenceModel {
         let k = phi(self, &self.linear(h, &l.qkv[1]), &l.feature_k);
         let v = self.linear(h, &l.qkv[2]);
         let zero_decay = vec![0.0; q.len()];
-        let dims = gla::Dims { heads: l.n_heads, dk, dv: l.head_v_dim };
+        let dims = gla::Dims::new(l.n_heads, dk, l.head_v_dim);
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("linear attention state") };
         let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
@@ -301,12 +312,11 @@ impl ReferenceModel {
     fn lightning(&mut self, li: usize, l: &LightningSpec, h: &[f32]) -> Vec<f32> {
         let silu = |x: Vec<f32>| x.into_iter().map(|v| activate(Activation::Silu, v)).collect::<Vec<f32>>();
         let d = l.head_dim;
-        // The GLA forms scale q by d^-0.5; Lightning does not scale.
-        let q: Vec<f32> = silu(self.linear(h, &l.qkv[0])).iter().map(|v| v * (d as f32).sqrt()).collect();
+        let q = silu(self.linear(h, &l.qkv[0]));
         let (k, v) = (silu(self.linear(h, &l.qkv[1])), silu(self.linear(h, &l.qkv[2])));
         let per_token: Vec<f32> = l.slopes.iter().flat_map(|&s| std::iter::repeat_n(-s, d)).collect();
         let decay = per_token.repeat(q.len() / per_token.len());
-        let dims = gla::Dims { heads: l.n_heads, dk: d, dv: d };
+        let dims = gla::Dims { scale: 1.0, ..gla::Dims::new(l.n_heads, d, d) };
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("lightning state") };
         let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
@@ -325,7 +335,7 @@ impl ReferenceModel {
         let bx = gated(Activation::Identity, &b, &x);
         let w = self.w(&c.conv).to_vec();
         let LayerCache::Recurrent { conv, .. } = &mut self.cache[li] else { unreachable!("conv layer has a state") };
-        let y = gated(Activation::Identity, &gate, &short_conv(&bx, &w, conv, n, c.kernel, false));
+        let y = gated(Activation::Identity, &gate, &short_conv(&bx, (&w, None), conv, n, c.kernel, false));
         self.linear(&y, &c.out_proj)
     }
 
@@ -336,7 +346,7 @@ impl ReferenceModel {
         };
         let (q, k, decay) = hgrn2::gates(&self.linear(h, &g.q_proj), &self.linear(h, &g.f_proj), lb.as_deref());
         let v = self.linear(h, &g.i_proj);
-        let dims = gla::Dims { heads: g.n_heads, dk: g.head_f_dim, dv: g.head_i_dim };
+        let dims = gla::Dims::new(g.n_heads, g.head_f_dim, g.head_i_dim);
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("HGRN2 layer has a state") };
         let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
@@ -346,6 +356,55 @@ impl ReferenceModel {
         };
         let o = self.norm(&o, &g.norm);
         self.linear(&o, &g.out_proj)
+    }
+
+    /// One stateful mixer's output for the block input `h`, using cache `slot`.
+    fn mix(&mut self, slot: usize, mixer: &MixerSpec, h: &[f32], pos0: usize) -> Vec<f32> {
+        match mixer {
+            MixerSpec::Attention(a) => self.attention(slot, a, h, pos0),
+            MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(slot, g, h),
+            MixerSpec::Gla(g) => self.gla(slot, g, h),
+            MixerSpec::Hgrn2(g) => self.hgrn2(slot, g, h),
+            MixerSpec::ShortConv(c) => self.short_conv(slot, c, h),
+            MixerSpec::LinearAttn(l) => self.linear_attn(slot, l, h),
+            MixerSpec::Lightning(l) => self.lightning(slot, l, h),
+            MixerSpec::Mla(m) => self.mla(slot, m, h, pos0),
+            MixerSpec::Mamba2(m) => self.mamba2(slot, m, h),
+            MixerSpec::Parallel(_) => unreachable!("parallel mixers run part by part"),
+        }
+    }
+
+    /// Mamba2: `in_proj` parts, the biased conv + SiLU over `x|B|C`, the selective scan, then the `silu(z)` gate (or
+    /// the gated group norm) and `out_proj`.
+    fn mamba2(&mut self, slot: usize, m: &Mamba2Spec, h: &[f32]) -> Vec<f32> {
+        let tokens = h.len() / self.spec.hidden;
+        let z = self.linear(h, &m.z);
+        let parts: Vec<Vec<f32>> = m.xbc.iter().map(|l| self.linear(h, l)).collect();
+        let mut xbc = Vec::with_capacity(tokens * m.conv_channels());
+        for t in 0..tokens {
+            for (part, l) in parts.iter().zip(&m.xbc) {
+                xbc.extend_from_slice(&part[t * l.out_features..(t + 1) * l.out_features]);
+            }
+        }
+        let dt_raw = self.linear(h, &m.dt);
+        let params = [self.w(&m.a_log), self.w(&m.dt_bias), self.w(&m.d)].concat();
+        let conv_w = self.w(&m.conv).to_vec();
+        let conv_b = m.conv_bias.as_ref().map(|b| self.w(b).to_vec());
+        let LayerCache::Recurrent { state, conv } = &mut self.cache[slot] else { unreachable!("Mamba2 state") };
+        let xbc = short_conv(&xbc, (&conv_w, conv_b.as_deref()), conv, m.conv_channels(), m.conv_kernel, true);
+        let dims = mamba2::Dims {
+            heads: m.n_heads,
+            head_dim: m.head_dim,
+            groups: m.n_groups,
+            state: m.state_dim,
+            dt_limit: m.dt_limit,
+        };
+        let y = mamba2::scan(&xbc, &dt_raw, &params, state, &dims);
+        let y = match &m.norm {
+            Some(norm) => rms_norm_gated(&y, &z, self.w(&norm.weight), norm.dim, norm.eps),
+            None => gated(Activation::Silu, &z, &y),
+        };
+        self.linear(&y, &m.out_proj)
     }
 
     fn gated_mlp(&self, h: &[f32], g: &GatedMlpSpec) -> Vec<f32> {
@@ -397,18 +456,15 @@ impl ReferenceModel {
         let spec = self.spec.clone();
         let hidden = spec.hidden;
         let mut x = embedding(self.w(&spec.embed), hidden, ids, spec.embed_scale.unwrap_or(1.0));
-        for (li, layer) in spec.layers.iter().enumerate() {
+        let mut slot = 0;
+        for layer in &spec.layers {
             let h = self.opt_norm(&x, &layer.norms.pre_mixer);
-            let mixed = match &layer.mixer {
-                MixerSpec::Attention(a) => self.attention(li, a, &h, pos0),
-                MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(li, g, &h),
-                MixerSpec::Gla(g) => self.gla(li, g, &h),
-                MixerSpec::Hgrn2(g) => self.hgrn2(li, g, &h),
-                MixerSpec::ShortConv(c) => self.short_conv(li, c, &h),
-                MixerSpec::LinearAttn(l) => self.linear_attn(li, l, &h),
-                MixerSpec::Lightning(l) => self.lightning(li, l, &h),
-                MixerSpec::Mla(m) => self.mla(li, m, &h, pos0),
-            };
+            let mut mixed = vec![0.0; h.len()];
+            for part in layer.mixer.parts() {
+                let out = self.mix(slot, part, &h, pos0);
+                mixed.iter_mut().zip(out).for_each(|(a, b)| *a += b);
+                slot += 1;
+            }
             let mixed = match &layer.norms.post_mixer {
                 Some(n) => self.norm(&mixed, n),
                 None => mixed,

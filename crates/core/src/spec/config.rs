@@ -103,6 +103,8 @@ pub struct Family {
     pub scaled_residuals: bool,
     /// Full-attention layers are multi-head latent attention (Kimi Linear).
     pub mla: bool,
+    /// Every layer runs Mamba2 beside its attention, with muP multipliers (Falcon-H1).
+    pub parallel_mamba: bool,
     /// Score function of MoE routers, and whether they carry a selection bias.
     pub router: (RouterScoring, bool),
     /// `conv` layers are gated short-convolution blocks (LFM2).
@@ -126,6 +128,7 @@ const BASE: Family = Family {
     linear_mixer: None,
     scaled_residuals: false,
     mla: false,
+    parallel_mamba: false,
     router: (RouterScoring::Softmax, false),
     short_conv: false,
     names: HF_NAMES,
@@ -181,6 +184,17 @@ pub const FAMILIES: &[Family] = &[
             moe: "block_sparse_moe",
             expert_projs: ["w1", "w3", "w2"],
             shared_expert: "shared_experts",
+            ..HF_NAMES
+        },
+        ..BASE
+    },
+    Family {
+        model_types: &["falcon_h1"],
+        parallel_mamba: true,
+        names: Naming {
+            mlp: "feed_forward",
+            norms: ("input_layernorm", "pre_ff_layernorm"),
+            final_norm: "model.final_layernorm.weight",
             ..HF_NAMES
         },
         ..BASE
@@ -595,6 +609,125 @@ fn mla(cfg: &Config, prefix: &str, d: &AttentionDims, eps: f32) -> Result<MlaSpe
     })
 }
 
+/// A config value that may be a JSON number or Python's `{"__float__": "Infinity"}` spelling.
+fn float_or_infinity(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| match v.get("__float__").and_then(Value::as_str) {
+        Some("Infinity" | "inf") => Some(f64::INFINITY),
+        Some("-Infinity" | "-inf") => Some(f64::NEG_INFINITY),
+        _ => None,
+    })
+}
+
+/// Falcon-H1's layer: Mamba2 beside the attention, both on the normed input and summed, with the muP multipliers
+/// folded into the projections (attention in/out and key, SSM in/out and per-part `ssm_multipliers`, MLP gate/down).
+fn falcon_mup(
+    cfg: &Config,
+    prefix: &str,
+    attention: MixerSpec,
+    mlp: &mut MlpSpec,
+    hidden: usize,
+    eps: f32,
+) -> Result<MixerSpec> {
+    let factor = |field: &str| -> Result<f32> { Ok(cfg.f64(field)?.unwrap_or(1.0) as f32) };
+    let list = |field: &str, n: usize| -> Result<Vec<f32>> {
+        match cfg.get(field) {
+            None => Ok(vec![1.0; n]),
+            Some(v) => v
+                .as_array()
+                .filter(|a| a.len() == n)
+                .and_then(|a| a.iter().map(|x| x.as_f64().map(|f| f as f32)).collect())
+                .ok_or_else(|| CoreError::field(field, format!("must be a list of {n} numbers"))),
+        }
+    };
+    let MixerSpec::Attention(mut a) = attention else {
+        return Err(CoreError::field("layer_types", "falcon_h1 layers are attention beside Mamba2"));
+    };
+    let (attn_in, key) = (factor("attention_in_multiplier")?, factor("key_multiplier")?);
+    a.q_proj = a.q_proj.scaled(attn_in);
+    a.k_proj = a.k_proj.scaled(attn_in * key);
+    a.v_proj = a.v_proj.scaled(attn_in);
+    a.o_proj = a.o_proj.scaled(factor("attention_out_multiplier")?);
+    let mlp_mult = list("mlp_multipliers", 2)?;
+    if let MlpSpec::Gated(g) = mlp {
+        g.gate = g.gate.clone().scaled(mlp_mult[0]);
+        g.down = g.down.clone().scaled(mlp_mult[1]);
+    }
+    let mamba = mamba2(
+        cfg,
+        &format!("{prefix}.mamba"),
+        hidden,
+        eps,
+        factor("ssm_in_multiplier")?,
+        &list("ssm_multipliers", 5)?,
+    )?;
+    let mamba = Mamba2Spec { out_proj: mamba.out_proj.clone().scaled(factor("ssm_out_multiplier")?), ..mamba };
+    Ok(MixerSpec::Parallel(vec![MixerSpec::Mamba2(mamba), MixerSpec::Attention(a)]))
+}
+
+/// Falcon-H1's Mamba2 mixer; `in_proj` rows `[z | x | B | C | dt]`, each part scaled by `ssm_in` times its muP factor.
+fn mamba2(cfg: &Config, prefix: &str, hidden: usize, eps: f32, ssm_in: f32, mup: &[f32]) -> Result<Mamba2Spec> {
+    let n_heads = cfg.usize("mamba_n_heads")?;
+    let inner = match cfg.opt_usize("mamba_d_ssm")? {
+        Some(d) => d,
+        None => (cfg.f64("mamba_expand")?.unwrap_or(2.0) * hidden as f64) as usize,
+    };
+    let head_dim = cfg.opt_usize("mamba_d_head")?.unwrap_or(inner / n_heads);
+    if head_dim * n_heads != inner {
+        return Err(CoreError::field("mamba_d_head", format!("{n_heads} heads of {head_dim} do not make {inner}")));
+    }
+    let n_groups = cfg.opt_usize("mamba_n_groups")?.unwrap_or(1);
+    let state_dim = cfg.usize("mamba_d_state")?;
+    if n_heads % n_groups != 0 {
+        return Err(CoreError::field("mamba_n_groups", format!("{n_groups} does not divide {n_heads} heads")));
+    }
+    let gn = n_groups * state_dim;
+    let total = 2 * inner + 2 * gn + n_heads;
+    let bias = cfg.bool("mamba_proj_bias").unwrap_or(false);
+    let in_proj = format!("{prefix}.in_proj");
+    let part = |offset: usize, width: usize, i: usize| {
+        LinearSpec::part(&in_proj, hidden, bias, (1, total), offset, width).scaled(ssm_in * mup[i])
+    };
+    let norm = match cfg.bool("mamba_rms_norm") == Some(true) {
+        true if cfg.bool("mamba_norm_before_gate") == Some(false) => {
+            return Err(CoreError::Unsupported {
+                what: "falcon_h1 option",
+                name: "mamba_norm_before_gate=false".into(),
+                supported: "mamba_norm_before_gate=true".into(),
+            })
+        }
+        true => {
+            Some(NormSpec { weight: format!("{prefix}.norm.weight"), dim: inner / n_groups, eps, unit_offset: false })
+        }
+        false => None,
+    };
+    let limit = cfg.get("time_step_limit").and_then(Value::as_array);
+    let bound =
+        |i: usize, default: f64| limit.and_then(|l| l.get(i)).and_then(float_or_infinity).unwrap_or(default) as f32;
+    Ok(Mamba2Spec {
+        n_heads,
+        head_dim,
+        n_groups,
+        state_dim,
+        z: part(0, inner, 0),
+        xbc: [part(inner, inner, 1), part(2 * inner, gn, 2), part(2 * inner + gn, gn, 3)],
+        dt: part(2 * inner + 2 * gn, n_heads, 4),
+        conv: format!("{prefix}.conv1d.weight"),
+        conv_bias: (cfg.bool("mamba_conv_bias") != Some(false)).then(|| format!("{prefix}.conv1d.bias")),
+        conv_kernel: cfg.opt_usize("mamba_d_conv")?.unwrap_or(4),
+        a_log: format!("{prefix}.A_log"),
+        dt_bias: format!("{prefix}.dt_bias"),
+        d: format!("{prefix}.D"),
+        norm,
+        dt_limit: (bound(0, 0.0), bound(1, f64::INFINITY)),
+        out_proj: LinearSpec::new(
+            &format!("{prefix}.out_proj"),
+            hidden,
+            inner,
+            cfg.bool("projectors_bias") == Some(true),
+        ),
+    })
+}
+
 /// MiniMax's residual factors for a layer of type `ty` (each defaults to 1).
 fn scaled_residuals(cfg: &Config, ty: LayerType) -> Result<ScaledResiduals> {
     let kind = if ty == LayerType::Linear { "linear_attn" } else { "full_attn" };
@@ -624,7 +757,7 @@ fn is_sparse_layer(cfg: &Config, i: usize) -> Result<bool> {
         return Ok(false);
     }
     let step = cfg.opt_usize("decoder_sparse_step")?.unwrap_or(1);
-    Ok((i + 1) % step == 0)
+    Ok((i + 1).is_multiple_of(step))
 }
 
 /// The MLP of layer `i` under `prefix` of the family's names: a mixture of experts when the config has experts and
@@ -677,7 +810,7 @@ fn layer_mlp(cfg: &Config, family: &Family, i: usize, hidden: usize, act: Activa
     let shared_gate = (shared.is_some() && cfg.get("shared_expert_intermediate_size").is_some())
         .then(|| LinearSpec::new(&format!("{m}.shared_expert_gate"), 1, hidden, false));
     let (scoring, bias) = family.router;
-    Ok(MlpSpec::Moe(MoeSpec {
+    Ok(MlpSpec::Moe(Box::new(MoeSpec {
         router: LinearSpec::new(&format!("{m}.gate"), n_experts, hidden, false),
         scoring,
         selection_bias: bias.then(|| format!("{m}.gate.e_score_correction_bias")),
@@ -687,7 +820,7 @@ fn layer_mlp(cfg: &Config, family: &Family, i: usize, hidden: usize, act: Activa
         experts,
         shared,
         shared_gate,
-    }))
+    })))
 }
 
 impl ModelSpec {
@@ -801,7 +934,11 @@ impl ModelSpec {
                     ))
                 }
             };
-            let mlp = layer_mlp(&cfg, family, i, hidden, act)?;
+            let mut mlp = layer_mlp(&cfg, family, i, hidden, act)?;
+            let mixer = match family.parallel_mamba {
+                true => falcon_mup(&cfg, &p, mixer, &mut mlp, hidden, eps)?,
+                false => mixer,
+            };
             let named = |n: &str| Some(norm(format!("{p}.{n}.weight"), hidden));
             let norms = match family.attention_post_norms {
                 Some((post_mixer, post_mlp)) if ty != LayerType::Linear => BlockNorms {
@@ -834,11 +971,14 @@ impl ModelSpec {
             hidden,
             vocab,
             embed: embed.clone(),
-            embed_scale: family.scaled_embeddings.then(|| (hidden as f32).sqrt()),
+            embed_scale: match cfg.f64("embedding_multiplier")? {
+                Some(m) => Some(m as f32),
+                None => family.scaled_embeddings.then(|| (hidden as f32).sqrt()),
+            },
             layers,
             final_norm: norm(names.final_norm.into(), hidden),
             lm_head: if tied { embed } else { "lm_head.weight".into() },
-            logit_scale: 1.0,
+            logit_scale: cfg.f64("lm_head_multiplier")?.unwrap_or(1.0) as f32,
             tied_embeddings: tied,
             max_positions: cfg.opt_usize("max_position_embeddings")?.unwrap_or(2048),
             bos_token_id: cfg.token_ids("bos_token_id").first().copied(),

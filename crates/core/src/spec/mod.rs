@@ -335,6 +335,62 @@ pub struct MlaSpec {
     pub scale: f32,
 }
 
+/// Mamba2 (Falcon-H1): `in_proj` gives `z`, `x`, `B`, `C` (per group) and `dt` (per head); `x|B|C` pass a causal
+/// conv (with bias) and SiLU; per head `S = exp(dt A) S + dt x B^T`, `y = S C + D x` with `dt = softplus(dt + dt_bias)`
+/// clamped to `dt_limit` and `A = -exp(A_log)`; then `y * silu(z)` (or a gated group RMSNorm), and `out_proj`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mamba2Spec {
+    /// SSM heads.
+    pub n_heads: usize,
+    /// Channels per head (`P`).
+    pub head_dim: usize,
+    /// Groups sharing `B` and `C`.
+    pub n_groups: usize,
+    /// State size per group (`N`).
+    pub state_dim: usize,
+    /// The `z` gate part of `in_proj`.
+    pub z: LinearSpec,
+    /// The `x`, `B` and `C` parts of `in_proj`, side by side in the conv's channel order.
+    pub xbc: [LinearSpec; 3],
+    /// The `dt` part of `in_proj`.
+    pub dt: LinearSpec,
+    /// Conv weight `[conv channels, 1, kernel]`.
+    pub conv: String,
+    /// Conv bias `[conv channels]`, when the conv has one.
+    pub conv_bias: Option<String>,
+    /// Conv kernel width.
+    pub conv_kernel: usize,
+    /// `A_log` `[n_heads]`.
+    pub a_log: String,
+    /// `dt_bias` `[n_heads]`.
+    pub dt_bias: String,
+    /// `D` `[n_heads]`.
+    pub d: String,
+    /// The gated RMSNorm over groups of the output (`mamba_rms_norm`), when used.
+    pub norm: Option<NormSpec>,
+    /// Bounds of `dt`.
+    pub dt_limit: (f32, f32),
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
+impl Mamba2Spec {
+    /// Channels of `x` (the inner width).
+    pub fn inner(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Channels through the conv: `x`, `B` and `C`.
+    pub fn conv_channels(&self) -> usize {
+        self.inner() + 2 * self.n_groups * self.state_dim
+    }
+
+    /// f32 values of fixed per-sequence state: `[heads, N, P]` plus the conv history.
+    pub fn state_len(&self) -> usize {
+        self.n_heads * self.state_dim * self.head_dim + self.conv_channels() * (self.conv_kernel - 1)
+    }
+}
+
 /// The gate of a linear-attention output norm: `norm(o) * act(proj(down(x)))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputGate {
@@ -409,9 +465,52 @@ pub enum MixerSpec {
     Lightning(LightningSpec),
     /// Multi-head latent attention.
     Mla(MlaSpec),
+    /// Mamba2's state-space mixer.
+    Mamba2(Mamba2Spec),
+    /// Mixers run side by side on the same normed input, their outputs summed into the residual (Falcon-H1's
+    /// attention beside Mamba2).
+    Parallel(Vec<MixerSpec>),
 }
 
 impl MixerSpec {
+    /// The mixers that hold state and run kernels: the branches of a parallel mixer, else this one.
+    pub fn parts(&self) -> Vec<&MixerSpec> {
+        match self {
+            MixerSpec::Parallel(branches) => branches.iter().flat_map(MixerSpec::parts).collect(),
+            other => vec![other],
+        }
+    }
+
+    fn kv_bytes_per_token(&self, dtype: DType) -> usize {
+        match self {
+            MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
+            MixerSpec::Mla(m) => (m.kv_rank + m.rope_dim) * dtype.size(),
+            _ => 0,
+        }
+    }
+
+    fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
+        let kept = match self {
+            MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
+            MixerSpec::Mla(_) => positions,
+            _ => 0,
+        };
+        self.kv_bytes_per_token(dtype) * kept
+    }
+
+    fn state_bytes(&self) -> usize {
+        match self {
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) | MixerSpec::Parallel(_) => 0,
+            MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
+            MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
+            MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
+            MixerSpec::ShortConv(c) => 4 * c.channels * (c.kernel - 1),
+            MixerSpec::LinearAttn(l) => 4 * l.n_heads * l.head_k_dim * l.head_v_dim,
+            MixerSpec::Lightning(l) => 4 * l.n_heads * l.head_dim * l.head_dim,
+            MixerSpec::Mamba2(m) => 4 * m.state_len(),
+        }
+    }
+
     /// Short name for schedules and `inspect`.
     pub fn kind(&self) -> String {
         match self {
@@ -428,6 +527,10 @@ impl MixerSpec {
             MixerSpec::LinearAttn(_) => "linear_attention".to_string(),
             MixerSpec::Lightning(_) => "lightning".to_string(),
             MixerSpec::Mla(_) => "mla".to_string(),
+            MixerSpec::Mamba2(_) => "mamba2".to_string(),
+            MixerSpec::Parallel(branches) => {
+                format!("parallel({})", branches.iter().map(MixerSpec::kind).collect::<Vec<_>>().join(" + "))
+            }
         }
     }
 }
@@ -521,13 +624,14 @@ impl MoeSpec {
     }
 }
 
-/// The channel mixer of one layer.
+/// The channel mixer of one layer (built once per load, so variant sizes do not matter).
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum MlpSpec {
     /// One gated MLP.
     Gated(GatedMlpSpec),
-    /// A mixture of gated experts.
-    Moe(MoeSpec),
+    /// A mixture of gated experts (boxed: it lists every expert).
+    Moe(Box<MoeSpec>),
 }
 
 impl MlpSpec {
@@ -582,33 +686,117 @@ pub struct LayerSpec {
 impl LayerSpec {
     /// KV-cache bytes per token of this layer (0 for recurrent mixers; MLA caches its latent and key tail).
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
-        match &self.mixer {
-            MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
-            MixerSpec::Mla(m) => (m.kv_rank + m.rope_dim) * dtype.size(),
-            _ => 0,
-        }
+        self.mixer.parts().iter().map(|m| m.kv_bytes_per_token(dtype)).sum()
     }
 
     /// KV bytes this layer needs at a context of `positions`: sliding-window layers keep only their window.
     pub fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
-        let kept = match &self.mixer {
-            MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
-            MixerSpec::Mla(_) => positions,
-            _ => 0,
-        };
-        self.kv_bytes_per_token(dtype) * kept
+        self.mixer.parts().iter().map(|m| m.kv_bytes_at(positions, dtype)).sum()
     }
 
     /// Fixed state bytes of this layer, independent of context (f32).
     pub fn state_bytes(&self) -> usize {
-        match &self.mixer {
-            MixerSpec::Attention(_) | MixerSpec::Mla(_) => 0,
-            MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
-            MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
-            MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
-            MixerSpec::ShortConv(c) => 4 * c.channels * (c.kernel - 1),
-            MixerSpec::LinearAttn(l) => 4 * l.n_heads * l.head_k_dim * l.head_v_dim,
-            MixerSpec::Lightning(l) => 4 * l.n_heads * l.head_dim * l.head_dim,
+        self.mixer.parts().iter().map(|m| m.state_bytes()).sum()
+    }
+}
+
+impl MixerSpec {
+    /// Declares every tensor this mixer reads.
+    fn decls(&self, out: &mut Vec<TensorDecl>) {
+        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| {
+            out.push(TensorDecl { name: n.weight.clone(), shape: vec![n.dim] })
+        };
+        match self {
+            MixerSpec::Attention(a) => {
+                for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj].into_iter().chain(&a.gate_proj) {
+                    l.decls(out);
+                }
+                if let Some((q, k)) = &a.qk_norm {
+                    norm(q, out);
+                    norm(k, out);
+                }
+            }
+            MixerSpec::GatedDeltaNet(g) => {
+                for l in &g.in_proj {
+                    l.decls(out);
+                }
+                for (name, channels) in g.conv.iter().zip(g.conv_channels()) {
+                    out.push(TensorDecl { name: name.clone(), shape: vec![channels, 1, g.conv_kernel] });
+                }
+                if let Some(z) = &g.output_gate {
+                    for l in z.down.iter().chain([&z.proj]) {
+                        l.decls(out);
+                    }
+                }
+                for l in [&g.b_proj, &g.out_proj] {
+                    l.decls(out);
+                }
+                if let Some(d) = &g.decay {
+                    for l in d.a_down.iter().chain([&d.a_proj]) {
+                        l.decls(out);
+                    }
+                    let channels = if d.per_channel { g.head_k_dim } else { 1 };
+                    out.push(TensorDecl { name: d.a_log.clone(), shape: vec![g.n_v_heads] });
+                    out.push(TensorDecl { name: d.dt_bias.clone(), shape: vec![g.n_v_heads * channels] });
+                }
+                norm(&g.norm, out);
+            }
+            MixerSpec::Gla(g) => {
+                for l in g.qkv.iter().chain([&g.gk_down, &g.gk_up]).chain(&g.g_proj).chain([&g.out_proj]) {
+                    l.decls(out);
+                }
+                norm(&g.norm, out);
+            }
+            MixerSpec::LinearAttn(l) => {
+                let (fq, fk) = (&l.feature_q, &l.feature_k);
+                for p in l.qkv.iter().chain([&fq.0, &fq.1, &fk.0, &fk.1, &l.out_proj]) {
+                    p.decls(out);
+                }
+                norm(&l.norm, out);
+            }
+            MixerSpec::Mla(m) => {
+                for l in [&m.q_proj, &m.kv_a_proj, &m.kv_b_proj, &m.o_proj] {
+                    l.decls(out);
+                }
+                norm(&m.kv_norm, out);
+            }
+            MixerSpec::Lightning(l) => {
+                for p in [&l.qkv[0], &l.output_gate, &l.out_proj] {
+                    p.decls(out);
+                }
+                norm(&l.norm, out);
+            }
+            MixerSpec::ShortConv(c) => {
+                c.in_proj[0].decls(out);
+                out.push(TensorDecl { name: c.conv.clone(), shape: vec![c.channels, 1, c.kernel] });
+                c.out_proj.decls(out);
+            }
+            MixerSpec::Hgrn2(g) => {
+                for l in [&g.q_proj, &g.f_proj, &g.i_proj, &g.out_proj] {
+                    l.decls(out);
+                }
+                norm(&g.norm, out);
+                if let Some((name, _, layers)) = &g.lower_bound {
+                    out.push(TensorDecl { name: name.clone(), shape: vec![*layers, g.f_proj.out_features] });
+                }
+            }
+            MixerSpec::Mamba2(m) => {
+                for l in [&m.z, &m.dt, &m.out_proj] {
+                    l.decls(out);
+                }
+                let channels = m.conv_channels();
+                out.push(TensorDecl { name: m.conv.clone(), shape: vec![channels, 1, m.conv_kernel] });
+                if let Some(b) = &m.conv_bias {
+                    out.push(TensorDecl { name: b.clone(), shape: vec![channels] });
+                }
+                for name in [&m.a_log, &m.dt_bias, &m.d] {
+                    out.push(TensorDecl { name: name.clone(), shape: vec![m.n_heads] });
+                }
+                if let Some(n) = &m.norm {
+                    out.push(TensorDecl { name: n.weight.clone(), shape: vec![m.inner()] });
+                }
+            }
+            MixerSpec::Parallel(branches) => branches.iter().for_each(|b| b.decls(out)),
         }
     }
 }
@@ -655,81 +843,7 @@ impl ModelSpec {
             if let Some(n) = &layer.norms.pre_mixer {
                 norm(n, &mut out);
             }
-            match &layer.mixer {
-                MixerSpec::Attention(a) => {
-                    for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj].into_iter().chain(&a.gate_proj) {
-                        l.decls(&mut out);
-                    }
-                    if let Some((q, k)) = &a.qk_norm {
-                        norm(q, &mut out);
-                        norm(k, &mut out);
-                    }
-                }
-                MixerSpec::GatedDeltaNet(g) => {
-                    for l in &g.in_proj {
-                        l.decls(&mut out);
-                    }
-                    for (name, channels) in g.conv.iter().zip(g.conv_channels()) {
-                        out.push(TensorDecl { name: name.clone(), shape: vec![channels, 1, g.conv_kernel] });
-                    }
-                    if let Some(z) = &g.output_gate {
-                        for l in z.down.iter().chain([&z.proj]) {
-                            l.decls(&mut out);
-                        }
-                    }
-                    for l in [&g.b_proj, &g.out_proj] {
-                        l.decls(&mut out);
-                    }
-                    if let Some(d) = &g.decay {
-                        for l in d.a_down.iter().chain([&d.a_proj]) {
-                            l.decls(&mut out);
-                        }
-                        let channels = if d.per_channel { g.head_k_dim } else { 1 };
-                        out.push(TensorDecl { name: d.a_log.clone(), shape: vec![g.n_v_heads] });
-                        out.push(TensorDecl { name: d.dt_bias.clone(), shape: vec![g.n_v_heads * channels] });
-                    }
-                    norm(&g.norm, &mut out);
-                }
-                MixerSpec::Gla(g) => {
-                    for l in g.qkv.iter().chain([&g.gk_down, &g.gk_up]).chain(&g.g_proj).chain([&g.out_proj]) {
-                        l.decls(&mut out);
-                    }
-                    norm(&g.norm, &mut out);
-                }
-                MixerSpec::LinearAttn(l) => {
-                    let (fq, fk) = (&l.feature_q, &l.feature_k);
-                    for p in l.qkv.iter().chain([&fq.0, &fq.1, &fk.0, &fk.1, &l.out_proj]) {
-                        p.decls(&mut out);
-                    }
-                    norm(&l.norm, &mut out);
-                }
-                MixerSpec::Mla(m) => {
-                    for l in [&m.q_proj, &m.kv_a_proj, &m.kv_b_proj, &m.o_proj] {
-                        l.decls(&mut out);
-                    }
-                    norm(&m.kv_norm, &mut out);
-                }
-                MixerSpec::Lightning(l) => {
-                    for p in [&l.qkv[0], &l.output_gate, &l.out_proj] {
-                        p.decls(&mut out);
-                    }
-                    norm(&l.norm, &mut out);
-                }
-                MixerSpec::ShortConv(c) => {
-                    c.in_proj[0].decls(&mut out);
-                    out.push(TensorDecl { name: c.conv.clone(), shape: vec![c.channels, 1, c.kernel] });
-                    c.out_proj.decls(&mut out);
-                }
-                MixerSpec::Hgrn2(g) => {
-                    for l in [&g.q_proj, &g.f_proj, &g.i_proj, &g.out_proj] {
-                        l.decls(&mut out);
-                    }
-                    norm(&g.norm, &mut out);
-                    if let Some((name, _, layers)) = &g.lower_bound {
-                        out.push(TensorDecl { name: name.clone(), shape: vec![*layers, g.f_proj.out_features] });
-                    }
-                }
-            }
+            layer.mixer.decls(&mut out);
             if let Some(n) = &layer.norms.post_mixer {
                 norm(n, &mut out);
             }

@@ -12,6 +12,8 @@ pub struct ShortConv<'a> {
     pub x: &'a wgpu::Buffer,
     /// Weights `[channels, kernel]` f32.
     pub weight: &'a wgpu::Buffer,
+    /// Bias `[channels]` f32 (Mamba2's conv), if any.
+    pub bias: Option<&'a wgpu::Buffer>,
     /// History `[channels, kernel - 1]`, read and then advanced to the last inputs.
     pub state: &'a wgpu::Buffer,
     /// Output `[tokens, channels]`.
@@ -37,8 +39,12 @@ pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     let params = [channels as u32, kernel as u32];
     let shader = "linear/short_conv.wgsl";
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: channels as u32, per_group: wg };
-    let conv = defines.clone().flag("SILU", c.silu);
-    plan.dispatch(gpu, shader, &conv, &params, &[x.into(), state.into(), weight.into(), y.into()], grid)?;
+    let conv = defines.clone().flag("SILU", c.silu).flag("BIAS", c.bias.is_some());
+    let mut buffers = vec![x.into(), state.into(), weight.into(), y.into()];
+    if let Some(b) = c.bias {
+        buffers.push(b.into());
+    }
+    plan.dispatch(gpu, shader, &conv, &params, &buffers, grid)?;
     let grid = Grid::Fixed((channels as u32).div_ceil(wg));
     plan.dispatch(gpu, shader, &defines.flag("UPDATE", true), &params, &[x.into(), state.into()], grid)
 }

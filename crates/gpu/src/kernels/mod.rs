@@ -8,6 +8,7 @@ pub mod gated_deltanet;
 pub mod gla;
 pub mod hgrn2;
 pub mod linear_attn;
+pub mod mamba2;
 pub mod matmul;
 pub mod mla;
 pub mod mlp;

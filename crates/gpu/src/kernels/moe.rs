@@ -72,7 +72,7 @@ pub struct ExpertLinear<'a> {
 /// Records the product, one dispatch per weight block.
 pub fn expert_linear(gpu: &Gpu, plan: &mut Plan, l: &ExpertLinear) -> Result<()> {
     let (n, k, top_k) = (l.n, l.w.cols, l.top_k);
-    if n == 0 || l.w.rows % n != 0 || l.w.blocks.iter().any(|b| b.row0 % n != 0 || b.rows % n != 0) {
+    if n == 0 || !l.w.rows.is_multiple_of(n) || l.w.blocks.iter().any(|b| b.row0 % n != 0 || b.rows % n != 0) {
         return Err(GpuError::shape("moe expert", format!("{} stacked rows in blocks not aligned to {n}", l.w.rows)));
     }
     let (x_width, y_width) = match l.combine {
