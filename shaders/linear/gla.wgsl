@@ -1,7 +1,8 @@
 // Gated Linear Attention: S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t Q_SCALE, with the per-channel
 // log decay g = logsigmoid(gk) / NORMALIZER computed here from the raw gate logits gk [T, H*DK], or, with
 // LOG_DECAY, read from gk as is (HGRN2 computes its own), or, with HEAD_DECAY, one constant gk[h] per head
-// (Lightning attention).
+// (Lightning attention). With VALUE_DECAY the decay runs along the value channels instead: S_t = S_{t-1} diag(exp(g_t))
+// + k_t v_t^T with g [T, H*DV] (the first pass of Gated Slot Attention).
 // Layouts: qkv [T, C] = [q (H*DK) | k (H*DK) | v (H*DV)]; state [H, DK, DV]; out [T, H*DV].
 // Variants:
 //   RECURRENT   one workgroup per head, one invocation per state column v; tokens in order (decode).
@@ -14,12 +15,31 @@
 struct Params {
     n_heads: u32,
     width: u32,
+    state_offset: u32,  // first float of this layer's state in the state buffer
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
 
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
+#if VALUE_DECAY
+const DG: u32 = DV;
+#else
+const DG: u32 = DK;
+#endif
+
+// The decay channel of state entry (d, v): its key channel, or its value channel with VALUE_DECAY.
+fn decay_channel(d: u32, v: u32) -> u32 {
+#if VALUE_DECAY
+    return v;
+#else
+    return d;
+#endif
+}
+
+fn state_index(h: u32, d: u32, v: u32) -> u32 {
+    return params.state_offset + (h * DK + d) * DV + v;
+}
 
 fn q_at(t: u32, h: u32, d: u32) -> f32 {
     return qkv[t * params.width + h * DK + d] * {{Q_SCALE}};
@@ -45,35 +65,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let hn = params.n_heads;
     var s: array<f32, DK>;
     for (var d = 0u; d < DK; d++) {
-        s[d] = state[(h * DK + d) * DV + v];
+        s[d] = state[state_index(h, d, v)];
     }
     let chunks = (step.n_tokens + CH - 1u) / CH;
     for (var c = 0u; c < chunks; c++) {
         let t0 = c * CH;
         let n = min(CH, step.n_tokens - t0);
         for (var i = 0u; i < n; i++) {
-            let gb = ((t0 + i) * hn + h) * DK;
+            let gb = ((t0 + i) * hn + h) * DG;
             var o = 0.0;
             for (var d = 0u; d < DK; d++) {
-                o += q_at(t0 + i, h, d) * exp(g_cum[gb + d]) * s[d];
+                o += q_at(t0 + i, h, d) * exp(g_cum[gb + decay_channel(d, v)]) * s[d];
             }
             let arow = ((c * hn + h) * CH + i) * CH;
             for (var j = 0u; j <= i; j++) {
-                o += a_buf[arow + j] * v_at(t0 + j, h, v);
+                var a = a_buf[arow + j];
+#if VALUE_DECAY
+                a *= exp(g_cum[gb + v] - g_cum[((t0 + j) * hn + h) * DG + v]);
+#endif
+                o += a * v_at(t0 + j, h, v);
             }
             out[((t0 + i) * hn + h) * DV + v] = o;
         }
-        let last = ((t0 + n - 1u) * hn + h) * DK;
+        let last = ((t0 + n - 1u) * hn + h) * DG;
         for (var d = 0u; d < DK; d++) {
+            let ch = decay_channel(d, v);
             var add = 0.0;
             for (var i = 0u; i < n; i++) {
-                add += k_at(t0 + i, h, d) * exp(g_cum[last + d] - g_cum[((t0 + i) * hn + h) * DK + d]) * v_at(t0 + i, h, v);
+                add += k_at(t0 + i, h, d) * exp(g_cum[last + ch] - g_cum[((t0 + i) * hn + h) * DG + ch]) * v_at(t0 + i, h, v);
             }
-            s[d] = exp(g_cum[last + d]) * s[d] + add;
+            s[d] = exp(g_cum[last + ch]) * s[d] + add;
         }
     }
     for (var d = 0u; d < DK; d++) {
-        state[(h * DK + d) * DV + v] = s[d];
+        state[state_index(h, d, v)] = s[d];
     }
 }
 #else
@@ -84,7 +109,7 @@ fn log_decay(t: u32, h: u32, d: u32) -> f32 {
 #if HEAD_DECAY
     return gk[h];
 #else
-    let x = gk[(t * params.n_heads + h) * DK + d];
+    let x = gk[(t * params.n_heads + h) * DG + d];
 #if LOG_DECAY
     return x;
 #else
@@ -102,19 +127,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let h = wid.x;
     var s: array<f32, DK>;
     for (var d = 0u; d < DK; d++) {
-        s[d] = state[(h * DK + d) * DV + v];
+        s[d] = state[state_index(h, d, v)];
     }
     for (var t = 0u; t < step.n_tokens; t++) {
         let vt = v_at(t, h, v);
         var o = 0.0;
         for (var d = 0u; d < DK; d++) {
-            s[d] = s[d] * exp(log_decay(t, h, d)) + k_at(t, h, d) * vt;
+            s[d] = s[d] * exp(log_decay(t, h, decay_channel(d, v))) + k_at(t, h, d) * vt;
             o += s[d] * q_at(t, h, d);
         }
         out[(t * params.n_heads + h) * DV + v] = o;
     }
     for (var d = 0u; d < DK; d++) {
-        state[(h * DK + d) * DV + v] = s[d];
+        state[state_index(h, d, v)] = s[d];
     }
 }
 #endif
@@ -135,23 +160,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let h = chunk.head;
     let t0 = chunk.t0;
     let n = chunk.len;
-    for (var d = lid; d < DK; d += 64u) {
+    for (var d = lid; d < DG; d += 64u) {
         var acc = 0.0;
         for (var i = 0u; i < n; i++) {
             acc += log_decay(t0 + i, h, d);
-            g_cum[((t0 + i) * hn + h) * DK + d] = acc;
+            g_cum[((t0 + i) * hn + h) * DG + d] = acc;
         }
     }
     storageBarrier();
     let i = lid;
     if (i < n) {
-        let gi = ((t0 + i) * hn + h) * DK;
+        let gi = ((t0 + i) * hn + h) * DG;
         let arow = ((c * hn + h) * CH + i) * CH;
         for (var j = 0u; j <= i; j++) {
-            let gj = ((t0 + j) * hn + h) * DK;
+            let gj = ((t0 + j) * hn + h) * DG;
             var a = 0.0;
             for (var d = 0u; d < DK; d++) {
-                a += q_at(t0 + i, h, d) * k_at(t0 + j, h, d) * exp(g_cum[gi + d] - g_cum[gj + d]);
+                var decay = 1.0;
+#if !VALUE_DECAY
+                decay = exp(g_cum[gi + d] - g_cum[gj + d]);
+#endif
+                a += q_at(t0 + i, h, d) * k_at(t0 + j, h, d) * decay;
             }
             a_buf[arow + j] = a;
         }

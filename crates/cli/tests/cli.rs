@@ -91,6 +91,11 @@ fn logits_match_transformers_for_falcon_h1() {
 }
 
 #[test]
+fn logits_match_fla_for_gsa() {
+    fidelity("gsa");
+}
+
+#[test]
 fn logits_match_fla_for_kda() {
     fidelity("kda");
 }

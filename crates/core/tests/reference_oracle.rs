@@ -121,3 +121,8 @@ fn kimi_linear_matches_transformers() {
 fn falcon_h1_matches_transformers() {
     check("falcon_h1");
 }
+
+#[test]
+fn fla_gsa_matches_fla() {
+    check("gsa");
+}

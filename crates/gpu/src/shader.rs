@@ -37,6 +37,7 @@ shaders!(
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
+    "linear/gsa.wgsl",
     "linear/hgrn2.wgsl",
     "linear/linear_attn.wgsl",
     "linear/mamba2.wgsl",

@@ -661,7 +661,18 @@ mod gla {
         let g = gpu();
         let t = qkv.len() / (d.heads * (2 * d.dk + d.dv));
         let (qb, gb, out) = (g.upload_f32("qkv", qkv), g.upload_f32("gk", gk), g.zeros("out", t * d.heads * d.dv));
-        let call = Gla { heads: d.heads, dk: d.dk, dv: d.dv, decay, q_scale, qkv: &qb, gk: &gb, state, out: &out };
+        let call = Gla {
+            heads: d.heads,
+            dk: d.dk,
+            dv: d.dv,
+            decay,
+            q_scale,
+            qkv: &qb,
+            gk: &gb,
+            state,
+            state_offset: 0,
+            out: &out,
+        };
         let mut plan = Plan::new(g);
         if chunked {
             kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.heads, d.dk, d.dv)).unwrap();
@@ -970,8 +981,18 @@ fn mamba2_scan_matches_reference() {
             xbc: &xb,
             params: &pb,
         };
-        let call =
-            Gla { heads: h, dk: n, dv: p, decay: Decay::Log, q_scale: 1.0, qkv: &qkv, gk: &gk, state, out: &out };
+        let call = Gla {
+            heads: h,
+            dk: n,
+            dv: p,
+            decay: Decay::Log,
+            q_scale: 1.0,
+            qkv: &qkv,
+            gk: &gk,
+            state,
+            state_offset: 0,
+            out: &out,
+        };
         let mut plan = Plan::new(g);
         ssm.prepare(g, &mut plan, &db, &qkv, &gk).unwrap();
         if chunked {
@@ -1000,6 +1021,87 @@ fn mamba2_scan_matches_reference() {
                 got.extend(run_gpu(&xbc[i * width..(i + 1) * width], &dt[i * h..(i + 1) * h], &sb, false));
             }
             assert_close(&got, &want, 2e-4, "mamba2 prefill 100 then 50 steps");
+        }
+    }
+}
+
+/// Gated Slot Attention on the GPU (gates, a value-decay GLA pass, the slot softmax, a key-decay GLA pass) against
+/// the token-by-token reference, chunked and recurrent, with a prefill handing both states to decode.
+#[test]
+fn gated_slot_attention_matches_reference() {
+    use ternlight_core::reference::gla::log_decay;
+    use ternlight_core::reference::gsa::{recurrent, Dims};
+    use ternlight_gpu::kernels::gated_deltanet::ChunkScratch;
+    use ternlight_gpu::kernels::gla::{self, Decay, Gla};
+    use ternlight_gpu::kernels::gsa::Gsa;
+    let g = gpu();
+    let mut rng = Rng::new(19);
+    let d = Dims { heads: 2, dk: 12, dv: 20, slots: 16, scale: 0.7 };
+    let (h, k, v, m) = (d.heads, d.dk, d.dv, d.slots);
+    let raw_width = h * (2 * k + v);
+    let glue = Gsa { heads: h, dk: k, dv: v, slots: m, normalizer: 8.0 };
+    let run_gpu = |raw: &[f32], f: &[f32], state: &wgpu::Buffer, chunked: bool| {
+        let t = f.len() / (h * m);
+        let (rb, gk) = (g.upload_f32("raw", raw), g.upload_f32("gates", f));
+        let (first, second) = (g.zeros("first", t * glue.first_width()), g.zeros("second", t * glue.second_width()));
+        let (scores, out) = (g.zeros("scores", t * h * m), g.zeros("out", t * h * v));
+        let scratch = ChunkScratch::new(g, t, h, k.max(m), m.max(v));
+        let pass = |qkv, dk, dv, decay, q_scale, state_offset, out| Gla {
+            heads: h,
+            dk,
+            dv,
+            decay,
+            q_scale,
+            qkv,
+            gk: &gk,
+            state,
+            state_offset,
+            out,
+        };
+        let one = pass(&first, k, m, Decay::PerValue, d.scale, 0, &scores);
+        let two = pass(&second, m, v, Decay::Log, 1.0, h * k * m, &out);
+        let mut plan = Plan::new(g);
+        glue.gates(g, &mut plan, &rb, &gk, (&first, &second)).unwrap();
+        for (i, call) in [one, two].iter().enumerate() {
+            if i == 1 {
+                glue.softmax(g, &mut plan, &scores, &second).unwrap();
+            }
+            if chunked {
+                gla::chunked(g, &mut plan, call, &scratch).unwrap();
+            } else {
+                gla::recurrent(g, &mut plan, call).unwrap();
+            }
+        }
+        run(&plan, &tokens(0, t), &out, t * h * v)
+    };
+    for t in [1, 65, 150] {
+        let raw = random(&mut rng, t * raw_width, 1.0);
+        let f = random(&mut rng, t * h * m, 3.0);
+        let cols = |off: usize, w: usize| -> Vec<f32> {
+            raw.chunks_exact(raw_width).flat_map(|r| r[off..off + w].to_vec()).collect()
+        };
+        let silu = |x: Vec<f32>| x.into_iter().map(|v| v / (1.0 + (-v).exp())).collect::<Vec<f32>>();
+        let (q, kk, vv) = (silu(cols(0, h * k)), silu(cols(h * k, h * k)), silu(cols(2 * h * k, h * v)));
+        let mut want_state = vec![0.0; d.state_len()];
+        let want = recurrent(&q, &kk, &vv, &log_decay(&f, 8.0), &mut want_state, &d);
+        for chunked in [false, true] {
+            let sb = g.zeros("state", want_state.len());
+            assert_close(&run_gpu(&raw, &f, &sb, chunked), &want, 2e-4, &format!("gsa T={t} chunked={chunked}"));
+            let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
+            assert_close(&state, &want_state, 2e-4, &format!("gsa state T={t} chunked={chunked}"));
+        }
+        if t == 150 {
+            let sb = g.zeros("state", want_state.len());
+            let mut got = run_gpu(&raw[..100 * raw_width], &f[..100 * h * m], &sb, true);
+            for i in 100..t {
+                got.extend(run_gpu(
+                    &raw[i * raw_width..(i + 1) * raw_width],
+                    &f[i * h * m..(i + 1) * h * m],
+                    &sb,
+                    false,
+                ));
+            }
+            assert_close(&got, &want, 2e-4, "gsa prefill 100 then 50 steps");
         }
     }
 }

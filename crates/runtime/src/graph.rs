@@ -7,13 +7,14 @@ use crate::weights::{
     GatedMlpWeights, LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights, NormWeights,
 };
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
+    LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::gla::{self, Decay, Gla};
+use ternlight_gpu::kernels::gsa::Gsa;
 use ternlight_gpu::kernels::hgrn2;
 use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
 use ternlight_gpu::kernels::mamba2::Mamba2;
@@ -135,6 +136,8 @@ pub struct Scratch {
     pub mla_q: wgpu::Buffer,
     /// MLA attention output in the latent space `[capacity, heads * rank]`.
     pub mla_ctx: wgpu::Buffer,
+    /// Gated Slot Attention's second-pass inputs `[capacity, heads * (2 slots + dv)]`.
+    pub gsa_second: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -199,7 +202,7 @@ impl Resources {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
         let mut lin = LinearWidths::default();
         let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
-        let (mut experts, mut top_k, mut gate_w, mut mla_w) = (0, 0, 0, 0);
+        let (mut experts, mut top_k, mut gate_w, mut mla_w, mut gsa_w) = (0, 0, 0, 0, 0);
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_slot = Vec::with_capacity(spec.layers.len());
@@ -284,6 +287,13 @@ impl Resources {
                         let conv = m.conv_channels() * (m.conv_kernel - 1);
                         states.push(recurrent(gpu, h * n * p, conv));
                     }
+                    MixerSpec::Gsa(g) => {
+                        let (h, k, v, m) = (g.n_heads, g.head_k_dim, g.head_v_dim, g.slots);
+                        lin.add(h * (2 * k + m), h, k, m);
+                        lin.add(h * (2 * k + v), h, m, v);
+                        (keyw, gsa_w) = (keyw.max(h * m), gsa_w.max(h * (2 * m + v)));
+                        states.push(recurrent(gpu, h * m * (k + v), 0));
+                    }
                     MixerSpec::Parallel(_) => unreachable!("parts are never parallel"),
                 }
                 if !matches!(mixer, MixerSpec::Attention(_) | MixerSpec::Mla(_)) {
@@ -332,6 +342,7 @@ impl Resources {
             row_gate: gpu.zeros("shared expert gate", capacity),
             mla_q: gpu.zeros("absorbed queries", capacity * mla_w),
             mla_ctx: gpu.zeros("latent context", capacity * mla_w),
+            gsa_second: gpu.zeros("slot attention second pass", capacity * gsa_w),
         };
         Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity })
     }
@@ -626,6 +637,7 @@ impl<'a> Builder<'a> {
             qkv: &s.qkv,
             gk: &s.gk,
             state,
+            state_offset: 0,
             out: &s.lin_out,
         };
         match self.mode {
@@ -667,6 +679,7 @@ impl<'a> Builder<'a> {
             qkv: &s.qkv,
             gk: &s.zero_decay,
             state,
+            state_offset: 0,
             out: &s.lin_out,
         };
         match self.mode {
@@ -726,6 +739,7 @@ impl<'a> Builder<'a> {
             qkv: &s.qkv,
             gk: &s.gk,
             state,
+            state_offset: 0,
             out: &s.lin_out,
         };
         match self.mode {
@@ -812,6 +826,7 @@ impl<'a> Builder<'a> {
             qkv: &s.qkv,
             gk: decay,
             state,
+            state_offset: 0,
             out: &s.lin_out,
         };
         match self.mode {
@@ -880,6 +895,7 @@ impl<'a> Builder<'a> {
             qkv: &s.qkv,
             gk: &s.gk,
             state,
+            state_offset: 0,
             out: &s.lin_out,
         };
         match self.mode {
@@ -896,6 +912,45 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Gated Slot Attention: projections, gates and feature maps, a GLA pass decaying along the slots of its values,
+    /// the slot softmax, a GLA pass decaying along the slots of its keys (both states in one buffer), then the norm
+    /// of `silu(o)` and `o_proj`.
+    fn gsa(&mut self, slot: usize, g: &GsaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Gsa { qkv, f, norm, out } = w else { unreachable!("GSA weights") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("GSA state") };
+        let s = &self.res.scratch;
+        let (h, k, v, m) = (g.n_heads, g.head_k_dim, g.head_v_dim, g.slots);
+        self.side_by_side(qkv, &s.qkv_raw, h * (2 * k + v))?;
+        self.linear(&s.h, f, &s.gk, Rows::Tokens, Epilogue::Store)?;
+        let glue = Gsa { heads: h, dk: k, dv: v, slots: m, normalizer: g.gate_normalizer };
+        glue.gates(self.gpu, &mut self.plan, &s.qkv_raw, &s.gk, (&s.qkv, &s.gsa_second))?;
+        let pass = |qkv, (dk, dv), decay, q_scale, state_offset, out| Gla {
+            heads: h,
+            dk,
+            dv,
+            decay,
+            q_scale,
+            qkv,
+            gk: &s.gk,
+            state,
+            state_offset,
+            out,
+        };
+        let first = pass(&s.qkv, (k, m), Decay::PerValue, g.scale, 0, &s.lin_out);
+        let second = pass(&s.gsa_second, (m, v), Decay::Log, 1.0, h * k * m, &s.z);
+        for (i, call) in [first, second].iter().enumerate() {
+            if i == 1 {
+                glue.softmax(self.gpu, &mut self.plan, &s.lin_out, &s.gsa_second)?;
+            }
+            match self.mode {
+                Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, call, &s.chunk)?,
+                Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, call)?,
+            }
+        }
+        activation(self.gpu, &mut self.plan, Activation::Silu, &s.z, &s.lin_out, h * v)?;
+        self.output_norm_and_project(norm, 1, None, out, post)
+    }
+
     /// Records one stateful mixer into the residual, using the next state slot.
     fn mix(&mut self, spec: &MixerSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let slot = self.slot;
@@ -909,6 +964,7 @@ impl<'a> Builder<'a> {
             MixerSpec::Lightning(l) => self.lightning(slot, l, w, post),
             MixerSpec::Mla(m) => self.mla(slot, m, w, post),
             MixerSpec::Mamba2(m) => self.mamba2(slot, m, w, post),
+            MixerSpec::Gsa(g) => self.gsa(slot, g, w, post),
             MixerSpec::Parallel(_) => unreachable!("parallel mixers are recorded part by part"),
         }
     }

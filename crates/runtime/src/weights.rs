@@ -149,6 +149,17 @@ pub enum MixerWeights {
         /// Output projection.
         out: LinearWeights,
     },
+    /// Gated Slot Attention projections, slot gates and output norm.
+    Gsa {
+        /// q, k, v projections, written side by side.
+        qkv: Vec<LinearWeights>,
+        /// Slot-gate projection.
+        f: LinearWeights,
+        /// Norm over all heads.
+        norm: NormWeights,
+        /// Output projection.
+        out: LinearWeights,
+    },
     /// Mixers side by side (one entry per branch).
     Parallel(Vec<MixerWeights>),
     /// Multi-head latent attention projections and the latent norm.
@@ -246,7 +257,7 @@ impl MixerWeights {
         }
     }
 
-    /// Bytes of the Mamba2 and parallel variants (the others are counted in [`ModelWeights::bytes`]).
+    /// Bytes of the Mamba2, GSA and parallel variants (the others are counted in [`ModelWeights::bytes`]).
     fn bytes(&self) -> u64 {
         let opt = |b: &Option<wgpu::Buffer>| b.as_ref().map_or(0, wgpu::Buffer::size);
         match self {
@@ -258,6 +269,9 @@ impl MixerWeights {
                     + norm.as_ref().map_or(0, |n| n.w.size())
             }
             MixerWeights::Parallel(branches) => branches.iter().map(|b| b.bytes()).sum(),
+            MixerWeights::Gsa { qkv, f, norm, out } => {
+                qkv.iter().chain([f, out]).map(LinearWeights::bytes).sum::<u64>() + norm.w.size()
+            }
             _ => 0,
         }
     }
@@ -341,7 +355,9 @@ impl ModelWeights {
                             + lin(out)
                             + lower_bound.as_ref().map_or(0, wgpu::Buffer::size)
                     }
-                    MixerWeights::Mamba2 { .. } | MixerWeights::Parallel(_) => l.mixer.bytes(),
+                    MixerWeights::Mamba2 { .. } | MixerWeights::Parallel(_) | MixerWeights::Gsa { .. } => {
+                        l.mixer.bytes()
+                    }
                     MixerWeights::Mla { q, kv_a, kv_norm, kv_b, o } => {
                         lin(q) + lin(kv_a) + norm(kv_norm) + lin(kv_b) + lin(o)
                     }
@@ -602,7 +618,7 @@ impl Uploader<'_> {
         })
     }
 
-    /// Mamba2 and parallel mixers (the other mixers load through their own methods).
+    /// Mamba2, GSA and parallel mixers (the other mixers load through their own methods).
     fn mixer(&mut self, spec: &MixerSpec) -> Result<MixerWeights> {
         Ok(match spec {
             MixerSpec::Mamba2(m) => MixerWeights::Mamba2 {
@@ -614,6 +630,12 @@ impl Uploader<'_> {
                 params: self.concat_vector(&[&m.a_log, &m.dt_bias, &m.d])?,
                 norm: m.norm.as_ref().map(|n| self.norm(n)).transpose()?,
                 out: self.linear(&m.out_proj)?,
+            },
+            MixerSpec::Gsa(g) => MixerWeights::Gsa {
+                qkv: g.qkv.iter().map(|l| self.linear(l)).collect::<Result<_>>()?,
+                f: self.linear(&g.f_proj)?,
+                norm: self.norm(&g.norm)?,
+                out: self.linear(&g.out_proj)?,
             },
             MixerSpec::Parallel(branches) => {
                 let mut parts = Vec::with_capacity(branches.len());
@@ -695,7 +717,7 @@ pub fn upload(
             MixerSpec::ShortConv(c) => up.short_conv(c)?,
             MixerSpec::LinearAttn(l) => up.linear_attn(l)?,
             MixerSpec::Lightning(l) => up.lightning(l)?,
-            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) => up.mixer(&layer.mixer)?,
+            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) | MixerSpec::Gsa(_) => up.mixer(&layer.mixer)?,
             MixerSpec::Mla(m) => MixerWeights::Mla {
                 q: up.linear(&m.q_proj)?,
                 kv_a: up.linear(&m.kv_a_proj)?,

@@ -252,3 +252,8 @@ fn kimi_linear_matches_transformers_on_the_gpu() {
 fn falcon_h1_matches_transformers_on_the_gpu() {
     check("falcon_h1");
 }
+
+#[test]
+fn fla_gsa_matches_fla_on_the_gpu() {
+    check("gsa");
+}

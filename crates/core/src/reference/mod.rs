@@ -7,6 +7,7 @@ pub mod conv;
 pub mod embedding;
 pub mod gated_delta;
 pub mod gla;
+pub mod gsa;
 pub mod hgrn2;
 pub mod linear;
 pub mod mamba2;

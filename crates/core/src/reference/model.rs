@@ -12,10 +12,10 @@ use super::{
     norm::rms_norm,
     rope::rope,
 };
-use super::{gla, hgrn2, mamba2};
+use super::{gla, gsa, hgrn2, mamba2};
 use crate::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    LinearSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
+    LinearAttnSpec, LinearSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -52,6 +52,10 @@ impl LayerCache {
             MixerSpec::Lightning(l) => {
                 LayerCache::Recurrent { state: vec![0.0; l.n_heads * l.head_dim * l.head_dim], conv: Vec::new() }
             }
+            MixerSpec::Gsa(g) => LayerCache::Recurrent {
+                state: vec![0.0; g.n_heads * g.slots * (g.head_k_dim + g.head_v_dim)],
+                conv: Vec::new(),
+            },
             MixerSpec::Mamba2(m) => LayerCache::Recurrent {
                 state: vec![0.0; m.n_heads * m.state_dim * m.head_dim],
                 conv: vec![0.0; m.conv_channels() * (m.conv_kernel - 1)],
@@ -370,8 +374,21 @@ impl ReferenceModel {
             MixerSpec::Lightning(l) => self.lightning(slot, l, h),
             MixerSpec::Mla(m) => self.mla(slot, m, h, pos0),
             MixerSpec::Mamba2(m) => self.mamba2(slot, m, h),
+            MixerSpec::Gsa(g) => self.gsa(slot, g, h),
             MixerSpec::Parallel(_) => unreachable!("parallel mixers run part by part"),
         }
+    }
+
+    /// Gated Slot Attention: feature maps and gates, the two passes, then the norm of `silu(o)` and `o_proj`.
+    fn gsa(&mut self, slot: usize, g: &GsaSpec, h: &[f32]) -> Vec<f32> {
+        let silu = |x: Vec<f32>| x.into_iter().map(|v| activate(Activation::Silu, v)).collect::<Vec<f32>>();
+        let [q, k, v] = [0, 1, 2].map(|i| silu(self.linear(h, &g.qkv[i])));
+        let gates = gla::log_decay(&self.linear(h, &g.f_proj), g.gate_normalizer);
+        let dims = gsa::Dims { heads: g.n_heads, dk: g.head_k_dim, dv: g.head_v_dim, slots: g.slots, scale: g.scale };
+        let LayerCache::Recurrent { state, .. } = &mut self.cache[slot] else { unreachable!("GSA state") };
+        let o = gsa::recurrent(&q, &k, &v, &gates, state, &dims);
+        let o = self.norm(&silu(o), &g.norm);
+        self.linear(&o, &g.out_proj)
     }
 
     /// Mamba2: `in_proj` parts, the biased conv + SiLU over `x|B|C`, the selective scan, then the `silu(z)` gate (or

@@ -7,7 +7,7 @@ use crate::{CoreError, Result};
 use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
-pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn", "kda"];
+pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn", "kda", "gsa"];
 
 /// Fails unless `field` is absent or equals `want` (options Ternlight does not implement).
 fn require(cfg: &Config, field: &str, want: impl Into<Value>) -> Result<()> {
@@ -218,6 +218,31 @@ fn kda(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GatedDelta
     Ok(kda_layer(prefix, hidden, (heads, dk, dv), conv, (eps, beta_scale(cfg)), &names))
 }
 
+/// fla's GatedSlotAttention layer (swish feature map, no short conv, no output gate, shared key/value heads).
+fn gsa(cfg: &Config, prefix: &str, hidden: usize) -> Result<GsaSpec> {
+    for (field, want) in [("use_short_conv", false), ("use_output_gate", false), ("use_norm", true)] {
+        require(cfg, field, want)?;
+    }
+    require(cfg, "feature_map", "swish")?;
+    let (heads, key, value) = head_layout(cfg, hidden, 1.0)?;
+    let (dk, dv) = (key / heads, value / heads);
+    let slots = cfg.opt_usize("num_slots")?.unwrap_or(dk);
+    let lin = |name: &str, out: usize| LinearSpec::new(&format!("{prefix}.{name}"), out, hidden, false);
+    Ok(GsaSpec {
+        n_heads: heads,
+        head_k_dim: dk,
+        head_v_dim: dv,
+        slots,
+        qkv: [lin("q_proj", key), lin("k_proj", key), lin("v_proj", value)],
+        f_proj: lin("f_proj", heads * slots),
+        gate_normalizer: cfg.f64("gate_logit_normalizer")?.unwrap_or(8.0) as f32,
+        scale: cfg.f64("scale")?.unwrap_or(1.0) as f32,
+        // fla fuses this norm into the output projection with its default eps, whatever norm_eps says.
+        norm: NormSpec { weight: format!("{prefix}.g_norm.weight"), dim: value, eps: 1e-5, unit_offset: false },
+        out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
+    })
+}
+
 /// fla's GatedLinearAttention layer: `head_k_dim = hidden * expand_k / num_heads`, low-rank decay projection.
 fn gla(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GlaSpec> {
     require(cfg, "use_short_conv", false)?;
@@ -400,6 +425,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
                 "linear_attn" => MixerSpec::LinearAttn(linear_attn(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "hgrn2" => MixerSpec::Hgrn2(hgrn2(cfg, &format!("{p}.attn"), hidden, i, n_layers)?),
                 "kda" => MixerSpec::GatedDeltaNet(kda(cfg, &format!("{p}.attn"), hidden, eps)?),
+                "gsa" => MixerSpec::Gsa(gsa(cfg, &format!("{p}.attn"), hidden)?),
                 other => unreachable!("fla model type {other} listed without a mapping"),
             }
         };

@@ -284,6 +284,33 @@ pub struct ShortConvSpec {
     pub out_proj: LinearSpec,
 }
 
+/// Gated Slot Attention (fla `GatedSlotAttention`): `q, k` through SiLU (swish feature map), `v = silu(v)`, slot gates
+/// `g = logsigmoid(f_proj(x)) / normalizer` over `slots` memory slots per head; two gated linear-attention passes (see
+/// `reference::gsa`), then an RMSNorm of `silu(o)` over all heads and `o_proj`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GsaSpec {
+    /// Heads.
+    pub n_heads: usize,
+    /// Key channels per head.
+    pub head_k_dim: usize,
+    /// Value channels per head.
+    pub head_v_dim: usize,
+    /// Memory slots per head.
+    pub slots: usize,
+    /// Query, key and value projections.
+    pub qkv: [LinearSpec; 3],
+    /// Slot-gate projection `[heads * slots, hidden]`.
+    pub f_proj: LinearSpec,
+    /// Divisor of the log-sigmoid gate.
+    pub gate_normalizer: f32,
+    /// Multiplier of q in the first pass.
+    pub scale: f32,
+    /// Norm over all heads of `silu(o)`.
+    pub norm: NormSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
 /// Lightning attention (MiniMax): `q, k, v = silu(qkv_proj(x))` split per head, the recurrence
 /// `S_t = exp(-slope_h) S_{t-1} + k_t v_t^T`, `o_t = S_t^T q_t` (no scaling, no RoPE), an RMSNorm over all heads,
 /// times `sigmoid(output_gate(x))`, then `out_proj`.
@@ -467,6 +494,8 @@ pub enum MixerSpec {
     Mla(MlaSpec),
     /// Mamba2's state-space mixer.
     Mamba2(Mamba2Spec),
+    /// Gated Slot Attention.
+    Gsa(GsaSpec),
     /// Mixers run side by side on the same normed input, their outputs summed into the residual (Falcon-H1's
     /// attention beside Mamba2).
     Parallel(Vec<MixerSpec>),
@@ -508,6 +537,7 @@ impl MixerSpec {
             MixerSpec::LinearAttn(l) => 4 * l.n_heads * l.head_k_dim * l.head_v_dim,
             MixerSpec::Lightning(l) => 4 * l.n_heads * l.head_dim * l.head_dim,
             MixerSpec::Mamba2(m) => 4 * m.state_len(),
+            MixerSpec::Gsa(g) => 4 * g.n_heads * g.slots * (g.head_k_dim + g.head_v_dim),
         }
     }
 
@@ -528,6 +558,7 @@ impl MixerSpec {
             MixerSpec::Lightning(_) => "lightning".to_string(),
             MixerSpec::Mla(_) => "mla".to_string(),
             MixerSpec::Mamba2(_) => "mamba2".to_string(),
+            MixerSpec::Gsa(_) => "gsa".to_string(),
             MixerSpec::Parallel(branches) => {
                 format!("parallel({})", branches.iter().map(MixerSpec::kind).collect::<Vec<_>>().join(" + "))
             }
@@ -795,6 +826,12 @@ impl MixerSpec {
                 if let Some(n) = &m.norm {
                     out.push(TensorDecl { name: n.weight.clone(), shape: vec![m.inner()] });
                 }
+            }
+            MixerSpec::Gsa(g) => {
+                for l in g.qkv.iter().chain([&g.f_proj, &g.out_proj]) {
+                    l.decls(out);
+                }
+                norm(&g.norm, out);
             }
             MixerSpec::Parallel(branches) => branches.iter().for_each(|b| b.decls(out)),
         }

@@ -16,6 +16,8 @@ pub enum Decay {
     Log,
     /// One log decay per head for every token and channel (Lightning's `-slope`).
     PerHead,
+    /// Log decays along the value channels, `[tokens, heads * dv]` (Gated Slot Attention's first pass).
+    PerValue,
 }
 
 /// Head layout and buffers of one GLA call.
@@ -34,8 +36,10 @@ pub struct Gla<'a> {
     pub qkv: &'a wgpu::Buffer,
     /// Decay input: `[tokens, heads * dk]`, or `[heads]` for [`Decay::PerHead`].
     pub gk: &'a wgpu::Buffer,
-    /// State `[heads, dk, dv]`, read and updated.
+    /// State `[heads, dk, dv]` from float `state_offset`, read and updated.
     pub state: &'a wgpu::Buffer,
+    /// First float of this call's state in `state` (layers with two states share one buffer).
+    pub state_offset: usize,
     /// Output `[tokens, heads * dv]`.
     pub out: &'a wgpu::Buffer,
 }
@@ -47,6 +51,7 @@ fn check(gpu: &Gpu, plan: &Plan, g: &Gla) -> Result<Defines> {
             return Err(GpuError::shape("gla", format!("per-head decays for {} heads", g.heads)));
         }
         Decay::PerHead => {}
+        Decay::PerValue => plan.check_rows("gla", "gates", g.gk, Rows::Tokens, g.heads * g.dv)?,
         _ => plan.check_rows("gla", "gates", g.gk, Rows::Tokens, g.heads * g.dk)?,
     }
     plan.check_rows("gla", "output", g.out, Rows::Tokens, g.heads * g.dv)?;
@@ -58,11 +63,12 @@ fn check(gpu: &Gpu, plan: &Plan, g: &Gla) -> Result<Defines> {
         Decay::LogSigmoid(n) => defines.set("NORMALIZER", format!("{n:?}")),
         Decay::Log => defines.flag("LOG_DECAY", true),
         Decay::PerHead => defines.flag("HEAD_DECAY", true),
+        Decay::PerValue => defines.flag("LOG_DECAY", true).flag("VALUE_DECAY", true),
     })
 }
 
-fn params(g: &Gla) -> [u32; 2] {
-    [g.heads as u32, (g.heads * (2 * g.dk + g.dv)) as u32]
+fn params(g: &Gla) -> [u32; 3] {
+    [g.heads as u32, (g.heads * (2 * g.dk + g.dv)) as u32, g.state_offset as u32]
 }
 
 /// Records the recurrence over the forward's tokens (decode).
@@ -73,13 +79,14 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
 }
 
 /// Records the chunkwise form (prefill). Uses `s.aqk` for the intra-chunk matrices and `s.w` (sized
-/// `[tokens, heads, dk]`) for the cumulative decay.
+/// `[tokens, heads, dk]`) for the cumulative decay, or `s.u` (`[tokens, heads, dv]`) for value-channel decays.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<()> {
     let defines = check(gpu, plan, g)?;
     let shader = "linear/gla.wgsl";
-    let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), (&s.w).into()];
+    let g_cum = if g.decay == Decay::PerValue { &s.u } else { &s.w };
+    let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), g_cum.into()];
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };
     plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(g), &prep, grid)?;
-    let state = [g.qkv.into(), g.state.into(), g.out.into(), (&s.aqk).into(), (&s.w).into()];
+    let state = [g.qkv.into(), g.state.into(), g.out.into(), (&s.aqk).into(), g_cum.into()];
     plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(g), &state, Grid::Fixed(g.heads as u32))
 }

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod embedding;
 pub mod gated_deltanet;
 pub mod gla;
+pub mod gsa;
 pub mod hgrn2;
 pub mod linear_attn;
 pub mod mamba2;
