@@ -126,3 +126,13 @@ fn falcon_h1_matches_transformers() {
 fn fla_gsa_matches_fla() {
     check("gsa");
 }
+
+#[test]
+fn bitnet_packed_matches_transformers() {
+    check("bitnet_packed");
+}
+
+#[test]
+fn bitnet_online_matches_transformers() {
+    check("bitnet_online");
+}

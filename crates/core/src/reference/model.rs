@@ -12,10 +12,11 @@ use super::{
     norm::rms_norm,
     rope::rope,
 };
-use super::{gla, gsa, hgrn2, mamba2};
+use super::{gla, gsa, hgrn2, mamba2, ternary};
 use crate::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
     LinearAttnSpec, LinearSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
+    Ternary,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -95,7 +96,12 @@ impl ReferenceModel {
         check_against_spec(&spec, source)?;
         let mut weights = HashMap::new();
         for decl in spec.tensors() {
-            weights.insert(decl.name.clone(), source.f32(&decl.name)?);
+            let values = match decl.packed {
+                // Ternary codes unpack to f32 [out, in] (the declared shape is the packed [out / 4, in]).
+                true => ternary::unpack_rows(source.bytes(&decl.name)?, 4 * decl.shape[0], decl.shape[1]),
+                false => source.f32(&decl.name)?,
+            };
+            weights.insert(decl.name.clone(), values);
         }
         let rope_tables = spec
             .layers
@@ -130,12 +136,22 @@ impl ReferenceModel {
         &self.weights[name]
     }
 
-    /// `scale * x W^T + b` over the layer's rows of its stored tensor.
+    /// `scale * x W^T + b` over the layer's rows of its stored tensor; ternary layers quantise `x` per token and
+    /// multiply the ternary product by their multiplier.
     fn linear(&self, x: &[f32], l: &LinearSpec) -> Vec<f32> {
         let (w, k) = (self.w(&l.weight), l.in_features);
-        let mut y = match l.rows {
-            None => linear(x, w, None, k, l.out_features),
-            Some(_) => {
+        let mut y = match (&l.ternary, &l.rows) {
+            (Some(t), _) => {
+                let (codes, multiplier) = match t {
+                    Ternary::PackedRows { weight_scale } => (w.to_vec(), 1.0 / self.w(weight_scale)[0]),
+                    Ternary::Absmean => ternary::absmean(w),
+                };
+                let mut y = linear(&ternary::act_quant(x, k), &codes, None, k, l.out_features);
+                y.iter_mut().for_each(|v| *v *= multiplier);
+                y
+            }
+            (None, None) => linear(x, w, None, k, l.out_features),
+            (None, Some(_)) => {
                 let rows = l.row_indices();
                 let w: Vec<f32> = rows.iter().flat_map(|&r| w[r * k..(r + 1) * k].iter().copied()).collect();
                 linear(x, &w, None, k, l.out_features)
@@ -182,6 +198,9 @@ impl ReferenceModel {
         let mut o = attention(&q, kc, vc, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
         if let Some(gate) = gate {
             o = gated(Activation::Sigmoid, &gate, &o);
+        }
+        if let Some(n) = &a.sub_norm {
+            o = self.norm(&o, n);
         }
         self.linear(&o, &a.o_proj)
     }
@@ -426,6 +445,10 @@ impl ReferenceModel {
 
     fn gated_mlp(&self, h: &[f32], g: &GatedMlpSpec) -> Vec<f32> {
         let a = gated(g.act, &self.linear(h, &g.gate), &self.linear(h, &g.up));
+        let a = match &g.sub_norm {
+            Some(n) => self.norm(&a, n),
+            None => a,
+        };
         self.linear(&a, &g.down)
     }
 

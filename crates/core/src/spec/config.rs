@@ -105,6 +105,8 @@ pub struct Family {
     pub mla: bool,
     /// Every layer runs Mamba2 beside its attention, with muP multipliers (Falcon-H1).
     pub parallel_mamba: bool,
+    /// Ternary projections per `quantization_config` and sub-norms before `o_proj` and `down` (BitNet b1.58).
+    pub bitnet: bool,
     /// Score function of MoE routers, and whether they carry a selection bias.
     pub router: (RouterScoring, bool),
     /// `conv` layers are gated short-convolution blocks (LFM2).
@@ -129,6 +131,7 @@ const BASE: Family = Family {
     scaled_residuals: false,
     mla: false,
     parallel_mamba: false,
+    bitnet: false,
     router: (RouterScoring::Softmax, false),
     short_conv: false,
     names: HF_NAMES,
@@ -199,6 +202,7 @@ pub const FAMILIES: &[Family] = &[
         },
         ..BASE
     },
+    Family { model_types: &["bitnet"], bitnet: true, tied_by_default: true, ..BASE },
     Family {
         model_types: &["minimax"],
         linear_mixer: Some(LinearMixer::Lightning),
@@ -415,6 +419,7 @@ pub(crate) fn attention(
         rope,
         window,
         scale: d.scale,
+        sub_norm: None,
     }
 }
 
@@ -433,6 +438,7 @@ pub(crate) fn gated_mlp(
         up: LinearSpec::new(&format!("{prefix}.{u}"), intermediate, hidden, bias),
         down: LinearSpec::new(&format!("{prefix}.{d}"), hidden, intermediate, bias),
         act,
+        sub_norm: None,
     }
 }
 
@@ -607,6 +613,48 @@ fn mla(cfg: &Config, prefix: &str, d: &AttentionDims, eps: f32) -> Result<MlaSpe
         o_proj: lin("o_proj", d.hidden, h * v_dim),
         scale: ((nope + rope) as f32).powf(-0.5),
     })
+}
+
+/// BitNet b1.58: every attention and MLP projection ternary in the checkpoint's `quantization_config.linear_class`,
+/// with `attn_sub_norm` before `o_proj` and `ffn_sub_norm` before `down_proj`.
+fn bitnet(
+    cfg: &Config,
+    prefix: &str,
+    mixer: &mut MixerSpec,
+    mlp: &mut MlpSpec,
+    norm: &dyn Fn(String, usize) -> NormSpec,
+) -> Result<()> {
+    let q = cfg.get("quantization_config").map(Config);
+    let class = q.as_ref().and_then(|q| q.str("linear_class")).unwrap_or("bitlinear");
+    let mode = q.as_ref().and_then(|q| q.str("quantization_mode")).unwrap_or("offline");
+    let ternary = |l: &mut LinearSpec| -> Result<()> {
+        l.ternary = Some(match (class, mode) {
+            ("bitlinear", _) => Ternary::PackedRows {
+                weight_scale: format!("{}_scale", l.weight),
+            },
+            ("autobitlinear", "online") => Ternary::Absmean,
+            _ => {
+                return Err(CoreError::Unsupported {
+                    what: "BitNet linear class",
+                    name: format!("{class} ({mode})"),
+                    supported: "bitlinear, autobitlinear (online)".into(),
+                })
+            }
+        });
+        if matches!(l.ternary, Some(Ternary::PackedRows { .. })) && l.out_features % 4 != 0 {
+            return Err(CoreError::field("quantization_config", format!("{}: {} rows do not pack by 4", l.weight, l.out_features)));
+        }
+        Ok(())
+    };
+    let (MixerSpec::Attention(a), MlpSpec::Gated(g)) = (mixer, mlp) else {
+        return Err(CoreError::field("model_type", "bitnet layers are attention and a gated MLP"));
+    };
+    for l in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut g.gate, &mut g.up, &mut g.down] {
+        ternary(l)?;
+    }
+    a.sub_norm = Some(norm(format!("{prefix}.self_attn.attn_sub_norm.weight"), a.o_proj.in_features));
+    g.sub_norm = Some(norm(format!("{prefix}.mlp.ffn_sub_norm.weight"), g.intermediate()));
+    Ok(())
 }
 
 /// A config value that may be a JSON number or Python's `{"__float__": "Infinity"}` spelling.
@@ -935,10 +983,13 @@ impl ModelSpec {
                 }
             };
             let mut mlp = layer_mlp(&cfg, family, i, hidden, act)?;
-            let mixer = match family.parallel_mamba {
+            let mut mixer = match family.parallel_mamba {
                 true => falcon_mup(&cfg, &p, mixer, &mut mlp, hidden, eps)?,
                 false => mixer,
             };
+            if family.bitnet {
+                bitnet(&cfg, &p, &mut mixer, &mut mlp, &norm)?;
+            }
             let named = |n: &str| Some(norm(format!("{p}.{n}.weight"), hidden));
             let norms = match family.attention_post_norms {
                 Some((post_mixer, post_mlp)) if ty != LayerType::Linear => BlockNorms {

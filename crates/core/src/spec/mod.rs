@@ -12,13 +12,38 @@ pub use rope::{RopeScaling, RopeSpec};
 
 use crate::dtype::DType;
 
-/// A weight tensor the model needs: its checkpoint name and the shape the config implies.
+/// A weight tensor the model needs: its checkpoint name, the shape the config implies, and whether it holds packed
+/// integer codes (BitNet's ternary weights) rather than floats.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorDecl {
     /// Name in the checkpoint.
     pub name: String,
     /// Expected shape.
     pub shape: Vec<usize>,
+    /// Packed `u8` codes instead of a float dtype.
+    pub packed: bool,
+}
+
+impl TensorDecl {
+    fn float(name: String, shape: Vec<usize>) -> Self {
+        TensorDecl { name, shape, packed: false }
+    }
+}
+
+/// How a ternary (BitNet b1.58) linear layer stores its weight; the layer computes
+/// `y = act_quant(x) T^T * multiplier` with `T` in {-1, 0, 1} and activations fake-quantised per token to int8
+/// (`round(x * s) / s`, `s = 127 / max|x|`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ternary {
+    /// transformers `bitlinear`: `u8 [out / 4, in]`, byte row r holding output rows r, r + R, r + 2R, r + 3R
+    /// (`R = out / 4`) in bit pairs 0-1 .. 6-7 as `code = t + 1`; the multiplier is `1 / weight_scale`.
+    PackedRows {
+        /// The `weight_scale` tensor (`[1]`).
+        weight_scale: String,
+    },
+    /// transformers `autobitlinear` online: float master weights ternarised at load by absmean,
+    /// `T = clamp(round(W / mean|W|), -1, 1)`, multiplier `mean|W|`.
+    Absmean,
 }
 
 /// Which rows of a stored matrix form a linear layer, when a checkpoint fuses several projections into one tensor:
@@ -50,6 +75,8 @@ pub struct LinearSpec {
     pub rows: Option<RowSelect>,
     /// Multiplier of `x W^T` (before the bias): muP input and output multipliers (Falcon-H1), 1 elsewhere.
     pub scale: f32,
+    /// Ternary weights with int8 activations (BitNet), when the layer is ternary.
+    pub ternary: Option<Ternary>,
 }
 
 impl LinearSpec {
@@ -61,6 +88,7 @@ impl LinearSpec {
             in_features,
             rows: None,
             scale: 1.0,
+            ternary: None,
         }
     }
 
@@ -102,9 +130,15 @@ impl LinearSpec {
 
     pub(crate) fn decls(&self, out: &mut Vec<TensorDecl>) {
         let rows = self.stored_rows();
-        out.push(TensorDecl { name: self.weight.clone(), shape: vec![rows, self.in_features] });
+        match &self.ternary {
+            Some(Ternary::PackedRows { weight_scale }) => {
+                out.push(TensorDecl { name: self.weight.clone(), shape: vec![rows / 4, self.in_features], packed: true });
+                out.push(TensorDecl::float(weight_scale.clone(), vec![1]));
+            }
+            _ => out.push(TensorDecl::float(self.weight.clone(), vec![rows, self.in_features])),
+        }
         if let Some(b) = &self.bias {
-            out.push(TensorDecl { name: b.clone(), shape: vec![rows] });
+            out.push(TensorDecl::float(b.clone(), vec![rows]));
         }
     }
 }
@@ -151,6 +185,8 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
     /// Multiplier of q·k before the softmax.
     pub scale: f32,
+    /// RMSNorm of the attention output before `o_proj` (BitNet's `attn_sub_norm`).
+    pub sub_norm: Option<NormSpec>,
 }
 
 /// The delta-rule family: Gated DeltaNet (Qwen3.5, fla `GatedDeltaNet`) and plain DeltaNet (fla `DeltaNet`,
@@ -577,6 +613,8 @@ pub enum Activation {
     Sigmoid,
     /// No activation: `gate * up` (gated convolutions).
     Identity,
+    /// `relu(x)^2` (BitNet).
+    Relu2,
 }
 
 impl Activation {
@@ -585,10 +623,11 @@ impl Activation {
         match name {
             "silu" | "swish" => Ok(Activation::Silu),
             "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
+            "relu2" => Ok(Activation::Relu2),
             other => Err(crate::CoreError::Unsupported {
                 what: "activation",
                 name: other.to_string(),
-                supported: "silu, gelu_pytorch_tanh".to_string(),
+                supported: "silu, gelu_pytorch_tanh, relu2".to_string(),
             }),
         }
     }
@@ -605,6 +644,8 @@ pub struct GatedMlpSpec {
     pub down: LinearSpec,
     /// Activation on the gate.
     pub act: Activation,
+    /// RMSNorm of the activation before `down` (BitNet's `ffn_sub_norm`).
+    pub sub_norm: Option<NormSpec>,
 }
 
 impl GatedMlpSpec {
@@ -735,7 +776,7 @@ impl MixerSpec {
     /// Declares every tensor this mixer reads.
     fn decls(&self, out: &mut Vec<TensorDecl>) {
         let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| {
-            out.push(TensorDecl { name: n.weight.clone(), shape: vec![n.dim] })
+            out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]))
         };
         match self {
             MixerSpec::Attention(a) => {
@@ -746,13 +787,16 @@ impl MixerSpec {
                     norm(q, out);
                     norm(k, out);
                 }
+                if let Some(n) = &a.sub_norm {
+                    norm(n, out);
+                }
             }
             MixerSpec::GatedDeltaNet(g) => {
                 for l in &g.in_proj {
                     l.decls(out);
                 }
                 for (name, channels) in g.conv.iter().zip(g.conv_channels()) {
-                    out.push(TensorDecl { name: name.clone(), shape: vec![channels, 1, g.conv_kernel] });
+                    out.push(TensorDecl::float(name.clone(), vec![channels, 1, g.conv_kernel]));
                 }
                 if let Some(z) = &g.output_gate {
                     for l in z.down.iter().chain([&z.proj]) {
@@ -767,8 +811,8 @@ impl MixerSpec {
                         l.decls(out);
                     }
                     let channels = if d.per_channel { g.head_k_dim } else { 1 };
-                    out.push(TensorDecl { name: d.a_log.clone(), shape: vec![g.n_v_heads] });
-                    out.push(TensorDecl { name: d.dt_bias.clone(), shape: vec![g.n_v_heads * channels] });
+                    out.push(TensorDecl::float(d.a_log.clone(), vec![g.n_v_heads]));
+                    out.push(TensorDecl::float(d.dt_bias.clone(), vec![g.n_v_heads * channels]));
                 }
                 norm(&g.norm, out);
             }
@@ -799,7 +843,7 @@ impl MixerSpec {
             }
             MixerSpec::ShortConv(c) => {
                 c.in_proj[0].decls(out);
-                out.push(TensorDecl { name: c.conv.clone(), shape: vec![c.channels, 1, c.kernel] });
+                out.push(TensorDecl::float(c.conv.clone(), vec![c.channels, 1, c.kernel]));
                 c.out_proj.decls(out);
             }
             MixerSpec::Hgrn2(g) => {
@@ -808,7 +852,7 @@ impl MixerSpec {
                 }
                 norm(&g.norm, out);
                 if let Some((name, _, layers)) = &g.lower_bound {
-                    out.push(TensorDecl { name: name.clone(), shape: vec![*layers, g.f_proj.out_features] });
+                    out.push(TensorDecl::float(name.clone(), vec![*layers, g.f_proj.out_features]));
                 }
             }
             MixerSpec::Mamba2(m) => {
@@ -816,15 +860,15 @@ impl MixerSpec {
                     l.decls(out);
                 }
                 let channels = m.conv_channels();
-                out.push(TensorDecl { name: m.conv.clone(), shape: vec![channels, 1, m.conv_kernel] });
+                out.push(TensorDecl::float(m.conv.clone(), vec![channels, 1, m.conv_kernel]));
                 if let Some(b) = &m.conv_bias {
-                    out.push(TensorDecl { name: b.clone(), shape: vec![channels] });
+                    out.push(TensorDecl::float(b.clone(), vec![channels]));
                 }
                 for name in [&m.a_log, &m.dt_bias, &m.d] {
-                    out.push(TensorDecl { name: name.clone(), shape: vec![m.n_heads] });
+                    out.push(TensorDecl::float(name.clone(), vec![m.n_heads]));
                 }
                 if let Some(n) = &m.norm {
-                    out.push(TensorDecl { name: n.weight.clone(), shape: vec![m.inner()] });
+                    out.push(TensorDecl::float(n.weight.clone(), vec![m.inner()]));
                 }
             }
             MixerSpec::Gsa(g) => {
@@ -872,9 +916,9 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// Every tensor the model reads, with the shape the config implies, in layer order.
     pub fn tensors(&self) -> Vec<TensorDecl> {
-        let mut out = vec![TensorDecl { name: self.embed.clone(), shape: vec![self.vocab, self.hidden] }];
+        let mut out = vec![TensorDecl::float(self.embed.clone(), vec![self.vocab, self.hidden])];
         let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| {
-            out.push(TensorDecl { name: n.weight.clone(), shape: vec![n.dim] })
+            out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]))
         };
         for layer in &self.layers {
             if let Some(n) = &layer.norms.pre_mixer {
@@ -891,13 +935,16 @@ impl ModelSpec {
                 for l in [&g.gate, &g.up, &g.down] {
                     l.decls(out);
                 }
+                if let Some(n) = &g.sub_norm {
+                    out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]));
+                }
             };
             match &layer.mlp {
                 MlpSpec::Gated(g) => gated(g, &mut out),
                 MlpSpec::Moe(m) => {
                     m.router.decls(&mut out);
                     if let Some(b) = &m.selection_bias {
-                        out.push(TensorDecl { name: b.clone(), shape: vec![m.experts.len()] });
+                        out.push(TensorDecl::float(b.clone(), vec![m.experts.len()]));
                     }
                     for e in m.experts.iter().chain(&m.shared) {
                         gated(e, &mut out);
@@ -913,7 +960,7 @@ impl ModelSpec {
         }
         norm(&self.final_norm, &mut out);
         if !self.tied_embeddings {
-            out.push(TensorDecl { name: self.lm_head.clone(), shape: vec![self.vocab, self.hidden] });
+            out.push(TensorDecl::float(self.lm_head.clone(), vec![self.vocab, self.hidden]));
         }
         // Model-level tensors several layers read (HGRN2 lower bounds) are listed once.
         let mut seen = std::collections::HashSet::new();
