@@ -1,4 +1,4 @@
-// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid, identity} (MLPs, output gates,
+// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid, identity, relu2} (MLPs, output gates,
 // gated convolutions); ROW_GATE also multiplies row t by sigmoid(row_gate[t]) (a MoE shared expert's gate); NO_UP
 // computes out = act(gate) alone.
 #include "common/grid.wgsl"
@@ -26,6 +26,11 @@ fn silu(x: f32) -> f32 {
 
 fn identity(x: f32) -> f32 {
     return x;
+}
+
+fn relu2(x: f32) -> f32 {
+    let r = max(x, 0.0);
+    return r * r;
 }
 
 fn sigmoid(x: f32) -> f32 {

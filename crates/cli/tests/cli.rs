@@ -96,6 +96,12 @@ fn logits_match_fla_for_gsa() {
 }
 
 #[test]
+fn logits_match_transformers_for_bitnet_packed_and_online() {
+    fidelity("bitnet_packed");
+    fidelity("bitnet_online");
+}
+
+#[test]
 fn logits_match_fla_for_kda() {
     fidelity("kda");
 }

@@ -196,7 +196,11 @@ pub fn check_against_spec(spec: &ModelSpec, source: &dyn TensorSource) -> Result
         let dtype_ok = if decl.packed { info.dtype == crate::dtype::DType::U8 } else { info.dtype.is_float() };
         if !dtype_ok {
             let expected = if decl.packed { "packed U8 ternary codes" } else { "a float dtype (F32, F16, BF16)" };
-            return Err(CoreError::TensorMismatch { name: decl.name, expected: expected.into(), found: info.dtype.to_string() });
+            return Err(CoreError::TensorMismatch {
+                name: decl.name,
+                expected: expected.into(),
+                found: info.dtype.to_string(),
+            });
         }
     }
     Ok(())

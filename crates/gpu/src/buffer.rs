@@ -22,10 +22,12 @@ pub struct WeightBlock {
     pub rows: usize,
 }
 
-/// A `[rows, cols]` matrix kept in its stored dtype (f32, f16 or bf16) on the GPU.
+/// A `[rows, cols]` matrix kept in its stored dtype (f32, f16 or bf16) on the GPU, or as ternary codes.
 pub struct Weight {
-    /// Storage dtype (16-bit types are packed two per u32 and decoded in the kernel).
+    /// Storage dtype (16-bit types are packed two per u32 and decoded in the kernel); `U8` for ternary codes.
     pub dtype: DType,
+    /// Ternary codes in {-1, 0, 1}, 2 bits each, 16 per u32 in row-major element order (`code + 1`).
+    pub ternary: bool,
     /// Matrix rows (output features of a linear layer, vocabulary of an embedding).
     pub rows: usize,
     /// Matrix columns (input features).
@@ -94,7 +96,54 @@ impl Weight {
                 WeightBlock { buffer, row0, rows: n }
             })
             .collect();
-        Ok(Weight { dtype, rows, cols, blocks })
+        Ok(Weight { dtype, ternary: false, rows, cols, blocks })
+    }
+
+    /// Uploads ternary `codes` (`[rows, cols]`, each -1, 0 or 1) packed 16 per u32 (2 bits per weight), in row blocks
+    /// of at most `max_binding` bytes that start on whole words.
+    pub fn upload_ternary(
+        gpu: &Gpu,
+        name: &str,
+        codes: &[i8],
+        rows: usize,
+        cols: usize,
+        max_binding: u64,
+    ) -> Result<Self> {
+        if codes.len() != rows * cols || codes.iter().any(|c| !(-1..=1).contains(c)) {
+            return Err(GpuError::shape(
+                "ternary upload",
+                format!("{name}: {} codes in -1..=1 for [{rows}, {cols}]", codes.len()),
+            ));
+        }
+        // A block must start on a word: its first element index is a multiple of 16.
+        let align = (1..=16).find(|r| (r * cols) % 16 == 0).unwrap_or(16);
+        let mut per_block = ((max_binding as usize * 4) / cols.max(1)).min(rows.max(1));
+        if per_block < rows {
+            per_block -= per_block % align;
+        }
+        if per_block == 0 {
+            return Err(GpuError::Limit(format!(
+                "{name}: {align} ternary rows exceed the {max_binding}-byte binding limit"
+            )));
+        }
+        let blocks = (0..rows)
+            .step_by(per_block)
+            .map(|row0| {
+                let n = per_block.min(rows - row0);
+                let part = &codes[row0 * cols..(row0 + n) * cols];
+                let mut words = vec![0u32; part.len().div_ceil(16).max(1)];
+                for (i, &c) in part.iter().enumerate() {
+                    words[i / 16] |= ((c + 1) as u32) << (2 * (i % 16));
+                }
+                let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(name),
+                    contents: bytemuck::cast_slice(&words),
+                    usage: STORAGE,
+                });
+                WeightBlock { buffer, row0, rows: n }
+            })
+            .collect();
+        Ok(Weight { dtype: DType::U8, ternary: true, rows, cols, blocks })
     }
 
     /// Bytes resident on the GPU.

@@ -41,6 +41,7 @@ shaders!(
     "linear/hgrn2.wgsl",
     "linear/linear_attn.wgsl",
     "linear/mamba2.wgsl",
+    "ternary/act_quant.wgsl",
 );
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.

@@ -1105,3 +1105,48 @@ fn gated_slot_attention_matches_reference() {
         }
     }
 }
+
+/// Ternary linear layers: int8 activation fake-quantisation, then 2-bit codes decoded in the matmul and matvec
+/// kernels, with the layer's multiplier, across several row blocks.
+#[test]
+fn ternary_linear_matches_reference() {
+    use ternlight_core::reference::ternary::act_quant;
+    use ternlight_gpu::kernels::ternary;
+    let g = gpu();
+    let mut rng = Rng::new(20);
+    for (rows, k, n) in [(1, 37, 23), (19, 64, 130), (70, 45, 40)] {
+        let x = random(&mut rng, rows * k, 3.0);
+        let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
+        let wf: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
+        let multiplier = 0.37;
+        let mut want = reference::linear::linear(&act_quant(&x, k), &wf, None, k, n);
+        want.iter_mut().for_each(|v| *v *= multiplier);
+        // Blocks of about 20 rows (a multiple of the rows that fill whole 16-code words).
+        let w = Weight::upload_ternary(g, "w", &codes, n, k, ((20 * k).div_ceil(4)) as u64).unwrap();
+        assert!(w.blocks.len() > 1 && w.bytes() <= ((n * k).div_ceil(16) * 4 + 4 * w.blocks.len()) as u64);
+        for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
+            let (xb, xq, yb) = (g.upload_f32("x", &x), g.zeros("xq", rows * k), g.zeros("y", rows * n));
+            let mut plan = Plan::new(g);
+            ternary::act_quant(g, &mut plan, &xb, &xq, k, Rows::Tokens).unwrap();
+            let l = Linear {
+                x: &xq,
+                w: &w,
+                bias: None,
+                scale: multiplier,
+                y: &yb,
+                y_offset: 0,
+                y_stride: 0,
+                rows: Rows::Tokens,
+                epilogue: Epilogue::Store,
+                shape,
+            };
+            linear(g, &mut plan, &l).unwrap();
+            assert_close(
+                &run(&plan, &tokens(0, rows), &yb, rows * n),
+                &want,
+                1e-5,
+                &format!("ternary {rows}x{k}x{n} {shape:?}"),
+            );
+        }
+    }
+}

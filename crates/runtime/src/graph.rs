@@ -24,6 +24,7 @@ use ternlight_gpu::kernels::moe::{expert_linear, route, ExpertLinear, Router};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
+use ternlight_gpu::kernels::ternary::act_quant;
 use ternlight_gpu::kernels::{
     embedding::embedding,
     mlp::{activation, gated_act, gated_act_row_gated},
@@ -138,6 +139,8 @@ pub struct Scratch {
     pub mla_ctx: wgpu::Buffer,
     /// Gated Slot Attention's second-pass inputs `[capacity, heads * (2 slots + dv)]`.
     pub gsa_second: wgpu::Buffer,
+    /// Int8 fake-quantised inputs of ternary layers `[capacity, widest input]`.
+    pub xq: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -343,6 +346,7 @@ impl Resources {
             mla_q: gpu.zeros("absorbed queries", capacity * mla_w),
             mla_ctx: gpu.zeros("latent context", capacity * mla_w),
             gsa_second: gpu.zeros("slot attention second pass", capacity * gsa_w),
+            xq: gpu.zeros("quantised activations", capacity * h.max(qw).max(inter)),
         };
         Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity })
     }
@@ -408,6 +412,15 @@ impl<'a> Builder<'a> {
         (y_offset, y_stride): (usize, usize),
     ) -> Result<()> {
         let shape = self.shape();
+        // Ternary layers read their input fake-quantised to int8 per token.
+        let x = match l.w.ternary {
+            true => {
+                let xq = &self.res.scratch.xq;
+                act_quant(self.gpu, &mut self.plan, x, xq, l.w.cols, rows)?;
+                xq
+            }
+            false => x,
+        };
         let args =
             Linear { x, w: &l.w, bias: l.bias.as_ref(), scale: l.scale, y, y_offset, y_stride, rows, epilogue, shape };
         Ok(linear(self.gpu, &mut self.plan, &args)?)
@@ -500,7 +513,9 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::Attention { q, k, v, o, qk_norm, gate } = w else { unreachable!("attention weights") };
+        let MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm } = w else {
+            unreachable!("attention weights")
+        };
         let s = &self.res.scratch;
         self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
         self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
@@ -539,15 +554,19 @@ impl<'a> Builder<'a> {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
             Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.max_context)?,
         }
-        match gate {
-            None => self.project_residual(&s.attn, o, post),
+        let out = match gate {
+            None => &s.attn,
             Some(gate) => {
                 self.linear(&s.h, gate, &s.attn_gate, Rows::Tokens, Epilogue::Store)?;
                 let width = a.n_heads * a.head_dim;
                 gated_act(self.gpu, &mut self.plan, Activation::Sigmoid, &s.attn_gate, &s.attn, &s.attn_gated, width)?;
-                self.project_residual(&s.attn_gated, o, post)
+                &s.attn_gated
             }
+        };
+        if let Some(n) = sub_norm {
+            self.norm(n, 1, Rows::Tokens, out, NormOutput::InPlace)?;
         }
+        self.project_residual(out, o, post)
     }
 
     fn gated_deltanet(
@@ -986,6 +1005,9 @@ impl<'a> Builder<'a> {
         match (&spec.mlp, &w.mlp) {
             (MlpSpec::Gated(g), MlpWeights::Gated(weights)) => {
                 self.gated_activation(g, weights, None)?;
+                if let Some(n) = &weights.sub_norm {
+                    self.norm(n, 1, Rows::Tokens, &s.act, NormOutput::InPlace)?;
+                }
                 self.project_residual(&s.act, &weights.down, &w.post_mlp)
             }
             (MlpSpec::Moe(m), weights) => self.moe(m, weights, &w.post_mlp),

@@ -3,10 +3,10 @@
 
 use crate::error::Result;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
-use ternlight_core::reference::hgrn2;
+use ternlight_core::reference::{hgrn2, ternary};
 use ternlight_core::spec::{
     AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec, LinearSpec,
-    MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
+    MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec, Ternary,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -67,6 +67,8 @@ pub enum MixerWeights {
         qk_norm: Option<(NormWeights, NormWeights)>,
         /// Output-gate projection (the gate half of a gated `q_proj`, split off at load).
         gate: Option<LinearWeights>,
+        /// Norm of the attention output before `o_proj` (BitNet).
+        sub_norm: Option<NormWeights>,
     },
     /// Gated DeltaNet projections, conv, gate parameters and output norm.
     GatedDeltaNet {
@@ -213,11 +215,14 @@ pub struct GatedMlpWeights {
     pub up: LinearWeights,
     /// Down projection.
     pub down: LinearWeights,
+    /// Norm of the activation before `down` (BitNet).
+    pub sub_norm: Option<NormWeights>,
 }
 
 impl GatedMlpWeights {
     fn bytes(&self) -> u64 {
-        [&self.gate, &self.up, &self.down].into_iter().map(LinearWeights::bytes).sum()
+        [&self.gate, &self.up, &self.down].into_iter().map(LinearWeights::bytes).sum::<u64>()
+            + self.sub_norm.as_ref().map_or(0, |n| n.w.size())
     }
 }
 
@@ -321,13 +326,14 @@ impl ModelWeights {
             .iter()
             .map(|l| {
                 let mixer = match &l.mixer {
-                    MixerWeights::Attention { q, k, v, o, qk_norm, gate } => {
+                    MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm } => {
                         lin(q)
                             + lin(k)
                             + lin(v)
                             + lin(o)
                             + qk_norm.as_ref().map_or(0, |(a, b)| norm(a) + norm(b))
                             + gate.as_ref().map_or(0, lin)
+                            + opt(sub_norm)
                     }
                     MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm: n, out } => {
                         in_proj.iter().map(lin).sum::<u64>()
@@ -449,8 +455,33 @@ impl Uploader<'_> {
         Ok(b)
     }
 
-    /// A linear layer: the whole stored tensor, or the rows of a fused one it selects.
+    /// A ternary layer: codes packed 2 bits each on the GPU, its multiplier folded into the layer's scale.
+    fn ternary(&mut self, l: &LinearSpec, format: &Ternary) -> Result<LinearWeights> {
+        let (rows, cols) = (l.out_features, l.in_features);
+        let (codes, multiplier) = match format {
+            Ternary::PackedRows { weight_scale } => {
+                let packed = self.source.bytes(&l.weight)?;
+                let scale = self.source.f32(weight_scale)?[0];
+                self.advance(weight_scale, self.source.bytes(weight_scale)?.len());
+                if !scale.is_finite() || scale == 0.0 {
+                    return Err(CoreError::InvalidInput(format!("{weight_scale}: weight scale {scale}")).into());
+                }
+                (ternary::unpack_rows(packed, rows, cols), 1.0 / scale)
+            }
+            Ternary::Absmean => ternary::absmean(&self.source.f32(&l.weight)?),
+        };
+        let codes: Vec<i8> = codes.iter().map(|&c| c as i8).collect();
+        let w = Weight::upload_ternary(self.gpu, &l.weight, &codes, rows, cols, self.gpu.info.max_binding)?;
+        self.advance(&l.weight, self.source.bytes(&l.weight)?.len());
+        let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
+        Ok(LinearWeights { w, bias, scale: l.scale * multiplier })
+    }
+
+    /// A linear layer: the whole stored tensor, the rows of a fused one it selects, or ternary codes.
     fn linear(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
+        if let Some(format) = &l.ternary {
+            return self.ternary(l, format);
+        }
         if l.rows.is_none() {
             let w = self.matrix(&l.weight, l.out_features, l.in_features)?;
             let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
@@ -498,7 +529,12 @@ impl Uploader<'_> {
     }
 
     fn gated_mlp(&mut self, g: &GatedMlpSpec) -> Result<GatedMlpWeights> {
-        Ok(GatedMlpWeights { gate: self.linear(&g.gate)?, up: self.linear(&g.up)?, down: self.linear(&g.down)? })
+        Ok(GatedMlpWeights {
+            gate: self.linear(&g.gate)?,
+            up: self.linear(&g.up)?,
+            down: self.linear(&g.down)?,
+            sub_norm: g.sub_norm.as_ref().map(|n| self.norm(n)).transpose()?,
+        })
     }
 
     fn moe(&mut self, m: &MoeSpec) -> Result<MlpWeights> {
@@ -533,6 +569,7 @@ impl Uploader<'_> {
                 None => None,
             },
             gate,
+            sub_norm: a.sub_norm.as_ref().map(|n| self.norm(n)).transpose()?,
         })
     }
 

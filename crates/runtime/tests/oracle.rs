@@ -257,3 +257,13 @@ fn falcon_h1_matches_transformers_on_the_gpu() {
 fn fla_gsa_matches_fla_on_the_gpu() {
     check("gsa");
 }
+
+#[test]
+fn bitnet_packed_matches_transformers_on_the_gpu() {
+    check("bitnet_packed");
+}
+
+#[test]
+fn bitnet_online_matches_transformers_on_the_gpu() {
+    check("bitnet_online");
+}

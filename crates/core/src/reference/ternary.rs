@@ -15,18 +15,18 @@ pub fn unpack_rows(packed: &[u8], out: usize, inp: usize) -> Vec<f32> {
     w
 }
 
-/// Absmean ternarisation: codes `clamp(round(w / m), -1, 1)` and the multiplier `m = max(mean|w|, 1e-5)`.
+/// Absmean ternarisation (rounding half to even, as torch does): codes `clamp(round(w / m), -1, 1)` and the multiplier `m = max(mean|w|, 1e-5)`.
 pub fn absmean(w: &[f32]) -> (Vec<f32>, f32) {
     let m = (w.iter().map(|v| v.abs()).sum::<f32>() / w.len() as f32).max(1e-5);
-    (w.iter().map(|v| (v / m).round().clamp(-1.0, 1.0)).collect(), m)
+    (w.iter().map(|v| (v / m).round_ties_even().clamp(-1.0, 1.0)).collect(), m)
 }
 
-/// Per-row int8 fake-quantisation `round(x s).clamp(-128, 127) / s` with `s = 127 / max(max|x|, 1e-5)`, rows of `dim`.
+/// Per-row int8 fake-quantisation (rounding half to even, as torch and WGSL do) `round(x s).clamp(-128, 127) / s` with `s = 127 / max(max|x|, 1e-5)`, rows of `dim`.
 pub fn act_quant(x: &[f32], dim: usize) -> Vec<f32> {
     x.chunks_exact(dim)
         .flat_map(|row| {
             let s = 127.0 / row.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-5);
-            row.iter().map(move |v| (v * s).round().clamp(-128.0, 127.0) / s)
+            row.iter().map(move |v| (v * s).round_ties_even().clamp(-128.0, 127.0) / s)
         })
         .collect()
 }

@@ -629,9 +629,7 @@ fn bitnet(
     let mode = q.as_ref().and_then(|q| q.str("quantization_mode")).unwrap_or("offline");
     let ternary = |l: &mut LinearSpec| -> Result<()> {
         l.ternary = Some(match (class, mode) {
-            ("bitlinear", _) => Ternary::PackedRows {
-                weight_scale: format!("{}_scale", l.weight),
-            },
+            ("bitlinear", _) => Ternary::PackedRows { weight_scale: format!("{}_scale", l.weight) },
             ("autobitlinear", "online") => Ternary::Absmean,
             _ => {
                 return Err(CoreError::Unsupported {
@@ -642,7 +640,10 @@ fn bitnet(
             }
         });
         if matches!(l.ternary, Some(Ternary::PackedRows { .. })) && l.out_features % 4 != 0 {
-            return Err(CoreError::field("quantization_config", format!("{}: {} rows do not pack by 4", l.weight, l.out_features)));
+            return Err(CoreError::field(
+                "quantization_config",
+                format!("{}: {} rows do not pack by 4", l.weight, l.out_features),
+            ));
         }
         Ok(())
     };

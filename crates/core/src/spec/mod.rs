@@ -132,7 +132,11 @@ impl LinearSpec {
         let rows = self.stored_rows();
         match &self.ternary {
             Some(Ternary::PackedRows { weight_scale }) => {
-                out.push(TensorDecl { name: self.weight.clone(), shape: vec![rows / 4, self.in_features], packed: true });
+                out.push(TensorDecl {
+                    name: self.weight.clone(),
+                    shape: vec![rows / 4, self.in_features],
+                    packed: true,
+                });
                 out.push(TensorDecl::float(weight_scale.clone(), vec![1]));
             }
             _ => out.push(TensorDecl::float(self.weight.clone(), vec![rows, self.in_features])),
@@ -775,9 +779,7 @@ impl LayerSpec {
 impl MixerSpec {
     /// Declares every tensor this mixer reads.
     fn decls(&self, out: &mut Vec<TensorDecl>) {
-        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| {
-            out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]))
-        };
+        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]));
         match self {
             MixerSpec::Attention(a) => {
                 for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj].into_iter().chain(&a.gate_proj) {
@@ -917,9 +919,7 @@ impl ModelSpec {
     /// Every tensor the model reads, with the shape the config implies, in layer order.
     pub fn tensors(&self) -> Vec<TensorDecl> {
         let mut out = vec![TensorDecl::float(self.embed.clone(), vec![self.vocab, self.hidden])];
-        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| {
-            out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]))
-        };
+        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]));
         for layer in &self.layers {
             if let Some(n) = &layer.norms.pre_mixer {
                 norm(n, &mut out);

@@ -18,7 +18,7 @@ pub fn embedding(
 ) -> Result<()> {
     plan.check_rows("embedding", "output", out, Rows::Tokens, table.cols)?;
     let wg = gpu.tuning.wg;
-    let defines = weight_defines(Defines::new().set("WG", wg), table.dtype, 4);
+    let defines = weight_defines(Defines::new().set("WG", wg), table, 4);
     for block in &table.blocks {
         let params = [table.cols as u32, block.row0 as u32, block.rows as u32, f32_word(scale)];
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: table.cols as u32, per_group: wg };

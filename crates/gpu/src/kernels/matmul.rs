@@ -73,7 +73,7 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         }
         MatmulShape::Vector => ("common/matvec.wgsl", base.set("WG", t.wg).set("NR", t.nr)),
     };
-    let defines = weight_defines(defines, l.w.dtype, 4);
+    let defines = weight_defines(defines, l.w, 4);
     for block in &l.w.blocks {
         let params = [
             k as u32,

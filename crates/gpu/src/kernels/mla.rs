@@ -55,7 +55,7 @@ impl Mla<'_> {
     ) -> Result<()> {
         self.check()?;
         let wg = gpu.tuning.wg;
-        let defines = weight_defines(Defines::new().set("WG", wg).flag(variant, true), self.kv_b.dtype, 4);
+        let defines = weight_defines(Defines::new().set("WG", wg).flag(variant, true), self.kv_b, 4);
         let params = [self.n_heads, self.nope, self.rope, self.v_dim, self.rank].map(|v| v as u32);
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: (self.n_heads * per_head) as u32, per_group: wg };
         let buffers = [x.into(), y.into(), (&self.kv_b.blocks[0].buffer).into()];

@@ -66,6 +66,7 @@ fn record(
         Activation::GeluTanh => "gelu_tanh",
         Activation::Sigmoid => "sigmoid",
         Activation::Identity => "identity",
+        Activation::Relu2 => "relu2",
     };
     let defines =
         Defines::new().set("WG", wg).set("ACT", name).flag("ROW_GATE", row_gate.is_some()).flag("NO_UP", no_up);

@@ -17,7 +17,9 @@ pub mod moe;
 pub mod norm;
 pub mod residual;
 pub mod rope;
+pub mod ternary;
 
+use crate::buffer::Weight;
 use crate::shader::Defines;
 use ternlight_core::dtype::DType;
 
@@ -55,9 +57,10 @@ impl Tuning {
     }
 }
 
-/// Defines selecting how a weight of `dtype` bound at `binding` is decoded (`common/weights.wgsl`).
-pub fn weight_defines(defines: Defines, dtype: DType, binding: u32) -> Defines {
-    let (elem, flag) = match dtype {
+/// Defines selecting how weight `w` bound at `binding` is decoded (`common/weights.wgsl`).
+pub fn weight_defines(defines: Defines, w: &Weight, binding: u32) -> Defines {
+    let (elem, flag) = match w.dtype {
+        _ if w.ternary => ("u32", "W_TERNARY"),
         DType::F32 => ("f32", "W_F32"),
         DType::F16 => ("u32", "W_F16"),
         _ => ("u32", "W_BF16"),

@@ -85,7 +85,7 @@ pub fn expert_linear(gpu: &Gpu, plan: &mut Plan, l: &ExpertLinear) -> Result<()>
     let t = &gpu.tuning;
     let defines =
         Defines::new().set("WG", t.wg).set("NR", t.nr).flag("EXPERT", true).flag("COMBINE", l.combine.is_some());
-    let defines = weight_defines(defines, l.w.dtype, 5);
+    let defines = weight_defines(defines, l.w, 5);
     let row_blocks = (n as u32).div_ceil(t.nr);
     let slots = if l.combine.is_some() { 1 } else { top_k as u32 };
     for (i, block) in l.w.blocks.iter().enumerate() {
