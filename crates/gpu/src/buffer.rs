@@ -116,7 +116,7 @@ impl Weight {
             ));
         }
         // A block must start on a word: its first element index is a multiple of 16.
-        let align = (1..=16).find(|r| (r * cols) % 16 == 0).unwrap_or(16);
+        let align = (1..=16).find(|r| (r * cols).is_multiple_of(16)).unwrap_or(16);
         let mut per_block = ((max_binding as usize * 4) / cols.max(1)).min(rows.max(1));
         if per_block < rows {
             per_block -= per_block % align;

@@ -639,7 +639,7 @@ fn bitnet(
                 })
             }
         });
-        if matches!(l.ternary, Some(Ternary::PackedRows { .. })) && l.out_features % 4 != 0 {
+        if matches!(l.ternary, Some(Ternary::PackedRows { .. })) && !l.out_features.is_multiple_of(4) {
             return Err(CoreError::field(
                 "quantization_config",
                 format!("{}: {} rows do not pack by 4", l.weight, l.out_features),
