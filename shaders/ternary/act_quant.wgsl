@@ -1,17 +1,50 @@
 // Per-token int8 activation fake-quantisation for ternary (BitNet) linear layers, one workgroup per row of WIDTH:
-// out = clamp(round(x * s), -128, 127) / s with s = 127 / max(max|x|, 1e-5).
+// out = clamp(round(x * s), -128, 127) / s with s = 127 / max(max|x|, 1e-5). With NORM, x is first RMSNormed with
+// weight norm_w and eps (fla's BitLinear normalises its own input).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
 struct Params {
     width: u32,
     row_sel: u32,
+    eps: f32,
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#if NORM
+@group(0) @binding(4) var<storage, read> norm_w: array<f32>;
+#endif
 
 var<workgroup> partial: array<f32, {{WG}}>;
+
+// Sum (or max) of the workgroup's values, left in partial[0].
+fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            if (is_max) {
+                partial[lid] = max(partial[lid], partial[lid + s]);
+            } else {
+                partial[lid] += partial[lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    let r = partial[0];
+    workgroupBarrier();
+    return r;
+}
+
+// Input i of the row at base, normalised when NORM.
+fn value(base: u32, i: u32, inv: f32) -> f32 {
+#if NORM
+    return x[base + i] * inv * norm_w[i];
+#else
+    return x[base + i];
+#endif
+}
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -21,20 +54,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * params.width;
+    var inv = 1.0;
+#if NORM
+    var ss = 0.0;
+    for (var i = lid; i < params.width; i += {{WG}}u) {
+        ss += x[base + i] * x[base + i];
+    }
+    inv = inverseSqrt(reduce(ss, lid, false) / f32(params.width) + params.eps);
+#endif
     var m = 0.0;
     for (var i = lid; i < params.width; i += {{WG}}u) {
-        m = max(m, abs(x[base + i]));
+        m = max(m, abs(value(base, i, inv)));
     }
-    partial[lid] = m;
-    workgroupBarrier();
-    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] = max(partial[lid], partial[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let scale = 127.0 / max(partial[0], 1e-5);
+    let scale = 127.0 / max(reduce(m, lid, true), 1e-5);
     for (var i = lid; i < params.width; i += {{WG}}u) {
-        out[base + i] = clamp(round(x[base + i] * scale), -128.0, 127.0) / scale;
+        out[base + i] = clamp(round(value(base, i, inv) * scale), -128.0, 127.0) / scale;
     }
 }

@@ -102,6 +102,11 @@ fn logits_match_transformers_for_bitnet_packed_and_online() {
 }
 
 #[test]
+fn logits_match_fla_for_fla_bitnet() {
+    fidelity("fla_bitnet");
+}
+
+#[test]
 fn logits_match_fla_for_kda() {
     fidelity("kda");
 }

@@ -136,3 +136,8 @@ fn bitnet_packed_matches_transformers() {
 fn bitnet_online_matches_transformers() {
     check("bitnet_online");
 }
+
+#[test]
+fn fla_bitnet_matches_fla() {
+    check("fla_bitnet");
+}

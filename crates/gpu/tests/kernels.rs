@@ -1119,15 +1119,24 @@ fn ternary_linear_matches_reference() {
         let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
         let wf: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
         let multiplier = 0.37;
-        let mut want = reference::linear::linear(&act_quant(&x, k), &wf, None, k, n);
+        // Odd cases RMSNorm the input first (fla's BitLinear).
+        let norm_w = random(&mut rng, k, 1.0);
+        let with_norm = rows % 2 == 1;
+        let input = match with_norm {
+            true => reference::norm::rms_norm(&x, &norm_w, k, 1e-8, false),
+            false => x.clone(),
+        };
+        let mut want = reference::linear::linear(&act_quant(&input, k), &wf, None, k, n);
         want.iter_mut().for_each(|v| *v *= multiplier);
+        let nb = g.upload_f32("norm", &norm_w);
         // Blocks of about 20 rows (a multiple of the rows that fill whole 16-code words).
         let w = Weight::upload_ternary(g, "w", &codes, n, k, ((20 * k).div_ceil(4)) as u64).unwrap();
         assert!(w.blocks.len() > 1 && w.bytes() <= ((n * k).div_ceil(16) * 4 + 4 * w.blocks.len()) as u64);
         for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
             let (xb, xq, yb) = (g.upload_f32("x", &x), g.zeros("xq", rows * k), g.zeros("y", rows * n));
             let mut plan = Plan::new(g);
-            ternary::act_quant(g, &mut plan, &xb, &xq, k, Rows::Tokens).unwrap();
+            let norm = with_norm.then_some((&nb, 1e-8));
+            ternary::act_quant(g, &mut plan, (&xb, &xq), k, Rows::Tokens, norm).unwrap();
             let l = Linear {
                 x: &xq,
                 w: &w,

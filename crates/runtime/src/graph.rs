@@ -416,7 +416,8 @@ impl<'a> Builder<'a> {
         let x = match l.w.ternary {
             true => {
                 let xq = &self.res.scratch.xq;
-                act_quant(self.gpu, &mut self.plan, x, xq, l.w.cols, rows)?;
+                let norm = l.input_norm.as_ref().map(|n| (&n.w, n.spec.eps));
+                act_quant(self.gpu, &mut self.plan, (x, xq), l.w.cols, rows, norm)?;
                 xq
             }
             false => x,

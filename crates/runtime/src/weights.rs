@@ -32,14 +32,18 @@ pub struct LinearWeights {
     pub w: Weight,
     /// `[out]` f32.
     pub bias: Option<wgpu::Buffer>,
-    /// Multiplier of `x W^T` (the spec's muP factor).
+    /// Multiplier of `x W^T` (the spec's muP factor, times a ternary layer's multiplier).
     pub scale: f32,
+    /// A ternary layer's own input norm (fla `BitLinear`).
+    pub input_norm: Option<NormWeights>,
 }
 
 impl LinearWeights {
     /// Bytes resident on the GPU.
     pub fn bytes(&self) -> u64 {
-        self.w.bytes() + self.bias.as_ref().map_or(0, wgpu::Buffer::size)
+        self.w.bytes()
+            + self.bias.as_ref().map_or(0, wgpu::Buffer::size)
+            + self.input_norm.as_ref().map_or(0, |n| n.w.size())
     }
 }
 
@@ -468,13 +472,17 @@ impl Uploader<'_> {
                 }
                 (ternary::unpack_rows(packed, rows, cols), 1.0 / scale)
             }
-            Ternary::Absmean => ternary::absmean(&self.source.f32(&l.weight)?),
+            Ternary::Absmean { .. } => ternary::absmean(&self.source.f32(&l.weight)?),
         };
         let codes: Vec<i8> = codes.iter().map(|&c| c as i8).collect();
         let w = Weight::upload_ternary(self.gpu, &l.weight, &codes, rows, cols, self.gpu.info.max_binding)?;
         self.advance(&l.weight, self.source.bytes(&l.weight)?.len());
         let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
-        Ok(LinearWeights { w, bias, scale: l.scale * multiplier })
+        let input_norm = match format {
+            Ternary::Absmean { input_norm: Some(n) } => Some(self.norm(n)?),
+            _ => None,
+        };
+        Ok(LinearWeights { w, bias, scale: l.scale * multiplier, input_norm })
     }
 
     /// A linear layer: the whole stored tensor, the rows of a fused one it selects, or ternary codes.
@@ -485,7 +493,7 @@ impl Uploader<'_> {
         if l.rows.is_none() {
             let w = self.matrix(&l.weight, l.out_features, l.in_features)?;
             let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
-            return Ok(LinearWeights { w, bias, scale: l.scale });
+            return Ok(LinearWeights { w, bias, scale: l.scale, input_norm: None });
         }
         let rows = l.row_indices();
         let w = self.matrix_rows(&l.weight, &rows, l.in_features)?;
@@ -497,7 +505,7 @@ impl Uploader<'_> {
             }
             None => None,
         };
-        Ok(LinearWeights { w, bias, scale: l.scale })
+        Ok(LinearWeights { w, bias, scale: l.scale, input_norm: None })
     }
 
     /// Several same-shaped matrices stacked into one `[count * rows, cols]` weight whose blocks hold whole members.
@@ -598,7 +606,10 @@ impl Uploader<'_> {
                     self.gpu.info.max_binding,
                 )?;
                 let params = [vec![NO_DECAY_A_LOG; hv], vec![0.0; hv]].concat();
-                (LinearWeights { w: a, bias: None, scale: 1.0 }, self.gpu.upload_f32("no decay", &params))
+                (
+                    LinearWeights { w: a, bias: None, scale: 1.0, input_norm: None },
+                    self.gpu.upload_f32("no decay", &params),
+                )
             }
         };
         Ok(MixerWeights::GatedDeltaNet {

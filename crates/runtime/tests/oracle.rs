@@ -267,3 +267,8 @@ fn bitnet_packed_matches_transformers_on_the_gpu() {
 fn bitnet_online_matches_transformers_on_the_gpu() {
     check("bitnet_online");
 }
+
+#[test]
+fn fla_bitnet_matches_fla_on_the_gpu() {
+    check("fla_bitnet");
+}

@@ -144,9 +144,13 @@ impl ReferenceModel {
             (Some(t), _) => {
                 let (codes, multiplier) = match t {
                     Ternary::PackedRows { weight_scale } => (w.to_vec(), 1.0 / self.w(weight_scale)[0]),
-                    Ternary::Absmean => ternary::absmean(w),
+                    Ternary::Absmean { .. } => ternary::absmean(w),
                 };
-                let mut y = linear(&ternary::act_quant(x, k), &codes, None, k, l.out_features);
+                let normed = match t {
+                    Ternary::Absmean { input_norm: Some(n) } => self.norm(x, n),
+                    _ => x.to_vec(),
+                };
+                let mut y = linear(&ternary::act_quant(&normed, k), &codes, None, k, l.out_features);
                 y.iter_mut().for_each(|v| *v *= multiplier);
                 y
             }

@@ -630,7 +630,7 @@ fn bitnet(
     let ternary = |l: &mut LinearSpec| -> Result<()> {
         l.ternary = Some(match (class, mode) {
             ("bitlinear", _) => Ternary::PackedRows { weight_scale: format!("{}_scale", l.weight) },
-            ("autobitlinear", "online") => Ternary::Absmean,
+            ("autobitlinear", "online") => Ternary::Absmean { input_norm: None },
             _ => {
                 return Err(CoreError::Unsupported {
                     what: "BitNet linear class",
@@ -885,7 +885,7 @@ impl ModelSpec {
         let cfg = Config(value);
         let model_type =
             cfg.str("model_type").ok_or_else(|| CoreError::field("model_type", "is required but missing"))?;
-        if fla::MODEL_TYPES.contains(&model_type) {
+        if fla::claims(&cfg, model_type) {
             return fla::spec(&cfg, model_type);
         }
         let family =

@@ -7,7 +7,14 @@ use crate::{CoreError, Result};
 use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
-pub const MODEL_TYPES: &[&str] = &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn", "kda", "gsa"];
+pub const MODEL_TYPES: &[&str] =
+    &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn", "kda", "gsa", "bitnet"];
+
+/// Whether a config with this `model_type` is an fla model: fla and transformers both name a model `bitnet`; fla's
+/// configs have `num_heads`, transformers' `num_attention_heads`.
+pub(crate) fn claims(cfg: &Config, model_type: &str) -> bool {
+    MODEL_TYPES.contains(&model_type) && (model_type != "bitnet" || cfg.get("num_attention_heads").is_none())
+}
 
 /// Fails unless `field` is absent or equals `want` (options Ternlight does not implement).
 fn require(cfg: &Config, field: &str, want: impl Into<Value>) -> Result<()> {
@@ -344,6 +351,18 @@ fn linear_attn(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Li
     })
 }
 
+/// fla's `BitAttention`: softmax attention (configured by the model's own head fields) whose projections are fla
+/// `BitLinear`s: an RMSNorm of their own (eps 1e-8, `BitLinear`'s default), int8 activations, absmean ternary weights.
+fn bit_attention(cfg: &Config, prefix: &str, hidden: usize, max_positions: usize) -> Result<AttentionSpec> {
+    let mut a = fla_attention(cfg.0, prefix, hidden, max_positions)?;
+    for l in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+        let norm = l.weight.trim_end_matches(".weight").to_string() + ".norm.weight";
+        let input_norm = NormSpec { weight: norm, dim: l.in_features, eps: 1e-8, unit_offset: false };
+        l.ternary = Some(Ternary::Absmean { input_norm: Some(input_norm) });
+    }
+    Ok(a)
+}
+
 /// fla's softmax-attention layer as configured by the `attn` object of a hybrid.
 fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize) -> Result<AttentionSpec> {
     let a = Config(attn);
@@ -426,6 +445,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
                 "hgrn2" => MixerSpec::Hgrn2(hgrn2(cfg, &format!("{p}.attn"), hidden, i, n_layers)?),
                 "kda" => MixerSpec::GatedDeltaNet(kda(cfg, &format!("{p}.attn"), hidden, eps)?),
                 "gsa" => MixerSpec::Gsa(gsa(cfg, &format!("{p}.attn"), hidden)?),
+                "bitnet" => MixerSpec::Attention(bit_attention(cfg, &format!("{p}.attn"), hidden, max_positions)?),
                 other => unreachable!("fla model type {other} listed without a mapping"),
             }
         };

@@ -41,9 +41,12 @@ pub enum Ternary {
         /// The `weight_scale` tensor (`[1]`).
         weight_scale: String,
     },
-    /// transformers `autobitlinear` online: float master weights ternarised at load by absmean,
-    /// `T = clamp(round(W / mean|W|), -1, 1)`, multiplier `mean|W|`.
-    Absmean,
+    /// transformers `autobitlinear` online and fla's `BitLinear`: float master weights ternarised at load by absmean,
+    /// `T = clamp(round(W / mean|W|), -1, 1)`, multiplier `mean|W|`; fla's layers RMSNorm their input first.
+    Absmean {
+        /// The layer's own input norm (fla `BitLinear.norm`).
+        input_norm: Option<NormSpec>,
+    },
 }
 
 /// Which rows of a stored matrix form a linear layer, when a checkpoint fuses several projections into one tensor:
@@ -138,6 +141,10 @@ impl LinearSpec {
                     packed: true,
                 });
                 out.push(TensorDecl::float(weight_scale.clone(), vec![1]));
+            }
+            Some(Ternary::Absmean { input_norm: Some(n) }) => {
+                out.push(TensorDecl::float(self.weight.clone(), vec![rows, self.in_features]));
+                out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]));
             }
             _ => out.push(TensorDecl::float(self.weight.clone(), vec![rows, self.in_features])),
         }
