@@ -11,6 +11,7 @@
 
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod oracle;
 pub mod reference;
 pub mod sampling;
