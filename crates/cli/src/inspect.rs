@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use ternlight_core::dtype::DType;
 use ternlight_core::spec::MlpSpec;
-use ternlight_core::tensors::{check_against_spec, TensorSource};
+use ternlight_core::tensors::check_against_spec;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,13 +21,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let model = ModelDir::open(&args.model)?;
-    check_against_spec(&model.spec, &model.checkpoint)?;
+    check_against_spec(&model.spec, model.checkpoint.source())?;
     let spec = &model.spec;
     let mut by_dtype: BTreeMap<String, u64> = BTreeMap::new();
     let mut largest = (String::new(), 0u64);
     for decl in spec.tensors() {
-        let bytes = model.checkpoint.bytes(&decl.name)?.len() as u64;
-        let info = model.checkpoint.info(&decl.name)?.expect("checked above");
+        let bytes = model.checkpoint.source().bytes(&decl.name)?.len() as u64;
+        let info = model.checkpoint.source().info(&decl.name)?.expect("checked above");
         *by_dtype.entry(info.dtype.to_string()).or_default() += bytes;
         if bytes > largest.1 {
             largest = (decl.name.clone(), bytes);

@@ -1,6 +1,7 @@
 //! `ternlight`: run Hugging Face-format models on the GPU from the command line.
 
 mod bench;
+mod convert;
 mod inspect;
 mod logits;
 mod model_dir;
@@ -31,6 +32,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure prefill and decode speed at several context lengths.
     Bench(bench::Args),
+    /// Write an HF BitNet checkpoint as a Ternlight-ready GGUF file with TQ1_0 or TQ2_0 ternary weights.
+    Convert(convert::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => logits::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a, cli.quiet),
+        Command::Convert(a) => convert::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,8 +35,13 @@ fn logits_via_cli(dir: &Path, ids: &[u32], step_from: Option<usize>) -> Vec<f32>
 }
 
 fn fidelity(arch: &str) {
-    let dir = fixture(arch);
-    let oracle = Oracle::open(&dir).unwrap();
+    fidelity_of(&fixture(arch), arch);
+}
+
+/// Logits of the model at `model` (a directory or a GGUF file) against the oracle of fixture `arch`.
+fn fidelity_of(model: &Path, arch: &str) {
+    let dir = model;
+    let oracle = Oracle::open(&fixture(arch)).unwrap();
     let t = oracle.input_ids.len();
     for step_from in [None, Some(1), Some(t / 2)] {
         let got = logits_via_cli(&dir, &oracle.input_ids, step_from);
@@ -310,4 +315,54 @@ fn chat_prompts_are_rendered_through_the_template() {
     assert!(o.status.success(), "{err}");
     let rendered = "<|user|>hi\n<|assistant|>";
     assert!(err.contains(&format!("prompt {} tokens", rendered.len())), "{err}");
+}
+
+#[test]
+fn bitnet_converts_to_tq1_0_and_tq2_0_gguf_and_matches_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["bitnet_packed", "bitnet_online"] {
+        for ty in ["tq1-0", "tq2-0"] {
+            let out = tmp.path().join(format!("{arch}-{ty}.gguf"));
+            let o = ternlight(&[
+                "convert",
+                "--model",
+                fixture(arch).to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--type",
+                ty,
+            ]);
+            assert!(o.status.success(), "convert {arch} {ty}: {}", String::from_utf8_lossy(&o.stderr));
+            fidelity_of(&out, arch);
+        }
+    }
+    // The file carries its tokenizer: `run` works from the GGUF alone.
+    let gguf = tmp.path().join("bitnet_packed-tq1-0.gguf");
+    let o = ternlight(&["run", "--model", gguf.to_str().unwrap(), "--prompt", "hi", "--max-tokens", "3"]);
+    assert!(o.status.success(), "run on GGUF: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn malformed_or_foreign_gguf_files_get_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("magic.gguf", b"GGML\x03\x00\x00\x00".to_vec(), "bad magic"),
+        ("short.gguf", b"GGUF\x03\x00\x00\x00\x01".to_vec(), "runs past the end"),
+        ("bare.gguf", ternlight_core::gguf::GgufWriter::new().to_bytes(), "ternlight.config"),
+    ];
+    for (name, bytes, expect) in cases {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let o = ternlight(&["inspect", "--model", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(expect) && err.trim().lines().count() == 1, "{name}: {err}");
+    }
+    let o = ternlight(&[
+        "convert",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--out",
+        tmp.path().join("x.gguf").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("BitNet"));
 }
