@@ -39,17 +39,16 @@ fn fidelity(arch: &str) {
 }
 
 /// Logits of the model at `model` (a directory or a GGUF file) against the oracle of fixture `arch`.
-fn fidelity_of(model: &Path, arch: &str) {
-    let dir = model;
+fn fidelity_of(dir: &Path, arch: &str) {
     let oracle = Oracle::open(&fixture(arch)).unwrap();
     let t = oracle.input_ids.len();
     for step_from in [None, Some(1), Some(t / 2)] {
-        let got = logits_via_cli(&dir, &oracle.input_ids, step_from);
+        let got = logits_via_cli(dir, &oracle.input_ids, step_from);
         let d = max_abs_diff(&got, &oracle.logits);
         assert!(d < 1e-3, "{arch} --step-from {step_from:?}: max abs diff {d}");
     }
     let n = oracle.gen_logits.len() / (oracle.logits.len() / t);
-    let got = logits_via_cli(&dir, &oracle.gen_ids[..t + n - 1], Some(t));
+    let got = logits_via_cli(dir, &oracle.gen_ids[..t + n - 1], Some(t));
     let vocab = oracle.logits.len() / t;
     let d = max_abs_diff(&got[(t - 1) * vocab..], &oracle.gen_logits);
     assert!(d < 1e-3, "{arch} generation path: max abs diff {d}");
