@@ -6,7 +6,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use ternlight_core::dtype::DType;
-use ternlight_core::spec::MlpSpec;
+use ternlight_core::spec::{MixerSpec, MlpSpec};
 use ternlight_core::tensors::check_against_spec;
 
 #[derive(clap::Args)]
@@ -33,6 +33,43 @@ pub fn run(args: Args) -> Result<()> {
             largest = (decl.name.clone(), bytes);
         }
     }
+    // Bits each weight occupies on the GPU, by class: ternary layers keep 2-bit codes whatever their file dtype.
+    let ternary: Vec<&str> = spec
+        .layers
+        .iter()
+        .flat_map(|l| {
+            let mut v: Vec<&ternlight_core::spec::LinearSpec> = Vec::new();
+            if let MixerSpec::Attention(a) = &l.mixer {
+                v.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
+            }
+            if let MlpSpec::Gated(g) = &l.mlp {
+                v.extend([&g.gate, &g.up, &g.down]);
+            }
+            v.into_iter().filter(|p| p.ternary.is_some()).map(|p| p.weight.as_str())
+        })
+        .collect();
+    let mut resident: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for decl in spec.tensors() {
+        let info = model.checkpoint.source().info(&decl.name)?.expect("checked above");
+        let (class, bits) = if ternary.contains(&decl.name.as_str()) {
+            ("ternary (2-bit codes)".to_string(), 2)
+        } else {
+            (format!("{} (as stored)", info.dtype), 8 * info.dtype.size() as u64)
+        };
+        let weights: u64 = if decl.packed {
+            4 * decl.shape.iter().product::<usize>() as u64
+        } else {
+            decl.shape.iter().product::<usize>() as u64
+        };
+        let e = resident.entry(class).or_default();
+        (e.0, e.1) = (e.0 + weights, e.1 + weights * bits);
+    }
+    let bits_per_weight: BTreeMap<&String, serde_json::Value> = resident
+        .iter()
+        .map(|(class, (weights, bits))| {
+            (class, json!({ "weights": weights, "bits_per_weight": *bits as f64 / *weights as f64 }))
+        })
+        .collect();
     let kind = |l: &ternlight_core::spec::LayerSpec| {
         let mlp = match &l.mlp {
             MlpSpec::Gated(g) => format!("gated_mlp({:?})", g.act),
@@ -68,6 +105,7 @@ pub fn run(args: Args) -> Result<()> {
         "vocab": spec.vocab,
         "parameters": spec.parameter_count(),
         "bytes_by_dtype": by_dtype,
+        "resident_bits_per_weight": bits_per_weight,
         "tied_embeddings": spec.tied_embeddings,
         "max_positions": spec.max_positions,
         "memory": {
@@ -94,6 +132,9 @@ pub fn run(args: Args) -> Result<()> {
     println!("parameters     {}", spec.parameter_count());
     for (dtype, bytes) in &by_dtype {
         println!("weights {dtype:<6} {bytes} bytes");
+    }
+    for (class, (weights, bits)) in &resident {
+        println!("on the GPU     {class}: {weights} weights at {:.2} bits each", *bits as f64 / *weights as f64);
     }
     println!("KV cache       {kv} bytes per token (f32); fixed state {state} bytes");
     println!("context memory 4K: {} B, 32K: {} B, 128K: {} B", at(4096), at(32768), at(131072));

@@ -1,6 +1,7 @@
 //! `ternlight`: run Hugging Face-format models on the GPU from the command line.
 
 mod bench;
+mod bench_linear;
 mod convert;
 mod inspect;
 mod logits;
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure prefill and decode speed at several context lengths.
     Bench(bench::Args),
+    /// Time one-token linear layers, bf16 against ternary weights, beside the copy bandwidth.
+    BenchLinear(bench_linear::Args),
     /// Write an HF BitNet checkpoint as a Ternlight-ready GGUF file with TQ1_0 or TQ2_0 ternary weights.
     Convert(convert::Args),
 }
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a, cli.quiet),
         Command::Convert(a) => convert::run(a),
+        Command::BenchLinear(a) => bench_linear::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

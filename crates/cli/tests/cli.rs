@@ -365,3 +365,19 @@ fn malformed_or_foreign_gguf_files_get_one_line_errors() {
     ]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("BitNet"));
 }
+
+#[test]
+fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
+    let o = ternlight(&["bench-linear", "--shapes", "40x48,17x33", "--reps", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["copy_gb_s"].as_f64().unwrap() > 0.0);
+    let shapes = report["shapes"].as_array().unwrap();
+    assert_eq!(shapes.len(), 2);
+    for s in shapes {
+        assert!(s["bf16_us"].as_f64().unwrap() > 0.0 && s["ternary_us"].as_f64().unwrap() > 0.0);
+        // 2 bits per weight plus at most one padding word per block.
+        assert!((2.0..2.2).contains(&s["ternary_bits_per_weight"].as_f64().unwrap()), "{s}");
+    }
+    assert!(ternlight(&["bench-linear", "--shapes", "40by48"]).status.code() == Some(1));
+}

@@ -977,7 +977,8 @@ impl ModelSpec {
 
     /// Number of parameters the model reads (tied weights counted once).
     pub fn parameter_count(&self) -> usize {
-        self.tensors().iter().map(|t| t.shape.iter().product::<usize>()).sum()
+        // A packed ternary tensor holds four weights per byte.
+        self.tensors().iter().map(|t| t.shape.iter().product::<usize>() * if t.packed { 4 } else { 1 }).sum()
     }
 
     /// Bytes of KV cache one token occupies across all attention layers, at `dtype` storage.

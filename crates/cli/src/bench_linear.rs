@@ -1,0 +1,135 @@
+//! `ternlight bench-linear`: one-token linear layers (decode matvec) with bf16 weights against ternary weights (2 bits
+//! each, int8 activations) on given shapes, beside the device's copy bandwidth (the memory roofline). Measured only.
+
+use anyhow::Result;
+use serde_json::json;
+use std::time::Instant;
+use ternlight_core::dtype::DType;
+use ternlight_core::sampling::Rng;
+use ternlight_gpu::buffer::Weight;
+use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::ternary::act_quant;
+use ternlight_gpu::plan::{Plan, Rows, Step};
+use ternlight_gpu::{wgpu, Gpu};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Shapes as OUTxIN (BitNet b1.58 2B4T's by default).
+    #[arg(long, value_delimiter = ',', default_values_t = ["2560x2560".to_string(), "6912x2560".to_string(), "2560x6912".to_string()])]
+    shapes: Vec<String>,
+    /// Timed repetitions per measurement.
+    #[arg(long, default_value_t = 50)]
+    reps: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Seconds per submit of `plan`, after a warm-up, over `reps` submits.
+fn time_plan(gpu: &Gpu, plan: &Plan, y: &wgpu::Buffer, reps: usize) -> Result<f64> {
+    let step = Step { pos0: 0, n_tokens: 1, logit_rows: vec![] };
+    plan.submit(gpu, &step, None);
+    pollster::block_on(gpu.read_f32(y, 0, 1))?;
+    let start = Instant::now();
+    for _ in 0..reps {
+        plan.submit(gpu, &step, None);
+    }
+    pollster::block_on(gpu.read_f32(y, 0, 1))?;
+    Ok(start.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// Bytes per second of a buffer-to-buffer copy of 64 MiB (read plus write).
+fn copy_bandwidth(gpu: &Gpu, reps: usize) -> Result<f64> {
+    let len = 16 << 20;
+    let (a, b) = (gpu.zeros("copy src", len), gpu.zeros("copy dst", len));
+    let run = |n: usize| -> Result<()> {
+        for _ in 0..n {
+            let mut e = gpu.device.create_command_encoder(&Default::default());
+            e.copy_buffer_to_buffer(&a, 0, &b, 0, (len * 4) as u64);
+            gpu.queue.submit([e.finish()]);
+        }
+        pollster::block_on(gpu.read_f32(&b, 0, 1))?;
+        Ok(())
+    };
+    run(1)?;
+    let start = Instant::now();
+    run(reps)?;
+    Ok((2 * len * 4 * reps) as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let gpu = Gpu::new_blocking()?;
+    let copy = copy_bandwidth(&gpu, args.reps.min(20))?;
+    let mut rng = Rng::new(7);
+    let mut rows = Vec::new();
+    for shape in &args.shapes {
+        let (n, k) = shape
+            .split_once('x')
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("shape `{shape}` is not OUTxIN"))?;
+        // bf16 is the high half of an f32.
+        let raw: Vec<u8> =
+            (0..n * k).flat_map(|_| (((rng.next_f32() - 0.5).to_bits() >> 16) as u16).to_le_bytes()).collect();
+        let bf16 = Weight::upload(&gpu, "bf16", DType::BF16, n, k, &raw, gpu.info.max_binding)?;
+        let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
+        let ternary = Weight::upload_ternary(&gpu, "ternary", &codes, n, k, gpu.info.max_binding)?;
+        let x = gpu.upload_f32("x", &(0..k).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
+        let (xq, y) = (gpu.zeros("xq", k), gpu.zeros("y", n));
+        let layer = |w| Linear {
+            x: &x,
+            w,
+            bias: None,
+            scale: 1.0,
+            y: &y,
+            y_offset: 0,
+            y_stride: 0,
+            rows: Rows::Tokens,
+            epilogue: Epilogue::Store,
+            shape: MatmulShape::Vector,
+        };
+        let mut plan = Plan::new(&gpu);
+        linear(&gpu, &mut plan, &layer(&bf16))?;
+        let t_bf16 = time_plan(&gpu, &plan, &y, args.reps)?;
+        let mut plan = Plan::new(&gpu);
+        act_quant(&gpu, &mut plan, (&x, &xq), k, Rows::Tokens, None)?;
+        linear(&gpu, &mut plan, &Linear { x: &xq, ..layer(&ternary) })?;
+        let t_ternary = time_plan(&gpu, &plan, &y, args.reps)?;
+        let bits = ternary.bytes() as f64 * 8.0 / (n * k) as f64;
+        rows.push(json!({
+            "shape": shape,
+            "bf16_us": t_bf16 * 1e6,
+            "ternary_us": t_ternary * 1e6,
+            "speedup": t_bf16 / t_ternary,
+            "bf16_weight_gb_s": bf16.bytes() as f64 / t_bf16 / 1e9,
+            "ternary_weight_gb_s": ternary.bytes() as f64 / t_ternary / 1e9,
+            "ternary_bits_per_weight": bits,
+        }));
+    }
+    let report = json!({
+        "device": gpu.info.name,
+        "copy_gb_s": copy / 1e9,
+        "shapes": rows,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("device {}  copy bandwidth {:.1} GB/s", gpu.info.name, copy / 1e9);
+    println!(
+        "{:>12} {:>10} {:>12} {:>8} {:>12} {:>14} {:>6}",
+        "shape", "bf16 us", "ternary us", "speedup", "bf16 GB/s", "ternary GB/s", "bits"
+    );
+    for r in &rows {
+        println!(
+            "{:>12} {:>10.1} {:>12.1} {:>7.2}x {:>12.2} {:>14.2} {:>6.3}",
+            r["shape"].as_str().unwrap_or(""),
+            r["bf16_us"].as_f64().unwrap_or(0.0),
+            r["ternary_us"].as_f64().unwrap_or(0.0),
+            r["speedup"].as_f64().unwrap_or(0.0),
+            r["bf16_weight_gb_s"].as_f64().unwrap_or(0.0),
+            r["ternary_weight_gb_s"].as_f64().unwrap_or(0.0),
+            r["ternary_bits_per_weight"].as_f64().unwrap_or(0.0),
+        );
+    }
+    Ok(())
+}
