@@ -1,6 +1,11 @@
+#if PACKED
+requires packed_4x8_integer_dot_product;
+#endif
 // Per-token int8 activation fake-quantisation for ternary (BitNet) linear layers, one workgroup per row of WIDTH:
 // out = clamp(round(x * s), -128, 127) / s with s = 127 / max(max|x|, 1e-5). With NORM, x is first RMSNormed with
-// weight norm_w and eps (fla's BitLinear normalises its own input).
+// weight norm_w and eps (fla's BitLinear normalises its own input). With PACKED the int8 values are written as i8x4
+// words [rows, WIDTH/4] (WIDTH a multiple of 4) with the row's dequantisation factor 1/s in scales (for
+// matvec_dp4.wgsl) instead of as f32.
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -11,9 +16,14 @@ struct Params {
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
+#if PACKED
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scales: array<f32>;
+#else
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#endif
 #if NORM
-@group(0) @binding(4) var<storage, read> norm_w: array<f32>;
+@group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
 #endif
 
 var<workgroup> partial: array<f32, {{WG}}>;
@@ -67,7 +77,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         m = max(m, abs(value(base, i, inv)));
     }
     let scale = 127.0 / max(reduce(m, lid, true), 1e-5);
+#if PACKED
+    for (var j = lid; j < params.width / 4u; j += {{WG}}u) {
+        var q: vec4<i32>;
+        for (var i = 0u; i < 4u; i++) {
+            q[i] = i32(clamp(round(value(base, 4u * j + i, inv) * scale), -128.0, 127.0));
+        }
+        out[row * (params.width / 4u) + j] = pack4xI8(q);
+    }
+    if (lid == 0u) {
+        scales[row] = 1.0 / scale;
+    }
+#else
     for (var i = lid; i < params.width; i += {{WG}}u) {
         out[base + i] = clamp(round(value(base, i, inv) * scale), -128.0, 127.0) / scale;
     }
+#endif
 }

@@ -1,5 +1,6 @@
 //! `ternlight bench-linear`: one-token linear layers (decode matvec) with bf16 weights against ternary weights (2 bits
-//! each, int8 activations) on given shapes, beside the device's copy bandwidth (the memory roofline). Measured only.
+//! each, int8 activations; through the f32 decode path and the `dot4I8Packed` integer path) on given shapes, beside
+//! the device's copy bandwidth (the memory roofline). Measured only.
 
 use anyhow::Result;
 use serde_json::json;
@@ -8,7 +9,7 @@ use ternlight_core::dtype::DType;
 use ternlight_core::sampling::Rng;
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
-use ternlight_gpu::kernels::ternary::act_quant;
+use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, MatvecDp4, Quantised};
 use ternlight_gpu::plan::{Plan, Rows, Step};
 use ternlight_gpu::{wgpu, Gpu};
 
@@ -91,15 +92,38 @@ pub fn run(args: Args) -> Result<()> {
         linear(&gpu, &mut plan, &layer(&bf16))?;
         let t_bf16 = time_plan(&gpu, &plan, &y, args.reps)?;
         let mut plan = Plan::new(&gpu);
-        act_quant(&gpu, &mut plan, (&x, &xq), k, Rows::Tokens, None)?;
+        act_quant(&gpu, &mut plan, (&x, Quantised::Float(&xq)), k, Rows::Tokens, None)?;
         linear(&gpu, &mut plan, &Linear { x: &xq, ..layer(&ternary) })?;
         let t_ternary = time_plan(&gpu, &plan, &y, args.reps)?;
+        let t_dp4 = match dp4_ready(&gpu, &ternary) {
+            true => {
+                let (words, scales) = (gpu.zeros("xq words", k / 4), gpu.zeros("xq scale", 1));
+                let mut plan = Plan::new(&gpu);
+                act_quant(&gpu, &mut plan, (&x, Quantised::Packed(&words, &scales)), k, Rows::Tokens, None)?;
+                let call = MatvecDp4 {
+                    xq: &words,
+                    xs: &scales,
+                    w: &ternary,
+                    scale: 1.0,
+                    y: &y,
+                    y_offset: 0,
+                    y_stride: 0,
+                    rows: Rows::Tokens,
+                    accumulate: false,
+                };
+                matvec_dp4(&gpu, &mut plan, &call)?;
+                Some(time_plan(&gpu, &plan, &y, args.reps)?)
+            }
+            false => None,
+        };
         let bits = ternary.bytes() as f64 * 8.0 / (n * k) as f64;
         rows.push(json!({
             "shape": shape,
             "bf16_us": t_bf16 * 1e6,
             "ternary_us": t_ternary * 1e6,
             "speedup": t_bf16 / t_ternary,
+            "ternary_dp4_us": t_dp4.map(|t| t * 1e6),
+            "dp4_speedup": t_dp4.map(|t| t_bf16 / t),
             "bf16_weight_gb_s": bf16.bytes() as f64 / t_bf16 / 1e9,
             "ternary_weight_gb_s": ternary.bytes() as f64 / t_ternary / 1e9,
             "ternary_bits_per_weight": bits,
@@ -116,16 +140,18 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("device {}  copy bandwidth {:.1} GB/s", gpu.info.name, copy / 1e9);
     println!(
-        "{:>12} {:>10} {:>12} {:>8} {:>12} {:>14} {:>6}",
-        "shape", "bf16 us", "ternary us", "speedup", "bf16 GB/s", "ternary GB/s", "bits"
+        "{:>12} {:>10} {:>12} {:>8} {:>10} {:>8} {:>12} {:>14} {:>6}",
+        "shape", "bf16 us", "ternary us", "speedup", "dp4 us", "speedup", "bf16 GB/s", "ternary GB/s", "bits"
     );
     for r in &rows {
         println!(
-            "{:>12} {:>10.1} {:>12.1} {:>7.2}x {:>12.2} {:>14.2} {:>6.3}",
+            "{:>12} {:>10.1} {:>12.1} {:>7.2}x {:>10.1} {:>7.2}x {:>12.2} {:>14.2} {:>6.3}",
             r["shape"].as_str().unwrap_or(""),
             r["bf16_us"].as_f64().unwrap_or(0.0),
             r["ternary_us"].as_f64().unwrap_or(0.0),
             r["speedup"].as_f64().unwrap_or(0.0),
+            r["ternary_dp4_us"].as_f64().unwrap_or(f64::NAN),
+            r["dp4_speedup"].as_f64().unwrap_or(f64::NAN),
             r["bf16_weight_gb_s"].as_f64().unwrap_or(0.0),
             r["ternary_weight_gb_s"].as_f64().unwrap_or(0.0),
             r["ternary_bits_per_weight"].as_f64().unwrap_or(0.0),

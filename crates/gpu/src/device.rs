@@ -21,6 +21,8 @@ pub struct DeviceInfo {
     pub subgroups: bool,
     /// Whether timestamp queries are available.
     pub timestamps: bool,
+    /// Whether WGSL's `packed_4x8_integer_dot_product` (`dot4I8Packed`) is available.
+    pub packed_dot: bool,
     /// Largest storage buffer binding, bytes.
     pub max_binding: u64,
     /// Largest buffer, bytes.
@@ -78,6 +80,9 @@ impl Gpu {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            packed_dot: instance
+                .wgsl_language_features()
+                .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
             max_binding: limits.max_storage_buffer_binding_size as u64,
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,

@@ -42,6 +42,7 @@ shaders!(
     "linear/linear_attn.wgsl",
     "linear/mamba2.wgsl",
     "ternary/act_quant.wgsl",
+    "ternary/matvec_dp4.wgsl",
 );
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.
@@ -166,7 +167,8 @@ mod tests {
             .set("NORMALIZER", "16.0")
             .set("Q_SCALE", "0.25")
             .set("GATE_ACT", "silu")
-            .set("BETA_SCALE", "1.0");
+            .set("BETA_SCALE", "1.0")
+            .set("NORM_BINDING", 4);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");

@@ -1114,7 +1114,7 @@ fn ternary_linear_matches_reference() {
     use ternlight_gpu::kernels::ternary;
     let g = gpu();
     let mut rng = Rng::new(20);
-    for (rows, k, n) in [(1, 37, 23), (19, 64, 130), (70, 45, 40)] {
+    for (rows, k, n) in [(1, 37, 23), (19, 64, 130), (70, 45, 40), (1, 2560, 37)] {
         let x = random(&mut rng, rows * k, 3.0);
         let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
         let wf: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
@@ -1136,7 +1136,7 @@ fn ternary_linear_matches_reference() {
             let (xb, xq, yb) = (g.upload_f32("x", &x), g.zeros("xq", rows * k), g.zeros("y", rows * n));
             let mut plan = Plan::new(g);
             let norm = with_norm.then_some((&nb, 1e-8));
-            ternary::act_quant(g, &mut plan, (&xb, &xq), k, Rows::Tokens, norm).unwrap();
+            ternary::act_quant(g, &mut plan, (&xb, ternary::Quantised::Float(&xq)), k, Rows::Tokens, norm).unwrap();
             let l = Linear {
                 x: &xq,
                 w: &w,
@@ -1156,6 +1156,30 @@ fn ternary_linear_matches_reference() {
                 1e-5,
                 &format!("ternary {rows}x{k}x{n} {shape:?}"),
             );
+        }
+        // The integer path (i8x4 activations, dot4I8Packed) where rows hold whole 16-code words.
+        if ternary::dp4_ready(g, &w) {
+            let (xb, yb) = (g.upload_f32("x", &x), g.upload_f32("y", &vec![0.5; rows * n]));
+            let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
+            let mut plan = Plan::new(g);
+            let norm = with_norm.then_some((&nb, 1e-8));
+            let quantised = ternary::Quantised::Packed(&words, &scales);
+            ternary::act_quant(g, &mut plan, (&xb, quantised), k, Rows::Tokens, norm).unwrap();
+            let call = ternary::MatvecDp4 {
+                xq: &words,
+                xs: &scales,
+                w: &w,
+                scale: multiplier,
+                y: &yb,
+                y_offset: 0,
+                y_stride: 0,
+                rows: Rows::Tokens,
+                accumulate: true,
+            };
+            ternary::matvec_dp4(g, &mut plan, &call).unwrap();
+            let plus_half: Vec<f32> = want.iter().map(|v| v + 0.5).collect();
+            let got = run(&plan, &tokens(0, rows), &yb, rows * n);
+            assert_close(&got, &plus_half, 1e-5, &format!("dp4 {rows}x{k}x{n}"));
         }
     }
 }

@@ -24,7 +24,7 @@ use ternlight_gpu::kernels::moe::{expert_linear, route, ExpertLinear, Router};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
-use ternlight_gpu::kernels::ternary::act_quant;
+use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, MatvecDp4, Quantised};
 use ternlight_gpu::kernels::{
     embedding::embedding,
     mlp::{activation, gated_act, gated_act_row_gated},
@@ -141,6 +141,10 @@ pub struct Scratch {
     pub gsa_second: wgpu::Buffer,
     /// Int8 fake-quantised inputs of ternary layers `[capacity, widest input]`.
     pub xq: wgpu::Buffer,
+    /// The same as i8x4 words `[capacity, widest input / 4]`, for the integer matvec.
+    pub xq_words: wgpu::Buffer,
+    /// Per-token dequantisation factors of `xq_words` `[capacity]`.
+    pub xq_scales: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -347,6 +351,8 @@ impl Resources {
             mla_ctx: gpu.zeros("latent context", capacity * mla_w),
             gsa_second: gpu.zeros("slot attention second pass", capacity * gsa_w),
             xq: gpu.zeros("quantised activations", capacity * h.max(qw).max(inter)),
+            xq_words: gpu.zeros("packed int8 activations", capacity * h.max(qw).max(inter).div_ceil(4)),
+            xq_scales: gpu.zeros("activation scales", capacity),
         };
         Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity })
     }
@@ -412,13 +418,30 @@ impl<'a> Builder<'a> {
         (y_offset, y_stride): (usize, usize),
     ) -> Result<()> {
         let shape = self.shape();
-        // Ternary layers read their input fake-quantised to int8 per token.
+        // Ternary layers read their input quantised to int8 per token: packed for the one-token integer path,
+        // fake-quantised f32 otherwise.
+        let s = &self.res.scratch;
+        let norm = l.input_norm.as_ref().map(|n| (&n.w, n.spec.eps));
+        if shape == MatmulShape::Vector && dp4_ready(self.gpu, &l.w) && l.bias.is_none() {
+            let quantised = Quantised::Packed(&s.xq_words, &s.xq_scales);
+            act_quant(self.gpu, &mut self.plan, (x, quantised), l.w.cols, rows, norm)?;
+            let call = MatvecDp4 {
+                xq: &s.xq_words,
+                xs: &s.xq_scales,
+                w: &l.w,
+                scale: l.scale,
+                y,
+                y_offset,
+                y_stride,
+                rows,
+                accumulate: epilogue == Epilogue::Accumulate,
+            };
+            return Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?);
+        }
         let x = match l.w.ternary {
             true => {
-                let xq = &self.res.scratch.xq;
-                let norm = l.input_norm.as_ref().map(|n| (&n.w, n.spec.eps));
-                act_quant(self.gpu, &mut self.plan, (x, xq), l.w.cols, rows, norm)?;
-                xq
+                act_quant(self.gpu, &mut self.plan, (x, Quantised::Float(&s.xq)), l.w.cols, rows, norm)?;
+                &s.xq
             }
             false => x,
         };

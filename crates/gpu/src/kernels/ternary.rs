@@ -1,32 +1,121 @@
-//! Ternary (BitNet b1.58) linear layers: per-token int8 activation fake-quantisation (`ternary/act_quant.wgsl`)
-//! ahead of the ordinary linear kernels, which decode 2-bit weight codes in registers (`common/weights.wgsl`,
-//! `W_TERNARY`; see [`crate::buffer::Weight::upload_ternary`]). Reference: `reference::ternary`.
+//! Ternary (BitNet b1.58) linear layers. Activations are quantised per token to int8 (`ternary/act_quant.wgsl`);
+//! weight codes stay packed at 2 bits ([`crate::buffer::Weight::upload_ternary`]). One-token layers whose input width
+//! is a multiple of 16 take the integer path ([`matvec_dp4`]: `dot4I8Packed` on i8x4 words,
+//! `ternary/matvec_dp4.wgsl`); the rest decode codes to f32 inside the ordinary linear kernels (`W_TERNARY` in
+//! `common/weights.wgsl`). Reference: `reference::ternary`.
 
 use super::f32_word;
+use crate::buffer::Weight;
 use crate::device::Gpu;
-use crate::error::Result;
+use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 
-/// Records `out = round(x s) / s` per row of `width` (`s = 127 / max|x|`), over `rows`; with `norm` (`[width]`
+/// Where quantised activations go.
+pub enum Quantised<'a> {
+    /// Fake-quantised f32 `[rows, width]` (`round(x s) / s`), for the f32 kernels.
+    Float(&'a wgpu::Buffer),
+    /// i8x4 words `[rows, width / 4]` and the per-row factor `1 / s`, for [`matvec_dp4`].
+    Packed(&'a wgpu::Buffer, &'a wgpu::Buffer),
+}
+
+/// Records the per-row int8 quantisation of `x` (`s = 127 / max|x|`) over `rows` of `width`; with `norm` (`[width]`
 /// weight, eps), `x` is RMSNormed first.
 pub fn act_quant(
     gpu: &Gpu,
     plan: &mut Plan,
-    (x, out): (&wgpu::Buffer, &wgpu::Buffer),
+    (x, out): (&wgpu::Buffer, Quantised),
     width: usize,
     rows: Rows,
     norm: Option<(&wgpu::Buffer, f32)>,
 ) -> Result<()> {
     plan.check_rows("act_quant", "input", x, rows, width)?;
-    plan.check_rows("act_quant", "output", out, rows, width)?;
-    let wg = gpu.tuning.wg;
-    let grid = Grid::Flat { rows, per_row: 1, per_group: 1 };
-    let params = [width as u32, rows.selector(), f32_word(norm.map_or(0.0, |(_, eps)| eps))];
-    let mut buffers = vec![x.into(), out.into()];
+    let mut buffers = vec![x.into()];
+    let packed = match out {
+        Quantised::Float(out) => {
+            plan.check_rows("act_quant", "output", out, rows, width)?;
+            buffers.push(out.into());
+            false
+        }
+        Quantised::Packed(words, scales) => {
+            if !width.is_multiple_of(4) {
+                return Err(GpuError::shape("act_quant", format!("packed width {width} is not a multiple of 4")));
+            }
+            plan.check_rows("act_quant", "packed output", words, rows, width / 4)?;
+            plan.check_rows("act_quant", "scales", scales, rows, 1)?;
+            buffers.extend([words.into(), scales.into()]);
+            true
+        }
+    };
+    let defines = Defines::new()
+        .set("WG", gpu.tuning.wg)
+        .flag("NORM", norm.is_some())
+        .flag("PACKED", packed)
+        .set("NORM_BINDING", 2 + buffers.len());
     if let Some((w, _)) = norm {
         buffers.push(w.into());
     }
-    let defines = Defines::new().set("WG", wg).flag("NORM", norm.is_some());
+    let grid = Grid::Flat { rows, per_row: 1, per_group: 1 };
+    let params = [width as u32, rows.selector(), f32_word(norm.map_or(0.0, |(_, eps)| eps))];
     plan.dispatch(gpu, "ternary/act_quant.wgsl", &defines, &params, &buffers, grid)
+}
+
+/// One product through ternary weights on packed int8 activations.
+pub struct MatvecDp4<'a> {
+    /// i8x4 activation words `[rows, w.cols / 4]`.
+    pub xq: &'a wgpu::Buffer,
+    /// Per-row dequantisation factors `[rows]`.
+    pub xs: &'a wgpu::Buffer,
+    /// Ternary weights `[n, k]`, `k` a multiple of 16.
+    pub w: &'a Weight,
+    /// Multiplier of the product.
+    pub scale: f32,
+    /// Output `[rows, y_stride]`, columns `y_offset..`.
+    pub y: &'a wgpu::Buffer,
+    /// First output column.
+    pub y_offset: usize,
+    /// Output row stride (0 = the weight's rows).
+    pub y_stride: usize,
+    /// Row count source.
+    pub rows: Rows,
+    /// Add to `y` instead of storing.
+    pub accumulate: bool,
+}
+
+/// Whether `w` can take the integer path on `gpu`: ternary with whole 16-code words per row, on a device whose WGSL
+/// has `dot4I8Packed`.
+pub fn dp4_ready(gpu: &Gpu, w: &Weight) -> bool {
+    gpu.info.packed_dot && w.ternary && w.cols.is_multiple_of(16)
+}
+
+/// Records the integer-path product, one dispatch per weight block.
+pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
+    if !dp4_ready(gpu, m.w) {
+        return Err(GpuError::shape(
+            "matvec_dp4",
+            format!("ternary weight [{}, {}] with k a multiple of 16", m.w.rows, m.w.cols),
+        ));
+    }
+    let (n, k) = (m.w.rows, m.w.cols);
+    let stride = if m.y_stride == 0 { n } else { m.y_stride };
+    plan.check_rows("matvec_dp4", "activations", m.xq, m.rows, k / 4)?;
+    plan.check_rows("matvec_dp4", "scales", m.xs, m.rows, 1)?;
+    plan.check_rows("matvec_dp4", "output", m.y, m.rows, stride)?;
+    let t = &gpu.tuning;
+    let defines = Defines::new().set("WG", t.wg).set("NR", t.nr);
+    for block in &m.w.blocks {
+        let params = [
+            k as u32,
+            block.rows as u32,
+            (m.y_offset + block.row0) as u32,
+            stride as u32,
+            m.rows.selector(),
+            f32_word(m.scale),
+            m.accumulate as u32,
+        ];
+        let grid = Grid::Tiles { x: (block.rows as u32).div_ceil(t.nr), rows: m.rows, rows_per_group: 1 };
+        let buffers = [m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
+        plan.dispatch(gpu, "ternary/matvec_dp4.wgsl", &defines, &params, &buffers, grid)?;
+    }
+    Ok(())
 }
