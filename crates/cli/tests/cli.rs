@@ -111,6 +111,11 @@ fn logits_match_fla_for_fla_bitnet() {
 }
 
 #[test]
+fn logits_match_numpy_for_bitnet_with_hybrid_gated_flow() {
+    fidelity("bitnet_hgf");
+}
+
+#[test]
 fn logits_match_fla_for_kda() {
     fidelity("kda");
 }
@@ -317,9 +322,9 @@ fn chat_prompts_are_rendered_through_the_template() {
 }
 
 #[test]
-fn bitnet_converts_to_tq1_0_and_tq2_0_gguf_and_matches_transformers() {
+fn bitnet_converts_to_tq1_0_and_tq2_0_gguf_and_keeps_its_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    for arch in ["bitnet_packed", "bitnet_online"] {
+    for arch in ["bitnet_packed", "bitnet_online", "bitnet_hgf"] {
         for ty in ["tq1-0", "tq2-0"] {
             let out = tmp.path().join(format!("{arch}-{ty}.gguf"));
             let o = ternlight(&[

@@ -141,3 +141,8 @@ fn bitnet_online_matches_transformers() {
 fn fla_bitnet_matches_fla() {
     check("fla_bitnet");
 }
+
+#[test]
+fn bitnet_hgf_matches_its_numpy_generator() {
+    check("bitnet_hgf");
+}

@@ -7,7 +7,7 @@ use crate::weights::{
     GatedMlpWeights, LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights, NormWeights,
 };
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec, LightningSpec,
     LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
@@ -145,6 +145,8 @@ pub struct Scratch {
     pub xq_words: wgpu::Buffer,
     /// Per-token dequantisation factors of `xq_words` `[capacity]`.
     pub xq_scales: wgpu::Buffer,
+    /// Hybrid Gated Flow's low-rank activations `[capacity, max rank]`.
+    pub hgf_mid: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -313,6 +315,7 @@ impl Resources {
             }
         }
         let h = spec.hidden;
+        let hgf_rank = spec.layers.iter().map(LayerSpec::hgf_rank).max().unwrap_or(0);
         for (what, width) in [("queries", qw), ("MLP activations", inter), ("hidden states", h)] {
             check_binding(gpu, &format!("{what} for {capacity} tokens"), (capacity * width * 4) as u64)?;
         }
@@ -353,6 +356,7 @@ impl Resources {
             xq: gpu.zeros("quantised activations", capacity * h.max(qw).max(inter)),
             xq_words: gpu.zeros("packed int8 activations", capacity * h.max(qw).max(inter).div_ceil(4)),
             xq_scales: gpu.zeros("activation scales", capacity),
+            hgf_mid: gpu.zeros("hgf correction", capacity * hgf_rank),
         };
         Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity })
     }
@@ -409,6 +413,51 @@ impl<'a> Builder<'a> {
     }
 
     fn linear_at(
+        &mut self,
+        x: &wgpu::Buffer,
+        l: &LinearWeights,
+        y: &wgpu::Buffer,
+        rows: Rows,
+        epilogue: Epilogue,
+        (y_offset, y_stride): (usize, usize),
+    ) -> Result<()> {
+        self.product(x, l, y, rows, epilogue, (y_offset, y_stride))?;
+        // Hybrid Gated Flow: the low-rank correction of the unquantised input, its gate folded into B at load.
+        if let Some(h) = &l.hgf {
+            let mid = &self.res.scratch.hgf_mid;
+            let shape = self.shape();
+            let down = Linear {
+                x,
+                w: &h.a,
+                bias: None,
+                scale: 1.0,
+                y: mid,
+                y_offset: 0,
+                y_stride: 0,
+                rows,
+                epilogue: Epilogue::Store,
+                shape,
+            };
+            linear(self.gpu, &mut self.plan, &down)?;
+            let up = Linear {
+                x: mid,
+                w: &h.b,
+                bias: None,
+                scale: 1.0,
+                y,
+                y_offset,
+                y_stride,
+                rows,
+                epilogue: Epilogue::Accumulate,
+                shape,
+            };
+            linear(self.gpu, &mut self.plan, &up)?;
+        }
+        Ok(())
+    }
+
+    /// The layer's own product: float weights, or ternary codes on int8 activations.
+    fn product(
         &mut self,
         x: &wgpu::Buffer,
         l: &LinearWeights,

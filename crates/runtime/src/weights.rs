@@ -2,10 +2,11 @@
 //! row blocks beyond the binding limit), norm weights and biases as f32.
 
 use crate::error::Result;
+use ternlight_core::dtype::DType;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::{hgrn2, ternary};
 use ternlight_core::spec::{
-    AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec, LinearSpec,
+    AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgf, Hgrn2Spec, LightningSpec, LinearAttnSpec, LinearSpec,
     MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec, Ternary,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
@@ -36,6 +37,17 @@ pub struct LinearWeights {
     pub scale: f32,
     /// A ternary layer's own input norm (fla `BitLinear`).
     pub input_norm: Option<NormWeights>,
+    /// A Hybrid Gated Flow correction added to the product, when the layer has one.
+    pub hgf: Option<Box<HgfWeights>>,
+}
+
+/// Hybrid Gated Flow's low-rank path `g ⊙ B (A x)`: `A` in the stored dtype, `B` in f32 with the gate folded into
+/// its rows so that the correction is two plain products.
+pub struct HgfWeights {
+    /// `A` `[rank, in]`.
+    pub a: Weight,
+    /// `diag(g) B` `[out, rank]`.
+    pub b: Weight,
 }
 
 impl LinearWeights {
@@ -44,6 +56,7 @@ impl LinearWeights {
         self.w.bytes()
             + self.bias.as_ref().map_or(0, wgpu::Buffer::size)
             + self.input_norm.as_ref().map_or(0, |n| n.w.size())
+            + self.hgf.as_ref().map_or(0, |h| h.a.bytes() + h.b.bytes())
     }
 }
 
@@ -482,18 +495,44 @@ impl Uploader<'_> {
             Ternary::Absmean { input_norm: Some(n) } => Some(self.norm(n)?),
             _ => None,
         };
-        Ok(LinearWeights { w, bias, scale: l.scale * multiplier, input_norm })
+        Ok(LinearWeights { w, bias, scale: l.scale * multiplier, input_norm, hgf: None })
     }
 
-    /// A linear layer: the whole stored tensor, the rows of a fused one it selects, or ternary codes.
+    /// A linear layer with its Hybrid Gated Flow correction, when it has one.
     fn linear(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
+        let mut weights = self.product(l)?;
+        if let Some(h) = &l.hgf {
+            weights.hgf = Some(Box::new(self.hgf(h, l)?));
+        }
+        Ok(weights)
+    }
+
+    /// `A` as stored; `B` scaled row by row by the gate (one scalar or one per output channel).
+    fn hgf(&mut self, h: &Hgf, l: &LinearSpec) -> Result<HgfWeights> {
+        let a = self.matrix(&h.lora_a, h.rank, l.in_features)?;
+        let gate = self.source.f32(&h.gate)?;
+        self.advance(&h.gate, self.source.bytes(&h.gate)?.len());
+        let mut b = self.source.f32(&h.lora_b)?;
+        self.advance(&h.lora_b, self.source.bytes(&h.lora_b)?.len());
+        for (o, row) in b.chunks_exact_mut(h.rank).enumerate() {
+            let g = gate[if h.per_channel { o } else { 0 }];
+            row.iter_mut().for_each(|v| *v *= g);
+        }
+        let bytes: Vec<u8> = b.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b =
+            Weight::upload(self.gpu, &h.lora_b, DType::F32, l.out_features, h.rank, &bytes, self.gpu.info.max_binding)?;
+        Ok(HgfWeights { a, b })
+    }
+
+    /// A linear layer's own product: the whole stored tensor, the rows of a fused one it selects, or ternary codes.
+    fn product(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
         if let Some(format) = &l.ternary {
             return self.ternary(l, format);
         }
         if l.rows.is_none() {
             let w = self.matrix(&l.weight, l.out_features, l.in_features)?;
             let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
-            return Ok(LinearWeights { w, bias, scale: l.scale, input_norm: None });
+            return Ok(LinearWeights { w, bias, scale: l.scale, input_norm: None, hgf: None });
         }
         let rows = l.row_indices();
         let w = self.matrix_rows(&l.weight, &rows, l.in_features)?;
@@ -505,7 +544,7 @@ impl Uploader<'_> {
             }
             None => None,
         };
-        Ok(LinearWeights { w, bias, scale: l.scale, input_norm: None })
+        Ok(LinearWeights { w, bias, scale: l.scale, input_norm: None, hgf: None })
     }
 
     /// Several same-shaped matrices stacked into one `[count * rows, cols]` weight whose blocks hold whole members.
@@ -596,18 +635,11 @@ impl Uploader<'_> {
                 // Plain DeltaNet: a = 0 and exp(A_log) = 0 make the shared kernels' decay exactly zero.
                 let (hv, hidden) = (g.n_v_heads, g.b_proj.in_features);
                 let zeros = vec![0u8; hv * hidden * 4];
-                let a = Weight::upload(
-                    self.gpu,
-                    "no decay",
-                    ternlight_core::dtype::DType::F32,
-                    hv,
-                    hidden,
-                    &zeros,
-                    self.gpu.info.max_binding,
-                )?;
+                let a =
+                    Weight::upload(self.gpu, "no decay", DType::F32, hv, hidden, &zeros, self.gpu.info.max_binding)?;
                 let params = [vec![NO_DECAY_A_LOG; hv], vec![0.0; hv]].concat();
                 (
-                    LinearWeights { w: a, bias: None, scale: 1.0, input_norm: None },
+                    LinearWeights { w: a, bias: None, scale: 1.0, input_norm: None, hgf: None },
                     self.gpu.upload_f32("no decay", &params),
                 )
             }

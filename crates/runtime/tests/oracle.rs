@@ -272,3 +272,8 @@ fn bitnet_online_matches_transformers_on_the_gpu() {
 fn fla_bitnet_matches_fla_on_the_gpu() {
     check("fla_bitnet");
 }
+
+#[test]
+fn bitnet_hgf_matches_its_numpy_generator_on_the_gpu() {
+    check("bitnet_hgf");
+}

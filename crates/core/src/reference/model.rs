@@ -164,6 +164,17 @@ impl ReferenceModel {
         if l.scale != 1.0 {
             y.iter_mut().for_each(|v| *v *= l.scale);
         }
+        if let Some(h) = &l.hgf {
+            // The correction sees the layer's unquantised input.
+            let mid = linear(x, self.w(&h.lora_a), None, k, h.rank);
+            let correction = linear(&mid, self.w(&h.lora_b), None, h.rank, l.out_features);
+            let g = self.w(&h.gate);
+            for (row, c) in y.chunks_exact_mut(l.out_features).zip(correction.chunks_exact(l.out_features)) {
+                for (o, (v, cv)) in row.iter_mut().zip(c).enumerate() {
+                    *v += g[if h.per_channel { o } else { 0 }] * cv;
+                }
+            }
+        }
         if let Some(b) = l.bias.as_deref().map(|b| self.w(b)) {
             let rows = l.row_indices();
             for row in y.chunks_exact_mut(l.out_features) {

@@ -627,7 +627,37 @@ fn bitnet(
     let q = cfg.get("quantization_config").map(Config);
     let class = q.as_ref().and_then(|q| q.str("linear_class")).unwrap_or("bitlinear");
     let mode = q.as_ref().and_then(|q| q.str("quantization_mode")).unwrap_or("offline");
+    let hgf = match q.as_ref().and_then(|q| q.get("hgf")).map(Config) {
+        Some(h) => {
+            let per_channel = match h.str("gate").unwrap_or("scalar") {
+                "scalar" => false,
+                "channel" => true,
+                other => {
+                    return Err(CoreError::field(
+                        "quantization_config.hgf.gate",
+                        format!("`{other}` is not scalar or channel"),
+                    ))
+                }
+            };
+            let rank = match h.get("rank").and_then(Value::as_u64) {
+                Some(rank) if rank > 0 => rank as usize,
+                _ => return Err(CoreError::field("quantization_config.hgf.rank", "must be a positive integer")),
+            };
+            Some((rank, per_channel))
+        }
+        None => None,
+    };
     let ternary = |l: &mut LinearSpec| -> Result<()> {
+        if let Some((rank, per_channel)) = hgf {
+            let prefix = l.weight.trim_end_matches(".weight");
+            l.hgf = Some(Hgf {
+                lora_a: format!("{prefix}.lora_A"),
+                lora_b: format!("{prefix}.lora_B"),
+                gate: format!("{prefix}.hgf_gate"),
+                rank,
+                per_channel,
+            });
+        }
         l.ternary = Some(match (class, mode) {
             ("bitlinear", _) => Ternary::PackedRows { weight_scale: format!("{}_scale", l.weight) },
             ("autobitlinear", "online") => Ternary::Absmean { input_norm: None },
@@ -1058,6 +1088,27 @@ mod tests {
         assert_eq!(a.k_proj.out_features, 32);
         assert_eq!(spec.lm_head, "lm_head.weight");
         assert_eq!(spec.parameter_count(), 256 * 64 * 2 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 128 * 64));
+    }
+
+    #[test]
+    fn hybrid_gated_flow_declares_its_tensors_beside_each_ternary_weight() {
+        let mut c = base();
+        c["model_type"] = json!("bitnet");
+        c["quantization_config"] = json!({"quant_method": "bitnet", "hgf": {"rank": 4}});
+        let spec = ModelSpec::from_config(&c).unwrap();
+        let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
+        let h = a.k_proj.hgf.as_ref().unwrap();
+        assert_eq!((h.rank, h.per_channel), (4, false));
+        assert_eq!(h.lora_a, "model.layers.1.self_attn.k_proj.lora_A");
+        let decls = spec.tensors();
+        let shape = |n: &str| decls.iter().find(|d| d.name == n).map(|d| d.shape.clone());
+        assert_eq!(shape("model.layers.1.self_attn.k_proj.lora_B"), Some(vec![32, 4]));
+        assert_eq!(shape("model.layers.1.self_attn.k_proj.hgf_gate"), Some(vec![1]));
+        for (hgf, expect) in [(json!({"rank": 4, "gate": "row"}), "`row`"), (json!({"rank": 0}), "positive integer")] {
+            c["quantization_config"]["hgf"] = hgf;
+            let e = ModelSpec::from_config(&c).unwrap_err().to_string();
+            assert!(e.contains("quantization_config.hgf") && e.contains(expect), "{e}");
+        }
     }
 
     #[test]

@@ -80,6 +80,25 @@ pub struct LinearSpec {
     pub scale: f32,
     /// Ternary weights with int8 activations (BitNet), when the layer is ternary.
     pub ternary: Option<Ternary>,
+    /// A Hybrid Gated Flow correction beside the ternary product, when the checkpoint has one.
+    pub hgf: Option<Hgf>,
+}
+
+/// Hybrid Gated Flow: a ternary layer plus a low-rank full-precision correction of the same (unquantised) input,
+/// `y = ternary(x) + g ⊙ B (A x)`. Ternlight's checkpoint convention puts `lora_A` `[rank, in]`, `lora_B`
+/// `[out, rank]` and `hgf_gate` (`[1]` for a scalar gate, `[out]` per channel) next to the layer's `weight`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hgf {
+    /// `A` `[rank, in]`.
+    pub lora_a: String,
+    /// `B` `[out, rank]`.
+    pub lora_b: String,
+    /// The gate `g`.
+    pub gate: String,
+    /// Rank of the correction.
+    pub rank: usize,
+    /// A gate per output channel rather than one scalar.
+    pub per_channel: bool,
 }
 
 impl LinearSpec {
@@ -92,6 +111,7 @@ impl LinearSpec {
             rows: None,
             scale: 1.0,
             ternary: None,
+            hgf: None,
         }
     }
 
@@ -133,6 +153,11 @@ impl LinearSpec {
 
     pub(crate) fn decls(&self, out: &mut Vec<TensorDecl>) {
         let rows = self.stored_rows();
+        if let Some(h) = &self.hgf {
+            out.push(TensorDecl::float(h.lora_a.clone(), vec![h.rank, self.in_features]));
+            out.push(TensorDecl::float(h.lora_b.clone(), vec![self.out_features, h.rank]));
+            out.push(TensorDecl::float(h.gate.clone(), vec![if h.per_channel { self.out_features } else { 1 }]));
+        }
         match &self.ternary {
             Some(Ternary::PackedRows { weight_scale }) => {
                 out.push(TensorDecl {
@@ -767,6 +792,18 @@ pub struct LayerSpec {
 }
 
 impl LayerSpec {
+    /// The widest Hybrid Gated Flow correction among this layer's attention and MLP projections (0 without one).
+    pub fn hgf_rank(&self) -> usize {
+        let mut linears: Vec<&LinearSpec> = Vec::new();
+        if let MixerSpec::Attention(a) = &self.mixer {
+            linears.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
+        }
+        if let MlpSpec::Gated(g) = &self.mlp {
+            linears.extend([&g.gate, &g.up, &g.down]);
+        }
+        linears.iter().filter_map(|l| l.hgf.as_ref()).map(|h| h.rank).max().unwrap_or(0)
+    }
+
     /// KV-cache bytes per token of this layer (0 for recurrent mixers; MLA caches its latent and key tail).
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
         self.mixer.parts().iter().map(|m| m.kv_bytes_per_token(dtype)).sum()
