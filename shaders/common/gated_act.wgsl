@@ -1,4 +1,4 @@
-// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid, identity, relu2} (MLPs, output gates,
+// Gated element-wise product: out = act(gate) * up, ACT in {silu, gelu_tanh, sigmoid, identity, relu2, tanh} (MLPs, output gates,
 // gated convolutions); ROW_GATE also multiplies row t by sigmoid(row_gate[t]) (a MoE shared expert's gate); NO_UP
 // computes out = act(gate) alone.
 #include "common/grid.wgsl"

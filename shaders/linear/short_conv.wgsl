@@ -1,6 +1,7 @@
 // Short causal depthwise convolution over time, x [T, C] -> y [T, C], weights [C, K] f32; BIAS adds a bias [C]
 // (Mamba2), SILU applies SiLU.
-// Inputs before the forward's first token come from the conv state [C, K-1] (oldest first).
+// Inputs before the forward's first token come from the conv state [C, K-1] (oldest first), from float
+// state_offset of its buffer.
 // Variant UPDATE (run after the conv): the state becomes the last K-1 inputs of (old state ++ x).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
@@ -8,6 +9,7 @@
 struct Params {
     channels: u32,
     kernel: u32,
+    state_offset: u32,  // first float of this conv's history in `state`
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -25,7 +27,7 @@ struct Params {
 fn input_at(i: u32, c: u32) -> f32 {
     let hist = params.kernel - 1u;
     if (i < hist) {
-        return state[c * hist + i];
+        return state[params.state_offset + c * hist + i];
     }
     return x[(i - hist) * params.channels + c];
 }
@@ -42,7 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // Ascending j reads index n_tokens + j > j, which this loop has not overwritten yet.
     for (var j = 0u; j < hist; j++) {
-        state[c * hist + j] = input_at(step.n_tokens + j, c);
+        state[params.state_offset + c * hist + j] = input_at(step.n_tokens + j, c);
     }
 #else
     let t = idx / params.channels;

@@ -79,6 +79,7 @@ pub fn run(args: Args) -> Result<()> {
                 m.top_k,
                 if m.shared.is_some() { ", shared" } else { "" }
             ),
+            MlpSpec::ChannelMix(c) => format!("channel_mix({})", c.key.out_features),
         };
         format!("{} + {}", l.mixer.kind(), mlp)
     };

@@ -100,6 +100,11 @@ fn logits_match_fla_for_gsa() {
 }
 
 #[test]
+fn logits_match_fla_for_rwkv7() {
+    fidelity("rwkv7");
+}
+
+#[test]
 fn logits_match_transformers_for_bitnet_packed_and_online() {
     fidelity("bitnet_packed");
     fidelity("bitnet_online");

@@ -146,3 +146,8 @@ fn fla_bitnet_matches_fla() {
 fn bitnet_hgf_matches_its_numpy_generator() {
     check("bitnet_hgf");
 }
+
+#[test]
+fn rwkv7_matches_fla() {
+    check("rwkv7");
+}

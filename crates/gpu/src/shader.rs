@@ -38,6 +38,7 @@ shaders!(
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
     "linear/gsa.wgsl",
+    "linear/rwkv7.wgsl",
     "linear/hgrn2.wgsl",
     "linear/linear_attn.wgsl",
     "linear/mamba2.wgsl",

@@ -173,6 +173,8 @@ fn rms_norm_matches_reference_in_every_output_mode() {
                 eps: 1e-6,
                 unit_offset,
                 row_stride: 0,
+                centered: false,
+                bias: None,
             };
             let step = tokens(0, rows);
 
@@ -229,10 +231,43 @@ fn rms_norm_over_part_of_each_row() {
         eps: 1e-5,
         unit_offset: false,
         row_stride: stride,
+        centered: false,
+        bias: None,
     };
     let mut plan = Plan::new(g);
     rms_norm(g, &mut plan, &args, &xb, NormOutput::InPlace).unwrap();
     assert_close(&run(&plan, &tokens(0, rows), &xb, x.len()), &want, 1e-5, "strided rows");
+}
+
+#[test]
+fn layer_norm_matches_reference_with_and_without_bias() {
+    let g = gpu();
+    let mut rng = Rng::new(17);
+    for (dim, groups, rows, biased) in [(19, 3, 150, true), (64, 1, 1, false), (130, 2, 7, true)] {
+        // An offset mean, so centring matters.
+        let x: Vec<f32> = random(&mut rng, rows * groups * dim, 2.0).iter().map(|v| v + 3.0).collect();
+        let (w, b) = (random(&mut rng, dim, 1.0), random(&mut rng, dim, 1.0));
+        let bias = biased.then_some(b.as_slice());
+        let mut want = Vec::new();
+        for row in x.chunks_exact(dim) {
+            want.extend(reference::norm::layer_norm(row, &w, bias, dim, 1e-5));
+        }
+        let (xb, wb, bb) = (g.upload_f32("x", &x), g.upload_f32("w", &w), g.upload_f32("b", &b));
+        let args = NormArgs {
+            weight: &wb,
+            dim,
+            groups_per_row: groups,
+            rows: Rows::Tokens,
+            eps: 1e-5,
+            unit_offset: false,
+            row_stride: 0,
+            centered: true,
+            bias: biased.then_some(&bb),
+        };
+        let mut plan = Plan::new(g);
+        rms_norm(g, &mut plan, &args, &xb, NormOutput::InPlace).unwrap();
+        assert_close(&run(&plan, &tokens(0, rows), &xb, x.len()), &want, 1e-5, &format!("layer norm {dim}x{groups}"));
+    }
 }
 
 #[test]
@@ -439,7 +474,18 @@ fn short_conv_matches_reference_and_carries_its_state() {
         let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
         let mut plan = Plan::new(g);
         let bias_b = biased.then_some(&bb);
-        let call = ShortConv { x: &xb, weight: &wb, bias: bias_b, state: &sb, y: &yb, channels, kernel, silu };
+        let call = ShortConv {
+            x: &xb,
+            weight: &wb,
+            bias: bias_b,
+            state: &sb,
+            state_offset: 0,
+            y: &yb,
+            channels,
+            kernel,
+            silu,
+            advance: true,
+        };
         ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, t), &yb, t * channels);
         let bias_r = biased.then_some(&bias[..]);
@@ -1181,5 +1227,161 @@ fn ternary_linear_matches_reference() {
             let got = run(&plan, &tokens(0, rows), &yb, rows * n);
             assert_close(&got, &plus_half, 1e-5, &format!("dp4 {rows}x{k}x{n}"));
         }
+    }
+}
+
+mod rwkv7 {
+    use super::*;
+    use ternlight_core::reference::rwkv7::{self as reference, Dims, Inputs};
+    use ternlight_gpu::kernels::gated_deltanet::ChunkScratch;
+    use ternlight_gpu::kernels::rwkv7::Rwkv7;
+
+    /// Raw projections of `tokens` tokens and the layer's parameters.
+    struct Case {
+        d: Dims,
+        r: Vec<f32>,
+        w: Vec<f32>,
+        k: Vec<f32>,
+        a: Vec<f32>,
+        v: Vec<f32>,
+        v_first: Vec<f32>,
+        v_mix: Vec<f32>,
+        gate: Vec<f32>,
+        params: [Vec<f32>; 5],
+    }
+
+    impl Case {
+        fn new(rng: &mut Rng, d: Dims, t: usize) -> Case {
+            let (hk, hv) = (t * d.heads * d.dk, t * d.heads * d.dv);
+            let (kw, vw) = (d.heads * d.dk, d.heads * d.dv);
+            let params = [
+                random(rng, kw, 1.0),
+                random(rng, kw, 1.0),
+                random(rng, vw, 1.0),
+                random(rng, vw, 0.5),
+                random(rng, kw, 1.0),
+            ];
+            Case {
+                d,
+                r: random(rng, hk, 1.0),
+                w: random(rng, hk, 2.0),
+                k: random(rng, hk, 1.0),
+                a: random(rng, hk, 2.0),
+                v: random(rng, hv, 1.0),
+                v_first: random(rng, hv, 1.0),
+                v_mix: random(rng, hv, 2.0),
+                gate: random(rng, hv, 1.0),
+                params,
+            }
+        }
+
+        /// The packed `[r | w | k | a | b | v]` rows of tokens `range`.
+        fn packed(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+            let (kw, vw) = (self.d.heads * self.d.dk, self.d.heads * self.d.dv);
+            let mut x = Vec::new();
+            for t in range {
+                for part in [&self.r, &self.w, &self.k, &self.a] {
+                    x.extend_from_slice(&part[t * kw..(t + 1) * kw]);
+                }
+                x.extend(std::iter::repeat_n(0.0, kw));
+                x.extend_from_slice(&self.v[t * vw..(t + 1) * vw]);
+            }
+            x
+        }
+
+        /// Reference output of tokens `range`, advancing `state`.
+        fn reference(&self, range: std::ops::Range<usize>, state: &mut [f32], mixed: bool) -> Vec<f32> {
+            let d = &self.d;
+            let (kw, vw) = (d.heads * d.dk, d.heads * d.dv);
+            let keys = |x: &[f32]| x[range.start * kw..range.end * kw].to_vec();
+            let values = |x: &[f32]| x[range.start * vw..range.end * vw].to_vec();
+            let (w, k, a, b) = reference::prepare(
+                &keys(&self.w),
+                &keys(&self.k),
+                &keys(&self.a),
+                [&self.params[0], &self.params[1]],
+                d.dk,
+            );
+            let mut v = values(&self.v);
+            if mixed {
+                reference::mix_values(&mut v, &values(&self.v_first), &values(&self.v_mix));
+            }
+            let r = keys(&self.r);
+            let o = reference::recurrent(&Inputs { r: &r, w: &w, k: &k, v: &v, a: &a, b: &b }, state, d);
+            let norm = [&self.params[2][..], &self.params[3], &self.params[4]];
+            reference::finish(&o, [&r, &k, &v, &values(&self.gate)], norm, d, 1e-4)
+        }
+
+        /// The GPU's output of tokens `range` (and the values it leaves in `v_first`), advancing `state`.
+        fn gpu(
+            &self,
+            range: std::ops::Range<usize>,
+            state: &wgpu::Buffer,
+            chunked: bool,
+            mixed: bool,
+        ) -> (Vec<f32>, Vec<f32>) {
+            let g = gpu();
+            let d = &self.d;
+            let (t, vw) = (range.len(), d.heads * d.dv);
+            let x = g.upload_f32("x", &self.packed(range.clone()));
+            let values = |v: &[f32]| g.upload_f32("values", &v[range.start * vw..range.end * vw]);
+            let (v_first, v_mix, gate) = (values(&self.v_first), values(&self.v_mix), values(&self.gate));
+            let p: Vec<wgpu::Buffer> = self.params.iter().map(|p| g.upload_f32("param", p)).collect();
+            let out = g.zeros("out", t * vw);
+            let call = Rwkv7 { heads: d.heads, dk: d.dk, dv: d.dv, x: &x };
+            let mut plan = Plan::new(g);
+            call.prepare(g, &mut plan, [&p[0], &p[1]], &v_first, mixed.then_some(&v_mix)).unwrap();
+            if chunked {
+                call.chunked(g, &mut plan, state, &out, &ChunkScratch::new(g, t, d.heads, d.dk, d.dv)).unwrap();
+            } else {
+                call.recurrent(g, &mut plan, state, &out).unwrap();
+            }
+            call.finish(g, &mut plan, &out, &gate, [&p[2], &p[3], &p[4]], 1e-4).unwrap();
+            let got = run(&plan, &tokens(0, t), &out, t * vw);
+            (got, pollster::block_on(g.read_f32(&v_first, 0, t * vw)).unwrap())
+        }
+    }
+
+    #[test]
+    fn chunked_and_recurrent_kernels_match_reference_at_awkward_lengths() {
+        let g = gpu();
+        let mut rng = Rng::new(21);
+        for d in [Dims { heads: 2, dk: 16, dv: 24 }, Dims { heads: 1, dk: 64, dv: 64 }] {
+            for t in [1, 63, 64, 65, 150] {
+                let c = Case::new(&mut rng, d, t);
+                let s0 = random(&mut rng, d.heads * d.dk * d.dv, 0.3);
+                for mixed in [false, true] {
+                    let mut want_state = s0.clone();
+                    let want = c.reference(0..t, &mut want_state, mixed);
+                    for chunked in [false, true] {
+                        let sb = g.upload_f32("state", &s0);
+                        let (got, v_first) = c.gpu(0..t, &sb, chunked, mixed);
+                        let what = format!("{d:?} T={t} chunked={chunked} mixed={mixed}");
+                        assert_close(&got, &want, 2e-4, &what);
+                        let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
+                        assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
+                        let first = if mixed { c.v_first.clone() } else { c.v.clone() };
+                        assert_close(&v_first, &first, 0.0, &format!("v_first {what}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A chunked prefill hands its state to recurrent decode steps: the same outputs as one long prefill.
+    #[test]
+    fn prefill_state_hands_off_to_decode() {
+        let g = gpu();
+        let mut rng = Rng::new(22);
+        let d = Dims { heads: 2, dk: 16, dv: 16 };
+        let c = Case::new(&mut rng, d, 70);
+        let mut want_state = vec![0.0; d.heads * d.dk * d.dv];
+        let want = c.reference(0..70, &mut want_state, true);
+        let sb = g.zeros("state", want_state.len());
+        let (mut got, _) = c.gpu(0..67, &sb, true, true);
+        for t in 67..70 {
+            got.extend(c.gpu(t..t + 1, &sb, false, true).0);
+        }
+        assert_close(&got, &want, 2e-4, "prefill 67 then 3 steps");
     }
 }

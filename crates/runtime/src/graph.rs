@@ -4,11 +4,12 @@
 
 use crate::error::Result;
 use crate::weights::{
-    GatedMlpWeights, LayerWeights, LinearWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights, NormWeights,
+    GatedMlpWeights, LayerWeights, LinearWeights, LoraWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights,
+    NormWeights,
 };
 use ternlight_core::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec, LightningSpec,
-    LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, ShortConvSpec,
+    LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, Rwkv7Spec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
@@ -24,6 +25,7 @@ use ternlight_gpu::kernels::moe::{expert_linear, route, ExpertLinear, Router};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
+use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, MatvecDp4, Quantised};
 use ternlight_gpu::kernels::{
     embedding::embedding,
@@ -147,6 +149,15 @@ pub struct Scratch {
     pub xq_scales: wgpu::Buffer,
     /// Hybrid Gated Flow's low-rank activations `[capacity, max rank]`.
     pub hgf_mid: wgpu::Buffer,
+    /// RWKV's token-shifted inputs `[capacity, hidden]`: six for a time mixer (the first also serves the channel
+    /// mixer); none without RWKV layers.
+    pub shifted: Vec<wgpu::Buffer>,
+    /// RWKV-7 layer 0's values `[capacity, value width]`, which later layers lerp towards.
+    pub v_first: wgpu::Buffer,
+    /// RWKV-7's output gate `[capacity, value width]`.
+    pub rwkv_gate: wgpu::Buffer,
+    /// A LoRA's activated low-rank values `[capacity, max rank]`.
+    pub lora_act: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -212,6 +223,7 @@ impl Resources {
         let mut lin = LinearWidths::default();
         let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
         let (mut experts, mut top_k, mut gate_w, mut mla_w, mut gsa_w) = (0, 0, 0, 0, 0);
+        let mut rwkv_v = None;
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_slot = Vec::with_capacity(spec.layers.len());
@@ -303,11 +315,25 @@ impl Resources {
                         (keyw, gsa_w) = (keyw.max(h * m), gsa_w.max(h * (2 * m + v)));
                         states.push(recurrent(gpu, h * m * (k + v), 0));
                     }
+                    MixerSpec::Rwkv7(r) => {
+                        let (h, dk, dv) = (r.n_heads, r.head_dim, r.head_v_dim);
+                        lin.add(5 * h * dk + h * dv, h, dk, dv);
+                        let loras = [&r.w_lora, &r.a_lora, &r.g_lora].into_iter().chain(&r.v_lora);
+                        rank = loras.map(|l| l.down.out_features).fold(rank, usize::max);
+                        rwkv_v = Some(rwkv_v.unwrap_or(0).max(h * dv));
+                        // The time mixer's token-shift history, then its channel mixer's.
+                        states.push(recurrent(gpu, r.state_len(), 2 * spec.hidden));
+                    }
                     MixerSpec::Parallel(_) => unreachable!("parts are never parallel"),
                 }
                 if !matches!(mixer, MixerSpec::Attention(_) | MixerSpec::Mla(_)) {
                     rope_of_slot.push(None);
                 }
+            }
+            if matches!(layer.mlp, MlpSpec::ChannelMix(_)) && !matches!(layer.mixer, MixerSpec::Rwkv7(_)) {
+                return Err(
+                    GpuError::shape("graph", format!("layer {i}: a channel mixer needs an RWKV time mixer")).into()
+                );
             }
             inter = inter.max(layer.mlp.activation_width());
             if let MlpSpec::Moe(m) = &layer.mlp {
@@ -357,6 +383,12 @@ impl Resources {
             xq_words: gpu.zeros("packed int8 activations", capacity * h.max(qw).max(inter).div_ceil(4)),
             xq_scales: gpu.zeros("activation scales", capacity),
             hgf_mid: gpu.zeros("hgf correction", capacity * hgf_rank),
+            shifted: (0..if rwkv_v.is_some() { 6 } else { 0 })
+                .map(|_| gpu.zeros("token shift", capacity * h))
+                .collect(),
+            v_first: gpu.zeros("v_first", capacity * rwkv_v.unwrap_or(0)),
+            rwkv_gate: gpu.zeros("rwkv output gate", capacity * rwkv_v.unwrap_or(0)),
+            lora_act: gpu.zeros("lora activations", capacity * rank),
         };
         Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity })
     }
@@ -528,6 +560,8 @@ impl<'a> Builder<'a> {
             eps: norm.spec.eps,
             unit_offset: norm.spec.unit_offset,
             row_stride: 0,
+            centered: norm.spec.centered,
+            bias: norm.bias.as_ref(),
         };
         let gate = gate.map(|act| (&s.z, act));
         rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gate)?;
@@ -543,6 +577,8 @@ impl<'a> Builder<'a> {
             eps: n.spec.eps,
             unit_offset: n.spec.unit_offset,
             row_stride: 0,
+            centered: n.spec.centered,
+            bias: n.bias.as_ref(),
         };
         Ok(rms_norm(self.gpu, &mut self.plan, &args, x, out)?)
     }
@@ -667,6 +703,8 @@ impl<'a> Builder<'a> {
             channels: width,
             kernel: g.conv_kernel,
             silu: true,
+            advance: true,
+            state_offset: 0,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
         let gate_width = g.gate_width();
@@ -806,6 +844,8 @@ impl<'a> Builder<'a> {
             channels: c.channels,
             kernel: c.kernel,
             silu: false,
+            advance: true,
+            state_offset: 0,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
         gated_act(self.gpu, &mut self.plan, Activation::Identity, pc, px, pb, c.channels)?;
@@ -859,6 +899,8 @@ impl<'a> Builder<'a> {
             eps: kv_norm.spec.eps,
             unit_offset: kv_norm.spec.unit_offset,
             row_stride: latent,
+            centered: false,
+            bias: None,
         };
         rms_norm(self.gpu, &mut self.plan, &args, &s.k, NormOutput::InPlace)?;
         let row_bytes = (latent * 4) as u64;
@@ -966,6 +1008,8 @@ impl<'a> Builder<'a> {
             channels,
             kernel: m.conv_kernel,
             silu: true,
+            advance: true,
+            state_offset: 0,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
         let ssm = Mamba2 {
@@ -1043,6 +1087,77 @@ impl<'a> Builder<'a> {
         self.output_norm_and_project(norm, 1, None, out, post)
     }
 
+    /// `y = up(act(down(x)))` into columns `offset..` of rows `stride` wide.
+    fn lora(&mut self, x: &wgpu::Buffer, l: &LoraWeights, y: &wgpu::Buffer, at: (usize, usize)) -> Result<()> {
+        let s = &self.res.scratch;
+        self.linear(x, &l.down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
+        let mid = match l.act {
+            Activation::Identity => &s.low_rank,
+            act => {
+                activation(self.gpu, &mut self.plan, act, &s.low_rank, &s.lora_act, l.down.w.rows)?;
+                &s.lora_act
+            }
+        };
+        self.linear_at(mid, &l.up, y, Rows::Tokens, Epilogue::Store, at)
+    }
+
+    /// A kernel-2 token shift of `h` into `y` (`[mu, 1 - mu]` per channel), its history from float `offset` of
+    /// `history`.
+    fn token_shift(
+        &mut self,
+        conv: &wgpu::Buffer,
+        history: &wgpu::Buffer,
+        offset: usize,
+        y: &wgpu::Buffer,
+        advance: bool,
+    ) -> Result<()> {
+        let s = &self.res.scratch;
+        let call = ShortConv {
+            x: &s.h,
+            weight: conv,
+            bias: None,
+            state: history,
+            state_offset: offset,
+            y,
+            channels: self.hidden,
+            kernel: 2,
+            silu: false,
+            advance,
+        };
+        Ok(short_conv(self.gpu, &mut self.plan, &call)?)
+    }
+
+    /// RWKV-7's time mixer: six token shifts, the projections and LoRAs written into one `[r|w|k|a|b|v]` row per
+    /// token, their preparation, the rule (chunkwise or recurrent), the group norm + bonus + gate, then `o_proj`.
+    fn rwkv7(&mut self, slot: usize, r: &Rwkv7Spec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Rwkv7(wt) = w else { unreachable!("RWKV-7 weights") };
+        let LayerState::Recurrent { state, conv } = &self.res.states[slot] else { unreachable!("RWKV-7 state") };
+        let s = &self.res.scratch;
+        for (i, (mu, y)) in wt.shift.iter().zip(&s.shifted).enumerate() {
+            self.token_shift(mu, conv, 0, y, i + 1 == wt.shift.len())?;
+        }
+        let [xr, xw, xk, xv, xa, xg] = [0, 1, 2, 3, 4, 5].map(|i| &s.shifted[i]);
+        let call = Rwkv7 { heads: r.n_heads, dk: r.head_dim, dv: r.head_v_dim, x: &s.qkv };
+        let (kw, width) = (r.key_dim(), call.width());
+        self.linear_cols(xr, &wt.r, &s.qkv, 0, width)?;
+        self.lora(xw, &wt.loras[0], &s.qkv, (kw, width))?;
+        self.linear_cols(xk, &wt.k, &s.qkv, 2 * kw, width)?;
+        self.lora(xa, &wt.loras[1], &s.qkv, (3 * kw, width))?;
+        self.linear_cols(xv, &wt.v, &s.qkv, 5 * kw, width)?;
+        if let Some(l) = &wt.v_lora {
+            self.lora(xv, l, &s.z, (0, 0))?;
+        }
+        self.lora(xg, &wt.loras[2], &s.rwkv_gate, (0, 0))?;
+        call.prepare(self.gpu, &mut self.plan, [&wt.k_k, &wt.k_a], &s.v_first, wt.v_lora.as_ref().map(|_| &s.z))?;
+        match self.mode {
+            Mode::Prefill => call.chunked(self.gpu, &mut self.plan, state, &s.lin_out, &s.chunk)?,
+            Mode::Decode => call.recurrent(self.gpu, &mut self.plan, state, &s.lin_out)?,
+        }
+        let norm = [&wt.g_norm[0], &wt.g_norm[1], &wt.r_k];
+        call.finish(self.gpu, &mut self.plan, &s.lin_out, &s.rwkv_gate, norm, r.g_norm.eps)?;
+        self.project_residual(&s.lin_out, &wt.o, post)
+    }
+
     /// Records one stateful mixer into the residual, using the next state slot.
     fn mix(&mut self, spec: &MixerSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let slot = self.slot;
@@ -1057,6 +1172,7 @@ impl<'a> Builder<'a> {
             MixerSpec::Mla(m) => self.mla(slot, m, w, post),
             MixerSpec::Mamba2(m) => self.mamba2(slot, m, w, post),
             MixerSpec::Gsa(g) => self.gsa(slot, g, w, post),
+            MixerSpec::Rwkv7(r) => self.rwkv7(slot, r, w, post),
             MixerSpec::Parallel(_) => unreachable!("parallel mixers are recorded part by part"),
         }
     }
@@ -1084,6 +1200,17 @@ impl<'a> Builder<'a> {
                 self.project_residual(&s.act, &weights.down, &w.post_mlp)
             }
             (MlpSpec::Moe(m), weights) => self.moe(m, weights, &w.post_mlp),
+            (MlpSpec::ChannelMix(c), MlpWeights::ChannelMix(cw)) => {
+                // The layer's one mixer is its RWKV time mixer (checked at allocation); the channel mixer's shift
+                // history follows the time mixer's in that slot's conv state.
+                let LayerState::Recurrent { conv, .. } = &self.res.states[self.slot - 1] else {
+                    unreachable!("RWKV layer state")
+                };
+                self.token_shift(&cw.shift, conv, self.hidden, &s.shifted[0], true)?;
+                self.linear(&s.shifted[0], &cw.key, &s.gate, Rows::Tokens, Epilogue::Store)?;
+                activation(self.gpu, &mut self.plan, Activation::Relu2, &s.gate, &s.act, c.key.out_features)?;
+                self.project_residual(&s.act, &cw.value, &w.post_mlp)
+            }
             _ => unreachable!("MLP weights match the spec"),
         }
     }
@@ -1158,6 +1285,9 @@ pub fn build(
     let mut b = Builder { gpu, plan, res, mode, max_context, hidden: spec.hidden, scaled: None, slot: 0 };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
+    if let Some(n) = &weights.embed_norm {
+        b.norm(n, 1, Rows::Tokens, &s.x, NormOutput::InPlace)?;
+    }
     for (layer, w) in spec.layers.iter().zip(&weights.layers) {
         b.layer(layer, w)?;
     }

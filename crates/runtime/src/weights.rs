@@ -6,8 +6,8 @@ use ternlight_core::dtype::DType;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::{hgrn2, ternary};
 use ternlight_core::spec::{
-    AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgf, Hgrn2Spec, LightningSpec, LinearAttnSpec, LinearSpec,
-    MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec, Ternary,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgf, Hgrn2Spec, LightningSpec, LinearAttnSpec,
+    LinearSpec, LoraSpec, MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, Rwkv7Spec, ShortConvSpec, Ternary,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -55,17 +55,26 @@ impl LinearWeights {
     pub fn bytes(&self) -> u64 {
         self.w.bytes()
             + self.bias.as_ref().map_or(0, wgpu::Buffer::size)
-            + self.input_norm.as_ref().map_or(0, |n| n.w.size())
+            + self.input_norm.as_ref().map_or(0, NormWeights::bytes)
             + self.hgf.as_ref().map_or(0, |h| h.a.bytes() + h.b.bytes())
     }
 }
 
-/// An RMSNorm's weight with its spec.
+/// A norm's weight (and LayerNorm bias) with its spec.
 pub struct NormWeights {
     /// `[dim]` f32.
     pub w: wgpu::Buffer,
+    /// `[dim]` f32, for a LayerNorm with a bias.
+    pub bias: Option<wgpu::Buffer>,
     /// Dim, eps, offset convention.
     pub spec: NormSpec,
+}
+
+impl NormWeights {
+    /// Bytes resident on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.w.size() + self.bias.as_ref().map_or(0, wgpu::Buffer::size)
+    }
 }
 
 /// Weights of a token mixer.
@@ -207,6 +216,8 @@ pub enum MixerWeights {
         /// Output projection.
         out: LinearWeights,
     },
+    /// RWKV-7's time mixer (boxed: the largest variant).
+    Rwkv7(Box<Rwkv7Weights>),
     /// Gated Linear Attention projections and output norm.
     Gla {
         /// Projections writing `[q | k | v]` side by side.
@@ -224,6 +235,68 @@ pub enum MixerWeights {
     },
 }
 
+/// A low-rank projection `up(act(down(x)))`.
+pub struct LoraWeights {
+    /// `[rank, in]`.
+    pub down: LinearWeights,
+    /// Between the two.
+    pub act: Activation,
+    /// `[out, rank]` (with its bias, if any).
+    pub up: LinearWeights,
+}
+
+impl LoraWeights {
+    fn bytes(&self) -> u64 {
+        self.down.bytes() + self.up.bytes()
+    }
+}
+
+/// RWKV-7's time mixer (see `Rwkv7Spec`). Each token shift is a kernel-2 conv with weights `[mu, 1 - mu]` per
+/// channel: `mu x_{t-1} + (1 - mu) x_t = x_t + (x_{t-1} - x_t) mu`.
+pub struct Rwkv7Weights {
+    /// Token-shift convs `[hidden, 2]` for r, w, k, v, a and g.
+    pub shift: Vec<wgpu::Buffer>,
+    /// Receptance projection.
+    pub r: LinearWeights,
+    /// Key projection.
+    pub k: LinearWeights,
+    /// Value projection.
+    pub v: LinearWeights,
+    /// Output projection.
+    pub o: LinearWeights,
+    /// Decay, in-context rate and output-gate LoRAs.
+    pub loras: [LoraWeights; 3],
+    /// The value-residual LoRA (after layer 0).
+    pub v_lora: Option<LoraWeights>,
+    /// `k_k`, `k_a` `[key dim]` and `r_k` `[heads * head_dim]`.
+    pub k_k: wgpu::Buffer,
+    /// See `k_k`.
+    pub k_a: wgpu::Buffer,
+    /// See `k_k`.
+    pub r_k: wgpu::Buffer,
+    /// Group-norm weight and bias `[value dim]` (zero bias when the checkpoint has none).
+    pub g_norm: [wgpu::Buffer; 2],
+}
+
+impl Rwkv7Weights {
+    fn bytes(&self) -> u64 {
+        let buffers = self.shift.iter().chain(&self.g_norm).chain([&self.k_k, &self.k_a, &self.r_k]);
+        buffers.map(wgpu::Buffer::size).sum::<u64>()
+            + [&self.r, &self.k, &self.v, &self.o].into_iter().map(LinearWeights::bytes).sum::<u64>()
+            + self.loras.iter().chain(&self.v_lora).map(LoraWeights::bytes).sum::<u64>()
+    }
+}
+
+/// RWKV's channel mixer: the token-shift conv `[hidden, 2]`, then `value(relu(key(.))^2)`.
+pub struct ChannelMixWeights {
+    /// Token-shift conv.
+    pub shift: wgpu::Buffer,
+    /// `[intermediate, hidden]`.
+    pub key: LinearWeights,
+    /// `[hidden, intermediate]`.
+    pub value: LinearWeights,
+}
+
 /// A gated MLP's projections.
 pub struct GatedMlpWeights {
     /// Gate projection.
@@ -239,7 +312,7 @@ pub struct GatedMlpWeights {
 impl GatedMlpWeights {
     fn bytes(&self) -> u64 {
         [&self.gate, &self.up, &self.down].into_iter().map(LinearWeights::bytes).sum::<u64>()
-            + self.sub_norm.as_ref().map_or(0, |n| n.w.size())
+            + self.sub_norm.as_ref().map_or(0, NormWeights::bytes)
     }
 }
 
@@ -250,6 +323,8 @@ pub enum MlpWeights {
     Gated(GatedMlpWeights),
     /// A mixture of experts (boxed: the larger variant).
     Moe(Box<MoeWeights>),
+    /// RWKV's channel mixer.
+    ChannelMix(ChannelMixWeights),
 }
 
 /// A mixture of experts: router, stacked expert projections, optional shared expert.
@@ -279,7 +354,7 @@ impl MixerWeights {
         }
     }
 
-    /// Bytes of the Mamba2, GSA and parallel variants (the others are counted in [`ModelWeights::bytes`]).
+    /// Bytes of the Mamba2, GSA, RWKV-7 and parallel variants (the others are counted in [`ModelWeights::bytes`]).
     fn bytes(&self) -> u64 {
         let opt = |b: &Option<wgpu::Buffer>| b.as_ref().map_or(0, wgpu::Buffer::size);
         match self {
@@ -288,12 +363,13 @@ impl MixerWeights {
                     + conv.size()
                     + opt(conv_bias)
                     + params.size()
-                    + norm.as_ref().map_or(0, |n| n.w.size())
+                    + norm.as_ref().map_or(0, NormWeights::bytes)
             }
             MixerWeights::Parallel(branches) => branches.iter().map(|b| b.bytes()).sum(),
             MixerWeights::Gsa { qkv, f, norm, out } => {
-                qkv.iter().chain([f, out]).map(LinearWeights::bytes).sum::<u64>() + norm.w.size()
+                qkv.iter().chain([f, out]).map(LinearWeights::bytes).sum::<u64>() + norm.bytes()
             }
+            MixerWeights::Rwkv7(r) => r.bytes(),
             _ => 0,
         }
     }
@@ -319,6 +395,8 @@ pub struct LayerWeights {
 pub struct ModelWeights {
     /// Token embedding `[vocab, hidden]`.
     pub embed: Weight,
+    /// Norm of the embeddings (RWKV's `pre_norm`).
+    pub embed_norm: Option<NormWeights>,
     /// Output head, `None` when tied to the embedding.
     pub head: Option<Weight>,
     /// Final norm.
@@ -336,7 +414,7 @@ impl ModelWeights {
     /// Bytes of weights resident on the GPU.
     pub fn bytes(&self) -> u64 {
         let lin = LinearWeights::bytes;
-        let norm = |n: &NormWeights| n.w.size();
+        let norm = NormWeights::bytes;
         let opt = |n: &Option<NormWeights>| n.as_ref().map_or(0, norm);
         let layers: u64 = self
             .layers
@@ -378,9 +456,10 @@ impl ModelWeights {
                             + lin(out)
                             + lower_bound.as_ref().map_or(0, wgpu::Buffer::size)
                     }
-                    MixerWeights::Mamba2 { .. } | MixerWeights::Parallel(_) | MixerWeights::Gsa { .. } => {
-                        l.mixer.bytes()
-                    }
+                    MixerWeights::Mamba2 { .. }
+                    | MixerWeights::Parallel(_)
+                    | MixerWeights::Gsa { .. }
+                    | MixerWeights::Rwkv7(_) => l.mixer.bytes(),
                     MixerWeights::Mla { q, kv_a, kv_norm, kv_b, o } => {
                         lin(q) + lin(kv_a) + norm(kv_norm) + lin(kv_b) + lin(o)
                     }
@@ -408,11 +487,16 @@ impl ModelWeights {
                             + shared.as_ref().map_or(0, GatedMlpWeights::bytes)
                             + shared_gate.as_ref().map_or(0, lin)
                     }
+                    MlpWeights::ChannelMix(c) => c.shift.size() + lin(&c.key) + lin(&c.value),
                 };
                 mixer + mlp + opt(&l.pre_mixer) + opt(&l.post_mixer) + opt(&l.pre_mlp) + opt(&l.post_mlp)
             })
             .sum();
-        self.embed.bytes() + self.head.as_ref().map_or(0, Weight::bytes) + norm(&self.final_norm) + layers
+        self.embed.bytes()
+            + self.head.as_ref().map_or(0, Weight::bytes)
+            + norm(&self.final_norm)
+            + opt(&self.embed_norm)
+            + layers
     }
 }
 
@@ -600,7 +684,8 @@ impl Uploader<'_> {
     }
 
     fn norm(&mut self, n: &NormSpec) -> Result<NormWeights> {
-        Ok(NormWeights { w: self.vector(&n.weight)?, spec: n.clone() })
+        let bias = n.bias.as_deref().map(|b| self.vector(b)).transpose()?;
+        Ok(NormWeights { w: self.vector(&n.weight)?, bias, spec: n.clone() })
     }
 
     fn attention(&mut self, a: &AttentionSpec) -> Result<MixerWeights> {
@@ -731,6 +816,39 @@ impl Uploader<'_> {
         })
     }
 
+    /// A token-shift mix `mu` as the kernel-2 conv `[mu, 1 - mu]` per channel.
+    fn shift(&mut self, name: &str) -> Result<wgpu::Buffer> {
+        let mu = self.source.f32(name)?;
+        self.advance(name, self.source.bytes(name)?.len());
+        let conv: Vec<f32> = mu.iter().flat_map(|&m| [m, 1.0 - m]).collect();
+        Ok(self.gpu.upload_f32(name, &conv))
+    }
+
+    fn lora(&mut self, l: &LoraSpec) -> Result<LoraWeights> {
+        Ok(LoraWeights { down: self.linear(&l.down)?, act: l.act, up: self.linear(&l.up)? })
+    }
+
+    fn rwkv7(&mut self, r: &Rwkv7Spec) -> Result<MixerWeights> {
+        let shift = r.shift.iter().map(|mu| self.shift(mu)).collect::<Result<_>>()?;
+        let g_bias = match &r.g_norm.bias {
+            Some(b) => self.vector(b)?,
+            None => self.gpu.zeros("group norm bias", r.g_norm.dim),
+        };
+        Ok(MixerWeights::Rwkv7(Box::new(Rwkv7Weights {
+            shift,
+            r: self.linear(&r.r_proj)?,
+            k: self.linear(&r.k_proj)?,
+            v: self.linear(&r.v_proj)?,
+            o: self.linear(&r.o_proj)?,
+            loras: [self.lora(&r.w_lora)?, self.lora(&r.a_lora)?, self.lora(&r.g_lora)?],
+            v_lora: r.v_lora.as_ref().map(|l| self.lora(l)).transpose()?,
+            k_k: self.vector(&r.k_k)?,
+            k_a: self.vector(&r.k_a)?,
+            r_k: self.vector(&r.r_k)?,
+            g_norm: [self.vector(&r.g_norm.weight)?, g_bias],
+        })))
+    }
+
     fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
         Ok(MixerWeights::ShortConv {
             b: self.linear(&c.in_proj[0])?,
@@ -786,6 +904,7 @@ pub fn upload(
         on_progress,
     };
     let embed = up.matrix(&spec.embed, spec.vocab, spec.hidden)?;
+    let embed_norm = up.opt_norm(&spec.embed_norm)?;
     let mut layers = Vec::with_capacity(spec.layers.len());
     for layer in &spec.layers {
         let pre_mixer = up.opt_norm(&layer.norms.pre_mixer)?;
@@ -797,6 +916,7 @@ pub fn upload(
             MixerSpec::ShortConv(c) => up.short_conv(c)?,
             MixerSpec::LinearAttn(l) => up.linear_attn(l)?,
             MixerSpec::Lightning(l) => up.lightning(l)?,
+            MixerSpec::Rwkv7(r) => up.rwkv7(r)?,
             MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) | MixerSpec::Gsa(_) => up.mixer(&layer.mixer)?,
             MixerSpec::Mla(m) => MixerWeights::Mla {
                 q: up.linear(&m.q_proj)?,
@@ -811,11 +931,16 @@ pub fn upload(
         let mlp = match &layer.mlp {
             MlpSpec::Gated(g) => MlpWeights::Gated(up.gated_mlp(g)?),
             MlpSpec::Moe(m) => up.moe(m)?,
+            MlpSpec::ChannelMix(c) => MlpWeights::ChannelMix(ChannelMixWeights {
+                shift: up.shift(&c.shift)?,
+                key: up.linear(&c.key)?,
+                value: up.linear(&c.value)?,
+            }),
         };
         let post_mlp = up.opt_norm(&layer.norms.post_mlp)?;
         layers.push(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp });
     }
     let final_norm = up.norm(&spec.final_norm)?;
     let head = if spec.tied_embeddings { None } else { Some(up.matrix(&spec.lm_head, spec.vocab, spec.hidden)?) };
-    Ok(ModelWeights { embed, head, final_norm, layers })
+    Ok(ModelWeights { embed, embed_norm, head, final_norm, layers })
 }

@@ -277,3 +277,8 @@ fn fla_bitnet_matches_fla_on_the_gpu() {
 fn bitnet_hgf_matches_its_numpy_generator_on_the_gpu() {
     check("bitnet_hgf");
 }
+
+#[test]
+fn fla_rwkv7_matches_fla_on_the_gpu() {
+    check("rwkv7");
+}

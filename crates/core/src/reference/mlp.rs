@@ -13,6 +13,7 @@ pub fn activate(act: Activation, x: f32) -> f32 {
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         Activation::Identity => x,
         Activation::Relu2 => x.max(0.0) * x.max(0.0),
+        Activation::Tanh => x.tanh(),
     }
 }
 

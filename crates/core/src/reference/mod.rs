@@ -16,4 +16,5 @@ pub mod model;
 pub mod moe;
 pub mod norm;
 pub mod rope;
+pub mod rwkv7;
 pub mod ternary;

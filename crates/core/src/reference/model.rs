@@ -2,6 +2,7 @@
 
 use super::gated_delta::{self, Dims};
 use super::moe::{route, Routing};
+use super::norm::layer_norm;
 use super::norm::rms_norm_gated;
 use super::{
     attention::{attention, attention_qk_v},
@@ -12,11 +13,11 @@ use super::{
     norm::rms_norm,
     rope::rope,
 };
-use super::{gla, gsa, hgrn2, mamba2, ternary};
+use super::{gla, gsa, hgrn2, mamba2, rwkv7, ternary};
 use crate::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
-    LinearAttnSpec, LinearSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, ShortConvSpec,
-    Ternary,
+    LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec,
+    Rwkv7Spec, ShortConvSpec, Ternary,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -61,6 +62,9 @@ impl LayerCache {
                 state: vec![0.0; m.n_heads * m.state_dim * m.head_dim],
                 conv: vec![0.0; m.conv_channels() * (m.conv_kernel - 1)],
             },
+            MixerSpec::Rwkv7(r) => {
+                LayerCache::Recurrent { state: vec![0.0; r.state_len()], conv: vec![0.0; r.r_proj.in_features] }
+            }
             MixerSpec::Parallel(_) => unreachable!("caches are per part of a parallel mixer"),
         }
     }
@@ -86,6 +90,10 @@ pub struct ReferenceModel {
     weights: HashMap<String, Vec<f32>>,
     rope_tables: Vec<Option<(Vec<f32>, Vec<f32>)>>,
     cache: Vec<LayerCache>,
+    /// Each layer's channel-mixer token shift (the previous token's input; empty for other MLPs).
+    shifts: Vec<Vec<f32>>,
+    /// RWKV-7 layer 0's values in the current forward, which later layers interpolate towards.
+    v_first: Vec<f32>,
     position: usize,
     form: DeltaForm,
 }
@@ -113,7 +121,17 @@ impl ReferenceModel {
             })
             .collect();
         let cache = LayerCache::all(&spec);
-        Ok(ReferenceModel { spec, weights, rope_tables, cache, position: 0, form: DeltaForm::Auto })
+        let shifts = channel_mix_shifts(&spec);
+        Ok(ReferenceModel {
+            spec,
+            weights,
+            rope_tables,
+            cache,
+            shifts,
+            v_first: Vec::new(),
+            position: 0,
+            form: DeltaForm::Auto,
+        })
     }
 
     /// Selects the delta-rule form (to check that chunkwise and recurrent agree end to end).
@@ -129,6 +147,7 @@ impl ReferenceModel {
     /// Forgets the context.
     pub fn reset(&mut self) {
         self.cache = LayerCache::all(&self.spec);
+        self.shifts = channel_mix_shifts(&self.spec);
         self.position = 0;
     }
 
@@ -185,7 +204,10 @@ impl ReferenceModel {
     }
 
     fn norm(&self, x: &[f32], n: &NormSpec) -> Vec<f32> {
-        rms_norm(x, self.w(&n.weight), n.dim, n.eps, n.unit_offset)
+        match n.centered {
+            true => layer_norm(x, self.w(&n.weight), n.bias.as_deref().map(|b| self.w(b)), n.dim, n.eps),
+            false => rms_norm(x, self.w(&n.weight), n.dim, n.eps, n.unit_offset),
+        }
     }
 
     fn opt_norm(&self, x: &[f32], n: &Option<NormSpec>) -> Vec<f32> {
@@ -409,6 +431,7 @@ impl ReferenceModel {
             MixerSpec::Mla(m) => self.mla(slot, m, h, pos0),
             MixerSpec::Mamba2(m) => self.mamba2(slot, m, h),
             MixerSpec::Gsa(g) => self.gsa(slot, g, h),
+            MixerSpec::Rwkv7(r) => self.rwkv7(slot, r, h),
             MixerSpec::Parallel(_) => unreachable!("parallel mixers run part by part"),
         }
     }
@@ -456,6 +479,38 @@ impl ReferenceModel {
             None => gated(Activation::Silu, &z, &y),
         };
         self.linear(&y, &m.out_proj)
+    }
+
+    /// `up(act(down(x)))`.
+    fn lora(&self, x: &[f32], l: &LoraSpec) -> Vec<f32> {
+        let mid: Vec<f32> = self.linear(x, &l.down).into_iter().map(|v| activate(l.act, v)).collect();
+        self.linear(&mid, &l.up)
+    }
+
+    /// RWKV-7's time mixer (see [`Rwkv7Spec`]).
+    fn rwkv7(&mut self, slot: usize, s: &Rwkv7Spec, h: &[f32]) -> Vec<f32> {
+        let LayerCache::Recurrent { conv: prev, .. } = &mut self.cache[slot] else { unreachable!("RWKV-7 state") };
+        let shifted = rwkv7::token_shift(h, prev);
+        let [xr, xw, xk, xv, xa, xg] = s.shift.each_ref().map(|mu| rwkv7::shift_mix(h, &shifted, self.w(mu)));
+        let r = self.linear(&xr, &s.r_proj);
+        let mut v = self.linear(&xv, &s.v_proj);
+        match &s.v_lora {
+            None => self.v_first = v.clone(),
+            Some(l) => rwkv7::mix_values(&mut v, &self.v_first, &self.lora(&xv, l)),
+        }
+        let (w_raw, k, a_raw) = (self.lora(&xw, &s.w_lora), self.linear(&xk, &s.k_proj), self.lora(&xa, &s.a_lora));
+        let (w, k, a, b) = rwkv7::prepare(&w_raw, &k, &a_raw, [self.w(&s.k_k), self.w(&s.k_a)], s.head_dim);
+        let inputs = rwkv7::Inputs { r: &r, w: &w, k: &k, v: &v, a: &a, b: &b };
+        let dims = rwkv7::Dims { heads: s.n_heads, dk: s.head_dim, dv: s.head_v_dim };
+        let chunked = self.form == DeltaForm::Auto && h.len() > self.spec.hidden;
+        let LayerCache::Recurrent { state, .. } = &mut self.cache[slot] else { unreachable!("RWKV-7 state") };
+        let o = if chunked { rwkv7::chunked(&inputs, state, &dims) } else { rwkv7::recurrent(&inputs, state, &dims) };
+        let gate = self.lora(&xg, &s.g_lora);
+        let n = &s.g_norm;
+        let bias = n.bias.as_deref().map_or_else(|| vec![0.0; n.dim], |b| self.w(b).to_vec());
+        let norm = [self.w(&n.weight), &bias, self.w(&s.r_k)];
+        let o = rwkv7::finish(&o, [&r, &k, &v, &gate], norm, &dims, n.eps);
+        self.linear(&o, &s.o_proj)
     }
 
     fn gated_mlp(&self, h: &[f32], g: &GatedMlpSpec) -> Vec<f32> {
@@ -511,8 +566,11 @@ impl ReferenceModel {
         let spec = self.spec.clone();
         let hidden = spec.hidden;
         let mut x = embedding(self.w(&spec.embed), hidden, ids, spec.embed_scale.unwrap_or(1.0));
+        if let Some(n) = &spec.embed_norm {
+            x = self.norm(&x, n);
+        }
         let mut slot = 0;
-        for layer in &spec.layers {
+        for (li, layer) in spec.layers.iter().enumerate() {
             let h = self.opt_norm(&x, &layer.norms.pre_mixer);
             let mut mixed = vec![0.0; h.len()];
             for part in layer.mixer.parts() {
@@ -529,6 +587,12 @@ impl ReferenceModel {
             let out = match &layer.mlp {
                 MlpSpec::Gated(g) => self.gated_mlp(&h, g),
                 MlpSpec::Moe(m) => self.moe(&h, m),
+                MlpSpec::ChannelMix(c) => {
+                    let shifted = rwkv7::token_shift(&h, &mut self.shifts[li]);
+                    let key = self.linear(&rwkv7::shift_mix(&h, &shifted, self.w(&c.shift)), &c.key);
+                    let act: Vec<f32> = key.into_iter().map(|x| activate(Activation::Relu2, x)).collect();
+                    self.linear(&act, &c.value)
+                }
             };
             let out = match &layer.norms.post_mlp {
                 Some(n) => self.norm(&out, n),
@@ -554,4 +618,15 @@ fn add_residual(x: &mut [f32], normed: &[f32], block: &[f32], scaled: Option<(f3
             x.iter_mut().zip(normed.iter().zip(block)).for_each(|(a, (n, b))| *a = alpha * n + beta * b)
         }
     }
+}
+
+/// A zeroed token shift for each channel-mixer layer, nothing for the others.
+fn channel_mix_shifts(spec: &ModelSpec) -> Vec<Vec<f32>> {
+    spec.layers
+        .iter()
+        .map(|l| match &l.mlp {
+            MlpSpec::ChannelMix(c) => vec![0.0; c.key.in_features],
+            _ => Vec::new(),
+        })
+        .collect()
 }

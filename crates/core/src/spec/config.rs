@@ -545,7 +545,14 @@ fn qwen_gated_deltanet(
         }),
         b_proj: b,
         beta_scale: 1.0,
-        norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: head_v_dim, eps, unit_offset: false },
+        norm: NormSpec {
+            weight: format!("{prefix}.norm.weight"),
+            dim: head_v_dim,
+            eps,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, value, false),
     })
 }
@@ -565,7 +572,14 @@ fn lightning(d: &AttentionDims, prefix: &str, layer: usize, n_layers: usize) -> 
         qkv,
         slopes: (0..h).map(|i| (base.powi(i as i32 + 1) * depth) as f32).collect(),
         output_gate: LinearSpec::new(&format!("{prefix}.output_gate"), width, hidden, false),
-        norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: width, eps: 1e-6, unit_offset: false },
+        norm: NormSpec {
+            weight: format!("{prefix}.norm.weight"),
+            dim: width,
+            eps: 1e-6,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         out_proj: LinearSpec::new(&format!("{prefix}.out_proj"), hidden, width, false),
     }
 }
@@ -608,7 +622,14 @@ fn mla(cfg: &Config, prefix: &str, d: &AttentionDims, eps: f32) -> Result<MlaSpe
         kv_rank: rank,
         q_proj: lin("q_proj", h * (nope + rope), d.hidden),
         kv_a_proj: lin("kv_a_proj_with_mqa", rank + rope, d.hidden),
-        kv_norm: NormSpec { weight: format!("{prefix}.kv_a_layernorm.weight"), dim: rank, eps, unit_offset: false },
+        kv_norm: NormSpec {
+            weight: format!("{prefix}.kv_a_layernorm.weight"),
+            dim: rank,
+            eps,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         kv_b_proj: lin("kv_b_proj", h * (nope + v_dim), rank),
         o_proj: lin("o_proj", d.hidden, h * v_dim),
         scale: ((nope + rope) as f32).powf(-0.5),
@@ -774,9 +795,14 @@ fn mamba2(cfg: &Config, prefix: &str, hidden: usize, eps: f32, ssm_in: f32, mup:
                 supported: "mamba_norm_before_gate=true".into(),
             })
         }
-        true => {
-            Some(NormSpec { weight: format!("{prefix}.norm.weight"), dim: inner / n_groups, eps, unit_offset: false })
-        }
+        true => Some(NormSpec {
+            weight: format!("{prefix}.norm.weight"),
+            dim: inner / n_groups,
+            eps,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        }),
         false => None,
     };
     let limit = cfg.get("time_step_limit").and_then(Value::as_array);
@@ -957,7 +983,14 @@ impl ModelSpec {
         let scale = (1.0 / scale_base.sqrt()) as f32;
         let window = cfg.opt_usize("sliding_window")?;
 
-        let norm = |weight: String, dim: usize| NormSpec { weight, dim, eps, unit_offset: family.unit_offset_norms };
+        let norm = |weight: String, dim: usize| NormSpec {
+            weight,
+            dim,
+            eps,
+            unit_offset: family.unit_offset_norms,
+            centered: false,
+            bias: None,
+        };
         let schedule = layer_schedule(&cfg, n_layers, family)?;
         let mut layers = Vec::with_capacity(n_layers);
         let dims = AttentionDims {
@@ -1053,6 +1086,7 @@ impl ModelSpec {
             hidden,
             vocab,
             embed: embed.clone(),
+            embed_norm: None,
             embed_scale: match cfg.f64("embedding_multiplier")? {
                 Some(m) => Some(m as f32),
                 None => family.scaled_embeddings.then(|| (hidden as f32).sqrt()),

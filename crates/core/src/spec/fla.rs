@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// The fla `model_type` values Ternlight runs.
 pub const MODEL_TYPES: &[&str] =
-    &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn", "kda", "gsa", "bitnet"];
+    &["gated_deltanet", "delta_net", "gla", "hgrn2", "linear_attn", "kda", "gsa", "bitnet", "rwkv7"];
 
 /// Whether a config with this `model_type` is an fla model: fla and transformers both name a model `bitnet`; fla's
 /// configs have `num_heads`, transformers' `num_attention_heads`.
@@ -72,7 +72,14 @@ fn delta_net(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Gate
         decay: None,
         b_proj: lin("b_proj", heads),
         beta_scale: beta_scale(cfg),
-        norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: value / heads, eps, unit_offset: false },
+        norm: NormSpec {
+            weight: format!("{prefix}.o_norm.weight"),
+            dim: value / heads,
+            eps,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
     })
 }
@@ -127,6 +134,8 @@ pub(crate) fn separate_gated_deltanet(
             dim: head_v_dim,
             eps: norm_eps,
             unit_offset: false,
+            centered: false,
+            bias: None,
         },
         out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
     }
@@ -200,7 +209,14 @@ pub(crate) fn kda_layer(
         }),
         b_proj: lin("b_proj", heads, hidden, false),
         beta_scale,
-        norm: NormSpec { weight: format!("{prefix}.o_norm.weight"), dim: dv, eps: norm_eps, unit_offset: false },
+        norm: NormSpec {
+            weight: format!("{prefix}.o_norm.weight"),
+            dim: dv,
+            eps: norm_eps,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         out_proj: lin("o_proj", hidden, value, false),
     }
 }
@@ -245,7 +261,14 @@ fn gsa(cfg: &Config, prefix: &str, hidden: usize) -> Result<GsaSpec> {
         gate_normalizer: cfg.f64("gate_logit_normalizer")?.unwrap_or(8.0) as f32,
         scale: cfg.f64("scale")?.unwrap_or(1.0) as f32,
         // fla fuses this norm into the output projection with its default eps, whatever norm_eps says.
-        norm: NormSpec { weight: format!("{prefix}.g_norm.weight"), dim: value, eps: 1e-5, unit_offset: false },
+        norm: NormSpec {
+            weight: format!("{prefix}.g_norm.weight"),
+            dim: value,
+            eps: 1e-5,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
     })
 }
@@ -289,6 +312,8 @@ fn gla(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<GlaSpec> {
             dim: value / heads,
             eps,
             unit_offset: false,
+            centered: false,
+            bias: None,
         },
         out_proj: LinearSpec::new(&format!("{prefix}.o_proj"), hidden, value, false),
     })
@@ -314,7 +339,14 @@ fn hgrn2(cfg: &Config, prefix: &str, hidden: usize, layer: usize, layers: usize)
         f_proj: lin("f_proj", hidden, hidden),
         i_proj: lin("i_proj", hidden, hidden),
         // fla applies this norm through `rms_norm_linear` without passing `norm_eps`: its default 1e-5 holds.
-        norm: NormSpec { weight: format!("{prefix}.g_norm.weight"), dim: hidden, eps: 1e-5, unit_offset: false },
+        norm: NormSpec {
+            weight: format!("{prefix}.g_norm.weight"),
+            dim: hidden,
+            eps: 1e-5,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         out_proj: lin("o_proj", hidden, hidden),
         lower_bound: (cfg.bool("use_lower_bound") != Some(false))
             .then(|| ("model.lower_bounds".to_string(), layer, layers)),
@@ -346,7 +378,14 @@ fn linear_attn(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Li
         ],
         feature_q: feature("feature_map_q"),
         feature_k: feature("feature_map_k"),
-        norm: NormSpec { weight: format!("{prefix}.norm.weight"), dim: dv, eps, unit_offset: false },
+        norm: NormSpec {
+            weight: format!("{prefix}.norm.weight"),
+            dim: dv,
+            eps,
+            unit_offset: false,
+            centered: false,
+            bias: None,
+        },
         out_proj: lin("o_proj", hidden, value, false),
     })
 }
@@ -357,7 +396,8 @@ fn bit_attention(cfg: &Config, prefix: &str, hidden: usize, max_positions: usize
     let mut a = fla_attention(cfg.0, prefix, hidden, max_positions)?;
     for l in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
         let norm = l.weight.trim_end_matches(".weight").to_string() + ".norm.weight";
-        let input_norm = NormSpec { weight: norm, dim: l.in_features, eps: 1e-8, unit_offset: false };
+        let input_norm =
+            NormSpec { weight: norm, dim: l.in_features, eps: 1e-8, unit_offset: false, centered: false, bias: None };
         l.ternary = Some(Ternary::Absmean { input_norm: Some(input_norm) });
     }
     Ok(a)
@@ -400,6 +440,9 @@ fn fla_attention(attn: &Value, prefix: &str, hidden: usize, max_positions: usize
 
 /// Builds the spec of an fla model.
 pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
+    if model_type == "rwkv7" {
+        return super::rwkv7::spec(cfg);
+    }
     let hidden = cfg.usize("hidden_size")?;
     let vocab = cfg.usize("vocab_size")?;
     let n_layers = cfg.usize("num_hidden_layers")?;
@@ -425,7 +468,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
             .ok_or_else(|| CoreError::field("attn.layers", format!("must hold indices below {n_layers}")))?,
         None => Vec::new(),
     };
-    let norm = |weight: String| NormSpec { weight, dim: hidden, eps, unit_offset: false };
+    let norm = |weight: String| NormSpec { weight, dim: hidden, eps, unit_offset: false, centered: false, bias: None };
     let mut layers = Vec::with_capacity(n_layers);
     for i in 0..n_layers {
         let p = format!("model.layers.{i}");
@@ -469,6 +512,7 @@ pub(crate) fn spec(cfg: &Config, model_type: &str) -> Result<ModelSpec> {
         vocab,
         embed: embed.clone(),
         embed_scale: None,
+        embed_norm: None,
         layers,
         final_norm: norm("model.norm.weight".into()),
         lm_head: if tied { embed } else { "lm_head.weight".into() },

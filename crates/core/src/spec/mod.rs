@@ -7,8 +7,10 @@
 pub mod config;
 pub mod fla;
 mod rope;
+mod rwkv7;
 
 pub use rope::{RopeScaling, RopeSpec};
+pub use rwkv7::{ChannelMixSpec, LoraSpec, Rwkv7Spec};
 
 use crate::dtype::DType;
 
@@ -179,7 +181,8 @@ impl LinearSpec {
     }
 }
 
-/// An RMSNorm: `x / sqrt(mean(x^2) + eps) * w`, or `* (1 + w)` when `unit_offset` (Gemma, Qwen3-Next).
+/// An RMSNorm: `x / sqrt(mean(x^2) + eps) * w`, or `* (1 + w)` when `unit_offset` (Gemma, Qwen3-Next); a
+/// LayerNorm `(x - mean) / sqrt(var + eps) * w + b` when `centered` (RWKV).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NormSpec {
     /// Weight tensor name.
@@ -190,6 +193,19 @@ pub struct NormSpec {
     pub eps: f32,
     /// Whether the stored weight is an offset from one.
     pub unit_offset: bool,
+    /// Whether the mean is subtracted first (LayerNorm).
+    pub centered: bool,
+    /// Bias tensor `[dim]` added after the weight, when the norm has one.
+    pub bias: Option<String>,
+}
+
+impl NormSpec {
+    fn decls(&self, out: &mut Vec<TensorDecl>) {
+        out.push(TensorDecl::float(self.weight.clone(), vec![self.dim]));
+        if let Some(b) = &self.bias {
+            out.push(TensorDecl::float(b.clone(), vec![self.dim]));
+        }
+    }
 }
 
 /// Softmax attention with grouped-query heads.
@@ -568,6 +584,8 @@ pub enum MixerSpec {
     Mamba2(Mamba2Spec),
     /// Gated Slot Attention.
     Gsa(GsaSpec),
+    /// RWKV-7's time mixer (boxed: it holds many projections).
+    Rwkv7(Box<Rwkv7Spec>),
     /// Mixers run side by side on the same normed input, their outputs summed into the residual (Falcon-H1's
     /// attention beside Mamba2).
     Parallel(Vec<MixerSpec>),
@@ -610,6 +628,7 @@ impl MixerSpec {
             MixerSpec::Lightning(l) => 4 * l.n_heads * l.head_dim * l.head_dim,
             MixerSpec::Mamba2(m) => 4 * m.state_len(),
             MixerSpec::Gsa(g) => 4 * g.n_heads * g.slots * (g.head_k_dim + g.head_v_dim),
+            MixerSpec::Rwkv7(r) => 4 * (r.state_len() + r.r_proj.in_features),
         }
     }
 
@@ -631,6 +650,7 @@ impl MixerSpec {
             MixerSpec::Mla(_) => "mla".to_string(),
             MixerSpec::Mamba2(_) => "mamba2".to_string(),
             MixerSpec::Gsa(_) => "gsa".to_string(),
+            MixerSpec::Rwkv7(_) => "rwkv7".to_string(),
             MixerSpec::Parallel(branches) => {
                 format!("parallel({})", branches.iter().map(MixerSpec::kind).collect::<Vec<_>>().join(" + "))
             }
@@ -649,8 +669,10 @@ pub enum Activation {
     Sigmoid,
     /// No activation: `gate * up` (gated convolutions).
     Identity,
-    /// `relu(x)^2` (BitNet).
+    /// `relu(x)^2` (BitNet, RWKV's channel mixer).
     Relu2,
+    /// `tanh(x)` (RWKV-7's decay LoRA).
+    Tanh,
 }
 
 impl Activation {
@@ -659,7 +681,7 @@ impl Activation {
         match name {
             "silu" | "swish" => Ok(Activation::Silu),
             "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
-            "relu2" => Ok(Activation::Relu2),
+            "relu2" | "sqrelu" => Ok(Activation::Relu2),
             other => Err(crate::CoreError::Unsupported {
                 what: "activation",
                 name: other.to_string(),
@@ -740,6 +762,8 @@ pub enum MlpSpec {
     Gated(GatedMlpSpec),
     /// A mixture of gated experts (boxed: it lists every expert).
     Moe(Box<MoeSpec>),
+    /// RWKV's token-shifted `relu^2` channel mixer.
+    ChannelMix(ChannelMixSpec),
 }
 
 impl MlpSpec {
@@ -750,6 +774,7 @@ impl MlpSpec {
             MlpSpec::Moe(m) => {
                 (m.top_k * m.expert_intermediate()).max(m.shared.as_ref().map_or(0, GatedMlpSpec::intermediate))
             }
+            MlpSpec::ChannelMix(c) => c.key.out_features,
         }
     }
 }
@@ -814,16 +839,20 @@ impl LayerSpec {
         self.mixer.parts().iter().map(|m| m.kv_bytes_at(positions, dtype)).sum()
     }
 
-    /// Fixed state bytes of this layer, independent of context (f32).
+    /// Fixed state bytes of this layer, independent of context (f32): the mixers' and a channel mixer's token shift.
     pub fn state_bytes(&self) -> usize {
-        self.mixer.parts().iter().map(|m| m.state_bytes()).sum()
+        let shift = match &self.mlp {
+            MlpSpec::ChannelMix(c) => 4 * c.key.in_features,
+            _ => 0,
+        };
+        self.mixer.parts().iter().map(|m| m.state_bytes()).sum::<usize>() + shift
     }
 }
 
 impl MixerSpec {
     /// Declares every tensor this mixer reads.
     fn decls(&self, out: &mut Vec<TensorDecl>) {
-        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]));
+        let norm = NormSpec::decls;
         match self {
             MixerSpec::Attention(a) => {
                 for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj].into_iter().chain(&a.gate_proj) {
@@ -923,6 +952,7 @@ impl MixerSpec {
                 }
                 norm(&g.norm, out);
             }
+            MixerSpec::Rwkv7(r) => r.decls(out),
             MixerSpec::Parallel(branches) => branches.iter().for_each(|b| b.decls(out)),
         }
     }
@@ -941,6 +971,8 @@ pub struct ModelSpec {
     pub embed: String,
     /// Multiplier applied to embeddings (Gemma: sqrt(hidden)).
     pub embed_scale: Option<f32>,
+    /// Norm of the embeddings before layer 0 (RWKV's `pre_norm`).
+    pub embed_norm: Option<NormSpec>,
     /// The layers, in order: the hybrid schedule.
     pub layers: Vec<LayerSpec>,
     /// Final norm before the head.
@@ -963,7 +995,10 @@ impl ModelSpec {
     /// Every tensor the model reads, with the shape the config implies, in layer order.
     pub fn tensors(&self) -> Vec<TensorDecl> {
         let mut out = vec![TensorDecl::float(self.embed.clone(), vec![self.vocab, self.hidden])];
-        let norm = |n: &NormSpec, out: &mut Vec<TensorDecl>| out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]));
+        let norm = NormSpec::decls;
+        if let Some(n) = &self.embed_norm {
+            norm(n, &mut out);
+        }
         for layer in &self.layers {
             if let Some(n) = &layer.norms.pre_mixer {
                 norm(n, &mut out);
@@ -980,7 +1015,7 @@ impl ModelSpec {
                     l.decls(out);
                 }
                 if let Some(n) = &g.sub_norm {
-                    out.push(TensorDecl::float(n.weight.clone(), vec![n.dim]));
+                    n.decls(out);
                 }
             };
             match &layer.mlp {
@@ -997,6 +1032,7 @@ impl ModelSpec {
                         g.decls(&mut out);
                     }
                 }
+                MlpSpec::ChannelMix(c) => c.decls(&mut out),
             }
             if let Some(n) = &layer.norms.post_mlp {
                 norm(n, &mut out);

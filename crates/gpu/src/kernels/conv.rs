@@ -14,8 +14,10 @@ pub struct ShortConv<'a> {
     pub weight: &'a wgpu::Buffer,
     /// Bias `[channels]` f32 (Mamba2's conv), if any.
     pub bias: Option<&'a wgpu::Buffer>,
-    /// History `[channels, kernel - 1]`, read and then advanced to the last inputs.
+    /// History `[channels, kernel - 1]` from float `state_offset`, read and then advanced to the last inputs.
     pub state: &'a wgpu::Buffer,
+    /// First float of this conv's history in `state` (a layer keeping several histories in one buffer).
+    pub state_offset: usize,
     /// Output `[tokens, channels]`.
     pub y: &'a wgpu::Buffer,
     /// Channels.
@@ -24,9 +26,12 @@ pub struct ShortConv<'a> {
     pub kernel: usize,
     /// Apply SiLU to the output.
     pub silu: bool,
+    /// Advance the state to the last inputs afterwards (off for all but the last of several convs reading one
+    /// history, as RWKV's token shifts do).
+    pub advance: bool,
 }
 
-/// Records the conv, then the update of its state.
+/// Records the conv, then (when `advance`) the update of its state.
 pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     let (x, weight, state, y, channels, kernel) = (c.x, c.weight, c.state, c.y, c.channels, c.kernel);
     if kernel < 2 {
@@ -36,7 +41,7 @@ pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     plan.check_rows("short_conv", "output", y, Rows::Tokens, channels)?;
     let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg);
-    let params = [channels as u32, kernel as u32];
+    let params = [channels as u32, kernel as u32, c.state_offset as u32];
     let shader = "linear/short_conv.wgsl";
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: channels as u32, per_group: wg };
     let conv = defines.clone().flag("SILU", c.silu).flag("BIAS", c.bias.is_some());
@@ -45,6 +50,9 @@ pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
         buffers.push(b.into());
     }
     plan.dispatch(gpu, shader, &conv, &params, &buffers, grid)?;
+    if !c.advance {
+        return Ok(());
+    }
     let grid = Grid::Fixed((channels as u32).div_ceil(wg));
     plan.dispatch(gpu, shader, &defines.flag("UPDATE", true), &params, &[x.into(), state.into()], grid)
 }

@@ -67,6 +67,8 @@ fn record(
         Activation::Sigmoid => "sigmoid",
         Activation::Identity => "identity",
         Activation::Relu2 => "relu2",
+        // WGSL's own built-in.
+        Activation::Tanh => "tanh",
     };
     let defines =
         Defines::new().set("WG", wg).set("ACT", name).flag("ROW_GATE", row_gate.is_some()).flag("NO_UP", no_up);

@@ -17,6 +17,7 @@ pub mod moe;
 pub mod norm;
 pub mod residual;
 pub mod rope;
+pub mod rwkv7;
 pub mod ternary;
 
 use crate::buffer::Weight;

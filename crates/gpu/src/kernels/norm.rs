@@ -1,4 +1,4 @@
-//! RMSNorm (`common/rmsnorm.wgsl`); reference: `reference::norm::rms_norm`.
+//! RMSNorm and LayerNorm (`common/rmsnorm.wgsl`); reference: `reference::norm::{rms_norm, layer_norm}`.
 
 use super::f32_word;
 use crate::device::Gpu;
@@ -17,7 +17,7 @@ pub enum NormOutput<'a> {
     Residual(&'a wgpu::Buffer),
 }
 
-/// Shape and constants of one RMSNorm.
+/// Shape and constants of one RMSNorm (or LayerNorm, when `centered`).
 pub struct NormArgs<'a> {
     /// Weight vector, f32 `[dim]`.
     pub weight: &'a wgpu::Buffer,
@@ -33,6 +33,10 @@ pub struct NormArgs<'a> {
     pub unit_offset: bool,
     /// Floats from one row to the next; 0 means `dim * groups_per_row` (rows hold nothing else).
     pub row_stride: usize,
+    /// LayerNorm: the mean is subtracted first.
+    pub centered: bool,
+    /// Bias `[dim]` added after the weight.
+    pub bias: Option<&'a wgpu::Buffer>,
 }
 
 /// Records an RMSNorm of `x` per `args`, written per `output`.
@@ -62,7 +66,7 @@ pub fn rms_norm_gated(
     if let NormOutput::Write(out) | NormOutput::Residual(out) = &output {
         plan.check_rows("rms_norm", "output", out, args.rows, stride)?;
     }
-    let mut defines = Defines::new().set("WG", gpu.tuning.wg);
+    let mut defines = Defines::new().set("WG", gpu.tuning.wg).flag("CENTERED", args.centered);
     if let Some((g, act)) = gate {
         plan.check_rows("rms_norm", "gate", g, args.rows, width)?;
         let act = match act {
@@ -87,6 +91,11 @@ pub fn rms_norm_gated(
         NormOutput::Write(out) => (defines, vec![args.weight.into(), x.into(), out.into()]),
         NormOutput::Residual(out) => (defines.flag("RESIDUAL", true), vec![args.weight.into(), x.into(), out.into()]),
     };
+    let mut defines = defines.flag("BIAS", args.bias.is_some());
+    if let Some(b) = args.bias {
+        defines = defines.set("BIAS_BINDING", 2 + buffers.len());
+        buffers.push(b.into());
+    }
     let defines = defines.set("GATE_BINDING", 2 + buffers.len());
     if let Some((g, _)) = gate {
         buffers.push(g.into());
