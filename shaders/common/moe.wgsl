@@ -2,6 +2,11 @@
 // bias), weights renormalised and scaled; routes[t, j] = (expert, weight). EXPERT: a matrix-vector product through
 // the rows of the expert each (token, slot) selected, for stacked expert weights [experts * n, k] held by this
 // weight block (experts e0 ..); with COMBINE the slots' results are summed with their route weights per token.
+// The prefill form batches tokens per expert: GROUP lists, per expert, the (token, slot) rows that chose it
+// (lists [experts, T] of t * top_k + j, counts [experts]); TILED is a register-blocked matmul (TM x TN outputs per
+// invocation, as common/matmul.wgsl) over one expert's listed rows, reading x row t (or t * top_k + j with
+// SLOT_INPUT) and writing y [T * top_k, n]; SLOTS sums y's slots with their route weights into out [T, n]
+// (ACCUMULATE adds to it).
 #include "common/step.wgsl"
 
 #if ROUTE
@@ -162,6 +167,135 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (local_expert(t, j) < params.e_count) {
         y[(t * params.top_k + j) * params.n + n0 + lid] = v;
     }
+#endif
+}
+#endif
+
+#if GROUP
+struct Params {
+    n_experts: u32,
+    top_k: u32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> routes: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lists: array<u32>;
+@group(0) @binding(4) var<storage, read_write> counts: array<u32>;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = gid.x;
+    if (e >= params.n_experts) {
+        return;
+    }
+    var count = 0u;
+    for (var r = 0u; r < step.n_tokens * params.top_k; r++) {
+        if (u32(routes[r * 2u]) == e) {
+            lists[e * step.n_tokens + count] = r;
+            count++;
+        }
+    }
+    counts[e] = count;
+}
+#endif
+
+#if TILED
+struct Params {
+    k: u32,
+    n: u32,            // rows per expert
+    top_k: u32,
+    e0: u32,           // first expert of this weight block
+    x_groups: u32,     // workgroups along x per expert
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> lists: array<u32>;
+@group(0) @binding(4) var<storage, read> counts: array<u32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+#include "common/weights.wgsl"
+
+@compute @workgroup_size({{WG_X}}, {{WG_Y}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(global_invocation_id) gid: vec3<u32>) {
+    let e = wid.x / params.x_groups;
+    let expert = params.e0 + e;
+    let rows = counts[expert];
+    let m0 = gid.y * {{TM}}u;
+    let n0 = ((wid.x % params.x_groups) * {{WG_X}}u + lid.x) * {{TN}}u;
+    if (m0 >= rows || n0 >= params.n) {
+        return;
+    }
+    let list = expert * step.n_tokens;
+    var acc: array<array<f32, {{TN}}>, {{TM}}>;
+    var xrow: array<u32, {{TM}}>;
+    var wrow: array<u32, {{TN}}>;
+    for (var i = 0u; i < {{TM}}u; i++) {
+        var r = lists[list + min(m0 + i, rows - 1u)];
+#if !SLOT_INPUT
+        r = r / params.top_k;
+#endif
+        xrow[i] = r * params.k;
+    }
+    for (var j = 0u; j < {{TN}}u; j++) {
+        wrow[j] = (e * params.n + min(n0 + j, params.n - 1u)) * params.k;
+    }
+    for (var kk = 0u; kk < params.k; kk++) {
+        var a: array<f32, {{TM}}>;
+        var b: array<f32, {{TN}}>;
+        for (var i = 0u; i < {{TM}}u; i++) {
+            a[i] = x[xrow[i] + kk];
+        }
+        for (var j = 0u; j < {{TN}}u; j++) {
+            b[j] = w_at(wrow[j] + kk);
+        }
+        for (var i = 0u; i < {{TM}}u; i++) {
+            for (var j = 0u; j < {{TN}}u; j++) {
+                acc[i][j] += a[i] * b[j];
+            }
+        }
+    }
+    for (var i = 0u; i < {{TM}}u; i++) {
+        if (m0 + i >= rows) {
+            break;
+        }
+        let slot = lists[list + m0 + i];
+        for (var j = 0u; j < {{TN}}u; j++) {
+            if (n0 + j >= params.n) {
+                break;
+            }
+            y[slot * params.n + n0 + j] = acc[i][j];
+        }
+    }
+}
+#endif
+
+#if SLOTS
+struct Params {
+    n: u32,
+    top_k: u32,
+}
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> slots: array<f32>;
+@group(0) @binding(3) var<storage, read> routes: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let idx = (wid.x + wid.z * nwg.x) * {{WG}}u + lid;
+    if (idx >= step.n_tokens * params.n) {
+        return;
+    }
+    let t = idx / params.n;
+    let c = idx % params.n;
+    var v = 0.0;
+    for (var j = 0u; j < params.top_k; j++) {
+        let r = t * params.top_k + j;
+        v += routes[r * 2u + 1u] * slots[r * params.n + c];
+    }
+#if ACCUMULATE
+    out[idx] = out[idx] + v;
+#else
+    out[idx] = v;
 #endif
 }
 #endif

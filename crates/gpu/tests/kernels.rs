@@ -841,7 +841,7 @@ fn hadamard_feature_map_matches_reference() {
 fn moe_routing_and_selected_experts_match_reference_across_weight_blocks() {
     use ternlight_core::reference::moe::{route, Routing};
     use ternlight_core::spec::RouterScoring;
-    use ternlight_gpu::kernels::moe::{self, ExpertLinear, Router};
+    use ternlight_gpu::kernels::moe::{self, ExpertLinear, GroupedLinear, Router};
     let g = gpu();
     let mut rng = Rng::new(11);
     let (experts, hidden, inter) = (5, 19, 13);
@@ -849,6 +849,7 @@ fn moe_routing_and_selected_experts_match_reference_across_weight_blocks() {
         (1, 1, RouterScoring::Softmax, false),
         (37, 3, RouterScoring::Softmax, false),
         (6, 2, RouterScoring::Sigmoid, true),
+        (150, 2, RouterScoring::Softmax, true),
     ] {
         let logits = random(&mut rng, n_tok * experts, 3.0);
         let bias = random(&mut rng, experts, 0.3);
@@ -937,6 +938,22 @@ fn moe_routing_and_selected_experts_match_reference_across_weight_blocks() {
             }
         }
         assert_close(&got, &want, 1e-4, &format!("moe T={n_tok} k={top_k} {scoring:?}"));
+
+        // The prefill form: tokens grouped per expert, slot outputs combined afterwards.
+        let (lists, counts) = (g.zeros("lists", n_tok * experts), g.zeros("counts", experts));
+        let slots = g.zeros("slots", n_tok * top_k * hidden);
+        let yb = g.upload_f32("y", &y0);
+        let mid = g.zeros("mid", n_tok * top_k * inter);
+        let mut plan = Plan::new(g);
+        moe::route(g, &mut plan, &router, &lb, &routes).unwrap();
+        moe::group(g, &mut plan, &routes, (experts, top_k), &lists, &counts).unwrap();
+        let grouped =
+            |x, slot_input, w, n, y| GroupedLinear { x, slot_input, w, n, top_k, lists: &lists, counts: &counts, y };
+        moe::grouped_linear(g, &mut plan, &grouped(&xb, false, &up, inter, &mid)).unwrap();
+        moe::grouped_linear(g, &mut plan, &grouped(&mid, true, &down, hidden, &slots)).unwrap();
+        moe::combine_slots(g, &mut plan, (&slots, &routes), (hidden, top_k), &yb, Epilogue::Accumulate).unwrap();
+        let got = run(&plan, &tokens(0, n_tok), &yb, n_tok * hidden);
+        assert_close(&got, &want, 1e-4, &format!("grouped moe T={n_tok} k={top_k} {scoring:?}"));
     }
 }
 

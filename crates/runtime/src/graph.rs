@@ -21,7 +21,9 @@ use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
 use ternlight_gpu::kernels::mamba2::Mamba2;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::mla::Mla;
-use ternlight_gpu::kernels::moe::{expert_linear, route, ExpertLinear, Router};
+use ternlight_gpu::kernels::moe::{
+    combine_slots, expert_linear, group, grouped_linear, route, ExpertLinear, GroupedLinear, Router,
+};
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
@@ -133,6 +135,12 @@ pub struct Scratch {
     pub router_logits: wgpu::Buffer,
     /// MoE routes `[capacity, max top_k, 2]` (expert, weight).
     pub routes: wgpu::Buffer,
+    /// MoE prefill: per expert, the `(token, slot)` rows routed to it `[max experts, capacity]` u32.
+    pub expert_lists: wgpu::Buffer,
+    /// MoE prefill: rows per expert `[max experts]` u32.
+    pub expert_counts: wgpu::Buffer,
+    /// MoE prefill: each slot's down-projection output `[capacity, max top_k, hidden]`.
+    pub expert_slots: wgpu::Buffer,
     /// Shared-expert gate logits `[capacity]`.
     pub row_gate: wgpu::Buffer,
     /// MLA queries absorbed into the latent space `[capacity, heads * (rank + rope)]`.
@@ -375,6 +383,9 @@ impl Resources {
             zero_decay: gpu.zeros("zero decay", zero_w),
             router_logits: gpu.zeros("router logits", capacity * experts),
             routes: gpu.zeros("routes", capacity * 2 * top_k),
+            expert_lists: gpu.zeros("expert lists", capacity * experts),
+            expert_counts: gpu.zeros("expert counts", experts),
+            expert_slots: gpu.zeros("expert slot outputs", capacity * top_k * if experts > 0 { h } else { 0 }),
             row_gate: gpu.zeros("shared expert gate", capacity),
             mla_q: gpu.zeros("absorbed queries", capacity * mla_w),
             mla_ctx: gpu.zeros("latent context", capacity * mla_w),
@@ -1258,16 +1269,33 @@ impl<'a> Builder<'a> {
             self.linear(&s.act, &weights.down, target, Rows::Tokens, epilogue)?;
             epilogue = Epilogue::Accumulate;
         }
-        let width = m.expert_intermediate();
-        let expert = |x, w, n, y, combine| ExpertLinear { x, w, n, routes: &s.routes, top_k: m.top_k, y, combine };
-        expert_linear(self.gpu, &mut self.plan, &expert(&s.h, gate, width, &s.gate, None))?;
-        expert_linear(self.gpu, &mut self.plan, &expert(&s.h, up, width, &s.up, None))?;
-        gated_act(self.gpu, &mut self.plan, m.experts[0].act, &s.gate, &s.up, &s.act, m.top_k * width)?;
-        expert_linear(
-            self.gpu,
-            &mut self.plan,
-            &expert(&s.act, down, m.experts[0].down.out_features, target, Some(epilogue)),
-        )?;
+        let (width, hidden, top_k) = (m.expert_intermediate(), m.experts[0].down.out_features, m.top_k);
+        match self.mode {
+            Mode::Decode => {
+                let expert = |x, w, n, y, combine| ExpertLinear { x, w, n, routes: &s.routes, top_k, y, combine };
+                expert_linear(self.gpu, &mut self.plan, &expert(&s.h, gate, width, &s.gate, None))?;
+                expert_linear(self.gpu, &mut self.plan, &expert(&s.h, up, width, &s.up, None))?;
+                gated_act(self.gpu, &mut self.plan, m.experts[0].act, &s.gate, &s.up, &s.act, top_k * width)?;
+                expert_linear(self.gpu, &mut self.plan, &expert(&s.act, down, hidden, target, Some(epilogue)))?;
+            }
+            Mode::Prefill => {
+                let (lists, counts) = (&s.expert_lists, &s.expert_counts);
+                group(self.gpu, &mut self.plan, &s.routes, (m.experts.len(), top_k), lists, counts)?;
+                let grouped = |x, slot_input, w, n, y| GroupedLinear { x, slot_input, w, n, top_k, lists, counts, y };
+                grouped_linear(self.gpu, &mut self.plan, &grouped(&s.h, false, gate, width, &s.gate))?;
+                grouped_linear(self.gpu, &mut self.plan, &grouped(&s.h, false, up, width, &s.up))?;
+                gated_act(self.gpu, &mut self.plan, m.experts[0].act, &s.gate, &s.up, &s.act, top_k * width)?;
+                grouped_linear(self.gpu, &mut self.plan, &grouped(&s.act, true, down, hidden, &s.expert_slots))?;
+                combine_slots(
+                    self.gpu,
+                    &mut self.plan,
+                    (&s.expert_slots, &s.routes),
+                    (hidden, top_k),
+                    target,
+                    epilogue,
+                )?;
+            }
+        }
         self.finish_residual(post)
     }
 }

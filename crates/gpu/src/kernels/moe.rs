@@ -1,5 +1,6 @@
-//! Mixture of experts (`common/moe.wgsl`): top-k routing on the GPU, then matrix-vector products through only the
-//! selected experts' rows of stacked expert weights. Reference: `reference::moe::route` and the reference model's
+//! Mixture of experts (`common/moe.wgsl`): top-k routing on the GPU, then products through only the selected
+//! experts' rows of stacked expert weights: matrix-vector per token for decode, and for prefill tokens grouped per
+//! expert into register-blocked matmuls whose slot outputs are then summed with their route weights. Reference: `reference::moe::route` and the reference model's
 //! MoE MLP.
 
 use super::{f32_word, matmul::Epilogue, weight_defines};
@@ -9,6 +10,8 @@ use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 use ternlight_core::spec::RouterScoring;
+
+const SHADER: &str = "common/moe.wgsl";
 
 /// The most experts one token may select (the route kernel's register array).
 pub const MAX_TOP_K: usize = 32;
@@ -48,7 +51,7 @@ pub fn route(gpu: &Gpu, plan: &mut Plan, r: &Router, logits: &wgpu::Buffer, rout
         buffers.push(b.into());
     }
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: 1, per_group: wg };
-    plan.dispatch(gpu, "common/moe.wgsl", &defines, &params, &buffers, grid)
+    plan.dispatch(gpu, SHADER, &defines, &params, &buffers, grid)
 }
 
 /// One product through the selected experts of stacked weights `w` (`[experts * n, k]`, expert-aligned blocks).
@@ -72,9 +75,7 @@ pub struct ExpertLinear<'a> {
 /// Records the product, one dispatch per weight block.
 pub fn expert_linear(gpu: &Gpu, plan: &mut Plan, l: &ExpertLinear) -> Result<()> {
     let (n, k, top_k) = (l.n, l.w.cols, l.top_k);
-    if n == 0 || !l.w.rows.is_multiple_of(n) || l.w.blocks.iter().any(|b| b.row0 % n != 0 || b.rows % n != 0) {
-        return Err(GpuError::shape("moe expert", format!("{} stacked rows in blocks not aligned to {n}", l.w.rows)));
-    }
+    check_expert_blocks(l.w, n)?;
     let (x_width, y_width) = match l.combine {
         Some(_) => (top_k * k, n),
         None => (k, top_k * n),
@@ -95,7 +96,105 @@ pub fn expert_linear(gpu: &Gpu, plan: &mut Plan, l: &ExpertLinear) -> Result<()>
             [k as u32, n as u32, top_k as u32, (block.row0 / n) as u32, (block.rows / n) as u32, accumulate as u32];
         let grid = Grid::Tiles { x: row_blocks * slots, rows: Rows::Tokens, rows_per_group: 1 };
         let buffers = [l.x.into(), l.routes.into(), l.y.into(), (&block.buffer).into()];
-        plan.dispatch(gpu, "common/moe.wgsl", &defines, &params, &buffers, grid)?;
+        plan.dispatch(gpu, SHADER, &defines, &params, &buffers, grid)?;
+    }
+    Ok(())
+}
+
+/// Records the prefill grouping: per expert, the `(token, slot)` rows (`t * top_k + j`) that selected it, in
+/// `lists` `[experts, tokens]` u32 with their number in `counts` `[experts]`.
+pub fn group(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    routes: &wgpu::Buffer,
+    (n_experts, top_k): (usize, usize),
+    lists: &wgpu::Buffer,
+    counts: &wgpu::Buffer,
+) -> Result<()> {
+    plan.check_rows("moe group", "routes", routes, Rows::Tokens, 2 * top_k)?;
+    plan.check_rows("moe group", "lists", lists, Rows::Tokens, n_experts)?;
+    if counts.size() < (n_experts * 4) as u64 {
+        return Err(GpuError::shape("moe group", format!("counts for {n_experts} experts")));
+    }
+    let wg = gpu.tuning.wg;
+    let defines = Defines::new().set("WG", wg).flag("GROUP", true);
+    let grid = Grid::Fixed((n_experts as u32).div_ceil(wg));
+    plan.dispatch(
+        gpu,
+        SHADER,
+        &defines,
+        &[n_experts as u32, top_k as u32],
+        &[routes.into(), lists.into(), counts.into()],
+        grid,
+    )
+}
+
+/// One prefill product through the selected experts with tokens batched per expert (after [`group`]).
+pub struct GroupedLinear<'a> {
+    /// Input: `[tokens, k]`, or `[tokens, top_k, k]` when `slot_input`.
+    pub x: &'a wgpu::Buffer,
+    /// Whether each `(token, slot)` row has its own input (the down projection).
+    pub slot_input: bool,
+    /// Stacked expert weights `[experts * n, k]` in expert-aligned blocks.
+    pub w: &'a Weight,
+    /// Rows per expert.
+    pub n: usize,
+    /// Experts per token.
+    pub top_k: usize,
+    /// From [`group`].
+    pub lists: &'a wgpu::Buffer,
+    /// From [`group`].
+    pub counts: &'a wgpu::Buffer,
+    /// Output `[tokens, top_k, n]`; rows no expert of `w` computes are left alone.
+    pub y: &'a wgpu::Buffer,
+}
+
+/// Records the grouped product, one dispatch per weight block (experts of the block side by side along x).
+pub fn grouped_linear(gpu: &Gpu, plan: &mut Plan, l: &GroupedLinear) -> Result<()> {
+    let (n, k, top_k) = (l.n, l.w.cols, l.top_k);
+    check_expert_blocks(l.w, n)?;
+    plan.check_rows("moe grouped", "input", l.x, Rows::Tokens, if l.slot_input { top_k * k } else { k })?;
+    plan.check_rows("moe grouped", "output", l.y, Rows::Tokens, top_k * n)?;
+    let t = &gpu.tuning;
+    let defines = Defines::new()
+        .set("WG_X", t.wg_x)
+        .set("WG_Y", t.wg_y)
+        .set("TM", t.tm)
+        .set("TN", t.tn)
+        .flag("TILED", true)
+        .flag("SLOT_INPUT", l.slot_input);
+    let defines = weight_defines(defines, l.w, 6);
+    let x_groups = (n as u32).div_ceil(t.wg_x * t.tn);
+    for block in &l.w.blocks {
+        let experts = (block.rows / n) as u32;
+        let params = [k as u32, n as u32, top_k as u32, (block.row0 / n) as u32, x_groups];
+        let grid = Grid::Tiles { x: experts * x_groups, rows: Rows::Tokens, rows_per_group: t.wg_y * t.tm };
+        let buffers = [l.x.into(), l.lists.into(), l.counts.into(), l.y.into(), (&block.buffer).into()];
+        plan.dispatch(gpu, SHADER, &defines, &params, &buffers, grid)?;
+    }
+    Ok(())
+}
+
+/// Records `out (+)= sum_j route_weight[t, j] slots[t, j]` over `[tokens, n]`.
+pub fn combine_slots(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    (slots, routes): (&wgpu::Buffer, &wgpu::Buffer),
+    (n, top_k): (usize, usize),
+    out: &wgpu::Buffer,
+    epilogue: Epilogue,
+) -> Result<()> {
+    plan.check_rows("moe combine", "slots", slots, Rows::Tokens, top_k * n)?;
+    plan.check_rows("moe combine", "output", out, Rows::Tokens, n)?;
+    let wg = gpu.tuning.wg;
+    let defines = Defines::new().set("WG", wg).flag("SLOTS", true).flag("ACCUMULATE", epilogue == Epilogue::Accumulate);
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: n as u32, per_group: wg };
+    plan.dispatch(gpu, SHADER, &defines, &[n as u32, top_k as u32], &[slots.into(), routes.into(), out.into()], grid)
+}
+
+fn check_expert_blocks(w: &Weight, n: usize) -> Result<()> {
+    if n == 0 || !w.rows.is_multiple_of(n) || w.blocks.iter().any(|b| b.row0 % n != 0 || b.rows % n != 0) {
+        return Err(GpuError::shape("moe expert", format!("{} stacked rows in blocks not aligned to {n}", w.rows)));
     }
     Ok(())
 }
