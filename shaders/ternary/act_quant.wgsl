@@ -5,7 +5,8 @@ requires packed_4x8_integer_dot_product;
 // out = clamp(round(x * s), -128, 127) / s with s = 127 / max(max|x|, 1e-5). With NORM, x is first RMSNormed with
 // weight norm_w and eps (fla's BitLinear normalises its own input). With PACKED the int8 values are written as i8x4
 // words [rows, WIDTH/4] (WIDTH a multiple of 4) with the row's dequantisation factor 1/s in scales (for
-// matvec_dp4.wgsl) instead of as f32.
+// matvec_dp4.wgsl) instead of as f32. With HGF the row's unquantised input also goes through Hybrid Gated Flow's
+// down projection A [RANK, WIDTH] (stored dtype, common/weights.wgsl): mid [rows, RANK] = x A^T.
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -24,6 +25,10 @@ struct Params {
 #endif
 #if NORM
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
+#endif
+#if HGF
+@group(0) @binding({{MID_BINDING}}) var<storage, read_write> mid: array<f32>;
+#include "common/weights.wgsl"
 #endif
 
 var<workgroup> partial: array<f32, {{WG}}>;
@@ -91,6 +96,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     for (var i = lid; i < params.width; i += {{WG}}u) {
         out[base + i] = clamp(round(value(base, i, inv) * scale), -128.0, 127.0) / scale;
+    }
+#endif
+#if HGF
+    for (var r = 0u; r < {{RANK}}u; r++) {
+        var acc = 0.0;
+        for (var i = lid; i < params.width; i += {{WG}}u) {
+            acc += x[base + i] * w_at(r * params.width + i);
+        }
+        let total = reduce(acc, lid, false);
+        if (lid == 0u) {
+            mid[row * {{RANK}}u + r] = total;
+        }
     }
 #endif
 }

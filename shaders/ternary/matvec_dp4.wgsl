@@ -3,7 +3,8 @@ requires packed_4x8_integer_dot_product;
 // xq [rows, K/4] with their dequantisation factor xs [rows] (act_quant.wgsl, PACKED); weight codes are 2-bit, 16 per
 // u32 (K a multiple of 16, so rows start on words). A byte of 4 codes c (0..2, trit + 1) spreads to an i8x4 word, so
 // sum x (c - 1) = dot4(x, spread) - dot4(x, 1111). One workgroup computes NR outputs of one row, its lanes splitting K.
-// y[m, n_offset + n] (+)= (that sum) * xs[m] * scale.
+// y[m, n_offset + n] (+)= (that sum) * xs[m] * scale. With HGF, plus Hybrid Gated Flow's up projection of the
+// row's low-rank values: + sum_r bg[w_row0 + n, r] mid[m, r] (bg [rows, RANK] f32, the gate folded in).
 #include "common/step.wgsl"
 
 struct Params {
@@ -14,12 +15,17 @@ struct Params {
     row_sel: u32,
     scale: f32,
     accumulate: u32,
+    w_row0: u32,  // first weight row of this block
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> xq: array<u32>;
 @group(0) @binding(3) var<storage, read> xs: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> w: array<u32>;
+#if HGF
+@group(0) @binding(6) var<storage, read> mid: array<f32>;
+@group(0) @binding(7) var<storage, read> bg: array<f32>;
+#endif
 
 var<workgroup> partial: array<i32, {{WG}} * ({{NR}} + 1)>;
 
@@ -70,7 +76,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let total = partial[lid * {{WG}}u] - partial[{{NR}}u * {{WG}}u];
-    let v = f32(total) * xs[m] * params.scale;
+    var v = f32(total) * xs[m] * params.scale;
+#if HGF
+    let brow = (params.w_row0 + n0 + lid) * {{RANK}}u;
+    for (var r = 0u; r < {{RANK}}u; r++) {
+        v += bg[brow + r] * mid[m * {{RANK}}u + r];
+    }
+#endif
     let o = m * params.n_total + params.n_offset + n0 + lid;
     if (params.accumulate == 1u) {
         y[o] = y[o] + v;

@@ -110,6 +110,7 @@ pub fn run(args: Args) -> Result<()> {
                     y_stride: 0,
                     rows: Rows::Tokens,
                     accumulate: false,
+                    hgf: None,
                 };
                 matvec_dp4(&gpu, &mut plan, &call)?;
                 Some(time_plan(&gpu, &plan, &y, args.reps)?)

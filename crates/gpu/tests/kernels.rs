@@ -1238,12 +1238,64 @@ fn ternary_linear_matches_reference() {
                 y_stride: 0,
                 rows: Rows::Tokens,
                 accumulate: true,
+                hgf: None,
             };
             ternary::matvec_dp4(g, &mut plan, &call).unwrap();
             let plus_half: Vec<f32> = want.iter().map(|v| v + 0.5).collect();
             let got = run(&plan, &tokens(0, rows), &yb, rows * n);
             assert_close(&got, &plus_half, 1e-5, &format!("dp4 {rows}x{k}x{n}"));
         }
+    }
+}
+
+/// Hybrid Gated Flow fused into the ternary kernels: `x A^T` computed by the activation quantiser from the
+/// unquantised rows, `diag(g) B` applied in the integer matvec's epilogue, across weight blocks.
+#[test]
+fn ternary_layers_with_fused_hgf_match_reference() {
+    use ternlight_core::reference::ternary::act_quant;
+    use ternlight_gpu::kernels::ternary::{self, HgfDown, MatvecDp4, Quantised};
+    let g = gpu();
+    let mut rng = Rng::new(23);
+    for (rows, k, n, rank) in [(1, 64, 130, 5), (3, 48, 37, 8)] {
+        let x = random(&mut rng, rows * k, 3.0);
+        let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
+        let wf: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
+        let (a, bg) = (random(&mut rng, rank * k, 0.3), random(&mut rng, n * rank, 0.3));
+        let mid_want = reference::linear::linear(&x, &a, None, k, rank);
+        let mut want = reference::linear::linear(&act_quant(&x, k), &wf, None, k, n);
+        let correction = reference::linear::linear(&mid_want, &bg, None, rank, n);
+        want.iter_mut().zip(correction).for_each(|(v, c)| *v = *v * 0.37 + c);
+        let w = Weight::upload_ternary(g, "w", &codes, n, k, ((20 * k).div_ceil(4)) as u64).unwrap();
+        // The test devices (lavapipe, real GPUs through Vulkan) all have dot4I8Packed.
+        assert!(ternary::dp4_ready(g, &w), "{} lacks packed integer dot products", g.info.name);
+        let f32_weight = |name, v: &[f32], r, c| {
+            let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+            Weight::upload(g, name, DType::F32, r, c, &bytes, 1 << 20).unwrap()
+        };
+        let (aw, bw) = (f32_weight("A", &a, rank, k), f32_weight("B", &bg, n, rank));
+        let (xb, yb, mid) = (g.upload_f32("x", &x), g.zeros("y", rows * n), g.zeros("mid", rows * rank));
+        let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
+        let mut plan = Plan::new(g);
+        let down = HgfDown { a: &aw, mid: &mid };
+        let quantised = Quantised::Packed(&words, &scales);
+        ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), None, &down).unwrap();
+        let call = MatvecDp4 {
+            xq: &words,
+            xs: &scales,
+            w: &w,
+            scale: 0.37,
+            y: &yb,
+            y_offset: 0,
+            y_stride: 0,
+            rows: Rows::Tokens,
+            accumulate: false,
+            hgf: Some((&mid, &bw)),
+        };
+        ternary::matvec_dp4(g, &mut plan, &call).unwrap();
+        let got = run(&plan, &tokens(0, rows), &yb, rows * n);
+        assert_close(&got, &want, 1e-4, &format!("fused hgf {rows}x{k}x{n} rank {rank}"));
+        let got_mid = pollster::block_on(g.read_f32(&mid, 0, rows * rank)).unwrap();
+        assert_close(&got_mid, &mid_want, 1e-5, "hgf low-rank values");
     }
 }
 

@@ -28,7 +28,7 @@ use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
-use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, MatvecDp4, Quantised};
+use ternlight_gpu::kernels::ternary::{act_quant, act_quant_hgf, dp4_ready, matvec_dp4, HgfDown, MatvecDp4, Quantised};
 use ternlight_gpu::kernels::{
     embedding::embedding,
     mlp::{activation, gated_act, gated_act_row_gated},
@@ -455,6 +455,9 @@ impl<'a> Builder<'a> {
         self.linear_at(x, l, y, Rows::Tokens, Epilogue::Store, (offset, stride))
     }
 
+    /// A linear layer, with its Hybrid Gated Flow correction when it has one: on ternary layers the correction's
+    /// down projection rides in the activation-quantisation kernel, and on the integer path its up projection in
+    /// the matvec too.
     fn linear_at(
         &mut self,
         x: &wgpu::Buffer,
@@ -464,59 +467,18 @@ impl<'a> Builder<'a> {
         epilogue: Epilogue,
         (y_offset, y_stride): (usize, usize),
     ) -> Result<()> {
-        self.product(x, l, y, rows, epilogue, (y_offset, y_stride))?;
-        // Hybrid Gated Flow: the low-rank correction of the unquantised input, its gate folded into B at load.
-        if let Some(h) = &l.hgf {
-            let mid = &self.res.scratch.hgf_mid;
-            let shape = self.shape();
-            let down = Linear {
-                x,
-                w: &h.a,
-                bias: None,
-                scale: 1.0,
-                y: mid,
-                y_offset: 0,
-                y_stride: 0,
-                rows,
-                epilogue: Epilogue::Store,
-                shape,
-            };
-            linear(self.gpu, &mut self.plan, &down)?;
-            let up = Linear {
-                x: mid,
-                w: &h.b,
-                bias: None,
-                scale: 1.0,
-                y,
-                y_offset,
-                y_stride,
-                rows,
-                epilogue: Epilogue::Accumulate,
-                shape,
-            };
-            linear(self.gpu, &mut self.plan, &up)?;
-        }
-        Ok(())
-    }
-
-    /// The layer's own product: float weights, or ternary codes on int8 activations.
-    fn product(
-        &mut self,
-        x: &wgpu::Buffer,
-        l: &LinearWeights,
-        y: &wgpu::Buffer,
-        rows: Rows,
-        epilogue: Epilogue,
-        (y_offset, y_stride): (usize, usize),
-    ) -> Result<()> {
         let shape = self.shape();
-        // Ternary layers read their input quantised to int8 per token: packed for the one-token integer path,
-        // fake-quantised f32 otherwise.
         let s = &self.res.scratch;
         let norm = l.input_norm.as_ref().map(|n| (&n.w, n.spec.eps));
+        let hgf = l.hgf.as_deref().filter(|h| h.a.blocks.len() == 1 && h.b.blocks.len() == 1);
+        let down = hgf.map(|h| HgfDown { a: &h.a, mid: &s.hgf_mid });
+        let quantise = |b: &mut Self, out: Quantised| match &down {
+            Some(d) if l.w.ternary => act_quant_hgf(b.gpu, &mut b.plan, (x, out), (l.w.cols, rows), norm, d),
+            _ => act_quant(b.gpu, &mut b.plan, (x, out), l.w.cols, rows, norm),
+        };
         if shape == MatmulShape::Vector && dp4_ready(self.gpu, &l.w) && l.bias.is_none() {
-            let quantised = Quantised::Packed(&s.xq_words, &s.xq_scales);
-            act_quant(self.gpu, &mut self.plan, (x, quantised), l.w.cols, rows, norm)?;
+            // Ternary one-token layers: int8 words and the integer matvec.
+            quantise(self, Quantised::Packed(&s.xq_words, &s.xq_scales))?;
             let call = MatvecDp4 {
                 xq: &s.xq_words,
                 xs: &s.xq_scales,
@@ -527,19 +489,68 @@ impl<'a> Builder<'a> {
                 y_stride,
                 rows,
                 accumulate: epilogue == Epilogue::Accumulate,
+                hgf: hgf.map(|h| (&s.hgf_mid, &h.b)),
             };
-            return Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?);
+            matvec_dp4(self.gpu, &mut self.plan, &call)?;
+            return match hgf {
+                Some(_) => Ok(()),
+                None => self.hgf_correction(x, l, y, rows, (y_offset, y_stride), false),
+            };
         }
-        let x = match l.w.ternary {
+        let input = match l.w.ternary {
             true => {
-                act_quant(self.gpu, &mut self.plan, (x, Quantised::Float(&s.xq)), l.w.cols, rows, norm)?;
+                quantise(self, Quantised::Float(&s.xq))?;
                 &s.xq
             }
             false => x,
         };
-        let args =
-            Linear { x, w: &l.w, bias: l.bias.as_ref(), scale: l.scale, y, y_offset, y_stride, rows, epilogue, shape };
-        Ok(linear(self.gpu, &mut self.plan, &args)?)
+        let args = Linear {
+            x: input,
+            w: &l.w,
+            bias: l.bias.as_ref(),
+            scale: l.scale,
+            y,
+            y_offset,
+            y_stride,
+            rows,
+            epilogue,
+            shape,
+        };
+        linear(self.gpu, &mut self.plan, &args)?;
+        let mid_done = hgf.is_some() && l.w.ternary;
+        self.hgf_correction(x, l, y, rows, (y_offset, y_stride), mid_done)
+    }
+
+    /// `y += diag(g) B (A x)` for a layer with a Hybrid Gated Flow correction (`A x` already in `hgf_mid` when
+    /// `mid_done`); nothing for the others.
+    fn hgf_correction(
+        &mut self,
+        x: &wgpu::Buffer,
+        l: &LinearWeights,
+        y: &wgpu::Buffer,
+        rows: Rows,
+        (y_offset, y_stride): (usize, usize),
+        mid_done: bool,
+    ) -> Result<()> {
+        let Some(h) = &l.hgf else { return Ok(()) };
+        let (mid, shape) = (&self.res.scratch.hgf_mid, self.shape());
+        let product = |x, w, y, (y_offset, y_stride), epilogue| Linear {
+            x,
+            w,
+            bias: None,
+            scale: 1.0,
+            y,
+            y_offset,
+            y_stride,
+            rows,
+            epilogue,
+            shape,
+        };
+        if !mid_done {
+            linear(self.gpu, &mut self.plan, &product(x, &h.a, mid, (0, 0), Epilogue::Store))?;
+        }
+        let up = product(mid, &h.b, y, (y_offset, y_stride), Epilogue::Accumulate);
+        Ok(linear(self.gpu, &mut self.plan, &up)?)
     }
 
     /// Projections of the block input written side by side into rows of `width` (e.g. `[q | k | v]`).

@@ -19,15 +19,46 @@ pub enum Quantised<'a> {
     Packed(&'a wgpu::Buffer, &'a wgpu::Buffer),
 }
 
+/// Hybrid Gated Flow's down projection, fused into [`act_quant_hgf`].
+pub struct HgfDown<'a> {
+    /// `A` `[rank, width]` in its stored dtype, one block.
+    pub a: &'a Weight,
+    /// Output `[rows, rank]`: `x A^T` of the unquantised input.
+    pub mid: &'a wgpu::Buffer,
+}
+
 /// Records the per-row int8 quantisation of `x` (`s = 127 / max|x|`) over `rows` of `width`; with `norm` (`[width]`
 /// weight, eps), `x` is RMSNormed first.
 pub fn act_quant(
     gpu: &Gpu,
     plan: &mut Plan,
-    (x, out): (&wgpu::Buffer, Quantised),
+    io: (&wgpu::Buffer, Quantised),
     width: usize,
     rows: Rows,
     norm: Option<(&wgpu::Buffer, f32)>,
+) -> Result<()> {
+    record_act_quant(gpu, plan, io, (width, rows), norm, None)
+}
+
+/// [`act_quant`] that also computes Hybrid Gated Flow's low-rank values `x A^T` from the same (unquantised) rows.
+pub fn act_quant_hgf(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    io: (&wgpu::Buffer, Quantised),
+    (width, rows): (usize, Rows),
+    norm: Option<(&wgpu::Buffer, f32)>,
+    hgf: &HgfDown,
+) -> Result<()> {
+    record_act_quant(gpu, plan, io, (width, rows), norm, Some(hgf))
+}
+
+fn record_act_quant(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    (x, out): (&wgpu::Buffer, Quantised),
+    (width, rows): (usize, Rows),
+    norm: Option<(&wgpu::Buffer, f32)>,
+    hgf: Option<&HgfDown>,
 ) -> Result<()> {
     plan.check_rows("act_quant", "input", x, rows, width)?;
     let mut buffers = vec![x.into()];
@@ -47,13 +78,27 @@ pub fn act_quant(
             true
         }
     };
-    let defines = Defines::new()
+    let mut defines = Defines::new()
         .set("WG", gpu.tuning.wg)
         .flag("NORM", norm.is_some())
         .flag("PACKED", packed)
         .set("NORM_BINDING", 2 + buffers.len());
     if let Some((w, _)) = norm {
         buffers.push(w.into());
+    }
+    if let Some(h) = hgf {
+        let rank = h.a.rows;
+        if h.a.cols != width || h.a.blocks.len() != 1 {
+            return Err(GpuError::shape(
+                "act_quant",
+                format!("HGF down projection [{rank}, {}] in one block", h.a.cols),
+            ));
+        }
+        plan.check_rows("act_quant", "HGF values", h.mid, rows, rank)?;
+        defines = defines.flag("HGF", true).set("RANK", rank).set("MID_BINDING", 2 + buffers.len());
+        buffers.push(h.mid.into());
+        defines = super::weight_defines(defines, h.a, 2 + buffers.len() as u32);
+        buffers.push((&h.a.blocks[0].buffer).into());
     }
     let grid = Grid::Flat { rows, per_row: 1, per_group: 1 };
     let params = [width as u32, rows.selector(), f32_word(norm.map_or(0.0, |(_, eps)| eps))];
@@ -80,6 +125,9 @@ pub struct MatvecDp4<'a> {
     pub rows: Rows,
     /// Add to `y` instead of storing.
     pub accumulate: bool,
+    /// Hybrid Gated Flow's up projection, fused: the low-rank values `[rows, rank]` (from [`act_quant_hgf`]) and
+    /// `diag(g) B` `[n, rank]` f32 in one block.
+    pub hgf: Option<(&'a wgpu::Buffer, &'a Weight)>,
 }
 
 /// Whether `w` can take the integer path on `gpu`: ternary with whole 16-code words per row, on a device whose WGSL
@@ -102,7 +150,17 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     plan.check_rows("matvec_dp4", "scales", m.xs, m.rows, 1)?;
     plan.check_rows("matvec_dp4", "output", m.y, m.rows, stride)?;
     let t = &gpu.tuning;
-    let defines = Defines::new().set("WG", t.wg).set("NR", t.nr);
+    let mut defines = Defines::new().set("WG", t.wg).set("NR", t.nr);
+    if let Some((mid, bg)) = m.hgf {
+        if bg.rows != n || bg.blocks.len() != 1 || bg.dtype != ternlight_core::dtype::DType::F32 {
+            return Err(GpuError::shape(
+                "matvec_dp4",
+                format!("HGF up projection [{}, {}] f32 in one block", bg.rows, bg.cols),
+            ));
+        }
+        plan.check_rows("matvec_dp4", "HGF values", mid, m.rows, bg.cols)?;
+        defines = defines.flag("HGF", true).set("RANK", bg.cols);
+    }
     for block in &m.w.blocks {
         let params = [
             k as u32,
@@ -112,9 +170,13 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             m.rows.selector(),
             f32_word(m.scale),
             m.accumulate as u32,
+            block.row0 as u32,
         ];
         let grid = Grid::Tiles { x: (block.rows as u32).div_ceil(t.nr), rows: m.rows, rows_per_group: 1 };
-        let buffers = [m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
+        let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
+        if let Some((mid, bg)) = m.hgf {
+            buffers.extend([mid.into(), (&bg.blocks[0].buffer).into()]);
+        }
         plan.dispatch(gpu, "ternary/matvec_dp4.wgsl", &defines, &params, &buffers, grid)?;
     }
     Ok(())
