@@ -1,5 +1,5 @@
 //! A model on disk: a Hugging Face directory (config.json, safetensors single or sharded, tokenizer files) or a
-//! Ternlight-ready GGUF file (written by `ternlight convert`, the config and tokenizer in its metadata).
+//! GGUF file (written by `ternlight convert`, the config and tokenizer in its metadata, or llama.cpp's own).
 
 use crate::progress::LoadBar;
 use anyhow::{Context, Result};
@@ -43,7 +43,7 @@ impl ModelDir {
         if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
             let gguf = GgufCheckpoint::open(path)?;
             let spec =
-                ModelSpec::from_config_json(gguf.config_json()?).with_context(|| format!("{}", path.display()))?;
+                ModelSpec::from_config_json(&gguf.config_json()?).with_context(|| format!("{}", path.display()))?;
             return Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint: Checkpoint::Gguf(gguf) });
         }
         if !path.is_dir() {
@@ -60,8 +60,14 @@ impl ModelDir {
     /// Loads `tokenizer.json` (and `tokenizer_config.json` when present), or the GGUF file's tokenizer.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         if let Checkpoint::Gguf(g) = &self.checkpoint {
-            let json =
-                g.text(TOKENIZER_KEY).with_context(|| format!("{} carries no tokenizer", self.path.display()))?;
+            let json = g.text(TOKENIZER_KEY).with_context(|| match g.text("tokenizer.ggml.model") {
+                Some(kind) => format!(
+                    "{}: its llama.cpp tokenizer (tokenizer.ggml.model = {kind}) is not read yet; token ids work \
+                     (`ternlight logits`)",
+                    self.path.display()
+                ),
+                None => format!("{} carries no tokenizer", self.path.display()),
+            })?;
             return Ok(Tokenizer::from_bytes(json.as_bytes(), None)?);
         }
         let tj = self.path.join("tokenizer.json");

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod codec;
+pub mod native;
 mod writer;
 
 pub use writer::GgufWriter;
