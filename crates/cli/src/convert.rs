@@ -81,7 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         let (rows, cols) = (l.out_features, l.in_features);
         let codes: Vec<f32> = match &l.ternary {
-            Some(Ternary::PackedRows { .. }) => unpack_rows(bytes, rows, cols),
+            Some(Ternary::PackedRows { .. }) => unpack_rows(&bytes, rows, cols),
             _ => {
                 // Online ternarisation happens here once; the file then holds exact codes and their multiplier.
                 online = true;

@@ -26,7 +26,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut by_dtype: BTreeMap<String, u64> = BTreeMap::new();
     let mut largest = (String::new(), 0u64);
     for decl in spec.tensors() {
-        let bytes = model.checkpoint.source().bytes(&decl.name)?.len() as u64;
+        let bytes = model.checkpoint.source().byte_len(&decl.name)? as u64;
         let info = model.checkpoint.source().info(&decl.name)?.expect("checked above");
         *by_dtype.entry(info.dtype.to_string()).or_default() += bytes;
         if bytes > largest.1 {

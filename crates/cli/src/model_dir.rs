@@ -1,15 +1,19 @@
-//! A model on disk: a Hugging Face directory (config.json, safetensors single or sharded, tokenizer files) or a
-//! GGUF file (written by `ternlight convert`, the config and tokenizer in its metadata, or llama.cpp's own).
+//! A model: a Hugging Face directory (config.json, safetensors single or sharded, tokenizer files), a GGUF file
+//! (written by `ternlight convert`, the config and tokenizer in its metadata, or llama.cpp's own), or either of
+//! them behind an `http(s)://` URL or a Hugging Face repo id (`org/name[@revision]`): the same files, tensors
+//! streamed by Range requests.
 
 use crate::progress::LoadBar;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use ternlight_core::gguf::checkpoint::{GgufCheckpoint, TOKENIZER_KEY};
+use ternlight_core::ranged::RangeSource;
 use ternlight_core::spec::ModelSpec;
-use ternlight_core::tensors::{SafetensorsCheckpoint, TensorSource};
+use ternlight_core::tensors::{shard_names, SafetensorsCheckpoint, TensorSource};
 use ternlight_core::tokenizer::Tokenizer;
 use ternlight_gpu::Gpu;
+use ternlight_runtime::http::{model_base, Client};
 use ternlight_runtime::{Session, SessionOptions};
 
 /// Where the weights come from.
@@ -35,26 +39,68 @@ pub struct ModelDir {
     pub path: PathBuf,
     pub spec: ModelSpec,
     pub checkpoint: Checkpoint,
+    /// A remote model's tokenizer files, fetched at open.
+    remote_tokenizer: Option<RemoteTokenizer>,
 }
 
+/// `tokenizer.json` and `tokenizer_config.json` as a server had them (`None` where it had not).
+type RemoteTokenizer = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 impl ModelDir {
-    /// Reads config.json and opens the checkpoint (or the GGUF file `path`).
+    /// Reads config.json and opens the checkpoint (or the GGUF file `path`), locally or from a URL or hub id.
     pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            if let Some(base) = model_base(&path.to_string_lossy()) {
+                return Self::open_remote(path, &base);
+            }
+        }
         if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-            let gguf = GgufCheckpoint::open(path)?;
-            let spec =
-                ModelSpec::from_config_json(&gguf.config_json()?).with_context(|| format!("{}", path.display()))?;
-            return Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint: Checkpoint::Gguf(gguf) });
+            return Self::from_gguf(path, GgufCheckpoint::open(path)?, None);
         }
         if !path.is_dir() {
-            anyhow::bail!("model directory {} does not exist (or is not a .gguf file)", path.display());
+            anyhow::bail!(
+                "model directory {} does not exist (nor is it a .gguf file, an http(s) URL or an org/name hub id)",
+                path.display()
+            );
         }
         let config_path = path.join("config.json");
         let text =
             std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
         let spec = ModelSpec::from_config_json(&text).with_context(|| format!("{}", config_path.display()))?;
         let checkpoint = Checkpoint::Safetensors(SafetensorsCheckpoint::open_dir(path)?);
-        Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint })
+        Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint, remote_tokenizer: None })
+    }
+
+    fn from_gguf(path: &Path, gguf: GgufCheckpoint, remote_tokenizer: Option<RemoteTokenizer>) -> Result<Self> {
+        let spec = ModelSpec::from_config_json(&gguf.config_json()?).with_context(|| format!("{}", path.display()))?;
+        Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint: Checkpoint::Gguf(gguf), remote_tokenizer })
+    }
+
+    /// The files of a model directory (or one GGUF file) at `base`: small files fetched whole, safetensors read by
+    /// range as tensors are needed.
+    fn open_remote(path: &Path, base: &str) -> Result<Self> {
+        let client = Client::default();
+        if base.ends_with(".gguf") {
+            let bytes = client.fetch(base)?.with_context(|| format!("{base}: not found"))?;
+            return Self::from_gguf(path, GgufCheckpoint::from_bytes(bytes)?, None);
+        }
+        let url = |name: &str| format!("{base}/{name}");
+        let config =
+            client.fetch(&url("config.json"))?.with_context(|| format!("{}: not found", url("config.json")))?;
+        let text = String::from_utf8(config).with_context(|| format!("{}: not UTF-8", url("config.json")))?;
+        let spec = ModelSpec::from_config_json(&text).with_context(|| url("config.json"))?;
+        let index_url = url("model.safetensors.index.json");
+        let shards = match client.fetch(&index_url)? {
+            Some(index) => shard_names(&index, &index_url)?,
+            None => vec!["model.safetensors".to_string()],
+        };
+        let mut sources: Vec<Box<dyn RangeSource>> = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            sources.push(Box::new(client.open(&url(shard))?));
+        }
+        let checkpoint = Checkpoint::Safetensors(SafetensorsCheckpoint::from_sources(sources)?);
+        let tokenizer = (client.fetch(&url("tokenizer.json"))?, client.fetch(&url("tokenizer_config.json"))?);
+        Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint, remote_tokenizer: Some(tokenizer) })
     }
 
     /// Loads `tokenizer.json` (and `tokenizer_config.json` when present), or the GGUF file's tokenizer.
@@ -69,6 +115,10 @@ impl ModelDir {
                 None => format!("{} carries no tokenizer", self.path.display()),
             })?;
             return Ok(Tokenizer::from_bytes(json.as_bytes(), None)?);
+        }
+        if let Some((json, config)) = &self.remote_tokenizer {
+            let json = json.as_deref().with_context(|| format!("no tokenizer.json at {}", self.path.display()))?;
+            return Ok(Tokenizer::from_bytes(json, config.as_deref())?);
         }
         let tj = self.path.join("tokenizer.json");
         let json = std::fs::read(&tj).with_context(|| format!("no tokenizer at {}", tj.display()))?;

@@ -391,3 +391,97 @@ fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
     }
     assert!(ternlight(&["bench-linear", "--shapes", "40by48"]).status.code() == Some(1));
 }
+
+/// A one-thread HTTP/1.1 file server over `root` for the remote-model tests, answering Range requests. Faults:
+/// the first ranged response for `model.safetensors` whose range starts past byte 0 stops after `drop_after`
+/// bytes (the connection drops mid-tensor); `no_ranges` answers every request with the whole file and 200.
+struct TestServer {
+    base: String,
+    /// Set once the fault connection has been cut.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TestServer {
+    fn start(root: PathBuf, drop_after: Option<usize>, no_ranges: bool) -> TestServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dropped_flag = flag.clone();
+        std::thread::spawn(move || {
+            let mut dropped = false;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let (mut path, mut range) = (String::new(), None);
+                while reader.read_line(&mut request).unwrap_or(0) > 0 {
+                    let line = request.trim_end().to_string();
+                    request.clear();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(rest) = line.strip_prefix("GET ") {
+                        path = rest.split(' ').next().unwrap_or("").to_string();
+                    }
+                    if let Some(r) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        let (a, b) = r.split_once('-').unwrap();
+                        range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+                    }
+                }
+                let Ok(body) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                };
+                let (status, slice, extra) = match range {
+                    Some((a, b)) if !no_ranges => {
+                        let b = b.min(body.len() - 1);
+                        (
+                            "206 Partial Content",
+                            &body[a..=b],
+                            format!("Content-Range: bytes {a}-{b}/{}\r\n", body.len()),
+                        )
+                    }
+                    _ => ("200 OK", &body[..], String::new()),
+                };
+                let head =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", slice.len());
+                let _ = stream.write_all(head.as_bytes());
+                let cut = match (drop_after, range) {
+                    (Some(n), Some((a, _))) if !dropped && a > 0 && path.ends_with("model.safetensors") => {
+                        dropped = true;
+                        dropped_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        n.min(slice.len())
+                    }
+                    _ => slice.len(),
+                };
+                let _ = stream.write_all(&slice[..cut]);
+            }
+        });
+        TestServer { base, dropped: flag }
+    }
+}
+
+#[test]
+fn a_model_behind_an_http_url_streams_resumes_and_matches_the_local_logits() {
+    let server = TestServer::start(fixture(""), Some(1000), false);
+    fidelity_of(Path::new(&format!("{}/llama", server.base)), "llama");
+    assert!(server.dropped.load(std::sync::atomic::Ordering::SeqCst), "the fault connection was never cut");
+    let o = ternlight(&["inspect", "--model", &format!("{}/llama", server.base)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn unreachable_or_range_less_servers_get_one_line_errors() {
+    let plain = TestServer::start(fixture(""), None, true);
+    let ranged = TestServer::start(fixture(""), None, false);
+    for (model, expect) in [
+        (format!("{}/llama", plain.base), "ignores Range requests"),
+        (format!("{}/no_such_model", ranged.base), "config.json: not found"),
+    ] {
+        let o = ternlight(&["inspect", "--model", &model]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(expect) && err.trim().lines().count() == 1, "{model}: {err}");
+    }
+}

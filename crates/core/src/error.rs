@@ -5,6 +5,14 @@ use thiserror::Error;
 /// Errors from parsing configs, tensor files and tokenizers, or from invalid requests to the reference.
 #[derive(Debug, Error)]
 pub enum CoreError {
+    /// A remote file could not be fetched (after retries).
+    #[error("cannot fetch {url}: {message}")]
+    Network {
+        /// The URL that failed.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {

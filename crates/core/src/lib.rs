@@ -13,6 +13,7 @@ pub mod dtype;
 pub mod error;
 pub mod gguf;
 pub mod oracle;
+pub mod ranged;
 pub mod reference;
 pub mod sampling;
 pub mod spec;

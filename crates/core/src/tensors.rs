@@ -1,13 +1,16 @@
 //! Tensor containers: where weight bytes come from, behind one trait.
 //!
 //! [`TensorSource`] hides the container; [`SafetensorsCheckpoint`] reads single-file and sharded
-//! (`model.safetensors.index.json`) checkpoints. [`check_against_spec`] validates every tensor the spec needs
-//! (presence, shape, dtype) before anything is uploaded.
+//! (`model.safetensors.index.json`) checkpoints from any [`RangeSource`]: the header first, then each tensor when
+//! it is asked for (a model on disk or behind a URL is never held in memory whole). [`check_against_spec`] validates
+//! every tensor the spec needs (presence, shape, dtype) before anything is uploaded.
 
 use crate::dtype::{decode_f32, DType};
+use crate::ranged::{LocalFile, Memory, RangeSource};
 use crate::spec::ModelSpec;
 use crate::{CoreError, Result};
-use safetensors::{tensor::Metadata, Dtype as StDtype, SafeTensors};
+use safetensors::{tensor::Metadata, Dtype as StDtype};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -24,13 +27,18 @@ pub struct TensorInfo {
 pub trait TensorSource {
     /// Dtype and shape of `name`, or `None` if absent. Errors when present with an unsupported dtype.
     fn info(&self, name: &str) -> Result<Option<TensorInfo>>;
-    /// The raw bytes of `name`.
-    fn bytes(&self, name: &str) -> Result<&[u8]>;
+    /// The raw bytes of `name` (borrowed from memory, or read from the file when asked).
+    fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>>;
+
+    /// The byte length of `name`, without reading it.
+    fn byte_len(&self, name: &str) -> Result<usize> {
+        Ok(self.bytes(name)?.len())
+    }
 
     /// The tensor decoded to f32 (float dtypes only).
     fn f32(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
-        decode_f32(info.dtype, self.bytes(name)?).ok_or_else(|| CoreError::TensorMismatch {
+        decode_f32(info.dtype, &self.bytes(name)?).ok_or_else(|| CoreError::TensorMismatch {
             name: name.into(),
             expected: "a float dtype (F32, F16, BF16)".into(),
             found: info.dtype.to_string(),
@@ -55,36 +63,41 @@ fn map_dtype(name: &str, d: StDtype) -> Result<DType> {
     })
 }
 
-/// One parsed safetensors file held in memory.
+/// The most header bytes a safetensors file may declare.
+const MAX_HEADER: u64 = 100 << 20;
+
+/// One safetensors file: its parsed header, its tensors read from the source on demand.
 struct SafetensorsFile {
-    path: String,
-    bytes: Vec<u8>,
-    data_start: usize,
+    source: Box<dyn RangeSource>,
+    data_start: u64,
     metadata: Metadata,
 }
 
 impl SafetensorsFile {
-    fn parse(path: String, bytes: Vec<u8>) -> Result<Self> {
+    fn parse(source: Box<dyn RangeSource>) -> Result<Self> {
+        let path = source.name().to_string();
         let bad = |message: String| CoreError::TensorFile { path: path.clone(), message };
-        if bytes.len() < 8 {
-            return Err(bad(format!("{} bytes is shorter than the 8-byte header length", bytes.len())));
+        let total = source.len();
+        if total < 8 {
+            return Err(bad(format!("{total} bytes is shorter than the 8-byte header length")));
         }
-        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        if header_len > (bytes.len() - 8) as u64 {
-            return Err(bad(format!("header length {header_len} runs past the end of the {}-byte file", bytes.len())));
+        let header_len = u64::from_le_bytes(source.read(0, 8)?.try_into().expect("8 bytes"));
+        if header_len > total - 8 {
+            return Err(bad(format!("header length {header_len} runs past the end of the {total}-byte file")));
         }
-        let (n, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-            use safetensors::SafeTensorError as E;
-            bad(match e {
-                E::MetadataIncompleteBuffer => {
-                    "the data section does not match the sizes in the header (truncated file?)".into()
-                }
-                E::InvalidOffset(t) => format!("tensor `{t}` has data offsets that overlap or leave gaps"),
-                E::TensorInvalidInfo => "a tensor's byte range does not match its dtype and shape".into(),
-                other => other.to_string(),
-            })
-        })?;
-        Ok(SafetensorsFile { path, bytes, data_start: 8 + n, metadata })
+        if header_len > MAX_HEADER {
+            return Err(bad(format!("header length {header_len} exceeds the {MAX_HEADER}-byte cap")));
+        }
+        let header = source.read(8, header_len as usize)?;
+        // Deserialising validates the offsets: contiguous, in order, each the size its dtype and shape imply.
+        let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+        if 8 + header_len + metadata.data_len() as u64 != total {
+            return Err(bad(format!(
+                "the data section ({} bytes in the header) does not match the {total}-byte file (truncated file?)",
+                metadata.data_len()
+            )));
+        }
+        Ok(SafetensorsFile { source, data_start: 8 + header_len, metadata })
     }
 
     fn info(&self, name: &str) -> Result<Option<TensorInfo>> {
@@ -94,10 +107,18 @@ impl SafetensorsFile {
             .transpose()
     }
 
-    fn bytes(&self, name: &str) -> Option<&[u8]> {
-        let i = self.metadata.info(name)?;
-        let (s, e) = i.data_offsets;
-        self.bytes.get(self.data_start + s..self.data_start + e)
+    /// Offset and length of `name`'s bytes in the file.
+    fn range(&self, name: &str) -> Option<(u64, usize)> {
+        let (s, e) = self.metadata.info(name)?.data_offsets;
+        Some((self.data_start + s as u64, e - s))
+    }
+
+    fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let (offset, len) = self.range(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
+        match self.source.slice(offset, len) {
+            Some(b) => Ok(Cow::Borrowed(b)),
+            None => Ok(Cow::Owned(self.source.read(offset, len)?)),
+        }
     }
 }
 
@@ -114,10 +135,15 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 impl SafetensorsCheckpoint {
     /// Parses in-memory files given as `(name, bytes)`; tensors are looked up across all of them.
     pub fn from_files(files: Vec<(String, Vec<u8>)>) -> Result<Self> {
-        let mut parsed = Vec::with_capacity(files.len());
+        Self::from_sources(files.into_iter().map(|(name, bytes)| Box::new(Memory::new(name, bytes)) as _).collect())
+    }
+
+    /// Parses the headers of files read by range (local, remote); tensors are read when asked for.
+    pub fn from_sources(sources: Vec<Box<dyn RangeSource>>) -> Result<Self> {
+        let mut parsed = Vec::with_capacity(sources.len());
         let mut index = HashMap::new();
-        for (i, (path, bytes)) in files.into_iter().enumerate() {
-            let file = SafetensorsFile::parse(path, bytes)?;
+        for (i, source) in sources.into_iter().enumerate() {
+            let file = SafetensorsFile::parse(source)?;
             for name in file.metadata.tensors().keys() {
                 index.insert(name.clone(), i);
             }
@@ -126,42 +152,40 @@ impl SafetensorsCheckpoint {
         Ok(SafetensorsCheckpoint { files: parsed, index })
     }
 
-    /// Opens the checkpoint in a HF model directory: `model.safetensors.index.json` (sharded) or `model.safetensors`.
+    /// Opens the checkpoint in a HF model directory: `model.safetensors.index.json` (sharded) or `model.safetensors`,
+    /// reading headers now and tensors when asked for.
     pub fn open_dir(dir: &Path) -> Result<Self> {
         let index_path = dir.join("model.safetensors.index.json");
-        let names: Vec<String> = if index_path.exists() {
-            let text = read_file(&index_path)?;
-            let json: serde_json::Value = serde_json::from_slice(&text)
-                .map_err(|e| CoreError::Json { path: index_path.display().to_string(), message: e.to_string() })?;
-            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| CoreError::Json {
-                path: index_path.display().to_string(),
-                message: "no `weight_map` object".into(),
-            })?;
-            let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
-            shards.sort();
-            shards.dedup();
-            shards
-        } else {
-            vec!["model.safetensors".to_string()]
+        let names = match index_path.exists() {
+            true => shard_names(&read_file(&index_path)?, &index_path.display().to_string())?,
+            false => vec!["model.safetensors".to_string()],
         };
-        let mut files = Vec::with_capacity(names.len());
+        let mut files: Vec<Box<dyn RangeSource>> = Vec::with_capacity(names.len());
         for name in names {
-            if name.contains("..") || name.contains('/') {
-                return Err(CoreError::Json {
-                    path: index_path.display().to_string(),
-                    message: format!("shard name `{name}` leaves the model directory"),
-                });
-            }
-            let path = dir.join(&name);
-            files.push((path.display().to_string(), read_file(&path)?));
+            files.push(Box::new(LocalFile::open(&dir.join(&name))?));
         }
-        Self::from_files(files)
+        Self::from_sources(files)
     }
 
     /// Names of all tensors in the checkpoint.
     pub fn names(&self) -> Vec<&str> {
         self.index.keys().map(String::as_str).collect()
     }
+}
+
+/// The shard files a `model.safetensors.index.json` names (sorted, each once), refusing names that leave the
+/// model's directory.
+pub fn shard_names(index_json: &[u8], path: &str) -> Result<Vec<String>> {
+    let bad = |message: String| CoreError::Json { path: path.to_string(), message };
+    let json: serde_json::Value = serde_json::from_slice(index_json).map_err(|e| bad(e.to_string()))?;
+    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+    shards.sort();
+    shards.dedup();
+    if let Some(name) = shards.iter().find(|n| n.contains("..") || n.contains('/') || n.contains('\\')) {
+        return Err(bad(format!("shard name `{name}` leaves the model directory")));
+    }
+    Ok(shards)
 }
 
 impl TensorSource for SafetensorsCheckpoint {
@@ -172,13 +196,14 @@ impl TensorSource for SafetensorsCheckpoint {
         }
     }
 
-    fn bytes(&self, name: &str) -> Result<&[u8]> {
+    fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
         let &i = self.index.get(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
-        let file = &self.files[i];
-        file.bytes(name).ok_or_else(|| CoreError::TensorFile {
-            path: file.path.clone(),
-            message: format!("tensor `{name}` lies outside the file"),
-        })
+        self.files[i].bytes(name)
+    }
+
+    fn byte_len(&self, name: &str) -> Result<usize> {
+        let &i = self.index.get(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
+        Ok(self.files[i].range(name).map_or(0, |(_, len)| len))
     }
 }
 

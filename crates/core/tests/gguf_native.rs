@@ -115,9 +115,9 @@ impl TensorSource for Patched<'_> {
         }
     }
 
-    fn bytes(&self, name: &str) -> ternlight_core::Result<&[u8]> {
+    fn bytes(&self, name: &str) -> ternlight_core::Result<std::borrow::Cow<'_, [u8]>> {
         match self.f32s.get(name) {
-            Some(b) => Ok(b),
+            Some(b) => Ok(std::borrow::Cow::Borrowed(b)),
             None => self.inner.bytes(name),
         }
     }

@@ -4,12 +4,15 @@
 //! - [`graph`]: turns the per-layer schedule into a [`Plan`](ternlight_gpu::plan::Plan) (prefill or decode form).
 //! - [`session`]: owns weights, KV cache and scratch; `prefill(ids)` and `step(id)`.
 //! - [`generate`]: the sampling loop with timings.
+//! - `http` (native builds): model files over HTTP(S) with Range requests, resume and retries; hub ids.
 
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod generate;
 pub mod graph;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod http;
 pub mod session;
 pub mod weights;
 

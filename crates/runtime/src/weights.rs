@@ -522,7 +522,7 @@ impl Uploader<'_> {
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
         let info = self.source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
         let bytes = self.source.bytes(name)?;
-        let w = Weight::upload(self.gpu, name, info.dtype, rows, cols, bytes, self.gpu.info.max_binding)?;
+        let w = Weight::upload(self.gpu, name, info.dtype, rows, cols, &bytes, self.gpu.info.max_binding)?;
         self.advance(name, bytes.len());
         Ok(w)
     }
@@ -544,7 +544,7 @@ impl Uploader<'_> {
         let mut all = Vec::new();
         for name in names {
             all.extend(self.source.f32(name)?);
-            self.advance(name, self.source.bytes(name)?.len());
+            self.advance(name, self.source.byte_len(name)?);
         }
         Ok(self.gpu.upload_f32(names[0], &all))
     }
@@ -552,7 +552,7 @@ impl Uploader<'_> {
     fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
         let v = self.source.f32(name)?;
         let b = self.gpu.upload_f32(name, &v);
-        self.advance(name, self.source.bytes(name)?.len());
+        self.advance(name, self.source.byte_len(name)?);
         Ok(b)
     }
 
@@ -563,17 +563,17 @@ impl Uploader<'_> {
             Ternary::PackedRows { weight_scale } => {
                 let packed = self.source.bytes(&l.weight)?;
                 let scale = self.source.f32(weight_scale)?[0];
-                self.advance(weight_scale, self.source.bytes(weight_scale)?.len());
+                self.advance(weight_scale, self.source.byte_len(weight_scale)?);
                 if !scale.is_finite() || scale == 0.0 {
                     return Err(CoreError::InvalidInput(format!("{weight_scale}: weight scale {scale}")).into());
                 }
-                (ternary::unpack_rows(packed, rows, cols), 1.0 / scale)
+                (ternary::unpack_rows(&packed, rows, cols), 1.0 / scale)
             }
             Ternary::Absmean { .. } => ternary::absmean(&self.source.f32(&l.weight)?),
         };
         let codes: Vec<i8> = codes.iter().map(|&c| c as i8).collect();
         let w = Weight::upload_ternary(self.gpu, &l.weight, &codes, rows, cols, self.gpu.info.max_binding)?;
-        self.advance(&l.weight, self.source.bytes(&l.weight)?.len());
+        self.advance(&l.weight, self.source.byte_len(&l.weight)?);
         let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
         let input_norm = match format {
             Ternary::Absmean { input_norm: Some(n) } => Some(self.norm(n)?),
@@ -595,9 +595,9 @@ impl Uploader<'_> {
     fn hgf(&mut self, h: &Hgf, l: &LinearSpec) -> Result<HgfWeights> {
         let a = self.matrix(&h.lora_a, h.rank, l.in_features)?;
         let gate = self.source.f32(&h.gate)?;
-        self.advance(&h.gate, self.source.bytes(&h.gate)?.len());
+        self.advance(&h.gate, self.source.byte_len(&h.gate)?);
         let mut b = self.source.f32(&h.lora_b)?;
-        self.advance(&h.lora_b, self.source.bytes(&h.lora_b)?.len());
+        self.advance(&h.lora_b, self.source.byte_len(&h.lora_b)?);
         for (o, row) in b.chunks_exact_mut(h.rank).enumerate() {
             let g = gate[if h.per_channel { o } else { 0 }];
             row.iter_mut().for_each(|v| *v *= g);
@@ -623,7 +623,7 @@ impl Uploader<'_> {
         let bias = match l.bias.as_deref() {
             Some(name) => {
                 let all = self.source.f32(name)?;
-                self.advance(name, self.source.bytes(name)?.len());
+                self.advance(name, self.source.byte_len(name)?);
                 Some(self.gpu.upload_f32(name, &rows.iter().map(|&r| all[r]).collect::<Vec<_>>()))
             }
             None => None,
@@ -645,7 +645,7 @@ impl Uploader<'_> {
                     CoreError::InvalidInput(format!("{}: dtype differs from {}", l.weight, first.weight)).into()
                 );
             }
-            bytes.extend_from_slice(b);
+            bytes.extend_from_slice(&b);
             self.advance(&l.weight, b.len());
         }
         let shape = (info.dtype, layers.len() * first.out_features, first.in_features);
@@ -819,7 +819,7 @@ impl Uploader<'_> {
     /// A token-shift mix `mu` as the kernel-2 conv `[mu, 1 - mu]` per channel.
     fn shift(&mut self, name: &str) -> Result<wgpu::Buffer> {
         let mu = self.source.f32(name)?;
-        self.advance(name, self.source.bytes(name)?.len());
+        self.advance(name, self.source.byte_len(name)?);
         let conv: Vec<f32> = mu.iter().flat_map(|&m| [m, 1.0 - m]).collect();
         Ok(self.gpu.upload_f32(name, &conv))
     }
@@ -863,7 +863,7 @@ impl Uploader<'_> {
         let lower_bound = match &g.lower_bound {
             Some((name, layer, layers)) => {
                 let table = self.source.f32(name)?;
-                self.advance(name, self.source.bytes(name)?.len());
+                self.advance(name, self.source.byte_len(name)?);
                 (*layer > 0).then(|| self.gpu.upload_f32(name, &hgrn2::lower_bound(&table, *layers, *layer)))
             }
             None => None,
@@ -894,7 +894,7 @@ pub fn upload(
     let decls = spec.tensors();
     let mut bytes_total = 0;
     for d in &decls {
-        bytes_total += source.bytes(&d.name)?.len() as u64;
+        bytes_total += source.byte_len(&d.name)? as u64;
     }
     let mut up = Uploader {
         gpu,

@@ -13,6 +13,7 @@ use super::{native, GgmlType, Gguf};
 use crate::dtype::DType;
 use crate::tensors::{TensorInfo, TensorSource};
 use crate::{CoreError, Result};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Metadata key holding the HF `config.json` text.
@@ -173,11 +174,11 @@ impl TensorSource for GgufCheckpoint {
         }))
     }
 
-    fn bytes(&self, name: &str) -> Result<&[u8]> {
+    fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
         if let Some((_, bytes)) = self.converted.get(name) {
-            return Ok(bytes);
+            return Ok(Cow::Borrowed(bytes));
         }
         let i = self.stored.get(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
-        Ok(self.header.data(&self.file, &self.header.tensors[*i]))
+        Ok(Cow::Borrowed(self.header.data(&self.file, &self.header.tensors[*i])))
     }
 }

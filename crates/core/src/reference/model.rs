@@ -106,7 +106,7 @@ impl ReferenceModel {
         for decl in spec.tensors() {
             let values = match decl.packed {
                 // Ternary codes unpack to f32 [out, in] (the declared shape is the packed [out / 4, in]).
-                true => ternary::unpack_rows(source.bytes(&decl.name)?, 4 * decl.shape[0], decl.shape[1]),
+                true => ternary::unpack_rows(&source.bytes(&decl.name)?, 4 * decl.shape[0], decl.shape[1]),
                 false => source.f32(&decl.name)?,
             };
             weights.insert(decl.name.clone(), values);
