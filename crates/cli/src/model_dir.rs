@@ -13,7 +13,7 @@ use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::{shard_names, SafetensorsCheckpoint, TensorSource};
 use ternlight_core::tokenizer::Tokenizer;
 use ternlight_gpu::Gpu;
-use ternlight_runtime::http::{model_base, Client};
+use ternlight_runtime::http::{cache_dir, model_base, Client};
 use ternlight_runtime::{Session, SessionOptions};
 
 /// Where the weights come from.
@@ -76,8 +76,8 @@ impl ModelDir {
         Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint: Checkpoint::Gguf(gguf), remote_tokenizer })
     }
 
-    /// The files of a model directory (or one GGUF file) at `base`: small files fetched whole, safetensors read by
-    /// range as tensors are needed.
+    /// The files of a model directory (or one GGUF file) at `base`: small files fetched whole, safetensors
+    /// streamed into the disk cache with tensors read as their bytes arrive.
     fn open_remote(path: &Path, base: &str) -> Result<Self> {
         let client = Client::default();
         if base.ends_with(".gguf") {
@@ -96,7 +96,7 @@ impl ModelDir {
         };
         let mut sources: Vec<Box<dyn RangeSource>> = Vec::with_capacity(shards.len());
         for shard in &shards {
-            sources.push(Box::new(client.open(&url(shard))?));
+            sources.push(Box::new(client.open_cached(&url(shard), &cache_dir())?));
         }
         let checkpoint = Checkpoint::Safetensors(SafetensorsCheckpoint::from_sources(sources)?);
         let tokenizer = (client.fetch(&url("tokenizer.json"))?, client.fetch(&url("tokenizer_config.json"))?);

@@ -392,39 +392,52 @@ fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
     assert!(ternlight(&["bench-linear", "--shapes", "40by48"]).status.code() == Some(1));
 }
 
-/// A one-thread HTTP/1.1 file server over `root` for the remote-model tests, answering Range requests. Faults:
-/// the first ranged response for `model.safetensors` whose range starts past byte 0 stops after `drop_after`
-/// bytes (the connection drops mid-tensor); `no_ranges` answers every request with the whole file and 200.
+/// Faults the test server injects.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    /// The first ranged response for `model.safetensors` starting past byte 0 stops after this many bytes.
+    drop_after: Option<usize>,
+    /// Every request gets the whole file with status 200.
+    no_ranges: bool,
+    /// The first ranged response for `model.safetensors` has one byte flipped.
+    corrupt_once: bool,
+}
+
+/// A one-thread HTTP/1.1 file server over `root` for the remote-model tests: Range requests, an ETag holding each
+/// file's SHA-256 (as Hugging Face publishes LFS digests), and [`Faults`]. It counts the body bytes it serves.
 struct TestServer {
     base: String,
-    /// Set once the fault connection has been cut.
-    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set once a fault connection has been cut or corrupted.
+    faulted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Body bytes served so far.
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestServer {
-    fn start(root: PathBuf, drop_after: Option<usize>, no_ranges: bool) -> TestServer {
+    fn start(root: PathBuf, faults: Faults) -> TestServer {
+        use sha2::Digest;
         use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering::SeqCst;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let dropped_flag = flag.clone();
+        let faulted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (faulted_flag, served_count) = (faulted.clone(), served.clone());
         std::thread::spawn(move || {
-            let mut dropped = false;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                let (mut path, mut range) = (String::new(), None);
-                while reader.read_line(&mut request).unwrap_or(0) > 0 {
-                    let line = request.trim_end().to_string();
-                    request.clear();
-                    if line.is_empty() {
+                let (mut line, mut path, mut range) = (String::new(), String::new(), None);
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    let header = line.trim_end().to_string();
+                    line.clear();
+                    if header.is_empty() {
                         break;
                     }
-                    if let Some(rest) = line.strip_prefix("GET ") {
+                    if let Some(rest) = header.strip_prefix("GET ") {
                         path = rest.split(' ').next().unwrap_or("").to_string();
                     }
-                    if let Some(r) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    if let Some(r) = header.to_ascii_lowercase().strip_prefix("range: bytes=") {
                         let (a, b) = r.split_once('-').unwrap();
                         range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
                     }
@@ -434,53 +447,106 @@ impl TestServer {
                         stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
                 };
+                let digest: String = sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
                 let (status, slice, extra) = match range {
-                    Some((a, b)) if !no_ranges => {
+                    Some((a, b)) if !faults.no_ranges => {
                         let b = b.min(body.len() - 1);
                         (
                             "206 Partial Content",
-                            &body[a..=b],
+                            body[a..=b].to_vec(),
                             format!("Content-Range: bytes {a}-{b}/{}\r\n", body.len()),
                         )
                     }
-                    _ => ("200 OK", &body[..], String::new()),
+                    _ => ("200 OK", body.clone(), String::new()),
                 };
-                let head =
-                    format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n", slice.len());
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: \"{digest}\"\r\n{extra}Connection: close\r\n\r\n",
+                    slice.len()
+                );
                 let _ = stream.write_all(head.as_bytes());
-                let cut = match (drop_after, range) {
-                    (Some(n), Some((a, _))) if !dropped && a > 0 && path.ends_with("model.safetensors") => {
-                        dropped = true;
-                        dropped_flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                        n.min(slice.len())
+                let mut slice = slice;
+                let fault_here = range.is_some_and(|(a, b)| b > a) && path.ends_with("model.safetensors");
+                let mut cut = slice.len();
+                if fault_here && !faulted_flag.load(SeqCst) {
+                    if let Some(n) = faults.drop_after {
+                        cut = n.min(slice.len());
+                        faulted_flag.store(true, SeqCst);
                     }
-                    _ => slice.len(),
-                };
+                    if faults.corrupt_once {
+                        let last = slice.len() - 1;
+                        slice[last] ^= 0xff;
+                        faulted_flag.store(true, SeqCst);
+                    }
+                }
+                served_count.fetch_add(cut, SeqCst);
                 let _ = stream.write_all(&slice[..cut]);
             }
         });
-        TestServer { base, dropped: flag }
+        TestServer { base, faulted, served }
     }
+}
+
+/// `ternlight` with its download cache in `cache`.
+fn ternlight_cached(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ternlight"))
+        .arg("--quiet")
+        .args(args)
+        .env("TERNLIGHT_CACHE", cache)
+        .output()
+        .expect("binary runs")
 }
 
 #[test]
 fn a_model_behind_an_http_url_streams_resumes_and_matches_the_local_logits() {
-    let server = TestServer::start(fixture(""), Some(1000), false);
-    fidelity_of(Path::new(&format!("{}/llama", server.base)), "llama");
-    assert!(server.dropped.load(std::sync::atomic::Ordering::SeqCst), "the fault connection was never cut");
-    let o = ternlight(&["inspect", "--model", &format!("{}/llama", server.base)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    use std::sync::atomic::Ordering::SeqCst;
+    let cache = tempfile::tempdir().unwrap();
+    let server = TestServer::start(fixture(""), Faults { drop_after: Some(1000), ..Default::default() });
+    let model = format!("{}/llama", server.base);
+    let oracle = Oracle::open(&fixture("llama")).unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let ids = ids_arg(&oracle.input_ids);
+    let run = |server_note: &str| {
+        let args = ["logits", "--model", &model, "--ids", &ids, "--out", out.path().to_str().unwrap()];
+        let o = ternlight_cached(cache.path(), &args);
+        assert!(o.status.success(), "{server_note}: {}", String::from_utf8_lossy(&o.stderr));
+        let bytes = std::fs::read(out.path()).unwrap();
+        let got = SafetensorsCheckpoint::from_files(vec![("logits".into(), bytes)]).unwrap().f32("logits").unwrap();
+        let d = max_abs_diff(&got, &oracle.logits);
+        assert!(d < 1e-3, "{server_note}: max abs diff {d}");
+    };
+    run("first run, one connection dropped mid-file");
+    assert!(server.faulted.load(SeqCst), "the fault connection was never cut");
+    // The second run reads the cached copy: only the small files and one-byte probes cross the network.
+    let before = server.served.load(SeqCst);
+    run("second run, from the cache");
+    let weights = std::fs::metadata(fixture("llama").join("model.safetensors")).unwrap().len() as usize;
+    assert!(server.served.load(SeqCst) - before < weights / 10, "the weights were downloaded again");
+}
+
+#[test]
+fn a_corrupted_download_fails_its_integrity_check_and_the_retry_matches() {
+    let cache = tempfile::tempdir().unwrap();
+    let server = TestServer::start(fixture(""), Faults { corrupt_once: true, ..Default::default() });
+    let model = format!("{}/llama", server.base);
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let args = ["logits", "--model", &model, "--ids", "1,2,3", "--out", out.path().to_str().unwrap()];
+    let o = ternlight_cached(cache.path(), &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("integrity check failed"), "{err}");
+    let o = ternlight_cached(cache.path(), &args);
+    assert!(o.status.success(), "after the bad download was discarded: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
 fn unreachable_or_range_less_servers_get_one_line_errors() {
-    let plain = TestServer::start(fixture(""), None, true);
-    let ranged = TestServer::start(fixture(""), None, false);
+    let cache = tempfile::tempdir().unwrap();
+    let plain = TestServer::start(fixture(""), Faults { no_ranges: true, ..Default::default() });
+    let ranged = TestServer::start(fixture(""), Faults::default());
     for (model, expect) in [
         (format!("{}/llama", plain.base), "ignores Range requests"),
         (format!("{}/no_such_model", ranged.base), "config.json: not found"),
     ] {
-        let o = ternlight(&["inspect", "--model", &model]);
+        let o = ternlight_cached(cache.path(), &["inspect", "--model", &model]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(expect) && err.trim().lines().count() == 1, "{model}: {err}");
     }

@@ -18,6 +18,11 @@ pub trait RangeSource: Send + Sync {
     fn slice(&self, _offset: u64, _len: usize) -> Option<&[u8]> {
         None
     }
+    /// Checks the whole file against the digest its origin published, once every byte has arrived (sources
+    /// without one have nothing to check).
+    fn verify(&self) -> Result<()> {
+        Ok(())
+    }
     /// Whether the file is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -35,6 +35,12 @@ pub trait TensorSource {
         Ok(self.bytes(name)?.len())
     }
 
+    /// Checks the files behind the tensors against their published digests (after loading: a download may still
+    /// be finishing when the last tensor is read).
+    fn verify(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The tensor decoded to f32 (float dtypes only).
     fn f32(&self, name: &str) -> Result<Vec<f32>> {
         let info = self.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
@@ -204,6 +210,10 @@ impl TensorSource for SafetensorsCheckpoint {
     fn byte_len(&self, name: &str) -> Result<usize> {
         let &i = self.index.get(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
         Ok(self.files[i].range(name).map_or(0, |(_, len)| len))
+    }
+
+    fn verify(&self) -> Result<()> {
+        self.files.iter().try_for_each(|f| f.source.verify())
     }
 }
 

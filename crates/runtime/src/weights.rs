@@ -883,7 +883,8 @@ impl Uploader<'_> {
     }
 }
 
-/// Validates `source` against `spec` and uploads every tensor, calling `on_progress` after each.
+/// Validates `source` against `spec` and uploads every tensor, calling `on_progress` after each; then checks the
+/// source's digests (a corrupted download fails the load).
 pub fn upload(
     gpu: &Gpu,
     spec: &ModelSpec,
@@ -942,5 +943,6 @@ pub fn upload(
     }
     let final_norm = up.norm(&spec.final_norm)?;
     let head = if spec.tied_embeddings { None } else { Some(up.matrix(&spec.lm_head, spec.vocab, spec.hidden)?) };
+    source.verify()?;
     Ok(ModelWeights { embed, embed_norm, head, final_norm, layers })
 }
