@@ -68,7 +68,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let trained = model.spec.max_positions;
     // Speed does not depend on weights having been trained at a length; allow longer contexts for measuring.
     model.spec.max_positions = trained.max(longest);
-    let options = SessionOptions { max_context: Some(longest), prefill_capacity: longest };
+    let options = SessionOptions { max_context: Some(longest), prefill_capacity: longest, ..Default::default() };
     let load_start = Instant::now();
     let mut s = model.session(&options, quiet)?;
     let load_s = load_start.elapsed().as_secs_f64();

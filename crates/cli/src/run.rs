@@ -11,9 +11,12 @@ use ternlight_runtime::SessionOptions;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory (config.json, *.safetensors, tokenizer.json).
+    /// Model: a directory (config.json, *.safetensors, tokenizer.json), a .gguf file, an http(s) URL or org/name.
     #[arg(long)]
     model: PathBuf,
+    /// GPU memory the model may use, in MiB: refused before the weights upload when it needs more.
+    #[arg(long)]
+    max_memory_mib: Option<u64>,
     /// The prompt text.
     #[arg(long)]
     prompt: String,
@@ -58,7 +61,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt encodes to no tokens");
     }
-    let mut session = model.session(&SessionOptions { max_context: args.context, ..Default::default() }, quiet)?;
+    let options = SessionOptions {
+        max_context: args.context,
+        memory_budget: args.max_memory_mib.map(|m| m << 20),
+        ..Default::default()
+    };
+    let mut session = model.session(&options, quiet)?;
     let mut sampler = Sampler::new(SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,

@@ -551,3 +551,15 @@ fn unreachable_or_range_less_servers_get_one_line_errors() {
         assert!(!o.status.success() && err.contains(expect) && err.trim().lines().count() == 1, "{model}: {err}");
     }
 }
+
+#[test]
+fn a_model_over_the_memory_budget_is_refused_before_loading() {
+    let o =
+        ternlight(&["run", "--model", fixture("llama").to_str().unwrap(), "--prompt", "hi", "--max-memory-mib", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("needs about") && err.contains("budget is 0.0 MiB"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let o =
+        ternlight(&["run", "--model", fixture("llama").to_str().unwrap(), "--prompt", "hi", "--max-memory-mib", "64"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -155,17 +155,26 @@ impl Weight {
 impl Gpu {
     /// A zero-filled f32 buffer of `len` elements.
     pub fn zeros(&self, label: &str, len: usize) -> wgpu::Buffer {
+        let size = (len.max(1) * 4) as u64;
+        self.allocated.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (len.max(1) * 4) as u64,
+            size,
             usage: STORAGE,
             mapped_at_creation: false,
         })
     }
 
+    /// Bytes of the buffers [`Gpu::zeros`] and [`Gpu::upload_f32`] have created so far. Never decremented: a phase's
+    /// share (the KV cache and scratch of a session) is the difference across it.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// An f32 buffer holding `data`.
     pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
         let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
+        self.allocated.fetch_add(contents.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents,

@@ -47,6 +47,8 @@ pub struct Gpu {
     pub tuning: Tuning,
     /// The first GPU error no one handled (validation, out of memory), kept instead of wgpu's default panic.
     errors: Arc<Mutex<Option<String>>>,
+    /// Bytes of the scratch-style buffers created so far (see [`Gpu::allocated_bytes`]).
+    pub(crate) allocated: std::sync::atomic::AtomicU64,
 }
 
 impl Gpu {
@@ -100,7 +102,15 @@ impl Gpu {
                 });
             }
         }));
-        Ok(Gpu { device, queue, info, pipelines: PipelineCache::default(), tuning, errors })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            pipelines: PipelineCache::default(),
+            tuning,
+            errors,
+            allocated: Default::default(),
+        })
     }
 
     /// Blocking [`Gpu::new`] for native callers.

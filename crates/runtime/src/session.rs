@@ -18,11 +18,14 @@ pub struct SessionOptions {
     pub max_context: Option<usize>,
     /// Tokens one prefill forward processes; longer prompts run in chunks of this size.
     pub prefill_capacity: usize,
+    /// GPU memory the session may use, in bytes; a model that would need more is refused before its weights
+    /// upload.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { max_context: None, prefill_capacity: 512 }
+        SessionOptions { max_context: None, prefill_capacity: 512, memory_budget: None }
     }
 }
 
@@ -46,6 +49,35 @@ impl Snapshot {
     pub fn position(&self) -> usize {
         self.position
     }
+}
+
+/// Refuses a session whose weights (their stored size: an upper bound, since ternarised weights shrink on upload)
+/// plus `context` (KV cache and state) and scratch would exceed `budget` bytes.
+fn check_budget(
+    spec: &ModelSpec,
+    source: &dyn TensorSource,
+    (context, allocated): (u64, u64),
+    budget: u64,
+    max_context: usize,
+) -> Result<()> {
+    let mut weights = 0u64;
+    for d in spec.tensors() {
+        weights += source.byte_len(&d.name)? as u64;
+    }
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1u64 << 20) as f64);
+    let total = weights + allocated;
+    if total > budget {
+        return Err(RuntimeError::Request(format!(
+            "the model needs about {} MiB of GPU memory (weights {} MiB, KV cache and state for {max_context} positions \
+             {} MiB, scratch {} MiB) but the budget is {} MiB; a shorter context or prefill capacity needs less",
+            mib(total),
+            mib(weights),
+            mib(context),
+            mib(allocated - context),
+            mib(budget)
+        )));
+    }
+    Ok(())
 }
 
 /// A loaded model and its running context.
@@ -87,10 +119,15 @@ impl Session {
                 spec.vocab
             )));
         }
-        let weights = upload(&gpu, &spec, source, on_progress)?;
-        gpu.check_errors("uploading the weights")?;
+        // Context and scratch first: they fail fast on device limits, before a long weights upload.
+        let before = gpu.allocated_bytes();
         let res = Resources::new(&gpu, &spec, max_context, capacity, logit_capacity)?;
         gpu.check_errors("allocating the KV cache and scratch")?;
+        if let Some(budget) = options.memory_budget {
+            check_budget(&spec, source, (res.state_bytes(), gpu.allocated_bytes() - before), budget, max_context)?;
+        }
+        let weights = upload(&gpu, &spec, source, on_progress)?;
+        gpu.check_errors("uploading the weights")?;
         let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context)?;
         let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context)?;
         let staging = Staging::new(&gpu, logit_capacity * spec.vocab);
