@@ -22,7 +22,10 @@ impl LoadBar {
     pub fn update(&self, p: &LoadProgress) {
         self.0.set_length(p.bytes_total);
         self.0.set_position(p.bytes_done);
-        self.0.set_message(format!("{}/{} tensors", p.tensors_done, p.tensors_total));
+        self.0.set_message(format!(
+            "{}/{} tensors, {}/{} layers ready",
+            p.tensors_done, p.tensors_total, p.layers_ready, p.layers_total
+        ));
     }
 
     pub fn finish(&self) {

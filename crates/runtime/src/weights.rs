@@ -25,6 +25,10 @@ pub struct LoadProgress {
     pub bytes_done: u64,
     /// Bytes in all.
     pub bytes_total: u64,
+    /// Layers whose weights are all on the GPU (uploaded in order).
+    pub layers_ready: usize,
+    /// Layers in all.
+    pub layers_total: usize,
 }
 
 /// A linear layer's weight and optional bias.
@@ -900,7 +904,12 @@ pub fn upload(
     let mut up = Uploader {
         gpu,
         source,
-        progress: LoadProgress { tensors_total: decls.len(), bytes_total, ..Default::default() },
+        progress: LoadProgress {
+            tensors_total: decls.len(),
+            bytes_total,
+            layers_total: spec.layers.len(),
+            ..Default::default()
+        },
         counted: Default::default(),
         on_progress,
     };
@@ -940,6 +949,8 @@ pub fn upload(
         };
         let post_mlp = up.opt_norm(&layer.norms.post_mlp)?;
         layers.push(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp });
+        up.progress.layers_ready = layers.len();
+        (up.on_progress)(&up.progress);
     }
     let final_norm = up.norm(&spec.final_norm)?;
     let head = if spec.tied_embeddings { None } else { Some(up.matrix(&spec.lm_head, spec.vocab, spec.hidden)?) };

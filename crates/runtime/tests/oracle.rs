@@ -146,10 +146,14 @@ fn load_progress_ends_at_its_totals() {
         let dir = fixture(arch);
         let spec = ModelSpec::from_config_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
-        let mut last = None;
-        Session::new(gpu(), spec, &ck, &SessionOptions::default(), &mut |p| last = Some(p.clone())).unwrap();
-        let p = last.unwrap();
+        let mut seen = Vec::new();
+        Session::new(gpu(), spec, &ck, &SessionOptions::default(), &mut |p| seen.push(p.clone())).unwrap();
+        let p = seen.last().unwrap();
         assert_eq!((p.tensors_done, p.bytes_done), (p.tensors_total, p.bytes_total), "{arch}");
+        // Layers become ready one by one, in order, and all of them do.
+        let ready: Vec<usize> = seen.iter().map(|p| p.layers_ready).collect();
+        assert!(ready.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1), "{arch}: {ready:?}");
+        assert_eq!(p.layers_ready, p.layers_total, "{arch}");
     }
 }
 
