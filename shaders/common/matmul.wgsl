@@ -1,7 +1,7 @@
-// Y[m, n_offset + n] (+)= sum_k X[m, k] W[n, k] (+ bias) for one row block of W, register-blocked:
-// each invocation owns a TM x TN tile of outputs and reads X and W straight from memory (no shared memory:
-// barriers are slow on CPU adapters; TM/TN/WG_X/WG_Y are tunable per device).
+// Y[m, n_offset + n] (+)= sum_k X[m, k] W[n, k] (+ bias) for one row block of W, register-blocked: each invocation
+// owns a TM x TN tile of outputs (common/tile.wgsl; TM/TN/WG_X/WG_Y are tunable per device).
 #include "common/linear_io.wgsl"
+#include "common/tile.wgsl"
 
 @compute @workgroup_size({{WG_X}}, {{WG_Y}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -11,7 +11,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (m0 >= rows || n0 >= params.n_block) {
         return;
     }
-    var acc: array<array<f32, {{TN}}>, {{TM}}>;
     var xrow: array<u32, {{TM}}>;
     var wrow: array<u32, {{TN}}>;
     for (var i = 0u; i < {{TM}}u; i++) {
@@ -20,21 +19,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = 0u; j < {{TN}}u; j++) {
         wrow[j] = min(n0 + j, params.n_block - 1u) * params.k;
     }
-    for (var kk = 0u; kk < params.k; kk++) {
-        var a: array<f32, {{TM}}>;
-        var b: array<f32, {{TN}}>;
-        for (var i = 0u; i < {{TM}}u; i++) {
-            a[i] = x[xrow[i] + kk];
-        }
-        for (var j = 0u; j < {{TN}}u; j++) {
-            b[j] = w_at(wrow[j] + kk);
-        }
-        for (var i = 0u; i < {{TM}}u; i++) {
-            for (var j = 0u; j < {{TN}}u; j++) {
-                acc[i][j] += a[i] * b[j];
-            }
-        }
-    }
+    let acc = tile_product(xrow, wrow, params.k);
     for (var i = 0u; i < {{TM}}u; i++) {
         let m = m0 + i;
         if (m >= rows) {

@@ -4,7 +4,7 @@
 // weight block (experts e0 ..); with COMBINE the slots' results are summed with their route weights per token.
 // The prefill form batches tokens per expert: GROUP lists, per expert, the (token, slot) rows that chose it
 // (lists [experts, T] of t * top_k + j, counts [experts]); TILED is a register-blocked matmul (TM x TN outputs per
-// invocation, as common/matmul.wgsl) over one expert's listed rows, reading x row t (or t * top_k + j with
+// invocation, common/tile.wgsl) over one expert's listed rows, reading x row t (or t * top_k + j with
 // SLOT_INPUT) and writing y [T * top_k, n]; SLOTS sums y's slots with their route weights into out [T, n]
 // (ACCUMULATE adds to it).
 #include "common/step.wgsl"
@@ -212,6 +212,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> counts: array<u32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 #include "common/weights.wgsl"
+#include "common/tile.wgsl"
 
 @compute @workgroup_size({{WG_X}}, {{WG_Y}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -225,7 +226,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         return;
     }
     let list = expert * step.n_tokens;
-    var acc: array<array<f32, {{TN}}>, {{TM}}>;
     var xrow: array<u32, {{TM}}>;
     var wrow: array<u32, {{TN}}>;
     for (var i = 0u; i < {{TM}}u; i++) {
@@ -238,21 +238,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var j = 0u; j < {{TN}}u; j++) {
         wrow[j] = (e * params.n + min(n0 + j, params.n - 1u)) * params.k;
     }
-    for (var kk = 0u; kk < params.k; kk++) {
-        var a: array<f32, {{TM}}>;
-        var b: array<f32, {{TN}}>;
-        for (var i = 0u; i < {{TM}}u; i++) {
-            a[i] = x[xrow[i] + kk];
-        }
-        for (var j = 0u; j < {{TN}}u; j++) {
-            b[j] = w_at(wrow[j] + kk);
-        }
-        for (var i = 0u; i < {{TM}}u; i++) {
-            for (var j = 0u; j < {{TN}}u; j++) {
-                acc[i][j] += a[i] * b[j];
-            }
-        }
-    }
+    let acc = tile_product(xrow, wrow, params.k);
     for (var i = 0u; i < {{TM}}u; i++) {
         if (m0 + i >= rows) {
             break;

@@ -224,11 +224,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(9) var<storage, read_write> g_buf: array<f32>;
 #endif
 
-var<workgroup> a_mat: array<f32, CH * CH>;
 var<workgroup> g_cum: array<f32, CH>;
 var<workgroup> beta_s: array<f32, CH>;
 var<workgroup> rk_s: array<f32, CH>;
-var<workgroup> new_row: array<f32, CH>;
 
 // Channel d's factor of Γ_ij = exp(G_i - G_j) within the chunk at t0 (1 for per-head decay, applied outside).
 fn gamma(t0: u32, i: u32, j: u32, h: u32, d: u32) -> f32 {
@@ -318,43 +316,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (j == i) {
             kk = 0.0;
         }
-        a_mat[i * CH + j] = kk;
+        tri[i * CH + j] = kk;
         if (live) {
             aqk[arow + j] = qk;
         }
     }
     workgroupBarrier();
-    // Forward substitution: row r += (old row r) · (final rows < r).
-    for (var r = 1u; r < n; r++) {
-        var val = 0.0;
-        if (i < r) {
-            val = a_mat[r * CH + i];
-            for (var m = i + 1u; m < r; m++) {
-                val += a_mat[r * CH + m] * a_mat[m * CH + i];
-            }
-        }
-        new_row[i] = val;
-        workgroupBarrier();
-        if (i < r) {
-            a_mat[r * CH + i] = new_row[i];
-        }
-        workgroupBarrier();
-    }
-    a_mat[i * CH + i] = 1.0;
-    workgroupBarrier();
+    solve_unit_lower(i, n);
     if (live) {
         let row = (t0 + i) * hv + h;
         for (var col = 0u; col < DV; col++) {
             var acc = 0.0;
             for (var j = 0u; j <= i; j++) {
-                acc += a_mat[i * CH + j] * beta_s[j] * v_at(t0 + j, h, col);
+                acc += tri[i * CH + j] * beta_s[j] * v_at(t0 + j, h, col);
             }
             u_buf[row * DV + col] = acc;
         }
         for (var d = 0u; d < DK; d++) {
             var acc = 0.0;
             for (var j = 0u; j <= i; j++) {
-                acc += a_mat[i * CH + j] * beta_s[j] * decay_in_chunk(t0, j, h, d) * k_at(t0 + j, kh, d) * rk_s[j];
+                acc += tri[i * CH + j] * beta_s[j] * decay_in_chunk(t0, j, h, d) * k_at(t0 + j, kh, d) * rk_s[j];
             }
             w_buf[row * DK + d] = acc;
         }

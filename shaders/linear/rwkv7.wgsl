@@ -135,8 +135,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(6) var<storage, read_write> nrb: array<f32>;    // [chunks, heads, 64, 64]
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;    // [T, heads * DV]
 
-var<workgroup> l_mat: array<f32, CH * CH>;
-var<workgroup> new_row: array<f32, CH>;
 
 fn g_at(t: u32, h: u32, d: u32) -> f32 {
     return g_buf[(t * params.heads + h) * DK + d];
@@ -205,7 +203,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             nrb[nrow + j] = rb;
         }
-        l_mat[i * CH + j] = l;
+        tri[i * CH + j] = l;
     }
     if (live) {
         for (var c = 0u; c < DV; c++) {
@@ -215,28 +213,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     storageBarrier();
     workgroupBarrier();
-    // Forward substitution: T_ri = L_ri + sum_{i<m<r} L_rm T_mi, rows below r already final.
-    for (var r = 1u; r < n; r++) {
-        var val = 0.0;
-        if (i < r) {
-            val = l_mat[r * CH + i];
-            for (var m = i + 1u; m < r; m++) {
-                val += l_mat[r * CH + m] * l_mat[m * CH + i];
-            }
-        }
-        new_row[i] = val;
-        workgroupBarrier();
-        if (i < r) {
-            l_mat[r * CH + i] = new_row[i];
-        }
-        workgroupBarrier();
-    }
-    l_mat[i * CH + i] = 1.0;
-    workgroupBarrier();
+    solve_unit_lower(i, n);
     var u: array<f32, DV>;
     if (live) {
         for (var j = 0u; j <= i; j++) {
-            let tij = l_mat[i * CH + j];
+            let tij = tri[i * CH + j];
             for (var c = 0u; c < DV; c++) {
                 u[c] += tij * u_buf[((t0 + j) * heads + h) * DV + c];
             }
@@ -244,7 +225,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var d = 0u; d < DK; d++) {
             var acc = 0.0;
             for (var j = 0u; j <= i; j++) {
-                acc += l_mat[i * CH + j] * at(t0 + j, A, h, d) * exp(g_before(t0, j, h, d));
+                acc += tri[i * CH + j] * at(t0 + j, A, h, d) * exp(g_before(t0, j, h, d));
             }
             w_buf[row * DK + d] = acc;
         }

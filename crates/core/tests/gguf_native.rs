@@ -123,14 +123,19 @@ impl TensorSource for Patched<'_> {
     }
 }
 
-#[test]
-fn llama_architecture_gguf_matches_transformers() {
-    let dir = fixture("llama");
+/// A fixture's config, spec, checkpoint and its tensors' llama.cpp names.
+fn open_fixture(name: &str) -> (serde_json::Value, ModelSpec, SafetensorsCheckpoint, HashMap<String, String>) {
+    let dir = fixture(name);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let spec = ModelSpec::from_config_json(&cfg.to_string()).unwrap();
-    let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
     let names = gguf_names(spec.layers.len());
+    (cfg, spec, SafetensorsCheckpoint::open_dir(&dir).unwrap(), names)
+}
+
+#[test]
+fn llama_architecture_gguf_matches_transformers() {
+    let (cfg, spec, ck, names) = open_fixture("llama");
     let mut w = GgufWriter::new();
     metadata(&mut w, "llama", &cfg);
     w.meta("llama.attention.key_length", Value::Uint(16));
@@ -154,12 +159,7 @@ fn llama_architecture_gguf_matches_transformers() {
 
 #[test]
 fn bitnet_architecture_gguf_with_tq_and_i2_s_tensors_matches_its_checkpoint() {
-    let dir = fixture("bitnet_packed");
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let spec = ModelSpec::from_config_json(&cfg.to_string()).unwrap();
-    let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
-    let names = gguf_names(spec.layers.len());
+    let (cfg, spec, ck, names) = open_fixture("bitnet_packed");
     let mut w = GgufWriter::new();
     metadata(&mut w, "bitnet-b1.58", &cfg);
     // llama.cpp keeps each block's scale in f16: the same checkpoint with its scales rounded that way.

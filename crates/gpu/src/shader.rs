@@ -23,6 +23,7 @@ shaders!(
     "common/embedding.wgsl",
     "common/rmsnorm.wgsl",
     "common/linear_io.wgsl",
+    "common/tile.wgsl",
     "common/matmul.wgsl",
     "common/matvec.wgsl",
     "common/rope.wgsl",

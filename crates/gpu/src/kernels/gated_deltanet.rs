@@ -122,7 +122,14 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
         prep.push((&s.g).into());
     }
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: d.n_v_heads as u32 };
-    plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(d), &prep, grid)?;
+    plan.dispatch(
+        gpu,
+        shader,
+        &defines.clone().flag("CHUNK_PREP", true).flag("TRI_SOLVE", true),
+        &params(d),
+        &prep,
+        grid,
+    )?;
     let mut state = vec![
         d.qkv.into(),
         d.state.into(),

@@ -97,7 +97,14 @@ impl Rwkv7<'_> {
         }
         let prep = [self.x.into(), (&s.g).into(), (&s.w).into(), (&s.u).into(), (&s.aqk).into(), out.into()];
         let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: self.heads as u32 };
-        plan.dispatch(gpu, SHADER, &defines.clone().flag("CHUNK_PREP", true), &self.params(0.0), &prep, grid)?;
+        plan.dispatch(
+            gpu,
+            SHADER,
+            &defines.clone().flag("CHUNK_PREP", true).flag("TRI_SOLVE", true),
+            &self.params(0.0),
+            &prep,
+            grid,
+        )?;
         let pass =
             [self.x.into(), state.into(), out.into(), (&s.g).into(), (&s.w).into(), (&s.u).into(), (&s.aqk).into()];
         let grid = Grid::Fixed(self.heads as u32);
