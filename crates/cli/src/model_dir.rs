@@ -81,8 +81,8 @@ impl ModelDir {
     fn open_remote(path: &Path, base: &str) -> Result<Self> {
         let client = Client::default();
         if base.ends_with(".gguf") {
-            let bytes = client.fetch(base)?.with_context(|| format!("{base}: not found"))?;
-            return Self::from_gguf(path, GgufCheckpoint::from_bytes(bytes)?, None);
+            let file = client.open_cached(base, &cache_dir())?;
+            return Self::from_gguf(path, GgufCheckpoint::from_source(Box::new(file))?, None);
         }
         let url = |name: &str| format!("{base}/{name}");
         let config =

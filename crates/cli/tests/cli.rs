@@ -11,7 +11,7 @@ fn fixture(arch: &str) -> PathBuf {
 }
 
 fn ternlight(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ternlight")).arg("--quiet").args(args).output().expect("binary runs")
+    ternlight_cached(&std::env::temp_dir().join("ternlight-test-cache"), args)
 }
 
 fn ids_arg(ids: &[u32]) -> String {
@@ -562,4 +562,15 @@ fn a_model_over_the_memory_budget_is_refused_before_loading() {
     let o =
         ternlight(&["run", "--model", fixture("llama").to_str().unwrap(), "--prompt", "hi", "--max-memory-mib", "64"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_gguf_file_behind_an_http_url_matches_the_hf_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("bitnet.gguf");
+    let src = fixture("bitnet_packed");
+    let o = ternlight(&["convert", "--model", src.to_str().unwrap(), "--out", gguf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let server = TestServer::start(dir.path().to_path_buf(), Faults::default());
+    fidelity_of(Path::new(&format!("{}/bitnet.gguf", server.base)), "bitnet_packed");
 }

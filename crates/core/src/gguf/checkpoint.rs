@@ -7,10 +7,12 @@
 //!   un-permuted, and each ternary tensor's one scale (TQ blocks or I2_S) turned into a `weight_scale` tensor.
 //!
 //! Ternary tensors are presented in transformers' packed `bitlinear` layout, so either loads as an HF checkpoint.
+//! Only the header is read at open; each tensor is read from its [`RangeSource`] (and converted) when asked for.
 
 use super::codec::{decode_i2_s, decode_q8_0, decode_tq1_0, decode_tq2_0, TernaryBlocks};
 use super::{native, GgmlType, Gguf};
 use crate::dtype::DType;
+use crate::ranged::{LocalFile, Memory, RangeSource};
 use crate::tensors::{TensorInfo, TensorSource};
 use crate::{CoreError, Result};
 use std::borrow::Cow;
@@ -21,14 +23,27 @@ pub const CONFIG_KEY: &str = "ternlight.config";
 /// Metadata key holding the HF `tokenizer.json` text.
 pub const TOKENIZER_KEY: &str = "ternlight.tokenizer";
 
-/// A GGUF file read into memory, its tensors ready to load.
+/// How an HF-named tensor comes out of the file (each holds the index of its GGUF tensor).
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    /// Float bytes as stored.
+    Stored(usize),
+    /// Q8_0 decoded to f32.
+    Q8(usize),
+    /// Float or Q8_0 rows put back from llama.cpp's q/k permutation over this many heads.
+    Unpermuted(usize, usize),
+    /// Ternary codes packed in the HF layout.
+    Ternary(usize),
+    /// `[1]` f32: 1 / the one scale of a llama.cpp ternary tensor.
+    Scale(usize),
+}
+
+/// A GGUF file's header, its tensors read when asked for.
 pub struct GgufCheckpoint {
-    file: Vec<u8>,
+    source: Box<dyn RangeSource>,
     header: Gguf,
-    /// Tensors re-encoded at open (ternary codes in the packed HF layout, Q8_0 as f32, un-permuted rows), by HF name.
-    converted: HashMap<String, (TensorInfo, Vec<u8>)>,
-    /// Tensors read as stored, by HF name: their index in the header.
-    stored: HashMap<String, usize>,
+    native: bool,
+    entries: HashMap<String, Entry>,
 }
 
 /// Packs ternary codes `[out, in]` into transformers' `bitlinear` layout `u8 [out / 4, in]`.
@@ -45,60 +60,51 @@ pub fn pack_rows(codes: &[i8], out: usize, inp: usize) -> Vec<u8> {
 }
 
 impl GgufCheckpoint {
-    /// Parses `file` and prepares every tensor.
-    pub fn from_bytes(file: Vec<u8>) -> Result<Self> {
-        let header = Gguf::parse(&file)?;
+    /// Parses the header from `source` and maps every tensor to its HF name.
+    pub fn from_source(source: Box<dyn RangeSource>) -> Result<Self> {
+        let header = Gguf::read(source.as_ref())?;
         let native = header.get(CONFIG_KEY).is_none();
         if native {
             native::config(&header)?;
         }
-        let (mut converted, mut stored) = (HashMap::new(), HashMap::new());
-        for (index, t) in header.tensors.iter().enumerate() {
+        let mut entries = HashMap::new();
+        for (i, t) in header.tensors.iter().enumerate() {
             let name = match native {
                 true => native::hf_name(&t.name).expect("checked by native::config"),
                 false => t.name.clone(),
             };
-            let data = header.data(&file, t);
-            let (n, shape) = (t.elements() as usize, t.shape());
             let heads = if native { native::permuted_heads(&header, &t.name)? } else { None };
-            let blocks = match t.ty {
-                GgmlType::TQ1_0 => Some(decode_tq1_0(data, n)),
-                GgmlType::TQ2_0 => Some(decode_tq2_0(data, n)),
-                GgmlType::I2S => Some(decode_i2_s(data, n)),
-                _ => None,
-            };
-            if let Some(blocks) = blocks {
-                let (packed, scale) = ternary(&t.name, blocks, &shape, native)?;
-                converted.insert(name.clone(), packed);
-                if let Some(scale) = scale {
-                    converted.insert(format!("{name}_scale"), scale);
+            let entry = match t.ty {
+                GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2S => {
+                    let shape = t.shape();
+                    if shape.len() != 2 || !shape[0].is_multiple_of(4) {
+                        return Err(CoreError::InvalidInput(format!(
+                            "GGUF tensor `{}`: ternary tensors must be [rows (a multiple of 4), cols], not {shape:?}",
+                            t.name
+                        )));
+                    }
+                    if native {
+                        entries.insert(format!("{name}_scale"), Entry::Scale(i));
+                    }
+                    Entry::Ternary(i)
                 }
-                continue;
-            }
-            let (info, bytes) = match t.ty {
-                GgmlType::Q8_0 => {
-                    let values = decode_q8_0(data, n);
-                    (TensorInfo { dtype: DType::F32, shape }, bytemuck::cast_slice(&values).to_vec())
-                }
-                _ if heads.is_none() => {
-                    stored.insert(name, index);
-                    continue;
-                }
-                ty => (TensorInfo { dtype: stored_dtype(ty), shape }, data.to_vec()),
+                _ if heads.is_some() => Entry::Unpermuted(i, heads.expect("checked")),
+                GgmlType::Q8_0 => Entry::Q8(i),
+                _ => Entry::Stored(i),
             };
-            let bytes = match heads {
-                Some(h) => native::unpermute_rows(&bytes, h, bytes.len() / info.shape[0].max(1))?,
-                None => bytes,
-            };
-            converted.insert(name, (info, bytes));
+            entries.insert(name, entry);
         }
-        Ok(GgufCheckpoint { file, header, converted, stored })
+        Ok(GgufCheckpoint { source, header, native, entries })
     }
 
-    /// Reads and parses the file at `path`.
+    /// Parses an in-memory file.
+    pub fn from_bytes(file: Vec<u8>) -> Result<Self> {
+        Self::from_source(Box::new(Memory::new("GGUF file", file)))
+    }
+
+    /// Opens the file at `path`, reading its header now and its tensors when asked for.
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let file = std::fs::read(path).map_err(|source| CoreError::Io { path: path.display().to_string(), source })?;
-        Self::from_bytes(file)
+        Self::from_source(Box::new(LocalFile::open(path)?))
     }
 
     /// A string metadata value.
@@ -113,6 +119,54 @@ impl GgufCheckpoint {
             None => Ok(native::config(&self.header)?.to_string()),
         }
     }
+
+    fn raw(&self, i: usize) -> Result<Cow<'_, [u8]>> {
+        let (offset, len) = self.header.range(&self.header.tensors[i]);
+        match self.source.slice(offset, len) {
+            Some(b) => Ok(Cow::Borrowed(b)),
+            None => Ok(Cow::Owned(self.source.read(offset, len)?)),
+        }
+    }
+
+    fn codes(&self, i: usize) -> Result<TernaryBlocks> {
+        let t = &self.header.tensors[i];
+        let (data, n) = (self.raw(i)?, t.elements() as usize);
+        Ok(match t.ty {
+            GgmlType::TQ1_0 => decode_tq1_0(&data, n),
+            GgmlType::TQ2_0 => decode_tq2_0(&data, n),
+            _ => decode_i2_s(&data, n),
+        })
+    }
+
+    /// A llama.cpp ternary tensor's one scale; Ternlight's own files must have block scale 1.
+    fn ternary_scale(&self, i: usize, blocks: &TernaryBlocks) -> Result<f32> {
+        let name = &self.header.tensors[i].name;
+        // Blocks of zeros carry scale 0; every other block must share the tensor's scale.
+        let mut scales = blocks.scales.iter().copied().filter(|&s| s != 0.0);
+        let scale = scales.next().unwrap_or(1.0);
+        let uniform = scales.all(|s| s == scale);
+        match self.native {
+            false if blocks.scales.iter().any(|&s| s != 1.0) => Err(CoreError::InvalidInput(format!(
+                "GGUF tensor `{name}`: a file written by `ternlight convert` has block scale 1 (its multiplier is \
+                 in `weight_scale`)"
+            ))),
+            true if !uniform || !scale.is_finite() => Err(CoreError::InvalidInput(format!(
+                "GGUF tensor `{name}`: ternary blocks with different scales; Ternlight runs one scale per tensor (as \
+                 BitNet b1.58 checkpoints have)"
+            ))),
+            _ => Ok(scale),
+        }
+    }
+
+    /// Float rows of tensor `i` as f32 bytes or stored bytes (Q8_0 decoded).
+    fn float_rows(&self, i: usize) -> Result<Cow<'_, [u8]>> {
+        let t = &self.header.tensors[i];
+        let raw = self.raw(i)?;
+        Ok(match t.ty {
+            GgmlType::Q8_0 => Cow::Owned(bytemuck::cast_slice(&decode_q8_0(&raw, t.elements() as usize)).to_vec()),
+            _ => raw,
+        })
+    }
 }
 
 /// The dtype a float GGUF tensor is presented as.
@@ -124,61 +178,53 @@ fn stored_dtype(ty: GgmlType) -> DType {
     }
 }
 
-/// A ternary tensor in the packed HF layout, and (for llama.cpp files) its `weight_scale` tensor `[1]` = 1 / the
-/// tensor's one scale. Ternlight's own files must have block scale 1.
-#[allow(clippy::type_complexity)]
-fn ternary(
-    name: &str,
-    blocks: TernaryBlocks,
-    shape: &[usize],
-    native: bool,
-) -> Result<((TensorInfo, Vec<u8>), Option<(TensorInfo, Vec<u8>)>)> {
-    if shape.len() != 2 || !shape[0].is_multiple_of(4) {
-        return Err(CoreError::InvalidInput(format!(
-            "GGUF tensor `{name}`: ternary tensors must be [rows (a multiple of 4), cols], not {shape:?}"
-        )));
-    }
-    let packed = (
-        TensorInfo { dtype: DType::U8, shape: vec![shape[0] / 4, shape[1]] },
-        pack_rows(&blocks.codes, shape[0], shape[1]),
-    );
-    // Blocks of zeros carry scale 0; every other block must share the tensor's scale.
-    let mut scales = blocks.scales.iter().copied().filter(|&s| s != 0.0);
-    let scale = scales.next().unwrap_or(1.0);
-    let uniform = scales.all(|s| s == scale);
-    match native {
-        false if blocks.scales.iter().any(|&s| s != 1.0) => Err(CoreError::InvalidInput(format!(
-            "GGUF tensor `{name}`: a file written by `ternlight convert` has block scale 1 (its multiplier is in \
-             `weight_scale`)"
-        ))),
-        false => Ok((packed, None)),
-        true if !uniform || !scale.is_finite() => Err(CoreError::InvalidInput(format!(
-            "GGUF tensor `{name}`: ternary blocks with different scales; Ternlight runs one scale per tensor \
-             (as BitNet b1.58 checkpoints have)"
-        ))),
-        true => {
-            let info = TensorInfo { dtype: DType::F32, shape: vec![1] };
-            Ok((packed, Some((info, (1.0 / scale).to_le_bytes().to_vec()))))
-        }
-    }
-}
-
 impl TensorSource for GgufCheckpoint {
     fn info(&self, name: &str) -> Result<Option<TensorInfo>> {
-        if let Some((info, _)) = self.converted.get(name) {
-            return Ok(Some(info.clone()));
-        }
-        Ok(self.stored.get(name).map(|&i| {
-            let t = &self.header.tensors[i];
-            TensorInfo { dtype: stored_dtype(t.ty), shape: t.shape() }
+        let Some(&entry) = self.entries.get(name) else { return Ok(None) };
+        let t = |i: usize| &self.header.tensors[i];
+        Ok(Some(match entry {
+            Entry::Stored(i) => TensorInfo { dtype: stored_dtype(t(i).ty), shape: t(i).shape() },
+            Entry::Q8(i) => TensorInfo { dtype: DType::F32, shape: t(i).shape() },
+            Entry::Unpermuted(i, _) => {
+                let dtype = if t(i).ty == GgmlType::Q8_0 { DType::F32 } else { stored_dtype(t(i).ty) };
+                TensorInfo { dtype, shape: t(i).shape() }
+            }
+            Entry::Ternary(i) => {
+                let shape = t(i).shape();
+                TensorInfo { dtype: DType::U8, shape: vec![shape[0] / 4, shape[1]] }
+            }
+            Entry::Scale(_) => TensorInfo { dtype: DType::F32, shape: vec![1] },
         }))
     }
 
     fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
-        if let Some((_, bytes)) = self.converted.get(name) {
-            return Ok(Cow::Borrowed(bytes));
+        let entry = *self.entries.get(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
+        match entry {
+            Entry::Stored(i) => self.raw(i),
+            Entry::Q8(i) => self.float_rows(i),
+            Entry::Unpermuted(i, heads) => {
+                let rows = self.float_rows(i)?;
+                let row_bytes = rows.len() / self.header.tensors[i].shape()[0].max(1);
+                Ok(Cow::Owned(native::unpermute_rows(&rows, heads, row_bytes)?))
+            }
+            Entry::Ternary(i) => {
+                let blocks = self.codes(i)?;
+                self.ternary_scale(i, &blocks)?;
+                let shape = self.header.tensors[i].shape();
+                Ok(Cow::Owned(pack_rows(&blocks.codes, shape[0], shape[1])))
+            }
+            Entry::Scale(i) => {
+                let scale = self.ternary_scale(i, &self.codes(i)?)?;
+                Ok(Cow::Owned((1.0 / scale).to_le_bytes().to_vec()))
+            }
         }
-        let i = self.stored.get(name).ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
-        Ok(Cow::Borrowed(self.header.data(&self.file, &self.header.tensors[*i])))
+    }
+    fn byte_len(&self, name: &str) -> Result<usize> {
+        let info = self.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
+        Ok(info.shape.iter().product::<usize>() * info.dtype.size())
+    }
+
+    fn verify(&self) -> Result<()> {
+        self.source.verify()
     }
 }

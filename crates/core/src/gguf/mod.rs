@@ -1,6 +1,6 @@
-//! GGUF, llama.cpp's single-file model format: a bounds-checked reader ([`Gguf::parse`]), the block codecs of the
-//! types Ternlight reads ([`codec`]), a writer ([`GgufWriter`]) and a [`TensorSource`](crate::tensors::TensorSource)
-//! over Ternlight-ready files ([`checkpoint`]).
+//! GGUF, llama.cpp's single-file model format: a bounds-checked reader ([`Gguf::parse`], or [`Gguf::read`] from a
+//! [`RangeSource`] taking only the header's bytes), the block codecs of the types Ternlight reads ([`codec`]), a
+//! writer ([`GgufWriter`]) and a [`TensorSource`](crate::tensors::TensorSource) over GGUF files ([`checkpoint`]).
 //!
 //! Layout: magic `GGUF`, version (2 or 3), tensor count and metadata count (u64), the metadata key/value pairs, the
 //! tensor infos (name, dims innermost first, type, offset into the data section), padding to the alignment
@@ -14,6 +14,7 @@ mod writer;
 
 pub use writer::GgufWriter;
 
+use crate::ranged::RangeSource;
 use crate::{CoreError, Result};
 
 /// The file magic.
@@ -170,17 +171,25 @@ fn bad(message: impl Into<String>) -> CoreError {
     CoreError::InvalidInput(format!("GGUF: {}", message.into()))
 }
 
-/// A cursor over the file bytes that refuses to read past the end.
+/// A cursor over the first bytes of a `total`-byte file that refuses to read past the end; reading past the
+/// prefix (but not the file) is [`NEED_MORE`].
 struct Reader<'a> {
     bytes: &'a [u8],
+    total: u64,
     pos: usize,
 }
 
+/// The message of the error [`Reader`] gives when its prefix is too short: the caller reads more and starts over.
+const NEED_MORE: &str = "GGUF: header continues past the bytes read";
+
 impl<'a> Reader<'a> {
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
-        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.bytes.len() as u64).ok_or_else(|| {
-            bad(format!("{what} at byte {} runs past the end of the {}-byte file", self.pos, self.bytes.len()))
+        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.total).ok_or_else(|| {
+            bad(format!("{what} at byte {} runs past the end of the {}-byte file", self.pos, self.total))
         })?;
+        if end > self.bytes.len() as u64 {
+            return Err(CoreError::InvalidInput(NEED_MORE.into()));
+        }
         let out = &self.bytes[self.pos..end as usize];
         self.pos = end as usize;
         Ok(out)
@@ -230,7 +239,7 @@ impl<'a> Reader<'a> {
                     return Err(bad(format!("{key}: array of {len} elements exceeds the {MAX_ARRAY} cap")));
                 }
                 // Every element takes at least one byte: refuse lengths the file cannot hold before allocating.
-                if len > (self.bytes.len() - self.pos) as u64 {
+                if len > self.total - self.pos as u64 {
                     return Err(bad(format!("{key}: array of {len} elements is longer than the rest of the file")));
                 }
                 let mut items = Vec::with_capacity(len as usize);
@@ -250,7 +259,25 @@ impl<'a> Reader<'a> {
 impl Gguf {
     /// Parses the header of a whole GGUF file and checks every tensor lies inside it.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader { bytes, pos: 0 };
+        Self::parse_prefix(bytes, bytes.len() as u64)
+    }
+
+    /// Parses the header from `source`, reading only as much of the file as the header takes.
+    pub fn read(source: &dyn RangeSource) -> Result<Self> {
+        let total = source.len();
+        let mut want = total.min(1 << 20);
+        loop {
+            let prefix = source.read(0, want as usize)?;
+            match Self::parse_prefix(&prefix, total) {
+                Err(CoreError::InvalidInput(m)) if m == NEED_MORE && want < total => want = (want * 4).min(total),
+                other => return other,
+            }
+        }
+    }
+
+    /// Parses the header from the first bytes `bytes` of a `total`-byte file ([`NEED_MORE`] when they end early).
+    fn parse_prefix(bytes: &[u8], total: u64) -> Result<Self> {
+        let mut r = Reader { bytes, total, pos: 0 };
         if r.take(4, "magic")? != MAGIC {
             return Err(bad("not a GGUF file (bad magic)"));
         }
@@ -304,13 +331,11 @@ impl Gguf {
         let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
         for t in &tensors {
             let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.size));
-            if !t.offset.is_multiple_of(alignment) || end.is_none_or(|e| e > bytes.len() as u64) {
+            if !t.offset.is_multiple_of(alignment) || end.is_none_or(|e| e > total) {
                 return Err(bad(format!(
-                    "tensor `{}` ({} bytes at data offset {}) lies outside the {}-byte file or off the {alignment}-byte alignment",
-                    t.name,
-                    t.size,
-                    t.offset,
-                    bytes.len()
+                    "tensor `{}` ({} bytes at data offset {}) lies outside the {total}-byte file or off the \
+                     {alignment}-byte alignment",
+                    t.name, t.size, t.offset
                 )));
             }
         }
@@ -326,6 +351,11 @@ impl Gguf {
     pub fn data<'a>(&self, file: &'a [u8], t: &TensorInfo) -> &'a [u8] {
         let start = (self.data_offset + t.offset) as usize;
         &file[start..start + t.size as usize]
+    }
+
+    /// Where tensor `t`'s bytes lie in the file: offset and length.
+    pub fn range(&self, t: &TensorInfo) -> (u64, usize) {
+        (self.data_offset + t.offset, t.size as usize)
     }
 }
 
