@@ -47,6 +47,9 @@ pub struct Args {
     /// Context length to allocate (default: min(model, 4096)).
     #[arg(long)]
     context: Option<usize>,
+    /// Tokens per prefill forward; longer prompts run in chunks of this size.
+    #[arg(long, default_value_t = 512)]
+    prefill_chunk: usize,
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
@@ -63,8 +66,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     }
     let options = SessionOptions {
         max_context: args.context,
+        prefill_capacity: args.prefill_chunk,
         memory_budget: args.max_memory_mib.map(|m| m << 20),
-        ..Default::default()
     };
     let mut session = model.session(&options, quiet)?;
     let mut sampler = Sampler::new(SamplingParams {

@@ -401,6 +401,8 @@ struct Faults {
     no_ranges: bool,
     /// The first ranged response for `model.safetensors` has one byte flipped.
     corrupt_once: bool,
+    /// Bodies go out in 4 KiB pieces a millisecond apart.
+    throttle: bool,
 }
 
 /// A one-thread HTTP/1.1 file server over `root` for the remote-model tests: Range requests, an ETag holding each
@@ -479,7 +481,15 @@ impl TestServer {
                     }
                 }
                 served_count.fetch_add(cut, SeqCst);
-                let _ = stream.write_all(&slice[..cut]);
+                let piece = if faults.throttle { 4096 } else { cut.max(1) };
+                for part in slice[..cut].chunks(piece) {
+                    if stream.write_all(part).is_err() {
+                        break;
+                    }
+                    if faults.throttle {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
             }
         });
         TestServer { base, faulted, served }
@@ -500,7 +510,8 @@ fn ternlight_cached(cache: &Path, args: &[&str]) -> Output {
 fn a_model_behind_an_http_url_streams_resumes_and_matches_the_local_logits() {
     use std::sync::atomic::Ordering::SeqCst;
     let cache = tempfile::tempdir().unwrap();
-    let server = TestServer::start(fixture(""), Faults { drop_after: Some(1000), ..Default::default() });
+    let faults = Faults { drop_after: Some(1000), throttle: true, ..Default::default() };
+    let server = TestServer::start(fixture(""), faults);
     let model = format!("{}/llama", server.base);
     let oracle = Oracle::open(&fixture("llama")).unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
@@ -514,7 +525,7 @@ fn a_model_behind_an_http_url_streams_resumes_and_matches_the_local_logits() {
         let d = max_abs_diff(&got, &oracle.logits);
         assert!(d < 1e-3, "{server_note}: max abs diff {d}");
     };
-    run("first run, one connection dropped mid-file");
+    run("first run, throttled, one connection dropped mid-file");
     assert!(server.faulted.load(SeqCst), "the fault connection was never cut");
     // The second run reads the cached copy: only the small files and one-byte probes cross the network.
     let before = server.served.load(SeqCst);
@@ -573,4 +584,18 @@ fn a_gguf_file_behind_an_http_url_matches_the_hf_logits() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let server = TestServer::start(dir.path().to_path_buf(), Faults::default());
     fidelity_of(Path::new(&format!("{}/bitnet.gguf", server.base)), "bitnet_packed");
+}
+
+#[test]
+fn a_prompt_prefilled_in_small_chunks_generates_the_same_text() {
+    let model = fixture("llama");
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["run", "--model", model.to_str().unwrap(), "--prompt", "chunked prefill check", "--max-tokens", "6"];
+        args.extend_from_slice(extra);
+        let o = ternlight(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    assert_eq!(run(&["--prefill-chunk", "5"]), run(&[]));
 }
