@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Ternlight needs on Debian, skipping whatever is already present:
-# Mesa lavapipe (software Vulkan, so wgpu has an adapter without a GPU) and the wasm32 Rust target.
+# Mesa lavapipe (software Vulkan, so wgpu has an adapter without a GPU), Chromium and ChromeDriver (the browser
+# tests' WebGPU), the wasm32 Rust target, and wasm-bindgen-cli at the wasm-bindgen crate's version (its test runner
+# drives the browser; built from crates.io, nothing downloaded prebuilt).
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -9,7 +11,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 missing=()
-for pkg in mesa-vulkan-drivers libvulkan1; do
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -23,4 +25,11 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
     echo "setup: adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
+fi
+
+# The wasm-bindgen version Cargo.lock pins; the CLI must match it exactly.
+bindgen=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3}' Cargo.lock)
+if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$bindgen" ]; then
+    echo "setup: installing wasm-bindgen-cli $bindgen (a few minutes, once)"
+    cargo install wasm-bindgen-cli --version "$bindgen"
 fi

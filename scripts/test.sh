@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every test: setup (skipped when done), the whole workspace's tests on the native GPU path (lavapipe when
-# there is no GPU), and the check that the GPU and runtime crates build for the browser.
+# there is no GPU), the check that the GPU and runtime crates build for the browser, and the runtime's browser
+# tests in headless Chromium's WebGPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export NODEVICE_SELECT=1
 cargo test --workspace --locked
 cargo check --locked --target wasm32-unknown-unknown -p ternlight-gpu -p ternlight-runtime
+CHROMEDRIVER=/usr/bin/chromedriver cargo test --locked --target wasm32-unknown-unknown -p ternlight-runtime --test browser

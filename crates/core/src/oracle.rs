@@ -35,7 +35,12 @@ impl Oracle {
         let path = dir.join("oracle.safetensors");
         let bytes =
             std::fs::read(&path).map_err(|source| CoreError::Io { path: path.display().to_string(), source })?;
-        let file = SafetensorsCheckpoint::from_files(vec![(path.display().to_string(), bytes)])?;
+        Self::from_bytes(&path.display().to_string(), bytes)
+    }
+
+    /// Reads an `oracle.safetensors` file's bytes (`name` for messages).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        let file = SafetensorsCheckpoint::from_files(vec![(name.to_string(), bytes)])?;
         Ok(Oracle {
             input_ids: ids(&file, "input_ids")?,
             logits: file.f32("logits")?,

@@ -73,7 +73,7 @@ impl Weight {
         // Blocks start on 4-byte boundaries: 16-bit rows of odd width pair up.
         let pair = if dtype.size() == 2 && cols % 2 == 1 { 2 } else { 1 };
         let align = if row_group.is_multiple_of(pair) { row_group } else { row_group * pair };
-        let mut per_block = (max_binding as usize / row_bytes.max(1)).min(rows.max(1));
+        let mut per_block = ((max_binding / row_bytes.max(1) as u64).min(rows.max(1) as u64)) as usize;
         if per_block < rows {
             per_block -= per_block % align;
         }
@@ -117,7 +117,8 @@ impl Weight {
         }
         // A block must start on a word: its first element index is a multiple of 16.
         let align = (1..=16).find(|r| (r * cols).is_multiple_of(16)).unwrap_or(16);
-        let mut per_block = ((max_binding as usize * 4) / cols.max(1)).min(rows.max(1));
+        // Four codes per byte; in u64, as the byte limit times four overflows a 32-bit usize (wasm32).
+        let mut per_block = ((max_binding.saturating_mul(4) / cols.max(1) as u64).min(rows.max(1) as u64)) as usize;
         if per_block < rows {
             per_block -= per_block % align;
         }

@@ -1,0 +1,66 @@
+//! The runtime in a browser: fixture models on WebGPU (in CI, headless Chromium's SwiftShader adapter) match their
+//! reference logits on the prefill and the token-by-token paths. Runs under `wasm-bindgen-test-runner`
+//! (`scripts/test.sh`); natively this file is empty.
+#![cfg(target_arch = "wasm32")]
+
+use std::sync::Arc;
+use ternlight_core::oracle::{max_abs_diff, Oracle};
+use ternlight_core::spec::ModelSpec;
+use ternlight_core::tensors::SafetensorsCheckpoint;
+use ternlight_gpu::Gpu;
+use ternlight_runtime::{Session, SessionOptions};
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+macro_rules! fixture {
+    ($name:literal) => {
+        (
+            include_str!(concat!("../../../tests/fixtures/", $name, "/config.json")),
+            include_bytes!(concat!("../../../tests/fixtures/", $name, "/model.safetensors")).as_slice(),
+            include_bytes!(concat!("../../../tests/fixtures/", $name, "/oracle.safetensors")).as_slice(),
+        )
+    };
+}
+
+async fn check(name: &str, (config, model, oracle): (&str, &[u8], &[u8])) {
+    // Sessions share their device through an Arc (natively across threads); the browser has one thread.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let gpu = Arc::new(Gpu::new().await.expect("a WebGPU adapter"));
+    let spec = ModelSpec::from_config_json(config).unwrap();
+    let ck = SafetensorsCheckpoint::from_files(vec![("model.safetensors".into(), model.to_vec())]).unwrap();
+    let oracle = Oracle::from_bytes("oracle.safetensors", oracle.to_vec()).unwrap();
+    let mut s = Session::new(gpu, spec, &ck, &SessionOptions::default(), &mut |_| {}).unwrap();
+    let t = oracle.input_ids.len();
+    let all: Vec<usize> = (0..t).collect();
+    let logits = s.prefill(&oracle.input_ids, &all).await.unwrap();
+    let d = max_abs_diff(&logits, &oracle.logits);
+    assert!(d < 1e-3, "{name} prefill on WebGPU: max abs diff {d}");
+    s.reset();
+    let mut stepped = s.prefill(&oracle.input_ids[..1], &[0]).await.unwrap();
+    for &id in &oracle.input_ids[1..] {
+        stepped.extend(s.step(id).await.unwrap());
+    }
+    let d = max_abs_diff(&stepped, &oracle.logits);
+    assert!(d < 1e-3, "{name} token by token on WebGPU: max abs diff {d}");
+}
+
+#[wasm_bindgen_test]
+async fn llama_matches_transformers_on_webgpu() {
+    check("llama", fixture!("llama")).await;
+}
+
+#[wasm_bindgen_test]
+async fn gated_deltanet_matches_fla_on_webgpu() {
+    check("gated_deltanet", fixture!("gated_deltanet")).await;
+}
+
+#[wasm_bindgen_test]
+async fn rwkv7_matches_fla_on_webgpu() {
+    check("rwkv7", fixture!("rwkv7")).await;
+}
+
+#[wasm_bindgen_test]
+async fn ternary_bitnet_matches_transformers_on_webgpu() {
+    check("bitnet_packed", fixture!("bitnet_packed")).await;
+}
