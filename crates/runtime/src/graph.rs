@@ -244,7 +244,7 @@ impl Resources {
                         heads = heads.max(a.n_heads);
                         // Every key a forward's queries need: the window before the first token plus the forward itself.
                         let rows = a.window.map_or(max_context, |w| (w + capacity).min(max_context));
-                        let bytes = (rows * a.n_kv_heads * a.head_dim * 4) as u64;
+                        let bytes = 4 * rows as u64 * (a.n_kv_heads * a.head_dim) as u64;
                         check_binding(gpu, &format!("layer {i} KV cache of {rows} positions"), bytes)?;
                         let len = rows * a.n_kv_heads * a.head_dim;
                         states.push(LayerState::Attention {
@@ -266,7 +266,7 @@ impl Resources {
                         kvw = kvw.max(latent);
                         heads = heads.max(m.n_heads);
                         mla_w = mla_w.max(q_abs);
-                        let bytes = (max_context * latent * 4) as u64;
+                        let bytes = 4 * max_context as u64 * latent as u64;
                         check_binding(gpu, &format!("layer {i} latent cache of {max_context} positions"), bytes)?;
                         states.push(LayerState::Attention {
                             k: gpu.zeros("latent cache", max_context * latent),
@@ -351,7 +351,7 @@ impl Resources {
         let h = spec.hidden;
         let hgf_rank = spec.layers.iter().map(LayerSpec::hgf_rank).max().unwrap_or(0);
         for (what, width) in [("queries", qw), ("MLP activations", inter), ("hidden states", h)] {
-            check_binding(gpu, &format!("{what} for {capacity} tokens"), (capacity * width * 4) as u64)?;
+            check_binding(gpu, &format!("{what} for {capacity} tokens"), 4 * capacity as u64 * width as u64)?;
         }
         let LinearWidths { qkv: qkvw, value: vw, heads: hv, dk, dv } = lin;
         let scratch = Scratch {
