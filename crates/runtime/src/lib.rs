@@ -5,6 +5,7 @@
 //! - [`session`]: owns weights, KV cache and scratch; `prefill(ids)` and `step(id)`.
 //! - [`generate`]: the sampling loop with timings.
 //! - `http` (native builds): model files over HTTP(S) with Range requests, resume and retries; hub ids.
+//! - `web` (wasm32): the browser API, an `Engine` loaded by `fetch` that generates text on WebGPU.
 
 #![warn(missing_docs)]
 
@@ -14,6 +15,8 @@ pub mod graph;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;
 pub mod session;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 pub mod weights;
 
 pub use error::{Result, RuntimeError};

@@ -64,3 +64,39 @@ async fn rwkv7_matches_fla_on_webgpu() {
 async fn ternary_bitnet_matches_transformers_on_webgpu() {
     check("bitnet_packed", fixture!("bitnet_packed")).await;
 }
+
+/// A blob URL holding `bytes`, standing in for a file on a server.
+fn blob_url(bytes: &[u8]) -> String {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).unwrap();
+    web_sys::Url::create_object_url_with_blob(&blob).unwrap()
+}
+
+/// The browser API end to end: `Engine.load` fetches the model's files, `generate` returns the greedy text the
+/// session's own generation loop gives for the same prompt.
+#[wasm_bindgen_test]
+async fn engine_loads_by_fetch_and_generates_the_greedy_text() {
+    use ternlight_core::sampling::{Sampler, SamplingParams};
+    use ternlight_core::tokenizer::Tokenizer;
+    use ternlight_runtime::web::Engine;
+    let (config, model, _) = fixture!("llama");
+    let tokenizer_json = include_bytes!("../../../tests/fixtures/llama/tokenizer.json");
+    let urls = [blob_url(config.as_bytes()), blob_url(model), blob_url(tokenizer_json)];
+    let mut engine = Engine::load(urls[0].clone(), urls[1].clone(), urls[2].clone()).await.unwrap();
+    let text = engine.generate("Hello from the browser".into(), 6, 0.0).await.unwrap();
+
+    #[allow(clippy::arc_with_non_send_sync)]
+    let gpu = Arc::new(Gpu::new().await.unwrap());
+    let spec = ModelSpec::from_config_json(config).unwrap();
+    let stop = spec.eos_token_ids.clone();
+    let ck = SafetensorsCheckpoint::from_files(vec![("model.safetensors".into(), model.to_vec())]).unwrap();
+    let mut s = Session::new(gpu, spec, &ck, &SessionOptions::default(), &mut |_| {}).unwrap();
+    let tokenizer = Tokenizer::from_bytes(tokenizer_json, None).unwrap();
+    let ids = tokenizer.encode("Hello from the browser", true).unwrap();
+    let mut sampler = Sampler::new(SamplingParams::default());
+    let (want, _) =
+        ternlight_runtime::generate::generate(&mut s, &ids, &mut sampler, 6, &stop, |_| true).await.unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(text, tokenizer.decode(&want).unwrap());
+    assert!(engine.decode_tokens_per_second() > 0.0 || want.len() == 1);
+}
