@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Ternlight needs on Debian, skipping whatever is already present:
 # Mesa lavapipe (software Vulkan, so wgpu has an adapter without a GPU), Chromium and ChromeDriver (the browser
-# tests' WebGPU), the wasm32 Rust target, and wasm-bindgen-cli at the wasm-bindgen crate's version (its test runner
-# drives the browser; built from crates.io, nothing downloaded prebuilt).
+# tests' WebGPU), Node.js when absent (page tests), the wasm32 Rust target, and wasm-bindgen-cli at the wasm-bindgen
+# crate's version (its test runner drives the browser; built from crates.io, nothing downloaded prebuilt).
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -14,6 +14,8 @@ missing=()
 for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Node.js runs the page tests (any recent version; Debian's packages when none is installed).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: setup (skipped when done), the whole workspace's tests on the native GPU path (lavapipe when
-# there is no GPU), the check that the GPU and runtime crates build for the browser, and the runtime's browser
-# tests in headless Chromium's WebGPU.
+# there is no GPU), the check that the GPU and runtime crates build for the browser, the runtime's browser
+# tests in headless Chromium's WebGPU, and the npm package built and embedded by the example page there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -9,3 +9,6 @@ export NODEVICE_SELECT=1
 cargo test --workspace --locked
 cargo check --locked --target wasm32-unknown-unknown -p ternlight-gpu -p ternlight-runtime
 CHROMEDRIVER=/usr/bin/chromedriver cargo test --locked --target wasm32-unknown-unknown -p ternlight-runtime --test browser
+web/build-pkg.sh
+(cd web/e2e && npm ci --silent --no-audit --no-fund)
+node web/e2e/example.test.mjs
