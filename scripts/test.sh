@@ -12,3 +12,4 @@ CHROMEDRIVER=/usr/bin/chromedriver cargo test --locked --target wasm32-unknown-u
 web/build-pkg.sh
 (cd web/e2e && npm ci --silent --no-audit --no-fund)
 node web/e2e/example.test.mjs
+node web/e2e/package.test.mjs

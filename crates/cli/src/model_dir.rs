@@ -13,7 +13,8 @@ use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::{shard_names, SafetensorsCheckpoint, TensorSource};
 use ternlight_core::tokenizer::Tokenizer;
 use ternlight_gpu::Gpu;
-use ternlight_runtime::http::{cache_dir, model_base, Client};
+use ternlight_runtime::http::{cache_dir, Client};
+use ternlight_runtime::hub::model_base;
 use ternlight_runtime::{Session, SessionOptions};
 
 /// Where the weights come from.

@@ -173,6 +173,13 @@ impl SafetensorsCheckpoint {
         Self::from_sources(files)
     }
 
+    /// Where `name`'s bytes lie: the index of its file (in the order given) with their offset and length, so a
+    /// streaming reader can fetch exactly them.
+    pub fn location(&self, name: &str) -> Option<(usize, u64, usize)> {
+        let &i = self.index.get(name)?;
+        self.files[i].range(name).map(|(offset, len)| (i, offset, len))
+    }
+
     /// Names of all tensors in the checkpoint.
     pub fn names(&self) -> Vec<&str> {
         self.index.keys().map(String::as_str).collect()

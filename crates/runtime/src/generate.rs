@@ -1,6 +1,6 @@
 //! The generation loop: prefill the prompt, then sample and step until a stop token or the token budget.
 
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::session::Session;
 use ternlight_core::sampling::Sampler;
 use web_time::Instant;
@@ -32,6 +32,79 @@ impl GenerationStats {
     }
 }
 
+/// One generation, a token at a time: the first [`next`](Generation::next) prefills the prompt, each later one
+/// steps the previous token. Callers that stream tokens (the browser API) drive it; [`generate`] runs it to the end.
+pub struct Generation {
+    context: Vec<u32>,
+    prompt_len: usize,
+    sampler: Sampler,
+    max_tokens: usize,
+    stop_ids: Vec<u32>,
+    finished: bool,
+    start: Instant,
+    decode_start: Option<Instant>,
+    stats: GenerationStats,
+}
+
+impl Generation {
+    /// A generation of up to `max_tokens` after `prompt` (non-empty), ending early at any of `stop_ids` (which is
+    /// emitted) or when the session's context is full.
+    pub fn new(prompt: &[u32], sampler: Sampler, max_tokens: usize, stop_ids: &[u32]) -> Self {
+        Generation {
+            context: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            sampler,
+            max_tokens,
+            stop_ids: stop_ids.to_vec(),
+            finished: max_tokens == 0,
+            start: Instant::now(),
+            decode_start: None,
+            stats: GenerationStats { prompt_tokens: prompt.len(), ..Default::default() },
+        }
+    }
+
+    /// The next token, or `None` once the generation has ended.
+    pub async fn next(&mut self, session: &mut Session) -> Result<Option<u32>> {
+        if self.finished {
+            return Ok(None);
+        }
+        if self.prompt_len == 0 {
+            return Err(RuntimeError::Request("the prompt has no tokens".into()));
+        }
+        let logits = match self.decode_start {
+            None => {
+                self.start = Instant::now();
+                let logits = session.prefill(&self.context, &[self.prompt_len - 1]).await?;
+                self.stats.prefill_seconds = self.start.elapsed().as_secs_f64();
+                self.decode_start = Some(Instant::now());
+                logits
+            }
+            Some(_) => session.step(*self.context.last().expect("a token was generated")).await?,
+        };
+        let id = self.sampler.sample(&logits, &self.context);
+        if self.stats.generated_tokens == 0 {
+            self.stats.time_to_first_token = self.start.elapsed().as_secs_f64();
+        }
+        self.context.push(id);
+        self.stats.generated_tokens += 1;
+        self.stats.decode_seconds = self.decode_start.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.finished = self.stop_ids.contains(&id)
+            || self.stats.generated_tokens == self.max_tokens
+            || session.position() >= session.max_context();
+        Ok(Some(id))
+    }
+
+    /// Timings so far.
+    pub fn stats(&self) -> &GenerationStats {
+        &self.stats
+    }
+
+    /// The tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.context[self.prompt_len..]
+    }
+}
+
 /// Generates up to `max_tokens` after `prompt`, calling `on_token` with each new id; stops early at any of
 /// `stop_ids` (which is emitted) or when `on_token` returns false. Returns the new ids and timings.
 pub async fn generate(
@@ -42,33 +115,13 @@ pub async fn generate(
     stop_ids: &[u32],
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, GenerationStats)> {
-    let start = Instant::now();
-    let mut context: Vec<u32> = prompt.to_vec();
-    let mut logits = session.prefill(prompt, &[prompt.len() - 1]).await?;
-    let mut stats = GenerationStats {
-        prompt_tokens: prompt.len(),
-        prefill_seconds: start.elapsed().as_secs_f64(),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    let decode_start = Instant::now();
-    while out.len() < max_tokens {
-        let id = sampler.sample(&logits, &context);
-        if out.is_empty() {
-            stats.time_to_first_token = start.elapsed().as_secs_f64();
-        }
-        out.push(id);
-        context.push(id);
-        if !on_token(id)
-            || stop_ids.contains(&id)
-            || out.len() == max_tokens
-            || session.position() >= session.max_context()
-        {
+    let mut generation = Generation::new(prompt, sampler.clone(), max_tokens, stop_ids);
+    while let Some(id) = generation.next(session).await? {
+        if !on_token(id) {
             break;
         }
-        logits = session.step(id).await?;
     }
-    stats.generated_tokens = out.len();
-    stats.decode_seconds = decode_start.elapsed().as_secs_f64();
-    Ok((out, stats))
+    let out = generation.tokens().to_vec();
+    *sampler = generation.sampler;
+    Ok((out, generation.stats))
 }

@@ -5,6 +5,7 @@
 //! server publishes a SHA-256 (Hugging Face's `X-Linked-ETag`) is checked against it and discarded when it differs.
 //! Hugging Face repo ids resolve to their `resolve` URLs.
 
+use crate::hub::{check_digest, hex, network, published_sha256, status_failure, Failure, ATTEMPTS, BACKOFF_MS};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,27 +14,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use ternlight_core::ranged::{past_end, RangeSource};
 use ternlight_core::{CoreError, Result};
-
-/// Attempts per request before giving up.
-const ATTEMPTS: u32 = 5;
-/// First retry delay; it doubles per attempt.
-const BACKOFF: Duration = Duration::from_millis(100);
-
-/// The base URL of a model given as an `http(s)://` URL or a Hugging Face repo id `org/name[@revision]`; `None` for
-/// anything else (a local path).
-pub fn model_base(model: &str) -> Option<String> {
-    if model.starts_with("http://") || model.starts_with("https://") {
-        return Some(model.trim_end_matches('/').to_string());
-    }
-    let (repo, rev) = model.split_once('@').unwrap_or((model, "main"));
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    match repo.split_once('/') {
-        Some((org, name)) if ok(org) && ok(name) && ok(rev) && !org.starts_with('.') && !name.starts_with('.') => {
-            Some(format!("https://huggingface.co/{org}/{name}/resolve/{rev}"))
-        }
-        _ => None,
-    }
-}
 
 /// An HTTP client with the project's timeouts.
 #[derive(Clone)]
@@ -52,29 +32,9 @@ impl Default for Client {
     }
 }
 
-fn network(url: &str, message: impl Into<String>) -> CoreError {
-    CoreError::Network { url: url.to_string(), message: message.into() }
-}
-
-/// Why an attempt failed: worth another try (connection trouble, server errors) or final (the answer will not
-/// change).
-enum Failure {
-    Retry(CoreError),
-    Final(CoreError),
-}
-
 /// Connection-level failures are worth retrying.
 fn transient(url: &str, e: impl std::fmt::Display) -> Failure {
     Failure::Retry(network(url, e.to_string()))
-}
-
-/// 5xx and 429 are worth retrying; other statuses are final.
-fn status_failure(url: &str, status: u16) -> Failure {
-    let e = network(url, format!("HTTP status {status}"));
-    match status >= 500 || status == 429 {
-        true => Failure::Retry(e),
-        false => Failure::Final(e),
-    }
 }
 
 impl Client {
@@ -118,11 +78,11 @@ impl Client {
             }
         })?;
         let (len, etag) = probe;
-        let sha256 = etag.as_deref().filter(|e| e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit()));
+        let sha256 = published_sha256(etag.as_deref());
         let key = hex(&Sha256::digest(format!("{url}\n{}", etag.as_deref().unwrap_or("")).as_bytes()));
         let dir = cache_dir.join(&key[..32]);
         std::fs::create_dir_all(&dir).map_err(|source| CoreError::Io { path: dir.display().to_string(), source })?;
-        CachedFile::start(self.clone(), url, len, sha256.map(str::to_lowercase), dir)
+        CachedFile::start(self.clone(), url, len, sha256, dir)
     }
 }
 
@@ -136,13 +96,9 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("ternlight-cache"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Runs `attempt` until it succeeds or fails for good, up to [`ATTEMPTS`] times with doubling delays.
 fn retrying<T>(url: &str, mut attempt: impl FnMut() -> std::result::Result<T, Failure>) -> Result<T> {
-    let mut delay = BACKOFF;
+    let mut delay = Duration::from_millis(BACKOFF_MS);
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
         match attempt() {
@@ -261,7 +217,7 @@ fn download(
         shared.1.notify_all();
     };
     publish(done);
-    let (mut failures, mut delay) = (0, BACKOFF);
+    let (mut failures, mut delay) = (0, Duration::from_millis(BACKOFF_MS));
     while done < len {
         let before = done;
         let result = (|| -> std::result::Result<(), String> {
@@ -302,19 +258,6 @@ fn download(
     Ok(hasher.finalize().to_vec())
 }
 
-fn check_digest(url: &str, hash: &[u8], expected: Option<&str>) -> Result<()> {
-    match expected {
-        Some(want) if hex(hash) != want => Err(network(
-            url,
-            format!(
-                "integrity check failed: SHA-256 {} where the server published {want} (the download is discarded)",
-                hex(hash)
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 impl RangeSource for CachedFile {
     fn name(&self) -> &str {
         &self.url
@@ -337,23 +280,5 @@ impl RangeSource for CachedFile {
 
     fn verify(&self) -> Result<()> {
         self.wait_for(self.len, true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_and_hub_ids_resolve_and_paths_do_not() {
-        assert_eq!(model_base("http://127.0.0.1:8080/m/").as_deref(), Some("http://127.0.0.1:8080/m"));
-        assert_eq!(
-            model_base("microsoft/bitnet-b1.58-2B-4T").as_deref(),
-            Some("https://huggingface.co/microsoft/bitnet-b1.58-2B-4T/resolve/main")
-        );
-        assert_eq!(model_base("org/name@v1.0").as_deref(), Some("https://huggingface.co/org/name/resolve/v1.0"));
-        for path in ["tests/fixtures/llama", "../x/y", "model.gguf", "a/b/c", "./a/b"] {
-            assert_eq!(model_base(path), None, "{path}");
-        }
     }
 }

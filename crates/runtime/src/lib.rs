@@ -4,8 +4,9 @@
 //! - [`graph`]: turns the per-layer schedule into a [`Plan`](ternlight_gpu::plan::Plan) (prefill or decode form).
 //! - [`session`]: owns weights, KV cache and scratch; `prefill(ids)` and `step(id)`.
 //! - [`generate`]: the sampling loop with timings.
-//! - `http` (native builds): model files over HTTP(S) with Range requests, resume and retries; hub ids.
-//! - `web` (wasm32): the browser API, an `Engine` loaded by `fetch` that generates text on WebGPU.
+//! - [`hub`]: model names (`http(s)://` base URLs, Hugging Face repo ids) to base URLs.
+//! - `http` (native builds): model files over HTTP(S) with Range requests, resume, retries and a disk cache.
+//! - `web` (wasm32): the browser API, an `Engine` that streams a model by `fetch` into WebGPU and generates text.
 
 #![warn(missing_docs)]
 
@@ -14,6 +15,7 @@ pub mod generate;
 pub mod graph;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;
+pub mod hub;
 pub mod session;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

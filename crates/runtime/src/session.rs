@@ -3,7 +3,8 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::graph::{build, LayerState, Mode, Resources};
-use crate::weights::{upload, LoadProgress, ModelWeights};
+use crate::weights::{upload, LoadProgress, ModelWeights, OnDemand, Prefetch};
+use std::future::Future;
 use std::sync::Arc;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
@@ -96,11 +97,30 @@ pub struct Session {
 }
 
 impl Session {
-    /// Uploads the model from `source` and records its prefill and decode plans.
+    /// Uploads the model from `source`, which reads each tensor when asked (files, the native HTTP cache), and
+    /// records its prefill and decode plans.
     pub fn new(
         gpu: Arc<Gpu>,
         spec: ModelSpec,
         source: &dyn TensorSource,
+        options: &SessionOptions,
+        on_progress: &mut dyn FnMut(&LoadProgress),
+    ) -> Result<Self> {
+        let mut on_demand = OnDemand;
+        let load = std::pin::pin!(Self::load(gpu, spec, source, &mut on_demand, options, on_progress));
+        match load.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(session) => session,
+            std::task::Poll::Pending => unreachable!("loading from an on-demand source never waits"),
+        }
+    }
+
+    /// Uploads the model from `source` group by group through `prefetch` (which may wait for bytes to arrive) and
+    /// records its prefill and decode plans.
+    pub async fn load(
+        gpu: Arc<Gpu>,
+        spec: ModelSpec,
+        source: &dyn TensorSource,
+        prefetch: &mut impl Prefetch,
         options: &SessionOptions,
         on_progress: &mut dyn FnMut(&LoadProgress),
     ) -> Result<Self> {
@@ -126,7 +146,7 @@ impl Session {
         if let Some(budget) = options.memory_budget {
             check_budget(&spec, source, (res.state_bytes(), gpu.allocated_bytes() - before), budget, max_context)?;
         }
-        let weights = upload(&gpu, &spec, source, on_progress)?;
+        let weights = upload(&gpu, &spec, source, prefetch, on_progress).await?;
         gpu.check_errors("uploading the weights")?;
         let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context)?;
         let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context)?;

@@ -2,12 +2,14 @@
 //! row blocks beyond the binding limit), norm weights and biases as f32.
 
 use crate::error::Result;
+use std::future::Future;
 use ternlight_core::dtype::DType;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::{hgrn2, ternary};
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgf, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    LinearSpec, LoraSpec, MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, Rwkv7Spec, ShortConvSpec, Ternary,
+    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgf, Hgrn2Spec, LayerSpec, LightningSpec,
+    LinearAttnSpec, LinearSpec, LoraSpec, MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, Rwkv7Spec, ShortConvSpec,
+    TensorDecl, Ternary,
 };
 use ternlight_core::tensors::{check_against_spec, TensorSource};
 use ternlight_core::CoreError;
@@ -887,73 +889,115 @@ impl Uploader<'_> {
     }
 }
 
-/// Validates `source` against `spec` and uploads every tensor, calling `on_progress` after each; then checks the
-/// source's digests (a corrupted download fails the load).
-pub fn upload(
+/// Brings each group of tensors ([`ModelSpec::tensor_groups`]) within the source's reach before it is uploaded,
+/// and lets it go after, so that a remote model never sits in host memory whole. Sources that read on demand (local
+/// files, the native HTTP cache) use [`OnDemand`]; the browser fetches each group by Range requests.
+pub trait Prefetch {
+    /// Makes `group`'s bytes readable through the source.
+    fn fetch(&mut self, group: &[TensorDecl]) -> impl Future<Output = Result<()>>;
+    /// `group` is on the GPU: its bytes may be dropped.
+    fn release(&mut self, group: &[TensorDecl]);
+    /// Every group is uploaded: check what the origin published (digests) before the model is used.
+    fn finish(&mut self) -> impl Future<Output = Result<()>>;
+}
+
+/// The [`Prefetch`] of sources that read each tensor when asked: nothing to fetch ahead.
+pub struct OnDemand;
+
+impl Prefetch for OnDemand {
+    async fn fetch(&mut self, _group: &[TensorDecl]) -> Result<()> {
+        Ok(())
+    }
+
+    fn release(&mut self, _group: &[TensorDecl]) {}
+
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Validates `source` against `spec` and uploads every tensor, group by group through `prefetch`, calling
+/// `on_progress` after each; then checks the source's digests (a corrupted download fails the load).
+pub async fn upload(
     gpu: &Gpu,
     spec: &ModelSpec,
     source: &dyn TensorSource,
+    prefetch: &mut impl Prefetch,
     on_progress: &mut dyn FnMut(&LoadProgress),
 ) -> Result<ModelWeights> {
     check_against_spec(spec, source)?;
-    let decls = spec.tensors();
+    let groups = spec.tensor_groups();
     let mut bytes_total = 0;
-    for d in &decls {
+    let mut tensors_total = 0;
+    let mut seen = std::collections::HashSet::new();
+    for d in groups.iter().flatten().filter(|d| seen.insert(&d.name)) {
         bytes_total += source.byte_len(&d.name)? as u64;
+        tensors_total += 1;
     }
     let mut up = Uploader {
         gpu,
         source,
-        progress: LoadProgress {
-            tensors_total: decls.len(),
-            bytes_total,
-            layers_total: spec.layers.len(),
-            ..Default::default()
-        },
+        progress: LoadProgress { tensors_total, bytes_total, layers_total: spec.layers.len(), ..Default::default() },
         counted: Default::default(),
         on_progress,
     };
+    prefetch.fetch(&groups[0]).await?;
     let embed = up.matrix(&spec.embed, spec.vocab, spec.hidden)?;
     let embed_norm = up.opt_norm(&spec.embed_norm)?;
+    prefetch.release(&groups[0]);
     let mut layers = Vec::with_capacity(spec.layers.len());
-    for layer in &spec.layers {
-        let pre_mixer = up.opt_norm(&layer.norms.pre_mixer)?;
-        let mixer = match &layer.mixer {
-            MixerSpec::Attention(a) => up.attention(a)?,
-            MixerSpec::GatedDeltaNet(g) => up.gated_deltanet(g)?,
-            MixerSpec::Gla(g) => up.gla(g)?,
-            MixerSpec::Hgrn2(g) => up.hgrn2(g)?,
-            MixerSpec::ShortConv(c) => up.short_conv(c)?,
-            MixerSpec::LinearAttn(l) => up.linear_attn(l)?,
-            MixerSpec::Lightning(l) => up.lightning(l)?,
-            MixerSpec::Rwkv7(r) => up.rwkv7(r)?,
-            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) | MixerSpec::Gsa(_) => up.mixer(&layer.mixer)?,
-            MixerSpec::Mla(m) => MixerWeights::Mla {
-                q: up.linear(&m.q_proj)?,
-                kv_a: up.linear(&m.kv_a_proj)?,
-                kv_norm: up.norm(&m.kv_norm)?,
-                kv_b: up.linear(&m.kv_b_proj)?,
-                o: up.linear(&m.o_proj)?,
-            },
-        };
-        let post_mixer = up.opt_norm(&layer.norms.post_mixer)?;
-        let pre_mlp = up.opt_norm(&layer.norms.pre_mlp)?;
-        let mlp = match &layer.mlp {
-            MlpSpec::Gated(g) => MlpWeights::Gated(up.gated_mlp(g)?),
-            MlpSpec::Moe(m) => up.moe(m)?,
-            MlpSpec::ChannelMix(c) => MlpWeights::ChannelMix(ChannelMixWeights {
-                shift: up.shift(&c.shift)?,
-                key: up.linear(&c.key)?,
-                value: up.linear(&c.value)?,
-            }),
-        };
-        let post_mlp = up.opt_norm(&layer.norms.post_mlp)?;
-        layers.push(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp });
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let group = &groups[i + 1];
+        prefetch.fetch(group).await?;
+        layers.push(up.layer(layer)?);
+        prefetch.release(group);
         up.progress.layers_ready = layers.len();
         (up.on_progress)(&up.progress);
     }
+    let last = &groups[spec.layers.len() + 1];
+    prefetch.fetch(last).await?;
     let final_norm = up.norm(&spec.final_norm)?;
     let head = if spec.tied_embeddings { None } else { Some(up.matrix(&spec.lm_head, spec.vocab, spec.hidden)?) };
+    prefetch.release(last);
     source.verify()?;
+    prefetch.finish().await?;
     Ok(ModelWeights { embed, embed_norm, head, final_norm, layers })
+}
+
+impl Uploader<'_> {
+    /// One layer's norms, mixer and MLP.
+    fn layer(&mut self, layer: &LayerSpec) -> Result<LayerWeights> {
+        let pre_mixer = self.opt_norm(&layer.norms.pre_mixer)?;
+        let mixer = match &layer.mixer {
+            MixerSpec::Attention(a) => self.attention(a)?,
+            MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(g)?,
+            MixerSpec::Gla(g) => self.gla(g)?,
+            MixerSpec::Hgrn2(g) => self.hgrn2(g)?,
+            MixerSpec::ShortConv(c) => self.short_conv(c)?,
+            MixerSpec::LinearAttn(l) => self.linear_attn(l)?,
+            MixerSpec::Lightning(l) => self.lightning(l)?,
+            MixerSpec::Rwkv7(r) => self.rwkv7(r)?,
+            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) | MixerSpec::Gsa(_) => self.mixer(&layer.mixer)?,
+            MixerSpec::Mla(m) => MixerWeights::Mla {
+                q: self.linear(&m.q_proj)?,
+                kv_a: self.linear(&m.kv_a_proj)?,
+                kv_norm: self.norm(&m.kv_norm)?,
+                kv_b: self.linear(&m.kv_b_proj)?,
+                o: self.linear(&m.o_proj)?,
+            },
+        };
+        let post_mixer = self.opt_norm(&layer.norms.post_mixer)?;
+        let pre_mlp = self.opt_norm(&layer.norms.pre_mlp)?;
+        let mlp = match &layer.mlp {
+            MlpSpec::Gated(g) => MlpWeights::Gated(self.gated_mlp(g)?),
+            MlpSpec::Moe(m) => self.moe(m)?,
+            MlpSpec::ChannelMix(c) => MlpWeights::ChannelMix(ChannelMixWeights {
+                shift: self.shift(&c.shift)?,
+                key: self.linear(&c.key)?,
+                value: self.linear(&c.value)?,
+            }),
+        };
+        let post_mlp = self.opt_norm(&layer.norms.post_mlp)?;
+        Ok(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp })
+    }
 }

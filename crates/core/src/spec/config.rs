@@ -1125,6 +1125,21 @@ mod tests {
     }
 
     #[test]
+    fn tensor_groups_are_the_embedding_each_layer_and_the_head() {
+        let spec = ModelSpec::from_config(&base()).unwrap();
+        let groups = spec.tensor_groups();
+        assert_eq!(groups.len(), spec.layers.len() + 2);
+        assert_eq!(groups[0][0].name, spec.embed);
+        for (i, group) in groups[1..=spec.layers.len()].iter().enumerate() {
+            let prefix = format!("model.layers.{i}.");
+            assert!(group.iter().all(|d| d.name.starts_with(&prefix)), "layer {i}: {group:?}");
+        }
+        assert!(groups.last().unwrap().iter().any(|d| d.name == spec.final_norm.weight));
+        let names = |d: &[TensorDecl]| d.iter().map(|d| d.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&groups.concat()), names(&spec.tensors()));
+    }
+
+    #[test]
     fn hybrid_gated_flow_declares_its_tensors_beside_each_ternary_weight() {
         let mut c = base();
         c["model_type"] = json!("bitnet");

@@ -993,12 +993,25 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// Every tensor the model reads, with the shape the config implies, in layer order.
+    /// Model-level tensors several layers read (HGRN2 lower bounds) are listed once.
     pub fn tensors(&self) -> Vec<TensorDecl> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = self.tensor_groups().concat();
+        out.retain(|d| seen.insert(d.name.clone()));
+        out
+    }
+
+    /// The tensors in the order a loader uploads them, grouped: the embedding (and its norm), then one group per
+    /// layer, then the final norm and head. A streaming loader fetches a group's bytes before uploading it.
+    /// A tensor several layers read (HGRN2 lower bounds) is listed in each group that reads it.
+    pub fn tensor_groups(&self) -> Vec<Vec<TensorDecl>> {
+        let mut groups = Vec::with_capacity(self.layers.len() + 2);
         let mut out = vec![TensorDecl::float(self.embed.clone(), vec![self.vocab, self.hidden])];
         let norm = NormSpec::decls;
         if let Some(n) = &self.embed_norm {
             norm(n, &mut out);
         }
+        groups.push(std::mem::take(&mut out));
         for layer in &self.layers {
             if let Some(n) = &layer.norms.pre_mixer {
                 norm(n, &mut out);
@@ -1037,15 +1050,18 @@ impl ModelSpec {
             if let Some(n) = &layer.norms.post_mlp {
                 norm(n, &mut out);
             }
+            groups.push(std::mem::take(&mut out));
         }
         norm(&self.final_norm, &mut out);
         if !self.tied_embeddings {
             out.push(TensorDecl::float(self.lm_head.clone(), vec![self.vocab, self.hidden]));
         }
-        // Model-level tensors several layers read (HGRN2 lower bounds) are listed once.
-        let mut seen = std::collections::HashSet::new();
-        out.retain(|d| seen.insert(d.name.clone()));
-        out
+        groups.push(out);
+        for group in &mut groups {
+            let mut seen = std::collections::HashSet::new();
+            group.retain(|d| seen.insert(d.name.clone()));
+        }
+        groups
     }
 
     /// Number of parameters the model reads (tied weights counted once).

@@ -1,0 +1,251 @@
+//! The browser API (wasm-bindgen): an [`Engine`] streams a model by `fetch` into WebGPU and generates text a
+//! token at a time. Works in a page or a Web Worker; the npm package's JavaScript (web/package) wraps it in a
+//! worker with an async-iterator and OpenAI-style interface.
+//!
+//! - `net`: `fetch` with Range requests, resume, retries and backoff.
+//! - `cache`: Cache Storage as a block store keyed by URL and ETag.
+//! - `remote`: safetensors checkpoints behind URLs, fetched group by group while they upload.
+
+mod cache;
+mod net;
+mod remote;
+
+use crate::generate::{Generation, GenerationStats};
+use crate::hub::model_base;
+use crate::weights::{LoadProgress, OnDemand};
+use crate::{Session, SessionOptions};
+use js_sys::{Function, Object, Reflect};
+use std::sync::Arc;
+use ternlight_core::sampling::{Sampler, SamplingParams};
+use ternlight_core::spec::ModelSpec;
+use ternlight_core::tensors::SafetensorsCheckpoint;
+use ternlight_core::tokenizer::Tokenizer;
+use ternlight_gpu::Gpu;
+use wasm_bindgen::prelude::*;
+use web_time::Instant;
+
+fn js_error(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// A plain JavaScript object with the given number-valued fields.
+fn object(fields: &[(&str, f64)]) -> Object {
+    let out = Object::new();
+    for &(name, value) in fields {
+        let _ = Reflect::set(&out, &name.into(), &value.into());
+    }
+    out
+}
+
+/// A load's progress as the object `onProgress` receives.
+fn progress_object(p: &LoadProgress, seconds: f64) -> Object {
+    let rate = p.bytes_done as f64 / seconds.max(1e-3);
+    let eta = (p.bytes_total - p.bytes_done) as f64 / rate.max(1.0);
+    object(&[
+        ("bytesDone", p.bytes_done as f64),
+        ("bytesTotal", p.bytes_total as f64),
+        ("tensorsDone", p.tensors_done as f64),
+        ("tensorsTotal", p.tensors_total as f64),
+        ("layersReady", p.layers_ready as f64),
+        ("layersTotal", p.layers_total as f64),
+        ("bytesPerSecond", rate),
+        ("etaSeconds", eta),
+    ])
+}
+
+/// How the model was loaded, for `stats()`.
+#[derive(Default)]
+struct LoadReport {
+    seconds: f64,
+    downloaded_bytes: u64,
+    warnings: Vec<String>,
+}
+
+/// A generation in progress and the text already handed out.
+struct Streaming {
+    generation: Generation,
+    emitted: usize,
+}
+
+/// A model on the GPU with its tokenizer, generating a token at a time.
+#[wasm_bindgen]
+pub struct Engine {
+    session: Session,
+    tokenizer: Tokenizer,
+    stop_ids: Vec<u32>,
+    current: Option<Streaming>,
+    last: GenerationStats,
+    load: LoadReport,
+}
+
+/// The device, shared with sessions through an Arc (natively across threads; the browser has one thread).
+async fn device() -> Result<Arc<Gpu>, JsError> {
+    #[allow(clippy::arc_with_non_send_sync)]
+    Ok(Arc::new(Gpu::new().await.map_err(js_error)?))
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Streams the model at `source` into WebGPU: an `http(s)://` base URL (holding `config.json`,
+    /// `model.safetensors` or its index, `tokenizer.json`) or a Hugging Face repo id `org/name[@revision]`.
+    /// Tensors are fetched by Range requests a layer at a time through the browser cache and uploaded as they
+    /// arrive. `on_progress`, if given, is called with `{bytesDone, bytesTotal, tensorsDone, tensorsTotal,
+    /// layersReady, layersTotal, bytesPerSecond, etaSeconds}`. `cache_block_bytes` sets the size of the cached
+    /// blocks (default 4 MiB; smaller suits tiny models).
+    pub async fn load(
+        source: String,
+        on_progress: Option<Function>,
+        cache_block_bytes: Option<u32>,
+    ) -> Result<Engine, JsError> {
+        let base = model_base(&source).ok_or_else(|| {
+            JsError::new(&format!("`{source}` is neither an http(s):// base URL nor a Hugging Face repo id org/name"))
+        })?;
+        let started = Instant::now();
+        let config = String::from_utf8(remote::required(&base, "config.json").await.map_err(js_error)?)
+            .map_err(|_| JsError::new(&format!("{base}/config.json is not UTF-8 text")))?;
+        let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
+        let tokenizer_json = remote::required(&base, "tokenizer.json").await.map_err(js_error)?;
+        let tokenizer = Tokenizer::from_bytes(&tokenizer_json, None).map_err(js_error)?;
+        let urls = remote::checkpoint_urls(&base).await.map_err(js_error)?;
+        let block = cache_block_bytes.filter(|&b| b > 0).map_or(remote::DEFAULT_BLOCK, u64::from);
+        let checkpoint = remote::RemoteCheckpoint::open(&urls, block).await.map_err(js_error)?;
+        let mut report = |p: &LoadProgress| {
+            if let Some(f) = &on_progress {
+                let _ = f.call1(&JsValue::NULL, &progress_object(p, started.elapsed().as_secs_f64()));
+            }
+        };
+        let mut prefetch = checkpoint.prefetch();
+        let options = SessionOptions::default();
+        let session =
+            Session::load(device().await?, spec, &checkpoint.checkpoint, &mut prefetch, &options, &mut report)
+                .await
+                .map_err(js_error)?;
+        let load = LoadReport {
+            seconds: started.elapsed().as_secs_f64(),
+            downloaded_bytes: checkpoint.downloaded_bytes(),
+            warnings: checkpoint.warnings(),
+        };
+        Ok(Engine::ready(session, tokenizer, load))
+    }
+
+    /// Loads the model whose `config.json`, `model.safetensors` and `tokenizer.json` are at these URLs (fetched
+    /// whole: for blob URLs and small models).
+    pub async fn load_files(config_url: String, weights_url: String, tokenizer_url: String) -> Result<Engine, JsError> {
+        let started = Instant::now();
+        let fetch = |url: String| async move {
+            net::fetch_whole(&url).await.map_err(js_error)?.ok_or_else(|| JsError::new(&format!("{url}: not found")))
+        };
+        let config = String::from_utf8(fetch(config_url).await?).map_err(js_error)?;
+        let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
+        let tokenizer = Tokenizer::from_bytes(&fetch(tokenizer_url).await?, None).map_err(js_error)?;
+        let weights = fetch(weights_url.clone()).await?;
+        let downloaded_bytes = weights.len() as u64;
+        let checkpoint = SafetensorsCheckpoint::from_files(vec![(weights_url, weights)]).map_err(js_error)?;
+        let options = SessionOptions::default();
+        let session = Session::load(device().await?, spec, &checkpoint, &mut OnDemand, &options, &mut |_| {})
+            .await
+            .map_err(js_error)?;
+        let load = LoadReport { seconds: started.elapsed().as_secs_f64(), downloaded_bytes, warnings: Vec::new() };
+        Ok(Engine::ready(session, tokenizer, load))
+    }
+
+    /// Starts generating after `prompt` (a fresh context): up to `max_tokens`, at `temperature` (0: greedy) with
+    /// nucleus `top_p` (1: off) and RNG `seed`. Pull the text with [`next`](Engine::next).
+    pub fn start(
+        &mut self,
+        prompt: String,
+        max_tokens: usize,
+        temperature: f32,
+        top_p: f32,
+        seed: u32,
+    ) -> Result<(), JsError> {
+        let ids = self.tokenizer.encode(&prompt, true).map_err(js_error)?;
+        if ids.is_empty() {
+            return Err(JsError::new("the prompt has no tokens"));
+        }
+        self.session.reset();
+        let params = SamplingParams { temperature, top_p, seed: seed.into(), ..Default::default() };
+        let generation = Generation::new(&ids, Sampler::new(params), max_tokens, &self.stop_ids);
+        self.current = Some(Streaming { generation, emitted: 0 });
+        Ok(())
+    }
+
+    /// The next piece of text of the generation [`start`](Engine::start) began, or `undefined` once it has ended.
+    /// A piece may be empty while a multi-byte character is still incomplete.
+    pub async fn next(&mut self) -> Result<Option<String>, JsError> {
+        let Some(current) = &mut self.current else { return Ok(None) };
+        let token = current.generation.next(&mut self.session).await.map_err(js_error)?;
+        self.last = current.generation.stats().clone();
+        if token.is_none() {
+            self.current = None;
+            return Ok(None);
+        }
+        let text = self.tokenizer.decode(current.generation.tokens()).map_err(js_error)?;
+        // Hold back a trailing replacement character: the next token may complete it.
+        let ready = text.trim_end_matches('\u{FFFD}');
+        let piece = ready.get(current.emitted..).unwrap_or_default().to_string();
+        current.emitted = current.emitted.max(ready.len());
+        Ok(Some(piece))
+    }
+
+    /// Ends the current generation early.
+    pub fn stop(&mut self) {
+        self.current = None;
+    }
+
+    /// Generates up to `max_tokens` after `prompt` at `temperature` (0: greedy) and returns the new text.
+    pub async fn generate(&mut self, prompt: String, max_tokens: usize, temperature: f32) -> Result<String, JsError> {
+        self.start(prompt, max_tokens, temperature, 1.0, 0)?;
+        let mut text = String::new();
+        while let Some(piece) = self.next().await? {
+            text.push_str(&piece);
+        }
+        Ok(text)
+    }
+
+    /// Speed, memory and load facts: `{promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
+    /// decodeTokensPerSecond, weightBytes, stateBytes, contextTokens, maxContext, loadSeconds, downloadedBytes,
+    /// warnings}` (the generation figures are of the current or last generation).
+    pub fn stats(&self) -> JsValue {
+        let s = &self.last;
+        let memory = self.session.memory();
+        let out = object(&[
+            ("promptTokens", s.prompt_tokens as f64),
+            ("generatedTokens", s.generated_tokens as f64),
+            ("ttftMs", s.time_to_first_token * 1e3),
+            ("prefillTokensPerSecond", s.prefill_rate()),
+            ("decodeTokensPerSecond", s.decode_rate()),
+            ("weightBytes", memory.weights as f64),
+            ("stateBytes", memory.state as f64),
+            ("contextTokens", self.session.position() as f64),
+            ("maxContext", self.session.max_context() as f64),
+            ("loadSeconds", self.load.seconds),
+            ("downloadedBytes", self.load.downloaded_bytes as f64),
+        ]);
+        let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
+        let _ = Reflect::set(&out, &"warnings".into(), &warnings);
+        out.into()
+    }
+
+    /// Prompt tokens per second of the last generation.
+    #[wasm_bindgen(getter)]
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.last.prefill_rate()
+    }
+
+    /// Generated tokens per second of the last generation (decode steps).
+    #[wasm_bindgen(getter)]
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.last.decode_rate()
+    }
+
+    /// Releases the model's GPU memory; the engine cannot be used after.
+    pub fn unload(self) {}
+}
+
+impl Engine {
+    fn ready(session: Session, tokenizer: Tokenizer, load: LoadReport) -> Engine {
+        let stop_ids = session.spec().eos_token_ids.clone();
+        Engine { session, tokenizer, stop_ids, current: None, last: GenerationStats::default(), load }
+    }
+}

@@ -1,0 +1,301 @@
+//! A checkpoint streamed from a URL into WebGPU: the safetensors headers first, then each group of tensors (the
+//! embedding, a layer, the head) fetched by Range requests just before it is uploaded and dropped right after,
+//! so host memory holds about one layer. Bytes go through the block cache; after loading, a file whose server
+//! published a SHA-256 is hashed block by block in file order and checked.
+
+use super::cache::{self, BlockCache};
+use super::net;
+use crate::hub::{check_digest, network, published_sha256};
+use crate::weights::Prefetch;
+use crate::Result;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use ternlight_core::ranged::RangeSource;
+use ternlight_core::spec::TensorDecl;
+use ternlight_core::tensors::SafetensorsCheckpoint;
+use ternlight_core::CoreError;
+
+/// Bytes per cached block unless the caller chooses: large enough that a big model is a few thousand entries.
+pub const DEFAULT_BLOCK: u64 = 4 << 20;
+
+/// The ranges of one file fetched so far, read by the (synchronous) safetensors reader.
+struct Fetched {
+    name: String,
+    len: u64,
+    ranges: Mutex<HashMap<(u64, usize), Vec<u8>>>,
+}
+
+impl Fetched {
+    fn ranges(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, usize), Vec<u8>>> {
+        self.ranges.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The [`RangeSource`] view of a [`RemoteFile`]: ranges fetched ahead, by exact offset and length.
+struct FetchedSource(Arc<Fetched>);
+
+impl RangeSource for FetchedSource {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len
+    }
+
+    fn read(&self, offset: u64, len: usize) -> ternlight_core::Result<Vec<u8>> {
+        self.0.ranges().get(&(offset, len)).cloned().ok_or_else(|| CoreError::TensorFile {
+            path: self.0.name.clone(),
+            message: format!("{len} bytes at offset {offset} were read before they were fetched"),
+        })
+    }
+}
+
+/// One remote file, read by range through the block cache.
+pub struct RemoteFile {
+    url: String,
+    len: u64,
+    block: u64,
+    sha256: Option<String>,
+    cache: Option<BlockCache>,
+    fetched: Arc<Fetched>,
+    downloaded: std::cell::Cell<u64>,
+}
+
+impl RemoteFile {
+    /// Probes `url` for its length and ETag (or, offline, uses what the last probe recorded); caches it in
+    /// blocks of `block` bytes.
+    pub async fn open(url: &str, block: u64) -> Result<Self> {
+        let probe = match net::probe(url).await {
+            Ok(p) => {
+                let etag = p.etag.clone().unwrap_or_default();
+                cache::set_manifest(url, &format!("{}\n{etag}", p.len)).await;
+                p
+            }
+            Err(e @ CoreError::Network { .. }) => {
+                let recorded = cache::manifest(url).await.and_then(|m| {
+                    let (len, etag) = m.split_once('\n')?;
+                    let etag = Some(etag.to_string()).filter(|e| !e.is_empty());
+                    Some(net::Probe { len: len.parse().ok()?, etag })
+                });
+                recorded.ok_or(e)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let cache = BlockCache::open(url, probe.etag.as_deref(), block).await;
+        let fetched = Fetched { name: url.to_string(), len: probe.len, ranges: Mutex::default() };
+        Ok(RemoteFile {
+            url: url.to_string(),
+            len: probe.len,
+            block,
+            sha256: published_sha256(probe.etag.as_deref()),
+            cache,
+            fetched: Arc::new(fetched),
+            downloaded: Default::default(),
+        })
+    }
+
+    /// The synchronous view the safetensors reader parses.
+    fn source(&self) -> Box<dyn RangeSource> {
+        Box::new(FetchedSource(self.fetched.clone()))
+    }
+
+    /// Bytes `offset..offset + len`, from cached blocks where present and one Range request per run of missing
+    /// blocks (each then cached).
+    async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let end = offset + len as u64;
+        if end > self.len {
+            return Err(ternlight_core::ranged::past_end(&self.url, offset, len, self.len).into());
+        }
+        let block_len = self.block;
+        let (first, last) = (offset / block_len, end.saturating_sub(1) / block_len);
+        let mut bytes = Vec::with_capacity(((last - first + 1) * block_len) as usize);
+        let mut block = first;
+        while block <= last {
+            if let Some(cached) = self.cached(block).await {
+                bytes.extend_from_slice(&cached);
+                block += 1;
+                continue;
+            }
+            let mut run_end = block + 1;
+            while run_end <= last && self.cached(run_end).await.is_none() {
+                run_end += 1;
+            }
+            let (from, to) = (block * block_len, (run_end * block_len).min(self.len));
+            let run = net::fetch_range(&self.url, from, to).await?;
+            self.downloaded.set(self.downloaded.get() + run.len() as u64);
+            if let Some(cache) = &self.cache {
+                for (i, chunk) in run.chunks(block_len as usize).enumerate() {
+                    cache.put(&(block + i as u64).to_string(), chunk).await;
+                }
+            }
+            bytes.extend_from_slice(&run);
+            block = run_end;
+        }
+        let skip = (offset - first * block_len) as usize;
+        Ok(bytes[skip..skip + len].to_vec())
+    }
+
+    async fn cached(&self, block: u64) -> Option<Vec<u8>> {
+        let want = (self.len - block * self.block).min(self.block) as usize;
+        self.cache.as_ref()?.get(&block.to_string()).await.filter(|b| b.len() == want)
+    }
+
+    /// Fetches `offset..offset + len` for the safetensors reader.
+    async fn fetch(&self, offset: u64, len: usize) -> Result<()> {
+        if !self.fetched.ranges().contains_key(&(offset, len)) {
+            let bytes = self.read(offset, len).await?;
+            self.fetched.ranges().insert((offset, len), bytes);
+        }
+        Ok(())
+    }
+
+    /// Checks the whole file against the SHA-256 its server published, once (a pass recorded in the cache is
+    /// trusted); a mismatch drops the cached blocks and fails.
+    async fn verify(&self) -> Result<()> {
+        let Some(want) = &self.sha256 else { return Ok(()) };
+        let verified = "verified";
+        if let Some(cache) = &self.cache {
+            if cache.get(verified).await.is_some() {
+                return Ok(());
+            }
+        }
+        let mut hasher = Sha256::new();
+        let blocks = self.len.div_ceil(self.block);
+        for block in 0..blocks {
+            let from = block * self.block;
+            hasher.update(self.read(from, (self.len - from).min(self.block) as usize).await?);
+        }
+        let checked = check_digest(&self.url, &hasher.finalize(), Some(want));
+        if let Some(cache) = &self.cache {
+            match checked {
+                Ok(()) => cache.put(verified, b"").await,
+                Err(_) => cache.delete((0..blocks).map(|b| b.to_string())).await,
+            }
+        }
+        checked.map_err(Into::into)
+    }
+}
+
+/// A sharded or single-file safetensors checkpoint behind URLs, opened header-first.
+pub struct RemoteCheckpoint {
+    files: Vec<RemoteFile>,
+    /// The parsed headers; tensor reads are served from what [`Prefetch`] fetched.
+    pub checkpoint: SafetensorsCheckpoint,
+}
+
+impl RemoteCheckpoint {
+    /// Opens the files at `urls` (shards in index order), cached in blocks of `block` bytes, and parses their
+    /// headers.
+    pub async fn open(urls: &[String], block: u64) -> Result<Self> {
+        let mut files = Vec::with_capacity(urls.len());
+        for url in urls {
+            let file = RemoteFile::open(url, block).await?;
+            file.fetch(0, 8.min(file.len as usize)).await?;
+            if file.len >= 8 {
+                let head = file.fetched.ranges()[&(0, 8)].clone();
+                let header_len = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+                if header_len <= file.len - 8 {
+                    file.fetch(8, header_len as usize).await?;
+                }
+            }
+            files.push(file);
+        }
+        let checkpoint = SafetensorsCheckpoint::from_sources(files.iter().map(RemoteFile::source).collect())?;
+        Ok(RemoteCheckpoint { files, checkpoint })
+    }
+
+    /// Bytes that came over the network (not from the cache) so far.
+    pub fn downloaded_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.downloaded.get()).sum()
+    }
+
+    /// Warnings about caching (storage full), one per file that had one.
+    pub fn warnings(&self) -> Vec<String> {
+        self.files.iter().filter_map(|f| f.cache.as_ref()?.warning()).collect()
+    }
+
+    /// The [`Prefetch`] that streams this checkpoint's tensor groups.
+    pub fn prefetch(&self) -> Streaming<'_> {
+        Streaming { remote: self }
+    }
+}
+
+/// Fetches each tensor group of a [`RemoteCheckpoint`] just before its upload, merging the group's tensors of
+/// one file into contiguous runs (one read each), and drops them after.
+pub struct Streaming<'a> {
+    remote: &'a RemoteCheckpoint,
+}
+
+impl Streaming<'_> {
+    /// `group`'s tensors as (file, offset, length), in file order.
+    fn locations(&self, group: &[TensorDecl]) -> Result<Vec<(usize, u64, usize)>> {
+        let mut out = Vec::with_capacity(group.len());
+        for d in group {
+            let found = self.remote.checkpoint.location(&d.name);
+            out.push(found.ok_or_else(|| CoreError::MissingTensor { name: d.name.clone() })?);
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+}
+
+impl Prefetch for Streaming<'_> {
+    async fn fetch(&mut self, group: &[TensorDecl]) -> Result<()> {
+        let locations = self.locations(group)?;
+        let mut i = 0;
+        while i < locations.len() {
+            let (file, start, _) = locations[i];
+            let mut end = i + 1;
+            let mut run_end = start + locations[i].2 as u64;
+            while end < locations.len() && locations[end].0 == file && locations[end].1 <= run_end {
+                run_end = run_end.max(locations[end].1 + locations[end].2 as u64);
+                end += 1;
+            }
+            let remote = &self.remote.files[file];
+            let bytes = remote.read(start, (run_end - start) as usize).await?;
+            let mut ranges = remote.fetched.ranges();
+            for &(_, offset, len) in &locations[i..end] {
+                let at = (offset - start) as usize;
+                ranges.insert((offset, len), bytes[at..at + len].to_vec());
+            }
+            i = end;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, group: &[TensorDecl]) {
+        if let Ok(locations) = self.locations(group) {
+            for (file, offset, len) in locations {
+                self.remote.files[file].fetched.ranges().remove(&(offset, len));
+            }
+        }
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        for file in &self.remote.files {
+            file.verify().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The URLs of a model's checkpoint files under `base`: the shards its `model.safetensors.index.json` names, or
+/// `model.safetensors`.
+pub async fn checkpoint_urls(base: &str) -> Result<Vec<String>> {
+    let index_url = format!("{base}/model.safetensors.index.json");
+    Ok(match net::fetch_whole(&index_url).await? {
+        Some(index) => ternlight_core::tensors::shard_names(&index, &index_url)?
+            .into_iter()
+            .map(|name| format!("{base}/{name}"))
+            .collect(),
+        None => vec![format!("{base}/model.safetensors")],
+    })
+}
+
+/// A small file the model needs (config, tokenizer) under `base`, or a clear error naming it.
+pub async fn required(base: &str, name: &str) -> Result<Vec<u8>> {
+    let url = format!("{base}/{name}");
+    net::fetch_whole(&url).await?.ok_or_else(|| network(&url, "not found (HTTP 404)").into())
+}

@@ -1,0 +1,161 @@
+// The npm package in headless Chromium against a local server (server.mjs): streaming loads in a Web Worker and
+// in the page give the same greedy text as a whole-file load; a second load comes from Cache Storage; dropped
+// connections resume; corrupted bytes fail the load with an integrity error and the next load succeeds; progress
+// reports layers as they arrive; generate() stops early; chat.completions streams and returns the same text.
+// Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
+import assert from 'node:assert/strict';
+import { launchBrowser, startServer } from './server.mjs';
+
+const server = await startServer();
+const browser = await launchBrowser();
+const page = await browser.newPage();
+const logs = [];
+page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+page.on('pageerror', (e) => logs.push(`pageerror: ${e}`));
+
+const fixture = '/tests/fixtures/llama';
+const weights = `${fixture}/model.safetensors`;
+// Small cache blocks so that the 216 KB fixture spans many of them, as a real model does.
+const block = 16 << 10;
+
+/** Runs `body` (a function of `ternlight` and `args`) in the page. */
+function inPage(body, args) {
+  return page.evaluate(async ([source, args]) => {
+    const run = new Function('ternlight', 'args', `return (${source})(ternlight, args);`);
+    return run(window.ternlight, args);
+  }, [body.toString(), args]);
+}
+
+async function greedy(source, options) {
+  return inPage(async (t, { source, options }) => {
+    const progress = [];
+    const engine = await t.Engine.load(source, { ...options, onProgress: (p) => progress.push(p) });
+    let text = '';
+    for await (const piece of engine.generate('Hello', { maxTokens: 8 })) text += piece;
+    const stats = await engine.stats();
+    await engine.unload();
+    return { text, stats, progress };
+  }, { source, options });
+}
+
+const tests = {
+  async 'a streamed load in a worker, in the page and a whole-file load give the same text'() {
+    const o = server.origin;
+    const whole = await greedy(undefined, { worker: false,
+      files: { config: `${o}${fixture}/config.json`, weights: `${o}${weights}`, tokenizer: `${o}${fixture}/tokenizer.json` } });
+    assert.ok(whole.text.length > 0);
+    const worker = await greedy(`${o}${fixture}`, { cacheBlockBytes: block });
+    assert.equal(worker.text, whole.text);
+    assert.ok(worker.stats.downloadedBytes > 200_000, `downloaded ${worker.stats.downloadedBytes}`);
+    assert.ok(worker.stats.decodeTokensPerSecond > 0 && worker.stats.ttftMs > 0);
+    assert.ok(worker.stats.weightBytes > 0 && worker.stats.stateBytes > 0);
+    const inPage = await greedy(`${o}${fixture}/`, { cacheBlockBytes: block, worker: false });
+    assert.equal(inPage.text, whole.text);
+  },
+  async 'a second load reads the cache and downloads no weights'() {
+    const before = server.sent.get(weights) ?? 0;
+    const again = await greedy(`${server.origin}${fixture}`, { cacheBlockBytes: block });
+    assert.equal(again.stats.downloadedBytes, 0);
+    // Only the 1-byte probe of the file reached the server.
+    assert.equal((server.sent.get(weights) ?? 0) - before, 1);
+  },
+  async 'dropped connections resume and give the same text'() {
+    const plain = await greedy(`${server.origin}${fixture}`, { cacheBlockBytes: block });
+    const dropped = await greedy(`${server.origin}/faulty/drop${fixture}`, { cacheBlockBytes: block });
+    assert.ok(server.stats.drops > 0, 'the server dropped no connection');
+    assert.equal(dropped.text, plain.text);
+  },
+  async 'corrupted bytes fail the load with an integrity error, and the next load succeeds'() {
+    const source = `${server.origin}/faulty/corrupt-once${fixture}`;
+    const failed = await inPage(async (t, { source, block }) => {
+      try {
+        await t.Engine.load(source, { cacheBlockBytes: block });
+        return null;
+      } catch (e) {
+        return String(e.message);
+      }
+    }, { source, block });
+    assert.equal(server.stats.corrupted, 1);
+    assert.match(failed ?? 'loaded', /integrity check failed/);
+    const plain = await greedy(`${server.origin}${fixture}`, { cacheBlockBytes: block });
+    const retried = await greedy(source, { cacheBlockBytes: block });
+    assert.equal(retried.text, plain.text);
+  },
+  async 'progress reports layers as a throttled download arrives'() {
+    const { progress, stats } = await greedy(`${server.origin}/faulty/throttle${fixture}`, { cacheBlockBytes: block });
+    const layers = [...new Set(progress.map((p) => p.layersReady))];
+    const last = progress.at(-1);
+    assert.ok(layers.length >= 3, `layers ready went ${layers}`);
+    assert.equal(last.layersReady, last.layersTotal);
+    assert.equal(last.bytesDone, last.bytesTotal);
+    assert.ok(progress.every((p) => p.bytesPerSecond > 0));
+    assert.ok(stats.downloadedBytes > 0);
+  },
+  async 'missing models and bad sources get clear errors'() {
+    const errors = await inPage(async (t, { origin }) => {
+      const failure = (source) => t.Engine.load(source, { worker: false }).then(() => 'loaded', (e) => String(e.message));
+      return [await failure(`${origin}/no/such/model`), await failure('not a model')];
+    }, { origin: server.origin });
+    assert.match(errors[0], /config\.json.*404/);
+    assert.match(errors[1], /neither an http\(s\):\/\/ base URL nor a Hugging Face repo id/);
+  },
+  async 'generate stops when the loop ends early or the signal aborts'() {
+    const result = await inPage(async (t, { source, block }) => {
+      const engine = await t.Engine.load(source, { cacheBlockBytes: block });
+      let pieces = 0;
+      for await (const _ of engine.generate('Hello', { maxTokens: 50 })) if (++pieces === 2) break;
+      const early = (await engine.stats()).generatedTokens;
+      const controller = new AbortController();
+      let aborted = 0;
+      for await (const _ of engine.generate('Hello', { maxTokens: 50, signal: controller.signal })) {
+        if (++aborted === 3) controller.abort();
+      }
+      const afterAbort = (await engine.stats()).generatedTokens;
+      await engine.unload();
+      return { early, afterAbort };
+    }, { source: `${server.origin}${fixture}`, block });
+    assert.ok(result.early < 50, `generated ${result.early} after breaking out`);
+    assert.ok(result.afterAbort < 50, `generated ${result.afterAbort} after aborting`);
+  },
+  async 'chat.completions streams chunks that add up to the whole reply'() {
+    const result = await inPage(async (t, { source, block }) => {
+      const engine = await t.Engine.load(source, { cacheBlockBytes: block });
+      const request = { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6 };
+      const whole = await engine.chat.completions.create(request);
+      let streamed = '';
+      let finish = null;
+      for await (const chunk of await engine.chat.completions.create({ ...request, stream: true })) {
+        streamed += chunk.choices[0].delta.content ?? '';
+        finish = chunk.choices[0].finish_reason ?? finish;
+      }
+      await engine.unload();
+      return { whole, streamed, finish };
+    }, { source: `${server.origin}${fixture}`, block });
+    assert.equal(result.whole.object, 'chat.completion');
+    assert.equal(result.streamed, result.whole.choices[0].message.content);
+    assert.equal(result.finish, result.whole.choices[0].finish_reason);
+    assert.ok(result.whole.usage.completion_tokens > 0 && result.whole.usage.prompt_tokens > 0);
+  },
+};
+
+let failed = 0;
+try {
+  await page.goto(`${server.origin}/web/e2e/harness.html`);
+  await page.waitForSelector('body[data-ready]', { state: 'attached' });
+  for (const [name, test] of Object.entries(tests)) {
+    try {
+      await test();
+      console.log(`ok   ${name}`);
+    } catch (e) {
+      failed += 1;
+      console.log(`FAIL ${name}\n${e.stack ?? e}`);
+    }
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
+if (failed) {
+  console.error(logs.join('\n'));
+  process.exit(1);
+}

@@ -1,0 +1,90 @@
+/** Progress of a model load, reported after each tensor reaches the GPU. */
+export interface LoadProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  tensorsDone: number;
+  tensorsTotal: number;
+  layersReady: number;
+  layersTotal: number;
+  bytesPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface LoadOptions {
+  onProgress?: (progress: LoadProgress) => void;
+  /** Run the engine in a Web Worker (default) or in this page. */
+  worker?: boolean;
+  /** Explicit file URLs fetched whole (blob: URLs included), instead of a source. */
+  files?: { config: string; weights: string; tokenizer: string };
+  /** Size of the blocks models are cached in (default 4 MiB). */
+  cacheBlockBytes?: number;
+}
+
+export interface GenerateOptions {
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  signal?: AbortSignal;
+}
+
+export interface Stats {
+  promptTokens: number;
+  generatedTokens: number;
+  ttftMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  weightBytes: number;
+  stateBytes: number;
+  contextTokens: number;
+  maxContext: number;
+  loadSeconds: number;
+  downloadedBytes: number;
+  warnings: string[];
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface ChatRequest {
+  messages: ChatMessage[];
+  stream?: boolean;
+  temperature?: number;
+  max_tokens?: number;
+  top_p?: number;
+  seed?: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: { index: number; message: ChatMessage; finish_reason: 'stop' | 'length' }[];
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: { index: number; delta: Partial<ChatMessage>; finish_reason: 'stop' | 'length' | null }[];
+}
+
+export declare class Engine {
+  /** Streams the model at `source` (an http(s) base URL or a Hugging Face repo id `org/name[@revision]`). */
+  static load(source: string | undefined, options?: LoadOptions): Promise<Engine>;
+  /** Pieces of text as tokens arrive. */
+  generate(prompt: string, options?: GenerateOptions): AsyncGenerator<string>;
+  chat: {
+    completions: {
+      create(request: ChatRequest & { stream: true }): Promise<AsyncGenerator<ChatCompletionChunk>>;
+      create(request: ChatRequest): Promise<ChatCompletion>;
+    };
+  };
+  stats(): Promise<Stats>;
+  unload(): Promise<void>;
+}
