@@ -1,7 +1,8 @@
 // The npm package in headless Chromium against a local server (server.mjs): streaming loads in a Web Worker and
 // in the page give the same greedy text as a whole-file load; a second load comes from Cache Storage; dropped
-// connections resume; corrupted bytes fail the load with an integrity error and the next load succeeds; progress
-// reports layers as they arrive; generate() stops early; chat.completions streams and returns the same text.
+// connections resume; a model over the storage quota streams uncached with a warning; corrupted bytes fail the
+// load with an integrity error and the next load succeeds; progress reports layers as they arrive; generate()
+// stops early; attention maps come with tokens; chat.completions streams and returns the same text.
 // Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
 import assert from 'node:assert/strict';
 import { launchBrowser, startServer } from './server.mjs';
@@ -81,6 +82,21 @@ const tests = {
     const retried = await greedy(source, { cacheBlockBytes: block });
     assert.equal(retried.text, plain.text);
   },
+  async 'a model larger than the storage quota streams without caching, with a warning'() {
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.origin, quotaSize: 64 << 10 });
+    try {
+      const source = `${server.origin}/faulty/quota${fixture}`;
+      const first = await greedy(source, { cacheBlockBytes: block });
+      const second = await greedy(source, { cacheBlockBytes: block });
+      const plain = await greedy(`${server.origin}${fixture}`, { cacheBlockBytes: block });
+      assert.match(first.stats.warnings.join('\n'), /storage refused the model \(Quota exceeded.*streams without caching/);
+      assert.equal(first.text, plain.text);
+      assert.ok(second.stats.downloadedBytes > 200_000, 'the second load came from a cache it should not have');
+    } finally {
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.origin });
+    }
+  },
   async 'progress reports layers as a throttled download arrives'() {
     const { progress, stats } = await greedy(`${server.origin}/faulty/throttle${fixture}`, { cacheBlockBytes: block });
     const layers = [...new Set(progress.map((p) => p.layersReady))];
@@ -116,6 +132,35 @@ const tests = {
     }, { source: `${server.origin}${fixture}`, block });
     assert.ok(result.early < 50, `generated ${result.early} after breaking out`);
     assert.ok(result.afterAbort < 50, `generated ${result.afterAbort} after aborting`);
+  },
+  async 'attention maps arrive with the tokens, rows sum to one, heads differ'() {
+    const r = await inPage(async (t, { source, block }) => {
+      const engine = await t.Engine.load(source, { cacheBlockBytes: block });
+      const maps = [];
+      const attention = { layer: 1, head: 0, maxQueries: 8, onMap: (m) => maps.push(m) };
+      for await (const _ of engine.generate('Hello there', { maxTokens: 5, attention }));
+      const last = await engine.attention(1, 0, { maxQueries: 8 });
+      const other = await engine.attention(1, 1, { maxQueries: 8 });
+      const bad = await engine.attention(7, 0).then(() => 'answered', (e) => e.message);
+      await engine.unload();
+      const row = (m, i) => Array.from(m.weights.slice(i * m.keys, (i + 1) * m.keys));
+      return {
+        keys: maps.map((m) => m.keys),
+        last: { queries: last.queries, keys: last.keys, tokens: last.tokens.length, firstQuery: last.firstQuery },
+        sums: Array.from({ length: last.queries }, (_, i) => row(last, i).reduce((a, b) => a + b, 0)),
+        future: Array.from({ length: last.queries }, (_, i) => row(last, i).slice(last.firstQuery + i + 1)).flat(),
+        differs: last.weights.some((w, i) => Math.abs(w - other.weights[i]) > 1e-6),
+        bad,
+      };
+    }, { source: `${server.origin}${fixture}`, block });
+    assert.ok(r.keys.length >= 4, `maps after ${r.keys.length} tokens`);
+    assert.ok(r.keys.every((k, i) => i === 0 || k === r.keys[i - 1] + 1), `keys went ${r.keys}`);
+    assert.equal(r.last.queries, 8);
+    assert.equal(r.last.tokens, r.last.keys);
+    assert.ok(r.sums.every((x) => Math.abs(x - 1) < 1e-4), `row sums ${r.sums}`);
+    assert.ok(r.future.every((w) => w === 0), 'weight on future keys');
+    assert.ok(r.differs, 'heads 0 and 1 gave the same map');
+    assert.match(r.bad, /past the model/);
   },
   async 'chat.completions streams chunks that add up to the whole reply'() {
     const result = await inPage(async (t, { source, block }) => {

@@ -8,6 +8,12 @@ let busy = false;
 let lastStats = null;
 const stopped = new Set();
 
+/** Captures `layer` (if it is not already) and returns `head`'s map over the last `maxQueries` positions. */
+function attentionMap({ layer, head, maxQueries = 64 }) {
+  if (engine.attention_layer !== layer) engine.set_attention_layer(layer);
+  return engine.attention(head, maxQueries);
+}
+
 async function run(msg, post) {
   switch (msg.op) {
     case 'load': {
@@ -25,7 +31,9 @@ async function run(msg, post) {
       if (busy) throw new Error('a generation is already running');
       busy = true;
       try {
-        engine.start(msg.prompt, msg.maxTokens, msg.temperature, msg.topP, msg.seed);
+        if (msg.attention) engine.set_attention_layer(msg.attention.layer);
+        const prompt = msg.messages ? engine.render_chat(msg.messages) : msg.prompt;
+        engine.start(prompt, msg.maxTokens, msg.temperature, msg.topP, msg.seed, Boolean(msg.messages));
         for (;;) {
           if (stopped.delete(msg.id)) {
             engine.stop();
@@ -34,7 +42,8 @@ async function run(msg, post) {
           const piece = await engine.next();
           lastStats = engine.stats();
           if (piece === undefined) break;
-          if (piece) post({ id: msg.id, op: 'token', text: piece, stats: lastStats });
+          const map = msg.attention ? attentionMap(msg.attention) : undefined;
+          if (piece || map) post({ id: msg.id, op: 'token', text: piece, stats: lastStats, map });
         }
       } finally {
         busy = false;
@@ -44,6 +53,10 @@ async function run(msg, post) {
     case 'stop':
       if (busy) stopped.add(msg.target);
       return null;
+    case 'attention':
+      if (!engine) throw new Error('no model is loaded');
+      if (busy) throw new Error('attention maps during a generation come through its `attention` option');
+      return attentionMap(msg);
     case 'stats':
       if (!engine) throw new Error('no model is loaded');
       return busy ? lastStats : engine.stats();

@@ -20,12 +20,27 @@ export interface LoadOptions {
   cacheBlockBytes?: number;
 }
 
+/** Attention weights of one head: `queries` rows (positions from `firstQuery`) over `keys` columns. */
+export interface AttentionMap {
+  layer: number;
+  head: number;
+  firstQuery: number;
+  queries: number;
+  keys: number;
+  /** queries × keys, row-major; masked keys are 0. */
+  weights: Float32Array;
+  /** The text of each key position. */
+  tokens: string[];
+}
+
 export interface GenerateOptions {
   maxTokens?: number;
   temperature?: number;
   topP?: number;
   seed?: number;
   signal?: AbortSignal;
+  /** Live attention maps of one head of a softmax-attention layer, after every token. */
+  attention?: { layer: number; head: number; maxQueries?: number; onMap: (map: AttentionMap) => void };
 }
 
 export interface Stats {
@@ -85,6 +100,8 @@ export declare class Engine {
       create(request: ChatRequest): Promise<ChatCompletion>;
     };
   };
+  /** One head's attention map of the last generation; capture of `layer` starts when first asked for. */
+  attention(layer: number, head: number, options?: { maxQueries?: number }): Promise<AttentionMap | undefined>;
   stats(): Promise<Stats>;
   unload(): Promise<void>;
 }

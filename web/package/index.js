@@ -51,12 +51,6 @@ async function openPort(worker) {
   return { port, close: () => {} };
 }
 
-/** ChatML, the chat format of Qwen, SmolLM2 and LFM2 (and a sane default for base models). */
-function chatPrompt(messages) {
-  const turns = messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join('');
-  return `${turns}<|im_start|>assistant\n`;
-}
-
 export class Engine {
   #port;
   #close;
@@ -91,19 +85,27 @@ export class Engine {
 
   /**
    * Generates after `prompt` (a fresh context), yielding pieces of text as tokens arrive. Options: maxTokens
-   * (256), temperature (0: greedy), topP (1), seed (0), signal (an AbortSignal that stops the generation).
+   * (256), temperature (0: greedy), topP (1), seed (0), signal (an AbortSignal that stops the generation),
+   * attention ({layer, head, maxQueries, onMap}: onMap receives that head's attention map after every token).
    * Leaving the loop early stops it too.
    */
-  async *generate(prompt, options = {}) {
-    const { maxTokens = 256, temperature = 0, topP = 1, seed = 0, signal } = options;
+  generate(prompt, options = {}) {
+    return this.#stream({ prompt }, options);
+  }
+
+  /** Generation after `prompt` or, given `messages`, after the chat they make (the model's chat template). */
+  async *#stream(input, options) {
+    const { maxTokens = 256, temperature = 0, topP = 1, seed = 0, signal, attention } = options;
+    const { onMap, ...tap } = attention ?? {};
     const queue = [];
     let wake = null;
     let finished = false;
     let failure = null;
     const { id, done } = this.#port.call(
-      { op: 'generate', prompt, maxTokens, temperature, topP, seed },
+      { op: 'generate', ...input, maxTokens, temperature, topP, seed, attention: attention ? tap : undefined },
       (m) => {
-        queue.push(m.text);
+        if (m.map) onMap?.(m.map);
+        if (m.text) queue.push(m.text);
         wake?.();
       },
     );
@@ -133,7 +135,6 @@ export class Engine {
   }
 
   async #complete({ messages, stream = false, temperature = 0, max_tokens = 256, top_p = 1, seed = 0 }) {
-    const prompt = chatPrompt(messages);
     const options = { maxTokens: max_tokens, temperature, topP: top_p, seed };
     const id = `chatcmpl-${Date.now().toString(36)}`;
     const created = Math.floor(Date.now() / 1000);
@@ -142,7 +143,7 @@ export class Engine {
     if (stream) {
       const engine = this;
       return (async function* chunks() {
-        for await (const content of engine.generate(prompt, options)) {
+        for await (const content of engine.#stream({ messages }, options)) {
           yield { id, object: 'chat.completion.chunk', created, model,
             choices: [{ index: 0, delta: { role: 'assistant', content }, finish_reason: null }] };
         }
@@ -151,7 +152,7 @@ export class Engine {
       })();
     }
     let content = '';
-    for await (const piece of this.generate(prompt, options)) content += piece;
+    for await (const piece of this.#stream({ messages }, options)) content += piece;
     const stats = await this.stats();
     return {
       id, object: 'chat.completion', created, model,
@@ -159,6 +160,16 @@ export class Engine {
       usage: { prompt_tokens: stats.promptTokens, completion_tokens: stats.generatedTokens,
         total_tokens: stats.promptTokens + stats.generatedTokens },
     };
+  }
+
+  /**
+   * The attention weights of `head` in softmax-attention `layer` over the last `maxQueries` (64) positions of
+   * the last generation: {layer, head, firstQuery, queries, keys, weights (Float32Array, queries × keys), tokens}.
+   * Capture costs nothing until a layer is asked for and covers only that layer; it starts with the next
+   * generation, so ask before generating (or pass generate's `attention` option for live maps).
+   */
+  attention(layer, head, { maxQueries = 64 } = {}) {
+    return this.#port.call({ op: 'attention', layer, head, maxQueries }).done;
   }
 
   /**

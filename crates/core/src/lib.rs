@@ -6,9 +6,11 @@
 //! - [`tokenizer`]: `tokenizer.json` loading and chat-template rendering.
 //! - [`sampling`]: token selection from logits with a seeded RNG.
 //! - [`reference`]: a plain f32 CPU implementation of every op the GPU runs; the oracle for kernel tests.
+//! - [`attention_map`]: attention weights of one layer's heads for visualisation, from tapped queries and keys.
 
 #![warn(missing_docs)]
 
+pub mod attention_map;
 pub mod dtype;
 pub mod error;
 pub mod gguf;

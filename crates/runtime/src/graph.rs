@@ -410,11 +410,23 @@ impl Resources {
     }
 }
 
+/// Where a plan copies one attention layer's queries and keys (after norms and RoPE) for an attention tap:
+/// `capacity` rows each.
+pub struct TapBuffers {
+    /// The tapped layer's state slot.
+    pub slot: usize,
+    /// Queries [capacity, n_heads * head_dim] f32.
+    pub q: wgpu::Buffer,
+    /// Keys [capacity, n_kv_heads * head_dim] f32.
+    pub k: wgpu::Buffer,
+}
+
 /// Records forwards of one model in one mode.
 struct Builder<'a> {
     gpu: &'a Gpu,
     plan: Plan,
     res: &'a Resources,
+    tap: Option<&'a TapBuffers>,
     mode: Mode,
     max_context: usize,
     hidden: usize,
@@ -665,6 +677,11 @@ impl<'a> Builder<'a> {
             unreachable!("KV cache")
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
+        if let Some(tap) = self.tap.filter(|t| t.slot == slot) {
+            let q_row_bytes = (a.n_heads * a.head_dim * 4) as u64;
+            self.plan.push(Op::CopyTokenRows { src: s.q.clone(), dst: tap.q.clone(), row_bytes: q_row_bytes });
+            self.plan.push(Op::CopyTokenRows { src: s.k.clone(), dst: tap.k.clone(), row_bytes });
+        }
         let cache_rows = *rows as u64;
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows });
         self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes, cache_rows });
@@ -1319,9 +1336,10 @@ pub fn build(
     res: &Resources,
     mode: Mode,
     max_context: usize,
+    tap: Option<&TapBuffers>,
 ) -> Result<Plan> {
     let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
-    let mut b = Builder { gpu, plan, res, mode, max_context, hidden: spec.hidden, scaled: None, slot: 0 };
+    let mut b = Builder { gpu, plan, res, tap, mode, max_context, hidden: spec.hidden, scaled: None, slot: 0 };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
     if let Some(n) = &weights.embed_norm {

@@ -2,10 +2,11 @@
 //! beyond the scratch capacity), `step(id)` one token; logits come back only for the rows asked for.
 
 use crate::error::{Result, RuntimeError};
-use crate::graph::{build, LayerState, Mode, Resources};
+use crate::graph::{build, LayerState, Mode, Resources, TapBuffers};
 use crate::weights::{upload, LoadProgress, ModelWeights, OnDemand, Prefetch};
 use std::future::Future;
 use std::sync::Arc;
+use ternlight_core::attention_map::AttentionTap;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
@@ -94,6 +95,13 @@ pub struct Session {
     logit_capacity: usize,
     position: usize,
     staging: Staging,
+    tap: Option<Tap>,
+}
+
+/// An attention tap in force: what it recorded and the buffers the plans copy into.
+struct Tap {
+    record: AttentionTap,
+    buffers: TapBuffers,
 }
 
 impl Session {
@@ -148,8 +156,8 @@ impl Session {
         }
         let weights = upload(&gpu, &spec, source, prefetch, on_progress).await?;
         gpu.check_errors("uploading the weights")?;
-        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context)?;
-        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context)?;
+        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context, None)?;
+        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context, None)?;
         let staging = Staging::new(&gpu, logit_capacity * spec.vocab);
         Ok(Session {
             gpu,
@@ -163,6 +171,7 @@ impl Session {
             logit_capacity,
             position: 0,
             staging,
+            tap: None,
         })
     }
 
@@ -208,6 +217,9 @@ impl Session {
         }
         self.gpu.queue.submit([encoder.finish()]);
         self.position = 0;
+        if let Some(tap) = &mut self.tap {
+            tap.record.truncate(0);
+        }
     }
 
     fn check(&self, ids: &[u32]) -> Result<()> {
@@ -227,6 +239,31 @@ impl Session {
         Ok(())
     }
 
+    /// Starts recording the queries and keys of softmax-attention layer `layer` at every forward, for attention
+    /// maps (`None` stops). The plans are re-recorded with the two copies this costs; without a tap they hold
+    /// none. A tap records a context from its start: one set mid-context records from the next reset.
+    pub fn set_attention_tap(&mut self, layer: Option<usize>) -> Result<()> {
+        self.tap = match layer {
+            None => None,
+            Some(layer) => {
+                let record = AttentionTap::new(&self.spec, layer)?;
+                let q = self.gpu.zeros("tap queries", self.capacity * record.q_width());
+                let k = self.gpu.zeros("tap keys", self.capacity * record.k_width());
+                Some(Tap { buffers: TapBuffers { slot: record.slot, q, k }, record })
+            }
+        };
+        let tap = self.tap.as_ref().map(|t| &t.buffers);
+        let (gpu, spec, weights, res) = (&self.gpu, &self.spec, &self.weights, &self.res);
+        self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, self.max_context, tap)?;
+        self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, self.max_context, tap)?;
+        Ok(())
+    }
+
+    /// What the attention tap has recorded, if one is set.
+    pub fn attention_tap(&self) -> Option<&AttentionTap> {
+        self.tap.as_ref().map(|t| &t.record)
+    }
+
     async fn forward(&mut self, mode: Mode, ids: &[u32], logit_rows: Vec<u32>) -> Result<Vec<f32>> {
         self.gpu.queue.write_buffer(&self.res.scratch.ids, 0, bytemuck::cast_slice(ids));
         let n_logits = logit_rows.len();
@@ -239,10 +276,16 @@ impl Session {
         let readback = (len > 0).then_some((&self.res.scratch.logits, &self.staging, len));
         plan.submit(&self.gpu, &step, readback);
         self.position += ids.len();
-        if len == 0 {
-            return Ok(Vec::new());
+        let logits = match len {
+            0 => Vec::new(),
+            _ => self.staging.read(&self.gpu, len).await?,
+        };
+        if let Some(tap) = self.tap.as_mut().filter(|t| t.record.positions() + ids.len() == self.position) {
+            let q = self.gpu.read_f32(&tap.buffers.q, 0, ids.len() * tap.record.q_width()).await?;
+            let k = self.gpu.read_f32(&tap.buffers.k, 0, ids.len() * tap.record.k_width()).await?;
+            tap.record.push(&q, &k);
         }
-        Ok(self.staging.read(&self.gpu, len).await?)
+        Ok(logits)
     }
 
     /// Appends `ids` to the context in as few forwards as the capacity allows and returns the logits of the
@@ -314,6 +357,9 @@ impl Session {
             return Err(RuntimeError::Request("the snapshot was taken from a different model or context size".into()));
         }
         self.position = snapshot.position;
+        if let Some(tap) = &mut self.tap {
+            tap.record.truncate(snapshot.position);
+        }
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         let mut copies = snapshot.buffers.iter();
         for state in &self.res.states {

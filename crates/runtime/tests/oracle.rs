@@ -286,3 +286,51 @@ fn bitnet_hgf_matches_its_numpy_generator_on_the_gpu() {
 fn fla_rwkv7_matches_fla_on_the_gpu() {
     check("rwkv7");
 }
+
+/// Attention maps from the GPU's tapped queries and keys equal the CPU reference's, on the prefill path (in
+/// chunks) and token by token, for a full-attention layer (llama) and a sliding-window layer (gemma3, window 16
+/// under an 80-token prompt); every row sums to 1.
+#[test]
+fn attention_taps_match_the_reference() {
+    use ternlight_core::reference::model::ReferenceModel;
+    for (arch, layer) in [("llama", 1), ("gemma3", 0)] {
+        let oracle = Oracle::open(&fixture(arch)).unwrap();
+        let ids = &oracle.input_ids;
+        let spec =
+            ModelSpec::from_config_json(&std::fs::read_to_string(fixture(arch).join("config.json")).unwrap()).unwrap();
+        let mut reference =
+            ReferenceModel::new(spec, &SafetensorsCheckpoint::open_dir(&fixture(arch)).unwrap()).unwrap();
+        reference.set_attention_tap(Some(layer)).unwrap();
+        reference.forward(ids).unwrap();
+        let want = reference.attention_tap().unwrap();
+
+        let mut s = session(arch, SessionOptions { prefill_capacity: 33, ..Default::default() });
+        s.set_attention_tap(Some(layer)).unwrap();
+        pollster::block_on(s.prefill(ids, &[ids.len() - 1])).unwrap();
+        let prefilled = s.attention_tap().unwrap().clone();
+        s.reset();
+        pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
+        for &id in &ids[1..] {
+            pollster::block_on(s.step(id)).unwrap();
+        }
+        let stepped = s.attention_tap().unwrap();
+        for head in [0, want.heads() - 1] {
+            let w = want.map(head, 50).unwrap();
+            assert_eq!((w.queries, w.keys, w.first_query), (50, ids.len(), ids.len() - 50));
+            for row in w.weights.chunks(w.keys) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{arch} row sum");
+            }
+            for got in [&prefilled, stepped] {
+                let g = got.map(head, 50).unwrap();
+                assert_eq!((g.queries, g.keys), (w.queries, w.keys));
+                let d = max_abs_diff(&g.weights, &w.weights);
+                assert!(d < 1e-4, "{arch} layer {layer} head {head}: max abs diff {d}");
+            }
+        }
+        let e = s.set_attention_tap(Some(99)).unwrap_err().to_string();
+        assert!(e.contains("past the model"), "{e}");
+    }
+    let mut s = session("gated_deltanet", SessionOptions::default());
+    let e = s.set_attention_tap(Some(0)).unwrap_err().to_string();
+    assert!(e.contains("not a softmax attention layer"), "{e}");
+}

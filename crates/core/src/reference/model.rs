@@ -14,6 +14,7 @@ use super::{
     rope::rope,
 };
 use super::{gla, gsa, hgrn2, mamba2, rwkv7, ternary};
+use crate::attention_map::AttentionTap;
 use crate::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
     LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec,
@@ -96,6 +97,7 @@ pub struct ReferenceModel {
     v_first: Vec<f32>,
     position: usize,
     form: DeltaForm,
+    tap: Option<AttentionTap>,
 }
 
 impl ReferenceModel {
@@ -131,6 +133,7 @@ impl ReferenceModel {
             v_first: Vec::new(),
             position: 0,
             form: DeltaForm::Auto,
+            tap: None,
         })
     }
 
@@ -144,8 +147,22 @@ impl ReferenceModel {
         self.position
     }
 
+    /// Starts recording the queries and keys of softmax-attention layer `layer` (`None` stops).
+    pub fn set_attention_tap(&mut self, layer: Option<usize>) -> Result<()> {
+        self.tap = layer.map(|l| AttentionTap::new(&self.spec, l)).transpose()?;
+        Ok(())
+    }
+
+    /// What the attention tap recorded.
+    pub fn attention_tap(&self) -> Option<&AttentionTap> {
+        self.tap.as_ref()
+    }
+
     /// Forgets the context.
     pub fn reset(&mut self) {
+        if let Some(tap) = &mut self.tap {
+            tap.truncate(0);
+        }
         self.cache = LayerCache::all(&self.spec);
         self.shifts = channel_mix_shifts(&self.spec);
         self.position = 0;
@@ -232,6 +249,9 @@ impl ReferenceModel {
         };
         kc.extend_from_slice(&k);
         vc.extend_from_slice(&v);
+        if let Some(tap) = self.tap.as_mut().filter(|t| t.slot == li) {
+            tap.push(&q, &k);
+        }
         let mut o = attention(&q, kc, vc, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
         if let Some(gate) = gate {
             o = gated(Activation::Sigmoid, &gate, &o);

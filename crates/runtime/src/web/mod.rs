@@ -19,7 +19,7 @@ use std::sync::Arc;
 use ternlight_core::sampling::{Sampler, SamplingParams};
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::SafetensorsCheckpoint;
-use ternlight_core::tokenizer::Tokenizer;
+use ternlight_core::tokenizer::{ChatMessage, Tokenizer};
 use ternlight_gpu::Gpu;
 use wasm_bindgen::prelude::*;
 use web_time::Instant;
@@ -74,6 +74,8 @@ pub struct Engine {
     tokenizer: Tokenizer,
     stop_ids: Vec<u32>,
     current: Option<Streaming>,
+    /// The context of the current or last generation (prompt and generated ids), for attention-map labels.
+    context: Vec<u32>,
     last: GenerationStats,
     load: LoadReport,
 }
@@ -105,7 +107,8 @@ impl Engine {
             .map_err(|_| JsError::new(&format!("{base}/config.json is not UTF-8 text")))?;
         let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
         let tokenizer_json = remote::required(&base, "tokenizer.json").await.map_err(js_error)?;
-        let tokenizer = Tokenizer::from_bytes(&tokenizer_json, None).map_err(js_error)?;
+        let tokenizer_config = net::fetch_whole(&format!("{base}/tokenizer_config.json")).await.map_err(js_error)?;
+        let tokenizer = Tokenizer::from_bytes(&tokenizer_json, tokenizer_config.as_deref()).map_err(js_error)?;
         let urls = remote::checkpoint_urls(&base).await.map_err(js_error)?;
         let block = cache_block_bytes.filter(|&b| b > 0).map_or(remote::DEFAULT_BLOCK, u64::from);
         let checkpoint = remote::RemoteCheckpoint::open(&urls, block).await.map_err(js_error)?;
@@ -149,8 +152,27 @@ impl Engine {
         Ok(Engine::ready(session, tokenizer, load))
     }
 
+    /// The prompt for a chat, `messages` being `[{role, content}]`: rendered by the model's chat template from
+    /// `tokenizer_config.json`, or in ChatML when it has none.
+    pub fn render_chat(&self, messages: JsValue) -> Result<String, JsError> {
+        let field = |m: &JsValue, name: &str| Reflect::get(m, &name.into()).ok().and_then(|v| v.as_string());
+        let mut chat = Vec::new();
+        for m in js_sys::Array::from(&messages).iter() {
+            let (Some(role), Some(content)) = (field(&m, "role"), field(&m, "content")) else {
+                return Err(JsError::new("each chat message needs a string `role` and `content`"));
+            };
+            chat.push(ChatMessage { role, content });
+        }
+        if self.tokenizer.has_chat_template() {
+            return self.tokenizer.render_chat(&chat).map_err(js_error);
+        }
+        let turns: String = chat.iter().map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content)).collect();
+        Ok(format!("{turns}<|im_start|>assistant\n"))
+    }
+
     /// Starts generating after `prompt` (a fresh context): up to `max_tokens`, at `temperature` (0: greedy) with
-    /// nucleus `top_p` (1: off) and RNG `seed`. Pull the text with [`next`](Engine::next).
+    /// nucleus `top_p` (1: off) and RNG `seed`. A `rendered` prompt (from [`render_chat`](Engine::render_chat))
+    /// already holds its special tokens. Pull the text with [`next`](Engine::next).
     pub fn start(
         &mut self,
         prompt: String,
@@ -158,14 +180,16 @@ impl Engine {
         temperature: f32,
         top_p: f32,
         seed: u32,
+        rendered: bool,
     ) -> Result<(), JsError> {
-        let ids = self.tokenizer.encode(&prompt, true).map_err(js_error)?;
+        let ids = self.tokenizer.encode(&prompt, !rendered).map_err(js_error)?;
         if ids.is_empty() {
             return Err(JsError::new("the prompt has no tokens"));
         }
         self.session.reset();
         let params = SamplingParams { temperature, top_p, seed: seed.into(), ..Default::default() };
         let generation = Generation::new(&ids, Sampler::new(params), max_tokens, &self.stop_ids);
+        self.context = ids;
         self.current = Some(Streaming { generation, emitted: 0 });
         Ok(())
     }
@@ -180,12 +204,49 @@ impl Engine {
             self.current = None;
             return Ok(None);
         }
+        self.context.extend(token);
         let text = self.tokenizer.decode(current.generation.tokens()).map_err(js_error)?;
         // Hold back a trailing replacement character: the next token may complete it.
         let ready = text.trim_end_matches('\u{FFFD}');
         let piece = ready.get(current.emitted..).unwrap_or_default().to_string();
         current.emitted = current.emitted.max(ready.len());
         Ok(Some(piece))
+    }
+
+    /// Chooses the softmax-attention layer whose attention maps are captured (`undefined` stops capture, which
+    /// then costs nothing). Capture covers the generations started after the choice.
+    pub fn set_attention_layer(&mut self, layer: Option<u32>) -> Result<(), JsError> {
+        self.session.set_attention_tap(layer.map(|l| l as usize)).map_err(js_error)
+    }
+
+    /// The layer whose attention maps are captured, if any.
+    #[wasm_bindgen(getter)]
+    pub fn attention_layer(&self) -> Option<u32> {
+        self.session.attention_tap().map(|t| t.layer as u32)
+    }
+
+    /// The attention weights of `head` in the captured layer over the last `max_queries` positions of the
+    /// current or last generation: `{layer, head, firstQuery, queries, keys, weights, tokens}` with `weights` a
+    /// `Float32Array` of `queries × keys` (row-major; masked keys 0) and `tokens` the text of each key position.
+    /// `undefined` when no layer is captured.
+    pub fn attention(&self, head: u32, max_queries: u32) -> Result<JsValue, JsError> {
+        let Some(tap) = self.session.attention_tap() else { return Ok(JsValue::UNDEFINED) };
+        let map = tap.map(head as usize, max_queries as usize).map_err(js_error)?;
+        let out = object(&[
+            ("layer", tap.layer as f64),
+            ("head", head as f64),
+            ("firstQuery", map.first_query as f64),
+            ("queries", map.queries as f64),
+            ("keys", map.keys as f64),
+        ]);
+        let weights = js_sys::Float32Array::from(map.weights.as_slice());
+        let tokens: js_sys::Array = self.context[..map.keys.min(self.context.len())]
+            .iter()
+            .map(|&id| JsValue::from_str(&self.tokenizer.decode(&[id]).unwrap_or_default()))
+            .collect();
+        let _ = Reflect::set(&out, &"weights".into(), &weights);
+        let _ = Reflect::set(&out, &"tokens".into(), &tokens);
+        Ok(out.into())
     }
 
     /// Ends the current generation early.
@@ -195,7 +256,7 @@ impl Engine {
 
     /// Generates up to `max_tokens` after `prompt` at `temperature` (0: greedy) and returns the new text.
     pub async fn generate(&mut self, prompt: String, max_tokens: usize, temperature: f32) -> Result<String, JsError> {
-        self.start(prompt, max_tokens, temperature, 1.0, 0)?;
+        self.start(prompt, max_tokens, temperature, 1.0, 0, false)?;
         let mut text = String::new();
         while let Some(piece) = self.next().await? {
             text.push_str(&piece);
@@ -246,6 +307,7 @@ impl Engine {
 impl Engine {
     fn ready(session: Session, tokenizer: Tokenizer, load: LoadReport) -> Engine {
         let stop_ids = session.spec().eos_token_ids.clone();
-        Engine { session, tokenizer, stop_ids, current: None, last: GenerationStats::default(), load }
+        let last = GenerationStats::default();
+        Engine { session, tokenizer, stop_ids, current: None, context: Vec::new(), last, load }
     }
 }
