@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Ternlight needs on Debian, skipping whatever is already present:
 # Mesa lavapipe (software Vulkan, so wgpu has an adapter without a GPU), Chromium and ChromeDriver (the browser
-# tests' WebGPU), Node.js when absent (page tests), the wasm32 Rust target, and wasm-bindgen-cli at the wasm-bindgen
-# crate's version (its test runner drives the browser; built from crates.io, nothing downloaded prebuilt).
+# tests' WebGPU), Node.js when absent (page tests), the wasm32 Rust target, wasm-bindgen-cli at the wasm-bindgen
+# crate's version (its test runner drives the browser) and trunk (builds the web app); both built from crates.io,
+# nothing downloaded prebuilt.
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -34,4 +35,10 @@ bindgen=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/"/, "", $3); print $3}'
 if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$bindgen" ]; then
     echo "setup: installing wasm-bindgen-cli $bindgen (a few minutes, once)"
     cargo install wasm-bindgen-cli --version "$bindgen"
+fi
+
+# trunk builds the web app (crates/web); 0.21 is the newest release this toolchain builds.
+if [ "$(trunk --version 2>/dev/null)" != "trunk 0.21.14" ]; then
+    echo "setup: installing trunk 0.21.14 (a few minutes, once)"
+    cargo install trunk --version 0.21.14 --locked
 fi

@@ -1,4 +1,4 @@
-// The browser tests' web server and browser: serves the repository over HTTP with Range requests and ETags, and
+// The browser tests' web server and browser (web/serve.mjs serves the app with it): serves files over HTTP with Range requests and ETags, and
 // under /faulty/<mode>/ the same files with a fault injected into responses for model weights:
 //   drop          every other ranged response is cut off half way (the client must resume);
 //   corrupt-once  the first large response has its last byte flipped, and the file's true SHA-256 is published
@@ -13,11 +13,12 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const root = normalize(join(fileURLToPath(import.meta.url), '../../..'));
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
+const types = { '.html': 'text/html', '.css': 'text/css', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
   '.json': 'application/json' };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export async function startServer() {
+/** Serves `dir` (default: the repository) on `port` (default: any free one) of 127.0.0.1. */
+export async function startServer({ dir = root, port = 0 } = {}) {
   const sent = new Map();
   const stats = { drops: 0, corrupted: 0, responses: 0 };
   const corruptedPaths = new Set();
@@ -27,8 +28,8 @@ export async function startServer() {
     let mode = null;
     const faulty = path.match(/^\/faulty\/([a-z-]+)(\/.*)$/);
     if (faulty) [, mode, path] = faulty;
-    const file = normalize(join(root, path));
-    if (!file.startsWith(root)) return res.writeHead(403).end();
+    const file = normalize(join(dir, path.endsWith('/') ? `${path}index.html` : path));
+    if (!file.startsWith(dir)) return res.writeHead(403).end();
     let body;
     try {
       body = await readFile(file);
@@ -75,7 +76,7 @@ export async function startServer() {
     }
     res.end(body);
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   const origin = `http://127.0.0.1:${server.address().port}`;
   return { origin, sent, stats, close: () => server.close() };
 }

@@ -1,6 +1,6 @@
 // The engine's side of the message protocol, shared by the Web Worker (worker.js) and the in-page mode: it owns
 // the wasm Engine, answers {id, op, ...} requests and posts {id, op: 'progress' | 'token' | 'result' | 'error'}.
-import init, { Engine } from './ternlight_runtime.js';
+import init, { Engine, is_cached as isCached } from './ternlight_runtime.js';
 
 let ready = null;
 let engine = null;
@@ -8,9 +8,8 @@ let busy = false;
 let lastStats = null;
 const stopped = new Set();
 
-/** Captures `layer` (if it is not already) and returns `head`'s map over the last `maxQueries` positions. */
-function attentionMap({ layer, head, maxQueries = 64 }) {
-  if (engine.attention_layer !== layer) engine.set_attention_layer(layer);
+/** `head`'s map over the last `maxQueries` positions of the captured layer (capture must already be on `layer`). */
+function attentionMap({ head, maxQueries = 64 }) {
   return engine.attention(head, maxQueries);
 }
 
@@ -31,7 +30,8 @@ async function run(msg, post) {
       if (busy) throw new Error('a generation is already running');
       busy = true;
       try {
-        if (msg.attention) engine.set_attention_layer(msg.attention.layer);
+        // Capture costs nothing unless asked for, and then covers one layer.
+        if (engine.attention_layer !== msg.attention?.layer) engine.set_attention_layer(msg.attention?.layer);
         const prompt = msg.messages ? engine.render_chat(msg.messages) : msg.prompt;
         engine.start(prompt, msg.maxTokens, msg.temperature, msg.topP, msg.seed, Boolean(msg.messages));
         for (;;) {
@@ -56,7 +56,14 @@ async function run(msg, post) {
     case 'attention':
       if (!engine) throw new Error('no model is loaded');
       if (busy) throw new Error('attention maps during a generation come through its `attention` option');
+      if (engine.attention_layer !== msg.layer) {
+        // A newly chosen layer sees the last text again, so its maps are there at once.
+        engine.set_attention_layer(msg.layer);
+        await engine.replay();
+      }
       return attentionMap(msg);
+    case 'cached':
+      return Promise.all(msg.sources.map((s) => isCached(s)));
     case 'stats':
       if (!engine) throw new Error('no model is loaded');
       return busy ? lastStats : engine.stats();

@@ -56,6 +56,8 @@ export interface Stats {
   loadSeconds: number;
   downloadedBytes: number;
   warnings: string[];
+  /** Each layer's mixer kind and its softmax-attention heads (0 for other mixers). */
+  layers: { kind: string; attentionHeads: number }[];
 }
 
 export interface ChatMessage {

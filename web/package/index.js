@@ -175,7 +175,7 @@ export class Engine {
   /**
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
    * decodeTokensPerSecond, weightBytes, stateBytes, contextTokens, maxContext, loadSeconds, downloadedBytes,
-   * warnings}.
+   * warnings, layers: [{kind, attentionHeads}]}.
    */
   stats() {
     return this.#port.call({ op: 'stats' }).done;

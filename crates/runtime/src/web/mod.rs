@@ -17,7 +17,7 @@ use crate::{Session, SessionOptions};
 use js_sys::{Function, Object, Reflect};
 use std::sync::Arc;
 use ternlight_core::sampling::{Sampler, SamplingParams};
-use ternlight_core::spec::ModelSpec;
+use ternlight_core::spec::{MixerSpec, ModelSpec};
 use ternlight_core::tensors::SafetensorsCheckpoint;
 use ternlight_core::tokenizer::{ChatMessage, Tokenizer};
 use ternlight_gpu::Gpu;
@@ -200,14 +200,17 @@ impl Engine {
         let Some(current) = &mut self.current else { return Ok(None) };
         let token = current.generation.next(&mut self.session).await.map_err(js_error)?;
         self.last = current.generation.stats().clone();
-        if token.is_none() {
+        self.context.extend(token);
+        let text = self.tokenizer.decode(current.generation.tokens()).map_err(js_error)?;
+        if token.is_none() && current.emitted >= text.len() {
             self.current = None;
             return Ok(None);
         }
-        self.context.extend(token);
-        let text = self.tokenizer.decode(current.generation.tokens()).map_err(js_error)?;
-        // Hold back a trailing replacement character: the next token may complete it.
-        let ready = text.trim_end_matches('\u{FFFD}');
+        // Hold back a trailing replacement character while the next token may complete it.
+        let ready = match token {
+            Some(_) => text.trim_end_matches('\u{FFFD}'),
+            None => &text,
+        };
         let piece = ready.get(current.emitted..).unwrap_or_default().to_string();
         current.emitted = current.emitted.max(ready.len());
         Ok(Some(piece))
@@ -249,6 +252,17 @@ impl Engine {
         Ok(out.into())
     }
 
+    /// Runs the last generation's context (prompt and output) through the model again from a fresh start, so an
+    /// attention layer chosen afterwards has its maps for that text.
+    pub async fn replay(&mut self) -> Result<(), JsError> {
+        self.current = None;
+        self.session.reset();
+        if let Some(last) = self.context.len().checked_sub(1) {
+            self.session.prefill(&self.context, &[last]).await.map_err(js_error)?;
+        }
+        Ok(())
+    }
+
     /// Ends the current generation early.
     pub fn stop(&mut self) {
         self.current = None;
@@ -266,7 +280,8 @@ impl Engine {
 
     /// Speed, memory and load facts: `{promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
     /// decodeTokensPerSecond, weightBytes, stateBytes, contextTokens, maxContext, loadSeconds, downloadedBytes,
-    /// warnings}` (the generation figures are of the current or last generation).
+    /// warnings, layers}` (the generation figures are of the current or last generation; `layers` lists each
+    /// layer's `{kind, attentionHeads}`, heads being 0 where the layer is not softmax attention).
     pub fn stats(&self) -> JsValue {
         let s = &self.last;
         let memory = self.session.memory();
@@ -285,6 +300,22 @@ impl Engine {
         ]);
         let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
         let _ = Reflect::set(&out, &"warnings".into(), &warnings);
+        let layers: js_sys::Array = self
+            .session
+            .spec()
+            .layers
+            .iter()
+            .map(|l| {
+                let heads = match &l.mixer {
+                    MixerSpec::Attention(a) => a.n_heads,
+                    _ => 0,
+                };
+                let layer = object(&[("attentionHeads", heads as f64)]);
+                let _ = Reflect::set(&layer, &"kind".into(), &l.mixer.kind().into());
+                JsValue::from(layer)
+            })
+            .collect();
+        let _ = Reflect::set(&out, &"layers".into(), &layers);
         out.into()
     }
 
@@ -302,6 +333,16 @@ impl Engine {
 
     /// Releases the model's GPU memory; the engine cannot be used after.
     pub fn unload(self) {}
+}
+
+/// Whether the model at `source` (a base URL or hub id) has its weights in the browser cache from an earlier
+/// load, so it opens without downloading them again (a single-file checkpoint; sharded ones report false).
+#[wasm_bindgen]
+pub async fn is_cached(source: String) -> bool {
+    match model_base(&source) {
+        Some(base) => remote::is_cached(&format!("{base}/model.safetensors")).await,
+        None => false,
+    }
 }
 
 impl Engine {

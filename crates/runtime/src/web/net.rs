@@ -91,8 +91,9 @@ pub struct Probe {
     pub etag: Option<String>,
 }
 
-/// Asks for the first byte of `url` to learn its length and ETag; refuses servers that ignore Range requests.
-pub async fn probe(url: &str) -> Result<Probe> {
+/// Asks for the first byte of `url` to learn its length and ETag (`None`: the server says it does not exist);
+/// refuses servers that ignore Range requests.
+pub async fn probe(url: &str) -> Result<Option<Probe>> {
     retrying(url, || async {
         let response = get(url, Some((0, 1))).await.map_err(|e| retry(url, &e))?;
         let header = |name: &str| response.headers().get(name).ok().flatten();
@@ -105,10 +106,10 @@ pub async fn probe(url: &str) -> Result<Probe> {
                         fail("a 206 response without a readable Content-Range (the server must expose it to CORS)")
                     })?;
                 let etag = header("x-linked-etag").or_else(|| header("etag"));
-                Ok(Probe { len, etag: etag.map(|e| e.trim_start_matches("W/").trim_matches('"').to_string()) })
+                Ok(Some(Probe { len, etag: etag.map(|e| e.trim_start_matches("W/").trim_matches('"').to_string()) }))
             }
             200 => Err(fail("the server ignores Range requests (needed to stream tensors)")),
-            404 => Err(fail("not found (HTTP 404)")),
+            404 => Ok(None),
             other => Err(status_failure(url, other)),
         }
     })

@@ -67,20 +67,13 @@ impl RemoteFile {
     /// Probes `url` for its length and ETag (or, offline, uses what the last probe recorded); caches it in
     /// blocks of `block` bytes.
     pub async fn open(url: &str, block: u64) -> Result<Self> {
-        let probe = match net::probe(url).await {
+        let probe = match net::probe(url).await.and_then(|p| p.ok_or_else(|| network(url, "not found (HTTP 404)"))) {
             Ok(p) => {
                 let etag = p.etag.clone().unwrap_or_default();
                 cache::set_manifest(url, &format!("{}\n{etag}", p.len)).await;
                 p
             }
-            Err(e @ CoreError::Network { .. }) => {
-                let recorded = cache::manifest(url).await.and_then(|m| {
-                    let (len, etag) = m.split_once('\n')?;
-                    let etag = Some(etag.to_string()).filter(|e| !e.is_empty());
-                    Some(net::Probe { len: len.parse().ok()?, etag })
-                });
-                recorded.ok_or(e)?
-            }
+            Err(e @ CoreError::Network { .. }) => recorded_probe(url).await.ok_or(e)?,
             Err(e) => return Err(e.into()),
         };
         let cache = BlockCache::open(url, probe.etag.as_deref(), block).await;
@@ -176,6 +169,22 @@ impl RemoteFile {
         }
         checked.map_err(Into::into)
     }
+}
+
+/// What the last successful probe of `url` recorded in the cache.
+async fn recorded_probe(url: &str) -> Option<net::Probe> {
+    let manifest = cache::manifest(url).await?;
+    let (len, etag) = manifest.split_once('\n')?;
+    Some(net::Probe { len: len.parse().ok()?, etag: Some(etag.to_string()).filter(|e| !e.is_empty()) })
+}
+
+/// Whether the file at `url` sits in the cache in default-size blocks from an earlier load (its probe recorded,
+/// its first and last blocks present).
+pub async fn is_cached(url: &str) -> bool {
+    let Some(probe) = recorded_probe(url).await else { return false };
+    let Some(cache) = BlockCache::open(url, probe.etag.as_deref(), DEFAULT_BLOCK).await else { return false };
+    let last = probe.len.div_ceil(DEFAULT_BLOCK).saturating_sub(1);
+    cache.get("0").await.is_some() && cache.get(&last.to_string()).await.is_some()
 }
 
 /// A sharded or single-file safetensors checkpoint behind URLs, opened header-first.
@@ -281,17 +290,19 @@ impl Prefetch for Streaming<'_> {
     }
 }
 
-/// The URLs of a model's checkpoint files under `base`: the shards its `model.safetensors.index.json` names, or
-/// `model.safetensors`.
+/// The URLs of a model's checkpoint files under `base`: `model.safetensors`, or else the shards its
+/// `model.safetensors.index.json` names.
 pub async fn checkpoint_urls(base: &str) -> Result<Vec<String>> {
+    let single = format!("{base}/model.safetensors");
+    if net::probe(&single).await?.is_some() {
+        return Ok(vec![single]);
+    }
     let index_url = format!("{base}/model.safetensors.index.json");
-    Ok(match net::fetch_whole(&index_url).await? {
-        Some(index) => ternlight_core::tensors::shard_names(&index, &index_url)?
-            .into_iter()
-            .map(|name| format!("{base}/{name}"))
-            .collect(),
-        None => vec![format!("{base}/model.safetensors")],
-    })
+    let Some(index) = net::fetch_whole(&index_url).await? else {
+        return Err(network(&single, "not found (HTTP 404), and no model.safetensors.index.json beside it").into());
+    };
+    let shards = ternlight_core::tensors::shard_names(&index, &index_url)?;
+    Ok(shards.into_iter().map(|name| format!("{base}/{name}")).collect())
 }
 
 /// A small file the model needs (config, tokenizer) under `base`, or a clear error naming it.

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Trunk hooks (Trunk.toml). pre: build the engine package (web/pkg) the page's worker runs. post: copy it and the
+# embedded default model into the staged site.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+case "$1" in
+  pre) "$root/web/build-pkg.sh" ;;
+  post)
+    mkdir -p "$TRUNK_STAGING_DIR/pkg" "$TRUNK_STAGING_DIR/models/default"
+    cp "$root"/web/pkg/*.js "$root"/web/pkg/*.wasm "$TRUNK_STAGING_DIR/pkg/"
+    # Until a trained demo model ships (issue 10), the default is the llama test fixture with the bytes tokenizer.
+    cp "$root"/tests/fixtures/llama/{config.json,model.safetensors,tokenizer.json} "$TRUNK_STAGING_DIR/models/default/"
+    cp "$root/crates/web/default_tokenizer_config.json" "$TRUNK_STAGING_DIR/models/default/tokenizer_config.json"
+    ;;
+esac

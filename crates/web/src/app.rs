@@ -1,0 +1,608 @@
+//! The page: pick and load a model (progress, device facts), chat with it (streaming text, stop, sampling
+//! controls, chat template), watch speed and memory, see one attention head's map live, and let the layout adapt to
+//! the reader's state (observer panel with override and agreement; a toggle turns it off). The URL parameters and
+//! `data-testid`s are the automated tests' contract (see the README).
+
+use crate::engine::{get, number, object, EngineClient, Reply};
+use crate::heatmap::{self, Map};
+use crate::reader::{Agreement, Detector, ReaderState, Signal};
+use leptos::html;
+use leptos::prelude::*;
+use std::cell::RefCell;
+use std::time::Duration;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+thread_local! {
+    static ENGINE: RefCell<Option<EngineClient>> = const { RefCell::new(None) };
+    static DETECTOR: RefCell<Detector> = RefCell::new(Detector::default());
+    static LAST_SCROLL: RefCell<f64> = const { RefCell::new(0.0) };
+}
+
+/// The picker's models: the embedded default, then real ones by Hugging Face id.
+const MODELS: [(&str, &str); 7] = [
+    ("embedded", "Embedded demo model (works offline)"),
+    ("Qwen/Qwen3.5-0.8B", "Qwen3.5 0.8B · Gated DeltaNet hybrid"),
+    ("microsoft/bitnet-b1.58-2B-4T", "BitNet b1.58 2B4T · ternary"),
+    ("google/gemma-3-270m", "Gemma 3 270M · sliding window"),
+    ("LiquidAI/LFM2-350M", "LFM2 350M · short-conv hybrid"),
+    ("HuggingFaceTB/SmolLM2-135M", "SmolLM2 135M"),
+    ("fla-hub/gla-340M-15B", "fla GLA 340M · linear attention"),
+];
+
+/// Rows of the attention map: the most recent query positions.
+const MAP_QUERIES: u32 = 48;
+
+/// Mounts the page.
+pub fn start() {
+    console_error_panic_hook();
+    ENGINE.with(|e| *e.borrow_mut() = EngineClient::start().ok());
+    leptos::mount::mount_to_body(App);
+}
+
+fn console_error_panic_hook() {
+    std::panic::set_hook(Box::new(|info| web_sys::console::error_1(&info.to_string().into())));
+}
+
+/// Sends a request to the engine worker (a failed worker start reports through the handler).
+fn request(op: &str, fields: &[(&str, JsValue)], mut handler: impl FnMut(Reply) + 'static) -> Option<u32> {
+    ENGINE.with(|e| match e.borrow().as_ref() {
+        Some(engine) => Some(engine.request(op, fields, handler)),
+        None => {
+            handler(Reply::Failed("the engine worker could not start".into()));
+            None
+        }
+    })
+}
+
+fn now() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now() / 1e3)
+}
+
+fn observe(signal: Signal) {
+    DETECTOR.with(|d| d.borrow_mut().observe(now(), signal));
+}
+
+/// The page's own URL parameters.
+struct Params(web_sys::UrlSearchParams);
+
+impl Params {
+    fn read() -> Self {
+        let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+        Params(
+            web_sys::UrlSearchParams::new_with_str(&search)
+                .unwrap_or_else(|_| web_sys::UrlSearchParams::new().unwrap()),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).filter(|v| !v.is_empty())
+    }
+}
+
+/// The embedded model's base URL (shipped with the page under `models/default`).
+fn embedded_url() -> String {
+    let href = web_sys::window().and_then(|w| w.location().href().ok()).unwrap_or_default();
+    let page = href.split(['?', '#']).next().unwrap_or_default();
+    format!("{}/models/default", &page[..page.rfind('/').unwrap_or(page.len())])
+}
+
+fn source_of(choice: &str) -> String {
+    match choice {
+        "embedded" => embedded_url(),
+        other => other.to_string(),
+    }
+}
+
+/// Speed and memory figures from the engine's stats.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Stats {
+    decode_rate: f64,
+    prefill_rate: f64,
+    ttft_ms: f64,
+    weight_bytes: f64,
+    state_bytes: f64,
+    context: f64,
+    generated: f64,
+}
+
+impl Stats {
+    fn from_js(v: &JsValue) -> Self {
+        Stats {
+            decode_rate: number(v, "decodeTokensPerSecond"),
+            prefill_rate: number(v, "prefillTokensPerSecond"),
+            ttft_ms: number(v, "ttftMs"),
+            weight_bytes: number(v, "weightBytes"),
+            state_bytes: number(v, "stateBytes"),
+            context: number(v, "contextTokens"),
+            generated: number(v, "generatedTokens"),
+        }
+    }
+}
+
+/// Load progress.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Progress {
+    bytes: f64,
+    total: f64,
+    rate: f64,
+    layers: f64,
+    layers_total: f64,
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1 << 20) as f64)
+}
+
+/// What the adapter offers, or why there is no WebGPU.
+async fn describe_device() -> Result<String, String> {
+    let navigator = get(&js_sys::global(), "navigator");
+    let gpu = get(&navigator, "gpu");
+    if gpu.is_undefined() {
+        return Err("WebGPU is not available in this browser (try a recent Chrome or Edge)".into());
+    }
+    let request: js_sys::Function = get(&gpu, "requestAdapter").dyn_into().map_err(|_| "no requestAdapter")?;
+    let promise: js_sys::Promise = request.call0(&gpu).map_err(|e| format!("{e:?}"))?.dyn_into().map_err(|_| "?")?;
+    let adapter = JsFuture::from(promise).await.map_err(|e| format!("{e:?}"))?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err("WebGPU is present but no GPU adapter is available".into());
+    }
+    let info = get(&adapter, "info");
+    let name = ["description", "vendor", "architecture"]
+        .iter()
+        .filter_map(|f| get(&info, f).as_string().filter(|s| !s.is_empty()))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let has = |f: &str| {
+        let features = get(&adapter, "features");
+        js_sys::Reflect::get(&features, &"has".into())
+            .ok()
+            .and_then(|h| h.dyn_into::<js_sys::Function>().ok())
+            .and_then(|h| h.call1(&features, &f.into()).ok())
+            .is_some_and(|v| v.is_truthy())
+    };
+    let binding = number(&get(&adapter, "limits"), "maxStorageBufferBindingSize");
+    Ok(format!(
+        "{} · shader-f16 {} · {} per binding",
+        if name.is_empty() { "WebGPU adapter".into() } else { name },
+        if has("shader-f16") { "yes" } else { "no" },
+        mib(binding)
+    ))
+}
+
+/// The page.
+#[component]
+fn App() -> impl IntoView {
+    let params = Params::read();
+    let autorun = params.get("autorun").as_deref() == Some("1");
+    let initial_model = params.get("model").unwrap_or_else(|| "embedded".into());
+    let custom_start = if MODELS.iter().any(|m| m.0 == initial_model) { String::new() } else { initial_model.clone() };
+
+    let (status, set_status) = signal("starting".to_string());
+    let (model, set_model) = signal(if custom_start.is_empty() { initial_model } else { "custom".into() });
+    let (custom, set_custom) = signal(custom_start);
+    let (progress, set_progress) = signal(None::<Progress>);
+    let (prompt, set_prompt) = signal(params.get("prompt").unwrap_or_else(|| "Once upon a time".into()));
+    let (max_tokens, set_max_tokens) = signal(params.get("max_tokens").and_then(|v| v.parse().ok()).unwrap_or(32u32));
+    let (temperature, set_temperature) = signal(0.0f64);
+    let (top_p, set_top_p) = signal(1.0f64);
+    let (seed, set_seed) = signal(params.get("seed").and_then(|v| v.parse().ok()).unwrap_or(0u32));
+    let (chat, set_chat) = signal(false);
+    let (text, set_text) = signal(String::new());
+    let (shown, set_shown) = signal(String::new());
+    let (stats, set_stats) = signal(Stats::default());
+    let (rates, set_rates) = signal(Vec::<f64>::new());
+    let (layers, set_layers) = signal(Vec::<(usize, String, usize)>::new());
+    let (layer, set_layer) = signal(None::<usize>);
+    let (head, set_head) = signal(0usize);
+    let (map, set_map) = signal(None::<Map>);
+    let (hover, set_hover) = signal(String::new());
+    let (attention_open, set_attention_open) = signal(true);
+    let (device, set_device) = signal("checking WebGPU…".to_string());
+    let (adaptive, set_adaptive) = signal(true);
+    let (detected, set_detected) = signal(ReaderState::Focused);
+    let (chosen, set_chosen) = signal(None::<ReaderState>);
+    let (reason, set_reason) = signal("no signals yet".to_string());
+    let (features, set_features) = signal(String::new());
+    let (agreement, set_agreement) = signal(Agreement::default());
+    let (recap, set_recap) = signal(None::<String>);
+    let (cached, set_cached) = signal(Vec::<bool>::new());
+    let (running, set_running) = signal(None::<u32>);
+    let canvas = NodeRef::<html::Canvas>::new();
+    let chart = NodeRef::<html::Canvas>::new();
+
+    let state = Memo::new(move |_| match adaptive.get() {
+        false => ReaderState::Focused,
+        true => chosen.get().unwrap_or(detected.get()),
+    });
+
+    let fetch_map = move || {
+        let (Some(l), h) = (layer.get_untracked(), head.get_untracked()) else { return };
+        if running.get_untracked().is_some() || !attention_open.get_untracked() {
+            return;
+        }
+        let fields = [("layer", (l as u32).into()), ("head", (h as u32).into()), ("maxQueries", MAP_QUERIES.into())];
+        request("attention", &fields, move |reply| {
+            if let Reply::Done(m) = reply {
+                set_map.set(Map::from_js(&m));
+            }
+        });
+    };
+
+    let generate = move || {
+        if running.get_untracked().is_some() {
+            return;
+        }
+        set_text.set(String::new());
+        set_shown.set(String::new());
+        set_rates.set(Vec::new());
+        set_status.set("generating".into());
+        let mut fields = vec![
+            ("maxTokens", max_tokens.get_untracked().into()),
+            ("temperature", temperature.get_untracked().into()),
+            ("topP", top_p.get_untracked().into()),
+            ("seed", seed.get_untracked().into()),
+        ];
+        let text_in = prompt.get_untracked();
+        if chat.get_untracked() {
+            let message = object(&[("role", "user".into()), ("content", text_in.into())]);
+            fields.push(("messages", js_sys::Array::of1(&message).into()));
+        } else {
+            fields.push(("prompt", text_in.into()));
+        }
+        if let (true, Some(l)) = (attention_open.get_untracked(), layer.get_untracked()) {
+            let tap = object(&[
+                ("layer", (l as u32).into()),
+                ("head", (head.get_untracked() as u32).into()),
+                ("maxQueries", MAP_QUERIES.into()),
+            ]);
+            fields.push(("attention", tap));
+        }
+        let id = request("generate", &fields, move |reply| match reply {
+            Reply::Token { text: piece, stats: s, map: m } => {
+                set_text.update(|t| t.push_str(&piece));
+                let s = Stats::from_js(&s);
+                set_rates.update(|r| r.push(s.decode_rate));
+                set_stats.set(s);
+                if let Some(m) = Map::from_js(&m) {
+                    set_map.set(Some(m));
+                }
+            }
+            Reply::Done(s) => {
+                set_stats.set(Stats::from_js(&s));
+                set_shown.set(text.get_untracked());
+                set_running.set(None);
+                set_status.set("done".into());
+            }
+            Reply::Failed(m) => {
+                set_running.set(None);
+                set_status.set(format!("error: {m}"));
+            }
+            Reply::Progress(_) => {}
+        });
+        set_running.set(id);
+    };
+
+    let stop = move || {
+        if let Some(id) = running.get_untracked() {
+            request("stop", &[("target", id.into())], |_| {});
+        }
+    };
+
+    let load = move || {
+        let choice = model.get_untracked();
+        let source = if choice == "custom" { custom.get_untracked() } else { source_of(&choice) };
+        set_status.set("loading".into());
+        set_progress.set(None);
+        set_map.set(None);
+        request("load", &[("source", source.into())], move |reply| match reply {
+            Reply::Progress(p) => set_progress.set(Some(Progress {
+                bytes: number(&p, "bytesDone"),
+                total: number(&p, "bytesTotal"),
+                rate: number(&p, "bytesPerSecond"),
+                layers: number(&p, "layersReady"),
+                layers_total: number(&p, "layersTotal"),
+            })),
+            Reply::Done(s) => {
+                let list: Vec<(usize, String, usize)> = js_sys::Array::from(&get(&s, "layers"))
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        (i, get(&l, "kind").as_string().unwrap_or_default(), number(&l, "attentionHeads") as usize)
+                    })
+                    .collect();
+                set_layer.set(list.iter().find(|l| l.2 > 0).map(|l| l.0));
+                set_head.set(0);
+                set_layers.set(list);
+                set_stats.set(Stats::from_js(&s));
+                set_status.set("ready".into());
+                if autorun {
+                    generate();
+                }
+            }
+            Reply::Failed(m) => set_status.set(format!("error: {m}")),
+            Reply::Token { .. } => {}
+        });
+    };
+
+    // Start: device facts, which models are cached, then the selected model.
+    wasm_bindgen_futures::spawn_local(async move {
+        match describe_device().await {
+            Ok(d) => {
+                set_device.set(d);
+                let sources: js_sys::Array = MODELS.iter().map(|m| JsValue::from(source_of(m.0))).collect();
+                request("cached", &[("sources", sources.into())], move |reply| {
+                    if let Reply::Done(list) = reply {
+                        set_cached.set(js_sys::Array::from(&list).iter().map(|v| v.is_truthy()).collect());
+                    }
+                });
+                load();
+            }
+            Err(e) => {
+                set_device.set(e.clone());
+                set_status.set(format!("error: {e}"));
+            }
+        }
+    });
+
+    // Token reveal: at once, or paced for a tired reader.
+    set_interval(
+        move || {
+            let (full, now_shown) = (text.get_untracked(), shown.get_untracked());
+            if now_shown.len() < full.len() {
+                let next = match state.get_untracked() {
+                    ReaderState::Fatigued => {
+                        full[now_shown.len()..].chars().next().map_or(full.len(), |c| now_shown.len() + c.len_utf8())
+                    }
+                    _ => full.len(),
+                };
+                set_shown.set(full[..next].to_string());
+            }
+        },
+        Duration::from_millis(60),
+    );
+
+    // The reader-state detector: signals in, a tick every 2 s.
+    window_event_listener(leptos::ev::keydown, |e| {
+        observe(Signal::Key { correction: matches!(e.key().as_str(), "Backspace" | "Delete") })
+    });
+    window_event_listener(leptos::ev::click, |_| observe(Signal::Click));
+    window_event_listener(leptos::ev::scroll, |_| {
+        let y = web_sys::window().and_then(|w| w.scroll_y().ok()).unwrap_or(0.0);
+        let dy = LAST_SCROLL.with(|l| y - l.replace(y));
+        observe(Signal::Scroll { dy });
+    });
+    window_event_listener(leptos::ev::visibilitychange, move |_| {
+        let hidden = web_sys::window().and_then(|w| w.document()).is_some_and(|d| d.hidden());
+        observe(if hidden { Signal::Hidden } else { Signal::Visible });
+    });
+    set_interval(
+        move || {
+            let (s, why, f) = DETECTOR.with(|d| {
+                let mut d = d.borrow_mut();
+                let t = now();
+                let f = d.features(t);
+                let s = d.tick(t);
+                (s, d.reason(), f)
+            });
+            if detected.get_untracked() == ReaderState::Drifting && s != ReaderState::Drifting {
+                let tail: String =
+                    text.get_untracked().chars().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect();
+                set_recap.set(Some(match tail.is_empty() {
+                    true => format!("Welcome back. The model is {}.", status.get_untracked()),
+                    false => format!("Welcome back. The model was writing: “…{tail}”"),
+                }));
+            }
+            set_detected.set(s);
+            set_reason.set(why.to_string());
+            set_features.set(format!(
+                "idle {:.0} s · {:.0} keys/min · corrections {:.0}% · slowdown ×{:.1} · {:.0} events/min · cadence cv {:.2} · {:.0} scroll reversals/min · {:.0} clicks/min · {} tab switches",
+                f.idle_s, f.keys_per_min, f.correction_ratio * 100.0, f.typing_slowdown, f.events_per_min, f.cadence_cv,
+                f.reversals_per_min, f.clicks_per_min, f.tab_switches
+            ));
+        },
+        Duration::from_secs(2),
+    );
+
+    // Drawing: the attention map and the speed chart.
+    Effect::new(move |_| {
+        let (Some(m), Some(c)) = (map.get(), canvas.get()) else { return };
+        heatmap::draw(&c, &m);
+    });
+    Effect::new(move |_| {
+        let r = rates.get();
+        if let Some(c) = chart.get() {
+            draw_chart(&c, &r);
+        }
+    });
+
+    let heads = move || layer.get().and_then(|l| layers.get().get(l).map(|x| x.2)).unwrap_or(0);
+    let hook = move || {
+        let m = map.get()?;
+        let sink = *m.sinks().first()?;
+        let share: f32 = (0..m.queries).map(|q| m.weights[q * m.keys + sink]).sum::<f32>() / m.queries as f32;
+        Some(format!(
+            "Curious? Head {} of layer {} puts {:.0}% of its attention on token {} (“{}”): an attention sink.",
+            head.get(),
+            layer.get().unwrap_or(0),
+            share * 100.0,
+            sink,
+            m.tokens.get(sink).cloned().unwrap_or_default()
+        ))
+    };
+
+    view! {
+        <div class=move || format!("app state-{}", state.get().name())>
+            <header>
+                <h1>"Ternlight"</h1>
+                <span class="device">{move || device.get()}</span>
+                <span class="status" data-testid="status">{move || status.get()}</span>
+            </header>
+            {move || recap.get().filter(|_| state.get() != ReaderState::Hyperfocused).map(|r| view! {
+                <div class="recap" role="status">{r}
+                    <button on:click=move |_| set_recap.set(None)>"Dismiss"</button>
+                </div>
+            })}
+            <main>
+                <section class="panel model">
+                    <h2>"Model"</h2>
+                    <label>"Model "
+                        <select prop:value=move || model.get() on:change=move |ev| set_model.set(event_target_value(&ev))>
+                            {MODELS.iter().enumerate().map(|(i, (id, name))| view! {
+                                <option value=*id>{move || format!("{name}{}", if cached.get().get(i).copied().unwrap_or(false) { " · cached" } else { "" })}</option>
+                            }).collect_view()}
+                            <option value="custom">"Another Hugging Face id or URL…"</option>
+                        </select>
+                    </label>
+                    {move || (model.get() == "custom").then(|| view! {
+                        <input type="text" placeholder="org/name or https://…" prop:value=move || custom.get()
+                            on:input=move |ev| set_custom.set(event_target_value(&ev)) />
+                    })}
+                    <button on:click=move |_| load() disabled=move || running.get().is_some()>"Load"</button>
+                    {move || progress.get().map(|p| view! {
+                        <div class="progress">
+                            <progress max=p.total value=p.bytes></progress>
+                            <span>{format!("{} of {} · {}/s · layers {}/{}", mib(p.bytes), mib(p.total), mib(p.rate), p.layers, p.layers_total)}</span>
+                        </div>
+                    })}
+                </section>
+
+                <section class="panel chat">
+                    <h2>"Prompt"</h2>
+                    <textarea rows="3" prop:value=move || prompt.get()
+                        on:input=move |ev| set_prompt.set(event_target_value(&ev))
+                        on:keydown=move |ev| if ev.key() == "Enter" && ev.ctrl_key() { generate() }></textarea>
+                    <div class="controls">
+                        <button class="primary" on:click=move |_| generate() disabled=move || running.get().is_some() || status.get() == "loading">"Generate"</button>
+                        <button on:click=move |_| stop() disabled=move || running.get().is_none()>"Stop"</button>
+                        <label><input type="checkbox" prop:checked=move || chat.get() on:change=move |ev| set_chat.set(event_target_checked(&ev)) />" chat template"</label>
+                    </div>
+                    <div class="controls advanced">
+                        <label>"max tokens "<input type="number" min="1" max="4096" prop:value=move || max_tokens.get().to_string()
+                            on:change=move |ev| set_max_tokens.set(event_target_value(&ev).parse().unwrap_or(32)) /></label>
+                        <label>"temperature "<input type="number" min="0" max="2" step="0.1" prop:value=move || temperature.get().to_string()
+                            on:change=move |ev| set_temperature.set(event_target_value(&ev).parse().unwrap_or(0.0)) /></label>
+                        <label>"top-p "<input type="number" min="0" max="1" step="0.05" prop:value=move || top_p.get().to_string()
+                            on:change=move |ev| set_top_p.set(event_target_value(&ev).parse().unwrap_or(1.0)) /></label>
+                        <label>"seed "<input type="number" min="0" prop:value=move || seed.get().to_string()
+                            on:change=move |ev| set_seed.set(event_target_value(&ev).parse().unwrap_or(0)) /></label>
+                    </div>
+                    <pre class="output" data-testid="generated-text" aria-live="polite">{move || shown.get()}</pre>
+                    {move || (state.get() == ReaderState::Drifting).then(hook).flatten().map(|h| view! { <p class="hook">{h}</p> })}
+                </section>
+
+                <section class="panel speed">
+                    <h2>"Speed and memory"</h2>
+                    <dl class="figures">
+                        <dt>"decode"</dt><dd><span data-testid="tokens-per-second">{move || format!("{:.1}", stats.get().decode_rate)}</span>" tok/s"</dd>
+                        <dt>"prefill"</dt><dd>{move || format!("{:.1} tok/s", stats.get().prefill_rate)}</dd>
+                        <dt>"first token"</dt><dd><span data-testid="ttft-ms">{move || format!("{:.0}", stats.get().ttft_ms)}</span>" ms"</dd>
+                        <dt>"context"</dt><dd>{move || format!("{:.0} tokens ({:.0} new)", stats.get().context, stats.get().generated)}</dd>
+                    </dl>
+                    <canvas class="chart advanced" node_ref=chart width="320" height="60" aria-label="decode tokens per second over the generation"></canvas>
+                    <div class="memory" data-testid="memory">
+                        {move || {
+                            let s = stats.get();
+                            let total = (s.weight_bytes + s.state_bytes).max(1.0);
+                            view! {
+                                <div class="bar"><span class="weights" style:width=format!("{:.1}%", 100.0 * s.weight_bytes / total)></span>
+                                    <span class="state" style:width=format!("{:.1}%", 100.0 * s.state_bytes / total)></span></div>
+                                <p>{format!("weights {} · KV cache and recurrent state {}", mib(s.weight_bytes), mib(s.state_bytes))}</p>
+                            }
+                        }}
+                    </div>
+                </section>
+
+                <section class="panel attention">
+                    <h2>
+                        <label><input type="checkbox" prop:checked=move || attention_open.get()
+                            on:change=move |ev| set_attention_open.set(event_target_checked(&ev)) />" Attention map"</label>
+                    </h2>
+                    {move || attention_open.get().then(|| view! {
+                        <div class="controls">
+                            <label>"layer "<select data-testid="layer-select" prop:value=move || layer.get().map(|l| l.to_string()).unwrap_or_default()
+                                on:change=move |ev| { set_layer.set(event_target_value(&ev).parse().ok()); set_head.set(0); fetch_map(); }>
+                                {move || layers.get().into_iter().filter(|l| l.2 > 0).map(|(i, kind, _)| view! {
+                                    <option value=i.to_string()>{format!("{i} · {kind}")}</option>
+                                }).collect_view()}
+                            </select></label>
+                            <label>"head "<select data-testid="head-select" prop:value=move || head.get().to_string()
+                                on:change=move |ev| { set_head.set(event_target_value(&ev).parse().unwrap_or(0)); fetch_map(); }>
+                                {move || (0..heads()).map(|h| view! { <option value=h.to_string()>{h.to_string()}</option> }).collect_view()}
+                            </select></label>
+                        </div>
+                        <canvas data-testid="attention-map" node_ref=canvas width="480" height="240"
+                            aria-label="attention weights: query positions down, key positions across"
+                            on:mousemove=move |ev| {
+                                let (Some(m), Some(c)) = (map.get_untracked(), canvas.get_untracked()) else { return };
+                                let rect = c.get_bounding_client_rect();
+                                let (x, y) = (ev.client_x() as f64 - rect.left(), ev.client_y() as f64 - rect.top());
+                                if let Some((q, k, w)) = heatmap::cell_at(&m, &c, x, y, rect.width(), rect.height()) {
+                                    let token = |i: usize| m.tokens.get(i).cloned().unwrap_or_default();
+                                    set_hover.set(format!("query {q} “{}” → key {k} “{}”: {:.3}", token(q), token(k), w));
+                                }
+                            }></canvas>
+                        <p class="hover">{move || hover.get()}</p>
+                        {move || layers.get().iter().all(|l| l.2 == 0).then(|| view! {
+                            <p>"This model has no softmax-attention layer to show."</p>
+                        })}
+                    })}
+                </section>
+
+                <section class="panel observer">
+                    <h2>"Reader state"</h2>
+                    <p>"State: "<strong data-testid="ui-state">{move || state.get().name()}</strong>
+                        " · decision: "{move || state.get().adaptation()}</p>
+                    <label>"Override "
+                        <select data-testid="ui-state-override" on:change=move |ev| {
+                            let choice = ReaderState::from_name(&event_target_value(&ev));
+                            if let Some(c) = choice {
+                                set_agreement.update(|a| a.record(detected.get_untracked(), c));
+                            }
+                            set_chosen.set(choice);
+                        }>
+                            <option value="auto">"automatic"</option>
+                            {ReaderState::ALL.iter().map(|s| view! { <option value=s.name()>{s.name()}</option> }).collect_view()}
+                        </select>
+                    </label>
+                    <label><input type="checkbox" prop:checked=move || adaptive.get()
+                        on:change=move |ev| set_adaptive.set(event_target_checked(&ev)) />" adapt the page"</label>
+                    <details class="advanced">
+                        <summary>"Why"</summary>
+                        <p>{move || format!("detected {} ({})", detected.get().name(), reason.get())}</p>
+                        <p class="signals">{move || features.get()}</p>
+                        <p>{move || match agreement.get().rate() {
+                            Some(r) => format!("agreement with your overrides: {:.0}% of {}", r * 100.0, agreement.get().overrides),
+                            None => "no overrides yet".to_string(),
+                        }}</p>
+                        <p>"Signals stay on this device: idle time, scrolling, clicks, tab switches and typing rhythm, over 30 s."</p>
+                    </details>
+                </section>
+            </main>
+        </div>
+    }
+}
+
+/// The decode rate over the generation as a line.
+fn draw_chart(canvas: &web_sys::HtmlCanvasElement, rates: &[f64]) {
+    let Some(ctx) =
+        canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
+    else {
+        return;
+    };
+    let (w, h) = (canvas.width() as f64, canvas.height() as f64);
+    ctx.clear_rect(0.0, 0.0, w, h);
+    let max = rates.iter().cloned().fold(1e-9, f64::max);
+    ctx.set_stroke_style_str("#3fb6a8");
+    ctx.begin_path();
+    for (i, r) in rates.iter().enumerate() {
+        let x = if rates.len() > 1 { i as f64 * w / (rates.len() - 1) as f64 } else { 0.0 };
+        let y = h - 2.0 - r / max * (h - 4.0);
+        if i == 0 {
+            ctx.move_to(x, y);
+        } else {
+            ctx.line_to(x, y);
+        }
+    }
+    ctx.stroke();
+}

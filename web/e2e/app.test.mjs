@@ -1,0 +1,91 @@
+// The web app in headless Chromium (WebGPU on SwiftShader), built by `trunk build --release` in crates/web:
+// autorun on the embedded default model must finish with the same text the native CLI generates greedily for
+// the same prompt and seed; speed and memory show; the attention map has pixels and changes with the head and the
+// layer; an override changes the reader state and the layout; the console stays free of errors. Saves
+// screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which
+// builds target/debug/ternlight).
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { launchBrowser, root, startServer } from './server.mjs';
+
+const prompt = 'Hello';
+const maxTokens = 12;
+const seed = 3;
+const cli = execFileSync(join(root, 'target/debug/ternlight'),
+  ['run', '--model', join(root, 'tests/fixtures/llama'), '--prompt', prompt, '--max-tokens', String(maxTokens),
+    '--seed', String(seed)],
+  { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).replace(/\n$/, '');
+
+const shots = join(root, 'target/e2e');
+mkdirSync(shots, { recursive: true });
+const server = await startServer();
+const browser = await launchBrowser();
+const errors = [];
+let failure = null;
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const query = new URLSearchParams({ autorun: '1', prompt, max_tokens: String(maxTokens), seed: String(seed) });
+  await page.goto(`${server.origin}/crates/web/dist/index.html?${query}`);
+  const status = page.getByTestId('status');
+  await page.waitForFunction(() => /done|error/.test(document.querySelector('[data-testid=status]')?.textContent),
+    null, { timeout: 240_000 });
+  assert.equal(await status.textContent(), 'done');
+  assert.equal(await page.getByTestId('generated-text').textContent(), cli);
+  assert.ok(Number(await page.getByTestId('tokens-per-second').textContent()) > 0);
+  assert.ok(Number(await page.getByTestId('ttft-ms').textContent()) > 0);
+  assert.match(await page.getByTestId('memory').textContent(), /weights \d+\.\d MiB/);
+  await page.screenshot({ path: join(shots, 'app.png'), fullPage: true });
+
+  const pixels = () => page.evaluate(() => {
+    const c = document.querySelector('[data-testid=attention-map]');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let lit = 0;
+    let hash = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i] + d[i + 1] + d[i + 2] > 3 * 40) lit += 1;
+      hash = (hash * 31 + d[i] + 7 * d[i + 1] + 13 * d[i + 2]) >>> 0;
+    }
+    return { lit, hash };
+  });
+  const changed = async (before) => {
+    for (let i = 0; i < 100; i += 1) {
+      const now = await pixels();
+      if (now.hash !== before.hash) return now;
+      await page.waitForTimeout(100);
+    }
+    return null;
+  };
+  const first = await pixels();
+  assert.ok(first.lit > 100, `attention map has ${first.lit} lit pixels`);
+  await page.getByTestId('head-select').selectOption('1');
+  const otherHead = await changed(first);
+  assert.ok(otherHead && otherHead.lit > 100, 'the map did not change with the head');
+  await page.getByTestId('layer-select').selectOption('0');
+  const otherLayer = await changed(otherHead);
+  assert.ok(otherLayer && otherLayer.lit > 100, 'the map did not change with the layer');
+
+  assert.equal(await page.getByTestId('ui-state').textContent(), 'focused');
+  assert.ok(await page.locator('.speed').isVisible());
+  await page.getByTestId('ui-state-override').selectOption('fatigued');
+  assert.equal(await page.getByTestId('ui-state').textContent(), 'fatigued');
+  assert.ok(!(await page.locator('.speed').isVisible()), 'the fatigued layout still shows the speed panel');
+  await page.screenshot({ path: join(shots, 'app-fatigued.png'), fullPage: true });
+  await page.getByTestId('ui-state-override').selectOption('auto');
+  assert.ok(await page.locator('.speed').isVisible());
+  assert.deepEqual(errors, []);
+  console.log(`app generated ${JSON.stringify(cli)} like the CLI; maps and reader states respond`);
+} catch (e) {
+  failure = e;
+} finally {
+  await browser.close();
+  server.close();
+}
+if (failure) {
+  console.error(failure);
+  console.error(errors.join('\n'));
+  process.exit(1);
+}
