@@ -1,9 +1,9 @@
 // The web app in headless Chromium (WebGPU on SwiftShader), built by `trunk build --release` in crates/web:
 // autorun on the embedded default model must finish with the same text the native CLI generates greedily for
 // the same prompt and seed; speed and memory show; the attention map has pixels and changes with the head and the
-// layer; an override changes the reader state and the layout; the console stays free of errors. Saves
-// screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which
-// builds target/debug/ternlight).
+// layer; an override changes the reader state and the layout; a second visit marks the model cached; the console
+// stays free of errors. Saves screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk
+// build and `cargo test`, which builds target/debug/ternlight).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -76,6 +76,10 @@ try {
   await page.screenshot({ path: join(shots, 'app-fatigued.png'), fullPage: true });
   await page.getByTestId('ui-state-override').selectOption('auto');
   assert.ok(await page.locator('.speed').isVisible());
+  // A second visit marks the embedded model cached (its weights are in Cache Storage from the first).
+  await page.goto(`${server.origin}/crates/web/dist/index.html`);
+  await page.waitForFunction(() => document.querySelector('option[value=embedded]')?.textContent.includes('cached'),
+    null, { timeout: 60_000 });
   assert.deepEqual(errors, []);
   console.log(`app generated ${JSON.stringify(cli)} like the CLI; maps and reader states respond`);
 } catch (e) {

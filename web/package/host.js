@@ -34,6 +34,7 @@ async function run(msg, post) {
         if (engine.attention_layer !== msg.attention?.layer) engine.set_attention_layer(msg.attention?.layer);
         const prompt = msg.messages ? engine.render_chat(msg.messages) : msg.prompt;
         engine.start(prompt, msg.maxTokens, msg.temperature, msg.topP, msg.seed, Boolean(msg.messages));
+        let mapKeys = -1;
         for (;;) {
           if (stopped.delete(msg.id)) {
             engine.stop();
@@ -42,7 +43,10 @@ async function run(msg, post) {
           const piece = await engine.next();
           lastStats = engine.stats();
           if (piece === undefined) break;
-          const map = msg.attention ? attentionMap(msg.attention) : undefined;
+          // A map per new position (the last piece of text may come without one).
+          let map = msg.attention ? attentionMap(msg.attention) : undefined;
+          if (map?.keys === mapKeys) map = undefined;
+          mapKeys = map?.keys ?? mapKeys;
           if (piece || map) post({ id: msg.id, op: 'token', text: piece, stats: lastStats, map });
         }
       } finally {

@@ -70,15 +70,15 @@ impl BlockCache {
     }
 }
 
-/// What the last successful probe of `url` learnt (length and ETag as text), so that a cached model opens
-/// offline.
+/// What the last successful probe of `url` learnt (length and ETag as text), so that the page can tell which
+/// models are cached without asking the network.
 pub async fn manifest(url: &str) -> Option<String> {
     let caches: CacheStorage = global("caches").dyn_into().ok()?;
     let cache: Cache = JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()?;
     String::from_utf8(get(&cache, &format!("{KEY_ROOT}/manifest/{}", key(url))).await?).ok()
 }
 
-/// Records `text` as the manifest of `url` (best effort: a full storage only loses offline opening).
+/// Records `text` as the manifest of `url` (best effort: a full storage only loses the cached mark).
 pub async fn set_manifest(url: &str, text: &str) {
     let Ok(caches) = global("caches").dyn_into::<CacheStorage>() else { return };
     let Ok(cache) = JsFuture::from(caches.open(CACHE_NAME)).await else { return };

@@ -111,7 +111,7 @@ impl Engine {
         let tokenizer = Tokenizer::from_bytes(&tokenizer_json, tokenizer_config.as_deref()).map_err(js_error)?;
         let urls = remote::checkpoint_urls(&base).await.map_err(js_error)?;
         let block = cache_block_bytes.filter(|&b| b > 0).map_or(remote::DEFAULT_BLOCK, u64::from);
-        let checkpoint = remote::RemoteCheckpoint::open(&urls, block).await.map_err(js_error)?;
+        let checkpoint = remote::RemoteCheckpoint::open(urls, block).await.map_err(js_error)?;
         let mut report = |p: &LoadProgress| {
             if let Some(f) = &on_progress {
                 let _ = f.call1(&JsValue::NULL, &progress_object(p, started.elapsed().as_secs_f64()));

@@ -64,18 +64,14 @@ pub struct RemoteFile {
 }
 
 impl RemoteFile {
-    /// Probes `url` for its length and ETag (or, offline, uses what the last probe recorded); caches it in
-    /// blocks of `block` bytes.
-    pub async fn open(url: &str, block: u64) -> Result<Self> {
-        let probe = match net::probe(url).await.and_then(|p| p.ok_or_else(|| network(url, "not found (HTTP 404)"))) {
-            Ok(p) => {
-                let etag = p.etag.clone().unwrap_or_default();
-                cache::set_manifest(url, &format!("{}\n{etag}", p.len)).await;
-                p
-            }
-            Err(e @ CoreError::Network { .. }) => recorded_probe(url).await.ok_or(e)?,
-            Err(e) => return Err(e.into()),
+    /// Opens `url` with what a probe learnt of it (probing now when not given), recording the probe for
+    /// [`is_cached`]; caches it in blocks of `block` bytes.
+    pub async fn open(url: &str, probed: Option<net::Probe>, block: u64) -> Result<Self> {
+        let probe = match probed {
+            Some(p) => p,
+            None => net::probe(url).await?.ok_or_else(|| network(url, "not found (HTTP 404)"))?,
         };
+        cache::set_manifest(url, &format!("{}\n{}", probe.len, probe.etag.as_deref().unwrap_or_default())).await;
         let cache = BlockCache::open(url, probe.etag.as_deref(), block).await;
         let fetched = Fetched { name: url.to_string(), len: probe.len, ranges: Mutex::default() };
         Ok(RemoteFile {
@@ -195,12 +191,12 @@ pub struct RemoteCheckpoint {
 }
 
 impl RemoteCheckpoint {
-    /// Opens the files at `urls` (shards in index order), cached in blocks of `block` bytes, and parses their
-    /// headers.
-    pub async fn open(urls: &[String], block: u64) -> Result<Self> {
+    /// Opens the files at `urls` (shards in index order, each with its probe when one was made), cached in
+    /// blocks of `block` bytes, and parses their headers.
+    pub async fn open(urls: Vec<(String, Option<net::Probe>)>, block: u64) -> Result<Self> {
         let mut files = Vec::with_capacity(urls.len());
-        for url in urls {
-            let file = RemoteFile::open(url, block).await?;
+        for (url, probe) in urls {
+            let file = RemoteFile::open(&url, probe, block).await?;
             file.fetch(0, 8.min(file.len as usize)).await?;
             if file.len >= 8 {
                 let head = file.fetched.ranges()[&(0, 8)].clone();
@@ -290,19 +286,19 @@ impl Prefetch for Streaming<'_> {
     }
 }
 
-/// The URLs of a model's checkpoint files under `base`: `model.safetensors`, or else the shards its
-/// `model.safetensors.index.json` names.
-pub async fn checkpoint_urls(base: &str) -> Result<Vec<String>> {
+/// The URLs of a model's checkpoint files under `base`: `model.safetensors` (with the probe that found it), or
+/// else the shards its `model.safetensors.index.json` names.
+pub async fn checkpoint_urls(base: &str) -> Result<Vec<(String, Option<net::Probe>)>> {
     let single = format!("{base}/model.safetensors");
-    if net::probe(&single).await?.is_some() {
-        return Ok(vec![single]);
+    if let Some(probe) = net::probe(&single).await? {
+        return Ok(vec![(single, Some(probe))]);
     }
     let index_url = format!("{base}/model.safetensors.index.json");
     let Some(index) = net::fetch_whole(&index_url).await? else {
         return Err(network(&single, "not found (HTTP 404), and no model.safetensors.index.json beside it").into());
     };
     let shards = ternlight_core::tensors::shard_names(&index, &index_url)?;
-    Ok(shards.into_iter().map(|name| format!("{base}/{name}")).collect())
+    Ok(shards.into_iter().map(|name| (format!("{base}/{name}"), None)).collect())
 }
 
 /// A small file the model needs (config, tokenizer) under `base`, or a clear error naming it.
