@@ -50,7 +50,12 @@ export interface Stats {
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
   weightBytes: number;
+  /** KV caches and recurrent states as allocated. */
   stateBytes: number;
+  /** The part of the KV caches the context fills now. */
+  kvCacheBytes: number;
+  /** Recurrent and conv states (fixed size). */
+  recurrentBytes: number;
   contextTokens: number;
   maxContext: number;
   loadSeconds: number;

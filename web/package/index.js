@@ -174,8 +174,8 @@ export class Engine {
 
   /**
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
-   * decodeTokensPerSecond, weightBytes, stateBytes, contextTokens, maxContext, loadSeconds, downloadedBytes,
-   * warnings, layers: [{kind, attentionHeads}]}.
+   * decodeTokensPerSecond, weightBytes, stateBytes, kvCacheBytes, recurrentBytes, contextTokens, maxContext,
+   * loadSeconds, downloadedBytes, warnings, layers: [{kind, attentionHeads}]}.
    */
   stats() {
     return this.#port.call({ op: 'stats' }).done;

@@ -36,8 +36,12 @@ impl Default for SessionOptions {
 pub struct MemoryReport {
     /// Weights.
     pub weights: u64,
-    /// Per-layer state (KV cache).
+    /// Per-layer state as allocated (KV caches at full context, recurrent and conv states).
     pub state: u64,
+    /// The part of the KV caches the context fills now (grows with each token up to a window or the context).
+    pub kv_cache_live: u64,
+    /// Recurrent and conv states (fixed, whatever the context length).
+    pub recurrent: u64,
 }
 
 /// A copy of a session's context (KV caches up to the position, recurrent and conv states), kept on the GPU.
@@ -202,7 +206,16 @@ impl Session {
 
     /// GPU memory held.
     pub fn memory(&self) -> MemoryReport {
-        MemoryReport { weights: self.weights.bytes(), state: self.res.state_bytes() }
+        let (mut kv_cache_live, mut recurrent) = (0, 0);
+        for state in &self.res.states {
+            for b in state.buffers() {
+                match state {
+                    LayerState::Attention { .. } => kv_cache_live += self.live_bytes(state, b),
+                    LayerState::Recurrent { .. } => recurrent += b.size(),
+                }
+            }
+        }
+        MemoryReport { weights: self.weights.bytes(), state: self.res.state_bytes(), kv_cache_live, recurrent }
     }
 
     /// Forgets the context: KV caches are overwritten as positions are reused; recurrent states are zeroed.

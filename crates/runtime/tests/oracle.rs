@@ -110,11 +110,14 @@ fn gemma3_sliding_layers_run_in_a_wrapping_ring_buffer() {
     // Per row: k and v, 2 KV heads x 16 channels, f32. Three sliding layers hold 16 + 7 rows, the global one 512.
     let row = 2 * 2 * 16 * 4;
     assert_eq!(s.memory().state, (3 * 23 + 512) * row);
+    assert_eq!((s.memory().kv_cache_live, s.memory().recurrent), (0, 0));
     let vocab = s.spec().vocab;
     let t = oracle.input_ids.len();
     let all: Vec<usize> = (0..t).collect();
     let d = max_abs_diff(&pollster::block_on(s.prefill(&oracle.input_ids, &all)).unwrap(), &oracle.logits);
     assert!(d < 1e-3, "ring prefill: max abs diff {d}");
+    // The sliding layers' rings are full; the global layer holds all 80 positions.
+    assert_eq!(s.memory().kv_cache_live, (3 * 23 + 80) * row);
     let mut s = session("gemma3", options);
     let mut stepped = pollster::block_on(s.prefill(&oracle.input_ids[..1], &[0])).unwrap();
     for &id in &oracle.input_ids[1..] {
@@ -331,6 +334,8 @@ fn attention_taps_match_the_reference() {
         assert!(e.contains("past the model"), "{e}");
     }
     let mut s = session("gated_deltanet", SessionOptions::default());
+    let m = s.memory();
+    assert!(m.recurrent > 0 && m.recurrent == m.state && m.kv_cache_live == 0, "{m:?}");
     let e = s.set_attention_tap(Some(0)).unwrap_err().to_string();
     assert!(e.contains("not a softmax attention layer"), "{e}");
 }

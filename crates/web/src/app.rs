@@ -102,7 +102,10 @@ struct Stats {
     ttft_ms: f64,
     weight_bytes: f64,
     state_bytes: f64,
+    kv_bytes: f64,
+    recurrent_bytes: f64,
     context: f64,
+    max_context: f64,
     generated: f64,
 }
 
@@ -114,7 +117,10 @@ impl Stats {
             ttft_ms: number(v, "ttftMs"),
             weight_bytes: number(v, "weightBytes"),
             state_bytes: number(v, "stateBytes"),
+            kv_bytes: number(v, "kvCacheBytes"),
+            recurrent_bytes: number(v, "recurrentBytes"),
             context: number(v, "contextTokens"),
+            max_context: number(v, "maxContext"),
             generated: number(v, "generatedTokens"),
         }
     }
@@ -504,10 +510,20 @@ fn App() -> impl IntoView {
                         {move || {
                             let s = stats.get();
                             let total = (s.weight_bytes + s.state_bytes).max(1.0);
+                            let kv_reserved = (s.state_bytes - s.recurrent_bytes - s.kv_bytes).max(0.0);
+                            let pct = |b: f64| format!("{:.1}%", 100.0 * b / total);
                             view! {
-                                <div class="bar"><span class="weights" style:width=format!("{:.1}%", 100.0 * s.weight_bytes / total)></span>
-                                    <span class="state" style:width=format!("{:.1}%", 100.0 * s.state_bytes / total)></span></div>
-                                <p>{format!("weights {} · KV cache and recurrent state {}", mib(s.weight_bytes), mib(s.state_bytes))}</p>
+                                <div class="bar">
+                                    <span class="weights" style:width=pct(s.weight_bytes)></span>
+                                    <span class="recurrent" style:width=pct(s.recurrent_bytes)></span>
+                                    <span class="kv" style:width=pct(s.kv_bytes)></span>
+                                    <span class="reserved" style:width=pct(kv_reserved)></span>
+                                </div>
+                                <p>{format!(
+                                    "weights {} · recurrent state {} (fixed) · KV cache {} used by {:.0} tokens of {} reserved for {:.0}",
+                                    mib(s.weight_bytes), mib(s.recurrent_bytes), mib(s.kv_bytes), s.context,
+                                    mib(s.state_bytes - s.recurrent_bytes), s.max_context
+                                )}</p>
                             }
                         }}
                     </div>

@@ -279,8 +279,8 @@ impl Engine {
     }
 
     /// Speed, memory and load facts: `{promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
-    /// decodeTokensPerSecond, weightBytes, stateBytes, contextTokens, maxContext, loadSeconds, downloadedBytes,
-    /// warnings, layers}` (the generation figures are of the current or last generation; `layers` lists each
+    /// decodeTokensPerSecond, weightBytes, stateBytes (allocated), kvCacheBytes (filled by the context),
+    /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, warnings, layers}` (the generation figures are of the current or last generation; `layers` lists each
     /// layer's `{kind, attentionHeads}`, heads being 0 where the layer is not softmax attention).
     pub fn stats(&self) -> JsValue {
         let s = &self.last;
@@ -293,6 +293,8 @@ impl Engine {
             ("decodeTokensPerSecond", s.decode_rate()),
             ("weightBytes", memory.weights as f64),
             ("stateBytes", memory.state as f64),
+            ("kvCacheBytes", memory.kv_cache_live as f64),
+            ("recurrentBytes", memory.recurrent as f64),
             ("contextTokens", self.session.position() as f64),
             ("maxContext", self.session.max_context() as f64),
             ("loadSeconds", self.load.seconds),
