@@ -1,9 +1,10 @@
 // The web app in headless Chromium (WebGPU on SwiftShader), built by `trunk build --release` in crates/web:
 // autorun on the embedded default model must finish with the same text the native CLI generates greedily for
 // the same prompt and seed; speed and memory show; the attention map has pixels and changes with the head and the
-// layer; an override changes the reader state and the layout; a second visit marks the model cached; the console
-// stays free of errors. Saves screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk
-// build and `cargo test`, which builds target/debug/ternlight).
+// layer; switching a head off regenerates and keeps the earlier text; an override changes the reader state and
+// the layout; a second visit marks the model cached; the console stays free of errors. Saves screenshots under
+// target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which builds
+// target/debug/ternlight).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -67,6 +68,13 @@ try {
   await page.getByTestId('layer-select').selectOption('0');
   const otherLayer = await changed(otherHead);
   assert.ok(otherLayer && otherLayer.lit > 100, 'the map did not change with the layer');
+
+  const intact = await page.getByTestId('generated-text').textContent();
+  await page.getByTestId('ablate').click();
+  await page.waitForFunction(() => document.querySelector('[data-testid=status]')?.textContent === 'done'
+    && document.querySelector('[data-testid=text-before]'), null, { timeout: 120_000 });
+  assert.equal(await page.getByTestId('text-before').textContent(), intact);
+  assert.match(await page.locator('.ablated').textContent(), /^off: L0H0$/);
 
   assert.equal(await page.getByTestId('ui-state').textContent(), 'focused');
   assert.ok(await page.locator('.speed').isVisible());

@@ -2,7 +2,8 @@
 // in the page give the same greedy text as a whole-file load; a second load comes from Cache Storage; dropped
 // connections resume; a model over the storage quota streams uncached with a warning; corrupted bytes fail the
 // load with an integrity error and the next load succeeds; progress reports layers as they arrive; generate()
-// stops early; attention maps come with tokens; chat.completions streams and returns the same text.
+// stops early; attention maps come with tokens; ablated heads change the text; chat.completions streams and
+// returns the same text.
 // Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
 import assert from 'node:assert/strict';
 import { launchBrowser, startServer } from './server.mjs';
@@ -161,6 +162,28 @@ const tests = {
     assert.ok(r.future.every((w) => w === 0), 'weight on future keys');
     assert.ok(r.differs, 'heads 0 and 1 gave the same map');
     assert.match(r.bad, /past the model/);
+  },
+  async 'switching heads off changes the text and switching them back restores it'() {
+    const r = await inPage(async (t, { source, block }) => {
+      const engine = await t.Engine.load(source, { cacheBlockBytes: block });
+      const text = async () => {
+        let out = '';
+        for await (const piece of engine.generate('Hello', { maxTokens: 8 })) out += piece;
+        return out;
+      };
+      const intact = await text();
+      const heads = [0, 1].flatMap((layer) => [0, 1, 2, 3].map((head) => [layer, head]));
+      await engine.ablate(heads);
+      const ablated = await text();
+      await engine.ablate([]);
+      const restored = await text();
+      const bad = await engine.ablate([[0, 9]]).then(() => 'accepted', (e) => e.message);
+      await engine.unload();
+      return { intact, ablated, restored, bad };
+    }, { source: `${server.origin}${fixture}`, block });
+    assert.notEqual(r.ablated, r.intact);
+    assert.equal(r.restored, r.intact);
+    assert.match(r.bad, /past layer 0/);
   },
   async 'chat.completions streams chunks that add up to the whole reply'() {
     const result = await inPage(async (t, { source, block }) => {

@@ -66,6 +66,11 @@ async function run(msg, post) {
         await engine.replay();
       }
       return attentionMap(msg);
+    case 'ablate':
+      if (!engine) throw new Error('no model is loaded');
+      if (busy) throw new Error('heads cannot be switched off during a generation');
+      engine.set_ablation(new Uint32Array(msg.heads.flat()));
+      return null;
     case 'cached':
       return Promise.all(msg.sources.map((s) => isCached(s)));
     case 'stats':

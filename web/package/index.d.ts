@@ -109,6 +109,8 @@ export declare class Engine {
   };
   /** One head's attention map of the last generation; capture of `layer` starts when first asked for. */
   attention(layer: number, head: number, options?: { maxQueries?: number }): Promise<AttentionMap | undefined>;
+  /** Switches off attention heads ([layer, head] pairs; empty restores) for the following generations. */
+  ablate(heads: [number, number][]): Promise<void>;
   stats(): Promise<Stats>;
   unload(): Promise<void>;
 }

@@ -173,6 +173,14 @@ export class Engine {
   }
 
   /**
+   * Switches off attention heads for the following generations, `heads` being [layer, head] pairs of
+   * softmax-attention layers (an empty list restores the model): see how the output changes without them.
+   */
+  ablate(heads) {
+    return this.#port.call({ op: 'ablate', heads }).done;
+  }
+
+  /**
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
    * decodeTokensPerSecond, weightBytes, stateBytes, kvCacheBytes, recurrentBytes, contextTokens, maxContext,
    * loadSeconds, downloadedBytes, warnings, layers: [{kind, attentionHeads}]}.

@@ -410,6 +410,26 @@ impl Resources {
     }
 }
 
+/// Heads of one attention layer switched off: their outputs are multiplied by 0 before the output gate and
+/// projection, to see what they contribute.
+pub struct AblatedHeads {
+    /// The layer's state slot.
+    pub slot: usize,
+    /// [capacity, n_heads * head_dim] f32: 0 on the ablated heads' channels, 1 elsewhere.
+    pub mask: wgpu::Buffer,
+    /// The masked attention output, [capacity, n_heads * head_dim] f32.
+    pub out: wgpu::Buffer,
+}
+
+/// What a plan records beyond the forward pass, for looking inside the model: an attention tap and ablated heads.
+#[derive(Clone, Copy, Default)]
+pub struct Inspection<'a> {
+    /// Where one layer's queries and keys are copied.
+    pub tap: Option<&'a TapBuffers>,
+    /// Layers with heads switched off.
+    pub ablated: &'a [AblatedHeads],
+}
+
 /// Where a plan copies one attention layer's queries and keys (after norms and RoPE) for an attention tap:
 /// `capacity` rows each.
 pub struct TapBuffers {
@@ -426,7 +446,7 @@ struct Builder<'a> {
     gpu: &'a Gpu,
     plan: Plan,
     res: &'a Resources,
-    tap: Option<&'a TapBuffers>,
+    inspection: Inspection<'a>,
     mode: Mode,
     max_context: usize,
     hidden: usize,
@@ -677,7 +697,7 @@ impl<'a> Builder<'a> {
             unreachable!("KV cache")
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
-        if let Some(tap) = self.tap.filter(|t| t.slot == slot) {
+        if let Some(tap) = self.inspection.tap.filter(|t| t.slot == slot) {
             let q_row_bytes = (a.n_heads * a.head_dim * 4) as u64;
             self.plan.push(Op::CopyTokenRows { src: s.q.clone(), dst: tap.q.clone(), row_bytes: q_row_bytes });
             self.plan.push(Op::CopyTokenRows { src: s.k.clone(), dst: tap.k.clone(), row_bytes });
@@ -702,12 +722,19 @@ impl<'a> Builder<'a> {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
             Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.max_context)?,
         }
-        let out = match gate {
+        let width = a.n_heads * a.head_dim;
+        let attn = match self.inspection.ablated.iter().find(|x| x.slot == slot) {
             None => &s.attn,
+            Some(ablated) => {
+                gated_act(self.gpu, &mut self.plan, Activation::Identity, &ablated.mask, &s.attn, &ablated.out, width)?;
+                &ablated.out
+            }
+        };
+        let out = match gate {
+            None => attn,
             Some(gate) => {
                 self.linear(&s.h, gate, &s.attn_gate, Rows::Tokens, Epilogue::Store)?;
-                let width = a.n_heads * a.head_dim;
-                gated_act(self.gpu, &mut self.plan, Activation::Sigmoid, &s.attn_gate, &s.attn, &s.attn_gated, width)?;
+                gated_act(self.gpu, &mut self.plan, Activation::Sigmoid, &s.attn_gate, attn, &s.attn_gated, width)?;
                 &s.attn_gated
             }
         };
@@ -1336,10 +1363,10 @@ pub fn build(
     res: &Resources,
     mode: Mode,
     max_context: usize,
-    tap: Option<&TapBuffers>,
+    inspection: Inspection,
 ) -> Result<Plan> {
     let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
-    let mut b = Builder { gpu, plan, res, tap, mode, max_context, hidden: spec.hidden, scaled: None, slot: 0 };
+    let mut b = Builder { gpu, plan, res, inspection, mode, max_context, hidden: spec.hidden, scaled: None, slot: 0 };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
     if let Some(n) = &weights.embed_norm {

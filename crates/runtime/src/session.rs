@@ -2,7 +2,7 @@
 //! beyond the scratch capacity), `step(id)` one token; logits come back only for the rows asked for.
 
 use crate::error::{Result, RuntimeError};
-use crate::graph::{build, LayerState, Mode, Resources, TapBuffers};
+use crate::graph::{build, AblatedHeads, Inspection, LayerState, Mode, Resources, TapBuffers};
 use crate::weights::{upload, LoadProgress, ModelWeights, OnDemand, Prefetch};
 use std::future::Future;
 use std::sync::Arc;
@@ -100,6 +100,8 @@ pub struct Session {
     position: usize,
     staging: Staging,
     tap: Option<Tap>,
+    ablated: Vec<AblatedHeads>,
+    ablated_heads: Vec<(usize, usize)>,
 }
 
 /// An attention tap in force: what it recorded and the buffers the plans copy into.
@@ -160,8 +162,9 @@ impl Session {
         }
         let weights = upload(&gpu, &spec, source, prefetch, on_progress).await?;
         gpu.check_errors("uploading the weights")?;
-        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context, None)?;
-        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context, None)?;
+        let none = Inspection::default();
+        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context, none)?;
+        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context, none)?;
         let staging = Staging::new(&gpu, logit_capacity * spec.vocab);
         Ok(Session {
             gpu,
@@ -176,6 +179,8 @@ impl Session {
             position: 0,
             staging,
             tap: None,
+            ablated: Vec::new(),
+            ablated_heads: Vec::new(),
         })
     }
 
@@ -265,10 +270,52 @@ impl Session {
                 Some(Tap { buffers: TapBuffers { slot: record.slot, q, k }, record })
             }
         };
-        let tap = self.tap.as_ref().map(|t| &t.buffers);
+        self.rebuild()
+    }
+
+    /// Switches off the attention heads `heads` (pairs of softmax-attention layer and head; empty restores the
+    /// model): their outputs are zeroed before the output projection from the next forward on. The plans are
+    /// re-recorded with one masking dispatch per affected layer.
+    pub fn set_ablation(&mut self, heads: &[(usize, usize)]) -> Result<()> {
+        let mut by_layer: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &(layer, head) in heads {
+            let tap = AttentionTap::new(&self.spec, layer)?;
+            if head >= tap.heads() {
+                return Err(RuntimeError::Request(format!(
+                    "head {head} is past layer {layer}'s {} heads",
+                    tap.heads()
+                )));
+            }
+            match by_layer.iter_mut().find(|(l, _)| *l == layer) {
+                Some((_, hs)) => hs.push(head),
+                None => by_layer.push((layer, vec![head])),
+            }
+        }
+        let mut ablated = Vec::with_capacity(by_layer.len());
+        for (layer, hs) in by_layer {
+            let tap = AttentionTap::new(&self.spec, layer)?;
+            let (width, head_dim) = (tap.q_width(), tap.q_width() / tap.heads());
+            let row: Vec<f32> = (0..width).map(|c| if hs.contains(&(c / head_dim)) { 0.0 } else { 1.0 }).collect();
+            let mask = self.gpu.upload_f32("ablation mask", &row.repeat(self.capacity));
+            let out = self.gpu.zeros("ablated attention", self.capacity * width);
+            ablated.push(AblatedHeads { slot: tap.slot, mask, out });
+        }
+        self.ablated = ablated;
+        self.ablated_heads = heads.to_vec();
+        self.rebuild()
+    }
+
+    /// The heads switched off, as (layer, head) pairs.
+    pub fn ablation(&self) -> Vec<(usize, usize)> {
+        self.ablated_heads.clone()
+    }
+
+    /// Re-records both plans with the current tap and ablations.
+    fn rebuild(&mut self) -> Result<()> {
+        let inspection = Inspection { tap: self.tap.as_ref().map(|t| &t.buffers), ablated: &self.ablated };
         let (gpu, spec, weights, res) = (&self.gpu, &self.spec, &self.weights, &self.res);
-        self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, self.max_context, tap)?;
-        self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, self.max_context, tap)?;
+        self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, self.max_context, inspection)?;
+        self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, self.max_context, inspection)?;
         Ok(())
     }
 

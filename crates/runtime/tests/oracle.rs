@@ -339,3 +339,41 @@ fn attention_taps_match_the_reference() {
     let e = s.set_attention_tap(Some(0)).unwrap_err().to_string();
     assert!(e.contains("not a softmax attention layer"), "{e}");
 }
+
+/// Ablated heads: the GPU session with heads switched off matches the CPU reference with the same heads off, on
+/// both paths, and the logits move away from the intact model's; clearing the ablation restores them.
+#[test]
+fn ablated_heads_match_the_reference_and_change_the_logits() {
+    use ternlight_core::reference::model::ReferenceModel;
+    let oracle = Oracle::open(&fixture("llama")).unwrap();
+    let ids = &oracle.input_ids;
+    let all: Vec<usize> = (0..ids.len()).collect();
+    let heads = [(0, 1), (1, 0), (1, 3)];
+    let spec =
+        ModelSpec::from_config_json(&std::fs::read_to_string(fixture("llama").join("config.json")).unwrap()).unwrap();
+    let mut reference =
+        ReferenceModel::new(spec, &SafetensorsCheckpoint::open_dir(&fixture("llama")).unwrap()).unwrap();
+    reference.set_ablation(&heads).unwrap();
+    let want = reference.forward(ids).unwrap();
+    assert!(max_abs_diff(&want, &oracle.logits) > 1e-2, "ablation left the reference logits unchanged");
+
+    let mut s = session("llama", SessionOptions::default());
+    s.set_ablation(&heads).unwrap();
+    assert_eq!(s.ablation(), heads);
+    let d = max_abs_diff(&pollster::block_on(s.prefill(ids, &all)).unwrap(), &want);
+    assert!(d < 1e-3, "ablated prefill: max abs diff {d}");
+    s.reset();
+    let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
+    for &id in &ids[1..] {
+        stepped.extend(pollster::block_on(s.step(id)).unwrap());
+    }
+    let d = max_abs_diff(&stepped, &want);
+    assert!(d < 1e-3, "ablated token by token: max abs diff {d}");
+
+    s.set_ablation(&[]).unwrap();
+    s.reset();
+    let d = max_abs_diff(&pollster::block_on(s.prefill(ids, &all)).unwrap(), &oracle.logits);
+    assert!(d < 1e-3, "restored: max abs diff {d}");
+    let e = s.set_ablation(&[(0, 99)]).unwrap_err().to_string();
+    assert!(e.contains("past layer 0"), "{e}");
+}

@@ -214,6 +214,8 @@ fn App() -> impl IntoView {
     let (recap, set_recap) = signal(None::<String>);
     let (cached, set_cached) = signal(Vec::<bool>::new());
     let (running, set_running) = signal(None::<u32>);
+    let (ablated, set_ablated) = signal(Vec::<(usize, usize)>::new());
+    let (before, set_before) = signal(None::<String>);
     let canvas = NodeRef::<html::Canvas>::new();
     let chart = NodeRef::<html::Canvas>::new();
 
@@ -422,6 +424,34 @@ fn App() -> impl IntoView {
         }
     });
 
+    // Switch the shown head off (or back on) and generate again, keeping the previous text to compare.
+    let toggle_ablation = move || {
+        let (Some(l), h) = (layer.get_untracked(), head.get_untracked()) else { return };
+        if running.get_untracked().is_some() {
+            return;
+        }
+        let mut heads = ablated.get_untracked();
+        match heads.iter().position(|&x| x == (l, h)) {
+            Some(i) => {
+                heads.remove(i);
+            }
+            None => heads.push((l, h)),
+        }
+        let pairs: js_sys::Array = heads
+            .iter()
+            .map(|&(l, h)| JsValue::from(js_sys::Array::of2(&(l as u32).into(), &(h as u32).into())))
+            .collect();
+        request("ablate", &[("heads", pairs.into())], move |reply| match reply {
+            Reply::Done(_) => {
+                set_before.set(Some(shown.get_untracked()));
+                set_ablated.set(heads.clone());
+                generate();
+            }
+            Reply::Failed(m) => set_status.set(format!("error: {m}")),
+            _ => {}
+        });
+    };
+
     let heads = move || layer.get().and_then(|l| layers.get().get(l).map(|x| x.2)).unwrap_or(0);
     let hook = move || {
         let m = map.get()?;
@@ -494,6 +524,9 @@ fn App() -> impl IntoView {
                             on:change=move |ev| set_seed.set(event_target_value(&ev).parse().unwrap_or(0)) /></label>
                     </div>
                     <pre class="output" data-testid="generated-text" aria-live="polite">{move || shown.get()}</pre>
+                    {move || before.get().map(|b| view! {
+                        <p class="before">"Before the last head change: "<span data-testid="text-before">{b}</span></p>
+                    })}
                     {move || (state.get() == ReaderState::Drifting).then(hook).flatten().map(|h| view! { <p class="hook">{h}</p> })}
                 </section>
 
@@ -559,6 +592,22 @@ fn App() -> impl IntoView {
                                 }
                             }></canvas>
                         <p class="hover">{move || hover.get()}</p>
+                        <div class="controls">
+                            <button data-testid="ablate" on:click=move |_| toggle_ablation()
+                                disabled=move || running.get().is_some() || layer.get().is_none()>
+                                {move || match layer.get().is_some_and(|l| ablated.get().contains(&(l, head.get()))) {
+                                    true => "Restore this head and regenerate",
+                                    false => "Switch this head off and regenerate",
+                                }}
+                            </button>
+                            <span class="ablated">{move || {
+                                let a = ablated.get();
+                                match a.is_empty() {
+                                    true => String::new(),
+                                    false => format!("off: {}", a.iter().map(|(l, h)| format!("L{l}H{h}")).collect::<Vec<_>>().join(" ")),
+                                }
+                            }}</span>
+                        </div>
                         {move || layers.get().iter().all(|l| l.2 == 0).then(|| view! {
                             <p>"This model has no softmax-attention layer to show."</p>
                         })}

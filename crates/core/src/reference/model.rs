@@ -98,6 +98,8 @@ pub struct ReferenceModel {
     position: usize,
     form: DeltaForm,
     tap: Option<AttentionTap>,
+    /// Switched-off heads as (state slot, head).
+    ablated: Vec<(usize, usize)>,
 }
 
 impl ReferenceModel {
@@ -134,6 +136,7 @@ impl ReferenceModel {
             position: 0,
             form: DeltaForm::Auto,
             tap: None,
+            ablated: Vec::new(),
         })
     }
 
@@ -150,6 +153,24 @@ impl ReferenceModel {
     /// Starts recording the queries and keys of softmax-attention layer `layer` (`None` stops).
     pub fn set_attention_tap(&mut self, layer: Option<usize>) -> Result<()> {
         self.tap = layer.map(|l| AttentionTap::new(&self.spec, l)).transpose()?;
+        Ok(())
+    }
+
+    /// Switches off the attention heads `heads` ((layer, head) pairs of softmax-attention layers): their outputs
+    /// are zeroed before the output gate and projection.
+    pub fn set_ablation(&mut self, heads: &[(usize, usize)]) -> Result<()> {
+        let mut ablated = Vec::with_capacity(heads.len());
+        for &(layer, head) in heads {
+            let tap = AttentionTap::new(&self.spec, layer)?;
+            if head >= tap.heads() {
+                return Err(CoreError::InvalidInput(format!(
+                    "head {head} is past layer {layer}'s {} heads",
+                    tap.heads()
+                )));
+            }
+            ablated.push((tap.slot, head));
+        }
+        self.ablated = ablated;
         Ok(())
     }
 
@@ -253,6 +274,11 @@ impl ReferenceModel {
             tap.push(&q, &k);
         }
         let mut o = attention(&q, kc, vc, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
+        for &(_, head) in self.ablated.iter().filter(|(slot, _)| *slot == li) {
+            for row in o.chunks_mut(a.n_heads * a.head_dim) {
+                row[head * a.head_dim..(head + 1) * a.head_dim].fill(0.0);
+            }
+        }
         if let Some(gate) = gate {
             o = gated(Activation::Sigmoid, &gate, &o);
         }

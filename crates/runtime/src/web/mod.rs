@@ -222,6 +222,16 @@ impl Engine {
         self.session.set_attention_tap(layer.map(|l| l as usize)).map_err(js_error)
     }
 
+    /// Switches off attention heads for the following generations: `pairs` is `[layer, head, layer, head, …]`
+    /// over softmax-attention layers (empty restores the model).
+    pub fn set_ablation(&mut self, pairs: Vec<u32>) -> Result<(), JsError> {
+        if pairs.len() % 2 != 0 {
+            return Err(JsError::new("ablation takes [layer, head] pairs"));
+        }
+        let heads: Vec<(usize, usize)> = pairs.chunks(2).map(|p| (p[0] as usize, p[1] as usize)).collect();
+        self.session.set_ablation(&heads).map_err(js_error)
+    }
+
     /// The layer whose attention maps are captured, if any.
     #[wasm_bindgen(getter)]
     pub fn attention_layer(&self) -> Option<u32> {
