@@ -225,7 +225,7 @@ impl Engine {
     /// Switches off attention heads for the following generations: `pairs` is `[layer, head, layer, head, …]`
     /// over softmax-attention layers (empty restores the model).
     pub fn set_ablation(&mut self, pairs: Vec<u32>) -> Result<(), JsError> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(JsError::new("ablation takes [layer, head] pairs"));
         }
         let heads: Vec<(usize, usize)> = pairs.chunks(2).map(|p| (p[0] as usize, p[1] as usize)).collect();
