@@ -1,12 +1,21 @@
 // The npm package in headless Chromium against a local server (server.mjs): streaming loads in a Web Worker and
-// in the page give the same greedy text as a whole-file load; a second load comes from Cache Storage; dropped
-// connections resume; a model over the storage quota streams uncached with a warning; corrupted bytes fail the
-// load with an integrity error and the next load succeeds; progress reports layers as they arrive; generate()
-// stops early; attention maps come with tokens; ablated heads change the text; chat.completions streams and
-// returns the same text.
+// in the page give the same greedy text as a whole-file load; a GGUF file streams like its safetensors; a second
+// load comes from Cache Storage; dropped connections resume; a model over the storage quota streams uncached with a
+// warning; corrupted bytes fail the load with an integrity error and the next load succeeds; progress reports
+// layers as they arrive; generate() stops early; attention maps come with tokens; ablated heads change the text;
+// chat.completions streams and returns the same text.
 // Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
 import assert from 'node:assert/strict';
-import { launchBrowser, startServer } from './server.mjs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { launchBrowser, root, startServer } from './server.mjs';
+
+// A GGUF file of the BitNet fixture, written by the native CLI (built by `cargo test`).
+mkdirSync(join(root, 'target/e2e'), { recursive: true });
+execFileSync(join(root, 'target/debug/ternlight'),
+  ['convert', '--model', join(root, 'tests/fixtures/bitnet_packed'), '--out', join(root, 'target/e2e/bitnet.gguf')],
+  { stdio: 'ignore' });
 
 const server = await startServer();
 const browser = await launchBrowser();
@@ -53,6 +62,14 @@ const tests = {
     assert.ok(worker.stats.weightBytes > 0 && worker.stats.stateBytes > 0);
     const inPage = await greedy(`${o}${fixture}/`, { cacheBlockBytes: block, worker: false });
     assert.equal(inPage.text, whole.text);
+  },
+  async 'a GGUF file streams into the same model as its safetensors checkpoint'() {
+    const gguf = await greedy(`${server.origin}/target/e2e/bitnet.gguf`, { cacheBlockBytes: block });
+    const safetensors = await greedy(`${server.origin}/tests/fixtures/bitnet_packed`, { cacheBlockBytes: block });
+    assert.ok(gguf.text.length > 0);
+    assert.equal(gguf.text, safetensors.text);
+    assert.ok(gguf.stats.downloadedBytes > 0);
+    assert.equal(gguf.progress.at(-1).layersReady, gguf.progress.at(-1).layersTotal);
   },
   async 'a second load reads the cache and downloads no weights'() {
     const before = server.sent.get(weights) ?? 0;

@@ -173,13 +173,6 @@ impl SafetensorsCheckpoint {
         Self::from_sources(files)
     }
 
-    /// Where `name`'s bytes lie: the index of its file (in the order given) with their offset and length, so a
-    /// streaming reader can fetch exactly them.
-    pub fn location(&self, name: &str) -> Option<(usize, u64, usize)> {
-        let &i = self.index.get(name)?;
-        self.files[i].range(name).map(|(offset, len)| (i, offset, len))
-    }
-
     /// Names of all tensors in the checkpoint.
     pub fn names(&self) -> Vec<&str> {
         self.index.keys().map(String::as_str).collect()
@@ -221,6 +214,21 @@ impl TensorSource for SafetensorsCheckpoint {
 
     fn verify(&self) -> Result<()> {
         self.files.iter().try_for_each(|f| f.source.verify())
+    }
+}
+
+/// Where a container keeps each tensor's stored bytes, so a streaming reader can fetch exactly them before the
+/// tensor is read.
+pub trait TensorLocations {
+    /// The index of the file holding `name`'s bytes (in the order the container was opened with), their offset
+    /// and length; `None` for tensors made from the header alone (or absent).
+    fn location(&self, name: &str) -> Option<(usize, u64, usize)>;
+}
+
+impl TensorLocations for SafetensorsCheckpoint {
+    fn location(&self, name: &str) -> Option<(usize, u64, usize)> {
+        let &i = self.index.get(name)?;
+        self.files[i].range(name).map(|(offset, len)| (i, offset, len))
     }
 }
 

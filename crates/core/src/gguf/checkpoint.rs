@@ -13,7 +13,7 @@ use super::codec::{decode_i2_s, decode_q8_0, decode_tq1_0, decode_tq2_0, Ternary
 use super::{native, GgmlType, Gguf};
 use crate::dtype::DType;
 use crate::ranged::{LocalFile, Memory, RangeSource};
-use crate::tensors::{TensorInfo, TensorSource};
+use crate::tensors::{TensorInfo, TensorLocations, TensorSource};
 use crate::{CoreError, Result};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -175,6 +175,17 @@ fn stored_dtype(ty: GgmlType) -> DType {
         GgmlType::F16 => DType::F16,
         GgmlType::BF16 => DType::BF16,
         _ => DType::F32,
+    }
+}
+
+impl TensorLocations for GgufCheckpoint {
+    /// Every tensor, however converted on reading, comes from one stored tensor's bytes in the one file.
+    fn location(&self, name: &str) -> Option<(usize, u64, usize)> {
+        let i = match *self.entries.get(name)? {
+            Entry::Stored(i) | Entry::Q8(i) | Entry::Unpermuted(i, _) | Entry::Ternary(i) | Entry::Scale(i) => i,
+        };
+        let (offset, len) = self.header.range(&self.header.tensors[i]);
+        Some((0, offset, len))
     }
 }
 

@@ -180,7 +180,8 @@ struct Reader<'a> {
 }
 
 /// The message of the error [`Reader`] gives when its prefix is too short: the caller reads more and starts over.
-const NEED_MORE: &str = "GGUF: header continues past the bytes read";
+/// The error message of [`Gguf::parse_prefix`] when the header runs past the bytes given.
+pub const NEED_MORE: &str = "GGUF: header continues past the bytes read";
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
@@ -276,7 +277,7 @@ impl Gguf {
     }
 
     /// Parses the header from the first bytes `bytes` of a `total`-byte file ([`NEED_MORE`] when they end early).
-    fn parse_prefix(bytes: &[u8], total: u64) -> Result<Self> {
+    pub fn parse_prefix(bytes: &[u8], total: u64) -> Result<Self> {
         let mut r = Reader { bytes, total, pos: 0 };
         if r.take(4, "magic")? != MAGIC {
             return Err(bad("not a GGUF file (bad magic)"));

@@ -16,6 +16,7 @@ use crate::weights::{LoadProgress, OnDemand};
 use crate::{Session, SessionOptions};
 use js_sys::{Function, Object, Reflect};
 use std::sync::Arc;
+use ternlight_core::gguf::checkpoint::TOKENIZER_KEY;
 use ternlight_core::sampling::{Sampler, SamplingParams};
 use ternlight_core::spec::{MixerSpec, ModelSpec};
 use ternlight_core::tensors::SafetensorsCheckpoint;
@@ -35,6 +36,14 @@ fn object(fields: &[(&str, f64)]) -> Object {
         let _ = Reflect::set(&out, &name.into(), &value.into());
     }
     out
+}
+
+/// The tokenizer in the model directory at `base`: `tokenizer.json` (required) and `tokenizer_config.json` (for
+/// the chat template, when there is one).
+async fn tokenizer_at(base: &str) -> Result<Tokenizer, JsError> {
+    let json = remote::required(base, "tokenizer.json").await.map_err(js_error)?;
+    let config = net::fetch_whole(&format!("{base}/tokenizer_config.json")).await.map_err(js_error)?;
+    Tokenizer::from_bytes(&json, config.as_deref()).map_err(js_error)
 }
 
 /// A load's progress as the object `onProgress` receives.
@@ -89,7 +98,8 @@ async fn device() -> Result<Arc<Gpu>, JsError> {
 #[wasm_bindgen]
 impl Engine {
     /// Streams the model at `source` into WebGPU: an `http(s)://` base URL (holding `config.json`,
-    /// `model.safetensors` or its index, `tokenizer.json`) or a Hugging Face repo id `org/name[@revision]`.
+    /// `model.safetensors` or its index, `tokenizer.json`), a Hugging Face repo id `org/name[@revision]`, or the
+    /// URL of a `.gguf` file (its tokenizer carried in it or in a `tokenizer.json` beside it).
     /// Tensors are fetched by Range requests a layer at a time through the browser cache and uploaded as they
     /// arrive. `on_progress`, if given, is called with `{bytesDone, bytesTotal, tensorsDone, tensorsTotal,
     /// layersReady, layersTotal, bytesPerSecond, etaSeconds}`. `cache_block_bytes` sets the size of the cached
@@ -103,30 +113,42 @@ impl Engine {
             JsError::new(&format!("`{source}` is neither an http(s):// base URL nor a Hugging Face repo id org/name"))
         })?;
         let started = Instant::now();
-        let config = String::from_utf8(remote::required(&base, "config.json").await.map_err(js_error)?)
-            .map_err(|_| JsError::new(&format!("{base}/config.json is not UTF-8 text")))?;
-        let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
-        let tokenizer_json = remote::required(&base, "tokenizer.json").await.map_err(js_error)?;
-        let tokenizer_config = net::fetch_whole(&format!("{base}/tokenizer_config.json")).await.map_err(js_error)?;
-        let tokenizer = Tokenizer::from_bytes(&tokenizer_json, tokenizer_config.as_deref()).map_err(js_error)?;
-        let urls = remote::checkpoint_urls(&base).await.map_err(js_error)?;
         let block = cache_block_bytes.filter(|&b| b > 0).map_or(remote::DEFAULT_BLOCK, u64::from);
-        let checkpoint = remote::RemoteCheckpoint::open(urls, block).await.map_err(js_error)?;
+        let (files, checkpoint, spec, tokenizer): (_, Box<dyn remote::Checkpoint>, _, _) = match base.ends_with(".gguf")
+        {
+            true => {
+                let (files, gguf) = remote::RemoteFiles::gguf(&base, block).await.map_err(js_error)?;
+                let spec = ModelSpec::from_config_json(&gguf.config_json().map_err(js_error)?).map_err(js_error)?;
+                let tokenizer = match gguf.text(TOKENIZER_KEY) {
+                    Some(json) => Tokenizer::from_bytes(json.as_bytes(), None).map_err(js_error)?,
+                    None => tokenizer_at(&base[..base.rfind('/').unwrap_or(0)]).await?,
+                };
+                (files, Box::new(gguf), spec, tokenizer)
+            }
+            false => {
+                let config = String::from_utf8(remote::required(&base, "config.json").await.map_err(js_error)?)
+                    .map_err(|_| JsError::new(&format!("{base}/config.json is not UTF-8 text")))?;
+                let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
+                let tokenizer = tokenizer_at(&base).await?;
+                let urls = remote::checkpoint_urls(&base).await.map_err(js_error)?;
+                let (files, safetensors) = remote::RemoteFiles::safetensors(urls, block).await.map_err(js_error)?;
+                (files, Box::new(safetensors), spec, tokenizer)
+            }
+        };
         let mut report = |p: &LoadProgress| {
             if let Some(f) = &on_progress {
                 let _ = f.call1(&JsValue::NULL, &progress_object(p, started.elapsed().as_secs_f64()));
             }
         };
-        let mut prefetch = checkpoint.prefetch();
+        let mut prefetch = files.prefetch(checkpoint.as_ref());
         let options = SessionOptions::default();
-        let session =
-            Session::load(device().await?, spec, &checkpoint.checkpoint, &mut prefetch, &options, &mut report)
-                .await
-                .map_err(js_error)?;
+        let session = Session::load(device().await?, spec, checkpoint.as_ref(), &mut prefetch, &options, &mut report)
+            .await
+            .map_err(js_error)?;
         let load = LoadReport {
             seconds: started.elapsed().as_secs_f64(),
-            downloaded_bytes: checkpoint.downloaded_bytes(),
-            warnings: checkpoint.warnings(),
+            downloaded_bytes: files.downloaded_bytes(),
+            warnings: files.warnings(),
         };
         Ok(Engine::ready(session, tokenizer, load))
     }

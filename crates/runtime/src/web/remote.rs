@@ -1,5 +1,5 @@
-//! A checkpoint streamed from a URL into WebGPU: the safetensors headers first, then each group of tensors (the
-//! embedding, a layer, the head) fetched by Range requests just before it is uploaded and dropped right after,
+//! A checkpoint streamed from a URL into WebGPU: the safetensors or GGUF header first, then each group of tensors
+//! (the embedding, a layer, the head) fetched by Range requests just before it is uploaded and dropped right after,
 //! so host memory holds about one layer. Bytes go through the block cache; after loading, a file whose server
 //! published a SHA-256 is hashed block by block in file order and checked.
 
@@ -11,9 +11,11 @@ use crate::Result;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use ternlight_core::gguf::checkpoint::GgufCheckpoint;
+use ternlight_core::gguf::{Gguf, NEED_MORE};
 use ternlight_core::ranged::RangeSource;
 use ternlight_core::spec::TensorDecl;
-use ternlight_core::tensors::SafetensorsCheckpoint;
+use ternlight_core::tensors::{SafetensorsCheckpoint, TensorLocations, TensorSource};
 use ternlight_core::CoreError;
 
 /// Bytes per cached block unless the caller chooses: large enough that a big model is a few thousand entries.
@@ -45,9 +47,17 @@ impl RangeSource for FetchedSource {
     }
 
     fn read(&self, offset: u64, len: usize) -> ternlight_core::Result<Vec<u8>> {
-        self.0.ranges().get(&(offset, len)).cloned().ok_or_else(|| CoreError::TensorFile {
-            path: self.0.name.clone(),
-            message: format!("{len} bytes at offset {offset} were read before they were fetched"),
+        let ranges = self.0.ranges();
+        if let Some(bytes) = ranges.get(&(offset, len)) {
+            return Ok(bytes.clone());
+        }
+        let end = offset + len as u64;
+        let within = ranges.iter().find(|((o, l), _)| *o <= offset && end <= o + *l as u64);
+        within.map(|((o, _), bytes)| bytes[(offset - o) as usize..(end - o) as usize].to_vec()).ok_or_else(|| {
+            CoreError::TensorFile {
+                path: self.0.name.clone(),
+                message: format!("{len} bytes at offset {offset} were read before they were fetched"),
+            }
         })
     }
 }
@@ -183,17 +193,23 @@ pub async fn is_cached(url: &str) -> bool {
     cache.get("0").await.is_some() && cache.get(&last.to_string()).await.is_some()
 }
 
-/// A sharded or single-file safetensors checkpoint behind URLs, opened header-first.
-pub struct RemoteCheckpoint {
+/// A checkpoint's files behind URLs, opened header-first; a [`Streaming`] fetches their tensors group by group.
+pub struct RemoteFiles {
     files: Vec<RemoteFile>,
-    /// The parsed headers; tensor reads are served from what [`Prefetch`] fetched.
-    pub checkpoint: SafetensorsCheckpoint,
 }
 
-impl RemoteCheckpoint {
-    /// Opens the files at `urls` (shards in index order, each with its probe when one was made), cached in
-    /// blocks of `block` bytes, and parses their headers.
-    pub async fn open(urls: Vec<(String, Option<net::Probe>)>, block: u64) -> Result<Self> {
+/// A checkpoint container a streaming load can read: tensors by name, and where their bytes lie.
+pub trait Checkpoint: TensorSource + TensorLocations {}
+
+impl<T: TensorSource + TensorLocations> Checkpoint for T {}
+
+impl RemoteFiles {
+    /// Opens safetensors files at `urls` (shards in index order, each with its probe when one was made), cached
+    /// in blocks of `block` bytes, and parses their headers.
+    pub async fn safetensors(
+        urls: Vec<(String, Option<net::Probe>)>,
+        block: u64,
+    ) -> Result<(Self, SafetensorsCheckpoint)> {
         let mut files = Vec::with_capacity(urls.len());
         for (url, probe) in urls {
             let file = RemoteFile::open(&url, probe, block).await?;
@@ -208,7 +224,25 @@ impl RemoteCheckpoint {
             files.push(file);
         }
         let checkpoint = SafetensorsCheckpoint::from_sources(files.iter().map(RemoteFile::source).collect())?;
-        Ok(RemoteCheckpoint { files, checkpoint })
+        Ok((RemoteFiles { files }, checkpoint))
+    }
+
+    /// Opens the GGUF file at `url` (cached in blocks of `block` bytes) and parses its header, fetching a prefix
+    /// that grows until the header fits, as [`Gguf::read`] reads it.
+    pub async fn gguf(url: &str, block: u64) -> Result<(Self, GgufCheckpoint)> {
+        let file = RemoteFile::open(url, None, block).await?;
+        let mut want = file.len.min(1 << 20);
+        loop {
+            file.fetch(0, want as usize).await?;
+            let prefix = file.fetched.ranges()[&(0, want as usize)].clone();
+            match Gguf::parse_prefix(&prefix, file.len) {
+                Err(CoreError::InvalidInput(m)) if m == NEED_MORE && want < file.len => want = (want * 4).min(file.len),
+                Err(e) => return Err(e.into()),
+                Ok(_) => break,
+            }
+        }
+        let checkpoint = GgufCheckpoint::from_source(file.source())?;
+        Ok((RemoteFiles { files: vec![file] }, checkpoint))
     }
 
     /// Bytes that came over the network (not from the cache) so far.
@@ -221,34 +255,33 @@ impl RemoteCheckpoint {
         self.files.iter().filter_map(|f| f.cache.as_ref()?.warning()).collect()
     }
 
-    /// The [`Prefetch`] that streams this checkpoint's tensor groups.
-    pub fn prefetch(&self) -> Streaming<'_> {
-        Streaming { remote: self }
+    /// The [`Prefetch`] that streams the tensors `locations` places in these files.
+    pub fn prefetch<'a>(&'a self, locations: &'a dyn TensorLocations) -> Streaming<'a> {
+        Streaming { files: &self.files, locations }
     }
 }
 
-/// Fetches each tensor group of a [`RemoteCheckpoint`] just before its upload, merging the group's tensors of
-/// one file into contiguous runs (one read each), and drops them after.
+/// Fetches each tensor group of a remote checkpoint just before its upload, merging the group's tensors of one
+/// file into contiguous runs (one read each), and drops them after.
 pub struct Streaming<'a> {
-    remote: &'a RemoteCheckpoint,
+    files: &'a [RemoteFile],
+    locations: &'a dyn TensorLocations,
 }
 
 impl Streaming<'_> {
-    /// `group`'s tensors as (file, offset, length), in file order.
-    fn locations(&self, group: &[TensorDecl]) -> Result<Vec<(usize, u64, usize)>> {
-        let mut out = Vec::with_capacity(group.len());
-        for d in group {
-            let found = self.remote.checkpoint.location(&d.name);
-            out.push(found.ok_or_else(|| CoreError::MissingTensor { name: d.name.clone() })?);
-        }
+    /// `group`'s stored tensors as (file, offset, length), in file order (tensors made from the header alone
+    /// need no bytes).
+    fn locations(&self, group: &[TensorDecl]) -> Vec<(usize, u64, usize)> {
+        let mut out: Vec<_> = group.iter().filter_map(|d| self.locations.location(&d.name)).collect();
         out.sort_unstable();
-        Ok(out)
+        out.dedup();
+        out
     }
 }
 
 impl Prefetch for Streaming<'_> {
     async fn fetch(&mut self, group: &[TensorDecl]) -> Result<()> {
-        let locations = self.locations(group)?;
+        let locations = self.locations(group);
         let mut i = 0;
         while i < locations.len() {
             let (file, start, _) = locations[i];
@@ -258,7 +291,7 @@ impl Prefetch for Streaming<'_> {
                 run_end = run_end.max(locations[end].1 + locations[end].2 as u64);
                 end += 1;
             }
-            let remote = &self.remote.files[file];
+            let remote = &self.files[file];
             let bytes = remote.read(start, (run_end - start) as usize).await?;
             let mut ranges = remote.fetched.ranges();
             for &(_, offset, len) in &locations[i..end] {
@@ -271,15 +304,13 @@ impl Prefetch for Streaming<'_> {
     }
 
     fn release(&mut self, group: &[TensorDecl]) {
-        if let Ok(locations) = self.locations(group) {
-            for (file, offset, len) in locations {
-                self.remote.files[file].fetched.ranges().remove(&(offset, len));
-            }
+        for (file, offset, len) in self.locations(group) {
+            self.files[file].fetched.ranges().remove(&(offset, len));
         }
     }
 
     async fn finish(&mut self) -> Result<()> {
-        for file in &self.remote.files {
+        for file in self.files {
             file.verify().await?;
         }
         Ok(())
