@@ -1,10 +1,10 @@
 // The web app in headless Chromium (WebGPU on SwiftShader), built by `trunk build --release` in crates/web:
 // autorun on the embedded default model must finish with the same text the native CLI generates greedily for
-// the same prompt and seed; speed and memory show; the attention map has pixels and changes with the head and the
-// layer; switching a head off regenerates and keeps the earlier text; an override changes the reader state and
-// the layout; a second visit marks the model cached; the console stays free of errors. Saves screenshots under
-// target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which builds
-// target/debug/ternlight).
+// the same prompt and seed; speed and memory show; the attention map has pixels and changes with the head, the
+// layer and a click in the layers × heads overview; switching a head off regenerates and keeps the earlier text;
+// an override changes the reader state and the layout; a second visit marks the model cached; the console stays
+// free of errors. Saves screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build
+// and `cargo test`, which builds target/debug/ternlight).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -68,6 +68,18 @@ try {
   await page.getByTestId('layer-select').selectOption('0');
   const otherLayer = await changed(otherHead);
   assert.ok(otherLayer && otherLayer.lit > 100, 'the map did not change with the layer');
+
+  await page.getByText('layers × heads overview').click();
+  const cells = page.getByTestId('attention-overview').locator('button.cell');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=attention-overview] button.cell').length === 8,
+    null, { timeout: 60_000 });
+  await cells.nth(6).click();
+  const fromOverview = await changed(otherLayer);
+  assert.ok(fromOverview && fromOverview.lit > 100, 'choosing layer 1 head 2 in the overview did not redraw the map');
+  assert.equal(await page.getByTestId('layer-select').inputValue(), '1');
+  assert.equal(await page.getByTestId('head-select').inputValue(), '2');
+  await page.getByTestId('layer-select').selectOption('0');
+  await changed(fromOverview);
 
   const intact = await page.getByTestId('generated-text').textContent();
   await page.getByTestId('ablate').click();

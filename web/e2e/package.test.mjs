@@ -151,7 +151,7 @@ const tests = {
     assert.ok(result.early < 50, `generated ${result.early} after breaking out`);
     assert.ok(result.afterAbort < 50, `generated ${result.afterAbort} after aborting`);
   },
-  async 'attention maps arrive with the tokens, rows sum to one, heads differ'() {
+  async 'attention maps arrive with the tokens, rows sum to one, heads differ; the overview covers every layer'() {
     const r = await inPage(async (t, { source, block }) => {
       const engine = await t.Engine.load(source, { cacheBlockBytes: block });
       const maps = [];
@@ -160,6 +160,10 @@ const tests = {
       const last = await engine.attention(1, 0, { maxQueries: 8 });
       const other = await engine.attention(1, 1, { maxQueries: 8 });
       const bad = await engine.attention(7, 0).then(() => 'answered', (e) => e.message);
+      const overview = await engine.overview();
+      const lastOverview = [];
+      const overviewTap = { layer: 0, head: 0, overview: true, onMap: () => {}, onOverview: (o) => lastOverview.push(o) };
+      for await (const _ of engine.generate('Hello there', { maxTokens: 3, attention: overviewTap }));
       await engine.unload();
       const row = (m, i) => Array.from(m.weights.slice(i * m.keys, (i + 1) * m.keys));
       return {
@@ -169,6 +173,8 @@ const tests = {
         future: Array.from({ length: last.queries }, (_, i) => row(last, i).slice(last.firstQuery + i + 1)).flat(),
         differs: last.weights.some((w, i) => Math.abs(w - other.weights[i]) > 1e-6),
         bad,
+        overview: overview.map((l) => ({ layer: l.layer, entropies: Array.from(l.entropies) })),
+        live: lastOverview.length,
       };
     }, { source: `${server.origin}${fixture}`, block });
     assert.ok(r.keys.length >= 4, `maps after ${r.keys.length} tokens`);
@@ -179,6 +185,9 @@ const tests = {
     assert.ok(r.future.every((w) => w === 0), 'weight on future keys');
     assert.ok(r.differs, 'heads 0 and 1 gave the same map');
     assert.match(r.bad, /past the model/);
+    assert.deepEqual(r.overview.map((l) => l.layer), [0, 1]);
+    assert.ok(r.overview.every((l) => l.entropies.length === 4 && l.entropies.every((e) => e >= 0 && e <= 1.00001)));
+    assert.ok(r.live >= 2, `overviews during generation: ${r.live}`);
   },
   async 'switching heads off changes the text and switching them back restores it'() {
     const r = await inPage(async (t, { source, block }) => {

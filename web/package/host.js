@@ -8,9 +8,22 @@ let busy = false;
 let lastStats = null;
 const stopped = new Set();
 
-/** `head`'s map over the last `maxQueries` positions of the captured layer (capture must already be on `layer`). */
-function attentionMap({ head, maxQueries = 64 }) {
-  return engine.attention(head, maxQueries);
+/** `head`'s map over the last `maxQueries` positions of `layer` (which must be captured). */
+function attentionMap({ layer, head, maxQueries = 64 }) {
+  return engine.attention(layer, head, maxQueries);
+}
+
+/** The softmax-attention layers of the loaded model. */
+function attentionLayers() {
+  return engine.stats().layers.flatMap((l, i) => (l.attentionHeads > 0 ? [i] : []));
+}
+
+/** Captures exactly `layers`; returns whether that changed anything. */
+function capture(layers) {
+  const now = Array.from(engine.attention_layers);
+  if (now.length === layers.length && now.every((l, i) => l === layers[i])) return false;
+  engine.set_attention_layers(new Uint32Array(layers));
+  return true;
 }
 
 async function run(msg, post) {
@@ -30,8 +43,9 @@ async function run(msg, post) {
       if (busy) throw new Error('a generation is already running');
       busy = true;
       try {
-        // Capture costs nothing unless asked for, and then covers one layer.
-        if (engine.attention_layer !== msg.attention?.layer) engine.set_attention_layer(msg.attention?.layer);
+        // Capture costs nothing unless asked for, and then covers one layer (every attention layer for the overview).
+        const tap = msg.attention;
+        capture(!tap ? [] : tap.overview ? attentionLayers() : [tap.layer]);
         const prompt = msg.messages ? engine.render_chat(msg.messages) : msg.prompt;
         engine.start(prompt, msg.maxTokens, msg.temperature, msg.topP, msg.seed, Boolean(msg.messages));
         let mapKeys = -1;
@@ -44,10 +58,11 @@ async function run(msg, post) {
           lastStats = engine.stats();
           if (piece === undefined) break;
           // A map per new position (the last piece of text may come without one).
-          let map = msg.attention ? attentionMap(msg.attention) : undefined;
+          let map = tap ? attentionMap(tap) : undefined;
           if (map?.keys === mapKeys) map = undefined;
           mapKeys = map?.keys ?? mapKeys;
-          if (piece || map) post({ id: msg.id, op: 'token', text: piece, stats: lastStats, map });
+          const overview = map && tap.overview ? engine.overview() : undefined;
+          if (piece || map) post({ id: msg.id, op: 'token', text: piece, stats: lastStats, map, overview });
         }
       } finally {
         busy = false;
@@ -60,12 +75,17 @@ async function run(msg, post) {
     case 'attention':
       if (!engine) throw new Error('no model is loaded');
       if (busy) throw new Error('attention maps during a generation come through its `attention` option');
-      if (engine.attention_layer !== msg.layer) {
+      if (!Array.from(engine.attention_layers).includes(msg.layer)) {
         // A newly chosen layer sees the last text again, so its maps are there at once.
-        engine.set_attention_layer(msg.layer);
+        capture([msg.layer]);
         await engine.replay();
       }
       return attentionMap(msg);
+    case 'overview':
+      if (!engine) throw new Error('no model is loaded');
+      if (busy) throw new Error('the overview during a generation comes through its `attention` option');
+      if (capture(attentionLayers())) await engine.replay();
+      return engine.overview();
     case 'ablate':
       if (!engine) throw new Error('no model is loaded');
       if (busy) throw new Error('heads cannot be switched off during a generation');

@@ -33,14 +33,28 @@ export interface AttentionMap {
   tokens: string[];
 }
 
+/** How spread out each head of one layer attends at the last position: 0 on one token, 1 evenly. */
+export interface LayerEntropies {
+  layer: number;
+  entropies: Float32Array;
+}
+
 export interface GenerateOptions {
   maxTokens?: number;
   temperature?: number;
   topP?: number;
   seed?: number;
   signal?: AbortSignal;
-  /** Live attention maps of one head of a softmax-attention layer, after every token. */
-  attention?: { layer: number; head: number; maxQueries?: number; onMap: (map: AttentionMap) => void };
+  /** Live attention maps of one head of a softmax-attention layer after every token (and, with `overview`,
+   * every attention layer's head entropies). */
+  attention?: {
+    layer: number;
+    head: number;
+    maxQueries?: number;
+    onMap: (map: AttentionMap) => void;
+    overview?: boolean;
+    onOverview?: (layers: LayerEntropies[]) => void;
+  };
 }
 
 export interface Stats {
@@ -109,6 +123,8 @@ export declare class Engine {
   };
   /** One head's attention map of the last generation; capture of `layer` starts when first asked for. */
   attention(layer: number, head: number, options?: { maxQueries?: number }): Promise<AttentionMap | undefined>;
+  /** Every attention layer's head entropies at the last position of the last generation. */
+  overview(): Promise<LayerEntropies[]>;
   /** Switches off attention heads ([layer, head] pairs; empty restores) for the following generations. */
   ablate(heads: [number, number][]): Promise<void>;
   stats(): Promise<Stats>;

@@ -86,7 +86,8 @@ export class Engine {
   /**
    * Generates after `prompt` (a fresh context), yielding pieces of text as tokens arrive. Options: maxTokens
    * (256), temperature (0: greedy), topP (1), seed (0), signal (an AbortSignal that stops the generation),
-   * attention ({layer, head, maxQueries, onMap}: onMap receives that head's attention map after every token).
+   * attention ({layer, head, maxQueries, onMap, overview, onOverview}: onMap receives that head's attention map
+   * after every token; with `overview`, onOverview receives every attention layer's head entropies too).
    * Leaving the loop early stops it too.
    */
   generate(prompt, options = {}) {
@@ -96,7 +97,7 @@ export class Engine {
   /** Generation after `prompt` or, given `messages`, after the chat they make (the model's chat template). */
   async *#stream(input, options) {
     const { maxTokens = 256, temperature = 0, topP = 1, seed = 0, signal, attention } = options;
-    const { onMap, ...tap } = attention ?? {};
+    const { onMap, onOverview, ...tap } = attention ?? {};
     const queue = [];
     let wake = null;
     let finished = false;
@@ -105,6 +106,7 @@ export class Engine {
       { op: 'generate', ...input, maxTokens, temperature, topP, seed, attention: attention ? tap : undefined },
       (m) => {
         if (m.map) onMap?.(m.map);
+        if (m.overview) onOverview?.(m.overview);
         if (m.text) queue.push(m.text);
         wake?.();
       },
@@ -170,6 +172,15 @@ export class Engine {
    */
   attention(layer, head, { maxQueries = 64 } = {}) {
     return this.#port.call({ op: 'attention', layer, head, maxQueries }).done;
+  }
+
+  /**
+   * Every softmax-attention layer's head entropies at the last position of the last generation ([{layer,
+   * entropies}], each in [0, 1]: 0 when a head looks at one token, 1 when it spreads evenly). Captures every
+   * attention layer from then on, until a generation asks for less.
+   */
+  overview() {
+    return this.#port.call({ op: 'overview' }).done;
   }
 
   /**

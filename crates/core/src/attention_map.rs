@@ -102,6 +102,26 @@ impl AttentionTap {
         self.k.truncate(positions * self.k_width());
     }
 
+    /// How spread out each head's attention is at the last position recorded: the entropy of its weights over
+    /// the keys it sees, divided by the entropy of a uniform spread over them (0: on one key, 1: even; 0 when it
+    /// sees a single key or nothing is recorded).
+    pub fn entropies(&self) -> Vec<f32> {
+        let Some(p) = self.positions().checked_sub(1) else { return vec![0.0; self.n_heads] };
+        (0..self.n_heads)
+            .map(|head| {
+                let qh = &self.q[p * self.q_width() + head * self.head_dim..][..self.head_dim];
+                let kvh = head / (self.n_heads / self.n_kv_heads);
+                let (_, w) = attention_weights(qh, &self.k, (self.n_kv_heads, kvh), p, self.window, self.scale);
+                let h: f32 = w.iter().filter(|&&x| x > 0.0).map(|&x| -x * x.ln()).sum();
+                if w.len() > 1 {
+                    h / (w.len() as f32).ln()
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     /// The weights of `head` for the last `max_queries` positions recorded.
     pub fn map(&self, head: usize, max_queries: usize) -> Result<AttentionMap> {
         if head >= self.n_heads {

@@ -421,11 +421,11 @@ pub struct AblatedHeads {
     pub out: wgpu::Buffer,
 }
 
-/// What a plan records beyond the forward pass, for looking inside the model: an attention tap and ablated heads.
+/// What a plan records beyond the forward pass, for looking inside the model: attention taps and ablated heads.
 #[derive(Clone, Copy, Default)]
 pub struct Inspection<'a> {
-    /// Where one layer's queries and keys are copied.
-    pub tap: Option<&'a TapBuffers>,
+    /// Where tapped layers' queries and keys are copied.
+    pub taps: &'a [&'a TapBuffers],
     /// Layers with heads switched off.
     pub ablated: &'a [AblatedHeads],
 }
@@ -697,7 +697,7 @@ impl<'a> Builder<'a> {
             unreachable!("KV cache")
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
-        if let Some(tap) = self.inspection.tap.filter(|t| t.slot == slot) {
+        if let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) {
             let q_row_bytes = (a.n_heads * a.head_dim * 4) as u64;
             self.plan.push(Op::CopyTokenRows { src: s.q.clone(), dst: tap.q.clone(), row_bytes: q_row_bytes });
             self.plan.push(Op::CopyTokenRows { src: s.k.clone(), dst: tap.k.clone(), row_bytes });

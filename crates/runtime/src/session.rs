@@ -99,7 +99,7 @@ pub struct Session {
     logit_capacity: usize,
     position: usize,
     staging: Staging,
-    tap: Option<Tap>,
+    taps: Vec<Tap>,
     ablated: Vec<AblatedHeads>,
     ablated_heads: Vec<(usize, usize)>,
 }
@@ -178,7 +178,7 @@ impl Session {
             logit_capacity,
             position: 0,
             staging,
-            tap: None,
+            taps: Vec::new(),
             ablated: Vec::new(),
             ablated_heads: Vec::new(),
         })
@@ -235,7 +235,7 @@ impl Session {
         }
         self.gpu.queue.submit([encoder.finish()]);
         self.position = 0;
-        if let Some(tap) = &mut self.tap {
+        for tap in &mut self.taps {
             tap.record.truncate(0);
         }
     }
@@ -257,19 +257,27 @@ impl Session {
         Ok(())
     }
 
-    /// Starts recording the queries and keys of softmax-attention layer `layer` at every forward, for attention
-    /// maps (`None` stops). The plans are re-recorded with the two copies this costs; without a tap they hold
-    /// none. A tap records a context from its start: one set mid-context records from the next reset.
-    pub fn set_attention_tap(&mut self, layer: Option<usize>) -> Result<()> {
-        self.tap = match layer {
-            None => None,
-            Some(layer) => {
-                let record = AttentionTap::new(&self.spec, layer)?;
-                let q = self.gpu.zeros("tap queries", self.capacity * record.q_width());
-                let k = self.gpu.zeros("tap keys", self.capacity * record.k_width());
-                Some(Tap { buffers: TapBuffers { slot: record.slot, q, k }, record })
+    /// Records the queries and keys of the softmax-attention layers `layers` at every forward, for attention maps
+    /// (empty stops). The plans are re-recorded with the two copies per layer this costs; without taps they hold
+    /// none. A tap records a context from its start: one set mid-context records from the next reset; layers
+    /// tapped before keep what they recorded.
+    pub fn set_attention_taps(&mut self, layers: &[usize]) -> Result<()> {
+        for &layer in layers {
+            AttentionTap::new(&self.spec, layer)?;
+        }
+        let mut taps = Vec::with_capacity(layers.len());
+        for &layer in layers {
+            if let Some(i) = self.taps.iter().position(|t| t.record.layer == layer) {
+                taps.push(self.taps.swap_remove(i));
+                continue;
             }
-        };
+            let record = AttentionTap::new(&self.spec, layer)?;
+            let q = self.gpu.zeros("tap queries", self.capacity * record.q_width());
+            let k = self.gpu.zeros("tap keys", self.capacity * record.k_width());
+            taps.push(Tap { buffers: TapBuffers { slot: record.slot, q, k }, record });
+        }
+        taps.sort_by_key(|t| t.record.layer);
+        self.taps = taps;
         self.rebuild()
     }
 
@@ -312,16 +320,22 @@ impl Session {
 
     /// Re-records both plans with the current tap and ablations.
     fn rebuild(&mut self) -> Result<()> {
-        let inspection = Inspection { tap: self.tap.as_ref().map(|t| &t.buffers), ablated: &self.ablated };
+        let taps: Vec<&TapBuffers> = self.taps.iter().map(|t| &t.buffers).collect();
+        let inspection = Inspection { taps: &taps, ablated: &self.ablated };
         let (gpu, spec, weights, res) = (&self.gpu, &self.spec, &self.weights, &self.res);
         self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, self.max_context, inspection)?;
         self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, self.max_context, inspection)?;
         Ok(())
     }
 
-    /// What the attention tap has recorded, if one is set.
-    pub fn attention_tap(&self) -> Option<&AttentionTap> {
-        self.tap.as_ref().map(|t| &t.record)
+    /// What the attention tap on `layer` has recorded, if there is one.
+    pub fn attention_tap(&self, layer: usize) -> Option<&AttentionTap> {
+        self.taps.iter().map(|t| &t.record).find(|r| r.layer == layer)
+    }
+
+    /// Every attention tap in force, in layer order.
+    pub fn attention_taps(&self) -> impl Iterator<Item = &AttentionTap> {
+        self.taps.iter().map(|t| &t.record)
     }
 
     async fn forward(&mut self, mode: Mode, ids: &[u32], logit_rows: Vec<u32>) -> Result<Vec<f32>> {
@@ -340,7 +354,7 @@ impl Session {
             0 => Vec::new(),
             _ => self.staging.read(&self.gpu, len).await?,
         };
-        if let Some(tap) = self.tap.as_mut().filter(|t| t.record.positions() + ids.len() == self.position) {
+        for tap in self.taps.iter_mut().filter(|t| t.record.positions() + ids.len() == self.position) {
             let q = self.gpu.read_f32(&tap.buffers.q, 0, ids.len() * tap.record.q_width()).await?;
             let k = self.gpu.read_f32(&tap.buffers.k, 0, ids.len() * tap.record.k_width()).await?;
             tap.record.push(&q, &k);
@@ -417,7 +431,7 @@ impl Session {
             return Err(RuntimeError::Request("the snapshot was taken from a different model or context size".into()));
         }
         self.position = snapshot.position;
-        if let Some(tap) = &mut self.tap {
+        for tap in &mut self.taps {
             tap.record.truncate(snapshot.position);
         }
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());

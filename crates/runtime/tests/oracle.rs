@@ -290,9 +290,9 @@ fn fla_rwkv7_matches_fla_on_the_gpu() {
     check("rwkv7");
 }
 
-/// Attention maps from the GPU's tapped queries and keys equal the CPU reference's, on the prefill path (in
-/// chunks) and token by token, for a full-attention layer (llama) and a sliding-window layer (gemma3, window 16
-/// under an 80-token prompt); every row sums to 1.
+/// Attention maps and head entropies from the GPU's tapped queries and keys equal the CPU reference's, on the
+/// prefill path (in chunks) and token by token, for a full-attention layer (llama) and a sliding-window layer
+/// (gemma3, window 16 under an 80-token prompt); every row sums to 1; entropies lie in [0, 1].
 #[test]
 fn attention_taps_match_the_reference() {
     use ternlight_core::reference::model::ReferenceModel;
@@ -308,15 +308,15 @@ fn attention_taps_match_the_reference() {
         let want = reference.attention_tap().unwrap();
 
         let mut s = session(arch, SessionOptions { prefill_capacity: 33, ..Default::default() });
-        s.set_attention_tap(Some(layer)).unwrap();
+        s.set_attention_taps(&[layer]).unwrap();
         pollster::block_on(s.prefill(ids, &[ids.len() - 1])).unwrap();
-        let prefilled = s.attention_tap().unwrap().clone();
+        let prefilled = s.attention_tap(layer).unwrap().clone();
         s.reset();
         pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
         for &id in &ids[1..] {
             pollster::block_on(s.step(id)).unwrap();
         }
-        let stepped = s.attention_tap().unwrap();
+        let stepped = s.attention_tap(layer).unwrap();
         for head in [0, want.heads() - 1] {
             let w = want.map(head, 50).unwrap();
             assert_eq!((w.queries, w.keys, w.first_query), (50, ids.len(), ids.len() - 50));
@@ -330,13 +330,19 @@ fn attention_taps_match_the_reference() {
                 assert!(d < 1e-4, "{arch} layer {layer} head {head}: max abs diff {d}");
             }
         }
-        let e = s.set_attention_tap(Some(99)).unwrap_err().to_string();
+        let entropies = stepped.entropies();
+        assert_eq!(entropies.len(), want.heads());
+        assert!(entropies.iter().all(|&e| (0.0..=1.0 + 1e-5).contains(&e)), "{entropies:?}");
+        let d = max_abs_diff(&entropies, &want.entropies());
+        assert!(d < 1e-4, "{arch} entropies: max abs diff {d}");
+        let e = s.set_attention_taps(&[layer, 99]).unwrap_err().to_string();
         assert!(e.contains("past the model"), "{e}");
+        assert!(s.attention_tap(layer).is_some(), "a refused change keeps the taps");
     }
     let mut s = session("gated_deltanet", SessionOptions::default());
     let m = s.memory();
     assert!(m.recurrent > 0 && m.recurrent == m.state && m.kv_cache_live == 0, "{m:?}");
-    let e = s.set_attention_tap(Some(0)).unwrap_err().to_string();
+    let e = s.set_attention_taps(&[0]).unwrap_err().to_string();
     assert!(e.contains("not a softmax attention layer"), "{e}");
 }
 

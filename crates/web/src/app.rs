@@ -215,6 +215,8 @@ fn App() -> impl IntoView {
     let (cached, set_cached) = signal(Vec::<bool>::new());
     let (running, set_running) = signal(None::<u32>);
     let (ablated, set_ablated) = signal(Vec::<(usize, usize)>::new());
+    let (overview_open, set_overview_open) = signal(false);
+    let (overview, set_overview) = signal(Vec::<(usize, Vec<f32>)>::new());
     let (before, set_before) = signal(None::<String>);
     let canvas = NodeRef::<html::Canvas>::new();
     let chart = NodeRef::<html::Canvas>::new();
@@ -223,6 +225,17 @@ fn App() -> impl IntoView {
         false => ReaderState::Focused,
         true => chosen.get().unwrap_or(detected.get()),
     });
+
+    let fetch_overview = move || {
+        if running.get_untracked().is_some() || !overview_open.get_untracked() {
+            return;
+        }
+        request("overview", &[], move |reply| {
+            if let Reply::Done(o) = reply {
+                set_overview.set(parse_overview(&o));
+            }
+        });
+    };
 
     let fetch_map = move || {
         let (Some(l), h) = (layer.get_untracked(), head.get_untracked()) else { return };
@@ -263,11 +276,15 @@ fn App() -> impl IntoView {
                 ("layer", (l as u32).into()),
                 ("head", (head.get_untracked() as u32).into()),
                 ("maxQueries", MAP_QUERIES.into()),
+                ("overview", overview_open.get_untracked().into()),
             ]);
             fields.push(("attention", tap));
         }
         let id = request("generate", &fields, move |reply| match reply {
-            Reply::Token { text: piece, stats: s, map: m } => {
+            Reply::Token { text: piece, stats: s, map: m, overview: o } => {
+                if !o.is_undefined() {
+                    set_overview.set(parse_overview(&o));
+                }
                 set_text.update(|t| t.push_str(&piece));
                 let s = Stats::from_js(&s);
                 set_rates.update(|r| r.push(s.decode_rate));
@@ -592,6 +609,29 @@ fn App() -> impl IntoView {
                                 }
                             }></canvas>
                         <p class="hover">{move || hover.get()}</p>
+                        <label><input type="checkbox" prop:checked=move || overview_open.get()
+                            on:change=move |ev| { set_overview_open.set(event_target_checked(&ev)); fetch_overview(); } />
+                            " layers × heads overview (entropy: dark = focused on few tokens, bright = spread)"</label>
+                        {move || overview_open.get().then(|| view! {
+                            <table class="overview" data-testid="attention-overview">
+                                <tbody>
+                                {move || overview.get().into_iter().map(|(l, entropies)| view! {
+                                    <tr>
+                                        <th scope="row">{format!("L{l}")}</th>
+                                        {entropies.into_iter().enumerate().map(|(h, e)| view! {
+                                            <td>
+                                                <button class="cell" style:background=heatmap::colour(e)
+                                                    title=format!("layer {l} head {h}: entropy {e:.2}")
+                                                    aria-label=format!("layer {l} head {h}, entropy {e:.2}")
+                                                    on:click=move |_| { set_layer.set(Some(l)); set_head.set(h); fetch_map(); }>
+                                                </button>
+                                            </td>
+                                        }).collect_view()}
+                                    </tr>
+                                }).collect_view()}
+                                </tbody>
+                            </table>
+                        })}
                         <div class="controls">
                             <button data-testid="ablate" on:click=move |_| toggle_ablation()
                                 disabled=move || running.get().is_some() || layer.get().is_none()>
@@ -646,6 +686,18 @@ fn App() -> impl IntoView {
             </main>
         </div>
     }
+}
+
+/// The engine's overview: each captured layer's head entropies.
+fn parse_overview(v: &JsValue) -> Vec<(usize, Vec<f32>)> {
+    js_sys::Array::from(v)
+        .iter()
+        .map(|l| {
+            let entropies =
+                get(&l, "entropies").dyn_into::<js_sys::Float32Array>().map(|a| a.to_vec()).unwrap_or_default();
+            (number(&l, "layer") as usize, entropies)
+        })
+        .collect()
 }
 
 /// The decode rate over the generation as a line.

@@ -13,7 +13,7 @@ use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 pub enum Reply {
     /// Load progress (the package's `LoadProgress` object).
     Progress(JsValue),
-    /// A piece of generated text, the stats after it and the attention map when one was asked for.
+    /// A piece of generated text, the stats after it and the attention map (and overview) when asked for.
     Token {
         /// The text.
         text: String,
@@ -21,6 +21,8 @@ pub enum Reply {
         stats: JsValue,
         /// The attention map, if the generation asked for one.
         map: JsValue,
+        /// Every attention layer's head entropies, if the generation asked for the overview.
+        overview: JsValue,
     },
     /// The request's result (final).
     Done(JsValue),
@@ -60,6 +62,7 @@ impl EngineClient {
                     text: field(&data, "text").as_string().unwrap_or_default(),
                     stats: field(&data, "stats"),
                     map: field(&data, "map"),
+                    overview: field(&data, "overview"),
                 },
                 "result" => Reply::Done(field(&data, "value")),
                 _ => Reply::Failed(field(&data, "message").as_string().unwrap_or_else(|| "engine error".into())),

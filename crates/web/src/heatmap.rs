@@ -102,7 +102,7 @@ pub fn cell_at(
 }
 
 /// A dark-blue → teal → yellow ramp for `t` in [0, 1].
-fn colour(t: f32) -> String {
+pub fn colour(t: f32) -> String {
     let t = t.clamp(0.0, 1.0);
     let stops = [(16.0, 24.0, 64.0), (24.0, 150.0, 160.0), (250.0, 230.0, 80.0)];
     let (a, b, f) = if t < 0.5 { (stops[0], stops[1], t * 2.0) } else { (stops[1], stops[2], (t - 0.5) * 2.0) };

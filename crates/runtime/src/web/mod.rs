@@ -238,10 +238,11 @@ impl Engine {
         Ok(Some(piece))
     }
 
-    /// Chooses the softmax-attention layer whose attention maps are captured (`undefined` stops capture, which
-    /// then costs nothing). Capture covers the generations started after the choice.
-    pub fn set_attention_layer(&mut self, layer: Option<u32>) -> Result<(), JsError> {
-        self.session.set_attention_tap(layer.map(|l| l as usize)).map_err(js_error)
+    /// Chooses the softmax-attention layers whose attention maps are captured (empty stops capture, which then
+    /// costs nothing). Capture of a newly chosen layer covers the generations started after the choice.
+    pub fn set_attention_layers(&mut self, layers: Vec<u32>) -> Result<(), JsError> {
+        let layers: Vec<usize> = layers.into_iter().map(|l| l as usize).collect();
+        self.session.set_attention_taps(&layers).map_err(js_error)
     }
 
     /// Switches off attention heads for the following generations: `pairs` is `[layer, head, layer, head, …]`
@@ -254,18 +255,18 @@ impl Engine {
         self.session.set_ablation(&heads).map_err(js_error)
     }
 
-    /// The layer whose attention maps are captured, if any.
+    /// The layers whose attention maps are captured.
     #[wasm_bindgen(getter)]
-    pub fn attention_layer(&self) -> Option<u32> {
-        self.session.attention_tap().map(|t| t.layer as u32)
+    pub fn attention_layers(&self) -> Vec<u32> {
+        self.session.attention_taps().map(|t| t.layer as u32).collect()
     }
 
-    /// The attention weights of `head` in the captured layer over the last `max_queries` positions of the
+    /// The attention weights of `head` in captured layer `layer` over the last `max_queries` positions of the
     /// current or last generation: `{layer, head, firstQuery, queries, keys, weights, tokens}` with `weights` a
     /// `Float32Array` of `queries × keys` (row-major; masked keys 0) and `tokens` the text of each key position.
-    /// `undefined` when no layer is captured.
-    pub fn attention(&self, head: u32, max_queries: u32) -> Result<JsValue, JsError> {
-        let Some(tap) = self.session.attention_tap() else { return Ok(JsValue::UNDEFINED) };
+    /// `undefined` when the layer is not captured.
+    pub fn attention(&self, layer: u32, head: u32, max_queries: u32) -> Result<JsValue, JsError> {
+        let Some(tap) = self.session.attention_tap(layer as usize) else { return Ok(JsValue::UNDEFINED) };
         let map = tap.map(head as usize, max_queries as usize).map_err(js_error)?;
         let out = object(&[
             ("layer", tap.layer as f64),
@@ -282,6 +283,20 @@ impl Engine {
         let _ = Reflect::set(&out, &"weights".into(), &weights);
         let _ = Reflect::set(&out, &"tokens".into(), &tokens);
         Ok(out.into())
+    }
+
+    /// Each captured layer's head entropies at the last position (`[{layer, entropies}]`, entropies a
+    /// `Float32Array` in [0, 1]: 0 when a head looks at one token, 1 when it spreads evenly).
+    pub fn overview(&self) -> js_sys::Array {
+        self.session
+            .attention_taps()
+            .map(|tap| {
+                let out = object(&[("layer", tap.layer as f64)]);
+                let entropies = js_sys::Float32Array::from(tap.entropies().as_slice());
+                let _ = Reflect::set(&out, &"entropies".into(), &entropies);
+                JsValue::from(out)
+            })
+            .collect()
     }
 
     /// Runs the last generation's context (prompt and output) through the model again from a fresh start, so an
