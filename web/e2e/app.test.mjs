@@ -38,7 +38,7 @@ try {
   assert.equal(await page.getByTestId('generated-text').textContent(), cli);
   assert.ok(Number(await page.getByTestId('tokens-per-second').textContent()) > 0);
   assert.ok(Number(await page.getByTestId('ttft-ms').textContent()) > 0);
-  assert.match(await page.getByTestId('memory').textContent(), /weights \d+\.\d MiB/);
+  assert.match(await page.getByTestId('memory').textContent(), /weights \d+\.\d MiB.*at 4K tokens: \d+\.\d MiB · 32K tokens/);
   await page.screenshot({ path: join(shots, 'app.png'), fullPage: true });
 
   const pixels = () => page.evaluate(() => {

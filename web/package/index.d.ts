@@ -75,6 +75,8 @@ export interface Stats {
   loadSeconds: number;
   downloadedBytes: number;
   warnings: string[];
+  /** KV cache plus recurrent state at 4K, 32K and 128K tokens of context. */
+  contextMemory: { tokens: number; bytes: number }[];
   /** Each layer's mixer kind and its softmax-attention heads (0 for other mixers). */
   layers: { kind: string; attentionHeads: number }[];
 }

@@ -98,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let kv = spec.kv_bytes_per_token(DType::F32);
     let state = spec.state_bytes();
-    let at = |ctx: usize| (spec.layers.iter().map(|l| l.kv_bytes_at(ctx, DType::F32)).sum::<usize>() + state) as u64;
+    let at = |ctx: usize| spec.context_bytes(ctx, DType::F32);
     let report = json!({
         "model_type": spec.model_type,
         "layers": layers,

@@ -106,6 +106,7 @@ struct Stats {
     recurrent_bytes: f64,
     context: f64,
     max_context: f64,
+    projection: Vec<(f64, f64)>,
     generated: f64,
 }
 
@@ -121,6 +122,10 @@ impl Stats {
             recurrent_bytes: number(v, "recurrentBytes"),
             context: number(v, "contextTokens"),
             max_context: number(v, "maxContext"),
+            projection: js_sys::Array::from(&get(v, "contextMemory"))
+                .iter()
+                .map(|p| (number(&p, "tokens"), number(&p, "bytes")))
+                .collect(),
             generated: number(v, "generatedTokens"),
         }
     }
@@ -574,6 +579,9 @@ fn App() -> impl IntoView {
                                     mib(s.weight_bytes), mib(s.recurrent_bytes), mib(s.kv_bytes), s.context,
                                     mib(s.state_bytes - s.recurrent_bytes), s.max_context
                                 )}</p>
+                                <p>{format!("context memory (KV cache + state) at {}", s.projection.iter()
+                                    .map(|(t, b)| format!("{:.0}K tokens: {}", t / 1024.0, mib(*b)))
+                                    .collect::<Vec<_>>().join(" · "))}</p>
                             }
                         }}
                     </div>

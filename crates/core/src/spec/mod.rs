@@ -1070,6 +1070,12 @@ impl ModelSpec {
         self.tensors().iter().map(|t| t.shape.iter().product::<usize>() * if t.packed { 4 } else { 1 }).sum()
     }
 
+    /// Bytes of context memory at `positions` tokens: every layer's KV cache (sliding windows capped) at `dtype`
+    /// plus the fixed recurrent and conv states (f32).
+    pub fn context_bytes(&self, positions: usize, dtype: DType) -> u64 {
+        self.layers.iter().map(|l| (l.kv_bytes_at(positions, dtype) + l.state_bytes()) as u64).sum()
+    }
+
     /// Bytes of KV cache one token occupies across all attention layers, at `dtype` storage.
     pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
         self.layers.iter().map(|l| l.kv_bytes_per_token(dtype)).sum()

@@ -365,6 +365,15 @@ impl Engine {
             })
             .collect();
         let _ = Reflect::set(&out, &"layers".into(), &layers);
+        let spec = self.session.spec();
+        let projection: js_sys::Array = [4096usize, 32768, 131072]
+            .into_iter()
+            .map(|tokens| {
+                let bytes = spec.context_bytes(tokens, ternlight_core::dtype::DType::F32);
+                JsValue::from(object(&[("tokens", tokens as f64), ("bytes", bytes as f64)]))
+            })
+            .collect();
+        let _ = Reflect::set(&out, &"contextMemory".into(), &projection);
         out.into()
     }
 
