@@ -39,6 +39,11 @@ try {
   assert.ok(Number(await page.getByTestId('tokens-per-second').textContent()) > 0);
   assert.ok(Number(await page.getByTestId('ttft-ms').textContent()) > 0);
   assert.match(await page.getByTestId('memory').textContent(), /weights \d+\.\d MiB.*at 4K tokens: \d+\.\d MiB · 32K tokens/);
+  // Per-layer GPU time where the adapter has timestamp queries (embedding, 2 layers, head), else a note saying so.
+  const times = page.getByTestId('layer-times');
+  const timed = (await times.textContent()).includes('GPU time of the last forward');
+  assert.ok(timed ? (await times.locator('li').count()) === 4 : /timestamp queries/.test(await times.textContent()));
+  console.log(`per-layer GPU time: ${timed ? 'shown' : 'not available on this adapter'}`);
   await page.screenshot({ path: join(shots, 'app.png'), fullPage: true });
 
   const pixels = () => page.evaluate(() => {

@@ -46,6 +46,7 @@ async function run(msg, post) {
         // Capture costs nothing unless asked for, and then covers one layer (every attention layer for the overview).
         const tap = msg.attention;
         capture(!tap ? [] : tap.overview ? attentionLayers() : [tap.layer]);
+        engine.set_profiling(Boolean(msg.profile));
         const prompt = msg.messages ? engine.render_chat(msg.messages) : msg.prompt;
         engine.start(prompt, msg.maxTokens, msg.temperature, msg.topP, msg.seed, Boolean(msg.messages));
         let mapKeys = -1;

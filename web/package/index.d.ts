@@ -45,6 +45,8 @@ export interface GenerateOptions {
   topP?: number;
   seed?: number;
   signal?: AbortSignal;
+  /** Time each layer on the GPU (where the adapter has timestamp queries); see `Stats.stageSeconds`. */
+  profile?: boolean;
   /** Live attention maps of one head of a softmax-attention layer after every token (and, with `overview`,
    * every attention layer's head entropies). */
   attention?: {
@@ -75,6 +77,8 @@ export interface Stats {
   loadSeconds: number;
   downloadedBytes: number;
   warnings: string[];
+  /** While profiling: GPU seconds of the last forward by stage (embedding, each layer, head). */
+  stageSeconds: Float64Array;
   /** KV cache plus recurrent state at 4K, 32K and 128K tokens of context. */
   contextMemory: { tokens: number; bytes: number }[];
   /** Each layer's mixer kind and its softmax-attention heads (0 for other mixers). */

@@ -87,7 +87,8 @@ export class Engine {
    * Generates after `prompt` (a fresh context), yielding pieces of text as tokens arrive. Options: maxTokens
    * (256), temperature (0: greedy), topP (1), seed (0), signal (an AbortSignal that stops the generation),
    * attention ({layer, head, maxQueries, onMap, overview, onOverview}: onMap receives that head's attention map
-   * after every token; with `overview`, onOverview receives every attention layer's head entropies too).
+   * after every token; with `overview`, onOverview receives every attention layer's head entropies too), profile
+   * (time each layer on the GPU, where the adapter has timestamp queries: see stats().stageSeconds).
    * Leaving the loop early stops it too.
    */
   generate(prompt, options = {}) {
@@ -96,14 +97,14 @@ export class Engine {
 
   /** Generation after `prompt` or, given `messages`, after the chat they make (the model's chat template). */
   async *#stream(input, options) {
-    const { maxTokens = 256, temperature = 0, topP = 1, seed = 0, signal, attention } = options;
+    const { maxTokens = 256, temperature = 0, topP = 1, seed = 0, signal, attention, profile = false } = options;
     const { onMap, onOverview, ...tap } = attention ?? {};
     const queue = [];
     let wake = null;
     let finished = false;
     let failure = null;
     const { id, done } = this.#port.call(
-      { op: 'generate', ...input, maxTokens, temperature, topP, seed, attention: attention ? tap : undefined },
+      { op: 'generate', ...input, maxTokens, temperature, topP, seed, attention: attention ? tap : undefined, profile },
       (m) => {
         if (m.map) onMap?.(m.map);
         if (m.overview) onOverview?.(m.overview);
@@ -194,7 +195,7 @@ export class Engine {
   /**
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
    * decodeTokensPerSecond, weightBytes, stateBytes, kvCacheBytes, recurrentBytes, contextTokens, maxContext,
-   * loadSeconds, downloadedBytes, warnings, layers: [{kind, attentionHeads}]}.
+   * loadSeconds, downloadedBytes, warnings, layers: [{kind, attentionHeads}], contextMemory, stageSeconds}.
    */
   stats() {
     return this.#port.call({ op: 'stats' }).done;

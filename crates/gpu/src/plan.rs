@@ -3,7 +3,7 @@
 //! a shared [`Step`] uniform and from the host-side [`Step`] when dispatch counts and copy ranges are computed.
 
 use crate::device::Gpu;
-use crate::error::Result;
+use crate::error::{GpuError, Result};
 use crate::shader::Defines;
 use std::sync::Arc;
 
@@ -130,6 +130,9 @@ pub enum Op {
         /// Bytes per row.
         row_bytes: u64,
     },
+    /// Marks where the work of stage `n` begins (a model layer; stages are counted in order), so a profiled
+    /// forward can time each stage. Costs nothing unprofiled.
+    Stage(usize),
     /// Gathers the requested logit rows of `src` (`[n_tokens, row]`) into `dst` (`[n_logits, row]`).
     GatherLogitRows {
         /// Per-token rows.
@@ -246,12 +249,33 @@ impl Plan {
         self.ops.push(op);
     }
 
-    /// Encodes the plan for `step` into `encoder` (the step uniform must already hold `step`).
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, step: &Step) {
+    /// Compute passes a forward encodes: each run of dispatches between other operations is one.
+    fn pass_count(&self) -> usize {
+        let mut n = 0;
+        let mut in_pass = false;
+        for op in &self.ops {
+            let dispatch = matches!(op, Op::Dispatch { .. });
+            n += usize::from(dispatch && !in_pass);
+            in_pass = dispatch;
+        }
+        n
+    }
+
+    /// Encodes the plan for `step` into `encoder` (the step uniform must already hold `step`); with a profiler,
+    /// every compute pass writes its start and end times into the profiler's queries, in order.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, step: &Step, profiler: Option<&Profiler>) {
         let mut i = 0;
+        let mut pass_index = 0u32;
         while i < self.ops.len() {
             if let Op::Dispatch { .. } = self.ops[i] {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
+                let timestamp_writes = profiler.map(|p| wgpu::ComputePassTimestampWrites {
+                    query_set: &p.queries,
+                    beginning_of_pass_write_index: Some(2 * pass_index),
+                    end_of_pass_write_index: Some(2 * pass_index + 1),
+                });
+                pass_index += 1;
+                let mut pass =
+                    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
                 while let Some(Op::Dispatch { pipeline, bind_group, grid }) = self.ops.get(i) {
                     let [x, y, z] = grid.workgroups(step);
                     if x * y * z > 0 {
@@ -275,6 +299,7 @@ impl Plan {
                 Op::CopyTokenRows { src, dst, row_bytes } => {
                     encoder.copy_buffer_to_buffer(src, 0, dst, 0, step.n_tokens as u64 * row_bytes);
                 }
+                Op::Stage(_) => {}
                 Op::GatherLogitRows { src, dst, row_bytes } => {
                     let rows = &step.logit_rows;
                     let mut r = 0;
@@ -301,13 +326,100 @@ impl Plan {
 
     /// Writes `step` to the uniform, encodes the plan (and, when given, the copy of `len` f32 from `src` into
     /// `staging`) and submits it all as one command buffer.
-    pub fn submit(&self, gpu: &Gpu, step: &Step, readback: Option<(&wgpu::Buffer, &crate::buffer::Staging, usize)>) {
+    pub fn submit(
+        &self,
+        gpu: &Gpu,
+        step: &Step,
+        readback: Option<(&wgpu::Buffer, &crate::buffer::Staging, usize)>,
+        profiler: Option<&Profiler>,
+    ) {
         gpu.queue.write_buffer(&self.step_buffer, 0, bytemuck::cast_slice(&step.uniform_words()));
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        self.encode(&mut encoder, step);
+        self.encode(&mut encoder, step, profiler);
         if let Some((src, staging, len)) = readback {
             staging.record_copy(&mut encoder, src, 0, len);
         }
+        if let Some(p) = profiler {
+            let n = 2 * self.pass_count() as u32;
+            encoder.resolve_query_set(&p.queries, 0..n, &p.resolved, 0);
+            encoder.copy_buffer_to_buffer(&p.resolved, 0, &p.staging, 0, n as u64 * 8);
+        }
         gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// A profiler for this plan's passes, where the device has timestamp queries.
+    pub fn profiler(&self, gpu: &Gpu) -> Option<Profiler> {
+        if !gpu.info.timestamps {
+            return None;
+        }
+        let count = (2 * self.pass_count()).max(2) as u32;
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("pass times"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let buffer = |usage, label| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: count as u64 * 8,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let resolved = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, "pass times");
+        let staging = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, "pass times readback");
+        Some(Profiler { queries, resolved, staging })
+    }
+
+    /// Seconds of GPU time per stage (see [`Op::Stage`]) in the forward last submitted with `profiler`: each
+    /// compute pass counts towards the last stage marked before it (work before the first mark is stage 0).
+    pub async fn stage_times(&self, gpu: &Gpu, profiler: &Profiler) -> Result<Vec<f64>> {
+        let n = 2 * self.pass_count();
+        let ticks = profiler.read(gpu, n).await?;
+        let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        let mut stages = Vec::new();
+        let (mut stage, mut pass, mut in_pass) = (0usize, 0usize, false);
+        for op in &self.ops {
+            match op {
+                Op::Stage(s) => stage = *s,
+                Op::Dispatch { .. } if !in_pass => {
+                    if stages.len() <= stage {
+                        stages.resize(stage + 1, 0.0);
+                    }
+                    stages[stage] += ticks[2 * pass + 1].saturating_sub(ticks[2 * pass]) as f64 * period;
+                    pass += 1;
+                }
+                _ => {}
+            }
+            in_pass = matches!(op, Op::Dispatch { .. });
+        }
+        Ok(stages)
+    }
+}
+
+/// Timestamp queries for one plan's compute passes and the buffers they are read back through.
+pub struct Profiler {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+impl Profiler {
+    /// The first `n` raw timestamps of the last profiled forward.
+    async fn read(&self, gpu: &Gpu, n: usize) -> Result<Vec<u64>> {
+        let size = (n.max(1) * 8) as u64;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.wait()?;
+        rx.await
+            .map_err(|_| GpuError::Execution("the timestamp readback was dropped".into()))?
+            .map_err(|e| GpuError::Execution(e.to_string()))?;
+        let view = self.staging.get_mapped_range(..size).map_err(|e| GpuError::Execution(e.to_string()))?;
+        let ticks = bytemuck::pod_collect_to_vec::<u8, u64>(&view);
+        drop(view);
+        self.staging.unmap();
+        Ok(ticks)
     }
 }

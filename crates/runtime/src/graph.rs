@@ -1372,9 +1372,12 @@ pub fn build(
     if let Some(n) = &weights.embed_norm {
         b.norm(n, 1, Rows::Tokens, &s.x, NormOutput::InPlace)?;
     }
-    for (layer, w) in spec.layers.iter().zip(&weights.layers) {
+    // Stages for profiling: 0 the embedding, 1..=L the layers, L + 1 the head.
+    for (i, (layer, w)) in spec.layers.iter().zip(&weights.layers).enumerate() {
+        b.plan.push(Op::Stage(i + 1));
         b.layer(layer, w)?;
     }
+    b.plan.push(Op::Stage(spec.layers.len() + 1));
     b.plan.push(Op::GatherLogitRows { src: s.x.clone(), dst: s.xl.clone(), row_bytes: (spec.hidden * 4) as u64 });
     b.norm(&weights.final_norm, 1, Rows::Logits, &s.xl, NormOutput::InPlace)?;
     let shape = b.shape();

@@ -10,7 +10,7 @@ use ternlight_core::attention_map::AttentionTap;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
-use ternlight_gpu::plan::{Plan, Step};
+use ternlight_gpu::plan::{Plan, Profiler, Step};
 use ternlight_gpu::{wgpu, Gpu};
 
 /// Sizes a session allocates for.
@@ -102,6 +102,9 @@ pub struct Session {
     taps: Vec<Tap>,
     ablated: Vec<AblatedHeads>,
     ablated_heads: Vec<(usize, usize)>,
+    /// Timestamp queries of the prefill and decode plans, while profiling.
+    profilers: Option<(Profiler, Profiler)>,
+    stage_times: Vec<f64>,
 }
 
 /// An attention tap in force: what it recorded and the buffers the plans copy into.
@@ -181,6 +184,8 @@ impl Session {
             taps: Vec::new(),
             ablated: Vec::new(),
             ablated_heads: Vec::new(),
+            profilers: None,
+            stage_times: Vec::new(),
         })
     }
 
@@ -325,7 +330,27 @@ impl Session {
         let (gpu, spec, weights, res) = (&self.gpu, &self.spec, &self.weights, &self.res);
         self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, self.max_context, inspection)?;
         self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, self.max_context, inspection)?;
+        if self.profilers.is_some() {
+            self.profilers = self.plan_profilers();
+        }
         Ok(())
+    }
+
+    fn plan_profilers(&self) -> Option<(Profiler, Profiler)> {
+        Some((self.prefill_plan.profiler(&self.gpu)?, self.decode_plan.profiler(&self.gpu)?))
+    }
+
+    /// Times every forward on the GPU by stage (timestamp queries), or stops; returns whether the device can
+    /// (without timestamp queries profiling stays off).
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        self.profilers = if on { self.plan_profilers() } else { None };
+        self.stage_times.clear();
+        self.profilers.is_some()
+    }
+
+    /// GPU seconds of the last forward while profiling, by stage: the embedding, each layer, then the head.
+    pub fn stage_times(&self) -> &[f64] {
+        &self.stage_times
     }
 
     /// What the attention tap on `layer` has recorded, if there is one.
@@ -348,12 +373,16 @@ impl Session {
         };
         let len = n_logits * self.spec.vocab;
         let readback = (len > 0).then_some((&self.res.scratch.logits, &self.staging, len));
-        plan.submit(&self.gpu, &step, readback);
+        let profiler = self.profilers.as_ref().map(|(p, d)| if mode == Mode::Prefill { p } else { d });
+        plan.submit(&self.gpu, &step, readback, profiler);
         self.position += ids.len();
         let logits = match len {
             0 => Vec::new(),
             _ => self.staging.read(&self.gpu, len).await?,
         };
+        if let Some(profiler) = profiler {
+            self.stage_times = plan.stage_times(&self.gpu, profiler).await?;
+        }
         for tap in self.taps.iter_mut().filter(|t| t.record.positions() + ids.len() == self.position) {
             let q = self.gpu.read_f32(&tap.buffers.q, 0, ids.len() * tap.record.q_width()).await?;
             let k = self.gpu.read_f32(&tap.buffers.k, 0, ids.len() * tap.record.k_width()).await?;

@@ -383,3 +383,31 @@ fn ablated_heads_match_the_reference_and_change_the_logits() {
     let e = s.set_ablation(&[(0, 99)]).unwrap_err().to_string();
     assert!(e.contains("past layer 0"), "{e}");
 }
+
+/// Profiling times the embedding, every layer and the head of each forward (timestamp queries, which lavapipe
+/// has) without changing the logits, on both paths.
+#[test]
+fn profiling_times_every_layer_and_leaves_the_logits_alone() {
+    let oracle = Oracle::open(&fixture("qwen3_5")).unwrap();
+    let ids = &oracle.input_ids;
+    let all: Vec<usize> = (0..ids.len()).collect();
+    let mut s = session("qwen3_5", SessionOptions::default());
+    let stages = s.spec().layers.len() + 2;
+    assert_eq!(s.set_profiling(true), s.gpu().info.timestamps);
+    if !s.gpu().info.timestamps {
+        return;
+    }
+    let d = max_abs_diff(&pollster::block_on(s.prefill(ids, &all)).unwrap(), &oracle.logits);
+    assert!(d < 1e-3, "profiled prefill: max abs diff {d}");
+    let times = s.stage_times().to_vec();
+    eprintln!("qwen3_5 prefill GPU seconds by stage: {times:?}");
+    assert_eq!(times.len(), stages, "{times:?}");
+    assert!(times[1..stages - 1].iter().all(|&t| t > 0.0), "every layer took time: {times:?}");
+    pollster::block_on(s.step(ids[0])).unwrap();
+    assert_eq!(s.stage_times().len(), stages);
+    // Taps re-record the plans; profiling follows them.
+    s.set_attention_taps(&[3]).unwrap();
+    pollster::block_on(s.step(ids[1])).unwrap();
+    assert_eq!(s.stage_times().len(), stages);
+    assert!(!s.set_profiling(false) && s.stage_times().is_empty());
+}

@@ -108,6 +108,7 @@ struct Stats {
     max_context: f64,
     projection: Vec<(f64, f64)>,
     generated: f64,
+    stage_seconds: Vec<f64>,
 }
 
 impl Stats {
@@ -127,6 +128,10 @@ impl Stats {
                 .map(|p| (number(&p, "tokens"), number(&p, "bytes")))
                 .collect(),
             generated: number(v, "generatedTokens"),
+            stage_seconds: get(v, "stageSeconds")
+                .dyn_into::<js_sys::Float64Array>()
+                .map(|a| a.to_vec())
+                .unwrap_or_default(),
         }
     }
 }
@@ -268,6 +273,7 @@ fn App() -> impl IntoView {
             ("temperature", temperature.get_untracked().into()),
             ("topP", top_p.get_untracked().into()),
             ("seed", seed.get_untracked().into()),
+            ("profile", true.into()),
         ];
         let text_in = prompt.get_untracked();
         if chat.get_untracked() {
@@ -561,6 +567,32 @@ fn App() -> impl IntoView {
                         <dt>"context"</dt><dd>{move || format!("{:.0} tokens ({:.0} new)", stats.get().context, stats.get().generated)}</dd>
                     </dl>
                     <canvas class="chart advanced" node_ref=chart width="320" height="60" aria-label="decode tokens per second over the generation"></canvas>
+                    <div class="layer-times advanced" data-testid="layer-times">
+                        {move || {
+                            let s = stats.get();
+                            let max = s.stage_seconds.iter().cloned().fold(1e-12, f64::max);
+                            let names = layers.get();
+                            let last = s.stage_seconds.len().saturating_sub(1);
+                            let label = |i: usize| match i {
+                                0 => "embedding".to_string(),
+                                i if i == last => "head".to_string(),
+                                i => format!("L{} {}", i - 1, names.get(i - 1).map(|l| l.1.clone()).unwrap_or_default()),
+                            };
+                            match s.stage_seconds.is_empty() {
+                                true => view! { <p class="note">"GPU time per layer shows after a generation where the adapter has timestamp queries."</p> }.into_any(),
+                                false => view! {
+                                    <p class="note">"GPU time of the last forward, per layer"</p>
+                                    <ul>
+                                        {s.stage_seconds.iter().enumerate().map(|(i, t)| view! {
+                                            <li><span class="name">{label(i)}</span>
+                                                <span class="bar" style:width=format!("{:.1}%", 100.0 * t / max)></span>
+                                                <span class="ms">{format!("{:.2} ms", t * 1e3)}</span></li>
+                                        }).collect_view()}
+                                    </ul>
+                                }.into_any(),
+                            }
+                        }}
+                    </div>
                     <div class="memory" data-testid="memory">
                         {move || {
                             let s = stats.get();

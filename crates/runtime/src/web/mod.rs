@@ -245,6 +245,12 @@ impl Engine {
         self.session.set_attention_taps(&layers).map_err(js_error)
     }
 
+    /// Times every forward on the GPU per layer from now on (`false` stops); returns whether the adapter has the
+    /// timestamp queries this needs. The times appear in `stats().stageSeconds`.
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        self.session.set_profiling(on)
+    }
+
     /// Switches off attention heads for the following generations: `pairs` is `[layer, head, layer, head, …]`
     /// over softmax-attention layers (empty restores the model).
     pub fn set_ablation(&mut self, pairs: Vec<u32>) -> Result<(), JsError> {
@@ -327,8 +333,11 @@ impl Engine {
 
     /// Speed, memory and load facts: `{promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
     /// decodeTokensPerSecond, weightBytes, stateBytes (allocated), kvCacheBytes (filled by the context),
-    /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, warnings, layers}` (the generation figures are of the current or last generation; `layers` lists each
-    /// layer's `{kind, attentionHeads}`, heads being 0 where the layer is not softmax attention).
+    /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, warnings, layers, contextMemory,
+    /// stageSeconds}`. The generation figures are of the current or last generation; `layers` lists each layer's
+    /// `{kind, attentionHeads}` (0 heads where the layer is not softmax attention); `contextMemory` gives
+    /// `{tokens, bytes}` of KV cache plus recurrent state at 4K, 32K and 128K tokens; `stageSeconds`, while
+    /// profiling, the GPU time of the last forward by stage (embedding, each layer, head).
     pub fn stats(&self) -> JsValue {
         let s = &self.last;
         let memory = self.session.memory();
@@ -374,6 +383,8 @@ impl Engine {
             })
             .collect();
         let _ = Reflect::set(&out, &"contextMemory".into(), &projection);
+        let stages = js_sys::Float64Array::from(self.session.stage_times());
+        let _ = Reflect::set(&out, &"stageSeconds".into(), &stages);
         out.into()
     }
 
