@@ -56,6 +56,15 @@ impl AttentionTap {
         Ok(Self::for_attention(layer, slot, a))
     }
 
+    /// An empty tap on `layer`, after checking that `head` is one of its heads (for choosing heads to ablate).
+    pub fn with_head(spec: &ModelSpec, layer: usize, head: usize) -> Result<Self> {
+        let tap = Self::new(spec, layer)?;
+        if head >= tap.heads() {
+            return Err(CoreError::InvalidInput(format!("head {head} is past layer {layer}'s {} heads", tap.heads())));
+        }
+        Ok(tap)
+    }
+
     fn for_attention(layer: usize, slot: usize, a: &AttentionSpec) -> Self {
         AttentionTap {
             layer,

@@ -292,13 +292,7 @@ impl Session {
     pub fn set_ablation(&mut self, heads: &[(usize, usize)]) -> Result<()> {
         let mut by_layer: Vec<(usize, Vec<usize>)> = Vec::new();
         for &(layer, head) in heads {
-            let tap = AttentionTap::new(&self.spec, layer)?;
-            if head >= tap.heads() {
-                return Err(RuntimeError::Request(format!(
-                    "head {head} is past layer {layer}'s {} heads",
-                    tap.heads()
-                )));
-            }
+            AttentionTap::with_head(&self.spec, layer, head)?;
             match by_layer.iter_mut().find(|(l, _)| *l == layer) {
                 Some((_, hs)) => hs.push(head),
                 None => by_layer.push((layer, vec![head])),

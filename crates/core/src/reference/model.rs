@@ -161,14 +161,7 @@ impl ReferenceModel {
     pub fn set_ablation(&mut self, heads: &[(usize, usize)]) -> Result<()> {
         let mut ablated = Vec::with_capacity(heads.len());
         for &(layer, head) in heads {
-            let tap = AttentionTap::new(&self.spec, layer)?;
-            if head >= tap.heads() {
-                return Err(CoreError::InvalidInput(format!(
-                    "head {head} is past layer {layer}'s {} heads",
-                    tap.heads()
-                )));
-            }
-            ablated.push((tap.slot, head));
+            ablated.push((AttentionTap::with_head(&self.spec, layer, head)?.slot, head));
         }
         self.ablated = ablated;
         Ok(())
