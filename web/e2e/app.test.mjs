@@ -3,8 +3,8 @@
 // the same prompt and seed; speed and memory show; the attention map has pixels and changes with the head, the
 // layer and a click in the layers × heads overview; switching a head off regenerates and keeps the earlier text;
 // an override changes the reader state and the layout; a second visit marks the model cached; the console stays
-// free of errors. Saves screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build
-// and `cargo test`, which builds target/debug/ternlight).
+// free of errors; a browser without WebGPU gets a clear error. Saves screenshots under target/e2e/. Run:
+// `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which builds target/debug/ternlight).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -106,6 +106,14 @@ try {
   await page.waitForFunction(() => document.querySelector('option[value=embedded]')?.textContent.includes('cached'),
     null, { timeout: 60_000 });
   assert.deepEqual(errors, []);
+
+  // Without WebGPU the page says so instead of failing somewhere deeper.
+  const bare = await browser.newPage();
+  await bare.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined }));
+  await bare.goto(`${server.origin}/crates/web/dist/index.html?autorun=1`);
+  await bare.waitForFunction(() => document.querySelector('[data-testid=status]')?.textContent.startsWith('error'),
+    null, { timeout: 60_000 });
+  assert.match(await bare.getByTestId('status').textContent(), /^error: WebGPU is not available in this browser/);
   console.log(`app generated ${JSON.stringify(cli)} like the CLI; maps and reader states respond`);
 } catch (e) {
   failure = e;
