@@ -2,8 +2,8 @@
 // in the page give the same greedy text as a whole-file load; a GGUF file streams like its safetensors; a second
 // load comes from Cache Storage; dropped connections resume; a model over the storage quota streams uncached with a
 // warning; corrupted bytes fail the load with an integrity error and the next load succeeds; progress reports
-// layers as they arrive; generate() stops early; attention maps come with tokens; ablated heads change the text;
-// chat.completions streams and returns the same text.
+// layers as they arrive; generate() stops early; attention maps come with tokens (softmax and a hybrid's implicit
+// attention); ablated heads change the text; chat.completions streams and returns the same text.
 // Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -188,6 +188,29 @@ const tests = {
     assert.deepEqual(r.overview.map((l) => l.layer), [0, 1]);
     assert.ok(r.overview.every((l) => l.entropies.length === 4 && l.entropies.every((e) => e >= 0 && e <= 1.00001)));
     assert.ok(r.live >= 2, `overviews during generation: ${r.live}`);
+  },
+  async 'a hybrid model maps its delta-rule layers (implicit attention) and its softmax layer'() {
+    const r = await inPage(async (t, { source, block }) => {
+      const engine = await t.Engine.load(source, { cacheBlockBytes: block });
+      const layers = (await engine.stats()).layers;
+      const maps = [];
+      const attention = { layer: 0, head: 1, maxQueries: 8, onMap: (m) => maps.push(m) };
+      for await (const _ of engine.generate('Hello there', { maxTokens: 4, attention }));
+      const softmax = await engine.attention(3, 0, { maxQueries: 8 });
+      const overview = await engine.overview();
+      await engine.unload();
+      const magnitude = (m) => Array.from(m.weights).reduce((a, w) => a + Math.abs(w), 0);
+      return {
+        kinds: layers.map((l) => `${l.kind}:${l.attentionHeads}`),
+        linear: maps.map(magnitude),
+        softmaxRows: softmax.queries,
+        overviewLayers: overview.map((l) => l.layer),
+      };
+    }, { source: `${server.origin}/tests/fixtures/qwen3_5`, block });
+    assert.ok(r.kinds.every((k) => !k.endsWith(':0')), `every layer has maps: ${r.kinds}`);
+    assert.ok(r.linear.length >= 3 && r.linear.every((m) => m > 0), `implicit maps ${r.linear}`);
+    assert.equal(r.softmaxRows, 8);
+    assert.deepEqual(r.overviewLayers, [0, 1, 2, 3]);
   },
   async 'switching heads off changes the text and switching them back restores it'() {
     const r = await inPage(async (t, { source, block }) => {

@@ -13,7 +13,7 @@ function attentionMap({ layer, head, maxQueries = 64 }) {
   return engine.attention(layer, head, maxQueries);
 }
 
-/** The softmax-attention layers of the loaded model. */
+/** The layers of the loaded model with attention maps (softmax, or the implicit attention of delta-rule layers). */
 function attentionLayers() {
   return engine.stats().layers.flatMap((l, i) => (l.attentionHeads > 0 ? [i] : []));
 }

@@ -47,8 +47,8 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Time each layer on the GPU (where the adapter has timestamp queries); see `Stats.stageSeconds`. */
   profile?: boolean;
-  /** Live attention maps of one head of a softmax-attention layer after every token (and, with `overview`,
-   * every attention layer's head entropies). */
+  /** Live attention maps of one head (softmax, or a delta-rule layer's implicit attention) after every token
+   * (and, with `overview`, every mapped layer's head entropies). */
   attention?: {
     layer: number;
     head: number;

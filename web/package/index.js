@@ -166,7 +166,8 @@ export class Engine {
   }
 
   /**
-   * The attention weights of `head` in softmax-attention `layer` over the last `maxQueries` (64) positions of
+   * The attention weights of `head` in `layer` (softmax, or a delta-rule layer's implicit attention, whose weights
+   * may be negative) over the last `maxQueries` (64) positions of
    * the last generation: {layer, head, firstQuery, queries, keys, weights (Float32Array, queries × keys), tokens}.
    * Capture costs nothing until a layer is asked for and covers only that layer; it starts with the next
    * generation, so ask before generating (or pass generate's `attention` option for live maps).
@@ -176,9 +177,9 @@ export class Engine {
   }
 
   /**
-   * Every softmax-attention layer's head entropies at the last position of the last generation ([{layer,
-   * entropies}], each in [0, 1]: 0 when a head looks at one token, 1 when it spreads evenly). Captures every
-   * attention layer from then on, until a generation asks for less.
+   * Head entropies of every layer with attention maps (softmax and delta-rule) at the last position of the last
+   * generation ([{layer, entropies}], each in [0, 1]: 0 when a head looks at one token, 1 when it spreads evenly).
+   * Captures every such layer from then on, until a generation asks for less.
    */
   overview() {
     return this.#port.call({ op: 'overview' }).done;

@@ -3,7 +3,8 @@
 //! [`AttentionTap::map`] turns them into the attention weights of any head over a window of recent queries.
 
 use crate::reference::attention::attention_weights;
-use crate::spec::{AttentionSpec, MixerSpec, ModelSpec};
+use crate::reference::gated_delta::{self, Dims};
+use crate::spec::{AttentionSpec, GatedDeltaNetSpec, MixerSpec, ModelSpec};
 use crate::{CoreError, Result};
 
 /// The queries and keys a tapped attention layer saw, per position.
@@ -20,6 +21,22 @@ pub struct AttentionTap {
     scale: f32,
     q: Vec<f32>,
     k: Vec<f32>,
+}
+
+/// A layer's state slot: its index among stateful mixers (branches of a parallel mixer each count).
+fn slot_of(spec: &ModelSpec, layer: usize) -> usize {
+    spec.layers[..layer].iter().map(|l| l.mixer.parts().len()).sum()
+}
+
+/// The entropy of the magnitudes of `w` (normalised to sum 1) over that of an even spread across them: 0 when
+/// one entry holds everything, 1 when all are equal (0 for one entry or none).
+fn normalised_entropy(w: &[f32]) -> f32 {
+    let total: f32 = w.iter().map(|x| x.abs()).sum();
+    if w.len() < 2 || total <= 0.0 {
+        return 0.0;
+    }
+    let h: f32 = w.iter().map(|x| x.abs() / total).filter(|&p| p > 0.0).map(|p| -p * p.ln()).sum();
+    h / (w.len() as f32).ln()
 }
 
 /// The attention weights of one head: `queries` rows (positions `first_query..`) over `keys` columns (positions
@@ -52,8 +69,7 @@ impl AttentionTap {
                 l.mixer.kind()
             )));
         };
-        let slot = spec.layers[..layer].iter().map(|l| l.mixer.parts().len()).sum();
-        Ok(Self::for_attention(layer, slot, a))
+        Ok(Self::for_attention(layer, slot_of(spec, layer), a))
     }
 
     /// An empty tap on `layer`, after checking that `head` is one of its heads (for choosing heads to ablate).
@@ -120,13 +136,9 @@ impl AttentionTap {
             .map(|head| {
                 let qh = &self.q[p * self.q_width() + head * self.head_dim..][..self.head_dim];
                 let kvh = head / (self.n_heads / self.n_kv_heads);
-                let (_, w) = attention_weights(qh, &self.k, (self.n_kv_heads, kvh), p, self.window, self.scale);
-                let h: f32 = w.iter().filter(|&&x| x > 0.0).map(|&x| -x * x.ln()).sum();
-                if w.len() > 1 {
-                    h / (w.len() as f32).ln()
-                } else {
-                    0.0
-                }
+                normalised_entropy(
+                    &attention_weights(qh, &self.k, (self.n_kv_heads, kvh), p, self.window, self.scale).1,
+                )
             })
             .collect()
     }
@@ -146,5 +158,318 @@ impl AttentionTap {
             weights[row * keys + first..row * keys + p + 1].copy_from_slice(&w);
         }
         Ok(AttentionMap { head, first_query, queries: keys - first_query, keys, weights })
+    }
+}
+
+/// What a tapped delta-rule layer (Gated DeltaNet, DeltaNet, Kimi Delta Attention) saw per position: raw queries
+/// and keys (after the short conv), update strengths and log decays. Its map is the implicit attention matrix of
+/// the recurrence: with `P_r = (I - beta_r k_r k_r^T) diag(exp(g_r))`, output `o_t = sum_s A[t, s] v_s` where
+/// `A[t, s] = beta_s q_t^T P_t P_(t-1) ... P_(s+1) k_s` (q, k L2-normalised, q scaled by dk^-0.5, as the layer
+/// computes them). Weights can be negative; rows need not sum to 1.
+#[derive(Clone, Debug)]
+pub struct DeltaTap {
+    /// The tapped layer.
+    pub layer: usize,
+    /// Its state slot.
+    pub slot: usize,
+    dims: Dims,
+    per_channel: bool,
+    beta_scale: f32,
+    /// `[A_log | dt_bias]` of the layer, to turn decay inputs into log decays.
+    gate_params: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    beta: Vec<f32>,
+    g: Vec<f32>,
+}
+
+impl DeltaTap {
+    /// An empty tap on delta-rule `layer` of `spec`, with the layer's `[A_log | dt_bias]` (see
+    /// [`DeltaTap::push_projections`]).
+    pub fn new(spec: &ModelSpec, layer: usize, g: &GatedDeltaNetSpec, gate_params: Vec<f32>) -> Self {
+        DeltaTap {
+            layer,
+            slot: slot_of(spec, layer),
+            dims: Dims { n_k_heads: g.n_k_heads, n_v_heads: g.n_v_heads, dk: g.head_k_dim, dv: g.head_v_dim },
+            per_channel: g.decay.as_ref().is_some_and(|d| d.per_channel),
+            beta_scale: g.beta_scale,
+            gate_params,
+            q: Vec::new(),
+            k: Vec::new(),
+            beta: Vec::new(),
+            g: Vec::new(),
+        }
+    }
+
+    /// f32 values per position of the layer's `[q | k | v]` row (what [`push_projections`](Self::push_projections)
+    /// takes first).
+    pub fn qkv_width(&self) -> usize {
+        2 * self.dims.n_k_heads * self.dims.dk + self.dims.n_v_heads * self.dims.dv
+    }
+
+    /// f32 values per position of the layer's `[b | a]` gate-input row.
+    pub fn gate_width(&self) -> usize {
+        self.dims.n_v_heads * if self.per_channel { 1 + self.dims.dk } else { 2 }
+    }
+
+    /// Appends positions from raw queries and keys `[T, n_k_heads * dk]`, update strengths `beta` `[T,
+    /// n_v_heads]` (scaled) and log decays `g` (`[T, n_v_heads]`, or `[T, n_v_heads * dk]` per channel).
+    pub fn push(&mut self, q: &[f32], k: &[f32], beta: &[f32], g: &[f32]) {
+        self.q.extend_from_slice(q);
+        self.k.extend_from_slice(k);
+        self.beta.extend_from_slice(beta);
+        self.g.extend_from_slice(g);
+    }
+
+    /// Appends positions from the layer's rows as the GPU holds them: `[q | k | v]` after the conv and `[b | a]`
+    /// gate inputs, turned into update strengths and log decays as the layer does.
+    pub fn push_projections(&mut self, qkv: &[f32], ab: &[f32]) {
+        let (key, hv) = (self.dims.n_k_heads * self.dims.dk, self.dims.n_v_heads);
+        let (mut q, mut k, mut b, mut a) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (row, gates) in qkv.chunks_exact(self.qkv_width()).zip(ab.chunks_exact(self.gate_width())) {
+            q.extend_from_slice(&row[..key]);
+            k.extend_from_slice(&row[key..2 * key]);
+            b.extend_from_slice(&gates[..hv]);
+            a.extend_from_slice(&gates[hv..]);
+        }
+        let (a_log, dt_bias) = self.gate_params.split_at(hv);
+        let beta: Vec<f32> = b.iter().map(|&x| self.beta_scale / (1.0 + (-x).exp())).collect();
+        let g = match self.per_channel {
+            true => gated_delta::channel_gates(&a, a_log, dt_bias),
+            false => gated_delta::gates(&a, &b, a_log, dt_bias).0,
+        };
+        self.push(&q, &k, &beta, &g);
+    }
+
+    /// Positions recorded.
+    pub fn positions(&self) -> usize {
+        self.beta.len() / self.dims.n_v_heads
+    }
+
+    /// Keeps the first `positions`.
+    pub fn truncate(&mut self, positions: usize) {
+        let (key, hv) = (self.dims.n_k_heads * self.dims.dk, self.dims.n_v_heads);
+        self.q.truncate(positions * key);
+        self.k.truncate(positions * key);
+        self.beta.truncate(positions * hv);
+        self.g.truncate(positions * hv * if self.per_channel { self.dims.dk } else { 1 });
+    }
+
+    /// Value heads (the heads a map is drawn for).
+    pub fn heads(&self) -> usize {
+        self.dims.n_v_heads
+    }
+
+    /// The implicit weights of value head `head` for query position `t` over keys `0..=t`.
+    fn row(&self, head: usize, t: usize) -> Vec<f32> {
+        let d = &self.dims;
+        let kh = head / (d.n_v_heads / d.n_k_heads);
+        let at = |x: &[f32], p: usize| x[(p * d.n_k_heads + kh) * d.dk..][..d.dk].to_vec();
+        let mut w = gated_delta::l2norm(&at(&self.q, t), 1.0 / (d.dk as f32).sqrt());
+        let mut out = vec![0.0; t + 1];
+        for s in (0..=t).rev() {
+            let ks = gated_delta::l2norm(&at(&self.k, s), 1.0);
+            let beta = self.beta[s * d.n_v_heads + head];
+            let dot: f32 = w.iter().zip(&ks).map(|(a, b)| a * b).sum();
+            out[s] = beta * dot;
+            // w <- D_s (w - beta_s k_s (k_s . w)): carry the query back past position s.
+            for (c, (wc, kc)) in w.iter_mut().zip(&ks).enumerate() {
+                let g = match self.per_channel {
+                    true => self.g[(s * d.n_v_heads + head) * d.dk + c],
+                    false => self.g[s * d.n_v_heads + head],
+                };
+                *wc = g.exp() * (*wc - beta * kc * dot);
+            }
+        }
+        out
+    }
+
+    /// The implicit weights of value head `head` for the last `max_queries` positions recorded.
+    pub fn map(&self, head: usize, max_queries: usize) -> Result<AttentionMap> {
+        if head >= self.heads() {
+            return Err(CoreError::InvalidInput(format!("head {head} is past the layer's {} heads", self.heads())));
+        }
+        let keys = self.positions();
+        let first_query = keys.saturating_sub(max_queries);
+        let mut weights = vec![0.0; (keys - first_query) * keys];
+        for (r, t) in (first_query..keys).enumerate() {
+            weights[r * keys..r * keys + t + 1].copy_from_slice(&self.row(head, t));
+        }
+        Ok(AttentionMap { head, first_query, queries: keys - first_query, keys, weights })
+    }
+
+    /// How spread out each head's implicit weights are at the last position: the entropy of their magnitudes,
+    /// normalised as in [`AttentionTap::entropies`].
+    pub fn entropies(&self) -> Vec<f32> {
+        let Some(t) = self.positions().checked_sub(1) else { return vec![0.0; self.heads()] };
+        (0..self.heads()).map(|h| normalised_entropy(&self.row(h, t))).collect()
+    }
+}
+
+/// A tap on a layer that has an attention map: softmax attention (its weights) or a delta-rule layer (the
+/// implicit weights of its recurrence).
+#[derive(Clone, Debug)]
+pub enum LayerTap {
+    /// Softmax attention.
+    Softmax(AttentionTap),
+    /// Gated DeltaNet, DeltaNet or Kimi Delta Attention.
+    Delta(DeltaTap),
+}
+
+impl LayerTap {
+    /// The tapped layer.
+    pub fn layer(&self) -> usize {
+        match self {
+            LayerTap::Softmax(t) => t.layer,
+            LayerTap::Delta(t) => t.layer,
+        }
+    }
+
+    /// The layer's state slot.
+    pub fn slot(&self) -> usize {
+        match self {
+            LayerTap::Softmax(t) => t.slot,
+            LayerTap::Delta(t) => t.slot,
+        }
+    }
+
+    /// f32 values per position of the two rows a GPU forward copies out: queries and keys (softmax), or
+    /// `[q | k | v]` and `[b | a]` (delta rule).
+    pub fn row_widths(&self) -> (usize, usize) {
+        match self {
+            LayerTap::Softmax(t) => (t.q_width(), t.k_width()),
+            LayerTap::Delta(t) => (t.qkv_width(), t.gate_width()),
+        }
+    }
+
+    /// Appends positions from the two rows a GPU forward copied out (see [`LayerTap::row_widths`]).
+    pub fn push_rows(&mut self, first: &[f32], second: &[f32]) {
+        match self {
+            LayerTap::Softmax(t) => t.push(first, second),
+            LayerTap::Delta(t) => t.push_projections(first, second),
+        }
+    }
+
+    /// Positions recorded.
+    pub fn positions(&self) -> usize {
+        match self {
+            LayerTap::Softmax(t) => t.positions(),
+            LayerTap::Delta(t) => t.positions(),
+        }
+    }
+
+    /// Keeps the first `positions`.
+    pub fn truncate(&mut self, positions: usize) {
+        match self {
+            LayerTap::Softmax(t) => t.truncate(positions),
+            LayerTap::Delta(t) => t.truncate(positions),
+        }
+    }
+
+    /// Heads with a map (value heads for a delta-rule layer).
+    pub fn heads(&self) -> usize {
+        match self {
+            LayerTap::Softmax(t) => t.heads(),
+            LayerTap::Delta(t) => t.heads(),
+        }
+    }
+
+    /// The weights of `head` for the last `max_queries` positions recorded.
+    pub fn map(&self, head: usize, max_queries: usize) -> Result<AttentionMap> {
+        match self {
+            LayerTap::Softmax(t) => t.map(head, max_queries),
+            LayerTap::Delta(t) => t.map(head, max_queries),
+        }
+    }
+
+    /// Each head's normalised entropy at the last position.
+    pub fn entropies(&self) -> Vec<f32> {
+        match self {
+            LayerTap::Softmax(t) => t.entropies(),
+            LayerTap::Delta(t) => t.entropies(),
+        }
+    }
+}
+
+/// Heads with an attention map in `layer` of `spec`: softmax heads, the value heads of a delta-rule layer, else 0.
+pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
+    match spec.layers.get(layer).map(|l| &l.mixer) {
+        Some(MixerSpec::Attention(a)) => a.n_heads,
+        Some(MixerSpec::GatedDeltaNet(g)) => g.n_v_heads,
+        _ => 0,
+    }
+}
+
+/// Checks that `layer` of `spec` has an attention map (softmax or delta rule).
+pub fn check_mapped(spec: &ModelSpec, layer: usize) -> Result<()> {
+    let l = spec.layers.get(layer).ok_or_else(|| {
+        CoreError::InvalidInput(format!("layer {layer} is past the model's {} layers", spec.layers.len()))
+    })?;
+    match map_heads(spec, layer) {
+        0 => Err(CoreError::InvalidInput(format!(
+            "layer {layer} has no attention map (its mixer is {}; softmax and delta-rule layers have one)",
+            l.mixer.kind()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        let mut rng = crate::sampling::Rng::new(seed);
+        (0..n).map(|_| lo + (hi - lo) * rng.next_f32()).collect()
+    }
+
+    #[test]
+    fn implicit_delta_weights_reproduce_the_recurrence() {
+        let dims = Dims { n_k_heads: 2, n_v_heads: 4, dk: 5, dv: 3 };
+        let t_len = 11;
+        for per_channel in [false, true] {
+            let decays = if per_channel { dims.n_v_heads * dims.dk } else { dims.n_v_heads };
+            let q = noise(1, t_len * dims.n_k_heads * dims.dk, -1.0, 1.0);
+            let k = noise(2, t_len * dims.n_k_heads * dims.dk, -1.0, 1.0);
+            let v = noise(3, t_len * dims.n_v_heads * dims.dv, -1.0, 1.0);
+            let beta = noise(4, t_len * dims.n_v_heads, 0.1, 1.9);
+            let g = noise(5, t_len * decays, -0.6, 0.0);
+            let decay = match per_channel {
+                true => gated_delta::Decay::PerChannel(&g),
+                false => gated_delta::Decay::PerHead(&g),
+            };
+            let mut state = vec![0.0; dims.n_v_heads * dims.dk * dims.dv];
+            let want = gated_delta::recurrent(&q, &k, &v, decay, &beta, &mut state, &dims);
+            let mut tap = DeltaTap {
+                layer: 0,
+                slot: 0,
+                dims,
+                per_channel,
+                beta_scale: 1.0,
+                gate_params: Vec::new(),
+                q: Vec::new(),
+                k: Vec::new(),
+                beta: Vec::new(),
+                g: Vec::new(),
+            };
+            tap.push(&q, &k, &beta, &g);
+            let map = tap.map(3, 4).unwrap();
+            assert_eq!((map.first_query, map.queries, map.keys), (t_len - 4, 4, t_len));
+            for t in 0..t_len {
+                for h in 0..dims.n_v_heads {
+                    let row = tap.row(h, t);
+                    for c in 0..dims.dv {
+                        let got: f32 =
+                            row.iter().enumerate().map(|(s, w)| w * v[(s * dims.n_v_heads + h) * dims.dv + c]).sum();
+                        let expect = want[(t * dims.n_v_heads + h) * dims.dv + c];
+                        assert!(
+                            (got - expect).abs() < 1e-4,
+                            "per_channel {per_channel} t {t} h {h}: {got} vs {expect}"
+                        );
+                    }
+                }
+            }
+            assert!(tap.entropies().iter().all(|e| (0.0..=1.0).contains(e)));
+        }
     }
 }

@@ -430,15 +430,14 @@ pub struct Inspection<'a> {
     pub ablated: &'a [AblatedHeads],
 }
 
-/// Where a plan copies one attention layer's queries and keys (after norms and RoPE) for an attention tap:
-/// `capacity` rows each.
+/// Where a plan copies what a tapped layer's attention map needs, `capacity` rows each: a softmax layer's
+/// queries and keys (after norms and RoPE), or a delta-rule layer's `[q | k | v]` (after the conv) and `[b | a]`
+/// gate inputs.
 pub struct TapBuffers {
     /// The tapped layer's state slot.
     pub slot: usize,
-    /// Queries [capacity, n_heads * head_dim] f32.
-    pub q: wgpu::Buffer,
-    /// Keys [capacity, n_kv_heads * head_dim] f32.
-    pub k: wgpu::Buffer,
+    /// The two row buffers, f32.
+    pub rows: [wgpu::Buffer; 2],
 }
 
 /// Records forwards of one model in one mode.
@@ -698,9 +697,10 @@ impl<'a> Builder<'a> {
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
         if let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) {
+            let [q, k] = &tap.rows;
             let q_row_bytes = (a.n_heads * a.head_dim * 4) as u64;
-            self.plan.push(Op::CopyTokenRows { src: s.q.clone(), dst: tap.q.clone(), row_bytes: q_row_bytes });
-            self.plan.push(Op::CopyTokenRows { src: s.k.clone(), dst: tap.k.clone(), row_bytes });
+            self.plan.push(Op::CopyTokenRows { src: s.q.clone(), dst: q.clone(), row_bytes: q_row_bytes });
+            self.plan.push(Op::CopyTokenRows { src: s.k.clone(), dst: k.clone(), row_bytes });
         }
         let cache_rows = *rows as u64;
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows });
@@ -751,7 +751,7 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm, out } = w else {
+        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm, out, .. } = w else {
             unreachable!("gated deltanet weights")
         };
         let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[slot] else {
@@ -792,6 +792,15 @@ impl<'a> Builder<'a> {
                 None => &s.h,
             };
             self.linear(input, up, &s.z, Rows::Tokens, Epilogue::Store)?;
+        }
+        if let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) {
+            let [first, second] = &tap.rows;
+            self.plan.push(Op::CopyTokenRows { src: s.qkv.clone(), dst: first.clone(), row_bytes: (width * 4) as u64 });
+            self.plan.push(Op::CopyTokenRows {
+                src: s.ab.clone(),
+                dst: second.clone(),
+                row_bytes: (gate_width * 4) as u64,
+            });
         }
         let call = DeltaNet {
             n_k_heads: g.n_k_heads,

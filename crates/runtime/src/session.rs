@@ -3,10 +3,12 @@
 
 use crate::error::{Result, RuntimeError};
 use crate::graph::{build, AblatedHeads, Inspection, LayerState, Mode, Resources, TapBuffers};
+use crate::weights::MixerWeights;
 use crate::weights::{upload, LoadProgress, ModelWeights, OnDemand, Prefetch};
 use std::future::Future;
 use std::sync::Arc;
-use ternlight_core::attention_map::AttentionTap;
+use ternlight_core::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
+use ternlight_core::spec::MixerSpec;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
@@ -109,7 +111,7 @@ pub struct Session {
 
 /// An attention tap in force: what it recorded and the buffers the plans copy into.
 struct Tap {
-    record: AttentionTap,
+    record: LayerTap,
     buffers: TapBuffers,
 }
 
@@ -262,26 +264,32 @@ impl Session {
         Ok(())
     }
 
-    /// Records the queries and keys of the softmax-attention layers `layers` at every forward, for attention maps
-    /// (empty stops). The plans are re-recorded with the two copies per layer this costs; without taps they hold
+    /// Records what the attention maps of `layers` need at every forward (empty stops): softmax layers' queries
+    /// and keys, delta-rule layers' projections for their implicit attention. The plans are re-recorded with the two copies per layer this costs; without taps they hold
     /// none. A tap records a context from its start: one set mid-context records from the next reset; layers
     /// tapped before keep what they recorded.
     pub fn set_attention_taps(&mut self, layers: &[usize]) -> Result<()> {
         for &layer in layers {
-            AttentionTap::new(&self.spec, layer)?;
+            check_mapped(&self.spec, layer)?;
         }
         let mut taps = Vec::with_capacity(layers.len());
         for &layer in layers {
-            if let Some(i) = self.taps.iter().position(|t| t.record.layer == layer) {
+            if let Some(i) = self.taps.iter().position(|t| t.record.layer() == layer) {
                 taps.push(self.taps.swap_remove(i));
                 continue;
             }
-            let record = AttentionTap::new(&self.spec, layer)?;
-            let q = self.gpu.zeros("tap queries", self.capacity * record.q_width());
-            let k = self.gpu.zeros("tap keys", self.capacity * record.k_width());
-            taps.push(Tap { buffers: TapBuffers { slot: record.slot, q, k }, record });
+            let record = match (&self.spec.layers[layer].mixer, &self.weights.layers[layer].mixer) {
+                (MixerSpec::GatedDeltaNet(g), MixerWeights::GatedDeltaNet { gate_host, .. }) => {
+                    LayerTap::Delta(DeltaTap::new(&self.spec, layer, g, gate_host.clone()))
+                }
+                _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
+            };
+            let (first, second) = record.row_widths();
+            let rows =
+                [self.gpu.zeros("tap rows", self.capacity * first), self.gpu.zeros("tap rows", self.capacity * second)];
+            taps.push(Tap { buffers: TapBuffers { slot: record.slot(), rows }, record });
         }
-        taps.sort_by_key(|t| t.record.layer);
+        taps.sort_by_key(|t| t.record.layer());
         self.taps = taps;
         self.rebuild()
     }
@@ -348,12 +356,12 @@ impl Session {
     }
 
     /// What the attention tap on `layer` has recorded, if there is one.
-    pub fn attention_tap(&self, layer: usize) -> Option<&AttentionTap> {
-        self.taps.iter().map(|t| &t.record).find(|r| r.layer == layer)
+    pub fn attention_tap(&self, layer: usize) -> Option<&LayerTap> {
+        self.taps.iter().map(|t| &t.record).find(|r| r.layer() == layer)
     }
 
     /// Every attention tap in force, in layer order.
-    pub fn attention_taps(&self) -> impl Iterator<Item = &AttentionTap> {
+    pub fn attention_taps(&self) -> impl Iterator<Item = &LayerTap> {
         self.taps.iter().map(|t| &t.record)
     }
 
@@ -378,9 +386,10 @@ impl Session {
             self.stage_times = plan.stage_times(&self.gpu, profiler).await?;
         }
         for tap in self.taps.iter_mut().filter(|t| t.record.positions() + ids.len() == self.position) {
-            let q = self.gpu.read_f32(&tap.buffers.q, 0, ids.len() * tap.record.q_width()).await?;
-            let k = self.gpu.read_f32(&tap.buffers.k, 0, ids.len() * tap.record.k_width()).await?;
-            tap.record.push(&q, &k);
+            let (first, second) = tap.record.row_widths();
+            let a = self.gpu.read_f32(&tap.buffers.rows[0], 0, ids.len() * first).await?;
+            let b = self.gpu.read_f32(&tap.buffers.rows[1], 0, ids.len() * second).await?;
+            tap.record.push_rows(&a, &b);
         }
         Ok(logits)
     }

@@ -118,6 +118,8 @@ pub enum MixerWeights {
         b: LinearWeights,
         /// `[A_log | dt_bias]` f32.
         gate_params: wgpu::Buffer,
+        /// The same on the host, for attention maps.
+        gate_host: Vec<f32>,
         /// Gated output norm.
         norm: NormWeights,
         /// Output projection.
@@ -436,7 +438,9 @@ impl ModelWeights {
                             + gate.as_ref().map_or(0, lin)
                             + opt(sub_norm)
                     }
-                    MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm: n, out } => {
+                    MixerWeights::GatedDeltaNet {
+                        in_proj, conv, z, a, a_down, b, gate_params, norm: n, out, ..
+                    } => {
                         in_proj.iter().map(lin).sum::<u64>()
                             + conv.size()
                             + z.as_ref().map_or(0, |(down, up)| down.as_ref().map_or(0, lin) + lin(up))
@@ -720,8 +724,12 @@ impl Uploader<'_> {
             None => None,
         };
         let a_down = g.decay.as_ref().and_then(|d| d.a_down.as_ref()).map(|l| self.linear(l)).transpose()?;
-        let (a, gate_params) = match &g.decay {
-            Some(d) => (self.linear(&d.a_proj)?, self.concat_vector(&[&d.a_log, &d.dt_bias])?),
+        let (a, gate_params, gate_host) = match &g.decay {
+            Some(d) => (
+                self.linear(&d.a_proj)?,
+                self.concat_vector(&[&d.a_log, &d.dt_bias])?,
+                [self.source.f32(&d.a_log)?, self.source.f32(&d.dt_bias)?].concat(),
+            ),
             None => {
                 // Plain DeltaNet: a = 0 and exp(A_log) = 0 make the shared kernels' decay exactly zero.
                 let (hv, hidden) = (g.n_v_heads, g.b_proj.in_features);
@@ -732,6 +740,7 @@ impl Uploader<'_> {
                 (
                     LinearWeights { w: a, bias: None, scale: 1.0, input_norm: None, hgf: None },
                     self.gpu.upload_f32("no decay", &params),
+                    params,
                 )
             }
         };
@@ -743,6 +752,7 @@ impl Uploader<'_> {
             a_down,
             b: self.linear(&g.b_proj)?,
             gate_params,
+            gate_host,
             norm: self.norm(&g.norm)?,
             out: self.linear(&g.out_proj)?,
         })

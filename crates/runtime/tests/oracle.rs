@@ -290,13 +290,22 @@ fn fla_rwkv7_matches_fla_on_the_gpu() {
     check("rwkv7");
 }
 
-/// Attention maps and head entropies from the GPU's tapped queries and keys equal the CPU reference's, on the
-/// prefill path (in chunks) and token by token, for a full-attention layer (llama) and a sliding-window layer
-/// (gemma3, window 16 under an 80-token prompt); every row sums to 1; entropies lie in [0, 1].
+/// Attention maps and head entropies from the GPU's taps equal the CPU reference's, on the prefill path (in
+/// chunks) and token by token: softmax layers (llama; gemma3's window-16 layer under an 80-token prompt), whose
+/// rows sum to 1, and the implicit attention of delta-rule layers (Gated DeltaNet, DeltaNet, Kimi Delta Attention,
+/// Qwen3.5's linear layer). Entropies lie in [0, 1].
 #[test]
 fn attention_taps_match_the_reference() {
     use ternlight_core::reference::model::ReferenceModel;
-    for (arch, layer) in [("llama", 1), ("gemma3", 0)] {
+    let cases = [
+        ("llama", 1, true),
+        ("gemma3", 0, true),
+        ("gated_deltanet", 0, false),
+        ("deltanet", 1, false),
+        ("kda", 0, false),
+        ("qwen3_5", 0, false),
+    ];
+    for (arch, layer, softmax) in cases {
         let oracle = Oracle::open(&fixture(arch)).unwrap();
         let ids = &oracle.input_ids;
         let spec =
@@ -320,30 +329,37 @@ fn attention_taps_match_the_reference() {
         for head in [0, want.heads() - 1] {
             let w = want.map(head, 50).unwrap();
             assert_eq!((w.queries, w.keys, w.first_query), (50, ids.len(), ids.len() - 50));
-            for row in w.weights.chunks(w.keys) {
-                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{arch} row sum");
+            if softmax {
+                for row in w.weights.chunks(w.keys) {
+                    assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{arch} row sum");
+                }
             }
+            let scale = w.weights.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert!(scale > 0.0, "{arch}: an empty map");
             for got in [&prefilled, stepped] {
                 let g = got.map(head, 50).unwrap();
                 assert_eq!((g.queries, g.keys), (w.queries, w.keys));
                 let d = max_abs_diff(&g.weights, &w.weights);
-                assert!(d < 1e-4, "{arch} layer {layer} head {head}: max abs diff {d}");
+                assert!(
+                    d < 1e-4 * scale.max(1.0),
+                    "{arch} layer {layer} head {head}: max abs diff {d} (scale {scale})"
+                );
             }
         }
         let entropies = stepped.entropies();
         assert_eq!(entropies.len(), want.heads());
         assert!(entropies.iter().all(|&e| (0.0..=1.0 + 1e-5).contains(&e)), "{entropies:?}");
         let d = max_abs_diff(&entropies, &want.entropies());
-        assert!(d < 1e-4, "{arch} entropies: max abs diff {d}");
+        assert!(d < 1e-3, "{arch} entropies: max abs diff {d}");
         let e = s.set_attention_taps(&[layer, 99]).unwrap_err().to_string();
         assert!(e.contains("past the model"), "{e}");
         assert!(s.attention_tap(layer).is_some(), "a refused change keeps the taps");
     }
-    let mut s = session("gated_deltanet", SessionOptions::default());
+    let mut s = session("gla", SessionOptions::default());
     let m = s.memory();
     assert!(m.recurrent > 0 && m.recurrent == m.state && m.kv_cache_live == 0, "{m:?}");
     let e = s.set_attention_taps(&[0]).unwrap_err().to_string();
-    assert!(e.contains("not a softmax attention layer"), "{e}");
+    assert!(e.contains("has no attention map"), "{e}");
 }
 
 /// Ablated heads: the GPU session with heads switched off matches the CPU reference with the same heads off, on

@@ -1,6 +1,6 @@
-//! Attention maps on a canvas: query positions down, key positions across, each cell's colour its weight
-//! (square-root scaled per row, so small weights stay visible), with attention-sink columns — keys most queries
-//! lean on — marked in a band along the top.
+//! Attention maps on a canvas: query positions down, key positions across, each cell's colour its weight's
+//! magnitude (square-root scaled per row, so small weights stay visible; a delta-rule layer's implicit weights can
+//! be negative), with attention-sink columns — keys most queries lean on — marked in a band along the top.
 
 use crate::engine::{get, number};
 use wasm_bindgen::prelude::*;
@@ -46,7 +46,7 @@ impl Map {
                 let heavy = (0..self.queries)
                     .filter(|&q| {
                         let visible = self.first_query + q + 1;
-                        self.weights[q * self.keys + k] > 4.0 / visible as f32
+                        self.weights[q * self.keys + k].abs() > 4.0 / visible as f32
                     })
                     .count();
                 2 * heavy >= self.queries
@@ -67,12 +67,12 @@ pub fn draw(canvas: &HtmlCanvasElement, map: &Map) {
     let (cw, ch) = (w / map.keys as f64, (h - BAND) / map.queries as f64);
     for q in 0..map.queries {
         let row = &map.weights[q * map.keys..(q + 1) * map.keys];
-        let max = row.iter().cloned().fold(0.0f32, f32::max).max(1e-9);
+        let max = row.iter().fold(0.0f32, |m, w| m.max(w.abs())).max(1e-9);
         for (k, &weight) in row.iter().enumerate() {
-            if weight <= 0.0 {
+            if weight == 0.0 {
                 continue;
             }
-            ctx.set_fill_style_str(&colour((weight / max).sqrt()));
+            ctx.set_fill_style_str(&colour((weight.abs() / max).sqrt()));
             ctx.fill_rect(k as f64 * cw, BAND + q as f64 * ch, cw.max(1.0), ch.max(1.0));
         }
     }

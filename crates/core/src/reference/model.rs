@@ -14,7 +14,7 @@ use super::{
     rope::rope,
 };
 use super::{gla, gsa, hgrn2, mamba2, rwkv7, ternary};
-use crate::attention_map::AttentionTap;
+use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
 use crate::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
     LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec,
@@ -97,7 +97,7 @@ pub struct ReferenceModel {
     v_first: Vec<f32>,
     position: usize,
     form: DeltaForm,
-    tap: Option<AttentionTap>,
+    tap: Option<LayerTap>,
     /// Switched-off heads as (state slot, head).
     ablated: Vec<(usize, usize)>,
 }
@@ -150,9 +150,25 @@ impl ReferenceModel {
         self.position
     }
 
-    /// Starts recording the queries and keys of softmax-attention layer `layer` (`None` stops).
+    /// Starts recording what layer `layer` needs for its attention map (`None` stops): queries and keys of a
+    /// softmax layer, or a delta-rule layer's queries, keys, update strengths and decays.
     pub fn set_attention_tap(&mut self, layer: Option<usize>) -> Result<()> {
-        self.tap = layer.map(|l| AttentionTap::new(&self.spec, l)).transpose()?;
+        self.tap = match layer {
+            None => None,
+            Some(l) => {
+                check_mapped(&self.spec, l)?;
+                Some(match &self.spec.layers[l].mixer {
+                    MixerSpec::GatedDeltaNet(g) => {
+                        let params = match &g.decay {
+                            Some(d) => [self.w(&d.a_log), self.w(&d.dt_bias)].concat(),
+                            None => [vec![gated_delta::NO_DECAY_A_LOG; g.n_v_heads], vec![0.0; g.n_v_heads]].concat(),
+                        };
+                        LayerTap::Delta(DeltaTap::new(&self.spec, l, g, params))
+                    }
+                    _ => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
+                })
+            }
+        };
         Ok(())
     }
 
@@ -168,7 +184,7 @@ impl ReferenceModel {
     }
 
     /// What the attention tap recorded.
-    pub fn attention_tap(&self) -> Option<&AttentionTap> {
+    pub fn attention_tap(&self) -> Option<&LayerTap> {
         self.tap.as_ref()
     }
 
@@ -263,7 +279,7 @@ impl ReferenceModel {
         };
         kc.extend_from_slice(&k);
         vc.extend_from_slice(&v);
-        if let Some(tap) = self.tap.as_mut().filter(|t| t.slot == li) {
+        if let Some(LayerTap::Softmax(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
             tap.push(&q, &k);
         }
         let mut o = attention(&q, kc, vc, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
@@ -322,6 +338,9 @@ impl ReferenceModel {
             Some(c) => gated_delta::Decay::PerChannel(c),
             None => gated_delta::Decay::PerHead(&head_decay),
         };
+        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+            tap.push(&q, &k, &beta, channel_decay.as_deref().unwrap_or(&head_decay));
+        }
         let o = if form == DeltaForm::Auto && tokens > 1 {
             gated_delta::chunked(&q, &k, &v, decay, &beta, state, &dims)
         } else {

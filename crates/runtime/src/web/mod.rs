@@ -16,9 +16,10 @@ use crate::weights::{LoadProgress, OnDemand};
 use crate::{Session, SessionOptions};
 use js_sys::{Function, Object, Reflect};
 use std::sync::Arc;
+use ternlight_core::attention_map::map_heads;
 use ternlight_core::gguf::checkpoint::TOKENIZER_KEY;
 use ternlight_core::sampling::{Sampler, SamplingParams};
-use ternlight_core::spec::{MixerSpec, ModelSpec};
+use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::SafetensorsCheckpoint;
 use ternlight_core::tokenizer::{ChatMessage, Tokenizer};
 use ternlight_gpu::Gpu;
@@ -238,7 +239,7 @@ impl Engine {
         Ok(Some(piece))
     }
 
-    /// Chooses the softmax-attention layers whose attention maps are captured (empty stops capture, which then
+    /// Chooses the layers whose attention maps are captured, softmax or delta-rule (empty stops capture, which then
     /// costs nothing). Capture of a newly chosen layer covers the generations started after the choice.
     pub fn set_attention_layers(&mut self, layers: Vec<u32>) -> Result<(), JsError> {
         let layers: Vec<usize> = layers.into_iter().map(|l| l as usize).collect();
@@ -264,7 +265,7 @@ impl Engine {
     /// The layers whose attention maps are captured.
     #[wasm_bindgen(getter)]
     pub fn attention_layers(&self) -> Vec<u32> {
-        self.session.attention_taps().map(|t| t.layer as u32).collect()
+        self.session.attention_taps().map(|t| t.layer() as u32).collect()
     }
 
     /// The attention weights of `head` in captured layer `layer` over the last `max_queries` positions of the
@@ -275,7 +276,7 @@ impl Engine {
         let Some(tap) = self.session.attention_tap(layer as usize) else { return Ok(JsValue::UNDEFINED) };
         let map = tap.map(head as usize, max_queries as usize).map_err(js_error)?;
         let out = object(&[
-            ("layer", tap.layer as f64),
+            ("layer", tap.layer() as f64),
             ("head", head as f64),
             ("firstQuery", map.first_query as f64),
             ("queries", map.queries as f64),
@@ -297,7 +298,7 @@ impl Engine {
         self.session
             .attention_taps()
             .map(|tap| {
-                let out = object(&[("layer", tap.layer as f64)]);
+                let out = object(&[("layer", tap.layer() as f64)]);
                 let entropies = js_sys::Float32Array::from(tap.entropies().as_slice());
                 let _ = Reflect::set(&out, &"entropies".into(), &entropies);
                 JsValue::from(out)
@@ -335,7 +336,8 @@ impl Engine {
     /// decodeTokensPerSecond, weightBytes, stateBytes (allocated), kvCacheBytes (filled by the context),
     /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, warnings, layers, contextMemory,
     /// stageSeconds}`. The generation figures are of the current or last generation; `layers` lists each layer's
-    /// `{kind, attentionHeads}` (0 heads where the layer is not softmax attention); `contextMemory` gives
+    /// `{kind, attentionHeads}`: heads with an attention map, softmax or the implicit attention of a delta-rule
+    /// layer, 0 for other mixers; `contextMemory` gives
     /// `{tokens, bytes}` of KV cache plus recurrent state at 4K, 32K and 128K tokens; `stageSeconds`, while
     /// profiling, the GPU time of the last forward by stage (embedding, each layer, head).
     pub fn stats(&self) -> JsValue {
@@ -358,23 +360,18 @@ impl Engine {
         ]);
         let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
         let _ = Reflect::set(&out, &"warnings".into(), &warnings);
-        let layers: js_sys::Array = self
-            .session
-            .spec()
+        let spec = self.session.spec();
+        let layers: js_sys::Array = spec
             .layers
             .iter()
-            .map(|l| {
-                let heads = match &l.mixer {
-                    MixerSpec::Attention(a) => a.n_heads,
-                    _ => 0,
-                };
-                let layer = object(&[("attentionHeads", heads as f64)]);
+            .enumerate()
+            .map(|(i, l)| {
+                let layer = object(&[("attentionHeads", map_heads(spec, i) as f64)]);
                 let _ = Reflect::set(&layer, &"kind".into(), &l.mixer.kind().into());
                 JsValue::from(layer)
             })
             .collect();
         let _ = Reflect::set(&out, &"layers".into(), &layers);
-        let spec = self.session.spec();
         let projection: js_sys::Array = [4096usize, 32768, 131072]
             .into_iter()
             .map(|tokens| {
