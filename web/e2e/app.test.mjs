@@ -1,10 +1,11 @@
 // The web app in headless Chromium (WebGPU on SwiftShader), built by `trunk build --release` in crates/web:
 // autorun on the embedded default model must finish with the same text the native CLI generates greedily for
-// the same prompt and seed; speed and memory show; the attention map has pixels and changes with the head, the
-// layer and a click in the layers × heads overview; switching a head off regenerates and keeps the earlier text;
-// an override changes the reader state and the layout; a second visit marks the model cached; the console stays
-// free of errors; a browser without WebGPU gets a clear error. Saves screenshots under target/e2e/. Run:
-// `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which builds target/debug/ternlight).
+// the same prompt and seed; speed and memory (with the context-memory curve) show; the attention map has pixels
+// and changes with the head, the layer and a click in the layers × heads overview; switching a head off
+// regenerates and keeps the earlier text; an override changes the reader state and the layout; a second visit
+// marks the model cached; the console stays free of errors; a browser without WebGPU gets a clear error. Saves
+// screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which
+// builds target/debug/ternlight).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -39,6 +40,15 @@ try {
   assert.ok(Number(await page.getByTestId('tokens-per-second').textContent()) > 0);
   assert.ok(Number(await page.getByTestId('ttft-ms').textContent()) > 0);
   assert.match(await page.getByTestId('memory').textContent(), /weights \d+\.\d MiB.*at 4K tokens: \d+\.\d MiB · 32K tokens/);
+  // The context-memory curve is drawn.
+  const curve = await page.evaluate(() => {
+    const c = document.querySelector('[data-testid=memory-growth]');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let drawn = 0;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) drawn += 1;
+    return drawn;
+  });
+  assert.ok(curve > 50, `memory curve has ${curve} pixels`);
   // Per-layer GPU time where the adapter has timestamp queries (embedding, 2 layers, head), else a note saying so.
   const times = page.getByTestId('layer-times');
   const timed = (await times.textContent()).includes('GPU time of the last forward');

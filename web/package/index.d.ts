@@ -79,7 +79,7 @@ export interface Stats {
   warnings: string[];
   /** While profiling: GPU seconds of the last forward by stage (embedding, each layer, head). */
   stageSeconds: Float64Array;
-  /** KV cache plus recurrent state at 4K, 32K and 128K tokens of context. */
+  /** KV cache plus recurrent state at contexts from 256 to 128K tokens. */
   contextMemory: { tokens: number; bytes: number }[];
   /** Each layer's mixer kind and its softmax-attention heads (0 for other mixers). */
   layers: { kind: string; attentionHeads: number }[];

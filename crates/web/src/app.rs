@@ -230,6 +230,7 @@ fn App() -> impl IntoView {
     let (before, set_before) = signal(None::<String>);
     let canvas = NodeRef::<html::Canvas>::new();
     let chart = NodeRef::<html::Canvas>::new();
+    let growth = NodeRef::<html::Canvas>::new();
 
     let state = Memo::new(move |_| match adaptive.get() {
         false => ReaderState::Focused,
@@ -451,6 +452,12 @@ fn App() -> impl IntoView {
             draw_chart(&c, &r);
         }
     });
+    Effect::new(move |_| {
+        let s = stats.get();
+        if let Some(c) = growth.get() {
+            draw_growth(&c, &s.projection, s.context);
+        }
+    });
 
     // Switch the shown head off (or back on) and generate again, keeping the previous text to compare.
     let toggle_ablation = move || {
@@ -567,6 +574,8 @@ fn App() -> impl IntoView {
                         <dt>"context"</dt><dd>{move || format!("{:.0} tokens ({:.0} new)", stats.get().context, stats.get().generated)}</dd>
                     </dl>
                     <canvas class="chart advanced" node_ref=chart width="320" height="60" aria-label="decode tokens per second over the generation"></canvas>
+                    <canvas class="chart advanced" data-testid="memory-growth" node_ref=growth width="320" height="70"
+                        aria-label="context memory as the context grows from 256 to 128K tokens (log scale), the current context marked"></canvas>
                     <div class="layer-times advanced" data-testid="layer-times">
                         {move || {
                             let s = stats.get();
@@ -612,6 +621,7 @@ fn App() -> impl IntoView {
                                     mib(s.state_bytes - s.recurrent_bytes), s.max_context
                                 )}</p>
                                 <p>{format!("context memory (KV cache + state) at {}", s.projection.iter()
+                                    .filter(|(t, _)| [4096.0, 32768.0, 131072.0].contains(t))
                                     .map(|(t, b)| format!("{:.0}K tokens: {}", t / 1024.0, mib(*b)))
                                     .collect::<Vec<_>>().join(" · "))}</p>
                             }
@@ -738,6 +748,40 @@ fn parse_overview(v: &JsValue) -> Vec<(usize, Vec<f32>)> {
             (number(&l, "layer") as usize, entropies)
         })
         .collect()
+}
+
+/// Context memory against context length (log scale from the first point to the last), with the current
+/// context marked.
+fn draw_growth(canvas: &web_sys::HtmlCanvasElement, points: &[(f64, f64)], context: f64) {
+    let Some(ctx) =
+        canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
+    else {
+        return;
+    };
+    let (w, h) = (canvas.width() as f64, canvas.height() as f64);
+    ctx.clear_rect(0.0, 0.0, w, h);
+    let (Some(&(t0, _)), Some(&(t1, _))) = (points.first(), points.last()) else { return };
+    let max = points.iter().fold(1.0f64, |m, p| m.max(p.1));
+    let x = |t: f64| (t.max(t0).ln() - t0.ln()) / (t1.ln() - t0.ln()).max(1e-9) * (w - 4.0) + 2.0;
+    let y = |b: f64| h - 12.0 - b / max * (h - 16.0);
+    ctx.set_stroke_style_str("#f2cc60");
+    ctx.begin_path();
+    for (i, &(t, b)) in points.iter().enumerate() {
+        if i == 0 {
+            ctx.move_to(x(t), y(b));
+        } else {
+            ctx.line_to(x(t), y(b));
+        }
+    }
+    ctx.stroke();
+    ctx.set_fill_style_str("#8b949e");
+    ctx.set_font("10px sans-serif");
+    let _ = ctx.fill_text(&format!("{}", mib(max)), 2.0, 10.0);
+    let _ = ctx.fill_text(&format!("{:.0}K tokens", t1 / 1024.0), w - 60.0, h - 1.0);
+    if context > 0.0 {
+        ctx.set_fill_style_str("#3fb6a8");
+        ctx.fill_rect(x(context) - 1.0, 0.0, 2.0, h - 12.0);
+    }
 }
 
 /// The decode rate over the generation as a line.

@@ -337,9 +337,9 @@ impl Engine {
     /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, warnings, layers, contextMemory,
     /// stageSeconds}`. The generation figures are of the current or last generation; `layers` lists each layer's
     /// `{kind, attentionHeads}`: heads with an attention map, softmax or the implicit attention of a delta-rule
-    /// layer, 0 for other mixers; `contextMemory` gives
-    /// `{tokens, bytes}` of KV cache plus recurrent state at 4K, 32K and 128K tokens; `stageSeconds`, while
-    /// profiling, the GPU time of the last forward by stage (embedding, each layer, head).
+    /// layer, 0 for other mixers; `contextMemory` gives `{tokens, bytes}` of KV cache plus recurrent state from
+    /// 256 to 128K tokens; `stageSeconds`, while profiling, the GPU time of the last forward by stage (embedding,
+    /// each layer, head).
     pub fn stats(&self) -> JsValue {
         let s = &self.last;
         let memory = self.session.memory();
@@ -372,7 +372,7 @@ impl Engine {
             })
             .collect();
         let _ = Reflect::set(&out, &"layers".into(), &layers);
-        let projection: js_sys::Array = [4096usize, 32768, 131072]
+        let projection: js_sys::Array = [256usize, 1024, 4096, 16384, 32768, 65536, 131072]
             .into_iter()
             .map(|tokens| {
                 let bytes = spec.context_bytes(tokens, ternlight_core::dtype::DType::F32);
