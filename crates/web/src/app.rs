@@ -776,7 +776,7 @@ fn draw_growth(canvas: &web_sys::HtmlCanvasElement, points: &[(f64, f64)], conte
     ctx.stroke();
     ctx.set_fill_style_str("#8b949e");
     ctx.set_font("10px sans-serif");
-    let _ = ctx.fill_text(&format!("{}", mib(max)), 2.0, 10.0);
+    let _ = ctx.fill_text(&mib(max), 2.0, 10.0);
     let _ = ctx.fill_text(&format!("{:.0}K tokens", t1 / 1024.0), w - 60.0, h - 1.0);
     if context > 0.0 {
         ctx.set_fill_style_str("#3fb6a8");
