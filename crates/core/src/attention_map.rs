@@ -4,7 +4,8 @@
 
 use crate::reference::attention::attention_weights;
 use crate::reference::gated_delta::{self, Dims};
-use crate::spec::{AttentionSpec, GatedDeltaNetSpec, MixerSpec, ModelSpec};
+use crate::reference::gla;
+use crate::spec::{AttentionSpec, GatedDeltaNetSpec, GlaSpec, MixerSpec, ModelSpec};
 use crate::{CoreError, Result};
 
 /// The queries and keys a tapped attention layer saw, per position.
@@ -161,11 +162,12 @@ impl AttentionTap {
     }
 }
 
-/// What a tapped delta-rule layer (Gated DeltaNet, DeltaNet, Kimi Delta Attention) saw per position: raw queries
-/// and keys (after the short conv), update strengths and log decays. Its map is the implicit attention matrix of
-/// the recurrence: with `P_r = (I - beta_r k_r k_r^T) diag(exp(g_r))`, output `o_t = sum_s A[t, s] v_s` where
-/// `A[t, s] = beta_s q_t^T P_t P_(t-1) ... P_(s+1) k_s` (q, k L2-normalised, q scaled by dk^-0.5, as the layer
-/// computes them). Weights can be negative; rows need not sum to 1.
+/// What a tapped recurrent layer saw per position — a delta-rule layer (Gated DeltaNet, DeltaNet, Kimi Delta
+/// Attention: raw queries and keys after the short conv, update strengths, log decays) or gated linear attention
+/// (GLA: queries, keys, per-channel log decays). Its map is the implicit attention matrix of the recurrence: with
+/// `P_r = (I - beta_r k_r k_r^T) diag(exp(g_r))` (GLA: `diag(exp(g_r))`, beta 1), output
+/// `o_t = sum_s A[t, s] v_s` where `A[t, s] = beta_s q_t^T P_t P_(t-1) ... P_(s+1) k_s` (q, k as the layer uses
+/// them: L2-normalised for the delta rule; q scaled by dk^-0.5). Weights can be negative; rows need not sum to 1.
 #[derive(Clone, Debug)]
 pub struct DeltaTap {
     /// The tapped layer.
@@ -174,26 +176,44 @@ pub struct DeltaTap {
     pub slot: usize,
     dims: Dims,
     per_channel: bool,
-    beta_scale: f32,
-    /// `[A_log | dt_bias]` of the layer, to turn decay inputs into log decays.
-    gate_params: Vec<f32>,
+    rule: Rule,
     q: Vec<f32>,
     k: Vec<f32>,
     beta: Vec<f32>,
     g: Vec<f32>,
 }
 
+/// How a recurrent layer turns its projections into the recurrence's inputs.
+#[derive(Clone, Debug)]
+enum Rule {
+    /// The gated delta rule: `beta = beta_scale * sigmoid(b)`, decays from `[A_log | dt_bias]`.
+    Delta { beta_scale: f32, gate_params: Vec<f32> },
+    /// Gated linear attention: `g = logsigmoid(gk) / normalizer`, no erasing.
+    Gla { normalizer: f32 },
+}
+
 impl DeltaTap {
     /// An empty tap on delta-rule `layer` of `spec`, with the layer's `[A_log | dt_bias]` (see
     /// [`DeltaTap::push_projections`]).
     pub fn new(spec: &ModelSpec, layer: usize, g: &GatedDeltaNetSpec, gate_params: Vec<f32>) -> Self {
+        let dims = Dims { n_k_heads: g.n_k_heads, n_v_heads: g.n_v_heads, dk: g.head_k_dim, dv: g.head_v_dim };
+        let per_channel = g.decay.as_ref().is_some_and(|d| d.per_channel);
+        Self::empty(spec, layer, dims, per_channel, Rule::Delta { beta_scale: g.beta_scale, gate_params })
+    }
+
+    /// An empty tap on GLA `layer` of `spec`.
+    pub fn gla(spec: &ModelSpec, layer: usize, g: &GlaSpec) -> Self {
+        let dims = Dims { n_k_heads: g.n_heads, n_v_heads: g.n_heads, dk: g.head_k_dim, dv: g.head_v_dim };
+        Self::empty(spec, layer, dims, true, Rule::Gla { normalizer: g.gate_normalizer })
+    }
+
+    fn empty(spec: &ModelSpec, layer: usize, dims: Dims, per_channel: bool, rule: Rule) -> Self {
         DeltaTap {
             layer,
             slot: slot_of(spec, layer),
-            dims: Dims { n_k_heads: g.n_k_heads, n_v_heads: g.n_v_heads, dk: g.head_k_dim, dv: g.head_v_dim },
-            per_channel: g.decay.as_ref().is_some_and(|d| d.per_channel),
-            beta_scale: g.beta_scale,
-            gate_params,
+            dims,
+            per_channel,
+            rule,
             q: Vec::new(),
             k: Vec::new(),
             beta: Vec::new(),
@@ -207,9 +227,12 @@ impl DeltaTap {
         2 * self.dims.n_k_heads * self.dims.dk + self.dims.n_v_heads * self.dims.dv
     }
 
-    /// f32 values per position of the layer's `[b | a]` gate-input row.
+    /// f32 values per position of the layer's gate-input row: `[b | a]` (delta rule) or `gk` (GLA).
     pub fn gate_width(&self) -> usize {
-        self.dims.n_v_heads * if self.per_channel { 1 + self.dims.dk } else { 2 }
+        match self.rule {
+            Rule::Gla { .. } => self.dims.n_v_heads * self.dims.dk,
+            Rule::Delta { .. } => self.dims.n_v_heads * if self.per_channel { 1 + self.dims.dk } else { 2 },
+        }
     }
 
     /// Appends positions from raw queries and keys `[T, n_k_heads * dk]`, update strengths `beta` `[T,
@@ -221,22 +244,29 @@ impl DeltaTap {
         self.g.extend_from_slice(g);
     }
 
-    /// Appends positions from the layer's rows as the GPU holds them: `[q | k | v]` after the conv and `[b | a]`
-    /// gate inputs, turned into update strengths and log decays as the layer does.
-    pub fn push_projections(&mut self, qkv: &[f32], ab: &[f32]) {
+    /// Appends positions from the layer's rows as the GPU holds them: `[q | k | v]` (after the conv) and the gate
+    /// inputs (`[b | a]`, or GLA's `gk`), turned into update strengths and log decays as the layer does.
+    pub fn push_projections(&mut self, qkv: &[f32], gates: &[f32]) {
         let (key, hv) = (self.dims.n_k_heads * self.dims.dk, self.dims.n_v_heads);
         let (mut q, mut k, mut b, mut a) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (row, gates) in qkv.chunks_exact(self.qkv_width()).zip(ab.chunks_exact(self.gate_width())) {
+        let split = if matches!(self.rule, Rule::Gla { .. }) { 0 } else { hv };
+        for (row, gate) in qkv.chunks_exact(self.qkv_width()).zip(gates.chunks_exact(self.gate_width())) {
             q.extend_from_slice(&row[..key]);
             k.extend_from_slice(&row[key..2 * key]);
-            b.extend_from_slice(&gates[..hv]);
-            a.extend_from_slice(&gates[hv..]);
+            b.extend_from_slice(&gate[..split]);
+            a.extend_from_slice(&gate[split..]);
         }
-        let (a_log, dt_bias) = self.gate_params.split_at(hv);
-        let beta: Vec<f32> = b.iter().map(|&x| self.beta_scale / (1.0 + (-x).exp())).collect();
-        let g = match self.per_channel {
-            true => gated_delta::channel_gates(&a, a_log, dt_bias),
-            false => gated_delta::gates(&a, &b, a_log, dt_bias).0,
+        let (beta, g) = match &self.rule {
+            Rule::Gla { normalizer } => (vec![1.0; q.len() / self.dims.dk], gla::log_decay(&a, *normalizer)),
+            Rule::Delta { beta_scale, gate_params } => {
+                let (a_log, dt_bias) = gate_params.split_at(hv);
+                let beta = b.iter().map(|&x| beta_scale / (1.0 + (-x).exp())).collect();
+                let g = match self.per_channel {
+                    true => gated_delta::channel_gates(&a, a_log, dt_bias),
+                    false => gated_delta::gates(&a, &b, a_log, dt_bias).0,
+                };
+                (beta, g)
+            }
         };
         self.push(&q, &k, &beta, &g);
     }
@@ -265,20 +295,26 @@ impl DeltaTap {
         let d = &self.dims;
         let kh = head / (d.n_v_heads / d.n_k_heads);
         let at = |x: &[f32], p: usize| x[(p * d.n_k_heads + kh) * d.dk..][..d.dk].to_vec();
-        let mut w = gated_delta::l2norm(&at(&self.q, t), 1.0 / (d.dk as f32).sqrt());
+        let delta = matches!(self.rule, Rule::Delta { .. });
+        let q_scale = 1.0 / (d.dk as f32).sqrt();
+        let mut w = match delta {
+            true => gated_delta::l2norm(&at(&self.q, t), q_scale),
+            false => at(&self.q, t).iter().map(|x| x * q_scale).collect(),
+        };
         let mut out = vec![0.0; t + 1];
         for s in (0..=t).rev() {
-            let ks = gated_delta::l2norm(&at(&self.k, s), 1.0);
+            let ks = if delta { gated_delta::l2norm(&at(&self.k, s), 1.0) } else { at(&self.k, s) };
             let beta = self.beta[s * d.n_v_heads + head];
             let dot: f32 = w.iter().zip(&ks).map(|(a, b)| a * b).sum();
             out[s] = beta * dot;
+            let erase = if delta { beta * dot } else { 0.0 };
             // w <- D_s (w - beta_s k_s (k_s . w)): carry the query back past position s.
             for (c, (wc, kc)) in w.iter_mut().zip(&ks).enumerate() {
                 let g = match self.per_channel {
                     true => self.g[(s * d.n_v_heads + head) * d.dk + c],
                     false => self.g[s * d.n_v_heads + head],
                 };
-                *wc = g.exp() * (*wc - beta * kc * dot);
+                *wc = g.exp() * (*wc - kc * erase);
             }
         }
         out
@@ -396,6 +432,7 @@ pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
     match spec.layers.get(layer).map(|l| &l.mixer) {
         Some(MixerSpec::Attention(a)) => a.n_heads,
         Some(MixerSpec::GatedDeltaNet(g)) => g.n_v_heads,
+        Some(MixerSpec::Gla(g)) => g.n_heads,
         _ => 0,
     }
 }
@@ -407,7 +444,7 @@ pub fn check_mapped(spec: &ModelSpec, layer: usize) -> Result<()> {
     })?;
     match map_heads(spec, layer) {
         0 => Err(CoreError::InvalidInput(format!(
-            "layer {layer} has no attention map (its mixer is {}; softmax and delta-rule layers have one)",
+            "layer {layer} has no attention map (its mixer is {}; softmax, delta-rule and GLA layers have one)",
             l.mixer.kind()
         ))),
         _ => Ok(()),
@@ -440,18 +477,9 @@ mod tests {
             };
             let mut state = vec![0.0; dims.n_v_heads * dims.dk * dims.dv];
             let want = gated_delta::recurrent(&q, &k, &v, decay, &beta, &mut state, &dims);
-            let mut tap = DeltaTap {
-                layer: 0,
-                slot: 0,
-                dims,
-                per_channel,
-                beta_scale: 1.0,
-                gate_params: Vec::new(),
-                q: Vec::new(),
-                k: Vec::new(),
-                beta: Vec::new(),
-                g: Vec::new(),
-            };
+            let rule = Rule::Delta { beta_scale: 1.0, gate_params: Vec::new() };
+            let mut tap =
+                DeltaTap { layer: 0, slot: 0, dims, per_channel, rule, q: vec![], k: vec![], beta: vec![], g: vec![] };
             tap.push(&q, &k, &beta, &g);
             let map = tap.map(3, 4).unwrap();
             assert_eq!((map.first_query, map.queries, map.keys), (t_len - 4, 4, t_len));
@@ -470,6 +498,41 @@ mod tests {
                 }
             }
             assert!(tap.entropies().iter().all(|e| (0.0..=1.0).contains(e)));
+        }
+    }
+
+    #[test]
+    fn implicit_gla_weights_reproduce_the_recurrence() {
+        let d = gla::Dims::new(3, 4, 2);
+        let t_len = 9;
+        let q = noise(6, t_len * 3 * 4, -1.0, 1.0);
+        let k = noise(7, t_len * 3 * 4, -1.0, 1.0);
+        let v = noise(8, t_len * 3 * 2, -1.0, 1.0);
+        let g = gla::log_decay(&noise(9, t_len * 3 * 4, -3.0, 3.0), 16.0);
+        let want = gla::recurrent(&q, &k, &v, &g, &mut [0.0; 3 * 4 * 2], &d);
+        let dims = Dims { n_k_heads: 3, n_v_heads: 3, dk: 4, dv: 2 };
+        let rule = Rule::Gla { normalizer: 16.0 };
+        let mut tap = DeltaTap {
+            layer: 0,
+            slot: 0,
+            dims,
+            per_channel: true,
+            rule,
+            q: vec![],
+            k: vec![],
+            beta: vec![],
+            g: vec![],
+        };
+        tap.push(&q, &k, &vec![1.0; t_len * 3], &g);
+        for t in 0..t_len {
+            for h in 0..3 {
+                let row = tap.row(h, t);
+                for c in 0..2 {
+                    let got: f32 = row.iter().enumerate().map(|(s, w)| w * v[(s * 3 + h) * 2 + c]).sum();
+                    let expect = want[(t * 3 + h) * 2 + c];
+                    assert!((got - expect).abs() < 1e-4, "t {t} h {h}: {got} vs {expect}");
+                }
+            }
         }
     }
 }

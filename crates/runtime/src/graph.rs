@@ -431,8 +431,8 @@ pub struct Inspection<'a> {
 }
 
 /// Where a plan copies what a tapped layer's attention map needs, `capacity` rows each: a softmax layer's
-/// queries and keys (after norms and RoPE), or a delta-rule layer's `[q | k | v]` (after the conv) and `[b | a]`
-/// gate inputs.
+/// queries and keys (after norms and RoPE), or a recurrent layer's `[q | k | v]` (after any conv) and its gate
+/// inputs (`[b | a]` for the delta rule, `gk` for GLA).
 pub struct TapBuffers {
     /// The tapped layer's state slot.
     pub slot: usize,
@@ -832,6 +832,12 @@ impl<'a> Builder<'a> {
         self.linear(&s.low_rank, gk_up, &s.gk, Rows::Tokens, Epilogue::Store)?;
         if let Some(z) = gate {
             self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
+        }
+        if let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) {
+            let [first, second] = &tap.rows;
+            let (qkv_bytes, gk_bytes) = ((g.qkv_width() * 4) as u64, (g.n_heads * g.head_k_dim * 4) as u64);
+            self.plan.push(Op::CopyTokenRows { src: s.qkv.clone(), dst: first.clone(), row_bytes: qkv_bytes });
+            self.plan.push(Op::CopyTokenRows { src: s.gk.clone(), dst: second.clone(), row_bytes: gk_bytes });
         }
         let call = Gla {
             heads: g.n_heads,

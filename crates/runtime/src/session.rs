@@ -282,6 +282,7 @@ impl Session {
                 (MixerSpec::GatedDeltaNet(g), MixerWeights::GatedDeltaNet { gate_host, .. }) => {
                     LayerTap::Delta(DeltaTap::new(&self.spec, layer, g, gate_host.clone()))
                 }
+                (MixerSpec::Gla(g), _) => LayerTap::Delta(DeltaTap::gla(&self.spec, layer, g)),
                 _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
             };
             let (first, second) = record.row_widths();

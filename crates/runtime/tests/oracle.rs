@@ -292,8 +292,8 @@ fn fla_rwkv7_matches_fla_on_the_gpu() {
 
 /// Attention maps and head entropies from the GPU's taps equal the CPU reference's, on the prefill path (in
 /// chunks) and token by token: softmax layers (llama; gemma3's window-16 layer under an 80-token prompt), whose
-/// rows sum to 1, and the implicit attention of delta-rule layers (Gated DeltaNet, DeltaNet, Kimi Delta Attention,
-/// Qwen3.5's linear layer). Entropies lie in [0, 1].
+/// rows sum to 1, and the implicit attention of recurrent layers (Gated DeltaNet, DeltaNet, Kimi Delta Attention,
+/// Qwen3.5's linear layer, GLA). Entropies lie in [0, 1].
 #[test]
 fn attention_taps_match_the_reference() {
     use ternlight_core::reference::model::ReferenceModel;
@@ -304,6 +304,7 @@ fn attention_taps_match_the_reference() {
         ("deltanet", 1, false),
         ("kda", 0, false),
         ("qwen3_5", 0, false),
+        ("gla", 1, false),
     ];
     for (arch, layer, softmax) in cases {
         let oracle = Oracle::open(&fixture(arch)).unwrap();
@@ -355,7 +356,7 @@ fn attention_taps_match_the_reference() {
         assert!(e.contains("past the model"), "{e}");
         assert!(s.attention_tap(layer).is_some(), "a refused change keeps the taps");
     }
-    let mut s = session("gla", SessionOptions::default());
+    let mut s = session("hgrn2", SessionOptions::default());
     let m = s.memory();
     assert!(m.recurrent > 0 && m.recurrent == m.state && m.kv_cache_live == 0, "{m:?}");
     let e = s.set_attention_taps(&[0]).unwrap_err().to_string();

@@ -165,6 +165,7 @@ impl ReferenceModel {
                         };
                         LayerTap::Delta(DeltaTap::new(&self.spec, l, g, params))
                     }
+                    MixerSpec::Gla(g) => LayerTap::Delta(DeltaTap::gla(&self.spec, l, g)),
                     _ => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
                 })
             }
@@ -367,6 +368,9 @@ impl ReferenceModel {
         let decay = gla::log_decay(&self.linear(&self.linear(h, &g.gk_down), &g.gk_up), g.gate_normalizer);
         let gate = g.g_proj.as_ref().map(|l| self.linear(h, l));
         let dims = gla::Dims::new(g.n_heads, g.head_k_dim, g.head_v_dim);
+        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+            tap.push(&q, &k, &vec![1.0; q.len() / g.head_k_dim], &decay);
+        }
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("GLA layer has a state") };
         let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
