@@ -29,11 +29,11 @@ pub struct Args {
 /// Seconds per submit of `plan`, after a warm-up, over `reps` submits.
 fn time_plan(gpu: &Gpu, plan: &Plan, y: &wgpu::Buffer, reps: usize) -> Result<f64> {
     let step = Step { pos0: 0, n_tokens: 1, logit_rows: vec![] };
-    plan.submit(gpu, &step, None, None);
+    plan.submit(gpu, &step, &[], None);
     pollster::block_on(gpu.read_f32(y, 0, 1))?;
     let start = Instant::now();
     for _ in 0..reps {
-        plan.submit(gpu, &step, None, None);
+        plan.submit(gpu, &step, &[], None);
     }
     pollster::block_on(gpu.read_f32(y, 0, 1))?;
     Ok(start.elapsed().as_secs_f64() / reps as f64)

@@ -324,19 +324,19 @@ impl Plan {
         }
     }
 
-    /// Writes `step` to the uniform, encodes the plan (and, when given, the copy of `len` f32 from `src` into
+    /// Writes `step` to the uniform, encodes the plan (and the copies of `len` f32 from each `src` into its
     /// `staging`) and submits it all as one command buffer.
     pub fn submit(
         &self,
         gpu: &Gpu,
         step: &Step,
-        readback: Option<(&wgpu::Buffer, &crate::buffer::Staging, usize)>,
+        readbacks: &[(&wgpu::Buffer, &crate::buffer::Staging, usize)],
         profiler: Option<&Profiler>,
     ) {
         gpu.queue.write_buffer(&self.step_buffer, 0, bytemuck::cast_slice(&step.uniform_words()));
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         self.encode(&mut encoder, step, profiler);
-        if let Some((src, staging, len)) = readback {
+        for &(src, staging, len) in readbacks.iter().filter(|r| r.2 > 0) {
             staging.record_copy(&mut encoder, src, 0, len);
         }
         if let Some(p) = profiler {

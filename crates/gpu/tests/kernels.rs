@@ -34,7 +34,7 @@ fn encode(dtype: DType, v: &[f32]) -> Vec<u8> {
 }
 
 fn run(plan: &Plan, step: &Step, out: &wgpu::Buffer, len: usize) -> Vec<f32> {
-    plan.submit(gpu(), step, None, None);
+    plan.submit(gpu(), step, &[], None);
     pollster::block_on(gpu().read_f32(out, 0, len)).unwrap()
 }
 

@@ -113,6 +113,8 @@ pub struct Session {
 struct Tap {
     record: LayerTap,
     buffers: TapBuffers,
+    /// Host-readable copies of the two row buffers, filled by each forward's own submit.
+    staging: [Staging; 2],
 }
 
 impl Session {
@@ -286,9 +288,10 @@ impl Session {
                 _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
             };
             let (first, second) = record.row_widths();
-            let rows =
-                [self.gpu.zeros("tap rows", self.capacity * first), self.gpu.zeros("tap rows", self.capacity * second)];
-            taps.push(Tap { buffers: TapBuffers { slot: record.slot(), rows }, record });
+            let (first, second) = (self.capacity * first, self.capacity * second);
+            let rows = [self.gpu.zeros("tap rows", first), self.gpu.zeros("tap rows", second)];
+            let staging = [Staging::new(&self.gpu, first), Staging::new(&self.gpu, second)];
+            taps.push(Tap { buffers: TapBuffers { slot: record.slot(), rows }, record, staging });
         }
         taps.sort_by_key(|t| t.record.layer());
         self.taps = taps;
@@ -375,9 +378,16 @@ impl Session {
             Mode::Decode => &self.decode_plan,
         };
         let len = n_logits * self.spec.vocab;
-        let readback = (len > 0).then_some((&self.res.scratch.logits, &self.staging, len));
+        let position = self.position;
+        // Taps that record this context from its start copy their rows out in the forward's own submit.
+        let mut readbacks = vec![(&self.res.scratch.logits, &self.staging, len)];
+        for tap in self.taps.iter().filter(|t| t.record.positions() == position) {
+            let (first, second) = tap.record.row_widths();
+            readbacks.push((&tap.buffers.rows[0], &tap.staging[0], ids.len() * first));
+            readbacks.push((&tap.buffers.rows[1], &tap.staging[1], ids.len() * second));
+        }
         let profiler = self.profilers.as_ref().map(|(p, d)| if mode == Mode::Prefill { p } else { d });
-        plan.submit(&self.gpu, &step, readback, profiler);
+        plan.submit(&self.gpu, &step, &readbacks, profiler);
         self.position += ids.len();
         let logits = match len {
             0 => Vec::new(),
@@ -386,10 +396,10 @@ impl Session {
         if let Some(profiler) = profiler {
             self.stage_times = plan.stage_times(&self.gpu, profiler).await?;
         }
-        for tap in self.taps.iter_mut().filter(|t| t.record.positions() + ids.len() == self.position) {
+        for tap in self.taps.iter_mut().filter(|t| t.record.positions() == position) {
             let (first, second) = tap.record.row_widths();
-            let a = self.gpu.read_f32(&tap.buffers.rows[0], 0, ids.len() * first).await?;
-            let b = self.gpu.read_f32(&tap.buffers.rows[1], 0, ids.len() * second).await?;
+            let a = tap.staging[0].read(&self.gpu, ids.len() * first).await?;
+            let b = tap.staging[1].read(&self.gpu, ids.len() * second).await?;
             tap.record.push_rows(&a, &b);
         }
         Ok(logits)

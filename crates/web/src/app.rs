@@ -753,27 +753,12 @@ fn parse_overview(v: &JsValue) -> Vec<(usize, Vec<f32>)> {
 /// Context memory against context length (log scale from the first point to the last), with the current
 /// context marked.
 fn draw_growth(canvas: &web_sys::HtmlCanvasElement, points: &[(f64, f64)], context: f64) {
-    let Some(ctx) =
-        canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
-    else {
-        return;
-    };
-    let (w, h) = (canvas.width() as f64, canvas.height() as f64);
-    ctx.clear_rect(0.0, 0.0, w, h);
+    let Some((ctx, w, h)) = heatmap::cleared(canvas) else { return };
     let (Some(&(t0, _)), Some(&(t1, _))) = (points.first(), points.last()) else { return };
     let max = points.iter().fold(1.0f64, |m, p| m.max(p.1));
     let x = |t: f64| (t.max(t0).ln() - t0.ln()) / (t1.ln() - t0.ln()).max(1e-9) * (w - 4.0) + 2.0;
     let y = |b: f64| h - 12.0 - b / max * (h - 16.0);
-    ctx.set_stroke_style_str("#f2cc60");
-    ctx.begin_path();
-    for (i, &(t, b)) in points.iter().enumerate() {
-        if i == 0 {
-            ctx.move_to(x(t), y(b));
-        } else {
-            ctx.line_to(x(t), y(b));
-        }
-    }
-    ctx.stroke();
+    heatmap::polyline(&ctx, "#f2cc60", points.iter().map(|&(t, b)| (x(t), y(b))));
     ctx.set_fill_style_str("#8b949e");
     ctx.set_font("10px sans-serif");
     let _ = ctx.fill_text(&mib(max), 2.0, 10.0);
@@ -786,24 +771,12 @@ fn draw_growth(canvas: &web_sys::HtmlCanvasElement, points: &[(f64, f64)], conte
 
 /// The decode rate over the generation as a line.
 fn draw_chart(canvas: &web_sys::HtmlCanvasElement, rates: &[f64]) {
-    let Some(ctx) =
-        canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
-    else {
-        return;
-    };
-    let (w, h) = (canvas.width() as f64, canvas.height() as f64);
-    ctx.clear_rect(0.0, 0.0, w, h);
+    let Some((ctx, w, h)) = heatmap::cleared(canvas) else { return };
     let max = rates.iter().cloned().fold(1e-9, f64::max);
-    ctx.set_stroke_style_str("#3fb6a8");
-    ctx.begin_path();
-    for (i, r) in rates.iter().enumerate() {
-        let x = if rates.len() > 1 { i as f64 * w / (rates.len() - 1) as f64 } else { 0.0 };
-        let y = h - 2.0 - r / max * (h - 4.0);
-        if i == 0 {
-            ctx.move_to(x, y);
-        } else {
-            ctx.line_to(x, y);
-        }
-    }
-    ctx.stroke();
+    let step = w / rates.len().saturating_sub(1).max(1) as f64;
+    heatmap::polyline(
+        &ctx,
+        "#3fb6a8",
+        rates.iter().enumerate().map(|(i, r)| (i as f64 * step, h - 2.0 - r / max * (h - 4.0))),
+    );
 }

@@ -55,13 +55,31 @@ impl Map {
     }
 }
 
+/// The canvas's 2D context, cleared, with the canvas's width and height (`None` where it has none).
+pub fn cleared(canvas: &HtmlCanvasElement) -> Option<(CanvasRenderingContext2d, f64, f64)> {
+    let ctx = canvas.get_context("2d").ok().flatten()?.dyn_into::<CanvasRenderingContext2d>().ok()?;
+    let (w, h) = (canvas.width() as f64, canvas.height() as f64);
+    ctx.clear_rect(0.0, 0.0, w, h);
+    Some((ctx, w, h))
+}
+
+/// Strokes a line through `points` in `colour`.
+pub fn polyline(ctx: &CanvasRenderingContext2d, colour: &str, points: impl IntoIterator<Item = (f64, f64)>) {
+    ctx.set_stroke_style_str(colour);
+    ctx.begin_path();
+    for (i, (x, y)) in points.into_iter().enumerate() {
+        if i == 0 {
+            ctx.move_to(x, y);
+        } else {
+            ctx.line_to(x, y);
+        }
+    }
+    ctx.stroke();
+}
+
 /// Draws `map` over the whole canvas.
 pub fn draw(canvas: &HtmlCanvasElement, map: &Map) {
-    let Some(ctx) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
-    else {
-        return;
-    };
-    let (w, h) = (canvas.width() as f64, canvas.height() as f64);
+    let Some((ctx, w, h)) = cleared(canvas) else { return };
     ctx.set_fill_style_str("#0b1020");
     ctx.fill_rect(0.0, 0.0, w, h);
     let (cw, ch) = (w / map.keys as f64, (h - BAND) / map.queries as f64);

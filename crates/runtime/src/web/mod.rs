@@ -84,8 +84,10 @@ pub struct Engine {
     tokenizer: Tokenizer,
     stop_ids: Vec<u32>,
     current: Option<Streaming>,
-    /// The context of the current or last generation (prompt and generated ids), for attention-map labels.
+    /// The context of the current or last generation (prompt and generated ids), to replay it.
     context: Vec<u32>,
+    /// The text of each context token, decoded once, for attention-map labels.
+    labels: Vec<String>,
     last: GenerationStats,
     load: LoadReport,
 }
@@ -212,6 +214,7 @@ impl Engine {
         self.session.reset();
         let params = SamplingParams { temperature, top_p, seed: seed.into(), ..Default::default() };
         let generation = Generation::new(&ids, Sampler::new(params), max_tokens, &self.stop_ids);
+        self.labels = ids.iter().map(|&id| self.tokenizer.decode(&[id]).unwrap_or_default()).collect();
         self.context = ids;
         self.current = Some(Streaming { generation, emitted: 0 });
         Ok(())
@@ -224,6 +227,7 @@ impl Engine {
         let token = current.generation.next(&mut self.session).await.map_err(js_error)?;
         self.last = current.generation.stats().clone();
         self.context.extend(token);
+        self.labels.extend(token.map(|id| self.tokenizer.decode(&[id]).unwrap_or_default()));
         let text = self.tokenizer.decode(current.generation.tokens()).map_err(js_error)?;
         if token.is_none() && current.emitted >= text.len() {
             self.current = None;
@@ -283,10 +287,8 @@ impl Engine {
             ("keys", map.keys as f64),
         ]);
         let weights = js_sys::Float32Array::from(map.weights.as_slice());
-        let tokens: js_sys::Array = self.context[..map.keys.min(self.context.len())]
-            .iter()
-            .map(|&id| JsValue::from_str(&self.tokenizer.decode(&[id]).unwrap_or_default()))
-            .collect();
+        let tokens: js_sys::Array =
+            self.labels[..map.keys.min(self.labels.len())].iter().map(|l| JsValue::from_str(l)).collect();
         let _ = Reflect::set(&out, &"weights".into(), &weights);
         let _ = Reflect::set(&out, &"tokens".into(), &tokens);
         Ok(out.into())
@@ -415,6 +417,6 @@ impl Engine {
     fn ready(session: Session, tokenizer: Tokenizer, load: LoadReport) -> Engine {
         let stop_ids = session.spec().eos_token_ids.clone();
         let last = GenerationStats::default();
-        Engine { session, tokenizer, stop_ids, current: None, context: Vec::new(), last, load }
+        Engine { session, tokenizer, stop_ids, current: None, context: Vec::new(), labels: Vec::new(), last, load }
     }
 }
