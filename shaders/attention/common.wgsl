@@ -1,7 +1,15 @@
-// Shared pieces of the softmax-attention kernels: parameters, q/K/V/out bindings, the sliding-window start
-// and one step of the online-softmax (flash-attention) recurrence. Q/K heads have D channels; V rows are laid out
-// like K rows (D per head) and their first DV channels are the values (DV = D but for MLA, whose values are the
-// leading latent channels of its key rows).
+// Shared pieces of the softmax-attention kernels: parameters, q/K/V/out bindings, the mask (which keys a query
+// sees), the q·k score and one step of the online-softmax (flash-attention) recurrence. Q/K heads have D channels;
+// V rows are laid out like K rows (D per head) and their first DV channels are the values (DV = D but for MLA,
+// whose values are the leading latent channels of its key rows).
+//
+// Mask: a query at position p sees the sinks [0, min(sinks, first)) and the span [first, last], where first is
+// p + 1 - window (or 0) and last is p (causal), the end of a prefix-LM prompt, or the last key present
+// (bidirectional). Listed in that order, the keys get visible indices 0, 1, ...: their cache positions. Loops run
+// over visible indices only, so masked keys are never visited.
+// Pieces switched by defines: ROTATE (StreamingLLM: q and k arrive unrotated and each key is rotated by its
+// cache-position distance to the query, from cos/sin tables of ROT_HALF pairs at bindings ROT_COS/ROT_SIN) and
+// DUAL_TRIANGLE (the first half of the channels scores keys up to the query, the second half keys from it on).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -11,18 +19,26 @@ struct Params {
     window: u32,          // 0 = unlimited
     scale: f32,
     scratch_stride: u32,  // decode only: scratch floats per (token, head)
-    cache_rows: u32,      // rows of the KV cache; position j lives in row j % cache_rows (a ring for windows)
+    cache_rows: u32,      // rows of the KV cache: sinks in rows 0..sinks, later positions in a ring after them
+    sinks: u32,
+    future: u32,          // 0 causal, 1 prefix-LM, 2 bidirectional
+    prefix: u32,          // prefix-LM: keys below this position are visible to every query
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(4) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+#if ROTATE
+@group(0) @binding({{ROT_COS}}) var<storage, read> cos_t: array<f32>;
+@group(0) @binding({{ROT_SIN}}) var<storage, read> sin_t: array<f32>;
+const HALF: u32 = {{ROT_HALF}}u;
+#endif
 
 const D: u32 = {{HEAD_DIM}}u;
 const DV: u32 = {{V_DIM}}u;
 
-// First key a query at position p sees: 0, or p + 1 - window.
+// First key of the span a query at position p sees: 0, or p + 1 - window.
 fn first_key(p: u32) -> u32 {
     if (params.window > 0u && p + 1u > params.window) {
         return p + 1u - params.window;
@@ -30,14 +46,85 @@ fn first_key(p: u32) -> u32 {
     return 0u;
 }
 
+// Last key a query at position p sees.
+fn last_key(p: u32) -> u32 {
+    let end = step.pos0 + step.n_tokens;
+    if (params.future == 2u) {
+        return end - 1u;
+    }
+    if (params.future == 1u && params.prefix > 0u) {
+        return max(p, min(params.prefix, end) - 1u);
+    }
+    return p;
+}
+
+// Sinks a query at p sees before its span.
+fn sinks_before(p: u32) -> u32 {
+    return min(params.sinks, first_key(p));
+}
+
+// Position of the key at visible index v of a query whose span starts at `first` after `sb` sinks.
+fn key_at(v: u32, first: u32, sb: u32) -> u32 {
+    return select(first + v - sb, v, v < sb);
+}
+
 // Offset of position j's key/value row for KV head kvh.
 fn kv_base(j: u32, kvh: u32) -> u32 {
-    return ((j % params.cache_rows) * params.n_kv_heads + kvh) * D;
+    var row = j;
+    if (j >= params.sinks) {
+        row = params.sinks + (j - params.sinks) % (params.cache_rows - params.sinks);
+    }
+    return (row * params.n_kv_heads + kvh) * D;
 }
 
 // The KV head serving query head h (grouped-query attention).
 fn kv_head(h: u32) -> u32 {
     return h / (params.n_heads / params.n_kv_heads);
+}
+
+// Score of query registers qv (already scaled) against the key row at kb of position j, for a query at p whose
+// cache-position distance to the key is dist.
+fn score(qv: ptr<function, array<f32, D>>, kb: u32, j: u32, p: u32, dist: i32) -> f32 {
+    var lo = 0u;
+    var hi = D;
+#if DUAL_TRIANGLE
+    if (j < p) {
+        hi = D / 2u;
+    } else if (j > p) {
+        lo = D / 2u;
+    }
+#endif
+    var s = 0.0;
+#if ROTATE
+    // q(a)·k(b) = q · R(b - a) k: rotate the key back by the distance.
+    let row = u32(abs(dist)) * HALF;
+    let sign = select(1.0, -1.0, dist < 0);
+    for (var i = 0u; i < HALF; i++) {
+        let c = cos_t[row + i];
+        let sn = sign * sin_t[row + i];
+        let a = k_cache[kb + i];
+        let b = k_cache[kb + i + HALF];
+        if (i >= lo && i < hi) {
+            s += (*qv)[i] * (a * c + b * sn);
+        }
+        if (i + HALF >= lo && i + HALF < hi) {
+            s += (*qv)[i + HALF] * (b * c - a * sn);
+        }
+    }
+    lo = max(lo, 2u * HALF);
+#endif
+    for (var d = lo; d < hi; d++) {
+        s += (*qv)[d] * k_cache[kb + d];
+    }
+    return s;
+}
+
+// Cache-position distance from a query at p (span from `first`, `sb` sinks before it) to the key at position j.
+fn distance(j: u32, p: u32, first: u32, sb: u32) -> i32 {
+    if (j < sb) {
+        return i32(sb + p - first) - i32(j);
+    }
+    return i32(p) - i32(j);
 }
 
 // Running max and normaliser of an online softmax.

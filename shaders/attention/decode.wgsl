@@ -1,6 +1,6 @@
-// Decode attention: one workgroup per (token, head) splits the keys across invocations.
-// Phase 1 writes scores to a scratch row and reduces the max, phase 2 exponentiates and sums,
-// phase 3 has each invocation own output channels and sum p_j * v_j over all keys.
+// Decode attention: one workgroup per (token, head) splits the visible keys (see attention/common.wgsl) across
+// invocations. Phase 1 writes scores to a scratch row and reduces the max, phase 2 exponentiates and sums,
+// phase 3 has each invocation own output channels and sum p_j * v_j over all visible keys.
 #include "attention/common.wgsl"
 
 @group(0) @binding(6) var<storage, read_write> scores: array<f32>;
@@ -35,34 +35,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let p = step.pos0 + t;
     let first = first_key(p);
+    let sb = sinks_before(p);
+    let count = sb + last_key(p) + 1u - first;
     let kvh = kv_head(h);
-    let qb = group * D;
-    let sb = group * params.scratch_stride;
+    let sb_row = group * params.scratch_stride;
+    var qv: array<f32, D>;
+    for (var d = 0u; d < D; d++) {
+        qv[d] = q[group * D + d] * params.scale;
+    }
 
     var local_max = -3.0e38;
-    for (var j = first + lid; j <= p; j += {{WG}}u) {
-        let kb = kv_base(j, kvh);
-        var s = 0.0;
-        for (var d = 0u; d < D; d++) {
-            s += q[qb + d] * k_cache[kb + d];
-        }
-        s *= params.scale;
-        scores[sb + j - first] = s;
+    for (var v = lid; v < count; v += {{WG}}u) {
+        let j = key_at(v, first, sb);
+        let s = score(&qv, kv_base(j, kvh), j, p, distance(j, p, first, sb));
+        scores[sb_row + v] = s;
         local_max = max(local_max, s);
     }
     let m = reduce(local_max, lid, true);
     var local_sum = 0.0;
-    for (var j = first + lid; j <= p; j += {{WG}}u) {
-        let e = exp(scores[sb + j - first] - m);
-        scores[sb + j - first] = e;
+    for (var v = lid; v < count; v += {{WG}}u) {
+        let e = exp(scores[sb_row + v] - m);
+        scores[sb_row + v] = e;
         local_sum += e;
     }
     let l = reduce(local_sum, lid, false);
     storageBarrier();
     for (var d = lid; d < DV; d += {{WG}}u) {
         var acc = 0.0;
-        for (var j = first; j <= p; j++) {
-            acc += scores[sb + j - first] * v_cache[kv_base(j, kvh) + d];
+        for (var v = 0u; v < count; v++) {
+            acc += scores[sb_row + v] * v_cache[kv_base(key_at(v, first, sb), kvh) + d];
         }
         out[group * DV + d] = acc / l;
     }

@@ -1,9 +1,10 @@
-// Causal softmax attention for a block of queries against the KV cache: one invocation per (token, head),
-// online softmax in registers, GQA by head grouping, optional sliding window. Keys outside a query's
-// [first, p] are never visited, so fully masked key ranges cost nothing.
+// Softmax attention for a block of queries against the KV cache: one invocation per (token, head),
+// online softmax in registers, GQA by head grouping, under the mask of attention/common.wgsl. Only visible keys
+// are visited, so fully masked key ranges cost nothing.
 // Variants: streaming (default; each invocation reads K/V itself, best on CPU adapters where barriers are slow)
-// and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys are staged in
-// workgroup memory and shared by all of them, best on GPUs).
+// and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
+// union of the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs; not
+// with ROTATE or DUAL_TRIANGLE, whose scores read keys per query).
 #include "attention/common.wgsl"
 
 #if KV_TILE
@@ -19,9 +20,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let live = t < step.n_tokens;
     let p = step.pos0 + t;
     let first = first_key(p);
-    // Keys of the whole block: from the first query's window start to the last live query.
+    let sb = sinks_before(p);
+    let last = last_key(p);
+    // Keys of the whole block: the first query's sinks and span start to the last live query's span end.
     let block_first = first_key(step.pos0 + t0);
-    let block_last = step.pos0 + min(t0 + {{WG}}u, step.n_tokens) - 1u;
+    let block_sb = sinks_before(step.pos0 + t0);
+    let block_last = last_key(step.pos0 + min(t0 + {{WG}}u, step.n_tokens) - 1u);
+    let block_keys = block_sb + block_last + 1u - block_first;
     let kvh = kv_head(h);
     let qi = (t * params.n_heads + h) * D;
     var qv: array<f32, D>;
@@ -32,24 +37,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
     }
     var st = online_start();
-    for (var j0 = block_first; j0 <= block_last; j0 += TK) {
-        let n = min(TK, block_last + 1u - j0);
+    for (var v0 = 0u; v0 < block_keys; v0 += TK) {
+        let n = min(TK, block_keys - v0);
         for (var e = lid; e < n * D; e += {{WG}}u) {
-            k_tile[e] = k_cache[kv_base(j0 + e / D, kvh) + e % D];
+            k_tile[e] = k_cache[kv_base(key_at(v0 + e / D, block_first, block_sb), kvh) + e % D];
         }
         for (var e = lid; e < n * DV; e += {{WG}}u) {
-            v_tile[e] = v_cache[kv_base(j0 + e / DV, kvh) + e % DV];
+            v_tile[e] = v_cache[kv_base(key_at(v0 + e / DV, block_first, block_sb), kvh) + e % DV];
         }
         workgroupBarrier();
         if (live) {
-            for (var j = max(j0, first); j < min(j0 + n, p + 1u); j++) {
-                let kb = (j - j0) * D;
+            for (var i = 0u; i < n; i++) {
+                let j = key_at(v0 + i, block_first, block_sb);
+                if ((j >= sb && j < first) || j > last) {
+                    continue;
+                }
+                let kb = i * D;
                 var s = 0.0;
                 for (var d = 0u; d < D; d++) {
                     s += qv[d] * k_tile[kb + d];
                 }
                 let f = online_step(&st, s);
-                let vb = (j - j0) * DV;
+                let vb = i * DV;
                 for (var d = 0u; d < DV; d++) {
                     acc[d] = acc[d] * f.x + f.y * v_tile[vb + d];
                 }
@@ -80,14 +89,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var d = 0u; d < D; d++) {
         qv[d] = q[idx * D + d] * params.scale;
     }
+    let first = first_key(p);
+    let sb = sinks_before(p);
+    let count = sb + last_key(p) + 1u - first;
     var st = online_start();
-    for (var j = first_key(p); j <= p; j++) {
+    for (var v = 0u; v < count; v++) {
+        let j = key_at(v, first, sb);
         let kb = kv_base(j, kvh);
-        var s = 0.0;
-        for (var d = 0u; d < D; d++) {
-            s += qv[d] * k_cache[kb + d];
-        }
-        let f = online_step(&st, s);
+        let f = online_step(&st, score(&qv, kb, j, p, distance(j, p, first, sb)));
         for (var d = 0u; d < DV; d++) {
             acc[d] = acc[d] * f.x + f.y * v_cache[kb + d];
         }

@@ -3,7 +3,8 @@
 // load comes from Cache Storage; dropped connections resume; a model over the storage quota streams uncached with a
 // warning; corrupted bytes fail the load with an integrity error and the next load succeeds; progress reports
 // layers as they arrive; generate() stops early; attention maps come with tokens (softmax and a hybrid's implicit
-// attention); ablated heads change the text; chat.completions streams and returns the same text.
+// attention); ablated heads change the text; attention policies give the CLI's text; chat.completions streams
+// and returns the same text.
 // Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -233,6 +234,37 @@ const tests = {
     assert.notEqual(r.ablated, r.intact);
     assert.equal(r.restored, r.intact);
     assert.match(r.bad, /past layer 0/);
+  },
+  async 'an attention policy at load or set later runs as the CLI runs it, and full restores the model'() {
+    const policy = 'sliding:3+sinks:1';
+    const cli = (p) => execFileSync(join(root, 'target/debug/ternlight'), ['--quiet', 'run', '--model',
+      join(root, 'tests/fixtures/llama'), '--prompt', 'Hello', '--max-tokens', '12', '--attention-policy', p],
+    { stdio: ['ignore', 'pipe', 'ignore'] }).toString().replace(/\n$/, '');
+    const r = await inPage(async (t, { source, block, policy }) => {
+      const engine = await t.Engine.load(source, { cacheBlockBytes: block, attentionPolicy: policy });
+      const text = async () => {
+        let out = '';
+        for await (const piece of engine.generate('Hello', { maxTokens: 12 })) out += piece;
+        return out;
+      };
+      const loaded = await text();
+      const loadedPolicy = (await engine.stats()).attentionPolicy;
+      await engine.setAttentionPolicy('full');
+      const full = await text();
+      const switchedPolicy = (await engine.setAttentionPolicy(policy)).attentionPolicy;
+      const switched = await text();
+      const bad = await engine.setAttentionPolicy('sliding:0').then(() => 'accepted', (e) => e.message);
+      await engine.unload();
+      const refused = await t.Engine.load(source, { attentionPolicy: 'dense' }).then(() => 'accepted', (e) => e.message);
+      return { loaded, loadedPolicy, full, switchedPolicy, switched, bad, refused };
+    }, { source: `${server.origin}${fixture}`, block, policy });
+    assert.equal(r.loaded, cli(policy));
+    assert.equal(r.full, cli('full'));
+    assert.notEqual(r.loaded, r.full);
+    assert.equal(r.switched, r.loaded);
+    assert.deepEqual([r.loadedPolicy, r.switchedPolicy], [policy, policy]);
+    assert.match(r.bad, /at least one position/);
+    assert.match(r.refused, /attention policy `dense`/);
   },
   async 'chat.completions streams chunks that add up to the whole reply'() {
     const result = await inPage(async (t, { source, block }) => {

@@ -33,8 +33,8 @@ async function run(msg, post) {
       engine = null;
       const onProgress = (progress) => post({ id: msg.id, op: 'progress', progress });
       engine = msg.files
-        ? await Engine.load_files(msg.files.config, msg.files.weights, msg.files.tokenizer)
-        : await Engine.load(msg.source, onProgress, msg.cacheBlockBytes);
+        ? await Engine.load_files(msg.files.config, msg.files.weights, msg.files.tokenizer, msg.attentionPolicy)
+        : await Engine.load(msg.source, onProgress, msg.cacheBlockBytes, msg.attentionPolicy);
       lastStats = engine.stats();
       return lastStats;
     }
@@ -92,6 +92,11 @@ async function run(msg, post) {
       if (busy) throw new Error('heads cannot be switched off during a generation');
       engine.set_ablation(new Uint32Array(msg.heads.flat()));
       return null;
+    case 'policy':
+      if (!engine) throw new Error('no model is loaded');
+      if (busy) throw new Error('the attention policy cannot change during a generation');
+      engine.set_attention_policy(msg.policy);
+      return engine.stats();
     case 'cached':
       return Promise.all(msg.sources.map((s) => isCached(s)));
     case 'stats':

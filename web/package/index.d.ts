@@ -18,6 +18,8 @@ export interface LoadOptions {
   files?: { config: string; weights: string; tokenizer: string };
   /** Size of the blocks models are cached in (default 4 MiB). */
   cacheBlockBytes?: number;
+  /** Attention policy to run under (see `Engine.setAttentionPolicy`); default 'full'. */
+  attentionPolicy?: string;
 }
 
 /** Attention weights of one head: `queries` rows (positions from `firstQuery`) over `keys` columns. */
@@ -70,6 +72,8 @@ export interface Stats {
   stateBytes: number;
   /** The part of the KV caches the context fills now. */
   kvCacheBytes: number;
+  /** The attention policy in force ('full': the model's own attention). */
+  attentionPolicy: string;
   /** Recurrent and conv states (fixed size). */
   recurrentBytes: number;
   contextTokens: number;
@@ -133,6 +137,11 @@ export declare class Engine {
   overview(): Promise<LayerEntropies[]>;
   /** Switches off attention heads ([layer, head] pairs; empty restores) for the following generations. */
   ablate(heads: [number, number][]): Promise<void>;
+  /**
+   * Runs the softmax-attention layers under a policy from the next generation on: 'full', 'sliding:W',
+   * 'sliding:W+sinks:S' (StreamingLLM) or per layer 'layers:0-5=full,6-23=sliding:512'.
+   */
+  setAttentionPolicy(policy: string): Promise<Stats>;
   stats(): Promise<Stats>;
   unload(): Promise<void>;
 }

@@ -69,13 +69,15 @@ export class Engine {
    * tokenizer.json, or a Hugging Face repo id `org/name[@revision]`) into WebGPU.
    * Options: onProgress({bytesDone, bytesTotal, tensorsDone, tensorsTotal, layersReady, layersTotal,
    * bytesPerSecond, etaSeconds}); worker (default true: run in a Web Worker; false: in this page);
-   * files ({config, weights, tokenizer} URLs fetched whole instead of a source); cacheBlockBytes.
+   * files ({config, weights, tokenizer} URLs fetched whole instead of a source); cacheBlockBytes;
+   * attentionPolicy (see setAttentionPolicy; checked before anything downloads).
    */
   static async load(source, options = {}) {
-    const { onProgress, worker = true, files, cacheBlockBytes } = options;
+    const { onProgress, worker = true, files, cacheBlockBytes, attentionPolicy } = options;
     const { port, close } = await openPort(worker);
     try {
-      await port.call({ op: 'load', source, files, cacheBlockBytes }, (m) => onProgress?.(m.progress)).done;
+      const request = { op: 'load', source, files, cacheBlockBytes, attentionPolicy };
+      await port.call(request, (m) => onProgress?.(m.progress)).done;
     } catch (e) {
       close();
       throw e;
@@ -194,9 +196,20 @@ export class Engine {
   }
 
   /**
+   * Runs the model's softmax-attention layers under a cheaper policy from the next generation on:
+   * 'full' (the model's own), 'sliding:W' or 'sliding:W+sinks:S' (a window with attention sinks and
+   * StreamingLLM positions: bounded memory, generation past the trained context), or per layer
+   * 'layers:0-5=full,6-23=sliding:512'. Resolves to stats(), whose attentionPolicy then names it.
+   */
+  setAttentionPolicy(policy) {
+    return this.#port.call({ op: 'policy', policy }).done;
+  }
+
+  /**
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
    * decodeTokensPerSecond, weightBytes, stateBytes, kvCacheBytes, recurrentBytes, contextTokens, maxContext,
-   * loadSeconds, downloadedBytes, warnings, layers: [{kind, attentionHeads}], contextMemory, stageSeconds}.
+   * loadSeconds, downloadedBytes, warnings, attentionPolicy, layers: [{kind, attentionHeads}], contextMemory,
+   * stageSeconds}.
    */
   stats() {
     return this.#port.call({ op: 'stats' }).done;

@@ -1,9 +1,10 @@
 //! `ternlight logits`: the fidelity interface. Positions < N come from one prefill call, positions >= N from
 //! one-token steps; the result is tensor `logits` f32 [T, V] in a safetensors file.
 
-use crate::model_dir::ModelDir;
+use crate::model_dir::{parse_policy, ModelDir};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
+use ternlight_core::spec::AttentionPolicy;
 use ternlight_core::tensors::write_f32_safetensors;
 use ternlight_runtime::SessionOptions;
 
@@ -21,6 +22,9 @@ pub struct Args {
     /// First position computed by single-token steps (default: all positions by one prefill).
     #[arg(long)]
     step_from: Option<usize>,
+    /// Attention policy (see `ternlight run --help`).
+    #[arg(long, default_value = "full", value_parser = parse_policy)]
+    attention_policy: AttentionPolicy,
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
@@ -33,7 +37,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     for &id in &args.ids {
         model.spec.check_token(id)?;
     }
-    let options = SessionOptions { max_context: Some(t.min(model.spec.max_positions).max(1)), ..Default::default() };
+    let options = SessionOptions {
+        max_context: Some(t.min(model.spec.max_positions).max(1)),
+        attention_policy: args.attention_policy,
+        ..Default::default()
+    };
     let mut session = model.session(&options, quiet)?;
     let mut logits = Vec::with_capacity(t * model.spec.vocab);
     if n > 0 {

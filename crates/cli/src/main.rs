@@ -3,6 +3,7 @@
 mod bench;
 mod bench_linear;
 mod convert;
+mod eval_policy;
 mod inspect;
 mod logits;
 mod model_dir;
@@ -35,6 +36,8 @@ enum Command {
     Bench(bench::Args),
     /// Time one-token linear layers, bf16 against ternary weights, beside the copy bandwidth.
     BenchLinear(bench_linear::Args),
+    /// Compare attention policies with full attention on a text: KL divergence, top-1 agreement, time, KV memory.
+    EvalPolicy(eval_policy::Args),
     /// Write an HF BitNet checkpoint as a Ternlight-ready GGUF file with TQ1_0 or TQ2_0 ternary weights.
     Convert(convert::Args),
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a, cli.quiet),
         Command::Convert(a) => convert::run(a),
         Command::BenchLinear(a) => bench_linear::run(a),
+        Command::EvalPolicy(a) => eval_policy::run(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use ternlight_core::gguf::checkpoint::{GgufCheckpoint, TOKENIZER_KEY};
 use ternlight_core::ranged::RangeSource;
-use ternlight_core::spec::ModelSpec;
+use ternlight_core::spec::{AttentionPolicy, ModelSpec};
 use ternlight_core::tensors::{shard_names, SafetensorsCheckpoint, TensorSource};
 use ternlight_core::tokenizer::Tokenizer;
 use ternlight_gpu::Gpu;
@@ -135,4 +135,9 @@ impl ModelDir {
         bar.finish();
         Ok(session)
     }
+}
+
+/// Parses `--attention-policy` (see `AttentionPolicy` for the syntax).
+pub fn parse_policy(text: &str) -> Result<AttentionPolicy, String> {
+    AttentionPolicy::parse(text).map_err(|e| e.to_string())
 }

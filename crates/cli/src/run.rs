@@ -1,10 +1,11 @@
 //! `ternlight run`: generate from a prompt, streaming text, then report prefill/decode speed and TTFT.
 
-use crate::model_dir::ModelDir;
+use crate::model_dir::{parse_policy, ModelDir};
 use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::PathBuf;
 use ternlight_core::sampling::{Sampler, SamplingParams};
+use ternlight_core::spec::AttentionPolicy;
 use ternlight_core::tokenizer::ChatMessage;
 use ternlight_runtime::generate::generate;
 use ternlight_runtime::SessionOptions;
@@ -50,6 +51,9 @@ pub struct Args {
     /// Tokens per prefill forward; longer prompts run in chunks of this size.
     #[arg(long, default_value_t = 512)]
     prefill_chunk: usize,
+    /// Attention policy: `full`, `sliding:W[+sinks:S]`, `layers:0-5=full,6-23=sliding:512`.
+    #[arg(long, default_value = "full", value_parser = parse_policy)]
+    attention_policy: AttentionPolicy,
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
@@ -68,6 +72,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         max_context: args.context,
         prefill_capacity: args.prefill_chunk,
         memory_budget: args.max_memory_mib.map(|m| m << 20),
+        attention_policy: args.attention_policy,
     };
     let mut session = model.session(&options, quiet)?;
     let mut sampler = Sampler::new(SamplingParams {

@@ -2,10 +2,10 @@
 //! used (after norms and RoPE), one row per position, as the GPU session or the CPU reference hands them over;
 //! [`AttentionTap::map`] turns them into the attention weights of any head over a window of recent queries.
 
-use crate::reference::attention::attention_weights;
+use crate::reference::attention::{attention_weights, Rotation};
 use crate::reference::gated_delta::{self, Dims};
 use crate::reference::gla;
-use crate::spec::{AttentionSpec, GatedDeltaNetSpec, GlaSpec, MixerSpec, ModelSpec};
+use crate::spec::{AttentionMask, AttentionSpec, GatedDeltaNetSpec, GlaSpec, MixerSpec, ModelSpec};
 use crate::{CoreError, Result};
 
 /// The queries and keys a tapped attention layer saw, per position.
@@ -18,7 +18,10 @@ pub struct AttentionTap {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
-    window: Option<usize>,
+    mask: AttentionMask,
+    /// RoPE tables by cache position `(cos, sin, rotary_dim)` for StreamingLLM layers, whose taps hold
+    /// unrotated queries and keys.
+    rotation: Option<(Vec<f32>, Vec<f32>, usize)>,
     scale: f32,
     q: Vec<f32>,
     k: Vec<f32>,
@@ -89,7 +92,11 @@ impl AttentionTap {
             n_heads: a.n_heads,
             n_kv_heads: a.n_kv_heads,
             head_dim: a.head_dim,
-            window: a.window,
+            mask: a.mask.clone(),
+            rotation: a.rope.as_ref().filter(|_| a.mask.repositions()).map(|r| {
+                let (cos, sin) = r.tables(a.mask.sinks + a.mask.window.unwrap_or(0));
+                (cos, sin, r.rotary_dim)
+            }),
             scale: a.scale,
             q: Vec::new(),
             k: Vec::new(),
@@ -133,15 +140,16 @@ impl AttentionTap {
     /// sees a single key or nothing is recorded).
     pub fn entropies(&self) -> Vec<f32> {
         let Some(p) = self.positions().checked_sub(1) else { return vec![0.0; self.n_heads] };
-        (0..self.n_heads)
-            .map(|head| {
-                let qh = &self.q[p * self.q_width() + head * self.head_dim..][..self.head_dim];
-                let kvh = head / (self.n_heads / self.n_kv_heads);
-                normalised_entropy(
-                    &attention_weights(qh, &self.k, (self.n_kv_heads, kvh), p, self.window, self.scale).1,
-                )
-            })
-            .collect()
+        (0..self.n_heads).map(|head| normalised_entropy(&self.weights(head, p).1)).collect()
+    }
+
+    /// The keys query head `qh` (of kv head `kvh`) at position `p` sees and its weights over them.
+    fn weights(&self, head: usize, p: usize) -> (Vec<usize>, Vec<f32>) {
+        let rotation =
+            self.rotation.as_ref().map(|(cos, sin, rotary_dim)| Rotation { cos, sin, rotary_dim: *rotary_dim });
+        let q_row = &self.q[p * self.q_width()..][..self.q_width()];
+        let heads = (self.n_heads, self.n_kv_heads, head);
+        attention_weights(q_row, heads, &self.k, p, &self.mask, self.scale, rotation)
     }
 
     /// The weights of `head` for the last `max_queries` positions recorded.
@@ -151,12 +159,12 @@ impl AttentionTap {
         }
         let keys = self.positions();
         let first_query = keys.saturating_sub(max_queries);
-        let kvh = head / (self.n_heads / self.n_kv_heads);
         let mut weights = vec![0.0; (keys - first_query) * keys];
         for (row, p) in (first_query..keys).enumerate() {
-            let qh = &self.q[p * self.q_width() + head * self.head_dim..][..self.head_dim];
-            let (first, w) = attention_weights(qh, &self.k, (self.n_kv_heads, kvh), p, self.window, self.scale);
-            weights[row * keys + first..row * keys + p + 1].copy_from_slice(&w);
+            let (visible, w) = self.weights(head, p);
+            for (j, w) in visible.into_iter().zip(w) {
+                weights[row * keys + j] = w;
+            }
         }
         Ok(AttentionMap { head, first_query, queries: keys - first_query, keys, weights })
     }

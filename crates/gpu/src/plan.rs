@@ -119,6 +119,8 @@ pub enum Op {
         row_bytes: u64,
         /// Rows the cache holds.
         cache_rows: u64,
+        /// Leading rows pinned to the first positions (attention sinks); later positions cycle through the rest.
+        pinned: u64,
     },
     /// Copies this forward's rows of `src` (`[n_tokens, row]`) to the same rows of `dst` (a block without a pre-norm
     /// reads the stream through a copy, since a kernel may not read and accumulate into one buffer).
@@ -288,12 +290,10 @@ impl Plan {
                 continue;
             }
             match &self.ops[i] {
-                Op::AppendRows { src, dst, row_bytes, cache_rows } => {
-                    let (n, start) = (step.n_tokens as u64, step.pos0 as u64 % cache_rows);
-                    let first = n.min(cache_rows - start);
-                    encoder.copy_buffer_to_buffer(src, 0, dst, start * row_bytes, first * row_bytes);
-                    if n > first {
-                        encoder.copy_buffer_to_buffer(src, first * row_bytes, dst, 0, (n - first) * row_bytes);
+                Op::AppendRows { src, dst, row_bytes, cache_rows, pinned } => {
+                    let (pos0, n) = (step.pos0 as u64, step.n_tokens as u64);
+                    for (from, to, rows) in cache_segments(pos0, n, *pinned, *cache_rows) {
+                        encoder.copy_buffer_to_buffer(src, from * row_bytes, dst, to * row_bytes, rows * row_bytes);
                     }
                 }
                 Op::CopyTokenRows { src, dst, row_bytes } => {
@@ -421,5 +421,42 @@ impl Profiler {
         drop(view);
         self.staging.unmap();
         Ok(ticks)
+    }
+}
+
+/// Where positions `pos0..pos0 + n` go in a cache of `rows` rows whose first `pinned` rows hold the first
+/// positions and whose other rows are a ring for the rest: `(first source row, first cache row, rows)` runs.
+/// Needs `n <= rows - pinned`, as a forward never outgrows its ring.
+pub fn cache_segments(pos0: u64, n: u64, pinned: u64, rows: u64) -> Vec<(u64, u64, u64)> {
+    let mut runs = Vec::new();
+    let mut done = 0;
+    while done < n {
+        let pos = pos0 + done;
+        let (row, room) = match pos < pinned {
+            true => (pos, pinned - pos),
+            false => {
+                let ring = pinned + (pos - pinned) % (rows - pinned);
+                (ring, rows - ring)
+            }
+        };
+        let take = room.min(n - done);
+        runs.push((done, row, take));
+        done += take;
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_segments;
+
+    #[test]
+    fn cache_segments_pin_sinks_and_wrap_the_ring() {
+        assert_eq!(cache_segments(0, 5, 0, 8), vec![(0, 0, 5)]);
+        assert_eq!(cache_segments(6, 5, 0, 8), vec![(0, 6, 2), (2, 0, 3)]);
+        // Rows 0..2 hold positions 0 and 1; positions 2.. cycle through rows 2..8.
+        assert_eq!(cache_segments(0, 4, 2, 8), vec![(0, 0, 2), (2, 2, 2)]);
+        assert_eq!(cache_segments(7, 3, 2, 8), vec![(0, 7, 1), (1, 2, 2)]);
+        assert_eq!(cache_segments(1, 8, 2, 8), vec![(0, 1, 1), (1, 2, 6), (7, 2, 1)]);
     }
 }

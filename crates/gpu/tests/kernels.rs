@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use ternlight_core::dtype::{decode_f32, DType};
 use ternlight_core::reference;
 use ternlight_core::sampling::Rng;
-use ternlight_core::spec::{Activation, RopeScaling, RopeSpec};
+use ternlight_core::spec::{Activation, AttentionMask, Future, RopeScaling, RopeSpec};
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::ShortConv;
@@ -308,6 +308,82 @@ fn gated_activations_match_reference() {
     }
 }
 
+/// One attention case: shapes, the forward's place in the context, the mask and the cache rows (a ring of the
+/// window plus the forward after the sinks, or the whole context).
+struct AttentionCase {
+    heads: usize,
+    kv: usize,
+    d: usize,
+    pos0: usize,
+    t: usize,
+    mask: AttentionMask,
+    ring: Option<usize>,
+    /// Rotate by cache position (StreamingLLM) with this many rotated channels.
+    rotary: Option<usize>,
+}
+
+fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
+    let (heads, kv, d, pos0, t) = (c.heads, c.kv, c.d, c.pos0, c.t);
+    let ctx = pos0 + t;
+    let q = random(rng, t * heads * d, 1.0);
+    let k = random(rng, ctx * kv * d, 1.0);
+    let v = random(rng, ctx * kv * d, 1.0);
+    let scale = 1.0 / (d as f32).sqrt();
+    let rope_spec = c.rotary.map(|rotary_dim| RopeSpec { theta: 10000.0, rotary_dim, scaling: RopeScaling::None });
+    let host_tables = rope_spec.as_ref().map(|r| (r.tables(ctx), r.rotary_dim));
+    let rotation = host_tables.as_ref().map(|((cos, sin), rotary_dim)| reference::attention::Rotation {
+        cos,
+        sin,
+        rotary_dim: *rotary_dim,
+    });
+    let want = reference::attention::attention_qk_v(&q, &k, &v, (heads, kv), (d, d), pos0, &c.mask, scale, rotation);
+    // Rows 0..sinks hold the first positions and the other rows cycle, as appending every position would leave them.
+    let (rows, sinks) = (c.ring.unwrap_or(ctx), c.mask.sinks);
+    let as_ring = |full: &[f32]| {
+        let mut r = vec![0.0; rows * kv * d];
+        for j in (0..sinks.min(ctx)).chain(ctx.saturating_sub(rows - sinks).max(sinks)..ctx) {
+            let row = if j < sinks { j } else { sinks + (j - sinks) % (rows - sinks) };
+            r[row * kv * d..][..kv * d].copy_from_slice(&full[j * kv * d..][..kv * d]);
+        }
+        r
+    };
+    let (qb, kb, vb, ob) = (
+        g.upload_f32("q", &q),
+        g.upload_f32("k", &as_ring(&k)),
+        g.upload_f32("v", &as_ring(&v)),
+        g.zeros("o", q.len()),
+    );
+    let tables = rope_spec.as_ref().map(|r| rope::RopeTables::new(g, r, ctx));
+    let scores = g.zeros("scores", t * heads * ctx);
+    let a = Attention {
+        q: &qb,
+        k_cache: &kb,
+        v_cache: &vb,
+        cache_rows: rows,
+        out: &ob,
+        n_heads: heads,
+        n_kv_heads: kv,
+        head_dim: d,
+        v_dim: d,
+        mask: &c.mask,
+        rotation: tables.as_ref(),
+        scale,
+    };
+    let what =
+        format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} {} ring {:?} rotary {:?}", c.mask.describe(), c.ring, c.rotary);
+    for kv_tile in [0, 16, 64] {
+        let mut plan = Plan::new(g);
+        attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
+        let got = run(&plan, &tokens(pos0, t), &ob, q.len());
+        assert_close(&got, &want, 1e-5, &format!("prefill kv_tile {kv_tile} {what}"));
+    }
+    let ob2 = g.zeros("o2", q.len());
+    let a = Attention { out: &ob2, ..a };
+    let mut plan = Plan::new(g);
+    attention::decode(g, &mut plan, &a, &scores, ctx).unwrap();
+    assert_close(&run(&plan, &tokens(pos0, t), &ob2, q.len()), &want, 1e-5, &format!("decode {what}"));
+}
+
 #[test]
 fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
     let g = gpu();
@@ -325,55 +401,36 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
         (8, 2, 128, 200, 1, Some(5), Some(6)),
     ];
     for (heads, kv, d, pos0, t, window, ring) in cases {
-        let ctx = pos0 + t;
-        let q = random(&mut rng, t * heads * d, 1.0);
-        let k = random(&mut rng, ctx * kv * d, 1.0);
-        let v = random(&mut rng, ctx * kv * d, 1.0);
-        let scale = 1.0 / (d as f32).sqrt();
-        let want = reference::attention::attention(&q, &k, &v, heads, kv, d, pos0, window, scale);
-        // A ring of R rows holds position j in row j % R; fill it as appending all positions would.
-        let rows = ring.unwrap_or(ctx);
-        let as_ring = |full: &[f32]| {
-            let mut r = vec![0.0; rows * kv * d];
-            for j in ctx.saturating_sub(rows)..ctx {
-                r[(j % rows) * kv * d..][..kv * d].copy_from_slice(&full[j * kv * d..][..kv * d]);
-            }
-            r
-        };
-        let (qb, kb, vb, ob) = (
-            g.upload_f32("q", &q),
-            g.upload_f32("k", &as_ring(&k)),
-            g.upload_f32("v", &as_ring(&v)),
-            g.zeros("o", q.len()),
-        );
-        let scores = g.zeros("scores", t * heads * ctx);
-        let a = Attention {
-            q: &qb,
-            k_cache: &kb,
-            v_cache: &vb,
-            cache_rows: rows,
-            out: &ob,
-            n_heads: heads,
-            n_kv_heads: kv,
-            head_dim: d,
-            v_dim: d,
-            window,
-            scale,
-        };
-        let what = format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} w{window:?} ring {ring:?}");
+        let mask = AttentionMask::causal(window);
+        check_attention_case(g, &mut rng, &AttentionCase { heads, kv, d, pos0, t, mask, ring, rotary: None });
+    }
+}
 
-        for kv_tile in [0, 16, 64] {
-            let mut plan = Plan::new(g);
-            attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
-            let got = run(&plan, &tokens(pos0, t), &ob, q.len());
-            assert_close(&got, &want, 1e-5, &format!("prefill kv_tile {kv_tile} {what}"));
-        }
-
-        let ob2 = g.zeros("o2", q.len());
-        let a = Attention { out: &ob2, ..a };
-        let mut plan = Plan::new(g);
-        attention::decode(g, &mut plan, &a, &scores, ctx).unwrap();
-        assert_close(&run(&plan, &tokens(pos0, t), &ob2, q.len()), &want, 1e-5, &format!("decode {what}"));
+/// The composable mask pieces at awkward sizes: sinks beside a window (pinned rows before a ring), prefix-LM,
+/// bidirectional, Dual Triangle, and StreamingLLM rotation by cache position (full and partial rotary).
+#[test]
+fn attention_masks_compose_and_match_reference() {
+    let g = gpu();
+    let mut rng = Rng::new(61);
+    let sinks = |window, sinks| AttentionMask { window: Some(window), sinks, ..Default::default() };
+    let future = |future| AttentionMask { future, ..Default::default() };
+    let case = |heads, kv, d, pos0, t, mask, ring, rotary| AttentionCase { heads, kv, d, pos0, t, mask, ring, rotary };
+    let cases = [
+        case(4, 2, 16, 0, 37, sinks(7, 3), None, None),
+        case(4, 2, 16, 90, 13, sinks(9, 4), Some(4 + 9 + 13), None),
+        case(6, 3, 24, 113, 1, sinks(10, 2), Some(2 + 10 + 1), None),
+        case(3, 1, 20, 0, 45, future(Future::Prefix(11)), None, None),
+        case(3, 1, 20, 30, 9, future(Future::Prefix(35)), None, None),
+        case(4, 2, 16, 0, 29, future(Future::Bidirectional), None, None),
+        case(4, 2, 16, 17, 23, AttentionMask { window: Some(6), ..future(Future::Bidirectional) }, None, None),
+        case(2, 2, 18, 0, 31, AttentionMask { dual_triangle: true, ..future(Future::Bidirectional) }, None, None),
+        case(2, 1, 18, 12, 1, AttentionMask { dual_triangle: true, ..Default::default() }, None, None),
+        case(4, 2, 16, 0, 41, sinks(8, 4), None, Some(16)),
+        case(4, 2, 24, 77, 19, sinks(11, 3), Some(3 + 11 + 19), Some(16)),
+        case(4, 1, 32, 140, 1, sinks(13, 4), Some(4 + 13 + 1), Some(32)),
+    ];
+    for c in &cases {
+        check_attention_case(g, &mut rng, c);
     }
 }
 
@@ -381,6 +438,7 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
 fn unsupported_shapes_are_refused_before_dispatch() {
     let g = gpu();
     let b = g.zeros("b", 16);
+    let causal = AttentionMask::default();
     let a = Attention {
         q: &b,
         k_cache: &b,
@@ -391,7 +449,8 @@ fn unsupported_shapes_are_refused_before_dispatch() {
         n_kv_heads: 2,
         head_dim: 16,
         v_dim: 16,
-        window: None,
+        mask: &causal,
+        rotation: None,
         scale: 1.0,
     };
     let e = attention::prefill(g, &mut Plan::new(g), &a).unwrap_err();
@@ -414,7 +473,17 @@ fn latent_attention_reads_values_from_the_key_rows() {
         let k = random(&mut rng, ctx * d, 1.0);
         let v: Vec<f32> = k.chunks_exact(d).flat_map(|row| row[..rank].to_vec()).collect();
         let scale = 0.3;
-        let want = reference::attention::attention_qk_v(&q, &k, &v, (heads, 1), (d, rank), pos0, None, scale);
+        let want = reference::attention::attention_qk_v(
+            &q,
+            &k,
+            &v,
+            (heads, 1),
+            (d, rank),
+            pos0,
+            &AttentionMask::default(),
+            scale,
+            None,
+        );
         let (qb, kb, ob) = (g.upload_f32("q", &q), g.upload_f32("k", &k), g.zeros("o", t * heads * rank));
         let a = Attention {
             q: &qb,
@@ -426,7 +495,8 @@ fn latent_attention_reads_values_from_the_key_rows() {
             n_kv_heads: 1,
             head_dim: d,
             v_dim: rank,
-            window: None,
+            mask: &AttentionMask::default(),
+            rotation: None,
             scale,
         };
         for kv_tile in [0, 16] {
@@ -984,7 +1054,17 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
             }
         }
         let scale = (qk as f32).powf(-0.5);
-        let want = reference::attention::attention_qk_v(&q, &k, &v, (heads, heads), (qk, v_dim), pos0, None, scale);
+        let want = reference::attention::attention_qk_v(
+            &q,
+            &k,
+            &v,
+            (heads, heads),
+            (qk, v_dim),
+            pos0,
+            &AttentionMask::default(),
+            scale,
+            None,
+        );
 
         let (qb, cache) = (g.upload_f32("q", &q), g.upload_f32("latents", &rows));
         let (q_abs, ctx_b, out) =
@@ -1000,7 +1080,8 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
             n_kv_heads: 1,
             head_dim: latent,
             v_dim: rank,
-            window: None,
+            mask: &AttentionMask::default(),
+            rotation: None,
             scale,
         };
         let scores = g.zeros("scores", t * heads * ctx);

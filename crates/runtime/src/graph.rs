@@ -8,8 +8,9 @@ use crate::weights::{
     NormWeights,
 };
 use ternlight_core::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec, LightningSpec,
-    LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, Rwkv7Spec, ShortConvSpec,
+    Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec,
+    LightningSpec, LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, Rwkv7Spec,
+    ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
@@ -57,6 +58,8 @@ pub enum LayerState {
         v: Option<wgpu::Buffer>,
         /// Rows held.
         rows: usize,
+        /// Leading rows pinned to the first positions (attention sinks); the others are a ring.
+        pinned: usize,
     },
     /// Fixed-size recurrent state `[n_v_heads, dk, dv]` f32 and conv history `[channels, kernel - 1]` f32.
     Recurrent {
@@ -105,7 +108,7 @@ pub struct Scratch {
     pub xl: wgpu::Buffer,
     /// Logits `[logit capacity, vocab]`.
     pub logits: wgpu::Buffer,
-    /// Decode attention scores `[max heads, max_context]`.
+    /// Decode attention scores `[max heads, key reach]`.
     pub scores: wgpu::Buffer,
     /// Attention output gates `[capacity, max q width]`.
     pub attn_gate: wgpu::Buffer,
@@ -182,6 +185,8 @@ pub struct Resources {
     pub capacity: usize,
     /// Logit rows one forward may compute.
     pub logit_capacity: usize,
+    /// Most keys one query may see (the context, or a StreamingLLM ring's sinks and window if longer).
+    pub key_reach: usize,
 }
 
 /// The widths linear-attention scratch must hold, the maximum over layers.
@@ -235,6 +240,8 @@ impl Resources {
         let mut states = Vec::with_capacity(spec.layers.len());
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_slot = Vec::with_capacity(spec.layers.len());
+        // RoPE tables and decode scores cover the context and the cache positions StreamingLLM layers rotate by.
+        let key_reach = spec.attention_layers().map(|a| a.mask.reach(max_context)).fold(max_context, usize::max);
         for (i, layer) in spec.layers.iter().enumerate() {
             for mixer in layer.mixer.parts() {
                 match mixer {
@@ -242,8 +249,8 @@ impl Resources {
                         qw = qw.max(a.n_heads * a.head_dim);
                         kvw = kvw.max(a.n_kv_heads * a.head_dim);
                         heads = heads.max(a.n_heads);
-                        // Every key a forward's queries need: the window before the first token plus the forward itself.
-                        let rows = a.window.map_or(max_context, |w| (w + capacity).min(max_context));
+                        // Every key a forward's queries need: sinks, the window before the first token, the forward.
+                        let rows = a.mask.cache_rows(capacity, max_context);
                         let bytes = 4 * rows as u64 * (a.n_kv_heads * a.head_dim) as u64;
                         check_binding(gpu, &format!("layer {i} KV cache of {rows} positions"), bytes)?;
                         let len = rows * a.n_kv_heads * a.head_dim;
@@ -251,11 +258,12 @@ impl Resources {
                             k: gpu.zeros("k cache", len),
                             v: Some(gpu.zeros("v cache", len)),
                             rows,
+                            pinned: a.mask.sinks,
                         });
                         rope_of_slot.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
                             Some(i) => i,
                             None => {
-                                ropes.push((r.clone(), RopeTables::new(gpu, r, max_context)));
+                                ropes.push((r.clone(), RopeTables::new(gpu, r, key_reach)));
                                 ropes.len() - 1
                             }
                         }));
@@ -272,6 +280,7 @@ impl Resources {
                             k: gpu.zeros("latent cache", max_context * latent),
                             v: None,
                             rows: max_context,
+                            pinned: 0,
                         });
                         rope_of_slot.push(None);
                     }
@@ -368,7 +377,7 @@ impl Resources {
             act: gpu.zeros("act", capacity * inter),
             xl: gpu.zeros("xl", logit_capacity * h),
             logits: gpu.zeros("logits", logit_capacity * spec.vocab),
-            scores: gpu.zeros("scores", heads * max_context),
+            scores: gpu.zeros("scores", heads * key_reach),
             attn_gate: gpu.zeros("attn gate", capacity * qw),
             attn_gated: gpu.zeros("attn gated", capacity * qw),
             qkv_raw: gpu.zeros("qkv raw", capacity * qkvw),
@@ -401,7 +410,7 @@ impl Resources {
             rwkv_gate: gpu.zeros("rwkv output gate", capacity * rwkv_v.unwrap_or(0)),
             lora_act: gpu.zeros("lora activations", capacity * rank),
         };
-        Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity })
+        Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity, key_reach })
     }
 
     /// Bytes of per-layer state (KV caches, recurrent and conv states) held by the session.
@@ -447,7 +456,6 @@ struct Builder<'a> {
     res: &'a Resources,
     inspection: Inspection<'a>,
     mode: Mode,
-    max_context: usize,
     hidden: usize,
     /// The current block's scaled-residual factors (MiniMax), if any.
     scaled: Option<(f32, f32)>,
@@ -687,12 +695,14 @@ impl<'a> Builder<'a> {
             self.norm(qn, width / qn.spec.dim, Rows::Tokens, &s.q, NormOutput::InPlace)?;
             self.norm(kn, a.n_kv_heads * a.head_dim / kn.spec.dim, Rows::Tokens, &s.k, NormOutput::InPlace)?;
         }
-        if let Some(r) = self.res.rope_of_slot[slot] {
-            let tables = &self.res.ropes[r].1;
+        let tables = self.res.rope_of_slot[slot].map(|r| &self.res.ropes[r].1);
+        // StreamingLLM layers cache unrotated keys; attention rotates by cache position.
+        let rotation = tables.filter(|_| a.mask.repositions());
+        if let (Some(tables), None) = (tables, rotation) {
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
         }
-        let LayerState::Attention { k: kc, v: Some(vc), rows } = &self.res.states[slot] else {
+        let LayerState::Attention { k: kc, v: Some(vc), rows, pinned } = &self.res.states[slot] else {
             unreachable!("KV cache")
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
@@ -702,9 +712,9 @@ impl<'a> Builder<'a> {
             self.plan.push(Op::CopyTokenRows { src: s.q.clone(), dst: q.clone(), row_bytes: q_row_bytes });
             self.plan.push(Op::CopyTokenRows { src: s.k.clone(), dst: k.clone(), row_bytes });
         }
-        let cache_rows = *rows as u64;
-        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows });
-        self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes, cache_rows });
+        let (cache_rows, pinned) = (*rows as u64, *pinned as u64);
+        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows, pinned });
+        self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes, cache_rows, pinned });
         let call = Attention {
             q: &s.q,
             k_cache: kc,
@@ -715,12 +725,13 @@ impl<'a> Builder<'a> {
             n_kv_heads: a.n_kv_heads,
             head_dim: a.head_dim,
             v_dim: a.head_dim,
-            window: a.window,
+            mask: &a.mask,
+            rotation,
             scale: a.scale,
         };
         match self.mode {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
-            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.max_context)?,
+            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
         }
         let width = a.n_heads * a.head_dim;
         let attn = match self.inspection.ablated.iter().find(|x| x.slot == slot) {
@@ -985,7 +996,8 @@ impl<'a> Builder<'a> {
         };
         rms_norm(self.gpu, &mut self.plan, &args, &s.k, NormOutput::InPlace)?;
         let row_bytes = (latent * 4) as u64;
-        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: cache.clone(), row_bytes, cache_rows: *rows as u64 });
+        let cache_rows = *rows as u64;
+        self.plan.push(Op::AppendRows { src: s.k.clone(), dst: cache.clone(), row_bytes, cache_rows, pinned: 0 });
         let absorb = Mla {
             n_heads: m.n_heads,
             nope: m.nope_dim,
@@ -995,6 +1007,7 @@ impl<'a> Builder<'a> {
             kv_b: &kv_b.w,
         };
         absorb.absorb_queries(self.gpu, &mut self.plan, &s.q, &s.mla_q)?;
+        let causal = AttentionMask::default();
         let call = Attention {
             q: &s.mla_q,
             k_cache: cache,
@@ -1005,12 +1018,13 @@ impl<'a> Builder<'a> {
             n_kv_heads: 1,
             head_dim: latent,
             v_dim: m.kv_rank,
-            window: None,
+            mask: &causal,
+            rotation: None,
             scale: m.scale,
         };
         match self.mode {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
-            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.max_context)?,
+            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
         }
         absorb.expand_output(self.gpu, &mut self.plan, &s.mla_ctx, &s.attn)?;
         self.project_residual(&s.attn, o, post)
@@ -1377,11 +1391,10 @@ pub fn build(
     weights: &ModelWeights,
     res: &Resources,
     mode: Mode,
-    max_context: usize,
     inspection: Inspection,
 ) -> Result<Plan> {
     let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
-    let mut b = Builder { gpu, plan, res, inspection, mode, max_context, hidden: spec.hidden, scaled: None, slot: 0 };
+    let mut b = Builder { gpu, plan, res, inspection, mode, hidden: spec.hidden, scaled: None, slot: 0 };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
     if let Some(n) = &weights.embed_norm {

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use ternlight_core::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
 use ternlight_core::spec::MixerSpec;
-use ternlight_core::spec::ModelSpec;
+use ternlight_core::spec::{AttentionPolicy, ModelSpec};
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
 use ternlight_gpu::plan::{Plan, Profiler, Step};
@@ -25,11 +25,18 @@ pub struct SessionOptions {
     /// GPU memory the session may use, in bytes; a model that would need more is refused before its weights
     /// upload.
     pub memory_budget: Option<u64>,
+    /// Masks the softmax-attention layers run with (`full`: the model's own).
+    pub attention_policy: AttentionPolicy,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { max_context: None, prefill_capacity: 512, memory_budget: None }
+        SessionOptions {
+            max_context: None,
+            prefill_capacity: 512,
+            memory_budget: None,
+            attention_policy: AttentionPolicy::full(),
+        }
     }
 }
 
@@ -91,8 +98,12 @@ fn check_budget(
 /// A loaded model and its running context.
 pub struct Session {
     gpu: Arc<Gpu>,
+    /// The model as loaded; `spec` is it under `policy`.
+    model: ModelSpec,
+    policy: AttentionPolicy,
     spec: ModelSpec,
-    weights: ModelWeights,
+    /// Shared with sessions forked from this one.
+    weights: Arc<ModelWeights>,
     res: Resources,
     prefill_plan: Plan,
     decode_plan: Plan,
@@ -145,6 +156,8 @@ impl Session {
         options: &SessionOptions,
         on_progress: &mut dyn FnMut(&LoadProgress),
     ) -> Result<Self> {
+        let model = spec;
+        let spec = options.attention_policy.apply(&model)?;
         let max_context = options.max_context.unwrap_or(spec.max_positions.min(4096));
         if max_context == 0 || max_context > spec.max_positions {
             return Err(RuntimeError::Request(format!(
@@ -167,14 +180,30 @@ impl Session {
         if let Some(budget) = options.memory_budget {
             check_budget(&spec, source, (res.state_bytes(), gpu.allocated_bytes() - before), budget, max_context)?;
         }
-        let weights = upload(&gpu, &spec, source, prefetch, on_progress).await?;
+        // Shared by forks; natively across threads (the browser has one, where wgpu handles are not Send).
+        #[allow(clippy::arc_with_non_send_sync)]
+        let weights = Arc::new(upload(&gpu, &spec, source, prefetch, on_progress).await?);
         gpu.check_errors("uploading the weights")?;
+        let sizes = (max_context, capacity, logit_capacity);
+        Self::assemble(gpu, (model, options.attention_policy.clone(), spec), weights, res, sizes)
+    }
+
+    /// A session with an empty context over uploaded weights and allocated resources: records its plans.
+    fn assemble(
+        gpu: Arc<Gpu>,
+        (model, policy, spec): (ModelSpec, AttentionPolicy, ModelSpec),
+        weights: Arc<ModelWeights>,
+        res: Resources,
+        (max_context, capacity, logit_capacity): (usize, usize, usize),
+    ) -> Result<Self> {
         let none = Inspection::default();
-        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, max_context, none)?;
-        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, max_context, none)?;
+        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, none)?;
+        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, none)?;
         let staging = Staging::new(&gpu, logit_capacity * spec.vocab);
         Ok(Session {
             gpu,
+            model,
+            policy,
             spec,
             weights,
             res,
@@ -257,13 +286,46 @@ impl Session {
             self.spec.check_token(id)?;
         }
         let end = self.position + ids.len();
-        if end > self.max_context {
+        if end > self.max_context && !self.spec.streams() {
             return Err(RuntimeError::Request(format!(
                 "context of {end} tokens exceeds this session's maximum of {} (the model allows {})",
                 self.max_context, self.spec.max_positions
             )));
         }
         Ok(())
+    }
+
+    /// A second session on the same weights (no copy) with its own empty context, running `policy`: for
+    /// comparing policies side by side. It starts without taps, ablations or profiling.
+    pub fn fork(&self, policy: &AttentionPolicy) -> Result<Session> {
+        let spec = policy.apply(&self.model)?;
+        let res = Resources::new(&self.gpu, &spec, self.max_context, self.capacity, self.logit_capacity)?;
+        self.gpu.check_errors("allocating the forked session's KV cache")?;
+        let sizes = (self.max_context, self.capacity, self.logit_capacity);
+        let parts = (self.model.clone(), policy.clone(), spec);
+        Self::assemble(self.gpu.clone(), parts, self.weights.clone(), res, sizes)
+    }
+
+    /// The attention policy in force.
+    pub fn attention_policy(&self) -> &AttentionPolicy {
+        &self.policy
+    }
+
+    /// Runs the softmax-attention layers under `policy` from now on. A policy that changes any layer's mask
+    /// re-allocates the KV caches (their rows depend on it) and so starts a new context; taps are kept.
+    pub fn set_attention_policy(&mut self, policy: &AttentionPolicy) -> Result<()> {
+        let spec = policy.apply(&self.model)?;
+        self.policy = policy.clone();
+        if spec == self.spec {
+            return Ok(());
+        }
+        self.res = Resources::new(&self.gpu, &spec, self.max_context, self.capacity, self.logit_capacity)?;
+        self.gpu.check_errors("allocating the KV cache for the attention policy")?;
+        self.spec = spec;
+        self.position = 0;
+        let layers: Vec<usize> = self.taps.iter().map(|t| t.record.layer()).collect();
+        self.taps.clear();
+        self.set_attention_taps(&layers)
     }
 
     /// Records what the attention maps of `layers` need at every forward (empty stops): softmax layers' queries
@@ -334,8 +396,8 @@ impl Session {
         let taps: Vec<&TapBuffers> = self.taps.iter().map(|t| &t.buffers).collect();
         let inspection = Inspection { taps: &taps, ablated: &self.ablated };
         let (gpu, spec, weights, res) = (&self.gpu, &self.spec, &self.weights, &self.res);
-        self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, self.max_context, inspection)?;
-        self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, self.max_context, inspection)?;
+        self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, inspection)?;
+        self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, inspection)?;
         if self.profilers.is_some() {
             self.profilers = self.plan_profilers();
         }

@@ -82,7 +82,7 @@ async fn engine_loads_by_fetch_and_generates_the_greedy_text() {
     let (config, model, _) = fixture!("llama");
     let tokenizer_json = include_bytes!("../../../tests/fixtures/llama/tokenizer.json");
     let urls = [blob_url(config.as_bytes()), blob_url(model), blob_url(tokenizer_json)];
-    let mut engine = Engine::load_files(urls[0].clone(), urls[1].clone(), urls[2].clone()).await.unwrap();
+    let mut engine = Engine::load_files(urls[0].clone(), urls[1].clone(), urls[2].clone(), None).await.unwrap();
     let text = engine.generate("Hello from the browser".into(), 6, 0.0).await.unwrap();
 
     #[allow(clippy::arc_with_non_send_sync)]

@@ -428,3 +428,110 @@ fn profiling_times_every_layer_and_leaves_the_logits_alone() {
     assert_eq!(s.stage_times().len(), stages);
     assert!(!s.set_profiling(false) && s.stage_times().is_empty());
 }
+
+fn spec_of(arch: &str) -> ModelSpec {
+    ModelSpec::from_config_json(&std::fs::read_to_string(fixture(arch).join("config.json")).unwrap()).unwrap()
+}
+
+/// Runtime attention policies on the GPU equal the CPU reference under the same policy (a literal StreamingLLM:
+/// unrotated keys, rotation by cache position), on the chunked prefill path (a capacity of 7, so rings wrap
+/// inside forwards) and token by token, for the llama, qwen3, gemma3 (own window-16 layers) and qwen3_5 (gated
+/// attention beside Gated DeltaNet) fixtures; each policy moves the logits away from full attention.
+#[test]
+fn attention_policies_match_the_reference() {
+    use ternlight_core::reference::model::ReferenceModel;
+    use ternlight_core::spec::AttentionPolicy;
+    let policies = ["sliding:9+sinks:3", "sliding:12", "layers:0-0=sliding:5+sinks:1"];
+    for arch in ["llama", "qwen3", "gemma3", "qwen3_5"] {
+        let oracle = Oracle::open(&fixture(arch)).unwrap();
+        let ids = &oracle.input_ids;
+        let all: Vec<usize> = (0..ids.len()).collect();
+        for text in policies {
+            let policy = AttentionPolicy::parse(text).unwrap();
+            let ck = SafetensorsCheckpoint::open_dir(&fixture(arch)).unwrap();
+            let applied = policy.apply(&spec_of(arch)).unwrap();
+            let touched = applied != spec_of(arch);
+            let want = ReferenceModel::new(applied, &ck).unwrap().forward(ids).unwrap();
+            // Qwen3.5's layer 0 is linear attention, which policies leave alone.
+            assert_eq!(touched, arch != "qwen3_5" || !text.starts_with("layers"), "{arch} {text}");
+            if touched {
+                assert!(max_abs_diff(&want, &oracle.logits) > 1e-4, "{arch} {text}: the policy changed nothing");
+            }
+
+            let options = SessionOptions { prefill_capacity: 7, attention_policy: policy, ..Default::default() };
+            let mut s = session(arch, options);
+            let d = max_abs_diff(&pollster::block_on(s.prefill(ids, &all)).unwrap(), &want);
+            assert!(d < 1e-3, "{arch} {text} chunked prefill: max abs diff {d}");
+            s.reset();
+            let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
+            for &id in &ids[1..] {
+                stepped.extend(pollster::block_on(s.step(id)).unwrap());
+            }
+            let d = max_abs_diff(&stepped, &want);
+            assert!(d < 1e-3, "{arch} {text} token by token: max abs diff {d}");
+        }
+    }
+}
+
+/// Policy `full` leaves every logit as it was; switching a session's policy starts a new context that matches a
+/// session loaded with that policy, and switching back restores the model.
+#[test]
+fn full_policy_is_the_model_and_policies_switch_at_run_time() {
+    use ternlight_core::spec::AttentionPolicy;
+    let oracle = Oracle::open(&fixture("gemma3")).unwrap();
+    let ids = &oracle.input_ids;
+    let all: Vec<usize> = (0..ids.len()).collect();
+    let full = AttentionPolicy::parse("full").unwrap();
+    let mut s = session("gemma3", SessionOptions { attention_policy: full.clone(), ..Default::default() });
+    let plain = pollster::block_on(s.prefill(ids, &all)).unwrap();
+    let mut default = session("gemma3", SessionOptions::default());
+    assert_eq!(plain, pollster::block_on(default.prefill(ids, &all)).unwrap(), "policy full changed logits");
+    assert!(max_abs_diff(&plain, &oracle.logits) < 1e-3);
+
+    let sliding = AttentionPolicy::parse("sliding:6+sinks:2").unwrap();
+    s.set_attention_policy(&sliding).unwrap();
+    assert_eq!(s.position(), 0);
+    let switched = pollster::block_on(s.prefill(ids, &all)).unwrap();
+    let mut loaded = session("gemma3", SessionOptions { attention_policy: sliding.clone(), ..Default::default() });
+    assert_eq!(switched, pollster::block_on(loaded.prefill(ids, &all)).unwrap());
+    let mut forked = default.fork(&sliding).unwrap();
+    assert_eq!(switched, pollster::block_on(forked.prefill(ids, &all)).unwrap(), "a fork shares the weights");
+    s.set_attention_policy(&full).unwrap();
+    assert_eq!(plain, pollster::block_on(s.prefill(ids, &all)).unwrap());
+    let e = s.set_attention_policy(&AttentionPolicy::parse("layers:0-40=sliding:4").unwrap()).unwrap_err();
+    assert!(e.to_string().contains("past the model"), "{e}");
+}
+
+/// With every attention layer in a StreamingLLM ring, generation runs past the trained context (here a llama
+/// whose spec claims 24 positions) with KV memory that does not grow, and equals the reference token by token;
+/// without the policy the same session refuses position 25.
+#[test]
+fn streaming_policy_runs_past_the_trained_context_with_bounded_memory() {
+    use ternlight_core::reference::model::ReferenceModel;
+    use ternlight_core::spec::AttentionPolicy;
+    let oracle = Oracle::open(&fixture("llama")).unwrap();
+    let ids: Vec<u32> = oracle.input_ids.iter().cycle().take(70).copied().collect();
+    let mut spec = spec_of("llama");
+    spec.max_positions = 24;
+    let policy = AttentionPolicy::parse("sliding:8+sinks:2").unwrap();
+    let ck = SafetensorsCheckpoint::open_dir(&fixture("llama")).unwrap();
+    let want = ReferenceModel::new(policy.apply(&spec).unwrap(), &ck).unwrap().forward(&ids).unwrap();
+
+    let options = SessionOptions { prefill_capacity: 4, attention_policy: policy, ..Default::default() };
+    let mut s = Session::new(gpu(), spec.clone(), &ck, &options, &mut |_| {}).unwrap();
+    assert_eq!(s.max_context(), 24);
+    let mut got = pollster::block_on(s.prefill(&ids[..10], &(0..10).collect::<Vec<_>>())).unwrap();
+    let memory = s.memory().state;
+    for &id in &ids[10..] {
+        got.extend(pollster::block_on(s.step(id)).unwrap());
+    }
+    assert_eq!(s.position(), 70);
+    assert_eq!(s.memory().state, memory, "the KV cache grew");
+    let d = max_abs_diff(&got, &want);
+    assert!(d < 1e-3, "streaming past the context: max abs diff {d}");
+
+    let mut bounded = Session::new(gpu(), spec, &ck, &SessionOptions::default(), &mut |_| {}).unwrap();
+    pollster::block_on(bounded.prefill(&ids[..24], &[23])).unwrap();
+    let e = pollster::block_on(bounded.step(ids[24])).unwrap_err().to_string();
+    assert!(e.contains("exceeds this session's maximum"), "{e}");
+}

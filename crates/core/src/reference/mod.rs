@@ -3,6 +3,7 @@
 //! [`model::ReferenceModel`] runs whole models to prove the reference against the HF logits.
 
 pub mod attention;
+pub mod block_sparse;
 pub mod conv;
 pub mod embedding;
 pub mod gated_delta;

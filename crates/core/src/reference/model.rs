@@ -5,7 +5,7 @@ use super::moe::{route, Routing};
 use super::norm::layer_norm;
 use super::norm::rms_norm_gated;
 use super::{
-    attention::{attention, attention_qk_v},
+    attention::{attention_qk_v, Rotation},
     conv::short_conv,
     embedding::embedding,
     linear::linear,
@@ -16,9 +16,9 @@ use super::{
 use super::{gla, gsa, hgrn2, mamba2, rwkv7, ternary};
 use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
 use crate::spec::{
-    Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec,
-    LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec,
-    Rwkv7Spec, ShortConvSpec, Ternary,
+    Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec,
+    LightningSpec, LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec,
+    NormSpec, Rwkv7Spec, ShortConvSpec, Ternary,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -271,9 +271,16 @@ impl ReferenceModel {
             q = self.norm(&q, qn);
             k = self.norm(&k, kn);
         }
+        // StreamingLLM layers cache unrotated keys and rotate by cache position inside attention.
+        let mut rotation = None;
         if let (Some(r), Some((cos, sin))) = (&a.rope, &self.rope_tables[li]) {
-            rope(&mut q, a.n_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
-            rope(&mut k, a.n_kv_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
+            match a.mask.repositions() {
+                true => rotation = Some(Rotation { cos, sin, rotary_dim: r.rotary_dim }),
+                false => {
+                    rope(&mut q, a.n_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
+                    rope(&mut k, a.n_kv_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
+                }
+            }
         }
         let LayerCache::Kv { k: kc, v: vc } = &mut self.cache[li] else {
             unreachable!("attention layer has a KV cache")
@@ -283,7 +290,8 @@ impl ReferenceModel {
         if let Some(LayerTap::Softmax(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
             tap.push(&q, &k);
         }
-        let mut o = attention(&q, kc, vc, a.n_heads, a.n_kv_heads, a.head_dim, pos0, a.window, a.scale);
+        let (heads, dims) = ((a.n_heads, a.n_kv_heads), (a.head_dim, a.head_dim));
+        let mut o = attention_qk_v(&q, kc, vc, heads, dims, pos0, &a.mask, a.scale, rotation);
         for &(_, head) in self.ablated.iter().filter(|(slot, _)| *slot == li) {
             for row in o.chunks_mut(a.n_heads * a.head_dim) {
                 row[head * a.head_dim..(head + 1) * a.head_dim].fill(0.0);
@@ -426,7 +434,8 @@ impl ReferenceModel {
         let LayerCache::Kv { k: kc, v: vc } = &mut self.cache[li] else { unreachable!("MLA layer has a KV cache") };
         kc.extend_from_slice(&k);
         vc.extend_from_slice(&v);
-        let o = attention_qk_v(&q, kc, vc, (heads, heads), (nope + rope, vd), pos0, None, m.scale);
+        let causal = AttentionMask::default();
+        let o = attention_qk_v(&q, kc, vc, (heads, heads), (nope + rope, vd), pos0, &causal, m.scale, None);
         self.linear(&o, &m.o_proj)
     }
 
@@ -618,7 +627,7 @@ impl ReferenceModel {
             self.spec.check_token(id)?;
         }
         let pos0 = self.position;
-        if pos0 + ids.len() > self.spec.max_positions {
+        if pos0 + ids.len() > self.spec.max_positions && !self.spec.streams() {
             return Err(CoreError::InvalidInput(format!(
                 "context of {} tokens exceeds the model's {} positions",
                 pos0 + ids.len(),

@@ -417,7 +417,7 @@ pub(crate) fn attention(
             (n(format!("{prefix}.{qn}.weight"), q_dim), n(format!("{prefix}.{kn}.weight"), k_dim))
         }),
         rope,
-        window,
+        mask: AttentionMask::causal(window),
         scale: d.scale,
         sub_norm: None,
     }
@@ -1222,7 +1222,7 @@ mod tests {
         let spec = ModelSpec::from_config(&c).unwrap();
         let MixerSpec::Attention(a0) = &spec.layers[0].mixer else { panic!("attention") };
         let MixerSpec::Attention(a1) = &spec.layers[1].mixer else { panic!("attention") };
-        assert_eq!((a0.window, a1.window), (Some(16), None));
+        assert_eq!((a0.mask.window, a1.mask.window), (Some(16), None));
         assert_eq!((a0.rope.as_ref().unwrap().theta, a1.rope.as_ref().unwrap().theta), (1e4, 1e6));
         assert_eq!(a0.scale, 1.0 / 16.0);
         assert!(spec.tied_embeddings && spec.embed_scale == Some(8.0));

@@ -6,9 +6,13 @@
 
 pub mod config;
 pub mod fla;
+mod mask;
+mod policy;
 mod rope;
 mod rwkv7;
 
+pub use mask::{AttentionMask, BlockSparse, Future};
+pub use policy::{AttentionPolicy, LayerPolicy};
 pub use rope::{RopeScaling, RopeSpec};
 pub use rwkv7::{ChannelMixSpec, LoraSpec, Rwkv7Spec};
 
@@ -233,8 +237,8 @@ pub struct AttentionSpec {
     pub qk_norm: Option<(NormSpec, NormSpec)>,
     /// Rotary embedding; `None` means no positional rotation.
     pub rope: Option<RopeSpec>,
-    /// Sliding window: each query sees the last `window` keys including itself.
-    pub window: Option<usize>,
+    /// The keys each query sees (causal by default; a sliding window, sinks, or what a runtime policy sets).
+    pub mask: AttentionMask,
     /// Multiplier of q·k before the softmax.
     pub scale: f32,
     /// RMSNorm of the attention output before `o_proj` (BitNet's `attn_sub_norm`).
@@ -591,6 +595,28 @@ pub enum MixerSpec {
     Parallel(Vec<MixerSpec>),
 }
 
+impl ModelSpec {
+    /// Whether the context may grow past the trained positions with bounded memory: every softmax-attention layer
+    /// keeps a StreamingLLM ring (see [`AttentionPolicy`]) and none is MLA.
+    pub fn streams(&self) -> bool {
+        let parts: Vec<&MixerSpec> = self.layers.iter().flat_map(|l| l.mixer.parts()).collect();
+        parts.iter().any(|m| matches!(m, MixerSpec::Attention(_)))
+            && parts.iter().all(|m| match m {
+                MixerSpec::Attention(a) => a.mask.repositions(),
+                MixerSpec::Mla(_) => false,
+                _ => true,
+            })
+    }
+
+    /// Every softmax-attention mixer, in schedule order (branches of parallel mixers included).
+    pub fn attention_layers(&self) -> impl Iterator<Item = &AttentionSpec> {
+        self.layers.iter().flat_map(|l| l.mixer.parts()).filter_map(|m| match m {
+            MixerSpec::Attention(a) => Some(a),
+            _ => None,
+        })
+    }
+}
+
 impl MixerSpec {
     /// The mixers that hold state and run kernels: the branches of a parallel mixer, else this one.
     pub fn parts(&self) -> Vec<&MixerSpec> {
@@ -610,7 +636,7 @@ impl MixerSpec {
 
     fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
         let kept = match self {
-            MixerSpec::Attention(a) => a.window.map_or(positions, |w| w.min(positions)),
+            MixerSpec::Attention(a) => a.mask.kept(positions),
             MixerSpec::Mla(_) => positions,
             _ => 0,
         };
@@ -635,9 +661,10 @@ impl MixerSpec {
     /// Short name for schedules and `inspect`.
     pub fn kind(&self) -> String {
         match self {
-            MixerSpec::Attention(a) => match a.window {
-                Some(w) => format!("sliding_attention({w})"),
-                None => "full_attention".to_string(),
+            MixerSpec::Attention(a) => match (&a.mask, a.mask.window) {
+                (m, None) if *m == AttentionMask::default() => "full_attention".to_string(),
+                (m, Some(w)) if *m == AttentionMask::causal(Some(w)) => format!("sliding_attention({w})"),
+                (m, _) => format!("attention[{}]", m.describe()),
             },
             MixerSpec::GatedDeltaNet(g) if g.decay.as_ref().is_some_and(|d| d.per_channel) => "kda".to_string(),
             MixerSpec::GatedDeltaNet(g) if g.decay.is_some() => "gated_deltanet".to_string(),

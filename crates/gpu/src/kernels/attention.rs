@@ -1,11 +1,13 @@
-//! Softmax attention against the KV cache (`attention/prefill.wgsl`, `attention/decode.wgsl`); reference:
-//! `reference::attention::attention`.
+//! Softmax attention against the KV cache under a composable mask (`attention/prefill.wgsl`,
+//! `attention/decode.wgsl`, pieces in `attention/common.wgsl`); reference: `reference::attention::attention_qk_v`.
 
 use super::f32_word;
+use super::rope::RopeTables;
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
-use crate::plan::{Grid, Plan, Rows};
+use crate::plan::{Binding, Grid, Plan, Rows};
 use crate::shader::Defines;
+use ternlight_core::spec::{AttentionMask, Future};
 
 /// The widest q/k head the kernels take (private arrays are sized by it; MLA's absorbed heads are 576 wide).
 pub const MAX_HEAD_DIM: usize = 1024;
@@ -31,8 +33,11 @@ pub struct Attention<'a> {
     pub head_dim: usize,
     /// Value channels per head (`head_dim` but for MLA).
     pub v_dim: usize,
-    /// Sliding window (keys per query including itself), if any.
-    pub window: Option<usize>,
+    /// Which keys each query sees.
+    pub mask: &'a AttentionMask,
+    /// StreamingLLM: q and k arrive unrotated and are rotated by cache position with these tables (covering at
+    /// least `sinks + window` positions).
+    pub rotation: Option<&'a RopeTables>,
     /// q·k multiplier.
     pub scale: f32,
 }
@@ -49,13 +54,62 @@ fn check(plan: &Plan, a: &Attention) -> Result<()> {
     if a.n_kv_heads == 0 || !a.n_heads.is_multiple_of(a.n_kv_heads) {
         return Err(GpuError::shape("attention", format!("{} query heads over {} kv heads", a.n_heads, a.n_kv_heads)));
     }
+    if a.cache_rows <= a.mask.sinks {
+        return Err(GpuError::shape("attention", format!("{} cache rows for {} sinks", a.cache_rows, a.mask.sinks)));
+    }
+    if let Some(r) = a.rotation {
+        let reach = a.mask.sinks + a.mask.window.unwrap_or(0);
+        if r.positions < reach || r.rotary_dim > a.head_dim || a.mask.future != Future::Causal {
+            return Err(GpuError::shape(
+                "attention",
+                format!("rotation by cache position needs a causal mask and tables of {reach} positions"),
+            ));
+        }
+    }
     Ok(())
 }
 
 /// Words of `Params` in `attention/common.wgsl`; `scratch_stride` is only read by the decode kernel.
-fn params(a: &Attention, scratch_stride: usize) -> [u32; 6] {
-    let window = a.window.unwrap_or(0) as u32;
-    [a.n_heads as u32, a.n_kv_heads as u32, window, f32_word(a.scale), scratch_stride as u32, a.cache_rows as u32]
+fn params(a: &Attention, scratch_stride: usize) -> [u32; 9] {
+    let m = a.mask;
+    let (future, prefix) = match m.future {
+        Future::Causal => (0, 0),
+        Future::Prefix(n) => (1, n as u32),
+        Future::Bidirectional => (2, 0),
+    };
+    [
+        a.n_heads as u32,
+        a.n_kv_heads as u32,
+        m.window.unwrap_or(0) as u32,
+        f32_word(a.scale),
+        scratch_stride as u32,
+        a.cache_rows as u32,
+        m.sinks as u32,
+        future,
+        prefix,
+    ]
+}
+
+/// The kernel's defines and bindings for `a`; rotation tables bind after the `first_rot` fixed bindings.
+fn specialise<'b>(
+    gpu: &Gpu,
+    a: &'b Attention,
+    mut buffers: Vec<Binding<'b>>,
+    first_rot: usize,
+) -> (Defines, Vec<Binding<'b>>) {
+    let mut defines = Defines::new().set("WG", gpu.tuning.wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
+    if a.mask.dual_triangle {
+        defines = defines.set("DUAL_TRIANGLE", 1);
+    }
+    if let Some(r) = a.rotation {
+        defines = defines
+            .set("ROTATE", 1)
+            .set("ROT_HALF", r.rotary_dim / 2)
+            .set("ROT_COS", first_rot)
+            .set("ROT_SIN", first_rot + 1);
+        buffers.extend([(&r.cos).into(), (&r.sin).into()]);
+    }
+    (defines, buffers)
 }
 
 /// Records attention for a block of queries with the device's tuning (see [`prefill_with`]).
@@ -69,10 +123,11 @@ pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
 pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> Result<()> {
     check(plan, a)?;
     let wg = gpu.tuning.wg;
-    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
-    let buffers = [a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()];
+    let (defines, buffers) = specialise(gpu, a, vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()], 6);
     let fits = gpu.info.max_workgroup_storage / (4 * (a.head_dim + a.v_dim) as u32);
-    let tile = kv_tile.min(fits);
+    // Rotated and Dual Triangle scores read each key per query, so they cannot share staged tiles.
+    let shared = a.rotation.is_none() && !a.mask.dual_triangle;
+    let tile = if shared { kv_tile.min(fits) } else { 0 };
     if tile == 0 {
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
         return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, 0), &buffers, grid);
@@ -85,15 +140,8 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
 /// `tokens * n_heads * max_keys` f32 of scratch.
 pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
     check(plan, a)?;
-    let wg = gpu.tuning.wg;
-    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
+    let buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()];
+    let (defines, buffers) = specialise(gpu, a, buffers, 7);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
-    plan.dispatch(
-        gpu,
-        "attention/decode.wgsl",
-        &defines,
-        &params(a, max_keys),
-        &[a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()],
-        grid,
-    )
+    plan.dispatch(gpu, "attention/decode.wgsl", &defines, &params(a, max_keys), &buffers, grid)
 }

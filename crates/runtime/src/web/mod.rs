@@ -19,7 +19,7 @@ use std::sync::Arc;
 use ternlight_core::attention_map::map_heads;
 use ternlight_core::gguf::checkpoint::TOKENIZER_KEY;
 use ternlight_core::sampling::{Sampler, SamplingParams};
-use ternlight_core::spec::ModelSpec;
+use ternlight_core::spec::{AttentionPolicy, ModelSpec};
 use ternlight_core::tensors::SafetensorsCheckpoint;
 use ternlight_core::tokenizer::{ChatMessage, Tokenizer};
 use ternlight_gpu::Gpu;
@@ -92,6 +92,15 @@ pub struct Engine {
     load: LoadReport,
 }
 
+/// Session options under an attention policy string (`None`: the model's own attention).
+fn session_options(attention_policy: Option<String>) -> Result<SessionOptions, JsError> {
+    let attention_policy = match attention_policy {
+        Some(text) => AttentionPolicy::parse(&text).map_err(js_error)?,
+        None => AttentionPolicy::full(),
+    };
+    Ok(SessionOptions { attention_policy, ..Default::default() })
+}
+
 /// The device, shared with sessions through an Arc (natively across threads; the browser has one thread).
 async fn device() -> Result<Arc<Gpu>, JsError> {
     #[allow(clippy::arc_with_non_send_sync)]
@@ -106,12 +115,15 @@ impl Engine {
     /// Tensors are fetched by Range requests a layer at a time through the browser cache and uploaded as they
     /// arrive. `on_progress`, if given, is called with `{bytesDone, bytesTotal, tensorsDone, tensorsTotal,
     /// layersReady, layersTotal, bytesPerSecond, etaSeconds}`. `cache_block_bytes` sets the size of the cached
-    /// blocks (default 4 MiB; smaller suits tiny models).
+    /// blocks (default 4 MiB; smaller suits tiny models). `attention_policy` (e.g. `sliding:4096+sinks:4`; see
+    /// [`AttentionPolicy`]) is checked before anything downloads.
     pub async fn load(
         source: String,
         on_progress: Option<Function>,
         cache_block_bytes: Option<u32>,
+        attention_policy: Option<String>,
     ) -> Result<Engine, JsError> {
+        let options = session_options(attention_policy)?;
         let base = model_base(&source).ok_or_else(|| {
             JsError::new(&format!("`{source}` is neither an http(s):// base URL nor a Hugging Face repo id org/name"))
         })?;
@@ -144,7 +156,6 @@ impl Engine {
             }
         };
         let mut prefetch = files.prefetch(checkpoint.as_ref());
-        let options = SessionOptions::default();
         let session = Session::load(device().await?, spec, checkpoint.as_ref(), &mut prefetch, &options, &mut report)
             .await
             .map_err(js_error)?;
@@ -157,8 +168,14 @@ impl Engine {
     }
 
     /// Loads the model whose `config.json`, `model.safetensors` and `tokenizer.json` are at these URLs (fetched
-    /// whole: for blob URLs and small models).
-    pub async fn load_files(config_url: String, weights_url: String, tokenizer_url: String) -> Result<Engine, JsError> {
+    /// whole: for blob URLs and small models), under `attention_policy` as [`Engine::load`].
+    pub async fn load_files(
+        config_url: String,
+        weights_url: String,
+        tokenizer_url: String,
+        attention_policy: Option<String>,
+    ) -> Result<Engine, JsError> {
+        let options = session_options(attention_policy)?;
         let started = Instant::now();
         let fetch = |url: String| async move {
             net::fetch_whole(&url).await.map_err(js_error)?.ok_or_else(|| JsError::new(&format!("{url}: not found")))
@@ -169,7 +186,6 @@ impl Engine {
         let weights = fetch(weights_url.clone()).await?;
         let downloaded_bytes = weights.len() as u64;
         let checkpoint = SafetensorsCheckpoint::from_files(vec![(weights_url, weights)]).map_err(js_error)?;
-        let options = SessionOptions::default();
         let session = Session::load(device().await?, spec, &checkpoint, &mut OnDemand, &options, &mut |_| {})
             .await
             .map_err(js_error)?;
@@ -254,6 +270,13 @@ impl Engine {
     /// timestamp queries this needs. The times appear in `stats().stageSeconds`.
     pub fn set_profiling(&mut self, on: bool) -> bool {
         self.session.set_profiling(on)
+    }
+
+    /// Runs the softmax-attention layers under `policy` (`full`, `sliding:W[+sinks:S]`,
+    /// `layers:0-5=full,6-23=sliding:512`) from the next generation on; the context starts afresh.
+    pub fn set_attention_policy(&mut self, policy: String) -> Result<(), JsError> {
+        let policy = AttentionPolicy::parse(&policy).map_err(js_error)?;
+        self.session.set_attention_policy(&policy).map_err(js_error)
     }
 
     /// Switches off attention heads for the following generations: `pairs` is `[layer, head, layer, head, …]`
@@ -362,6 +385,7 @@ impl Engine {
         ]);
         let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
         let _ = Reflect::set(&out, &"warnings".into(), &warnings);
+        let _ = Reflect::set(&out, &"attentionPolicy".into(), &self.session.attention_policy().to_string().into());
         let spec = self.session.spec();
         let layers: js_sys::Array = spec
             .layers

@@ -1,0 +1,157 @@
+//! `ternlight eval-policy`: the quality cost of attention policies, measured. The text runs through the model
+//! with full attention and under each policy side by side (a forked session on the same weights), chunk by chunk;
+//! at every position the next-token distributions are compared: KL(full ‖ policy) and top-1 agreement. Prefill
+//! time and the KV cache held at the end are reported beside them.
+
+use crate::model_dir::{parse_policy, ModelDir};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+use ternlight_core::spec::AttentionPolicy;
+use ternlight_runtime::{Session, SessionOptions};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a directory, a .gguf file, an http(s) URL or org/name.
+    #[arg(long)]
+    model: PathBuf,
+    /// Text file to evaluate on.
+    #[arg(long)]
+    text: PathBuf,
+    /// Positions to evaluate: the text's tokens cut or repeated to this many (default: the text as it is).
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Policies to compare with full attention (repeat the flag for several).
+    #[arg(long = "policy", required = true, value_parser = parse_policy)]
+    policies: Vec<AttentionPolicy>,
+    /// Tokens per prefill forward.
+    #[arg(long, default_value_t = 64)]
+    chunk: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How one policy compares with full attention over the text.
+struct Comparison {
+    policy: String,
+    kl_mean: f64,
+    kl_max: f64,
+    top1: f64,
+    full_seconds: f64,
+    policy_seconds: f64,
+    full_kv: u64,
+    policy_kv: u64,
+}
+
+/// Log-softmax of one logits row, in f64.
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let log_total = row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
+    row.iter().map(|&x| x as f64 - log_total).collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, &x)| if x > row[best] { i } else { best })
+}
+
+/// KL(p ‖ q) of two logits rows, in nats.
+fn kl(p: &[f32], q: &[f32]) -> f64 {
+    let (lp, lq) = (log_softmax(p), log_softmax(q));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum::<f64>().max(0.0)
+}
+
+fn compare(full: &mut Session, other: &mut Session, ids: &[u32], chunk: usize) -> Result<Comparison> {
+    let vocab = full.spec().vocab;
+    let (mut kl_sum, mut kl_max, mut agree) = (0.0, 0.0f64, 0usize);
+    let (mut full_seconds, mut policy_seconds) = (0.0, 0.0);
+    for part in ids.chunks(chunk.max(1)) {
+        let rows: Vec<usize> = (0..part.len()).collect();
+        let start = Instant::now();
+        let a = pollster::block_on(full.prefill(part, &rows))?;
+        full_seconds += start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let b = pollster::block_on(other.prefill(part, &rows))?;
+        policy_seconds += start.elapsed().as_secs_f64();
+        for (p, q) in a.chunks_exact(vocab).zip(b.chunks_exact(vocab)) {
+            let d = kl(p, q);
+            kl_sum += d;
+            kl_max = kl_max.max(d);
+            agree += usize::from(argmax(p) == argmax(q));
+        }
+    }
+    Ok(Comparison {
+        policy: other.attention_policy().to_string(),
+        kl_mean: kl_sum / ids.len() as f64,
+        kl_max,
+        top1: agree as f64 / ids.len() as f64,
+        full_seconds,
+        policy_seconds,
+        full_kv: full.memory().kv_cache_live,
+        policy_kv: other.memory().kv_cache_live,
+    })
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<()> {
+    let model = ModelDir::open(&args.model)?;
+    let tokenizer = model.tokenizer()?;
+    let text = std::fs::read_to_string(&args.text).with_context(|| format!("cannot read {}", args.text.display()))?;
+    let mut ids = tokenizer.encode(&text, true)?;
+    if ids.is_empty() {
+        bail!("{} encodes to no tokens", args.text.display());
+    }
+    if let Some(n) = args.tokens {
+        ids = ids.iter().cycle().take(n).copied().collect();
+    }
+    if ids.len() > model.spec.max_positions {
+        bail!(
+            "{} positions exceed the model's {} (full attention cannot run them)",
+            ids.len(),
+            model.spec.max_positions
+        );
+    }
+    let options = SessionOptions { max_context: Some(ids.len()), prefill_capacity: args.chunk, ..Default::default() };
+    let mut full = model.session(&options, quiet)?;
+    let mut results = Vec::new();
+    for policy in &args.policies {
+        let mut other = full.fork(policy)?;
+        full.reset();
+        results.push(compare(&mut full, &mut other, &ids, args.chunk)?);
+    }
+    if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|r| {
+                json!({"policy": r.policy, "kl_mean": r.kl_mean, "kl_max": r.kl_max, "top1_agreement": r.top1,
+                       "full_prefill_s": r.full_seconds, "policy_prefill_s": r.policy_seconds,
+                       "full_kv_bytes": r.full_kv, "policy_kv_bytes": r.policy_kv})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"positions": ids.len(), "chunk": args.chunk, "policies": rows}))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} positions, chunks of {}; KL(full ‖ policy) of next-token distributions in nats",
+        ids.len(),
+        args.chunk
+    );
+    println!("| policy | KL mean | KL max | top-1 agreement | prefill time vs full | KV cache vs full |");
+    println!("|---|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| `{}` | {:.2e} | {:.2e} | {:.1}% | {:.2}x | {:.1} / {:.1} KiB |",
+            r.policy,
+            r.kl_mean,
+            r.kl_max,
+            100.0 * r.top1,
+            r.policy_seconds / r.full_seconds,
+            r.policy_kv as f64 / 1024.0,
+            r.full_kv as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
