@@ -9,7 +9,9 @@
 // over visible indices only, so masked keys are never visited.
 // Pieces switched by defines: ROTATE (StreamingLLM: q and k arrive unrotated and each key is rotated by its
 // cache-position distance to the query, from cos/sin tables of ROT_HALF pairs at bindings ROT_COS/ROT_SIN) and
-// DUAL_TRIANGLE (the first half of the channels scores keys up to the query, the second half keys from it on).
+// DUAL_TRIANGLE (the first half of the channels scores keys up to the query, the second half keys from it on) and
+// SPARSE (InfLLM-V2: a query sees the key blocks of SPARSE_BLOCK positions listed for its token and kv head at
+// bindings SPARSE_LIST/SPARSE_COUNT, SPARSE_MAX entries each; a count of 0 means dense).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -33,6 +35,13 @@ struct Params {
 @group(0) @binding({{ROT_COS}}) var<storage, read> cos_t: array<f32>;
 @group(0) @binding({{ROT_SIN}}) var<storage, read> sin_t: array<f32>;
 const HALF: u32 = {{ROT_HALF}}u;
+#endif
+
+#if SPARSE
+@group(0) @binding({{SPARSE_LIST}}) var<storage, read> sel_blocks: array<u32>;
+@group(0) @binding({{SPARSE_COUNT}}) var<storage, read> sel_counts: array<u32>;
+const SB: u32 = {{SPARSE_BLOCK}}u;
+const MAX_SEL: u32 = {{SPARSE_MAX}}u;
 #endif
 
 const D: u32 = {{HEAD_DIM}}u;
@@ -66,6 +75,42 @@ fn sinks_before(p: u32) -> u32 {
 // Position of the key at visible index v of a query whose span starts at `first` after `sb` sinks.
 fn key_at(v: u32, first: u32, sb: u32) -> u32 {
     return select(first + v - sb, v, v < sb);
+}
+
+// The keys one query sees: `count` of them, the sinks before the span from `first`, or the blocks listed from
+// `list` (NO_LIST for none).
+struct Visible {
+    first: u32,
+    sinks: u32,
+    count: u32,
+    list: u32,
+}
+const NO_LIST: u32 = 0xffffffffu;
+
+// The keys query token t (position p) of kv head kvh sees.
+fn visible(t: u32, kvh: u32, p: u32) -> Visible {
+    let first = first_key(p);
+    let sb = sinks_before(p);
+    var vis = Visible(first, sb, sb + last_key(p) + 1u - first, NO_LIST);
+#if SPARSE
+    let row = t * params.n_kv_heads + kvh;
+    let c = sel_counts[row];
+    if (c > 0u) {
+        let last = sel_blocks[row * MAX_SEL + c - 1u];
+        vis = Visible(0u, 0u, (c - 1u) * SB + p + 1u - last * SB, row * MAX_SEL);
+    }
+#endif
+    return vis;
+}
+
+// Position of the key at visible index v.
+fn visible_key(vis: Visible, v: u32) -> u32 {
+#if SPARSE
+    if (vis.list != NO_LIST) {
+        return sel_blocks[vis.list + v / SB] * SB + v % SB;
+    }
+#endif
+    return key_at(v, vis.first, vis.sinks);
 }
 
 // Offset of position j's key/value row for KV head kvh.

@@ -34,10 +34,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let p = step.pos0 + t;
-    let first = first_key(p);
-    let sb = sinks_before(p);
-    let count = sb + last_key(p) + 1u - first;
     let kvh = kv_head(h);
+    let vis = visible(t, kvh, p);
     let sb_row = group * params.scratch_stride;
     var qv: array<f32, D>;
     for (var d = 0u; d < D; d++) {
@@ -45,15 +43,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 
     var local_max = -3.0e38;
-    for (var v = lid; v < count; v += {{WG}}u) {
-        let j = key_at(v, first, sb);
-        let s = score(&qv, kv_base(j, kvh), j, p, distance(j, p, first, sb));
+    for (var v = lid; v < vis.count; v += {{WG}}u) {
+        let j = visible_key(vis, v);
+        let s = score(&qv, kv_base(j, kvh), j, p, distance(j, p, vis.first, vis.sinks));
         scores[sb_row + v] = s;
         local_max = max(local_max, s);
     }
     let m = reduce(local_max, lid, true);
     var local_sum = 0.0;
-    for (var v = lid; v < count; v += {{WG}}u) {
+    for (var v = lid; v < vis.count; v += {{WG}}u) {
         let e = exp(scores[sb_row + v] - m);
         scores[sb_row + v] = e;
         local_sum += e;
@@ -62,8 +60,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     storageBarrier();
     for (var d = lid; d < DV; d += {{WG}}u) {
         var acc = 0.0;
-        for (var v = 0u; v < count; v++) {
-            acc += scores[sb_row + v] * v_cache[kv_base(key_at(v, first, sb), kvh) + d];
+        for (var v = 0u; v < vis.count; v++) {
+            acc += scores[sb_row + v] * v_cache[kv_base(visible_key(vis, v), kvh) + d];
         }
         out[group * DV + d] = acc / l;
     }

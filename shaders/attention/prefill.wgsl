@@ -4,7 +4,7 @@
 // Variants: streaming (default; each invocation reads K/V itself, best on CPU adapters where barriers are slow)
 // and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
 // union of the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs; not
-// with ROTATE or DUAL_TRIANGLE, whose scores read keys per query).
+// with ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query).
 #include "attention/common.wgsl"
 
 #if KV_TILE
@@ -89,14 +89,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var d = 0u; d < D; d++) {
         qv[d] = q[idx * D + d] * params.scale;
     }
-    let first = first_key(p);
-    let sb = sinks_before(p);
-    let count = sb + last_key(p) + 1u - first;
+    let vis = visible(t, kvh, p);
     var st = online_start();
-    for (var v = 0u; v < count; v++) {
-        let j = key_at(v, first, sb);
+    for (var v = 0u; v < vis.count; v++) {
+        let j = visible_key(vis, v);
         let kb = kv_base(j, kvh);
-        let f = online_step(&st, score(&qv, kb, j, p, distance(j, p, first, sb)));
+        let f = online_step(&st, score(&qv, kb, j, p, distance(j, p, vis.first, vis.sinks)));
         for (var d = 0u; d < DV; d++) {
             acc[d] = acc[d] * f.x + f.y * v_cache[kb + d];
         }

@@ -34,6 +34,8 @@ shaders!(
     "attention/prefill.wgsl",
     "attention/decode.wgsl",
     "attention/mla.wgsl",
+    "attention/pool.wgsl",
+    "attention/select.wgsl",
     "linear/chunks.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",

@@ -366,6 +366,7 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
         head_dim: d,
         v_dim: d,
         mask: &c.mask,
+        sparse: None,
         rotation: tables.as_ref(),
         scale,
     };
@@ -450,6 +451,7 @@ fn unsupported_shapes_are_refused_before_dispatch() {
         head_dim: 16,
         v_dim: 16,
         mask: &causal,
+        sparse: None,
         rotation: None,
         scale: 1.0,
     };
@@ -496,6 +498,7 @@ fn latent_attention_reads_values_from_the_key_rows() {
             head_dim: d,
             v_dim: rank,
             mask: &AttentionMask::default(),
+            sparse: None,
             rotation: None,
             scale,
         };
@@ -1081,6 +1084,7 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
             head_dim: latent,
             v_dim: rank,
             mask: &AttentionMask::default(),
+            sparse: None,
             rotation: None,
             scale,
         };
@@ -1533,5 +1537,97 @@ mod rwkv7 {
             got.extend(c.gpu(t..t + 1, &sb, false, true).0);
         }
         assert_close(&got, &want, 2e-4, "prefill 67 then 3 steps");
+    }
+}
+
+/// InfLLM-V2 on the GPU: pooled keys, the per-(token, kv head) block lists and the block-sparse attention over
+/// them equal the reference's selection and attention, for forwards mixing dense (short-context) and sparse
+/// queries, continuing a context, and one-token decode; GQA groups of 3, head dim 20, blocks of 8.
+#[test]
+fn block_sparse_selection_and_attention_match_reference() {
+    use ternlight_core::spec::BlockSparse;
+    use ternlight_gpu::kernels::block_sparse::{self, Selection};
+    let g = gpu();
+    let mut rng = Rng::new(71);
+    let cfg = BlockSparse { block: 8, init_blocks: 1, local_blocks: 2, topk: 3, dense_len: 24 };
+    let (heads, kv, d) = (6, 2, 20);
+    for (pos0, t) in [(0, 77), (53, 29), (130, 1)] {
+        let ctx = pos0 + t;
+        let q = random(&mut rng, t * heads * d, 1.0);
+        let k = random(&mut rng, ctx * kv * d, 1.0);
+        let v = random(&mut rng, ctx * kv * d, 1.0);
+        let scale = 1.0 / (d as f32).sqrt();
+        let mask = AttentionMask { sparse: Some(cfg), ..Default::default() };
+        let want = reference::attention::attention(&q, &k, &v, heads, kv, d, pos0, &mask, scale);
+
+        let (qb, kb, vb, ob) =
+            (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("v", &v), g.zeros("o", q.len()));
+        let max_blocks = ctx / cfg.block + 1;
+        let pooled = g.zeros("pooled", (ctx / cfg.stride() + 1) * kv * d);
+        let scores = g.zeros("block scores", t * kv * max_blocks);
+        let lists = g.zeros("blocks", t * kv * cfg.max_selected());
+        let counts = g.zeros("counts", t * kv);
+        let sel = Selection { cfg, blocks: &lists, counts: &counts };
+        // Windows completed before this forward were pooled by earlier ones.
+        let mut pool = Plan::new(g);
+        block_sparse::pool_keys(g, &mut pool, &cfg, &kb, &pooled, (kv, d)).unwrap();
+        pool.submit(g, &tokens(0, ctx), &[], None);
+
+        let mut plan = Plan::new(g);
+        block_sparse::select(g, &mut plan, &sel, &qb, &pooled, &scores, (heads, kv, d), (scale, max_blocks)).unwrap();
+        let a = Attention {
+            q: &qb,
+            k_cache: &kb,
+            v_cache: &vb,
+            cache_rows: ctx,
+            out: &ob,
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: d,
+            v_dim: d,
+            mask: &mask,
+            sparse: Some(&sel),
+            rotation: None,
+            scale,
+        };
+        attention::prefill(g, &mut plan, &a).unwrap();
+        let got = run(&plan, &tokens(pos0, t), &ob, q.len());
+
+        let bits = |b: &wgpu::Buffer, n| -> Vec<u32> {
+            pollster::block_on(g.read_f32(b, 0, n)).unwrap().into_iter().map(f32::to_bits).collect()
+        };
+        let (got_counts, got_lists) = (bits(&counts, t * kv), bits(&lists, t * kv * cfg.max_selected()));
+        let mut sparse_rows = 0;
+        for tt in 0..t {
+            let p = pos0 + tt;
+            for h in 0..kv {
+                let row = tt * kv + h;
+                let want_blocks = reference::block_sparse::select_blocks(
+                    &cfg,
+                    &q[tt * heads * d..][..heads * d],
+                    &k,
+                    (heads, kv, h),
+                    p,
+                    scale,
+                );
+                let n = got_counts[row] as usize;
+                if cfg.dense(p) {
+                    assert_eq!(n, 0, "dense query {p}");
+                    continue;
+                }
+                sparse_rows += 1;
+                let listed = &got_lists[row * cfg.max_selected()..][..n];
+                assert_eq!(listed.iter().map(|&b| b as usize).collect::<Vec<_>>(), want_blocks, "blocks of {p}/{h}");
+            }
+        }
+        assert!(sparse_rows > 0);
+        assert_close(&got, &want, 1e-5, &format!("block-sparse prefill pos0 {pos0} t{t}"));
+
+        let ob2 = g.zeros("o2", q.len());
+        let decode_scores = g.zeros("scores", t * heads * ctx);
+        let a = Attention { out: &ob2, ..a };
+        let mut plan = Plan::new(g);
+        attention::decode(g, &mut plan, &a, &decode_scores, ctx).unwrap();
+        assert_close(&run(&plan, &tokens(pos0, t), &ob2, q.len()), &want, 1e-5, &format!("block-sparse decode {pos0}"));
     }
 }

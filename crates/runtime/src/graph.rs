@@ -13,6 +13,7 @@ use ternlight_core::spec::{
     ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
+use ternlight_gpu::kernels::block_sparse::{pool_keys, select, Selection};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::gla::{self, Decay, Gla};
@@ -60,6 +61,8 @@ pub enum LayerState {
         rows: usize,
         /// Leading rows pinned to the first positions (attention sinks); the others are a ring.
         pinned: usize,
+        /// Block-sparse layers: mean-pooled keys of every complete fine window `[windows, n_kv_heads, head_dim]`.
+        pooled: Option<wgpu::Buffer>,
     },
     /// Fixed-size recurrent state `[n_v_heads, dk, dv]` f32 and conv history `[channels, kernel - 1]` f32.
     Recurrent {
@@ -74,7 +77,9 @@ impl LayerState {
     /// The buffers of this state (for zeroing, snapshots and memory accounting).
     pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
         match self {
-            LayerState::Attention { k, v, .. } => [Some(k), v.as_ref()].into_iter().flatten().collect(),
+            LayerState::Attention { k, v, pooled, .. } => {
+                [Some(k), v.as_ref(), pooled.as_ref()].into_iter().flatten().collect()
+            }
             LayerState::Recurrent { state, conv } => vec![state, conv],
         }
     }
@@ -169,6 +174,12 @@ pub struct Scratch {
     pub rwkv_gate: wgpu::Buffer,
     /// A LoRA's activated low-rank values `[capacity, max rank]`.
     pub lora_act: wgpu::Buffer,
+    /// Block-sparse selection scores `[capacity, n_kv_heads * blocks of the context]`.
+    pub block_scores: wgpu::Buffer,
+    /// Selected key blocks `[capacity, n_kv_heads * most selected]` u32.
+    pub block_lists: wgpu::Buffer,
+    /// Selected blocks per (token, kv head) `[capacity, n_kv_heads]` u32.
+    pub block_counts: wgpu::Buffer,
 }
 
 /// Everything a plan binds besides the weights.
@@ -238,6 +249,8 @@ impl Resources {
         let (mut experts, mut top_k, mut gate_w, mut mla_w, mut gsa_w) = (0, 0, 0, 0, 0);
         let mut rwkv_v = None;
         let mut states = Vec::with_capacity(spec.layers.len());
+        // Block-sparse layers' widest (block scores, block lists, counts) per token.
+        let mut sparse = (0, 0, 0);
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_slot = Vec::with_capacity(spec.layers.len());
         // RoPE tables and decode scores cover the context and the cache positions StreamingLLM layers rotate by.
@@ -259,6 +272,13 @@ impl Resources {
                             v: Some(gpu.zeros("v cache", len)),
                             rows,
                             pinned: a.mask.sinks,
+                            pooled: a.mask.sparse.map(|b| {
+                                let kv = a.n_kv_heads;
+                                sparse.0 = sparse.0.max(kv * (max_context / b.block + 1));
+                                sparse.1 = sparse.1.max(kv * b.max_selected());
+                                sparse.2 = sparse.2.max(kv);
+                                gpu.zeros("pooled keys", (max_context / b.stride() + 1) * kv * a.head_dim)
+                            }),
                         });
                         rope_of_slot.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
                             Some(i) => i,
@@ -281,6 +301,7 @@ impl Resources {
                             v: None,
                             rows: max_context,
                             pinned: 0,
+                            pooled: None,
                         });
                         rope_of_slot.push(None);
                     }
@@ -409,6 +430,9 @@ impl Resources {
             v_first: gpu.zeros("v_first", capacity * rwkv_v.unwrap_or(0)),
             rwkv_gate: gpu.zeros("rwkv output gate", capacity * rwkv_v.unwrap_or(0)),
             lora_act: gpu.zeros("lora activations", capacity * rank),
+            block_scores: gpu.zeros("block scores", capacity * sparse.0),
+            block_lists: gpu.zeros("block lists", capacity * sparse.1),
+            block_counts: gpu.zeros("block counts", capacity * sparse.2),
         };
         Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity, key_reach })
     }
@@ -702,7 +726,7 @@ impl<'a> Builder<'a> {
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
         }
-        let LayerState::Attention { k: kc, v: Some(vc), rows, pinned } = &self.res.states[slot] else {
+        let LayerState::Attention { k: kc, v: Some(vc), rows, pinned, pooled } = &self.res.states[slot] else {
             unreachable!("KV cache")
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
@@ -715,6 +739,13 @@ impl<'a> Builder<'a> {
         let (cache_rows, pinned) = (*rows as u64, *pinned as u64);
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows, pinned });
         self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes, cache_rows, pinned });
+        let selection = a.mask.sparse.map(|cfg| Selection { cfg, blocks: &s.block_lists, counts: &s.block_counts });
+        if let (Some(sel), Some(pooled)) = (&selection, pooled) {
+            let heads = (a.n_heads, a.n_kv_heads, a.head_dim);
+            pool_keys(self.gpu, &mut self.plan, &sel.cfg, kc, pooled, (a.n_kv_heads, a.head_dim))?;
+            let max_blocks = *rows / sel.cfg.block + 1;
+            select(self.gpu, &mut self.plan, sel, &s.q, pooled, &s.block_scores, heads, (a.scale, max_blocks))?;
+        }
         let call = Attention {
             q: &s.q,
             k_cache: kc,
@@ -726,6 +757,7 @@ impl<'a> Builder<'a> {
             head_dim: a.head_dim,
             v_dim: a.head_dim,
             mask: &a.mask,
+            sparse: selection.as_ref(),
             rotation,
             scale: a.scale,
         };
@@ -1019,6 +1051,7 @@ impl<'a> Builder<'a> {
             head_dim: latent,
             v_dim: m.kv_rank,
             mask: &causal,
+            sparse: None,
             rotation: None,
             scale: m.scale,
         };

@@ -434,14 +434,19 @@ fn spec_of(arch: &str) -> ModelSpec {
 }
 
 /// Runtime attention policies on the GPU equal the CPU reference under the same policy (a literal StreamingLLM:
-/// unrotated keys, rotation by cache position), on the chunked prefill path (a capacity of 7, so rings wrap
+/// unrotated keys, rotation by cache position; InfLLM-V2 with blocks of 8 past 24 positions), on the chunked prefill path (a capacity of 7, so rings wrap
 /// inside forwards) and token by token, for the llama, qwen3, gemma3 (own window-16 layers) and qwen3_5 (gated
 /// attention beside Gated DeltaNet) fixtures; each policy moves the logits away from full attention.
 #[test]
 fn attention_policies_match_the_reference() {
     use ternlight_core::reference::model::ReferenceModel;
     use ternlight_core::spec::AttentionPolicy;
-    let policies = ["sliding:9+sinks:3", "sliding:12", "layers:0-0=sliding:5+sinks:1"];
+    let policies = [
+        "sliding:9+sinks:3",
+        "sliding:12",
+        "layers:0-0=sliding:5+sinks:1",
+        "sparse:infllmv2@24+block:8+topk:3+local:2",
+    ];
     for arch in ["llama", "qwen3", "gemma3", "qwen3_5"] {
         let oracle = Oracle::open(&fixture(arch)).unwrap();
         let ids = &oracle.input_ids;
@@ -450,10 +455,16 @@ fn attention_policies_match_the_reference() {
             let policy = AttentionPolicy::parse(text).unwrap();
             let ck = SafetensorsCheckpoint::open_dir(&fixture(arch)).unwrap();
             let applied = policy.apply(&spec_of(arch)).unwrap();
-            let touched = applied != spec_of(arch);
+            // Masks as they select keys (cache positions alone leave a window's distances as they were).
+            let masks = |s: &ModelSpec| -> Vec<_> {
+                s.attention_layers().map(|a| (a.mask.window, a.mask.sinks, a.mask.sparse)).collect()
+            };
+            let touched = masks(&applied) != masks(&spec_of(arch));
             let want = ReferenceModel::new(applied, &ck).unwrap().forward(ids).unwrap();
-            // Qwen3.5's layer 0 is linear attention, which policies leave alone.
-            assert_eq!(touched, arch != "qwen3_5" || !text.starts_with("layers"), "{arch} {text}");
+            // Layer 0 of Qwen3.5 is linear attention and of Gemma 3 a window of its own: the per-layer policy
+            // leaves them as they are.
+            let untouched = text.starts_with("layers") && matches!(arch, "qwen3_5" | "gemma3");
+            assert_eq!(touched, !untouched, "{arch} {text}");
             if touched {
                 assert!(max_abs_diff(&want, &oracle.logits) > 1e-4, "{arch} {text}: the policy changed nothing");
             }

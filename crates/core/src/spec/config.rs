@@ -237,6 +237,7 @@ pub fn supported_model_types() -> Vec<&'static str> {
 }
 
 /// Typed access to config.json fields with errors that name the field.
+#[derive(Clone, Copy)]
 pub(crate) struct Config<'a>(pub(crate) &'a Value);
 
 impl<'a> Config<'a> {
@@ -928,6 +929,43 @@ fn layer_mlp(cfg: &Config, family: &Family, i: usize, hidden: usize, act: Activa
     })))
 }
 
+/// The attention masks a checkpoint declares, applied as its own: MiniCPM4.1's `sparse_config` (InfLLM-V2 on
+/// every layer that attends to the whole context: `block_size`, `init_blocks`, `window_size`, `topk`,
+/// `dense_len`, with `kernel_size` = block / 2 and `kernel_stride` = block / 4) and Ternlight's own
+/// `ternlight_attention`, an attention-policy string (`sliding:512+sinks:4`, `layers:0-5=full,6-23=sparse:infllmv2`,
+/// see [`AttentionPolicy`]), so a checkpoint trained with these masks loads without code changes.
+fn declared_attention(cfg: &Config, spec: ModelSpec) -> Result<ModelSpec> {
+    let spec = match cfg.get("sparse_config").filter(|v| !v.is_null()) {
+        None => spec,
+        Some(v) => {
+            let sparse = Config(v);
+            let field = |name: &str| {
+                sparse.opt_usize(name)?.ok_or_else(|| CoreError::field("sparse_config", format!("needs `{name}`")))
+            };
+            let (block, kernel, stride) = (field("block_size")?, field("kernel_size")?, field("kernel_stride")?);
+            if kernel * 2 != block || stride * 4 != block {
+                return Err(CoreError::field(
+                    "sparse_config",
+                    format!("kernel {kernel} / stride {stride} for blocks of {block}: only block/2 and block/4 run"),
+                ));
+            }
+            let text = format!(
+                "sparse:infllmv2@{}+block:{block}+topk:{}+local:{}+init:{}",
+                field("dense_len")?,
+                field("topk")?,
+                field("window_size")? / block,
+                field("init_blocks")?
+            );
+            AttentionPolicy::parse(&text)?.apply(&spec)?
+        }
+    };
+    match cfg.get("ternlight_attention") {
+        None => Ok(spec),
+        Some(Value::String(text)) => AttentionPolicy::parse(text)?.apply(&spec),
+        Some(_) => Err(CoreError::field("ternlight_attention", "must be an attention-policy string")),
+    }
+}
+
 impl ModelSpec {
     /// Parses the text of a `config.json`.
     pub fn from_config_json(text: &str) -> Result<Self> {
@@ -936,9 +974,14 @@ impl ModelSpec {
         Self::from_config(&value)
     }
 
-    /// Builds the spec from a parsed `config.json`.
+    /// Builds the spec from a parsed `config.json`, with the attention masks it declares (see
+    /// [`declared_attention`]).
     pub fn from_config(value: &Value) -> Result<Self> {
         let cfg = Config(value);
+        declared_attention(&cfg, Self::schedule_from_config(cfg)?)
+    }
+
+    fn schedule_from_config(cfg: Config) -> Result<Self> {
         let model_type =
             cfg.str("model_type").ok_or_else(|| CoreError::field("model_type", "is required but missing"))?;
         if fla::claims(&cfg, model_type) {
@@ -1227,6 +1270,25 @@ mod tests {
         assert_eq!(a0.scale, 1.0 / 16.0);
         assert!(spec.tied_embeddings && spec.embed_scale == Some(8.0));
         assert!(spec.layers[0].norms.post_mlp.as_ref().unwrap().unit_offset);
+    }
+
+    #[test]
+    fn configs_declare_sparse_and_streaming_attention() {
+        let mut c = base();
+        c["sparse_config"] = json!({"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64,
+                                    "window_size": 2048, "topk": 64, "use_nope": false, "dense_len": 8192});
+        let spec = ModelSpec::from_config(&c).unwrap();
+        assert!(spec.attention_layers().all(|a| a.mask.sparse == Some(BlockSparse::MINICPM4)));
+        c["sparse_config"]["kernel_size"] = json!(16);
+        let e = ModelSpec::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("sparse_config") && e.contains("block/2"), "{e}");
+        let mut c = base();
+        c["ternlight_attention"] = json!("layers:1=sliding:8+sinks:2");
+        let spec = ModelSpec::from_config(&c).unwrap();
+        let masks: Vec<_> = spec.attention_layers().map(|a| (a.mask.window, a.mask.sinks)).collect();
+        assert_eq!(masks, vec![(None, 0), (Some(8), 2)]);
+        c["ternlight_attention"] = json!(3);
+        assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("ternlight_attention"));
     }
 
     #[test]

@@ -2,15 +2,19 @@
 //!
 //! Syntax (the CLI's `--attention-policy` and the JS API take the same strings):
 //! - `full`: every layer as the model defines it;
-//! - `sliding:W` or `sliding:W+sinks:S`: a window of `W` positions (never wider than a layer's own), plus the
-//!   first `S` positions kept as attention sinks, with StreamingLLM positions (queries and keys rotated by their
-//!   place in the cache), so generation may run past the trained context with bounded memory;
+//! - `sliding:W` or `sliding:W+sinks:S`: on layers that attend to the whole context, a window of `W` positions
+//!   plus the first `S` positions kept as attention sinks, with StreamingLLM positions (queries and keys rotated
+//!   by their place in the cache), so generation may run past the trained context with bounded memory (layers
+//!   with their own window keep it, also by cache position);
+//! - `sparse:infllmv2`, optionally `@N` (attend densely below `N` positions) and `+block:B`, `+topk:K`,
+//!   `+local:L`, `+init:I`: InfLLM-V2 block-sparse attention, MiniCPM4.1's settings by default (on layers that
+//!   attend to the whole context; sliding-window layers keep their window);
 //! - `layers:A-B=P,C=P,...`: policy `P` (one of the above) on model layers `A..=B`, `C`, ...; layers not named
 //!   keep their own attention.
 //!
 //! MLA and linear-attention layers are left as they are.
 
-use super::{AttentionMask, MixerSpec, ModelSpec};
+use super::{AttentionMask, BlockSparse, MixerSpec, ModelSpec};
 use crate::{CoreError, Result};
 
 /// What one softmax-attention layer runs with.
@@ -25,6 +29,8 @@ pub enum LayerPolicy {
         /// First positions kept visible.
         sinks: usize,
     },
+    /// InfLLM-V2 block-sparse attention.
+    Sparse(BlockSparse),
 }
 
 impl LayerPolicy {
@@ -34,8 +40,33 @@ impl LayerPolicy {
         if text == "full" {
             return Ok(LayerPolicy::Full);
         }
+        if let Some(rest) = text.strip_prefix("sparse:infllmv2") {
+            let mut cfg = BlockSparse::MINICPM4;
+            let mut parts = rest.split('+');
+            let head = parts.next().unwrap_or("");
+            if let Some(n) = head.strip_prefix('@') {
+                cfg.dense_len = number(n, "dense length")?;
+            } else if !head.is_empty() {
+                return Err(bad(&format!("`{head}` should be `@N` (dense below N positions)")));
+            }
+            for part in parts {
+                let (key, value) = part.split_once(':').ok_or_else(|| bad(&format!("`{part}` is not KEY:VALUE")))?;
+                let value = number(value, key)?;
+                match key {
+                    "block" => cfg.block = value,
+                    "topk" => cfg.topk = value,
+                    "local" => cfg.local_blocks = value,
+                    "init" => cfg.init_blocks = value,
+                    _ => return Err(bad(&format!("unknown setting `{key}` (block, topk, local, init)"))),
+                }
+            }
+            cfg.check().map_err(|e| bad(&e))?;
+            return Ok(LayerPolicy::Sparse(cfg));
+        }
         let Some(rest) = text.strip_prefix("sliding:") else {
-            return Err(bad("expected `full`, `sliding:W[+sinks:S]` or `layers:RANGES=POLICY,...`"));
+            return Err(bad(
+                "expected `full`, `sliding:W[+sinks:S]`, `sparse:infllmv2[@N][+block:B...]` or `layers:RANGES=POLICY,...`",
+            ));
         };
         let (window, sinks) = match rest.split_once("+sinks:") {
             Some((w, s)) => (number(w, "window")?, number(s, "sinks")?),
@@ -51,12 +82,14 @@ impl LayerPolicy {
     fn mask(&self, own: &AttentionMask) -> AttentionMask {
         match *self {
             LayerPolicy::Full => own.clone(),
-            LayerPolicy::Sliding { window, sinks } => AttentionMask {
-                window: Some(own.window.map_or(window, |w| w.min(window))),
-                sinks,
-                reposition: true,
-                ..own.clone()
-            },
+            LayerPolicy::Sliding { window, sinks } if own.window.is_none() => {
+                AttentionMask { window: Some(window), sinks, reposition: true, ..own.clone() }
+            }
+            // A layer's own window stays as trained; cache positions give it the same distances, and let the
+            // context stream past the trained length.
+            LayerPolicy::Sliding { .. } => AttentionMask { reposition: true, ..own.clone() },
+            LayerPolicy::Sparse(cfg) if own.window.is_none() => AttentionMask { sparse: Some(cfg), ..own.clone() },
+            LayerPolicy::Sparse(_) => own.clone(),
         }
     }
 }
@@ -160,6 +193,13 @@ mod tests {
         assert_eq!(p.layer(30), LayerPolicy::Sliding { window: 64, sinks: 2 });
         assert_eq!(p.layer(25), LayerPolicy::Full);
         assert_eq!(AttentionPolicy::parse("full").unwrap().layer(0), LayerPolicy::Full);
+        assert_eq!(
+            AttentionPolicy::parse("sparse:infllmv2").unwrap().layer(0),
+            LayerPolicy::Sparse(BlockSparse::MINICPM4)
+        );
+        let p = AttentionPolicy::parse("layers:1=sparse:infllmv2@24+block:8+topk:3+local:2").unwrap();
+        let want = BlockSparse { block: 8, topk: 3, local_blocks: 2, dense_len: 24, init_blocks: 1 };
+        assert_eq!(p.layer(1), LayerPolicy::Sparse(want));
     }
 
     #[test]
@@ -171,6 +211,9 @@ mod tests {
             ("dense", "expected"),
             ("layers:3-1=full", "backwards"),
             ("layers:0-2", "RANGE=POLICY"),
+            ("sparse:infllmv2+block:6", "multiple of 4"),
+            ("sparse:infllmv2+stride:4", "unknown setting"),
+            ("sparse:infllmv2x", "@N"),
         ] {
             let e = AttentionPolicy::parse(text).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains(text), "{text}: {e}");
@@ -178,10 +221,13 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_narrows_but_never_widens_a_layer_window() {
+    fn policies_leave_a_layer_window_as_trained() {
         let own = AttentionMask::causal(Some(16));
         let m = LayerPolicy::Sliding { window: 64, sinks: 4 }.mask(&own);
-        assert_eq!((m.window, m.sinks, m.repositions()), (Some(16), 4, true));
+        assert_eq!((m.window, m.sinks, m.repositions()), (Some(16), 0, true));
+        assert_eq!(LayerPolicy::Sparse(BlockSparse::MINICPM4).mask(&own), own);
         assert_eq!(LayerPolicy::Full.mask(&own), own);
+        let m = LayerPolicy::Sliding { window: 64, sinks: 4 }.mask(&AttentionMask::default());
+        assert_eq!((m.window, m.sinks, m.repositions()), (Some(64), 4, true));
     }
 }

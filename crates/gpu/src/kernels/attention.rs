@@ -1,6 +1,7 @@
 //! Softmax attention against the KV cache under a composable mask (`attention/prefill.wgsl`,
 //! `attention/decode.wgsl`, pieces in `attention/common.wgsl`); reference: `reference::attention::attention_qk_v`.
 
+use super::block_sparse::Selection;
 use super::f32_word;
 use super::rope::RopeTables;
 use crate::device::Gpu;
@@ -35,6 +36,9 @@ pub struct Attention<'a> {
     pub v_dim: usize,
     /// Which keys each query sees.
     pub mask: &'a AttentionMask,
+    /// Block-sparse attention: the key blocks each (token, kv head) visits, from
+    /// [`block_sparse::select`](super::block_sparse::select).
+    pub sparse: Option<&'a Selection<'a>>,
     /// StreamingLLM: q and k arrive unrotated and are rotated by cache position with these tables (covering at
     /// least `sinks + window` positions).
     pub rotation: Option<&'a RopeTables>,
@@ -56,6 +60,9 @@ fn check(plan: &Plan, a: &Attention) -> Result<()> {
     }
     if a.cache_rows <= a.mask.sinks {
         return Err(GpuError::shape("attention", format!("{} cache rows for {} sinks", a.cache_rows, a.mask.sinks)));
+    }
+    if a.sparse.is_some() && (a.rotation.is_some() || a.mask.future != Future::Causal) {
+        return Err(GpuError::shape("attention", "block-sparse attention takes a causal mask without rotation"));
     }
     if let Some(r) = a.rotation {
         let reach = a.mask.sinks + a.mask.window.unwrap_or(0);
@@ -90,23 +97,22 @@ fn params(a: &Attention, scratch_stride: usize) -> [u32; 9] {
     ]
 }
 
-/// The kernel's defines and bindings for `a`; rotation tables bind after the `first_rot` fixed bindings.
-fn specialise<'b>(
-    gpu: &Gpu,
-    a: &'b Attention,
-    mut buffers: Vec<Binding<'b>>,
-    first_rot: usize,
-) -> (Defines, Vec<Binding<'b>>) {
+/// The kernel's defines and bindings for `a`: the optional pieces' bindings (block lists, or rotation tables)
+/// follow the kernel's `fixed` bindings (counted from 2).
+fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) -> (Defines, Vec<Binding<'b>>) {
+    let extra = 2 + buffers.len();
     let mut defines = Defines::new().set("WG", gpu.tuning.wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
     if a.mask.dual_triangle {
         defines = defines.set("DUAL_TRIANGLE", 1);
     }
+    if let Some(s) = a.sparse {
+        defines = defines.set("SPARSE", 1).set("SPARSE_LIST", extra).set("SPARSE_COUNT", extra + 1);
+        defines = defines.set("SPARSE_BLOCK", s.cfg.block).set("SPARSE_MAX", s.cfg.max_selected());
+        buffers.extend([s.blocks.into(), s.counts.into()]);
+    }
     if let Some(r) = a.rotation {
-        defines = defines
-            .set("ROTATE", 1)
-            .set("ROT_HALF", r.rotary_dim / 2)
-            .set("ROT_COS", first_rot)
-            .set("ROT_SIN", first_rot + 1);
+        let half = r.rotary_dim / 2;
+        defines = defines.set("ROTATE", 1).set("ROT_HALF", half).set("ROT_COS", extra).set("ROT_SIN", extra + 1);
         buffers.extend([(&r.cos).into(), (&r.sin).into()]);
     }
     (defines, buffers)
@@ -123,10 +129,10 @@ pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
 pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> Result<()> {
     check(plan, a)?;
     let wg = gpu.tuning.wg;
-    let (defines, buffers) = specialise(gpu, a, vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()], 6);
+    let (defines, buffers) = specialise(gpu, a, vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()]);
     let fits = gpu.info.max_workgroup_storage / (4 * (a.head_dim + a.v_dim) as u32);
-    // Rotated and Dual Triangle scores read each key per query, so they cannot share staged tiles.
-    let shared = a.rotation.is_none() && !a.mask.dual_triangle;
+    // Rotated, Dual Triangle and block-sparse scores read keys per query, so they cannot share staged tiles.
+    let shared = a.rotation.is_none() && !a.mask.dual_triangle && a.sparse.is_none();
     let tile = if shared { kv_tile.min(fits) } else { 0 };
     if tile == 0 {
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
@@ -141,7 +147,7 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
 pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
     check(plan, a)?;
     let buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()];
-    let (defines, buffers) = specialise(gpu, a, buffers, 7);
+    let (defines, buffers) = specialise(gpu, a, buffers);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
     plan.dispatch(gpu, "attention/decode.wgsl", &defines, &params(a, max_keys), &buffers, grid)
 }

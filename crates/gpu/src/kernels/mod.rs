@@ -2,6 +2,7 @@
 //! dispatches into a [`Plan`](crate::plan::Plan); the matching CPU reference is in `ternlight_core::reference`.
 
 pub mod attention;
+pub mod block_sparse;
 pub mod conv;
 pub mod embedding;
 pub mod gated_deltanet;
