@@ -2,7 +2,8 @@
 // autorun on the embedded default model must finish with the same text the native CLI generates greedily for
 // the same prompt and seed; speed and memory (with the context-memory curve) show; the attention map has pixels
 // and changes with the head, the layer and a click in the layers × heads overview; switching a head off
-// regenerates and keeps the earlier text; an override changes the reader state and the layout; a second visit
+// regenerates and keeps the earlier text; two attention policies side by side give the CLI's text under each; an
+// override changes the reader state and the layout; a second visit
 // marks the model cached; the console stays free of errors; a browser without WebGPU gets a clear error. Saves
 // screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which
 // builds target/debug/ternlight).
@@ -15,10 +16,12 @@ import { launchBrowser, root, startServer } from './server.mjs';
 const prompt = 'Hello';
 const maxTokens = 12;
 const seed = 3;
-const cli = execFileSync(join(root, 'target/debug/ternlight'),
+const cliText = (policy) => execFileSync(join(root, 'target/debug/ternlight'),
   ['run', '--model', join(root, 'tests/fixtures/llama'), '--prompt', prompt, '--max-tokens', String(maxTokens),
-    '--seed', String(seed)],
+    '--seed', String(seed), '--attention-policy', policy],
   { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).replace(/\n$/, '');
+const cli = cliText('full');
+const streaming = 'sliding:3+sinks:1';
 
 const shots = join(root, 'target/e2e');
 mkdirSync(shots, { recursive: true });
@@ -95,6 +98,26 @@ try {
   assert.equal(await page.getByTestId('head-select').inputValue(), '2');
   await page.getByTestId('layer-select').selectOption('0');
   await changed(fromOverview);
+
+  // One prompt under two attention policies, side by side: each gives the CLI's text under that policy, and the
+  // policy in force before comes back; a policy applied from the panel is in force until changed.
+  await page.getByTestId('compare-a').fill('full');
+  await page.getByTestId('compare-b').fill(streaming);
+  await page.getByTestId('compare').click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=comparison] tbody tr').length === 2
+    && /done|error/.test(document.querySelector('[data-testid=status]')?.textContent), null, { timeout: 120_000 });
+  assert.equal(await status.textContent(), 'done');
+  const compared = await page.locator('[data-testid=comparison] td.text').allTextContents();
+  assert.deepEqual(compared, [cli, cliText(streaming)]);
+  assert.notEqual(compared[0], compared[1]);
+  assert.equal(await page.getByTestId('policy').textContent(), 'full');
+  await page.screenshot({ path: join(shots, 'app-policies.png'), fullPage: true });
+  await page.getByTestId('policy-input').fill(streaming);
+  await page.getByTestId('policy-apply').click();
+  await page.waitForFunction((p) => document.querySelector('[data-testid=policy]')?.textContent === p, streaming);
+  await page.getByTestId('policy-input').fill('full');
+  await page.getByTestId('policy-apply').click();
+  await page.waitForFunction(() => document.querySelector('[data-testid=policy]')?.textContent === 'full');
 
   const intact = await page.getByTestId('generated-text').textContent();
   await page.getByTestId('ablate').click();

@@ -61,6 +61,8 @@ pub enum LayerState {
         rows: usize,
         /// Leading rows pinned to the first positions (attention sinks); the others are a ring.
         pinned: usize,
+        /// Rows a context still reads once the window has moved on (sinks + window; `rows` without a window).
+        keeps: usize,
         /// Block-sparse layers: mean-pooled keys of every complete fine window `[windows, n_kv_heads, head_dim]`.
         pooled: Option<wgpu::Buffer>,
     },
@@ -271,6 +273,7 @@ impl Resources {
                             k: gpu.zeros("k cache", len),
                             v: Some(gpu.zeros("v cache", len)),
                             rows,
+                            keeps: a.mask.kept(rows),
                             pinned: a.mask.sinks,
                             pooled: a.mask.sparse.map(|b| {
                                 let kv = a.n_kv_heads;
@@ -300,6 +303,7 @@ impl Resources {
                             k: gpu.zeros("latent cache", max_context * latent),
                             v: None,
                             rows: max_context,
+                            keeps: max_context,
                             pinned: 0,
                             pooled: None,
                         });
@@ -726,7 +730,7 @@ impl<'a> Builder<'a> {
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
         }
-        let LayerState::Attention { k: kc, v: Some(vc), rows, pinned, pooled } = &self.res.states[slot] else {
+        let LayerState::Attention { k: kc, v: Some(vc), rows, pinned, pooled, .. } = &self.res.states[slot] else {
             unreachable!("KV cache")
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;

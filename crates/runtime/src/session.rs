@@ -47,7 +47,8 @@ pub struct MemoryReport {
     pub weights: u64,
     /// Per-layer state as allocated (KV caches at full context, recurrent and conv states).
     pub state: u64,
-    /// The part of the KV caches the context fills now (grows with each token up to a window or the context).
+    /// The part of the KV caches the context still reads (grows with each token up to sinks + window, or the
+    /// context).
     pub kv_cache_live: u64,
     /// Recurrent and conv states (fixed, whatever the context length).
     pub recurrent: u64,
@@ -253,7 +254,9 @@ impl Session {
         for state in &self.res.states {
             for b in state.buffers() {
                 match state {
-                    LayerState::Attention { .. } => kv_cache_live += self.live_bytes(state, b),
+                    LayerState::Attention { rows, keeps, .. } => {
+                        kv_cache_live += b.size() / *rows as u64 * self.position.min(*keeps) as u64
+                    }
                     LayerState::Recurrent { .. } => recurrent += b.size(),
                 }
             }

@@ -116,8 +116,8 @@ fn gemma3_sliding_layers_run_in_a_wrapping_ring_buffer() {
     let all: Vec<usize> = (0..t).collect();
     let d = max_abs_diff(&pollster::block_on(s.prefill(&oracle.input_ids, &all)).unwrap(), &oracle.logits);
     assert!(d < 1e-3, "ring prefill: max abs diff {d}");
-    // The sliding layers' rings are full; the global layer holds all 80 positions.
-    assert_eq!(s.memory().kv_cache_live, (3 * 23 + 80) * row);
+    // The sliding layers still read their 16-position windows; the global layer holds all 80 positions.
+    assert_eq!(s.memory().kv_cache_live, (3 * 16 + 80) * row);
     let mut s = session("gemma3", options);
     let mut stepped = pollster::block_on(s.prefill(&oracle.input_ids[..1], &[0])).unwrap();
     for &id in &oracle.input_ids[1..] {
@@ -460,7 +460,11 @@ fn attention_policies_match_the_reference() {
                 s.attention_layers().map(|a| (a.mask.window, a.mask.sinks, a.mask.sparse)).collect()
             };
             let touched = masks(&applied) != masks(&spec_of(arch));
-            let want = ReferenceModel::new(applied, &ck).unwrap().forward(ids).unwrap();
+            // Attention maps follow the policy too: the last layer's tap equals the reference's.
+            let tapped = applied.layers.len() - 1;
+            let mut reference = ReferenceModel::new(applied, &ck).unwrap();
+            let mapped = reference.set_attention_tap(Some(tapped)).is_ok();
+            let want = reference.forward(ids).unwrap();
             // Layer 0 of Qwen3.5 is linear attention and of Gemma 3 a window of its own: the per-layer policy
             // leaves them as they are.
             let untouched = text.starts_with("layers") && matches!(arch, "qwen3_5" | "gemma3");
@@ -471,8 +475,18 @@ fn attention_policies_match_the_reference() {
 
             let options = SessionOptions { prefill_capacity: 7, attention_policy: policy, ..Default::default() };
             let mut s = session(arch, options);
+            if mapped {
+                s.set_attention_taps(&[tapped]).unwrap();
+            }
             let d = max_abs_diff(&pollster::block_on(s.prefill(ids, &all)).unwrap(), &want);
             assert!(d < 1e-3, "{arch} {text} chunked prefill: max abs diff {d}");
+            if mapped {
+                let (got, expected) = (s.attention_tap(tapped).unwrap(), reference.attention_tap().unwrap());
+                for head in [0, expected.heads() - 1] {
+                    let d = max_abs_diff(&got.map(head, 40).unwrap().weights, &expected.map(head, 40).unwrap().weights);
+                    assert!(d < 1e-4, "{arch} {text} layer {tapped} head {head} map: max abs diff {d}");
+                }
+            }
             s.reset();
             let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
             for &id in &ids[1..] {

@@ -3,6 +3,7 @@
 //! the reader's state (observer panel with override and agreement; a toggle turns it off). The URL parameters and
 //! `data-testid`s are the automated tests' contract (see the README).
 
+use crate::compare::{side_by_side, PolicyRun, PRESETS};
 use crate::engine::{get, number, object, EngineClient, Reply};
 use crate::heatmap::{self, Map};
 use crate::reader::{Agreement, Detector, ReaderState, Signal};
@@ -45,7 +46,7 @@ fn console_error_panic_hook() {
 }
 
 /// Sends a request to the engine worker (a failed worker start reports through the handler).
-fn request(op: &str, fields: &[(&str, JsValue)], mut handler: impl FnMut(Reply) + 'static) -> Option<u32> {
+pub(crate) fn request(op: &str, fields: &[(&str, JsValue)], mut handler: impl FnMut(Reply) + 'static) -> Option<u32> {
     ENGINE.with(|e| match e.borrow().as_ref() {
         Some(engine) => Some(engine.request(op, fields, handler)),
         None => {
@@ -109,6 +110,7 @@ struct Stats {
     projection: Vec<(f64, f64)>,
     generated: f64,
     stage_seconds: Vec<f64>,
+    policy: String,
 }
 
 impl Stats {
@@ -128,6 +130,7 @@ impl Stats {
                 .map(|p| (number(&p, "tokens"), number(&p, "bytes")))
                 .collect(),
             generated: number(v, "generatedTokens"),
+            policy: get(v, "attentionPolicy").as_string().unwrap_or_default(),
             stage_seconds: get(v, "stageSeconds")
                 .dyn_into::<js_sys::Float64Array>()
                 .map(|a| a.to_vec())
@@ -228,6 +231,11 @@ fn App() -> impl IntoView {
     let (overview_open, set_overview_open) = signal(false);
     let (overview, set_overview) = signal(Vec::<(usize, Vec<f32>)>::new());
     let (before, set_before) = signal(None::<String>);
+    let (policy_input, set_policy_input) = signal("sliding:256+sinks:4".to_string());
+    let (compare_a, set_compare_a) = signal("full".to_string());
+    let (compare_b, set_compare_b) = signal("sliding:32+sinks:4".to_string());
+    let (comparison, set_comparison) = signal(Vec::<PolicyRun>::new());
+    let (comparing, set_comparing) = signal(false);
     let canvas = NodeRef::<html::Canvas>::new();
     let chart = NodeRef::<html::Canvas>::new();
     let growth = NodeRef::<html::Canvas>::new();
@@ -261,20 +269,13 @@ fn App() -> impl IntoView {
         });
     };
 
-    let generate = move || {
-        if running.get_untracked().is_some() {
-            return;
-        }
-        set_text.set(String::new());
-        set_shown.set(String::new());
-        set_rates.set(Vec::new());
-        set_status.set("generating".into());
+    // A generation's request fields from the prompt and sampling controls.
+    let generation_fields = move || {
         let mut fields = vec![
             ("maxTokens", max_tokens.get_untracked().into()),
             ("temperature", temperature.get_untracked().into()),
             ("topP", top_p.get_untracked().into()),
             ("seed", seed.get_untracked().into()),
-            ("profile", true.into()),
         ];
         let text_in = prompt.get_untracked();
         if chat.get_untracked() {
@@ -283,6 +284,19 @@ fn App() -> impl IntoView {
         } else {
             fields.push(("prompt", text_in.into()));
         }
+        fields
+    };
+
+    let generate = move || {
+        if running.get_untracked().is_some() || comparing.get_untracked() {
+            return;
+        }
+        set_text.set(String::new());
+        set_shown.set(String::new());
+        set_rates.set(Vec::new());
+        set_status.set("generating".into());
+        let mut fields = generation_fields();
+        fields.push(("profile", true.into()));
         if let (true, Some(l)) = (attention_open.get_untracked(), layer.get_untracked()) {
             let tap = object(&[
                 ("layer", (l as u32).into()),
@@ -318,6 +332,48 @@ fn App() -> impl IntoView {
             Reply::Progress(_) => {}
         });
         set_running.set(id);
+    };
+
+    let apply_policy = move || {
+        if running.get_untracked().is_some() || comparing.get_untracked() {
+            return;
+        }
+        request("policy", &[("policy", policy_input.get_untracked().into())], move |reply| match reply {
+            Reply::Done(s) => {
+                set_stats.set(Stats::from_js(&s));
+                set_status.set("ready".into());
+            }
+            Reply::Failed(m) => set_status.set(format!("error: {m}")),
+            _ => {}
+        });
+    };
+
+    // The same generation under policies A and B, then the policy in force again.
+    let compare = move || {
+        if running.get_untracked().is_some() || comparing.get_untracked() {
+            return;
+        }
+        set_comparing.set(true);
+        set_comparison.set(Vec::new());
+        set_status.set("comparing policies".into());
+        let fields = generation_fields();
+        let policies = vec![compare_a.get_untracked(), compare_b.get_untracked()];
+        let restore = stats.get_untracked().policy;
+        side_by_side(
+            policies,
+            fields,
+            if restore.is_empty() { "full".into() } else { restore },
+            Box::new(move |result| {
+                set_comparing.set(false);
+                match result {
+                    Ok(runs) => {
+                        set_comparison.set(runs);
+                        set_status.set("done".into());
+                    }
+                    Err(m) => set_status.set(format!("error: {m}")),
+                }
+            }),
+        );
     };
 
     let stop = move || {
@@ -544,7 +600,7 @@ fn App() -> impl IntoView {
                         on:input=move |ev| set_prompt.set(event_target_value(&ev))
                         on:keydown=move |ev| if ev.key() == "Enter" && ev.ctrl_key() { generate() }></textarea>
                     <div class="controls">
-                        <button class="primary" on:click=move |_| generate() disabled=move || running.get().is_some() || status.get() == "loading">"Generate"</button>
+                        <button class="primary" on:click=move |_| generate() disabled=move || running.get().is_some() || comparing.get() || status.get() == "loading">"Generate"</button>
                         <button on:click=move |_| stop() disabled=move || running.get().is_none()>"Stop"</button>
                         <label><input type="checkbox" prop:checked=move || chat.get() on:change=move |ev| set_chat.set(event_target_checked(&ev)) />" chat template"</label>
                     </div>
@@ -627,6 +683,45 @@ fn App() -> impl IntoView {
                             }
                         }}
                     </div>
+                </section>
+
+                <section class="panel policy">
+                    <h2>"Attention policy"</h2>
+                    <datalist id="policy-presets">
+                        {PRESETS.iter().map(|p| view! { <option value=*p></option> }).collect_view()}
+                    </datalist>
+                    <div class="controls">
+                        <input type="text" list="policy-presets" data-testid="policy-input" prop:value=move || policy_input.get()
+                            on:input=move |ev| set_policy_input.set(event_target_value(&ev)) />
+                        <button data-testid="policy-apply" on:click=move |_| apply_policy()
+                            disabled=move || running.get().is_some() || comparing.get()>"Apply"</button>
+                        <span class="note">"in force: "<code data-testid="policy">{move || stats.get().policy}</code></span>
+                    </div>
+                    <p class="note">"full · sliding:W+sinks:S (StreamingLLM) · sparse:infllmv2 (block-sparse) · layers:0-5=full,6-23=sliding:512"</p>
+                    <div class="controls">
+                        <label>"A "<input type="text" list="policy-presets" data-testid="compare-a" prop:value=move || compare_a.get()
+                            on:input=move |ev| set_compare_a.set(event_target_value(&ev)) /></label>
+                        <label>"B "<input type="text" list="policy-presets" data-testid="compare-b" prop:value=move || compare_b.get()
+                            on:input=move |ev| set_compare_b.set(event_target_value(&ev)) /></label>
+                        <button data-testid="compare" on:click=move |_| compare()
+                            disabled=move || running.get().is_some() || comparing.get() || status.get() == "loading">"Run both"</button>
+                    </div>
+                    {move || (!comparison.get().is_empty()).then(|| view! {
+                        <table class="comparison" data-testid="comparison">
+                            <thead><tr><th>"policy"</th><th>"text"</th><th>"decode"</th><th>"prefill"</th><th>"KV cache"</th></tr></thead>
+                            <tbody>
+                                {comparison.get().into_iter().map(|r| view! {
+                                    <tr>
+                                        <td><code>{r.policy}</code></td>
+                                        <td class="text">{r.text}</td>
+                                        <td>{format!("{:.1} tok/s", r.decode_rate)}</td>
+                                        <td>{format!("{:.1} tok/s", r.prefill_rate)}</td>
+                                        <td>{format!("{:.1} KiB", r.kv_bytes / 1024.0)}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    })}
                 </section>
 
                 <section class="panel attention">
