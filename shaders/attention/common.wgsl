@@ -25,6 +25,7 @@ struct Params {
     sinks: u32,
     future: u32,          // 0 causal, 1 prefix-LM, 2 bidirectional
     prefix: u32,          // prefix-LM: keys below this position are visible to every query
+    lambda: f32,          // DIFF: weight of the second map
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
@@ -159,6 +160,15 @@ fn score(qv: ptr<function, array<f32, D>>, kb: u32, j: u32, p: u32, dist: i32) -
     lo = max(lo, 2u * HALF);
 #endif
     for (var d = lo; d < hi; d++) {
+        s += (*qv)[d] * k_cache[kb + d];
+    }
+    return s;
+}
+
+// q·k over one half (0 or 1) of the channels (differential attention's two maps).
+fn half_score(qv: ptr<function, array<f32, D>>, kb: u32, half: u32) -> f32 {
+    var s = 0.0;
+    for (var d = half * D / 2u; d < (half + 1u) * D / 2u; d++) {
         s += (*qv)[d] * k_cache[kb + d];
     }
     return s;

@@ -4,7 +4,8 @@
 // Variants: streaming (default; each invocation reads K/V itself, best on CPU adapters where barriers are slow)
 // and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
 // union of the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs; not
-// with ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query).
+// with ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query). DIFF (differential attention: two softmax maps
+// from the halves of each q and k row, the second subtracted with weight λ) runs in the streaming variant.
 #include "attention/common.wgsl"
 
 #if KV_TILE
@@ -91,16 +92,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let vis = visible(t, kvh, p);
     var st = online_start();
+#if DIFF
+    // Differential attention: a second softmax over the second halves of q and k, subtracted with weight λ.
+    var st2 = online_start();
+    var acc2: array<f32, DV>;
+#endif
     for (var v = 0u; v < vis.count; v++) {
         let j = visible_key(vis, v);
         let kb = kv_base(j, kvh);
+#if DIFF
+        let f = online_step(&st, half_score(&qv, kb, 0u));
+        let f2 = online_step(&st2, half_score(&qv, kb, 1u));
+        for (var d = 0u; d < DV; d++) {
+            let x = v_cache[kb + d];
+            acc[d] = acc[d] * f.x + f.y * x;
+            acc2[d] = acc2[d] * f2.x + f2.y * x;
+        }
+#else
         let f = online_step(&st, score(&qv, kb, j, p, distance(j, p, vis.first, vis.sinks)));
         for (var d = 0u; d < DV; d++) {
             acc[d] = acc[d] * f.x + f.y * v_cache[kb + d];
         }
+#endif
     }
     for (var d = 0u; d < DV; d++) {
+#if DIFF
+        out[idx * DV + d] = acc[d] / st.l - params.lambda * acc2[d] / st2.l;
+#else
         out[idx * DV + d] = acc[d] / st.l;
+#endif
     }
 }
 #endif

@@ -438,7 +438,8 @@ impl LayerTap {
 /// Heads with an attention map in `layer` of `spec`: softmax heads, the value heads of a delta-rule layer, else 0.
 pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
     match spec.layers.get(layer).map(|l| &l.mixer) {
-        Some(MixerSpec::Attention(a)) => a.n_heads,
+        // A differential head is two maps subtracted; it is not drawn yet.
+        Some(MixerSpec::Attention(a)) if a.differential.is_none() => a.n_heads,
         Some(MixerSpec::GatedDeltaNet(g)) => g.n_v_heads,
         Some(MixerSpec::Gla(g)) => g.n_heads,
         _ => 0,

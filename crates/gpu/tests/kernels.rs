@@ -367,6 +367,7 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
         v_dim: d,
         mask: &c.mask,
         sparse: None,
+        differential: None,
         rotation: tables.as_ref(),
         scale,
     };
@@ -452,6 +453,7 @@ fn unsupported_shapes_are_refused_before_dispatch() {
         v_dim: 16,
         mask: &causal,
         sparse: None,
+        differential: None,
         rotation: None,
         scale: 1.0,
     };
@@ -499,6 +501,7 @@ fn latent_attention_reads_values_from_the_key_rows() {
             v_dim: rank,
             mask: &AttentionMask::default(),
             sparse: None,
+            differential: None,
             rotation: None,
             scale,
         };
@@ -1085,6 +1088,7 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
             v_dim: rank,
             mask: &AttentionMask::default(),
             sparse: None,
+            differential: None,
             rotation: None,
             scale,
         };
@@ -1587,6 +1591,7 @@ fn block_sparse_selection_and_attention_match_reference() {
             v_dim: d,
             mask: &mask,
             sparse: Some(&sel),
+            differential: None,
             rotation: None,
             scale,
         };
@@ -1629,5 +1634,52 @@ fn block_sparse_selection_and_attention_match_reference() {
         let mut plan = Plan::new(g);
         attention::decode(g, &mut plan, &a, &decode_scores, ctx).unwrap();
         assert_close(&run(&plan, &tokens(pos0, t), &ob2, q.len()), &want, 1e-5, &format!("block-sparse decode {pos0}"));
+    }
+}
+
+/// Differential attention (two maps from the halves of q and k, the second subtracted with weight λ) on the
+/// prefill and decode paths equals the reference, with GQA, a window, a continued context and odd half widths.
+#[test]
+fn differential_attention_matches_reference() {
+    let g = gpu();
+    let mut rng = Rng::new(81);
+    for (heads, kv, d, pos0, t, window) in
+        [(3, 3, 18, 0, 45, None), (4, 2, 26, 31, 17, Some(9)), (2, 2, 34, 60, 1, None)]
+    {
+        let ctx = pos0 + t;
+        let q = random(&mut rng, t * heads * d, 1.0);
+        let k = random(&mut rng, ctx * kv * d, 1.0);
+        let v = random(&mut rng, ctx * kv * d, 1.0);
+        let (scale, lambda) = ((d as f32 / 2.0).powf(-0.5), 0.37);
+        let mask = AttentionMask::causal(window);
+        let want = reference::attention::differential(&q, &k, &v, (heads, kv), d, pos0, &mask, (scale, lambda));
+        let (qb, kb, vb) = (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("v", &v));
+        let scores = g.zeros("scores", t * heads * ctx);
+        for decode in [false, true] {
+            let ob = g.zeros("o", q.len());
+            let a = Attention {
+                q: &qb,
+                k_cache: &kb,
+                v_cache: &vb,
+                cache_rows: ctx,
+                out: &ob,
+                n_heads: heads,
+                n_kv_heads: kv,
+                head_dim: d,
+                v_dim: d,
+                mask: &mask,
+                sparse: None,
+                differential: Some(lambda),
+                rotation: None,
+                scale,
+            };
+            let mut plan = Plan::new(g);
+            match decode {
+                false => attention::prefill(g, &mut plan, &a).unwrap(),
+                true => attention::decode(g, &mut plan, &a, &scores, ctx).unwrap(),
+            }
+            let got = run(&plan, &tokens(pos0, t), &ob, q.len());
+            assert_close(&got, &want, 1e-5, &format!("differential h{heads}/{kv} d{d} t{t} decode {decode}"));
+        }
     }
 }

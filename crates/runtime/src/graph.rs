@@ -711,7 +711,7 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm } = w else {
+        let MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm, lambda } = w else {
             unreachable!("attention weights")
         };
         let s = &self.res.scratch;
@@ -727,8 +727,10 @@ impl<'a> Builder<'a> {
         // StreamingLLM layers cache unrotated keys; attention rotates by cache position.
         let rotation = tables.filter(|_| a.mask.repositions());
         if let (Some(tables), None) = (tables, rotation) {
-            rope(self.gpu, &mut self.plan, &s.q, a.n_heads, a.head_dim, tables)?;
-            rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads, a.head_dim, tables)?;
+            // Differential heads rotate each half as a head of its own.
+            let halves = if lambda.is_some() { 2 } else { 1 };
+            rope(self.gpu, &mut self.plan, &s.q, a.n_heads * halves, a.head_dim / halves, tables)?;
+            rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads * halves, a.head_dim / halves, tables)?;
         }
         let LayerState::Attention { k: kc, v: Some(vc), rows, pinned, pooled, .. } = &self.res.states[slot] else {
             unreachable!("KV cache")
@@ -762,6 +764,7 @@ impl<'a> Builder<'a> {
             v_dim: a.head_dim,
             mask: &a.mask,
             sparse: selection.as_ref(),
+            differential: *lambda,
             rotation,
             scale: a.scale,
         };
@@ -786,7 +789,7 @@ impl<'a> Builder<'a> {
             }
         };
         if let Some(n) = sub_norm {
-            self.norm(n, 1, Rows::Tokens, out, NormOutput::InPlace)?;
+            self.norm(n, width / n.spec.dim, Rows::Tokens, out, NormOutput::InPlace)?;
         }
         self.project_residual(out, o, post)
     }
@@ -1056,6 +1059,7 @@ impl<'a> Builder<'a> {
             v_dim: m.kv_rank,
             mask: &causal,
             sparse: None,
+            differential: None,
             rotation: None,
             scale: m.scale,
         };

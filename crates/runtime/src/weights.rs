@@ -99,8 +99,10 @@ pub enum MixerWeights {
         qk_norm: Option<(NormWeights, NormWeights)>,
         /// Output-gate projection (the gate half of a gated `q_proj`, split off at load).
         gate: Option<LinearWeights>,
-        /// Norm of the attention output before `o_proj` (BitNet).
+        /// Norm of the attention output before `o_proj` (BitNet; per head for differential attention).
         sub_norm: Option<NormWeights>,
+        /// Differential attention's λ (computed from its vectors at load; `1 - λ_init` is folded into `o`).
+        lambda: Option<f32>,
     },
     /// Gated DeltaNet projections, conv, gate parameters and output norm.
     GatedDeltaNet {
@@ -429,7 +431,7 @@ impl ModelWeights {
             .iter()
             .map(|l| {
                 let mixer = match &l.mixer {
-                    MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm } => {
+                    MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm, .. } => {
                         lin(q)
                             + lin(k)
                             + lin(v)
@@ -701,11 +703,26 @@ impl Uploader<'_> {
     fn attention(&mut self, a: &AttentionSpec) -> Result<MixerWeights> {
         let q = self.linear(&a.q_proj)?;
         let gate = a.gate_proj.as_ref().map(|g| self.linear(g)).transpose()?;
+        let mut o = self.linear(&a.o_proj)?;
+        let mut lambda = None;
+        if let Some(d) = &a.differential {
+            if o.hgf.is_some() {
+                return Err(crate::error::RuntimeError::Request(format!(
+                    "{}: differential attention with a low-rank corrected output projection is not supported",
+                    a.o_proj.weight
+                )));
+            }
+            let vectors = d.lambda.iter().map(|n| self.source.f32(n)).collect::<std::result::Result<Vec<_>, _>>()?;
+            lambda = Some(d.lambda([&vectors[0], &vectors[1], &vectors[2], &vectors[3]]));
+            // o_proj((1 - λ_init) x) = (1 - λ_init) x W^T + b.
+            o.scale *= 1.0 - d.lambda_init;
+        }
         Ok(MixerWeights::Attention {
             q,
             k: self.linear(&a.k_proj)?,
             v: self.linear(&a.v_proj)?,
-            o: self.linear(&a.o_proj)?,
+            o,
+            lambda,
             qk_norm: match &a.qk_norm {
                 Some((q, k)) => Some((self.norm(q)?, self.norm(k)?)),
                 None => None,

@@ -129,3 +129,27 @@ pub fn attention_weights(
     let total: f32 = exps.iter().sum();
     (keys, exps.iter().map(|e| e / total).collect())
 }
+
+/// Differential attention (see `DifferentialSpec`): `q` `[tokens, n_heads, 2h]` and `k` `[positions, n_kv_heads, 2h]`
+/// hold halves `[q1 | q2]`, `[k1 | k2]`; `v` is `[positions, n_kv_heads, 2h]`. Out `[tokens, n_heads * 2h]`:
+/// `softmax(q1 k1^T s) v - λ softmax(q2 k2^T s) v`, each map under `mask`.
+#[allow(clippy::too_many_arguments)]
+pub fn differential(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (n_heads, n_kv_heads): (usize, usize),
+    head_dim: usize,
+    pos0: usize,
+    mask: &AttentionMask,
+    (scale, lambda): (f32, f32),
+) -> Vec<f32> {
+    let half = |x: &[f32], second: usize| -> Vec<f32> {
+        x.chunks_exact(head_dim).flat_map(|row| row[second * head_dim / 2..][..head_dim / 2].to_vec()).collect()
+    };
+    let heads = (n_heads, n_kv_heads);
+    let dims = (head_dim / 2, head_dim);
+    let first = attention_qk_v(&half(q, 0), &half(k, 0), v, heads, dims, pos0, mask, scale, None);
+    let second = attention_qk_v(&half(q, 1), &half(k, 1), v, heads, dims, pos0, mask, scale, None);
+    first.iter().zip(&second).map(|(a, b)| a - lambda * b).collect()
+}

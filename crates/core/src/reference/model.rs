@@ -5,7 +5,7 @@ use super::moe::{route, Routing};
 use super::norm::layer_norm;
 use super::norm::rms_norm_gated;
 use super::{
-    attention::{attention_qk_v, Rotation},
+    attention::{attention_qk_v, differential, Rotation},
     conv::short_conv,
     embedding::embedding,
     linear::linear,
@@ -273,15 +273,19 @@ impl ReferenceModel {
         }
         // StreamingLLM layers cache unrotated keys and rotate by cache position inside attention.
         let mut rotation = None;
+        // Differential heads rotate each half as a head of its own.
+        let halves = if a.differential.is_some() { 2 } else { 1 };
+        let (q_heads, k_heads, rope_dim) = (a.n_heads * halves, a.n_kv_heads * halves, a.head_dim / halves);
         if let (Some(r), Some((cos, sin))) = (&a.rope, &self.rope_tables[li]) {
             match a.mask.repositions() {
                 true => rotation = Some(Rotation { cos, sin, rotary_dim: r.rotary_dim }),
                 false => {
-                    rope(&mut q, a.n_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
-                    rope(&mut k, a.n_kv_heads, a.head_dim, r.rotary_dim, pos0, cos, sin);
+                    rope(&mut q, q_heads, rope_dim, r.rotary_dim, pos0, cos, sin);
+                    rope(&mut k, k_heads, rope_dim, r.rotary_dim, pos0, cos, sin);
                 }
             }
         }
+        let lambda = a.differential.as_ref().map(|d| d.lambda(d.lambda.each_ref().map(|n| self.w(n))));
         let LayerCache::Kv { k: kc, v: vc } = &mut self.cache[li] else {
             unreachable!("attention layer has a KV cache")
         };
@@ -291,7 +295,10 @@ impl ReferenceModel {
             tap.push(&q, &k);
         }
         let (heads, dims) = ((a.n_heads, a.n_kv_heads), (a.head_dim, a.head_dim));
-        let mut o = attention_qk_v(&q, kc, vc, heads, dims, pos0, &a.mask, a.scale, rotation);
+        let mut o = match lambda {
+            None => attention_qk_v(&q, kc, vc, heads, dims, pos0, &a.mask, a.scale, rotation),
+            Some(lambda) => differential(&q, kc, vc, heads, a.head_dim, pos0, &a.mask, (a.scale, lambda)),
+        };
         for &(_, head) in self.ablated.iter().filter(|(slot, _)| *slot == li) {
             for row in o.chunks_mut(a.n_heads * a.head_dim) {
                 row[head * a.head_dim..(head + 1) * a.head_dim].fill(0.0);
@@ -302,6 +309,9 @@ impl ReferenceModel {
         }
         if let Some(n) = &a.sub_norm {
             o = self.norm(&o, n);
+        }
+        if let Some(d) = &a.differential {
+            o.iter_mut().for_each(|x| *x *= 1.0 - d.lambda_init);
         }
         self.linear(&o, &a.o_proj)
     }

@@ -421,6 +421,7 @@ pub(crate) fn attention(
         mask: AttentionMask::causal(window),
         scale: d.scale,
         sub_norm: None,
+        differential: None,
     }
 }
 
@@ -959,11 +960,61 @@ fn declared_attention(cfg: &Config, spec: ModelSpec) -> Result<ModelSpec> {
             AttentionPolicy::parse(&text)?.apply(&spec)?
         }
     };
-    match cfg.get("ternlight_attention") {
-        None => Ok(spec),
-        Some(Value::String(text)) => AttentionPolicy::parse(text)?.apply(&spec),
-        Some(_) => Err(CoreError::field("ternlight_attention", "must be an attention-policy string")),
+    let spec = match cfg.get("ternlight_attention") {
+        None => spec,
+        Some(Value::String(text)) => AttentionPolicy::parse(text)?.apply(&spec)?,
+        Some(_) => return Err(CoreError::field("ternlight_attention", "must be an attention-policy string")),
+    };
+    declared_mixers(cfg, spec)
+}
+
+/// Mixers a checkpoint places in its schedule beyond its family's own: `"ternlight_mixers":
+/// {"differential_attention": [layers]}` turns those softmax-attention layers into differential attention
+/// ([`DifferentialSpec`]): the projections keep their shapes, config heads `2h, 2h + 1` (query and kv alike, as
+/// many kv heads as query heads) form differential head `h`, and the layer reads `self_attn.lambda_q1`, `lambda_k1`, `lambda_q2`, `lambda_k2`
+/// (`head_dim` each) and `self_attn.subln.weight` (`2 * head_dim`, an RMSNorm with the model's epsilon).
+fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
+    let Some(mixers) = cfg.get("ternlight_mixers") else { return Ok(spec) };
+    let bad = |why: String| CoreError::field("ternlight_mixers", why);
+    let object = mixers.as_object().ok_or_else(|| bad("must be an object of mixer name to layer list".into()))?;
+    for (name, layers) in object {
+        if name != "differential_attention" {
+            return Err(bad(format!("unknown mixer `{name}` (known: differential_attention)")));
+        }
+        let list = layers.as_array().ok_or_else(|| bad(format!("`{name}` must list layer indices")))?;
+        for v in list {
+            let i = v.as_u64().map(|i| i as usize).ok_or_else(|| bad(format!("`{v}` is not a layer index")))?;
+            let eps = spec.final_norm.eps;
+            let layer = spec.layers.get_mut(i).ok_or_else(|| bad(format!("layer {i} is past the schedule")))?;
+            let MixerSpec::Attention(a) = &mut layer.mixer else {
+                return Err(bad(format!("layer {i} is not softmax attention")));
+            };
+            // The reference code's repeat_kv gives grouped kv heads a different pairing; only MHA maps exactly.
+            if a.n_heads % 2 != 0 || a.n_kv_heads != a.n_heads || a.qk_norm.is_some() || a.gate_proj.is_some() {
+                return Err(bad(format!(
+                    "layer {i}: differential attention pairs heads (needs an even count of query heads, as many kv \
+                     heads, no q/k norm or output gate; has {} and {})",
+                    a.n_heads, a.n_kv_heads
+                )));
+            }
+            let prefix = a.o_proj.weight.rsplit_once('.').map_or("", |p| p.0).rsplit_once('.').map_or("", |p| p.0);
+            let lambda = ["lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"].map(|l| format!("{prefix}.{l}"));
+            let dim = 2 * a.head_dim;
+            a.sub_norm = Some(NormSpec {
+                weight: format!("{prefix}.subln.weight"),
+                dim,
+                eps,
+                unit_offset: false,
+                centered: false,
+                bias: None,
+            });
+            a.differential = Some(DifferentialSpec { lambda, lambda_init: 0.8 - 0.6 * (-0.3 * i as f32).exp() });
+            a.n_heads /= 2;
+            a.n_kv_heads /= 2;
+            a.head_dim = dim;
+        }
     }
+    Ok(spec)
 }
 
 impl ModelSpec {
@@ -1289,6 +1340,20 @@ mod tests {
         assert_eq!(masks, vec![(None, 0), (Some(8), 2)]);
         c["ternlight_attention"] = json!(3);
         assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("ternlight_attention"));
+        let mut c = base();
+        c["ternlight_mixers"] = json!({"differential_attention": [0]});
+        let e = ModelSpec::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("as many kv heads"), "grouped kv heads are refused: {e}");
+        c["num_key_value_heads"] = c["num_attention_heads"].clone();
+        let spec = ModelSpec::from_config(&c).unwrap();
+        let MixerSpec::Attention(a) = &spec.layers[0].mixer else { panic!("attention") };
+        let d = a.differential.as_ref().unwrap();
+        assert_eq!(d.lambda[0], "model.layers.0.self_attn.lambda_q1");
+        assert_eq!(d.lambda_init, 0.8 - 0.6);
+        assert_eq!(a.sub_norm.as_ref().unwrap().weight, "model.layers.0.self_attn.subln.weight");
+        assert!(spec.tensors().iter().any(|t| t.name.ends_with("lambda_k2") && t.shape == [a.head_dim / 2]));
+        c["ternlight_mixers"] = json!({"mamba": [0]});
+        assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("unknown mixer `mamba`"));
     }
 
     #[test]

@@ -241,8 +241,31 @@ pub struct AttentionSpec {
     pub mask: AttentionMask,
     /// Multiplier of q·k before the softmax.
     pub scale: f32,
-    /// RMSNorm of the attention output before `o_proj` (BitNet's `attn_sub_norm`).
+    /// RMSNorm of the attention output before `o_proj`: over the whole width (BitNet's `attn_sub_norm`) or per
+    /// head (differential attention's `subln`).
     pub sub_norm: Option<NormSpec>,
+    /// Differential attention: two softmax maps per head, subtracted.
+    pub differential: Option<DifferentialSpec>,
+}
+
+/// Differential attention (Ye et al., "Differential Transformer", 2024): each head's q and k rows hold two halves
+/// `[q1 | q2]`, `[k1 | k2]` of `head_dim / 2` channels (RoPE on each half) and its value row `head_dim` channels;
+/// `o = (softmax(q1 k1^T s) - λ softmax(q2 k2^T s)) v` with `s = (head_dim / 2)^-1/2`, then `sub_norm` per head and
+/// a factor `1 - λ_init`, where `λ = exp(λq1·λk1) - exp(λq2·λk2) + λ_init`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DifferentialSpec {
+    /// The re-parameterisation vectors `[λq1, λk1, λq2, λk2]`, `head_dim / 2` each.
+    pub lambda: [String; 4],
+    /// λ_init (`0.8 - 0.6 exp(-0.3 layer)` in the paper).
+    pub lambda_init: f32,
+}
+
+impl DifferentialSpec {
+    /// λ from the layer's `[λq1, λk1, λq2, λk2]` values.
+    pub fn lambda(&self, [q1, k1, q2, k2]: [&[f32]; 4]) -> f32 {
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        dot(q1, k1).exp() - dot(q2, k2).exp() + self.lambda_init
+    }
 }
 
 /// The delta-rule family: Gated DeltaNet (Qwen3.5, fla `GatedDeltaNet`) and plain DeltaNet (fla `DeltaNet`,
@@ -664,6 +687,7 @@ impl MixerSpec {
             MixerSpec::Attention(a) => match (&a.mask, a.mask.window) {
                 (m, None) if *m == AttentionMask::default() => "full_attention".to_string(),
                 (m, Some(w)) if *m == AttentionMask::causal(Some(w)) => format!("sliding_attention({w})"),
+                (_, _) if a.differential.is_some() => format!("differential_attention[{}]", a.mask.describe()),
                 (m, _) => format!("attention[{}]", m.describe()),
             },
             MixerSpec::GatedDeltaNet(g) if g.decay.as_ref().is_some_and(|d| d.per_channel) => "kda".to_string(),
@@ -891,6 +915,9 @@ impl MixerSpec {
                 }
                 if let Some(n) = &a.sub_norm {
                     norm(n, out);
+                }
+                for name in a.differential.iter().flat_map(|d| &d.lambda) {
+                    out.push(TensorDecl::float(name.clone(), vec![a.head_dim / 2]));
                 }
             }
             MixerSpec::GatedDeltaNet(g) => {

@@ -39,6 +39,8 @@ pub struct Attention<'a> {
     /// Block-sparse attention: the key blocks each (token, kv head) visits, from
     /// [`block_sparse::select`](super::block_sparse::select).
     pub sparse: Option<&'a Selection<'a>>,
+    /// Differential attention with this λ: q and k rows hold two halves scoring two maps, `map1 - λ map2`.
+    pub differential: Option<f32>,
     /// StreamingLLM: q and k arrive unrotated and are rotated by cache position with these tables (covering at
     /// least `sinks + window` positions).
     pub rotation: Option<&'a RopeTables>,
@@ -64,6 +66,13 @@ fn check(plan: &Plan, a: &Attention) -> Result<()> {
     if a.sparse.is_some() && (a.rotation.is_some() || a.mask.future != Future::Causal) {
         return Err(GpuError::shape("attention", "block-sparse attention takes a causal mask without rotation"));
     }
+    let per_pair = a.rotation.is_some() || a.sparse.is_some() || a.mask.dual_triangle;
+    if a.differential.is_some() && (per_pair || a.v_dim != a.head_dim || !a.head_dim.is_multiple_of(2)) {
+        return Err(GpuError::shape(
+            "attention",
+            "differential attention takes even heads, values as wide as keys, and no rotation, sparsity or Dual Triangle",
+        ));
+    }
     if let Some(r) = a.rotation {
         let reach = a.mask.sinks + a.mask.window.unwrap_or(0);
         if r.positions < reach || r.rotary_dim > a.head_dim || a.mask.future != Future::Causal {
@@ -77,7 +86,7 @@ fn check(plan: &Plan, a: &Attention) -> Result<()> {
 }
 
 /// Words of `Params` in `attention/common.wgsl`; `scratch_stride` is only read by the decode kernel.
-fn params(a: &Attention, scratch_stride: usize) -> [u32; 9] {
+fn params(a: &Attention, scratch_stride: usize) -> [u32; 10] {
     let m = a.mask;
     let (future, prefix) = match m.future {
         Future::Causal => (0, 0),
@@ -94,6 +103,7 @@ fn params(a: &Attention, scratch_stride: usize) -> [u32; 9] {
         m.sinks as u32,
         future,
         prefix,
+        f32_word(a.differential.unwrap_or(0.0)),
     ]
 }
 
@@ -104,6 +114,9 @@ fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) ->
     let mut defines = Defines::new().set("WG", gpu.tuning.wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
     if a.mask.dual_triangle {
         defines = defines.set("DUAL_TRIANGLE", 1);
+    }
+    if a.differential.is_some() {
+        defines = defines.set("DIFF", 1);
     }
     if let Some(s) = a.sparse {
         defines = defines.set("SPARSE", 1).set("SPARSE_LIST", extra).set("SPARSE_COUNT", extra + 1);
@@ -132,7 +145,7 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
     let (defines, buffers) = specialise(gpu, a, vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()]);
     let fits = gpu.info.max_workgroup_storage / (4 * (a.head_dim + a.v_dim) as u32);
     // Rotated, Dual Triangle and block-sparse scores read keys per query, so they cannot share staged tiles.
-    let shared = a.rotation.is_none() && !a.mask.dual_triangle && a.sparse.is_none();
+    let shared = a.rotation.is_none() && !a.mask.dual_triangle && a.sparse.is_none() && a.differential.is_none();
     let tile = if shared { kv_tile.min(fits) } else { 0 };
     if tile == 0 {
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
@@ -142,10 +155,15 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
     plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, 0), &buffers, grid)
 }
 
-/// Records attention for few queries with long contexts: one workgroup per (token, head). `scores` holds
+/// Records attention for few queries with long contexts: one workgroup per (token, head) (differential
+/// attention: the streaming prefill kernel). `scores` holds
 /// `tokens * n_heads * max_keys` f32 of scratch.
 pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
     check(plan, a)?;
+    // Differential attention keeps its two maps in registers: the streaming prefill kernel serves decode too.
+    if a.differential.is_some() {
+        return prefill_with(gpu, plan, a, 0);
+    }
     let buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()];
     let (defines, buffers) = specialise(gpu, a, buffers);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
