@@ -36,6 +36,7 @@ shaders!(
     "attention/mla.wgsl",
     "attention/pool.wgsl",
     "attention/select.wgsl",
+    "attention/moh.wgsl",
     "linear/chunks.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",

@@ -1683,3 +1683,29 @@ fn differential_attention_matches_reference() {
         }
     }
 }
+
+/// Mixture-of-Head routing and head scaling equal the reference for shared-head counts 0, 1 and 3 and odd sizes.
+#[test]
+fn mixture_of_head_weights_and_scaling_match_reference() {
+    use ternlight_gpu::kernels::moh::Moh;
+    let g = gpu();
+    let mut rng = Rng::new(101);
+    for (heads, shared, top_k, head_dim, t) in [(7, 0, 3, 5, 13), (6, 1, 2, 9, 70), (9, 3, 4, 3, 1)] {
+        let width = reference::moh::logit_width(heads, shared);
+        let logits = random(&mut rng, t * width, 3.0);
+        let attn = random(&mut rng, t * heads * head_dim, 1.0);
+        let want_w: Vec<f32> =
+            logits.chunks(width).flat_map(|row| reference::moh::head_weights(row, heads, shared, top_k)).collect();
+        let want_out: Vec<f32> = attn.iter().enumerate().map(|(i, x)| x * want_w[i / head_dim]).collect();
+        let moh = Moh { heads, shared, top_k, head_dim };
+        let (lb, ab) = (g.upload_f32("logits", &logits), g.upload_f32("attn", &attn));
+        let (wb, ob) = (g.zeros("weights", t * heads), g.zeros("out", attn.len()));
+        let mut plan = Plan::new(g);
+        moh.route(g, &mut plan, &lb, &wb).unwrap();
+        moh.scale(g, &mut plan, &ab, &wb, &ob).unwrap();
+        let got = run(&plan, &tokens(0, t), &ob, attn.len());
+        let got_w = pollster::block_on(g.read_f32(&wb, 0, t * heads)).unwrap();
+        assert_close(&got_w, &want_w, 1e-5, &format!("moh weights h{heads} s{shared} k{top_k}"));
+        assert_close(&got, &want_out, 1e-5, &format!("moh scaled h{heads} s{shared} k{top_k}"));
+    }
+}

@@ -7,6 +7,7 @@ use crate::weights::{
     GatedMlpWeights, LayerWeights, LinearWeights, LoraWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights,
     NormWeights,
 };
+use ternlight_core::reference::moh::logit_width as moh_logit_width;
 use ternlight_core::spec::{
     Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec,
     LightningSpec, LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, Rwkv7Spec,
@@ -26,6 +27,7 @@ use ternlight_gpu::kernels::mla::Mla;
 use ternlight_gpu::kernels::moe::{
     combine_slots, expert_linear, group, grouped_linear, route, ExpertLinear, GroupedLinear, Router,
 };
+use ternlight_gpu::kernels::moh::Moh;
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
@@ -176,6 +178,12 @@ pub struct Scratch {
     pub rwkv_gate: wgpu::Buffer,
     /// A LoRA's activated low-rank values `[capacity, max rank]`.
     pub lora_act: wgpu::Buffer,
+    /// Mixture-of-Head router logits `[capacity, widest router row]`.
+    pub moh_logits: wgpu::Buffer,
+    /// Mixture-of-Head head weights `[capacity, max heads]`.
+    pub moh_weights: wgpu::Buffer,
+    /// Attention output after Mixture-of-Head weighting `[capacity, max q width]`.
+    pub moh_out: wgpu::Buffer,
     /// Block-sparse selection scores `[capacity, n_kv_heads * blocks of the context]`.
     pub block_scores: wgpu::Buffer,
     /// Selected key blocks `[capacity, n_kv_heads * most selected]` u32.
@@ -253,6 +261,8 @@ impl Resources {
         let mut states = Vec::with_capacity(spec.layers.len());
         // Block-sparse layers' widest (block scores, block lists, counts) per token.
         let mut sparse = (0, 0, 0);
+        // Mixture-of-Head layers' widest (router logits, heads, attention output) per token.
+        let mut moh = (0, 0, 0);
         let mut ropes: Vec<(RopeSpec, RopeTables)> = Vec::new();
         let mut rope_of_slot = Vec::with_capacity(spec.layers.len());
         // RoPE tables and decode scores cover the context and the cache positions StreamingLLM layers rotate by.
@@ -263,6 +273,10 @@ impl Resources {
                     MixerSpec::Attention(a) => {
                         qw = qw.max(a.n_heads * a.head_dim);
                         kvw = kvw.max(a.n_kv_heads * a.head_dim);
+                        if let Some(m) = &a.head_routing {
+                            let w = moh_logit_width(a.n_heads, m.shared);
+                            moh = (moh.0.max(w), moh.1.max(a.n_heads), moh.2.max(a.n_heads * a.head_dim));
+                        }
                         heads = heads.max(a.n_heads);
                         // Every key a forward's queries need: sinks, the window before the first token, the forward.
                         let rows = a.mask.cache_rows(capacity, max_context);
@@ -434,6 +448,9 @@ impl Resources {
             v_first: gpu.zeros("v_first", capacity * rwkv_v.unwrap_or(0)),
             rwkv_gate: gpu.zeros("rwkv output gate", capacity * rwkv_v.unwrap_or(0)),
             lora_act: gpu.zeros("lora activations", capacity * rank),
+            moh_logits: gpu.zeros("head router logits", capacity * moh.0),
+            moh_weights: gpu.zeros("head weights", capacity * moh.1),
+            moh_out: gpu.zeros("weighted heads", capacity * moh.2),
             block_scores: gpu.zeros("block scores", capacity * sparse.0),
             block_lists: gpu.zeros("block lists", capacity * sparse.1),
             block_counts: gpu.zeros("block counts", capacity * sparse.2),
@@ -711,7 +728,7 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm, lambda } = w else {
+        let MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm, lambda, routers } = w else {
             unreachable!("attention weights")
         };
         let s = &self.res.scratch;
@@ -773,13 +790,18 @@ impl<'a> Builder<'a> {
             Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
         }
         let width = a.n_heads * a.head_dim;
-        let attn = match self.inspection.ablated.iter().find(|x| x.slot == slot) {
-            None => &s.attn,
-            Some(ablated) => {
-                gated_act(self.gpu, &mut self.plan, Activation::Identity, &ablated.mask, &s.attn, &ablated.out, width)?;
-                &ablated.out
-            }
-        };
+        let mut attn = &s.attn;
+        if let Some(m) = &a.head_routing {
+            let moh = Moh { heads: a.n_heads, shared: m.shared, top_k: m.top_k, head_dim: a.head_dim };
+            self.side_by_side(routers, &s.moh_logits, moh_logit_width(a.n_heads, m.shared))?;
+            moh.route(self.gpu, &mut self.plan, &s.moh_logits, &s.moh_weights)?;
+            moh.scale(self.gpu, &mut self.plan, attn, &s.moh_weights, &s.moh_out)?;
+            attn = &s.moh_out;
+        }
+        if let Some(ablated) = self.inspection.ablated.iter().find(|x| x.slot == slot) {
+            gated_act(self.gpu, &mut self.plan, Activation::Identity, &ablated.mask, attn, &ablated.out, width)?;
+            attn = &ablated.out;
+        }
         let out = match gate {
             None => attn,
             Some(gate) => {

@@ -103,6 +103,8 @@ pub enum MixerWeights {
         sub_norm: Option<NormWeights>,
         /// Differential attention's λ (computed from its vectors at load; `1 - λ_init` is folded into `o`).
         lambda: Option<f32>,
+        /// Mixture-of-Head routers (empty without head routing).
+        routers: Vec<LinearWeights>,
     },
     /// Gated DeltaNet projections, conv, gate parameters and output norm.
     GatedDeltaNet {
@@ -431,8 +433,9 @@ impl ModelWeights {
             .iter()
             .map(|l| {
                 let mixer = match &l.mixer {
-                    MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm, .. } => {
-                        lin(q)
+                    MixerWeights::Attention { q, k, v, o, qk_norm, gate, sub_norm, routers, .. } => {
+                        routers.iter().map(lin).sum::<u64>()
+                            + lin(q)
                             + lin(k)
                             + lin(v)
                             + lin(o)
@@ -723,6 +726,7 @@ impl Uploader<'_> {
             v: self.linear(&a.v_proj)?,
             o,
             lambda,
+            routers: a.head_routing.iter().flat_map(|m| &m.routers).map(|l| self.linear(l)).collect::<Result<_>>()?,
             qk_norm: match &a.qk_norm {
                 Some((q, k)) => Some((self.norm(q)?, self.norm(k)?)),
                 None => None,

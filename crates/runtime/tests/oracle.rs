@@ -561,24 +561,10 @@ fn streaming_policy_runs_past_the_trained_context_with_bounded_memory() {
     assert!(e.contains("exceeds this session's maximum"), "{e}");
 }
 
-/// A checkpoint declaring differential attention in its config (`ternlight_mixers`) loads as such: on a random
-/// MHA llama whose layer 1 is differential, the GPU session equals the CPU reference (two maps from the halves of
-/// q and k, λ from the layer's vectors, per-head subln, 1 - λ_init) on chunked prefill and token by token, and the
-/// logits differ from the same weights read as plain attention.
-#[test]
-fn differential_attention_from_the_config_matches_the_reference() {
-    use ternlight_core::reference::model::ReferenceModel;
+/// A random checkpoint for `spec` (norm weights near 1, everything else small).
+fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Vec<u8> {
     use ternlight_core::sampling::Rng;
-    use ternlight_core::spec::MixerSpec;
-    use ternlight_core::tensors::write_f32_safetensors;
-    let config = r#"{"model_type": "llama", "hidden_size": 64, "vocab_size": 96, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16, "intermediate_size": 80,
-        "max_position_embeddings": 128, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
-        "ternlight_mixers": {"differential_attention": [1]}}"#;
-    let spec = ModelSpec::from_config_json(config).unwrap();
-    let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
-    assert_eq!((a.n_heads, a.head_dim, a.differential.is_some()), (2, 32, true));
-    let mut rng = Rng::new(91);
+    let mut rng = Rng::new(seed);
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = spec
         .tensors()
         .into_iter()
@@ -591,27 +577,57 @@ fn differential_attention_from_the_config_matches_the_reference() {
         .collect();
     let views: Vec<(&str, Vec<usize>, &[f32])> =
         tensors.iter().map(|(n, s, v)| (n.as_str(), s.clone(), v.as_slice())).collect();
-    let bytes = write_f32_safetensors(&views).unwrap();
-    let checkpoint = || SafetensorsCheckpoint::from_files(vec![("model.safetensors".into(), bytes.clone())]).unwrap();
-    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 96).collect();
-    let all: Vec<usize> = (0..ids.len()).collect();
-    let want = ReferenceModel::new(spec.clone(), &checkpoint()).unwrap().forward(&ids).unwrap();
+    ternlight_core::tensors::write_f32_safetensors(&views).unwrap()
+}
 
-    let options = SessionOptions { prefill_capacity: 9, ..Default::default() };
-    let mut s = Session::new(gpu(), spec.clone(), &checkpoint(), &options, &mut |_| {}).unwrap();
-    let d = max_abs_diff(&pollster::block_on(s.prefill(&ids, &all)).unwrap(), &want);
-    assert!(d < 1e-3, "differential chunked prefill: max abs diff {d}");
-    s.reset();
-    let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
-    for &id in &ids[1..] {
-        stepped.extend(pollster::block_on(s.step(id)).unwrap());
+/// Checkpoints declaring extra mixers in their config (`ternlight_mixers`) load as such: on random llamas whose
+/// layers are differential attention (MHA, layer 1) or Mixture-of-Head attention (GQA, both layers, one shared
+/// head, top 2 of 3 routed), the GPU session equals the CPU reference on chunked prefill and token by token, and
+/// the logits differ from the same weights read as plain attention.
+#[test]
+fn mixers_declared_in_the_config_match_the_reference() {
+    use ternlight_core::reference::model::ReferenceModel;
+    use ternlight_core::spec::MixerSpec;
+    let base = r#""model_type": "llama", "hidden_size": 64, "vocab_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "head_dim": 16, "intermediate_size": 80, "max_position_embeddings": 128,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-6"#;
+    let configs = [
+        format!(r#"{{{base}, "num_key_value_heads": 4, "ternlight_mixers": {{"differential_attention": [1]}}}}"#),
+        format!(
+            r#"{{{base}, "num_key_value_heads": 2,
+               "ternlight_mixers": {{"moh": {{"layers": [0, 1], "shared_heads": 1, "top_k": 2}}}}}}"#
+        ),
+    ];
+    for (n, config) in configs.iter().enumerate() {
+        let spec = ModelSpec::from_config_json(config).unwrap();
+        let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
+        assert!(a.differential.is_some() || a.head_routing.is_some(), "{config}");
+        let bytes = random_checkpoint(&spec, 91 + n as u64);
+        let checkpoint =
+            || SafetensorsCheckpoint::from_files(vec![("model.safetensors".into(), bytes.clone())]).unwrap();
+        let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 96).collect();
+        let all: Vec<usize> = (0..ids.len()).collect();
+        let want = ReferenceModel::new(spec.clone(), &checkpoint()).unwrap().forward(&ids).unwrap();
+
+        let options = SessionOptions { prefill_capacity: 9, ..Default::default() };
+        let mut s = Session::new(gpu(), spec.clone(), &checkpoint(), &options, &mut |_| {}).unwrap();
+        let d = max_abs_diff(&pollster::block_on(s.prefill(&ids, &all)).unwrap(), &want);
+        assert!(d < 1e-3, "{} chunked prefill: max abs diff {d}", spec.layers[1].mixer.kind());
+        s.reset();
+        let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
+        for &id in &ids[1..] {
+            stepped.extend(pollster::block_on(s.step(id)).unwrap());
+        }
+        let d = max_abs_diff(&stepped, &want);
+        assert!(d < 1e-3, "{} token by token: max abs diff {d}", spec.layers[1].mixer.kind());
+
+        let mut plain_spec = spec.clone();
+        for layer in &mut plain_spec.layers {
+            if let MixerSpec::Attention(p) = &mut layer.mixer {
+                (p.differential, p.head_routing) = (None, None);
+            }
+        }
+        let plain = ReferenceModel::new(plain_spec, &checkpoint()).unwrap().forward(&ids).unwrap();
+        assert!(max_abs_diff(&plain, &want) > 1e-3, "{config}: the declared mixer changed nothing");
     }
-    let d = max_abs_diff(&stepped, &want);
-    assert!(d < 1e-3, "differential token by token: max abs diff {d}");
-
-    let mut plain_spec = spec.clone();
-    let MixerSpec::Attention(p) = &mut plain_spec.layers[1].mixer else { panic!("attention") };
-    p.differential = None;
-    let plain = ReferenceModel::new(plain_spec, &checkpoint()).unwrap().forward(&ids).unwrap();
-    assert!(max_abs_diff(&plain, &want) > 1e-3, "differential attention changed nothing");
 }

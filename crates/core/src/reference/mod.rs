@@ -15,6 +15,7 @@ pub mod mamba2;
 pub mod mlp;
 pub mod model;
 pub mod moe;
+pub mod moh;
 pub mod norm;
 pub mod rope;
 pub mod rwkv7;

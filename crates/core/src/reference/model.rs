@@ -13,7 +13,7 @@ use super::{
     norm::rms_norm,
     rope::rope,
 };
-use super::{gla, gsa, hgrn2, mamba2, rwkv7, ternary};
+use super::{gla, gsa, hgrn2, mamba2, moh, rwkv7, ternary};
 use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
 use crate::spec::{
     Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec,
@@ -299,6 +299,21 @@ impl ReferenceModel {
             None => attention_qk_v(&q, kc, vc, heads, dims, pos0, &a.mask, a.scale, rotation),
             Some(lambda) => differential(&q, kc, vc, heads, a.head_dim, pos0, &a.mask, (a.scale, lambda)),
         };
+        if let Some(m) = &a.head_routing {
+            let logits: Vec<Vec<f32>> = m.routers.iter().map(|r| self.linear(h, r)).collect();
+            let width = a.n_heads * a.head_dim;
+            for (t, row) in o.chunks_mut(width).enumerate() {
+                let token: Vec<f32> = logits
+                    .iter()
+                    .zip(&m.routers)
+                    .flat_map(|(l, r)| l[t * r.out_features..(t + 1) * r.out_features].to_vec())
+                    .collect();
+                let weights = moh::head_weights(&token, a.n_heads, m.shared, m.top_k);
+                for (c, x) in row.iter_mut().enumerate() {
+                    *x *= weights[c / a.head_dim];
+                }
+            }
+        }
         for &(_, head) in self.ablated.iter().filter(|(slot, _)| *slot == li) {
             for row in o.chunks_mut(a.n_heads * a.head_dim) {
                 row[head * a.head_dim..(head + 1) * a.head_dim].fill(0.0);

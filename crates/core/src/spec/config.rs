@@ -422,6 +422,7 @@ pub(crate) fn attention(
         scale: d.scale,
         sub_norm: None,
         differential: None,
+        head_routing: None,
     }
 }
 
@@ -968,8 +969,10 @@ fn declared_attention(cfg: &Config, spec: ModelSpec) -> Result<ModelSpec> {
     declared_mixers(cfg, spec)
 }
 
-/// Mixers a checkpoint places in its schedule beyond its family's own: `"ternlight_mixers":
-/// {"differential_attention": [layers]}` turns those softmax-attention layers into differential attention
+/// Mixers a checkpoint places in its schedule beyond its family's own, in `"ternlight_mixers"`:
+/// `"moh": {"layers": [...], "shared_heads": S, "top_k": K}` weights those layers' heads per token (Mixture-of-Head
+/// attention, [`MohSpec`]; routers `self_attn.wg.weight` `[heads - S, hidden]`, `self_attn.wg_1.weight`
+/// `[S, hidden]` when `S > 1`, `self_attn.wg_0.weight` `[2, hidden]`, no biases), and `"differential_attention": [layers]` turns those softmax-attention layers into differential attention
 /// ([`DifferentialSpec`]): the projections keep their shapes, config heads `2h, 2h + 1` (query and kv alike, as
 /// many kv heads as query heads) form differential head `h`, and the layer reads `self_attn.lambda_q1`, `lambda_k1`, `lambda_q2`, `lambda_k2`
 /// (`head_dim` each) and `self_attn.subln.weight` (`2 * head_dim`, an RMSNorm with the model's epsilon).
@@ -977,11 +980,13 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
     let Some(mixers) = cfg.get("ternlight_mixers") else { return Ok(spec) };
     let bad = |why: String| CoreError::field("ternlight_mixers", why);
     let object = mixers.as_object().ok_or_else(|| bad("must be an object of mixer name to layer list".into()))?;
-    for (name, layers) in object {
-        if name != "differential_attention" {
-            return Err(bad(format!("unknown mixer `{name}` (known: differential_attention)")));
-        }
-        let list = layers.as_array().ok_or_else(|| bad(format!("`{name}` must list layer indices")))?;
+    for (name, value) in object {
+        // A layer list, or for MoH `{"layers": [...], "shared_heads": S, "top_k": K}`.
+        let (layers, settings) = match value {
+            Value::Object(o) => (o.get("layers"), Config(value)),
+            other => (Some(other), Config(&Value::Null)),
+        };
+        let list = layers.and_then(Value::as_array).ok_or_else(|| bad(format!("`{name}` must list layer indices")))?;
         for v in list {
             let i = v.as_u64().map(|i| i as usize).ok_or_else(|| bad(format!("`{v}` is not a layer index")))?;
             let eps = spec.final_norm.eps;
@@ -989,6 +994,30 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
             let MixerSpec::Attention(a) = &mut layer.mixer else {
                 return Err(bad(format!("layer {i} is not softmax attention")));
             };
+            let prefix = a.o_proj.weight.rsplit_once('.').map_or("", |p| p.0).rsplit_once('.').map_or("", |p| p.0);
+            match name.as_str() {
+                "differential_attention" => {}
+                "moh" => {
+                    let shared = settings.opt_usize("shared_heads")?.unwrap_or(0);
+                    let top_k = settings.opt_usize("top_k")?.ok_or_else(|| bad("`moh` needs `top_k`".into()))?;
+                    if shared > a.n_heads || top_k == 0 || top_k > a.n_heads - shared {
+                        return Err(bad(format!(
+                            "layer {i}: MoH with {shared} shared heads and top {top_k} of {} heads",
+                            a.n_heads
+                        )));
+                    }
+                    let hidden = a.q_proj.in_features;
+                    let router = |n: &str, out| LinearSpec::new(&format!("{prefix}.{n}"), out, hidden, false);
+                    let mut routers = vec![router("wg", a.n_heads - shared)];
+                    if shared > 1 {
+                        routers.push(router("wg_1", shared));
+                    }
+                    routers.push(router("wg_0", 2));
+                    a.head_routing = Some(MohSpec { shared, top_k, routers });
+                    continue;
+                }
+                _ => return Err(bad(format!("unknown mixer `{name}` (known: differential_attention, moh)"))),
+            }
             // The reference code's repeat_kv gives grouped kv heads a different pairing; only MHA maps exactly.
             if a.n_heads % 2 != 0 || a.n_kv_heads != a.n_heads || a.qk_norm.is_some() || a.gate_proj.is_some() {
                 return Err(bad(format!(
@@ -997,7 +1026,6 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
                     a.n_heads, a.n_kv_heads
                 )));
             }
-            let prefix = a.o_proj.weight.rsplit_once('.').map_or("", |p| p.0).rsplit_once('.').map_or("", |p| p.0);
             let lambda = ["lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"].map(|l| format!("{prefix}.{l}"));
             let dim = 2 * a.head_dim;
             a.sub_norm = Some(NormSpec {
@@ -1352,6 +1380,20 @@ mod tests {
         assert_eq!(d.lambda_init, 0.8 - 0.6);
         assert_eq!(a.sub_norm.as_ref().unwrap().weight, "model.layers.0.self_attn.subln.weight");
         assert!(spec.tensors().iter().any(|t| t.name.ends_with("lambda_k2") && t.shape == [a.head_dim / 2]));
+        c["ternlight_mixers"] = json!({"moh": {"layers": [1], "shared_heads": 2}});
+        assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("needs `top_k`"));
+        c["ternlight_mixers"] = json!({"moh": {"layers": [1], "shared_heads": 2, "top_k": 1}});
+        let spec = ModelSpec::from_config(&c).unwrap();
+        let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
+        let names: Vec<&str> = a.head_routing.as_ref().unwrap().routers.iter().map(|r| r.weight.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "model.layers.1.self_attn.wg.weight",
+                "model.layers.1.self_attn.wg_1.weight",
+                "model.layers.1.self_attn.wg_0.weight"
+            ]
+        );
         c["ternlight_mixers"] = json!({"mamba": [0]});
         assert!(ModelSpec::from_config(&c).unwrap_err().to_string().contains("unknown mixer `mamba`"));
     }

@@ -246,6 +246,22 @@ pub struct AttentionSpec {
     pub sub_norm: Option<NormSpec>,
     /// Differential attention: two softmax maps per head, subtracted.
     pub differential: Option<DifferentialSpec>,
+    /// Mixture-of-Head attention: per-token weights on the heads' outputs.
+    pub head_routing: Option<MohSpec>,
+}
+
+/// Mixture-of-Head attention (Jin et al., MoH; see `reference::moh`): the first `shared` heads are always on,
+/// the top `top_k` of the others are picked per token from a router, and each head's output is weighted before
+/// `o_proj`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MohSpec {
+    /// Heads always on.
+    pub shared: usize,
+    /// Routed heads kept per token.
+    pub top_k: usize,
+    /// Router projections, outputs side by side: routed heads (`wg`), shared heads when more than one (`wg_1`),
+    /// the two head types (`wg_0`).
+    pub routers: Vec<LinearSpec>,
 }
 
 /// Differential attention (Ye et al., "Differential Transformer", 2024): each head's q and k rows hold two halves
@@ -688,6 +704,7 @@ impl MixerSpec {
                 (m, None) if *m == AttentionMask::default() => "full_attention".to_string(),
                 (m, Some(w)) if *m == AttentionMask::causal(Some(w)) => format!("sliding_attention({w})"),
                 (_, _) if a.differential.is_some() => format!("differential_attention[{}]", a.mask.describe()),
+                (_, _) if a.head_routing.is_some() => format!("moh_attention[{}]", a.mask.describe()),
                 (m, _) => format!("attention[{}]", m.describe()),
             },
             MixerSpec::GatedDeltaNet(g) if g.decay.as_ref().is_some_and(|d| d.per_channel) => "kda".to_string(),
@@ -918,6 +935,9 @@ impl MixerSpec {
                 }
                 for name in a.differential.iter().flat_map(|d| &d.lambda) {
                     out.push(TensorDecl::float(name.clone(), vec![a.head_dim / 2]));
+                }
+                for l in a.head_routing.iter().flat_map(|m| &m.routers) {
+                    l.decls(out);
                 }
             }
             MixerSpec::GatedDeltaNet(g) => {

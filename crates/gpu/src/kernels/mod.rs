@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod mla;
 pub mod mlp;
 pub mod moe;
+pub mod moh;
 pub mod norm;
 pub mod residual;
 pub mod rope;
