@@ -29,6 +29,9 @@ pub struct Args {
     /// Tokens per prefill forward.
     #[arg(long, default_value_t = 64)]
     chunk: usize,
+    /// One-token steps timed after the text (decode speed at the text's context).
+    #[arg(long, default_value_t = 16)]
+    decode_steps: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -42,6 +45,8 @@ struct Comparison {
     top1: f64,
     full_seconds: f64,
     policy_seconds: f64,
+    full_step: f64,
+    policy_step: f64,
     full_kv: u64,
     policy_kv: u64,
 }
@@ -63,7 +68,21 @@ fn kl(p: &[f32], q: &[f32]) -> f64 {
     lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum::<f64>().max(0.0)
 }
 
-fn compare(full: &mut Session, other: &mut Session, ids: &[u32], chunk: usize) -> Result<Comparison> {
+/// Mean seconds of one decode step of `session` over `ids`.
+fn time_steps(session: &mut Session, ids: &[u32]) -> Result<f64> {
+    let start = Instant::now();
+    for &id in ids {
+        pollster::block_on(session.step(id))?;
+    }
+    Ok(start.elapsed().as_secs_f64() / ids.len().max(1) as f64)
+}
+
+fn compare(
+    full: &mut Session,
+    other: &mut Session,
+    ids: &[u32],
+    (chunk, decode_steps): (usize, usize),
+) -> Result<Comparison> {
     let vocab = full.spec().vocab;
     let (mut kl_sum, mut kl_max, mut agree) = (0.0, 0.0f64, 0usize);
     let (mut full_seconds, mut policy_seconds) = (0.0, 0.0);
@@ -82,6 +101,9 @@ fn compare(full: &mut Session, other: &mut Session, ids: &[u32], chunk: usize) -
             agree += usize::from(argmax(p) == argmax(q));
         }
     }
+    let (full_kv, policy_kv) = (full.memory().kv_cache_live, other.memory().kv_cache_live);
+    let steps: Vec<u32> = ids.iter().cycle().take(decode_steps).copied().collect();
+    let (full_step, policy_step) = (time_steps(full, &steps)?, time_steps(other, &steps)?);
     Ok(Comparison {
         policy: other.attention_policy().to_string(),
         kl_mean: kl_sum / ids.len() as f64,
@@ -89,8 +111,10 @@ fn compare(full: &mut Session, other: &mut Session, ids: &[u32], chunk: usize) -
         top1: agree as f64 / ids.len() as f64,
         full_seconds,
         policy_seconds,
-        full_kv: full.memory().kv_cache_live,
-        policy_kv: other.memory().kv_cache_live,
+        full_step,
+        policy_step,
+        full_kv,
+        policy_kv,
     })
 }
 
@@ -105,19 +129,20 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     if let Some(n) = args.tokens {
         ids = ids.iter().cycle().take(n).copied().collect();
     }
-    if ids.len() > model.spec.max_positions {
+    let context = ids.len() + args.decode_steps;
+    if context > model.spec.max_positions {
         // Full attention runs past the trained length too (RoPE extends); the comparison then describes the model
         // beyond its training, which is what long synthetic contexts are for.
-        eprintln!("note: {} positions run past the model's trained {}", ids.len(), model.spec.max_positions);
-        model.spec.max_positions = ids.len();
+        eprintln!("note: {context} positions run past the model's trained {}", model.spec.max_positions);
+        model.spec.max_positions = context;
     }
-    let options = SessionOptions { max_context: Some(ids.len()), prefill_capacity: args.chunk, ..Default::default() };
+    let options = SessionOptions { max_context: Some(context), prefill_capacity: args.chunk, ..Default::default() };
     let mut full = model.session(&options, quiet)?;
     let mut results = Vec::new();
     for policy in &args.policies {
         let mut other = full.fork(policy)?;
         full.reset();
-        results.push(compare(&mut full, &mut other, &ids, args.chunk)?);
+        results.push(compare(&mut full, &mut other, &ids, (args.chunk, args.decode_steps))?);
     }
     if args.json {
         let rows: Vec<_> = results
@@ -125,6 +150,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             .map(|r| {
                 json!({"policy": r.policy, "kl_mean": r.kl_mean, "kl_max": r.kl_max, "top1_agreement": r.top1,
                        "full_prefill_s": r.full_seconds, "policy_prefill_s": r.policy_seconds,
+                       "full_decode_s_per_token": r.full_step, "policy_decode_s_per_token": r.policy_step,
                        "full_kv_bytes": r.full_kv, "policy_kv_bytes": r.policy_kv})
             })
             .collect();
@@ -139,16 +165,17 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         ids.len(),
         args.chunk
     );
-    println!("| policy | KL mean | KL max | top-1 agreement | prefill time vs full | KV cache vs full |");
-    println!("|---|---|---|---|---|---|");
+    println!("| policy | KL mean | KL max | top-1 agreement | prefill time vs full | decode time vs full | KV cache vs full |");
+    println!("|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| `{}` | {:.2e} | {:.2e} | {:.1}% | {:.2}x | {:.1} / {:.1} KiB |",
+            "| `{}` | {:.2e} | {:.2e} | {:.1}% | {:.2}x | {:.2}x | {:.1} / {:.1} KiB |",
             r.policy,
             r.kl_mean,
             r.kl_max,
             100.0 * r.top1,
             r.policy_seconds / r.full_seconds,
+            r.policy_step / r.full_step,
             r.policy_kv as f64 / 1024.0,
             r.full_kv as f64 / 1024.0
         );
