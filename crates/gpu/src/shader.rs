@@ -173,7 +173,9 @@ mod tests {
             .set("Q_SCALE", "0.25")
             .set("GATE_ACT", "silu")
             .set("BETA_SCALE", "1.0")
-            .set("NORM_BINDING", 4);
+            .set("NORM_BINDING", 4)
+            .set("MAX_GROUP", 4)
+            .set("MAX_HEADS", 8);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             assert!(!text.contains("{{") && !text.contains("#if"), "{name} left directives behind");
