@@ -354,7 +354,6 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
         g.zeros("o", q.len()),
     );
     let tables = rope_spec.as_ref().map(|r| rope::RopeTables::new(g, r, ctx));
-    let scores = g.zeros("scores", t * heads * ctx);
     let a = Attention {
         q: &qb,
         k_cache: &kb,
@@ -379,11 +378,17 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
         let got = run(&plan, &tokens(pos0, t), &ob, q.len());
         assert_close(&got, &want, 1e-5, &format!("prefill kv_tile {kv_tile} {what}"));
     }
-    let ob2 = g.zeros("o2", q.len());
-    let a = Attention { out: &ob2, ..a };
+    check_decode(g, &a, (pos0, t, ctx), &want, &format!("decode {what}"));
+}
+
+/// Runs `a` (with its output redirected to a fresh buffer) through the decode kernel and compares with `want`.
+fn check_decode(g: &Gpu, a: &Attention, (pos0, t, ctx): (usize, usize, usize), want: &[f32], what: &str) {
+    let out = g.zeros("decode out", want.len());
+    let scores = g.zeros("scores", t * a.n_heads * ctx);
+    let a = Attention { out: &out, ..*a };
     let mut plan = Plan::new(g);
     attention::decode(g, &mut plan, &a, &scores, ctx).unwrap();
-    assert_close(&run(&plan, &tokens(pos0, t), &ob2, q.len()), &want, 1e-5, &format!("decode {what}"));
+    assert_close(&run(&plan, &tokens(pos0, t), &out, want.len()), want, 1e-5, what);
 }
 
 #[test]
@@ -1628,12 +1633,7 @@ fn block_sparse_selection_and_attention_match_reference() {
         assert!(sparse_rows > 0);
         assert_close(&got, &want, 1e-5, &format!("block-sparse prefill pos0 {pos0} t{t}"));
 
-        let ob2 = g.zeros("o2", q.len());
-        let decode_scores = g.zeros("scores", t * heads * ctx);
-        let a = Attention { out: &ob2, ..a };
-        let mut plan = Plan::new(g);
-        attention::decode(g, &mut plan, &a, &decode_scores, ctx).unwrap();
-        assert_close(&run(&plan, &tokens(pos0, t), &ob2, q.len()), &want, 1e-5, &format!("block-sparse decode {pos0}"));
+        check_decode(g, &a, (pos0, t, ctx), &want, &format!("block-sparse decode {pos0}"));
     }
 }
 
