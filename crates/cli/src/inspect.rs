@@ -1,12 +1,12 @@
 //! `ternlight inspect`: what a model is and what it needs, without touching the GPU.
 
-use crate::model_dir::ModelDir;
+use crate::model_dir::{parse_policy, ModelDir};
 use anyhow::Result;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use ternlight_core::dtype::DType;
-use ternlight_core::spec::{MixerSpec, MlpSpec};
+use ternlight_core::spec::{AttentionPolicy, MixerSpec, MlpSpec};
 use ternlight_core::tensors::check_against_spec;
 
 #[derive(clap::Args)]
@@ -17,12 +17,15 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Describe the model under this attention policy (memory needs included; see `ternlight run --help`).
+    #[arg(long, default_value = "full", value_parser = parse_policy)]
+    attention_policy: AttentionPolicy,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let model = ModelDir::open(&args.model)?;
     check_against_spec(&model.spec, model.checkpoint.source())?;
-    let spec = &model.spec;
+    let spec = &args.attention_policy.apply(&model.spec)?;
     let mut by_dtype: BTreeMap<String, u64> = BTreeMap::new();
     let mut largest = (String::new(), 0u64);
     for decl in spec.tensors() {

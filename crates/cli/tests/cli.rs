@@ -198,6 +198,21 @@ fn inspect_reports_schedule_and_needs() {
 }
 
 #[test]
+fn inspect_shows_an_attention_policy_and_its_memory() {
+    let dir = fixture("gemma3");
+    let args = ["inspect", "--model", dir.to_str().unwrap(), "--json", "--attention-policy"];
+    let o = ternlight(&[&args[..], &["sliding:64+sinks:4"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["layers"][3]["kind"].as_str().unwrap().starts_with("attention[sliding(64)+sinks(4)+streaming]"));
+    // Every layer now keeps a bounded window: three of 16 positions, the global one 64 + 4 sinks.
+    assert_eq!(v["memory"]["context_bytes"]["32768"], 2 * 2 * 16 * 4 * (3 * 16 + 68));
+    let o = ternlight(&[&args[..], &["sliding:0"]].concat());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at least one position"));
+}
+
+#[test]
 fn inspect_reports_fixed_state_of_linear_attention_layers() {
     let o = ternlight(&["inspect", "--model", fixture("qwen3_5").to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
