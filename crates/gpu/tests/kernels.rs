@@ -1571,8 +1571,8 @@ fn block_sparse_selection_and_attention_match_reference() {
 
         let (qb, kb, vb, ob) =
             (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("v", &v), g.zeros("o", q.len()));
-        let max_blocks = ctx / cfg.block + 1;
-        let pooled = g.zeros("pooled", (ctx / cfg.stride() + 1) * kv * d);
+        let max_blocks = cfg.blocks(ctx);
+        let pooled = g.zeros("pooled", cfg.windows(ctx) * kv * d);
         let scores = g.zeros("block scores", t * kv * max_blocks);
         let lists = g.zeros("blocks", t * kv * cfg.max_selected());
         let counts = g.zeros("counts", t * kv);

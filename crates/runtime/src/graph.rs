@@ -7,7 +7,6 @@ use crate::weights::{
     GatedMlpWeights, LayerWeights, LinearWeights, LoraWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights,
     NormWeights,
 };
-use ternlight_core::reference::moh::logit_width as moh_logit_width;
 use ternlight_core::spec::{
     Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec,
     LightningSpec, LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, Rwkv7Spec,
@@ -274,7 +273,7 @@ impl Resources {
                         qw = qw.max(a.n_heads * a.head_dim);
                         kvw = kvw.max(a.n_kv_heads * a.head_dim);
                         if let Some(m) = &a.head_routing {
-                            let w = moh_logit_width(a.n_heads, m.shared);
+                            let w = m.logit_width();
                             moh = (moh.0.max(w), moh.1.max(a.n_heads), moh.2.max(a.n_heads * a.head_dim));
                         }
                         heads = heads.max(a.n_heads);
@@ -291,10 +290,10 @@ impl Resources {
                             pinned: a.mask.sinks,
                             pooled: a.mask.sparse.map(|b| {
                                 let kv = a.n_kv_heads;
-                                sparse.0 = sparse.0.max(kv * (max_context / b.block + 1));
+                                sparse.0 = sparse.0.max(kv * b.blocks(max_context));
                                 sparse.1 = sparse.1.max(kv * b.max_selected());
                                 sparse.2 = sparse.2.max(kv);
-                                gpu.zeros("pooled keys", (max_context / b.stride() + 1) * kv * a.head_dim)
+                                gpu.zeros("pooled keys", b.windows(max_context) * kv * a.head_dim)
                             }),
                         });
                         rope_of_slot.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
@@ -766,7 +765,7 @@ impl<'a> Builder<'a> {
         if let (Some(sel), Some(pooled)) = (&selection, pooled) {
             let heads = (a.n_heads, a.n_kv_heads, a.head_dim);
             pool_keys(self.gpu, &mut self.plan, &sel.cfg, kc, pooled, (a.n_kv_heads, a.head_dim))?;
-            let max_blocks = *rows / sel.cfg.block + 1;
+            let max_blocks = sel.cfg.blocks(*rows);
             select(self.gpu, &mut self.plan, sel, &s.q, pooled, &s.block_scores, heads, (a.scale, max_blocks))?;
         }
         let call = Attention {
@@ -793,7 +792,7 @@ impl<'a> Builder<'a> {
         let mut attn = &s.attn;
         if let Some(m) = &a.head_routing {
             let moh = Moh { heads: a.n_heads, shared: m.shared, top_k: m.top_k, head_dim: a.head_dim };
-            self.side_by_side(routers, &s.moh_logits, moh_logit_width(a.n_heads, m.shared))?;
+            self.side_by_side(routers, &s.moh_logits, m.logit_width())?;
             moh.route(self.gpu, &mut self.plan, &s.moh_logits, &s.moh_weights)?;
             moh.scale(self.gpu, &mut self.plan, attn, &s.moh_weights, &s.moh_out)?;
             attn = &s.moh_out;

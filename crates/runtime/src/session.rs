@@ -318,13 +318,14 @@ impl Session {
     /// re-allocates the KV caches (their rows depend on it) and so starts a new context; taps are kept.
     pub fn set_attention_policy(&mut self, policy: &AttentionPolicy) -> Result<()> {
         let spec = policy.apply(&self.model)?;
-        self.policy = policy.clone();
         if spec == self.spec {
+            self.policy = policy.clone();
             return Ok(());
         }
-        self.res = Resources::new(&self.gpu, &spec, self.max_context, self.capacity, self.logit_capacity)?;
+        // A refused allocation leaves the session as it was.
+        let res = Resources::new(&self.gpu, &spec, self.max_context, self.capacity, self.logit_capacity)?;
         self.gpu.check_errors("allocating the KV cache for the attention policy")?;
-        self.spec = spec;
+        (self.res, self.spec, self.policy) = (res, spec, policy.clone());
         self.position = 0;
         let layers: Vec<usize> = self.taps.iter().map(|t| t.record.layer()).collect();
         self.taps.clear();

@@ -75,6 +75,16 @@ impl BlockSparse {
         self.block / 4
     }
 
+    /// Key blocks in a context of `positions` (the selection's scratch per kv head).
+    pub fn blocks(&self, positions: usize) -> usize {
+        positions / self.block + 1
+    }
+
+    /// Fine pooling windows a context of `positions` can complete (rows of the pooled keys).
+    pub fn windows(&self, positions: usize) -> usize {
+        positions / self.stride() + 1
+    }
+
     /// Whether a query at `p` attends densely.
     pub fn dense(&self, p: usize) -> bool {
         p + 1 < self.dense_len

@@ -264,6 +264,13 @@ pub struct MohSpec {
     pub routers: Vec<LinearSpec>,
 }
 
+impl MohSpec {
+    /// Router logits per token: the routers' outputs side by side.
+    pub fn logit_width(&self) -> usize {
+        self.routers.iter().map(|r| r.out_features).sum()
+    }
+}
+
 /// Differential attention (Ye et al., "Differential Transformer", 2024): each head's q and k rows hold two halves
 /// `[q1 | q2]`, `[k1 | k2]` of `head_dim / 2` channels (RoPE on each half) and its value row `head_dim` channels;
 /// `o = (softmax(q1 k1^T s) - λ softmax(q2 k2^T s)) v` with `s = (head_dim / 2)^-1/2`, then `sub_norm` per head and
