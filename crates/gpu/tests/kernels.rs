@@ -899,23 +899,94 @@ fn plans_with_a_capacity_refuse_undersized_buffers() {
 }
 
 #[test]
-fn hadamard_feature_map_matches_reference() {
-    use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
+fn linear_attention_feature_maps_and_normaliser_match_reference() {
+    use ternlight_core::reference::{feature_map as fm, gla::Dims};
+    use ternlight_core::spec::{FeatureMap, LinearSpec};
+    use ternlight_gpu::kernels::gated_deltanet::ChunkScratch;
+    use ternlight_gpu::kernels::gla::{self, Decay, Gla};
+    use ternlight_gpu::kernels::linear_attn::{divide, features, Heads};
     let g = gpu();
     let mut rng = Rng::new(13);
-    let (t, heads, dk, offset, width) = (5, 3, 17, 4, 4 + 3 * 17 + 6);
-    let src = random(&mut rng, t * width, 1.0);
-    let [w1, b1, w2, b2] = [dk * dk, dk, dk * dk, dk].map(|n| random(&mut rng, n, 0.5));
-    let bufs = [&w1, &b1, &w2, &b2].map(|v| g.upload_f32("fm", v));
-    let map = FeatureMap { w1: &bufs[0], b1: &bufs[1], w2: &bufs[2], b2: &bufs[3] };
-    let (sb, db) = (g.upload_f32("src", &src), g.zeros("dst", t * width));
-    let mut plan = Plan::new(g);
-    feature_map(g, &mut plan, &map, &sb, &db, heads, dk, (offset, width)).unwrap();
-    let got = run(&plan, &tokens(0, t), &db, t * width);
-    let x: Vec<f32> = src.chunks_exact(width).flat_map(|r| r[offset..offset + heads * dk].to_vec()).collect();
-    let want = reference::gla::hadamard_feature_map(&x, &w1, &b1, &w2, &b2, dk);
-    let got: Vec<f32> = got.chunks_exact(width).flat_map(|r| r[offset..offset + heads * dk].to_vec()).collect();
-    assert_close(&got, &want, 1e-5, "feature map");
+    let l = |n: &str| LinearSpec::new(n, 1, 1, true);
+    let maps = [
+        (FeatureMap::Hadamard { q: (l("a"), l("b")), k: (l("c"), l("d")) }, 7, false),
+        (FeatureMap::Taylor, 5, true),
+        (FeatureMap::Hedgehog { q: l("a"), k: l("b") }, 9, true),
+    ];
+    let (heads, dv) = (3, 6);
+    for (map, dk, normalize) in maps {
+        let (f, carried) = (map.features(dk), dv + usize::from(normalize));
+        let layers: Vec<Vec<f32>> =
+            map.layers().iter().flat_map(|_| [random(&mut rng, dk * dk, 0.4), random(&mut rng, dk, 0.3)]).collect();
+        let weights = (!layers.is_empty()).then(|| g.upload_f32("map", &layers.concat()));
+        let phi = |x: &[f32], which: usize| match map {
+            FeatureMap::Hadamard { .. } => {
+                let p = &layers[4 * which..];
+                fm::hadamard(x, &p[0], &p[1], &p[2], &p[3], dk)
+            }
+            FeatureMap::Taylor => fm::taylor(x, dk),
+            FeatureMap::Hedgehog { .. } => fm::hedgehog(x, &layers[2 * which], &layers[2 * which + 1], dk),
+        };
+        for t in [1, 70] {
+            let (src_w, dst_w) = (heads * (2 * dk + dv), heads * (2 * f + carried));
+            let src = random(&mut rng, t * src_w, 1.0);
+            let cols = |off: usize, w: usize| -> Vec<f32> {
+                src.chunks_exact(src_w).flat_map(|r| r[off..off + w].to_vec()).collect()
+            };
+            let (q, k) = (phi(&cols(0, heads * dk), 0), phi(&cols(heads * dk, heads * dk), 1));
+            let v = cols(2 * heads * dk, heads * dv);
+            let v_carried = if normalize { fm::with_ones(&v, dv) } else { v.clone() };
+            let mut want_rows = Vec::new();
+            for i in 0..t {
+                want_rows.extend_from_slice(&q[i * heads * f..][..heads * f]);
+                want_rows.extend_from_slice(&k[i * heads * f..][..heads * f]);
+                want_rows.extend_from_slice(&v_carried[i * heads * carried..][..heads * carried]);
+            }
+            let (sb, db) = (g.upload_f32("src", &src), g.zeros("dst", t * dst_w));
+            let h = Heads { heads, dk, dv, normalize };
+            let mut plan = Plan::new(g);
+            features(g, &mut plan, &map, weights.as_ref(), &sb, &db, h).unwrap();
+            assert_close(&run(&plan, &tokens(0, t), &db, t * dst_w), &want_rows, 1e-5, &format!("{map:?} features"));
+            let scale = if normalize { 1.0 } else { (dk as f32).powf(-0.5) };
+            let want = if normalize {
+                fm::normalized(&q, &k, &v, heads, f, dv)
+            } else {
+                let mut state = vec![0.0; heads * f * dv];
+                let d = Dims { heads, dk: f, dv, scale };
+                ternlight_core::reference::gla::recurrent(&q, &k, &v, &vec![0.0; q.len()], &mut state, &d)
+            };
+            for chunked in [true, false] {
+                let (zero, state) = (g.zeros("decay", heads), g.zeros("state", heads * f * carried));
+                let (out, normed) = (g.zeros("out", t * heads * carried), g.zeros("normed", t * heads * dv));
+                let call = Gla {
+                    heads,
+                    dk: f,
+                    dv: carried,
+                    decay: Decay::PerHead,
+                    q_scale: scale,
+                    qkv: &db,
+                    gk: &zero,
+                    state: &state,
+                    state_offset: 0,
+                    out: &out,
+                };
+                let mut plan = Plan::new(g);
+                if chunked {
+                    gla::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, heads, f, carried)).unwrap();
+                } else {
+                    gla::recurrent(g, &mut plan, &call).unwrap();
+                }
+                let result = if normalize {
+                    divide(g, &mut plan, &out, &normed, heads, dv).unwrap();
+                    &normed
+                } else {
+                    &out
+                };
+                let got = run(&plan, &tokens(0, t), result, t * heads * dv);
+                assert_close(&got, &want, 1e-4, &format!("{map:?} attention, {t} tokens, chunked {chunked}"));
+            }
+        }
+    }
 }
 
 #[test]

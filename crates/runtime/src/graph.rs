@@ -19,7 +19,7 @@ use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::gla::{self, Decay, Gla};
 use ternlight_gpu::kernels::gsa::Gsa;
 use ternlight_gpu::kernels::hgrn2;
-use ternlight_gpu::kernels::linear_attn::{feature_map, FeatureMap};
+use ternlight_gpu::kernels::linear_attn::{divide, features, Heads};
 use ternlight_gpu::kernels::mamba2::Mamba2;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::mla::Mla;
@@ -332,9 +332,11 @@ impl Resources {
                         states.push(recurrent(gpu, g.n_v_heads * g.head_k_dim * g.head_v_dim, conv));
                     }
                     MixerSpec::LinearAttn(l) => {
-                        lin.add(l.n_heads * (2 * l.head_k_dim + l.head_v_dim), l.n_heads, l.head_k_dim, l.head_v_dim);
+                        let (f, dv) = (l.features(), l.carried_values());
+                        let raw = l.n_heads * (2 * l.head_k_dim + l.head_v_dim);
+                        lin.add(raw.max(l.n_heads * (2 * f + dv)), l.n_heads, f, dv);
                         zero_w = zero_w.max(l.n_heads);
-                        states.push(recurrent(gpu, l.n_heads * l.head_k_dim * l.head_v_dim, 0));
+                        states.push(recurrent(gpu, l.n_heads * f * dv, 0));
                     }
                     MixerSpec::ShortConv(c) => {
                         conv_w = conv_w.max(c.channels);
@@ -929,7 +931,7 @@ impl<'a> Builder<'a> {
         self.output_norm_and_project(norm, g.n_heads, gate.as_ref().map(|_| Activation::Silu), out, post)
     }
 
-    /// Feature-mapped q and k, then the GLA kernels with zero decay.
+    /// Feature-mapped q and k, then the GLA kernels with zero decay, then the normaliser's division or the norm.
     fn linear_attn(
         &mut self,
         slot: usize,
@@ -937,27 +939,22 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::LinearAttn { qkv, feature_q, feature_k, norm, out } = w else {
-            unreachable!("linear attention")
-        };
+        let MixerWeights::LinearAttn { qkv, feature, norm, out } = w else { unreachable!("linear attention") };
         let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("recurrent state") };
         let s = &self.res.scratch;
-        let (key, value) = (l.n_heads * l.head_k_dim, l.n_heads * l.head_v_dim);
-        let width = 2 * key + value;
-        self.linear_cols(&s.h, &qkv[0], &s.qkv_raw, 0, width)?;
-        self.linear_cols(&s.h, &qkv[1], &s.qkv_raw, key, width)?;
-        self.linear_cols(&s.h, &qkv[2], &s.qkv, 2 * key, width)?;
-        for (map, offset) in [(feature_q, 0), (feature_k, key)] {
-            let [w1, b1, w2, b2] = map;
-            let map = FeatureMap { w1, b1, w2, b2 };
-            feature_map(self.gpu, &mut self.plan, &map, &s.qkv_raw, &s.qkv, l.n_heads, l.head_k_dim, (offset, width))?;
+        let (key, dv) = (l.n_heads * l.head_k_dim, l.carried_values());
+        let width = 2 * key + l.n_heads * l.head_v_dim;
+        for (p, offset) in qkv.iter().zip([0, key, 2 * key]) {
+            self.linear_cols(&s.h, p, &s.qkv_raw, offset, width)?;
         }
+        let heads = Heads { heads: l.n_heads, dk: l.head_k_dim, dv: l.head_v_dim, normalize: l.normalize };
+        features(self.gpu, &mut self.plan, &l.feature, feature.as_ref(), &s.qkv_raw, &s.qkv, heads)?;
         let call = Gla {
             heads: l.n_heads,
-            dk: l.head_k_dim,
-            dv: l.head_v_dim,
+            dk: l.features(),
+            dv,
             decay: Decay::PerHead,
-            q_scale: (l.head_k_dim as f32).powf(-0.5),
+            q_scale: l.scale,
             qkv: &s.qkv,
             gk: &s.zero_decay,
             state,
@@ -968,7 +965,14 @@ impl<'a> Builder<'a> {
             Mode::Prefill => gla::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
             Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
         }
-        self.output_norm_and_project(norm, l.n_heads, None, out, post)
+        match norm {
+            Some(norm) => self.output_norm_and_project(norm, l.n_heads, None, out, post),
+            None if l.normalize => {
+                divide(self.gpu, &mut self.plan, &s.lin_out, &s.qkv_raw, l.n_heads, l.head_v_dim)?;
+                self.project_residual(&s.qkv_raw, out, post)
+            }
+            None => self.project_residual(&s.lin_out, out, post),
+        }
     }
 
     /// `y = C ⊙ conv(B ⊙ x)`, then `out_proj` into the residual.

@@ -157,16 +157,14 @@ pub enum MixerWeights {
         /// Output projection.
         out: LinearWeights,
     },
-    /// Linear attention projections, feature maps (f32 `[w1, b1, w2, b2]` each) and output norm.
+    /// Linear attention projections, feature-map layers and output norm.
     LinearAttn {
         /// q, k, v projections.
         qkv: Vec<LinearWeights>,
-        /// Feature map of q.
-        feature_q: [wgpu::Buffer; 4],
-        /// Feature map of k.
-        feature_k: [wgpu::Buffer; 4],
+        /// The feature map's layers, q's then k's, each weight then bias, f32 (none for Taylor).
+        feature: Option<wgpu::Buffer>,
         /// Output norm.
-        norm: NormWeights,
+        norm: Option<NormWeights>,
         /// Output projection.
         out: LinearWeights,
     },
@@ -456,10 +454,10 @@ impl ModelWeights {
                             + norm(n)
                             + lin(out)
                     }
-                    MixerWeights::LinearAttn { qkv, feature_q, feature_k, norm: n, out } => {
+                    MixerWeights::LinearAttn { qkv, feature, norm: n, out } => {
                         qkv.iter().map(lin).sum::<u64>()
-                            + feature_q.iter().chain(feature_k).map(wgpu::Buffer::size).sum::<u64>()
-                            + norm(n)
+                            + feature.as_ref().map_or(0, wgpu::Buffer::size)
+                            + n.as_ref().map_or(0, norm)
                             + lin(out)
                     }
                     MixerWeights::ShortConv { b, c, x, conv, out } => lin(b) + lin(c) + lin(x) + conv.size() + lin(out),
@@ -791,20 +789,20 @@ impl Uploader<'_> {
     }
 
     /// A feature map's two layers as f32 `[w1, b1, w2, b2]`.
-    fn feature_map(&mut self, f: &(LinearSpec, LinearSpec)) -> Result<[wgpu::Buffer; 4]> {
-        let bias = |l: &LinearSpec| {
-            l.bias.clone().ok_or_else(|| CoreError::MissingTensor { name: format!("{} bias", l.weight) })
-        };
-        let (b1, b2) = (bias(&f.0)?, bias(&f.1)?);
-        Ok([self.vector(&f.0.weight)?, self.vector(&b1)?, self.vector(&f.1.weight)?, self.vector(&b2)?])
-    }
-
     fn linear_attn(&mut self, l: &LinearAttnSpec) -> Result<MixerWeights> {
+        let mut parts = Vec::new();
+        for layer in l.feature.layers() {
+            let bias = layer
+                .bias
+                .clone()
+                .ok_or_else(|| CoreError::MissingTensor { name: format!("{} bias", layer.weight) })?;
+            parts.extend([layer.weight.clone(), bias]);
+        }
+        let names: Vec<&str> = parts.iter().map(String::as_str).collect();
         Ok(MixerWeights::LinearAttn {
             qkv: l.qkv.iter().map(|p| self.linear(p)).collect::<Result<Vec<_>>>()?,
-            feature_q: self.feature_map(&l.feature_q)?,
-            feature_k: self.feature_map(&l.feature_k)?,
-            norm: self.norm(&l.norm)?,
+            feature: if names.is_empty() { None } else { Some(self.concat_vector(&names)?) },
+            norm: l.norm.as_ref().map(|n| self.norm(n)).transpose()?,
             out: self.linear(&l.out_proj)?,
         })
     }

@@ -581,27 +581,32 @@ fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Vec<u8> {
 }
 
 /// Checkpoints declaring extra mixers in their config (`ternlight_mixers`) load as such: on random llamas whose
-/// layers are differential attention (MHA, layer 1) or Mixture-of-Head attention (GQA, both layers, one shared
-/// head, top 2 of 3 routed), the GPU session equals the CPU reference on chunked prefill and token by token, and
-/// the logits differ from the same weights read as plain attention.
+/// layers are differential attention (MHA, layer 1), Mixture-of-Head attention (GQA, both layers, one shared head,
+/// top 2 of 3 routed), Based (layer 0, Taylor map, beside a sliding window) or Hedgehog (layer 1), the GPU session
+/// equals the CPU reference on chunked prefill and token by token, and the logits differ from the same weights read
+/// as plain attention.
 #[test]
 fn mixers_declared_in_the_config_match_the_reference() {
     use ternlight_core::reference::model::ReferenceModel;
-    use ternlight_core::spec::MixerSpec;
     let base = r#""model_type": "llama", "hidden_size": 64, "vocab_size": 96, "num_hidden_layers": 2,
         "num_attention_heads": 4, "head_dim": 16, "intermediate_size": 80, "max_position_embeddings": 128,
         "rope_theta": 10000.0, "rms_norm_eps": 1e-6"#;
-    let configs = [
-        format!(r#"{{{base}, "num_key_value_heads": 4, "ternlight_mixers": {{"differential_attention": [1]}}}}"#),
-        format!(
-            r#"{{{base}, "num_key_value_heads": 2,
-               "ternlight_mixers": {{"moh": {{"layers": [0, 1], "shared_heads": 1, "top_k": 2}}}}}}"#
+    // Per case: the layout and the mixers declared on it.
+    let cases = [
+        (r#""num_key_value_heads": 4"#, r#"{"differential_attention": [1]}"#),
+        (r#""num_key_value_heads": 2"#, r#"{"moh": {"layers": [0, 1], "shared_heads": 1, "top_k": 2}}"#),
+        (
+            r#""num_key_value_heads": 4, "ternlight_attention": "layers:1-1=sliding:6""#,
+            r#"{"based": {"layers": [0], "feature_dim": 16}}"#,
         ),
+        (r#""num_key_value_heads": 4"#, r#"{"hedgehog": [1]}"#),
     ];
-    for (n, config) in configs.iter().enumerate() {
-        let spec = ModelSpec::from_config_json(config).unwrap();
-        let MixerSpec::Attention(a) = &spec.layers[1].mixer else { panic!("attention") };
-        assert!(a.differential.is_some() || a.head_routing.is_some(), "{config}");
+    let kinds = ["differential_attention", "moh_attention", "based", "hedgehog"];
+    for (n, (layout, mixers)) in cases.iter().enumerate() {
+        let config = format!(r#"{{{base}, {layout}, "ternlight_mixers": {mixers}}}"#);
+        let spec = ModelSpec::from_config_json(&config).unwrap();
+        let schedule: Vec<String> = spec.layers.iter().map(|l| l.mixer.kind()).collect();
+        assert!(schedule.iter().any(|k| k.starts_with(kinds[n])), "{config}: {schedule:?}");
         let bytes = random_checkpoint(&spec, 91 + n as u64);
         let checkpoint =
             || SafetensorsCheckpoint::from_files(vec![("model.safetensors".into(), bytes.clone())]).unwrap();
@@ -612,21 +617,16 @@ fn mixers_declared_in_the_config_match_the_reference() {
         let options = SessionOptions { prefill_capacity: 9, ..Default::default() };
         let mut s = Session::new(gpu(), spec.clone(), &checkpoint(), &options, &mut |_| {}).unwrap();
         let d = max_abs_diff(&pollster::block_on(s.prefill(&ids, &all)).unwrap(), &want);
-        assert!(d < 1e-3, "{} chunked prefill: max abs diff {d}", spec.layers[1].mixer.kind());
+        assert!(d < 1e-3, "{schedule:?} chunked prefill: max abs diff {d}");
         s.reset();
         let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
         for &id in &ids[1..] {
             stepped.extend(pollster::block_on(s.step(id)).unwrap());
         }
         let d = max_abs_diff(&stepped, &want);
-        assert!(d < 1e-3, "{} token by token: max abs diff {d}", spec.layers[1].mixer.kind());
+        assert!(d < 1e-3, "{schedule:?} token by token: max abs diff {d}");
 
-        let mut plain_spec = spec.clone();
-        for layer in &mut plain_spec.layers {
-            if let MixerSpec::Attention(p) = &mut layer.mixer {
-                (p.differential, p.head_routing) = (None, None);
-            }
-        }
+        let plain_spec = ModelSpec::from_config_json(&format!("{{{base}, {layout}}}")).unwrap();
         let plain = ReferenceModel::new(plain_spec, &checkpoint()).unwrap().forward(&ids).unwrap();
         assert!(max_abs_diff(&plain, &want) > 1e-3, "{config}: the declared mixer changed nothing");
     }

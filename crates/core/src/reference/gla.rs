@@ -24,13 +24,6 @@ impl Dims {
     }
 }
 
-/// The Hadamard feature map of fla's linear attention, per head: `(W1 x + b1) ⊙ (W2 x + b2)` on rows of `dk`.
-pub fn hadamard_feature_map(x: &[f32], w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32], dk: usize) -> Vec<f32> {
-    let a = super::linear::linear(x, w1, Some(b1), dk, dk);
-    let b = super::linear::linear(x, w2, Some(b2), dk, dk);
-    a.iter().zip(&b).map(|(x, y)| x * y).collect()
-}
-
 /// Per-channel log decay from the raw gate logits: `logsigmoid(x) / normalizer`.
 pub fn log_decay(gk: &[f32], normalizer: f32) -> Vec<f32> {
     gk.iter().map(|&x| (x.min(0.0) - (-x.abs()).exp().ln_1p()) / normalizer).collect()

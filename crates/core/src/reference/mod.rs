@@ -6,6 +6,7 @@ pub mod attention;
 pub mod block_sparse;
 pub mod conv;
 pub mod embedding;
+pub mod feature_map;
 pub mod gated_delta;
 pub mod gla;
 pub mod gsa;

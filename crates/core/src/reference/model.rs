@@ -13,10 +13,10 @@ use super::{
     norm::rms_norm,
     rope::rope,
 };
-use super::{gla, gsa, hgrn2, mamba2, moh, rwkv7, ternary};
+use super::{feature_map, gla, gsa, hgrn2, mamba2, moh, rwkv7, ternary};
 use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
 use crate::spec::{
-    Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec,
+    Activation, AttentionMask, AttentionSpec, FeatureMap, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec,
     LightningSpec, LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec,
     NormSpec, Rwkv7Spec, ShortConvSpec, Ternary,
 };
@@ -49,9 +49,10 @@ impl LayerCache {
             MixerSpec::ShortConv(c) => {
                 LayerCache::Recurrent { state: Vec::new(), conv: vec![0.0; c.channels * (c.kernel - 1)] }
             }
-            MixerSpec::LinearAttn(l) => {
-                LayerCache::Recurrent { state: vec![0.0; l.n_heads * l.head_k_dim * l.head_v_dim], conv: Vec::new() }
-            }
+            MixerSpec::LinearAttn(l) => LayerCache::Recurrent {
+                state: vec![0.0; l.n_heads * l.features() * l.carried_values()],
+                conv: Vec::new(),
+            },
             MixerSpec::Lightning(l) => {
                 LayerCache::Recurrent { state: vec![0.0; l.n_heads * l.head_dim * l.head_dim], conv: Vec::new() }
             }
@@ -419,16 +420,25 @@ impl ReferenceModel {
     }
 
     fn linear_attn(&mut self, li: usize, l: &LinearAttnSpec, h: &[f32]) -> Vec<f32> {
-        let dk = l.head_k_dim;
-        let phi = |m: &Self, x: &[f32], f: &(LinearSpec, LinearSpec)| {
-            let bias = |s: &LinearSpec| m.w(s.bias.as_deref().expect("feature maps have biases")).to_vec();
-            gla::hadamard_feature_map(x, m.w(&f.0.weight), &bias(&f.0), m.w(&f.1.weight), &bias(&f.1), dk)
+        let d = l.head_k_dim;
+        let bias = |s: &LinearSpec| self.w(s.bias.as_deref().expect("feature maps have biases")).to_vec();
+        let phi = |x: &[f32], which: usize| match &l.feature {
+            FeatureMap::Hadamard { q, k } => {
+                let f = [q, k][which];
+                feature_map::hadamard(x, self.w(&f.0.weight), &bias(&f.0), self.w(&f.1.weight), &bias(&f.1), d)
+            }
+            FeatureMap::Taylor => feature_map::taylor(x, d),
+            FeatureMap::Hedgehog { q, k } => {
+                let f = [q, k][which];
+                feature_map::hedgehog(x, self.w(&f.weight), &bias(f), d)
+            }
         };
-        let q = phi(self, &self.linear(h, &l.qkv[0]), &l.feature_q);
-        let k = phi(self, &self.linear(h, &l.qkv[1]), &l.feature_k);
+        let q = phi(&self.linear(h, &l.qkv[0]), 0);
+        let k = phi(&self.linear(h, &l.qkv[1]), 1);
         let v = self.linear(h, &l.qkv[2]);
+        let v = if l.normalize { feature_map::with_ones(&v, l.head_v_dim) } else { v };
         let zero_decay = vec![0.0; q.len()];
-        let dims = gla::Dims::new(l.n_heads, dk, l.head_v_dim);
+        let dims = gla::Dims { heads: l.n_heads, dk: l.features(), dv: l.carried_values(), scale: l.scale };
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("linear attention state") };
         let o = if form == DeltaForm::Auto && h.len() > self.spec.hidden {
@@ -436,7 +446,11 @@ impl ReferenceModel {
         } else {
             gla::recurrent(&q, &k, &v, &zero_decay, state, &dims)
         };
-        let o = self.norm(&o, &l.norm);
+        let o = if l.normalize { feature_map::divide(&o, l.head_v_dim) } else { o };
+        let o = match &l.norm {
+            Some(n) => self.norm(&o, n),
+            None => o,
+        };
         self.linear(&o, &l.out_proj)
     }
 

@@ -976,6 +976,42 @@ fn declared_attention(cfg: &Config, spec: ModelSpec) -> Result<ModelSpec> {
 /// ([`DifferentialSpec`]): the projections keep their shapes, config heads `2h, 2h + 1` (query and kv alike, as
 /// many kv heads as query heads) form differential head `h`, and the layer reads `self_attn.lambda_q1`, `lambda_k1`, `lambda_q2`, `lambda_k2`
 /// (`head_dim` each) and `self_attn.subln.weight` (`2 * head_dim`, an RMSNorm with the model's epsilon).
+/// A Based (Taylor map) or Hedgehog (learned softmax map) layer in place of softmax attention, normalised, no output
+/// norm: `q_proj`, `k_proj` `[heads * feature_dim, hidden]`, `v_proj` `[hidden, hidden]` split over the heads, `o_proj`,
+/// and for Hedgehog `feature_map_q.layer` and `feature_map_k.layer` `[feature_dim, feature_dim]` with bias. Settings:
+/// `heads` (the attention's by default) and `feature_dim` (16 for Based, the head size for Hedgehog).
+fn feature_mapped(name: &str, a: &AttentionSpec, prefix: &str, settings: &Config) -> Result<LinearAttnSpec> {
+    let bad = |why: String| CoreError::field("ternlight_mixers", why);
+    let hidden = a.q_proj.in_features;
+    let heads = settings.opt_usize("heads")?.unwrap_or(a.n_heads);
+    let taylor = name == "based";
+    let dk = settings.opt_usize("feature_dim")?.unwrap_or(if taylor { 16 } else { hidden / heads.max(1) });
+    let feature = if taylor {
+        FeatureMap::Taylor
+    } else {
+        let layer = |which: &str| LinearSpec::new(&format!("{prefix}.feature_map_{which}.layer"), dk, dk, true);
+        FeatureMap::Hedgehog { q: layer("q"), k: layer("k") }
+    };
+    let features = feature.features(dk);
+    if heads == 0 || hidden % heads != 0 || dk == 0 || features > 256 {
+        return Err(bad(format!(
+            "`{name}`: {heads} heads over {hidden} channels with feature dim {dk} ({features} features, at most 256)"
+        )));
+    }
+    let lin = |n: &str, out, input| LinearSpec::new(&format!("{prefix}.{n}"), out, input, false);
+    Ok(LinearAttnSpec {
+        n_heads: heads,
+        head_k_dim: dk,
+        head_v_dim: hidden / heads,
+        qkv: vec![lin("q_proj", heads * dk, hidden), lin("k_proj", heads * dk, hidden), lin("v_proj", hidden, hidden)],
+        feature,
+        normalize: true,
+        scale: 1.0,
+        norm: None,
+        out_proj: lin("o_proj", hidden, hidden),
+    })
+}
+
 fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
     let Some(mixers) = cfg.get("ternlight_mixers") else { return Ok(spec) };
     let bad = |why: String| CoreError::field("ternlight_mixers", why);
@@ -997,6 +1033,10 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
             let prefix = a.o_proj.weight.rsplit_once('.').map_or("", |p| p.0).rsplit_once('.').map_or("", |p| p.0);
             match name.as_str() {
                 "differential_attention" => {}
+                "based" | "hedgehog" => {
+                    layer.mixer = MixerSpec::LinearAttn(feature_mapped(name, a, &prefix, &settings)?);
+                    continue;
+                }
                 "moh" => {
                     let shared = settings.opt_usize("shared_heads")?.unwrap_or(0);
                     let top_k = settings.opt_usize("top_k")?.ok_or_else(|| bad("`moh` needs `top_k`".into()))?;
@@ -1016,7 +1056,11 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
                     a.head_routing = Some(MohSpec { shared, top_k, routers });
                     continue;
                 }
-                _ => return Err(bad(format!("unknown mixer `{name}` (known: differential_attention, moh)"))),
+                _ => {
+                    return Err(bad(format!(
+                        "unknown mixer `{name}` (known: differential_attention, moh, based, hedgehog)"
+                    )))
+                }
             }
             // The reference code's repeat_kv gives grouped kv heads a different pairing; only MHA maps exactly.
             if a.n_heads % 2 != 0 || a.n_kv_heads != a.n_heads || a.qk_norm.is_some() || a.gate_proj.is_some() {

@@ -376,16 +376,17 @@ fn linear_attn(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Li
             lin("k_proj", key, hidden, false),
             lin("v_proj", value, hidden, false),
         ],
-        feature_q: feature("feature_map_q"),
-        feature_k: feature("feature_map_k"),
-        norm: NormSpec {
+        feature: FeatureMap::Hadamard { q: feature("feature_map_q"), k: feature("feature_map_k") },
+        normalize: false,
+        scale: (dk as f32).powf(-0.5),
+        norm: Some(NormSpec {
             weight: format!("{prefix}.norm.weight"),
             dim: dv,
             eps,
             unit_offset: false,
             centered: false,
             bias: None,
-        },
+        }),
         out_proj: lin("o_proj", hidden, value, false),
     })
 }

@@ -108,7 +108,8 @@ pub struct Hgf {
 }
 
 impl LinearSpec {
-    pub(crate) fn new(prefix: &str, out_features: usize, in_features: usize, bias: bool) -> Self {
+    /// A dense layer `{prefix}.weight` `[out, in]`, with `{prefix}.bias` when `bias`.
+    pub fn new(prefix: &str, out_features: usize, in_features: usize, bias: bool) -> Self {
         LinearSpec {
             weight: format!("{prefix}.weight"),
             bias: bias.then(|| format!("{prefix}.bias")),
@@ -384,26 +385,83 @@ pub struct Hgrn2Spec {
     pub lower_bound: Option<(String, usize, usize)>,
 }
 
-/// Plain linear attention (fla `LinearAttention`, `elementwise_product` feature map): per head
-/// `φ(x) = (W1 x + b1) ⊙ (W2 x + b2)` on q and k, `S += φ(k) v^T`, `o = S^T φ(q) dk^-0.5`, a per-head RMSNorm.
+/// Linear attention with a feature map φ on each head's q and k: `S += φ(k) v^T`, `o = S^T φ(q) scale`, optionally
+/// normalised by `φ(q)·Σφ(k)` (Based, Hedgehog), then an optional per-head RMSNorm and `o_proj`. fla's
+/// `LinearAttention` (Hadamard map, RMSNorm, no normaliser) and Based's Taylor layer are both this mixer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearAttnSpec {
     /// Heads.
     pub n_heads: usize,
-    /// Channels per key head (and feature dimension).
+    /// Channels per q/k head, the feature map's input.
     pub head_k_dim: usize,
     /// Channels per value head.
     pub head_v_dim: usize,
     /// Query, key and value projections.
     pub qkv: Vec<LinearSpec>,
-    /// Feature map of q: the two `[dk, dk]` layers with bias.
-    pub feature_q: (LinearSpec, LinearSpec),
-    /// Feature map of k.
-    pub feature_k: (LinearSpec, LinearSpec),
+    /// The feature map of q and k.
+    pub feature: FeatureMap,
+    /// Divide by `φ(q)·Σφ(k) + 1e-12` (the normalised form of Based and Hedgehog).
+    pub normalize: bool,
+    /// Multiplier of `φ(q)` (`dk^-0.5` in fla's layer; irrelevant when normalised).
+    pub scale: f32,
     /// Per-head output norm.
-    pub norm: NormSpec,
+    pub norm: Option<NormSpec>,
     /// Output projection.
     pub out_proj: LinearSpec,
+}
+
+impl LinearAttnSpec {
+    /// Features per head after the map (the recurrence's key width).
+    pub fn features(&self) -> usize {
+        self.feature.features(self.head_k_dim)
+    }
+
+    /// Value channels the recurrence carries per head: the values, plus the normaliser's column of ones.
+    pub fn carried_values(&self) -> usize {
+        self.head_v_dim + usize::from(self.normalize)
+    }
+}
+
+/// A feature map of linear attention, applied per head to q and k.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeatureMap {
+    /// fla's `elementwise_product`: `(W1 x + b1) ⊙ (W2 x + b2)`, two `[d, d]` layers with bias for q and for k.
+    Hadamard {
+        /// The two layers of q's map.
+        q: (LinearSpec, LinearSpec),
+        /// The two layers of k's map.
+        k: (LinearSpec, LinearSpec),
+    },
+    /// Based's second-order Taylor map, `φ(q)·φ(k) = 1 + s + s²/2` with `s = q·k/√d`: features
+    /// `[1, x/d^¼, x_i²/(√2 √d), x_i x_j/√d (i<j)]`, `1 + d + d(d+1)/2` of them.
+    Taylor,
+    /// Hedgehog: `softmax([2(W x + b), -2(W x + b)])` over `2d` features, a `[d, d]` layer with bias for q and for k.
+    Hedgehog {
+        /// q's layer.
+        q: LinearSpec,
+        /// k's layer.
+        k: LinearSpec,
+    },
+}
+
+impl FeatureMap {
+    /// Features out of a head of `d` channels.
+    pub fn features(&self, d: usize) -> usize {
+        match self {
+            FeatureMap::Hadamard { .. } => d,
+            FeatureMap::Taylor => 1 + d + d * (d + 1) / 2,
+            FeatureMap::Hedgehog { .. } => 2 * d,
+        }
+    }
+
+    /// The map's learned layers, q's before k's (none for Taylor).
+    pub fn layers(&self) -> Vec<&LinearSpec> {
+        match self {
+            FeatureMap::Hadamard { q, k } => vec![&q.0, &q.1, &k.0, &k.1],
+            FeatureMap::Taylor => vec![],
+            FeatureMap::Hedgehog { q, k } => vec![q, k],
+        }
+    }
 }
 
 /// LFM2's gated short convolution: `B, C, x = in_proj(h)`, `y = C ⊙ conv(B ⊙ x)` (depthwise causal, no
@@ -696,7 +754,7 @@ impl MixerSpec {
             MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
             MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,
             MixerSpec::ShortConv(c) => 4 * c.channels * (c.kernel - 1),
-            MixerSpec::LinearAttn(l) => 4 * l.n_heads * l.head_k_dim * l.head_v_dim,
+            MixerSpec::LinearAttn(l) => 4 * l.n_heads * l.features() * l.carried_values(),
             MixerSpec::Lightning(l) => 4 * l.n_heads * l.head_dim * l.head_dim,
             MixerSpec::Mamba2(m) => 4 * m.state_len(),
             MixerSpec::Gsa(g) => 4 * g.n_heads * g.slots * (g.head_k_dim + g.head_v_dim),
@@ -708,10 +766,10 @@ impl MixerSpec {
     pub fn kind(&self) -> String {
         match self {
             MixerSpec::Attention(a) => match (&a.mask, a.mask.window) {
+                _ if a.differential.is_some() => format!("differential_attention[{}]", a.mask.describe()),
+                _ if a.head_routing.is_some() => format!("moh_attention[{}]", a.mask.describe()),
                 (m, None) if *m == AttentionMask::default() => "full_attention".to_string(),
                 (m, Some(w)) if *m == AttentionMask::causal(Some(w)) => format!("sliding_attention({w})"),
-                (_, _) if a.differential.is_some() => format!("differential_attention[{}]", a.mask.describe()),
-                (_, _) if a.head_routing.is_some() => format!("moh_attention[{}]", a.mask.describe()),
                 (m, _) => format!("attention[{}]", m.describe()),
             },
             MixerSpec::GatedDeltaNet(g) if g.decay.as_ref().is_some_and(|d| d.per_channel) => "kda".to_string(),
@@ -720,7 +778,11 @@ impl MixerSpec {
             MixerSpec::Gla(_) => "gla".to_string(),
             MixerSpec::Hgrn2(_) => "hgrn2".to_string(),
             MixerSpec::ShortConv(c) => format!("short_conv({})", c.kernel),
-            MixerSpec::LinearAttn(_) => "linear_attention".to_string(),
+            MixerSpec::LinearAttn(l) => match l.feature {
+                FeatureMap::Hadamard { .. } => "linear_attention".to_string(),
+                FeatureMap::Taylor => "based".to_string(),
+                FeatureMap::Hedgehog { .. } => "hedgehog".to_string(),
+            },
             MixerSpec::Lightning(_) => "lightning".to_string(),
             MixerSpec::Mla(_) => "mla".to_string(),
             MixerSpec::Mamba2(_) => "mamba2".to_string(),
@@ -979,11 +1041,12 @@ impl MixerSpec {
                 norm(&g.norm, out);
             }
             MixerSpec::LinearAttn(l) => {
-                let (fq, fk) = (&l.feature_q, &l.feature_k);
-                for p in l.qkv.iter().chain([&fq.0, &fq.1, &fk.0, &fk.1, &l.out_proj]) {
+                for p in l.qkv.iter().chain(l.feature.layers()).chain([&l.out_proj]) {
                     p.decls(out);
                 }
-                norm(&l.norm, out);
+                if let Some(n) = &l.norm {
+                    norm(n, out);
+                }
             }
             MixerSpec::Mla(m) => {
                 for l in [&m.q_proj, &m.kv_a_proj, &m.kv_b_proj, &m.o_proj] {
