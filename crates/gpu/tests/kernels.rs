@@ -909,9 +909,9 @@ fn linear_attention_feature_maps_and_normaliser_match_reference() {
     let mut rng = Rng::new(13);
     let l = |n: &str| LinearSpec::new(n, 1, 1, true);
     let maps = [
-        (FeatureMap::Hadamard { q: (l("a"), l("b")), k: (l("c"), l("d")) }, 7, false),
+        (FeatureMap::Hadamard(Box::new([l("a"), l("b"), l("c"), l("d")])), 7, false),
         (FeatureMap::Taylor, 5, true),
-        (FeatureMap::Hedgehog { q: l("a"), k: l("b") }, 9, true),
+        (FeatureMap::Hedgehog(Box::new([l("a"), l("b")])), 9, true),
     ];
     let (heads, dv) = (3, 6);
     for (map, dk, normalize) in maps {
@@ -920,12 +920,12 @@ fn linear_attention_feature_maps_and_normaliser_match_reference() {
             map.layers().iter().flat_map(|_| [random(&mut rng, dk * dk, 0.4), random(&mut rng, dk, 0.3)]).collect();
         let weights = (!layers.is_empty()).then(|| g.upload_f32("map", &layers.concat()));
         let phi = |x: &[f32], which: usize| match map {
-            FeatureMap::Hadamard { .. } => {
+            FeatureMap::Hadamard(_) => {
                 let p = &layers[4 * which..];
                 fm::hadamard(x, &p[0], &p[1], &p[2], &p[3], dk)
             }
             FeatureMap::Taylor => fm::taylor(x, dk),
-            FeatureMap::Hedgehog { .. } => fm::hedgehog(x, &layers[2 * which], &layers[2 * which + 1], dk),
+            FeatureMap::Hedgehog(_) => fm::hedgehog(x, &layers[2 * which], &layers[2 * which + 1], dk),
         };
         for t in [1, 70] {
             let (src_w, dst_w) = (heads * (2 * dk + dv), heads * (2 * f + carried));

@@ -423,13 +423,13 @@ impl ReferenceModel {
         let d = l.head_k_dim;
         let bias = |s: &LinearSpec| self.w(s.bias.as_deref().expect("feature maps have biases")).to_vec();
         let phi = |x: &[f32], which: usize| match &l.feature {
-            FeatureMap::Hadamard { q, k } => {
-                let f = [q, k][which];
-                feature_map::hadamard(x, self.w(&f.0.weight), &bias(&f.0), self.w(&f.1.weight), &bias(&f.1), d)
+            FeatureMap::Hadamard(layers) => {
+                let [w1, w2] = [&layers[2 * which], &layers[2 * which + 1]];
+                feature_map::hadamard(x, self.w(&w1.weight), &bias(w1), self.w(&w2.weight), &bias(w2), d)
             }
             FeatureMap::Taylor => feature_map::taylor(x, d),
-            FeatureMap::Hedgehog { q, k } => {
-                let f = [q, k][which];
+            FeatureMap::Hedgehog(layers) => {
+                let f = &layers[which];
                 feature_map::hedgehog(x, self.w(&f.weight), &bias(f), d)
             }
         };

@@ -990,10 +990,10 @@ fn feature_mapped(name: &str, a: &AttentionSpec, prefix: &str, settings: &Config
         FeatureMap::Taylor
     } else {
         let layer = |which: &str| LinearSpec::new(&format!("{prefix}.feature_map_{which}.layer"), dk, dk, true);
-        FeatureMap::Hedgehog { q: layer("q"), k: layer("k") }
+        FeatureMap::Hedgehog(Box::new([layer("q"), layer("k")]))
     };
     let features = feature.features(dk);
-    if heads == 0 || hidden % heads != 0 || dk == 0 || features > 256 {
+    if heads == 0 || !hidden.is_multiple_of(heads) || dk == 0 || features > 256 {
         return Err(bad(format!(
             "`{name}`: {heads} heads over {hidden} channels with feature dim {dk} ({features} features, at most 256)"
         )));
@@ -1034,7 +1034,7 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
             match name.as_str() {
                 "differential_attention" => {}
                 "based" | "hedgehog" => {
-                    layer.mixer = MixerSpec::LinearAttn(feature_mapped(name, a, &prefix, &settings)?);
+                    layer.mixer = MixerSpec::LinearAttn(feature_mapped(name, a, prefix, &settings)?);
                     continue;
                 }
                 "moh" => {

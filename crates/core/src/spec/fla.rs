@@ -365,8 +365,7 @@ fn linear_attn(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Li
     let lin = |name: &str, out: usize, input: usize, bias: bool| {
         LinearSpec::new(&format!("{prefix}.{name}"), out, input, bias)
     };
-    let feature =
-        |which: &str| (lin(&format!("{which}.layer1"), dk, dk, true), lin(&format!("{which}.layer2"), dk, dk, true));
+    let layer = |which: &str, n: usize| lin(&format!("feature_map_{which}.layer{n}"), dk, dk, true);
     Ok(LinearAttnSpec {
         n_heads: heads,
         head_k_dim: dk,
@@ -376,7 +375,7 @@ fn linear_attn(cfg: &Config, prefix: &str, hidden: usize, eps: f32) -> Result<Li
             lin("k_proj", key, hidden, false),
             lin("v_proj", value, hidden, false),
         ],
-        feature: FeatureMap::Hadamard { q: feature("feature_map_q"), k: feature("feature_map_k") },
+        feature: FeatureMap::Hadamard(Box::new([layer("q", 1), layer("q", 2), layer("k", 1), layer("k", 2)])),
         normalize: false,
         scale: (dk as f32).powf(-0.5),
         norm: Some(NormSpec {

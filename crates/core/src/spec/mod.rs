@@ -425,41 +425,31 @@ impl LinearAttnSpec {
 /// A feature map of linear attention, applied per head to q and k.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FeatureMap {
-    /// fla's `elementwise_product`: `(W1 x + b1) ⊙ (W2 x + b2)`, two `[d, d]` layers with bias for q and for k.
-    Hadamard {
-        /// The two layers of q's map.
-        q: (LinearSpec, LinearSpec),
-        /// The two layers of k's map.
-        k: (LinearSpec, LinearSpec),
-    },
+    /// fla's `elementwise_product`: `(W1 x + b1) ⊙ (W2 x + b2)`, `[d, d]` layers with bias: q's W1, W2, k's W1, W2.
+    Hadamard(Box<[LinearSpec; 4]>),
     /// Based's second-order Taylor map, `φ(q)·φ(k) = 1 + s + s²/2` with `s = q·k/√d`: features
     /// `[1, x/d^¼, x_i²/(√2 √d), x_i x_j/√d (i<j)]`, `1 + d + d(d+1)/2` of them.
     Taylor,
-    /// Hedgehog: `softmax([2(W x + b), -2(W x + b)])` over `2d` features, a `[d, d]` layer with bias for q and for k.
-    Hedgehog {
-        /// q's layer.
-        q: LinearSpec,
-        /// k's layer.
-        k: LinearSpec,
-    },
+    /// Hedgehog: `softmax([2(W x + b), -2(W x + b)])` over `2d` features, a `[d, d]` layer with bias for q, then k.
+    Hedgehog(Box<[LinearSpec; 2]>),
 }
 
 impl FeatureMap {
     /// Features out of a head of `d` channels.
     pub fn features(&self, d: usize) -> usize {
         match self {
-            FeatureMap::Hadamard { .. } => d,
+            FeatureMap::Hadamard(_) => d,
             FeatureMap::Taylor => 1 + d + d * (d + 1) / 2,
-            FeatureMap::Hedgehog { .. } => 2 * d,
+            FeatureMap::Hedgehog(_) => 2 * d,
         }
     }
 
     /// The map's learned layers, q's before k's (none for Taylor).
     pub fn layers(&self) -> Vec<&LinearSpec> {
         match self {
-            FeatureMap::Hadamard { q, k } => vec![&q.0, &q.1, &k.0, &k.1],
+            FeatureMap::Hadamard(layers) => layers.iter().collect(),
             FeatureMap::Taylor => vec![],
-            FeatureMap::Hedgehog { q, k } => vec![q, k],
+            FeatureMap::Hedgehog(layers) => layers.iter().collect(),
         }
     }
 }
@@ -779,9 +769,9 @@ impl MixerSpec {
             MixerSpec::Hgrn2(_) => "hgrn2".to_string(),
             MixerSpec::ShortConv(c) => format!("short_conv({})", c.kernel),
             MixerSpec::LinearAttn(l) => match l.feature {
-                FeatureMap::Hadamard { .. } => "linear_attention".to_string(),
+                FeatureMap::Hadamard(_) => "linear_attention".to_string(),
                 FeatureMap::Taylor => "based".to_string(),
-                FeatureMap::Hedgehog { .. } => "hedgehog".to_string(),
+                FeatureMap::Hedgehog(_) => "hedgehog".to_string(),
             },
             MixerSpec::Lightning(_) => "lightning".to_string(),
             MixerSpec::Mla(_) => "mla".to_string(),

@@ -40,9 +40,9 @@ pub fn features(
     let wg = gpu.tuning.wg;
     let mut defines = Defines::new().set("WG", wg).flag("NORMALIZE", h.normalize).flag("MAP", layers > 0);
     defines = match map {
-        FeatureMap::Hadamard { .. } => defines.flag("HADAMARD", true),
+        FeatureMap::Hadamard(_) => defines.flag("HADAMARD", true),
         FeatureMap::Taylor => defines.flag("TAYLOR", true),
-        FeatureMap::Hedgehog { .. } => defines.flag("HEDGEHOG", true),
+        FeatureMap::Hedgehog(_) => defines.flag("HEDGEHOG", true),
     };
     let mut buffers = vec![src.into(), dst.into()];
     match weights {
