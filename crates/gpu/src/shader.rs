@@ -46,6 +46,7 @@ shaders!(
     "linear/hgrn2.wgsl",
     "linear/linear_attn.wgsl",
     "linear/mamba2.wgsl",
+    "linear/rat.wgsl",
     "ternary/act_quant.wgsl",
     "ternary/matvec_dp4.wgsl",
 );

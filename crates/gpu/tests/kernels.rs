@@ -1780,3 +1780,49 @@ fn mixture_of_head_weights_and_scaling_match_reference() {
         assert_close(&got, &want_out, 1e-5, &format!("moh scaled h{heads} s{shared} k{top_k}"));
     }
 }
+
+#[test]
+fn rat_recurrence_and_chunk_attention_match_reference_across_forwards() {
+    use ternlight_core::reference::rat::{rat as reference_rat, RatDims, RatState};
+    use ternlight_core::spec::{RopeScaling, RopeSpec};
+    use ternlight_gpu::kernels::rat::{rat, Rat};
+    use ternlight_gpu::kernels::rope::RopeTables;
+    let g = gpu();
+    let mut rng = Rng::new(29);
+    // Partial rotary, a chunk of 5, forwards that start and end mid-chunk, then single tokens.
+    let d = RatDims { hidden: 24, head_dim: 6, groups: 2, chunk: 5, rotary_dim: 4 };
+    let in_width = 3 * d.hidden + 2 * d.groups * d.head_dim;
+    let rope = RopeSpec { theta: 10000.0, rotary_dim: d.rotary_dim, scaling: RopeScaling::None };
+    let chunks = 8;
+    let (cos, sin) = rope.tables(chunks + 1);
+    let tables = RopeTables::new(g, &rope, chunks + 1);
+    let bias = random(&mut rng, d.hidden, 1.0);
+    let bias_buffer = g.upload_f32("gate bias", &bias);
+    let state = g.zeros("rat state", 2 * d.hidden * (1 + chunks));
+    let mut reference_state = RatState::default();
+    let mut pos = 0;
+    for n in [13, 6, 1, 1, 1, 11] {
+        let proj = random(&mut rng, n * in_width, 1.5);
+        let want = reference_rat(&proj, &bias, &mut reference_state, pos, &d, (&cos, &sin));
+        let (pb, scan, out) =
+            (g.upload_f32("proj", &proj), g.zeros("scan", n * 2 * d.hidden), g.zeros("out", n * d.hidden));
+        let call = Rat {
+            hidden: d.hidden,
+            head_dim: d.head_dim,
+            groups: d.groups,
+            chunk: d.chunk,
+            proj: &pb,
+            gate_bias: &bias_buffer,
+            state: &state,
+            chunks,
+            scan: &scan,
+            out: &out,
+            rope: &tables,
+        };
+        let mut plan = Plan::new(g);
+        rat(g, &mut plan, &call).unwrap();
+        let got = run(&plan, &tokens(pos, n), &out, n * d.hidden);
+        assert_close(&got, &want, 1e-4, &format!("RAT forward of {n} tokens at {pos}"));
+        pos += n;
+    }
+}

@@ -9,8 +9,8 @@ use crate::weights::{
 };
 use ternlight_core::spec::{
     Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec,
-    LightningSpec, LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RopeSpec, Rwkv7Spec,
-    ShortConvSpec,
+    LightningSpec, LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RatSpec, RopeSpec,
+    Rwkv7Spec, ShortConvSpec,
 };
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::block_sparse::{pool_keys, select, Selection};
@@ -29,6 +29,7 @@ use ternlight_gpu::kernels::moe::{
 use ternlight_gpu::kernels::moh::Moh;
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
+use ternlight_gpu::kernels::rat::{rat, Rat};
 use ternlight_gpu::kernels::rope::{rope, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::ternary::{act_quant, act_quant_hgf, dp4_ready, matvec_dp4, HgfDown, MatvecDp4, Quantised};
@@ -266,6 +267,17 @@ impl Resources {
         let mut rope_of_slot = Vec::with_capacity(spec.layers.len());
         // RoPE tables and decode scores cover the context and the cache positions StreamingLLM layers rotate by.
         let key_reach = spec.attention_layers().map(|a| a.mask.reach(max_context)).fold(max_context, usize::max);
+        // The index of `rope`'s tables in `ropes`, uploading them on first use.
+        let rope_index = |ropes: &mut Vec<(RopeSpec, RopeTables)>, rope: &RopeSpec| match ropes
+            .iter()
+            .position(|(s, _)| s == rope)
+        {
+            Some(i) => i,
+            None => {
+                ropes.push((rope.clone(), RopeTables::new(gpu, rope, key_reach)));
+                ropes.len() - 1
+            }
+        };
         for (i, layer) in spec.layers.iter().enumerate() {
             for mixer in layer.mixer.parts() {
                 match mixer {
@@ -296,13 +308,15 @@ impl Resources {
                                 gpu.zeros("pooled keys", b.windows(max_context) * kv * a.head_dim)
                             }),
                         });
-                        rope_of_slot.push(a.rope.as_ref().map(|r| match ropes.iter().position(|(s, _)| s == r) {
-                            Some(i) => i,
-                            None => {
-                                ropes.push((r.clone(), RopeTables::new(gpu, r, key_reach)));
-                                ropes.len() - 1
-                            }
-                        }));
+                        rope_of_slot.push(a.rope.as_ref().map(|r| rope_index(&mut ropes, r)));
+                    }
+                    MixerSpec::Rat(r) => {
+                        lin.qkv = lin.qkv.max(r.in_width()).max(2 * r.hidden);
+                        lin.value = lin.value.max(r.hidden);
+                        let len = r.state_len(max_context);
+                        check_binding(gpu, &format!("layer {i} RAT chunk summaries"), 4 * len as u64)?;
+                        states.push(recurrent(gpu, len, 0));
+                        rope_of_slot.push(Some(rope_index(&mut ropes, &r.rope)));
                     }
                     MixerSpec::Mla(m) => {
                         let (latent, q_abs) = (m.kv_rank + m.rope_dim, m.n_heads * (m.kv_rank + m.rope_dim));
@@ -383,7 +397,7 @@ impl Resources {
                     }
                     MixerSpec::Parallel(_) => unreachable!("parts are never parallel"),
                 }
-                if !matches!(mixer, MixerSpec::Attention(_) | MixerSpec::Mla(_)) {
+                if !matches!(mixer, MixerSpec::Attention(_) | MixerSpec::Mla(_) | MixerSpec::Rat(_)) {
                     rope_of_slot.push(None);
                 }
             }
@@ -1212,6 +1226,30 @@ impl<'a> Builder<'a> {
     /// Gated Slot Attention: projections, gates and feature maps, a GLA pass decaying along the slots of its values,
     /// the slot softmax, a GLA pass decaying along the slots of its keys (both states in one buffer), then the norm
     /// of `silu(o)` and `o_proj`.
+    /// RAT: `in_proj`, the recurrence and chunk attention, `o_proj` into the residual.
+    fn rat(&mut self, slot: usize, r: &RatSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
+        let MixerWeights::Rat { in_proj, gate_bias, out } = w else { unreachable!("RAT weights") };
+        let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("RAT state") };
+        let rope = self.res.rope_of_slot[slot].map(|i| &self.res.ropes[i].1).expect("RAT has RoPE tables");
+        let s = &self.res.scratch;
+        self.linear(&s.h, in_proj, &s.qkv_raw, Rows::Tokens, Epilogue::Store)?;
+        let call = Rat {
+            hidden: r.hidden,
+            head_dim: r.head_dim,
+            groups: r.groups,
+            chunk: r.chunk,
+            proj: &s.qkv_raw,
+            gate_bias,
+            state,
+            chunks: (state.size() as usize / 4) / (2 * r.hidden) - 1,
+            scan: &s.qkv,
+            out: &s.lin_out,
+            rope,
+        };
+        rat(self.gpu, &mut self.plan, &call)?;
+        self.project_residual(&s.lin_out, out, post)
+    }
+
     fn gsa(&mut self, slot: usize, g: &GsaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {
         let MixerWeights::Gsa { qkv, f, norm, out } = w else { unreachable!("GSA weights") };
         let LayerState::Recurrent { state, .. } = &self.res.states[slot] else { unreachable!("GSA state") };
@@ -1334,6 +1372,7 @@ impl<'a> Builder<'a> {
             MixerSpec::Mamba2(m) => self.mamba2(slot, m, w, post),
             MixerSpec::Gsa(g) => self.gsa(slot, g, w, post),
             MixerSpec::Rwkv7(r) => self.rwkv7(slot, r, w, post),
+            MixerSpec::Rat(r) => self.rat(slot, r, w, post),
             MixerSpec::Parallel(_) => unreachable!("parallel mixers are recorded part by part"),
         }
     }

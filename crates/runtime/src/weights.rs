@@ -168,6 +168,15 @@ pub enum MixerWeights {
         /// Output projection.
         out: LinearWeights,
     },
+    /// RAT: the fused input projection, gate bias (f32) and output projection.
+    Rat {
+        /// `[z | x | g | q | k]` projection.
+        in_proj: LinearWeights,
+        /// Gate bias `[hidden]`.
+        gate_bias: wgpu::Buffer,
+        /// Output projection.
+        out: LinearWeights,
+    },
     /// Mamba2: the `in_proj` parts, conv, SSM parameters, optional gated norm and output projection.
     Mamba2 {
         /// The `z` gate part of `in_proj`.
@@ -460,6 +469,7 @@ impl ModelWeights {
                             + n.as_ref().map_or(0, norm)
                             + lin(out)
                     }
+                    MixerWeights::Rat { in_proj, gate_bias, out } => lin(in_proj) + gate_bias.size() + lin(out),
                     MixerWeights::ShortConv { b, c, x, conv, out } => lin(b) + lin(c) + lin(x) + conv.size() + lin(out),
                     MixerWeights::Hgrn2 { q, f, i, norm: n, out, lower_bound } => {
                         lin(q)
@@ -818,7 +828,7 @@ impl Uploader<'_> {
         })
     }
 
-    /// Mamba2, GSA and parallel mixers (the other mixers load through their own methods).
+    /// Mamba2, GSA, RAT and parallel mixers (the other mixers load through their own methods).
     fn mixer(&mut self, spec: &MixerSpec) -> Result<MixerWeights> {
         Ok(match spec {
             MixerSpec::Mamba2(m) => MixerWeights::Mamba2 {
@@ -830,6 +840,11 @@ impl Uploader<'_> {
                 params: self.concat_vector(&[&m.a_log, &m.dt_bias, &m.d])?,
                 norm: m.norm.as_ref().map(|n| self.norm(n)).transpose()?,
                 out: self.linear(&m.out_proj)?,
+            },
+            MixerSpec::Rat(r) => MixerWeights::Rat {
+                in_proj: self.linear(&r.in_proj)?,
+                gate_bias: self.vector(&r.gate_bias)?,
+                out: self.linear(&r.out_proj)?,
             },
             MixerSpec::Gsa(g) => MixerWeights::Gsa {
                 qkv: g.qkv.iter().map(|l| self.linear(l)).collect::<Result<_>>()?,
@@ -1006,7 +1021,9 @@ impl Uploader<'_> {
             MixerSpec::LinearAttn(l) => self.linear_attn(l)?,
             MixerSpec::Lightning(l) => self.lightning(l)?,
             MixerSpec::Rwkv7(r) => self.rwkv7(r)?,
-            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) | MixerSpec::Gsa(_) => self.mixer(&layer.mixer)?,
+            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) | MixerSpec::Gsa(_) | MixerSpec::Rat(_) => {
+                self.mixer(&layer.mixer)?
+            }
             MixerSpec::Mla(m) => MixerWeights::Mla {
                 q: self.linear(&m.q_proj)?,
                 kv_a: self.linear(&m.kv_a_proj)?,

@@ -18,6 +18,7 @@ pub mod model;
 pub mod moe;
 pub mod moh;
 pub mod norm;
+pub mod rat;
 pub mod rope;
 pub mod rwkv7;
 pub mod ternary;

@@ -13,12 +13,12 @@ use super::{
     norm::rms_norm,
     rope::rope,
 };
-use super::{feature_map, gla, gsa, hgrn2, mamba2, moh, rwkv7, ternary};
+use super::{feature_map, gla, gsa, hgrn2, mamba2, moh, rat, rwkv7, ternary};
 use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
 use crate::spec::{
     Activation, AttentionMask, AttentionSpec, FeatureMap, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec,
     LightningSpec, LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec,
-    NormSpec, Rwkv7Spec, ShortConvSpec, Ternary,
+    NormSpec, RatSpec, Rwkv7Spec, ShortConvSpec, Ternary,
 };
 use crate::tensors::{check_against_spec, TensorSource};
 use crate::{CoreError, Result};
@@ -30,12 +30,14 @@ use std::collections::HashMap;
 enum LayerCache {
     Kv { k: Vec<f32>, v: Vec<f32> },
     Recurrent { state: Vec<f32>, conv: Vec<f32> },
+    Rat(rat::RatState),
 }
 
 impl LayerCache {
     fn empty(mixer: &MixerSpec) -> Self {
         match mixer {
             MixerSpec::Attention(_) | MixerSpec::Mla(_) => LayerCache::Kv { k: Vec::new(), v: Vec::new() },
+            MixerSpec::Rat(_) => LayerCache::Rat(rat::RatState::default()),
             MixerSpec::GatedDeltaNet(g) => LayerCache::Recurrent {
                 state: vec![0.0; g.n_v_heads * g.head_k_dim * g.head_v_dim],
                 conv: vec![0.0; g.qkv_width() * (g.conv_kernel - 1)],
@@ -122,6 +124,7 @@ impl ReferenceModel {
             .flat_map(|l| l.mixer.parts())
             .map(|m| match m {
                 MixerSpec::Attention(a) => a.rope.as_ref().map(|r| r.tables(spec.max_positions)),
+                MixerSpec::Rat(r) => Some(r.rope.tables(spec.max_positions / r.chunk + 1)),
                 _ => None,
             })
             .collect();
@@ -542,8 +545,26 @@ impl ReferenceModel {
             MixerSpec::Mamba2(m) => self.mamba2(slot, m, h),
             MixerSpec::Gsa(g) => self.gsa(slot, g, h),
             MixerSpec::Rwkv7(r) => self.rwkv7(slot, r, h),
+            MixerSpec::Rat(r) => self.rat(slot, r, h, pos0),
             MixerSpec::Parallel(_) => unreachable!("parallel mixers run part by part"),
         }
+    }
+
+    /// RAT: `in_proj`, the recurrence and chunk attention of [`rat::rat`], then `o_proj`.
+    fn rat(&mut self, li: usize, r: &RatSpec, h: &[f32], pos0: usize) -> Vec<f32> {
+        let proj = self.linear(h, &r.in_proj);
+        let dims = rat::RatDims {
+            hidden: r.hidden,
+            head_dim: r.head_dim,
+            groups: r.groups,
+            chunk: r.chunk,
+            rotary_dim: r.rope.rotary_dim,
+        };
+        let bias = self.w(&r.gate_bias).to_vec();
+        let (cos, sin) = self.rope_tables[li].clone().expect("RAT has rope tables");
+        let LayerCache::Rat(state) = &mut self.cache[li] else { unreachable!("RAT layer has its state") };
+        let o = rat::rat(&proj, &bias, state, pos0, &dims, (&cos, &sin));
+        self.linear(&o, &r.out_proj)
     }
 
     /// Gated Slot Attention: feature maps and gates, the two passes, then the norm of `silu(o)` and `o_proj`.

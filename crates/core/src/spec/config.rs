@@ -1012,6 +1012,43 @@ fn feature_mapped(name: &str, a: &AttentionSpec, prefix: &str, settings: &Config
     })
 }
 
+/// A RAT layer in place of softmax attention: `in_proj` `[3 hidden + 2 groups head_dim, hidden]` (z, x, g, q, k),
+/// `gate_bias` `[hidden]`, `out_proj`, the attention's RoPE base at chunk positions. Settings: `chunk_size` (64),
+/// `groups` (2), `heads` (the attention's).
+fn rat_layer(a: &AttentionSpec, prefix: &str, settings: &Config) -> Result<RatSpec> {
+    let bad = |why: String| CoreError::field("ternlight_mixers", why);
+    let hidden = a.q_proj.in_features;
+    let heads = settings.opt_usize("heads")?.unwrap_or(a.n_heads);
+    let groups = settings.opt_usize("groups")?.unwrap_or(2);
+    let chunk = settings.opt_usize("chunk_size")?.unwrap_or(64);
+    let head_dim = hidden.checked_div(heads).unwrap_or(0);
+    if head_dim == 0
+        || heads * head_dim != hidden
+        || groups == 0
+        || heads % groups != 0
+        || chunk == 0
+        || head_dim % 2 != 0
+    {
+        return Err(bad(format!(
+            "`rat`: {heads} heads over {hidden} channels (even head size), {groups} q/k groups dividing the heads, \
+             chunk {chunk}"
+        )));
+    }
+    let rope = a.rope.clone().ok_or_else(|| bad("`rat` takes its RoPE base from the attention it replaces".into()))?;
+    let lin = |n: &str, out, input| LinearSpec::new(&format!("{prefix}.{n}"), out, input, false);
+    Ok(RatSpec {
+        hidden,
+        n_heads: heads,
+        head_dim,
+        groups,
+        chunk,
+        in_proj: lin("in_proj", 3 * hidden + 2 * groups * head_dim, hidden),
+        gate_bias: format!("{prefix}.gate_bias"),
+        rope: RopeSpec { rotary_dim: head_dim, ..rope },
+        out_proj: lin("out_proj", hidden, hidden),
+    })
+}
+
 fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
     let Some(mixers) = cfg.get("ternlight_mixers") else { return Ok(spec) };
     let bad = |why: String| CoreError::field("ternlight_mixers", why);
@@ -1033,6 +1070,10 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
             let prefix = a.o_proj.weight.rsplit_once('.').map_or("", |p| p.0).rsplit_once('.').map_or("", |p| p.0);
             match name.as_str() {
                 "differential_attention" => {}
+                "rat" => {
+                    layer.mixer = MixerSpec::Rat(rat_layer(a, prefix, &settings)?);
+                    continue;
+                }
                 "based" | "hedgehog" => {
                     layer.mixer = MixerSpec::LinearAttn(feature_mapped(name, a, prefix, &settings)?);
                     continue;
@@ -1058,7 +1099,7 @@ fn declared_mixers(cfg: &Config, mut spec: ModelSpec) -> Result<ModelSpec> {
                 }
                 _ => {
                     return Err(bad(format!(
-                        "unknown mixer `{name}` (known: differential_attention, moh, based, hedgehog)"
+                        "unknown mixer `{name}` (known: differential_attention, moh, based, hedgehog, rat)"
                     )))
                 }
             }

@@ -454,6 +454,44 @@ impl FeatureMap {
     }
 }
 
+/// RAT (Wei et al. 2025, CLAIRE-Labo/RAT): `[z, x, g, q, k] = in_proj(h)`; within each chunk of `chunk` tokens a gated
+/// recurrence `x̃_l = σ(g_l + b) x̃_{l-1} + (1 - σ(g_l + b)) x_l` (the same for `k̃`, reset at chunk starts); each token
+/// attends, by softmax, to the last `k̃, x̃` of every earlier chunk and to its own, with RoPE at chunk positions
+/// (InterRoPE); `o_proj(σ(z) ⊙ o)`. q and k have `groups` heads, repeated over the `hidden / head_dim` heads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RatSpec {
+    /// Model width, also the value width.
+    pub hidden: usize,
+    /// Heads.
+    pub n_heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+    /// Distinct q/k heads (head `h` uses group `h % groups`).
+    pub groups: usize,
+    /// Tokens per chunk.
+    pub chunk: usize,
+    /// The fused input projection `[3 hidden + 2 groups head_dim, hidden]`: z, x, g, q, k.
+    pub in_proj: LinearSpec,
+    /// Gate bias `[hidden]`.
+    pub gate_bias: String,
+    /// Rotary embedding, applied at chunk positions.
+    pub rope: RopeSpec,
+    /// Output projection.
+    pub out_proj: LinearSpec,
+}
+
+impl RatSpec {
+    /// Width of the input projection's output.
+    pub fn in_width(&self) -> usize {
+        3 * self.hidden + 2 * self.groups * self.head_dim
+    }
+
+    /// Floats of state at `positions`: the running `k̃, x̃` plus one pair per completed chunk.
+    pub fn state_len(&self, positions: usize) -> usize {
+        2 * self.hidden * (1 + positions / self.chunk)
+    }
+}
+
 /// LFM2's gated short convolution: `B, C, x = in_proj(h)`, `y = C ⊙ conv(B ⊙ x)` (depthwise causal, no
 /// activation), `out_proj(y)`. Its state is the conv history `[channels, kernel - 1]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -684,6 +722,8 @@ pub enum MixerSpec {
     Gsa(GsaSpec),
     /// RWKV-7's time mixer (boxed: it holds many projections).
     Rwkv7(Box<Rwkv7Spec>),
+    /// RAT: chunked gated recurrence with softmax attention over chunk summaries.
+    Rat(RatSpec),
     /// Mixers run side by side on the same normed input, their outputs summed into the residual (Falcon-H1's
     /// attention beside Mamba2).
     Parallel(Vec<MixerSpec>),
@@ -697,7 +737,7 @@ impl ModelSpec {
         parts.iter().any(|m| matches!(m, MixerSpec::Attention(_)))
             && parts.iter().all(|m| match m {
                 MixerSpec::Attention(a) => a.mask.repositions(),
-                MixerSpec::Mla(_) => false,
+                MixerSpec::Mla(_) | MixerSpec::Rat(_) => false,
                 _ => true,
             })
     }
@@ -729,6 +769,9 @@ impl MixerSpec {
     }
 
     fn kv_bytes_at(&self, positions: usize, dtype: DType) -> usize {
+        if let MixerSpec::Rat(r) = self {
+            return 4 * (r.state_len(positions) - r.state_len(0));
+        }
         let kept = match self {
             MixerSpec::Attention(a) => a.mask.kept(positions),
             MixerSpec::Mla(_) => positions,
@@ -749,6 +792,7 @@ impl MixerSpec {
             MixerSpec::Mamba2(m) => 4 * m.state_len(),
             MixerSpec::Gsa(g) => 4 * g.n_heads * g.slots * (g.head_k_dim + g.head_v_dim),
             MixerSpec::Rwkv7(r) => 4 * (r.state_len() + r.r_proj.in_features),
+            MixerSpec::Rat(r) => 4 * r.state_len(0),
         }
     }
 
@@ -778,6 +822,7 @@ impl MixerSpec {
             MixerSpec::Mamba2(_) => "mamba2".to_string(),
             MixerSpec::Gsa(_) => "gsa".to_string(),
             MixerSpec::Rwkv7(_) => "rwkv7".to_string(),
+            MixerSpec::Rat(r) => format!("rat({})", r.chunk),
             MixerSpec::Parallel(branches) => {
                 format!("parallel({})", branches.iter().map(MixerSpec::kind).collect::<Vec<_>>().join(" + "))
             }
@@ -1037,6 +1082,11 @@ impl MixerSpec {
                 if let Some(n) = &l.norm {
                     norm(n, out);
                 }
+            }
+            MixerSpec::Rat(r) => {
+                r.in_proj.decls(out);
+                out.push(TensorDecl::float(r.gate_bias.clone(), vec![r.hidden]));
+                r.out_proj.decls(out);
             }
             MixerSpec::Mla(m) => {
                 for l in [&m.q_proj, &m.kv_a_proj, &m.kv_b_proj, &m.o_proj] {

@@ -17,6 +17,7 @@ pub mod mlp;
 pub mod moe;
 pub mod moh;
 pub mod norm;
+pub mod rat;
 pub mod residual;
 pub mod rope;
 pub mod rwkv7;
