@@ -11,7 +11,9 @@
 // cache-position distance to the query, from cos/sin tables of ROT_HALF pairs at bindings ROT_COS/ROT_SIN) and
 // DUAL_TRIANGLE (the first half of the channels scores keys up to the query, the second half keys from it on) and
 // SPARSE (InfLLM-V2: a query sees the key blocks of SPARSE_BLOCK positions listed for its token and kv head at
-// bindings SPARSE_LIST/SPARSE_COUNT, SPARSE_MAX entries each; a count of 0 means dense).
+// bindings SPARSE_LIST/SPARSE_COUNT, SPARSE_MAX entries each; a count of 0 means dense) and ABSORB (hybrid
+// memory: keys past the window weigh 1 + s + s²/2, read from the cache while it still holds them and from the
+// Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -47,6 +49,12 @@ const MAX_SEL: u32 = {{SPARSE_MAX}}u;
 
 const D: u32 = {{HEAD_DIM}}u;
 const DV: u32 = {{V_DIM}}u;
+
+#if ABSORB
+@group(0) @binding({{ABSORB_MEMORY}}) var<storage, read> memory: array<f32>;
+// Taylor features per key head: 1, k_i, k_i², k_i k_j (i < j).
+const FEATURES: u32 = 1u + D + D * (D + 1u) / 2u;
+#endif
 
 // First key of the span a query at position p sees: 0, or p + 1 - window.
 fn first_key(p: u32) -> u32 {

@@ -5,8 +5,49 @@
 // and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
 // union of the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs; not
 // with ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query). DIFF (differential attention: two softmax maps
-// from the halves of each q and k row, the second subtracted with weight λ) runs in the streaming variant.
+// from the halves of each q and k row, the second subtracted with weight λ) and ABSORB (hybrid memory) run in the
+// streaming variant.
 #include "attention/common.wgsl"
+
+#if ABSORB
+// Adds memory row `row` (per value channel, then the normaliser) with weight w.
+fn recall(w: f32, row: u32, tail: ptr<function, array<f32, DV>>, total: ptr<function, f32>) {
+    for (var d = 0u; d < DV; d++) {
+        (*tail)[d] += w * memory[row + d];
+    }
+    *total += w * memory[row + DV];
+}
+
+// Keys past the window of query token t (position p, kv head kvh), weighted by 1 + s + s²/2 with s the scaled
+// score: the cached ones from the first position the memory does not hold, the rest through the Taylor state
+// (query-side features 1, q_i, q_i²/2, q_i q_j for scaled q).
+fn absorbed(qv: ptr<function, array<f32, D>>, kvh: u32, p: u32, tail: ptr<function, array<f32, DV>>) -> f32 {
+    var total = 0.0;
+    for (var j = max(params.sinks, first_key(step.pos0)); j < first_key(p); j++) {
+        let kb = kv_base(j, kvh);
+        let s = score(qv, kb, j, p, 0);
+        let w = 1.0 + s + 0.5 * s * s;
+        total += w;
+        for (var d = 0u; d < DV; d++) {
+            (*tail)[d] += w * v_cache[kb + d];
+        }
+    }
+    var row = kvh * FEATURES * (DV + 1u);
+    recall(1.0, row, tail, &total);
+    for (var i = 0u; i < D; i++) {
+        recall((*qv)[i], row + (1u + i) * (DV + 1u), tail, &total);
+        recall(0.5 * (*qv)[i] * (*qv)[i], row + (1u + D + i) * (DV + 1u), tail, &total);
+    }
+    row += (1u + 2u * D) * (DV + 1u);
+    for (var i = 0u; i < D; i++) {
+        for (var j = i + 1u; j < D; j++) {
+            recall((*qv)[i] * (*qv)[j], row, tail, &total);
+            row += DV + 1u;
+        }
+    }
+    return total;
+}
+#endif
 
 #if KV_TILE
 const TK: u32 = {{KV_TILE}}u;
@@ -115,6 +156,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
 #endif
     }
+#if ABSORB
+    // The window's weights are e^(s - m); the absorbed keys' are taken down by the same e^-m.
+    var tail: array<f32, DV>;
+    let tail_total = absorbed(&qv, kvh, p, &tail);
+    let fade = exp(min(-st.m, 80.0));
+    for (var d = 0u; d < DV; d++) {
+        acc[d] += fade * tail[d];
+    }
+    st.l += fade * tail_total;
+#endif
     for (var d = 0u; d < DV; d++) {
 #if DIFF
         out[idx * DV + d] = acc[d] / st.l - params.lambda * acc2[d] / st2.l;

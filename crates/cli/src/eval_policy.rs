@@ -49,6 +49,11 @@ struct Comparison {
     policy_step: f64,
     full_kv: u64,
     policy_kv: u64,
+    /// KL and top-1 agreement over the decode steps after the text (where a routed policy's sparse layers act).
+    decode_kl: f64,
+    decode_top1: f64,
+    /// A routed policy's decisions after the last prefill: `layer:sparse|dense(entropy)`.
+    routes: String,
 }
 
 /// Log-softmax of one logits row, in f64.
@@ -68,13 +73,14 @@ fn kl(p: &[f32], q: &[f32]) -> f64 {
     lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum::<f64>().max(0.0)
 }
 
-/// Mean seconds of one decode step of `session` over `ids`.
-fn time_steps(session: &mut Session, ids: &[u32]) -> Result<f64> {
+/// Mean seconds of one decode step of `session` over `ids`, and the steps' logits.
+fn time_steps(session: &mut Session, ids: &[u32]) -> Result<(f64, Vec<Vec<f32>>)> {
+    let mut logits = Vec::with_capacity(ids.len());
     let start = Instant::now();
     for &id in ids {
-        pollster::block_on(session.step(id))?;
+        logits.push(pollster::block_on(session.step(id))?);
     }
-    Ok(start.elapsed().as_secs_f64() / ids.len().max(1) as f64)
+    Ok((start.elapsed().as_secs_f64() / ids.len().max(1) as f64, logits))
 }
 
 fn compare(
@@ -103,7 +109,16 @@ fn compare(
     }
     let (full_kv, policy_kv) = (full.memory().kv_cache_live, other.memory().kv_cache_live);
     let steps: Vec<u32> = ids.iter().cycle().take(decode_steps).copied().collect();
-    let (full_step, policy_step) = (time_steps(full, &steps)?, time_steps(other, &steps)?);
+    let routes = other
+        .routes()
+        .iter()
+        .map(|r| format!("{}:{}({:.3})", r.layer, if r.sparse { "sparse" } else { "dense" }, r.entropy))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ((full_step, a), (policy_step, b)) = (time_steps(full, &steps)?, time_steps(other, &steps)?);
+    let decode_kl = a.iter().zip(&b).map(|(p, q)| kl(p, q)).sum::<f64>() / steps.len().max(1) as f64;
+    let decode_top1 =
+        a.iter().zip(&b).filter(|(p, q)| argmax(p) == argmax(q)).count() as f64 / steps.len().max(1) as f64;
     Ok(Comparison {
         policy: other.attention_policy().to_string(),
         kl_mean: kl_sum / ids.len() as f64,
@@ -115,6 +130,9 @@ fn compare(
         policy_step,
         full_kv,
         policy_kv,
+        decode_kl,
+        decode_top1,
+        routes,
     })
 }
 
@@ -151,7 +169,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 json!({"policy": r.policy, "kl_mean": r.kl_mean, "kl_max": r.kl_max, "top1_agreement": r.top1,
                        "full_prefill_s": r.full_seconds, "policy_prefill_s": r.policy_seconds,
                        "full_decode_s_per_token": r.full_step, "policy_decode_s_per_token": r.policy_step,
-                       "full_kv_bytes": r.full_kv, "policy_kv_bytes": r.policy_kv})
+                       "full_kv_bytes": r.full_kv, "policy_kv_bytes": r.policy_kv,
+                       "decode_kl_mean": r.decode_kl, "decode_top1_agreement": r.decode_top1, "routes": r.routes})
             })
             .collect();
         println!(
@@ -165,20 +184,28 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         ids.len(),
         args.chunk
     );
-    println!("| policy | KL mean | KL max | top-1 agreement | prefill time vs full | decode time vs full | KV cache vs full |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| policy | KL mean | KL max | top-1 agreement | decode KL | decode top-1 | prefill time vs full | decode time \
+         vs full | KV cache vs full |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| `{}` | {:.2e} | {:.2e} | {:.1}% | {:.2}x | {:.2}x | {:.1} / {:.1} KiB |",
+            "| `{}` | {:.2e} | {:.2e} | {:.1}% | {:.2e} | {:.1}% | {:.2}x | {:.2}x | {:.1} / {:.1} KiB |",
             r.policy,
             r.kl_mean,
             r.kl_max,
             100.0 * r.top1,
+            r.decode_kl,
+            100.0 * r.decode_top1,
             r.policy_seconds / r.full_seconds,
             r.policy_step / r.full_step,
             r.policy_kv as f64 / 1024.0,
             r.full_kv as f64 / 1024.0
         );
+    }
+    for r in results.iter().filter(|r| !r.routes.is_empty()) {
+        println!("\n`{}` routed after the last prefill: {}", r.policy, r.routes);
     }
     Ok(())
 }

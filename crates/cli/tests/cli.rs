@@ -614,3 +614,32 @@ fn a_prompt_prefilled_in_small_chunks_generates_the_same_text() {
     };
     assert_eq!(run(&["--prefill-chunk", "5"]), run(&[]));
 }
+
+/// `eval-policy` on the llama fixture: full attention agrees with itself exactly, a window moves the next-token
+/// distributions, the absorbing window's memory is fixed-size state beside its ring, and the router reports its
+/// decisions (every layer sparse under a threshold above 1) with an exact dense prefill.
+#[test]
+fn eval_policy_reports_quality_cost_per_policy() {
+    let dir = std::env::temp_dir().join(format!("ternlight-eval-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog while the cat sleeps by the warm fire.").unwrap();
+    let model = fixture("llama");
+    let route = "route:infllmv2@16+block:8+topk:2+local:1+entropy:1.01";
+    let args = ["eval-policy", "--model", model.to_str().unwrap(), "--text", text.to_str().unwrap()];
+    let policies = ["--policy", "full", "--policy", "sliding:8+sinks:2", "--policy", "sliding:8+sinks:2+absorb"];
+    let rest = ["--policy", route, "--tokens", "48", "--chunk", "16", "--decode-steps", "6", "--json"];
+    let o = ternlight(&[&args[..], &policies[..], &rest[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["policies"].as_array().unwrap();
+    let get = |i: usize, key: &str| rows[i][key].as_f64().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(get(0, "kl_mean") < 1e-9 && get(0, "top1_agreement") == 1.0, "{}", rows[0]);
+    assert!(get(1, "kl_mean") > 0.0 && get(1, "policy_kv_bytes") < get(1, "full_kv_bytes"), "{}", rows[1]);
+    assert!(get(2, "kl_mean") > 0.0 && get(2, "kl_mean") != get(1, "kl_mean"), "{}", rows[2]);
+    assert!(get(3, "kl_mean") < 1e-9, "the routed prefill is dense: {}", rows[3]);
+    assert_eq!(rows[3]["routes"].as_str().unwrap().matches(":sparse(").count(), 2, "{}", rows[3]);
+    assert!(get(3, "decode_kl_mean") > 0.0, "sparse decoding past 16 positions moves the logits: {}", rows[3]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

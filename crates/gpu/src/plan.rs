@@ -62,7 +62,8 @@ pub enum Grid {
         /// Items per workgroup.
         per_group: u32,
     },
-    /// A fixed number of workgroups (per head, per channel block), whatever the token count.
+    /// A fixed number of workgroups (per head, per channel block), whatever the token count (split over x and z
+    /// beyond 65535 like [`Grid::Flat`]).
     Fixed(u32),
     /// `per_chunk` workgroups for each chunk of `chunk` tokens, laid out flat.
     Chunks {
@@ -90,7 +91,7 @@ impl Grid {
             |total: u32| if total <= MAX_GROUPS { [total, 1, 1] } else { [MAX_GROUPS, 1, total.div_ceil(MAX_GROUPS)] };
         match *self {
             Grid::Flat { rows, per_row, per_group } => flat((step.rows(rows) * per_row).div_ceil(per_group)),
-            Grid::Fixed(x) => [x, 1, 1],
+            Grid::Fixed(x) => flat(x),
             Grid::Chunks { chunk, per_chunk } => flat(step.n_tokens.div_ceil(chunk) * per_chunk),
             Grid::Tiles { x, rows, rows_per_group } => [x, step.rows(rows).div_ceil(rows_per_group), 1],
         }

@@ -37,6 +37,8 @@ shaders!(
     "attention/pool.wgsl",
     "attention/select.wgsl",
     "attention/moh.wgsl",
+    "attention/absorb.wgsl",
+    "attention/entropy.wgsl",
     "linear/chunks.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",

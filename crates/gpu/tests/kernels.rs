@@ -368,6 +368,7 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
         sparse: None,
         differential: None,
         rotation: tables.as_ref(),
+        memory: None,
         scale,
     };
     let what =
@@ -460,6 +461,7 @@ fn unsupported_shapes_are_refused_before_dispatch() {
         sparse: None,
         differential: None,
         rotation: None,
+        memory: None,
         scale: 1.0,
     };
     let e = attention::prefill(g, &mut Plan::new(g), &a).unwrap_err();
@@ -508,6 +510,7 @@ fn latent_attention_reads_values_from_the_key_rows() {
             sparse: None,
             differential: None,
             rotation: None,
+            memory: None,
             scale,
         };
         for kv_tile in [0, 16] {
@@ -1166,6 +1169,7 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
             sparse: None,
             differential: None,
             rotation: None,
+            memory: None,
             scale,
         };
         let scores = g.zeros("scores", t * heads * ctx);
@@ -1669,6 +1673,7 @@ fn block_sparse_selection_and_attention_match_reference() {
             sparse: Some(&sel),
             differential: None,
             rotation: None,
+            memory: None,
             scale,
         };
         attention::prefill(g, &mut plan, &a).unwrap();
@@ -1742,6 +1747,7 @@ fn differential_attention_matches_reference() {
                 sparse: None,
                 differential: Some(lambda),
                 rotation: None,
+                memory: None,
                 scale,
             };
             let mut plan = Plan::new(g);
@@ -1825,4 +1831,78 @@ fn rat_recurrence_and_chunk_attention_match_reference_across_forwards() {
         assert_close(&got, &want, 1e-4, &format!("RAT forward of {n} tokens at {pos}"));
         pos += n;
     }
+}
+
+/// The hybrid memory: forwards of varied sizes (prefill, and decode for single tokens) against the reference's
+/// softmax in which every key past the window, sinks apart, weighs `1 + s + s²/2`; the absorb pass fills the Taylor
+/// state after each forward from the ring cache, as a session does.
+#[test]
+fn absorbing_window_matches_reference_across_forwards() {
+    let g = gpu();
+    let mut rng = Rng::new(41);
+    let (heads, kv, d, window, sinks, capacity) = (4, 2, 6, 7, 2, 13);
+    let mask = AttentionMask { window: Some(window), sinks, absorb: true, ..Default::default() };
+    let rows = mask.cache_rows(capacity, 1000);
+    let forwards = [9, 1, 1, 13, 1, 4, 1];
+    let ctx: usize = forwards.iter().sum();
+    let (k, v) = (random(&mut rng, ctx * kv * d, 1.0), random(&mut rng, ctx * kv * d, 1.0));
+    let memory = g.zeros("memory", attention::memory_len(kv, d));
+    let (kb, vb) = (g.zeros("k", rows * kv * d), g.zeros("v", rows * kv * d));
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut pos0 = 0;
+    for n in forwards {
+        let end = pos0 + n;
+        // The cache as appending leaves it: sinks pinned, later positions in the ring.
+        for j in pos0..end {
+            let row = if j < sinks { j } else { sinks + (j - sinks) % (rows - sinks) };
+            let bytes = (row * kv * d * 4) as u64;
+            g.queue.write_buffer(&kb, bytes, bytemuck::cast_slice(&k[j * kv * d..][..kv * d]));
+            g.queue.write_buffer(&vb, bytes, bytemuck::cast_slice(&v[j * kv * d..][..kv * d]));
+        }
+        let q = random(&mut rng, n * heads * d, 1.0);
+        let want = reference::attention::attention_qk_v(
+            &q,
+            &k[..end * kv * d],
+            &v[..end * kv * d],
+            (heads, kv),
+            (d, d),
+            pos0,
+            &mask,
+            scale,
+            None,
+        );
+        let (qb, ob, scores) = (g.upload_f32("q", &q), g.zeros("o", q.len()), g.zeros("scores", n * heads * end));
+        let a = Attention {
+            q: &qb,
+            k_cache: &kb,
+            v_cache: &vb,
+            cache_rows: rows,
+            out: &ob,
+            n_heads: heads,
+            n_kv_heads: kv,
+            head_dim: d,
+            v_dim: d,
+            mask: &mask,
+            sparse: None,
+            differential: None,
+            rotation: None,
+            memory: Some(&memory),
+            scale,
+        };
+        let mut plan = Plan::new(g);
+        match n {
+            1 => attention::decode(g, &mut plan, &a, &scores, end).unwrap(),
+            _ => attention::prefill(g, &mut plan, &a).unwrap(),
+        }
+        attention::absorb(g, &mut plan, &a).unwrap();
+        let got = run(&plan, &tokens(pos0, n), &ob, q.len());
+        assert_close(&got, &want, 1e-5, &format!("forward of {n} at {pos0}"));
+        pos0 = end;
+    }
+    let plain = AttentionMask { absorb: false, ..mask.clone() };
+    let q = random(&mut rng, heads * d, 1.0);
+    let with = reference::attention::attention_qk_v(&q, &k, &v, (heads, kv), (d, d), ctx - 1, &mask, scale, None);
+    let without = reference::attention::attention_qk_v(&q, &k, &v, (heads, kv), (d, d), ctx - 1, &plain, scale, None);
+    let gap = with.iter().zip(&without).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(gap > 1e-3, "the memory changes the output: {gap}");
 }

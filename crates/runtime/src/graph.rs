@@ -67,6 +67,8 @@ pub enum LayerState {
         keeps: usize,
         /// Block-sparse layers: mean-pooled keys of every complete fine window `[windows, n_kv_heads, head_dim]`.
         pooled: Option<wgpu::Buffer>,
+        /// Hybrid windows: the Taylor state of the keys that left the window (see `kernels::attention::absorb`).
+        memory: Option<wgpu::Buffer>,
     },
     /// Fixed-size recurrent state `[n_v_heads, dk, dv]` f32 and conv history `[channels, kernel - 1]` f32.
     Recurrent {
@@ -78,13 +80,15 @@ pub enum LayerState {
 }
 
 impl LayerState {
-    /// The buffers of this state (for zeroing, snapshots and memory accounting).
-    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
+    /// The buffers of this state (for zeroing, snapshots and memory accounting), each with whether it fills row by
+    /// row with the context (a KV cache, pooled keys) rather than being a fixed-size state used whole.
+    pub fn buffers(&self) -> Vec<(&wgpu::Buffer, bool)> {
         match self {
-            LayerState::Attention { k, v, pooled, .. } => {
-                [Some(k), v.as_ref(), pooled.as_ref()].into_iter().flatten().collect()
+            LayerState::Attention { k, v, pooled, memory, .. } => {
+                let rows = [Some(k), v.as_ref(), pooled.as_ref()].into_iter().flatten().map(|b| (b, true));
+                rows.chain(memory.as_ref().map(|m| (m, false))).collect()
             }
-            LayerState::Recurrent { state, conv } => vec![state, conv],
+            LayerState::Recurrent { state, conv } => vec![(state, false), (conv, false)],
         }
     }
 }
@@ -208,6 +212,9 @@ pub struct Resources {
     pub logit_capacity: usize,
     /// Most keys one query may see (the context, or a StreamingLLM ring's sinks and window if longer).
     pub key_reach: usize,
+    /// Block-sparse layers' attention entropies at the last token of each prefill forward, `heads` floats per
+    /// state slot (see `kernels::attention::entropy`), and that stride: what routed policies decide from.
+    pub entropies: Option<(wgpu::Buffer, usize)>,
 }
 
 /// The widths linear-attention scratch must hold, the maximum over layers.
@@ -307,6 +314,13 @@ impl Resources {
                                 sparse.2 = sparse.2.max(kv);
                                 gpu.zeros("pooled keys", b.windows(max_context) * kv * a.head_dim)
                             }),
+                            memory: match a.memory_len() {
+                                0 => None,
+                                len => {
+                                    check_binding(gpu, &format!("layer {i} hybrid memory"), 4 * len as u64)?;
+                                    Some(gpu.zeros("hybrid memory", len))
+                                }
+                            },
                         });
                         rope_of_slot.push(a.rope.as_ref().map(|r| rope_index(&mut ropes, r)));
                     }
@@ -333,6 +347,7 @@ impl Resources {
                             keeps: max_context,
                             pinned: 0,
                             pooled: None,
+                            memory: None,
                         });
                         rope_of_slot.push(None);
                     }
@@ -470,12 +485,13 @@ impl Resources {
             block_lists: gpu.zeros("block lists", capacity * sparse.1),
             block_counts: gpu.zeros("block counts", capacity * sparse.2),
         };
-        Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity, key_reach })
+        let entropies = (sparse.2 > 0).then(|| (gpu.zeros("attention entropies", states.len() * heads), heads));
+        Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity, key_reach, entropies })
     }
 
     /// Bytes of per-layer state (KV caches, recurrent and conv states) held by the session.
     pub fn state_bytes(&self) -> u64 {
-        self.states.iter().flat_map(LayerState::buffers).map(wgpu::Buffer::size).sum()
+        self.states.iter().flat_map(LayerState::buffers).map(|(b, _)| b.size()).sum()
     }
 }
 
@@ -764,7 +780,8 @@ impl<'a> Builder<'a> {
             rope(self.gpu, &mut self.plan, &s.q, a.n_heads * halves, a.head_dim / halves, tables)?;
             rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads * halves, a.head_dim / halves, tables)?;
         }
-        let LayerState::Attention { k: kc, v: Some(vc), rows, pinned, pooled, .. } = &self.res.states[slot] else {
+        let LayerState::Attention { k: kc, v: Some(vc), rows, pinned, pooled, memory, .. } = &self.res.states[slot]
+        else {
             unreachable!("KV cache")
         };
         let row_bytes = (a.n_kv_heads * a.head_dim * 4) as u64;
@@ -798,11 +815,16 @@ impl<'a> Builder<'a> {
             sparse: selection.as_ref(),
             differential: *lambda,
             rotation,
+            memory: memory.as_ref(),
             scale: a.scale,
         };
         match self.mode {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
             Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
+        }
+        attention::absorb(self.gpu, &mut self.plan, &call)?;
+        if let (Mode::Prefill, Some(_), Some((entropies, stride))) = (self.mode, &selection, &self.res.entropies) {
+            attention::entropy(self.gpu, &mut self.plan, &call, entropies, slot * stride)?;
         }
         let width = a.n_heads * a.head_dim;
         let mut attn = &s.attn;
@@ -1100,6 +1122,7 @@ impl<'a> Builder<'a> {
             sparse: None,
             differential: None,
             rotation: None,
+            memory: None,
             scale: m.scale,
         };
         match self.mode {

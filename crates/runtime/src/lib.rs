@@ -22,4 +22,4 @@ pub mod web;
 pub mod weights;
 
 pub use error::{Result, RuntimeError};
-pub use session::{Session, SessionOptions};
+pub use session::{Route, Session, SessionOptions};

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use ternlight_core::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
 use ternlight_core::spec::MixerSpec;
-use ternlight_core::spec::{AttentionPolicy, ModelSpec};
+use ternlight_core::spec::{AttentionPolicy, LayerPolicy, ModelSpec};
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
 use ternlight_gpu::plan::{Plan, Profiler, Step};
@@ -96,6 +96,17 @@ fn check_budget(
     Ok(())
 }
 
+/// The router's decision for one routed layer (see `route:` in [`AttentionPolicy`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// Model layer.
+    pub layer: usize,
+    /// Mean over heads of the last prompt token's attention entropy, normalised by `ln(keys)`.
+    pub entropy: f32,
+    /// Whether the layer runs block-sparse from now on (the entropy was below the policy's threshold).
+    pub sparse: bool,
+}
+
 /// A loaded model and its running context.
 pub struct Session {
     gpu: Arc<Gpu>,
@@ -118,6 +129,8 @@ pub struct Session {
     ablated_heads: Vec<(usize, usize)>,
     /// Timestamp queries of the prefill and decode plans, while profiling.
     profilers: Option<(Profiler, Profiler)>,
+    /// The router's decisions after the last prefill (routed policies only).
+    routes: Vec<Route>,
     stage_times: Vec<f64>,
 }
 
@@ -219,6 +232,7 @@ impl Session {
             ablated: Vec::new(),
             ablated_heads: Vec::new(),
             profilers: None,
+            routes: Vec::new(),
             stage_times: Vec::new(),
         })
     }
@@ -252,12 +266,12 @@ impl Session {
     pub fn memory(&self) -> MemoryReport {
         let (mut kv_cache_live, mut recurrent) = (0, 0);
         for state in &self.res.states {
-            for b in state.buffers() {
+            for (b, by_row) in state.buffers() {
                 match state {
-                    LayerState::Attention { rows, keeps, .. } => {
+                    LayerState::Attention { rows, keeps, .. } if by_row => {
                         kv_cache_live += b.size() / *rows as u64 * self.position.min(*keeps) as u64
                     }
-                    LayerState::Recurrent { .. } => recurrent += b.size(),
+                    _ => recurrent += b.size(),
                 }
             }
         }
@@ -267,11 +281,10 @@ impl Session {
     /// Forgets the context: KV caches are overwritten as positions are reused; recurrent states are zeroed.
     pub fn reset(&mut self) {
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        for state in &self.res.states {
-            if let LayerState::Recurrent { .. } = state {
-                for b in state.buffers() {
-                    encoder.clear_buffer(b, 0, None);
-                }
+        for (b, by_row) in self.res.states.iter().flat_map(LayerState::buffers) {
+            // Caches are overwritten as the context refills them; fixed states start from zero.
+            if !by_row {
+                encoder.clear_buffer(b, 0, None);
             }
         }
         self.gpu.queue.submit([encoder.finish()]);
@@ -478,6 +491,10 @@ impl Session {
         if logit_rows.windows(2).any(|w| w[0] >= w[1]) || logit_rows.last().is_some_and(|&r| r >= ids.len()) {
             return Err(RuntimeError::Request(format!("logit rows must be ascending indices below {}", ids.len())));
         }
+        // Routed layers attend densely through a prefill and are routed after it.
+        if self.policy.routes() {
+            self.set_routes(&[])?;
+        }
         let mut out = Vec::with_capacity(logit_rows.len() * self.spec.vocab);
         let mut start = 0;
         let mut row = 0;
@@ -495,7 +512,52 @@ impl Session {
             out.extend(self.forward(Mode::Prefill, &ids[start..end], rows).await?);
             start = end;
         }
+        if self.policy.routes() {
+            self.route().await?;
+        }
         Ok(out)
+    }
+
+    /// The router's decisions after the last prefill: per routed layer, its measured entropy and whether it runs
+    /// block-sparse now (empty for policies that route nothing).
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Reads the entropies the last prefill forward measured and switches the routed layers below their threshold
+    /// to block-sparse attention.
+    async fn route(&mut self) -> Result<()> {
+        let Some((buffer, stride)) = &self.res.entropies else { return Ok(()) };
+        let all = self.gpu.read_f32(buffer, 0, (buffer.size() / 4) as usize).await?;
+        let mut routes = Vec::new();
+        let mut slot = 0;
+        for (layer, spec) in self.spec.layers.iter().enumerate() {
+            for part in spec.mixer.parts() {
+                if let (MixerSpec::Attention(a), LayerPolicy::Routed(_, threshold)) = (part, self.policy.layer(layer)) {
+                    if a.mask.sparse.is_some() {
+                        let heads = &all[slot * stride..][..a.n_heads];
+                        let entropy = heads.iter().sum::<f32>() / a.n_heads as f32;
+                        routes.push(Route { layer, entropy, sparse: entropy < threshold });
+                    }
+                }
+                slot += 1;
+            }
+        }
+        let sparse: Vec<usize> = routes.iter().filter(|r| r.sparse).map(|r| r.layer).collect();
+        self.set_routes(&sparse)?;
+        self.routes = routes;
+        Ok(())
+    }
+
+    /// Runs the routed layers in `sparse` block-sparse and the others densely, re-recording the plans on a change
+    /// (the caches stay: routed layers keep whole-context caches and pooled keys either way).
+    fn set_routes(&mut self, sparse: &[usize]) -> Result<()> {
+        let spec = self.policy.apply_routes(&self.model, sparse)?;
+        if spec != self.spec {
+            self.spec = spec;
+            self.rebuild()?;
+        }
+        Ok(())
     }
 
     /// Appends one token and returns its logits `[vocab]`.
@@ -505,10 +567,12 @@ impl Session {
     }
 
     /// Bytes of `buffer` that hold live context: a KV cache's filled rows, or a whole fixed-size state.
-    fn live_bytes(&self, state: &LayerState, buffer: &wgpu::Buffer) -> u64 {
+    fn live_bytes(&self, state: &LayerState, (buffer, by_row): (&wgpu::Buffer, bool)) -> u64 {
         match state {
-            LayerState::Attention { rows, .. } => buffer.size() / *rows as u64 * self.position.min(*rows) as u64,
-            LayerState::Recurrent { .. } => buffer.size(),
+            LayerState::Attention { rows, .. } if by_row => {
+                buffer.size() / *rows as u64 * self.position.min(*rows) as u64
+            }
+            _ => buffer.size(),
         }
     }
 
@@ -517,14 +581,14 @@ impl Session {
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         let mut buffers = Vec::new();
         for state in &self.res.states {
-            for b in state.buffers() {
+            for (b, by_row) in state.buffers() {
                 let copy = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("snapshot"),
                     size: b.size(),
                     usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
-                encoder.copy_buffer_to_buffer(b, 0, &copy, 0, self.live_bytes(state, b));
+                encoder.copy_buffer_to_buffer(b, 0, &copy, 0, self.live_bytes(state, (b, by_row)));
                 buffers.push(copy);
             }
         }
@@ -534,8 +598,9 @@ impl Session {
 
     /// Returns the context to `snapshot` (taken from this session).
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
-        let mine: Vec<&wgpu::Buffer> = self.res.states.iter().flat_map(LayerState::buffers).collect();
-        if mine.len() != snapshot.buffers.len() || mine.iter().zip(&snapshot.buffers).any(|(a, b)| a.size() != b.size())
+        let mine: Vec<(&wgpu::Buffer, bool)> = self.res.states.iter().flat_map(LayerState::buffers).collect();
+        if mine.len() != snapshot.buffers.len()
+            || mine.iter().zip(&snapshot.buffers).any(|((a, _), b)| a.size() != b.size())
         {
             return Err(RuntimeError::Request("the snapshot was taken from a different model or context size".into()));
         }
@@ -546,9 +611,9 @@ impl Session {
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         let mut copies = snapshot.buffers.iter();
         for state in &self.res.states {
-            for b in state.buffers() {
+            for (b, by_row) in state.buffers() {
                 let src = copies.next().expect("sizes checked above");
-                encoder.copy_buffer_to_buffer(src, 0, b, 0, self.live_bytes(state, b));
+                encoder.copy_buffer_to_buffer(src, 0, b, 0, self.live_bytes(state, (b, by_row)));
             }
         }
         self.gpu.queue.submit([encoder.finish()]);

@@ -434,8 +434,8 @@ fn spec_of(arch: &str) -> ModelSpec {
 }
 
 /// Runtime attention policies on the GPU equal the CPU reference under the same policy (a literal StreamingLLM:
-/// unrotated keys, rotation by cache position; InfLLM-V2 with blocks of 8 past 24 positions), on the chunked prefill path (a capacity of 7, so rings wrap
-/// inside forwards) and token by token, for the llama, qwen3, gemma3 (own window-16 layers) and qwen3_5 (gated
+/// unrotated keys, rotation by cache position; InfLLM-V2 with blocks of 8 past 24 positions; a window whose
+/// evicted keys go to the Taylor memory), on the chunked prefill path (a capacity of 7, so rings wrap inside forwards) and token by token, for the llama, qwen3, gemma3 (own window-16 layers) and qwen3_5 (gated
 /// attention beside Gated DeltaNet) fixtures; each policy moves the logits away from full attention.
 #[test]
 fn attention_policies_match_the_reference() {
@@ -446,6 +446,7 @@ fn attention_policies_match_the_reference() {
         "sliding:12",
         "layers:0-0=sliding:5+sinks:1",
         "sparse:infllmv2@24+block:8+topk:3+local:2",
+        "sliding:9+sinks:2+absorb",
     ];
     for arch in ["llama", "qwen3", "gemma3", "qwen3_5"] {
         let oracle = Oracle::open(&fixture(arch)).unwrap();
@@ -469,7 +470,13 @@ fn attention_policies_match_the_reference() {
             // leaves them as they are.
             let untouched = text.starts_with("layers") && matches!(arch, "qwen3_5" | "gemma3");
             assert_eq!(touched, !untouched, "{arch} {text}");
-            if touched {
+            if let Some(dropping) = text.strip_suffix("+absorb") {
+                // Small random-init scores can make 1 + s + s²/2 close to e^s, so compare with the same window
+                // dropping its evicted keys: the memory changes the logits.
+                let applied = AttentionPolicy::parse(dropping).unwrap().apply(&spec_of(arch)).unwrap();
+                let dropped = ReferenceModel::new(applied, &ck).unwrap().forward(ids).unwrap();
+                assert!(max_abs_diff(&want, &dropped) > 1e-4, "{arch} {text}: the memory changed nothing");
+            } else if touched {
                 assert!(max_abs_diff(&want, &oracle.logits) > 1e-4, "{arch} {text}: the policy changed nothing");
             }
 
@@ -563,6 +570,11 @@ fn streaming_policy_runs_past_the_trained_context_with_bounded_memory() {
 
 /// A random checkpoint for `spec` (norm weights near 1, everything else small).
 fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Vec<u8> {
+    random_checkpoint_scaled(spec, seed, |_| 1.0)
+}
+
+/// [`random_checkpoint`] with each tensor's random part multiplied by `scale(name)`.
+fn random_checkpoint_scaled(spec: &ModelSpec, seed: u64, scale: impl Fn(&str) -> f32) -> Vec<u8> {
     use ternlight_core::sampling::Rng;
     let mut rng = Rng::new(seed);
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = spec
@@ -571,7 +583,8 @@ fn random_checkpoint(spec: &ModelSpec, seed: u64) -> Vec<u8> {
         .map(|d| {
             let n: usize = d.shape.iter().product();
             let norm = d.name.ends_with("norm.weight") || d.name.ends_with("subln.weight");
-            let values = (0..n).map(|_| (rng.next_f32() - 0.5) * 0.4 + if norm { 1.0 } else { 0.0 }).collect();
+            let k = scale(&d.name);
+            let values = (0..n).map(|_| (rng.next_f32() - 0.5) * 0.4 * k + if norm { 1.0 } else { 0.0 }).collect();
             (d.name, d.shape, values)
         })
         .collect();
@@ -637,5 +650,79 @@ fn mixers_declared_in_the_config_match_the_reference() {
             }
             Err(e) => assert!(kinds[n] == "rat" && e.to_string().contains("q_proj"), "{config}: {e}"),
         }
+    }
+}
+
+/// The `route:` policy's router on a random llama whose layer 0 has sharp attention (q and k weights scaled up)
+/// and layer 1 nearly uniform: the GPU's per-layer entropies at the last prompt token equal those of the
+/// reference's dense attention maps; a threshold between the two switches only layer 0 to block-sparse, and decoding
+/// then equals the reference run dense through the prompt and with that layer sparse afterwards; thresholds of 0
+/// and 1.01 route no layer and every layer.
+#[test]
+fn routed_policy_measures_entropy_and_switches_concentrated_layers_to_sparse() {
+    use ternlight_core::reference::model::ReferenceModel;
+    use ternlight_core::spec::AttentionPolicy;
+    let spec = ModelSpec::from_config_json(
+        r#"{"model_type": "llama", "hidden_size": 64, "vocab_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 80,
+        "max_position_embeddings": 128, "rope_theta": 10000.0, "rms_norm_eps": 1e-6}"#,
+    )
+    .unwrap();
+    let sharp =
+        |name: &str| if name.starts_with("model.layers.0.self_attn.") && !name.contains("o_proj") { 6.0 } else { 1.0 };
+    let bytes = random_checkpoint_scaled(&spec, 17, sharp);
+    let ck = || SafetensorsCheckpoint::from_files(vec![("model.safetensors".into(), bytes.clone())]).unwrap();
+    let ids: Vec<u32> = (0..45).map(|i| (i * 29 + 3) % 96).collect();
+    let prompt = 40;
+    let layers = spec.layers.len();
+    let expected: Vec<f32> = (0..layers)
+        .map(|layer| {
+            let mut r = ReferenceModel::new(spec.clone(), &ck()).unwrap();
+            r.set_attention_tap(Some(layer)).unwrap();
+            r.forward(&ids[..prompt]).unwrap();
+            let tap = r.attention_tap().unwrap();
+            let per_head: Vec<f32> = (0..tap.heads())
+                .map(|h| {
+                    let w = tap.map(h, 1).unwrap().weights;
+                    -w.iter().filter(|&&x| x > 0.0).map(|x| x * x.ln()).sum::<f32>() / (prompt as f32).ln()
+                })
+                .collect();
+            per_head.iter().sum::<f32>() / per_head.len() as f32
+        })
+        .collect();
+    assert!(expected[0] + 0.05 < expected[1], "layer 0 attends more sharply: {expected:?}");
+    let settings = "route:infllmv2@16+block:8+topk:2+local:1+init:1";
+    for threshold in [0.0, (expected[0] + expected[1]) / 2.0, 1.01] {
+        let text = format!("{settings}+entropy:{threshold}");
+        let policy = AttentionPolicy::parse(&text).unwrap();
+        let options = SessionOptions { prefill_capacity: 7, attention_policy: policy.clone(), ..Default::default() };
+        let mut s = Session::new(gpu(), spec.clone(), &ck(), &options, &mut |_| {}).unwrap();
+        pollster::block_on(s.prefill(&ids[..prompt], &[prompt - 1])).unwrap();
+        let routes = s.routes().to_vec();
+        assert_eq!(routes.len(), layers, "{text}");
+        for (r, want) in routes.iter().zip(&expected) {
+            assert!((r.entropy - want).abs() < 1e-3, "{text} layer {}: entropy {} vs {want}", r.layer, r.entropy);
+            assert_eq!(r.sparse, r.entropy < threshold, "{text}: {routes:?}");
+        }
+        let sparse: Vec<usize> = routes.iter().filter(|r| r.sparse).map(|r| r.layer).collect();
+        let expected_sparse: Vec<usize> = match threshold {
+            t if t == 0.0 => vec![],
+            t if t > 1.0 => (0..layers).collect(),
+            _ => vec![0],
+        };
+        assert_eq!(sparse, expected_sparse, "{text}: {routes:?}");
+        let mut reference = ReferenceModel::new(policy.apply_routes(&spec, &[]).unwrap(), &ck()).unwrap();
+        let mut dense = ReferenceModel::new(spec.clone(), &ck()).unwrap();
+        reference.forward(&ids[..prompt]).unwrap();
+        dense.forward(&ids[..prompt]).unwrap();
+        reference.set_attention_masks(&policy.apply_routes(&spec, &sparse).unwrap());
+        let mut moved = 0.0f32;
+        for &id in &ids[prompt..] {
+            let (got, want) = (pollster::block_on(s.step(id)).unwrap(), reference.forward(&[id]).unwrap());
+            let d = max_abs_diff(&got, &want);
+            assert!(d < 1e-3, "{text} decode after routing {sparse:?}: max abs diff {d}");
+            moved = moved.max(max_abs_diff(&want, &dense.forward(&[id]).unwrap()));
+        }
+        assert_eq!(moved > 1e-4, !sparse.is_empty(), "{text}: sparse layers change decoding ({moved})");
     }
 }

@@ -11,6 +11,7 @@ pub const PRESETS: &[&str] = &[
     "full",
     "sliding:256+sinks:4",
     "sliding:32+sinks:4",
+    "sliding:32+sinks:4+absorb",
     "sparse:infllmv2",
     "sparse:infllmv2@32+block:8+topk:2+local:1",
 ];

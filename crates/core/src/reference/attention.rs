@@ -101,6 +101,9 @@ pub fn attention_weights(
             .flat_map(|b| b * cfg.block..((b + 1) * cfg.block).min(p + 1))
             .collect(),
     };
+    // Hybrid memory: keys past the window, weighted by the Taylor polynomial of their score.
+    let seen = keys.len();
+    let keys: Vec<usize> = keys.into_iter().chain(mask.absorbed(p)).collect();
     let q = match rotation {
         Some(r) => r.at(qh, mask.query_position(p)),
         None => qh.to_vec(),
@@ -124,8 +127,12 @@ pub fn attention_weights(
             s * scale
         })
         .collect();
-    let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+    let max = scores[..seen].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| if i < seen { (s - max).exp() } else { (1.0 + s + s * s / 2.0) * (-max).exp() })
+        .collect();
     let total: f32 = exps.iter().sum();
     (keys, exps.iter().map(|e| e / total).collect())
 }

@@ -193,6 +193,18 @@ impl ReferenceModel {
         self.tap.as_ref()
     }
 
+    /// Runs the softmax-attention layers with the masks of `from` (the same model under another policy) from the
+    /// next forward on, keeping the context: what a session's router does after a prefill.
+    pub fn set_attention_masks(&mut self, from: &ModelSpec) {
+        for (mine, theirs) in self.spec.layers.iter_mut().zip(&from.layers) {
+            for (m, t) in mine.mixer.parts_mut().into_iter().zip(theirs.mixer.parts()) {
+                if let (MixerSpec::Attention(a), MixerSpec::Attention(b)) = (m, t) {
+                    a.mask = b.mask.clone();
+                }
+            }
+        }
+    }
+
     /// Forgets the context.
     pub fn reset(&mut self) {
         if let Some(tap) = &mut self.tap {

@@ -36,6 +36,11 @@ pub struct AttentionMask {
     pub dual_triangle: bool,
     /// Block-sparse attention: each query sees only the key blocks InfLLM-V2 selects for its GQA group.
     pub sparse: Option<BlockSparse>,
+    /// Hybrid memory (with a causal window): keys that leave the window, sinks apart, are not dropped but absorbed
+    /// into a linear-attention state with Taylor features, so every earlier key weighs `1 + s + s²/2` (the
+    /// second-order expansion of `e^s`) beside the window's exact `e^s`, in one normalised softmax. Keys keep text
+    /// positions (no StreamingLLM), so the context stays within the trained length; the memory is fixed.
+    pub absorb: bool,
 }
 
 /// InfLLM-V2's parameter-free block selection (arXiv 2509.24663, as MiniCPM4.1 runs it). Keys are mean-pooled
@@ -155,6 +160,19 @@ impl AttentionMask {
         self.reposition && self.window.is_some() && self.future == Future::Causal
     }
 
+    /// Whether keys leaving the window are absorbed into a Taylor linear-attention state.
+    pub fn absorbs(&self) -> bool {
+        self.absorb && self.window.is_some() && self.future == Future::Causal && !self.reposition
+    }
+
+    /// The positions a query at `p` holds in the absorbed memory: after the sinks, before its window.
+    pub fn absorbed(&self, p: usize) -> std::ops::Range<usize> {
+        match self.absorbs() {
+            true => self.sinks_before(p)..self.first(p),
+            false => 0..0,
+        }
+    }
+
     /// The keys a query at `p` sees, in cache-position order, when keys `0..end` are present, before any
     /// block-sparse selection.
     pub fn keys(&self, p: usize, end: usize) -> impl Iterator<Item = usize> {
@@ -212,6 +230,9 @@ impl AttentionMask {
         }
         if self.dual_triangle {
             s += "+dual_triangle";
+        }
+        if self.absorbs() {
+            s += "+absorb";
         }
         if let Some(b) = &self.sparse {
             s += &format!("+infllmv2(block {}, top {}, dense below {})", b.block, b.topk, b.dense_len);

@@ -251,6 +251,17 @@ pub struct AttentionSpec {
     pub head_routing: Option<MohSpec>,
 }
 
+impl AttentionSpec {
+    /// Floats of the absorbing memory a hybrid window keeps (see [`AttentionMask::absorb`]): per kv head, Taylor
+    /// features of the keys times `[v, 1]`; 0 without one.
+    pub fn memory_len(&self) -> usize {
+        match self.mask.absorbs() {
+            true => self.n_kv_heads * FeatureMap::Taylor.features(self.head_dim) * (self.head_dim + 1),
+            false => 0,
+        }
+    }
+}
+
 /// Mixture-of-Head attention (Jin et al., MoH; see `reference::moh`): the first `shared` heads are always on,
 /// the top `top_k` of the others are picked per token from a router, and each head's output is weighted before
 /// `o_proj`.
@@ -760,6 +771,14 @@ impl MixerSpec {
         }
     }
 
+    /// [`MixerSpec::parts`], mutable.
+    pub fn parts_mut(&mut self) -> Vec<&mut MixerSpec> {
+        match self {
+            MixerSpec::Parallel(branches) => branches.iter_mut().flat_map(MixerSpec::parts_mut).collect(),
+            other => vec![other],
+        }
+    }
+
     fn kv_bytes_per_token(&self, dtype: DType) -> usize {
         match self {
             MixerSpec::Attention(a) => 2 * a.n_kv_heads * a.head_dim * dtype.size(),
@@ -782,7 +801,8 @@ impl MixerSpec {
 
     fn state_bytes(&self) -> usize {
         match self {
-            MixerSpec::Attention(_) | MixerSpec::Mla(_) | MixerSpec::Parallel(_) => 0,
+            MixerSpec::Attention(a) => 4 * a.memory_len(),
+            MixerSpec::Mla(_) | MixerSpec::Parallel(_) => 0,
             MixerSpec::GatedDeltaNet(g) => 4 * g.state_len(),
             MixerSpec::Gla(g) => 4 * g.n_heads * g.head_k_dim * g.head_v_dim,
             MixerSpec::Hgrn2(g) => 4 * g.n_heads * g.head_f_dim * g.head_i_dim,

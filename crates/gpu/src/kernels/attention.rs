@@ -44,8 +44,16 @@ pub struct Attention<'a> {
     /// StreamingLLM: q and k arrive unrotated and are rotated by cache position with these tables (covering at
     /// least `sinks + window` positions).
     pub rotation: Option<&'a RopeTables>,
+    /// Hybrid memory (a mask that absorbs): the Taylor state `[n_kv_heads, features, head_dim + 1]` of the keys
+    /// past the window, read here and filled by [`absorb`].
+    pub memory: Option<&'a wgpu::Buffer>,
     /// q·k multiplier.
     pub scale: f32,
+}
+
+/// Floats of the Taylor state for `kv_heads` heads of `d` channels (see [`Attention::memory`]).
+pub fn memory_len(kv_heads: usize, d: usize) -> usize {
+    kv_heads * (1 + d + d * (d + 1) / 2) * (d + 1)
 }
 
 fn check(plan: &Plan, a: &Attention) -> Result<()> {
@@ -72,6 +80,21 @@ fn check(plan: &Plan, a: &Attention) -> Result<()> {
             "attention",
             "differential attention takes even heads, values as wide as keys, and no rotation, sparsity or Dual Triangle",
         ));
+    }
+    if let Some(m) = a.memory {
+        let fits = m.size() >= 4 * memory_len(a.n_kv_heads, a.head_dim) as u64 && a.v_dim == a.head_dim;
+        if !a.mask.absorbs() || per_pair || a.differential.is_some() || !fits {
+            return Err(GpuError::shape(
+                "attention",
+                format!(
+                    "hybrid memory needs an absorbing causal window, values as wide as keys, no rotation, sparsity, \
+                     Dual Triangle or differential maps, and {} floats of state",
+                    memory_len(a.n_kv_heads, a.head_dim)
+                ),
+            ));
+        }
+    } else if a.mask.absorbs() {
+        return Err(GpuError::shape("attention", "an absorbing window needs its memory"));
     }
     if let Some(r) = a.rotation {
         let reach = a.mask.sinks + a.mask.window.unwrap_or(0);
@@ -123,6 +146,10 @@ fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) ->
         defines = defines.set("SPARSE_BLOCK", s.cfg.block).set("SPARSE_MAX", s.cfg.max_selected());
         buffers.extend([s.blocks.into(), s.counts.into()]);
     }
+    if let Some(m) = a.memory {
+        defines = defines.set("ABSORB", 1).set("ABSORB_MEMORY", extra);
+        buffers.push(m.into());
+    }
     if let Some(r) = a.rotation {
         let half = r.rotary_dim / 2;
         defines = defines.set("ROTATE", 1).set("ROT_HALF", half).set("ROT_COS", extra).set("ROT_SIN", extra + 1);
@@ -145,7 +172,11 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
     let (defines, buffers) = specialise(gpu, a, vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()]);
     let fits = gpu.info.max_workgroup_storage / (4 * (a.head_dim + a.v_dim) as u32);
     // Rotated, Dual Triangle and block-sparse scores read keys per query, so they cannot share staged tiles.
-    let shared = a.rotation.is_none() && !a.mask.dual_triangle && a.sparse.is_none() && a.differential.is_none();
+    let shared = a.rotation.is_none()
+        && !a.mask.dual_triangle
+        && a.sparse.is_none()
+        && a.differential.is_none()
+        && a.memory.is_none();
     let tile = if shared { kv_tile.min(fits) } else { 0 };
     if tile == 0 {
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
@@ -160,12 +191,51 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
 /// `tokens * n_heads * max_keys` f32 of scratch.
 pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
     check(plan, a)?;
-    // Differential attention keeps its two maps in registers: the streaming prefill kernel serves decode too.
-    if a.differential.is_some() {
+    // Differential attention keeps its two maps in registers, and the hybrid memory's recall is per query: the
+    // streaming prefill kernel serves their decode too.
+    if a.differential.is_some() || a.memory.is_some() {
         return prefill_with(gpu, plan, a, 0);
     }
     let buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()];
     let (defines, buffers) = specialise(gpu, a, buffers);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
     plan.dispatch(gpu, "attention/decode.wgsl", &defines, &params(a, max_keys), &buffers, grid)
+}
+
+/// Records the hybrid memory's update after a forward's attention (see `attention/absorb.wgsl`): the keys leaving
+/// the window before the next forward go into the Taylor state. Nothing for attention without a memory.
+pub fn absorb(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
+    let Some(memory) = a.memory else { return Ok(()) };
+    check(plan, a)?;
+    let wg = gpu.tuning.wg;
+    let params = [a.n_kv_heads, a.cache_rows, a.mask.sinks, a.mask.window.unwrap_or(0)].map(|v| v as u32);
+    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
+    let buffers = [a.k_cache.into(), a.v_cache.into(), memory.into()];
+    let groups = memory_len(a.n_kv_heads, a.head_dim).div_ceil(wg as usize) as u32;
+    plan.dispatch(gpu, "attention/absorb.wgsl", &defines, &params, &buffers, Grid::Fixed(groups))
+}
+
+/// Records the router's measurement (see `attention/entropy.wgsl`): for the forward's last token, each query head's
+/// attention entropy over every key of a whole-context cache, normalised by `ln(keys)`, into
+/// `entropies[offset..offset + n_heads]`.
+pub fn entropy(gpu: &Gpu, plan: &mut Plan, a: &Attention, entropies: &wgpu::Buffer, offset: usize) -> Result<()> {
+    check(plan, a)?;
+    if a.mask.window.is_some() || a.mask.future != Future::Causal || a.rotation.is_some() {
+        return Err(GpuError::shape("attention entropy", "a causal whole-context layer without rotation"));
+    }
+    if entropies.size() < 4 * (offset + a.n_heads) as u64 {
+        return Err(GpuError::shape("attention entropy", format!("{} floats from {offset}", a.n_heads)));
+    }
+    let wg = gpu.tuning.wg;
+    let params = [a.n_heads as u32, a.n_kv_heads as u32, f32_word(a.scale), offset as u32];
+    let defines = Defines::new().set("WG", wg).set("HEAD_DIM", a.head_dim);
+    let groups = a.n_heads.div_ceil(wg as usize) as u32;
+    plan.dispatch(
+        gpu,
+        "attention/entropy.wgsl",
+        &defines,
+        &params,
+        &[a.q.into(), a.k_cache.into(), entropies.into()],
+        Grid::Fixed(groups),
+    )
 }
