@@ -237,10 +237,12 @@ const tests = {
   },
   async 'an attention policy at load or set later runs as the CLI runs it, and full restores the model'() {
     const policy = 'sliding:3+sinks:1';
+    // Every layer routed to block-sparse after the prompt (a threshold above any normalised entropy).
+    const routed = 'route:infllmv2@8+block:4+topk:2+local:1+entropy:1.01';
     const cli = (p) => execFileSync(join(root, 'target/debug/ternlight'), ['--quiet', 'run', '--model',
       join(root, 'tests/fixtures/llama'), '--prompt', 'Hello', '--max-tokens', '12', '--attention-policy', p],
     { stdio: ['ignore', 'pipe', 'ignore'] }).toString().replace(/\n$/, '');
-    const r = await inPage(async (t, { source, block, policy }) => {
+    const r = await inPage(async (t, { source, block, policy, routed }) => {
       const engine = await t.Engine.load(source, { cacheBlockBytes: block, attentionPolicy: policy });
       const text = async () => {
         let out = '';
@@ -253,16 +255,22 @@ const tests = {
       const full = await text();
       const switchedPolicy = (await engine.setAttentionPolicy(policy)).attentionPolicy;
       const switched = await text();
+      await engine.setAttentionPolicy(routed);
+      const routedText = await text();
+      const routes = (await engine.stats()).routes;
       const bad = await engine.setAttentionPolicy('sliding:0').then(() => 'accepted', (e) => e.message);
       await engine.unload();
       const refused = await t.Engine.load(source, { attentionPolicy: 'dense' }).then(() => 'accepted', (e) => e.message);
-      return { loaded, loadedPolicy, full, switchedPolicy, switched, bad, refused };
-    }, { source: `${server.origin}${fixture}`, block, policy });
+      return { loaded, loadedPolicy, full, switchedPolicy, switched, routedText, routes, bad, refused };
+    }, { source: `${server.origin}${fixture}`, block, policy, routed });
     assert.equal(r.loaded, cli(policy));
     assert.equal(r.full, cli('full'));
     assert.notEqual(r.loaded, r.full);
     assert.equal(r.switched, r.loaded);
     assert.deepEqual([r.loadedPolicy, r.switchedPolicy], [policy, policy]);
+    assert.equal(r.routedText, cli(routed));
+    assert.deepEqual(r.routes.map((x) => [x.layer, x.sparse]), [[0, true], [1, true]]);
+    assert.ok(r.routes.every((x) => x.entropy > 0 && x.entropy <= 1), JSON.stringify(r.routes));
     assert.match(r.bad, /at least one position/);
     assert.match(r.refused, /attention policy `dense`/);
   },

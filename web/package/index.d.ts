@@ -74,6 +74,9 @@ export interface Stats {
   kvCacheBytes: number;
   /** The attention policy in force ('full': the model's own attention). */
   attentionPolicy: string;
+  /** A `route:` policy's decisions after the last prefill: per routed layer, its attention entropy at the last
+   * prompt token (normalised, 0..1) and whether it decodes block-sparse. Empty for other policies. */
+  routes: { layer: number; entropy: number; sparse: boolean }[];
   /** Recurrent and conv states (fixed size). */
   recurrentBytes: number;
   contextTokens: number;

@@ -706,7 +706,7 @@ fn routed_policy_measures_entropy_and_switches_concentrated_layers_to_sparse() {
         }
         let sparse: Vec<usize> = routes.iter().filter(|r| r.sparse).map(|r| r.layer).collect();
         let expected_sparse: Vec<usize> = match threshold {
-            t if t == 0.0 => vec![],
+            0.0 => vec![],
             t if t > 1.0 => (0..layers).collect(),
             _ => vec![0],
         };

@@ -386,6 +386,17 @@ impl Engine {
         let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
         let _ = Reflect::set(&out, &"warnings".into(), &warnings);
         let _ = Reflect::set(&out, &"attentionPolicy".into(), &self.session.attention_policy().to_string().into());
+        let routes: js_sys::Array = self
+            .session
+            .routes()
+            .iter()
+            .map(|r| {
+                let route = object(&[("layer", r.layer as f64), ("entropy", r.entropy as f64)]);
+                let _ = Reflect::set(&route, &"sparse".into(), &r.sparse.into());
+                JsValue::from(route)
+            })
+            .collect();
+        let _ = Reflect::set(&out, &"routes".into(), &routes);
         let spec = self.session.spec();
         let layers: js_sys::Array = spec
             .layers
