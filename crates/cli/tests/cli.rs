@@ -623,7 +623,8 @@ fn eval_policy_reports_quality_cost_per_policy() {
     let dir = std::env::temp_dir().join(format!("ternlight-eval-policy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let text = dir.join("text.txt");
-    std::fs::write(&text, "The quick brown fox jumps over the lazy dog while the cat sleeps by the warm fire.").unwrap();
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog while the cat sleeps by the warm fire.")
+        .unwrap();
     let model = fixture("llama");
     let route = "route:infllmv2@16+block:8+topk:2+local:1+entropy:1.01";
     let args = ["eval-policy", "--model", model.to_str().unwrap(), "--text", text.to_str().unwrap()];

@@ -794,10 +794,17 @@ impl<'a> Builder<'a> {
         let (cache_rows, pinned) = (*rows as u64, *pinned as u64);
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows, pinned });
         self.plan.push(Op::AppendRows { src: s.v.clone(), dst: vc.clone(), row_bytes, cache_rows, pinned });
-        let selection = a.mask.sparse.map(|cfg| Selection { cfg, blocks: &s.block_lists, counts: &s.block_counts });
+        if let (Some(cfg), Some(pooled)) = (&a.mask.sparse, pooled) {
+            pool_keys(self.gpu, &mut self.plan, cfg, kc, pooled, (a.n_kv_heads, a.head_dim))?;
+        }
+        // A routed layer that is dense at every length only pools its keys; it attends with the plain kernels.
+        let selection = a.mask.sparse.filter(|cfg| cfg.dense_len != usize::MAX).map(|cfg| Selection {
+            cfg,
+            blocks: &s.block_lists,
+            counts: &s.block_counts,
+        });
         if let (Some(sel), Some(pooled)) = (&selection, pooled) {
             let heads = (a.n_heads, a.n_kv_heads, a.head_dim);
-            pool_keys(self.gpu, &mut self.plan, &sel.cfg, kc, pooled, (a.n_kv_heads, a.head_dim))?;
             let max_blocks = sel.cfg.blocks(*rows);
             select(self.gpu, &mut self.plan, sel, &s.q, pooled, &s.block_scores, heads, (a.scale, max_blocks))?;
         }
@@ -823,7 +830,7 @@ impl<'a> Builder<'a> {
             Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
         }
         attention::absorb(self.gpu, &mut self.plan, &call)?;
-        if let (Mode::Prefill, Some(_), Some((entropies, stride))) = (self.mode, &selection, &self.res.entropies) {
+        if let (Mode::Prefill, Some(_), Some((entropies, stride))) = (self.mode, &a.mask.sparse, &self.res.entropies) {
             attention::entropy(self.gpu, &mut self.plan, &call, entropies, slot * stride)?;
         }
         let width = a.n_heads * a.head_dim;
