@@ -4,8 +4,11 @@
 
 use crate::reference::attention::{attention_weights, Rotation};
 use crate::reference::gated_delta::{self, Dims};
-use crate::reference::gla;
-use crate::spec::{AttentionMask, AttentionSpec, GatedDeltaNetSpec, GlaSpec, MixerSpec, ModelSpec};
+use crate::reference::{feature_map, gla};
+use crate::spec::{
+    AttentionMask, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec, MixerSpec,
+    ModelSpec,
+};
 use crate::{CoreError, Result};
 
 /// The queries and keys a tapped attention layer saw, per position.
@@ -196,8 +199,22 @@ pub struct DeltaTap {
 enum Rule {
     /// The gated delta rule: `beta = beta_scale * sigmoid(b)`, decays from `[A_log | dt_bias]`.
     Delta { beta_scale: f32, gate_params: Vec<f32> },
-    /// Gated linear attention: `g = logsigmoid(gk) / normalizer`, no erasing.
-    Gla { normalizer: f32 },
+    /// Gated linear attention and its relatives (no erasing): queries scaled by `q_scale`, log decays from
+    /// `decay`, rows divided by their sum when `normalize` (Based, Hedgehog).
+    Gated { decay: GateInput, q_scale: f32, normalize: bool },
+}
+
+/// Where a gated layer's log decays come from.
+#[derive(Clone, Debug)]
+enum GateInput {
+    /// GLA: raw gate logits per channel, `logsigmoid(gk) / normalizer`.
+    LogSigmoid(f32),
+    /// HGRN2: log decays per channel as the GPU holds them.
+    Log,
+    /// Lightning: one constant log decay per head.
+    PerHead(Vec<f32>),
+    /// Linear attention: no decay.
+    None,
 }
 
 impl DeltaTap {
@@ -212,7 +229,36 @@ impl DeltaTap {
     /// An empty tap on GLA `layer` of `spec`.
     pub fn gla(spec: &ModelSpec, layer: usize, g: &GlaSpec) -> Self {
         let dims = Dims { n_k_heads: g.n_heads, n_v_heads: g.n_heads, dk: g.head_k_dim, dv: g.head_v_dim };
-        Self::empty(spec, layer, dims, true, Rule::Gla { normalizer: g.gate_normalizer })
+        let q_scale = (g.head_k_dim as f32).powf(-0.5);
+        Self::empty(
+            spec,
+            layer,
+            dims,
+            true,
+            Rule::Gated { decay: GateInput::LogSigmoid(g.gate_normalizer), q_scale, normalize: false },
+        )
+    }
+
+    /// An empty tap on HGRN2 `layer` of `spec` (rows: `[q | 1 - f | i]` and the log decays, after the gates).
+    pub fn hgrn2(spec: &ModelSpec, layer: usize, g: &Hgrn2Spec) -> Self {
+        let dims = Dims { n_k_heads: g.n_heads, n_v_heads: g.n_heads, dk: g.head_f_dim, dv: g.head_i_dim };
+        let q_scale = (g.head_f_dim as f32).powf(-0.5);
+        Self::empty(spec, layer, dims, true, Rule::Gated { decay: GateInput::Log, q_scale, normalize: false })
+    }
+
+    /// An empty tap on Lightning `layer` of `spec` (rows: `[q | k | v]` after the SiLU; decay `-slope` per head).
+    pub fn lightning(spec: &ModelSpec, layer: usize, l: &LightningSpec) -> Self {
+        let dims = Dims { n_k_heads: l.n_heads, n_v_heads: l.n_heads, dk: l.head_dim, dv: l.head_dim };
+        let decay = GateInput::PerHead(l.slopes.iter().map(|s| -s).collect());
+        Self::empty(spec, layer, dims, false, Rule::Gated { decay, q_scale: 1.0, normalize: false })
+    }
+
+    /// An empty tap on linear-attention `layer` of `spec` (Hadamard, Based, Hedgehog; rows: `[φq | φk | v]` after
+    /// the feature maps, values carrying the normaliser's column when normalised).
+    pub fn linear_attention(spec: &ModelSpec, layer: usize, l: &LinearAttnSpec) -> Self {
+        let dims = Dims { n_k_heads: l.n_heads, n_v_heads: l.n_heads, dk: l.features(), dv: l.carried_values() };
+        let rule = Rule::Gated { decay: GateInput::None, q_scale: l.scale, normalize: l.normalize };
+        Self::empty(spec, layer, dims, false, rule)
     }
 
     fn empty(spec: &ModelSpec, layer: usize, dims: Dims, per_channel: bool, rule: Rule) -> Self {
@@ -237,8 +283,9 @@ impl DeltaTap {
 
     /// f32 values per position of the layer's gate-input row: `[b | a]` (delta rule) or `gk` (GLA).
     pub fn gate_width(&self) -> usize {
-        match self.rule {
-            Rule::Gla { .. } => self.dims.n_v_heads * self.dims.dk,
+        match &self.rule {
+            Rule::Gated { decay: GateInput::LogSigmoid(_) | GateInput::Log, .. } => self.dims.n_v_heads * self.dims.dk,
+            Rule::Gated { .. } => 0,
             Rule::Delta { .. } => self.dims.n_v_heads * if self.per_channel { 1 + self.dims.dk } else { 2 },
         }
     }
@@ -257,15 +304,26 @@ impl DeltaTap {
     pub fn push_projections(&mut self, qkv: &[f32], gates: &[f32]) {
         let (key, hv) = (self.dims.n_k_heads * self.dims.dk, self.dims.n_v_heads);
         let (mut q, mut k, mut b, mut a) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let split = if matches!(self.rule, Rule::Gla { .. }) { 0 } else { hv };
-        for (row, gate) in qkv.chunks_exact(self.qkv_width()).zip(gates.chunks_exact(self.gate_width())) {
+        let split = if matches!(self.rule, Rule::Gated { .. }) { 0 } else { hv };
+        let gate_width = self.gate_width();
+        for (t, row) in qkv.chunks_exact(self.qkv_width()).enumerate() {
             q.extend_from_slice(&row[..key]);
             k.extend_from_slice(&row[key..2 * key]);
+            let gate = &gates[t * gate_width..][..gate_width];
             b.extend_from_slice(&gate[..split]);
             a.extend_from_slice(&gate[split..]);
         }
+        let positions = q.len() / key;
         let (beta, g) = match &self.rule {
-            Rule::Gla { normalizer } => (vec![1.0; q.len() / self.dims.dk], gla::log_decay(&a, *normalizer)),
+            Rule::Gated { decay, .. } => {
+                let g = match decay {
+                    GateInput::LogSigmoid(normalizer) => gla::log_decay(&a, *normalizer),
+                    GateInput::Log => a,
+                    GateInput::PerHead(per_head) => per_head.repeat(positions),
+                    GateInput::None => vec![0.0; positions * hv],
+                };
+                (vec![1.0; positions * hv], g)
+            }
             Rule::Delta { beta_scale, gate_params } => {
                 let (a_log, dt_bias) = gate_params.split_at(hv);
                 let beta = b.iter().map(|&x| beta_scale / (1.0 + (-x).exp())).collect();
@@ -303,8 +361,10 @@ impl DeltaTap {
         let d = &self.dims;
         let kh = head / (d.n_v_heads / d.n_k_heads);
         let at = |x: &[f32], p: usize| x[(p * d.n_k_heads + kh) * d.dk..][..d.dk].to_vec();
-        let delta = matches!(self.rule, Rule::Delta { .. });
-        let q_scale = 1.0 / (d.dk as f32).sqrt();
+        let (delta, q_scale, normalize) = match &self.rule {
+            Rule::Delta { .. } => (true, 1.0 / (d.dk as f32).sqrt(), false),
+            Rule::Gated { q_scale, normalize, .. } => (false, *q_scale, *normalize),
+        };
         let mut w = match delta {
             true => gated_delta::l2norm(&at(&self.q, t), q_scale),
             false => at(&self.q, t).iter().map(|x| x * q_scale).collect(),
@@ -324,6 +384,10 @@ impl DeltaTap {
                 };
                 *wc = g.exp() * (*wc - kc * erase);
             }
+        }
+        if normalize {
+            let total = out.iter().sum::<f32>() + feature_map::NORMALIZER_EPS;
+            out.iter_mut().for_each(|w| *w /= total);
         }
         out
     }
@@ -442,6 +506,9 @@ pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
         Some(MixerSpec::Attention(a)) if a.differential.is_none() => a.n_heads,
         Some(MixerSpec::GatedDeltaNet(g)) => g.n_v_heads,
         Some(MixerSpec::Gla(g)) => g.n_heads,
+        Some(MixerSpec::Hgrn2(g)) => g.n_heads,
+        Some(MixerSpec::Lightning(l)) => l.n_heads,
+        Some(MixerSpec::LinearAttn(l)) => l.n_heads,
         _ => 0,
     }
 }
@@ -453,7 +520,8 @@ pub fn check_mapped(spec: &ModelSpec, layer: usize) -> Result<()> {
     })?;
     match map_heads(spec, layer) {
         0 => Err(CoreError::InvalidInput(format!(
-            "layer {layer} has no attention map (its mixer is {}; softmax, delta-rule and GLA layers have one)",
+            "layer {layer} has no attention map (its mixer is {}; softmax, delta-rule, GLA, HGRN2, Lightning and \
+             linear-attention layers have one)",
             l.mixer.kind()
         ))),
         _ => Ok(()),
@@ -520,7 +588,7 @@ mod tests {
         let g = gla::log_decay(&noise(9, t_len * 3 * 4, -3.0, 3.0), 16.0);
         let want = gla::recurrent(&q, &k, &v, &g, &mut [0.0; 3 * 4 * 2], &d);
         let dims = Dims { n_k_heads: 3, n_v_heads: 3, dk: 4, dv: 2 };
-        let rule = Rule::Gla { normalizer: 16.0 };
+        let rule = Rule::Gated { decay: GateInput::LogSigmoid(16.0), q_scale: 0.5, normalize: false };
         let mut tap = DeltaTap {
             layer: 0,
             slot: 0,
@@ -543,5 +611,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn gated_tap(dims: Dims, per_channel: bool, rule: Rule) -> DeltaTap {
+        DeltaTap { layer: 0, slot: 0, dims, per_channel, rule, q: vec![], k: vec![], beta: vec![], g: vec![] }
+    }
+
+    /// `Σ_s row[s] v_s` for every position and head of `tap`, `[T, heads, dv]`.
+    fn mixed(tap: &DeltaTap, v: &[f32], t_len: usize, dv: usize) -> Vec<f32> {
+        let heads = tap.heads();
+        let mut out = Vec::new();
+        for t in 0..t_len {
+            for h in 0..heads {
+                let row = tap.row(h, t);
+                out.extend(
+                    (0..dv).map(|c| row.iter().enumerate().map(|(s, w)| w * v[(s * heads + h) * dv + c]).sum::<f32>()),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn implicit_weights_of_lightning_hgrn2_and_normalised_linear_attention_reproduce_their_outputs() {
+        let (heads, dk, dv, t_len) = (2, 3, 2, 8);
+        let dims = Dims { n_k_heads: heads, n_v_heads: heads, dk, dv };
+        let (q, k) = (noise(11, t_len * heads * dk, -1.0, 1.0), noise(12, t_len * heads * dk, -1.0, 1.0));
+        let v = noise(13, t_len * heads * dv, -1.0, 1.0);
+        let ones = vec![1.0; t_len * heads];
+        // Lightning: one log decay per head, unscaled queries.
+        let slopes = [0.3f32, 0.05];
+        let per_channel: Vec<f32> = (0..t_len * heads).flat_map(|i| [-slopes[i % heads]; 3]).collect();
+        let want = gla::recurrent(
+            &q,
+            &k,
+            &v,
+            &per_channel,
+            &mut [0.0; 12],
+            &gla::Dims { scale: 1.0, ..gla::Dims::new(heads, dk, dv) },
+        );
+        let rule = Rule::Gated { decay: GateInput::PerHead(vec![-0.3, -0.05]), q_scale: 1.0, normalize: false };
+        let mut tap = gated_tap(dims, false, rule);
+        tap.push(&q, &k, &ones, &[-0.3, -0.05].repeat(t_len));
+        assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5, "lightning");
+        // HGRN2: log decays per channel as given.
+        let g = noise(14, t_len * heads * dk, -2.0, 0.0);
+        let want = gla::recurrent(&q, &k, &v, &g, &mut [0.0; 12], &gla::Dims::new(heads, dk, dv));
+        let rule = Rule::Gated { decay: GateInput::Log, q_scale: (dk as f32).powf(-0.5), normalize: false };
+        let mut tap = gated_tap(dims, true, rule);
+        tap.push(&q, &k, &ones, &g);
+        assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5, "hgrn2");
+        // Based: Taylor features, normalised rows.
+        let (fq, fk) = (feature_map::taylor(&q, dk), feature_map::taylor(&k, dk));
+        let f = 1 + dk + dk * (dk + 1) / 2;
+        let want = feature_map::normalized(&fq, &fk, &v, heads, f, dv);
+        let rule = Rule::Gated { decay: GateInput::None, q_scale: 1.0, normalize: true };
+        let mut tap = gated_tap(Dims { dk: f, ..dims }, false, rule);
+        tap.push(&fq, &fk, &ones, &vec![0.0; t_len * heads]);
+        assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5, "based");
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
 }

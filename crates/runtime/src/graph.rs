@@ -949,12 +949,7 @@ impl<'a> Builder<'a> {
         if let Some(z) = gate {
             self.linear(&s.h, z, &s.z, Rows::Tokens, Epilogue::Store)?;
         }
-        if let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) {
-            let [first, second] = &tap.rows;
-            let (qkv_bytes, gk_bytes) = ((g.qkv_width() * 4) as u64, (g.n_heads * g.head_k_dim * 4) as u64);
-            self.plan.push(Op::CopyTokenRows { src: s.qkv.clone(), dst: first.clone(), row_bytes: qkv_bytes });
-            self.plan.push(Op::CopyTokenRows { src: s.gk.clone(), dst: second.clone(), row_bytes: gk_bytes });
-        }
+        self.tap_rows(slot, (&s.qkv, g.qkv_width()), Some((&s.gk, g.n_heads * g.head_k_dim)));
         let call = Gla {
             heads: g.n_heads,
             dk: g.head_k_dim,
@@ -972,6 +967,16 @@ impl<'a> Builder<'a> {
             Mode::Decode => gla::recurrent(self.gpu, &mut self.plan, &call)?,
         }
         self.output_norm_and_project(norm, g.n_heads, gate.as_ref().map(|_| Activation::Silu), out, post)
+    }
+
+    /// Copies a tapped recurrent layer's rows for its implicit attention map: `first` (`[q | k | v]`,
+    /// `first_width` floats) and, when the layer has gate inputs, `second`.
+    fn tap_rows(&mut self, slot: usize, first: (&wgpu::Buffer, usize), second: Option<(&wgpu::Buffer, usize)>) {
+        let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) else { return };
+        for ((src, width), dst) in [Some(first), second].into_iter().flatten().zip(&tap.rows) {
+            let row_bytes = (width * 4) as u64;
+            self.plan.push(Op::CopyTokenRows { src: src.clone(), dst: dst.clone(), row_bytes });
+        }
     }
 
     /// Feature-mapped q and k, then the GLA kernels with zero decay, then the normaliser's division or the norm.
@@ -992,6 +997,7 @@ impl<'a> Builder<'a> {
         }
         let heads = Heads { heads: l.n_heads, dk: l.head_k_dim, dv: l.head_v_dim, normalize: l.normalize };
         features(self.gpu, &mut self.plan, &l.feature, feature.as_ref(), &s.qkv_raw, &s.qkv, heads)?;
+        self.tap_rows(slot, (&s.qkv, l.n_heads * (2 * l.features() + dv)), None);
         let call = Gla {
             heads: l.n_heads,
             dk: l.features(),
@@ -1061,6 +1067,7 @@ impl<'a> Builder<'a> {
         self.linear_cols(&s.h, i, &s.qkv, 2 * key, width)?;
         self.linear(&s.h, f, &s.gk, Rows::Tokens, Epilogue::Store)?;
         hgrn2::gates(self.gpu, &mut self.plan, &s.qkv, &s.gk, lower_bound.as_ref(), key, width)?;
+        self.tap_rows(slot, (&s.qkv, width), Some((&s.gk, key)));
         let call = Gla {
             heads: g.n_heads,
             dk: g.head_f_dim,
@@ -1155,6 +1162,7 @@ impl<'a> Builder<'a> {
         let width = 3 * l.n_heads * l.head_dim;
         self.side_by_side(qkv, &s.qkv_raw, width)?;
         activation(self.gpu, &mut self.plan, Activation::Silu, &s.qkv_raw, &s.qkv, width)?;
+        self.tap_rows(slot, (&s.qkv, width), None);
         self.linear(&s.h, gate, &s.z, Rows::Tokens, Epilogue::Store)?;
         let call = Gla {
             heads: l.n_heads,

@@ -364,6 +364,9 @@ impl Session {
                     LayerTap::Delta(DeltaTap::new(&self.spec, layer, g, gate_host.clone()))
                 }
                 (MixerSpec::Gla(g), _) => LayerTap::Delta(DeltaTap::gla(&self.spec, layer, g)),
+                (MixerSpec::Hgrn2(g), _) => LayerTap::Delta(DeltaTap::hgrn2(&self.spec, layer, g)),
+                (MixerSpec::Lightning(l), _) => LayerTap::Delta(DeltaTap::lightning(&self.spec, layer, l)),
+                (MixerSpec::LinearAttn(l), _) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, layer, l)),
                 _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
             };
             let (first, second) = record.row_widths();
@@ -462,8 +465,9 @@ impl Session {
         let mut readbacks = vec![(&self.res.scratch.logits, &self.staging, len)];
         for tap in self.taps.iter().filter(|t| t.record.positions() == position) {
             let (first, second) = tap.record.row_widths();
-            readbacks.push((&tap.buffers.rows[0], &tap.staging[0], ids.len() * first));
-            readbacks.push((&tap.buffers.rows[1], &tap.staging[1], ids.len() * second));
+            for (i, width) in [first, second].into_iter().enumerate().filter(|(_, w)| *w > 0) {
+                readbacks.push((&tap.buffers.rows[i], &tap.staging[i], ids.len() * width));
+            }
         }
         let profiler = self.profilers.as_ref().map(|(p, d)| if mode == Mode::Prefill { p } else { d });
         plan.submit(&self.gpu, &step, &readbacks, profiler);
@@ -478,7 +482,10 @@ impl Session {
         for tap in self.taps.iter_mut().filter(|t| t.record.positions() == position) {
             let (first, second) = tap.record.row_widths();
             let a = tap.staging[0].read(&self.gpu, ids.len() * first).await?;
-            let b = tap.staging[1].read(&self.gpu, ids.len() * second).await?;
+            let b = match second {
+                0 => Vec::new(),
+                _ => tap.staging[1].read(&self.gpu, ids.len() * second).await?,
+            };
             tap.record.push_rows(&a, &b);
         }
         Ok(logits)

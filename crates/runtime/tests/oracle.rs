@@ -293,7 +293,7 @@ fn fla_rwkv7_matches_fla_on_the_gpu() {
 /// Attention maps and head entropies from the GPU's taps equal the CPU reference's, on the prefill path (in
 /// chunks) and token by token: softmax layers (llama; gemma3's window-16 layer under an 80-token prompt), whose
 /// rows sum to 1, and the implicit attention of recurrent layers (Gated DeltaNet, DeltaNet, Kimi Delta Attention,
-/// Qwen3.5's linear layer, GLA). Entropies lie in [0, 1].
+/// Qwen3.5's linear layer, GLA, HGRN2, Lightning, fla's linear attention). Entropies lie in [0, 1].
 #[test]
 fn attention_taps_match_the_reference() {
     use ternlight_core::reference::model::ReferenceModel;
@@ -305,6 +305,9 @@ fn attention_taps_match_the_reference() {
         ("kda", 0, false),
         ("qwen3_5", 0, false),
         ("gla", 1, false),
+        ("hgrn2", 1, false),
+        ("minimax", 2, false),
+        ("linear_attn", 0, false),
     ];
     for (arch, layer, softmax) in cases {
         let oracle = Oracle::open(&fixture(arch)).unwrap();
@@ -359,8 +362,9 @@ fn attention_taps_match_the_reference() {
     let mut s = session("hgrn2", SessionOptions::default());
     let m = s.memory();
     assert!(m.recurrent > 0 && m.recurrent == m.state && m.kv_cache_live == 0, "{m:?}");
+    let mut s = session("lfm2", SessionOptions::default());
     let e = s.set_attention_taps(&[0]).unwrap_err().to_string();
-    assert!(e.contains("has no attention map"), "{e}");
+    assert!(e.contains("has no attention map") && e.contains("short_conv"), "{e}");
 }
 
 /// Ablated heads: the GPU session with heads switched off matches the CPU reference with the same heads off, on

@@ -170,6 +170,9 @@ impl ReferenceModel {
                         LayerTap::Delta(DeltaTap::new(&self.spec, l, g, params))
                     }
                     MixerSpec::Gla(g) => LayerTap::Delta(DeltaTap::gla(&self.spec, l, g)),
+                    MixerSpec::Hgrn2(g) => LayerTap::Delta(DeltaTap::hgrn2(&self.spec, l, g)),
+                    MixerSpec::Lightning(m) => LayerTap::Delta(DeltaTap::lightning(&self.spec, l, m)),
+                    MixerSpec::LinearAttn(m) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, l, m)),
                     _ => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
                 })
             }
@@ -452,6 +455,10 @@ impl ReferenceModel {
         let k = phi(&self.linear(h, &l.qkv[1]), 1);
         let v = self.linear(h, &l.qkv[2]);
         let v = if l.normalize { feature_map::with_ones(&v, l.head_v_dim) } else { v };
+        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+            let heads = q.len() / l.features();
+            tap.push(&q, &k, &vec![1.0; heads], &vec![0.0; heads]);
+        }
         let zero_decay = vec![0.0; q.len()];
         let dims = gla::Dims { heads: l.n_heads, dk: l.features(), dv: l.carried_values(), scale: l.scale };
         let form = self.form;
@@ -501,6 +508,11 @@ impl ReferenceModel {
         let (k, v) = (silu(self.linear(h, &l.qkv[1])), silu(self.linear(h, &l.qkv[2])));
         let per_token: Vec<f32> = l.slopes.iter().flat_map(|&s| std::iter::repeat_n(-s, d)).collect();
         let decay = per_token.repeat(q.len() / per_token.len());
+        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+            let positions = q.len() / (l.n_heads * d);
+            let per_head: Vec<f32> = l.slopes.iter().map(|s| -s).collect();
+            tap.push(&q, &k, &vec![1.0; positions * l.n_heads], &per_head.repeat(positions));
+        }
         let dims = gla::Dims { scale: 1.0, ..gla::Dims::new(l.n_heads, d, d) };
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("lightning state") };
@@ -531,6 +543,9 @@ impl ReferenceModel {
         };
         let (q, k, decay) = hgrn2::gates(&self.linear(h, &g.q_proj), &self.linear(h, &g.f_proj), lb.as_deref());
         let v = self.linear(h, &g.i_proj);
+        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+            tap.push(&q, &k, &vec![1.0; q.len() / g.head_f_dim], &decay);
+        }
         let dims = gla::Dims::new(g.n_heads, g.head_f_dim, g.head_i_dim);
         let form = self.form;
         let LayerCache::Recurrent { state, .. } = &mut self.cache[li] else { unreachable!("HGRN2 layer has a state") };
