@@ -359,7 +359,7 @@ fn attention_taps_match_the_reference() {
         assert!(e.contains("past the model"), "{e}");
         assert!(s.attention_tap(layer).is_some(), "a refused change keeps the taps");
     }
-    let mut s = session("hgrn2", SessionOptions::default());
+    let s = session("hgrn2", SessionOptions::default());
     let m = s.memory();
     assert!(m.recurrent > 0 && m.recurrent == m.state && m.kv_cache_live == 0, "{m:?}");
     let mut s = session("lfm2", SessionOptions::default());
