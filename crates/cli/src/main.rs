@@ -9,6 +9,7 @@ mod logits;
 mod model_dir;
 mod progress;
 mod run;
+mod synthetic;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -30,6 +30,7 @@ shaders!(
     "common/gated_act.wgsl",
     "common/moe.wgsl",
     "common/residual.wgsl",
+    "common/copy.wgsl",
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",

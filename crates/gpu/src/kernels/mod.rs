@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod block_sparse;
 pub mod conv;
+pub mod copy;
 pub mod embedding;
 pub mod gated_deltanet;
 pub mod gla;
