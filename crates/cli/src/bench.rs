@@ -74,7 +74,7 @@ fn time_decode(s: &mut Session, context: usize, steps: usize) -> Result<f64> {
 const COPIES: usize = 16;
 
 /// Bytes per second a streaming copy moves (read plus write) through buffers of up to 64 MiB.
-fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
+pub(crate) fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     let floats = (gpu.info.max_binding.min(64 << 20) / 16 * 4) as usize;
     let (src, dst) = (gpu.zeros("copy source", floats), gpu.zeros("copy destination", floats));
     let mut plan = Plan::new(gpu);

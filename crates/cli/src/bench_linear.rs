@@ -1,7 +1,8 @@
 //! `ternlight bench-linear`: one-token linear layers (decode matvec) with bf16 weights against ternary weights (2 bits
 //! each, int8 activations; through the f32 decode path and the `dot4I8Packed` integer path) on given shapes, beside
-//! the device's copy bandwidth (the memory roofline). Measured only.
+//! the device's streaming-copy bandwidth (the memory roofline, measured as `bench` does). Measured only.
 
+use crate::bench::copy_bandwidth;
 use anyhow::Result;
 use serde_json::json;
 use std::time::Instant;
@@ -39,28 +40,9 @@ fn time_plan(gpu: &Gpu, plan: &Plan, y: &wgpu::Buffer, reps: usize) -> Result<f6
     Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
-/// Bytes per second of a buffer-to-buffer copy of 64 MiB (read plus write).
-fn copy_bandwidth(gpu: &Gpu, reps: usize) -> Result<f64> {
-    let len = 16 << 20;
-    let (a, b) = (gpu.zeros("copy src", len), gpu.zeros("copy dst", len));
-    let run = |n: usize| -> Result<()> {
-        for _ in 0..n {
-            let mut e = gpu.device.create_command_encoder(&Default::default());
-            e.copy_buffer_to_buffer(&a, 0, &b, 0, (len * 4) as u64);
-            gpu.queue.submit([e.finish()]);
-        }
-        pollster::block_on(gpu.read_f32(&b, 0, 1))?;
-        Ok(())
-    };
-    run(1)?;
-    let start = Instant::now();
-    run(reps)?;
-    Ok((2 * len * 4 * reps) as f64 / start.elapsed().as_secs_f64())
-}
-
 pub fn run(args: Args) -> Result<()> {
     let gpu = Gpu::new_blocking()?;
-    let copy = copy_bandwidth(&gpu, args.reps.min(20))?;
+    let copy = copy_bandwidth(&gpu)?;
     let mut rng = Rng::new(7);
     let mut rows = Vec::new();
     for shape in &args.shapes {
