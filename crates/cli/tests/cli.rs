@@ -644,3 +644,21 @@ fn eval_policy_reports_quality_cost_per_policy() {
     assert!(get(3, "decode_kl_mean") > 0.0, "sparse decoding past 16 positions moves the logits: {}", rows[3]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `bench` on a fixture reports the copy roofline and decode as a fraction of it; an unknown synthetic model is
+/// refused with the known names, and `--model` with `--synthetic` together is refused.
+#[test]
+fn bench_reports_the_roofline_and_names_synthetic_models() {
+    let model = fixture("llama");
+    let args = ["bench", "--model", model.to_str().unwrap(), "--contexts", "16", "--decode-steps", "2"];
+    let o = ternlight(&[&args[..], &["--compare-tokens", "8", "--reps", "1", "--json", "--quiet"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["roofline"]["copy_bytes_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    let fraction = v["contexts"][0]["decode_fraction_of_roofline"].as_f64().unwrap();
+    assert!(fraction > 0.0 && fraction.is_finite(), "{v}");
+    let o = ternlight(&["bench", "--synthetic", "gpt-5"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("smollm2-135m"));
+    let o = ternlight(&["bench", "--synthetic", "smollm2-135m", "--model", model.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+}
