@@ -7,7 +7,7 @@ use crate::reference::gated_delta::{self, Dims};
 use crate::reference::{feature_map, gla};
 use crate::spec::{
     AttentionMask, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec, MixerSpec,
-    ModelSpec,
+    ModelSpec, Rwkv7Spec,
 };
 use crate::{CoreError, Result};
 
@@ -192,6 +192,9 @@ pub struct DeltaTap {
     k: Vec<f32>,
     beta: Vec<f32>,
     g: Vec<f32>,
+    /// RWKV-7's transition vectors `a`, `b` per position `[T, heads * dk]` (empty for the other rules).
+    a: Vec<f32>,
+    b: Vec<f32>,
 }
 
 /// How a recurrent layer turns its projections into the recurrence's inputs.
@@ -202,6 +205,9 @@ enum Rule {
     /// Gated linear attention and its relatives (no erasing): queries scaled by `q_scale`, log decays from
     /// `decay`, rows divided by their sum when `normalize` (Based, Hedgehog).
     Gated { decay: GateInput, q_scale: f32, normalize: bool },
+    /// RWKV-7's generalised delta rule, rows `[r | w | k | a | b | v]` as its prepare pass leaves them: the
+    /// transition `diag(exp w) + b aᵀ` (the map is of the recurrence's output, before the group norm and bonus).
+    Rwkv7,
 }
 
 /// Where a gated layer's log decays come from.
@@ -253,6 +259,20 @@ impl DeltaTap {
         Self::empty(spec, layer, dims, false, Rule::Gated { decay, q_scale: 1.0, normalize: false })
     }
 
+    /// An empty tap on RWKV-7 `layer` of `spec`.
+    pub fn rwkv7(spec: &ModelSpec, layer: usize, r: &Rwkv7Spec) -> Self {
+        let dims = Dims { n_k_heads: r.n_heads, n_v_heads: r.n_heads, dk: r.head_dim, dv: r.head_v_dim };
+        Self::empty(spec, layer, dims, true, Rule::Rwkv7)
+    }
+
+    /// Appends RWKV-7 positions: receptance `r`, log decays `w`, keys `k` and transition vectors `a`, `b`, each
+    /// `[T, heads * dk]`.
+    pub fn push_rwkv7(&mut self, r: &[f32], w: &[f32], k: &[f32], (a, b): (&[f32], &[f32])) {
+        self.push(r, k, &vec![1.0; r.len() / self.dims.dk], w);
+        self.a.extend_from_slice(a);
+        self.b.extend_from_slice(b);
+    }
+
     /// An empty tap on linear-attention `layer` of `spec` (Hadamard, Based, Hedgehog; rows: `[φq | φk | v]` after
     /// the feature maps, values carrying the normaliser's column when normalised).
     pub fn linear_attention(spec: &ModelSpec, layer: usize, l: &LinearAttnSpec) -> Self {
@@ -272,20 +292,23 @@ impl DeltaTap {
             k: Vec::new(),
             beta: Vec::new(),
             g: Vec::new(),
+            a: Vec::new(),
+            b: Vec::new(),
         }
     }
 
     /// f32 values per position of the layer's `[q | k | v]` row (what [`push_projections`](Self::push_projections)
     /// takes first).
     pub fn qkv_width(&self) -> usize {
-        2 * self.dims.n_k_heads * self.dims.dk + self.dims.n_v_heads * self.dims.dv
+        let keys = if matches!(self.rule, Rule::Rwkv7) { 5 } else { 2 };
+        keys * self.dims.n_k_heads * self.dims.dk + self.dims.n_v_heads * self.dims.dv
     }
 
     /// f32 values per position of the layer's gate-input row: `[b | a]` (delta rule) or `gk` (GLA).
     pub fn gate_width(&self) -> usize {
         match &self.rule {
             Rule::Gated { decay: GateInput::LogSigmoid(_) | GateInput::Log, .. } => self.dims.n_v_heads * self.dims.dk,
-            Rule::Gated { .. } => 0,
+            Rule::Gated { .. } | Rule::Rwkv7 => 0,
             Rule::Delta { .. } => self.dims.n_v_heads * if self.per_channel { 1 + self.dims.dk } else { 2 },
         }
     }
@@ -303,6 +326,13 @@ impl DeltaTap {
     /// inputs (`[b | a]`, or GLA's `gk`), turned into update strengths and log decays as the layer does.
     pub fn push_projections(&mut self, qkv: &[f32], gates: &[f32]) {
         let (key, hv) = (self.dims.n_k_heads * self.dims.dk, self.dims.n_v_heads);
+        if matches!(self.rule, Rule::Rwkv7) {
+            let part = |i: usize| -> Vec<f32> {
+                qkv.chunks_exact(self.qkv_width()).flat_map(|row| row[i * key..][..key].to_vec()).collect()
+            };
+            let (r, w, k, a, b) = (part(0), part(1), part(2), part(3), part(4));
+            return self.push_rwkv7(&r, &w, &k, (&a, &b));
+        }
         let (mut q, mut k, mut b, mut a) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let split = if matches!(self.rule, Rule::Gated { .. }) { 0 } else { hv };
         let gate_width = self.gate_width();
@@ -324,6 +354,7 @@ impl DeltaTap {
                 };
                 (vec![1.0; positions * hv], g)
             }
+            Rule::Rwkv7 => unreachable!("pushed above"),
             Rule::Delta { beta_scale, gate_params } => {
                 let (a_log, dt_bias) = gate_params.split_at(hv);
                 let beta = b.iter().map(|&x| beta_scale / (1.0 + (-x).exp())).collect();
@@ -349,6 +380,8 @@ impl DeltaTap {
         self.k.truncate(positions * key);
         self.beta.truncate(positions * hv);
         self.g.truncate(positions * hv * if self.per_channel { self.dims.dk } else { 1 });
+        self.a.truncate(positions * key);
+        self.b.truncate(positions * key);
     }
 
     /// Value heads (the heads a map is drawn for).
@@ -364,6 +397,7 @@ impl DeltaTap {
         let (delta, q_scale, normalize) = match &self.rule {
             Rule::Delta { .. } => (true, 1.0 / (d.dk as f32).sqrt(), false),
             Rule::Gated { q_scale, normalize, .. } => (false, *q_scale, *normalize),
+            Rule::Rwkv7 => (false, 1.0, false),
         };
         let mut w = match delta {
             true => gated_delta::l2norm(&at(&self.q, t), q_scale),
@@ -376,13 +410,19 @@ impl DeltaTap {
             let dot: f32 = w.iter().zip(&ks).map(|(a, b)| a * b).sum();
             out[s] = beta * dot;
             let erase = if delta { beta * dot } else { 0.0 };
+            // RWKV-7 carries the query back through diag(exp w_s) + a_s b_sᵀ (the transpose of b aᵀ).
+            let through_b = match self.rule {
+                Rule::Rwkv7 => at(&self.b, s).iter().zip(&w).map(|(x, y)| x * y).sum::<f32>(),
+                _ => 0.0,
+            };
+            let a_s = if matches!(self.rule, Rule::Rwkv7) { at(&self.a, s) } else { Vec::new() };
             // w <- D_s (w - beta_s k_s (k_s . w)): carry the query back past position s.
             for (c, (wc, kc)) in w.iter_mut().zip(&ks).enumerate() {
                 let g = match self.per_channel {
                     true => self.g[(s * d.n_v_heads + head) * d.dk + c],
                     false => self.g[s * d.n_v_heads + head],
                 };
-                *wc = g.exp() * (*wc - kc * erase);
+                *wc = g.exp() * (*wc - kc * erase) + a_s.get(c).map_or(0.0, |x| x * through_b);
             }
         }
         if normalize {
@@ -509,6 +549,7 @@ pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
         Some(MixerSpec::Hgrn2(g)) => g.n_heads,
         Some(MixerSpec::Lightning(l)) => l.n_heads,
         Some(MixerSpec::LinearAttn(l)) => l.n_heads,
+        Some(MixerSpec::Rwkv7(r)) => r.n_heads,
         _ => 0,
     }
 }
@@ -555,8 +596,7 @@ mod tests {
             let mut state = vec![0.0; dims.n_v_heads * dims.dk * dims.dv];
             let want = gated_delta::recurrent(&q, &k, &v, decay, &beta, &mut state, &dims);
             let rule = Rule::Delta { beta_scale: 1.0, gate_params: Vec::new() };
-            let mut tap =
-                DeltaTap { layer: 0, slot: 0, dims, per_channel, rule, q: vec![], k: vec![], beta: vec![], g: vec![] };
+            let mut tap = tap_of(dims, per_channel, rule);
             tap.push(&q, &k, &beta, &g);
             let map = tap.map(3, 4).unwrap();
             assert_eq!((map.first_query, map.queries, map.keys), (t_len - 4, 4, t_len));
@@ -589,17 +629,7 @@ mod tests {
         let want = gla::recurrent(&q, &k, &v, &g, &mut [0.0; 3 * 4 * 2], &d);
         let dims = Dims { n_k_heads: 3, n_v_heads: 3, dk: 4, dv: 2 };
         let rule = Rule::Gated { decay: GateInput::LogSigmoid(16.0), q_scale: 0.5, normalize: false };
-        let mut tap = DeltaTap {
-            layer: 0,
-            slot: 0,
-            dims,
-            per_channel: true,
-            rule,
-            q: vec![],
-            k: vec![],
-            beta: vec![],
-            g: vec![],
-        };
+        let mut tap = tap_of(dims, true, rule);
         tap.push(&q, &k, &vec![1.0; t_len * 3], &g);
         for t in 0..t_len {
             for h in 0..3 {
@@ -613,8 +643,20 @@ mod tests {
         }
     }
 
-    fn gated_tap(dims: Dims, per_channel: bool, rule: Rule) -> DeltaTap {
-        DeltaTap { layer: 0, slot: 0, dims, per_channel, rule, q: vec![], k: vec![], beta: vec![], g: vec![] }
+    fn tap_of(dims: Dims, per_channel: bool, rule: Rule) -> DeltaTap {
+        DeltaTap {
+            layer: 0,
+            slot: 0,
+            dims,
+            per_channel,
+            rule,
+            q: vec![],
+            k: vec![],
+            beta: vec![],
+            g: vec![],
+            a: vec![],
+            b: vec![],
+        }
     }
 
     /// `Σ_s row[s] v_s` for every position and head of `tap`, `[T, heads, dv]`.
@@ -651,14 +693,14 @@ mod tests {
             &gla::Dims { scale: 1.0, ..gla::Dims::new(heads, dk, dv) },
         );
         let rule = Rule::Gated { decay: GateInput::PerHead(vec![-0.3, -0.05]), q_scale: 1.0, normalize: false };
-        let mut tap = gated_tap(dims, false, rule);
+        let mut tap = tap_of(dims, false, rule);
         tap.push(&q, &k, &ones, &[-0.3, -0.05].repeat(t_len));
         assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5, "lightning");
         // HGRN2: log decays per channel as given.
         let g = noise(14, t_len * heads * dk, -2.0, 0.0);
         let want = gla::recurrent(&q, &k, &v, &g, &mut [0.0; 12], &gla::Dims::new(heads, dk, dv));
         let rule = Rule::Gated { decay: GateInput::Log, q_scale: (dk as f32).powf(-0.5), normalize: false };
-        let mut tap = gated_tap(dims, true, rule);
+        let mut tap = tap_of(dims, true, rule);
         tap.push(&q, &k, &ones, &g);
         assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5, "hgrn2");
         // Based: Taylor features, normalised rows.
@@ -666,7 +708,7 @@ mod tests {
         let f = 1 + dk + dk * (dk + 1) / 2;
         let want = feature_map::normalized(&fq, &fk, &v, heads, f, dv);
         let rule = Rule::Gated { decay: GateInput::None, q_scale: 1.0, normalize: true };
-        let mut tap = gated_tap(Dims { dk: f, ..dims }, false, rule);
+        let mut tap = tap_of(Dims { dk: f, ..dims }, false, rule);
         tap.push(&fq, &fk, &ones, &vec![0.0; t_len * heads]);
         assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5, "based");
     }
@@ -674,5 +716,22 @@ mod tests {
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn implicit_rwkv7_weights_reproduce_the_generalised_delta_rule() {
+        use crate::reference::rwkv7;
+        let (heads, dk, dv, t_len) = (2, 4, 3, 7);
+        let n = t_len * heads * dk;
+        let (r, k) = (noise(21, n, -1.0, 1.0), noise(22, n, -1.0, 1.0));
+        let w = noise(23, n, -0.6, -0.05);
+        let kk = noise(24, n, -0.5, 0.5);
+        let (a, b): (Vec<f32>, Vec<f32>) = (kk.iter().map(|x| -x).collect(), kk.iter().map(|x| x * 0.7).collect());
+        let v = noise(25, t_len * heads * dv, -1.0, 1.0);
+        let inputs = rwkv7::Inputs { r: &r, w: &w, k: &k, v: &v, a: &a, b: &b };
+        let want = rwkv7::recurrent(&inputs, &mut vec![0.0; heads * dk * dv], &rwkv7::Dims { heads, dk, dv });
+        let mut tap = tap_of(Dims { n_k_heads: heads, n_v_heads: heads, dk, dv }, true, Rule::Rwkv7);
+        tap.push_rwkv7(&r, &w, &k, (&a, &b));
+        assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5);
     }
 }

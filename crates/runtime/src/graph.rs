@@ -1386,6 +1386,7 @@ impl<'a> Builder<'a> {
         }
         self.lora(xg, &wt.loras[2], &s.rwkv_gate, (0, 0))?;
         call.prepare(self.gpu, &mut self.plan, [&wt.k_k, &wt.k_a], &s.v_first, wt.v_lora.as_ref().map(|_| &s.z))?;
+        self.tap_rows(slot, (&s.qkv, width), None);
         match self.mode {
             Mode::Prefill => call.chunked(self.gpu, &mut self.plan, state, &s.lin_out, &s.chunk)?,
             Mode::Decode => call.recurrent(self.gpu, &mut self.plan, state, &s.lin_out)?,

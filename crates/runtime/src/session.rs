@@ -367,6 +367,7 @@ impl Session {
                 (MixerSpec::Hgrn2(g), _) => LayerTap::Delta(DeltaTap::hgrn2(&self.spec, layer, g)),
                 (MixerSpec::Lightning(l), _) => LayerTap::Delta(DeltaTap::lightning(&self.spec, layer, l)),
                 (MixerSpec::LinearAttn(l), _) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, layer, l)),
+                (MixerSpec::Rwkv7(r), _) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, layer, r)),
                 _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
             };
             let (first, second) = record.row_widths();

@@ -173,6 +173,7 @@ impl ReferenceModel {
                     MixerSpec::Hgrn2(g) => LayerTap::Delta(DeltaTap::hgrn2(&self.spec, l, g)),
                     MixerSpec::Lightning(m) => LayerTap::Delta(DeltaTap::lightning(&self.spec, l, m)),
                     MixerSpec::LinearAttn(m) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, l, m)),
+                    MixerSpec::Rwkv7(r) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, l, r)),
                     _ => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
                 })
             }
@@ -658,6 +659,9 @@ impl ReferenceModel {
         }
         let (w_raw, k, a_raw) = (self.lora(&xw, &s.w_lora), self.linear(&xk, &s.k_proj), self.lora(&xa, &s.a_lora));
         let (w, k, a, b) = rwkv7::prepare(&w_raw, &k, &a_raw, [self.w(&s.k_k), self.w(&s.k_a)], s.head_dim);
+        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == slot) {
+            tap.push_rwkv7(&r, &w, &k, (&a, &b));
+        }
         let inputs = rwkv7::Inputs { r: &r, w: &w, k: &k, v: &v, a: &a, b: &b };
         let dims = rwkv7::Dims { heads: s.n_heads, dk: s.head_dim, dv: s.head_v_dim };
         let chunked = self.form == DeltaForm::Auto && h.len() > self.spec.hidden;
