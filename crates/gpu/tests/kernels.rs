@@ -355,21 +355,8 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
     );
     let tables = rope_spec.as_ref().map(|r| rope::RopeTables::new(g, r, ctx));
     let a = Attention {
-        q: &qb,
-        k_cache: &kb,
-        v_cache: &vb,
-        cache_rows: rows,
-        out: &ob,
-        n_heads: heads,
-        n_kv_heads: kv,
-        head_dim: d,
-        v_dim: d,
-        mask: &c.mask,
-        sparse: None,
-        differential: None,
         rotation: tables.as_ref(),
-        memory: None,
-        scale,
+        ..Attention::new((&qb, &ob), (&kb, &vb, rows), (heads, kv, d), &c.mask, scale)
     };
     let what =
         format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} {} ring {:?} rotary {:?}", c.mask.describe(), c.ring, c.rotary);
@@ -447,23 +434,7 @@ fn unsupported_shapes_are_refused_before_dispatch() {
     let g = gpu();
     let b = g.zeros("b", 16);
     let causal = AttentionMask::default();
-    let a = Attention {
-        q: &b,
-        k_cache: &b,
-        v_cache: &b,
-        cache_rows: 1,
-        out: &b,
-        n_heads: 3,
-        n_kv_heads: 2,
-        head_dim: 16,
-        v_dim: 16,
-        mask: &causal,
-        sparse: None,
-        differential: None,
-        rotation: None,
-        memory: None,
-        scale: 1.0,
-    };
+    let a = Attention::new((&b, &b), (&b, &b, 1), (3, 2, 16), &causal, 1.0);
     let e = attention::prefill(g, &mut Plan::new(g), &a).unwrap_err();
     assert!(e.to_string().contains("kv heads"), "{e}");
     let a = Attention { n_heads: 2, v_dim: 24, ..a };
@@ -496,23 +467,8 @@ fn latent_attention_reads_values_from_the_key_rows() {
             None,
         );
         let (qb, kb, ob) = (g.upload_f32("q", &q), g.upload_f32("k", &k), g.zeros("o", t * heads * rank));
-        let a = Attention {
-            q: &qb,
-            k_cache: &kb,
-            v_cache: &kb,
-            cache_rows: ctx,
-            out: &ob,
-            n_heads: heads,
-            n_kv_heads: 1,
-            head_dim: d,
-            v_dim: rank,
-            mask: &AttentionMask::default(),
-            sparse: None,
-            differential: None,
-            rotation: None,
-            memory: None,
-            scale,
-        };
+        let causal = AttentionMask::default();
+        let a = Attention { v_dim: rank, ..Attention::new((&qb, &ob), (&kb, &kb, ctx), (heads, 1, d), &causal, scale) };
         for kv_tile in [0, 16] {
             let mut plan = Plan::new(g);
             attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
@@ -1155,22 +1111,10 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
         let (q_abs, ctx_b, out) =
             (g.zeros("q abs", t * heads * latent), g.zeros("ctx", t * heads * rank), g.zeros("out", want.len()));
         let mla = Mla { n_heads: heads, nope, rope: tail, v_dim, rank, kv_b: &w };
+        let causal = AttentionMask::default();
         let call = Attention {
-            q: &q_abs,
-            k_cache: &cache,
-            v_cache: &cache,
-            cache_rows: ctx,
-            out: &ctx_b,
-            n_heads: heads,
-            n_kv_heads: 1,
-            head_dim: latent,
             v_dim: rank,
-            mask: &AttentionMask::default(),
-            sparse: None,
-            differential: None,
-            rotation: None,
-            memory: None,
-            scale,
+            ..Attention::new((&q_abs, &ctx_b), (&cache, &cache, ctx), (heads, 1, latent), &causal, scale)
         };
         let scores = g.zeros("scores", t * heads * ctx);
         let mut plan = Plan::new(g);
@@ -1660,21 +1604,8 @@ fn block_sparse_selection_and_attention_match_reference() {
         let mut plan = Plan::new(g);
         block_sparse::select(g, &mut plan, &sel, &qb, &pooled, &scores, (heads, kv, d), (scale, max_blocks)).unwrap();
         let a = Attention {
-            q: &qb,
-            k_cache: &kb,
-            v_cache: &vb,
-            cache_rows: ctx,
-            out: &ob,
-            n_heads: heads,
-            n_kv_heads: kv,
-            head_dim: d,
-            v_dim: d,
-            mask: &mask,
             sparse: Some(&sel),
-            differential: None,
-            rotation: None,
-            memory: None,
-            scale,
+            ..Attention::new((&qb, &ob), (&kb, &vb, ctx), (heads, kv, d), &mask, scale)
         };
         attention::prefill(g, &mut plan, &a).unwrap();
         let got = run(&plan, &tokens(pos0, t), &ob, q.len());
@@ -1734,21 +1665,8 @@ fn differential_attention_matches_reference() {
         for decode in [false, true] {
             let ob = g.zeros("o", q.len());
             let a = Attention {
-                q: &qb,
-                k_cache: &kb,
-                v_cache: &vb,
-                cache_rows: ctx,
-                out: &ob,
-                n_heads: heads,
-                n_kv_heads: kv,
-                head_dim: d,
-                v_dim: d,
-                mask: &mask,
-                sparse: None,
                 differential: Some(lambda),
-                rotation: None,
-                memory: None,
-                scale,
+                ..Attention::new((&qb, &ob), (&kb, &vb, ctx), (heads, kv, d), &mask, scale)
             };
             let mut plan = Plan::new(g);
             match decode {
@@ -1873,21 +1791,8 @@ fn absorbing_window_matches_reference_across_forwards() {
         );
         let (qb, ob, scores) = (g.upload_f32("q", &q), g.zeros("o", q.len()), g.zeros("scores", n * heads * end));
         let a = Attention {
-            q: &qb,
-            k_cache: &kb,
-            v_cache: &vb,
-            cache_rows: rows,
-            out: &ob,
-            n_heads: heads,
-            n_kv_heads: kv,
-            head_dim: d,
-            v_dim: d,
-            mask: &mask,
-            sparse: None,
-            differential: None,
-            rotation: None,
             memory: Some(&memory),
-            scale,
+            ..Attention::new((&qb, &ob), (&kb, &vb, rows), (heads, kv, d), &mask, scale)
         };
         let mut plan = Plan::new(g);
         match n {

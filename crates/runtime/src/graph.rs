@@ -809,21 +809,11 @@ impl<'a> Builder<'a> {
             select(self.gpu, &mut self.plan, sel, &s.q, pooled, &s.block_scores, heads, (a.scale, max_blocks))?;
         }
         let call = Attention {
-            q: &s.q,
-            k_cache: kc,
-            v_cache: vc,
-            cache_rows: *rows,
-            out: &s.attn,
-            n_heads: a.n_heads,
-            n_kv_heads: a.n_kv_heads,
-            head_dim: a.head_dim,
-            v_dim: a.head_dim,
-            mask: &a.mask,
             sparse: selection.as_ref(),
             differential: *lambda,
             rotation,
             memory: memory.as_ref(),
-            scale: a.scale,
+            ..Attention::new((&s.q, &s.attn), (kc, vc, *rows), (a.n_heads, a.n_kv_heads, a.head_dim), &a.mask, a.scale)
         };
         match self.mode {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
@@ -1123,21 +1113,8 @@ impl<'a> Builder<'a> {
         absorb.absorb_queries(self.gpu, &mut self.plan, &s.q, &s.mla_q)?;
         let causal = AttentionMask::default();
         let call = Attention {
-            q: &s.mla_q,
-            k_cache: cache,
-            v_cache: cache,
-            cache_rows: *rows,
-            out: &s.mla_ctx,
-            n_heads: m.n_heads,
-            n_kv_heads: 1,
-            head_dim: latent,
             v_dim: m.kv_rank,
-            mask: &causal,
-            sparse: None,
-            differential: None,
-            rotation: None,
-            memory: None,
-            scale: m.scale,
+            ..Attention::new((&s.mla_q, &s.mla_ctx), (cache, cache, *rows), (m.n_heads, 1, latent), &causal, m.scale)
         };
         match self.mode {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,

@@ -51,6 +51,36 @@ pub struct Attention<'a> {
     pub scale: f32,
 }
 
+impl<'a> Attention<'a> {
+    /// A call with values as wide as keys and none of the optional pieces (block lists, differential maps,
+    /// rotation, memory): `cache` is `(k_cache, v_cache, cache_rows)`, `heads` `(n_heads, n_kv_heads, head_dim)`.
+    pub fn new(
+        (q, out): (&'a wgpu::Buffer, &'a wgpu::Buffer),
+        (k_cache, v_cache, cache_rows): (&'a wgpu::Buffer, &'a wgpu::Buffer, usize),
+        (n_heads, n_kv_heads, head_dim): (usize, usize, usize),
+        mask: &'a AttentionMask,
+        scale: f32,
+    ) -> Self {
+        Attention {
+            q,
+            k_cache,
+            v_cache,
+            cache_rows,
+            out,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            v_dim: head_dim,
+            mask,
+            sparse: None,
+            differential: None,
+            rotation: None,
+            memory: None,
+            scale,
+        }
+    }
+}
+
 /// Floats of the Taylor state for `kv_heads` heads of `d` channels (see [`Attention::memory`]).
 pub fn memory_len(kv_heads: usize, d: usize) -> usize {
     kv_heads * (1 + d + d * (d + 1) / 2) * (d + 1)
