@@ -70,13 +70,18 @@ impl AttentionTap {
             .layers
             .get(layer)
             .ok_or_else(|| bad(format!("layer {layer} is past the model's {} layers", spec.layers.len())))?;
-        let MixerSpec::Attention(a) = &l.mixer else {
+        // A parallel layer (Falcon-H1's attention beside Mamba2) is mapped through its attention branch.
+        let parts = l.mixer.parts();
+        let Some((i, a)) = parts.iter().enumerate().find_map(|(i, m)| match m {
+            MixerSpec::Attention(a) => Some((i, a)),
+            _ => None,
+        }) else {
             return Err(bad(format!(
                 "layer {layer} is not a softmax attention layer (its mixer is {})",
                 l.mixer.kind()
             )));
         };
-        Ok(Self::for_attention(layer, slot_of(spec, layer), a))
+        Ok(Self::for_attention(layer, slot_of(spec, layer) + i, a))
     }
 
     /// An empty tap on `layer`, after checking that `head` is one of its heads (for choosing heads to ablate).
@@ -550,6 +555,13 @@ pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
         Some(MixerSpec::Lightning(l)) => l.n_heads,
         Some(MixerSpec::LinearAttn(l)) => l.n_heads,
         Some(MixerSpec::Rwkv7(r)) => r.n_heads,
+        Some(MixerSpec::Parallel(parts)) => parts
+            .iter()
+            .find_map(|m| match m {
+                MixerSpec::Attention(a) if a.differential.is_none() => Some(a.n_heads),
+                _ => None,
+            })
+            .unwrap_or(0),
         _ => 0,
     }
 }
