@@ -6,8 +6,8 @@ use crate::reference::attention::{attention_weights, Rotation};
 use crate::reference::gated_delta::{self, Dims};
 use crate::reference::{feature_map, gla};
 use crate::spec::{
-    AttentionMask, AttentionSpec, GatedDeltaNetSpec, GlaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec, MixerSpec,
-    ModelSpec, Rwkv7Spec,
+    AttentionMask, AttentionSpec, GatedDeltaNetSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
+    MixerSpec, ModelSpec, Rwkv7Spec,
 };
 use crate::{CoreError, Result};
 
@@ -179,8 +179,9 @@ impl AttentionTap {
 }
 
 /// What a tapped recurrent layer saw per position — a delta-rule layer (Gated DeltaNet, DeltaNet, Kimi Delta
-/// Attention: raw queries and keys after the short conv, update strengths, log decays) or gated linear attention
-/// (GLA: queries, keys, per-channel log decays). Its map is the implicit attention matrix of the recurrence: with
+/// Attention: raw queries and keys after the short conv, update strengths, log decays), gated linear attention and
+/// its relatives (GLA, HGRN2, Lightning, linear attention: queries, keys, log decays), RWKV-7 (plus its transition
+/// vectors) or Gated Slot Attention (plus its slot gates). Its map is the implicit attention matrix of the recurrence: with
 /// `P_r = (I - beta_r k_r k_r^T) diag(exp(g_r))` (GLA: `diag(exp(g_r))`, beta 1), output
 /// `o_t = sum_s A[t, s] v_s` where `A[t, s] = beta_s q_t^T P_t P_(t-1) ... P_(s+1) k_s` (q, k as the layer uses
 /// them: L2-normalised for the delta rule; q scaled by dk^-0.5). Weights can be negative; rows need not sum to 1.
@@ -210,6 +211,9 @@ enum Rule {
     /// Gated linear attention and its relatives (no erasing): queries scaled by `q_scale`, log decays from
     /// `decay`, rows divided by their sum when `normalize` (Based, Hedgehog).
     Gated { decay: GateInput, q_scale: f32, normalize: bool },
+    /// Gated Slot Attention: rows `[q | k | s]` and log slot gates `[heads * slots]` (dims' `dv` counts the slots);
+    /// the map is of the second pass's output, linear in the values once pass one's slot softmax is replayed.
+    Gsa { scale: f32 },
     /// RWKV-7's generalised delta rule, rows `[r | w | k | a | b | v]` as its prepare pass leaves them: the
     /// transition `diag(exp w) + b aᵀ` (the map is of the recurrence's output, before the group norm and bonus).
     Rwkv7,
@@ -264,6 +268,12 @@ impl DeltaTap {
         Self::empty(spec, layer, dims, false, Rule::Gated { decay, q_scale: 1.0, normalize: false })
     }
 
+    /// An empty tap on Gated Slot Attention `layer` of `spec` (rows as its gates pass leaves them).
+    pub fn gsa(spec: &ModelSpec, layer: usize, g: &GsaSpec) -> Self {
+        let dims = Dims { n_k_heads: g.n_heads, n_v_heads: g.n_heads, dk: g.head_k_dim, dv: g.slots };
+        Self::empty(spec, layer, dims, true, Rule::Gsa { scale: g.scale })
+    }
+
     /// An empty tap on RWKV-7 `layer` of `spec`.
     pub fn rwkv7(spec: &ModelSpec, layer: usize, r: &Rwkv7Spec) -> Self {
         let dims = Dims { n_k_heads: r.n_heads, n_v_heads: r.n_heads, dk: r.head_dim, dv: r.head_v_dim };
@@ -313,6 +323,7 @@ impl DeltaTap {
     pub fn gate_width(&self) -> usize {
         match &self.rule {
             Rule::Gated { decay: GateInput::LogSigmoid(_) | GateInput::Log, .. } => self.dims.n_v_heads * self.dims.dk,
+            Rule::Gsa { .. } => self.dims.n_v_heads * self.dims.dv,
             Rule::Gated { .. } | Rule::Rwkv7 => 0,
             Rule::Delta { .. } => self.dims.n_v_heads * if self.per_channel { 1 + self.dims.dk } else { 2 },
         }
@@ -339,7 +350,7 @@ impl DeltaTap {
             return self.push_rwkv7(&r, &w, &k, (&a, &b));
         }
         let (mut q, mut k, mut b, mut a) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let split = if matches!(self.rule, Rule::Gated { .. }) { 0 } else { hv };
+        let split = if matches!(self.rule, Rule::Delta { .. }) { hv } else { 0 };
         let gate_width = self.gate_width();
         for (t, row) in qkv.chunks_exact(self.qkv_width()).enumerate() {
             q.extend_from_slice(&row[..key]);
@@ -360,6 +371,7 @@ impl DeltaTap {
                 (vec![1.0; positions * hv], g)
             }
             Rule::Rwkv7 => unreachable!("pushed above"),
+            Rule::Gsa { .. } => (vec![1.0; positions * hv], a),
             Rule::Delta { beta_scale, gate_params } => {
                 let (a_log, dt_bias) = gate_params.split_at(hv);
                 let beta = b.iter().map(|&x| beta_scale / (1.0 + (-x).exp())).collect();
@@ -384,7 +396,12 @@ impl DeltaTap {
         self.q.truncate(positions * key);
         self.k.truncate(positions * key);
         self.beta.truncate(positions * hv);
-        self.g.truncate(positions * hv * if self.per_channel { self.dims.dk } else { 1 });
+        let gates = match self.rule {
+            Rule::Gsa { .. } => self.dims.dv,
+            _ if self.per_channel => self.dims.dk,
+            _ => 1,
+        };
+        self.g.truncate(positions * hv * gates);
         self.a.truncate(positions * key);
         self.b.truncate(positions * key);
     }
@@ -394,8 +411,38 @@ impl DeltaTap {
         self.dims.n_v_heads
     }
 
+    /// Gated Slot Attention's implicit weights of `head` at `t`: with `D_j(s) = (1 - e^{g_s[j]}) Π_{s<r<=t} e^{g_r[j]}`,
+    /// pass one's slot keys are `Σ_s D_j(s) k_s`, its softmax over the slots gives `a_t`, and
+    /// `A[t, s] = Σ_j a_t[j] D_j(s)`.
+    fn slot_row(&self, head: usize, t: usize, scale: f32) -> Vec<f32> {
+        let (h, dk, m) = (self.dims.n_v_heads, self.dims.dk, self.dims.dv);
+        let gate = |s: usize, j: usize| self.g[(s * h + head) * m + j];
+        let mut weights = vec![vec![0.0f32; m]; t + 1];
+        let mut keys = vec![0.0f32; m * dk];
+        let mut carried = vec![1.0f32; m];
+        for s in (0..=t).rev() {
+            let k = &self.k[(s * h + head) * dk..][..dk];
+            for j in 0..m {
+                let w = carried[j] * (1.0 - gate(s, j).exp());
+                weights[s][j] = w;
+                keys[j * dk..][..dk].iter_mut().zip(k).for_each(|(acc, x)| *acc += w * x);
+                carried[j] *= gate(s, j).exp();
+            }
+        }
+        let q = &self.q[(t * h + head) * dk..][..dk];
+        let scores: Vec<f32> =
+            (0..m).map(|j| keys[j * dk..][..dk].iter().zip(q).map(|(a, b)| a * b).sum::<f32>() * scale).collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let total: f32 = e.iter().sum();
+        weights.iter().map(|w| w.iter().zip(&e).map(|(x, a)| x * a / total).sum()).collect()
+    }
+
     /// The implicit weights of value head `head` for query position `t` over keys `0..=t`.
     fn row(&self, head: usize, t: usize) -> Vec<f32> {
+        if let Rule::Gsa { scale } = self.rule {
+            return self.slot_row(head, t, scale);
+        }
         let d = &self.dims;
         let kh = head / (d.n_v_heads / d.n_k_heads);
         let at = |x: &[f32], p: usize| x[(p * d.n_k_heads + kh) * d.dk..][..d.dk].to_vec();
@@ -403,6 +450,7 @@ impl DeltaTap {
             Rule::Delta { .. } => (true, 1.0 / (d.dk as f32).sqrt(), false),
             Rule::Gated { q_scale, normalize, .. } => (false, *q_scale, *normalize),
             Rule::Rwkv7 => (false, 1.0, false),
+            Rule::Gsa { .. } => unreachable!("slot rows above"),
         };
         let mut w = match delta {
             true => gated_delta::l2norm(&at(&self.q, t), q_scale),
@@ -555,6 +603,7 @@ pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
         Some(MixerSpec::Lightning(l)) => l.n_heads,
         Some(MixerSpec::LinearAttn(l)) => l.n_heads,
         Some(MixerSpec::Rwkv7(r)) => r.n_heads,
+        Some(MixerSpec::Gsa(g)) => g.n_heads,
         Some(MixerSpec::Parallel(parts)) => parts
             .iter()
             .find_map(|m| match m {
@@ -744,6 +793,22 @@ mod tests {
         let want = rwkv7::recurrent(&inputs, &mut vec![0.0; heads * dk * dv], &rwkv7::Dims { heads, dk, dv });
         let mut tap = tap_of(Dims { n_k_heads: heads, n_v_heads: heads, dk, dv }, true, Rule::Rwkv7);
         tap.push_rwkv7(&r, &w, &k, (&a, &b));
+        assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5);
+    }
+
+    #[test]
+    fn implicit_gsa_weights_reproduce_the_two_passes() {
+        use crate::reference::gsa;
+        let (heads, dk, dv, slots, t_len) = (2, 3, 4, 5, 8);
+        let q = noise(31, t_len * heads * dk, -1.0, 1.0);
+        let k = noise(32, t_len * heads * dk, -1.0, 1.0);
+        let v = noise(33, t_len * heads * dv, -1.0, 1.0);
+        let g = noise(34, t_len * heads * slots, -2.0, -0.05);
+        let d = gsa::Dims { heads, dk, dv, slots, scale: 0.6 };
+        let want = gsa::recurrent(&q, &k, &v, &g, &mut vec![0.0; d.state_len()], &d);
+        let mut tap =
+            tap_of(Dims { n_k_heads: heads, n_v_heads: heads, dk, dv: slots }, true, Rule::Gsa { scale: 0.6 });
+        tap.push(&q, &k, &vec![1.0; t_len * heads], &g);
         assert!(max_diff(&mixed(&tap, &v, t_len, dv), &want) < 1e-5);
     }
 }

@@ -1274,6 +1274,7 @@ impl<'a> Builder<'a> {
         self.linear(&s.h, f, &s.gk, Rows::Tokens, Epilogue::Store)?;
         let glue = Gsa { heads: h, dk: k, dv: v, slots: m, normalizer: g.gate_normalizer };
         glue.gates(self.gpu, &mut self.plan, &s.qkv_raw, &s.gk, (&s.qkv, &s.gsa_second))?;
+        self.tap_rows(slot, (&s.qkv, h * (2 * k + m)), Some((&s.gk, h * m)));
         let pass = |qkv, (dk, dv), decay, q_scale, state_offset, out| Gla {
             heads: h,
             dk,

@@ -368,6 +368,7 @@ impl Session {
                 (MixerSpec::Lightning(l), _) => LayerTap::Delta(DeltaTap::lightning(&self.spec, layer, l)),
                 (MixerSpec::LinearAttn(l), _) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, layer, l)),
                 (MixerSpec::Rwkv7(r), _) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, layer, r)),
+                (MixerSpec::Gsa(g), _) => LayerTap::Delta(DeltaTap::gsa(&self.spec, layer, g)),
                 _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
             };
             let (first, second) = record.row_widths();

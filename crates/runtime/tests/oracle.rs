@@ -293,7 +293,7 @@ fn fla_rwkv7_matches_fla_on_the_gpu() {
 /// Attention maps and head entropies from the GPU's taps equal the CPU reference's, on the prefill path (in
 /// chunks) and token by token: softmax layers (llama; gemma3's window-16 layer under an 80-token prompt), whose
 /// rows sum to 1, and the implicit attention of recurrent layers (Gated DeltaNet, DeltaNet, Kimi Delta Attention,
-/// Qwen3.5's linear layer, GLA, HGRN2, Lightning, fla's linear attention, RWKV-7), and Falcon-H1's attention beside
+/// Qwen3.5's linear layer, GLA, HGRN2, Lightning, fla's linear attention, RWKV-7, GSA), and Falcon-H1's attention beside
 /// Mamba2 in a parallel layer. Entropies lie in [0, 1].
 #[test]
 fn attention_taps_match_the_reference() {
@@ -311,6 +311,7 @@ fn attention_taps_match_the_reference() {
         ("linear_attn", 0, false),
         ("rwkv7", 1, false),
         ("falcon_h1", 1, true),
+        ("gsa", 1, false),
     ];
     for (arch, layer, softmax) in cases {
         let oracle = Oracle::open(&fixture(arch)).unwrap();

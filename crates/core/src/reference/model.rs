@@ -174,6 +174,7 @@ impl ReferenceModel {
                     MixerSpec::Lightning(m) => LayerTap::Delta(DeltaTap::lightning(&self.spec, l, m)),
                     MixerSpec::LinearAttn(m) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, l, m)),
                     MixerSpec::Rwkv7(r) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, l, r)),
+                    MixerSpec::Gsa(g) => LayerTap::Delta(DeltaTap::gsa(&self.spec, l, g)),
                     _ => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
                 })
             }
@@ -600,6 +601,9 @@ impl ReferenceModel {
         let silu = |x: Vec<f32>| x.into_iter().map(|v| activate(Activation::Silu, v)).collect::<Vec<f32>>();
         let [q, k, v] = [0, 1, 2].map(|i| silu(self.linear(h, &g.qkv[i])));
         let gates = gla::log_decay(&self.linear(h, &g.f_proj), g.gate_normalizer);
+        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == slot) {
+            tap.push(&q, &k, &vec![1.0; q.len() / g.head_k_dim], &gates);
+        }
         let dims = gsa::Dims { heads: g.n_heads, dk: g.head_k_dim, dv: g.head_v_dim, slots: g.slots, scale: g.scale };
         let LayerCache::Recurrent { state, .. } = &mut self.cache[slot] else { unreachable!("GSA state") };
         let o = gsa::recurrent(&q, &k, &v, &gates, state, &dims);
