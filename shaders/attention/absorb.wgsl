@@ -5,6 +5,7 @@
 // One invocation per (kv head, feature, channel).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
+#include "attention/ring.wgsl"
 
 struct Params {
     n_kv_heads: u32,
@@ -31,11 +32,7 @@ fn held(p: u32) -> u32 {
 
 // Offset of position j's key/value row for kv head kvh in the sinks-then-ring cache.
 fn kv_base(j: u32, kvh: u32) -> u32 {
-    var row = j;
-    if (j >= params.sinks) {
-        row = params.sinks + (j - params.sinks) % (params.cache_rows - params.sinks);
-    }
-    return (row * params.n_kv_heads + kvh) * D;
+    return (ring_row(j, params.sinks, params.cache_rows) * params.n_kv_heads + kvh) * D;
 }
 
 @compute @workgroup_size({{WG}})

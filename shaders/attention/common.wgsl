@@ -16,6 +16,7 @@
 // Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
+#include "attention/ring.wgsl"
 
 struct Params {
     n_heads: u32,
@@ -124,11 +125,7 @@ fn visible_key(vis: Visible, v: u32) -> u32 {
 
 // Offset of position j's key/value row for KV head kvh.
 fn kv_base(j: u32, kvh: u32) -> u32 {
-    var row = j;
-    if (j >= params.sinks) {
-        row = params.sinks + (j - params.sinks) % (params.cache_rows - params.sinks);
-    }
-    return (row * params.n_kv_heads + kvh) * D;
+    return (ring_row(j, params.sinks, params.cache_rows) * params.n_kv_heads + kvh) * D;
 }
 
 // The KV head serving query head h (grouped-query attention).

@@ -31,6 +31,7 @@ shaders!(
     "common/moe.wgsl",
     "common/residual.wgsl",
     "common/copy.wgsl",
+    "attention/ring.wgsl",
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",

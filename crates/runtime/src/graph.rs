@@ -212,7 +212,7 @@ pub struct Resources {
     pub logit_capacity: usize,
     /// Most keys one query may see (the context, or a StreamingLLM ring's sinks and window if longer).
     pub key_reach: usize,
-    /// Block-sparse layers' attention entropies at the last token of each prefill forward, `heads` floats per
+    /// Routed layers' attention entropies at the last token of each prefill forward, `heads` floats per
     /// state slot (see `kernels::attention::entropy`), and that stride: what routed policies decide from.
     pub entropies: Option<(wgpu::Buffer, usize)>,
 }
@@ -485,7 +485,8 @@ impl Resources {
             block_lists: gpu.zeros("block lists", capacity * sparse.1),
             block_counts: gpu.zeros("block counts", capacity * sparse.2),
         };
-        let entropies = (sparse.2 > 0).then(|| (gpu.zeros("attention entropies", states.len() * heads), heads));
+        let routed = spec.attention_layers().any(|a| a.mask.sparse.is_some_and(|cfg| cfg.pools_only()));
+        let entropies = routed.then(|| (gpu.zeros("attention entropies", states.len() * heads), heads));
         Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity, key_reach, entropies })
     }
 
@@ -798,7 +799,7 @@ impl<'a> Builder<'a> {
             pool_keys(self.gpu, &mut self.plan, cfg, kc, pooled, (a.n_kv_heads, a.head_dim))?;
         }
         // A routed layer that is dense at every length only pools its keys; it attends with the plain kernels.
-        let selection = a.mask.sparse.filter(|cfg| cfg.dense_len != usize::MAX).map(|cfg| Selection {
+        let selection = a.mask.sparse.filter(|cfg| !cfg.pools_only()).map(|cfg| Selection {
             cfg,
             blocks: &s.block_lists,
             counts: &s.block_counts,
@@ -820,7 +821,9 @@ impl<'a> Builder<'a> {
             Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
         }
         attention::absorb(self.gpu, &mut self.plan, &call)?;
-        if let (Mode::Prefill, Some(_), Some((entropies, stride))) = (self.mode, &a.mask.sparse, &self.res.entropies) {
+        // Routed layers (dense through a prefill) are measured for the router; nothing else reads entropies.
+        let routed = a.mask.sparse.is_some_and(|cfg| cfg.pools_only());
+        if let (Mode::Prefill, true, Some((entropies, stride))) = (self.mode, routed, &self.res.entropies) {
             attention::entropy(self.gpu, &mut self.plan, &call, entropies, slot * stride)?;
         }
         let width = a.n_heads * a.head_dim;

@@ -339,6 +339,7 @@ impl Session {
         let res = Resources::new(&self.gpu, &spec, self.max_context, self.capacity, self.logit_capacity)?;
         self.gpu.check_errors("allocating the KV cache for the attention policy")?;
         (self.res, self.spec, self.policy) = (res, spec, policy.clone());
+        self.routes.clear();
         self.position = 0;
         let layers: Vec<usize> = self.taps.iter().map(|t| t.record.layer()).collect();
         self.taps.clear();
@@ -543,7 +544,7 @@ impl Session {
         for (layer, spec) in self.spec.layers.iter().enumerate() {
             for part in spec.mixer.parts() {
                 if let (MixerSpec::Attention(a), LayerPolicy::Routed(_, threshold)) = (part, self.policy.layer(layer)) {
-                    if a.mask.sparse.is_some() {
+                    if a.mask.sparse.is_some_and(|cfg| cfg.pools_only()) {
                         let heads = &all[slot * stride..][..a.n_heads];
                         let entropy = heads.iter().sum::<f32>() / a.n_heads as f32;
                         routes.push(Route { layer, entropy, sparse: entropy < threshold });

@@ -590,9 +590,9 @@ impl ReferenceModel {
             rotary_dim: r.rope.rotary_dim,
         };
         let bias = self.w(&r.gate_bias).to_vec();
-        let (cos, sin) = self.rope_tables[li].clone().expect("RAT has rope tables");
+        let (cos, sin) = self.rope_tables[li].as_ref().expect("RAT has rope tables");
         let LayerCache::Rat(state) = &mut self.cache[li] else { unreachable!("RAT layer has its state") };
-        let o = rat::rat(&proj, &bias, state, pos0, &dims, (&cos, &sin));
+        let o = rat::rat(&proj, &bias, state, pos0, &dims, (cos, sin));
         self.linear(&o, &r.out_proj)
     }
 

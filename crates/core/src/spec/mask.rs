@@ -95,6 +95,18 @@ impl BlockSparse {
         p + 1 < self.dense_len
     }
 
+    /// These settings, attending densely at every length: the keys are still pooled, so a router can switch the
+    /// layer to block-sparse at any point (see `route:` policies).
+    pub fn pooling_only(self) -> Self {
+        BlockSparse { dense_len: usize::MAX, ..self }
+    }
+
+    /// Whether these settings attend densely at every length ([`BlockSparse::pooling_only`]): the layer needs no
+    /// block selection, and it is the layer a router measures.
+    pub fn pools_only(&self) -> bool {
+        self.dense_len == usize::MAX
+    }
+
     /// Most blocks one query keeps.
     pub fn max_selected(&self) -> usize {
         self.local_blocks + self.topk

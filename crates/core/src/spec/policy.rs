@@ -126,7 +126,7 @@ impl LayerPolicy {
             LayerPolicy::Sparse(cfg) if own.window.is_none() => AttentionMask { sparse: Some(cfg), ..own.clone() },
             // Dense at every length until routed, with the keys pooled so the switch can happen at any point.
             LayerPolicy::Routed(cfg, _) if own.window.is_none() => {
-                AttentionMask { sparse: Some(BlockSparse { dense_len: usize::MAX, ..cfg }), ..own.clone() }
+                AttentionMask { sparse: Some(cfg.pooling_only()), ..own.clone() }
             }
             LayerPolicy::Sparse(_) | LayerPolicy::Routed(..) => own.clone(),
         }
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!((cfg.dense_len, cfg.block, threshold), (32, 8, 0.7));
         let own = AttentionMask::default();
         let dense = p.layer(1).mask(&own).sparse.expect("keys pooled");
-        assert_eq!(dense.dense_len, usize::MAX, "dense at every length until routed");
+        assert!(dense.pools_only(), "dense at every length until routed");
         assert_eq!(
             AttentionPolicy::parse("route:infllmv2").unwrap().layer(0),
             LayerPolicy::Routed(BlockSparse::MINICPM4, ROUTE_ENTROPY)
