@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ternlight_core::gguf::checkpoint::{GgufCheckpoint, TOKENIZER_KEY};
 use ternlight_core::ranged::RangeSource;
 use ternlight_core::spec::{AttentionPolicy, ModelSpec};
-use ternlight_core::tensors::{shard_names, SafetensorsCheckpoint, TensorSource};
+use ternlight_core::tensors::{check_against_spec, shard_names, SafetensorsCheckpoint, TensorSource};
 use ternlight_core::tokenizer::Tokenizer;
 use ternlight_gpu::Gpu;
 use ternlight_runtime::http::{cache_dir, Client};
@@ -67,7 +67,7 @@ impl ModelDir {
         let config_path = path.join("config.json");
         let text =
             std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-        let spec = ModelSpec::from_config_json(&text).with_context(|| format!("{}", config_path.display()))?;
+        let spec = ModelSpec::from_config_json(&text).with_context(|| format!("{}", path.display()))?;
         let checkpoint = Checkpoint::Safetensors(SafetensorsCheckpoint::open_dir(path)?);
         Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint, remote_tokenizer: None })
     }
@@ -104,8 +104,15 @@ impl ModelDir {
         Ok(ModelDir { path: path.to_path_buf(), spec, checkpoint, remote_tokenizer: Some(tokenizer) })
     }
 
-    /// Loads `tokenizer.json` (and `tokenizer_config.json` when present), or the GGUF file's tokenizer.
+    /// Loads `tokenizer.json` (and `tokenizer_config.json` when present), or the GGUF file's tokenizer, and checks
+    /// its ids fit the model's embedding.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
+        let tokenizer = self.load_tokenizer()?;
+        tokenizer.check_vocab(self.spec.vocab)?;
+        Ok(tokenizer)
+    }
+
+    fn load_tokenizer(&self) -> Result<Tokenizer> {
         if let Checkpoint::Gguf(g) = &self.checkpoint {
             let json = g.text(TOKENIZER_KEY).with_context(|| match g.text("tokenizer.ggml.model") {
                 Some(kind) => format!(
@@ -129,6 +136,8 @@ impl ModelDir {
 
     /// Acquires the GPU and uploads the model, showing a progress bar unless `quiet`.
     pub fn session(&self, options: &SessionOptions, quiet: bool) -> Result<Session> {
+        // Header-only: a checkpoint that does not fit the config is refused before the GPU is touched.
+        check_against_spec(&self.spec, self.checkpoint.source())?;
         let gpu = Arc::new(Gpu::new_blocking()?);
         let bar = LoadBar::new(quiet);
         let session = Session::new(gpu, self.spec.clone(), self.checkpoint.source(), options, &mut |p| bar.update(p))?;

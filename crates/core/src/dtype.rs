@@ -63,9 +63,42 @@ pub fn decode_f32(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(out)
 }
 
+/// The index of the first NaN or infinite element of little-endian `bytes` of `dtype` (`None` when all are
+/// finite, or the type is not a float type). Looks only at exponent bits: no decoding.
+pub fn first_non_finite(dtype: DType, bytes: &[u8]) -> Option<usize> {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .position(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000),
+        DType::F16 => bytes.chunks_exact(2).position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
+        DType::BF16 => bytes.chunks_exact(2).position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80),
+        DType::I64 | DType::U8 => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_elements_are_found_in_every_float_type() {
+        for (dtype, bad) in [
+            (DType::F32, f32::NAN.to_le_bytes().to_vec()),
+            (DType::F32, f32::NEG_INFINITY.to_le_bytes().to_vec()),
+            (DType::F16, f16::INFINITY.to_le_bytes().to_vec()),
+            (DType::BF16, bf16::NAN.to_le_bytes().to_vec()),
+        ] {
+            let finite = match dtype {
+                DType::F32 => f32::MAX.to_le_bytes().to_vec(),
+                DType::F16 => f16::MAX.to_le_bytes().to_vec(),
+                _ => bf16::MIN.to_le_bytes().to_vec(),
+            };
+            let bytes = [finite.clone(), finite.clone(), bad, finite.clone()].concat();
+            assert_eq!(first_non_finite(dtype, &bytes), Some(2), "{dtype}");
+            assert_eq!(first_non_finite(dtype, &finite), None, "{dtype}");
+        }
+        assert_eq!(first_non_finite(DType::U8, &[0xff; 4]), None);
+    }
 
     #[test]
     fn bf16_and_f16_decode_exactly() {

@@ -6,7 +6,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum CoreError {
     /// A remote file could not be fetched (after retries).
-    #[error("cannot fetch {url}: {message}")]
+    #[error("cannot fetch {}: {}", OneLine(.url), OneLine(.message))]
     Network {
         /// The URL that failed.
         url: String,
@@ -14,7 +14,7 @@ pub enum CoreError {
         message: String,
     },
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", OneLine(.path))]
     Io {
         /// The file that failed.
         path: String,
@@ -22,7 +22,7 @@ pub enum CoreError {
         source: std::io::Error,
     },
     /// A JSON file is not valid JSON or not of the expected shape.
-    #[error("{path}: invalid JSON: {message}")]
+    #[error("{}: invalid JSON: {}", OneLine(.path), OneLine(.message))]
     Json {
         /// The file that failed.
         path: String,
@@ -30,7 +30,7 @@ pub enum CoreError {
         message: String,
     },
     /// config.json lacks a field the architecture needs, or holds a value of the wrong type.
-    #[error("config.json: field `{field}` {problem}")]
+    #[error("config.json: field `{}` {}", OneLine(.field), OneLine(.problem))]
     ConfigField {
         /// The field at fault.
         field: String,
@@ -38,7 +38,7 @@ pub enum CoreError {
         problem: String,
     },
     /// The architecture (or one layer type of it) is not one Ternlight runs.
-    #[error("unsupported {what} `{name}`; supported: {supported}")]
+    #[error("unsupported {what} `{}`; supported: {supported}", OneLine(.name))]
     Unsupported {
         /// What kind of thing is unsupported (model_type, layer type, rope type, ...).
         what: &'static str,
@@ -48,7 +48,7 @@ pub enum CoreError {
         supported: String,
     },
     /// A tensor container is malformed (truncated, lying header, bad offsets).
-    #[error("{path}: malformed tensor file: {message}")]
+    #[error("{}: malformed tensor file: {}", OneLine(.path), OneLine(.message))]
     TensorFile {
         /// The file that failed.
         path: String,
@@ -56,13 +56,13 @@ pub enum CoreError {
         message: String,
     },
     /// A tensor the model needs is absent from every file.
-    #[error("tensor `{name}` is missing from the checkpoint")]
+    #[error("tensor `{}` is missing from the checkpoint", OneLine(.name))]
     MissingTensor {
         /// The tensor name.
         name: String,
     },
     /// A tensor exists but its shape or dtype differs from what the config implies.
-    #[error("tensor `{name}`: expected {expected}, found {found}")]
+    #[error("tensor `{}`: expected {expected}, found {}", OneLine(.name), OneLine(.found))]
     TensorMismatch {
         /// The tensor name.
         name: String,
@@ -72,11 +72,28 @@ pub enum CoreError {
         found: String,
     },
     /// Tokenizer or chat template failure.
-    #[error("tokenizer: {0}")]
+    #[error("tokenizer: {}", OneLine(.0))]
     Tokenizer(String),
     /// An invalid request, e.g. a token id outside the vocabulary or an empty prompt.
-    #[error("{0}")]
+    #[error("{}", OneLine(.0))]
     InvalidInput(String),
+}
+
+/// Shows a message on one line: control characters (newlines from a file's strings among them) escaped, so
+/// an error about a hostile file stays one line wherever it is printed.
+pub struct OneLine<'a>(pub &'a str);
+
+impl std::fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c.is_control() {
+                true => write!(f, "{}", c.escape_default())?,
+                false => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Result alias for the core crate.

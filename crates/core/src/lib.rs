@@ -6,6 +6,7 @@
 //! - [`tokenizer`]: `tokenizer.json` loading and chat-template rendering.
 //! - [`sampling`]: token selection from logits with a seeded RNG.
 //! - [`reference`]: a plain f32 CPU implementation of every op the GPU runs; the oracle for kernel tests.
+//! - [`untrusted`]: every parser of model files driven from raw bytes (the fuzz targets' entry points).
 //! - [`attention_map`]: attention weights of one layer's heads for visualisation, from tapped queries and keys.
 
 #![warn(missing_docs)]
@@ -21,5 +22,6 @@ pub mod sampling;
 pub mod spec;
 pub mod tensors;
 pub mod tokenizer;
+pub mod untrusted;
 
 pub use error::{CoreError, Result};

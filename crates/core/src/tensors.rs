@@ -5,7 +5,7 @@
 //! it is asked for (a model on disk or behind a URL is never held in memory whole). [`check_against_spec`] validates
 //! every tensor the spec needs (presence, shape, dtype) before anything is uploaded.
 
-use crate::dtype::{decode_f32, DType};
+use crate::dtype::{decode_f32, first_non_finite, DType};
 use crate::ranged::{LocalFile, Memory, RangeSource};
 use crate::spec::ModelSpec;
 use crate::{CoreError, Result};
@@ -49,6 +49,35 @@ pub trait TensorSource {
             expected: "a float dtype (F32, F16, BF16)".into(),
             found: info.dtype.to_string(),
         })
+    }
+}
+
+/// A [`TensorSource`] whose float tensors are refused when they hold a NaN or an infinity: a loader reads
+/// through it so that a damaged or hostile checkpoint fails with the tensor's name instead of producing garbage.
+pub struct Finite<'a>(pub &'a dyn TensorSource);
+
+impl TensorSource for Finite<'_> {
+    fn info(&self, name: &str) -> Result<Option<TensorInfo>> {
+        self.0.info(name)
+    }
+
+    fn bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let bytes = self.0.bytes(name)?;
+        let dtype = self.0.info(name)?.map(|i| i.dtype);
+        if let Some(at) = dtype.and_then(|d| first_non_finite(d, &bytes)) {
+            return Err(CoreError::InvalidInput(format!(
+                "tensor `{name}`: element {at} is NaN or infinite (a damaged checkpoint?)"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn byte_len(&self, name: &str) -> Result<usize> {
+        self.0.byte_len(name)
+    }
+
+    fn verify(&self) -> Result<()> {
+        self.0.verify()
     }
 }
 

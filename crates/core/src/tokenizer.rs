@@ -32,6 +32,11 @@ fn special_token(config: &Value, key: &str) -> Option<String> {
 impl Tokenizer {
     /// Loads `tokenizer.json` bytes and, when given, `tokenizer_config.json` bytes (for the chat template).
     pub fn from_bytes(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
+        // UTF-8 and syntax first: the tokenizers crate panics on some syntax errors inside its untagged enums
+        // (found by fuzzing; `fuzz/regressions/tokenizer`), never on valid JSON of the wrong shape.
+        let json = |message: String| CoreError::Json { path: "tokenizer.json".into(), message };
+        let text = std::str::from_utf8(tokenizer_json).map_err(|e| json(e.to_string()))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| json(e.to_string()))?;
         let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| CoreError::Tokenizer(format!("tokenizer.json: {e}")))?;
         let config: Value = match tokenizer_config {
@@ -53,6 +58,18 @@ impl Tokenizer {
             bos_token: special_token(&config, "bos_token"),
             eos_token: special_token(&config, "eos_token"),
         })
+    }
+
+    /// Refuses a tokenizer that can produce ids the model's embedding has no row for (a tokenizer from another
+    /// model): its largest id, added tokens included, must be below `embedding_rows`.
+    pub fn check_vocab(&self, embedding_rows: usize) -> Result<()> {
+        match self.inner.get_vocab(true).values().max() {
+            Some(&max) if max as usize >= embedding_rows => Err(CoreError::Tokenizer(format!(
+                "tokenizer.json has token id {max} but the model's embedding has only {embedding_rows} rows (a \
+                 tokenizer from another model?)"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Encodes text to ids. `add_special_tokens` applies the tokenizer's post-processor (e.g. a leading BOS) for
@@ -82,7 +99,34 @@ impl Tokenizer {
     }
 }
 
+/// Template instructions one render may execute: a chat template is code from a stranger's file, and this bounds
+/// its running time (a long conversation through a tool-calling template takes well under a million).
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+/// The most bytes a rendered prompt may have.
+pub const MAX_PROMPT_BYTES: usize = 16 << 20;
+
+/// An `io::Write` into a string that refuses to grow past [`MAX_PROMPT_BYTES`].
+struct CappedOutput(Vec<u8>);
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_PROMPT_BYTES {
+            return Err(std::io::ErrorKind::FileTooLarge.into());
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Renders a HF chat template (Jinja) with `messages`, `add_generation_prompt = true` and the special tokens.
+///
+/// The template runs sandboxed: minijinja has no file, network or environment access, templates cannot include
+/// others (no loader is set), and a render stops with an error after [`TEMPLATE_FUEL`] instructions or
+/// [`MAX_PROMPT_BYTES`] of output.
 pub fn render_template(
     template: &str,
     messages: &[ChatMessage],
@@ -102,9 +146,16 @@ pub fn render_template(
         bos_token => bos.unwrap_or(""),
         eos_token => eos.unwrap_or(""),
     };
-    env.get_template("chat")
-        .and_then(|t| t.render(ctx))
-        .map_err(|e| CoreError::Tokenizer(format!("chat template failed: {e}")))
+    let mut out = CappedOutput(Vec::new());
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.get_template("chat").and_then(|t| t.render_captured_to(ctx, &mut out).map(drop)).map_err(|e| {
+        match e.kind() == minijinja::ErrorKind::WriteFailure {
+            // Only the capped output fails to write.
+            true => CoreError::Tokenizer(format!("chat template output exceeds the {MAX_PROMPT_BYTES}-byte cap")),
+            false => CoreError::Tokenizer(format!("chat template failed: {e}")),
+        }
+    })?;
+    String::from_utf8(out.0).map_err(|_| CoreError::Tokenizer("chat template produced invalid UTF-8".into()))
 }
 
 #[cfg(test)]
@@ -127,6 +178,21 @@ mod tests {
         let e = render_template("{{ raise_exception('no system role') }}", &[], None, None).unwrap_err();
         assert!(e.to_string().contains("no system role"), "{e}");
         assert!(render_template("{% for %}", &[], None, None).is_err());
+    }
+
+    #[test]
+    fn runaway_templates_stop_at_their_limits() {
+        let msgs = vec![ChatMessage { role: "user".into(), content: "x".repeat(1 << 16) }];
+        let cases = [
+            ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "fuel"),
+            ("{% for i in range(100000) %}{% for m in messages %}{{ m.content }}{% endfor %}{% endfor %}", "exceed"),
+            ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursion"),
+            ("{% include 'other' %}", "not found"),
+        ];
+        for (template, expect) in cases {
+            let e = render_template(template, &msgs, None, None).unwrap_err().to_string();
+            assert!(e.contains(expect) && !e.contains('\n'), "{template}: {e}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ternlight_core::spec::{
     LinearAttnSpec, LinearSpec, LoraSpec, MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, Rwkv7Spec, ShortConvSpec,
     TensorDecl, Ternary,
 };
-use ternlight_core::tensors::{check_against_spec, TensorSource};
+use ternlight_core::tensors::{check_against_spec, Finite, TensorSource};
 use ternlight_core::CoreError;
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::{wgpu, Gpu};
@@ -970,6 +970,7 @@ pub async fn upload(
     on_progress: &mut dyn FnMut(&LoadProgress),
 ) -> Result<ModelWeights> {
     check_against_spec(spec, source)?;
+    let source = &Finite(source);
     let groups = spec.tensor_groups();
     let mut bytes_total = 0;
     let mut tensors_total = 0;

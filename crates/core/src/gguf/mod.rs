@@ -330,6 +330,20 @@ impl Gguf {
             None => 32,
         };
         let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
+        let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+        by_offset.sort_by_key(|t| t.offset);
+        for pair in by_offset.windows(2) {
+            if pair[0].offset.saturating_add(pair[0].size) > pair[1].offset {
+                return Err(bad(format!(
+                    "tensors `{}` and `{}` overlap in the data section",
+                    pair[0].name, pair[1].name
+                )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        if let Some(t) = tensors.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(bad(format!("tensor `{}` is listed twice", t.name)));
+        }
         for t in &tensors {
             let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.size));
             if !t.offset.is_multiple_of(alignment) || end.is_none_or(|e| e > total) {

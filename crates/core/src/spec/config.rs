@@ -236,6 +236,14 @@ pub fn supported_model_types() -> Vec<&'static str> {
     all
 }
 
+/// The largest count or dimension a config field may hold (positions, vocabulary, widths): larger values are
+/// refused as absurd before any size is computed from them.
+pub const MAX_DIMENSION: u64 = 1 << 26;
+/// The most layers a config may declare.
+pub const MAX_LAYERS: u64 = 1 << 12;
+/// The most elements one tensor may have (a 4 Ti-element matrix: far beyond any device).
+pub const MAX_ELEMENTS: u64 = 1 << 42;
+
 /// Typed access to config.json fields with errors that name the field.
 #[derive(Clone, Copy)]
 pub(crate) struct Config<'a>(pub(crate) &'a Value);
@@ -248,13 +256,14 @@ impl<'a> Config<'a> {
         self.opt_usize(field)?.ok_or_else(|| CoreError::field(field, "is required but missing"))
     }
     pub(crate) fn opt_usize(&self, field: &str) -> Result<Option<usize>> {
+        let cap = if field.contains("layers") { MAX_LAYERS } else { MAX_DIMENSION };
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
                 .as_u64()
-                .filter(|&n| n > 0)
+                .filter(|&n| n > 0 && n <= cap)
                 .map(|n| Some(n as usize))
-                .ok_or_else(|| CoreError::field(field, format!("must be a positive integer, found {v}"))),
+                .ok_or_else(|| CoreError::field(field, format!("must be an integer from 1 to {cap}, found {v}"))),
         }
     }
     pub(crate) fn f64(&self, field: &str) -> Result<Option<f64>> {
@@ -1142,7 +1151,24 @@ impl ModelSpec {
     /// [`declared_attention`]).
     pub fn from_config(value: &Value) -> Result<Self> {
         let cfg = Config(value);
-        declared_attention(&cfg, Self::schedule_from_config(cfg)?)
+        let schedule = Self::schedule_from_config(cfg)?;
+        let spec = declared_attention(&cfg, schedule)?;
+        spec.check_sizes()?;
+        Ok(spec)
+    }
+
+    /// Refuses configs whose tensors could not be addressed: more than [`MAX_ELEMENTS`] elements in one tensor.
+    fn check_sizes(&self) -> Result<()> {
+        for d in self.tensors() {
+            let elements = d.shape.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n as u64));
+            if elements.is_none_or(|e| e > MAX_ELEMENTS) {
+                return Err(CoreError::InvalidInput(format!(
+                    "config.json: tensor `{}` would have shape {:?}, over the {MAX_ELEMENTS}-element cap",
+                    d.name, d.shape
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn schedule_from_config(cfg: Config) -> Result<Self> {

@@ -150,6 +150,7 @@ impl Engine {
                 (files, Box::new(safetensors), spec, tokenizer)
             }
         };
+        tokenizer.check_vocab(spec.vocab).map_err(js_error)?;
         let mut report = |p: &LoadProgress| {
             if let Some(f) = &on_progress {
                 let _ = f.call1(&JsValue::NULL, &progress_object(p, started.elapsed().as_secs_f64()));
@@ -183,6 +184,7 @@ impl Engine {
         let config = String::from_utf8(fetch(config_url).await?).map_err(js_error)?;
         let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
         let tokenizer = Tokenizer::from_bytes(&fetch(tokenizer_url).await?, None).map_err(js_error)?;
+        tokenizer.check_vocab(spec.vocab).map_err(js_error)?;
         let weights = fetch(weights_url.clone()).await?;
         let downloaded_bytes = weights.len() as u64;
         let checkpoint = SafetensorsCheckpoint::from_files(vec![(weights_url, weights)]).map_err(js_error)?;
