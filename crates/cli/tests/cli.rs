@@ -407,24 +407,48 @@ fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
     assert!(ternlight(&["bench-linear", "--shapes", "40by48"]).status.code() == Some(1));
 }
 
-/// Faults the test server injects.
+/// A fault the test server injects into ranged responses for `model.safetensors` past byte 0 (the download,
+/// not its one-byte probe).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The body stops after this many bytes and the connection closes.
+    DropAfter(usize),
+    /// The last byte of the body is flipped.
+    Corrupt,
+    /// The answer is this HTTP status with an empty body.
+    Status(u16),
+    /// The connection closes before any response.
+    Reset,
+    /// Half the body, then silence for longer than the client waits.
+    Stall,
+    /// Content-Length claims 100 bytes more than the body, then the connection closes.
+    LongerLength,
+}
+
+/// What the test server does wrong.
 #[derive(Clone, Copy, Default)]
 struct Faults {
-    /// The first ranged response for `model.safetensors` starting past byte 0 stops after this many bytes.
-    drop_after: Option<usize>,
+    /// Injected once, or into every matching response when `repeat`.
+    fault: Option<Fault>,
+    repeat: bool,
     /// Every request gets the whole file with status 200.
     no_ranges: bool,
-    /// The first ranged response for `model.safetensors` has one byte flipped.
-    corrupt_once: bool,
     /// Bodies go out in 4 KiB pieces a millisecond apart.
     throttle: bool,
 }
 
+impl Faults {
+    fn once(fault: Fault) -> Self {
+        Faults { fault: Some(fault), ..Default::default() }
+    }
+}
+
 /// A one-thread HTTP/1.1 file server over `root` for the remote-model tests: Range requests, an ETag holding each
-/// file's SHA-256 (as Hugging Face publishes LFS digests), and [`Faults`]. It counts the body bytes it serves.
+/// file's SHA-256 (as Hugging Face publishes LFS digests), `/moved/<path>` answered by a 302 redirect to `/<path>`
+/// (as the hub redirects to its CDN), and [`Faults`]. It counts the body bytes it serves.
 struct TestServer {
     base: String,
-    /// Set once a fault connection has been cut or corrupted.
+    /// Set once a fault has been injected.
     faulted: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Body bytes served so far.
     served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -459,13 +483,31 @@ impl TestServer {
                         range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
                     }
                 }
+                if let Some(target) = path.strip_prefix("/moved") {
+                    let head = format!("HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n");
+                    let _ = stream.write_all(head.as_bytes());
+                    continue;
+                }
                 let Ok(body) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
                     let _ =
                         stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
                 };
+                let fault_here = range.is_some_and(|(a, b)| b > a) && path.ends_with("model.safetensors");
+                let first = fault_here && !faulted_flag.swap(true, SeqCst);
+                let fault = faults.fault.filter(|_| first || (fault_here && faults.repeat));
+                match fault {
+                    Some(Fault::Reset) => continue,
+                    Some(Fault::Status(code)) => {
+                        let head =
+                            format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = stream.write_all(head.as_bytes());
+                        continue;
+                    }
+                    _ => {}
+                }
                 let digest: String = sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
-                let (status, slice, extra) = match range {
+                let (status, mut slice, extra) = match range {
                     Some((a, b)) if !faults.no_ranges => {
                         let b = b.min(body.len() - 1);
                         (
@@ -476,24 +518,19 @@ impl TestServer {
                     }
                     _ => ("200 OK", body.clone(), String::new()),
                 };
+                let claimed = slice.len() + if matches!(fault, Some(Fault::LongerLength)) { 100 } else { 0 };
                 let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: \"{digest}\"\r\n{extra}Connection: close\r\n\r\n",
-                    slice.len()
+                    "HTTP/1.1 {status}\r\nContent-Length: {claimed}\r\nETag: \"{digest}\"\r\n{extra}Connection: close\r\n\r\n"
                 );
                 let _ = stream.write_all(head.as_bytes());
-                let mut slice = slice;
-                let fault_here = range.is_some_and(|(a, b)| b > a) && path.ends_with("model.safetensors");
-                let mut cut = slice.len();
-                if fault_here && !faulted_flag.load(SeqCst) {
-                    if let Some(n) = faults.drop_after {
-                        cut = n.min(slice.len());
-                        faulted_flag.store(true, SeqCst);
-                    }
-                    if faults.corrupt_once {
-                        let last = slice.len() - 1;
-                        slice[last] ^= 0xff;
-                        faulted_flag.store(true, SeqCst);
-                    }
+                let cut = match fault {
+                    Some(Fault::DropAfter(n)) => n.min(slice.len()),
+                    Some(Fault::Stall) => slice.len() / 2,
+                    _ => slice.len(),
+                };
+                if let Some(Fault::Corrupt) = fault {
+                    let last = slice.len() - 1;
+                    slice[last] ^= 0xff;
                 }
                 served_count.fetch_add(cut, SeqCst);
                 let piece = if faults.throttle { 4096 } else { cut.max(1) };
@@ -504,6 +541,13 @@ impl TestServer {
                     if faults.throttle {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
+                }
+                if let Some(Fault::Stall) = fault {
+                    // Holds the connection open and silent in its own thread; the server goes on serving.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_secs(20));
+                        drop(stream);
+                    });
                 }
             }
         });
@@ -525,7 +569,7 @@ fn ternlight_cached(cache: &Path, args: &[&str]) -> Output {
 fn a_model_behind_an_http_url_streams_resumes_and_matches_the_local_logits() {
     use std::sync::atomic::Ordering::SeqCst;
     let cache = tempfile::tempdir().unwrap();
-    let faults = Faults { drop_after: Some(1000), throttle: true, ..Default::default() };
+    let faults = Faults { throttle: true, ..Faults::once(Fault::DropAfter(1000)) };
     let server = TestServer::start(fixture(""), faults);
     let model = format!("{}/llama", server.base);
     let oracle = Oracle::open(&fixture("llama")).unwrap();
@@ -552,7 +596,7 @@ fn a_model_behind_an_http_url_streams_resumes_and_matches_the_local_logits() {
 #[test]
 fn a_corrupted_download_fails_its_integrity_check_and_the_retry_matches() {
     let cache = tempfile::tempdir().unwrap();
-    let server = TestServer::start(fixture(""), Faults { corrupt_once: true, ..Default::default() });
+    let server = TestServer::start(fixture(""), Faults::once(Fault::Corrupt));
     let model = format!("{}/llama", server.base);
     let out = tempfile::NamedTempFile::new().unwrap();
     let args = ["logits", "--model", &model, "--ids", "1,2,3", "--out", out.path().to_str().unwrap()];
@@ -561,6 +605,58 @@ fn a_corrupted_download_fails_its_integrity_check_and_the_retry_matches() {
     assert!(!o.status.success() && err.contains("integrity check failed"), "{err}");
     let o = ternlight_cached(cache.path(), &args);
     assert!(o.status.success(), "after the bad download was discarded: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Downloads under injected faults, each into a fresh cache with a one-second stall timeout: a fault that passes
+/// (a reset, a 5xx or 404, a stall, a lying Content-Length, a redirect) gives exactly the model (logits as the
+/// local copy's); a fault that persists, a server that never answers or corrupted bytes give a one-line error
+/// naming the trouble. Never a silently different model.
+#[test]
+fn downloads_under_injected_faults_give_the_exact_model_or_a_clear_error() {
+    let oracle = Oracle::open(&fixture("llama")).unwrap();
+    let ids = ids_arg(&oracle.input_ids);
+    let attempt = |base: &str, model: &str| {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let model = format!("{base}/{model}");
+        let args = ["--quiet", "logits", "--model", &model, "--ids", &ids, "--out", out.path().to_str().unwrap()];
+        let o = Command::new(env!("CARGO_BIN_EXE_ternlight"))
+            .args(args)
+            .env("TERNLIGHT_CACHE", cache.path())
+            .env("TERNLIGHT_NET_TIMEOUT", "1")
+            .output()
+            .expect("binary runs");
+        let logits = o.status.success().then(|| {
+            let bytes = std::fs::read(out.path()).unwrap();
+            SafetensorsCheckpoint::from_files(vec![("logits".into(), bytes)]).unwrap().f32("logits").unwrap()
+        });
+        (logits, String::from_utf8_lossy(&o.stderr).trim().to_string())
+    };
+    let passing = [Fault::Reset, Fault::Status(500), Fault::Status(404), Fault::Stall, Fault::LongerLength];
+    for fault in passing {
+        let server = TestServer::start(fixture(""), Faults::once(fault));
+        let (logits, err) = attempt(&server.base, "llama");
+        let logits = logits.unwrap_or_else(|| panic!("{fault:?} once: {err}"));
+        assert!(max_abs_diff(&logits, &oracle.logits) < 1e-3, "{fault:?} once: the logits differ");
+    }
+    let server = TestServer::start(fixture(""), Faults::default());
+    let (logits, err) = attempt(&server.base, "moved/llama");
+    assert!(logits.is_some_and(|l| max_abs_diff(&l, &oracle.logits) < 1e-3), "through a redirect: {err}");
+    let persisting = [
+        (Fault::Reset, "gave up after 5 attempts"),
+        (Fault::Status(503), "HTTP status 503"),
+        (Fault::Corrupt, "integrity check failed"),
+    ];
+    for (fault, expect) in persisting {
+        let server = TestServer::start(fixture(""), Faults { repeat: true, ..Faults::once(fault) });
+        let (logits, err) = attempt(&server.base, "llama");
+        assert!(logits.is_none() && err.contains(expect) && err.lines().count() == 1, "{fault:?} always: {err}");
+    }
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", silent.local_addr().unwrap());
+    let (logits, err) = attempt(&base, "llama");
+    assert!(logits.is_none() && err.contains("gave up") && err.lines().count() == 1, "a silent server: {err}");
 }
 
 #[test]

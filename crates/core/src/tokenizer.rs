@@ -36,7 +36,10 @@ impl Tokenizer {
         // (found by fuzzing; `fuzz/regressions/tokenizer`), never on valid JSON of the wrong shape.
         let json = |message: String| CoreError::Json { path: "tokenizer.json".into(), message };
         let text = std::str::from_utf8(tokenizer_json).map_err(|e| json(e.to_string()))?;
-        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| json(e.to_string()))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| json(e.to_string()))?;
+        if let Some(p) = value.get("post_processor") {
+            check_post_processor(p)?;
+        }
         let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| CoreError::Tokenizer(format!("tokenizer.json: {e}")))?;
         let config: Value = match tokenizer_config {
@@ -97,6 +100,38 @@ impl Tokenizer {
             .ok_or_else(|| CoreError::Tokenizer("this model has no chat_template in tokenizer_config.json".into()))?;
         render_template(template, messages, self.bos_token.as_deref(), self.eos_token.as_deref())
     }
+}
+
+/// Refuses a `TemplateProcessing` post-processor (alone or in a `Sequence`) that names a special token it does
+/// not define, or defines one with unequal `ids` and `tokens`: the tokenizers crate accepts both when it loads the
+/// file and panics when it encodes (found by fuzzing).
+fn check_post_processor(p: &Value) -> Result<()> {
+    let bad = |m: String| CoreError::Tokenizer(format!("tokenizer.json: post_processor: {m}"));
+    match p.get("type").and_then(Value::as_str) {
+        Some("Sequence") => {
+            for inner in p.get("processors").and_then(Value::as_array).into_iter().flatten() {
+                check_post_processor(inner)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let defined = p.get("special_tokens").and_then(Value::as_object);
+            for (name, token) in defined.into_iter().flatten() {
+                let len = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(bad(format!("special token `{name}` has unequal ids and tokens")));
+                }
+            }
+            let pieces = ["single", "pair"].into_iter().filter_map(|k| p.get(k).and_then(Value::as_array));
+            for piece in pieces.flatten() {
+                let id = piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str);
+                if let Some(id) = id.filter(|id| defined.is_none_or(|d| !d.contains_key(*id))) {
+                    return Err(bad(format!("the template uses special token `{id}`, which it does not define")));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Template instructions one render may execute: a chat template is code from a stranger's file, and this bounds

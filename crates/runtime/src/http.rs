@@ -21,11 +21,23 @@ pub struct Client {
     agent: ureq::Agent,
 }
 
+/// Seconds a connection may wait for a server (to connect, for a response, between body bytes) before the
+/// attempt fails and is retried: `$TERNLIGHT_NET_TIMEOUT`, else 30. A stalled download resumes where it stopped.
+fn stall_timeout() -> Duration {
+    let env = std::env::var("TERNLIGHT_NET_TIMEOUT").ok().and_then(|v| v.parse::<f64>().ok());
+    Duration::from_secs_f64(env.filter(|s| *s > 0.0).unwrap_or(30.0))
+}
+
+/// The largest file fetched whole (configs, tokenizers, indexes); weights stream and have no cap.
+pub const MAX_WHOLE_FILE: u64 = 256 << 20;
+
 impl Default for Client {
     fn default() -> Self {
+        let stall = stall_timeout();
         let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_body(Some(Duration::from_secs(60)))
+            .timeout_connect(Some(stall))
+            .timeout_recv_response(Some(stall))
+            .timeout_per_read(Some(stall))
             .http_status_as_error(false)
             .build();
         Client { agent: config.into() }
@@ -46,8 +58,11 @@ impl Client {
                 404 => Ok(None),
                 200 => {
                     let mut body = Vec::new();
-                    let mut reader = response.into_body().into_reader();
+                    let mut reader = response.into_body().into_reader().take(MAX_WHOLE_FILE + 1);
                     reader.read_to_end(&mut body).map_err(|e| transient(url, e))?;
+                    if body.len() as u64 > MAX_WHOLE_FILE {
+                        return Err(Failure::Final(network(url, format!("larger than {MAX_WHOLE_FILE} bytes"))));
+                    }
                     Ok(Some(body))
                 }
                 other => Err(status_failure(url, other)),
