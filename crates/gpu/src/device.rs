@@ -47,13 +47,31 @@ pub struct Gpu {
     pub tuning: Tuning,
     /// The first GPU error no one handled (validation, out of memory), kept instead of wgpu's default panic.
     errors: Arc<Mutex<Option<String>>>,
+    /// Why the device was lost, once it has been (for good: every later check fails).
+    lost: Arc<Mutex<Option<String>>>,
     /// Bytes of the scratch-style buffers created so far (see [`Gpu::allocated_bytes`]).
     pub(crate) allocated: std::sync::atomic::AtomicU64,
+}
+
+/// What to take from the adapter below what it offers: fallbacks tested on hardware that has more (no
+/// shader-f16, no subgroups, small bindings), or a smaller share of a GPU.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Features not to enable even where the adapter has them.
+    pub without: wgpu::Features,
+    /// A storage-binding limit below the adapter's, bytes.
+    pub max_binding: Option<u64>,
 }
 
 impl Gpu {
     /// Acquires the best available adapter and a device with its full limits.
     pub async fn new() -> Result<Self> {
+        Self::with_options(&GpuOptions::default()).await
+    }
+
+    /// Acquires the best available adapter and a device with its limits and features, less what `options` holds
+    /// back (the device enforces the lower limits itself).
+    pub async fn with_options(options: &GpuOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -63,8 +81,11 @@ impl Gpu {
             .await
             .map_err(|e| GpuError::NoDevice(format!("no adapter ({e}); on Linux install mesa-vulkan-drivers")))?;
         let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
-        let features = adapter.features() & wanted;
-        let limits = adapter.limits();
+        let features = adapter.features() & wanted & !options.without;
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("ternlight"),
@@ -102,8 +123,14 @@ impl Gpu {
                 });
             }
         }));
+        let lost = Arc::new(Mutex::new(None));
+        let sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *sink.lock().expect("loss slot poisoned") = Some(format!("{reason:?}: {message}"));
+        });
         Ok(Gpu {
             device,
+            lost,
             queue,
             info,
             pipelines: PipelineCache::default(),
@@ -119,8 +146,17 @@ impl Gpu {
         pollster::block_on(Self::new())
     }
 
+    /// Whether the device has been lost (destroyed, reset by the driver, or taken by the browser): everything
+    /// built on it must be dropped and the model loaded again on a new [`Gpu`].
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().expect("loss slot poisoned").is_some()
+    }
+
     /// Fails with the first GPU error raised since the last check (e.g. out of memory during `what`).
     pub fn check_errors(&self, what: &str) -> Result<()> {
+        if let Some(why) = self.lost.lock().expect("loss slot poisoned").clone() {
+            return Err(GpuError::DeviceLost(format!("{what}: {why}")));
+        }
         match self.errors.lock().expect("error slot poisoned").take() {
             Some(e) => Err(GpuError::Execution(format!("{what}: {e}"))),
             None => Ok(()),

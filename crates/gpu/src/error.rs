@@ -27,6 +27,9 @@ pub enum GpuError {
         /// What went wrong.
         message: String,
     },
+    /// The device was lost (driver reset, browser reclaim, `destroy`): the model must be loaded again.
+    #[error("the GPU device was lost ({0}); load the model again")]
+    DeviceLost(String),
     /// The GPU reported an error while running or mapping.
     #[error("GPU execution failed: {0}")]
     Execution(String),

@@ -17,7 +17,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod shader;
 
-pub use device::{DeviceInfo, Gpu};
+pub use device::{DeviceInfo, Gpu, GpuOptions};
 pub use error::{GpuError, Result};
 /// The wgpu version the kernels are built against, for crates that hold buffers.
 pub use wgpu;
