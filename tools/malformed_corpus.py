@@ -165,9 +165,9 @@ def main():
     case("safetensors_shape_mismatch", q, {"model.safetensors": safetensors(swap(lambda e: (e[0], "BF16", [16, 4], e[3])))})
     case("safetensors_missing_tensor", q, {"model.safetensors": safetensors([e for e in base if e[0] != q])})
     nan = lambda e: (e[0], "BF16", e[2], e[3][:10] + struct.pack("<H", 0x7FC0) + e[3][12:])
-    case("safetensors_nan_weight", "NaN or infinite", {"model.safetensors": safetensors(swap(nan))})
+    case("safetensors_nan_weight", "NaN or infinity", {"model.safetensors": safetensors(swap(nan))})
     inf = lambda e: (e[0], "BF16", e[2], e[3][:10] + struct.pack("<H", 0xFF80) + e[3][12:])
-    case("safetensors_inf_weight", "NaN or infinite", {"model.safetensors": safetensors(swap(inf))})
+    case("safetensors_inf_weight", "NaN or infinity", {"model.safetensors": safetensors(swap(inf))})
 
     # config.json
     def config(name, expect, **edits):
@@ -221,7 +221,7 @@ def main():
     case("gguf_bad_alignment", "alignment", {"model.gguf": gguf(base, meta + [("general.alignment", 3)])})
     overflow_dims = gguf([(n, d, [1 << 40, 1 << 40] if n == q else s, r) for n, d, s, r in base], meta)
     case("gguf_dims_overflow", "overflow", {"model.gguf": overflow_dims})
-    case("gguf_nan_weight", "NaN or infinite", {"model.gguf": gguf(swap(nan), meta)})
+    case("gguf_nan_weight", "NaN or infinity", {"model.gguf": gguf(swap(nan), meta)})
     unknown = gguf(base, gguf_metadata(dict(CONFIG, model_type="gpt-9000")))
     case("gguf_unknown_architecture", "gpt-9000", {"model.gguf": unknown})
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trunk hooks (Trunk.toml). pre: build the engine package (web/pkg) the page's worker runs. post: copy it and the
-# embedded default model into the staged site.
+# embedded default model into the staged site, and give the page its Content Security Policy (web/csp.mjs).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 case "$1" in
@@ -11,5 +11,6 @@ case "$1" in
     # Until a trained demo model ships (issue 10), the default is the llama test fixture with the bytes tokenizer.
     cp "$root"/tests/fixtures/llama/{config.json,model.safetensors,tokenizer.json} "$TRUNK_STAGING_DIR/models/default/"
     cp "$root/crates/web/default_tokenizer_config.json" "$TRUNK_STAGING_DIR/models/default/tokenizer_config.json"
+    node "$root/web/csp.mjs" "$TRUNK_STAGING_DIR/index.html"
     ;;
 esac

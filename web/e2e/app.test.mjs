@@ -4,7 +4,8 @@
 // and changes with the head, the layer and a click in the layers × heads overview; switching a head off
 // regenerates and keeps the earlier text; two attention policies side by side give the CLI's text under each; an
 // override changes the reader state and the layout; a second visit
-// marks the model cached; the console stays free of errors; a browser without WebGPU gets a clear error. Saves
+// marks the model cached; the console stays free of errors (Content Security Policy violations included); every
+// request goes to the page's own server; a browser without WebGPU gets a clear error. Saves
 // screenshots under target/e2e/. Run: `node web/e2e/app.test.mjs` (after the trunk build and `cargo test`, which
 // builds target/debug/ternlight).
 import assert from 'node:assert/strict';
@@ -33,6 +34,9 @@ try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(String(e)));
+  // Every request the page and its worker make, to check that nothing leaves for anywhere but the model source.
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
   const query = new URLSearchParams({ autorun: '1', prompt, max_tokens: String(maxTokens), seed: String(seed) });
   await page.goto(`${server.origin}/crates/web/dist/index.html?${query}`);
   const status = page.getByTestId('status');
@@ -139,6 +143,12 @@ try {
   await page.waitForFunction(() => document.querySelector('option[value=embedded]')?.textContent.includes('cached'),
     null, { timeout: 60_000 });
   assert.deepEqual(errors, []);
+  // The page runs under its Content Security Policy (a violation would have been a console error above), and
+  // every request went to the site serving the page and its model: no analytics, no interaction signals, no CDN.
+  const csp = await page.evaluate(() => document.querySelector('meta[http-equiv=Content-Security-Policy]')?.content);
+  assert.match(csp ?? '', /script-src 'self' 'wasm-unsafe-eval' 'sha256-/);
+  assert.ok(requests.some((u) => u.endsWith('/models/default/model.safetensors')), 'the model was requested');
+  assert.deepEqual(requests.filter((u) => !u.startsWith(`${server.origin}/`) && !/^(data|blob):/.test(u)), []);
 
   // Without WebGPU the page says so instead of failing somewhere deeper.
   const bare = await browser.newPage();

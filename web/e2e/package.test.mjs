@@ -4,7 +4,8 @@
 // warning; corrupted bytes fail the load with an integrity error and the next load succeeds; progress reports
 // layers as they arrive; generate() stops early; attention maps come with tokens (softmax and a hybrid's implicit
 // attention); ablated heads change the text; attention policies give the CLI's text; chat.completions streams
-// and returns the same text.
+// and returns the same text; seeded sampling repeats exactly and equals the native CLI's; no request leaves for
+// anywhere the tests did not name.
 // Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -24,6 +25,9 @@ const page = await browser.newPage();
 const logs = [];
 page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => logs.push(`pageerror: ${e}`));
+// Every request the page and its workers make: the last test checks they all went to the sources tests chose.
+const requests = [];
+page.on('request', (r) => requests.push(r.url()));
 
 const fixture = '/tests/fixtures/llama';
 const weights = `${fixture}/model.safetensors`;
@@ -126,13 +130,28 @@ const tests = {
     assert.ok(progress.every((p) => p.bytesPerSecond > 0));
     assert.ok(stats.downloadedBytes > 0);
   },
-  async 'missing models and bad sources get clear errors'() {
-    const errors = await inPage(async (t, { origin }) => {
-      const failure = (source) => t.Engine.load(source, { worker: false }).then(() => 'loaded', (e) => String(e.message));
-      return [await failure(`${origin}/no/such/model`), await failure('not a model')];
-    }, { origin: server.origin });
-    assert.match(errors[0], /config\.json.*404/);
-    assert.match(errors[1], /neither an http\(s\):\/\/ base URL nor a Hugging Face repo id/);
+  async 'missing models, bad sources and malformed files get typed errors'() {
+    const malformed = '/tests/fixtures/malformed/cases';
+    const errors = await inPage(async (t, { origin, malformed }) => {
+      const failure = (source, worker) => t.Engine.load(source, { worker }).then(() => null,
+        (e) => ({ name: e.name, kind: e.kind, message: String(e.message) }));
+      return [await failure(`${origin}/no/such/model`, false), await failure('not a model', false),
+        await failure(`${origin}${malformed}/gguf_nan_weight/model.gguf`, true),
+        await failure(`${origin}${malformed}/gguf_unknown_architecture/model.gguf`, false),
+        await failure(`${origin}${malformed}/gguf_tensors_overlap/model.gguf`, true)];
+    }, { origin: server.origin, malformed });
+    const expected = [
+      ['network', /config\.json.*404/],
+      ['invalid-request', /neither an http\(s\):\/\/ base URL nor a Hugging Face repo id/],
+      ['model-file', /q_proj\.weight`: expected finite values, found NaN or infinity/],
+      ['unsupported', /unsupported model_type `gpt-9000`/],
+      ['model-file', /tensors `.*` and `.*` overlap/],
+    ];
+    expected.forEach(([kind, message], i) => {
+      assert.equal(errors[i]?.name, 'TernlightError', JSON.stringify(errors[i]));
+      assert.equal(errors[i].kind, kind, JSON.stringify(errors[i]));
+      assert.match(errors[i].message, message);
+    });
   },
   async 'generate stops when the loop ends early or the signal aborts'() {
     const result = await inPage(async (t, { source, block }) => {
@@ -292,6 +311,33 @@ const tests = {
     assert.equal(result.streamed, result.whole.choices[0].message.content);
     assert.equal(result.finish, result.whole.choices[0].finish_reason);
     assert.ok(result.whole.usage.completion_tokens > 0 && result.whole.usage.prompt_tokens > 0);
+  },
+  async 'sampling with a seed gives the same tokens on every run, in the browser as natively'() {
+    const options = { maxTokens: 12, temperature: 0.8, topP: 0.95, seed: 7 };
+    const texts = await inPage(async (t, { source, options }) => {
+      const engine = await t.Engine.load(source, { worker: false });
+      const runs = [];
+      for (const seed of [options.seed, options.seed, options.seed + 1]) {
+        let text = '';
+        for await (const piece of engine.generate('Hello', { ...options, seed })) text += piece;
+        runs.push(text);
+      }
+      await engine.unload();
+      return runs;
+    }, { source: `${server.origin}${fixture}`, options });
+    const native = execFileSync(join(root, 'target/debug/ternlight'),
+      ['run', '--model', join(root, 'tests/fixtures/llama'), '--prompt', 'Hello', '--max-tokens', '12',
+        '--temperature', '0.8', '--top-p', '0.95', '--seed', '7'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).replace(/\n$/, '');
+    assert.equal(texts[0], texts[1], 'the same seed twice');
+    assert.equal(texts[0], native, 'the browser against the native CLI');
+    assert.notEqual(texts[0], texts[2], 'another seed samples other tokens');
+  },
+
+  async 'every request went to a source the tests chose'() {
+    assert.ok(requests.length > 0);
+    const foreign = requests.filter((u) => !u.startsWith(`${server.origin}/`) && !/^(data|blob):/.test(u));
+    assert.deepEqual(foreign, []);
   },
 };
 

@@ -118,6 +118,10 @@ export async function handle(msg, post) {
     await ready;
     post({ id: msg.id, op: 'result', value: await run(msg, post) });
   } catch (e) {
-    post({ id: msg.id, op: 'error', message: String(e?.message ?? e) });
+    // A trap (a Rust panic) leaves the module's memory unknown: the engine is dropped and the caller told so.
+    const trapped = e instanceof WebAssembly.RuntimeError;
+    if (trapped) engine = null;
+    const message = trapped ? `the engine crashed (${e.message}); load the model again` : String(e?.message ?? e);
+    post({ id: msg.id, op: 'error', message, kind: trapped ? 'internal' : (e?.kind ?? 'invalid-request') });
   }
 }

@@ -1,3 +1,13 @@
+/**
+ * What every engine call rejects with: `kind` says what failed, the message names the file, tensor or limit at
+ * fault. After `device-lost` or `internal`, load the model again (no page reload is needed).
+ */
+export interface TernlightError extends Error {
+  name: 'TernlightError';
+  kind: 'network' | 'model-file' | 'unsupported' | 'invalid-input' | 'invalid-request' | 'no-gpu' | 'device-lost'
+    | 'device-limit' | 'gpu' | 'internal';
+}
+
 /** Progress of a model load, reported after each tensor reaches the GPU. */
 export interface LoadProgress {
   bytesDone: number;

@@ -2,6 +2,18 @@
 // and returns an engine with generate() as an async iterator of text, an OpenAI-style chat.completions.create(),
 // stats() and unload(). See README.md.
 
+/**
+ * The error every engine call rejects with: an `Error` named `TernlightError` whose `kind` says what failed
+ * (`network`, `model-file`, `unsupported`, `invalid-input`, `invalid-request`, `no-gpu`, `device-lost`,
+ * `device-limit`, `gpu` or `internal`) and whose message names the file, tensor or limit at fault.
+ */
+function ternlightError({ message, kind }) {
+  const error = new Error(message);
+  error.name = 'TernlightError';
+  error.kind = kind;
+  return error;
+}
+
 /** Requests to the engine host and their replies, matched by id. */
 class Port {
   #pending = new Map();
@@ -19,7 +31,7 @@ class Port {
       return;
     }
     this.#pending.delete(reply.id);
-    if (reply.op === 'error') pending.reject(new Error(reply.message));
+    if (reply.op === 'error') pending.reject(ternlightError(reply));
     else pending.resolve(reply.value);
   }
 
@@ -43,7 +55,7 @@ async function openPort(worker) {
     const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     const port = new Port((m) => w.postMessage(m));
     w.onmessage = (e) => port.receive(e.data);
-    w.onerror = (e) => port.fail(new Error(`engine worker failed: ${e.message ?? e}`));
+    w.onerror = (e) => port.fail(ternlightError({ message: `engine worker failed: ${e.message ?? e}`, kind: 'internal' }));
     return { port, close: () => w.terminate() };
   }
   const { handle } = await import('./host.js');

@@ -65,9 +65,11 @@ impl TensorSource for Finite<'_> {
         let bytes = self.0.bytes(name)?;
         let dtype = self.0.info(name)?.map(|i| i.dtype);
         if let Some(at) = dtype.and_then(|d| first_non_finite(d, &bytes)) {
-            return Err(CoreError::InvalidInput(format!(
-                "tensor `{name}`: element {at} is NaN or infinite (a damaged checkpoint?)"
-            )));
+            return Err(CoreError::TensorMismatch {
+                name: name.into(),
+                expected: "finite values".into(),
+                found: format!("NaN or infinity at element {at} (a damaged checkpoint?)"),
+            });
         }
         Ok(bytes)
     }

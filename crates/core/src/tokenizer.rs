@@ -107,29 +107,23 @@ impl Tokenizer {
 /// file and panics when it encodes (found by fuzzing).
 fn check_post_processor(p: &Value) -> Result<()> {
     let bad = |m: String| CoreError::Tokenizer(format!("tokenizer.json: post_processor: {m}"));
-    match p.get("type").and_then(Value::as_str) {
-        Some("Sequence") => {
-            for inner in p.get("processors").and_then(Value::as_array).into_iter().flatten() {
-                check_post_processor(inner)?;
-            }
+    for inner in p.get("processors").and_then(Value::as_array).into_iter().flatten() {
+        check_post_processor(inner)?;
+    }
+    // By shape, not by `type`: the crate falls back to untagged matching, so a misspelt type still loads.
+    let defined = p.get("special_tokens").and_then(Value::as_object);
+    for (name, token) in defined.into_iter().flatten() {
+        let len = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
+        if len("ids") != len("tokens") {
+            return Err(bad(format!("special token `{name}` has unequal ids and tokens")));
         }
-        Some("TemplateProcessing") => {
-            let defined = p.get("special_tokens").and_then(Value::as_object);
-            for (name, token) in defined.into_iter().flatten() {
-                let len = |k: &str| token.get(k).and_then(Value::as_array).map(Vec::len);
-                if len("ids") != len("tokens") {
-                    return Err(bad(format!("special token `{name}` has unequal ids and tokens")));
-                }
-            }
-            let pieces = ["single", "pair"].into_iter().filter_map(|k| p.get(k).and_then(Value::as_array));
-            for piece in pieces.flatten() {
-                let id = piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str);
-                if let Some(id) = id.filter(|id| defined.is_none_or(|d| !d.contains_key(*id))) {
-                    return Err(bad(format!("the template uses special token `{id}`, which it does not define")));
-                }
-            }
+    }
+    let pieces = ["single", "pair"].into_iter().filter_map(|k| p.get(k).and_then(Value::as_array));
+    for piece in pieces.flatten() {
+        let id = piece.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str);
+        if let Some(id) = id.filter(|id| defined.is_none_or(|d| !d.contains_key(*id))) {
+            return Err(bad(format!("the template uses special token `{id}`, which it does not define")));
         }
-        _ => {}
     }
     Ok(())
 }

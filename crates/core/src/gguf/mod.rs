@@ -168,7 +168,7 @@ pub struct Gguf {
 }
 
 fn bad(message: impl Into<String>) -> CoreError {
-    CoreError::InvalidInput(format!("GGUF: {}", message.into()))
+    CoreError::TensorFile { path: "GGUF file".into(), message: message.into() }
 }
 
 /// A cursor over the first bytes of a `total`-byte file that refuses to read past the end; reading past the

@@ -59,7 +59,10 @@ pub fn permuted_heads(header: &Gguf, gguf: &str) -> Result<Option<usize>> {
 pub fn unpermute_rows(rows_bytes: &[u8], heads: usize, row_bytes: usize) -> Result<Vec<u8>> {
     let rows = rows_bytes.len() / row_bytes.max(1);
     if heads == 0 || !rows.is_multiple_of(2 * heads) {
-        return Err(CoreError::InvalidInput(format!("GGUF: {rows} q/k rows do not split into {heads} heads of pairs")));
+        return Err(CoreError::TensorFile {
+            path: "GGUF file".into(),
+            message: format!("{rows} q/k rows do not split into {heads} heads of pairs"),
+        });
     }
     let (per_head, half) = (rows / heads, rows / heads / 2);
     let mut out = vec![0u8; rows_bytes.len()];

@@ -13,7 +13,7 @@ mod remote;
 use crate::generate::{Generation, GenerationStats};
 use crate::hub::model_base;
 use crate::weights::{LoadProgress, OnDemand};
-use crate::{Session, SessionOptions};
+use crate::{RuntimeError, Session, SessionOptions};
 use js_sys::{Function, Object, Reflect};
 use std::sync::Arc;
 use ternlight_core::attention_map::map_heads;
@@ -26,8 +26,22 @@ use ternlight_gpu::Gpu;
 use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
-fn js_error(e: impl std::fmt::Display) -> JsError {
-    JsError::new(&e.to_string())
+fn js_error(e: impl Into<RuntimeError>) -> JsValue {
+    let e = e.into();
+    let error = js_sys::Error::new(&e.to_string());
+    error.set_name("TernlightError");
+    let _ = Reflect::set(&error, &"kind".into(), &e.kind().into());
+    error.into()
+}
+
+/// The error for a config file that is not text.
+fn not_text(url: &str) -> ternlight_core::CoreError {
+    ternlight_core::CoreError::Json { path: url.to_string(), message: "not UTF-8 text".into() }
+}
+
+/// [`js_error`] for a request the engine cannot serve.
+fn refused(message: String) -> JsValue {
+    js_error(RuntimeError::Request(message))
 }
 
 /// A plain JavaScript object with the given number-valued fields.
@@ -41,7 +55,7 @@ fn object(fields: &[(&str, f64)]) -> Object {
 
 /// The tokenizer in the model directory at `base`: `tokenizer.json` (required) and `tokenizer_config.json` (for
 /// the chat template, when there is one).
-async fn tokenizer_at(base: &str) -> Result<Tokenizer, JsError> {
+async fn tokenizer_at(base: &str) -> Result<Tokenizer, JsValue> {
     let json = remote::required(base, "tokenizer.json").await.map_err(js_error)?;
     let config = net::fetch_whole(&format!("{base}/tokenizer_config.json")).await.map_err(js_error)?;
     Tokenizer::from_bytes(&json, config.as_deref()).map_err(js_error)
@@ -93,7 +107,7 @@ pub struct Engine {
 }
 
 /// Session options under an attention policy string (`None`: the model's own attention).
-fn session_options(attention_policy: Option<String>) -> Result<SessionOptions, JsError> {
+fn session_options(attention_policy: Option<String>) -> Result<SessionOptions, JsValue> {
     let attention_policy = match attention_policy {
         Some(text) => AttentionPolicy::parse(&text).map_err(js_error)?,
         None => AttentionPolicy::full(),
@@ -102,7 +116,7 @@ fn session_options(attention_policy: Option<String>) -> Result<SessionOptions, J
 }
 
 /// The device, shared with sessions through an Arc (natively across threads; the browser has one thread).
-async fn device() -> Result<Arc<Gpu>, JsError> {
+async fn device() -> Result<Arc<Gpu>, JsValue> {
     #[allow(clippy::arc_with_non_send_sync)]
     Ok(Arc::new(Gpu::new().await.map_err(js_error)?))
 }
@@ -122,10 +136,10 @@ impl Engine {
         on_progress: Option<Function>,
         cache_block_bytes: Option<u32>,
         attention_policy: Option<String>,
-    ) -> Result<Engine, JsError> {
+    ) -> Result<Engine, JsValue> {
         let options = session_options(attention_policy)?;
         let base = model_base(&source).ok_or_else(|| {
-            JsError::new(&format!("`{source}` is neither an http(s):// base URL nor a Hugging Face repo id org/name"))
+            refused(format!("`{source}` is neither an http(s):// base URL nor a Hugging Face repo id org/name"))
         })?;
         let started = Instant::now();
         let block = cache_block_bytes.filter(|&b| b > 0).map_or(remote::DEFAULT_BLOCK, u64::from);
@@ -142,7 +156,7 @@ impl Engine {
             }
             false => {
                 let config = String::from_utf8(remote::required(&base, "config.json").await.map_err(js_error)?)
-                    .map_err(|_| JsError::new(&format!("{base}/config.json is not UTF-8 text")))?;
+                    .map_err(|_| js_error(not_text(&format!("{base}/config.json"))))?;
                 let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
                 let tokenizer = tokenizer_at(&base).await?;
                 let urls = remote::checkpoint_urls(&base).await.map_err(js_error)?;
@@ -175,13 +189,14 @@ impl Engine {
         weights_url: String,
         tokenizer_url: String,
         attention_policy: Option<String>,
-    ) -> Result<Engine, JsError> {
+    ) -> Result<Engine, JsValue> {
         let options = session_options(attention_policy)?;
         let started = Instant::now();
         let fetch = |url: String| async move {
-            net::fetch_whole(&url).await.map_err(js_error)?.ok_or_else(|| JsError::new(&format!("{url}: not found")))
+            net::fetch_whole(&url).await.map_err(js_error)?.ok_or_else(|| refused(format!("{url}: not found")))
         };
-        let config = String::from_utf8(fetch(config_url).await?).map_err(js_error)?;
+        let config =
+            String::from_utf8(fetch(config_url.clone()).await?).map_err(|_| js_error(not_text(&config_url)))?;
         let spec = ModelSpec::from_config_json(&config).map_err(js_error)?;
         let tokenizer = Tokenizer::from_bytes(&fetch(tokenizer_url).await?, None).map_err(js_error)?;
         tokenizer.check_vocab(spec.vocab).map_err(js_error)?;
@@ -197,12 +212,12 @@ impl Engine {
 
     /// The prompt for a chat, `messages` being `[{role, content}]`: rendered by the model's chat template from
     /// `tokenizer_config.json`, or in ChatML when it has none.
-    pub fn render_chat(&self, messages: JsValue) -> Result<String, JsError> {
+    pub fn render_chat(&self, messages: JsValue) -> Result<String, JsValue> {
         let field = |m: &JsValue, name: &str| Reflect::get(m, &name.into()).ok().and_then(|v| v.as_string());
         let mut chat = Vec::new();
         for m in js_sys::Array::from(&messages).iter() {
             let (Some(role), Some(content)) = (field(&m, "role"), field(&m, "content")) else {
-                return Err(JsError::new("each chat message needs a string `role` and `content`"));
+                return Err(refused("each chat message needs a string `role` and `content`".into()));
             };
             chat.push(ChatMessage { role, content });
         }
@@ -224,10 +239,10 @@ impl Engine {
         top_p: f32,
         seed: u32,
         rendered: bool,
-    ) -> Result<(), JsError> {
+    ) -> Result<(), JsValue> {
         let ids = self.tokenizer.encode(&prompt, !rendered).map_err(js_error)?;
         if ids.is_empty() {
-            return Err(JsError::new("the prompt has no tokens"));
+            return Err(refused("the prompt has no tokens".into()));
         }
         self.session.reset();
         let params = SamplingParams { temperature, top_p, seed: seed.into(), ..Default::default() };
@@ -240,7 +255,7 @@ impl Engine {
 
     /// The next piece of text of the generation [`start`](Engine::start) began, or `undefined` once it has ended.
     /// A piece may be empty while a multi-byte character is still incomplete.
-    pub async fn next(&mut self) -> Result<Option<String>, JsError> {
+    pub async fn next(&mut self) -> Result<Option<String>, JsValue> {
         let Some(current) = &mut self.current else { return Ok(None) };
         let token = current.generation.next(&mut self.session).await.map_err(js_error)?;
         self.last = current.generation.stats().clone();
@@ -263,7 +278,7 @@ impl Engine {
 
     /// Chooses the layers whose attention maps are captured, softmax or delta-rule (empty stops capture, which then
     /// costs nothing). Capture of a newly chosen layer covers the generations started after the choice.
-    pub fn set_attention_layers(&mut self, layers: Vec<u32>) -> Result<(), JsError> {
+    pub fn set_attention_layers(&mut self, layers: Vec<u32>) -> Result<(), JsValue> {
         let layers: Vec<usize> = layers.into_iter().map(|l| l as usize).collect();
         self.session.set_attention_taps(&layers).map_err(js_error)
     }
@@ -276,16 +291,16 @@ impl Engine {
 
     /// Runs the softmax-attention layers under `policy` (`full`, `sliding:W[+sinks:S]`,
     /// `layers:0-5=full,6-23=sliding:512`) from the next generation on; the context starts afresh.
-    pub fn set_attention_policy(&mut self, policy: String) -> Result<(), JsError> {
+    pub fn set_attention_policy(&mut self, policy: String) -> Result<(), JsValue> {
         let policy = AttentionPolicy::parse(&policy).map_err(js_error)?;
         self.session.set_attention_policy(&policy).map_err(js_error)
     }
 
     /// Switches off attention heads for the following generations: `pairs` is `[layer, head, layer, head, …]`
     /// over softmax-attention layers (empty restores the model).
-    pub fn set_ablation(&mut self, pairs: Vec<u32>) -> Result<(), JsError> {
+    pub fn set_ablation(&mut self, pairs: Vec<u32>) -> Result<(), JsValue> {
         if !pairs.len().is_multiple_of(2) {
-            return Err(JsError::new("ablation takes [layer, head] pairs"));
+            return Err(refused("ablation takes [layer, head] pairs".into()));
         }
         let heads: Vec<(usize, usize)> = pairs.chunks(2).map(|p| (p[0] as usize, p[1] as usize)).collect();
         self.session.set_ablation(&heads).map_err(js_error)
@@ -301,7 +316,7 @@ impl Engine {
     /// current or last generation: `{layer, head, firstQuery, queries, keys, weights, tokens}` with `weights` a
     /// `Float32Array` of `queries × keys` (row-major; masked keys 0) and `tokens` the text of each key position.
     /// `undefined` when the layer is not captured.
-    pub fn attention(&self, layer: u32, head: u32, max_queries: u32) -> Result<JsValue, JsError> {
+    pub fn attention(&self, layer: u32, head: u32, max_queries: u32) -> Result<JsValue, JsValue> {
         let Some(tap) = self.session.attention_tap(layer as usize) else { return Ok(JsValue::UNDEFINED) };
         let map = tap.map(head as usize, max_queries as usize).map_err(js_error)?;
         let out = object(&[
@@ -335,7 +350,7 @@ impl Engine {
 
     /// Runs the last generation's context (prompt and output) through the model again from a fresh start, so an
     /// attention layer chosen afterwards has its maps for that text.
-    pub async fn replay(&mut self) -> Result<(), JsError> {
+    pub async fn replay(&mut self) -> Result<(), JsValue> {
         self.current = None;
         self.session.reset();
         if let Some(last) = self.context.len().checked_sub(1) {
@@ -350,7 +365,7 @@ impl Engine {
     }
 
     /// Generates up to `max_tokens` after `prompt` at `temperature` (0: greedy) and returns the new text.
-    pub async fn generate(&mut self, prompt: String, max_tokens: usize, temperature: f32) -> Result<String, JsError> {
+    pub async fn generate(&mut self, prompt: String, max_tokens: usize, temperature: f32) -> Result<String, JsValue> {
         self.start(prompt, max_tokens, temperature, 1.0, 0, false)?;
         let mut text = String::new();
         while let Some(piece) = self.next().await? {
