@@ -9,6 +9,7 @@ mod logits;
 mod model_dir;
 mod progress;
 mod run;
+mod soak;
 mod synthetic;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     BenchLinear(bench_linear::Args),
     /// Compare attention policies with full attention on a text: KL divergence, top-1 agreement, time, KV memory.
     EvalPolicy(eval_policy::Args),
+    /// Load, generate and unload a model repeatedly, reporting host and GPU memory after each step.
+    Soak(soak::Args),
     /// Write an HF BitNet checkpoint as a Ternlight-ready GGUF file with TQ1_0 or TQ2_0 ternary weights.
     Convert(convert::Args),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::BenchLinear(a) => bench_linear::run(a),
         Command::EvalPolicy(a) => eval_policy::run(a, cli.quiet),
+        Command::Soak(a) => soak::run(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -758,3 +758,37 @@ fn bench_reports_the_roofline_and_names_synthetic_models() {
     let o = ternlight(&["bench", "--synthetic", "smollm2-135m", "--model", model.to_str().unwrap()]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }
+
+/// `soak`: after generating, every cycle holds the same GPU buffers, and every unload returns them all, cycle
+/// after cycle, on one device and on a fresh device per load. (Host memory is reported, not asserted: lavapipe
+/// keeps growing host allocations while a device lives; docs/reliability.md.)
+#[test]
+fn soak_cycles_return_every_gpu_buffer() {
+    let model = fixture("llama");
+    for fresh in [false, true] {
+        let mut args = vec!["soak", "--model", model.to_str().unwrap(), "--cycles", "3", "--tokens", "120"];
+        args.extend(["--max-context", "64", "--json"]);
+        if fresh {
+            args.push("--fresh-device");
+        }
+        let o = ternlight(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let cycles = v["cycles"].as_array().unwrap();
+        let at = |i: usize, when: &str, what: &str| cycles[i][when][what].as_u64().unwrap();
+        assert_eq!(cycles.len(), 3);
+        for i in 0..3 {
+            assert_eq!(cycles[i]["tokens"].as_u64(), Some(120));
+            assert!(at(i, "generated", "gpu_buffers") > at(i, "unloaded", "gpu_buffers") + 200_000, "{v}");
+            assert!(at(i, "loaded", "host_rss") > 0);
+            for (when, what) in [("generated", "gpu_buffers"), ("generated", "buffer_count")] {
+                assert_eq!(at(i, when, what), at(0, when, what), "cycle {i} {when} {what}: {v}");
+            }
+            // Unloaded, only what the device itself keeps (less than before the first load) remains.
+            for what in ["gpu_buffers", "buffer_count"] {
+                assert_eq!(at(i, "unloaded", what), at(0, "unloaded", what), "cycle {i} {what}: {v}");
+                assert!(at(i, "unloaded", what) <= v["before"][what].as_u64().unwrap(), "{v}");
+            }
+        }
+    }
+}
