@@ -777,8 +777,8 @@ fn soak_cycles_return_every_gpu_buffer() {
         let cycles = v["cycles"].as_array().unwrap();
         let at = |i: usize, when: &str, what: &str| cycles[i][when][what].as_u64().unwrap();
         assert_eq!(cycles.len(), 3);
-        for i in 0..3 {
-            assert_eq!(cycles[i]["tokens"].as_u64(), Some(120));
+        for (i, cycle) in cycles.iter().enumerate() {
+            assert_eq!(cycle["tokens"].as_u64(), Some(120));
             assert!(at(i, "generated", "gpu_buffers") > at(i, "unloaded", "gpu_buffers") + 200_000, "{v}");
             assert!(at(i, "loaded", "host_rss") > 0);
             for (when, what) in [("generated", "gpu_buffers"), ("generated", "buffer_count")] {
