@@ -9,7 +9,7 @@ scripts/setup.sh
 export NODEVICE_SELECT=1
 cargo test --workspace --locked
 cargo check --locked --target wasm32-unknown-unknown -p ternlight-gpu -p ternlight-runtime
-CHROMEDRIVER=/usr/bin/chromedriver cargo test --locked --target wasm32-unknown-unknown -p ternlight-runtime --test browser
+WASM_BINDGEN_TEST_TIMEOUT=600 CHROMEDRIVER=/usr/bin/chromedriver cargo test --locked --target wasm32-unknown-unknown -p ternlight-runtime --test browser
 web/build-pkg.sh
 (cd web/e2e && npm ci --silent --no-audit --no-fund)
 node web/e2e/example.test.mjs

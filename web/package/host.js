@@ -118,9 +118,17 @@ export async function handle(msg, post) {
     await ready;
     post({ id: msg.id, op: 'result', value: await run(msg, post) });
   } catch (e) {
-    // A trap (a Rust panic) leaves the module's memory unknown: the engine is dropped and the caller told so.
+    // A trap (a Rust panic) leaves the module's memory unknown, and a lost device leaves nothing to run on: the
+    // engine is dropped (its buffers with it) and the next load starts afresh on a new device.
     const trapped = e instanceof WebAssembly.RuntimeError;
-    if (trapped) engine = null;
+    if (trapped || e?.kind === 'device-lost') {
+      try {
+        engine?.unload();
+      } catch {
+        // After a trap the module cannot be trusted to unload; dropping the reference is all that is left.
+      }
+      engine = null;
+    }
     const message = trapped ? `the engine crashed (${e.message}); load the model again` : String(e?.message ?? e);
     post({ id: msg.id, op: 'error', message, kind: trapped ? 'internal' : (e?.kind ?? 'invalid-request') });
   }

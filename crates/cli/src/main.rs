@@ -4,6 +4,7 @@ mod bench;
 mod bench_linear;
 mod convert;
 mod eval_policy;
+mod heap;
 mod inspect;
 mod logits;
 mod model_dir;
@@ -14,6 +15,9 @@ mod synthetic;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 /// Ternlight: efficient LLMs on WebGPU, headless.
 #[derive(Parser)]

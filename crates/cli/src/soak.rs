@@ -1,6 +1,6 @@
-//! `ternlight soak`: loads and unloads a model on one device again and again, generating thousands of tokens, and
-//! reports host and GPU memory after each load, generation and unload: flat figures mean nothing leaks (on
-//! lavapipe, GPU memory is host memory too, so the resident set covers both).
+//! `ternlight soak`: loads and unloads a model again and again, generating thousands of tokens, and reports host
+//! memory (the resident set, and the Rust heap on its own) and GPU memory (wgpu's live buffers) after each load,
+//! generation and unload: flat figures mean nothing leaks.
 
 use crate::model_dir::ModelDir;
 use anyhow::Result;
@@ -37,8 +37,10 @@ pub struct Args {
 /// Memory at one point of a cycle.
 #[derive(Clone, Copy, serde::Serialize)]
 struct Memory {
-    /// Resident set of this process, bytes (Linux; 0 elsewhere).
+    /// Resident set of this process, bytes (Linux; 0 elsewhere): the Rust heap, the driver's and the binary.
     host_rss: u64,
+    /// Bytes Rust code holds (Ternlight and wgpu; not a C driver's), by the counting allocator.
+    rust_heap: u64,
     /// Bytes of live GPU buffers, by wgpu's counters.
     gpu_buffers: u64,
     /// Live GPU buffers.
@@ -66,6 +68,7 @@ fn memory(gpu: &Gpu) -> Memory {
     let hal = gpu.device.get_internal_counters().hal;
     Memory {
         host_rss: host_rss(),
+        rust_heap: crate::heap::live_bytes(),
         gpu_buffers: hal.buffer_memory.read() as u64,
         buffer_count: hal.buffers.read() as u64,
     }
@@ -118,16 +121,21 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         return Ok(());
     }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    println!("| cycle | tokens | host RSS loaded / generated / unloaded (MiB) | GPU buffers loaded / unloaded (MiB) |");
-    println!("|---|---|---|---|");
+    println!(
+        "| cycle | tokens | host RSS loaded / generated / unloaded (MiB) | Rust heap loaded / unloaded (MiB) | GPU \
+         buffers loaded / unloaded (MiB) |"
+    );
+    println!("|---|---|---|---|---|");
     for (i, c) in cycles.iter().enumerate() {
         println!(
-            "| {} | {} | {:.1} / {:.1} / {:.1} | {:.2} / {:.2} |",
+            "| {} | {} | {:.1} / {:.1} / {:.1} | {:.2} / {:.2} | {:.2} / {:.2} |",
             i + 1,
             c.tokens,
             mib(c.loaded.host_rss),
             mib(c.generated.host_rss),
             mib(c.unloaded.host_rss),
+            mib(c.loaded.rust_heap),
+            mib(c.unloaded.rust_heap),
             mib(c.loaded.gpu_buffers),
             mib(c.unloaded.gpu_buffers)
         );

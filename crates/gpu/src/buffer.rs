@@ -236,9 +236,12 @@ impl Staging {
             let _ = tx.send(r);
         });
         gpu.wait()?;
+        let mapped = rx.await;
+        // After the wait: in the browser a device loss is reported while the mapping is pending, and it explains
+        // a failed mapping better than the mapping's own error.
         gpu.check_errors("running the GPU work")?;
-        rx.await
-            .map_err(|_| GpuError::Execution("readback was cancelled (device lost?)".into()))?
+        mapped
+            .map_err(|_| GpuError::Execution("readback was cancelled".into()))?
             .map_err(|e| GpuError::Execution(format!("readback failed: {e}")))?;
         let view = self.buffer.get_mapped_range(..size.max(4)).map_err(|e| GpuError::Execution(e.to_string()))?;
         let out = bytemuck::cast_slice::<u8, f32>(&view[..size as usize]).to_vec();

@@ -100,3 +100,24 @@ async fn engine_loads_by_fetch_and_generates_the_greedy_text() {
     assert_eq!(text, tokenizer.decode(&want).unwrap());
     assert!(engine.decode_tokens_per_second() > 0.0 || want.len() == 1);
 }
+
+/// A device destroyed mid-generation (as a browser does when it reclaims the GPU) fails the next step with the
+/// loss named, and a new device loads the model again and matches the reference.
+#[wasm_bindgen_test]
+async fn a_lost_device_is_reported_and_a_new_one_runs_the_model() {
+    let (config, model, oracle_bytes) = fixture!("llama");
+    let oracle = Oracle::from_bytes("oracle.safetensors", oracle_bytes.to_vec()).unwrap();
+    let ids = &oracle.input_ids;
+    #[allow(clippy::arc_with_non_send_sync)]
+    let gpu = Arc::new(Gpu::new().await.expect("a WebGPU adapter"));
+    let spec = ModelSpec::from_config_json(config).unwrap();
+    let ck = SafetensorsCheckpoint::from_files(vec![("model.safetensors".into(), model.to_vec())]).unwrap();
+    let mut s = Session::new(gpu.clone(), spec, &ck, &SessionOptions::default(), &mut |_| {}).unwrap();
+    s.prefill(&ids[..4], &[3]).await.unwrap();
+    gpu.device.destroy();
+    let e = s.step(ids[4]).await.unwrap_err().to_string();
+    assert!(e.contains("device was lost") && gpu.is_lost(), "{e}");
+    drop(s);
+    drop(gpu);
+    check("llama after a lost device", fixture!("llama")).await;
+}
