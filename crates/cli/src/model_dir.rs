@@ -7,7 +7,7 @@ use crate::progress::LoadBar;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use ternlight_core::gguf::checkpoint::{GgufCheckpoint, TOKENIZER_KEY};
+use ternlight_core::gguf::checkpoint::GgufCheckpoint;
 use ternlight_core::ranged::RangeSource;
 use ternlight_core::spec::{AttentionPolicy, ModelSpec};
 use ternlight_core::tensors::{check_against_spec, shard_names, SafetensorsCheckpoint, TensorSource};
@@ -114,15 +114,9 @@ impl ModelDir {
 
     fn load_tokenizer(&self) -> Result<Tokenizer> {
         if let Checkpoint::Gguf(g) = &self.checkpoint {
-            let json = g.text(TOKENIZER_KEY).with_context(|| match g.text("tokenizer.ggml.model") {
-                Some(kind) => format!(
-                    "{}: its llama.cpp tokenizer (tokenizer.ggml.model = {kind}) is not read yet; token ids work \
-                     (`ternlight logits`)",
-                    self.path.display()
-                ),
-                None => format!("{} carries no tokenizer", self.path.display()),
-            })?;
-            return Ok(Tokenizer::from_bytes(json.as_bytes(), None)?);
+            let (json, config) =
+                g.tokenizer_files()?.with_context(|| format!("{} carries no tokenizer", self.path.display()))?;
+            return Ok(Tokenizer::from_bytes(json.as_bytes(), config.as_deref().map(str::as_bytes))?);
         }
         if let Some((json, config)) = &self.remote_tokenizer {
             let json = json.as_deref().with_context(|| format!("no tokenizer.json at {}", self.path.display()))?;

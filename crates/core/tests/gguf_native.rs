@@ -1,7 +1,8 @@
 //! llama.cpp-layout GGUF files load as the HF checkpoints they came from. The files are written here the way
 //! llama.cpp's converters lay them out (its tensor names and `{arch}.*` metadata, llama's q/k rows permuted for
 //! its pairwise RoPE, ternary weights as TQ blocks holding the tensor's scale), from the fixtures. The llama file
-//! must match the fixture's transformers logits; the BitNet file must equal its checkpoint exactly once the scales
+//! must match the fixture's transformers logits, and its `tokenizer.ggml.*` vocabulary encode as the fixture's
+//! tokenizer; the BitNet file must equal its checkpoint exactly once the scales
 //! are rounded to f16 as TQ blocks store them (that rounding alone moves these logits by a few 1e-3 through int8
 //! rounding flips).
 
@@ -16,6 +17,7 @@ use ternlight_core::reference::model::ReferenceModel;
 use ternlight_core::reference::ternary::unpack_rows;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::{SafetensorsCheckpoint, TensorInfo, TensorSource};
+use ternlight_core::tokenizer::Tokenizer;
 
 const PARTS: &[&str] = &[
     "attn_norm.weight",
@@ -152,7 +154,25 @@ fn llama_architecture_gguf_matches_transformers() {
         }
         w.tensor(gguf, &decl.shape, GgmlType::BF16, bytes);
     }
-    let (logits, oracle) = gguf_logits("llama", w.to_bytes());
+    // The fixture's byte-level vocabulary as llama.cpp writes it (no merges: every byte is its own token).
+    let json = std::fs::read(fixture("llama").join("tokenizer.json")).unwrap();
+    let hub: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let mut tokens = vec![String::new(); 256];
+    for (token, id) in hub["model"]["vocab"].as_object().unwrap() {
+        tokens[id.as_u64().unwrap() as usize] = token.clone();
+    }
+    w.meta("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::Str).collect()));
+    w.meta("tokenizer.ggml.merges", Value::Array(Vec::new()));
+    let bytes = w.to_bytes();
+    let (json_text, config) = GgufCheckpoint::from_bytes(bytes.clone()).unwrap().tokenizer_files().unwrap().unwrap();
+    let converted = Tokenizer::from_bytes(json_text.as_bytes(), config.as_deref().map(str::as_bytes)).unwrap();
+    let original = Tokenizer::from_bytes(&json, None).unwrap();
+    for text in ["Hello, wörld!", "  two  spaces\nand a line"] {
+        let ids = converted.encode(text, true).unwrap();
+        assert_eq!(ids, original.encode(text, true).unwrap(), "{text:?}");
+        assert_eq!(converted.decode(&ids).unwrap(), text);
+    }
+    let (logits, oracle) = gguf_logits("llama", bytes);
     let d = max_abs_diff(&logits, &oracle.logits);
     assert!(d < 1e-3, "llama from a llama.cpp-layout GGUF: max abs diff {d}");
 }

@@ -112,6 +112,15 @@ impl GgufCheckpoint {
         self.header.get(key).and_then(super::Value::as_str)
     }
 
+    /// The HF `tokenizer.json` and (when there is one) `tokenizer_config.json` texts: carried in the metadata, or
+    /// rebuilt from a llama.cpp file's `tokenizer.ggml.*` keys; `None` when the file has neither.
+    pub fn tokenizer_files(&self) -> Result<Option<(String, Option<String>)>> {
+        if let Some(json) = self.text(TOKENIZER_KEY) {
+            return Ok(Some((json.to_string(), None)));
+        }
+        Ok(super::vocab::tokenizer_files(&self.header)?.map(|(json, config)| (json, Some(config))))
+    }
+
     /// The HF `config.json` text: carried in the metadata, or rebuilt from a llama.cpp file's.
     pub fn config_json(&self) -> Result<String> {
         match self.text(CONFIG_KEY) {

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod native;
+pub mod vocab;
 mod writer;
 
 pub use writer::GgufWriter;

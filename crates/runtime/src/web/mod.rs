@@ -17,7 +17,6 @@ use crate::{RuntimeError, Session, SessionOptions};
 use js_sys::{Function, Object, Reflect};
 use std::sync::Arc;
 use ternlight_core::attention_map::map_heads;
-use ternlight_core::gguf::checkpoint::TOKENIZER_KEY;
 use ternlight_core::sampling::{Sampler, SamplingParams};
 use ternlight_core::spec::{AttentionPolicy, ModelSpec};
 use ternlight_core::tensors::SafetensorsCheckpoint;
@@ -148,8 +147,11 @@ impl Engine {
             true => {
                 let (files, gguf) = remote::RemoteFiles::gguf(&base, block).await.map_err(js_error)?;
                 let spec = ModelSpec::from_config_json(&gguf.config_json().map_err(js_error)?).map_err(js_error)?;
-                let tokenizer = match gguf.text(TOKENIZER_KEY) {
-                    Some(json) => Tokenizer::from_bytes(json.as_bytes(), None).map_err(js_error)?,
+                let tokenizer = match gguf.tokenizer_files().map_err(js_error)? {
+                    Some((json, config)) => {
+                        Tokenizer::from_bytes(json.as_bytes(), config.as_deref().map(str::as_bytes))
+                            .map_err(js_error)?
+                    }
                     None => tokenizer_at(&base[..base.rfind('/').unwrap_or(0)]).await?,
                 };
                 (files, Box::new(gguf), spec, tokenizer)
