@@ -151,6 +151,29 @@ impl std::io::Write for CappedOutput {
     }
 }
 
+/// Refuses a format string (for the `format` filter or `str.format`) with a non-ASCII character inside a `%(key)`
+/// or `{key}`: minijinja 2.24 slices such keys byte by byte and panics (found by fuzzing;
+/// `fuzz/regressions/chat_template`). Keys of real templates are ASCII names.
+fn format_keys_are_ascii(value: &minijinja::Value) -> std::result::Result<(), minijinja::Error> {
+    let Some(text) = value.as_str() else { return Ok(()) };
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let close = match (b, bytes.get(i + 1)) {
+            (b'%', Some(b'(')) => b')',
+            (b'{', _) => b'}',
+            _ => continue,
+        };
+        let rest = &bytes[i + 1..];
+        if !rest[..rest.iter().position(|&c| c == close).unwrap_or(rest.len())].is_ascii() {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "format keys must be ASCII names",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Renders a HF chat template (Jinja) with `messages`, `add_generation_prompt = true` and the special tokens.
 ///
 /// The template runs sandboxed: minijinja has no file, network or environment access, templates cannot include
@@ -163,7 +186,19 @@ pub fn render_template(
     eos: Option<&str>,
 ) -> Result<String> {
     let mut env = minijinja::Environment::new();
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(|state, value, method, args| {
+        if method == "format" {
+            format_keys_are_ascii(value)?;
+        }
+        minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+    });
+    env.add_filter(
+        "format",
+        |state: &minijinja::State, value: &minijinja::Value, rest: minijinja::value::Rest<minijinja::Value>| {
+            format_keys_are_ascii(value)?;
+            minijinja::filters::format(state, value, rest)
+        },
+    );
     env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
     });
@@ -217,6 +252,8 @@ mod tests {
             ("{% for i in range(100000) %}{% for m in messages %}{{ m.content }}{% endfor %}{% endfor %}", "exceed"),
             ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursion"),
             ("{% include 'other' %}", "not found"),
+            ("{{ '%(\u{e9})s' | format(x=1) }}", "ASCII"),
+            ("{{ '{\u{e9}}'.format(1) }}", "ASCII"),
         ];
         for (template, expect) in cases {
             let e = render_template(template, &msgs, None, None).unwrap_err().to_string();
