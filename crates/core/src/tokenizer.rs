@@ -151,24 +151,38 @@ impl std::io::Write for CappedOutput {
     }
 }
 
-/// Refuses a format string (for the `format` filter or `str.format`) with a non-ASCII character inside a `%(key)`
-/// or `{key}`: minijinja 2.24 slices such keys byte by byte and panics (found by fuzzing;
-/// `fuzz/regressions/chat_template`). Keys of real templates are ASCII names.
-fn format_keys_are_ascii(value: &minijinja::Value) -> std::result::Result<(), minijinja::Error> {
+/// Refuses a format string (for the `format` filter or `str.format`) that minijinja 2.24 cannot format safely
+/// (both found by fuzzing; `fuzz/regressions/chat_template`): a non-ASCII character inside a `%(key)` or `{key}`,
+/// which it slices byte by byte and panics on, and a width or precision of five digits or more, which it allocates
+/// (`'%0755094444d' | format(7)` asks for 75 GB). Real templates use ASCII keys and small widths.
+fn check_format_string(value: &minijinja::Value) -> std::result::Result<(), minijinja::Error> {
     let Some(text) = value.as_str() else { return Ok(()) };
+    let refuse = |why: &str| Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, why.to_string()));
     let bytes = text.as_bytes();
+    let long_number = |spec: &[u8]| spec.split(|c| !c.is_ascii_digit()).any(|run| run.len() >= 5);
     for (i, &b) in bytes.iter().enumerate() {
-        let close = match (b, bytes.get(i + 1)) {
-            (b'%', Some(b'(')) => b')',
-            (b'{', _) => b'}',
+        let rest = &bytes[i + 1..];
+        let spec = match (b, rest.first()) {
+            (b'%', Some(b'(')) => {
+                let end = rest.iter().position(|&c| c == b')').unwrap_or(rest.len());
+                if !rest[..end].is_ascii() {
+                    return refuse("format keys must be ASCII names");
+                }
+                let after = &rest[(end + 1).min(rest.len())..];
+                &after[..after.iter().position(|c| !b"-+ #0123456789.*".contains(c)).unwrap_or(after.len())]
+            }
+            (b'%', _) => &rest[..rest.iter().position(|c| !b"-+ #0123456789.*".contains(c)).unwrap_or(rest.len())],
+            (b'{', _) => {
+                let field = &rest[..rest.iter().position(|&c| c == b'}').unwrap_or(rest.len())];
+                if !field.is_ascii() {
+                    return refuse("format keys must be ASCII names");
+                }
+                field
+            }
             _ => continue,
         };
-        let rest = &bytes[i + 1..];
-        if !rest[..rest.iter().position(|&c| c == close).unwrap_or(rest.len())].is_ascii() {
-            return Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                "format keys must be ASCII names",
-            ));
+        if long_number(spec) {
+            return refuse("format widths and precisions above 9999 are refused");
         }
     }
     Ok(())
@@ -188,14 +202,14 @@ pub fn render_template(
     let mut env = minijinja::Environment::new();
     env.set_unknown_method_callback(|state, value, method, args| {
         if method == "format" {
-            format_keys_are_ascii(value)?;
+            check_format_string(value)?;
         }
         minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
     });
     env.add_filter(
         "format",
         |state: &minijinja::State, value: &minijinja::Value, rest: minijinja::value::Rest<minijinja::Value>| {
-            format_keys_are_ascii(value)?;
+            check_format_string(value)?;
             minijinja::filters::format(state, value, rest)
         },
     );
@@ -254,6 +268,8 @@ mod tests {
             ("{% include 'other' %}", "not found"),
             ("{{ '%(\u{e9})s' | format(x=1) }}", "ASCII"),
             ("{{ '{\u{e9}}'.format(1) }}", "ASCII"),
+            ("{{ '%0755094444d' | format(7) }}", "9999"),
+            ("{{ '{:>123456}'.format(7) }}", "9999"),
         ];
         for (template, expect) in cases {
             let e = render_template(template, &msgs, None, None).unwrap_err().to_string();

@@ -32,10 +32,13 @@ pub fn safetensors(data: &[u8]) -> Result<()> {
     read_all(&file, &names)
 }
 
-/// A GGUF file: header, its model spec (carried or rebuilt from llama.cpp metadata), then every tensor the spec
-/// names read (ternary ones unpacked).
+/// A GGUF file: header, its tokenizer (carried or rebuilt from llama.cpp metadata) loaded, its model spec, then
+/// every tensor the spec names read (ternary ones unpacked).
 pub fn gguf(data: &[u8]) -> Result<()> {
     let file = GgufCheckpoint::from_bytes(data.to_vec())?;
+    if let Some((json, config)) = file.tokenizer_files()? {
+        Tokenizer::from_bytes(json.as_bytes(), config.as_deref().map(str::as_bytes))?;
+    }
     let spec = ModelSpec::from_config_json(&file.config_json()?)?;
     let names: Vec<String> = spec.tensors().into_iter().map(|d| d.name).collect();
     read_all(&file, &names)
