@@ -114,9 +114,7 @@ impl ModelDir {
 
     fn load_tokenizer(&self) -> Result<Tokenizer> {
         if let Checkpoint::Gguf(g) = &self.checkpoint {
-            let (json, config) =
-                g.tokenizer_files()?.with_context(|| format!("{} carries no tokenizer", self.path.display()))?;
-            return Ok(Tokenizer::from_bytes(json.as_bytes(), config.as_deref().map(str::as_bytes))?);
+            return g.tokenizer()?.with_context(|| format!("{} carries no tokenizer", self.path.display()));
         }
         if let Some((json, config)) = &self.remote_tokenizer {
             let json = json.as_deref().with_context(|| format!("no tokenizer.json at {}", self.path.display()))?;

@@ -163,15 +163,19 @@ fn check_format_string(value: &minijinja::Value) -> std::result::Result<(), mini
     for (i, &b) in bytes.iter().enumerate() {
         let rest = &bytes[i + 1..];
         let spec = match (b, rest.first()) {
-            (b'%', Some(b'(')) => {
-                let end = rest.iter().position(|&c| c == b')').unwrap_or(rest.len());
-                if !rest[..end].is_ascii() {
-                    return refuse("format keys must be ASCII names");
-                }
-                let after = &rest[(end + 1).min(rest.len())..];
+            (b'%', first) => {
+                let after = match first {
+                    Some(b'(') => {
+                        let end = rest.iter().position(|&c| c == b')').unwrap_or(rest.len());
+                        if !rest[..end].is_ascii() {
+                            return refuse("format keys must be ASCII names");
+                        }
+                        &rest[(end + 1).min(rest.len())..]
+                    }
+                    _ => rest,
+                };
                 &after[..after.iter().position(|c| !b"-+ #0123456789.*".contains(c)).unwrap_or(after.len())]
             }
-            (b'%', _) => &rest[..rest.iter().position(|c| !b"-+ #0123456789.*".contains(c)).unwrap_or(rest.len())],
             (b'{', _) => {
                 let field = &rest[..rest.iter().position(|&c| c == b'}').unwrap_or(rest.len())];
                 if !field.is_ascii() {
@@ -269,6 +273,7 @@ mod tests {
             ("{{ '%(\u{e9})s' | format(x=1) }}", "ASCII"),
             ("{{ '{\u{e9}}'.format(1) }}", "ASCII"),
             ("{{ '%0755094444d' | format(7) }}", "9999"),
+            ("{{ '%12345d' | format(7) }}", "9999"),
             ("{{ '{:>123456}'.format(7) }}", "9999"),
         ];
         for (template, expect) in cases {

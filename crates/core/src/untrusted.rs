@@ -14,12 +14,10 @@ use crate::Result;
 /// Reads every tensor `source` lists, decoding float ones to f32.
 fn read_all(source: &dyn TensorSource, names: &[String]) -> Result<()> {
     for name in names {
-        if let Some(info) = source.info(name)? {
-            let bytes = source.bytes(name)?;
-            if info.dtype.is_float() {
-                source.f32(name)?;
-            }
-            drop(bytes);
+        match source.info(name)? {
+            Some(info) if info.dtype.is_float() => drop(source.f32(name)?),
+            Some(_) => drop(source.bytes(name)?),
+            None => {}
         }
     }
     Ok(())
@@ -36,9 +34,7 @@ pub fn safetensors(data: &[u8]) -> Result<()> {
 /// every tensor the spec names read (ternary ones unpacked).
 pub fn gguf(data: &[u8]) -> Result<()> {
     let file = GgufCheckpoint::from_bytes(data.to_vec())?;
-    if let Some((json, config)) = file.tokenizer_files()? {
-        Tokenizer::from_bytes(json.as_bytes(), config.as_deref().map(str::as_bytes))?;
-    }
+    file.tokenizer()?;
     let spec = ModelSpec::from_config_json(&file.config_json()?)?;
     let names: Vec<String> = spec.tensors().into_iter().map(|d| d.name).collect();
     read_all(&file, &names)

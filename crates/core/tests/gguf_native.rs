@@ -164,8 +164,7 @@ fn llama_architecture_gguf_matches_transformers() {
     w.meta("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::Str).collect()));
     w.meta("tokenizer.ggml.merges", Value::Array(Vec::new()));
     let bytes = w.to_bytes();
-    let (json_text, config) = GgufCheckpoint::from_bytes(bytes.clone()).unwrap().tokenizer_files().unwrap().unwrap();
-    let converted = Tokenizer::from_bytes(json_text.as_bytes(), config.as_deref().map(str::as_bytes)).unwrap();
+    let converted = GgufCheckpoint::from_bytes(bytes.clone()).unwrap().tokenizer().unwrap().unwrap();
     let original = Tokenizer::from_bytes(&json, None).unwrap();
     for text in ["Hello, wörld!", "  two  spaces\nand a line"] {
         let ids = converted.encode(text, true).unwrap();

@@ -14,6 +14,7 @@ use super::{native, GgmlType, Gguf};
 use crate::dtype::DType;
 use crate::ranged::{LocalFile, Memory, RangeSource};
 use crate::tensors::{TensorInfo, TensorLocations, TensorSource};
+use crate::tokenizer::Tokenizer;
 use crate::{CoreError, Result};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -112,13 +113,15 @@ impl GgufCheckpoint {
         self.header.get(key).and_then(super::Value::as_str)
     }
 
-    /// The HF `tokenizer.json` and (when there is one) `tokenizer_config.json` texts: carried in the metadata, or
-    /// rebuilt from a llama.cpp file's `tokenizer.ggml.*` keys; `None` when the file has neither.
-    pub fn tokenizer_files(&self) -> Result<Option<(String, Option<String>)>> {
+    /// The file's tokenizer: its `tokenizer.json` carried in the metadata, or rebuilt (with its chat template) from
+    /// a llama.cpp file's `tokenizer.ggml.*` keys; `None` when the file has neither.
+    pub fn tokenizer(&self) -> Result<Option<Tokenizer>> {
         if let Some(json) = self.text(TOKENIZER_KEY) {
-            return Ok(Some((json.to_string(), None)));
+            return Tokenizer::from_bytes(json.as_bytes(), None).map(Some);
         }
-        Ok(super::vocab::tokenizer_files(&self.header)?.map(|(json, config)| (json, Some(config))))
+        super::vocab::tokenizer_files(&self.header)?
+            .map(|(json, config)| Tokenizer::from_bytes(json.as_bytes(), Some(config.as_bytes())))
+            .transpose()
     }
 
     /// The HF `config.json` text: carried in the metadata, or rebuilt from a llama.cpp file's.

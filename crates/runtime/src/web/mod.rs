@@ -147,11 +147,8 @@ impl Engine {
             true => {
                 let (files, gguf) = remote::RemoteFiles::gguf(&base, block).await.map_err(js_error)?;
                 let spec = ModelSpec::from_config_json(&gguf.config_json().map_err(js_error)?).map_err(js_error)?;
-                let tokenizer = match gguf.tokenizer_files().map_err(js_error)? {
-                    Some((json, config)) => {
-                        Tokenizer::from_bytes(json.as_bytes(), config.as_deref().map(str::as_bytes))
-                            .map_err(js_error)?
-                    }
+                let tokenizer = match gguf.tokenizer().map_err(js_error)? {
+                    Some(tokenizer) => tokenizer,
                     None => tokenizer_at(&base[..base.rfind('/').unwrap_or(0)]).await?,
                 };
                 (files, Box::new(gguf), spec, tokenizer)
