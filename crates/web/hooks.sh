@@ -8,9 +8,9 @@ case "$1" in
   post)
     mkdir -p "$TRUNK_STAGING_DIR/pkg" "$TRUNK_STAGING_DIR/models/default"
     cp "$root"/web/pkg/*.js "$root"/web/pkg/*.wasm "$TRUNK_STAGING_DIR/pkg/"
-    # Until a trained demo model ships (issue 10), the default is the llama test fixture with the bytes tokenizer.
-    cp "$root"/tests/fixtures/llama/{config.json,model.safetensors,tokenizer.json} "$TRUNK_STAGING_DIR/models/default/"
-    cp "$root/crates/web/default_tokenizer_config.json" "$TRUNK_STAGING_DIR/models/default/tokenizer_config.json"
+    # The default is the demo model trained by tools/train (models/demo, about 1.5 MB).
+    cp "$root"/models/demo/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json} \
+      "$TRUNK_STAGING_DIR/models/default/"
     node "$root/web/csp.mjs" "$TRUNK_STAGING_DIR/index.html"
     ;;
 esac

@@ -10,15 +10,18 @@
 // builds target/debug/ternlight).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { launchBrowser, root, startServer } from './server.mjs';
 
-const prompt = 'Hello';
+const prompt = 'lighthouse (noun):';
+// The embedded default model is the demo model (models/demo); the CLI runs the same files.
+const demo = join(root, 'models/demo');
+const layers = JSON.parse(readFileSync(join(demo, 'config.json'), 'utf8')).num_hidden_layers;
 const maxTokens = 12;
 const seed = 3;
 const cliText = (policy) => execFileSync(join(root, 'target/debug/ternlight'),
-  ['run', '--model', join(root, 'tests/fixtures/llama'), '--prompt', prompt, '--max-tokens', String(maxTokens),
+  ['run', '--model', demo, '--prompt', prompt, '--max-tokens', String(maxTokens),
     '--seed', String(seed), '--attention-policy', policy],
   { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).replace(/\n$/, '');
 const cli = cliText('full');
@@ -56,10 +59,10 @@ try {
     return drawn;
   });
   assert.ok(curve > 50, `memory curve has ${curve} pixels`);
-  // Per-layer GPU time where the adapter has timestamp queries (embedding, 2 layers, head), else a note saying so.
+  // Per-layer GPU time where the adapter has timestamp queries (embedding, each layer, head), else a note saying so.
   const times = page.getByTestId('layer-times');
   const timed = (await times.textContent()).includes('GPU time of the last forward');
-  assert.ok(timed ? (await times.locator('li').count()) === 4 : /timestamp queries/.test(await times.textContent()));
+  assert.ok(timed ? (await times.locator('li').count()) === layers + 2 : /timestamp queries/.test(await times.textContent()));
   console.log(`per-layer GPU time: ${timed ? 'shown' : 'not available on this adapter'}`);
   await page.screenshot({ path: join(shots, 'app.png'), fullPage: true });
 
@@ -92,10 +95,10 @@ try {
   assert.ok(otherLayer && otherLayer.lit > 100, 'the map did not change with the layer');
 
   await page.getByText('layers × heads overview').click();
-  const cells = page.getByTestId('attention-overview').locator('button.cell');
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid=attention-overview] button.cell').length === 8,
-    null, { timeout: 60_000 });
-  await cells.nth(6).click();
+  // One row per layer (linear-attention layers show their implicit maps' heads).
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=attention-overview] tr').length === n,
+    layers, { timeout: 60_000 });
+  await page.getByTestId('attention-overview').locator('button[aria-label^="layer 1 head 2,"]').click();
   const fromOverview = await changed(otherLayer);
   assert.ok(fromOverview && fromOverview.lit > 100, 'choosing layer 1 head 2 in the overview did not redraw the map');
   assert.equal(await page.getByTestId('layer-select').inputValue(), '1');

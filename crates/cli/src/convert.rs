@@ -11,7 +11,7 @@ use ternlight_core::gguf::checkpoint::{CONFIG_KEY, TOKENIZER_KEY};
 use ternlight_core::gguf::codec::{encode_tq1_0, encode_tq2_0};
 use ternlight_core::gguf::{GgmlType, GgufWriter, Value};
 use ternlight_core::reference::ternary::{absmean, unpack_rows};
-use ternlight_core::spec::{LinearSpec, MixerSpec, MlpSpec, ModelSpec, Ternary};
+use ternlight_core::spec::{LinearSpec, ModelSpec, Ternary};
 
 /// The ternary encodings `convert` writes.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -38,17 +38,7 @@ pub struct Args {
 
 /// The ternary layers of a transformers BitNet spec: attention and MLP projections.
 fn ternary_layers(spec: &ModelSpec) -> Vec<&LinearSpec> {
-    let mut out = Vec::new();
-    for layer in &spec.layers {
-        if let MixerSpec::Attention(a) = &layer.mixer {
-            out.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
-        }
-        if let MlpSpec::Gated(g) = &layer.mlp {
-            out.extend([&g.gate, &g.up, &g.down]);
-        }
-    }
-    out.retain(|l| l.ternary.is_some());
-    out
+    spec.layers.iter().flat_map(|l| l.matrices()).filter(|l| l.ternary.is_some()).collect()
 }
 
 /// Writes the GGUF file and reports its size.
@@ -79,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
             w.tensor(&decl.name, &info.shape, ty, bytes.to_vec());
             continue;
         };
-        let (rows, cols) = (l.out_features, l.in_features);
+        let (rows, cols) = (l.stored_rows(), l.in_features);
         let codes: Vec<f32> = match &l.ternary {
             Some(Ternary::PackedRows { .. }) => unpack_rows(&bytes, rows, cols),
             _ => {

@@ -6,7 +6,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use ternlight_core::dtype::DType;
-use ternlight_core::spec::{AttentionPolicy, MixerSpec, MlpSpec};
+use ternlight_core::spec::{AttentionPolicy, MlpSpec};
 use ternlight_core::tensors::check_against_spec;
 
 #[derive(clap::Args)]
@@ -40,16 +40,9 @@ pub fn run(args: Args) -> Result<()> {
     let ternary: Vec<&str> = spec
         .layers
         .iter()
-        .flat_map(|l| {
-            let mut v: Vec<&ternlight_core::spec::LinearSpec> = Vec::new();
-            if let MixerSpec::Attention(a) = &l.mixer {
-                v.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
-            }
-            if let MlpSpec::Gated(g) = &l.mlp {
-                v.extend([&g.gate, &g.up, &g.down]);
-            }
-            v.into_iter().filter(|p| p.ternary.is_some()).map(|p| p.weight.as_str())
-        })
+        .flat_map(|l| l.matrices())
+        .filter(|p| p.ternary.is_some())
+        .map(|p| p.weight.as_str())
         .collect();
     let mut resident: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for decl in spec.tensors() {

@@ -40,14 +40,40 @@ pub struct ModelDir {
     pub path: PathBuf,
     pub spec: ModelSpec,
     pub checkpoint: Checkpoint,
-    /// A remote model's tokenizer files, fetched at open.
+    /// A remote (or built-in) model's tokenizer files, fetched at open.
     remote_tokenizer: Option<RemoteTokenizer>,
 }
 
 /// `tokenizer.json` and `tokenizer_config.json` as a server had them (`None` where it had not).
 type RemoteTokenizer = (Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// The demo model's files (`models/demo`), built into the binary so that `ternlight run` works offline with no
+/// `--model`.
+mod demo {
+    pub const CONFIG: &str = include_str!("../../../models/demo/config.json");
+    pub const WEIGHTS: &[u8] = include_bytes!("../../../models/demo/model.safetensors");
+    pub const TOKENIZER: &[u8] = include_bytes!("../../../models/demo/tokenizer.json");
+    pub const TOKENIZER_CONFIG: &[u8] = include_bytes!("../../../models/demo/tokenizer_config.json");
+}
+
 impl ModelDir {
+    /// The model at `path`, or the built-in demo model when there is none.
+    pub fn open_or_demo(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(path) => Self::open(path),
+            None => Self::demo(),
+        }
+    }
+
+    /// The built-in demo model (`models/demo`).
+    pub fn demo() -> Result<Self> {
+        let spec = ModelSpec::from_config_json(demo::CONFIG).context("built-in demo model")?;
+        let weights = vec![("built-in demo model.safetensors".to_string(), demo::WEIGHTS.to_vec())];
+        let checkpoint = Checkpoint::Safetensors(SafetensorsCheckpoint::from_files(weights)?);
+        let tokenizer = (Some(demo::TOKENIZER.to_vec()), Some(demo::TOKENIZER_CONFIG.to_vec()));
+        Ok(ModelDir { path: "built-in demo model".into(), spec, checkpoint, remote_tokenizer: Some(tokenizer) })
+    }
+
     /// Reads config.json and opens the checkpoint (or the GGUF file `path`), locally or from a URL or hub id.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.exists() {

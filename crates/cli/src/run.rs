@@ -12,9 +12,10 @@ use ternlight_runtime::SessionOptions;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a directory (config.json, *.safetensors, tokenizer.json), a .gguf file, an http(s) URL or org/name.
+    /// Model: a directory (config.json, *.safetensors, tokenizer.json), a .gguf file, an http(s) URL or org/name;
+    /// without it, the built-in demo model (models/demo).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// GPU memory the model may use, in MiB: refused before the weights upload when it needs more.
     #[arg(long)]
     max_memory_mib: Option<u64>,
@@ -57,7 +58,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
-    let model = ModelDir::open(&args.model)?;
+    let model = ModelDir::open_or_demo(args.model.as_deref())?;
     let tokenizer = model.tokenizer()?;
     let prompt = if args.chat {
         let text = tokenizer.render_chat(&[ChatMessage { role: "user".into(), content: args.prompt.clone() }])?;

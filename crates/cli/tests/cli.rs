@@ -6,8 +6,13 @@ use std::process::{Command, Output};
 use ternlight_core::oracle::{max_abs_diff, Oracle};
 use ternlight_core::tensors::{SafetensorsCheckpoint, TensorSource};
 
+/// A fixture's directory; `demo` is the shipped demo model, whose oracle comes from the PyTorch code that trained it.
 fn fixture(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(arch)
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match arch {
+        "demo" => root.join("models/demo"),
+        _ => root.join("tests/fixtures").join(arch),
+    }
 }
 
 fn ternlight(args: &[&str]) -> Output {
@@ -342,9 +347,22 @@ fn chat_prompts_are_rendered_through_the_template() {
 }
 
 #[test]
+fn run_without_a_model_uses_the_built_in_demo_model() {
+    let args = ["--prompt", "lighthouse (noun):", "--max-tokens", "12"];
+    let built_in = ternlight(&[&["run"], &args[..]].concat());
+    assert!(built_in.status.success(), "{}", String::from_utf8_lossy(&built_in.stderr));
+    let demo = fixture("demo");
+    let from_dir = ternlight(&[&["run", "--model", demo.to_str().unwrap()], &args[..]].concat());
+    assert!(from_dir.status.success(), "{}", String::from_utf8_lossy(&from_dir.stderr));
+    let text = String::from_utf8_lossy(&built_in.stdout);
+    assert!(text.split_whitespace().count() >= 3, "the demo model wrote {text:?}");
+    assert_eq!(text, String::from_utf8_lossy(&from_dir.stdout));
+}
+
+#[test]
 fn bitnet_converts_to_tq1_0_and_tq2_0_gguf_and_keeps_its_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    for arch in ["bitnet_packed", "bitnet_online", "bitnet_hgf"] {
+    for arch in ["bitnet_packed", "bitnet_online", "bitnet_hgf", "demo"] {
         for ty in ["tq1-0", "tq2-0"] {
             let out = tmp.path().join(format!("{arch}-{ty}.gguf"));
             let o = ternlight(&[

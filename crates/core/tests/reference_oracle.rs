@@ -6,8 +6,17 @@ use ternlight_core::reference::model::ReferenceModel;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::SafetensorsCheckpoint;
 
+/// A fixture's directory; `demo` is the shipped demo model, whose oracle comes from the PyTorch code that trained it.
+fn fixture(arch: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match arch {
+        "demo" => root.join("models/demo"),
+        _ => root.join("tests/fixtures").join(arch),
+    }
+}
+
 fn check(arch: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(arch);
+    let dir = fixture(arch);
     let spec = ModelSpec::from_config_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let vocab = spec.vocab;
     let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
@@ -145,6 +154,13 @@ fn fla_bitnet_matches_fla() {
 #[test]
 fn bitnet_hgf_matches_its_numpy_generator() {
     check("bitnet_hgf");
+}
+
+/// The shipped demo model (Qwen3.5 layout, ternary projections with HGF corrections, a gated q_proj whose ternary
+/// rows are split between query and gate) against the PyTorch model that trained it.
+#[test]
+fn demo_model_matches_its_training_framework() {
+    check("demo");
 }
 
 #[test]

@@ -579,7 +579,8 @@ impl Uploader<'_> {
         Ok(b)
     }
 
-    /// A ternary layer: codes packed 2 bits each on the GPU, its multiplier folded into the layer's scale.
+    /// A ternary layer: codes packed 2 bits each on the GPU, its multiplier folded into the layer's scale. Codes and
+    /// multiplier are the whole stored tensor's; a layer that is some of its rows keeps those rows' codes.
     fn ternary(&mut self, l: &LinearSpec, format: &Ternary) -> Result<LinearWeights> {
         let (rows, cols) = (l.out_features, l.in_features);
         let (codes, multiplier) = match format {
@@ -590,11 +591,12 @@ impl Uploader<'_> {
                 if !scale.is_finite() || scale == 0.0 {
                     return Err(CoreError::InvalidInput(format!("{weight_scale}: weight scale {scale}")).into());
                 }
-                (ternary::unpack_rows(&packed, rows, cols), 1.0 / scale)
+                (ternary::unpack_rows(&packed, l.stored_rows(), cols), 1.0 / scale)
             }
             Ternary::Absmean { .. } => ternary::absmean(&self.source.f32(&l.weight)?),
         };
-        let codes: Vec<i8> = codes.iter().map(|&c| c as i8).collect();
+        let codes: Vec<i8> =
+            l.row_indices().iter().flat_map(|&r| codes[r * cols..(r + 1) * cols].iter().map(|&c| c as i8)).collect();
         let w = Weight::upload_ternary(self.gpu, &l.weight, &codes, rows, cols, self.gpu.info.max_binding)?;
         self.advance(&l.weight, self.source.byte_len(&l.weight)?);
         let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
@@ -619,11 +621,12 @@ impl Uploader<'_> {
         let a = self.matrix(&h.lora_a, h.rank, l.in_features)?;
         let gate = self.source.f32(&h.gate)?;
         self.advance(&h.gate, self.source.byte_len(&h.gate)?);
-        let mut b = self.source.f32(&h.lora_b)?;
+        let stored = self.source.f32(&h.lora_b)?;
         self.advance(&h.lora_b, self.source.byte_len(&h.lora_b)?);
-        for (o, row) in b.chunks_exact_mut(h.rank).enumerate() {
-            let g = gate[if h.per_channel { o } else { 0 }];
-            row.iter_mut().for_each(|v| *v *= g);
+        let mut b = Vec::with_capacity(l.out_features * h.rank);
+        for r in l.row_indices() {
+            let g = gate[if h.per_channel { r } else { 0 }];
+            b.extend(stored[r * h.rank..(r + 1) * h.rank].iter().map(|v| v * g));
         }
         let bytes: Vec<u8> = b.iter().flat_map(|v| v.to_le_bytes()).collect();
         let b =

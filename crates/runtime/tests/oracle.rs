@@ -14,8 +14,13 @@ fn gpu() -> Arc<Gpu> {
     GPU.get_or_init(|| Arc::new(Gpu::new_blocking().expect("a GPU adapter"))).clone()
 }
 
+/// A fixture's directory; `demo` is the shipped demo model, whose oracle comes from the PyTorch code that trained it.
 fn fixture(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(arch)
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match arch {
+        "demo" => root.join("models/demo"),
+        _ => root.join("tests/fixtures").join(arch),
+    }
 }
 
 fn session_on(gpu: Arc<Gpu>, arch: &str, options: SessionOptions) -> Session {
@@ -283,6 +288,13 @@ fn fla_bitnet_matches_fla_on_the_gpu() {
 #[test]
 fn bitnet_hgf_matches_its_numpy_generator_on_the_gpu() {
     check("bitnet_hgf");
+}
+
+/// The shipped demo model: Qwen3.5 layout with ternary projections and HGF corrections, including a gated q_proj
+/// whose ternary rows are split between query and gate.
+#[test]
+fn demo_model_matches_its_training_framework_on_the_gpu() {
+    check("demo");
 }
 
 #[test]

@@ -228,8 +228,13 @@ impl ReferenceModel {
     /// multiply the ternary product by their multiplier.
     fn linear(&self, x: &[f32], l: &LinearSpec) -> Vec<f32> {
         let (w, k) = (self.w(&l.weight), l.in_features);
+        let rows = l.row_indices();
+        let pick = |w: &[f32], width: usize| -> Vec<f32> {
+            rows.iter().flat_map(|&r| w[r * width..(r + 1) * width].iter().copied()).collect()
+        };
         let mut y = match (&l.ternary, &l.rows) {
             (Some(t), _) => {
+                // Codes and multiplier belong to the whole stored tensor; the layer takes its rows of the codes.
                 let (codes, multiplier) = match t {
                     Ternary::PackedRows { weight_scale } => (w.to_vec(), 1.0 / self.w(weight_scale)[0]),
                     Ternary::Absmean { .. } => ternary::absmean(w),
@@ -238,16 +243,12 @@ impl ReferenceModel {
                     Ternary::Absmean { input_norm: Some(n) } => self.norm(x, n),
                     _ => x.to_vec(),
                 };
-                let mut y = linear(&ternary::act_quant(&normed, k), &codes, None, k, l.out_features);
+                let mut y = linear(&ternary::act_quant(&normed, k), &pick(&codes, k), None, k, l.out_features);
                 y.iter_mut().for_each(|v| *v *= multiplier);
                 y
             }
             (None, None) => linear(x, w, None, k, l.out_features),
-            (None, Some(_)) => {
-                let rows = l.row_indices();
-                let w: Vec<f32> = rows.iter().flat_map(|&r| w[r * k..(r + 1) * k].iter().copied()).collect();
-                linear(x, &w, None, k, l.out_features)
-            }
+            (None, Some(_)) => linear(x, &pick(w, k), None, k, l.out_features),
         };
         if l.scale != 1.0 {
             y.iter_mut().for_each(|v| *v *= l.scale);
@@ -255,16 +256,15 @@ impl ReferenceModel {
         if let Some(h) = &l.hgf {
             // The correction sees the layer's unquantised input.
             let mid = linear(x, self.w(&h.lora_a), None, k, h.rank);
-            let correction = linear(&mid, self.w(&h.lora_b), None, h.rank, l.out_features);
+            let correction = linear(&mid, &pick(self.w(&h.lora_b), h.rank), None, h.rank, l.out_features);
             let g = self.w(&h.gate);
             for (row, c) in y.chunks_exact_mut(l.out_features).zip(correction.chunks_exact(l.out_features)) {
-                for (o, (v, cv)) in row.iter_mut().zip(c).enumerate() {
-                    *v += g[if h.per_channel { o } else { 0 }] * cv;
+                for ((v, cv), &r) in row.iter_mut().zip(c).zip(&rows) {
+                    *v += g[if h.per_channel { r } else { 0 }] * cv;
                 }
             }
         }
         if let Some(b) = l.bias.as_deref().map(|b| self.w(b)) {
-            let rows = l.row_indices();
             for row in y.chunks_exact_mut(l.out_features) {
                 row.iter_mut().zip(&rows).for_each(|(v, &r)| *v += b[r]);
             }

@@ -648,18 +648,17 @@ fn mla(cfg: &Config, prefix: &str, d: &AttentionDims, eps: f32) -> Result<MlaSpe
     })
 }
 
-/// BitNet b1.58: every attention and MLP projection ternary in the checkpoint's `quantization_config.linear_class`,
-/// with `attn_sub_norm` before `o_proj` and `ffn_sub_norm` before `down_proj`.
-fn bitnet(
-    cfg: &Config,
-    prefix: &str,
-    mixer: &mut MixerSpec,
-    mlp: &mut MlpSpec,
-    norm: &dyn Fn(String, usize) -> NormSpec,
-) -> Result<()> {
+/// The ternary form a `quantization_config` with `quant_method: bitnet` gives a projection
+/// (`linear_class` bitlinear: packed codes; autobitlinear online: absmean at load) and its Hybrid Gated Flow correction
+/// (`hgf: {rank, gate: scalar | channel}`); `None` without such a config, unless the family is `always` ternary
+/// (BitNet, whose projections default to bitlinear).
+fn bitnet_projection(cfg: &Config, always: bool) -> Result<Option<impl Fn(&mut LinearSpec) -> Result<()>>> {
     let q = cfg.get("quantization_config").map(Config);
-    let class = q.as_ref().and_then(|q| q.str("linear_class")).unwrap_or("bitlinear");
-    let mode = q.as_ref().and_then(|q| q.str("quantization_mode")).unwrap_or("offline");
+    if !always && q.as_ref().and_then(|q| q.str("quant_method")) != Some("bitnet") {
+        return Ok(None);
+    }
+    let class = q.as_ref().and_then(|q| q.str("linear_class")).unwrap_or("bitlinear").to_string();
+    let mode = q.as_ref().and_then(|q| q.str("quantization_mode")).unwrap_or("offline").to_string();
     let hgf = match q.as_ref().and_then(|q| q.get("hgf")).map(Config) {
         Some(h) => {
             let per_channel = match h.str("gate").unwrap_or("scalar") {
@@ -680,7 +679,7 @@ fn bitnet(
         }
         None => None,
     };
-    let ternary = |l: &mut LinearSpec| -> Result<()> {
+    Ok(Some(move |l: &mut LinearSpec| -> Result<()> {
         if let Some((rank, per_channel)) = hgf {
             let prefix = l.weight.trim_end_matches(".weight");
             l.hgf = Some(Hgf {
@@ -691,7 +690,7 @@ fn bitnet(
                 per_channel,
             });
         }
-        l.ternary = Some(match (class, mode) {
+        l.ternary = Some(match (class.as_str(), mode.as_str()) {
             ("bitlinear", _) => Ternary::PackedRows { weight_scale: format!("{}_scale", l.weight) },
             ("autobitlinear", "online") => Ternary::Absmean { input_norm: None },
             _ => {
@@ -702,20 +701,27 @@ fn bitnet(
                 })
             }
         });
-        if matches!(l.ternary, Some(Ternary::PackedRows { .. })) && !l.out_features.is_multiple_of(4) {
+        if matches!(l.ternary, Some(Ternary::PackedRows { .. })) && !l.stored_rows().is_multiple_of(4) {
             return Err(CoreError::field(
                 "quantization_config",
-                format!("{}: {} rows do not pack by 4", l.weight, l.out_features),
+                format!("{}: {} rows do not pack by 4", l.weight, l.stored_rows()),
             ));
         }
         Ok(())
-    };
+    }))
+}
+
+/// BitNet b1.58 blocks: softmax attention with `attn_sub_norm` before `o_proj` and a gated MLP with `ffn_sub_norm`
+/// before `down_proj` (their projections are made ternary with every other family's, by [`bitnet_projection`]).
+fn bitnet_sub_norms(
+    prefix: &str,
+    mixer: &mut MixerSpec,
+    mlp: &mut MlpSpec,
+    norm: &dyn Fn(String, usize) -> NormSpec,
+) -> Result<()> {
     let (MixerSpec::Attention(a), MlpSpec::Gated(g)) = (mixer, mlp) else {
         return Err(CoreError::field("model_type", "bitnet layers are attention and a gated MLP"));
     };
-    for l in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut g.gate, &mut g.up, &mut g.down] {
-        ternary(l)?;
-    }
     a.sub_norm = Some(norm(format!("{prefix}.self_attn.attn_sub_norm.weight"), a.o_proj.in_features));
     g.sub_norm = Some(norm(format!("{prefix}.mlp.ffn_sub_norm.weight"), g.intermediate()));
     Ok(())
@@ -1225,6 +1231,7 @@ impl ModelSpec {
             bias: None,
         };
         let schedule = layer_schedule(&cfg, n_layers, family)?;
+        let ternary = bitnet_projection(&cfg, family.bitnet)?;
         let mut layers = Vec::with_capacity(n_layers);
         let dims = AttentionDims {
             hidden,
@@ -1285,7 +1292,7 @@ impl ModelSpec {
                 false => mixer,
             };
             if family.bitnet {
-                bitnet(&cfg, &p, &mut mixer, &mut mlp, &norm)?;
+                bitnet_sub_norms(&p, &mut mixer, &mut mlp, &norm)?;
             }
             let named = |n: &str| Some(norm(format!("{p}.{n}.weight"), hidden));
             let norms = match family.attention_post_norms {
@@ -1309,7 +1316,11 @@ impl ModelSpec {
                 },
             };
             let residuals = family.scaled_residuals.then(|| scaled_residuals(&cfg, ty)).transpose()?;
-            layers.push(LayerSpec { mixer, mlp, norms, residuals });
+            let mut layer = LayerSpec { mixer, mlp, norms, residuals };
+            if let Some(make_ternary) = &ternary {
+                layer.matrices_mut().into_iter().try_for_each(make_ternary)?;
+            }
+            layers.push(layer);
         }
 
         let tied = cfg.bool("tie_word_embeddings").unwrap_or(family.tied_by_default);
@@ -1391,6 +1402,31 @@ mod tests {
             let e = ModelSpec::from_config(&c).unwrap_err().to_string();
             assert!(e.contains("quantization_config.hgf") && e.contains(expect), "{e}");
         }
+    }
+
+    #[test]
+    fn any_family_with_a_bitnet_quantization_config_has_ternary_matrices() {
+        let config = include_str!("../../../../tests/fixtures/qwen3_5/config.json");
+        let mut c: Value = serde_json::from_str(config).unwrap();
+        c["quantization_config"] = json!({"quant_method": "bitnet", "linear_class": "bitlinear", "hgf": {"rank": 2}});
+        let spec = ModelSpec::from_config(&c).unwrap();
+        let ternary = |l: &LayerSpec| l.matrices().iter().filter(|m| m.ternary.is_some()).count();
+        let MixerSpec::GatedDeltaNet(g) = &spec.layers[0].mixer else { panic!("Gated DeltaNet") };
+        // in_proj_qkv, in_proj_z, out_proj and the MLP's three; the per-head decay and beta stay full precision.
+        assert_eq!(ternary(&spec.layers[0]), 6);
+        assert!(g.b_proj.ternary.is_none() && g.decay.as_ref().unwrap().a_proj.ternary.is_none());
+        // The gated q_proj's query and gate rows share one stored tensor, its codes and its correction.
+        let MixerSpec::Attention(a) = &spec.layers[3].mixer else { panic!("attention") };
+        assert_eq!(ternary(&spec.layers[3]), 8);
+        let gate = a.gate_proj.as_ref().unwrap();
+        assert_eq!(gate.hgf.as_ref().unwrap().lora_b, a.q_proj.hgf.as_ref().unwrap().lora_b);
+        let decls = spec.tensors();
+        let shape = |n: &str| decls.iter().find(|d| d.name == n).map(|d| (d.shape.clone(), d.packed));
+        assert_eq!(shape("model.layers.3.self_attn.q_proj.weight"), Some((vec![32, 64], true)));
+        assert_eq!(shape("model.layers.3.self_attn.q_proj.lora_B"), Some((vec![128, 2], false)));
+        assert_eq!(shape("model.layers.0.linear_attn.in_proj_b.weight"), Some((vec![4, 64], false)));
+        c["quantization_config"] = json!({"quant_method": "gptq"});
+        assert!(ModelSpec::from_config(&c).unwrap().layers.iter().all(|l| ternary(l) == 0));
     }
 
     #[test]

@@ -38,7 +38,8 @@ impl TensorDecl {
 
 /// How a ternary (BitNet b1.58) linear layer stores its weight; the layer computes
 /// `y = act_quant(x) T^T * multiplier` with `T` in {-1, 0, 1} and activations fake-quantised per token to int8
-/// (`round(x * s) / s`, `s = 127 / max|x|`).
+/// (`round(x * s) / s`, `s = 127 / max|x|`). A layer that is some rows of a fused stored tensor (a gated `q_proj`)
+/// takes its rows of the stored tensor's codes, under the stored tensor's one multiplier.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ternary {
     /// transformers `bitlinear`: `u8 [out / 4, in]`, byte row r holding output rows r, r + R, r + 2R, r + 3R
@@ -92,7 +93,8 @@ pub struct LinearSpec {
 
 /// Hybrid Gated Flow: a ternary layer plus a low-rank full-precision correction of the same (unquantised) input,
 /// `y = ternary(x) + g ⊙ B (A x)`. Ternlight's checkpoint convention puts `lora_A` `[rank, in]`, `lora_B`
-/// `[out, rank]` and `hgf_gate` (`[1]` for a scalar gate, `[out]` per channel) next to the layer's `weight`.
+/// `[out, rank]` and `hgf_gate` (`[1]` for a scalar gate, `[out]` per channel) next to the layer's `weight`; for a
+/// layer that is some rows of a fused stored tensor, `out` is the stored tensor's rows and the layer uses its rows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hgf {
     /// `A` `[rank, in]`.
@@ -162,8 +164,8 @@ impl LinearSpec {
         let rows = self.stored_rows();
         if let Some(h) = &self.hgf {
             out.push(TensorDecl::float(h.lora_a.clone(), vec![h.rank, self.in_features]));
-            out.push(TensorDecl::float(h.lora_b.clone(), vec![self.out_features, h.rank]));
-            out.push(TensorDecl::float(h.gate.clone(), vec![if h.per_channel { self.out_features } else { 1 }]));
+            out.push(TensorDecl::float(h.lora_b.clone(), vec![rows, h.rank]));
+            out.push(TensorDecl::float(h.gate.clone(), vec![if h.per_channel { rows } else { 1 }]));
         }
         match &self.ternary {
             Some(Ternary::PackedRows { weight_scale }) => {
@@ -1009,16 +1011,53 @@ pub struct LayerSpec {
 }
 
 impl LayerSpec {
-    /// The widest Hybrid Gated Flow correction among this layer's attention and MLP projections (0 without one).
+    /// The widest Hybrid Gated Flow correction among this layer's projections (0 without one).
     pub fn hgf_rank(&self) -> usize {
-        let mut linears: Vec<&LinearSpec> = Vec::new();
-        if let MixerSpec::Attention(a) = &self.mixer {
-            linears.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
+        self.matrices().iter().filter_map(|l| l.hgf.as_ref()).map(|h| h.rank).max().unwrap_or(0)
+    }
+
+    /// The layer's weight-matrix projections, the ones BitNet quantisation makes ternary: softmax attention's q (and
+    /// its output gate), k, v and o; Gated DeltaNet's input, output-gate and output projections; a gated MLP's gate,
+    /// up and down. Per-head scalar projections (Gated DeltaNet's decay and beta) are not among them.
+    pub fn matrices(&self) -> Vec<&LinearSpec> {
+        let mut out: Vec<&LinearSpec> = Vec::new();
+        match &self.mixer {
+            MixerSpec::Attention(a) => {
+                out.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]);
+                out.extend(&a.gate_proj);
+            }
+            MixerSpec::GatedDeltaNet(g) => {
+                out.extend(&g.in_proj);
+                out.extend(g.output_gate.as_ref().map(|z| &z.proj));
+                out.push(&g.out_proj);
+            }
+            _ => {}
         }
         if let MlpSpec::Gated(g) = &self.mlp {
-            linears.extend([&g.gate, &g.up, &g.down]);
+            out.extend([&g.gate, &g.up, &g.down]);
         }
-        linears.iter().filter_map(|l| l.hgf.as_ref()).map(|h| h.rank).max().unwrap_or(0)
+        out
+    }
+
+    /// [`Self::matrices`], mutable.
+    pub(crate) fn matrices_mut(&mut self) -> Vec<&mut LinearSpec> {
+        let mut out: Vec<&mut LinearSpec> = Vec::new();
+        match &mut self.mixer {
+            MixerSpec::Attention(a) => {
+                out.extend([&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj]);
+                out.extend(&mut a.gate_proj);
+            }
+            MixerSpec::GatedDeltaNet(g) => {
+                out.extend(&mut g.in_proj);
+                out.extend(g.output_gate.as_mut().map(|z| &mut z.proj));
+                out.push(&mut g.out_proj);
+            }
+            _ => {}
+        }
+        if let MlpSpec::Gated(g) = &mut self.mlp {
+            out.extend([&mut g.gate, &mut g.up, &mut g.down]);
+        }
+        out
     }
 
     /// KV-cache bytes per token of this layer (0 for recurrent mixers; MLA caches its latent and key tail).
