@@ -128,8 +128,10 @@ try {
 
   const intact = await page.getByTestId('generated-text').textContent();
   await page.getByTestId('ablate').click();
-  await page.waitForFunction(() => document.querySelector('[data-testid=status]')?.textContent === 'done'
-    && document.querySelector('[data-testid=text-before]'), null, { timeout: 120_000 });
+  await page.waitForFunction(() => /^error/.test(document.querySelector('[data-testid=status]')?.textContent)
+    || (document.querySelector('[data-testid=status]')?.textContent === 'done'
+      && document.querySelector('[data-testid=text-before]')), null, { timeout: 120_000 });
+  assert.equal(await status.textContent(), 'done');
   assert.equal(await page.getByTestId('text-before').textContent(), intact);
   assert.match(await page.locator('.ablated').textContent(), /^off: L0H0$/);
 

@@ -148,7 +148,8 @@ export declare class Engine {
   attention(layer: number, head: number, options?: { maxQueries?: number }): Promise<AttentionMap | undefined>;
   /** Every attention layer's head entropies at the last position of the last generation. */
   overview(): Promise<LayerEntropies[]>;
-  /** Switches off attention heads ([layer, head] pairs; empty restores) for the following generations. */
+  /** Switches off heads of softmax-attention or Gated DeltaNet layers ([layer, head] pairs; empty restores) for the
+   * following generations. */
   ablate(heads: [number, number][]): Promise<void>;
   /**
    * Runs the softmax-attention layers under a policy from the next generation on: 'full', 'sliding:W',

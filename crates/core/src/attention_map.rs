@@ -35,6 +35,49 @@ fn slot_of(spec: &ModelSpec, layer: usize) -> usize {
     spec.layers[..layer].iter().map(|l| l.mixer.parts().len()).sum()
 }
 
+/// Where a layer's heads meet before its output projection, for switching heads off: a softmax-attention layer's
+/// (or attention branch's) heads, or a Gated DeltaNet layer's value heads (after its output norm and gate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// The mixer's state slot.
+    pub slot: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Channels per head in the output projection's input.
+    pub head_width: usize,
+}
+
+impl HeadLayout {
+    /// The layout of `layer`'s heads, after checking that `head` is one of them.
+    pub fn of(spec: &ModelSpec, layer: usize, head: usize) -> Result<Self> {
+        let bad = |m: String| CoreError::InvalidInput(m);
+        let l = spec
+            .layers
+            .get(layer)
+            .ok_or_else(|| bad(format!("layer {layer} is past the model's {} layers", spec.layers.len())))?;
+        let slot = slot_of(spec, layer);
+        let found = l.mixer.parts().iter().enumerate().find_map(|(i, m)| match m {
+            MixerSpec::Attention(a) => Some(HeadLayout { slot: slot + i, heads: a.n_heads, head_width: a.head_dim }),
+            MixerSpec::GatedDeltaNet(g) => {
+                Some(HeadLayout { slot: slot + i, heads: g.n_v_heads, head_width: g.head_v_dim })
+            }
+            _ => None,
+        });
+        let layout = found.ok_or_else(|| {
+            bad(format!("layer {layer} has no heads to switch off (its mixer is {})", l.mixer.kind()))
+        })?;
+        if head >= layout.heads {
+            return Err(bad(format!("head {head} is past layer {layer}'s {} heads", layout.heads)));
+        }
+        Ok(layout)
+    }
+
+    /// The output projection's input width.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_width
+    }
+}
+
 /// The entropy of the magnitudes of `w` (normalised to sum 1) over that of an even spread across them: 0 when
 /// one entry holds everything, 1 when all are equal (0 for one entry or none).
 fn normalised_entropy(w: &[f32]) -> f32 {
@@ -84,7 +127,7 @@ impl AttentionTap {
         Ok(Self::for_attention(layer, slot_of(spec, layer) + i, a))
     }
 
-    /// An empty tap on `layer`, after checking that `head` is one of its heads (for choosing heads to ablate).
+    /// An empty tap on `layer`, after checking that `head` is one of its heads.
     pub fn with_head(spec: &ModelSpec, layer: usize, head: usize) -> Result<Self> {
         let tap = Self::new(spec, layer)?;
         if head >= tap.heads() {

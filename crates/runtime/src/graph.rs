@@ -496,14 +496,14 @@ impl Resources {
     }
 }
 
-/// Heads of one attention layer switched off: their outputs are multiplied by 0 before the output gate and
-/// projection, to see what they contribute.
+/// Heads of one layer switched off, to see what they contribute: their outputs are multiplied by 0 before the
+/// output projection (before an attention layer's output gate, after a Gated DeltaNet layer's norm and gate).
 pub struct AblatedHeads {
     /// The layer's state slot.
     pub slot: usize,
-    /// [capacity, n_heads * head_dim] f32: 0 on the ablated heads' channels, 1 elsewhere.
+    /// [capacity, heads * head width] f32: 0 on the ablated heads' channels, 1 elsewhere.
     pub mask: wgpu::Buffer,
-    /// The masked attention output, [capacity, n_heads * head_dim] f32.
+    /// The masked output, [capacity, heads * head width] f32.
     pub out: wgpu::Buffer,
 }
 
@@ -689,6 +689,12 @@ impl<'a> Builder<'a> {
         out: &LinearWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
+        self.output_norm(norm, heads, gate)?;
+        self.project_residual(&self.res.scratch.lin_out, out, post)
+    }
+
+    /// A linear mixer's output norm (per head, gated by `z` when `gate`), in place in `lin_out`.
+    fn output_norm(&mut self, norm: &NormWeights, heads: usize, gate: Option<Activation>) -> Result<()> {
         let s = &self.res.scratch;
         let args = NormArgs {
             weight: &norm.w,
@@ -702,8 +708,7 @@ impl<'a> Builder<'a> {
             bias: norm.bias.as_ref(),
         };
         let gate = gate.map(|act| (&s.z, act));
-        rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gate)?;
-        self.project_residual(&s.lin_out, out, post)
+        Ok(rms_norm_gated(self.gpu, &mut self.plan, &args, &s.lin_out, NormOutput::InPlace, gate)?)
     }
 
     fn norm(&mut self, n: &NormWeights, groups: usize, rows: Rows, x: &wgpu::Buffer, out: NormOutput) -> Result<()> {
@@ -929,7 +934,24 @@ impl<'a> Builder<'a> {
             Mode::Decode => gated_deltanet::recurrent(self.gpu, &mut self.plan, &call)?,
         }
         let gate_act = g.output_gate.as_ref().map(|z| z.act);
-        self.output_norm_and_project(norm, g.n_v_heads, gate_act, out, post)
+        match self.inspection.ablated.iter().find(|x| x.slot == slot) {
+            Some(ablated) => {
+                self.output_norm(norm, g.n_v_heads, gate_act)?;
+                let width = g.n_v_heads * g.head_v_dim;
+                let s = &self.res.scratch;
+                gated_act(
+                    self.gpu,
+                    &mut self.plan,
+                    Activation::Identity,
+                    &ablated.mask,
+                    &s.lin_out,
+                    &ablated.out,
+                    width,
+                )?;
+                self.project_residual(&ablated.out, out, post)
+            }
+            None => self.output_norm_and_project(norm, g.n_v_heads, gate_act, out, post),
+        }
     }
 
     fn gla(&mut self, slot: usize, g: &GlaSpec, w: &MixerWeights, post: &Option<NormWeights>) -> Result<()> {

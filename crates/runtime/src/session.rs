@@ -7,7 +7,7 @@ use crate::weights::MixerWeights;
 use crate::weights::{upload, LoadProgress, ModelWeights, OnDemand, Prefetch};
 use std::future::Future;
 use std::sync::Arc;
-use ternlight_core::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
+use ternlight_core::attention_map::{check_mapped, AttentionTap, DeltaTap, HeadLayout, LayerTap};
 use ternlight_core::spec::MixerSpec;
 use ternlight_core::spec::{AttentionPolicy, LayerPolicy, ModelSpec};
 use ternlight_core::tensors::TensorSource;
@@ -383,26 +383,26 @@ impl Session {
         self.rebuild()
     }
 
-    /// Switches off the attention heads `heads` (pairs of softmax-attention layer and head; empty restores the
-    /// model): their outputs are zeroed before the output projection from the next forward on. The plans are
+    /// Switches off `heads` (pairs of layer and head, softmax-attention or Gated DeltaNet value heads; empty restores
+    /// the model): their outputs are zeroed before the output projection from the next forward on. The plans are
     /// re-recorded with one masking dispatch per affected layer.
     pub fn set_ablation(&mut self, heads: &[(usize, usize)]) -> Result<()> {
-        let mut by_layer: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut by_layer: Vec<(HeadLayout, Vec<usize>)> = Vec::new();
         for &(layer, head) in heads {
-            AttentionTap::with_head(&self.spec, layer, head)?;
-            match by_layer.iter_mut().find(|(l, _)| *l == layer) {
+            let layout = HeadLayout::of(&self.spec, layer, head)?;
+            match by_layer.iter_mut().find(|(l, _)| *l == layout) {
                 Some((_, hs)) => hs.push(head),
-                None => by_layer.push((layer, vec![head])),
+                None => by_layer.push((layout, vec![head])),
             }
         }
         let mut ablated = Vec::with_capacity(by_layer.len());
-        for (layer, hs) in by_layer {
-            let tap = AttentionTap::new(&self.spec, layer)?;
-            let (width, head_dim) = (tap.q_width(), tap.q_width() / tap.heads());
-            let row: Vec<f32> = (0..width).map(|c| if hs.contains(&(c / head_dim)) { 0.0 } else { 1.0 }).collect();
+        for (layout, hs) in by_layer {
+            let width = layout.width();
+            let row: Vec<f32> =
+                (0..width).map(|c| if hs.contains(&(c / layout.head_width)) { 0.0 } else { 1.0 }).collect();
             let mask = self.gpu.upload_f32("ablation mask", &row.repeat(self.capacity));
-            let out = self.gpu.zeros("ablated attention", self.capacity * width);
-            ablated.push(AblatedHeads { slot: tap.slot, mask, out });
+            let out = self.gpu.zeros("ablated heads", self.capacity * width);
+            ablated.push(AblatedHeads { slot: layout.slot, mask, out });
         }
         self.ablated = ablated;
         self.ablated_heads = heads.to_vec();

@@ -387,36 +387,43 @@ fn attention_taps_match_the_reference() {
 /// both paths, and the logits move away from the intact model's; clearing the ablation restores them.
 #[test]
 fn ablated_heads_match_the_reference_and_change_the_logits() {
+    // Softmax-attention heads (llama), and a hybrid's Gated DeltaNet value heads beside its gated attention's.
+    for (arch, heads) in [("llama", vec![(0, 1), (1, 0), (1, 3)]), ("qwen3_5", vec![(0, 1), (2, 3), (3, 0)])] {
+        check_ablation(arch, &heads);
+    }
+    let mut s = session("lfm2", SessionOptions::default());
+    let e = s.set_ablation(&[(0, 0)]).unwrap_err().to_string();
+    assert!(e.contains("no heads to switch off") && e.contains("short_conv"), "{e}");
+}
+
+fn check_ablation(arch: &str, heads: &[(usize, usize)]) {
     use ternlight_core::reference::model::ReferenceModel;
-    let oracle = Oracle::open(&fixture("llama")).unwrap();
+    let oracle = Oracle::open(&fixture(arch)).unwrap();
     let ids = &oracle.input_ids;
     let all: Vec<usize> = (0..ids.len()).collect();
-    let heads = [(0, 1), (1, 0), (1, 3)];
-    let spec =
-        ModelSpec::from_config_json(&std::fs::read_to_string(fixture("llama").join("config.json")).unwrap()).unwrap();
     let mut reference =
-        ReferenceModel::new(spec, &SafetensorsCheckpoint::open_dir(&fixture("llama")).unwrap()).unwrap();
-    reference.set_ablation(&heads).unwrap();
+        ReferenceModel::new(spec_of(arch), &SafetensorsCheckpoint::open_dir(&fixture(arch)).unwrap()).unwrap();
+    reference.set_ablation(heads).unwrap();
     let want = reference.forward(ids).unwrap();
-    assert!(max_abs_diff(&want, &oracle.logits) > 1e-2, "ablation left the reference logits unchanged");
+    assert!(max_abs_diff(&want, &oracle.logits) > 1e-2, "{arch}: ablation left the reference logits unchanged");
 
-    let mut s = session("llama", SessionOptions::default());
-    s.set_ablation(&heads).unwrap();
+    let mut s = session(arch, SessionOptions::default());
+    s.set_ablation(heads).unwrap();
     assert_eq!(s.ablation(), heads);
     let d = max_abs_diff(&pollster::block_on(s.prefill(ids, &all)).unwrap(), &want);
-    assert!(d < 1e-3, "ablated prefill: max abs diff {d}");
+    assert!(d < 1e-3, "{arch} ablated prefill: max abs diff {d}");
     s.reset();
     let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
     for &id in &ids[1..] {
         stepped.extend(pollster::block_on(s.step(id)).unwrap());
     }
     let d = max_abs_diff(&stepped, &want);
-    assert!(d < 1e-3, "ablated token by token: max abs diff {d}");
+    assert!(d < 1e-3, "{arch} ablated token by token: max abs diff {d}");
 
     s.set_ablation(&[]).unwrap();
     s.reset();
     let d = max_abs_diff(&pollster::block_on(s.prefill(ids, &all)).unwrap(), &oracle.logits);
-    assert!(d < 1e-3, "restored: max abs diff {d}");
+    assert!(d < 1e-3, "{arch} restored: max abs diff {d}");
     let e = s.set_ablation(&[(0, 99)]).unwrap_err().to_string();
     assert!(e.contains("past layer 0"), "{e}");
 }

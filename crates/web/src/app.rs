@@ -22,7 +22,7 @@ thread_local! {
 
 /// The picker's models: the embedded default, then real ones by Hugging Face id.
 const MODELS: [(&str, &str); 7] = [
-    ("embedded", "Embedded demo model (works offline)"),
+    ("embedded", "Ternlight demo · 1.2M ternary hybrid (offline)"),
     ("Qwen/Qwen3.5-0.8B", "Qwen3.5 0.8B · Gated DeltaNet hybrid"),
     ("microsoft/bitnet-b1.58-2B-4T", "BitNet b1.58 2B4T · ternary"),
     ("google/gemma-3-270m", "Gemma 3 270M · sliding window"),
@@ -201,7 +201,7 @@ fn App() -> impl IntoView {
     let (model, set_model) = signal(if custom_start.is_empty() { initial_model } else { "custom".into() });
     let (custom, set_custom) = signal(custom_start);
     let (progress, set_progress) = signal(None::<Progress>);
-    let (prompt, set_prompt) = signal(params.get("prompt").unwrap_or_else(|| "Once upon a time".into()));
+    let (prompt, set_prompt) = signal(params.get("prompt").unwrap_or_else(|| "lighthouse (noun):".into()));
     let (max_tokens, set_max_tokens) = signal(params.get("max_tokens").and_then(|v| v.parse().ok()).unwrap_or(32u32));
     let (temperature, set_temperature) = signal(0.0f64);
     let (top_p, set_top_p) = signal(1.0f64);

@@ -14,7 +14,7 @@ use super::{
     rope::rope,
 };
 use super::{feature_map, gla, gsa, hgrn2, mamba2, moh, rat, rwkv7, ternary};
-use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, LayerTap};
+use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, HeadLayout, LayerTap};
 use crate::spec::{
     Activation, AttentionMask, AttentionSpec, FeatureMap, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec,
     LightningSpec, LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec,
@@ -182,12 +182,12 @@ impl ReferenceModel {
         Ok(())
     }
 
-    /// Switches off the attention heads `heads` ((layer, head) pairs of softmax-attention layers): their outputs
-    /// are zeroed before the output gate and projection.
+    /// Switches off `heads` ((layer, head) pairs of softmax-attention or Gated DeltaNet layers): their outputs are
+    /// zeroed before the output projection (before the output gate in attention, after it in Gated DeltaNet).
     pub fn set_ablation(&mut self, heads: &[(usize, usize)]) -> Result<()> {
         let mut ablated = Vec::with_capacity(heads.len());
         for &(layer, head) in heads {
-            ablated.push((AttentionTap::with_head(&self.spec, layer, head)?.slot, head));
+            ablated.push((HeadLayout::of(&self.spec, layer, head)?.slot, head));
         }
         self.ablated = ablated;
         Ok(())
@@ -401,11 +401,16 @@ impl ReferenceModel {
         } else {
             gated_delta::recurrent(&q, &k, &v, decay, &beta, state, &dims)
         };
-        let o = match z {
+        let mut o = match z {
             Some((z, Activation::Silu)) => rms_norm_gated(&o, &z, self.w(&g.norm.weight), g.norm.dim, g.norm.eps),
             Some((z, act)) => gated(act, &z, &self.norm(&o, &g.norm)),
             None => self.norm(&o, &g.norm),
         };
+        for &(_, head) in self.ablated.iter().filter(|(slot, _)| *slot == li) {
+            for row in o.chunks_mut(g.n_v_heads * g.head_v_dim) {
+                row[head * g.head_v_dim..(head + 1) * g.head_v_dim].fill(0.0);
+            }
+        }
         self.linear(&o, &g.out_proj)
     }
 
