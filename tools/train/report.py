@@ -5,7 +5,7 @@ Usage: python report.py WORK_DIR
 import json
 import sys
 
-NAMES = {"float": "full precision (f32 training, FP16-class)", "ternary": "ternary (BitNet b1.58)",
+NAMES = {"float": "full precision (f32)", "ternary": "ternary (BitNet b1.58)",
          "hgf": "ternary + HGF (rank 8, scalar gate)"}
 
 
