@@ -99,6 +99,10 @@ async function run(msg, post) {
       return engine.stats();
     case 'cached':
       return Promise.all(msg.sources.map((s) => isCached(s)));
+    case 'bench':
+      if (!engine) throw new Error('no model is loaded');
+      if (busy) throw new Error('the bench cannot run during a generation');
+      return engine.bench(new Uint32Array(msg.contexts), msg.decodeSteps, msg.compareTokens, msg.reps);
     case 'stats':
       if (!engine) throw new Error('no model is loaded');
       return busy ? lastStats : engine.stats();

@@ -148,6 +148,8 @@ export declare class Engine {
   attention(layer: number, head: number, options?: { maxQueries?: number }): Promise<AttentionMap | undefined>;
   /** Every attention layer's head entropies at the last position of the last generation. */
   overview(): Promise<LayerEntropies[]>;
+  /** The native `ternlight bench` report, measured here (snake_case keys as the CLI prints them). */
+  bench(options?: { contexts?: number[]; decodeSteps?: number; compareTokens?: number; reps?: number }): Promise<BenchReport>;
   /** Switches off heads of softmax-attention or Gated DeltaNet layers ([layer, head] pairs; empty restores) for the
    * following generations. */
   ablate(heads: [number, number][]): Promise<void>;
@@ -158,4 +160,23 @@ export declare class Engine {
   setAttentionPolicy(policy: string): Promise<Stats>;
   stats(): Promise<Stats>;
   unload(): Promise<void>;
+}
+
+/** What `bench` measures; the same keys as `ternlight bench --json`. */
+export interface BenchReport {
+  model_type: string;
+  trained_positions: number;
+  device: { name: string; backend: string; type: string; shader_f16: boolean; subgroups: boolean; timestamps: boolean };
+  load_s: number;
+  decode_dispatches_per_token: number;
+  memory: { weights_bytes: number; state_bytes_allocated: number };
+  roofline: { copy_bytes_per_s: number; decode_bound_ms_per_token: number };
+  contexts: {
+    context: number;
+    prefill_tok_s: number;
+    prefill_ms: number;
+    decode_ms_per_token: number;
+    decode_fraction_of_roofline: number;
+  }[];
+  prefill_vs_stepping: { tokens: number; prefill_s: number; stepping_s: number; speedup: number };
 }

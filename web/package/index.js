@@ -200,6 +200,15 @@ export class Engine {
   }
 
   /**
+   * Measures the model on this device as the native `ternlight bench` does and resolves to the same report (its
+   * JSON keys): prefill and decode at each context, prefill against stepping, and a streaming copy's bandwidth as the
+   * roofline. Options: contexts ([64, 256]), decodeSteps (16), compareTokens (256), reps (2). Starts a fresh context.
+   */
+  bench({ contexts = [64, 256], decodeSteps = 16, compareTokens = 256, reps = 2 } = {}) {
+    return this.#port.call({ op: 'bench', contexts, decodeSteps, compareTokens, reps }).done;
+  }
+
+  /**
    * Switches off attention heads for the following generations, `heads` being [layer, head] pairs of
    * softmax-attention layers (an empty list restores the model): see how the output changes without them.
    */

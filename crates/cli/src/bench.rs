@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
-use ternlight_gpu::kernels::copy::copy;
-use ternlight_gpu::plan::{Plan, Step};
 use ternlight_gpu::Gpu;
+use ternlight_runtime::bench::{self, BenchOptions};
 use ternlight_runtime::{Session, SessionOptions};
 
 #[derive(clap::Args)]
@@ -41,55 +40,9 @@ pub struct Args {
     json: bool,
 }
 
-fn ids(n: usize, vocab: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
-}
-
-/// Seconds for one prefill of `n` tokens from an empty context (synchronised by reading the last logits row).
-fn time_prefill(s: &mut Session, n: usize) -> Result<f64> {
-    s.reset();
-    let prompt = ids(n, s.spec().vocab);
-    let start = Instant::now();
-    pollster::block_on(s.prefill(&prompt, &[n - 1]))?;
-    Ok(start.elapsed().as_secs_f64())
-}
-
-/// Median seconds of one decode step after `context` tokens of context.
-fn time_decode(s: &mut Session, context: usize, steps: usize) -> Result<f64> {
-    s.reset();
-    let vocab = s.spec().vocab;
-    pollster::block_on(s.prefill(&ids(context, vocab), &[context - 1]))?;
-    pollster::block_on(s.step(1))?;
-    let mut times = Vec::with_capacity(steps);
-    for i in 0..steps {
-        let start = Instant::now();
-        pollster::block_on(s.step(((i * 31) % vocab) as u32))?;
-        times.push(start.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[steps / 2])
-}
-
-/// Copies run back to back for the bandwidth figure.
-const COPIES: usize = 16;
-
-/// Bytes per second a streaming copy moves (read plus write) through buffers of up to 64 MiB.
+/// Bytes per second a streaming copy moves through the device (see [`bench::copy_bandwidth`]).
 pub(crate) fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
-    let floats = (gpu.info.max_binding.min(64 << 20) / 16 * 4) as usize;
-    let (src, dst) = (gpu.zeros("copy source", floats), gpu.zeros("copy destination", floats));
-    let mut plan = Plan::new(gpu);
-    for _ in 0..COPIES {
-        copy(gpu, &mut plan, &src, &dst)?;
-    }
-    let step = Step { pos0: 0, n_tokens: 1, logit_rows: Vec::new() };
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let start = Instant::now();
-        plan.submit(gpu, &step, &[], None);
-        pollster::block_on(gpu.read_f32(&dst, 0, 1))?;
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    Ok((COPIES * 2 * 4 * floats) as f64 / best)
+    Ok(pollster::block_on(bench::copy_bandwidth(gpu))?)
 }
 
 /// Where the measured model's weights come from.
@@ -123,50 +76,44 @@ fn open(args: &Args) -> Result<(String, ModelSpec, Weights)> {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
-    if args.contexts.is_empty() || args.contexts.contains(&0) || args.decode_steps == 0 || args.reps == 0 {
-        bail!("--contexts, --decode-steps and --reps must be positive");
-    }
+    let options = BenchOptions {
+        contexts: args.contexts.clone(),
+        decode_steps: args.decode_steps,
+        compare_tokens: args.compare_tokens,
+        reps: args.reps,
+    };
     let (label, mut spec, weights) = open(&args)?;
-    let longest = args.contexts.iter().copied().max().unwrap_or(1).max(args.compare_tokens) + args.decode_steps + 1;
+    let longest = options.longest();
     let trained = spec.max_positions;
     // Speed does not depend on weights having been trained at a length; allow longer contexts for measuring.
     spec.max_positions = trained.max(longest);
-    let options = SessionOptions { max_context: Some(longest), prefill_capacity: longest, ..Default::default() };
+    let session_options =
+        SessionOptions { max_context: Some(longest), prefill_capacity: longest, ..Default::default() };
     let gpu = Arc::new(Gpu::new_blocking()?);
     let bandwidth = copy_bandwidth(&gpu)?;
     let load_start = Instant::now();
     let bar = crate::progress::LoadBar::new(quiet);
-    let mut s = Session::new(gpu, spec, weights.source(), &options, &mut |p| bar.update(p))?;
+    let mut s = Session::new(gpu, spec, weights.source(), &session_options, &mut |p| bar.update(p))?;
     bar.finish();
     let load_s = load_start.elapsed().as_secs_f64();
-    time_prefill(&mut s, 8)?;
+    let timings = pollster::block_on(bench::measure(&mut s, &options))?;
     // Each decode token reads every weight once (a tied embedding is the head; an untied one is read a row at a
     // time, so this bound is a little low for untied models).
     let bound_s = s.memory().weights as f64 / bandwidth;
-
-    let mut rows = Vec::new();
-    for &ctx in &args.contexts {
-        let mut best = f64::MAX;
-        for _ in 0..args.reps {
-            best = best.min(time_prefill(&mut s, ctx)?);
-        }
-        let decode = time_decode(&mut s, ctx, args.decode_steps)?;
-        rows.push(json!({
-            "context": ctx,
-            "prefill_tok_s": ctx as f64 / best,
-            "prefill_ms": best * 1e3,
-            "decode_ms_per_token": decode * 1e3,
-            "decode_fraction_of_roofline": bound_s / decode,
-        }));
-    }
-    let n = args.compare_tokens;
-    let chunked = time_prefill(&mut s, n)?;
-    s.reset();
-    let start = Instant::now();
-    for &id in &ids(n, s.spec().vocab) {
-        pollster::block_on(s.step(id))?;
-    }
-    let stepped = start.elapsed().as_secs_f64();
+    let rows: Vec<serde_json::Value> = timings
+        .contexts
+        .iter()
+        .map(|t| {
+            json!({
+                "context": t.context,
+                "prefill_tok_s": t.context as f64 / t.prefill_s,
+                "prefill_ms": t.prefill_s * 1e3,
+                "decode_ms_per_token": t.decode_s * 1e3,
+                "decode_fraction_of_roofline": bound_s / t.decode_s,
+            })
+        })
+        .collect();
+    let (n, chunked, stepped) = (timings.stepping.tokens, timings.stepping.prefill_s, timings.stepping.stepping_s);
     let info = &s.gpu().info;
     let report = json!({
         "model": label,
