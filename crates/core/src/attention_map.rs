@@ -7,7 +7,7 @@ use crate::reference::gated_delta::{self, Dims};
 use crate::reference::{feature_map, gla};
 use crate::spec::{
     AttentionMask, AttentionSpec, GatedDeltaNetSpec, GlaSpec, GsaSpec, Hgrn2Spec, LightningSpec, LinearAttnSpec,
-    MixerSpec, ModelSpec, Rwkv7Spec,
+    Mamba2Spec, MixerSpec, ModelSpec, Rwkv7Spec,
 };
 use crate::{CoreError, Result};
 
@@ -311,6 +311,18 @@ impl DeltaTap {
         Self::empty(spec, layer, dims, false, Rule::Gated { decay, q_scale: 1.0, normalize: false })
     }
 
+    /// An empty tap on the Mamba2 branch of `layer` (Falcon-H1's parallel layer, or a Mamba2 layer): the scan as
+    /// gated linear attention, rows `[C | B | dt x]` per head and log decays `dt A` per state channel, as its prepare
+    /// pass leaves them. The map is of the scan's output before the `D` skip.
+    pub fn mamba2(spec: &ModelSpec, layer: usize, m: &Mamba2Spec) -> Self {
+        let dims = Dims { n_k_heads: m.n_heads, n_v_heads: m.n_heads, dk: m.state_dim, dv: m.head_dim };
+        let part = spec.layers[layer].mixer.parts().iter().position(|p| matches!(p, MixerSpec::Mamba2(_)));
+        let mut tap =
+            Self::empty(spec, layer, dims, true, Rule::Gated { decay: GateInput::Log, q_scale: 1.0, normalize: false });
+        tap.slot += part.unwrap_or(0);
+        tap
+    }
+
     /// An empty tap on Gated Slot Attention `layer` of `spec` (rows as its gates pass leaves them).
     pub fn gsa(spec: &ModelSpec, layer: usize, g: &GsaSpec) -> Self {
         let dims = Dims { n_k_heads: g.n_heads, n_v_heads: g.n_heads, dk: g.head_k_dim, dv: g.slots };
@@ -550,54 +562,79 @@ impl DeltaTap {
     }
 }
 
-/// A tap on a layer that has an attention map: softmax attention (its weights) or a delta-rule layer (the
-/// implicit weights of its recurrence).
+/// A tap on a layer that has an attention map: softmax attention (its weights), a recurrent layer (the implicit
+/// weights of its recurrence), or a parallel layer's two branches (Falcon-H1: the attention heads, then the Mamba2
+/// heads).
 #[derive(Clone, Debug)]
 pub enum LayerTap {
     /// Softmax attention.
     Softmax(AttentionTap),
-    /// Gated DeltaNet, DeltaNet or Kimi Delta Attention.
+    /// A recurrent mixer: Gated DeltaNet, DeltaNet, KDA, GLA and its relatives, RWKV-7, GSA, Mamba2.
     Delta(DeltaTap),
+    /// Attention beside Mamba2 in one layer.
+    Parallel(AttentionTap, Box<DeltaTap>),
+}
+
+/// One recorded branch of a tap: its mixer's state slot and the two rows a GPU forward copies out per position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapBranch {
+    /// The branch's state slot.
+    pub slot: usize,
+    /// f32 values per position of the two rows: queries and keys (softmax), or `[q | k | v]` and the gate inputs.
+    pub row_widths: (usize, usize),
 }
 
 impl LayerTap {
     /// The tapped layer.
     pub fn layer(&self) -> usize {
         match self {
-            LayerTap::Softmax(t) => t.layer,
+            LayerTap::Softmax(t) | LayerTap::Parallel(t, _) => t.layer,
             LayerTap::Delta(t) => t.layer,
         }
     }
 
-    /// The layer's state slot.
-    pub fn slot(&self) -> usize {
+    /// The branches a GPU forward records, in the order [`LayerTap::push_rows`] takes them.
+    pub fn branches(&self) -> Vec<TapBranch> {
+        let softmax = |t: &AttentionTap| TapBranch { slot: t.slot, row_widths: (t.q_width(), t.k_width()) };
+        let delta = |t: &DeltaTap| TapBranch { slot: t.slot, row_widths: (t.qkv_width(), t.gate_width()) };
         match self {
-            LayerTap::Softmax(t) => t.slot,
-            LayerTap::Delta(t) => t.slot,
+            LayerTap::Softmax(t) => vec![softmax(t)],
+            LayerTap::Delta(t) => vec![delta(t)],
+            LayerTap::Parallel(a, d) => vec![softmax(a), delta(d)],
         }
     }
 
-    /// f32 values per position of the two rows a GPU forward copies out: queries and keys (softmax), or
-    /// `[q | k | v]` and `[b | a]` (delta rule).
-    pub fn row_widths(&self) -> (usize, usize) {
-        match self {
-            LayerTap::Softmax(t) => (t.q_width(), t.k_width()),
-            LayerTap::Delta(t) => (t.qkv_width(), t.gate_width()),
+    /// Appends positions from the two rows a GPU forward copied out for `branch` (see [`LayerTap::branches`]).
+    pub fn push_rows(&mut self, branch: usize, first: &[f32], second: &[f32]) {
+        match (self, branch) {
+            (LayerTap::Softmax(t) | LayerTap::Parallel(t, _), 0) => t.push(first, second),
+            (LayerTap::Delta(t), 0) => t.push_projections(first, second),
+            (LayerTap::Parallel(_, t), 1) => t.push_projections(first, second),
+            (_, b) => unreachable!("branch {b} is past the tap's branches"),
         }
     }
 
-    /// Appends positions from the two rows a GPU forward copied out (see [`LayerTap::row_widths`]).
-    pub fn push_rows(&mut self, first: &[f32], second: &[f32]) {
+    /// The softmax branch recording state slot `slot`, if there is one.
+    pub fn softmax_at(&mut self, slot: usize) -> Option<&mut AttentionTap> {
         match self {
-            LayerTap::Softmax(t) => t.push(first, second),
-            LayerTap::Delta(t) => t.push_projections(first, second),
+            LayerTap::Softmax(t) | LayerTap::Parallel(t, _) if t.slot == slot => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The recurrent branch recording state slot `slot`, if there is one.
+    pub fn delta_at(&mut self, slot: usize) -> Option<&mut DeltaTap> {
+        match self {
+            LayerTap::Delta(t) if t.slot == slot => Some(t),
+            LayerTap::Parallel(_, t) if t.slot == slot => Some(t),
+            _ => None,
         }
     }
 
     /// Positions recorded.
     pub fn positions(&self) -> usize {
         match self {
-            LayerTap::Softmax(t) => t.positions(),
+            LayerTap::Softmax(t) | LayerTap::Parallel(t, _) => t.positions(),
             LayerTap::Delta(t) => t.positions(),
         }
     }
@@ -607,14 +644,20 @@ impl LayerTap {
         match self {
             LayerTap::Softmax(t) => t.truncate(positions),
             LayerTap::Delta(t) => t.truncate(positions),
+            LayerTap::Parallel(a, d) => {
+                a.truncate(positions);
+                d.truncate(positions);
+            }
         }
     }
 
-    /// Heads with a map (value heads for a delta-rule layer).
+    /// Heads with a map (value heads for a recurrent layer; a parallel layer's attention heads, then its Mamba2
+    /// heads).
     pub fn heads(&self) -> usize {
         match self {
             LayerTap::Softmax(t) => t.heads(),
             LayerTap::Delta(t) => t.heads(),
+            LayerTap::Parallel(a, d) => a.heads() + d.heads(),
         }
     }
 
@@ -623,6 +666,11 @@ impl LayerTap {
         match self {
             LayerTap::Softmax(t) => t.map(head, max_queries),
             LayerTap::Delta(t) => t.map(head, max_queries),
+            LayerTap::Parallel(a, _) if head < a.heads() => a.map(head, max_queries),
+            LayerTap::Parallel(a, d) => {
+                let map = d.map(head - a.heads(), max_queries)?;
+                Ok(AttentionMap { head, ..map })
+            }
         }
     }
 
@@ -631,6 +679,7 @@ impl LayerTap {
         match self {
             LayerTap::Softmax(t) => t.entropies(),
             LayerTap::Delta(t) => t.entropies(),
+            LayerTap::Parallel(a, d) => [a.entropies(), d.entropies()].concat(),
         }
     }
 }
@@ -647,13 +696,15 @@ pub fn map_heads(spec: &ModelSpec, layer: usize) -> usize {
         Some(MixerSpec::LinearAttn(l)) => l.n_heads,
         Some(MixerSpec::Rwkv7(r)) => r.n_heads,
         Some(MixerSpec::Gsa(g)) => g.n_heads,
+        // A parallel layer maps its attention heads, then its Mamba2 heads.
         Some(MixerSpec::Parallel(parts)) => parts
             .iter()
-            .find_map(|m| match m {
-                MixerSpec::Attention(a) if a.differential.is_none() => Some(a.n_heads),
-                _ => None,
+            .map(|m| match m {
+                MixerSpec::Attention(a) if a.differential.is_none() => a.n_heads,
+                MixerSpec::Mamba2(m) => m.n_heads,
+                _ => 0,
             })
-            .unwrap_or(0),
+            .sum(),
         _ => 0,
     }
 }
@@ -680,6 +731,46 @@ mod tests {
     fn noise(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         let mut rng = crate::sampling::Rng::new(seed);
         (0..n).map(|_| lo + (hi - lo) * rng.next_f32()).collect()
+    }
+
+    #[test]
+    fn implicit_mamba2_weights_reproduce_the_scan_before_its_skip() {
+        use crate::reference::mamba2;
+        let config = include_str!("../../../tests/fixtures/falcon_h1/config.json");
+        let spec = ModelSpec::from_config_json(config).unwrap();
+        let Some(MixerSpec::Mamba2(m)) =
+            spec.layers[0].mixer.parts().into_iter().find(|p| matches!(p, MixerSpec::Mamba2(_)))
+        else {
+            panic!("Falcon-H1 layers hold Mamba2")
+        };
+        let dims = mamba2::Dims { heads: 4, head_dim: 3, groups: 2, state: 5, dt_limit: (0.0, f32::INFINITY) };
+        let (h, p, t_len) = (dims.heads, dims.head_dim, 9);
+        let width = h * p + 2 * dims.groups * dims.state;
+        let xbc = noise(11, t_len * width, -1.0, 1.0);
+        let dt_raw = noise(12, t_len * h, -1.0, 1.0);
+        let params = [noise(13, h, -1.0, 1.0), noise(14, h, -0.5, 0.5), noise(15, h, -1.0, 1.0)].concat();
+        let mut state = vec![0.0; h * dims.state * p];
+        let y = mamba2::scan(&xbc, &dt_raw, &params, &mut state, &dims);
+        let (q, k, g) = mamba2::as_gated(&xbc, &dt_raw, &params, &dims);
+        let spec_dims =
+            Mamba2Spec { n_heads: h, head_dim: p, n_groups: dims.groups, state_dim: dims.state, ..m.clone() };
+        let mut tap = DeltaTap::mamba2(&spec, 0, &spec_dims);
+        tap.push(&q, &k, &vec![1.0; t_len * h], &g);
+        for head in 0..h {
+            let map = tap.map(head, t_len).unwrap();
+            for t in 0..t_len {
+                for j in 0..p {
+                    let x = |s: usize| xbc[s * width + head * p + j];
+                    let dt = |s: usize| {
+                        gated_delta::softplus(dt_raw[s * h + head] + params[h + head])
+                            .clamp(dims.dt_limit.0, dims.dt_limit.1)
+                    };
+                    let mixed: f32 = (0..=t).map(|s| map.weights[t * t_len + s] * dt(s) * x(s)).sum();
+                    let want = y[t * h * p + head * p + j] - params[2 * h + head] * x(t);
+                    assert!((mixed - want).abs() < 1e-5, "head {head} t {t} channel {j}: {mixed} vs {want}");
+                }
+            }
+        }
     }
 
     #[test]

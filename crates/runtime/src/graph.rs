@@ -1237,6 +1237,7 @@ impl<'a> Builder<'a> {
             params,
         };
         ssm.prepare(self.gpu, &mut self.plan, &s.ab, &s.qkv, &s.gk)?;
+        self.tap_rows(slot, (&s.qkv, h * (2 * n + p)), Some((&s.gk, h * n)));
         let call = Gla {
             heads: h,
             dk: n,

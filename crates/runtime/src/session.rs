@@ -134,11 +134,16 @@ pub struct Session {
     stage_times: Vec<f64>,
 }
 
-/// An attention tap in force: what it recorded and the buffers the plans copy into.
+/// An attention tap in force: what it recorded and, per branch, the buffers the plans copy into.
 struct Tap {
     record: LayerTap,
+    branches: Vec<TapRows>,
+}
+
+/// One branch's row buffers and their host-readable copies (filled by each forward's own submit).
+struct TapRows {
     buffers: TapBuffers,
-    /// Host-readable copies of the two row buffers, filled by each forward's own submit.
+    widths: (usize, usize),
     staging: [Staging; 2],
 }
 
@@ -370,13 +375,29 @@ impl Session {
                 (MixerSpec::LinearAttn(l), _) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, layer, l)),
                 (MixerSpec::Rwkv7(r), _) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, layer, r)),
                 (MixerSpec::Gsa(g), _) => LayerTap::Delta(DeltaTap::gsa(&self.spec, layer, g)),
+                (MixerSpec::Parallel(parts), _) => match parts.iter().find_map(|m| match m {
+                    MixerSpec::Mamba2(m) => Some(m),
+                    _ => None,
+                }) {
+                    Some(m) => LayerTap::Parallel(
+                        AttentionTap::new(&self.spec, layer)?,
+                        Box::new(DeltaTap::mamba2(&self.spec, layer, m)),
+                    ),
+                    None => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
+                },
                 _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
             };
-            let (first, second) = record.row_widths();
-            let (first, second) = (self.capacity * first, self.capacity * second);
-            let rows = [self.gpu.zeros("tap rows", first), self.gpu.zeros("tap rows", second)];
-            let staging = [Staging::new(&self.gpu, first), Staging::new(&self.gpu, second)];
-            taps.push(Tap { buffers: TapBuffers { slot: record.slot(), rows }, record, staging });
+            let branches = record
+                .branches()
+                .into_iter()
+                .map(|b| {
+                    let (first, second) = (self.capacity * b.row_widths.0, self.capacity * b.row_widths.1);
+                    let rows = [self.gpu.zeros("tap rows", first), self.gpu.zeros("tap rows", second)];
+                    let staging = [Staging::new(&self.gpu, first), Staging::new(&self.gpu, second)];
+                    TapRows { buffers: TapBuffers { slot: b.slot, rows }, widths: b.row_widths, staging }
+                })
+                .collect();
+            taps.push(Tap { record, branches });
         }
         taps.sort_by_key(|t| t.record.layer());
         self.taps = taps;
@@ -416,7 +437,7 @@ impl Session {
 
     /// Re-records both plans with the current tap and ablations.
     fn rebuild(&mut self) -> Result<()> {
-        let taps: Vec<&TapBuffers> = self.taps.iter().map(|t| &t.buffers).collect();
+        let taps: Vec<&TapBuffers> = self.taps.iter().flat_map(|t| &t.branches).map(|b| &b.buffers).collect();
         let inspection = Inspection { taps: &taps, ablated: &self.ablated };
         let (gpu, spec, weights, res) = (&self.gpu, &self.spec, &self.weights, &self.res);
         self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, inspection)?;
@@ -467,9 +488,10 @@ impl Session {
         // Taps that record this context from its start copy their rows out in the forward's own submit.
         let mut readbacks = vec![(&self.res.scratch.logits, &self.staging, len)];
         for tap in self.taps.iter().filter(|t| t.record.positions() == position) {
-            let (first, second) = tap.record.row_widths();
-            for (i, width) in [first, second].into_iter().enumerate().filter(|(_, w)| *w > 0) {
-                readbacks.push((&tap.buffers.rows[i], &tap.staging[i], ids.len() * width));
+            for b in &tap.branches {
+                for (i, width) in [b.widths.0, b.widths.1].into_iter().enumerate().filter(|(_, w)| *w > 0) {
+                    readbacks.push((&b.buffers.rows[i], &b.staging[i], ids.len() * width));
+                }
             }
         }
         let profiler = self.profilers.as_ref().map(|(p, d)| if mode == Mode::Prefill { p } else { d });
@@ -483,13 +505,15 @@ impl Session {
             self.stage_times = plan.stage_times(&self.gpu, profiler).await?;
         }
         for tap in self.taps.iter_mut().filter(|t| t.record.positions() == position) {
-            let (first, second) = tap.record.row_widths();
-            let a = tap.staging[0].read(&self.gpu, ids.len() * first).await?;
-            let b = match second {
-                0 => Vec::new(),
-                _ => tap.staging[1].read(&self.gpu, ids.len() * second).await?,
-            };
-            tap.record.push_rows(&a, &b);
+            for (i, branch) in tap.branches.iter().enumerate() {
+                let (first, second) = branch.widths;
+                let a = branch.staging[0].read(&self.gpu, ids.len() * first).await?;
+                let b = match second {
+                    0 => Vec::new(),
+                    _ => branch.staging[1].read(&self.gpu, ids.len() * second).await?,
+                };
+                tap.record.push_rows(i, &a, &b);
+            }
         }
         Ok(logits)
     }

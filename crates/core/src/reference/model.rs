@@ -105,6 +105,14 @@ pub struct ReferenceModel {
     ablated: Vec<(usize, usize)>,
 }
 
+/// The Mamba2 mixer among a parallel layer's parts.
+pub(crate) fn mamba2_part(m: &MixerSpec) -> Option<&Mamba2Spec> {
+    match m {
+        MixerSpec::Mamba2(m) => Some(m),
+        _ => None,
+    }
+}
+
 impl ReferenceModel {
     /// Decodes every tensor of `spec` from `source` to f32, after checking names and shapes.
     pub fn new(spec: ModelSpec, source: &dyn TensorSource) -> Result<Self> {
@@ -175,6 +183,13 @@ impl ReferenceModel {
                     MixerSpec::LinearAttn(m) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, l, m)),
                     MixerSpec::Rwkv7(r) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, l, r)),
                     MixerSpec::Gsa(g) => LayerTap::Delta(DeltaTap::gsa(&self.spec, l, g)),
+                    MixerSpec::Parallel(parts) => match parts.iter().find_map(mamba2_part) {
+                        Some(m) => LayerTap::Parallel(
+                            AttentionTap::new(&self.spec, l)?,
+                            Box::new(DeltaTap::mamba2(&self.spec, l, m)),
+                        ),
+                        None => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
+                    },
                     _ => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
                 })
             }
@@ -312,7 +327,7 @@ impl ReferenceModel {
         };
         kc.extend_from_slice(&k);
         vc.extend_from_slice(&v);
-        if let Some(LayerTap::Softmax(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.softmax_at(li)) {
             tap.push(&q, &k);
         }
         let (heads, dims) = ((a.n_heads, a.n_kv_heads), (a.head_dim, a.head_dim));
@@ -393,7 +408,7 @@ impl ReferenceModel {
             Some(c) => gated_delta::Decay::PerChannel(c),
             None => gated_delta::Decay::PerHead(&head_decay),
         };
-        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(li)) {
             tap.push(&q, &k, &beta, channel_decay.as_deref().unwrap_or(&head_decay));
         }
         let o = if form == DeltaForm::Auto && tokens > 1 {
@@ -427,7 +442,7 @@ impl ReferenceModel {
         let decay = gla::log_decay(&self.linear(&self.linear(h, &g.gk_down), &g.gk_up), g.gate_normalizer);
         let gate = g.g_proj.as_ref().map(|l| self.linear(h, l));
         let dims = gla::Dims::new(g.n_heads, g.head_k_dim, g.head_v_dim);
-        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(li)) {
             tap.push(&q, &k, &vec![1.0; q.len() / g.head_k_dim], &decay);
         }
         let form = self.form;
@@ -462,7 +477,7 @@ impl ReferenceModel {
         let k = phi(&self.linear(h, &l.qkv[1]), 1);
         let v = self.linear(h, &l.qkv[2]);
         let v = if l.normalize { feature_map::with_ones(&v, l.head_v_dim) } else { v };
-        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(li)) {
             let heads = q.len() / l.features();
             tap.push(&q, &k, &vec![1.0; heads], &vec![0.0; heads]);
         }
@@ -515,7 +530,7 @@ impl ReferenceModel {
         let (k, v) = (silu(self.linear(h, &l.qkv[1])), silu(self.linear(h, &l.qkv[2])));
         let per_token: Vec<f32> = l.slopes.iter().flat_map(|&s| std::iter::repeat_n(-s, d)).collect();
         let decay = per_token.repeat(q.len() / per_token.len());
-        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(li)) {
             let positions = q.len() / (l.n_heads * d);
             let per_head: Vec<f32> = l.slopes.iter().map(|s| -s).collect();
             tap.push(&q, &k, &vec![1.0; positions * l.n_heads], &per_head.repeat(positions));
@@ -550,7 +565,7 @@ impl ReferenceModel {
         };
         let (q, k, decay) = hgrn2::gates(&self.linear(h, &g.q_proj), &self.linear(h, &g.f_proj), lb.as_deref());
         let v = self.linear(h, &g.i_proj);
-        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == li) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(li)) {
             tap.push(&q, &k, &vec![1.0; q.len() / g.head_f_dim], &decay);
         }
         let dims = gla::Dims::new(g.n_heads, g.head_f_dim, g.head_i_dim);
@@ -606,7 +621,7 @@ impl ReferenceModel {
         let silu = |x: Vec<f32>| x.into_iter().map(|v| activate(Activation::Silu, v)).collect::<Vec<f32>>();
         let [q, k, v] = [0, 1, 2].map(|i| silu(self.linear(h, &g.qkv[i])));
         let gates = gla::log_decay(&self.linear(h, &g.f_proj), g.gate_normalizer);
-        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == slot) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(slot)) {
             tap.push(&q, &k, &vec![1.0; q.len() / g.head_k_dim], &gates);
         }
         let dims = gsa::Dims { heads: g.n_heads, dk: g.head_k_dim, dv: g.head_v_dim, slots: g.slots, scale: g.scale };
@@ -641,6 +656,10 @@ impl ReferenceModel {
             state: m.state_dim,
             dt_limit: m.dt_limit,
         };
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(slot)) {
+            let (q, k, g) = mamba2::as_gated(&xbc, &dt_raw, &params, &dims);
+            tap.push(&q, &k, &vec![1.0; tokens * m.n_heads], &g);
+        }
         let y = mamba2::scan(&xbc, &dt_raw, &params, state, &dims);
         let y = match &m.norm {
             Some(norm) => rms_norm_gated(&y, &z, self.w(&norm.weight), norm.dim, norm.eps),
@@ -668,7 +687,7 @@ impl ReferenceModel {
         }
         let (w_raw, k, a_raw) = (self.lora(&xw, &s.w_lora), self.linear(&xk, &s.k_proj), self.lora(&xa, &s.a_lora));
         let (w, k, a, b) = rwkv7::prepare(&w_raw, &k, &a_raw, [self.w(&s.k_k), self.w(&s.k_a)], s.head_dim);
-        if let Some(LayerTap::Delta(tap)) = self.tap.as_mut().filter(|t| t.slot() == slot) {
+        if let Some(tap) = self.tap.as_mut().and_then(|t| t.delta_at(slot)) {
             tap.push_rwkv7(&r, &w, &k, (&a, &b));
         }
         let inputs = rwkv7::Inputs { r: &r, w: &w, k: &k, v: &v, a: &a, b: &b };
