@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { launchBrowser, root, startServer } from './server.mjs';
+import { inBrowser, root } from './server.mjs';
 
 const prompt = 'lighthouse (noun):';
 // The embedded default model is the demo model (models/demo); the CLI runs the same files.
@@ -29,11 +29,8 @@ const streaming = 'sliding:3+sinks:1';
 
 const shots = join(root, 'target/e2e');
 mkdirSync(shots, { recursive: true });
-const server = await startServer();
-const browser = await launchBrowser();
 const errors = [];
-let failure = null;
-try {
+await inBrowser(async ({ server, browser }) => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -163,14 +160,4 @@ try {
     null, { timeout: 60_000 });
   assert.match(await bare.getByTestId('status').textContent(), /^error: WebGPU is not available in this browser/);
   console.log(`app generated ${JSON.stringify(cli)} like the CLI; maps and reader states respond`);
-} catch (e) {
-  failure = e;
-} finally {
-  await browser.close();
-  server.close();
-}
-if (failure) {
-  console.error(failure);
-  console.error(errors.join('\n'));
-  process.exit(1);
-}
+}, () => errors);

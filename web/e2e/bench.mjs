@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { launchBrowser, root, startServer } from './server.mjs';
+import { inBrowser, root } from './server.mjs';
 
 const modelDir = process.argv[2] ?? join(root, 'models/demo');
 const suite = { contexts: '64,256', decode_steps: '16', compare_tokens: '256', reps: '2' };
@@ -15,36 +15,24 @@ const native = JSON.parse(execFileSync(bin, ['bench', '--model', modelDir, '--js
   '--decode-steps', suite.decode_steps, '--compare-tokens', suite.compare_tokens, '--reps', suite.reps],
 { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
 
-const server = await startServer();
-const browser = await launchBrowser();
-let browserReport = null;
-let failure = null;
-try {
+const browserReport = await inBrowser(async ({ server, browser }) => {
   const page = await browser.newPage();
   const query = new URLSearchParams({ model: `${server.origin}/${relative(root, modelDir)}`, ...suite });
   await page.goto(`${server.origin}/web/examples/bench.html?${query}`);
   await page.waitForSelector('body[data-state]', { timeout: 300_000 });
   const text = await page.getByTestId('bench-json').textContent();
   assert.equal(await page.getAttribute('body', 'data-state'), 'done', text);
-  browserReport = JSON.parse(text);
+  const report = JSON.parse(text);
   // The same report: every key the native bench prints, one row per context asked for.
   for (const key of ['model_type', 'device', 'decode_dispatches_per_token', 'memory', 'roofline', 'contexts', 'prefill_vs_stepping']) {
-    assert.ok(key in browserReport, `the browser report lacks ${key}`);
-    assert.equal(typeof browserReport[key], typeof native[key], key);
+    assert.ok(key in report, `the browser report lacks ${key}`);
+    assert.equal(typeof report[key], typeof native[key], key);
   }
-  assert.deepEqual(browserReport.contexts.map((r) => r.context), native.contexts.map((r) => r.context));
-  assert.deepEqual(Object.keys(browserReport.contexts[0]).sort(), Object.keys(native.contexts[0]).sort());
-  assert.equal(browserReport.decode_dispatches_per_token, native.decode_dispatches_per_token);
-} catch (e) {
-  failure = e;
-} finally {
-  await browser.close();
-  server.close();
-}
-if (failure) {
-  console.error(failure);
-  process.exit(1);
-}
+  assert.deepEqual(report.contexts.map((r) => r.context), native.contexts.map((r) => r.context));
+  assert.deepEqual(Object.keys(report.contexts[0]).sort(), Object.keys(native.contexts[0]).sort());
+  assert.equal(report.decode_dispatches_per_token, native.decode_dispatches_per_token);
+  return report;
+});
 const dir = join(root, 'target/bench');
 mkdirSync(dir, { recursive: true });
 writeFileSync(join(dir, 'native.json'), JSON.stringify(native, null, 2));

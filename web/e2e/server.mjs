@@ -91,3 +91,22 @@ export function launchBrowser() {
       '--disable-sync'],
   });
 }
+
+/**
+ * Runs `body({ server, browser })` against a fresh local server and headless Chromium, closes both, and returns
+ * what `body` returned. On a failure it prints the error and `details()` (lines the script gathered) and exits 1.
+ */
+export async function inBrowser(body, details = () => []) {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    return await body({ server, browser });
+  } catch (e) {
+    console.error(e);
+    for (const line of details()) console.error(line);
+    process.exit(1);
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
