@@ -222,12 +222,15 @@ const tests = {
       const magnitude = (m) => Array.from(m.weights).reduce((a, w) => a + Math.abs(w), 0);
       return {
         kinds: layers.map((l) => `${l.kind}:${l.attentionHeads}`),
+        switchable: layers.map((l) => l.switchableHeads),
         linear: maps.map(magnitude),
         softmaxRows: softmax.queries,
         overviewLayers: overview.map((l) => l.layer),
       };
     }, { source: `${server.origin}/tests/fixtures/qwen3_5`, block });
     assert.ok(r.kinds.every((k) => !k.endsWith(':0')), `every layer has maps: ${r.kinds}`);
+    // Gated DeltaNet value heads and softmax heads can both be switched off.
+    assert.deepEqual(r.switchable, [true, true, true, true]);
     assert.ok(r.linear.length >= 3 && r.linear.every((m) => m > 0), `implicit maps ${r.linear}`);
     assert.equal(r.softmaxRows, 8);
     assert.deepEqual(r.overviewLayers, [0, 1, 2, 3]);

@@ -98,8 +98,9 @@ export interface Stats {
   stageSeconds: Float64Array;
   /** KV cache plus recurrent state at contexts from 256 to 128K tokens. */
   contextMemory: { tokens: number; bytes: number }[];
-  /** Each layer's mixer kind and its softmax-attention heads (0 for other mixers). */
-  layers: { kind: string; attentionHeads: number }[];
+  /** Each layer's mixer kind, its heads with an attention map (0 for mixers without one) and whether `ablate` can
+   * switch them off. */
+  layers: { kind: string; attentionHeads: number; switchableHeads: boolean }[];
 }
 
 export interface ChatMessage {

@@ -211,7 +211,8 @@ fn App() -> impl IntoView {
     let (shown, set_shown) = signal(String::new());
     let (stats, set_stats) = signal(Stats::default());
     let (rates, set_rates) = signal(Vec::<f64>::new());
-    let (layers, set_layers) = signal(Vec::<(usize, String, usize)>::new());
+    // (index, kind, heads with a map, whether those heads can be switched off)
+    let (layers, set_layers) = signal(Vec::<(usize, String, usize, bool)>::new());
     let (layer, set_layer) = signal(None::<usize>);
     let (head, set_head) = signal(0usize);
     let (map, set_map) = signal(None::<Map>);
@@ -397,11 +398,13 @@ fn App() -> impl IntoView {
                 layers_total: number(&p, "layersTotal"),
             })),
             Reply::Done(s) => {
-                let list: Vec<(usize, String, usize)> = js_sys::Array::from(&get(&s, "layers"))
+                let list: Vec<(usize, String, usize, bool)> = js_sys::Array::from(&get(&s, "layers"))
                     .iter()
                     .enumerate()
                     .map(|(i, l)| {
-                        (i, get(&l, "kind").as_string().unwrap_or_default(), number(&l, "attentionHeads") as usize)
+                        let kind = get(&l, "kind").as_string().unwrap_or_default();
+                        let switchable = get(&l, "switchableHeads").as_bool() == Some(true);
+                        (i, kind, number(&l, "attentionHeads") as usize, switchable)
                     })
                     .collect();
                 set_layer.set(list.iter().find(|l| l.2 > 0).map(|l| l.0));
@@ -544,6 +547,7 @@ fn App() -> impl IntoView {
     };
 
     let heads = move || layer.get().and_then(|l| layers.get().get(l).map(|x| x.2)).unwrap_or(0);
+    let switchable = move || layer.get().and_then(|l| layers.get().get(l).map(|x| x.3)).unwrap_or(false);
     let hook = move || {
         let m = map.get()?;
         let sink = *m.sinks().first()?;
@@ -733,7 +737,7 @@ fn App() -> impl IntoView {
                         <div class="controls">
                             <label>"layer "<select data-testid="layer-select" prop:value=move || layer.get().map(|l| l.to_string()).unwrap_or_default()
                                 on:change=move |ev| { set_layer.set(event_target_value(&ev).parse().ok()); set_head.set(0); fetch_map(); }>
-                                {move || layers.get().into_iter().filter(|l| l.2 > 0).map(|(i, kind, _)| view! {
+                                {move || layers.get().into_iter().filter(|l| l.2 > 0).map(|(i, kind, _, _)| view! {
                                     <option value=i.to_string()>{format!("{i} · {kind}")}</option>
                                 }).collect_view()}
                             </select></label>
@@ -779,7 +783,8 @@ fn App() -> impl IntoView {
                         })}
                         <div class="controls">
                             <button data-testid="ablate" on:click=move |_| toggle_ablation()
-                                disabled=move || running.get().is_some() || layer.get().is_none()>
+                                title=move || (!switchable()).then_some("heads of this kind of layer cannot be switched off yet")
+                                disabled=move || running.get().is_some() || !switchable()>
                                 {move || match layer.get().is_some_and(|l| ablated.get().contains(&(l, head.get()))) {
                                     true => "Restore this head and regenerate",
                                     false => "Switch this head off and regenerate",

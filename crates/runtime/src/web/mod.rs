@@ -17,7 +17,7 @@ use crate::weights::{LoadProgress, OnDemand};
 use crate::{RuntimeError, Session, SessionOptions};
 use js_sys::{Function, Object, Reflect};
 use std::sync::Arc;
-use ternlight_core::attention_map::map_heads;
+use ternlight_core::attention_map::{map_heads, HeadLayout};
 use ternlight_core::sampling::{Sampler, SamplingParams};
 use ternlight_core::spec::{AttentionPolicy, ModelSpec};
 use ternlight_core::tensors::SafetensorsCheckpoint;
@@ -459,8 +459,8 @@ impl Engine {
     /// decodeTokensPerSecond, weightBytes, stateBytes (allocated), kvCacheBytes (filled by the context),
     /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, warnings, layers, contextMemory,
     /// stageSeconds}`. The generation figures are of the current or last generation; `layers` lists each layer's
-    /// `{kind, attentionHeads}`: heads with an attention map, softmax or the implicit attention of a delta-rule
-    /// layer, 0 for other mixers; `contextMemory` gives `{tokens, bytes}` of KV cache plus recurrent state from
+    /// `{kind, attentionHeads, switchableHeads}`: heads with an attention map, softmax or the implicit attention of a
+    /// recurrent layer, 0 for other mixers, and whether `ablate` can switch them off; `contextMemory` gives `{tokens, bytes}` of KV cache plus recurrent state from
     /// 256 to 128K tokens; `stageSeconds`, while profiling, the GPU time of the last forward by stage (embedding,
     /// each layer, head).
     pub fn stats(&self) -> JsValue {
@@ -503,6 +503,8 @@ impl Engine {
             .map(|(i, l)| {
                 let layer = object(&[("attentionHeads", map_heads(spec, i) as f64)]);
                 let _ = Reflect::set(&layer, &"kind".into(), &l.mixer.kind().into());
+                let switchable = HeadLayout::of(spec, i, 0).is_ok();
+                let _ = Reflect::set(&layer, &"switchableHeads".into(), &switchable.into());
                 JsValue::from(layer)
             })
             .collect();
