@@ -47,6 +47,12 @@ CONFIG = {
     "bos_token_id": 0,
     "eos_token_id": 0,
 }
+# The model never saw chats: its chat template only joins the messages' text.
+TOKENIZER_CONFIG = {
+    "eos_token": "<|endoftext|>",
+    "bos_token": "<|endoftext|>",
+    "chat_template": "{% for message in messages %}{{ message['content'] }}{% if not loop.last %}\n{% endif %}{% endfor %}",
+}
 HGF_RANK = 8
 SEQ, BATCH, WARMUP, LR, MIN_LR_FRACTION, WEIGHT_DECAY, SEED = 128, 16, 100, 2e-3, 0.1, 0.01, 1234
 ORACLE_PROMPT_TOKENS, ORACLE_NEW_TOKENS, ORACLE_CANDIDATES = 48, 8, 400
@@ -189,6 +195,9 @@ def export(model, mode, tokenizer_path, valid, out):
         json.dump(config, f, indent=2)
     save_file(tensors, os.path.join(out, "model.safetensors"))
     shutil.copy(tokenizer_path, os.path.join(out, "tokenizer.json"))
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump(TOKENIZER_CONFIG, f, indent=2)
+        f.write("\n")
     save_file(oracle(model, valid), os.path.join(out, "oracle.safetensors"))
 
 
