@@ -127,15 +127,6 @@ impl AttentionTap {
         Ok(Self::for_attention(layer, slot_of(spec, layer) + i, a))
     }
 
-    /// An empty tap on `layer`, after checking that `head` is one of its heads.
-    pub fn with_head(spec: &ModelSpec, layer: usize, head: usize) -> Result<Self> {
-        let tap = Self::new(spec, layer)?;
-        if head >= tap.heads() {
-            return Err(CoreError::InvalidInput(format!("head {head} is past layer {layer}'s {} heads", tap.heads())));
-        }
-        Ok(tap)
-    }
-
     fn for_attention(layer: usize, slot: usize, a: &AttentionSpec) -> Self {
         AttentionTap {
             layer,
@@ -585,6 +576,16 @@ pub struct TapBranch {
 }
 
 impl LayerTap {
+    /// A tap on `layer` whose mixer is softmax attention or a parallel layer (both branches when one is Mamba2).
+    pub fn attention(spec: &ModelSpec, layer: usize) -> Result<Self> {
+        let softmax = AttentionTap::new(spec, layer)?;
+        let parts = spec.layers[layer].mixer.parts();
+        Ok(match parts.iter().find_map(|m| if let MixerSpec::Mamba2(m) = m { Some(m) } else { None }) {
+            Some(m) => LayerTap::Parallel(softmax, Box::new(DeltaTap::mamba2(spec, layer, m))),
+            None => LayerTap::Softmax(softmax),
+        })
+    }
+
     /// The tapped layer.
     pub fn layer(&self) -> usize {
         match self {

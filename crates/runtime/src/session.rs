@@ -7,7 +7,7 @@ use crate::weights::MixerWeights;
 use crate::weights::{upload, LoadProgress, ModelWeights, OnDemand, Prefetch};
 use std::future::Future;
 use std::sync::Arc;
-use ternlight_core::attention_map::{check_mapped, AttentionTap, DeltaTap, HeadLayout, LayerTap};
+use ternlight_core::attention_map::{check_mapped, DeltaTap, HeadLayout, LayerTap};
 use ternlight_core::spec::MixerSpec;
 use ternlight_core::spec::{AttentionPolicy, LayerPolicy, ModelSpec};
 use ternlight_core::tensors::TensorSource;
@@ -375,17 +375,7 @@ impl Session {
                 (MixerSpec::LinearAttn(l), _) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, layer, l)),
                 (MixerSpec::Rwkv7(r), _) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, layer, r)),
                 (MixerSpec::Gsa(g), _) => LayerTap::Delta(DeltaTap::gsa(&self.spec, layer, g)),
-                (MixerSpec::Parallel(parts), _) => match parts.iter().find_map(|m| match m {
-                    MixerSpec::Mamba2(m) => Some(m),
-                    _ => None,
-                }) {
-                    Some(m) => LayerTap::Parallel(
-                        AttentionTap::new(&self.spec, layer)?,
-                        Box::new(DeltaTap::mamba2(&self.spec, layer, m)),
-                    ),
-                    None => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
-                },
-                _ => LayerTap::Softmax(AttentionTap::new(&self.spec, layer)?),
+                _ => LayerTap::attention(&self.spec, layer)?,
             };
             let branches = record
                 .branches()

@@ -14,7 +14,7 @@ use super::{
     rope::rope,
 };
 use super::{feature_map, gla, gsa, hgrn2, mamba2, moh, rat, rwkv7, ternary};
-use crate::attention_map::{check_mapped, AttentionTap, DeltaTap, HeadLayout, LayerTap};
+use crate::attention_map::{check_mapped, DeltaTap, HeadLayout, LayerTap};
 use crate::spec::{
     Activation, AttentionMask, AttentionSpec, FeatureMap, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec,
     LightningSpec, LinearAttnSpec, LinearSpec, LoraSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec,
@@ -105,14 +105,6 @@ pub struct ReferenceModel {
     ablated: Vec<(usize, usize)>,
 }
 
-/// The Mamba2 mixer among a parallel layer's parts.
-pub(crate) fn mamba2_part(m: &MixerSpec) -> Option<&Mamba2Spec> {
-    match m {
-        MixerSpec::Mamba2(m) => Some(m),
-        _ => None,
-    }
-}
-
 impl ReferenceModel {
     /// Decodes every tensor of `spec` from `source` to f32, after checking names and shapes.
     pub fn new(spec: ModelSpec, source: &dyn TensorSource) -> Result<Self> {
@@ -183,14 +175,7 @@ impl ReferenceModel {
                     MixerSpec::LinearAttn(m) => LayerTap::Delta(DeltaTap::linear_attention(&self.spec, l, m)),
                     MixerSpec::Rwkv7(r) => LayerTap::Delta(DeltaTap::rwkv7(&self.spec, l, r)),
                     MixerSpec::Gsa(g) => LayerTap::Delta(DeltaTap::gsa(&self.spec, l, g)),
-                    MixerSpec::Parallel(parts) => match parts.iter().find_map(mamba2_part) {
-                        Some(m) => LayerTap::Parallel(
-                            AttentionTap::new(&self.spec, l)?,
-                            Box::new(DeltaTap::mamba2(&self.spec, l, m)),
-                        ),
-                        None => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
-                    },
-                    _ => LayerTap::Softmax(AttentionTap::new(&self.spec, l)?),
+                    _ => LayerTap::attention(&self.spec, l)?,
                 })
             }
         };
