@@ -65,6 +65,10 @@ const tests = {
     assert.ok(worker.stats.downloadedBytes > 200_000, `downloaded ${worker.stats.downloadedBytes}`);
     assert.ok(worker.stats.decodeTokensPerSecond > 0 && worker.stats.ttftMs > 0);
     assert.ok(worker.stats.weightBytes > 0 && worker.stats.stateBytes > 0);
+    // Streamed a tensor at a time: host memory held one tensor and one cache block, never a layer (this fixture's
+    // layers are 2.3 times its largest tensor).
+    const { loadPeakHostBytes: peak, largestTensorBytes: largest } = worker.stats;
+    assert.ok(peak >= largest && peak <= largest + block, `peak ${peak} bytes, largest tensor ${largest}`);
     const inPage = await greedy(`${o}${fixture}/`, { cacheBlockBytes: block, worker: false });
     assert.equal(inPage.text, whole.text);
   },

@@ -93,6 +93,11 @@ export interface Stats {
   maxContext: number;
   loadSeconds: number;
   downloadedBytes: number;
+  /** The most checkpoint bytes the load held in host memory at once: one tensor and one cache block when streamed
+   * (the whole file for a whole-file load). */
+  loadPeakHostBytes: number;
+  /** The checkpoint's largest tensor, to compare `loadPeakHostBytes` with. */
+  largestTensorBytes: number;
   warnings: string[];
   /** While profiling: GPU seconds of the last forward by stage (embedding, each layer, head). */
   stageSeconds: Float64Array;

@@ -229,7 +229,7 @@ export class Engine {
   /**
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
    * decodeTokensPerSecond, weightBytes, stateBytes, kvCacheBytes, recurrentBytes, contextTokens, maxContext,
-   * loadSeconds, downloadedBytes, warnings, attentionPolicy, layers: [{kind, attentionHeads}], contextMemory,
+   * loadSeconds, downloadedBytes, loadPeakHostBytes, largestTensorBytes, warnings, attentionPolicy, layers: [{kind, attentionHeads}], contextMemory,
    * stageSeconds}.
    */
   stats() {

@@ -86,11 +86,18 @@ impl Weight {
             .step_by(per_block)
             .map(|row0| {
                 let n = per_block.min(rows - row0);
-                let mut data = bytes[row0 * row_bytes..(row0 + n) * row_bytes].to_vec();
-                data.resize(data.len().div_ceil(4).max(1) * 4, 0);
+                let data = &bytes[row0 * row_bytes..(row0 + n) * row_bytes];
+                let padded: Vec<u8>;
+                let contents = match data.len().is_multiple_of(4) && !data.is_empty() {
+                    true => data,
+                    false => {
+                        padded = [data, &[0; 4][..4 - data.len() % 4]].concat();
+                        &padded
+                    }
+                };
                 let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(name),
-                    contents: &data,
+                    contents,
                     usage: STORAGE,
                 });
                 WeightBlock { buffer, row0, rows: n }

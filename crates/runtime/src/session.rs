@@ -165,7 +165,7 @@ impl Session {
         }
     }
 
-    /// Uploads the model from `source` group by group through `prefetch` (which may wait for bytes to arrive) and
+    /// Uploads the model from `source` a tensor at a time through `prefetch` (which may wait for bytes to arrive) and
     /// records its prefill and decode plans.
     pub async fn load(
         gpu: Arc<Gpu>,

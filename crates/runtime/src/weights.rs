@@ -9,7 +9,7 @@ use ternlight_core::reference::{hgrn2, ternary};
 use ternlight_core::spec::{
     Activation, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, Hgf, Hgrn2Spec, LayerSpec, LightningSpec,
     LinearAttnSpec, LinearSpec, LoraSpec, MixerSpec, MlpSpec, ModelSpec, MoeSpec, NormSpec, Rwkv7Spec, ShortConvSpec,
-    TensorDecl, Ternary,
+    Ternary,
 };
 use ternlight_core::tensors::{check_against_spec, Finite, TensorSource};
 use ternlight_core::CoreError;
@@ -523,16 +523,18 @@ impl ModelWeights {
     }
 }
 
-/// Uploads tensors one at a time, counting progress.
-struct Uploader<'a> {
+/// Uploads tensors one at a time, each fetched through the [`Prefetch`] just before it is read and let go right
+/// after, counting progress.
+struct Uploader<'a, P> {
     gpu: &'a Gpu,
     source: &'a dyn TensorSource,
+    prefetch: &'a mut P,
     progress: LoadProgress,
     counted: std::collections::HashSet<String>,
     on_progress: &'a mut dyn FnMut(&LoadProgress),
 }
 
-impl Uploader<'_> {
+impl<P: Prefetch> Uploader<'_, P> {
     /// Counts tensor `name` as uploaded (once, however many layers read it).
     fn advance(&mut self, name: &str, bytes: usize) {
         if self.counted.insert(name.to_string()) {
@@ -542,87 +544,126 @@ impl Uploader<'_> {
         }
     }
 
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
-        let info = self.source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
-        let bytes = self.source.bytes(name)?;
-        let w = Weight::upload(self.gpu, name, info.dtype, rows, cols, &bytes, self.gpu.info.max_binding)?;
-        self.advance(name, bytes.len());
-        Ok(w)
+    /// `use_bytes` applied to tensor `name`'s stored bytes, which are fetched for it and let go after; counts the
+    /// tensor as uploaded.
+    async fn with_bytes<T>(&mut self, name: &str, use_bytes: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+        self.prefetch.fetch(name).await?;
+        let used = self.source.bytes(name).map_err(Into::into).and_then(|bytes| use_bytes(&bytes));
+        self.prefetch.release(name);
+        let used = used?;
+        self.advance(name, self.source.byte_len(name)?);
+        Ok(used)
+    }
+
+    /// Tensor `name` as f32 values on the host, counted as uploaded.
+    async fn f32(&mut self, name: &str) -> Result<Vec<f32>> {
+        self.prefetch.fetch(name).await?;
+        let values = self.source.f32(name);
+        self.prefetch.release(name);
+        let values = values?;
+        self.advance(name, self.source.byte_len(name)?);
+        Ok(values)
+    }
+
+    fn info(&self, name: &str) -> Result<ternlight_core::tensors::TensorInfo> {
+        Ok(self.source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?)
+    }
+
+    async fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        let (gpu, dtype) = (self.gpu, self.info(name)?.dtype);
+        self.with_bytes(name, |bytes| Ok(Weight::upload(gpu, name, dtype, rows, cols, bytes, gpu.info.max_binding)?))
+            .await
     }
 
     /// Uploads the rows `rows` of matrix `name` (`cols` wide) as one matrix, in that order.
-    fn matrix_rows(&mut self, name: &str, rows: &[usize], cols: usize) -> Result<Weight> {
-        let info = self.source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?;
-        let bytes = self.source.bytes(name)?;
-        let row_bytes = cols * info.dtype.size();
-        let gathered: Vec<u8> =
-            rows.iter().flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()).collect();
-        let w = Weight::upload(self.gpu, name, info.dtype, rows.len(), cols, &gathered, self.gpu.info.max_binding)?;
-        self.advance(name, bytes.len());
-        Ok(w)
+    async fn matrix_rows(&mut self, name: &str, rows: &[usize], cols: usize) -> Result<Weight> {
+        let (gpu, dtype) = (self.gpu, self.info(name)?.dtype);
+        let row_bytes = cols * dtype.size();
+        self.with_bytes(name, |bytes| {
+            let gathered: Vec<u8> =
+                rows.iter().flat_map(|&r| bytes[r * row_bytes..(r + 1) * row_bytes].iter().copied()).collect();
+            Ok(Weight::upload(gpu, name, dtype, rows.len(), cols, &gathered, gpu.info.max_binding)?)
+        })
+        .await
     }
 
     /// f32 values of several tensors, concatenated.
-    fn concat_vector(&mut self, names: &[&str]) -> Result<wgpu::Buffer> {
+    async fn concat_vector(&mut self, names: &[&str]) -> Result<wgpu::Buffer> {
         let mut all = Vec::new();
         for name in names {
-            all.extend(self.source.f32(name)?);
-            self.advance(name, self.source.byte_len(name)?);
+            all.extend(self.f32(name).await?);
         }
         Ok(self.gpu.upload_f32(names[0], &all))
     }
 
-    fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
-        let v = self.source.f32(name)?;
-        let b = self.gpu.upload_f32(name, &v);
-        self.advance(name, self.source.byte_len(name)?);
-        Ok(b)
+    async fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
+        let v = self.f32(name).await?;
+        Ok(self.gpu.upload_f32(name, &v))
+    }
+
+    async fn opt_vector(&mut self, name: Option<&str>) -> Result<Option<wgpu::Buffer>> {
+        match name {
+            Some(name) => Ok(Some(self.vector(name).await?)),
+            None => Ok(None),
+        }
     }
 
     /// A ternary layer: codes packed 2 bits each on the GPU, its multiplier folded into the layer's scale. Codes and
     /// multiplier are the whole stored tensor's; a layer that is some of its rows keeps those rows' codes.
-    fn ternary(&mut self, l: &LinearSpec, format: &Ternary) -> Result<LinearWeights> {
+    async fn ternary(&mut self, l: &LinearSpec, format: &Ternary) -> Result<LinearWeights> {
         let (rows, cols) = (l.out_features, l.in_features);
         let (codes, multiplier) = match format {
             Ternary::PackedRows { weight_scale } => {
-                let packed = self.source.bytes(&l.weight)?;
-                let scale = self.source.f32(weight_scale)?[0];
-                self.advance(weight_scale, self.source.byte_len(weight_scale)?);
+                let scale = self.f32(weight_scale).await?[0];
                 if !scale.is_finite() || scale == 0.0 {
                     return Err(CoreError::InvalidInput(format!("{weight_scale}: weight scale {scale}")).into());
                 }
-                (ternary::unpack_rows(&packed, l.stored_rows(), cols), 1.0 / scale)
+                let stored_rows = l.stored_rows();
+                let codes = self.with_bytes(&l.weight, |packed| Ok(ternary::unpack_rows(packed, stored_rows, cols)));
+                (codes.await?, 1.0 / scale)
             }
-            Ternary::Absmean { .. } => ternary::absmean(&self.source.f32(&l.weight)?),
+            Ternary::Absmean { .. } => ternary::absmean(&self.f32(&l.weight).await?),
         };
         let codes: Vec<i8> =
             l.row_indices().iter().flat_map(|&r| codes[r * cols..(r + 1) * cols].iter().map(|&c| c as i8)).collect();
         let w = Weight::upload_ternary(self.gpu, &l.weight, &codes, rows, cols, self.gpu.info.max_binding)?;
-        self.advance(&l.weight, self.source.byte_len(&l.weight)?);
-        let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
+        let bias = self.opt_vector(l.bias.as_deref()).await?;
         let input_norm = match format {
-            Ternary::Absmean { input_norm: Some(n) } => Some(self.norm(n)?),
+            Ternary::Absmean { input_norm: Some(n) } => Some(self.norm(n).await?),
             _ => None,
         };
         Ok(LinearWeights { w, bias, scale: l.scale * multiplier, input_norm, hgf: None })
     }
 
     /// A linear layer with its Hybrid Gated Flow correction, when it has one.
-    fn linear(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
-        let mut weights = self.product(l)?;
+    async fn linear(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
+        let mut weights = self.product(l).await?;
         if let Some(h) = &l.hgf {
-            weights.hgf = Some(Box::new(self.hgf(h, l)?));
+            weights.hgf = Some(Box::new(self.hgf(h, l).await?));
         }
         Ok(weights)
     }
 
+    async fn opt_linear(&mut self, l: Option<&LinearSpec>) -> Result<Option<LinearWeights>> {
+        match l {
+            Some(l) => Ok(Some(self.linear(l).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn linears(&mut self, ls: impl IntoIterator<Item = &LinearSpec>) -> Result<Vec<LinearWeights>> {
+        let mut out = Vec::new();
+        for l in ls {
+            out.push(self.linear(l).await?);
+        }
+        Ok(out)
+    }
+
     /// `A` as stored; `B` scaled row by row by the gate (one scalar or one per output channel).
-    fn hgf(&mut self, h: &Hgf, l: &LinearSpec) -> Result<HgfWeights> {
-        let a = self.matrix(&h.lora_a, h.rank, l.in_features)?;
-        let gate = self.source.f32(&h.gate)?;
-        self.advance(&h.gate, self.source.byte_len(&h.gate)?);
-        let stored = self.source.f32(&h.lora_b)?;
-        self.advance(&h.lora_b, self.source.byte_len(&h.lora_b)?);
+    async fn hgf(&mut self, h: &Hgf, l: &LinearSpec) -> Result<HgfWeights> {
+        let a = self.matrix(&h.lora_a, h.rank, l.in_features).await?;
+        let gate = self.f32(&h.gate).await?;
+        let stored = self.f32(&h.lora_b).await?;
         let mut b = Vec::with_capacity(l.out_features * h.rank);
         for r in l.row_indices() {
             let g = gate[if h.per_channel { r } else { 0 }];
@@ -635,21 +676,20 @@ impl Uploader<'_> {
     }
 
     /// A linear layer's own product: the whole stored tensor, the rows of a fused one it selects, or ternary codes.
-    fn product(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
+    async fn product(&mut self, l: &LinearSpec) -> Result<LinearWeights> {
         if let Some(format) = &l.ternary {
-            return self.ternary(l, format);
+            return self.ternary(l, format).await;
         }
         if l.rows.is_none() {
-            let w = self.matrix(&l.weight, l.out_features, l.in_features)?;
-            let bias = l.bias.as_deref().map(|b| self.vector(b)).transpose()?;
+            let w = self.matrix(&l.weight, l.out_features, l.in_features).await?;
+            let bias = self.opt_vector(l.bias.as_deref()).await?;
             return Ok(LinearWeights { w, bias, scale: l.scale, input_norm: None, hgf: None });
         }
         let rows = l.row_indices();
-        let w = self.matrix_rows(&l.weight, &rows, l.in_features)?;
+        let w = self.matrix_rows(&l.weight, &rows, l.in_features).await?;
         let bias = match l.bias.as_deref() {
             Some(name) => {
-                let all = self.source.f32(name)?;
-                self.advance(name, self.source.byte_len(name)?);
+                let all = self.f32(name).await?;
                 Some(self.gpu.upload_f32(name, &rows.iter().map(|&r| all[r]).collect::<Vec<_>>()))
             }
             None => None,
@@ -658,23 +698,23 @@ impl Uploader<'_> {
     }
 
     /// Several same-shaped matrices stacked into one `[count * rows, cols]` weight whose blocks hold whole members.
-    fn stacked(&mut self, layers: &[&LinearSpec]) -> Result<Weight> {
+    async fn stacked(&mut self, layers: &[&LinearSpec]) -> Result<Weight> {
         let first = layers[0];
-        let info =
-            self.source.info(&first.weight)?.ok_or_else(|| CoreError::MissingTensor { name: first.weight.clone() })?;
+        let dtype = self.info(&first.weight)?.dtype;
         let mut bytes = Vec::new();
         for l in layers {
-            let b = self.source.bytes(&l.weight)?;
-            let dtype = self.source.info(&l.weight)?.map(|i| i.dtype);
-            if dtype != Some(info.dtype) {
+            if self.info(&l.weight)?.dtype != dtype {
                 return Err(
                     CoreError::InvalidInput(format!("{}: dtype differs from {}", l.weight, first.weight)).into()
                 );
             }
-            bytes.extend_from_slice(&b);
-            self.advance(&l.weight, b.len());
+            self.with_bytes(&l.weight, |b| {
+                bytes.extend_from_slice(b);
+                Ok(())
+            })
+            .await?;
         }
-        let shape = (info.dtype, layers.len() * first.out_features, first.in_features);
+        let shape = (dtype, layers.len() * first.out_features, first.in_features);
         Ok(Weight::upload_grouped(
             self.gpu,
             &first.weight,
@@ -685,39 +725,48 @@ impl Uploader<'_> {
         )?)
     }
 
-    fn gated_mlp(&mut self, g: &GatedMlpSpec) -> Result<GatedMlpWeights> {
+    async fn gated_mlp(&mut self, g: &GatedMlpSpec) -> Result<GatedMlpWeights> {
         Ok(GatedMlpWeights {
-            gate: self.linear(&g.gate)?,
-            up: self.linear(&g.up)?,
-            down: self.linear(&g.down)?,
-            sub_norm: g.sub_norm.as_ref().map(|n| self.norm(n)).transpose()?,
+            gate: self.linear(&g.gate).await?,
+            up: self.linear(&g.up).await?,
+            down: self.linear(&g.down).await?,
+            sub_norm: self.opt_norm(&g.sub_norm).await?,
         })
     }
 
-    fn moe(&mut self, m: &MoeSpec) -> Result<MlpWeights> {
-        let router = self.linear(&m.router)?;
-        let selection_bias = m.selection_bias.as_deref().map(|b| self.vector(b)).transpose()?;
+    async fn moe(&mut self, m: &MoeSpec) -> Result<MlpWeights> {
+        let router = self.linear(&m.router).await?;
+        let selection_bias = self.opt_vector(m.selection_bias.as_deref()).await?;
         let pick = |f: fn(&GatedMlpSpec) -> &LinearSpec| m.experts.iter().map(f).collect::<Vec<_>>();
-        Ok(MlpWeights::Moe(Box::new(MoeWeights {
-            router,
-            selection_bias,
-            gate: self.stacked(&pick(|e| &e.gate))?,
-            up: self.stacked(&pick(|e| &e.up))?,
-            down: self.stacked(&pick(|e| &e.down))?,
-            shared: m.shared.as_ref().map(|g| self.gated_mlp(g)).transpose()?,
-            shared_gate: m.shared_gate.as_ref().map(|g| self.linear(g)).transpose()?,
-        })))
+        let (gate, up, down) = (
+            self.stacked(&pick(|e| &e.gate)).await?,
+            self.stacked(&pick(|e| &e.up)).await?,
+            self.stacked(&pick(|e| &e.down)).await?,
+        );
+        let shared = match &m.shared {
+            Some(g) => Some(self.gated_mlp(g).await?),
+            None => None,
+        };
+        let shared_gate = self.opt_linear(m.shared_gate.as_ref()).await?;
+        Ok(MlpWeights::Moe(Box::new(MoeWeights { router, selection_bias, gate, up, down, shared, shared_gate })))
     }
 
-    fn norm(&mut self, n: &NormSpec) -> Result<NormWeights> {
-        let bias = n.bias.as_deref().map(|b| self.vector(b)).transpose()?;
-        Ok(NormWeights { w: self.vector(&n.weight)?, bias, spec: n.clone() })
+    async fn norm(&mut self, n: &NormSpec) -> Result<NormWeights> {
+        let bias = self.opt_vector(n.bias.as_deref()).await?;
+        Ok(NormWeights { w: self.vector(&n.weight).await?, bias, spec: n.clone() })
     }
 
-    fn attention(&mut self, a: &AttentionSpec) -> Result<MixerWeights> {
-        let q = self.linear(&a.q_proj)?;
-        let gate = a.gate_proj.as_ref().map(|g| self.linear(g)).transpose()?;
-        let mut o = self.linear(&a.o_proj)?;
+    async fn opt_norm(&mut self, n: &Option<NormSpec>) -> Result<Option<NormWeights>> {
+        match n {
+            Some(n) => Ok(Some(self.norm(n).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn attention(&mut self, a: &AttentionSpec) -> Result<MixerWeights> {
+        let q = self.linear(&a.q_proj).await?;
+        let gate = self.opt_linear(a.gate_proj.as_ref()).await?;
+        let mut o = self.linear(&a.o_proj).await?;
         let mut lambda = None;
         if let Some(d) = &a.differential {
             if o.hgf.is_some() {
@@ -726,42 +775,41 @@ impl Uploader<'_> {
                     a.o_proj.weight
                 )));
             }
-            let vectors = d.lambda.iter().map(|n| self.source.f32(n)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let mut vectors = Vec::with_capacity(4);
+            for name in &d.lambda {
+                vectors.push(self.f32(name).await?);
+            }
             lambda = Some(d.lambda([&vectors[0], &vectors[1], &vectors[2], &vectors[3]]));
             // o_proj((1 - λ_init) x) = (1 - λ_init) x W^T + b.
             o.scale *= 1.0 - d.lambda_init;
         }
-        Ok(MixerWeights::Attention {
-            q,
-            k: self.linear(&a.k_proj)?,
-            v: self.linear(&a.v_proj)?,
-            o,
-            lambda,
-            routers: a.head_routing.iter().flat_map(|m| &m.routers).map(|l| self.linear(l)).collect::<Result<_>>()?,
-            qk_norm: match &a.qk_norm {
-                Some((q, k)) => Some((self.norm(q)?, self.norm(k)?)),
-                None => None,
-            },
-            gate,
-            sub_norm: a.sub_norm.as_ref().map(|n| self.norm(n)).transpose()?,
-        })
-    }
-
-    fn gated_deltanet(&mut self, g: &GatedDeltaNetSpec) -> Result<MixerWeights> {
-        let in_proj = g.in_proj.iter().map(|l| self.linear(l)).collect::<Result<Vec<_>>>()?;
-        let conv_names: Vec<&str> = g.conv.iter().map(String::as_str).collect();
-        let conv = self.concat_vector(&conv_names)?;
-        let z = match &g.output_gate {
-            Some(z) => Some((z.down.as_ref().map(|l| self.linear(l)).transpose()?, self.linear(&z.proj)?)),
+        let k = self.linear(&a.k_proj).await?;
+        let v = self.linear(&a.v_proj).await?;
+        let routers = self.linears(a.head_routing.iter().flat_map(|m| &m.routers)).await?;
+        let qk_norm = match &a.qk_norm {
+            Some((q, k)) => Some((self.norm(q).await?, self.norm(k).await?)),
             None => None,
         };
-        let a_down = g.decay.as_ref().and_then(|d| d.a_down.as_ref()).map(|l| self.linear(l)).transpose()?;
+        let sub_norm = self.opt_norm(&a.sub_norm).await?;
+        Ok(MixerWeights::Attention { q, k, v, o, lambda, routers, qk_norm, gate, sub_norm })
+    }
+
+    async fn gated_deltanet(&mut self, g: &GatedDeltaNetSpec) -> Result<MixerWeights> {
+        let in_proj = self.linears(&g.in_proj).await?;
+        let conv_names: Vec<&str> = g.conv.iter().map(String::as_str).collect();
+        let conv = self.concat_vector(&conv_names).await?;
+        let z = match &g.output_gate {
+            Some(z) => Some((self.opt_linear(z.down.as_ref()).await?, self.linear(&z.proj).await?)),
+            None => None,
+        };
+        let a_down = self.opt_linear(g.decay.as_ref().and_then(|d| d.a_down.as_ref())).await?;
         let (a, gate_params, gate_host) = match &g.decay {
-            Some(d) => (
-                self.linear(&d.a_proj)?,
-                self.concat_vector(&[&d.a_log, &d.dt_bias])?,
-                [self.source.f32(&d.a_log)?, self.source.f32(&d.dt_bias)?].concat(),
-            ),
+            Some(d) => {
+                let a = self.linear(&d.a_proj).await?;
+                let host = [self.f32(&d.a_log).await?, self.f32(&d.dt_bias).await?].concat();
+                let params = self.gpu.upload_f32(&d.a_log, &host);
+                (a, params, host)
+            }
             None => {
                 // Plain DeltaNet: a = 0 and exp(A_log) = 0 make the shared kernels' decay exactly zero.
                 let (hv, hidden) = (g.n_v_heads, g.b_proj.in_features);
@@ -782,27 +830,27 @@ impl Uploader<'_> {
             z,
             a,
             a_down,
-            b: self.linear(&g.b_proj)?,
+            b: self.linear(&g.b_proj).await?,
             gate_params,
             gate_host,
-            norm: self.norm(&g.norm)?,
-            out: self.linear(&g.out_proj)?,
+            norm: self.norm(&g.norm).await?,
+            out: self.linear(&g.out_proj).await?,
         })
     }
 
-    fn gla(&mut self, g: &GlaSpec) -> Result<MixerWeights> {
+    async fn gla(&mut self, g: &GlaSpec) -> Result<MixerWeights> {
         Ok(MixerWeights::Gla {
-            qkv: g.qkv.iter().map(|l| self.linear(l)).collect::<Result<Vec<_>>>()?,
-            gk_down: self.linear(&g.gk_down)?,
-            gk_up: self.linear(&g.gk_up)?,
-            g: g.g_proj.as_ref().map(|l| self.linear(l)).transpose()?,
-            norm: self.norm(&g.norm)?,
-            out: self.linear(&g.out_proj)?,
+            qkv: self.linears(&g.qkv).await?,
+            gk_down: self.linear(&g.gk_down).await?,
+            gk_up: self.linear(&g.gk_up).await?,
+            g: self.opt_linear(g.g_proj.as_ref()).await?,
+            norm: self.norm(&g.norm).await?,
+            out: self.linear(&g.out_proj).await?,
         })
     }
 
     /// A feature map's two layers as f32 `[w1, b1, w2, b2]`.
-    fn linear_attn(&mut self, l: &LinearAttnSpec) -> Result<MixerWeights> {
+    async fn linear_attn(&mut self, l: &LinearAttnSpec) -> Result<MixerWeights> {
         let mut parts = Vec::new();
         for layer in l.feature.layers() {
             let bias = layer
@@ -813,138 +861,169 @@ impl Uploader<'_> {
         }
         let names: Vec<&str> = parts.iter().map(String::as_str).collect();
         Ok(MixerWeights::LinearAttn {
-            qkv: l.qkv.iter().map(|p| self.linear(p)).collect::<Result<Vec<_>>>()?,
-            feature: if names.is_empty() { None } else { Some(self.concat_vector(&names)?) },
-            norm: l.norm.as_ref().map(|n| self.norm(n)).transpose()?,
-            out: self.linear(&l.out_proj)?,
+            qkv: self.linears(&l.qkv).await?,
+            feature: if names.is_empty() { None } else { Some(self.concat_vector(&names).await?) },
+            norm: self.opt_norm(&l.norm).await?,
+            out: self.linear(&l.out_proj).await?,
         })
     }
 
-    fn lightning(&mut self, l: &LightningSpec) -> Result<MixerWeights> {
+    async fn lightning(&mut self, l: &LightningSpec) -> Result<MixerWeights> {
         let decay: Vec<f32> = l.slopes.iter().map(|s| -s).collect();
         Ok(MixerWeights::Lightning {
-            qkv: l.qkv.iter().map(|p| self.linear(p)).collect::<Result<Vec<_>>>()?,
+            qkv: self.linears(&l.qkv).await?,
             decay: self.gpu.upload_f32("lightning decay", &decay),
-            gate: self.linear(&l.output_gate)?,
-            norm: self.norm(&l.norm)?,
-            out: self.linear(&l.out_proj)?,
+            gate: self.linear(&l.output_gate).await?,
+            norm: self.norm(&l.norm).await?,
+            out: self.linear(&l.out_proj).await?,
         })
     }
 
-    /// Mamba2, GSA, RAT and parallel mixers (the other mixers load through their own methods).
-    fn mixer(&mut self, spec: &MixerSpec) -> Result<MixerWeights> {
+    /// Any mixer: each family's weights, a parallel mixer's branches in order.
+    async fn mixer(&mut self, spec: &MixerSpec) -> Result<MixerWeights> {
         Ok(match spec {
+            MixerSpec::Attention(a) => self.attention(a).await?,
+            MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(g).await?,
+            MixerSpec::Gla(g) => self.gla(g).await?,
+            MixerSpec::Hgrn2(g) => self.hgrn2(g).await?,
+            MixerSpec::ShortConv(c) => self.short_conv(c).await?,
+            MixerSpec::LinearAttn(l) => self.linear_attn(l).await?,
+            MixerSpec::Lightning(l) => self.lightning(l).await?,
+            MixerSpec::Rwkv7(r) => self.rwkv7(r).await?,
+            MixerSpec::Mla(m) => MixerWeights::Mla {
+                q: self.linear(&m.q_proj).await?,
+                kv_a: self.linear(&m.kv_a_proj).await?,
+                kv_norm: self.norm(&m.kv_norm).await?,
+                kv_b: self.linear(&m.kv_b_proj).await?,
+                o: self.linear(&m.o_proj).await?,
+            },
             MixerSpec::Mamba2(m) => MixerWeights::Mamba2 {
-                z: self.linear(&m.z)?,
-                xbc: m.xbc.iter().map(|l| self.linear(l)).collect::<Result<_>>()?,
-                dt: self.linear(&m.dt)?,
-                conv: self.concat_vector(&[&m.conv])?,
-                conv_bias: m.conv_bias.as_deref().map(|b| self.vector(b)).transpose()?,
-                params: self.concat_vector(&[&m.a_log, &m.dt_bias, &m.d])?,
-                norm: m.norm.as_ref().map(|n| self.norm(n)).transpose()?,
-                out: self.linear(&m.out_proj)?,
+                z: self.linear(&m.z).await?,
+                xbc: self.linears(&m.xbc).await?,
+                dt: self.linear(&m.dt).await?,
+                conv: self.concat_vector(&[&m.conv]).await?,
+                conv_bias: self.opt_vector(m.conv_bias.as_deref()).await?,
+                params: self.concat_vector(&[&m.a_log, &m.dt_bias, &m.d]).await?,
+                norm: self.opt_norm(&m.norm).await?,
+                out: self.linear(&m.out_proj).await?,
             },
             MixerSpec::Rat(r) => MixerWeights::Rat {
-                in_proj: self.linear(&r.in_proj)?,
-                gate_bias: self.vector(&r.gate_bias)?,
-                out: self.linear(&r.out_proj)?,
+                in_proj: self.linear(&r.in_proj).await?,
+                gate_bias: self.vector(&r.gate_bias).await?,
+                out: self.linear(&r.out_proj).await?,
             },
             MixerSpec::Gsa(g) => MixerWeights::Gsa {
-                qkv: g.qkv.iter().map(|l| self.linear(l)).collect::<Result<_>>()?,
-                f: self.linear(&g.f_proj)?,
-                norm: self.norm(&g.norm)?,
-                out: self.linear(&g.out_proj)?,
+                qkv: self.linears(&g.qkv).await?,
+                f: self.linear(&g.f_proj).await?,
+                norm: self.norm(&g.norm).await?,
+                out: self.linear(&g.out_proj).await?,
             },
             MixerSpec::Parallel(branches) => {
                 let mut parts = Vec::with_capacity(branches.len());
                 for b in branches {
-                    parts.push(match b {
-                        MixerSpec::Attention(a) => self.attention(a)?,
-                        other => self.mixer(other)?,
-                    });
+                    parts.push(Box::pin(self.mixer(b)).await?);
                 }
                 MixerWeights::Parallel(parts)
             }
-            other => unreachable!("{} loads through its own method", other.kind()),
         })
     }
 
     /// A token-shift mix `mu` as the kernel-2 conv `[mu, 1 - mu]` per channel.
-    fn shift(&mut self, name: &str) -> Result<wgpu::Buffer> {
-        let mu = self.source.f32(name)?;
-        self.advance(name, self.source.byte_len(name)?);
+    async fn shift(&mut self, name: &str) -> Result<wgpu::Buffer> {
+        let mu = self.f32(name).await?;
         let conv: Vec<f32> = mu.iter().flat_map(|&m| [m, 1.0 - m]).collect();
         Ok(self.gpu.upload_f32(name, &conv))
     }
 
-    fn lora(&mut self, l: &LoraSpec) -> Result<LoraWeights> {
-        Ok(LoraWeights { down: self.linear(&l.down)?, act: l.act, up: self.linear(&l.up)? })
+    async fn lora(&mut self, l: &LoraSpec) -> Result<LoraWeights> {
+        Ok(LoraWeights { down: self.linear(&l.down).await?, act: l.act, up: self.linear(&l.up).await? })
     }
 
-    fn rwkv7(&mut self, r: &Rwkv7Spec) -> Result<MixerWeights> {
-        let shift = r.shift.iter().map(|mu| self.shift(mu)).collect::<Result<_>>()?;
+    async fn rwkv7(&mut self, r: &Rwkv7Spec) -> Result<MixerWeights> {
+        let mut shift = Vec::with_capacity(r.shift.len());
+        for mu in &r.shift {
+            shift.push(self.shift(mu).await?);
+        }
         let g_bias = match &r.g_norm.bias {
-            Some(b) => self.vector(b)?,
+            Some(b) => self.vector(b).await?,
             None => self.gpu.zeros("group norm bias", r.g_norm.dim),
+        };
+        let v_lora = match &r.v_lora {
+            Some(l) => Some(self.lora(l).await?),
+            None => None,
         };
         Ok(MixerWeights::Rwkv7(Box::new(Rwkv7Weights {
             shift,
-            r: self.linear(&r.r_proj)?,
-            k: self.linear(&r.k_proj)?,
-            v: self.linear(&r.v_proj)?,
-            o: self.linear(&r.o_proj)?,
-            loras: [self.lora(&r.w_lora)?, self.lora(&r.a_lora)?, self.lora(&r.g_lora)?],
-            v_lora: r.v_lora.as_ref().map(|l| self.lora(l)).transpose()?,
-            k_k: self.vector(&r.k_k)?,
-            k_a: self.vector(&r.k_a)?,
-            r_k: self.vector(&r.r_k)?,
-            g_norm: [self.vector(&r.g_norm.weight)?, g_bias],
+            r: self.linear(&r.r_proj).await?,
+            k: self.linear(&r.k_proj).await?,
+            v: self.linear(&r.v_proj).await?,
+            o: self.linear(&r.o_proj).await?,
+            loras: [self.lora(&r.w_lora).await?, self.lora(&r.a_lora).await?, self.lora(&r.g_lora).await?],
+            v_lora,
+            k_k: self.vector(&r.k_k).await?,
+            k_a: self.vector(&r.k_a).await?,
+            r_k: self.vector(&r.r_k).await?,
+            g_norm: [self.vector(&r.g_norm.weight).await?, g_bias],
         })))
     }
 
-    fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
+    async fn short_conv(&mut self, c: &ShortConvSpec) -> Result<MixerWeights> {
         Ok(MixerWeights::ShortConv {
-            b: self.linear(&c.in_proj[0])?,
-            c: self.linear(&c.in_proj[1])?,
-            x: self.linear(&c.in_proj[2])?,
-            conv: self.concat_vector(&[&c.conv])?,
-            out: self.linear(&c.out_proj)?,
+            b: self.linear(&c.in_proj[0]).await?,
+            c: self.linear(&c.in_proj[1]).await?,
+            x: self.linear(&c.in_proj[2]).await?,
+            conv: self.concat_vector(&[&c.conv]).await?,
+            out: self.linear(&c.out_proj).await?,
         })
     }
 
-    fn hgrn2(&mut self, g: &Hgrn2Spec) -> Result<MixerWeights> {
+    async fn hgrn2(&mut self, g: &Hgrn2Spec) -> Result<MixerWeights> {
         let lower_bound = match &g.lower_bound {
             Some((name, layer, layers)) => {
-                let table = self.source.f32(name)?;
-                self.advance(name, self.source.byte_len(name)?);
+                let table = self.f32(name).await?;
                 (*layer > 0).then(|| self.gpu.upload_f32(name, &hgrn2::lower_bound(&table, *layers, *layer)))
             }
             None => None,
         };
         Ok(MixerWeights::Hgrn2 {
-            q: self.linear(&g.q_proj)?,
-            f: self.linear(&g.f_proj)?,
-            i: self.linear(&g.i_proj)?,
-            norm: self.norm(&g.norm)?,
-            out: self.linear(&g.out_proj)?,
+            q: self.linear(&g.q_proj).await?,
+            f: self.linear(&g.f_proj).await?,
+            i: self.linear(&g.i_proj).await?,
+            norm: self.norm(&g.norm).await?,
+            out: self.linear(&g.out_proj).await?,
             lower_bound,
         })
     }
 
-    fn opt_norm(&mut self, n: &Option<NormSpec>) -> Result<Option<NormWeights>> {
-        n.as_ref().map(|n| self.norm(n)).transpose()
+    /// One layer's norms, mixer and MLP.
+    async fn layer(&mut self, layer: &LayerSpec) -> Result<LayerWeights> {
+        let pre_mixer = self.opt_norm(&layer.norms.pre_mixer).await?;
+        let mixer = self.mixer(&layer.mixer).await?;
+        let post_mixer = self.opt_norm(&layer.norms.post_mixer).await?;
+        let pre_mlp = self.opt_norm(&layer.norms.pre_mlp).await?;
+        let mlp = match &layer.mlp {
+            MlpSpec::Gated(g) => MlpWeights::Gated(self.gated_mlp(g).await?),
+            MlpSpec::Moe(m) => self.moe(m).await?,
+            MlpSpec::ChannelMix(c) => MlpWeights::ChannelMix(ChannelMixWeights {
+                shift: self.shift(&c.shift).await?,
+                key: self.linear(&c.key).await?,
+                value: self.linear(&c.value).await?,
+            }),
+        };
+        let post_mlp = self.opt_norm(&layer.norms.post_mlp).await?;
+        Ok(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp })
     }
 }
 
-/// Brings each group of tensors ([`ModelSpec::tensor_groups`]) within the source's reach before it is uploaded,
-/// and lets it go after, so that a remote model never sits in host memory whole. Sources that read on demand (local
-/// files, the native HTTP cache) use [`OnDemand`]; the browser fetches each group by Range requests.
+/// Brings each tensor within the source's reach just before it is read, and lets it go right after, so that a
+/// remote model never sits in host memory whole: at most a tensor at a time is held for the upload. Sources that
+/// read on demand (local files, the native HTTP cache) use [`OnDemand`]; the browser fetches by Range requests.
 pub trait Prefetch {
-    /// Makes `group`'s bytes readable through the source.
-    fn fetch(&mut self, group: &[TensorDecl]) -> impl Future<Output = Result<()>>;
-    /// `group` is on the GPU: its bytes may be dropped.
-    fn release(&mut self, group: &[TensorDecl]);
-    /// Every group is uploaded: check what the origin published (digests) before the model is used.
+    /// Makes tensor `name`'s bytes readable through the source.
+    fn fetch(&mut self, name: &str) -> impl Future<Output = Result<()>>;
+    /// Tensor `name` is on the GPU: its bytes may be dropped.
+    fn release(&mut self, name: &str);
+    /// Every tensor is uploaded: check what the origin published (digests) before the model is used.
     fn finish(&mut self) -> impl Future<Output = Result<()>>;
 }
 
@@ -952,19 +1031,20 @@ pub trait Prefetch {
 pub struct OnDemand;
 
 impl Prefetch for OnDemand {
-    async fn fetch(&mut self, _group: &[TensorDecl]) -> Result<()> {
+    async fn fetch(&mut self, _name: &str) -> Result<()> {
         Ok(())
     }
 
-    fn release(&mut self, _group: &[TensorDecl]) {}
+    fn release(&mut self, _name: &str) {}
 
     async fn finish(&mut self) -> Result<()> {
         Ok(())
     }
 }
 
-/// Validates `source` against `spec` and uploads every tensor, group by group through `prefetch`, calling
-/// `on_progress` after each; then checks the source's digests (a corrupted download fails the load).
+/// Validates `source` against `spec` and uploads every tensor, each fetched through `prefetch` as it is read,
+/// calling `on_progress` after each (and after each layer); then checks the source's digests (a corrupted download
+/// fails the load).
 pub async fn upload(
     gpu: &Gpu,
     spec: &ModelSpec,
@@ -974,80 +1054,34 @@ pub async fn upload(
 ) -> Result<ModelWeights> {
     check_against_spec(spec, source)?;
     let source = &Finite(source);
-    let groups = spec.tensor_groups();
+    let tensors = spec.tensors();
+    let tensors_total = tensors.len();
     let mut bytes_total = 0;
-    let mut tensors_total = 0;
-    let mut seen = std::collections::HashSet::new();
-    for d in groups.iter().flatten().filter(|d| seen.insert(&d.name)) {
+    for d in &tensors {
         bytes_total += source.byte_len(&d.name)? as u64;
-        tensors_total += 1;
     }
     let mut up = Uploader {
         gpu,
         source,
+        prefetch,
         progress: LoadProgress { tensors_total, bytes_total, layers_total: spec.layers.len(), ..Default::default() },
         counted: Default::default(),
         on_progress,
     };
-    prefetch.fetch(&groups[0]).await?;
-    let embed = up.matrix(&spec.embed, spec.vocab, spec.hidden)?;
-    let embed_norm = up.opt_norm(&spec.embed_norm)?;
-    prefetch.release(&groups[0]);
+    let embed = up.matrix(&spec.embed, spec.vocab, spec.hidden).await?;
+    let embed_norm = up.opt_norm(&spec.embed_norm).await?;
     let mut layers = Vec::with_capacity(spec.layers.len());
-    for (i, layer) in spec.layers.iter().enumerate() {
-        let group = &groups[i + 1];
-        prefetch.fetch(group).await?;
-        layers.push(up.layer(layer)?);
-        prefetch.release(group);
+    for layer in &spec.layers {
+        layers.push(up.layer(layer).await?);
         up.progress.layers_ready = layers.len();
         (up.on_progress)(&up.progress);
     }
-    let last = &groups[spec.layers.len() + 1];
-    prefetch.fetch(last).await?;
-    let final_norm = up.norm(&spec.final_norm)?;
-    let head = if spec.tied_embeddings { None } else { Some(up.matrix(&spec.lm_head, spec.vocab, spec.hidden)?) };
-    prefetch.release(last);
+    let final_norm = up.norm(&spec.final_norm).await?;
+    let head = match spec.tied_embeddings {
+        true => None,
+        false => Some(up.matrix(&spec.lm_head, spec.vocab, spec.hidden).await?),
+    };
     source.verify()?;
-    prefetch.finish().await?;
+    up.prefetch.finish().await?;
     Ok(ModelWeights { embed, embed_norm, head, final_norm, layers })
-}
-
-impl Uploader<'_> {
-    /// One layer's norms, mixer and MLP.
-    fn layer(&mut self, layer: &LayerSpec) -> Result<LayerWeights> {
-        let pre_mixer = self.opt_norm(&layer.norms.pre_mixer)?;
-        let mixer = match &layer.mixer {
-            MixerSpec::Attention(a) => self.attention(a)?,
-            MixerSpec::GatedDeltaNet(g) => self.gated_deltanet(g)?,
-            MixerSpec::Gla(g) => self.gla(g)?,
-            MixerSpec::Hgrn2(g) => self.hgrn2(g)?,
-            MixerSpec::ShortConv(c) => self.short_conv(c)?,
-            MixerSpec::LinearAttn(l) => self.linear_attn(l)?,
-            MixerSpec::Lightning(l) => self.lightning(l)?,
-            MixerSpec::Rwkv7(r) => self.rwkv7(r)?,
-            MixerSpec::Mamba2(_) | MixerSpec::Parallel(_) | MixerSpec::Gsa(_) | MixerSpec::Rat(_) => {
-                self.mixer(&layer.mixer)?
-            }
-            MixerSpec::Mla(m) => MixerWeights::Mla {
-                q: self.linear(&m.q_proj)?,
-                kv_a: self.linear(&m.kv_a_proj)?,
-                kv_norm: self.norm(&m.kv_norm)?,
-                kv_b: self.linear(&m.kv_b_proj)?,
-                o: self.linear(&m.o_proj)?,
-            },
-        };
-        let post_mixer = self.opt_norm(&layer.norms.post_mixer)?;
-        let pre_mlp = self.opt_norm(&layer.norms.pre_mlp)?;
-        let mlp = match &layer.mlp {
-            MlpSpec::Gated(g) => MlpWeights::Gated(self.gated_mlp(g)?),
-            MlpSpec::Moe(m) => self.moe(m)?,
-            MlpSpec::ChannelMix(c) => MlpWeights::ChannelMix(ChannelMixWeights {
-                shift: self.shift(&c.shift)?,
-                key: self.linear(&c.key)?,
-                value: self.linear(&c.value)?,
-            }),
-        };
-        let post_mlp = self.opt_norm(&layer.norms.post_mlp)?;
-        Ok(LayerWeights { mixer, mlp, pre_mixer, post_mixer, pre_mlp, post_mlp })
-    }
 }

@@ -1245,7 +1245,7 @@ impl ModelSpec {
     }
 
     /// The tensors in the order a loader uploads them, grouped: the embedding (and its norm), then one group per
-    /// layer, then the final norm and head. A streaming loader fetches a group's bytes before uploading it.
+    /// layer, then the final norm and head.
     /// A tensor several layers read (HGRN2 lower bounds) is listed in each group that reads it.
     pub fn tensor_groups(&self) -> Vec<Vec<TensorDecl>> {
         let mut groups = Vec::with_capacity(self.layers.len() + 2);

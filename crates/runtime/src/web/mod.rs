@@ -4,7 +4,7 @@
 //!
 //! - `net`: `fetch` with Range requests, resume, retries and backoff.
 //! - `cache`: Cache Storage as a block store keyed by URL and ETag.
-//! - `remote`: safetensors checkpoints behind URLs, fetched group by group while they upload.
+//! - `remote`: safetensors checkpoints behind URLs, fetched a tensor at a time while they upload.
 
 mod cache;
 mod net;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use ternlight_core::attention_map::{map_heads, HeadLayout};
 use ternlight_core::sampling::{Sampler, SamplingParams};
 use ternlight_core::spec::{AttentionPolicy, ModelSpec};
-use ternlight_core::tensors::SafetensorsCheckpoint;
+use ternlight_core::tensors::{SafetensorsCheckpoint, TensorSource};
 use ternlight_core::tokenizer::{ChatMessage, Tokenizer};
 use ternlight_gpu::Gpu;
 use wasm_bindgen::prelude::*;
@@ -82,7 +82,17 @@ fn progress_object(p: &LoadProgress, seconds: f64) -> Object {
 struct LoadReport {
     seconds: f64,
     downloaded_bytes: u64,
+    /// The most checkpoint bytes the load held in host memory at once.
+    peak_host_bytes: u64,
+    /// The checkpoint's largest tensor, the unit that peak is measured against.
+    largest_tensor_bytes: u64,
     warnings: Vec<String>,
+}
+
+/// The bytes of the largest tensor `spec` reads from `source`.
+fn largest_tensor(spec: &ModelSpec, source: &dyn TensorSource) -> u64 {
+    let sizes = spec.tensors().into_iter().map(|d| source.byte_len(&d.name).unwrap_or(0));
+    sizes.max().unwrap_or(0) as u64
 }
 
 /// A generation in progress and the text already handed out.
@@ -126,8 +136,8 @@ impl Engine {
     /// Streams the model at `source` into WebGPU: an `http(s)://` base URL (holding `config.json`,
     /// `model.safetensors` or its index, `tokenizer.json`), a Hugging Face repo id `org/name[@revision]`, or the
     /// URL of a `.gguf` file (its tokenizer carried in it or in a `tokenizer.json` beside it).
-    /// Tensors are fetched by Range requests a layer at a time through the browser cache and uploaded as they
-    /// arrive. `on_progress`, if given, is called with `{bytesDone, bytesTotal, tensorsDone, tensorsTotal,
+    /// Tensors are fetched one at a time by Range requests through the browser cache and uploaded as they arrive,
+    /// so host memory holds one tensor and one cache block. `on_progress`, if given, is called with `{bytesDone, bytesTotal, tensorsDone, tensorsTotal,
     /// layersReady, layersTotal, bytesPerSecond, etaSeconds}`. `cache_block_bytes` sets the size of the cached
     /// blocks (default 4 MiB; smaller suits tiny models). `attention_policy` (e.g. `sliding:4096+sinks:4`; see
     /// [`AttentionPolicy`]) is checked before anything downloads.
@@ -170,6 +180,7 @@ impl Engine {
                 let _ = f.call1(&JsValue::NULL, &progress_object(p, started.elapsed().as_secs_f64()));
             }
         };
+        let largest_tensor_bytes = largest_tensor(&spec, checkpoint.as_ref());
         let mut prefetch = files.prefetch(checkpoint.as_ref());
         let session = Session::load(device().await?, spec, checkpoint.as_ref(), &mut prefetch, &options, &mut report)
             .await
@@ -177,6 +188,8 @@ impl Engine {
         let load = LoadReport {
             seconds: started.elapsed().as_secs_f64(),
             downloaded_bytes: files.downloaded_bytes(),
+            peak_host_bytes: files.peak_host_bytes(),
+            largest_tensor_bytes,
             warnings: files.warnings(),
         };
         Ok(Engine::ready(session, tokenizer, load))
@@ -203,10 +216,17 @@ impl Engine {
         let weights = fetch(weights_url.clone()).await?;
         let downloaded_bytes = weights.len() as u64;
         let checkpoint = SafetensorsCheckpoint::from_files(vec![(weights_url, weights)]).map_err(js_error)?;
+        let largest_tensor_bytes = largest_tensor(&spec, &checkpoint);
         let session = Session::load(device().await?, spec, &checkpoint, &mut OnDemand, &options, &mut |_| {})
             .await
             .map_err(js_error)?;
-        let load = LoadReport { seconds: started.elapsed().as_secs_f64(), downloaded_bytes, warnings: Vec::new() };
+        let load = LoadReport {
+            seconds: started.elapsed().as_secs_f64(),
+            downloaded_bytes,
+            peak_host_bytes: downloaded_bytes,
+            largest_tensor_bytes,
+            warnings: Vec::new(),
+        };
         Ok(Engine::ready(session, tokenizer, load))
     }
 
@@ -457,7 +477,8 @@ impl Engine {
 
     /// Speed, memory and load facts: `{promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
     /// decodeTokensPerSecond, weightBytes, stateBytes (allocated), kvCacheBytes (filled by the context),
-    /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, warnings, layers, contextMemory,
+    /// recurrentBytes, contextTokens, maxContext, loadSeconds, downloadedBytes, loadPeakHostBytes (checkpoint bytes
+    /// held at once while loading), largestTensorBytes, warnings, layers, contextMemory,
     /// stageSeconds}`. The generation figures are of the current or last generation; `layers` lists each layer's
     /// `{kind, attentionHeads, switchableHeads}`: heads with an attention map, softmax or the implicit attention of a
     /// recurrent layer, 0 for other mixers, and whether `ablate` can switch them off; `contextMemory` gives `{tokens, bytes}` of KV cache plus recurrent state from
@@ -480,6 +501,8 @@ impl Engine {
             ("maxContext", self.session.max_context() as f64),
             ("loadSeconds", self.load.seconds),
             ("downloadedBytes", self.load.downloaded_bytes as f64),
+            ("loadPeakHostBytes", self.load.peak_host_bytes as f64),
+            ("largestTensorBytes", self.load.largest_tensor_bytes as f64),
         ]);
         let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
         let _ = Reflect::set(&out, &"warnings".into(), &warnings);

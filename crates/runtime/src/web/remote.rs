@@ -1,7 +1,7 @@
-//! A checkpoint streamed from a URL into WebGPU: the safetensors or GGUF header first, then each group of tensors
-//! (the embedding, a layer, the head) fetched by Range requests just before it is uploaded and dropped right after,
-//! so host memory holds about one layer. Bytes go through the block cache; after loading, a file whose server
-//! published a SHA-256 is hashed block by block in file order and checked.
+//! A checkpoint streamed from a URL into WebGPU: the safetensors or GGUF header first, then each tensor fetched by
+//! Range requests just before it is uploaded and dropped right after, so host memory holds one tensor and one cache
+//! block (the last one fetched, which the next tensor usually starts in). Bytes go through the block cache; after
+//! loading, a file whose server published a SHA-256 is hashed block by block in file order and checked.
 
 use super::cache::{self, BlockCache};
 use super::net;
@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use ternlight_core::gguf::checkpoint::GgufCheckpoint;
 use ternlight_core::gguf::{Gguf, NEED_MORE};
 use ternlight_core::ranged::RangeSource;
-use ternlight_core::spec::TensorDecl;
 use ternlight_core::tensors::{SafetensorsCheckpoint, TensorLocations, TensorSource};
 use ternlight_core::CoreError;
 
@@ -26,15 +25,62 @@ struct Fetched {
     name: String,
     len: u64,
     ranges: Mutex<HashMap<(u64, usize), Vec<u8>>>,
+    held: Arc<HostBytes>,
 }
 
 impl Fetched {
     fn ranges(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, usize), Vec<u8>>> {
         self.ranges.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    fn insert(&self, offset: u64, bytes: Vec<u8>) {
+        self.held.add(bytes.len());
+        if let Some(old) = self.ranges().insert((offset, bytes.len()), bytes) {
+            self.held.sub(old.len());
+        }
+    }
+
+    fn remove(&self, offset: u64, len: usize) {
+        if let Some(old) = self.ranges().remove(&(offset, len)) {
+            self.held.sub(old.len());
+        }
+    }
+
+    /// Drops every range (the header, once parsed).
+    fn clear(&self) {
+        let dropped: usize = self.ranges().drain().map(|(_, b)| b.len()).sum();
+        self.held.sub(dropped);
+    }
 }
 
-/// The [`RangeSource`] view of a [`RemoteFile`]: ranges fetched ahead, by exact offset and length.
+/// Bytes of a checkpoint the streaming load holds in host memory (fetched ranges and remembered blocks), and the
+/// most it held at once.
+#[derive(Default)]
+pub struct HostBytes {
+    now: std::sync::atomic::AtomicU64,
+    peak: std::sync::atomic::AtomicU64,
+}
+
+impl HostBytes {
+    fn add(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.now.fetch_add(n as u64, Relaxed) + n as u64;
+        self.peak.fetch_max(now, Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.now.fetch_sub(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The most bytes held at once so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The [`RangeSource`] view of a [`RemoteFile`]: ranges fetched ahead, by exact offset and length. A read of a
+/// whole fetched range takes it (a tensor is read once, right after its fetch), so its bytes are not held twice;
+/// a read within a range (the GGUF header's fields) copies.
 struct FetchedSource(Arc<Fetched>);
 
 impl RangeSource for FetchedSource {
@@ -47,9 +93,10 @@ impl RangeSource for FetchedSource {
     }
 
     fn read(&self, offset: u64, len: usize) -> ternlight_core::Result<Vec<u8>> {
-        let ranges = self.0.ranges();
-        if let Some(bytes) = ranges.get(&(offset, len)) {
-            return Ok(bytes.clone());
+        let mut ranges = self.0.ranges();
+        if let Some(bytes) = ranges.remove(&(offset, len)) {
+            self.0.held.sub(bytes.len());
+            return Ok(bytes);
         }
         let end = offset + len as u64;
         let within = ranges.iter().find(|((o, l), _)| *o <= offset && end <= o + *l as u64);
@@ -71,19 +118,21 @@ pub struct RemoteFile {
     cache: Option<BlockCache>,
     fetched: Arc<Fetched>,
     downloaded: std::cell::Cell<u64>,
+    /// The last block a read downloaded, by index: the next tensor usually begins in it.
+    last_block: std::cell::RefCell<Option<(u64, Vec<u8>)>>,
 }
 
 impl RemoteFile {
     /// Opens `url` with what a probe learnt of it (probing now when not given), recording the probe for
     /// [`is_cached`]; caches it in blocks of `block` bytes.
-    pub async fn open(url: &str, probed: Option<net::Probe>, block: u64) -> Result<Self> {
+    pub async fn open(url: &str, probed: Option<net::Probe>, block: u64, held: Arc<HostBytes>) -> Result<Self> {
         let probe = match probed {
             Some(p) => p,
             None => net::probe(url).await?.ok_or_else(|| network(url, "not found (HTTP 404)"))?,
         };
         cache::set_manifest(url, &format!("{}\n{}", probe.len, probe.etag.as_deref().unwrap_or_default())).await;
         let cache = BlockCache::open(url, probe.etag.as_deref(), block).await;
-        let fetched = Fetched { name: url.to_string(), len: probe.len, ranges: Mutex::default() };
+        let fetched = Fetched { name: url.to_string(), len: probe.len, ranges: Mutex::default(), held };
         Ok(RemoteFile {
             url: url.to_string(),
             len: probe.len,
@@ -92,6 +141,7 @@ impl RemoteFile {
             cache,
             fetched: Arc::new(fetched),
             downloaded: Default::default(),
+            last_block: Default::default(),
         })
     }
 
@@ -101,7 +151,7 @@ impl RemoteFile {
     }
 
     /// Bytes `offset..offset + len`, from cached blocks where present and one Range request per run of missing
-    /// blocks (each then cached).
+    /// blocks (each then cached, and the run's last block remembered).
     async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let end = offset + len as u64;
         if end > self.len {
@@ -130,13 +180,31 @@ impl RemoteFile {
                 }
             }
             bytes.extend_from_slice(&run);
+            let last = ((run_end - 1 - block) * block_len) as usize;
+            self.remember(run_end - 1, run[last..].to_vec());
             block = run_end;
         }
         let skip = (offset - first * block_len) as usize;
-        Ok(bytes[skip..skip + len].to_vec())
+        bytes.truncate(skip + len);
+        bytes.drain(..skip);
+        Ok(bytes)
+    }
+
+    /// Keeps `bytes`, block `index`, in place of the block remembered before.
+    fn remember(&self, index: u64, bytes: Vec<u8>) {
+        let held = &self.fetched.held;
+        held.add(bytes.len());
+        if let Some((_, old)) = self.last_block.replace(Some((index, bytes))) {
+            held.sub(old.len());
+        }
     }
 
     async fn cached(&self, block: u64) -> Option<Vec<u8>> {
+        if let Some((index, bytes)) = &*self.last_block.borrow() {
+            if *index == block {
+                return Some(bytes.clone());
+            }
+        }
         let want = (self.len - block * self.block).min(self.block) as usize;
         self.cache.as_ref()?.get(&block.to_string()).await.filter(|b| b.len() == want)
     }
@@ -145,7 +213,7 @@ impl RemoteFile {
     async fn fetch(&self, offset: u64, len: usize) -> Result<()> {
         if !self.fetched.ranges().contains_key(&(offset, len)) {
             let bytes = self.read(offset, len).await?;
-            self.fetched.ranges().insert((offset, len), bytes);
+            self.fetched.insert(offset, bytes);
         }
         Ok(())
     }
@@ -193,9 +261,10 @@ pub async fn is_cached(url: &str) -> bool {
     cache.get("0").await.is_some() && cache.get(&last.to_string()).await.is_some()
 }
 
-/// A checkpoint's files behind URLs, opened header-first; a [`Streaming`] fetches their tensors group by group.
+/// A checkpoint's files behind URLs, opened header-first; a [`Streaming`] fetches their tensors one at a time.
 pub struct RemoteFiles {
     files: Vec<RemoteFile>,
+    held: Arc<HostBytes>,
 }
 
 /// A checkpoint container a streaming load can read: tensors by name, and where their bytes lie.
@@ -210,9 +279,10 @@ impl RemoteFiles {
         urls: Vec<(String, Option<net::Probe>)>,
         block: u64,
     ) -> Result<(Self, SafetensorsCheckpoint)> {
+        let held = Arc::<HostBytes>::default();
         let mut files = Vec::with_capacity(urls.len());
         for (url, probe) in urls {
-            let file = RemoteFile::open(&url, probe, block).await?;
+            let file = RemoteFile::open(&url, probe, block, held.clone()).await?;
             file.fetch(0, 8.min(file.len as usize)).await?;
             if file.len >= 8 {
                 let head = file.fetched.ranges()[&(0, 8)].clone();
@@ -224,13 +294,14 @@ impl RemoteFiles {
             files.push(file);
         }
         let checkpoint = SafetensorsCheckpoint::from_sources(files.iter().map(RemoteFile::source).collect())?;
-        Ok((RemoteFiles { files }, checkpoint))
+        Ok((RemoteFiles::parsed(files, held), checkpoint))
     }
 
     /// Opens the GGUF file at `url` (cached in blocks of `block` bytes) and parses its header, fetching a prefix
     /// that grows until the header fits, as [`Gguf::read`] reads it.
     pub async fn gguf(url: &str, block: u64) -> Result<(Self, GgufCheckpoint)> {
-        let file = RemoteFile::open(url, None, block).await?;
+        let held = Arc::<HostBytes>::default();
+        let file = RemoteFile::open(url, None, block, held.clone()).await?;
         let mut want = file.len.min(1 << 20);
         loop {
             file.fetch(0, want as usize).await?;
@@ -242,7 +313,20 @@ impl RemoteFiles {
             }
         }
         let checkpoint = GgufCheckpoint::from_source(file.source())?;
-        Ok((RemoteFiles { files: vec![file] }, checkpoint))
+        Ok((RemoteFiles::parsed(vec![file], held), checkpoint))
+    }
+
+    /// `files`, whose headers are parsed: their bytes are dropped.
+    fn parsed(files: Vec<RemoteFile>, held: Arc<HostBytes>) -> Self {
+        for file in &files {
+            file.fetched.clear();
+        }
+        RemoteFiles { files, held }
+    }
+
+    /// The most checkpoint bytes held in host memory at once so far (see [`HostBytes`]).
+    pub fn peak_host_bytes(&self) -> u64 {
+        self.held.peak()
     }
 
     /// Bytes that came over the network (not from the cache) so far.
@@ -261,51 +345,24 @@ impl RemoteFiles {
     }
 }
 
-/// Fetches each tensor group of a remote checkpoint just before its upload, merging the group's tensors of one
-/// file into contiguous runs (one read each), and drops them after.
+/// Fetches each tensor of a remote checkpoint just before its upload (one read through the block cache), and
+/// drops it after.
 pub struct Streaming<'a> {
     files: &'a [RemoteFile],
     locations: &'a dyn TensorLocations,
 }
 
-impl Streaming<'_> {
-    /// `group`'s stored tensors as (file, offset, length), in file order (tensors made from the header alone
-    /// need no bytes).
-    fn locations(&self, group: &[TensorDecl]) -> Vec<(usize, u64, usize)> {
-        let mut out: Vec<_> = group.iter().filter_map(|d| self.locations.location(&d.name)).collect();
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-}
-
 impl Prefetch for Streaming<'_> {
-    async fn fetch(&mut self, group: &[TensorDecl]) -> Result<()> {
-        let locations = self.locations(group);
-        let mut i = 0;
-        while i < locations.len() {
-            let (file, start, _) = locations[i];
-            let mut end = i + 1;
-            let mut run_end = start + locations[i].2 as u64;
-            while end < locations.len() && locations[end].0 == file && locations[end].1 <= run_end {
-                run_end = run_end.max(locations[end].1 + locations[end].2 as u64);
-                end += 1;
-            }
-            let remote = &self.files[file];
-            let bytes = remote.read(start, (run_end - start) as usize).await?;
-            let mut ranges = remote.fetched.ranges();
-            for &(_, offset, len) in &locations[i..end] {
-                let at = (offset - start) as usize;
-                ranges.insert((offset, len), bytes[at..at + len].to_vec());
-            }
-            i = end;
+    async fn fetch(&mut self, name: &str) -> Result<()> {
+        match self.locations.location(name) {
+            Some((file, offset, len)) => self.files[file].fetch(offset, len).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    fn release(&mut self, group: &[TensorDecl]) {
-        for (file, offset, len) in self.locations(group) {
-            self.files[file].fetched.ranges().remove(&(offset, len));
+    fn release(&mut self, name: &str) {
+        if let Some((file, offset, len)) = self.locations.location(name) {
+            self.files[file].fetched.remove(offset, len);
         }
     }
 
