@@ -10,6 +10,8 @@ struct Params {
     row_sel: u32,
     w_row0: u32,      // first weight row of this block (bias index)
     scale: f32,       // multiplier of x W^T (muP multipliers), before the bias
+    norm_eps: f32,    // NORM_IN (matvec): the input's RMSNorm epsilon
+    norm_offset: f32, // NORM_IN: added to the norm weight (1 for Gemma's 1 + w), else 0
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;

@@ -1,6 +1,12 @@
 // Matrix-vector form of matmul.wgsl for decode: one workgroup computes NR outputs of one row of X,
 // its invocations splitting K and reducing through workgroup memory. Same bindings and epilogues.
+// NORM_IN: X is the residual stream and the layer reads RMSNorm(X) (weight norm_w): the products use x * w and
+// are divided by rms(x), whose sum of squares is reduced beside them, so the norm costs no dispatch of its own.
 #include "common/linear_io.wgsl"
+#if NORM_IN
+@group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
+var<workgroup> partial_squares: array<f32, {{WG}}>;
+#endif
 
 var<workgroup> partial: array<f32, {{WG}} * {{NR}}>;
 
@@ -13,8 +19,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n0 = wid.x * {{NR}}u;
     var acc: array<f32, {{NR}}>;
     let xbase = m * params.k;
+    var squares = 0.0;
     for (var kk = lid; kk < params.k; kk += {{WG}}u) {
-        let a = x[xbase + kk];
+        var a = x[xbase + kk];
+#if NORM_IN
+        squares += a * a;
+        a *= norm_w[kk] + params.norm_offset;
+#endif
         for (var r = 0u; r < {{NR}}u; r++) {
             let n = min(n0 + r, params.n_block - 1u);
             acc[r] += a * w_at(n * params.k + kk);
@@ -23,16 +34,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var r = 0u; r < {{NR}}u; r++) {
         partial[r * {{WG}}u + lid] = acc[r];
     }
+#if NORM_IN
+    partial_squares[lid] = squares;
+#endif
     workgroupBarrier();
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             for (var r = 0u; r < {{NR}}u; r++) {
                 partial[r * {{WG}}u + lid] += partial[r * {{WG}}u + lid + s];
             }
+#if NORM_IN
+            partial_squares[lid] += partial_squares[lid + s];
+#endif
         }
         workgroupBarrier();
     }
+    var inv_rms = 1.0;
+#if NORM_IN
+    inv_rms = inverseSqrt(partial_squares[0] / f32(params.k) + params.norm_eps);
+#endif
     if (lid < {{NR}}u && n0 + lid < params.n_block) {
-        store(m, n0 + lid, partial[lid * {{WG}}u]);
+        store(m, n0 + lid, partial[lid * {{WG}}u] * inv_rms);
     }
 }

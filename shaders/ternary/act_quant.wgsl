@@ -6,7 +6,8 @@ requires packed_4x8_integer_dot_product;
 // weight norm_w and eps (fla's BitLinear normalises its own input). With PACKED the int8 values are written as i8x4
 // words [rows, WIDTH/4] (WIDTH a multiple of 4) with the row's dequantisation factor 1/s in scales (for
 // matvec_dp4.wgsl) instead of as f32. With HGF the row's unquantised input also goes through Hybrid Gated Flow's
-// down projection A [RANK, WIDTH] (stored dtype, common/weights.wgsl): mid [rows, RANK] = x A^T.
+// down projection A [RANK, WIDTH] (stored dtype, common/weights.wgsl): mid [rows, RANK] = x A^T, of the raw x, or of
+// the normalised x with HGF_NORMED (the norm is the block's pre-norm folded in here, not the layer's own).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -14,6 +15,7 @@ struct Params {
     width: u32,
     row_sel: u32,
     eps: f32,
+    norm_offset: f32, // added to norm_w (1 for norms stored as w - 1)
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -55,7 +57,7 @@ fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
 // Input i of the row at base, normalised when NORM.
 fn value(base: u32, i: u32, inv: f32) -> f32 {
 #if NORM
-    return x[base + i] * inv * norm_w[i];
+    return x[base + i] * inv * (norm_w[i] + params.norm_offset);
 #else
     return x[base + i];
 #endif
@@ -102,7 +104,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var r = 0u; r < {{RANK}}u; r++) {
         var acc = 0.0;
         for (var i = lid; i < params.width; i += {{WG}}u) {
+#if HGF_NORMED
+            acc += value(base, i, inv) * w_at(r * params.width + i);
+#else
             acc += x[base + i] * w_at(r * params.width + i);
+#endif
         }
         let total = reduce(acc, lid, false);
         if (lid == 0u) {

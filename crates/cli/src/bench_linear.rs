@@ -69,6 +69,7 @@ pub fn run(args: Args) -> Result<()> {
             rows: Rows::Tokens,
             epilogue: Epilogue::Store,
             shape: MatmulShape::Vector,
+            input_norm: None,
         };
         let mut plan = Plan::new(&gpu);
         linear(&gpu, &mut plan, &layer(&bf16))?;

@@ -10,7 +10,7 @@ use ternlight_core::spec::{Activation, AttentionMask, Future, RopeScaling, RopeS
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::conv::ShortConv;
-use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::matmul::{linear, Epilogue, InputNorm, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::{embedding, mlp, rope};
 use ternlight_gpu::plan::{Plan, Rows, Step};
@@ -76,6 +76,7 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                         rows: Rows::Tokens,
                         epilogue,
                         shape,
+                        input_norm: None,
                     };
                     linear(g, &mut plan, &l).unwrap();
                     let got = run(&plan, &tokens(0, rows), &yb, rows * n);
@@ -94,6 +95,63 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
             }
         }
     }
+}
+
+#[test]
+fn matvec_with_a_fused_input_norm_matches_the_norm_then_the_layer() {
+    let g = gpu();
+    let mut rng = Rng::new(42);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (k, n, unit_offset, bias) in [(67, 45, false, false), (130, 7, true, true), (1, 3, false, true)] {
+            let x = random(&mut rng, k, 3.0);
+            let norm = random(&mut rng, k, 1.0);
+            let raw = encode(dtype, &random(&mut rng, n * k, 0.5));
+            let wf = decode_f32(dtype, &raw).unwrap();
+            let b = random(&mut rng, n, 0.5);
+            let y0 = random(&mut rng, n, 1.0);
+            let w = Weight::upload(g, "w", dtype, n, k, &raw, g.info.max_binding).unwrap();
+            let (xb, yb, bb, nb) =
+                (g.upload_f32("x", &x), g.upload_f32("y", &y0), g.upload_f32("b", &b), g.upload_f32("n", &norm));
+            let mut plan = Plan::new(g);
+            let l = Linear {
+                x: &xb,
+                w: &w,
+                bias: bias.then_some(&bb),
+                scale: 0.5,
+                y: &yb,
+                y_offset: 0,
+                y_stride: 0,
+                rows: Rows::Tokens,
+                epilogue: Epilogue::Accumulate,
+                shape: MatmulShape::Vector,
+                input_norm: Some(InputNorm { weight: &nb, eps: 1e-5, unit_offset }),
+            };
+            linear(g, &mut plan, &l).unwrap();
+            assert_eq!(plan.dispatch_count(), 1);
+            let got = run(&plan, &tokens(0, 1), &yb, n);
+            let normed = reference::norm::rms_norm(&x, &norm, k, 1e-5, unit_offset);
+            let product = reference::linear::linear(&normed, &wf, None, k, n);
+            let want: Vec<f32> = (0..n).map(|i| y0[i] + 0.5 * product[i] + if bias { b[i] } else { 0.0 }).collect();
+            assert_close(&got, &want, 1e-5, &format!("{dtype} k{k} n{n} offset {unit_offset} bias {bias}"));
+        }
+    }
+    let x = g.zeros("x", 8);
+    let w = Weight::upload(g, "w", DType::F32, 2, 4, &[0; 32], g.info.max_binding).unwrap();
+    let l = Linear {
+        x: &x,
+        w: &w,
+        bias: None,
+        scale: 1.0,
+        y: &x,
+        y_offset: 0,
+        y_stride: 0,
+        rows: Rows::Tokens,
+        epilogue: Epilogue::Store,
+        shape: MatmulShape::Tiled,
+        input_norm: Some(InputNorm { weight: &x, eps: 1e-5, unit_offset: false }),
+    };
+    let refused = linear(g, &mut Plan::new(g), &l).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("matrix-vector"), "{refused}");
 }
 
 #[test]
@@ -127,6 +185,7 @@ fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
                 rows: Rows::Tokens,
                 epilogue: Epilogue::Store,
                 shape,
+                input_norm: None,
             };
             linear(g, &mut plan, &l).unwrap();
             let got = run(&plan, &tokens(0, rows), &yw, rows * stride);
@@ -281,10 +340,33 @@ fn rope_matches_reference_with_full_and_partial_rotation() {
         let mut x = random(&mut rng, t * heads * head_dim, 1.0);
         let xb = g.upload_f32("x", &x);
         let mut plan = Plan::new(g);
-        rope::rope(g, &mut plan, &xb, heads, head_dim, &tables).unwrap();
+        rope::rope(g, &mut plan, &[(&xb, heads)], head_dim, &tables).unwrap();
         let got = run(&plan, &tokens(pos0, t), &xb, x.len());
         reference::rope::rope(&mut x, heads, head_dim, rotary_dim, pos0, &cos, &sin);
         assert_close(&got, &x, 1e-6, &format!("rope h{heads} d{head_dim} r{rotary_dim}"));
+    }
+}
+
+#[test]
+fn rope_rotates_queries_and_keys_in_one_dispatch() {
+    let g = gpu();
+    let mut rng = Rng::new(41);
+    for (q_heads, k_heads, head_dim, rotary_dim, pos0, t) in [(6, 2, 16, 10, 7, 37), (5, 5, 12, 12, 0, 1)] {
+        let spec = RopeSpec { theta: 10000.0, rotary_dim, scaling: RopeScaling::None };
+        let tables = rope::RopeTables::new(g, &spec, 100);
+        let (cos, sin) = spec.tables(100);
+        let mut q = random(&mut rng, t * q_heads * head_dim, 1.0);
+        let mut k = random(&mut rng, t * k_heads * head_dim, 1.0);
+        let (qb, kb) = (g.upload_f32("q", &q), g.upload_f32("k", &k));
+        let mut plan = Plan::new(g);
+        rope::rope(g, &mut plan, &[(&qb, q_heads), (&kb, k_heads)], head_dim, &tables).unwrap();
+        assert_eq!(plan.dispatch_count(), 1);
+        let got_q = run(&plan, &tokens(pos0, t), &qb, q.len());
+        let got_k = pollster::block_on(g.read_f32(&kb, 0, k.len())).unwrap();
+        reference::rope::rope(&mut q, q_heads, head_dim, rotary_dim, pos0, &cos, &sin);
+        reference::rope::rope(&mut k, k_heads, head_dim, rotary_dim, pos0, &cos, &sin);
+        assert_close(&got_q, &q, 1e-6, &format!("queries h{q_heads} d{head_dim} r{rotary_dim}"));
+        assert_close(&got_k, &k, 1e-6, &format!("keys h{k_heads} d{head_dim} r{rotary_dim}"));
     }
 }
 
@@ -1297,9 +1379,9 @@ fn ternary_linear_matches_reference() {
         let multiplier = 0.37;
         // Odd cases RMSNorm the input first (fla's BitLinear).
         let norm_w = random(&mut rng, k, 1.0);
-        let with_norm = rows % 2 == 1;
+        let (with_norm, unit_offset) = (rows % 2 == 1, k % 2 == 0);
         let input = match with_norm {
-            true => reference::norm::rms_norm(&x, &norm_w, k, 1e-8, false),
+            true => reference::norm::rms_norm(&x, &norm_w, k, 1e-8, unit_offset),
             false => x.clone(),
         };
         let mut want = reference::linear::linear(&act_quant(&input, k), &wf, None, k, n);
@@ -1311,7 +1393,7 @@ fn ternary_linear_matches_reference() {
         for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
             let (xb, xq, yb) = (g.upload_f32("x", &x), g.zeros("xq", rows * k), g.zeros("y", rows * n));
             let mut plan = Plan::new(g);
-            let norm = with_norm.then_some((&nb, 1e-8));
+            let norm = with_norm.then_some(InputNorm { weight: &nb, eps: 1e-8, unit_offset });
             ternary::act_quant(g, &mut plan, (&xb, ternary::Quantised::Float(&xq)), k, Rows::Tokens, norm).unwrap();
             let l = Linear {
                 x: &xq,
@@ -1324,6 +1406,7 @@ fn ternary_linear_matches_reference() {
                 rows: Rows::Tokens,
                 epilogue: Epilogue::Store,
                 shape,
+                input_norm: None,
             };
             linear(g, &mut plan, &l).unwrap();
             assert_close(
@@ -1338,7 +1421,7 @@ fn ternary_linear_matches_reference() {
             let (xb, yb) = (g.upload_f32("x", &x), g.upload_f32("y", &vec![0.5; rows * n]));
             let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
             let mut plan = Plan::new(g);
-            let norm = with_norm.then_some((&nb, 1e-8));
+            let norm = with_norm.then_some(InputNorm { weight: &nb, eps: 1e-8, unit_offset });
             let quantised = ternary::Quantised::Packed(&words, &scales);
             ternary::act_quant(g, &mut plan, (&xb, quantised), k, Rows::Tokens, norm).unwrap();
             let call = ternary::MatvecDp4 {
@@ -1362,15 +1445,21 @@ fn ternary_linear_matches_reference() {
 }
 
 /// Hybrid Gated Flow fused into the ternary kernels: `x A^T` computed by the activation quantiser from the
-/// unquantised rows, `diag(g) B` applied in the integer matvec's epilogue, across weight blocks.
+/// unquantised rows (raw, or through a folded pre-norm), `diag(g) B` applied in the integer matvec's epilogue,
+/// across weight blocks.
 #[test]
 fn ternary_layers_with_fused_hgf_match_reference() {
     use ternlight_core::reference::ternary::act_quant;
     use ternlight_gpu::kernels::ternary::{self, HgfDown, MatvecDp4, Quantised};
     let g = gpu();
     let mut rng = Rng::new(23);
-    for (rows, k, n, rank) in [(1, 64, 130, 5), (3, 48, 37, 8)] {
-        let x = random(&mut rng, rows * k, 3.0);
+    for (rows, k, n, rank, normed) in [(1, 64, 130, 5, false), (3, 48, 37, 8, false), (2, 80, 29, 3, true)] {
+        let raw = random(&mut rng, rows * k, 3.0);
+        let norm = random(&mut rng, k, 1.0);
+        let x = match normed {
+            true => reference::norm::rms_norm(&raw, &norm, k, 1e-5, false),
+            false => raw.clone(),
+        };
         let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
         let wf: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
         let (a, bg) = (random(&mut rng, rank * k, 0.3), random(&mut rng, n * rank, 0.3));
@@ -1386,12 +1475,14 @@ fn ternary_layers_with_fused_hgf_match_reference() {
             Weight::upload(g, name, DType::F32, r, c, &bytes, 1 << 20).unwrap()
         };
         let (aw, bw) = (f32_weight("A", &a, rank, k), f32_weight("B", &bg, n, rank));
-        let (xb, yb, mid) = (g.upload_f32("x", &x), g.zeros("y", rows * n), g.zeros("mid", rows * rank));
+        let (xb, yb, mid) = (g.upload_f32("x", &raw), g.zeros("y", rows * n), g.zeros("mid", rows * rank));
+        let nb = g.upload_f32("norm", &norm);
         let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
         let mut plan = Plan::new(g);
-        let down = HgfDown { a: &aw, mid: &mid };
+        let down = HgfDown { a: &aw, mid: &mid, normed_input: normed };
         let quantised = Quantised::Packed(&words, &scales);
-        ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), None, &down).unwrap();
+        let folded = normed.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: false });
+        ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), folded, &down).unwrap();
         let call = MatvecDp4 {
             xq: &words,
             xs: &scales,
@@ -1406,7 +1497,7 @@ fn ternary_layers_with_fused_hgf_match_reference() {
         };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, rows), &yb, rows * n);
-        assert_close(&got, &want, 1e-4, &format!("fused hgf {rows}x{k}x{n} rank {rank}"));
+        assert_close(&got, &want, 1e-4, &format!("fused hgf {rows}x{k}x{n} rank {rank} normed {normed}"));
         let got_mid = pollster::block_on(g.read_f32(&mid, 0, rows * rank)).unwrap();
         assert_close(&got_mid, &mid_want, 1e-5, "hgf low-rank values");
     }

@@ -21,7 +21,7 @@ use ternlight_gpu::kernels::gsa::Gsa;
 use ternlight_gpu::kernels::hgrn2;
 use ternlight_gpu::kernels::linear_attn::{divide, features, Heads};
 use ternlight_gpu::kernels::mamba2::Mamba2;
-use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::matmul::{linear, Epilogue, InputNorm, Linear, MatmulShape};
 use ternlight_gpu::kernels::mla::Mla;
 use ternlight_gpu::kernels::moe::{
     combine_slots, expert_linear, group, grouped_linear, route, ExpertLinear, GroupedLinear, Router,
@@ -538,6 +538,29 @@ struct Builder<'a> {
     scaled: Option<(f32, f32)>,
     /// State slot of the next mixer (one per stateful mixer, branches of a parallel mixer each having one).
     slot: usize,
+    /// The current block's pre-norm when decode folds it into the projections that read `h` (which is then not
+    /// written): see [`Builder::block_input`].
+    folded_norm: Option<FoldedNorm>,
+}
+
+/// A plain RMSNorm that the matrix-vector kernels apply to their input themselves.
+#[derive(Clone)]
+struct FoldedNorm {
+    weight: wgpu::Buffer,
+    eps: f32,
+    unit_offset: bool,
+}
+
+impl FoldedNorm {
+    /// `n` when it can be folded: RMSNorm over the whole row, without centring or bias.
+    fn of(n: &NormWeights, hidden: usize) -> Option<Self> {
+        let plain = n.bias.is_none() && !n.spec.centered && n.spec.dim == hidden;
+        plain.then(|| FoldedNorm { weight: n.w.clone(), eps: n.spec.eps, unit_offset: n.spec.unit_offset })
+    }
+
+    fn input_norm(&self) -> InputNorm<'_> {
+        InputNorm { weight: &self.weight, eps: self.eps, unit_offset: self.unit_offset }
+    }
 }
 
 impl<'a> Builder<'a> {
@@ -585,9 +608,21 @@ impl<'a> Builder<'a> {
     ) -> Result<()> {
         let shape = self.shape();
         let s = &self.res.scratch;
-        let norm = l.input_norm.as_ref().map(|n| (&n.w, n.spec.eps));
+        let folded = self.folded_norm.clone().filter(|_| std::ptr::eq(x, &s.h));
+        if folded.is_some() {
+            // The int8 quantiser folds one norm: not the block's beside the layer's own.
+            if l.w.ternary && l.input_norm.is_some() {
+                self.write_folded_input()?;
+                return self.linear_at(x, l, y, rows, epilogue, (y_offset, y_stride));
+            }
+        }
+        let x = if folded.is_some() { &s.x } else { x };
+        let norm = match (&l.input_norm, &folded) {
+            (Some(n), _) => Some(InputNorm { weight: &n.w, eps: n.spec.eps, unit_offset: n.spec.unit_offset }),
+            (None, folded) => folded.as_ref().map(FoldedNorm::input_norm),
+        };
         let hgf = l.hgf.as_deref().filter(|h| h.a.blocks.len() == 1 && h.b.blocks.len() == 1);
-        let down = hgf.map(|h| HgfDown { a: &h.a, mid: &s.hgf_mid });
+        let down = hgf.map(|h| HgfDown { a: &h.a, mid: &s.hgf_mid, normed_input: folded.is_some() });
         let quantise = |b: &mut Self, out: Quantised| match &down {
             Some(d) if l.w.ternary => act_quant_hgf(b.gpu, &mut b.plan, (x, out), (l.w.cols, rows), norm, d),
             _ => act_quant(b.gpu, &mut b.plan, (x, out), l.w.cols, rows, norm),
@@ -610,7 +645,7 @@ impl<'a> Builder<'a> {
             matvec_dp4(self.gpu, &mut self.plan, &call)?;
             return match hgf {
                 Some(_) => Ok(()),
-                None => self.hgf_correction(x, l, y, rows, (y_offset, y_stride), false),
+                None => self.hgf_correction((x, folded.as_ref()), l, y, rows, (y_offset, y_stride), false),
             };
         }
         let input = match l.w.ternary {
@@ -631,17 +666,36 @@ impl<'a> Builder<'a> {
             rows,
             epilogue,
             shape,
+            input_norm: folded.as_ref().filter(|_| !l.w.ternary).map(FoldedNorm::input_norm),
         };
         linear(self.gpu, &mut self.plan, &args)?;
         let mid_done = hgf.is_some() && l.w.ternary;
-        self.hgf_correction(x, l, y, rows, (y_offset, y_stride), mid_done)
+        self.hgf_correction((x, folded.as_ref()), l, y, rows, (y_offset, y_stride), mid_done)
+    }
+
+    /// Writes the folded pre-norm's output to `h` after all, for a reader that cannot fold it.
+    fn write_folded_input(&mut self) -> Result<()> {
+        let Some(f) = self.folded_norm.take() else { return Ok(()) };
+        let s = &self.res.scratch;
+        let args = NormArgs {
+            weight: &f.weight,
+            dim: self.hidden,
+            groups_per_row: 1,
+            rows: Rows::Tokens,
+            eps: f.eps,
+            unit_offset: f.unit_offset,
+            row_stride: 0,
+            centered: false,
+            bias: None,
+        };
+        Ok(rms_norm(self.gpu, &mut self.plan, &args, &s.x, NormOutput::Write(&s.h))?)
     }
 
     /// `y += diag(g) B (A x)` for a layer with a Hybrid Gated Flow correction (`A x` already in `hgf_mid` when
-    /// `mid_done`); nothing for the others.
+    /// `mid_done`; `x` normalised first when a folded norm comes with it); nothing for the others.
     fn hgf_correction(
         &mut self,
-        x: &wgpu::Buffer,
+        (x, folded): (&wgpu::Buffer, Option<&FoldedNorm>),
         l: &LinearWeights,
         y: &wgpu::Buffer,
         rows: Rows,
@@ -650,7 +704,7 @@ impl<'a> Builder<'a> {
     ) -> Result<()> {
         let Some(h) = &l.hgf else { return Ok(()) };
         let (mid, shape) = (&self.res.scratch.hgf_mid, self.shape());
-        let product = |x, w, y, (y_offset, y_stride), epilogue| Linear {
+        let product = |x, w, y, (y_offset, y_stride), epilogue, input_norm| Linear {
             x,
             w,
             bias: None,
@@ -661,11 +715,13 @@ impl<'a> Builder<'a> {
             rows,
             epilogue,
             shape,
+            input_norm,
         };
         if !mid_done {
-            linear(self.gpu, &mut self.plan, &product(x, &h.a, mid, (0, 0), Epilogue::Store))?;
+            let down = product(x, &h.a, mid, (0, 0), Epilogue::Store, folded.map(FoldedNorm::input_norm));
+            linear(self.gpu, &mut self.plan, &down)?;
         }
-        let up = product(mid, &h.b, y, (y_offset, y_stride), Epilogue::Accumulate);
+        let up = product(mid, &h.b, y, (y_offset, y_stride), Epilogue::Accumulate, None);
         Ok(linear(self.gpu, &mut self.plan, &up)?)
     }
 
@@ -783,8 +839,8 @@ impl<'a> Builder<'a> {
         if let (Some(tables), None) = (tables, rotation) {
             // Differential heads rotate each half as a head of its own.
             let halves = if lambda.is_some() { 2 } else { 1 };
-            rope(self.gpu, &mut self.plan, &s.q, a.n_heads * halves, a.head_dim / halves, tables)?;
-            rope(self.gpu, &mut self.plan, &s.k, a.n_kv_heads * halves, a.head_dim / halves, tables)?;
+            let targets = [(&s.q, a.n_heads * halves), (&s.k, a.n_kv_heads * halves)];
+            rope(self.gpu, &mut self.plan, &targets, a.head_dim / halves, tables)?;
         }
         let LayerState::Attention { k: kc, v: Some(vc), rows, pinned, pooled, memory, .. } = &self.res.states[slot]
         else {
@@ -1186,8 +1242,16 @@ impl<'a> Builder<'a> {
     }
 
     /// `h = pre(x)`, or a copy of `x` for a block without a pre-norm.
-    fn block_input(&mut self, pre: &Option<NormWeights>) -> Result<()> {
+    /// `h`, the input of a block's mixer or MLP: the stream `x` through the pre-norm, if any. In decode, when
+    /// `h_read_by_projections_only` (the block reads `h` through linear layers alone) and the norm is a plain
+    /// RMSNorm, the norm is folded into those projections instead (one dispatch fewer).
+    fn block_input(&mut self, pre: &Option<NormWeights>, h_read_by_projections_only: bool) -> Result<()> {
         let s = &self.res.scratch;
+        let fold = self.mode == Mode::Decode && h_read_by_projections_only && self.scaled.is_none();
+        if let Some(folded) = pre.as_ref().and_then(|n| FoldedNorm::of(n, self.hidden)).filter(|_| fold) {
+            self.folded_norm = Some(folded);
+            return Ok(());
+        }
         match pre {
             Some(n) => self.norm(n, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h)),
             None => {
@@ -1423,8 +1487,11 @@ impl<'a> Builder<'a> {
     fn layer(&mut self, spec: &ternlight_core::spec::LayerSpec, w: &LayerWeights) -> Result<()> {
         let s = &self.res.scratch;
         self.scaled = spec.residuals.map(|r| r.mixer);
-        self.block_input(&w.pre_mixer)?;
+        // RWKV-7 token-shifts h; every other mixer reads it through its projections. Parallel branches add into the
+        // stream one after the other, so the later ones need h written.
         let parts = spec.mixer.parts();
+        let shifts = matches!(spec.mixer, MixerSpec::Rwkv7(_));
+        self.block_input(&w.pre_mixer, !shifts && parts.len() == 1)?;
         if parts.len() > 1 && (w.post_mixer.is_some() || self.scaled.is_some()) {
             return Err(GpuError::shape("graph", "parallel mixers add straight into the residual: no post-norm").into());
         }
@@ -1432,8 +1499,10 @@ impl<'a> Builder<'a> {
             self.mix(part, weights, &w.post_mixer)?;
             self.slot += 1;
         }
+        self.folded_norm = None;
         self.scaled = spec.residuals.map(|r| r.mlp);
-        self.block_input(&w.pre_mlp)?;
+        // Experts and channel mixers read h with kernels of their own.
+        self.block_input(&w.pre_mlp, matches!(spec.mlp, MlpSpec::Gated(_)))?;
         match (&spec.mlp, &w.mlp) {
             (MlpSpec::Gated(g), MlpWeights::Gated(weights)) => {
                 self.gated_activation(g, weights, None)?;
@@ -1455,7 +1524,9 @@ impl<'a> Builder<'a> {
                 self.project_residual(&s.act, &cw.value, &w.post_mlp)
             }
             _ => unreachable!("MLP weights match the spec"),
-        }
+        }?;
+        self.folded_norm = None;
+        Ok(())
     }
 
     /// `act = act(gate(h)) * up(h)`, times `sigmoid(row_gate)` per token when given.
@@ -1542,7 +1613,8 @@ pub fn build(
     inspection: Inspection,
 ) -> Result<Plan> {
     let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
-    let mut b = Builder { gpu, plan, res, inspection, mode, hidden: spec.hidden, scaled: None, slot: 0 };
+    let mut b =
+        Builder { gpu, plan, res, inspection, mode, hidden: spec.hidden, scaled: None, slot: 0, folded_norm: None };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
     if let Some(n) = &weights.embed_norm {
@@ -1555,8 +1627,12 @@ pub fn build(
     }
     b.plan.push(Op::Stage(spec.layers.len() + 1));
     b.plan.push(Op::GatherLogitRows { src: s.x.clone(), dst: s.xl.clone(), row_bytes: (spec.hidden * 4) as u64 });
-    b.norm(&weights.final_norm, 1, Rows::Logits, &s.xl, NormOutput::InPlace)?;
     let shape = b.shape();
+    // Decode folds a plain final norm into the head's matrix-vector product.
+    let folded = FoldedNorm::of(&weights.final_norm, spec.hidden).filter(|_| shape == MatmulShape::Vector);
+    if folded.is_none() {
+        b.norm(&weights.final_norm, 1, Rows::Logits, &s.xl, NormOutput::InPlace)?;
+    }
     linear(
         gpu,
         &mut b.plan,
@@ -1571,6 +1647,7 @@ pub fn build(
             rows: Rows::Logits,
             epilogue: Epilogue::Store,
             shape,
+            input_norm: folded.as_ref().map(FoldedNorm::input_norm),
         },
     )?;
     Ok(b.plan)

@@ -26,6 +26,18 @@ pub enum Epilogue {
     Accumulate,
 }
 
+/// An RMSNorm the linear layer applies to its input first (decode's matrix-vector shape only): `x` is then the
+/// un-normalised stream, and the norm costs no dispatch of its own.
+#[derive(Clone, Copy)]
+pub struct InputNorm<'a> {
+    /// Norm weight `[k]`, f32.
+    pub weight: &'a wgpu::Buffer,
+    /// Added to the mean square.
+    pub eps: f32,
+    /// The weight is stored as `w - 1` (Gemma: the norm multiplies by `1 + w`).
+    pub unit_offset: bool,
+}
+
 /// One linear layer to record.
 pub struct Linear<'a> {
     /// Input `[rows, w.cols]`.
@@ -48,6 +60,8 @@ pub struct Linear<'a> {
     pub epilogue: Epilogue,
     /// Kernel shape.
     pub shape: MatmulShape,
+    /// An RMSNorm of `x` to apply first (with [`MatmulShape::Vector`] only).
+    pub input_norm: Option<InputNorm<'a>>,
 }
 
 /// Records the linear layer, one dispatch per row block of the weight.
@@ -63,6 +77,9 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         ));
     }
     let stride = if l.y_stride == 0 { n } else { l.y_stride };
+    if l.input_norm.is_some() && l.shape != MatmulShape::Vector {
+        return Err(GpuError::shape("linear", "a fused input norm needs the matrix-vector shape"));
+    }
     plan.check_rows("linear", "input", l.x, l.rows, k)?;
     plan.check_rows("linear", "output", l.y, l.rows, stride)?;
     let t = &gpu.tuning;
@@ -73,6 +90,11 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         }
         MatmulShape::Vector => ("common/matvec.wgsl", base.set("WG", t.wg).set("NR", t.nr)),
     };
+    let defines = match l.input_norm {
+        Some(_) => defines.flag("NORM_IN", true).set("NORM_BINDING", 5 + u32::from(l.bias.is_some())),
+        None => defines,
+    };
+    let (norm_eps, norm_offset) = l.input_norm.map_or((0.0, 0.0), |n| (n.eps, f32::from(u8::from(n.unit_offset))));
     let defines = weight_defines(defines, l.w, 4);
     for block in &l.w.blocks {
         let params = [
@@ -83,6 +105,8 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             l.rows.selector(),
             block.row0 as u32,
             super::f32_word(l.scale),
+            super::f32_word(norm_eps),
+            super::f32_word(norm_offset),
         ];
         let grid = match l.shape {
             MatmulShape::Tiled => Grid::Tiles {
@@ -97,6 +121,9 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         let mut buffers = vec![l.x.into(), l.y.into(), (&block.buffer).into()];
         if let Some(b) = l.bias {
             buffers.push(b.into());
+        }
+        if let Some(n) = &l.input_norm {
+            buffers.push(n.weight.into());
         }
         plan.dispatch(gpu, shader, &defines, &params, &buffers, grid)?;
     }

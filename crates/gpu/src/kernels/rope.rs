@@ -30,29 +30,34 @@ impl RopeTables {
     }
 }
 
-/// Records the rotation of `x` `[tokens, heads, head_dim]` at positions `pos0..`.
+/// Records the rotation of each `(buffer, heads)` target, `[tokens, heads, head_dim]`, at positions `pos0..`: one
+/// or two targets (queries and keys) in one dispatch.
 pub fn rope(
     gpu: &Gpu,
     plan: &mut Plan,
-    x: &wgpu::Buffer,
-    heads: usize,
+    targets: &[(&wgpu::Buffer, usize)],
     head_dim: usize,
     tables: &RopeTables,
 ) -> Result<()> {
     if tables.rotary_dim > head_dim || !tables.rotary_dim.is_multiple_of(2) {
         return Err(GpuError::shape("rope", format!("rotary dim {} for head dim {head_dim}", tables.rotary_dim)));
     }
+    let (&(x, heads), second) = match targets {
+        [first] => (first, None),
+        [first, second] => (first, Some(second)),
+        _ => return Err(GpuError::shape("rope", format!("{} targets: one or two", targets.len()))),
+    };
     plan.check_rows("rope", "input", x, Rows::Tokens, heads * head_dim)?;
+    let heads2 = second.map_or(0, |&(_, h)| h);
+    let mut buffers = vec![x.into(), (&tables.cos).into(), (&tables.sin).into()];
+    if let Some(&(x2, h2)) = second {
+        plan.check_rows("rope", "second input", x2, Rows::Tokens, h2 * head_dim)?;
+        buffers.push(x2.into());
+    }
     let half = tables.rotary_dim / 2;
     let wg = gpu.tuning.wg;
-    let params = [heads as u32, head_dim as u32, half as u32, tables.positions as u32];
-    let grid = Grid::Flat { rows: Rows::Tokens, per_row: (heads * half) as u32, per_group: wg };
-    plan.dispatch(
-        gpu,
-        "common/rope.wgsl",
-        &Defines::new().set("WG", wg),
-        &params,
-        &[x.into(), (&tables.cos).into(), (&tables.sin).into()],
-        grid,
-    )
+    let params = [heads as u32, head_dim as u32, half as u32, tables.positions as u32, heads2 as u32];
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: ((heads + heads2) * half) as u32, per_group: wg };
+    let defines = Defines::new().set("WG", wg).flag("PAIR", second.is_some());
+    plan.dispatch(gpu, "common/rope.wgsl", &defines, &params, &buffers, grid)
 }

@@ -5,6 +5,7 @@
 //! `common/weights.wgsl`). Reference: `reference::ternary`.
 
 use super::f32_word;
+use super::matmul::InputNorm;
 use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
@@ -25,17 +26,20 @@ pub struct HgfDown<'a> {
     pub a: &'a Weight,
     /// Output `[rows, rank]`: `x A^T` of the unquantised input.
     pub mid: &'a wgpu::Buffer,
+    /// `A` reads the normalised input (the norm is the block's pre-norm, folded into the quantiser) rather than the
+    /// raw one (the norm is the layer's own, as fla's BitLinear applies it to the quantised path only).
+    pub normed_input: bool,
 }
 
-/// Records the per-row int8 quantisation of `x` (`s = 127 / max|x|`) over `rows` of `width`; with `norm` (`[width]`
-/// weight, eps), `x` is RMSNormed first.
+/// Records the per-row int8 quantisation of `x` (`s = 127 / max|x|`) over `rows` of `width`; with `norm`, `x` is
+/// RMSNormed first.
 pub fn act_quant(
     gpu: &Gpu,
     plan: &mut Plan,
     io: (&wgpu::Buffer, Quantised),
     width: usize,
     rows: Rows,
-    norm: Option<(&wgpu::Buffer, f32)>,
+    norm: Option<InputNorm>,
 ) -> Result<()> {
     record_act_quant(gpu, plan, io, (width, rows), norm, None)
 }
@@ -46,7 +50,7 @@ pub fn act_quant_hgf(
     plan: &mut Plan,
     io: (&wgpu::Buffer, Quantised),
     (width, rows): (usize, Rows),
-    norm: Option<(&wgpu::Buffer, f32)>,
+    norm: Option<InputNorm>,
     hgf: &HgfDown,
 ) -> Result<()> {
     record_act_quant(gpu, plan, io, (width, rows), norm, Some(hgf))
@@ -57,7 +61,7 @@ fn record_act_quant(
     plan: &mut Plan,
     (x, out): (&wgpu::Buffer, Quantised),
     (width, rows): (usize, Rows),
-    norm: Option<(&wgpu::Buffer, f32)>,
+    norm: Option<InputNorm>,
     hgf: Option<&HgfDown>,
 ) -> Result<()> {
     plan.check_rows("act_quant", "input", x, rows, width)?;
@@ -83,8 +87,8 @@ fn record_act_quant(
         .flag("NORM", norm.is_some())
         .flag("PACKED", packed)
         .set("NORM_BINDING", 2 + buffers.len());
-    if let Some((w, _)) = norm {
-        buffers.push(w.into());
+    if let Some(n) = &norm {
+        buffers.push(n.weight.into());
     }
     if let Some(h) = hgf {
         let rank = h.a.rows;
@@ -95,13 +99,18 @@ fn record_act_quant(
             ));
         }
         plan.check_rows("act_quant", "HGF values", h.mid, rows, rank)?;
-        defines = defines.flag("HGF", true).set("RANK", rank).set("MID_BINDING", 2 + buffers.len());
+        defines = defines
+            .flag("HGF", true)
+            .flag("HGF_NORMED", h.normed_input && norm.is_some())
+            .set("RANK", rank)
+            .set("MID_BINDING", 2 + buffers.len());
         buffers.push(h.mid.into());
         defines = super::weight_defines(defines, h.a, 2 + buffers.len() as u32);
         buffers.push((&h.a.blocks[0].buffer).into());
     }
     let grid = Grid::Flat { rows, per_row: 1, per_group: 1 };
-    let params = [width as u32, rows.selector(), f32_word(norm.map_or(0.0, |(_, eps)| eps))];
+    let (eps, offset) = norm.map_or((0.0, 0.0), |n| (n.eps, f32::from(u8::from(n.unit_offset))));
+    let params = [width as u32, rows.selector(), f32_word(eps), f32_word(offset)];
     plan.dispatch(gpu, "ternary/act_quant.wgsl", &defines, &params, &buffers, grid)
 }
 
