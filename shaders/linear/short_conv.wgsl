@@ -3,6 +3,8 @@
 // Inputs before the forward's first token come from the conv state [C, K-1] (oldest first), from float
 // state_offset of its buffer.
 // Variant UPDATE (run after the conv): the state becomes the last K-1 inputs of (old state ++ x).
+// Variant SEQUENTIAL: one invocation per channel computes the forward's tokens in order, then (ADVANCE) updates
+// the state itself, all in one dispatch (decode's single token).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -32,26 +34,8 @@ fn input_at(i: u32, c: u32) -> f32 {
     return x[(i - hist) * params.channels + c];
 }
 
-@compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let idx = flat_group(wid, nwg) * {{WG}}u + lid;
-    let hist = params.kernel - 1u;
-#if UPDATE
-    let c = idx;
-    if (c >= params.channels) {
-        return;
-    }
-    // Ascending j reads index n_tokens + j > j, which this loop has not overwritten yet.
-    for (var j = 0u; j < hist; j++) {
-        state[params.state_offset + c * hist + j] = input_at(step.n_tokens + j, c);
-    }
-#else
-    let t = idx / params.channels;
-    let c = idx % params.channels;
-    if (t >= step.n_tokens) {
-        return;
-    }
+#if !UPDATE
+fn conv_at(t: u32, c: u32) -> f32 {
     var acc = 0.0;
 #if BIAS
     acc = bias[c];
@@ -60,9 +44,45 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         acc += weight[c * params.kernel + i] * input_at(t + i, c);
     }
 #if SILU
-    y[idx] = acc / (1.0 + exp(-acc));
+    return acc / (1.0 + exp(-acc));
 #else
-    y[idx] = acc;
+    return acc;
+#endif
+}
+#endif
+
+// Channel c's history becomes its last K-1 inputs (after every read of the old history).
+fn advance_state(c: u32) {
+    // Ascending j reads index n_tokens + j > j, which this loop has not overwritten yet.
+    for (var j = 0u; j < params.kernel - 1u; j++) {
+        state[params.state_offset + c * (params.kernel - 1u) + j] = input_at(step.n_tokens + j, c);
+    }
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let idx = flat_group(wid, nwg) * {{WG}}u + lid;
+#if UPDATE
+    if (idx < params.channels) {
+        advance_state(idx);
+    }
+#else
+#if SEQUENTIAL
+    if (idx >= params.channels) {
+        return;
+    }
+    for (var t = 0u; t < step.n_tokens; t++) {
+        y[t * params.channels + idx] = conv_at(t, idx);
+    }
+#if ADVANCE
+    advance_state(idx);
+#endif
+#else
+    let t = idx / params.channels;
+    if (t < step.n_tokens) {
+        y[idx] = conv_at(t, idx % params.channels);
+    }
 #endif
 #endif
 }

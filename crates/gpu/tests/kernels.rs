@@ -590,8 +590,8 @@ fn short_conv_matches_reference_and_carries_its_state() {
     let bias = random(&mut rng, channels, 1.0);
     let (wb, sb, bb) = (g.upload_f32("w", &w), g.upload_f32("state", &state0), g.upload_f32("bias", &bias));
     let mut ref_state = state0.clone();
-    for (t, silu, biased) in [(1, true, false), (2, false, true), (150, true, true), (1, false, false), (3, true, true)]
-    {
+    let cases = [(1, true, false), (2, false, true), (150, true, true), (1, false, false), (3, true, true)];
+    for ((t, silu, biased), sequential) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let x = random(&mut rng, t * channels, 2.0);
         let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
         let mut plan = Plan::new(g);
@@ -607,12 +607,14 @@ fn short_conv_matches_reference_and_carries_its_state() {
             kernel,
             silu,
             advance: true,
+            sequential,
         };
         ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &call).unwrap();
+        assert_eq!(plan.dispatch_count(), if sequential { 1 } else { 2 });
         let got = run(&plan, &tokens(0, t), &yb, t * channels);
         let bias_r = biased.then_some(&bias[..]);
         let want = reference::conv::short_conv(&x, (&w, bias_r), &mut ref_state, channels, kernel, silu);
-        assert_close(&got, &want, 1e-5, &format!("conv T={t}"));
+        assert_close(&got, &want, 1e-5, &format!("conv T={t} sequential {sequential}"));
         let state = pollster::block_on(g.read_f32(&sb, 0, ref_state.len())).unwrap();
         assert_close(&state, &ref_state, 0.0, &format!("conv state after T={t}"));
     }

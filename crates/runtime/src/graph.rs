@@ -940,6 +940,7 @@ impl<'a> Builder<'a> {
             kernel: g.conv_kernel,
             silu: true,
             advance: true,
+            sequential: self.mode == Mode::Decode,
             state_offset: 0,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
@@ -1121,6 +1122,7 @@ impl<'a> Builder<'a> {
             kernel: c.kernel,
             silu: false,
             advance: true,
+            sequential: self.mode == Mode::Decode,
             state_offset: 0,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
@@ -1288,6 +1290,7 @@ impl<'a> Builder<'a> {
             kernel: m.conv_kernel,
             silu: true,
             advance: true,
+            sequential: self.mode == Mode::Decode,
             state_offset: 0,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
@@ -1428,6 +1431,7 @@ impl<'a> Builder<'a> {
             kernel: 2,
             silu: false,
             advance,
+            sequential: self.mode == Mode::Decode,
         };
         Ok(short_conv(self.gpu, &mut self.plan, &call)?)
     }

@@ -29,9 +29,13 @@ pub struct ShortConv<'a> {
     /// Advance the state to the last inputs afterwards (off for all but the last of several convs reading one
     /// history, as RWKV's token shifts do).
     pub advance: bool,
+    /// One invocation per channel walks the tokens in order and advances the state itself: one dispatch, for a
+    /// forward of one or a few tokens (decode). Otherwise tokens run in parallel and the state advances in a second
+    /// dispatch.
+    pub sequential: bool,
 }
 
-/// Records the conv, then (when `advance`) the update of its state.
+/// Records the conv, then (when `advance`) the update of its state: one dispatch when `sequential`, else two.
 pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     let (x, weight, state, y, channels, kernel) = (c.x, c.weight, c.state, c.y, c.channels, c.kernel);
     if kernel < 2 {
@@ -43,14 +47,18 @@ pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     let defines = Defines::new().set("WG", wg);
     let params = [channels as u32, kernel as u32, c.state_offset as u32];
     let shader = "linear/short_conv.wgsl";
-    let grid = Grid::Flat { rows: Rows::Tokens, per_row: channels as u32, per_group: wg };
+    let grid = match c.sequential {
+        true => Grid::Fixed((channels as u32).div_ceil(wg)),
+        false => Grid::Flat { rows: Rows::Tokens, per_row: channels as u32, per_group: wg },
+    };
     let conv = defines.clone().flag("SILU", c.silu).flag("BIAS", c.bias.is_some());
+    let conv = conv.flag("SEQUENTIAL", c.sequential).flag("ADVANCE", c.sequential && c.advance);
     let mut buffers = vec![x.into(), state.into(), weight.into(), y.into()];
     if let Some(b) = c.bias {
         buffers.push(b.into());
     }
     plan.dispatch(gpu, shader, &conv, &params, &buffers, grid)?;
-    if !c.advance {
+    if !c.advance || c.sequential {
         return Ok(());
     }
     let grid = Grid::Fixed((channels as u32).div_ceil(wg));
