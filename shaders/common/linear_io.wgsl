@@ -1,5 +1,6 @@
 // Shared I/O of the linear-layer kernels: Y[m, n_offset + n] (+)= acc (+ bias[w_row0 + n]) for one row block
-// of W. Variants: BIAS, ACCUMULATE (a fused residual add).
+// of W. Variants: BIAS, ACCUMULATE (a fused residual add), GATED (W is a gated MLP's gate projection and w_up, at
+// UP_BINDING, its up projection: store_pair writes Y[m, n_offset + n] = ACT(g) * u, no bias).
 #include "common/step.wgsl"
 
 struct Params {
@@ -17,6 +18,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #include "common/weights.wgsl"
+#if GATED
+#include "common/activations.wgsl"
+
+// Output n from its gate and up products.
+fn store_pair(m: u32, n: u32, gate: f32, up: f32) {
+    let o = m * params.n_total + params.n_offset + n;
+    y[o] = {{ACT}}(gate * params.scale) * (up * params.scale);
+}
+#endif
 #if BIAS
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 #endif

@@ -1,5 +1,6 @@
 // Y[m, n_offset + n] (+)= sum_k X[m, k] W[n, k] (+ bias) for one row block of W, register-blocked: each invocation
-// owns a TM x TN tile of outputs (common/tile.wgsl; TM/TN/WG_X/WG_Y are tunable per device).
+// owns a TM x TN tile of outputs (common/tile.wgsl; TM/TN/WG_X/WG_Y are tunable per device). GATED: the tile of
+// the up projection too, and the gated products.
 #include "common/linear_io.wgsl"
 #include "common/tile.wgsl"
 
@@ -19,7 +20,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = 0u; j < {{TN}}u; j++) {
         wrow[j] = min(n0 + j, params.n_block - 1u) * params.k;
     }
-    let acc = tile_product(xrow, wrow, params.k);
+    let acc = tile_product(xrow, wrow, params.k, false);
+#if GATED
+    let acc_up = tile_product(xrow, wrow, params.k, true);
+#endif
     for (var i = 0u; i < {{TM}}u; i++) {
         let m = m0 + i;
         if (m >= rows) {
@@ -30,7 +34,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (n >= params.n_block) {
                 break;
             }
+#if GATED
+            store_pair(m, n, acc[i][j], acc_up[i][j]);
+#else
             store(m, n, acc[i][j]);
+#endif
         }
     }
 }

@@ -2,10 +2,14 @@
 // its invocations splitting K and reducing through workgroup memory. Same bindings and epilogues.
 // NORM_IN: X is the residual stream and the layer reads RMSNorm(X) (weight norm_w): the products use x * w and
 // are divided by rms(x), whose sum of squares is reduced beside them, so the norm costs no dispatch of its own.
+// GATED: the up projection's products beside the gate's, reduced together, then ACT(gate) * up.
 #include "common/linear_io.wgsl"
 #if NORM_IN
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
 var<workgroup> partial_squares: array<f32, {{WG}}>;
+#endif
+#if GATED
+var<workgroup> partial_up: array<f32, {{WG}} * {{NR}}>;
 #endif
 
 var<workgroup> partial: array<f32, {{WG}} * {{NR}}>;
@@ -18,6 +22,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let n0 = wid.x * {{NR}}u;
     var acc: array<f32, {{NR}}>;
+    var acc_up: array<f32, {{NR}}>;
     let xbase = m * params.k;
     var squares = 0.0;
     for (var kk = lid; kk < params.k; kk += {{WG}}u) {
@@ -29,10 +34,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var r = 0u; r < {{NR}}u; r++) {
             let n = min(n0 + r, params.n_block - 1u);
             acc[r] += a * w_at(n * params.k + kk);
+#if GATED
+            acc_up[r] += a * up_at(n * params.k + kk);
+#endif
         }
     }
     for (var r = 0u; r < {{NR}}u; r++) {
         partial[r * {{WG}}u + lid] = acc[r];
+#if GATED
+        partial_up[r * {{WG}}u + lid] = acc_up[r];
+#endif
     }
 #if NORM_IN
     partial_squares[lid] = squares;
@@ -42,6 +53,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         if (lid < s) {
             for (var r = 0u; r < {{NR}}u; r++) {
                 partial[r * {{WG}}u + lid] += partial[r * {{WG}}u + lid + s];
+#if GATED
+                partial_up[r * {{WG}}u + lid] += partial_up[r * {{WG}}u + lid + s];
+#endif
             }
 #if NORM_IN
             partial_squares[lid] += partial_squares[lid + s];
@@ -54,6 +68,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     inv_rms = inverseSqrt(partial_squares[0] / f32(params.k) + params.norm_eps);
 #endif
     if (lid < {{NR}}u && n0 + lid < params.n_block) {
+#if GATED
+        store_pair(m, n0 + lid, partial[lid * {{WG}}u] * inv_rms, partial_up[lid * {{WG}}u] * inv_rms);
+#else
         store(m, n0 + lid, partial[lid * {{WG}}u] * inv_rms);
+#endif
     }
 }

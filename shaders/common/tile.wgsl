@@ -1,7 +1,8 @@
-// The register-blocked core of the matmul kernels: a TM x TN tile of sum_k x[xrow[i] + k] * w_at(wrow[j] + k), each
-// invocation reading its rows straight from memory (no shared memory: barriers are slow on CPU adapters). The
-// including shader declares `x` and includes common/weights.wgsl.
-fn tile_product(xrow: array<u32, {{TM}}>, wrow: array<u32, {{TN}}>, k: u32) -> array<array<f32, {{TN}}>, {{TM}}> {
+// The register-blocked core of the matmul kernels: a TM x TN tile of sum_k x[xrow[i] + k] * w_at(wrow[j] + k) (of
+// the up projection's rows when `up`), each invocation reading its rows straight from memory (no shared memory:
+// barriers are slow on CPU adapters). The including shader declares `x` and includes common/weights.wgsl.
+fn tile_product(xrow: array<u32, {{TM}}>, wrow: array<u32, {{TN}}>, k: u32, up: bool)
+        -> array<array<f32, {{TN}}>, {{TM}}> {
     var acc: array<array<f32, {{TN}}>, {{TM}}>;
     for (var kk = 0u; kk < k; kk++) {
         var a: array<f32, {{TM}}>;
@@ -10,7 +11,7 @@ fn tile_product(xrow: array<u32, {{TM}}>, wrow: array<u32, {{TN}}>, k: u32) -> a
             a[i] = x[xrow[i] + kk];
         }
         for (var j = 0u; j < {{TN}}u; j++) {
-            b[j] = w_at(wrow[j] + kk);
+            b[j] = weight_at(wrow[j] + kk, up);
         }
         for (var i = 0u; i < {{TM}}u; i++) {
             for (var j = 0u; j < {{TN}}u; j++) {

@@ -70,6 +70,7 @@ pub fn run(args: Args) -> Result<()> {
             epilogue: Epilogue::Store,
             shape: MatmulShape::Vector,
             input_norm: None,
+            up: None,
         };
         let mut plan = Plan::new(&gpu);
         linear(&gpu, &mut plan, &layer(&bf16))?;

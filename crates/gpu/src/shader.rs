@@ -27,6 +27,7 @@ shaders!(
     "common/matmul.wgsl",
     "common/matvec.wgsl",
     "common/rope.wgsl",
+    "common/activations.wgsl",
     "common/gated_act.wgsl",
     "common/moe.wgsl",
     "common/residual.wgsl",

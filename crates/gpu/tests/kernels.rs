@@ -77,6 +77,7 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                         epilogue,
                         shape,
                         input_norm: None,
+                        up: None,
                     };
                     linear(g, &mut plan, &l).unwrap();
                     let got = run(&plan, &tokens(0, rows), &yb, rows * n);
@@ -125,6 +126,7 @@ fn matvec_with_a_fused_input_norm_matches_the_norm_then_the_layer() {
                 epilogue: Epilogue::Accumulate,
                 shape: MatmulShape::Vector,
                 input_norm: Some(InputNorm { weight: &nb, eps: 1e-5, unit_offset }),
+                up: None,
             };
             linear(g, &mut plan, &l).unwrap();
             assert_eq!(plan.dispatch_count(), 1);
@@ -149,9 +151,64 @@ fn matvec_with_a_fused_input_norm_matches_the_norm_then_the_layer() {
         epilogue: Epilogue::Store,
         shape: MatmulShape::Tiled,
         input_norm: Some(InputNorm { weight: &x, eps: 1e-5, unit_offset: false }),
+        up: None,
     };
     let refused = linear(g, &mut Plan::new(g), &l).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(refused.contains("matrix-vector"), "{refused}");
+}
+
+/// A gated MLP's gate and up products and activation in one dispatch, for both kernel shapes, every dtype, weights
+/// split into row blocks, an output offset, and (decode) a folded input norm.
+#[test]
+fn gated_pair_layers_match_the_gated_reference() {
+    let g = gpu();
+    let mut rng = Rng::new(43);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (rows, k, n, act) in
+            [(1, 67, 45, Activation::Silu), (37, 19, 30, Activation::GeluTanh), (3, 8, 5, Activation::Relu2)]
+        {
+            for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
+                let normed = shape == MatmulShape::Vector && rows == 1;
+                let x = random(&mut rng, rows * k, 2.0);
+                let norm = random(&mut rng, k, 1.0);
+                let (raw_gate, raw_up) =
+                    (encode(dtype, &random(&mut rng, n * k, 0.5)), encode(dtype, &random(&mut rng, n * k, 0.5)));
+                let (gf, uf) = (decode_f32(dtype, &raw_gate).unwrap(), decode_f32(dtype, &raw_up).unwrap());
+                // Blocks of 8 rows: several per matrix, the last one short.
+                let limit = (8 * k * dtype.size()) as u64;
+                let gate = Weight::upload(g, "gate", dtype, n, k, &raw_gate, limit).unwrap();
+                let up = Weight::upload(g, "up", dtype, n, k, &raw_up, limit).unwrap();
+                assert!(gate.blocks.len() > 1 || n <= 8);
+                let (stride, offset) = (n + 3, 2);
+                let (xb, nb, yb) = (g.upload_f32("x", &x), g.upload_f32("norm", &norm), g.zeros("y", rows * stride));
+                let mut plan = Plan::new(g);
+                let l = Linear {
+                    x: &xb,
+                    w: &gate,
+                    bias: None,
+                    scale: 0.8,
+                    y: &yb,
+                    y_offset: offset,
+                    y_stride: stride,
+                    rows: Rows::Tokens,
+                    epilogue: Epilogue::Gated(act),
+                    shape,
+                    input_norm: normed.then_some(InputNorm { weight: &nb, eps: 1e-6, unit_offset: true }),
+                    up: Some(&up),
+                };
+                linear(g, &mut plan, &l).unwrap();
+                assert_eq!(plan.dispatch_count(), gate.blocks.len());
+                let got = run(&plan, &tokens(0, rows), &yb, rows * stride);
+                let input = if normed { reference::norm::rms_norm(&x, &norm, k, 1e-6, true) } else { x.clone() };
+                let scaled = |w: &[f32]| -> Vec<f32> {
+                    reference::linear::linear(&input, w, None, k, n).iter().map(|v| v * 0.8).collect()
+                };
+                let want = reference::mlp::gated(act, &scaled(&gf), &scaled(&uf));
+                let cols: Vec<f32> = got.chunks_exact(stride).flat_map(|r| r[offset..offset + n].to_vec()).collect();
+                assert_close(&cols, &want, 1e-5, &format!("{dtype} {rows}x{k}x{n} {shape:?} {act:?}"));
+            }
+        }
+    }
 }
 
 #[test]
@@ -186,6 +243,7 @@ fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
                 epilogue: Epilogue::Store,
                 shape,
                 input_norm: None,
+                up: None,
             };
             linear(g, &mut plan, &l).unwrap();
             let got = run(&plan, &tokens(0, rows), &yw, rows * stride);
@@ -1409,6 +1467,7 @@ fn ternary_linear_matches_reference() {
                 epilogue: Epilogue::Store,
                 shape,
                 input_norm: None,
+                up: None,
             };
             linear(g, &mut plan, &l).unwrap();
             assert_close(

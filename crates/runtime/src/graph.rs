@@ -608,15 +608,11 @@ impl<'a> Builder<'a> {
     ) -> Result<()> {
         let shape = self.shape();
         let s = &self.res.scratch;
-        let folded = self.folded_norm.clone().filter(|_| std::ptr::eq(x, &s.h));
-        if folded.is_some() {
-            // The int8 quantiser folds one norm: not the block's beside the layer's own.
-            if l.w.ternary && l.input_norm.is_some() {
-                self.write_folded_input()?;
-                return self.linear_at(x, l, y, rows, epilogue, (y_offset, y_stride));
-            }
+        // The int8 quantiser folds one norm: not the block's beside the layer's own.
+        if l.w.ternary && l.input_norm.is_some() && self.folded_input(x).1.is_some() {
+            self.write_folded_input()?;
         }
-        let x = if folded.is_some() { &s.x } else { x };
+        let (x, folded) = self.folded_input(x);
         let norm = match (&l.input_norm, &folded) {
             (Some(n), _) => Some(InputNorm { weight: &n.w, eps: n.spec.eps, unit_offset: n.spec.unit_offset }),
             (None, folded) => folded.as_ref().map(FoldedNorm::input_norm),
@@ -667,10 +663,24 @@ impl<'a> Builder<'a> {
             epilogue,
             shape,
             input_norm: folded.as_ref().filter(|_| !l.w.ternary).map(FoldedNorm::input_norm),
+            up: None,
         };
         linear(self.gpu, &mut self.plan, &args)?;
         let mid_done = hgf.is_some() && l.w.ternary;
         self.hgf_correction((x, folded.as_ref()), l, y, rows, (y_offset, y_stride), mid_done)
+    }
+
+    /// What a projection of `x` reads: the stream and the block's pre-norm when `x` is `h` and the norm is folded,
+    /// else `x` itself.
+    fn folded_input<'x>(&self, x: &'x wgpu::Buffer) -> (&'x wgpu::Buffer, Option<FoldedNorm>)
+    where
+        'a: 'x,
+    {
+        let s = &self.res.scratch;
+        match &self.folded_norm {
+            Some(f) if std::ptr::eq(x, &s.h) => (&s.x, Some(f.clone())),
+            _ => (x, None),
+        }
     }
 
     /// Writes the folded pre-norm's output to `h` after all, for a reader that cannot fold it.
@@ -716,6 +726,7 @@ impl<'a> Builder<'a> {
             epilogue,
             shape,
             input_norm,
+            up: None,
         };
         if !mid_done {
             let down = product(x, &h.a, mid, (0, 0), Epilogue::Store, folded.map(FoldedNorm::input_norm));
@@ -1541,8 +1552,32 @@ impl<'a> Builder<'a> {
         row_gate: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         let s = &self.res.scratch;
-        self.linear(&s.h, &w.gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
-        self.linear(&s.h, &w.up, &s.up, Rows::Tokens, Epilogue::Store)?;
+        let plain = |l: &LinearWeights| !l.w.ternary && l.hgf.is_none() && l.bias.is_none() && l.input_norm.is_none();
+        let (gate, up) = (&w.gate, &w.up);
+        let alike =
+            gate.scale == up.scale && (gate.w.dtype, gate.w.rows, gate.w.cols) == (up.w.dtype, up.w.rows, up.w.cols);
+        let same_blocks = gate.w.blocks.iter().zip(&up.w.blocks).all(|(a, b)| (a.row0, a.rows) == (b.row0, b.rows));
+        if row_gate.is_none() && plain(gate) && plain(up) && alike && same_blocks {
+            // Both products and the activation in one kernel.
+            let (x, folded) = self.folded_input(&s.h);
+            let args = Linear {
+                x,
+                w: &gate.w,
+                bias: None,
+                scale: gate.scale,
+                y: &s.act,
+                y_offset: 0,
+                y_stride: 0,
+                rows: Rows::Tokens,
+                epilogue: Epilogue::Gated(g.act),
+                shape: self.shape(),
+                input_norm: folded.as_ref().map(FoldedNorm::input_norm),
+                up: Some(&up.w),
+            };
+            return Ok(linear(self.gpu, &mut self.plan, &args)?);
+        }
+        self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
+        self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
         let io = [&s.gate, &s.up, &s.act];
         match row_gate {
             None => gated_act(self.gpu, &mut self.plan, g.act, io[0], io[1], io[2], g.intermediate())?,
@@ -1652,6 +1687,7 @@ pub fn build(
             epilogue: Epilogue::Store,
             shape,
             input_norm: folded.as_ref().map(FoldedNorm::input_norm),
+            up: None,
         },
     )?;
     Ok(b.plan)

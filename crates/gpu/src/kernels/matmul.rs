@@ -7,6 +7,7 @@ use crate::device::Gpu;
 use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
+use ternlight_core::spec::Activation;
 
 /// Which kernel shape to use: tiles for many rows (prefill), a reduction per output for one row (decode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,13 +18,16 @@ pub enum MatmulShape {
     Vector,
 }
 
-/// Whether the result overwrites `y` or is added to it (a fused residual add).
+/// Whether the result overwrites `y` or is added to it (a fused residual add), or pairs of outputs gate each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Epilogue {
     /// `y = x W^T + b`.
     Store,
     /// `y += x W^T + b`.
     Accumulate,
+    /// A gated MLP's two products in one dispatch with no separate activation: `w` is the gate projection and
+    /// [`Linear::up`] the up projection, and `y = act(x W^T) * (x Up^T)` (both scaled by `scale`). No bias.
+    Gated(Activation),
 }
 
 /// An RMSNorm the linear layer applies to its input first (decode's matrix-vector shape only): `x` is then the
@@ -62,6 +66,8 @@ pub struct Linear<'a> {
     pub shape: MatmulShape,
     /// An RMSNorm of `x` to apply first (with [`MatmulShape::Vector`] only).
     pub input_norm: Option<InputNorm<'a>>,
+    /// With [`Epilogue::Gated`]: the up projection, shaped and split into blocks like `w` (the gate).
+    pub up: Option<&'a Weight>,
 }
 
 /// Records the linear layer, one dispatch per row block of the weight.
@@ -69,6 +75,27 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     let (n, k) = (l.w.rows, l.w.cols);
     if n == 0 || k == 0 {
         return Err(GpuError::shape("linear", format!("empty weight [{n}, {k}]")));
+    }
+    let t = &gpu.tuning;
+    let gated = match l.epilogue {
+        Epilogue::Gated(act) => Some(act),
+        _ => None,
+    };
+    if gated.is_some() != l.up.is_some() {
+        return Err(GpuError::shape("linear", "a gated epilogue and an up projection come together"));
+    }
+    if let Some(up) = l.up {
+        let same_blocks = up.blocks.len() == l.w.blocks.len()
+            && up.blocks.iter().zip(&l.w.blocks).all(|(u, g)| (u.row0, u.rows) == (g.row0, g.rows));
+        if (up.rows, up.cols, up.dtype, up.ternary) != (n, k, l.w.dtype, l.w.ternary) || !same_blocks {
+            return Err(GpuError::shape(
+                "linear",
+                format!("up projection [{}, {}] unlike the gate [{n}, {k}]", up.rows, up.cols),
+            ));
+        }
+        if l.bias.is_some() {
+            return Err(GpuError::shape("linear", "a gated epilogue takes no bias"));
+        }
     }
     if l.y_stride != 0 && l.y_offset + n > l.y_stride {
         return Err(GpuError::shape(
@@ -82,8 +109,11 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     }
     plan.check_rows("linear", "input", l.x, l.rows, k)?;
     plan.check_rows("linear", "output", l.y, l.rows, stride)?;
-    let t = &gpu.tuning;
     let base = Defines::new().flag("BIAS", l.bias.is_some()).flag("ACCUMULATE", l.epilogue == Epilogue::Accumulate);
+    let base = match gated {
+        Some(act) => base.flag("GATED", true).set("ACT", super::mlp::act_name(act)).set("UP_BINDING", 5),
+        None => base,
+    };
     let (shader, defines) = match l.shape {
         MatmulShape::Tiled => {
             ("common/matmul.wgsl", base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn))
@@ -91,12 +121,14 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         MatmulShape::Vector => ("common/matvec.wgsl", base.set("WG", t.wg).set("NR", t.nr)),
     };
     let defines = match l.input_norm {
-        Some(_) => defines.flag("NORM_IN", true).set("NORM_BINDING", 5 + u32::from(l.bias.is_some())),
+        Some(_) => defines
+            .flag("NORM_IN", true)
+            .set("NORM_BINDING", 5 + u32::from(l.bias.is_some()) + u32::from(l.up.is_some())),
         None => defines,
     };
     let (norm_eps, norm_offset) = l.input_norm.map_or((0.0, 0.0), |n| (n.eps, f32::from(u8::from(n.unit_offset))));
     let defines = weight_defines(defines, l.w, 4);
-    for block in &l.w.blocks {
+    for (i, block) in l.w.blocks.iter().enumerate() {
         let params = [
             k as u32,
             block.rows as u32,
@@ -119,6 +151,9 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             }
         };
         let mut buffers = vec![l.x.into(), l.y.into(), (&block.buffer).into()];
+        if let Some(up) = l.up {
+            buffers.push((&up.blocks[i].buffer).into());
+        }
         if let Some(b) = l.bias {
             buffers.push(b.into());
         }

@@ -1,5 +1,18 @@
 //! Gated element-wise products (MLP activations, output gates) (`common/gated_act.wgsl`); reference: `reference::mlp::gated`.
 
+/// The WGSL function of `act` (`common/activations.wgsl`, or a built-in).
+pub(crate) fn act_name(act: Activation) -> &'static str {
+    match act {
+        Activation::Silu => "silu",
+        Activation::GeluTanh => "gelu_tanh",
+        Activation::Sigmoid => "sigmoid",
+        Activation::Identity => "identity",
+        Activation::Relu2 => "relu2",
+        // WGSL's own built-in.
+        Activation::Tanh => "tanh",
+    }
+}
+
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::plan::{Grid, Plan, Rows};
@@ -61,17 +74,11 @@ fn record(
     }
     let no_up = up.is_none();
     let wg = gpu.tuning.wg;
-    let name = match act {
-        Activation::Silu => "silu",
-        Activation::GeluTanh => "gelu_tanh",
-        Activation::Sigmoid => "sigmoid",
-        Activation::Identity => "identity",
-        Activation::Relu2 => "relu2",
-        // WGSL's own built-in.
-        Activation::Tanh => "tanh",
-    };
-    let defines =
-        Defines::new().set("WG", wg).set("ACT", name).flag("ROW_GATE", row_gate.is_some()).flag("NO_UP", no_up);
+    let defines = Defines::new()
+        .set("WG", wg)
+        .set("ACT", act_name(act))
+        .flag("ROW_GATE", row_gate.is_some())
+        .flag("NO_UP", no_up);
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: width as u32, per_group: wg };
     let mut buffers = vec![gate.into()];
     if let Some(up) = up {
