@@ -429,6 +429,34 @@ fn rope_rotates_queries_and_keys_in_one_dispatch() {
 }
 
 #[test]
+fn rope_with_head_norms_matches_the_norms_then_the_rotation() {
+    let g = gpu();
+    let mut rng = Rng::new(44);
+    let cases = [(5, 3, 12, 12, 9, 1, true), (4, 4, 32, 8, 0, 3, false)];
+    for (q_heads, k_heads, head_dim, rotary_dim, pos0, t, unit_offset) in cases {
+        let spec = RopeSpec { theta: 10000.0, rotary_dim, scaling: RopeScaling::None };
+        let tables = rope::RopeTables::new(g, &spec, 64);
+        let (cos, sin) = spec.tables(64);
+        let (q, k) = (random(&mut rng, t * q_heads * head_dim, 2.0), random(&mut rng, t * k_heads * head_dim, 2.0));
+        let (qw, kw) = (random(&mut rng, head_dim, 1.0), random(&mut rng, head_dim, 1.0));
+        let (qb, kb, qwb, kwb) =
+            (g.upload_f32("q", &q), g.upload_f32("k", &k), g.upload_f32("qw", &qw), g.upload_f32("kw", &kw));
+        let mut plan = Plan::new(g);
+        let norms = rope::HeadNorms { q: &qwb, k: &kwb, eps: 1e-6, unit_offset };
+        rope::rope_normed(g, &mut plan, [(&qb, q_heads), (&kb, k_heads)], head_dim, &tables, norms).unwrap();
+        assert_eq!(plan.dispatch_count(), 1);
+        let got_q = run(&plan, &tokens(pos0, t), &qb, q.len());
+        let got_k = pollster::block_on(g.read_f32(&kb, 0, k.len())).unwrap();
+        let mut want_q = reference::norm::rms_norm(&q, &qw, head_dim, 1e-6, unit_offset);
+        let mut want_k = reference::norm::rms_norm(&k, &kw, head_dim, 1e-6, unit_offset);
+        reference::rope::rope(&mut want_q, q_heads, head_dim, rotary_dim, pos0, &cos, &sin);
+        reference::rope::rope(&mut want_k, k_heads, head_dim, rotary_dim, pos0, &cos, &sin);
+        assert_close(&got_q, &want_q, 1e-5, &format!("normed queries h{q_heads} d{head_dim}"));
+        assert_close(&got_k, &want_k, 1e-5, &format!("normed keys h{k_heads} d{head_dim}"));
+    }
+}
+
+#[test]
 fn gated_activations_match_reference() {
     let g = gpu();
     let mut rng = Rng::new(5);

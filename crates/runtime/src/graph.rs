@@ -30,7 +30,7 @@ use ternlight_gpu::kernels::moh::Moh;
 use ternlight_gpu::kernels::norm::rms_norm_gated;
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rat::{rat, Rat};
-use ternlight_gpu::kernels::rope::{rope, RopeTables};
+use ternlight_gpu::kernels::rope::{rope, rope_normed, HeadNorms, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::ternary::{act_quant, act_quant_hgf, dp4_ready, matvec_dp4, HgfDown, MatvecDp4, Quantised};
 use ternlight_gpu::kernels::{
@@ -839,15 +839,28 @@ impl<'a> Builder<'a> {
         self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
         self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
         self.linear(&s.h, v, &s.v, Rows::Tokens, Epilogue::Store)?;
-        if let Some((qn, kn)) = qk_norm {
+        let tables = self.res.rope_of_slot[slot].map(|r| &self.res.ropes[r].1);
+        // StreamingLLM layers cache unrotated keys; attention rotates by cache position.
+        let rotation = tables.filter(|_| a.mask.repositions());
+        // Decode normalises and rotates whole heads in one dispatch.
+        let head_norms = match (qk_norm, tables, rotation) {
+            (Some((qn, kn)), Some(t), None) if self.mode == Mode::Decode && lambda.is_none() => {
+                let whole_head = |n: &NormWeights| n.spec.dim == a.head_dim && FoldedNorm::of(n, a.head_dim).is_some();
+                let same = (qn.spec.eps, qn.spec.unit_offset) == (kn.spec.eps, kn.spec.unit_offset);
+                let norms = HeadNorms { q: &qn.w, k: &kn.w, eps: qn.spec.eps, unit_offset: qn.spec.unit_offset };
+                (whole_head(qn) && whole_head(kn) && same).then_some((norms, t))
+            }
+            _ => None,
+        };
+        if let Some((norms, tables)) = head_norms {
+            let targets = [(&s.q, a.n_heads), (&s.k, a.n_kv_heads)];
+            rope_normed(self.gpu, &mut self.plan, targets, a.head_dim, tables, norms)?;
+        } else if let Some((qn, kn)) = qk_norm {
             let width = a.n_heads * a.head_dim;
             self.norm(qn, width / qn.spec.dim, Rows::Tokens, &s.q, NormOutput::InPlace)?;
             self.norm(kn, a.n_kv_heads * a.head_dim / kn.spec.dim, Rows::Tokens, &s.k, NormOutput::InPlace)?;
         }
-        let tables = self.res.rope_of_slot[slot].map(|r| &self.res.ropes[r].1);
-        // StreamingLLM layers cache unrotated keys; attention rotates by cache position.
-        let rotation = tables.filter(|_| a.mask.repositions());
-        if let (Some(tables), None) = (tables, rotation) {
+        if let (Some(tables), None, None) = (tables, rotation, &head_norms) {
             // Differential heads rotate each half as a head of its own.
             let halves = if lambda.is_some() { 2 } else { 1 };
             let targets = [(&s.q, a.n_heads * halves), (&s.k, a.n_kv_heads * halves)];
