@@ -243,7 +243,6 @@ impl Plan {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        eprintln!("DISPATCH {shader}");
         self.ops.push(Op::Dispatch { pipeline, bind_group, grid });
         Ok(())
     }

@@ -148,6 +148,19 @@ fn fla_hgrn2_matches_fla_on_the_gpu() {
     check("hgrn2");
 }
 
+/// Decode's fused kernels (norms folded into projections, gate and up in one product, normed heads rotated at
+/// once, one-dispatch convs) keep softmax, gated-attention and Gated DeltaNet layers within ten dispatches per
+/// token, beside one for the embedding and one for the head. A structural count, not a timing.
+#[test]
+fn decode_takes_at_most_ten_dispatches_per_layer() {
+    for arch in ["llama", "qwen3", "gemma3", "qwen3_5"] {
+        let s = session(arch, SessionOptions::default());
+        let layers = s.spec().layers.len();
+        let dispatches = s.decode_dispatches();
+        assert!(dispatches <= 10 * layers + 2, "{arch}: {dispatches} dispatches for {layers} layers");
+    }
+}
+
 #[test]
 fn load_progress_ends_at_its_totals() {
     for arch in ["qwen3_5", "hgrn2", "llama"] {
