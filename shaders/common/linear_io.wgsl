@@ -1,6 +1,7 @@
 // Shared I/O of the linear-layer kernels: Y[m, n_offset + n] (+)= acc (+ bias[w_row0 + n]) for one row block
-// of W. Variants: BIAS, ACCUMULATE (a fused residual add), GATED (W is a gated MLP's gate projection and w_up, at
-// UP_BINDING, its up projection: store_pair writes Y[m, n_offset + n] = ACT(g) * u, no bias).
+// of W. Variants: BIAS, ACCUMULATE (a fused residual add), GATED (W is a gated MLP's gate projection and w2 its up
+// projection: store_pair writes Y[m, n_offset + n] = ACT(g) * u, no bias). W may be a row-wise stack of up to three
+// matrices (w, w2, w3: see segment), written side by side.
 #include "common/step.wgsl"
 
 struct Params {
@@ -13,6 +14,19 @@ struct Params {
     scale: f32,       // multiplier of x W^T (muP multipliers), before the bias
     norm_eps: f32,    // NORM_IN (matvec): the input's RMSNorm epsilon
     norm_offset: f32, // NORM_IN: added to the norm weight (1 for Gemma's 1 + w), else 0
+    seg1: u32,        // first row of w2 in a row-wise stack (w, w2, w3), n_block when none
+    seg2: u32,        // first row of w3, n_block when none
+}
+
+// Row n of the layer as (matrix, row within it): the stack's segments.
+fn segment(n: u32) -> vec2<u32> {
+    if (n >= params.seg2) {
+        return vec2<u32>(2u, n - params.seg2);
+    }
+    if (n >= params.seg1) {
+        return vec2<u32>(1u, n - params.seg1);
+    }
+    return vec2<u32>(0u, n);
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;

@@ -17,12 +17,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = 0u; i < {{TM}}u; i++) {
         xrow[i] = min(m0 + i, rows - 1u) * params.k;
     }
+    var which: array<u32, {{TN}}>;
     for (var j = 0u; j < {{TN}}u; j++) {
-        wrow[j] = min(n0 + j, params.n_block - 1u) * params.k;
+        let seg = segment(min(n0 + j, params.n_block - 1u));
+        which[j] = seg.x;
+        wrow[j] = seg.y * params.k;
     }
-    let acc = tile_product(xrow, wrow, params.k, false);
+    let acc = tile_product(xrow, wrow, which, params.k);
 #if GATED
-    let acc_up = tile_product(xrow, wrow, params.k, true);
+    var up: array<u32, {{TN}}>;
+    for (var j = 0u; j < {{TN}}u; j++) {
+        up[j] = 1u;
+    }
+    let acc_up = tile_product(xrow, wrow, up, params.k);
 #endif
     for (var i = 0u; i < {{TM}}u; i++) {
         let m = m0 + i;

@@ -24,6 +24,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc: array<f32, {{NR}}>;
     var acc_up: array<f32, {{NR}}>;
     let xbase = m * params.k;
+    var which: array<u32, {{NR}}>;
+    var wbase: array<u32, {{NR}}>;
+    for (var r = 0u; r < {{NR}}u; r++) {
+        let seg = segment(min(n0 + r, params.n_block - 1u));
+        which[r] = seg.x;
+        wbase[r] = seg.y * params.k;
+    }
     var squares = 0.0;
     for (var kk = lid; kk < params.k; kk += {{WG}}u) {
         var a = x[xbase + kk];
@@ -32,10 +39,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         a *= norm_w[kk] + params.norm_offset;
 #endif
         for (var r = 0u; r < {{NR}}u; r++) {
-            let n = min(n0 + r, params.n_block - 1u);
-            acc[r] += a * w_at(n * params.k + kk);
+            acc[r] += a * weight_at(wbase[r] + kk, which[r]);
 #if GATED
-            acc_up[r] += a * up_at(n * params.k + kk);
+            acc_up[r] += a * weight_at(wbase[r] + kk, 1u);
 #endif
         }
     }

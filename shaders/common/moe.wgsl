@@ -238,7 +238,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var j = 0u; j < {{TN}}u; j++) {
         wrow[j] = (e * params.n + min(n0 + j, params.n - 1u)) * params.k;
     }
-    let acc = tile_product(xrow, wrow, params.k, false);
+    var which: array<u32, {{TN}}>;
+    let acc = tile_product(xrow, wrow, which, params.k);
     for (var i = 0u; i < {{TM}}u; i++) {
         if (m0 + i >= rows) {
             break;

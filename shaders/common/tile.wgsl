@@ -1,7 +1,8 @@
-// The register-blocked core of the matmul kernels: a TM x TN tile of sum_k x[xrow[i] + k] * w_at(wrow[j] + k) (of
-// the up projection's rows when `up`), each invocation reading its rows straight from memory (no shared memory:
-// barriers are slow on CPU adapters). The including shader declares `x` and includes common/weights.wgsl.
-fn tile_product(xrow: array<u32, {{TM}}>, wrow: array<u32, {{TN}}>, k: u32, up: bool)
+// The register-blocked core of the matmul kernels: a TM x TN tile of sum_k x[xrow[i] + k] * W_j[wrow[j] + k], W_j
+// being matrix which[j] (common/weights.wgsl weight_at), each invocation reading its rows straight from memory (no
+// shared memory: barriers are slow on CPU adapters). The including shader declares `x` and includes
+// common/weights.wgsl.
+fn tile_product(xrow: array<u32, {{TM}}>, wrow: array<u32, {{TN}}>, which: array<u32, {{TN}}>, k: u32)
         -> array<array<f32, {{TN}}>, {{TM}}> {
     var acc: array<array<f32, {{TN}}>, {{TM}}>;
     for (var kk = 0u; kk < k; kk++) {
@@ -11,7 +12,7 @@ fn tile_product(xrow: array<u32, {{TM}}>, wrow: array<u32, {{TN}}>, k: u32, up: 
             a[i] = x[xrow[i] + kk];
         }
         for (var j = 0u; j < {{TN}}u; j++) {
-            b[j] = weight_at(wrow[j] + kk, up);
+            b[j] = weight_at(wrow[j] + kk, which[j]);
         }
         for (var i = 0u; i < {{TM}}u; i++) {
             for (var j = 0u; j < {{TN}}u; j++) {

@@ -1,10 +1,14 @@
 // A weight matrix block in its stored dtype; w_at(i) decodes element i (row-major) to f32.
 // f16/bf16 are packed two per u32 (element 2j in the low half); decoding needs no shader-f16. W_TERNARY: 2-bit codes
 // (t + 1) packed 16 per u32, element i in bits 2(i % 16) of word i / 16.
-// UP_BINDING: a second matrix of the same dtype and shape (a gated MLP's up projection beside its gate), up_at(i).
+// W2_BINDING, W3_BINDING: further matrices of the same dtype (a gated MLP's up projection beside its gate, or the
+// rest of a row-wise stack of projections), read by weight_at(i, 1u) and weight_at(i, 2u).
 @group(0) @binding({{W_BINDING}}) var<storage, read> w: array<{{W_ELEM}}>;
-#if UP_BINDING
-@group(0) @binding({{UP_BINDING}}) var<storage, read> w_up: array<{{W_ELEM}}>;
+#if W2_BINDING
+@group(0) @binding({{W2_BINDING}}) var<storage, read> w2: array<{{W_ELEM}}>;
+#endif
+#if W3_BINDING
+@group(0) @binding({{W3_BINDING}}) var<storage, read> w3: array<{{W_ELEM}}>;
 #endif
 
 // The index of the stored word holding element i.
@@ -46,17 +50,16 @@ fn w_at(i: u32) -> f32 {
     return decode(w[word_of(i)], i);
 }
 
-#if UP_BINDING
-fn up_at(i: u32) -> f32 {
-    return decode(w_up[word_of(i)], i);
-}
+// Element i of matrix `which` (0: w, 1: w2, 2: w3).
+fn weight_at(i: u32, which: u32) -> f32 {
+#if W2_BINDING
+    if (which == 1u) {
+        return decode(w2[word_of(i)], i);
+    }
 #endif
-
-// Element i of the up projection when `up` (and there is one), else of w.
-fn weight_at(i: u32, up: bool) -> f32 {
-#if UP_BINDING
-    if (up) {
-        return up_at(i);
+#if W3_BINDING
+    if (which == 2u) {
+        return decode(w3[word_of(i)], i);
     }
 #endif
     return w_at(i);

@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
             shape: MatmulShape::Vector,
             input_norm: None,
             up: None,
+            stacked: &[],
         };
         let mut plan = Plan::new(&gpu);
         linear(&gpu, &mut plan, &layer(&bf16))?;

@@ -78,6 +78,7 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                         shape,
                         input_norm: None,
                         up: None,
+                        stacked: &[],
                     };
                     linear(g, &mut plan, &l).unwrap();
                     let got = run(&plan, &tokens(0, rows), &yb, rows * n);
@@ -127,6 +128,7 @@ fn matvec_with_a_fused_input_norm_matches_the_norm_then_the_layer() {
                 shape: MatmulShape::Vector,
                 input_norm: Some(InputNorm { weight: &nb, eps: 1e-5, unit_offset }),
                 up: None,
+                stacked: &[],
             };
             linear(g, &mut plan, &l).unwrap();
             assert_eq!(plan.dispatch_count(), 1);
@@ -152,6 +154,7 @@ fn matvec_with_a_fused_input_norm_matches_the_norm_then_the_layer() {
         shape: MatmulShape::Tiled,
         input_norm: Some(InputNorm { weight: &x, eps: 1e-5, unit_offset: false }),
         up: None,
+        stacked: &[],
     };
     let refused = linear(g, &mut Plan::new(g), &l).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(refused.contains("matrix-vector"), "{refused}");
@@ -195,6 +198,7 @@ fn gated_pair_layers_match_the_gated_reference() {
                     shape,
                     input_norm: normed.then_some(InputNorm { weight: &nb, eps: 1e-6, unit_offset: true }),
                     up: Some(&up),
+                    stacked: &[],
                 };
                 linear(g, &mut plan, &l).unwrap();
                 assert_eq!(plan.dispatch_count(), gate.blocks.len());
@@ -206,6 +210,64 @@ fn gated_pair_layers_match_the_gated_reference() {
                 let want = reference::mlp::gated(act, &scaled(&gf), &scaled(&uf));
                 let cols: Vec<f32> = got.chunks_exact(stride).flat_map(|r| r[offset..offset + n].to_vec()).collect();
                 assert_close(&cols, &want, 1e-5, &format!("{dtype} {rows}x{k}x{n} {shape:?} {act:?}"));
+            }
+        }
+    }
+}
+
+/// Two or three projections of one input as one row-wise stack in one dispatch, outputs side by side, for both
+/// kernel shapes and every dtype, with an offset, accumulation and (decode) a folded input norm.
+#[test]
+fn stacked_projections_match_their_separate_products() {
+    let g = gpu();
+    let mut rng = Rng::new(45);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (rows, k, parts) in [(1, 67, vec![13, 7, 9]), (29, 18, vec![5, 22]), (3, 33, vec![1, 1, 3])] {
+            for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
+                let normed = shape == MatmulShape::Vector;
+                let x = random(&mut rng, rows * k, 2.0);
+                let norm = random(&mut rng, k, 1.0);
+                let raws: Vec<Vec<u8>> = parts.iter().map(|&n| encode(dtype, &random(&mut rng, n * k, 0.5))).collect();
+                let weights: Vec<Weight> = raws
+                    .iter()
+                    .zip(&parts)
+                    .map(|(raw, &n)| Weight::upload(g, "w", dtype, n, k, raw, g.info.max_binding).unwrap())
+                    .collect();
+                let n: usize = parts.iter().sum();
+                let (stride, offset) = (n + 4, 3);
+                let y0 = random(&mut rng, rows * stride, 1.0);
+                let (xb, nb, yb) = (g.upload_f32("x", &x), g.upload_f32("norm", &norm), g.upload_f32("y", &y0));
+                let rest: Vec<&Weight> = weights[1..].iter().collect();
+                let mut plan = Plan::new(g);
+                let l = Linear {
+                    x: &xb,
+                    w: &weights[0],
+                    bias: None,
+                    scale: 1.5,
+                    y: &yb,
+                    y_offset: offset,
+                    y_stride: stride,
+                    rows: Rows::Tokens,
+                    epilogue: Epilogue::Accumulate,
+                    shape,
+                    input_norm: normed.then_some(InputNorm { weight: &nb, eps: 1e-6, unit_offset: false }),
+                    up: None,
+                    stacked: &rest,
+                };
+                linear(g, &mut plan, &l).unwrap();
+                assert_eq!(plan.dispatch_count(), 1);
+                let got = run(&plan, &tokens(0, rows), &yb, rows * stride);
+                let input = if normed { reference::norm::rms_norm(&x, &norm, k, 1e-6, false) } else { x.clone() };
+                let mut want = y0.clone();
+                let mut col = offset;
+                for (raw, &p) in raws.iter().zip(&parts) {
+                    let product = reference::linear::linear(&input, &decode_f32(dtype, raw).unwrap(), None, k, p);
+                    for (r, row) in product.chunks_exact(p).enumerate() {
+                        row.iter().enumerate().for_each(|(j, v)| want[r * stride + col + j] += 1.5 * v);
+                    }
+                    col += p;
+                }
+                assert_close(&got, &want, 1e-5, &format!("{dtype} {rows}x{k} stack {parts:?} {shape:?}"));
             }
         }
     }
@@ -244,6 +306,7 @@ fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
                 shape,
                 input_norm: None,
                 up: None,
+                stacked: &[],
             };
             linear(g, &mut plan, &l).unwrap();
             let got = run(&plan, &tokens(0, rows), &yw, rows * stride);
@@ -1496,6 +1559,7 @@ fn ternary_linear_matches_reference() {
                 shape,
                 input_norm: None,
                 up: None,
+                stacked: &[],
             };
             linear(g, &mut plan, &l).unwrap();
             assert_close(

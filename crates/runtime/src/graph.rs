@@ -543,6 +543,12 @@ struct Builder<'a> {
     folded_norm: Option<FoldedNorm>,
 }
 
+/// A float linear layer with nothing beside its product (no bias, HGF correction or own norm): one that the fused
+/// kernels (stacked projections, gated pairs) can take.
+fn plain(l: &LinearWeights) -> bool {
+    !l.w.ternary && l.hgf.is_none() && l.bias.is_none() && l.input_norm.is_none()
+}
+
 /// A plain RMSNorm that the matrix-vector kernels apply to their input themselves.
 #[derive(Clone)]
 struct FoldedNorm {
@@ -664,6 +670,7 @@ impl<'a> Builder<'a> {
             shape,
             input_norm: folded.as_ref().filter(|_| !l.w.ternary).map(FoldedNorm::input_norm),
             up: None,
+            stacked: &[],
         };
         linear(self.gpu, &mut self.plan, &args)?;
         let mid_done = hgf.is_some() && l.w.ternary;
@@ -727,6 +734,7 @@ impl<'a> Builder<'a> {
             shape,
             input_norm,
             up: None,
+            stacked: &[],
         };
         if !mid_done {
             let down = product(x, &h.a, mid, (0, 0), Epilogue::Store, folded.map(FoldedNorm::input_norm));
@@ -736,12 +744,52 @@ impl<'a> Builder<'a> {
         Ok(linear(self.gpu, &mut self.plan, &up)?)
     }
 
-    /// Projections of the block input written side by side into rows of `width` (e.g. `[q | k | v]`).
-    fn side_by_side(&mut self, projections: &[LinearWeights], y: &wgpu::Buffer, width: usize) -> Result<()> {
-        let mut offset = 0;
-        for l in projections {
-            self.linear_cols(&self.res.scratch.h, l, y, offset, width)?;
-            offset += l.w.rows;
+    /// Projections of the block input written side by side into rows of `width` (e.g. `[q | k | v]`): runs of up to
+    /// three plain float projections alike go as one stacked product.
+    fn side_by_side<'p>(
+        &mut self,
+        projections: impl IntoIterator<Item = &'p LinearWeights>,
+        y: &wgpu::Buffer,
+        width: usize,
+    ) -> Result<()> {
+        let projections: Vec<&LinearWeights> = projections.into_iter().collect();
+        let (mut offset, mut i) = (0, 0);
+        while i < projections.len() {
+            let first = projections[i];
+            let stackable = |l: &LinearWeights| {
+                plain(l)
+                    && l.w.blocks.len() == 1
+                    && (l.w.dtype, l.w.cols, l.scale) == (first.w.dtype, first.w.cols, first.scale)
+            };
+            let run = match stackable(first) {
+                true => projections[i..].iter().take(3).take_while(|l| stackable(l)).count(),
+                false => 1,
+            };
+            if run > 1 {
+                let (x, folded) = self.folded_input(&self.res.scratch.h);
+                let rest: Vec<&ternlight_gpu::buffer::Weight> =
+                    projections[i + 1..i + run].iter().map(|l| &l.w).collect();
+                let args = Linear {
+                    x,
+                    w: &first.w,
+                    bias: None,
+                    scale: first.scale,
+                    y,
+                    y_offset: offset,
+                    y_stride: width,
+                    rows: Rows::Tokens,
+                    epilogue: Epilogue::Store,
+                    shape: self.shape(),
+                    input_norm: folded.as_ref().map(FoldedNorm::input_norm),
+                    up: None,
+                    stacked: &rest,
+                };
+                linear(self.gpu, &mut self.plan, &args)?;
+            } else {
+                self.linear_cols(&self.res.scratch.h, first, y, offset, width)?;
+            }
+            offset += projections[i..i + run].iter().map(|l| l.w.rows).sum::<usize>();
+            i += run;
         }
         Ok(())
     }
@@ -969,15 +1017,16 @@ impl<'a> Builder<'a> {
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
         let gate_width = g.gate_width();
-        self.linear_cols(&s.h, b, &s.ab, 0, gate_width)?;
-        let a_input = match a_down {
+        match a_down {
+            // [b | a] side by side.
+            None => self.side_by_side([b, a], &s.ab, gate_width)?,
             Some(down) => {
+                self.linear_cols(&s.h, b, &s.ab, 0, gate_width)?;
                 self.linear(&s.h, down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
-                &s.low_rank
+                let at = (g.n_v_heads, gate_width);
+                self.linear_at(&s.low_rank, a, &s.ab, Rows::Tokens, Epilogue::Store, at)?;
             }
-            None => &s.h,
-        };
-        self.linear_at(a_input, a, &s.ab, Rows::Tokens, Epilogue::Store, (g.n_v_heads, gate_width))?;
+        }
         if let Some((down, up)) = z {
             let input = match down {
                 Some(down) => {
@@ -1565,7 +1614,6 @@ impl<'a> Builder<'a> {
         row_gate: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         let s = &self.res.scratch;
-        let plain = |l: &LinearWeights| !l.w.ternary && l.hgf.is_none() && l.bias.is_none() && l.input_norm.is_none();
         let (gate, up) = (&w.gate, &w.up);
         let alike =
             gate.scale == up.scale && (gate.w.dtype, gate.w.rows, gate.w.cols) == (up.w.dtype, up.w.rows, up.w.cols);
@@ -1586,6 +1634,7 @@ impl<'a> Builder<'a> {
                 shape: self.shape(),
                 input_norm: folded.as_ref().map(FoldedNorm::input_norm),
                 up: Some(&up.w),
+                stacked: &[],
             };
             return Ok(linear(self.gpu, &mut self.plan, &args)?);
         }
@@ -1701,6 +1750,7 @@ pub fn build(
             shape,
             input_norm: folded.as_ref().map(FoldedNorm::input_norm),
             up: None,
+            stacked: &[],
         },
     )?;
     Ok(b.plan)

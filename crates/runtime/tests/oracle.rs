@@ -148,12 +148,13 @@ fn fla_hgrn2_matches_fla_on_the_gpu() {
     check("hgrn2");
 }
 
-/// Decode's fused kernels (norms folded into projections, gate and up in one product, normed heads rotated at
-/// once, one-dispatch convs) keep softmax, gated-attention and Gated DeltaNet layers within ten dispatches per
-/// token, beside one for the embedding and one for the head. A structural count, not a timing.
+/// Decode's fused kernels (norms folded into projections, projections of one input stacked, gate and up in one
+/// product, normed heads rotated at once, one-dispatch convs) keep softmax, gated-attention, Gated DeltaNet and GLA
+/// layers within ten dispatches per token, beside one for the embedding and one for the head. A structural count,
+/// not a timing.
 #[test]
 fn decode_takes_at_most_ten_dispatches_per_layer() {
-    for arch in ["llama", "qwen3", "gemma3", "qwen3_5"] {
+    for arch in ["llama", "qwen3", "gemma3", "qwen3_5", "gated_deltanet", "gla"] {
         let s = session(arch, SessionOptions::default());
         let layers = s.spec().layers.len();
         let dispatches = s.decode_dispatches();

@@ -68,13 +68,24 @@ pub struct Linear<'a> {
     pub input_norm: Option<InputNorm<'a>>,
     /// With [`Epilogue::Gated`]: the up projection, shaped and split into blocks like `w` (the gate).
     pub up: Option<&'a Weight>,
+    /// Up to two more matrices whose rows follow `w`'s (same dtype and width, one block each, no bias): the layer is
+    /// their row-wise stack, its outputs side by side, in one dispatch (several projections of one input).
+    pub stacked: &'a [&'a Weight],
 }
 
 /// Records the linear layer, one dispatch per row block of the weight.
 pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
-    let (n, k) = (l.w.rows, l.w.cols);
+    let k = l.w.cols;
+    let n = l.w.rows + l.stacked.iter().map(|w| w.rows).sum::<usize>();
     if n == 0 || k == 0 {
         return Err(GpuError::shape("linear", format!("empty weight [{n}, {k}]")));
+    }
+    if !l.stacked.is_empty() {
+        let unlike = |w: &Weight| (w.cols, w.dtype, w.ternary) != (k, l.w.dtype, l.w.ternary) || w.blocks.len() != 1;
+        let stackable = l.stacked.len() <= 2 && l.w.blocks.len() == 1 && !l.stacked.iter().any(|w| unlike(w));
+        if !stackable || l.bias.is_some() || l.up.is_some() {
+            return Err(GpuError::shape("linear", "a stack is up to three one-block matrices alike, without bias"));
+        }
     }
     let t = &gpu.tuning;
     let gated = match l.epilogue {
@@ -87,6 +98,7 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     if let Some(up) = l.up {
         let same_blocks = up.blocks.len() == l.w.blocks.len()
             && up.blocks.iter().zip(&l.w.blocks).all(|(u, g)| (u.row0, u.rows) == (g.row0, g.rows));
+        let n = l.w.rows;
         if (up.rows, up.cols, up.dtype, up.ternary) != (n, k, l.w.dtype, l.w.ternary) || !same_blocks {
             return Err(GpuError::shape(
                 "linear",
@@ -111,8 +123,15 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     plan.check_rows("linear", "output", l.y, l.rows, stride)?;
     let base = Defines::new().flag("BIAS", l.bias.is_some()).flag("ACCUMULATE", l.epilogue == Epilogue::Accumulate);
     let base = match gated {
-        Some(act) => base.flag("GATED", true).set("ACT", super::mlp::act_name(act)).set("UP_BINDING", 5),
+        Some(act) => base.flag("GATED", true).set("ACT", super::mlp::act_name(act)),
         None => base,
+    };
+    // Matrices bound beside w: the up projection, or the rest of a stack.
+    let beside = l.up.map_or(l.stacked.len(), |_| 1) as u32;
+    let base = match beside {
+        0 => base,
+        1 => base.set("W2_BINDING", 5),
+        _ => base.set("W2_BINDING", 5).set("W3_BINDING", 6),
     };
     let (shader, defines) = match l.shape {
         MatmulShape::Tiled => {
@@ -121,17 +140,22 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         MatmulShape::Vector => ("common/matvec.wgsl", base.set("WG", t.wg).set("NR", t.nr)),
     };
     let defines = match l.input_norm {
-        Some(_) => defines
-            .flag("NORM_IN", true)
-            .set("NORM_BINDING", 5 + u32::from(l.bias.is_some()) + u32::from(l.up.is_some())),
+        Some(_) => defines.flag("NORM_IN", true).set("NORM_BINDING", 5 + u32::from(l.bias.is_some()) + beside),
         None => defines,
     };
     let (norm_eps, norm_offset) = l.input_norm.map_or((0.0, 0.0), |n| (n.eps, f32::from(u8::from(n.unit_offset))));
     let defines = weight_defines(defines, l.w, 4);
     for (i, block) in l.w.blocks.iter().enumerate() {
+        // A stack is one block: w's rows, then each stacked matrix's.
+        let block_rows = block.rows + l.stacked.iter().map(|w| w.rows).sum::<usize>();
+        let seg1 = if l.stacked.is_empty() { block_rows } else { block.rows };
+        let seg2 = match l.stacked {
+            [first, _] => block.rows + first.rows,
+            _ => block_rows,
+        };
         let params = [
             k as u32,
-            block.rows as u32,
+            block_rows as u32,
             (l.y_offset + block.row0) as u32,
             stride as u32,
             l.rows.selector(),
@@ -139,21 +163,24 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             super::f32_word(l.scale),
             super::f32_word(norm_eps),
             super::f32_word(norm_offset),
+            seg1 as u32,
+            seg2 as u32,
         ];
         let grid = match l.shape {
             MatmulShape::Tiled => Grid::Tiles {
-                x: (block.rows as u32).div_ceil(t.wg_x * t.tn),
+                x: (block_rows as u32).div_ceil(t.wg_x * t.tn),
                 rows: l.rows,
                 rows_per_group: t.wg_y * t.tm,
             },
             MatmulShape::Vector => {
-                Grid::Tiles { x: (block.rows as u32).div_ceil(t.nr), rows: l.rows, rows_per_group: 1 }
+                Grid::Tiles { x: (block_rows as u32).div_ceil(t.nr), rows: l.rows, rows_per_group: 1 }
             }
         };
         let mut buffers = vec![l.x.into(), l.y.into(), (&block.buffer).into()];
         if let Some(up) = l.up {
             buffers.push((&up.blocks[i].buffer).into());
         }
+        buffers.extend(l.stacked.iter().map(|w| (&w.blocks[0].buffer).into()));
         if let Some(b) = l.bias {
             buffers.push(b.into());
         }
