@@ -89,7 +89,10 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     spec.max_positions = trained.max(longest);
     let session_options =
         SessionOptions { max_context: Some(longest), prefill_capacity: longest, ..Default::default() };
-    let gpu = Arc::new(Gpu::new_blocking()?);
+    let mut gpu = Gpu::new_blocking()?;
+    let tuned = ternlight_runtime::tuning::apply_cached(&mut gpu);
+    let tuning = json!({ "from_cache": tuned, "sizes": ternlight_runtime::tuning::to_json(&gpu.tuning) });
+    let gpu = Arc::new(gpu);
     let bandwidth = copy_bandwidth(&gpu)?;
     let load_start = Instant::now();
     let bar = crate::progress::LoadBar::new(quiet);
@@ -120,7 +123,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         "model_type": s.spec().model_type,
         "trained_positions": trained,
         "device": { "name": info.name, "backend": info.backend, "type": info.device_type,
-                    "shader_f16": info.shader_f16, "subgroups": info.subgroups, "timestamps": info.timestamps },
+                    "shader_f16": info.shader_f16, "subgroups": info.subgroups, "timestamps": info.timestamps,
+                    "tuning": tuning },
         "load_s": load_s,
         "decode_dispatches_per_token": s.decode_dispatches(),
         "memory": { "weights_bytes": s.memory().weights, "state_bytes_allocated": s.memory().state },

@@ -5,14 +5,14 @@
 use crate::bench::copy_bandwidth;
 use anyhow::Result;
 use serde_json::json;
-use std::time::Instant;
 use ternlight_core::dtype::DType;
 use ternlight_core::sampling::Rng;
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
 use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, MatvecDp4, Quantised};
 use ternlight_gpu::plan::{Plan, Rows, Step};
-use ternlight_gpu::{wgpu, Gpu};
+use ternlight_gpu::tune::seconds_per_submit;
+use ternlight_gpu::Gpu;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,17 +27,9 @@ pub struct Args {
     json: bool,
 }
 
-/// Seconds per submit of `plan`, after a warm-up, over `reps` submits.
-fn time_plan(gpu: &Gpu, plan: &Plan, y: &wgpu::Buffer, reps: usize) -> Result<f64> {
-    let step = Step { pos0: 0, n_tokens: 1, logit_rows: vec![] };
-    plan.submit(gpu, &step, &[], None);
-    pollster::block_on(gpu.read_f32(y, 0, 1))?;
-    let start = Instant::now();
-    for _ in 0..reps {
-        plan.submit(gpu, &step, &[], None);
-    }
-    pollster::block_on(gpu.read_f32(y, 0, 1))?;
-    Ok(start.elapsed().as_secs_f64() / reps as f64)
+/// Seconds per one-token submit of `plan`.
+fn time_plan(gpu: &Gpu, plan: &Plan, reps: usize) -> Result<f64> {
+    Ok(seconds_per_submit(gpu, plan, &Step { pos0: 0, n_tokens: 1, logit_rows: vec![] }, reps)?)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -75,11 +67,11 @@ pub fn run(args: Args) -> Result<()> {
         };
         let mut plan = Plan::new(&gpu);
         linear(&gpu, &mut plan, &layer(&bf16))?;
-        let t_bf16 = time_plan(&gpu, &plan, &y, args.reps)?;
+        let t_bf16 = time_plan(&gpu, &plan, args.reps)?;
         let mut plan = Plan::new(&gpu);
         act_quant(&gpu, &mut plan, (&x, Quantised::Float(&xq)), k, Rows::Tokens, None)?;
         linear(&gpu, &mut plan, &Linear { x: &xq, ..layer(&ternary) })?;
-        let t_ternary = time_plan(&gpu, &plan, &y, args.reps)?;
+        let t_ternary = time_plan(&gpu, &plan, args.reps)?;
         let t_dp4 = match dp4_ready(&gpu, &ternary) {
             true => {
                 let (words, scales) = (gpu.zeros("xq words", k / 4), gpu.zeros("xq scale", 1));
@@ -98,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
                     hgf: None,
                 };
                 matvec_dp4(&gpu, &mut plan, &call)?;
-                Some(time_plan(&gpu, &plan, &y, args.reps)?)
+                Some(time_plan(&gpu, &plan, args.reps)?)
             }
             false => None,
         };

@@ -12,6 +12,7 @@ mod progress;
 mod run;
 mod soak;
 mod synthetic;
+mod tune;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ enum Command {
     Soak(soak::Args),
     /// Write an HF BitNet checkpoint as a Ternlight-ready GGUF file with TQ1_0 or TQ2_0 ternary weights.
     Convert(convert::Args),
+    /// Time candidate kernel sizes on this device and cache the fastest for later runs.
+    Tune(tune::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a, cli.quiet),
         Command::Convert(a) => convert::run(a),
+        Command::Tune(a) => tune::run(a),
         Command::BenchLinear(a) => bench_linear::run(a),
         Command::EvalPolicy(a) => eval_policy::run(a, cli.quiet),
         Command::Soak(a) => soak::run(a, cli.quiet),

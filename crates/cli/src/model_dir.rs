@@ -156,7 +156,9 @@ impl ModelDir {
     pub fn session(&self, options: &SessionOptions, quiet: bool) -> Result<Session> {
         // Header-only: a checkpoint that does not fit the config is refused before the GPU is touched.
         check_against_spec(&self.spec, self.checkpoint.source())?;
-        let gpu = Arc::new(Gpu::new_blocking()?);
+        let mut gpu = Gpu::new_blocking()?;
+        ternlight_runtime::tuning::apply_cached(&mut gpu);
+        let gpu = Arc::new(gpu);
         let bar = LoadBar::new(quiet);
         let session = Session::new(gpu, self.spec.clone(), self.checkpoint.source(), options, &mut |p| bar.update(p))?;
         bar.finish();

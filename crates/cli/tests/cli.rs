@@ -777,6 +777,48 @@ fn bench_reports_the_roofline_and_names_synthetic_models() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }
 
+/// `tune` times every candidate, caches the fastest of each kernel for the adapter, and later runs on the device
+/// start with it (`bench` reports it as from the cache, and `run` still generates with it); `TERNLIGHT_TUNING=default`
+/// ignores the cache.
+#[test]
+fn tune_caches_the_fastest_sizes_and_later_runs_use_them() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = ternlight_cached(cache.path(), &["tune", "--reps", "1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let trials = v["trials"].as_array().unwrap();
+    for (kernel, fields) in [("matvec", &["wg", "nr"][..]), ("matmul", &["tm", "tn", "wg_x", "wg_y"][..])] {
+        let of_kernel: Vec<_> = trials.iter().filter(|t| t["kernel"] == kernel).collect();
+        assert!(of_kernel.len() >= 4, "{v}");
+        let fastest = of_kernel.iter().min_by(|a, b| a["ms"].as_f64().unwrap().total_cmp(&b["ms"].as_f64().unwrap()));
+        for f in fields {
+            assert_eq!(v["chosen"][f], fastest.unwrap()["tuning"][f], "{kernel} {f}: {v}");
+        }
+    }
+    assert!(Path::new(v["cache"].as_str().unwrap()).starts_with(cache.path()));
+    let model = fixture("llama");
+    let bench = ["bench", "--model", model.to_str().unwrap(), "--contexts", "8", "--decode-steps", "1"];
+    let bench = [&bench[..], &["--compare-tokens", "4", "--reps", "1", "--json"]].concat();
+    let o = ternlight_cached(cache.path(), &bench);
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["device"]["tuning"]["from_cache"], true, "{b}");
+    assert_eq!(b["device"]["tuning"]["sizes"], v["chosen"]);
+    let o = ternlight_cached(
+        cache.path(),
+        &["run", "--model", model.to_str().unwrap(), "--prompt", "Hi", "--max-tokens", "4"],
+    );
+    assert!(o.status.success() && !o.stdout.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(env!("CARGO_BIN_EXE_ternlight"))
+        .args(["--quiet"])
+        .args(&bench)
+        .env("TERNLIGHT_CACHE", cache.path())
+        .env("TERNLIGHT_TUNING", "default")
+        .output()
+        .unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["device"]["tuning"]["from_cache"], false, "{b}");
+}
+
 /// `soak`: after generating, every cycle holds the same GPU buffers, every unload returns them all and the Rust
 /// heap to where it was, cycle after cycle, on one device and on a fresh device per load. (The resident set is
 /// reported, not asserted: lavapipe keeps growing its own allocations while a device lives; docs/reliability.md.)

@@ -273,6 +273,56 @@ fn stacked_projections_match_their_separate_products() {
     }
 }
 
+/// Every size `tune` may pick computes the plain, stacked and gated products right (on a device of its own, whose
+/// tuning the test sets).
+#[test]
+fn every_tuning_candidate_computes_the_same_products() {
+    let mut g = Gpu::new_blocking().unwrap();
+    let mut rng = Rng::new(46);
+    let (rows, k, parts) = (5, 37, [11, 6]);
+    let x = random(&mut rng, rows * k, 1.0);
+    let raws: Vec<Vec<u8>> = parts.iter().map(|&n| encode(DType::BF16, &random(&mut rng, n * k, 0.5))).collect();
+    let w: Vec<Vec<f32>> = raws.iter().map(|r| decode_f32(DType::BF16, r).unwrap()).collect();
+    let (a, b) = (reference::linear::linear(&x, &w[0], None, k, 11), reference::linear::linear(&x, &w[1], None, k, 6));
+    let stacked_want: Vec<f32> = a.chunks_exact(11).zip(b.chunks_exact(6)).flat_map(|(a, b)| [a, b].concat()).collect();
+    let gate = encode(DType::BF16, &random(&mut rng, 11 * k, 0.5));
+    let gate_product = reference::linear::linear(&x, &decode_f32(DType::BF16, &gate).unwrap(), None, k, 11);
+    let gated_want = reference::mlp::gated(Activation::Silu, &gate_product, &a);
+    for (shape, tuning) in ternlight_gpu::tune::candidates(&g.tuning.clone()) {
+        g.tuning = tuning.clone();
+        let g = &g;
+        let upload = |name, raw: &[u8], n| Weight::upload(g, name, DType::BF16, n, k, raw, g.info.max_binding).unwrap();
+        let (first, second, gate_w) = (upload("w", &raws[0], 11), upload("w2", &raws[1], 6), upload("gate", &gate, 11));
+        let xb = g.upload_f32("x", &x);
+        for gated in [false, true] {
+            let n = if gated { 11 } else { 17 };
+            let yb = g.zeros("y", rows * n);
+            let rest = [&second];
+            let mut plan = Plan::new(g);
+            let l = Linear {
+                x: &xb,
+                w: if gated { &gate_w } else { &first },
+                bias: None,
+                scale: 1.0,
+                y: &yb,
+                y_offset: 0,
+                y_stride: 0,
+                rows: Rows::Tokens,
+                epilogue: if gated { Epilogue::Gated(Activation::Silu) } else { Epilogue::Store },
+                shape,
+                input_norm: None,
+                up: gated.then_some(&first),
+                stacked: if gated { &[] } else { &rest },
+            };
+            linear(g, &mut plan, &l).unwrap();
+            plan.submit(g, &tokens(0, rows), &[], None);
+            let got = pollster::block_on(g.read_f32(&yb, 0, rows * n)).unwrap();
+            let want = if gated { &gated_want } else { &stacked_want };
+            assert_close(&got, want, 1e-5, &format!("{tuning:?} {shape:?} gated {gated}"));
+        }
+    }
+}
+
 #[test]
 fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
     let g = gpu();

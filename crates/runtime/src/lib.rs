@@ -6,6 +6,7 @@
 //! - [`generate`]: the sampling loop with timings.
 //! - [`hub`]: model names (`http(s)://` base URLs, Hugging Face repo ids) to base URLs.
 //! - `http` (native builds): model files over HTTP(S) with Range requests, resume, retries and a disk cache.
+//! - `tuning` (native builds): kernel sizes from `ternlight tune`, cached per adapter.
 //! - `web` (wasm32): the browser API, an `Engine` that streams a model by `fetch` into WebGPU and generates text.
 
 #![warn(missing_docs)]
@@ -18,6 +19,8 @@ pub mod graph;
 pub mod http;
 pub mod hub;
 pub mod session;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tuning;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 pub mod weights;

@@ -1,0 +1,48 @@
+//! `ternlight tune`: times candidate kernel sizes on this device ([`ternlight_gpu::tune`]), prints each, and caches
+//! the fastest for the adapter, so that later `run`, `bench` and `logits` start with them.
+
+use anyhow::Result;
+use serde_json::json;
+use ternlight_gpu::kernels::matmul::MatmulShape;
+use ternlight_gpu::kernels::Tuning;
+use ternlight_gpu::Gpu;
+use ternlight_runtime::tuning;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Timed dispatches per candidate.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut gpu = Gpu::new_blocking()?;
+    let default = gpu.tuning.clone();
+    let (best, trials) = ternlight_gpu::tune::autotune(&mut gpu, args.reps)?;
+    let path = tuning::save(&gpu, &best)?;
+    let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
+    let sizes = |t: &Tuning, shape| match shape {
+        MatmulShape::Vector => format!("wg {} nr {}", t.wg, t.nr),
+        MatmulShape::Tiled => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
+    };
+    if args.json {
+        let rows: Vec<_> = trials
+            .iter()
+            .map(|t| json!({ "kernel": kernel(t.shape), "tuning": tuning::to_json(&t.tuning), "ms": t.seconds * 1e3 }))
+            .collect();
+        let report = json!({ "device": gpu.info.name, "default": tuning::to_json(&default),
+            "chosen": tuning::to_json(&best), "cache": path.display().to_string(), "trials": rows });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{} ({}): ms per 2048x2048 bf16 product", gpu.info.name, gpu.info.backend);
+    for t in &trials {
+        println!("  {} {:<22} {:>9.3}", kernel(t.shape), sizes(&t.tuning, t.shape), t.seconds * 1e3);
+    }
+    println!("chosen: {}; {}", sizes(&best, MatmulShape::Vector), sizes(&best, MatmulShape::Tiled));
+    println!("cached in {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Picks the kernel sizes ([`Tuning`]) that run fastest on this device: each candidate's decode matrix-vector
+//! kernel and prefill matmul are timed on bf16 weights of a real model's shape (2048 x 2048), and the fastest of
+//! each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module).
+
+use crate::buffer::Weight;
+use crate::device::Gpu;
+use crate::error::Result;
+use crate::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use crate::kernels::Tuning;
+use crate::plan::{Plan, Rows, Step};
+use std::time::Instant;
+use ternlight_core::dtype::DType;
+
+/// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup.
+const MATVEC: [(u32, u32); 6] = [(32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (256, 2)];
+/// Matmul candidates: rows and columns per invocation, workgroup width and height.
+const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
+/// The timed layer: `[N, K]` bf16 weights, and the rows a prefill chunk multiplies.
+const N: usize = 2048;
+const K: usize = 2048;
+const PREFILL_ROWS: usize = 64;
+
+/// Every candidate: `base` with one kernel's sizes changed, and that kernel.
+pub fn candidates(base: &Tuning) -> Vec<(MatmulShape, Tuning)> {
+    let vector = MATVEC.iter().map(|&(wg, nr)| (MatmulShape::Vector, Tuning { wg, nr, ..base.clone() }));
+    let tiled =
+        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (MatmulShape::Tiled, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
+    vector.chain(tiled).collect()
+}
+
+/// One candidate's mean seconds per product.
+#[derive(Clone, Debug)]
+pub struct Trial {
+    /// The sizes tried (only the fields of its kernel differ from the defaults).
+    pub tuning: Tuning,
+    /// Which kernel: decode's matrix-vector product or prefill's matmul.
+    pub shape: MatmulShape,
+    /// Mean wall time of one dispatch, seconds.
+    pub seconds: f64,
+}
+
+/// Times every candidate (`reps` dispatches each, after a warm-up) and returns the fastest tuning with all trials.
+/// The device's tuning is left as it was.
+pub fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
+    let start = gpu.tuning.clone();
+    let bits: Vec<u8> =
+        (0..N * K).flat_map(|i| half::bf16::from_f32(((i % 7) as f32 - 3.0) / 64.0).to_le_bytes()).collect();
+    let w = Weight::upload(gpu, "tune weights", DType::BF16, N, K, &bits, gpu.info.max_binding)?;
+    let x = gpu.upload_f32("tune input", &vec![0.5; PREFILL_ROWS * K]);
+    let y = gpu.zeros("tune output", PREFILL_ROWS * N);
+    let mut trials = Vec::new();
+    for (shape, tuning) in candidates(&start) {
+        gpu.tuning = tuning.clone();
+        let rows = if shape == MatmulShape::Vector { 1 } else { PREFILL_ROWS };
+        let timed = time(gpu, (&x, &w, &y), shape, rows, reps);
+        gpu.tuning = start.clone();
+        trials.push(Trial { tuning, shape, seconds: timed? });
+    }
+    let fastest = |shape| {
+        trials
+            .iter()
+            .filter(|t| t.shape == shape)
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+            .map(|t| t.tuning.clone())
+    };
+    let (vector, tiled) =
+        (fastest(MatmulShape::Vector).unwrap_or_default(), fastest(MatmulShape::Tiled).unwrap_or_default());
+    let best = Tuning {
+        wg: vector.wg,
+        nr: vector.nr,
+        tm: tiled.tm,
+        tn: tiled.tn,
+        wg_x: tiled.wg_x,
+        wg_y: tiled.wg_y,
+        ..start
+    };
+    Ok((best, trials))
+}
+
+/// Mean seconds of one `rows`-row product `y = x W^T` with the device's current tuning.
+fn time(
+    gpu: &Gpu,
+    (x, w, y): (&wgpu::Buffer, &Weight, &wgpu::Buffer),
+    shape: MatmulShape,
+    rows: usize,
+    reps: usize,
+) -> Result<f64> {
+    let mut plan = Plan::new(gpu);
+    let layer = Linear {
+        x,
+        w,
+        bias: None,
+        scale: 1.0,
+        y,
+        y_offset: 0,
+        y_stride: 0,
+        rows: Rows::Tokens,
+        epilogue: Epilogue::Store,
+        shape,
+        input_norm: None,
+        up: None,
+        stacked: &[],
+    };
+    linear(gpu, &mut plan, &layer)?;
+    seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: rows as u32, logit_rows: vec![] }, reps)
+}
+
+/// Mean wall seconds of one submit of `plan` at `step`, over `reps` submits after a warm-up one.
+pub fn seconds_per_submit(gpu: &Gpu, plan: &Plan, step: &Step, reps: usize) -> Result<f64> {
+    plan.submit(gpu, step, &[], None);
+    gpu.wait()?;
+    let started = Instant::now();
+    for _ in 0..reps.max(1) {
+        plan.submit(gpu, step, &[], None);
+    }
+    gpu.wait()?;
+    gpu.check_errors("timing a plan")?;
+    Ok(started.elapsed().as_secs_f64() / reps.max(1) as f64)
+}

@@ -1,0 +1,82 @@
+//! Kernel sizes found by `ternlight tune` ([`ternlight_gpu::tune`]), cached per adapter so that later runs on the
+//! same device start with them: `<cache dir>/tuning/<adapter>.json`. `TERNLIGHT_TUNING=default` ignores the cache.
+
+use crate::http::cache_dir;
+use std::path::PathBuf;
+use ternlight_gpu::device::DeviceInfo;
+use ternlight_gpu::kernels::Tuning;
+use ternlight_gpu::Gpu;
+
+/// The cache file of the adapter `info` describes (its name, backend and type, made file-safe).
+pub fn cache_path(info: &DeviceInfo) -> PathBuf {
+    let key = format!("{}-{}-{}", info.name, info.backend, info.device_type);
+    let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    cache_dir().join("tuning").join(format!("{safe}.json"))
+}
+
+/// `tuning` as the cache's JSON.
+pub fn to_json(tuning: &Tuning) -> serde_json::Value {
+    let Tuning { wg, tm, tn, wg_x, wg_y, nr, attn_kv_tile } = tuning;
+    serde_json::json!({ "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "attn_kv_tile": attn_kv_tile })
+}
+
+/// The tuning in `json`, or `None` when a field is missing or out of range (a stale or damaged cache).
+pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
+    let field = |name: &str| json.get(name)?.as_u64().and_then(|v| u32::try_from(v).ok());
+    let t = Tuning {
+        wg: field("wg")?,
+        tm: field("tm")?,
+        tn: field("tn")?,
+        wg_x: field("wg_x")?,
+        wg_y: field("wg_y")?,
+        nr: field("nr")?,
+        attn_kv_tile: field("attn_kv_tile")?,
+    };
+    let sane = t.wg.is_power_of_two() && t.wg <= 1024 && [t.tm, t.tn, t.nr].iter().all(|&v| (1..=16).contains(&v));
+    let workgroup = t.wg_x * t.wg_y;
+    (sane && (1..=1024).contains(&workgroup) && t.attn_kv_tile <= 256).then_some(t)
+}
+
+/// Writes `tuning` as the cached one of `gpu`'s adapter; returns the file.
+pub fn save(gpu: &Gpu, tuning: &Tuning) -> std::io::Result<PathBuf> {
+    let path = cache_path(&gpu.info);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&to_json(tuning))?)?;
+    Ok(path)
+}
+
+/// Gives `gpu` its adapter's cached tuning, if there is a valid one and `TERNLIGHT_TUNING` is not `default`;
+/// returns whether it did.
+pub fn apply_cached(gpu: &mut Gpu) -> bool {
+    if std::env::var("TERNLIGHT_TUNING").is_ok_and(|v| v == "default") {
+        return false;
+    }
+    let cached = std::fs::read(cache_path(&gpu.info)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    match cached.as_ref().and_then(from_json) {
+        Some(t) => {
+            gpu.tuning = t;
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunings_round_trip_and_damaged_ones_are_refused() {
+        let t = Tuning { wg: 128, nr: 8, tm: 2, tn: 4, wg_x: 16, wg_y: 8, attn_kv_tile: 32 };
+        assert_eq!(from_json(&to_json(&t)), Some(t.clone()));
+        let mut odd = to_json(&t);
+        odd["wg"] = serde_json::json!(100);
+        assert_eq!(from_json(&odd), None);
+        let mut missing = to_json(&t);
+        missing.as_object_mut().unwrap().remove("nr");
+        assert_eq!(from_json(&missing), None);
+        assert_eq!(from_json(&serde_json::json!({ "wg": -1 })), None);
+    }
+}
