@@ -8,7 +8,7 @@ use serde_json::json;
 use ternlight_core::dtype::DType;
 use ternlight_core::sampling::Rng;
 use ternlight_gpu::buffer::Weight;
-use ternlight_gpu::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use ternlight_gpu::kernels::matmul::{linear, Linear, MatmulShape};
 use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, MatvecDp4, Quantised};
 use ternlight_gpu::plan::{Plan, Rows, Step};
 use ternlight_gpu::tune::seconds_per_submit;
@@ -50,27 +50,12 @@ pub fn run(args: Args) -> Result<()> {
         let ternary = Weight::upload_ternary(&gpu, "ternary", &codes, n, k, gpu.info.max_binding)?;
         let x = gpu.upload_f32("x", &(0..k).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
         let (xq, y) = (gpu.zeros("xq", k), gpu.zeros("y", n));
-        let layer = |w| Linear {
-            x: &x,
-            w,
-            bias: None,
-            scale: 1.0,
-            y: &y,
-            y_offset: 0,
-            y_stride: 0,
-            rows: Rows::Tokens,
-            epilogue: Epilogue::Store,
-            shape: MatmulShape::Vector,
-            input_norm: None,
-            up: None,
-            stacked: &[],
-        };
         let mut plan = Plan::new(&gpu);
-        linear(&gpu, &mut plan, &layer(&bf16))?;
+        linear(&gpu, &mut plan, &Linear::new(&x, &bf16, &y, MatmulShape::Vector))?;
         let t_bf16 = time_plan(&gpu, &plan, args.reps)?;
         let mut plan = Plan::new(&gpu);
         act_quant(&gpu, &mut plan, (&x, Quantised::Float(&xq)), k, Rows::Tokens, None)?;
-        linear(&gpu, &mut plan, &Linear { x: &xq, ..layer(&ternary) })?;
+        linear(&gpu, &mut plan, &Linear::new(&xq, &ternary, &y, MatmulShape::Vector))?;
         let t_ternary = time_plan(&gpu, &plan, args.reps)?;
         let t_dp4 = match dp4_ready(&gpu, &ternary) {
             true => {

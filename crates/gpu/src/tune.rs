@@ -5,9 +5,9 @@
 use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::Result;
-use crate::kernels::matmul::{linear, Epilogue, Linear, MatmulShape};
+use crate::kernels::matmul::{linear, Linear, MatmulShape};
 use crate::kernels::Tuning;
-use crate::plan::{Plan, Rows, Step};
+use crate::plan::{Plan, Step};
 use std::time::Instant;
 use ternlight_core::dtype::DType;
 
@@ -86,22 +86,7 @@ fn time(
     reps: usize,
 ) -> Result<f64> {
     let mut plan = Plan::new(gpu);
-    let layer = Linear {
-        x,
-        w,
-        bias: None,
-        scale: 1.0,
-        y,
-        y_offset: 0,
-        y_stride: 0,
-        rows: Rows::Tokens,
-        epilogue: Epilogue::Store,
-        shape,
-        input_norm: None,
-        up: None,
-        stacked: &[],
-    };
-    linear(gpu, &mut plan, &layer)?;
+    linear(gpu, &mut plan, &Linear::new(x, w, y, shape))?;
     seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: rows as u32, logit_rows: vec![] }, reps)
 }
 

@@ -343,21 +343,7 @@ fn weights_beyond_the_binding_limit_are_split_into_row_blocks() {
             let (stride, off) = (n + 5, 3);
             let b = random(&mut rng, n, 0.5);
             let (bb, yw) = (g.upload_f32("b", &b), g.zeros("yw", rows * stride));
-            let l = Linear {
-                x: &xb,
-                w: &w,
-                bias: Some(&bb),
-                scale: 1.0,
-                y: &yw,
-                y_offset: off,
-                y_stride: stride,
-                rows: Rows::Tokens,
-                epilogue: Epilogue::Store,
-                shape,
-                input_norm: None,
-                up: None,
-                stacked: &[],
-            };
+            let l = Linear { bias: Some(&bb), y_offset: off, y_stride: stride, ..Linear::new(&xb, &w, &yw, shape) };
             linear(g, &mut plan, &l).unwrap();
             let got = run(&plan, &tokens(0, rows), &yw, rows * stride);
             let want = reference::linear::linear(&x, &wf, Some(&b), k, n);
@@ -1596,21 +1582,7 @@ fn ternary_linear_matches_reference() {
             let mut plan = Plan::new(g);
             let norm = with_norm.then_some(InputNorm { weight: &nb, eps: 1e-8, unit_offset });
             ternary::act_quant(g, &mut plan, (&xb, ternary::Quantised::Float(&xq)), k, Rows::Tokens, norm).unwrap();
-            let l = Linear {
-                x: &xq,
-                w: &w,
-                bias: None,
-                scale: multiplier,
-                y: &yb,
-                y_offset: 0,
-                y_stride: 0,
-                rows: Rows::Tokens,
-                epilogue: Epilogue::Store,
-                shape,
-                input_norm: None,
-                up: None,
-                stacked: &[],
-            };
+            let l = Linear { scale: multiplier, ..Linear::new(&xq, &w, &yb, shape) };
             linear(g, &mut plan, &l).unwrap();
             assert_close(
                 &run(&plan, &tokens(0, rows), &yb, rows * n),

@@ -770,19 +770,12 @@ impl<'a> Builder<'a> {
                 let rest: Vec<&ternlight_gpu::buffer::Weight> =
                     projections[i + 1..i + run].iter().map(|l| &l.w).collect();
                 let args = Linear {
-                    x,
-                    w: &first.w,
-                    bias: None,
                     scale: first.scale,
-                    y,
                     y_offset: offset,
                     y_stride: width,
-                    rows: Rows::Tokens,
-                    epilogue: Epilogue::Store,
-                    shape: self.shape(),
                     input_norm: folded.as_ref().map(FoldedNorm::input_norm),
-                    up: None,
                     stacked: &rest,
+                    ..Linear::new(x, &first.w, y, self.shape())
                 };
                 linear(self.gpu, &mut self.plan, &args)?;
             } else {
@@ -1622,19 +1615,11 @@ impl<'a> Builder<'a> {
             // Both products and the activation in one kernel.
             let (x, folded) = self.folded_input(&s.h);
             let args = Linear {
-                x,
-                w: &gate.w,
-                bias: None,
                 scale: gate.scale,
-                y: &s.act,
-                y_offset: 0,
-                y_stride: 0,
-                rows: Rows::Tokens,
                 epilogue: Epilogue::Gated(g.act),
-                shape: self.shape(),
                 input_norm: folded.as_ref().map(FoldedNorm::input_norm),
                 up: Some(&up.w),
-                stacked: &[],
+                ..Linear::new(x, &gate.w, &s.act, self.shape())
             };
             return Ok(linear(self.gpu, &mut self.plan, &args)?);
         }

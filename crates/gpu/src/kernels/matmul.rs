@@ -73,6 +73,28 @@ pub struct Linear<'a> {
     pub stacked: &'a [&'a Weight],
 }
 
+impl<'a> Linear<'a> {
+    /// `y = x W^T` over the forward's tokens with nothing else: no bias, scale 1, whole rows, no fused extras (set
+    /// fields over it for the rest).
+    pub fn new(x: &'a wgpu::Buffer, w: &'a Weight, y: &'a wgpu::Buffer, shape: MatmulShape) -> Self {
+        Linear {
+            x,
+            w,
+            bias: None,
+            scale: 1.0,
+            y,
+            y_offset: 0,
+            y_stride: 0,
+            rows: Rows::Tokens,
+            epilogue: Epilogue::Store,
+            shape,
+            input_norm: None,
+            up: None,
+            stacked: &[],
+        }
+    }
+}
+
 /// Records the linear layer, one dispatch per row block of the weight.
 pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     let k = l.w.cols;
