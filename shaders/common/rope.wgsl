@@ -25,30 +25,57 @@ struct Params {
 #if HEAD_NORM
 @group(0) @binding(6) var<storage, read> q_norm: array<f32>;
 @group(0) @binding(7) var<storage, read> k_norm: array<f32>;
+#endif
 
 // Element i of the first buffer, or of the second when `second`.
 fn load(second: bool, i: u32) -> f32 {
+#if PAIR
     if (second) {
         return x2[i];
     }
+#endif
     return x[i];
 }
 
 fn put(second: bool, i: u32, v: f32) {
+#if PAIR
     if (second) {
         x2[i] = v;
-    } else {
-        x[i] = v;
+        return;
     }
+#endif
+    x[i] = v;
 }
 
-// Normalises then rotates head h of token t (heads of the second buffer after the first's).
+// Where head h of token t starts, in the first buffer or (h past its heads) the second.
+fn head_base(t: u32, h: u32) -> u32 {
+    if (h >= params.heads) {
+        return (t * params.heads2 + h - params.heads) * params.head_dim;
+    }
+    return (t * params.heads + h) * params.head_dim;
+}
+
+// Rotates the pair (i, i + half) of the head at base, its values already read as a and b.
+fn rotate(second: bool, base: u32, i: u32, pos: u32, a: f32, b: f32) {
+    let c = cos_t[pos * params.half + i];
+    let s = sin_t[pos * params.half + i];
+    put(second, base + i, a * c - b * s);
+    put(second, base + i + params.half, b * c + a * s);
+}
+
+#if HEAD_NORM
+// The norm weight of channel d of the first buffer's heads, or of the second's.
+fn norm_weight(second: bool, d: u32) -> f32 {
+    if (second) {
+        return k_norm[d] + params.norm_offset;
+    }
+    return q_norm[d] + params.norm_offset;
+}
+
+// Normalises then rotates head h of token t.
 fn norm_and_rotate(t: u32, h: u32, pos: u32) {
     let second = h >= params.heads;
-    var base = (t * params.heads + h) * params.head_dim;
-    if (second) {
-        base = (t * params.heads2 + h - params.heads) * params.head_dim;
-    }
+    let base = head_base(t, h);
     var squares = 0.0;
     for (var d = 0u; d < params.head_dim; d++) {
         let v = load(second, base + d);
@@ -56,26 +83,13 @@ fn norm_and_rotate(t: u32, h: u32, pos: u32) {
     }
     let inv = inverseSqrt(squares / f32(params.head_dim) + params.eps);
     for (var i = 0u; i < params.half; i++) {
-        var wa = q_norm[i];
-        var wb = q_norm[i + params.half];
-        if (second) {
-            wa = k_norm[i];
-            wb = k_norm[i + params.half];
-        }
-        let a = load(second, base + i) * inv * (wa + params.norm_offset);
-        let b = load(second, base + i + params.half) * inv * (wb + params.norm_offset);
-        let c = cos_t[pos * params.half + i];
-        let s = sin_t[pos * params.half + i];
-        put(second, base + i, a * c - b * s);
-        put(second, base + i + params.half, b * c + a * s);
+        let a = load(second, base + i) * inv * norm_weight(second, i);
+        let b = load(second, base + i + params.half) * inv * norm_weight(second, i + params.half);
+        rotate(second, base, i, pos, a, b);
     }
     // Channels past the rotary ones (partial rotation) are only normalised.
     for (var d = 2u * params.half; d < params.head_dim; d++) {
-        var wd = q_norm[d];
-        if (second) {
-            wd = k_norm[d];
-        }
-        put(second, base + d, load(second, base + d) * inv * (wd + params.norm_offset));
+        put(second, base + d, load(second, base + d) * inv * norm_weight(second, d));
     }
 }
 #endif
@@ -98,23 +112,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t >= step.n_tokens || pos >= params.positions) {
         return;
     }
-    let c = cos_t[pos * params.half + i];
-    let s = sin_t[pos * params.half + i];
-    if (h < params.heads) {
-        let base = (t * params.heads + h) * params.head_dim;
-        let a = x[base + i];
-        let b = x[base + i + params.half];
-        x[base + i] = a * c - b * s;
-        x[base + i + params.half] = b * c + a * s;
-    }
-#if PAIR
-    if (h >= params.heads) {
-        let base = (t * params.heads2 + h - params.heads) * params.head_dim;
-        let a = x2[base + i];
-        let b = x2[base + i + params.half];
-        x2[base + i] = a * c - b * s;
-        x2[base + i + params.half] = b * c + a * s;
-    }
-#endif
+    let second = h >= params.heads;
+    let base = head_base(t, h);
+    rotate(second, base, i, pos, load(second, base + i), load(second, base + i + params.half));
 #endif
 }

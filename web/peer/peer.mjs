@@ -30,7 +30,7 @@ async function ternlight(t, { model, prompt, tokens }) {
 }
 
 /** transformers.js on `device`: the same prompt and greedy tokens, timed by a streamer's per-token calls. */
-async function transformersJs(_, { base, name, prompt, tokens, device }) {
+async function transformersJs(_, { name, prompt, tokens, device }) {
   const tf = await import('/web/peer/node_modules/@huggingface/transformers/dist/transformers.js');
   tf.env.allowRemoteModels = false;
   tf.env.allowLocalModels = true;
@@ -69,7 +69,7 @@ const report = await inBrowser(async ({ server, browser }) => {
     const run = new Function('t', 'args', `return (${source})(t, args);`);
     return run(window.ternlight, args);
   }, [body.toString(), args]);
-  const args = { base: server.origin, name, model: `${server.origin}/target/peer/${name}`, prompt, tokens };
+  const args = { name, model: `${server.origin}/target/peer/${name}`, prompt, tokens };
   const rounds = [];
   for (let round = 1; round <= 2; round++) {
     const row = { round, ternlight: await inPage(ternlight, args) };

@@ -37,6 +37,14 @@ pub struct Weight {
 }
 
 impl Weight {
+    /// Whether `other` has this matrix's shape, storage and row blocks, so that one kernel can read the two side by
+    /// side (a gated MLP's gate and up projections).
+    pub fn same_layout(&self, other: &Weight) -> bool {
+        (self.rows, self.cols, self.dtype, self.ternary) == (other.rows, other.cols, other.dtype, other.ternary)
+            && self.blocks.len() == other.blocks.len()
+            && self.blocks.iter().zip(&other.blocks).all(|(a, b)| (a.row0, a.rows) == (b.row0, b.rows))
+    }
+
     /// Uploads a row-major matrix from its raw little-endian bytes, split into blocks of at most `max_binding` bytes.
     pub fn upload(
         gpu: &Gpu,

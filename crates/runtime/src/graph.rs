@@ -551,21 +551,17 @@ fn plain(l: &LinearWeights) -> bool {
 
 /// A plain RMSNorm that the matrix-vector kernels apply to their input themselves.
 #[derive(Clone)]
-struct FoldedNorm {
-    weight: wgpu::Buffer,
-    eps: f32,
-    unit_offset: bool,
-}
+struct FoldedNorm(NormWeights);
 
 impl FoldedNorm {
-    /// `n` when it can be folded: RMSNorm over the whole row, without centring or bias.
-    fn of(n: &NormWeights, hidden: usize) -> Option<Self> {
-        let plain = n.bias.is_none() && !n.spec.centered && n.spec.dim == hidden;
-        plain.then(|| FoldedNorm { weight: n.w.clone(), eps: n.spec.eps, unit_offset: n.spec.unit_offset })
+    /// `n` when it can be folded: RMSNorm over the whole row of `dim`, without centring or bias.
+    fn of(n: &NormWeights, dim: usize) -> Option<Self> {
+        let plain = n.bias.is_none() && !n.spec.centered && n.spec.dim == dim;
+        plain.then(|| FoldedNorm(n.clone()))
     }
 
     fn input_norm(&self) -> InputNorm<'_> {
-        InputNorm { weight: &self.weight, eps: self.eps, unit_offset: self.unit_offset }
+        self.0.as_input_norm()
     }
 }
 
@@ -620,7 +616,7 @@ impl<'a> Builder<'a> {
         }
         let (x, folded) = self.folded_input(x);
         let norm = match (&l.input_norm, &folded) {
-            (Some(n), _) => Some(InputNorm { weight: &n.w, eps: n.spec.eps, unit_offset: n.spec.unit_offset }),
+            (Some(n), _) => Some(n.as_input_norm()),
             (None, folded) => folded.as_ref().map(FoldedNorm::input_norm),
         };
         let hgf = l.hgf.as_deref().filter(|h| h.a.blocks.len() == 1 && h.b.blocks.len() == 1);
@@ -658,19 +654,14 @@ impl<'a> Builder<'a> {
             false => x,
         };
         let args = Linear {
-            x: input,
-            w: &l.w,
             bias: l.bias.as_ref(),
             scale: l.scale,
-            y,
             y_offset,
             y_stride,
             rows,
             epilogue,
-            shape,
             input_norm: folded.as_ref().filter(|_| !l.w.ternary).map(FoldedNorm::input_norm),
-            up: None,
-            stacked: &[],
+            ..Linear::new(input, &l.w, y, shape)
         };
         linear(self.gpu, &mut self.plan, &args)?;
         let mid_done = hgf.is_some() && l.w.ternary;
@@ -692,20 +683,9 @@ impl<'a> Builder<'a> {
 
     /// Writes the folded pre-norm's output to `h` after all, for a reader that cannot fold it.
     fn write_folded_input(&mut self) -> Result<()> {
-        let Some(f) = self.folded_norm.take() else { return Ok(()) };
+        let Some(FoldedNorm(n)) = self.folded_norm.take() else { return Ok(()) };
         let s = &self.res.scratch;
-        let args = NormArgs {
-            weight: &f.weight,
-            dim: self.hidden,
-            groups_per_row: 1,
-            rows: Rows::Tokens,
-            eps: f.eps,
-            unit_offset: f.unit_offset,
-            row_stride: 0,
-            centered: false,
-            bias: None,
-        };
-        Ok(rms_norm(self.gpu, &mut self.plan, &args, &s.x, NormOutput::Write(&s.h))?)
+        self.norm(&n, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h))
     }
 
     /// `y += diag(g) B (A x)` for a layer with a Hybrid Gated Flow correction (`A x` already in `hgf_mid` when
@@ -722,19 +702,12 @@ impl<'a> Builder<'a> {
         let Some(h) = &l.hgf else { return Ok(()) };
         let (mid, shape) = (&self.res.scratch.hgf_mid, self.shape());
         let product = |x, w, y, (y_offset, y_stride), epilogue, input_norm| Linear {
-            x,
-            w,
-            bias: None,
-            scale: 1.0,
-            y,
             y_offset,
             y_stride,
             rows,
             epilogue,
-            shape,
             input_norm,
-            up: None,
-            stacked: &[],
+            ..Linear::new(x, w, y, shape)
         };
         if !mid_done {
             let down = product(x, &h.a, mid, (0, 0), Epilogue::Store, folded.map(FoldedNorm::input_norm));
@@ -1608,10 +1581,8 @@ impl<'a> Builder<'a> {
     ) -> Result<()> {
         let s = &self.res.scratch;
         let (gate, up) = (&w.gate, &w.up);
-        let alike =
-            gate.scale == up.scale && (gate.w.dtype, gate.w.rows, gate.w.cols) == (up.w.dtype, up.w.rows, up.w.cols);
-        let same_blocks = gate.w.blocks.iter().zip(&up.w.blocks).all(|(a, b)| (a.row0, a.rows) == (b.row0, b.rows));
-        if row_gate.is_none() && plain(gate) && plain(up) && alike && same_blocks {
+        let alike = gate.scale == up.scale && gate.w.same_layout(&up.w);
+        if row_gate.is_none() && plain(gate) && plain(up) && alike {
             // Both products and the activation in one kernel.
             let (x, folded) = self.folded_input(&s.h);
             let args = Linear {
@@ -1723,19 +1694,10 @@ pub fn build(
         gpu,
         &mut b.plan,
         &Linear {
-            x: &s.xl,
-            w: weights.head(),
-            bias: None,
             scale: spec.logit_scale,
-            y: &s.logits,
-            y_offset: 0,
-            y_stride: 0,
             rows: Rows::Logits,
-            epilogue: Epilogue::Store,
-            shape,
             input_norm: folded.as_ref().map(FoldedNorm::input_norm),
-            up: None,
-            stacked: &[],
+            ..Linear::new(&s.xl, weights.head(), &s.logits, shape)
         },
     )?;
     Ok(b.plan)

@@ -67,6 +67,7 @@ impl LinearWeights {
 }
 
 /// A norm's weight (and LayerNorm bias) with its spec.
+#[derive(Clone)]
 pub struct NormWeights {
     /// `[dim]` f32.
     pub w: wgpu::Buffer,
@@ -77,6 +78,15 @@ pub struct NormWeights {
 }
 
 impl NormWeights {
+    /// The norm as a linear kernel applies it to its own input (RMSNorm: its centring and bias are not carried).
+    pub fn as_input_norm(&self) -> ternlight_gpu::kernels::matmul::InputNorm<'_> {
+        ternlight_gpu::kernels::matmul::InputNorm {
+            weight: &self.w,
+            eps: self.spec.eps,
+            unit_offset: self.spec.unit_offset,
+        }
+    }
+
     /// Bytes resident on the GPU.
     pub fn bytes(&self) -> u64 {
         self.w.size() + self.bias.as_ref().map_or(0, wgpu::Buffer::size)

@@ -118,13 +118,10 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         return Err(GpuError::shape("linear", "a gated epilogue and an up projection come together"));
     }
     if let Some(up) = l.up {
-        let same_blocks = up.blocks.len() == l.w.blocks.len()
-            && up.blocks.iter().zip(&l.w.blocks).all(|(u, g)| (u.row0, u.rows) == (g.row0, g.rows));
-        let n = l.w.rows;
-        if (up.rows, up.cols, up.dtype, up.ternary) != (n, k, l.w.dtype, l.w.ternary) || !same_blocks {
+        if !up.same_layout(l.w) {
             return Err(GpuError::shape(
                 "linear",
-                format!("up projection [{}, {}] unlike the gate [{n}, {k}]", up.rows, up.cols),
+                format!("up projection [{}, {}] unlike the gate [{}, {k}]", up.rows, up.cols, l.w.rows),
             ));
         }
         if l.bias.is_some() {
