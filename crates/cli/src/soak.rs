@@ -7,7 +7,8 @@ use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use ternlight_core::sampling::{Sampler, SamplingParams};
+use ternlight_core::sampling::SamplingParams;
+use ternlight_gpu::kernels::sample::Draw;
 use ternlight_gpu::Gpu;
 use ternlight_runtime::{Session, SessionOptions};
 
@@ -77,17 +78,13 @@ fn memory(gpu: &Gpu) -> Memory {
 /// Generates `tokens` greedy tokens after a fixed prompt, starting over from the prompt when the context fills.
 fn generate(session: &mut Session, tokens: usize) -> Result<usize> {
     let prompt: Vec<u32> = (1..9).collect();
-    let mut sampler = Sampler::new(SamplingParams::default());
-    let (mut done, mut context) = (0, Vec::new());
+    let greedy = Draw { params: &SamplingParams::GREEDY, uniform: 0.0, context_start: 0 };
+    let mut done = 0;
     while done < tokens {
         session.reset();
-        context.clear();
-        context.extend_from_slice(&prompt);
-        let mut logits = pollster::block_on(session.prefill(&prompt, &[prompt.len() - 1]))?;
+        let mut id = pollster::block_on(session.prefill_sample(&prompt, &greedy))?;
         while done < tokens && session.position() < session.max_context() {
-            let id = sampler.sample(&logits, &context);
-            context.push(id);
-            logits = pollster::block_on(session.step(id))?;
+            id = pollster::block_on(session.step_sample(id, &greedy))?;
             done += 1;
         }
     }

@@ -32,6 +32,7 @@ shaders!(
     "common/moe.wgsl",
     "common/residual.wgsl",
     "common/copy.wgsl",
+    "common/sample.wgsl",
     "attention/ring.wgsl",
     "attention/common.wgsl",
     "attention/prefill.wgsl",

@@ -2077,3 +2077,46 @@ fn absorbing_window_matches_reference_across_forwards() {
     let gap = with.iter().zip(&without).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(gap > 1e-3, "the memory changes the output: {gap}");
 }
+
+#[test]
+fn gpu_sampling_draws_the_reference_token() {
+    use ternlight_core::sampling::{sample_row, SamplingParams};
+    use ternlight_gpu::kernels::sample::{Draw, TokenSampler};
+    let g = gpu();
+    let mut rng = Rng::new(11);
+    let settings = [
+        SamplingParams::default(),
+        SamplingParams { repetition_penalty: 1.3, ..Default::default() },
+        SamplingParams { temperature: 0.8, ..Default::default() },
+        SamplingParams { temperature: 1.0, top_k: 50, ..Default::default() },
+        SamplingParams { temperature: 1.0, top_p: 0.9, ..Default::default() },
+        SamplingParams { temperature: 0.9, min_p: 0.05, ..Default::default() },
+        SamplingParams { temperature: 1.2, top_k: 200, top_p: 0.8, min_p: 0.01, repetition_penalty: 1.2, seed: 0 },
+    ];
+    for vocab in [1, 300, 20_011] {
+        // Two logit rows: the sampler reads the last. A context ring of 6 ids over 8 positions.
+        let logits = random(&mut rng, 2 * vocab, 6.0);
+        let first: Vec<u32> = (0..5).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+        let second: Vec<u32> = (0..3).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+        let sampler = TokenSampler::new(g, vocab, 6);
+        let (ids, logits_buffer) = (g.zeros("ids", 5), g.upload_f32("logits", &logits));
+        let mut plan = Plan::new(g);
+        sampler.record(g, &mut plan, &ids, &logits_buffer).unwrap();
+        let forward = |pos0: usize, batch: &[u32], draw: Option<&Draw>| {
+            g.queue.write_buffer(&ids, 0, bytemuck::cast_slice(batch));
+            sampler.set(g, draw);
+            let step = Step { pos0: pos0 as u32, n_tokens: batch.len() as u32, logit_rows: vec![0, 1] };
+            run(&plan, &step, &sampler.token, 1)[0].to_bits()
+        };
+        forward(0, &first, None);
+        let context: Vec<u32> = first[2..].iter().chain(&second).copied().collect();
+        for params in &settings {
+            for u in [0.0, 0.37, 0.999, rng.next_f32(), rng.next_f32()] {
+                let draw = Draw { params, uniform: u, context_start: 2 };
+                let got = forward(5, &second, Some(&draw));
+                let want = sample_row(&logits[vocab..], &context, params, u);
+                assert_eq!(got, want, "vocab {vocab}, {params:?}, u {u}");
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
-//! The generation loop: prefill the prompt, then sample and step until a stop token or the token budget.
+//! The generation loop: prefill the prompt, then sample and step until a stop token or the token budget. Tokens are
+//! drawn on the GPU (`kernels::sample`), so each step reads back one id, not a logits row.
 
 use crate::error::{Result, RuntimeError};
 use crate::session::Session;
 use ternlight_core::sampling::Sampler;
+use ternlight_gpu::kernels::sample::Draw;
 use web_time::Instant;
 
 /// Timings of one generation.
@@ -40,6 +42,8 @@ pub struct Generation {
     sampler: Sampler,
     max_tokens: usize,
     stop_ids: Vec<u32>,
+    /// The session position this generation's context starts at (where the repetition penalty starts looking).
+    context_start: usize,
     finished: bool,
     start: Instant,
     decode_start: Option<Instant>,
@@ -56,6 +60,7 @@ impl Generation {
             sampler,
             max_tokens,
             stop_ids: stop_ids.to_vec(),
+            context_start: 0,
             finished: max_tokens == 0,
             start: Instant::now(),
             decode_start: None,
@@ -71,17 +76,22 @@ impl Generation {
         if self.prompt_len == 0 {
             return Err(RuntimeError::Request("the prompt has no tokens".into()));
         }
-        let logits = match self.decode_start {
+        let uniform = self.sampler.next_uniform();
+        let id = match self.decode_start {
             None => {
                 self.start = Instant::now();
-                let logits = session.prefill(&self.context, &[self.prompt_len - 1]).await?;
+                self.context_start = session.position();
+                let draw = Draw { params: self.sampler.params(), uniform, context_start: self.context_start };
+                let id = session.prefill_sample(&self.context, &draw).await?;
                 self.stats.prefill_seconds = self.start.elapsed().as_secs_f64();
                 self.decode_start = Some(Instant::now());
-                logits
+                id
             }
-            Some(_) => session.step(*self.context.last().expect("a token was generated")).await?,
+            Some(_) => {
+                let draw = Draw { params: self.sampler.params(), uniform, context_start: self.context_start };
+                session.step_sample(*self.context.last().expect("a token was generated"), &draw).await?
+            }
         };
-        let id = self.sampler.sample(&logits, &self.context);
         if self.stats.generated_tokens == 0 {
             self.stats.time_to_first_token = self.start.elapsed().as_secs_f64();
         }

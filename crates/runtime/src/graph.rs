@@ -32,6 +32,7 @@ use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::rat::{rat, Rat};
 use ternlight_gpu::kernels::rope::{rope, rope_normed, HeadNorms, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
+use ternlight_gpu::kernels::sample::TokenSampler;
 use ternlight_gpu::kernels::ternary::{act_quant, act_quant_hgf, dp4_ready, matvec_dp4, HgfDown, MatvecDp4, Quantised};
 use ternlight_gpu::kernels::{
     embedding::embedding,
@@ -215,6 +216,8 @@ pub struct Resources {
     /// Routed layers' attention entropies at the last token of each prefill forward, `heads` floats per
     /// state slot (see `kernels::attention::entropy`), and that stride: what routed policies decide from.
     pub entropies: Option<(wgpu::Buffer, usize)>,
+    /// Draws the next token on the GPU at the end of a forward that asks for one (see [`TokenSampler::set`]).
+    pub sampler: TokenSampler,
 }
 
 /// The widths linear-attention scratch must hold, the maximum over layers.
@@ -487,7 +490,8 @@ impl Resources {
         };
         let routed = spec.attention_layers().any(|a| a.mask.sparse.is_some_and(|cfg| cfg.pools_only()));
         let entropies = routed.then(|| (gpu.zeros("attention entropies", states.len() * heads), heads));
-        Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity, key_reach, entropies })
+        let sampler = TokenSampler::new(gpu, spec.vocab, max_context);
+        Ok(Resources { scratch, states, ropes, rope_of_slot, capacity, logit_capacity, key_reach, entropies, sampler })
     }
 
     /// Bytes of per-layer state (KV caches, recurrent and conv states) held by the session.
@@ -1700,5 +1704,6 @@ pub fn build(
             ..Linear::new(&s.xl, weights.head(), &s.logits, shape)
         },
     )?;
+    res.sampler.record(gpu, &mut b.plan, &s.ids, &s.logits)?;
     Ok(b.plan)
 }

@@ -12,6 +12,7 @@ use ternlight_core::spec::MixerSpec;
 use ternlight_core::spec::{AttentionPolicy, LayerPolicy, ModelSpec};
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
+use ternlight_gpu::kernels::sample::Draw;
 use ternlight_gpu::plan::{Plan, Profiler, Step};
 use ternlight_gpu::{wgpu, Gpu};
 
@@ -124,6 +125,8 @@ pub struct Session {
     logit_capacity: usize,
     position: usize,
     staging: Staging,
+    /// Host copy of the token the GPU sampler drew.
+    token_staging: Staging,
     taps: Vec<Tap>,
     ablated: Vec<AblatedHeads>,
     ablated_heads: Vec<(usize, usize)>,
@@ -219,6 +222,7 @@ impl Session {
         let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, none)?;
         let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, none)?;
         let staging = Staging::new(&gpu, logit_capacity * spec.vocab);
+        let token_staging = Staging::new(&gpu, 1);
         Ok(Session {
             gpu,
             model,
@@ -233,6 +237,7 @@ impl Session {
             logit_capacity,
             position: 0,
             staging,
+            token_staging,
             taps: Vec::new(),
             ablated: Vec::new(),
             ablated_heads: Vec::new(),
@@ -465,9 +470,19 @@ impl Session {
         self.taps.iter().map(|t| &t.record)
     }
 
-    async fn forward(&mut self, mode: Mode, ids: &[u32], logit_rows: Vec<u32>) -> Result<Vec<f32>> {
+    /// Runs `ids` through the model. Without a `draw` it returns the logits of `logit_rows`; with one it draws the
+    /// next token from the last of them on the GPU and returns only its id (as the single element's bits).
+    async fn forward(
+        &mut self,
+        mode: Mode,
+        ids: &[u32],
+        logit_rows: Vec<u32>,
+        draw: Option<&Draw<'_>>,
+    ) -> Result<Vec<f32>> {
         self.gpu.queue.write_buffer(&self.res.scratch.ids, 0, bytemuck::cast_slice(ids));
-        let n_logits = logit_rows.len();
+        let draw = draw.filter(|_| !logit_rows.is_empty());
+        self.res.sampler.set(&self.gpu, draw);
+        let n_logits = if draw.is_some() { 0 } else { logit_rows.len() };
         let step = Step { pos0: self.position as u32, n_tokens: ids.len() as u32, logit_rows };
         let plan = match mode {
             Mode::Prefill => &self.prefill_plan,
@@ -477,6 +492,9 @@ impl Session {
         let position = self.position;
         // Taps that record this context from its start copy their rows out in the forward's own submit.
         let mut readbacks = vec![(&self.res.scratch.logits, &self.staging, len)];
+        if draw.is_some() {
+            readbacks.push((&self.res.sampler.token, &self.token_staging, 1));
+        }
         for tap in self.taps.iter().filter(|t| t.record.positions() == position) {
             for b in &tap.branches {
                 for (i, width) in [b.widths.0, b.widths.1].into_iter().enumerate().filter(|(_, w)| *w > 0) {
@@ -487,8 +505,9 @@ impl Session {
         let profiler = self.profilers.as_ref().map(|(p, d)| if mode == Mode::Prefill { p } else { d });
         plan.submit(&self.gpu, &step, &readbacks, profiler);
         self.position += ids.len();
-        let logits = match len {
-            0 => Vec::new(),
+        let logits = match (len, draw) {
+            (_, Some(_)) => self.token_staging.read(&self.gpu, 1).await?,
+            (0, None) => Vec::new(),
             _ => self.staging.read(&self.gpu, len).await?,
         };
         if let Some(profiler) = profiler {
@@ -511,6 +530,16 @@ impl Session {
     /// Appends `ids` to the context in as few forwards as the capacity allows and returns the logits of the
     /// prompt positions in `logit_rows` (indices into `ids`, ascending), `[logit_rows.len(), vocab]`.
     pub async fn prefill(&mut self, ids: &[u32], logit_rows: &[usize]) -> Result<Vec<f32>> {
+        self.prefill_rows(ids, logit_rows, None).await
+    }
+
+    /// Appends `ids` to the context and draws the token after them on the GPU; only its id is read back.
+    pub async fn prefill_sample(&mut self, ids: &[u32], draw: &Draw<'_>) -> Result<u32> {
+        let last = ids.len().saturating_sub(1);
+        Ok(self.prefill_rows(ids, &[last], Some(draw)).await?[0].to_bits())
+    }
+
+    async fn prefill_rows(&mut self, ids: &[u32], logit_rows: &[usize], draw: Option<&Draw<'_>>) -> Result<Vec<f32>> {
         self.check(ids)?;
         if logit_rows.windows(2).any(|w| w[0] >= w[1]) || logit_rows.last().is_some_and(|&r| r >= ids.len()) {
             return Err(RuntimeError::Request(format!("logit rows must be ascending indices below {}", ids.len())));
@@ -533,7 +562,7 @@ impl Session {
                 row += 1;
             }
             let rows = logit_rows[first..row].iter().map(|&r| (r - start) as u32).collect();
-            out.extend(self.forward(Mode::Prefill, &ids[start..end], rows).await?);
+            out.extend(self.forward(Mode::Prefill, &ids[start..end], rows, draw).await?);
             start = end;
         }
         if self.policy.routes() {
@@ -587,7 +616,13 @@ impl Session {
     /// Appends one token and returns its logits `[vocab]`.
     pub async fn step(&mut self, id: u32) -> Result<Vec<f32>> {
         self.check(&[id])?;
-        self.forward(Mode::Decode, &[id], vec![0]).await
+        self.forward(Mode::Decode, &[id], vec![0], None).await
+    }
+
+    /// Appends one token and draws the next on the GPU; only its id is read back.
+    pub async fn step_sample(&mut self, id: u32, draw: &Draw<'_>) -> Result<u32> {
+        self.check(&[id])?;
+        Ok(self.forward(Mode::Decode, &[id], vec![0], Some(draw)).await?[0].to_bits())
     }
 
     /// Bytes of `buffer` that hold live context: a KV cache's filled rows, or a whole fixed-size state.

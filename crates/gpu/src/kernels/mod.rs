@@ -22,6 +22,7 @@ pub mod rat;
 pub mod residual;
 pub mod rope;
 pub mod rwkv7;
+pub mod sample;
 pub mod ternary;
 
 use crate::buffer::Weight;

@@ -373,8 +373,8 @@ impl Engine {
     pub async fn replay(&mut self) -> Result<(), JsValue> {
         self.current = None;
         self.session.reset();
-        if let Some(last) = self.context.len().checked_sub(1) {
-            self.session.prefill(&self.context, &[last]).await.map_err(js_error)?;
+        if !self.context.is_empty() {
+            self.session.prefill(&self.context, &[]).await.map_err(js_error)?;
         }
         Ok(())
     }
