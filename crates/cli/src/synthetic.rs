@@ -37,12 +37,29 @@ fn recipe(name: &str) -> Option<(&'static str, Value)> {
                    "layer_types": pattern(&["linear_attention", "linear_attention", "linear_attention", "full_attention"], 6),
                    "rope_parameters": {"partial_rotary_factor": 0.25, "rope_theta": 10000000.0, "rope_type": "default"}}),
         ),
+        // microsoft/bitnet-b1.58-2B-4T: bf16 masters ternarised on upload (autobitlinear, online), so the resident
+        // weights are the packed ternary ones the published checkpoint loads to.
+        "bitnet-b1.58-2b4t" => (
+            include_str!("../../../tests/fixtures/bitnet_online/config.json"),
+            json!({"hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 30, "num_attention_heads": 20,
+                   "num_key_value_heads": 5, "vocab_size": 128256, "max_position_embeddings": 4096}),
+        ),
+        // fla's gated_deltanet_340M sizes (21 layers, 6 heads of 256, values expanded 2x, MLP 4x rounded as fla
+        // does to 2816, vocab 32000); fla's config has no attention layers, so the hybrid's schedule is ours: a
+        // sliding-window attention layer (16 heads of 64, window 2048) in every fifth place.
+        "fla-gdn-340m-hybrid" => (
+            include_str!("../../../tests/fixtures/gated_deltanet_hybrid/config.json"),
+            json!({"hidden_size": 1024, "num_hidden_layers": 21, "num_heads": 6, "head_dim": 256, "expand_v": 2,
+                   "intermediate_size": 2816, "vocab_size": 32000, "max_position_embeddings": 8192,
+                   "attn": {"layers": [4, 9, 14, 19], "num_heads": 16, "num_kv_heads": 16, "qkv_bias": false,
+                            "rope_theta": 10000.0, "window_size": 2048}}),
+        ),
         _ => return None,
     })
 }
 
 /// Names `--synthetic` accepts.
-pub const NAMES: &[&str] = &["smollm2-135m", "gemma3-270m", "qwen3.5-0.8b"];
+pub const NAMES: &[&str] = &["smollm2-135m", "gemma3-270m", "qwen3.5-0.8b", "bitnet-b1.58-2b4t", "fla-gdn-340m-hybrid"];
 
 /// The spec of synthetic model `name` and a source of bf16 random weights for it.
 pub fn open(name: &str) -> Result<(ModelSpec, Synthetic)> {
@@ -115,6 +132,14 @@ mod tests {
         let bytes = source.bytes(&norm.name).unwrap();
         assert_eq!(bytes.len(), source.byte_len(&norm.name).unwrap());
         assert_eq!(&bytes[..2], &0x3f80u16.to_le_bytes(), "norm weights are 1");
+        let (bitnet, _) = open("bitnet-b1.58-2b4t").unwrap();
+        assert_eq!(bitnet.layers.len(), 30);
+        let ternary: usize =
+            bitnet.layers.iter().map(|l| l.matrices().iter().filter(|m| m.ternary.is_some()).count()).sum();
+        assert_eq!(ternary, 30 * 7, "every projection of every layer is ternary");
+        let (gdn, _) = open("fla-gdn-340m-hybrid").unwrap();
+        let kinds: Vec<String> = gdn.layers.iter().map(|l| l.mixer.kind()).collect();
+        assert_eq!(kinds.iter().filter(|k| k.starts_with("gated_deltanet")).count(), 17, "{kinds:?}");
         let Err(e) = open("gpt-5") else { panic!("an unknown name opened") };
         assert!(e.to_string().contains("smollm2-135m"), "{e}");
     }
