@@ -721,6 +721,44 @@ impl<'a> Builder<'a> {
         Ok(linear(self.gpu, &mut self.plan, &up)?)
     }
 
+    /// One-token ternary projections of the block input without corrections, biases or norms of their own, sharing
+    /// one int8 quantisation of it (the folded pre-norm included): each `(layer, output, column offset, row stride)`
+    /// then takes one integer matvec. Returns false, recording nothing, where they do not qualify.
+    fn shared_quantisation(&mut self, outputs: &[(&LinearWeights, &wgpu::Buffer, usize, usize)]) -> Result<bool> {
+        let cols = outputs.first().map(|o| o.0.w.cols);
+        let qualifies = |l: &LinearWeights| {
+            dp4_ready(self.gpu, &l.w)
+                && l.bias.is_none()
+                && l.hgf.is_none()
+                && l.input_norm.is_none()
+                && Some(l.w.cols) == cols
+        };
+        if self.shape() != MatmulShape::Vector || outputs.len() < 2 || !outputs.iter().all(|o| qualifies(o.0)) {
+            return Ok(false);
+        }
+        let s = &self.res.scratch;
+        let (x, folded) = self.folded_input(&s.h);
+        let norm = folded.as_ref().map(FoldedNorm::input_norm);
+        let packed = Quantised::Packed(&s.xq_words, &s.xq_scales);
+        act_quant(self.gpu, &mut self.plan, (x, packed), cols.unwrap_or(0), Rows::Tokens, norm)?;
+        for &(l, y, y_offset, y_stride) in outputs {
+            let call = MatvecDp4 {
+                xq: &s.xq_words,
+                xs: &s.xq_scales,
+                w: &l.w,
+                scale: l.scale,
+                y,
+                y_offset,
+                y_stride,
+                rows: Rows::Tokens,
+                accumulate: false,
+                hgf: None,
+            };
+            matvec_dp4(self.gpu, &mut self.plan, &call)?;
+        }
+        Ok(true)
+    }
+
     /// Projections of the block input written side by side into rows of `width` (e.g. `[q | k | v]`): runs of up to
     /// three plain float projections alike go as one stacked product.
     fn side_by_side<'p>(
@@ -730,6 +768,11 @@ impl<'a> Builder<'a> {
         width: usize,
     ) -> Result<()> {
         let projections: Vec<&LinearWeights> = projections.into_iter().collect();
+        let offsets = projections.iter().scan(0, |at, l| Some(std::mem::replace(at, *at + l.w.rows)));
+        let outputs: Vec<_> = projections.iter().zip(offsets).map(|(&l, offset)| (l, y, offset, width)).collect();
+        if self.shared_quantisation(&outputs)? {
+            return Ok(());
+        }
         let (mut offset, mut i) = (0, 0);
         while i < projections.len() {
             let first = projections[i];
@@ -854,9 +897,11 @@ impl<'a> Builder<'a> {
             unreachable!("attention weights")
         };
         let s = &self.res.scratch;
-        self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
-        self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
-        self.linear(&s.h, v, &s.v, Rows::Tokens, Epilogue::Store)?;
+        if !self.shared_quantisation(&[(q, &s.q, 0, 0), (k, &s.k, 0, 0), (v, &s.v, 0, 0)])? {
+            self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
+            self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
+            self.linear(&s.h, v, &s.v, Rows::Tokens, Epilogue::Store)?;
+        }
         let tables = self.res.rope_of_slot[slot].map(|r| &self.res.ropes[r].1);
         // StreamingLLM layers cache unrotated keys; attention rotates by cache position.
         let rotation = tables.filter(|_| a.mask.repositions());
@@ -1598,8 +1643,10 @@ impl<'a> Builder<'a> {
             };
             return Ok(linear(self.gpu, &mut self.plan, &args)?);
         }
-        self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
-        self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
+        if !self.shared_quantisation(&[(gate, &s.gate, 0, 0), (up, &s.up, 0, 0)])? {
+            self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
+            self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
+        }
         let io = [&s.gate, &s.up, &s.act];
         match row_gate {
             None => gated_act(self.gpu, &mut self.plan, g.act, io[0], io[1], io[2], g.intermediate())?,

@@ -41,10 +41,32 @@ pub struct LinearWeights {
     pub bias: Option<wgpu::Buffer>,
     /// Multiplier of `x W^T` (the spec's muP factor, times a ternary layer's multiplier).
     pub scale: f32,
-    /// A ternary layer's own input norm (fla `BitLinear`).
+    /// A norm a ternary layer's input takes first, applied by its quantiser as it reads: fla `BitLinear`'s own, or a
+    /// BitNet sub-norm moved here on load.
     pub input_norm: Option<NormWeights>,
     /// A Hybrid Gated Flow correction added to the product, when the layer has one.
     pub hgf: Option<Box<HgfWeights>>,
+}
+
+/// Moves a sub-norm (BitNet's, before an output projection) into the ternary layer that reads it when it is a plain
+/// RMSNorm over the whole input: the layer's quantiser then applies it as it reads, one dispatch fewer. Layers with
+/// a correction or a norm of their own keep it separate, as do norms that centre, carry a bias or cover part of a
+/// row. Returns the norm still to run.
+fn fold_sub_norm(sub_norm: Option<NormWeights>, into: &mut LinearWeights) -> Option<NormWeights> {
+    match sub_norm {
+        Some(n)
+            if into.w.ternary
+                && into.hgf.is_none()
+                && into.input_norm.is_none()
+                && n.bias.is_none()
+                && !n.spec.centered
+                && n.spec.dim == into.w.cols =>
+        {
+            into.input_norm = Some(n);
+            None
+        }
+        other => other,
+    }
 }
 
 /// Hybrid Gated Flow's low-rank path `g ⊙ B (A x)`: `A` in the stored dtype, `B` in f32 with the gate folded into
@@ -736,12 +758,10 @@ impl<P: Prefetch> Uploader<'_, P> {
     }
 
     async fn gated_mlp(&mut self, g: &GatedMlpSpec) -> Result<GatedMlpWeights> {
-        Ok(GatedMlpWeights {
-            gate: self.linear(&g.gate).await?,
-            up: self.linear(&g.up).await?,
-            down: self.linear(&g.down).await?,
-            sub_norm: self.opt_norm(&g.sub_norm).await?,
-        })
+        let (gate, up) = (self.linear(&g.gate).await?, self.linear(&g.up).await?);
+        let mut down = self.linear(&g.down).await?;
+        let sub_norm = fold_sub_norm(self.opt_norm(&g.sub_norm).await?, &mut down);
+        Ok(GatedMlpWeights { gate, up, down, sub_norm })
     }
 
     async fn moe(&mut self, m: &MoeSpec) -> Result<MlpWeights> {
@@ -800,7 +820,7 @@ impl<P: Prefetch> Uploader<'_, P> {
             Some((q, k)) => Some((self.norm(q).await?, self.norm(k).await?)),
             None => None,
         };
-        let sub_norm = self.opt_norm(&a.sub_norm).await?;
+        let sub_norm = fold_sub_norm(self.opt_norm(&a.sub_norm).await?, &mut o);
         Ok(MixerWeights::Attention { q, k, v, o, lambda, routers, qk_norm, gate, sub_norm })
     }
 

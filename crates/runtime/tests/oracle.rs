@@ -200,6 +200,14 @@ fn decode_takes_at_most_ten_dispatches_per_layer() {
         let dispatches = s.decode_dispatches();
         assert!(dispatches <= 10 * layers + 3, "{arch}: {dispatches} dispatches for {layers} layers");
     }
+    // BitNet's ternary projections of one input share one int8 quantisation and its sub-norms ride in the
+    // quantisers of the projections after them: 14 per layer, from 19 with neither.
+    for arch in ["bitnet_packed", "bitnet_online"] {
+        let s = session(arch, SessionOptions::default());
+        let layers = s.spec().layers.len();
+        let dispatches = s.decode_dispatches();
+        assert!(dispatches <= 14 * layers + 3, "{arch}: {dispatches} dispatches for {layers} layers");
+    }
 }
 
 #[test]
