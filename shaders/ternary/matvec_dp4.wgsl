@@ -5,7 +5,13 @@ requires packed_4x8_integer_dot_product;
 // sum x (c - 1) = dot4(x, spread) - dot4(x, 1111). One workgroup computes NR outputs of one row, its lanes splitting K.
 // y[m, n_offset + n] (+)= (that sum) * xs[m] * scale. With HGF, plus Hybrid Gated Flow's up projection of the
 // row's low-rank values: + sum_r bg[w_row0 + n, r] mid[m, r] (bg [rows, RANK] f32, the gate folded in).
+// STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]) and rows seg2.. from w3 (scale3, into
+// y3), so one dispatch serves up to three projections of the same activations. GATED: a second matrix w2 of the
+// same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
 #include "common/step.wgsl"
+#if GATED
+#include "common/activations.wgsl"
+#endif
 
 struct Params {
     k: u32,
@@ -16,6 +22,10 @@ struct Params {
     scale: f32,
     accumulate: u32,
     w_row0: u32,  // first weight row of this block
+    seg1: u32,    // STACKED: first row from w2 (n_block when nothing is stacked)
+    seg2: u32,    // STACKED: first row from w3
+    scale2: f32,
+    scale3: f32,
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> xq: array<u32>;
@@ -26,8 +36,38 @@ struct Params {
 @group(0) @binding(6) var<storage, read> mid: array<f32>;
 @group(0) @binding(7) var<storage, read> bg: array<f32>;
 #endif
+#if STACKED
+@group(0) @binding(6) var<storage, read> w2: array<u32>;
+@group(0) @binding(7) var<storage, read_write> y2: array<f32>;
+#endif
+#if STACKED3
+@group(0) @binding(8) var<storage, read> w3: array<u32>;
+@group(0) @binding(9) var<storage, read_write> y3: array<f32>;
+#endif
+#if GATED
+@group(0) @binding(6) var<storage, read> w2: array<u32>;
+// Accumulators per output: the gate's NR, the up matrix's NR, then the activations' sum.
+const SLOTS: u32 = 2u * {{NR}}u + 1u;
+#else
+const SLOTS: u32 = {{NR}}u + 1u;
+#endif
 
-var<workgroup> partial: array<i32, {{WG}} * ({{NR}} + 1)>;
+var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
+
+// Code word j of output row n of the (stacked) matrix.
+fn code_word(n: u32, j: u32, words: u32) -> u32 {
+#if STACKED3
+    if (n >= params.seg2) {
+        return w3[(n - params.seg2) * words + j];
+    }
+#endif
+#if STACKED
+    if (n >= params.seg1) {
+        return w2[(n - params.seg1) * words + j];
+    }
+#endif
+    return w[n * words + j];
+}
 
 // Four 2-bit codes of a byte as an i8x4 word of 0..2.
 fn spread(byte: u32) -> u32 {
@@ -44,6 +84,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let words = params.k / 16u;
     let xbase = m * (params.k / 4u);
     var acc: array<i32, {{NR}}>;
+#if GATED
+    var acc_up: array<i32, {{NR}}>;
+#endif
     var sum_x = 0;
     for (var j = lid; j < words; j += {{WG}}u) {
         let x0 = xq[xbase + 4u * j];
@@ -54,19 +97,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             + dot4I8Packed(x3, 0x01010101u);
         for (var r = 0u; r < {{NR}}u; r++) {
             let n = min(n0 + r, params.n_block - 1u);
-            let c = w[n * words + j];
+            let c = code_word(n, j, words);
             acc[r] += dot4I8Packed(x0, spread(c & 255u)) + dot4I8Packed(x1, spread((c >> 8u) & 255u))
                 + dot4I8Packed(x2, spread((c >> 16u) & 255u)) + dot4I8Packed(x3, spread(c >> 24u));
+#if GATED
+            let u = w2[n * words + j];
+            acc_up[r] += dot4I8Packed(x0, spread(u & 255u)) + dot4I8Packed(x1, spread((u >> 8u) & 255u))
+                + dot4I8Packed(x2, spread((u >> 16u) & 255u)) + dot4I8Packed(x3, spread(u >> 24u));
+#endif
         }
     }
     for (var r = 0u; r < {{NR}}u; r++) {
         partial[r * {{WG}}u + lid] = acc[r];
+#if GATED
+        partial[({{NR}}u + r) * {{WG}}u + lid] = acc_up[r];
+#endif
     }
-    partial[{{NR}}u * {{WG}}u + lid] = sum_x;
+    partial[(SLOTS - 1u) * {{WG}}u + lid] = sum_x;
     workgroupBarrier();
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
-            for (var r = 0u; r <= {{NR}}u; r++) {
+            for (var r = 0u; r < SLOTS; r++) {
                 partial[r * {{WG}}u + lid] += partial[r * {{WG}}u + lid + s];
             }
         }
@@ -75,15 +126,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (lid >= {{NR}}u || n0 + lid >= params.n_block) {
         return;
     }
-    let total = partial[lid * {{WG}}u] - partial[{{NR}}u * {{WG}}u];
+    let sum_all = partial[(SLOTS - 1u) * {{WG}}u];
+    let total = partial[lid * {{WG}}u] - sum_all;
     var v = f32(total) * xs[m] * params.scale;
+#if GATED
+    let up = f32(partial[({{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m] * params.scale2;
+    v = {{ACT}}(v) * up;
+#endif
+    let n = n0 + lid;
+#if STACKED3
+    if (n >= params.seg2) {
+        y3[m * (params.n_block - params.seg2) + n - params.seg2] = f32(total) * xs[m] * params.scale3;
+        return;
+    }
+#endif
+#if STACKED
+    if (n >= params.seg1) {
+        y2[m * (params.seg2 - params.seg1) + n - params.seg1] = f32(total) * xs[m] * params.scale2;
+        return;
+    }
+#endif
 #if HGF
     let brow = (params.w_row0 + n0 + lid) * {{RANK}}u;
     for (var r = 0u; r < {{RANK}}u; r++) {
         v += bg[brow + r] * mid[m * {{RANK}}u + r];
     }
 #endif
-    let o = m * params.n_total + params.n_offset + n0 + lid;
+    let o = m * params.n_total + params.n_offset + n;
     if (params.accumulate == 1u) {
         y[o] = y[o] + v;
     } else {

@@ -73,6 +73,8 @@ pub fn run(args: Args) -> Result<()> {
                     rows: Rows::Tokens,
                     accumulate: false,
                     hgf: None,
+                    stacked: &[],
+                    gated: None,
                 };
                 matvec_dp4(&gpu, &mut plan, &call)?;
                 Some(time_plan(&gpu, &plan, args.reps)?)

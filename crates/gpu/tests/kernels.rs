@@ -1610,6 +1610,8 @@ fn ternary_linear_matches_reference() {
                 rows: Rows::Tokens,
                 accumulate: true,
                 hgf: None,
+                stacked: &[],
+                gated: None,
             };
             ternary::matvec_dp4(g, &mut plan, &call).unwrap();
             let plus_half: Vec<f32> = want.iter().map(|v| v + 0.5).collect();
@@ -1669,6 +1671,8 @@ fn ternary_layers_with_fused_hgf_match_reference() {
             rows: Rows::Tokens,
             accumulate: false,
             hgf: Some((&mid, &bw)),
+            stacked: &[],
+            gated: None,
         };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, rows), &yb, rows * n);
@@ -2118,5 +2122,63 @@ fn gpu_sampling_draws_the_reference_token() {
                 assert_eq!(got, want, "vocab {vocab}, {params:?}, u {u}");
             }
         }
+    }
+}
+
+/// Up to three ternary projections of the same int8 activations in one integer matvec (each with its scale and its
+/// own output), and a gated MLP's two ternary products with the activation in one, against the separate
+/// reference products, at sizes that are not multiples of the outputs per workgroup.
+#[test]
+fn stacked_and_gated_ternary_matvecs_match_reference() {
+    use ternlight_core::reference::ternary::act_quant;
+    use ternlight_gpu::kernels::ternary::{self, MatvecDp4, Quantised, Stacked};
+    let g = gpu();
+    let mut rng = Rng::new(29);
+    let (rows, k) = (2, 80);
+    let x = random(&mut rng, rows * k, 3.0);
+    let xq_ref = act_quant(&x, k);
+    let mut matrix = |n: usize, scale: f32| {
+        let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
+        let wf: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
+        let w = Weight::upload_ternary(g, "w", &codes, n, k, g.info.max_binding).unwrap();
+        (w, scale, reference::linear::linear(&xq_ref, &wf, None, k, n))
+    };
+    let parts = [matrix(37, 0.3), matrix(13, 0.7), matrix(22, 1.1)];
+    if !ternary::dp4_ready(g, &parts[0].0) {
+        return;
+    }
+    let xb = g.upload_f32("x", &x);
+    let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
+    let quantise = |plan: &mut Plan| {
+        ternary::act_quant(g, plan, (&xb, Quantised::Packed(&words, &scales)), k, Rows::Tokens, None).unwrap()
+    };
+    for count in [2, 3] {
+        let outs: Vec<wgpu::Buffer> = parts.iter().map(|p| g.zeros("y", rows * p.0.rows)).collect();
+        let stacked: Vec<Stacked> =
+            parts[1..count].iter().zip(&outs[1..]).map(|(p, y)| Stacked { w: &p.0, scale: p.1, y }).collect();
+        let mut plan = Plan::new(g);
+        quantise(&mut plan);
+        let call =
+            MatvecDp4 { stacked: &stacked, ..MatvecDp4::new(&words, &scales, &parts[0].0, parts[0].1, &outs[0]) };
+        ternary::matvec_dp4(g, &mut plan, &call).unwrap();
+        assert_eq!(plan.dispatch_count(), 2);
+        plan.submit(g, &tokens(0, rows), &[], None);
+        for (i, (p, y)) in parts[..count].iter().zip(&outs).enumerate() {
+            let got = pollster::block_on(g.read_f32(y, 0, rows * p.0.rows)).unwrap();
+            assert_close(&got, &p.2, 1e-5, &format!("stacked {count}: part {i}"));
+        }
+    }
+    let up = matrix(37, 0.9);
+    for act in [Activation::Relu2, Activation::Silu] {
+        let y = g.zeros("act", rows * 37);
+        let mut plan = Plan::new(g);
+        quantise(&mut plan);
+        let call = MatvecDp4 {
+            gated: Some((&up.0, up.1, act)),
+            ..MatvecDp4::new(&words, &scales, &parts[0].0, parts[0].1, &y)
+        };
+        ternary::matvec_dp4(g, &mut plan, &call).unwrap();
+        let want = reference::mlp::gated(act, &parts[0].2, &up.2);
+        assert_close(&run(&plan, &tokens(0, rows), &y, rows * 37), &want, 1e-5, &format!("gated {act:?}"));
     }
 }

@@ -33,7 +33,9 @@ use ternlight_gpu::kernels::rat::{rat, Rat};
 use ternlight_gpu::kernels::rope::{rope, rope_normed, HeadNorms, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::sample::TokenSampler;
-use ternlight_gpu::kernels::ternary::{act_quant, act_quant_hgf, dp4_ready, matvec_dp4, HgfDown, MatvecDp4, Quantised};
+use ternlight_gpu::kernels::ternary::{
+    act_quant, act_quant_hgf, dp4_ready, matvec_dp4, HgfDown, MatvecDp4, Quantised, Stacked,
+};
 use ternlight_gpu::kernels::{
     embedding::embedding,
     mlp::{activation, gated_act, gated_act_row_gated},
@@ -643,6 +645,8 @@ impl<'a> Builder<'a> {
                 rows,
                 accumulate: epilogue == Epilogue::Accumulate,
                 hgf: hgf.map(|h| (&s.hgf_mid, &h.b)),
+                stacked: &[],
+                gated: None,
             };
             matvec_dp4(self.gpu, &mut self.plan, &call)?;
             return match hgf {
@@ -721,19 +725,19 @@ impl<'a> Builder<'a> {
         Ok(linear(self.gpu, &mut self.plan, &up)?)
     }
 
-    /// One-token ternary projections of the block input without corrections, biases or norms of their own, sharing
-    /// one int8 quantisation of it (the folded pre-norm included): each `(layer, output, column offset, row stride)`
-    /// then takes one integer matvec. Returns false, recording nothing, where they do not qualify.
-    fn shared_quantisation(&mut self, outputs: &[(&LinearWeights, &wgpu::Buffer, usize, usize)]) -> Result<bool> {
-        let cols = outputs.first().map(|o| o.0.w.cols);
-        let qualifies = |l: &LinearWeights| {
+    /// Quantises the block input (the folded pre-norm included) to int8 once for one-token ternary projections of
+    /// it that have no correction, bias or norm of their own, all read through the integer matvec. Returns false,
+    /// recording nothing, where they do not qualify.
+    fn quantise_block_input(&mut self, layers: &[&LinearWeights]) -> Result<bool> {
+        let cols = layers.first().map(|l| l.w.cols);
+        let qualifies = |l: &&LinearWeights| {
             dp4_ready(self.gpu, &l.w)
                 && l.bias.is_none()
                 && l.hgf.is_none()
                 && l.input_norm.is_none()
                 && Some(l.w.cols) == cols
         };
-        if self.shape() != MatmulShape::Vector || outputs.len() < 2 || !outputs.iter().all(|o| qualifies(o.0)) {
+        if self.shape() != MatmulShape::Vector || layers.len() < 2 || !layers.iter().all(qualifies) {
             return Ok(false);
         }
         let s = &self.res.scratch;
@@ -741,22 +745,21 @@ impl<'a> Builder<'a> {
         let norm = folded.as_ref().map(FoldedNorm::input_norm);
         let packed = Quantised::Packed(&s.xq_words, &s.xq_scales);
         act_quant(self.gpu, &mut self.plan, (x, packed), cols.unwrap_or(0), Rows::Tokens, norm)?;
-        for &(l, y, y_offset, y_stride) in outputs {
-            let call = MatvecDp4 {
-                xq: &s.xq_words,
-                xs: &s.xq_scales,
-                w: &l.w,
-                scale: l.scale,
-                y,
-                y_offset,
-                y_stride,
-                rows: Rows::Tokens,
-                accumulate: false,
-                hgf: None,
-            };
-            matvec_dp4(self.gpu, &mut self.plan, &call)?;
-        }
         Ok(true)
+    }
+
+    /// The integer matvec of `l` on the block input [`quantise_block_input`](Self::quantise_block_input) left,
+    /// into columns `y_offset..` of rows `y_stride` wide, with `stacked` projections in the same dispatch.
+    fn quantised_product(
+        &mut self,
+        l: &LinearWeights,
+        (y, y_offset, y_stride): (&wgpu::Buffer, usize, usize),
+        stacked: &[Stacked],
+    ) -> Result<()> {
+        let s = &self.res.scratch;
+        let call =
+            MatvecDp4 { y_offset, y_stride, stacked, ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &l.w, l.scale, y) };
+        Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?)
     }
 
     /// Projections of the block input written side by side into rows of `width` (e.g. `[q | k | v]`): runs of up to
@@ -768,9 +771,12 @@ impl<'a> Builder<'a> {
         width: usize,
     ) -> Result<()> {
         let projections: Vec<&LinearWeights> = projections.into_iter().collect();
-        let offsets = projections.iter().scan(0, |at, l| Some(std::mem::replace(at, *at + l.w.rows)));
-        let outputs: Vec<_> = projections.iter().zip(offsets).map(|(&l, offset)| (l, y, offset, width)).collect();
-        if self.shared_quantisation(&outputs)? {
+        if self.quantise_block_input(&projections)? {
+            let mut offset = 0;
+            for l in projections {
+                self.quantised_product(l, (y, offset, width), &[])?;
+                offset += l.w.rows;
+            }
             return Ok(());
         }
         let (mut offset, mut i) = (0, 0);
@@ -897,7 +903,18 @@ impl<'a> Builder<'a> {
             unreachable!("attention weights")
         };
         let s = &self.res.scratch;
-        if !self.shared_quantisation(&[(q, &s.q, 0, 0), (k, &s.k, 0, 0), (v, &s.v, 0, 0)])? {
+        if self.quantise_block_input(&[q, k, v])? {
+            // One dispatch for all three where each matrix is one block.
+            let stacked = [Stacked { w: &k.w, scale: k.scale, y: &s.k }, Stacked { w: &v.w, scale: v.scale, y: &s.v }];
+            match [q, k, v].iter().all(|l| l.w.blocks.len() == 1) {
+                true => self.quantised_product(q, (&s.q, 0, 0), &stacked)?,
+                false => {
+                    for (l, y) in [(q, &s.q), (k, &s.k), (v, &s.v)] {
+                        self.quantised_product(l, (y, 0, 0), &[])?;
+                    }
+                }
+            }
+        } else {
             self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
             self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
             self.linear(&s.h, v, &s.v, Rows::Tokens, Epilogue::Store)?;
@@ -1643,9 +1660,21 @@ impl<'a> Builder<'a> {
             };
             return Ok(linear(self.gpu, &mut self.plan, &args)?);
         }
-        if !self.shared_quantisation(&[(gate, &s.gate, 0, 0), (up, &s.up, 0, 0)])? {
+        let one_block = gate.w.same_layout(&up.w) && gate.w.blocks.len() == 1;
+        if row_gate.is_none() && one_block && self.quantise_block_input(&[gate, up])? {
+            // Both integer products (each with its own scale) and the activation in one kernel.
+            let call = MatvecDp4 {
+                gated: Some((&up.w, up.scale, g.act)),
+                ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &gate.w, gate.scale, &s.act)
+            };
+            return Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?);
+        }
+        if !self.quantise_block_input(&[gate, up])? {
             self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
             self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
+        } else {
+            self.quantised_product(gate, (&s.gate, 0, 0), &[])?;
+            self.quantised_product(up, (&s.up, 0, 0), &[])?;
         }
         let io = [&s.gate, &s.up, &s.act];
         match row_gate {

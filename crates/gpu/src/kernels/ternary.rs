@@ -11,6 +11,7 @@ use crate::device::Gpu;
 use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
+use ternlight_core::spec::Activation;
 
 /// Where quantised activations go.
 pub enum Quantised<'a> {
@@ -137,6 +138,43 @@ pub struct MatvecDp4<'a> {
     /// Hybrid Gated Flow's up projection, fused: the low-rank values `[rows, rank]` (from [`act_quant_hgf`]) and
     /// `diag(g) B` `[n, rank]` f32 in one block.
     pub hgf: Option<(&'a wgpu::Buffer, &'a Weight)>,
+    /// Up to two more projections of the same activations, computed in the same dispatch (stored, into outputs of
+    /// their own).
+    pub stacked: &'a [Stacked<'a>],
+    /// A gated MLP's up matrix (`w`'s shape) with its scale and the gate's activation: `y = act(x w^T scale) *
+    /// (x up^T up_scale)` in one dispatch.
+    pub gated: Option<(&'a Weight, f32, Activation)>,
+}
+
+/// A projection stacked below [`MatvecDp4::w`]: its ternary matrix (one block, `w`'s width), scale and output
+/// `[rows, its rows]`.
+pub struct Stacked<'a> {
+    /// Ternary weights.
+    pub w: &'a Weight,
+    /// Multiplier of the product.
+    pub scale: f32,
+    /// Output.
+    pub y: &'a wgpu::Buffer,
+}
+
+impl<'a> MatvecDp4<'a> {
+    /// A plain product of `w` into `y` (stored, columns from 0, rows `w.rows` wide, one per token).
+    pub fn new(xq: &'a wgpu::Buffer, xs: &'a wgpu::Buffer, w: &'a Weight, scale: f32, y: &'a wgpu::Buffer) -> Self {
+        MatvecDp4 {
+            xq,
+            xs,
+            w,
+            scale,
+            y,
+            y_offset: 0,
+            y_stride: 0,
+            rows: Rows::Tokens,
+            accumulate: false,
+            hgf: None,
+            stacked: &[],
+            gated: None,
+        }
+    }
 }
 
 /// Whether `w` can take the integer path on `gpu`: ternary with whole 16-code words per row, on a device whose WGSL
@@ -160,6 +198,31 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     plan.check_rows("matvec_dp4", "output", m.y, m.rows, stride)?;
     let t = &gpu.tuning;
     let mut defines = Defines::new().set("WG", t.wg).set("NR", t.nr);
+    let fused = !m.stacked.is_empty() || m.gated.is_some();
+    if fused {
+        let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.0)).collect();
+        let alike = |w: &Weight| dp4_ready(gpu, w) && w.cols == k && w.blocks.len() == 1;
+        let gate_shaped = m.gated.is_none_or(|g| g.0.rows == n);
+        if m.hgf.is_some()
+            || m.w.blocks.len() != 1
+            || m.stacked.len() > 2
+            || (m.gated.is_some() && !m.stacked.is_empty())
+            || !extra.iter().all(|w| alike(w))
+            || !gate_shaped
+        {
+            return Err(GpuError::shape(
+                "matvec_dp4",
+                "stacked or gated products take one-block ternary matrices of one width, without HGF".to_string(),
+            ));
+        }
+        for s in m.stacked {
+            plan.check_rows("matvec_dp4", "stacked output", s.y, m.rows, s.w.rows)?;
+        }
+    }
+    if let Some((_, _, act)) = m.gated {
+        defines = defines.flag("GATED", true).set("ACT", super::mlp::act_name(act));
+    }
+    defines = defines.flag("STACKED", !m.stacked.is_empty()).flag("STACKED3", m.stacked.len() == 2);
     if let Some((mid, bg)) = m.hgf {
         if bg.rows != n || bg.blocks.len() != 1 || bg.dtype != ternlight_core::dtype::DType::F32 {
             return Err(GpuError::shape(
@@ -170,21 +233,37 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         plan.check_rows("matvec_dp4", "HGF values", mid, m.rows, bg.cols)?;
         defines = defines.flag("HGF", true).set("RANK", bg.cols);
     }
+    // Stacked rows follow the first matrix's: segment boundaries and scales (the third's scale unused otherwise).
+    let rows_of = |i: usize| m.stacked.get(i).map_or(0, |s| s.w.rows);
+    let scale_of = |i: usize| m.stacked.get(i).map_or(1.0, |s| s.scale);
     for block in &m.w.blocks {
+        let (seg1, seg2) = (block.rows, block.rows + rows_of(0));
+        let n_block = seg2 + rows_of(1);
+        let scale2 = m.gated.map_or(scale_of(0), |g| g.1);
         let params = [
             k as u32,
-            block.rows as u32,
+            n_block as u32,
             (m.y_offset + block.row0) as u32,
             stride as u32,
             m.rows.selector(),
             f32_word(m.scale),
             m.accumulate as u32,
             block.row0 as u32,
+            seg1 as u32,
+            seg2 as u32,
+            f32_word(scale2),
+            f32_word(scale_of(1)),
         ];
-        let grid = Grid::Tiles { x: (block.rows as u32).div_ceil(t.nr), rows: m.rows, rows_per_group: 1 };
+        let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.nr), rows: m.rows, rows_per_group: 1 };
         let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
         if let Some((mid, bg)) = m.hgf {
             buffers.extend([mid.into(), (&bg.blocks[0].buffer).into()]);
+        }
+        for s in m.stacked {
+            buffers.extend([(&s.w.blocks[0].buffer).into(), s.y.into()]);
+        }
+        if let Some((up, _, _)) = m.gated {
+            buffers.push((&up.blocks[0].buffer).into());
         }
         plan.dispatch(gpu, "ternary/matvec_dp4.wgsl", &defines, &params, &buffers, grid)?;
     }
