@@ -27,9 +27,10 @@ pub struct Args {
     json: bool,
 }
 
-/// Seconds per one-token submit of `plan`.
-fn time_plan(gpu: &Gpu, plan: &Plan, reps: usize) -> Result<f64> {
-    Ok(seconds_per_submit(gpu, plan, &Step { pos0: 0, n_tokens: 1, logit_rows: vec![] }, reps)?)
+/// Seconds per one-token submit of `plan`, which writes `y`.
+fn time_plan(gpu: &Gpu, plan: &Plan, y: &wgpu::Buffer, reps: usize) -> Result<f64> {
+    let step = Step { pos0: 0, n_tokens: 1, logit_rows: vec![] };
+    Ok(pollster::block_on(seconds_per_submit(gpu, plan, &step, y, reps))?)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -52,32 +53,18 @@ pub fn run(args: Args) -> Result<()> {
         let (xq, y) = (gpu.zeros("xq", k), gpu.zeros("y", n));
         let mut plan = Plan::new(&gpu);
         linear(&gpu, &mut plan, &Linear::new(&x, &bf16, &y, MatmulShape::Vector))?;
-        let t_bf16 = time_plan(&gpu, &plan, args.reps)?;
+        let t_bf16 = time_plan(&gpu, &plan, &y, args.reps)?;
         let mut plan = Plan::new(&gpu);
         act_quant(&gpu, &mut plan, (&x, Quantised::Float(&xq)), k, Rows::Tokens, None)?;
         linear(&gpu, &mut plan, &Linear::new(&xq, &ternary, &y, MatmulShape::Vector))?;
-        let t_ternary = time_plan(&gpu, &plan, args.reps)?;
+        let t_ternary = time_plan(&gpu, &plan, &y, args.reps)?;
         let t_dp4 = match dp4_ready(&gpu, &ternary) {
             true => {
                 let (words, scales) = (gpu.zeros("xq words", k / 4), gpu.zeros("xq scale", 1));
                 let mut plan = Plan::new(&gpu);
                 act_quant(&gpu, &mut plan, (&x, Quantised::Packed(&words, &scales)), k, Rows::Tokens, None)?;
-                let call = MatvecDp4 {
-                    xq: &words,
-                    xs: &scales,
-                    w: &ternary,
-                    scale: 1.0,
-                    y: &y,
-                    y_offset: 0,
-                    y_stride: 0,
-                    rows: Rows::Tokens,
-                    accumulate: false,
-                    hgf: None,
-                    stacked: &[],
-                    gated: None,
-                };
-                matvec_dp4(&gpu, &mut plan, &call)?;
-                Some(time_plan(&gpu, &plan, args.reps)?)
+                matvec_dp4(&gpu, &mut plan, &MatvecDp4::new(&words, &scales, &ternary, 1.0, &y))?;
+                Some(time_plan(&gpu, &plan, &y, args.reps)?)
             }
             false => None,
         };

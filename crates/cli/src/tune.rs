@@ -21,7 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let mut gpu = Gpu::new_blocking()?;
     let default = gpu.tuning.clone();
-    let (best, trials) = ternlight_gpu::tune::autotune(&mut gpu, args.reps)?;
+    let (best, trials) = pollster::block_on(ternlight_gpu::tune::autotune(&mut gpu, args.reps))?;
     let path = tuning::save(&gpu, &best)?;
     let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
     let sizes = |t: &Tuning, shape| match shape {

@@ -6,7 +6,7 @@
 //! - [`buffer`]: activation buffers, weights (split across bindings when larger than a binding), readback.
 //! - [`plan`]: a recorded list of GPU operations, encoded into one command buffer per forward.
 //! - [`kernels`]: one module per kernel family; each checks shapes and records its dispatches.
-//! - `tune` (native): times candidate kernel sizes on the device and picks the fastest.
+//! - `tune`: times candidate kernel sizes on the device and picks the fastest.
 
 #![warn(missing_docs)]
 
@@ -17,7 +17,6 @@ pub mod kernels;
 pub mod pipeline;
 pub mod plan;
 pub mod shader;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod tune;
 
 pub use device::{DeviceInfo, Gpu, GpuOptions};

@@ -1,6 +1,7 @@
 //! Picks the kernel sizes ([`Tuning`]) that run fastest on this device: each candidate's decode matrix-vector
 //! kernel and prefill matmul are timed on bf16 weights of a real model's shape (2048 x 2048), and the fastest of
-//! each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module).
+//! each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, the browser's
+//! local storage in the wasm build). Timings wait on a one-float readback, so they run in the browser too.
 
 use crate::buffer::Weight;
 use crate::device::Gpu;
@@ -8,8 +9,8 @@ use crate::error::Result;
 use crate::kernels::matmul::{linear, Linear, MatmulShape};
 use crate::kernels::Tuning;
 use crate::plan::{Plan, Step};
-use std::time::Instant;
 use ternlight_core::dtype::DType;
+use web_time::Instant;
 
 /// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup.
 const MATVEC: [(u32, u32); 6] = [(32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (256, 2)];
@@ -41,7 +42,7 @@ pub struct Trial {
 
 /// Times every candidate (`reps` dispatches each, after a warm-up) and returns the fastest tuning with all trials.
 /// The device's tuning is left as it was.
-pub fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
+pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
     let start = gpu.tuning.clone();
     let bits: Vec<u8> =
         (0..N * K).flat_map(|i| half::bf16::from_f32(((i % 7) as f32 - 3.0) / 64.0).to_le_bytes()).collect();
@@ -52,7 +53,7 @@ pub fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
     for (shape, tuning) in candidates(&start) {
         gpu.tuning = tuning.clone();
         let rows = if shape == MatmulShape::Vector { 1 } else { PREFILL_ROWS };
-        let timed = time(gpu, (&x, &w, &y), shape, rows, reps);
+        let timed = time(gpu, (&x, &w, &y), shape, rows, reps).await;
         gpu.tuning = start.clone();
         trials.push(Trial { tuning, shape, seconds: timed? });
     }
@@ -78,7 +79,7 @@ pub fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
 }
 
 /// Mean seconds of one `rows`-row product `y = x W^T` with the device's current tuning.
-fn time(
+async fn time(
     gpu: &Gpu,
     (x, w, y): (&wgpu::Buffer, &Weight, &wgpu::Buffer),
     shape: MatmulShape,
@@ -87,18 +88,25 @@ fn time(
 ) -> Result<f64> {
     let mut plan = Plan::new(gpu);
     linear(gpu, &mut plan, &Linear::new(x, w, y, shape))?;
-    seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: rows as u32, logit_rows: vec![] }, reps)
+    seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: rows as u32, logit_rows: vec![] }, y, reps).await
 }
 
-/// Mean wall seconds of one submit of `plan` at `step`, over `reps` submits after a warm-up one.
-pub fn seconds_per_submit(gpu: &Gpu, plan: &Plan, step: &Step, reps: usize) -> Result<f64> {
+/// Mean wall seconds of one submit of `plan` at `step`, over `reps` submits after a warm-up one; reading back one
+/// float of `output` (a buffer the plan writes) marks the end of the work.
+pub async fn seconds_per_submit(
+    gpu: &Gpu,
+    plan: &Plan,
+    step: &Step,
+    output: &wgpu::Buffer,
+    reps: usize,
+) -> Result<f64> {
     plan.submit(gpu, step, &[], None);
-    gpu.wait()?;
+    gpu.read_f32(output, 0, 1).await?;
     let started = Instant::now();
     for _ in 0..reps.max(1) {
         plan.submit(gpu, step, &[], None);
     }
-    gpu.wait()?;
+    gpu.read_f32(output, 0, 1).await?;
     gpu.check_errors("timing a plan")?;
     Ok(started.elapsed().as_secs_f64() / reps.max(1) as f64)
 }

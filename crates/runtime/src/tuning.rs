@@ -1,17 +1,22 @@
-//! Kernel sizes found by `ternlight tune` ([`ternlight_gpu::tune`]), cached per adapter so that later runs on the
-//! same device start with them: `<cache dir>/tuning/<adapter>.json`. `TERNLIGHT_TUNING=default` ignores the cache.
+//! Kernel sizes found by [`ternlight_gpu::tune`], cached per adapter so that later runs on the same device start
+//! with them: natively `<cache dir>/tuning/<adapter>.json` (written by `ternlight tune`; `TERNLIGHT_TUNING=default`
+//! ignores it), in the browser an entry of local storage (written by `tuneDevice`).
 
-use crate::http::cache_dir;
-use std::path::PathBuf;
 use ternlight_gpu::device::DeviceInfo;
 use ternlight_gpu::kernels::Tuning;
-use ternlight_gpu::Gpu;
+#[cfg(not(target_arch = "wasm32"))]
+use {crate::http::cache_dir, std::path::PathBuf, ternlight_gpu::Gpu};
 
-/// The cache file of the adapter `info` describes (its name, backend and type, made file-safe).
-pub fn cache_path(info: &DeviceInfo) -> PathBuf {
+/// The adapter `info` describes as a name safe for files and storage keys: its name, backend and type.
+pub fn adapter_key(info: &DeviceInfo) -> String {
     let key = format!("{}-{}-{}", info.name, info.backend, info.device_type);
-    let safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    cache_dir().join("tuning").join(format!("{safe}.json"))
+    key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+/// The cache file of the adapter `info` describes.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn cache_path(info: &DeviceInfo) -> PathBuf {
+    cache_dir().join("tuning").join(format!("{}.json", adapter_key(info)))
 }
 
 /// `tuning` as the cache's JSON.
@@ -38,6 +43,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
 }
 
 /// Writes `tuning` as the cached one of `gpu`'s adapter; returns the file.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save(gpu: &Gpu, tuning: &Tuning) -> std::io::Result<PathBuf> {
     let path = cache_path(&gpu.info);
     if let Some(dir) = path.parent() {
@@ -49,6 +55,7 @@ pub fn save(gpu: &Gpu, tuning: &Tuning) -> std::io::Result<PathBuf> {
 
 /// Gives `gpu` its adapter's cached tuning, if there is a valid one and `TERNLIGHT_TUNING` is not `default`;
 /// returns whether it did.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn apply_cached(gpu: &mut Gpu) -> bool {
     if std::env::var("TERNLIGHT_TUNING").is_ok_and(|v| v == "default") {
         return false;

@@ -121,3 +121,30 @@ async fn a_lost_device_is_reported_and_a_new_one_runs_the_model() {
     drop(gpu);
     check("llama after a lost device", fixture!("llama")).await;
 }
+
+/// `tuneDevice` times every candidate on this adapter and stores the fastest; an engine loaded afterwards starts
+/// with those sizes and says so in its stats.
+#[wasm_bindgen_test]
+async fn tuned_sizes_are_stored_and_used_by_later_engines() {
+    use js_sys::Reflect;
+    use wasm_bindgen::JsValue;
+    let get = |v: &JsValue, k: &str| Reflect::get(v, &k.into()).unwrap();
+    let report = ternlight_runtime::web::tune_device(1).await.unwrap();
+    assert_eq!(get(&report, "saved"), JsValue::TRUE);
+    assert_eq!(js_sys::Array::from(&get(&report, "trials")).length(), 11);
+    let (config, model, _) = fixture!("llama");
+    let tokenizer_json = include_bytes!("../../../tests/fixtures/llama/tokenizer.json");
+    let urls = [blob_url(config.as_bytes()), blob_url(model), blob_url(tokenizer_json)];
+    let engine = ternlight_runtime::web::Engine::load_files(urls[0].clone(), urls[1].clone(), urls[2].clone(), None)
+        .await
+        .unwrap();
+    let (tuned, used) = (get(&report, "tuning"), get(&engine.stats(), "tuning"));
+    assert_eq!(get(&used, "fromCache"), JsValue::TRUE);
+    for size in ["wg", "nr", "tm", "tn", "wg_x", "wg_y"] {
+        assert_eq!(get(&used, size), get(&tuned, size), "{size}");
+    }
+    // Later tests start from the defaults again.
+    let storage = get(&js_sys::global(), "localStorage");
+    let clear: js_sys::Function = get(&storage, "clear").into();
+    clear.call0(&storage).unwrap();
+}

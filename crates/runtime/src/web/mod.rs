@@ -5,10 +5,14 @@
 //! - `net`: `fetch` with Range requests, resume, retries and backoff.
 //! - `cache`: Cache Storage as a block store keyed by URL and ETag.
 //! - `remote`: safetensors checkpoints behind URLs, fetched a tensor at a time while they upload.
+//! - `tuning`: kernel sizes timed per adapter (`tuneDevice`) and kept in local storage.
 
 mod cache;
 mod net;
 mod remote;
+mod tuning;
+
+pub use tuning::tune_device;
 
 use crate::bench::{copy_bandwidth, measure, BenchOptions};
 use crate::generate::{Generation, GenerationStats};
@@ -87,6 +91,8 @@ struct LoadReport {
     /// The checkpoint's largest tensor, the unit that peak is measured against.
     largest_tensor_bytes: u64,
     warnings: Vec<String>,
+    /// The kernel sizes came from a `tuneDevice` run on this adapter.
+    tuned: bool,
 }
 
 /// The bytes of the largest tensor `spec` reads from `source`.
@@ -125,10 +131,17 @@ fn session_options(attention_policy: Option<String>) -> Result<SessionOptions, J
     Ok(SessionOptions { attention_policy, ..Default::default() })
 }
 
-/// The device, shared with sessions through an Arc (natively across threads; the browser has one thread).
-async fn device() -> Result<Arc<Gpu>, JsValue> {
+/// The device with the kernel sizes stored for its adapter (if any, and whether there were), shared with sessions
+/// through an Arc (natively across threads; the browser has one thread).
+async fn device() -> Result<(Arc<Gpu>, bool), JsValue> {
+    let mut gpu = Gpu::new().await.map_err(js_error)?;
+    let stored = tuning::stored(&gpu.info);
+    let tuned = stored.is_some();
+    if let Some(t) = stored {
+        gpu.tuning = t;
+    }
     #[allow(clippy::arc_with_non_send_sync)]
-    Ok(Arc::new(Gpu::new().await.map_err(js_error)?))
+    Ok((Arc::new(gpu), tuned))
 }
 
 #[wasm_bindgen]
@@ -182,7 +195,8 @@ impl Engine {
         };
         let largest_tensor_bytes = largest_tensor(&spec, checkpoint.as_ref());
         let mut prefetch = files.prefetch(checkpoint.as_ref());
-        let session = Session::load(device().await?, spec, checkpoint.as_ref(), &mut prefetch, &options, &mut report)
+        let (gpu, tuned) = device().await?;
+        let session = Session::load(gpu, spec, checkpoint.as_ref(), &mut prefetch, &options, &mut report)
             .await
             .map_err(js_error)?;
         let load = LoadReport {
@@ -191,6 +205,7 @@ impl Engine {
             peak_host_bytes: files.peak_host_bytes(),
             largest_tensor_bytes,
             warnings: files.warnings(),
+            tuned,
         };
         Ok(Engine::ready(session, tokenizer, load))
     }
@@ -217,15 +232,16 @@ impl Engine {
         let downloaded_bytes = weights.len() as u64;
         let checkpoint = SafetensorsCheckpoint::from_files(vec![(weights_url, weights)]).map_err(js_error)?;
         let largest_tensor_bytes = largest_tensor(&spec, &checkpoint);
-        let session = Session::load(device().await?, spec, &checkpoint, &mut OnDemand, &options, &mut |_| {})
-            .await
-            .map_err(js_error)?;
+        let (gpu, tuned) = device().await?;
+        let session =
+            Session::load(gpu, spec, &checkpoint, &mut OnDemand, &options, &mut |_| {}).await.map_err(js_error)?;
         let load = LoadReport {
             seconds: started.elapsed().as_secs_f64(),
             downloaded_bytes,
             peak_host_bytes: downloaded_bytes,
             largest_tensor_bytes,
             warnings: Vec::new(),
+            tuned,
         };
         Ok(Engine::ready(session, tokenizer, load))
     }
@@ -507,6 +523,10 @@ impl Engine {
         let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
         let _ = Reflect::set(&out, &"warnings".into(), &warnings);
         let _ = Reflect::set(&out, &"attentionPolicy".into(), &self.session.attention_policy().to_string().into());
+        let sizes = crate::tuning::to_json(&self.session.gpu().tuning).to_string();
+        let tuning = js_sys::JSON::parse(&sizes).unwrap_or(JsValue::NULL);
+        let _ = Reflect::set(&tuning, &"fromCache".into(), &self.load.tuned.into());
+        let _ = Reflect::set(&out, &"tuning".into(), &tuning);
         let routes: js_sys::Array = self
             .session
             .routes()
