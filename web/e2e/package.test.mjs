@@ -4,8 +4,8 @@
 // warning; corrupted bytes fail the load with an integrity error and the next load succeeds; progress reports
 // layers as they arrive; generate() stops early; attention maps come with tokens (softmax and a hybrid's implicit
 // attention); ablated heads change the text; attention policies give the CLI's text; chat.completions streams
-// and returns the same text; seeded sampling repeats exactly and equals the native CLI's; no request leaves for
-// anywhere the tests did not name.
+// and returns the same text; seeded sampling repeats exactly and equals the native CLI's; tuning in a worker is kept
+// for later engines; no request leaves for anywhere the tests did not name.
 // Run after web/build-pkg.sh: `node web/e2e/package.test.mjs`.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -339,6 +339,21 @@ const tests = {
     assert.equal(texts[0], texts[1], 'the same seed twice');
     assert.equal(texts[0], native, 'the browser against the native CLI');
     assert.notEqual(texts[0], texts[2], 'another seed samples other tokens');
+  },
+
+  async 'tuning in a worker keeps the fastest sizes for the engines loaded afterwards'() {
+    const { report, tuning } = await inPage(async (t, { source }) => {
+      const report = await t.Engine.tune({ reps: 1 });
+      const engine = await t.Engine.load(source);
+      const { tuning } = await engine.stats();
+      await engine.unload();
+      return { report, tuning };
+    }, { source: `${server.origin}${fixture}` });
+    assert.equal(report.saved, true);
+    assert.equal(report.trials.length, 11);
+    assert.ok(report.trials.every((trial) => trial.ms > 0));
+    assert.equal(tuning.fromCache, true);
+    for (const size of ['wg', 'nr', 'tm', 'tn', 'wg_x', 'wg_y']) assert.equal(tuning[size], report.tuning[size], size);
   },
 
   async 'every request went to a source the tests chose'() {

@@ -1,6 +1,6 @@
 // The engine's side of the message protocol, shared by the Web Worker (worker.js) and the in-page mode: it owns
 // the wasm Engine, answers {id, op, ...} requests and posts {id, op: 'progress' | 'token' | 'result' | 'error'}.
-import init, { Engine, is_cached as isCached } from './ternlight_runtime.js';
+import init, { Engine, is_cached as isCached, tuneDevice } from './ternlight_runtime.js';
 
 let ready = null;
 let engine = null;
@@ -103,6 +103,9 @@ async function run(msg, post) {
       if (!engine) throw new Error('no model is loaded');
       if (busy) throw new Error('the bench cannot run during a generation');
       return engine.bench(new Uint32Array(msg.contexts), msg.decodeSteps, msg.compareTokens, msg.reps);
+    case 'tune':
+      if (busy) throw new Error('tuning cannot run during a generation');
+      return tuneDevice(msg.reps);
     case 'stats':
       if (!engine) throw new Error('no model is loaded');
       return busy ? lastStats : engine.stats();

@@ -106,6 +106,28 @@ export interface Stats {
   /** Each layer's mixer kind, its heads with an attention map (0 for mixers without one) and whether `ablate` can
    * switch them off. */
   layers: { kind: string; attentionHeads: number; switchableHeads: boolean }[];
+  /** The kernel sizes the engine runs with; `fromCache` when they come from an `Engine.tune()` run on this adapter. */
+  tuning: KernelSizes & { fromCache: boolean };
+}
+
+/** Workgroup and tile sizes of the kernels (see `Engine.tune`). */
+export interface KernelSizes {
+  wg: number;
+  nr: number;
+  tm: number;
+  tn: number;
+  wg_x: number;
+  wg_y: number;
+  attn_kv_tile: number;
+}
+
+/** What `Engine.tune` measured and kept. */
+export interface TuneReport {
+  adapter: string;
+  tuning: KernelSizes;
+  /** False where Cache Storage is unavailable or full (the sizes then last for this call only). */
+  saved: boolean;
+  trials: { kernel: 'matvec' | 'matmul'; tuning: KernelSizes; ms: number }[];
 }
 
 export interface ChatMessage {
@@ -142,6 +164,8 @@ export interface ChatCompletionChunk {
 export declare class Engine {
   /** Streams the model at `source` (an http(s) base URL or a Hugging Face repo id `org/name[@revision]`). */
   static load(source: string | undefined, options?: LoadOptions): Promise<Engine>;
+  /** Times kernel sizes on this adapter and keeps the fastest for engines loaded afterwards. */
+  static tune(options?: { reps?: number; worker?: boolean }): Promise<TuneReport>;
   /** Pieces of text as tokens arrive. */
   generate(prompt: string, options?: GenerateOptions): AsyncGenerator<string>;
   chat: {

@@ -98,6 +98,21 @@ export class Engine {
   }
 
   /**
+   * Times candidate kernel sizes on this browser's WebGPU adapter (where engines run: in a Web Worker unless
+   * `worker: false`) and keeps the fastest in Cache Storage: engines loaded afterwards on this adapter start with
+   * them (stats().tuning.fromCache). Resolves to {adapter, tuning, saved, trials: [{kernel, tuning, ms}]}. Options:
+   * reps (3 timed dispatches per candidate), worker (true). Seconds on a GPU, minutes on a CPU adapter.
+   */
+  static async tune({ reps = 3, worker = true } = {}) {
+    const { port, close } = await openPort(worker);
+    try {
+      return await port.call({ op: 'tune', reps }).done;
+    } finally {
+      close();
+    }
+  }
+
+  /**
    * Generates after `prompt` (a fresh context), yielding pieces of text as tokens arrive. Options: maxTokens
    * (256), temperature (0: greedy), topP (1), seed (0), signal (an AbortSignal that stops the generation),
    * attention ({layer, head, maxQueries, onMap, overview, onOverview}: onMap receives that head's attention map
@@ -230,7 +245,7 @@ export class Engine {
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
    * decodeTokensPerSecond, weightBytes, stateBytes, kvCacheBytes, recurrentBytes, contextTokens, maxContext,
    * loadSeconds, downloadedBytes, loadPeakHostBytes, largestTensorBytes, warnings, attentionPolicy, layers: [{kind, attentionHeads}], contextMemory,
-   * stageSeconds}.
+   * stageSeconds, tuning: {fromCache, wg, nr, tm, tn, wg_x, wg_y, attn_kv_tile}}.
    */
   stats() {
     return this.#port.call({ op: 'stats' }).done;

@@ -6,7 +6,7 @@
 //! - [`generate`]: the sampling loop with timings.
 //! - [`hub`]: model names (`http(s)://` base URLs, Hugging Face repo ids) to base URLs.
 //! - `http` (native builds): model files over HTTP(S) with Range requests, resume, retries and a disk cache.
-//! - [`tuning`]: kernel sizes from an autotune run, cached per adapter (a file natively, local storage in the browser).
+//! - [`tuning`]: kernel sizes from an autotune run, cached per adapter (a file natively, Cache Storage in the browser).
 //! - `web` (wasm32): the browser API, an `Engine` that streams a model by `fetch` into WebGPU and generates text.
 
 #![warn(missing_docs)]

@@ -1,6 +1,6 @@
 //! Kernel sizes found by [`ternlight_gpu::tune`], cached per adapter so that later runs on the same device start
 //! with them: natively `<cache dir>/tuning/<adapter>.json` (written by `ternlight tune`; `TERNLIGHT_TUNING=default`
-//! ignores it), in the browser an entry of local storage (written by `tuneDevice`).
+//! ignores it), in the browser a record in Cache Storage (written by `tuneDevice`).
 
 use ternlight_gpu::device::DeviceInfo;
 use ternlight_gpu::kernels::Tuning;

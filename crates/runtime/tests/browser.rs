@@ -144,7 +144,8 @@ async fn tuned_sizes_are_stored_and_used_by_later_engines() {
         assert_eq!(get(&used, size), get(&tuned, size), "{size}");
     }
     // Later tests start from the defaults again.
-    let storage = get(&js_sys::global(), "localStorage");
-    let clear: js_sys::Function = get(&storage, "clear").into();
-    clear.call0(&storage).unwrap();
+    let caches = get(&js_sys::global(), "caches");
+    let delete: js_sys::Function = get(&caches, "delete").into();
+    let deleted = delete.call1(&caches, &"ternlight-v1".into()).unwrap();
+    wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(deleted)).await.unwrap();
 }

@@ -70,19 +70,21 @@ impl BlockCache {
     }
 }
 
-/// What the last successful probe of `url` learnt (length and ETag as text), so that the page can tell which
-/// models are cached without asking the network.
-pub async fn manifest(url: &str) -> Option<String> {
+/// The small text record of `kind` about `name`, kept beside the blocks: a model file's manifest (what the last
+/// successful probe of its URL learnt, so the page can tell which models are cached without asking the network),
+/// an adapter's kernel sizes.
+pub async fn record(kind: &str, name: &str) -> Option<String> {
     let caches: CacheStorage = global("caches").dyn_into().ok()?;
     let cache: Cache = JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()?;
-    String::from_utf8(get(&cache, &format!("{KEY_ROOT}/manifest/{}", key(url))).await?).ok()
+    String::from_utf8(get(&cache, &format!("{KEY_ROOT}/{kind}/{}", key(name))).await?).ok()
 }
 
-/// Records `text` as the manifest of `url` (best effort: a full storage only loses the cached mark).
-pub async fn set_manifest(url: &str, text: &str) {
-    let Ok(caches) = global("caches").dyn_into::<CacheStorage>() else { return };
-    let Ok(cache) = JsFuture::from(caches.open(CACHE_NAME)).await else { return };
-    let _ = put(cache.unchecked_ref(), &format!("{KEY_ROOT}/manifest/{}", key(url)), text.as_bytes()).await;
+/// Keeps `text` as the record of `kind` about `name`; returns whether it was kept (best effort: a full or missing
+/// storage only loses the record).
+pub async fn set_record(kind: &str, name: &str, text: &str) -> bool {
+    let Ok(caches) = global("caches").dyn_into::<CacheStorage>() else { return false };
+    let Ok(cache) = JsFuture::from(caches.open(CACHE_NAME)).await else { return false };
+    put(cache.unchecked_ref(), &format!("{KEY_ROOT}/{kind}/{}", key(name)), text.as_bytes()).await.is_ok()
 }
 
 async fn get(cache: &Cache, key: &str) -> Option<Vec<u8>> {

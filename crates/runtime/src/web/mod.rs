@@ -5,7 +5,7 @@
 //! - `net`: `fetch` with Range requests, resume, retries and backoff.
 //! - `cache`: Cache Storage as a block store keyed by URL and ETag.
 //! - `remote`: safetensors checkpoints behind URLs, fetched a tensor at a time while they upload.
-//! - `tuning`: kernel sizes timed per adapter (`tuneDevice`) and kept in local storage.
+//! - `tuning`: kernel sizes timed per adapter (`tuneDevice`) and kept in Cache Storage.
 
 mod cache;
 mod net;
@@ -135,7 +135,7 @@ fn session_options(attention_policy: Option<String>) -> Result<SessionOptions, J
 /// through an Arc (natively across threads; the browser has one thread).
 async fn device() -> Result<(Arc<Gpu>, bool), JsValue> {
     let mut gpu = Gpu::new().await.map_err(js_error)?;
-    let stored = tuning::stored(&gpu.info);
+    let stored = tuning::stored(&gpu.info).await;
     let tuned = stored.is_some();
     if let Some(t) = stored {
         gpu.tuning = t;

@@ -130,7 +130,8 @@ impl RemoteFile {
             Some(p) => p,
             None => net::probe(url).await?.ok_or_else(|| network(url, "not found (HTTP 404)"))?,
         };
-        cache::set_manifest(url, &format!("{}\n{}", probe.len, probe.etag.as_deref().unwrap_or_default())).await;
+        cache::set_record("manifest", url, &format!("{}\n{}", probe.len, probe.etag.as_deref().unwrap_or_default()))
+            .await;
         let cache = BlockCache::open(url, probe.etag.as_deref(), block).await;
         let fetched = Fetched { name: url.to_string(), len: probe.len, ranges: Mutex::default(), held };
         Ok(RemoteFile {
@@ -247,7 +248,7 @@ impl RemoteFile {
 
 /// What the last successful probe of `url` recorded in the cache.
 async fn recorded_probe(url: &str) -> Option<net::Probe> {
-    let manifest = cache::manifest(url).await?;
+    let manifest = cache::record("manifest", url).await?;
     let (len, etag) = manifest.split_once('\n')?;
     Some(net::Probe { len: len.parse().ok()?, etag: Some(etag.to_string()).filter(|e| !e.is_empty()) })
 }

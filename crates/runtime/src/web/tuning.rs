@@ -1,47 +1,32 @@
 //! Kernel sizes per WebGPU adapter in the browser: [`tune_device`] (`tuneDevice` in JavaScript) times the candidates
-//! ([`ternlight_gpu::tune::autotune`]) and keeps the fastest in local storage; every later engine on that adapter
-//! starts with them ([`stored`]).
+//! ([`ternlight_gpu::tune::autotune`]) and keeps the fastest as a record in Cache Storage (there in pages and in
+//! workers alike); every later engine on that adapter starts with them ([`stored`]).
 
-use super::js_error;
+use super::{cache, js_error};
 use crate::tuning::{adapter_key, from_json, to_json};
-use js_sys::{Function, Reflect};
 use ternlight_gpu::device::DeviceInfo;
 use ternlight_gpu::kernels::matmul::MatmulShape;
 use ternlight_gpu::kernels::Tuning;
 use ternlight_gpu::Gpu;
 use wasm_bindgen::prelude::*;
 
-/// The local-storage entry of the adapter `info` describes.
-fn key(info: &DeviceInfo) -> String {
-    format!("ternlight-tuning:{}", adapter_key(info))
-}
-
-/// Calls `method` of the page's local storage with `args`; `None` where there is no storage (a worker, storage
-/// blocked) or the call throws (quota).
-fn storage_call(method: &str, args: &[&str]) -> Option<JsValue> {
-    let storage = Reflect::get(&js_sys::global(), &"localStorage".into()).ok().filter(JsValue::is_object)?;
-    let f: Function = Reflect::get(&storage, &method.into()).ok()?.dyn_into().ok()?;
-    let args: js_sys::Array = args.iter().map(|a| JsValue::from_str(a)).collect();
-    f.apply(&storage, &args).ok()
-}
-
 /// The tuning stored for `info`'s adapter, if there is a valid one.
-pub fn stored(info: &DeviceInfo) -> Option<Tuning> {
-    let text = storage_call("getItem", &[&key(info)])?.as_string()?;
+pub async fn stored(info: &DeviceInfo) -> Option<Tuning> {
+    let text = cache::record("tuning", &adapter_key(info)).await?;
     from_json(&serde_json::from_str(&text).ok()?)
 }
 
 /// Times every candidate kernel size on this browser's WebGPU adapter (`reps` dispatches of a 2048 x 2048 bf16
-/// layer each, after a warm-up; seconds on a GPU, minutes on a CPU adapter) and keeps the fastest in local storage,
+/// layer each, after a warm-up; seconds on a GPU, minutes on a CPU adapter) and keeps the fastest in Cache Storage,
 /// so engines loaded afterwards on this adapter use them (`stats().tuning`). Returns `{adapter, tuning, saved,
-/// trials: [{kernel, tuning, ms}]}`; `saved` is false where the page has no local storage.
+/// trials: [{kernel, tuning, ms}]}`; `saved` is false where storage is unavailable or full.
 #[wasm_bindgen(js_name = tuneDevice)]
 pub async fn tune_device(reps: u32) -> Result<JsValue, JsValue> {
     let mut gpu = Gpu::new().await.map_err(js_error)?;
     let (best, trials) = ternlight_gpu::tune::autotune(&mut gpu, reps.max(1) as usize).await.map_err(js_error)?;
     let text =
         serde_json::to_string(&to_json(&best)).map_err(|e| js_error(crate::RuntimeError::Request(e.to_string())))?;
-    let saved = storage_call("setItem", &[&key(&gpu.info), &text]).is_some();
+    let saved = cache::set_record("tuning", &adapter_key(&gpu.info), &text).await;
     let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
     let trials: Vec<_> = trials
         .iter()
