@@ -7,7 +7,6 @@ use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
-use ternlight_core::sampling::SamplingParams;
 use ternlight_gpu::kernels::sample::Draw;
 use ternlight_gpu::Gpu;
 use ternlight_runtime::{Session, SessionOptions};
@@ -78,7 +77,7 @@ fn memory(gpu: &Gpu) -> Memory {
 /// Generates `tokens` greedy tokens after a fixed prompt, starting over from the prompt when the context fills.
 fn generate(session: &mut Session, tokens: usize) -> Result<usize> {
     let prompt: Vec<u32> = (1..9).collect();
-    let greedy = Draw { params: &SamplingParams::GREEDY, uniform: 0.0, context_start: 0 };
+    let greedy = Draw::greedy();
     let mut done = 0;
     while done < tokens {
         session.reset();

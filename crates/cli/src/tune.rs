@@ -29,12 +29,8 @@ pub fn run(args: Args) -> Result<()> {
         MatmulShape::Tiled => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
     };
     if args.json {
-        let rows: Vec<_> = trials
-            .iter()
-            .map(|t| json!({ "kernel": kernel(t.shape), "tuning": tuning::to_json(&t.tuning), "ms": t.seconds * 1e3 }))
-            .collect();
         let report = json!({ "device": gpu.info.name, "default": tuning::to_json(&default),
-            "chosen": tuning::to_json(&best), "cache": path.display().to_string(), "trials": rows });
+            "chosen": tuning::to_json(&best), "cache": path.display().to_string(), "trials": tuning::trials_json(&trials) });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }

@@ -1600,18 +1600,8 @@ fn ternary_linear_matches_reference() {
             let quantised = ternary::Quantised::Packed(&words, &scales);
             ternary::act_quant(g, &mut plan, (&xb, quantised), k, Rows::Tokens, norm).unwrap();
             let call = ternary::MatvecDp4 {
-                xq: &words,
-                xs: &scales,
-                w: &w,
-                scale: multiplier,
-                y: &yb,
-                y_offset: 0,
-                y_stride: 0,
-                rows: Rows::Tokens,
                 accumulate: true,
-                hgf: None,
-                stacked: &[],
-                gated: None,
+                ..ternary::MatvecDp4::new(&words, &scales, &w, multiplier, &yb)
             };
             ternary::matvec_dp4(g, &mut plan, &call).unwrap();
             let plus_half: Vec<f32> = want.iter().map(|v| v + 0.5).collect();
@@ -1660,20 +1650,7 @@ fn ternary_layers_with_fused_hgf_match_reference() {
         let quantised = Quantised::Packed(&words, &scales);
         let folded = normed.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: false });
         ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), folded, &down).unwrap();
-        let call = MatvecDp4 {
-            xq: &words,
-            xs: &scales,
-            w: &w,
-            scale: 0.37,
-            y: &yb,
-            y_offset: 0,
-            y_stride: 0,
-            rows: Rows::Tokens,
-            accumulate: false,
-            hgf: Some((&mid, &bw)),
-            stacked: &[],
-            gated: None,
-        };
+        let call = MatvecDp4 { hgf: Some((&mid, &bw)), ..MatvecDp4::new(&words, &scales, &w, 0.37, &yb) };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, rows), &yb, rows * n);
         assert_close(&got, &want, 1e-4, &format!("fused hgf {rows}x{k}x{n} rank {rank} normed {normed}"));

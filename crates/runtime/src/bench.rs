@@ -4,7 +4,6 @@
 //! bandwidth (the memory roofline decode is held against). Numbers are measured, never asserted.
 
 use crate::{Result, Session};
-use ternlight_core::sampling::SamplingParams;
 use ternlight_gpu::kernels::copy::copy;
 use ternlight_gpu::kernels::sample::Draw;
 use ternlight_gpu::plan::{Plan, Step};
@@ -76,18 +75,13 @@ fn ids(n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
 }
 
-/// A greedy draw on the GPU: what generation does after each forward, so the timings include the sampler and
-/// read back one token id, as generation does.
-fn greedy() -> Draw<'static> {
-    Draw { params: &SamplingParams::GREEDY, uniform: 0.0, context_start: 0 }
-}
-
-/// Seconds for one prefill of `n` tokens from an empty context and the draw of the token after them.
+/// Seconds for one prefill of `n` tokens from an empty context and the greedy draw of the token after them (the
+/// timings draw on the GPU and read back one id after each forward, as generation does).
 async fn time_prefill(s: &mut Session, n: usize) -> Result<f64> {
     s.reset();
     let prompt = ids(n, s.spec().vocab);
     let start = Instant::now();
-    s.prefill_sample(&prompt, &greedy()).await?;
+    s.prefill_sample(&prompt, &Draw::greedy()).await?;
     Ok(start.elapsed().as_secs_f64())
 }
 
@@ -96,11 +90,11 @@ async fn time_decode(s: &mut Session, context: usize, steps: usize) -> Result<f6
     s.reset();
     let vocab = s.spec().vocab;
     s.prefill(&ids(context, vocab), &[]).await?;
-    s.step_sample(1, &greedy()).await?;
+    s.step_sample(1, &Draw::greedy()).await?;
     let mut times = Vec::with_capacity(steps);
     for i in 0..steps {
         let start = Instant::now();
-        s.step_sample(((i * 31) % vocab) as u32, &greedy()).await?;
+        s.step_sample(((i * 31) % vocab) as u32, &Draw::greedy()).await?;
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -128,7 +122,7 @@ pub async fn measure(s: &mut Session, options: &BenchOptions) -> Result<BenchTim
     s.reset();
     let start = Instant::now();
     for &id in &ids(tokens, s.spec().vocab) {
-        s.step_sample(id, &greedy()).await?;
+        s.step_sample(id, &Draw::greedy()).await?;
     }
     let stepping = SteppingComparison { tokens, prefill_s, stepping_s: start.elapsed().as_secs_f64() };
     s.reset();

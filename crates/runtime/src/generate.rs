@@ -76,21 +76,20 @@ impl Generation {
         if self.prompt_len == 0 {
             return Err(RuntimeError::Request("the prompt has no tokens".into()));
         }
+        if self.decode_start.is_none() {
+            self.start = Instant::now();
+            self.context_start = session.position();
+        }
         let uniform = self.sampler.next_uniform();
+        let draw = Draw { params: self.sampler.params(), uniform, context_start: self.context_start };
         let id = match self.decode_start {
             None => {
-                self.start = Instant::now();
-                self.context_start = session.position();
-                let draw = Draw { params: self.sampler.params(), uniform, context_start: self.context_start };
                 let id = session.prefill_sample(&self.context, &draw).await?;
                 self.stats.prefill_seconds = self.start.elapsed().as_secs_f64();
                 self.decode_start = Some(Instant::now());
                 id
             }
-            Some(_) => {
-                let draw = Draw { params: self.sampler.params(), uniform, context_start: self.context_start };
-                session.step_sample(*self.context.last().expect("a token was generated"), &draw).await?
-            }
+            Some(_) => session.step_sample(*self.context.last().expect("a token was generated"), &draw).await?,
         };
         if self.stats.generated_tokens == 0 {
             self.stats.time_to_first_token = self.start.elapsed().as_secs_f64();

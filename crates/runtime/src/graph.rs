@@ -635,18 +635,12 @@ impl<'a> Builder<'a> {
             // Ternary one-token layers: int8 words and the integer matvec.
             quantise(self, Quantised::Packed(&s.xq_words, &s.xq_scales))?;
             let call = MatvecDp4 {
-                xq: &s.xq_words,
-                xs: &s.xq_scales,
-                w: &l.w,
-                scale: l.scale,
-                y,
                 y_offset,
                 y_stride,
                 rows,
                 accumulate: epilogue == Epilogue::Accumulate,
                 hgf: hgf.map(|h| (&s.hgf_mid, &h.b)),
-                stacked: &[],
-                gated: None,
+                ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &l.w, l.scale, y)
             };
             matvec_dp4(self.gpu, &mut self.plan, &call)?;
             return match hgf {

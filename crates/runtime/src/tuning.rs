@@ -3,7 +3,9 @@
 //! ignores it), in the browser a record in Cache Storage (written by `tuneDevice`).
 
 use ternlight_gpu::device::DeviceInfo;
+use ternlight_gpu::kernels::matmul::MatmulShape;
 use ternlight_gpu::kernels::Tuning;
+use ternlight_gpu::tune::Trial;
 #[cfg(not(target_arch = "wasm32"))]
 use {crate::http::cache_dir, std::path::PathBuf, ternlight_gpu::Gpu};
 
@@ -23,6 +25,16 @@ pub fn cache_path(info: &DeviceInfo) -> PathBuf {
 pub fn to_json(tuning: &Tuning) -> serde_json::Value {
     let Tuning { wg, tm, tn, wg_x, wg_y, nr, attn_kv_tile } = tuning;
     serde_json::json!({ "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "attn_kv_tile": attn_kv_tile })
+}
+
+/// An autotune run's trials as JSON: `[{kernel: matvec | matmul, tuning, ms}]`, for `ternlight tune` and the
+/// browser's `tuneDevice`.
+pub fn trials_json(trials: &[Trial]) -> serde_json::Value {
+    let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
+    let rows = trials
+        .iter()
+        .map(|t| serde_json::json!({ "kernel": kernel(t.shape), "tuning": to_json(&t.tuning), "ms": t.seconds * 1e3 }));
+    serde_json::Value::Array(rows.collect())
 }
 
 /// The tuning in `json`, or `None` when a field is missing or out of range (a stale or damaged cache).

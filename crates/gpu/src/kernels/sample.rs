@@ -19,6 +19,13 @@ pub struct Draw<'a> {
     pub context_start: usize,
 }
 
+impl Draw<'static> {
+    /// A greedy draw over the whole context (no uniform number or penalty needed).
+    pub fn greedy() -> Self {
+        Draw { params: &SamplingParams::GREEDY, uniform: 0.0, context_start: 0 }
+    }
+}
+
 /// The sampler's buffers: the per-forward settings, the context ids (kept by the plan for the repetition
 /// penalty), a working row and the chosen token.
 pub struct TokenSampler {

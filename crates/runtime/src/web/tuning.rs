@@ -3,9 +3,8 @@
 //! workers alike); every later engine on that adapter starts with them ([`stored`]).
 
 use super::{cache, js_error};
-use crate::tuning::{adapter_key, from_json, to_json};
+use crate::tuning::{adapter_key, from_json, to_json, trials_json};
 use ternlight_gpu::device::DeviceInfo;
-use ternlight_gpu::kernels::matmul::MatmulShape;
 use ternlight_gpu::kernels::Tuning;
 use ternlight_gpu::Gpu;
 use wasm_bindgen::prelude::*;
@@ -27,12 +26,6 @@ pub async fn tune_device(reps: u32) -> Result<JsValue, JsValue> {
     let text =
         serde_json::to_string(&to_json(&best)).map_err(|e| js_error(crate::RuntimeError::Request(e.to_string())))?;
     let saved = cache::set_record("tuning", &adapter_key(&gpu.info), &text).await;
-    let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
-    let trials: Vec<_> = trials
-        .iter()
-        .map(|t| serde_json::json!({ "kernel": kernel(t.shape), "tuning": to_json(&t.tuning), "ms": t.seconds * 1e3 }))
-        .collect();
-    let report =
-        serde_json::json!({ "adapter": gpu.info.name, "tuning": to_json(&best), "saved": saved, "trials": trials });
+    let report = serde_json::json!({ "adapter": gpu.info.name, "tuning": to_json(&best), "saved": saved, "trials": trials_json(&trials) });
     js_sys::JSON::parse(&report.to_string())
 }
