@@ -32,6 +32,26 @@ impl SamplingParams {
         SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: 0 };
 }
 
+impl SamplingParams {
+    /// Refuses settings no sampler can follow, naming the setting: a temperature that is negative or not finite,
+    /// top-p or min-p outside [0, 1], a repetition penalty that is not positive and finite.
+    pub fn check(&self) -> Result<(), String> {
+        let bad = |name: &str, value: f32, wanted: &str| Err(format!("sampling setting {name} = {value}: {wanted}"));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature", self.temperature, "must be finite and at least 0 (0 is greedy)");
+        }
+        for (name, value) in [("top_p", self.top_p), ("min_p", self.min_p)] {
+            if !(0.0..=1.0).contains(&value) {
+                return bad(name, value, "must lie in [0, 1]");
+            }
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad("repetition_penalty", self.repetition_penalty, "must be finite and above 0 (1 is off)");
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams::GREEDY
@@ -306,6 +326,21 @@ mod tests {
             for &(i, x) in want.iter().filter(|w| w.1 / mass > 2.0 / steps as f32) {
                 assert!(reached.contains(&(i as u32)), "{p:?}: token {i} (p = {}) never drawn", x / mass);
             }
+        }
+    }
+
+    #[test]
+    fn settings_no_sampler_can_follow_are_refused_by_name() {
+        assert_eq!(SamplingParams::GREEDY.check(), Ok(()));
+        for (params, name) in [
+            (SamplingParams { temperature: f32::NAN, ..Default::default() }, "temperature"),
+            (SamplingParams { temperature: -1.0, ..Default::default() }, "temperature"),
+            (SamplingParams { top_p: 1.5, ..Default::default() }, "top_p"),
+            (SamplingParams { min_p: f32::NAN, ..Default::default() }, "min_p"),
+            (SamplingParams { repetition_penalty: 0.0, ..Default::default() }, "repetition_penalty"),
+        ] {
+            let e = params.check().unwrap_err();
+            assert!(e.contains(name), "{e}");
         }
     }
 

@@ -535,6 +535,7 @@ impl Session {
 
     /// Appends `ids` to the context and draws the token after them on the GPU; only its id is read back.
     pub async fn prefill_sample(&mut self, ids: &[u32], draw: &Draw<'_>) -> Result<u32> {
+        draw.check().map_err(RuntimeError::Request)?;
         let last = ids.len().saturating_sub(1);
         Ok(self.prefill_rows(ids, &[last], Some(draw)).await?[0].to_bits())
     }
@@ -621,6 +622,7 @@ impl Session {
 
     /// Appends one token and draws the next on the GPU; only its id is read back.
     pub async fn step_sample(&mut self, id: u32, draw: &Draw<'_>) -> Result<u32> {
+        draw.check().map_err(RuntimeError::Request)?;
         self.check(&[id])?;
         Ok(self.forward(Mode::Decode, &[id], vec![0], Some(draw)).await?[0].to_bits())
     }

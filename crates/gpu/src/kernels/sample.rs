@@ -19,6 +19,17 @@ pub struct Draw<'a> {
     pub context_start: usize,
 }
 
+impl Draw<'_> {
+    /// Refuses settings the kernel cannot follow ([`SamplingParams::check`]) and a draw outside [0, 1).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        self.params.check()?;
+        match (0.0..1.0).contains(&self.uniform) {
+            true => Ok(()),
+            false => Err(format!("the uniform draw {} is outside [0, 1)", self.uniform)),
+        }
+    }
+}
+
 impl Draw<'static> {
     /// A greedy draw over the whole context (no uniform number or penalty needed).
     pub fn greedy() -> Self {

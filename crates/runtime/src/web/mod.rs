@@ -282,6 +282,7 @@ impl Engine {
         }
         self.session.reset();
         let params = SamplingParams { temperature, top_p, seed: seed.into(), ..Default::default() };
+        params.check().map_err(refused)?;
         let generation = Generation::new(&ids, Sampler::new(params), max_tokens, &self.stop_ids);
         self.labels = ids.iter().map(|&id| self.tokenizer.decode(&[id]).unwrap_or_default()).collect();
         self.context = ids;
