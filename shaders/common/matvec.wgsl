@@ -32,6 +32,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         wbase[r] = seg.y * params.k;
     }
     var squares = 0.0;
+#if CHUNK
+    // Whole stored words: each invocation takes CHUNK consecutive elements (VW words of each row) per step, so a
+    // word is loaded once and decoded without a per-element branch. The host picks this when CHUNK divides k.
+    for (var c = lid; c < params.k / {{CHUNK}}u; c += {{WG}}u) {
+        let k0 = c * {{CHUNK}}u;
+        var xs: array<f32, {{CHUNK}}>;
+        for (var j = 0u; j < {{CHUNK}}u; j++) {
+            var a = x[xbase + k0 + j];
+#if NORM_IN
+            squares += a * a;
+            a *= norm_w[k0 + j] + params.norm_offset;
+#endif
+            xs[j] = a;
+        }
+        for (var r = 0u; r < {{NR}}u; r++) {
+            let w0 = (wbase[r] + k0) / EPW;
+            for (var v = 0u; v < {{VW}}u; v++) {
+                let word = word_at(w0 + v, which[r]);
+#if GATED
+                let word_up = word_at(w0 + v, 1u);
+#endif
+                for (var e = 0u; e < EPW; e++) {
+                    acc[r] += xs[v * EPW + e] * decode(word, e);
+#if GATED
+                    acc_up[r] += xs[v * EPW + e] * decode(word_up, e);
+#endif
+                }
+            }
+        }
+    }
+#else
     for (var kk = lid; kk < params.k; kk += {{WG}}u) {
         var a = x[xbase + kk];
 #if NORM_IN
@@ -45,6 +76,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
         }
     }
+#endif
     for (var r = 0u; r < {{NR}}u; r++) {
         partial[r * {{WG}}u + lid] = acc[r];
 #if GATED

@@ -46,6 +46,35 @@ fn decode(word: {{W_ELEM}}, i: u32) -> f32 {
 #endif
 }
 
+// Elements per stored word.
+#if W_F32
+const EPW: u32 = 1u;
+#endif
+#if W_BF16
+const EPW: u32 = 2u;
+#endif
+#if W_F16
+const EPW: u32 = 2u;
+#endif
+#if W_TERNARY
+const EPW: u32 = 16u;
+#endif
+
+// Stored word j of matrix `which` (0: w, 1: w2, 2: w3); decode(word, e) reads its element e.
+fn word_at(j: u32, which: u32) -> {{W_ELEM}} {
+#if W2_BINDING
+    if (which == 1u) {
+        return w2[j];
+    }
+#endif
+#if W3_BINDING
+    if (which == 2u) {
+        return w3[j];
+    }
+#endif
+    return w[j];
+}
+
 fn w_at(i: u32) -> f32 {
     return decode(w[word_of(i)], i);
 }

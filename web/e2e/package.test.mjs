@@ -353,7 +353,7 @@ const tests = {
     assert.equal(report.trials.length, 11);
     assert.ok(report.trials.every((trial) => trial.ms > 0));
     assert.equal(tuning.fromCache, true);
-    for (const size of ['wg', 'nr', 'tm', 'tn', 'wg_x', 'wg_y']) assert.equal(tuning[size], report.tuning[size], size);
+    for (const size of ['wg', 'nr', 'vw', 'tm', 'tn', 'wg_x', 'wg_y']) assert.equal(tuning[size], report.tuning[size], size);
   },
 
   async 'every request went to a source the tests chose'() {

@@ -114,6 +114,8 @@ export interface Stats {
 export interface KernelSizes {
   wg: number;
   nr: number;
+  /** Stored weight words a matrix-vector invocation reads per row and step (0: element by element). */
+  vw: number;
   tm: number;
   tn: number;
   wg_x: number;

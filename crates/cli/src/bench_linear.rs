@@ -34,7 +34,8 @@ fn time_plan(gpu: &Gpu, plan: &Plan, y: &wgpu::Buffer, reps: usize) -> Result<f6
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let gpu = Gpu::new_blocking()?;
+    let mut gpu = Gpu::new_blocking()?;
+    ternlight_runtime::tuning::apply_cached(&mut gpu);
     let copy = copy_bandwidth(&gpu)?;
     let mut rng = Rng::new(7);
     let mut rows = Vec::new();
@@ -83,6 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let report = json!({
         "device": gpu.info.name,
+        "tuning": ternlight_runtime::tuning::to_json(&gpu.tuning),
         "copy_gb_s": copy / 1e9,
         "shapes": rows,
     });

@@ -25,7 +25,7 @@ pub fn run(args: Args) -> Result<()> {
     let path = tuning::save(&gpu, &best)?;
     let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
     let sizes = |t: &Tuning, shape| match shape {
-        MatmulShape::Vector => format!("wg {} nr {}", t.wg, t.nr),
+        MatmulShape::Vector => format!("wg {} nr {} vw {}", t.wg, t.nr, t.vw),
         MatmulShape::Tiled => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
     };
     if args.json {

@@ -45,6 +45,15 @@ impl Weight {
             && self.blocks.iter().zip(&other.blocks).all(|(a, b)| (a.row0, a.rows) == (b.row0, b.rows))
     }
 
+    /// Elements in one stored u32/f32 word (`EPW` in `common/weights.wgsl`): 16 ternary codes, two 16-bit floats, one f32.
+    pub fn elements_per_word(&self) -> usize {
+        match self.dtype {
+            _ if self.ternary => 16,
+            DType::F32 => 1,
+            _ => 2,
+        }
+    }
+
     /// Uploads a row-major matrix from its raw little-endian bytes, split into blocks of at most `max_binding` bytes.
     pub fn upload(
         gpu: &Gpu,

@@ -1,7 +1,7 @@
 //! Picks the kernel sizes ([`Tuning`]) that run fastest on this device: each candidate's decode matrix-vector
 //! kernel and prefill matmul are timed on bf16 weights of a real model's shape (2048 x 2048), and the fastest of
-//! each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, the browser's
-//! local storage in the wasm build). Timings wait on a one-float readback, so they run in the browser too.
+//! each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, a Cache Storage
+//! record in the browser). Timings wait on a one-float readback, so they run in the browser too.
 
 use crate::buffer::Weight;
 use crate::device::Gpu;
@@ -12,8 +12,10 @@ use crate::plan::{Plan, Step};
 use ternlight_core::dtype::DType;
 use web_time::Instant;
 
-/// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup.
-const MATVEC: [(u32, u32); 6] = [(32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (256, 2)];
+/// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup, stored words
+/// per invocation step (0: element by element).
+const MATVEC: [(u32, u32, u32); 8] =
+    [(8, 8, 1), (16, 8, 1), (32, 4, 1), (32, 4, 0), (64, 4, 1), (64, 8, 2), (128, 4, 1), (256, 2, 4)];
 /// Matmul candidates: rows and columns per invocation, workgroup width and height.
 const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
 /// The timed layer: `[N, K]` bf16 weights, and the rows a prefill chunk multiplies.
@@ -23,7 +25,7 @@ const PREFILL_ROWS: usize = 64;
 
 /// Every candidate: `base` with one kernel's sizes changed, and that kernel.
 pub fn candidates(base: &Tuning) -> Vec<(MatmulShape, Tuning)> {
-    let vector = MATVEC.iter().map(|&(wg, nr)| (MatmulShape::Vector, Tuning { wg, nr, ..base.clone() }));
+    let vector = MATVEC.iter().map(|&(wg, nr, vw)| (MatmulShape::Vector, Tuning { wg, nr, vw, ..base.clone() }));
     let tiled =
         MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (MatmulShape::Tiled, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
     vector.chain(tiled).collect()
@@ -69,6 +71,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
     let best = Tuning {
         wg: vector.wg,
         nr: vector.nr,
+        vw: vector.vw,
         tm: tiled.tm,
         tn: tiled.tn,
         wg_x: tiled.wg_x,

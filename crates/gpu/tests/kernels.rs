@@ -167,9 +167,12 @@ fn gated_pair_layers_match_the_gated_reference() {
     let g = gpu();
     let mut rng = Rng::new(43);
     for dtype in [DType::F32, DType::F16, DType::BF16] {
-        for (rows, k, n, act) in
-            [(1, 67, 45, Activation::Silu), (37, 19, 30, Activation::GeluTanh), (3, 8, 5, Activation::Relu2)]
-        {
+        for (rows, k, n, act) in [
+            (1, 67, 45, Activation::Silu),
+            (1, 66, 13, Activation::Silu),
+            (37, 19, 30, Activation::GeluTanh),
+            (3, 8, 5, Activation::Relu2),
+        ] {
             for shape in [MatmulShape::Tiled, MatmulShape::Vector] {
                 let normed = shape == MatmulShape::Vector && rows == 1;
                 let x = random(&mut rng, rows * k, 2.0);
@@ -278,8 +281,16 @@ fn stacked_projections_match_their_separate_products() {
 #[test]
 fn every_tuning_candidate_computes_the_same_products() {
     let mut g = Gpu::new_blocking().unwrap();
+    // k = 37 takes the element-by-element loop; 36 and 40 take whole words, 40 also four words a step.
+    for k in [37, 36, 40] {
+        tuning_candidates_compute_the_same_products(&mut g, k);
+    }
+}
+
+/// [`every_tuning_candidate_computes_the_same_products`] at input width `k`.
+fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
     let mut rng = Rng::new(46);
-    let (rows, k, parts) = (5, 37, [11, 6]);
+    let (rows, parts) = (5, [11, 6]);
     let x = random(&mut rng, rows * k, 1.0);
     let raws: Vec<Vec<u8>> = parts.iter().map(|&n| encode(DType::BF16, &random(&mut rng, n * k, 0.5))).collect();
     let w: Vec<Vec<f32>> = raws.iter().map(|r| decode_f32(DType::BF16, r).unwrap()).collect();
@@ -318,7 +329,7 @@ fn every_tuning_candidate_computes_the_same_products() {
             plan.submit(g, &tokens(0, rows), &[], None);
             let got = pollster::block_on(g.read_f32(&yb, 0, rows * n)).unwrap();
             let want = if gated { &gated_want } else { &stacked_want };
-            assert_close(&got, want, 1e-5, &format!("{tuning:?} {shape:?} gated {gated}"));
+            assert_close(&got, want, 1e-5, &format!("k {k} {tuning:?} {shape:?} gated {gated}"));
         }
     }
 }

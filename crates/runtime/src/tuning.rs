@@ -23,8 +23,10 @@ pub fn cache_path(info: &DeviceInfo) -> PathBuf {
 
 /// `tuning` as the cache's JSON.
 pub fn to_json(tuning: &Tuning) -> serde_json::Value {
-    let Tuning { wg, tm, tn, wg_x, wg_y, nr, attn_kv_tile } = tuning;
-    serde_json::json!({ "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "attn_kv_tile": attn_kv_tile })
+    let Tuning { wg, tm, tn, wg_x, wg_y, nr, vw, attn_kv_tile } = tuning;
+    serde_json::json!({
+        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "vw": vw, "attn_kv_tile": attn_kv_tile
+    })
 }
 
 /// An autotune run's trials as JSON: `[{kernel: matvec | matmul, tuning, ms}]`, for `ternlight tune` and the
@@ -47,9 +49,13 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         wg_x: field("wg_x")?,
         wg_y: field("wg_y")?,
         nr: field("nr")?,
+        vw: field("vw")?,
         attn_kv_tile: field("attn_kv_tile")?,
     };
-    let sane = t.wg.is_power_of_two() && t.wg <= 1024 && [t.tm, t.tn, t.nr].iter().all(|&v| (1..=16).contains(&v));
+    let sane = t.wg.is_power_of_two()
+        && t.wg <= 1024
+        && [t.tm, t.tn, t.nr].iter().all(|&v| (1..=16).contains(&v))
+        && t.vw <= 4;
     let workgroup = t.wg_x * t.wg_y;
     (sane && (1..=1024).contains(&workgroup) && t.attn_kv_tile <= 256).then_some(t)
 }
@@ -88,7 +94,7 @@ mod tests {
 
     #[test]
     fn tunings_round_trip_and_damaged_ones_are_refused() {
-        let t = Tuning { wg: 128, nr: 8, tm: 2, tn: 4, wg_x: 16, wg_y: 8, attn_kv_tile: 32 };
+        let t = Tuning { wg: 128, nr: 8, tm: 2, tn: 4, wg_x: 16, wg_y: 8, vw: 2, attn_kv_tile: 32 };
         assert_eq!(from_json(&to_json(&t)), Some(t.clone()));
         let mut odd = to_json(&t);
         odd["wg"] = serde_json::json!(100);

@@ -156,7 +156,16 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         MatmulShape::Tiled => {
             ("common/matmul.wgsl", base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn))
         }
-        MatmulShape::Vector => ("common/matvec.wgsl", base.set("WG", t.wg).set("NR", t.nr)),
+        MatmulShape::Vector => {
+            let chunk = t.vw * l.w.elements_per_word() as u32;
+            let base = base.set("WG", t.wg).set("NR", t.nr);
+            let base = if chunk > 0 && k.is_multiple_of(chunk as usize) {
+                base.set("CHUNK", chunk).set("VW", t.vw)
+            } else {
+                base
+            };
+            ("common/matvec.wgsl", base)
+        }
     };
     let defines = match l.input_norm {
         Some(_) => defines.flag("NORM_IN", true).set("NORM_BINDING", 5 + u32::from(l.bias.is_some()) + beside),
