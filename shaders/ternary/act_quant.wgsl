@@ -33,26 +33,9 @@ struct Params {
 #include "common/weights.wgsl"
 #endif
 
-var<workgroup> partial: array<f32, {{WG}}>;
-
-// Sum (or max) of the workgroup's values, left in partial[0].
-fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            if (is_max) {
-                partial[lid] = max(partial[lid], partial[lid + s]);
-            } else {
-                partial[lid] += partial[lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = partial[0];
-    workgroupBarrier();
-    return r;
-}
+// The row's reductions, all in one tree: lane 0 the sum of squares (NORM), lane 1 the largest |x * norm_w|, lanes
+// 2.. the HGF down projection's sums. LANES is 2, or 2 + RANK with HGF.
+var<workgroup> partial: array<f32, {{WG}} * {{LANES}}>;
 
 // Input i of the row at base, normalised when NORM.
 fn value(base: u32, i: u32, inv: f32) -> f32 {
@@ -71,19 +54,48 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let base = row * params.width;
+    // One pass over the row: the norm's 1/rms scales every normalised value alike, so the largest |value| is
+    // 1/rms times the largest |x * norm_w|, and the HGF sums of normalised values are 1/rms times those of x * norm_w.
+    var lanes: array<f32, {{LANES}}>;
+    for (var i = lid; i < params.width; i += {{WG}}u) {
+        let xi = x[base + i];
+        var v = xi;
+#if NORM
+        v *= norm_w[i] + params.norm_offset;
+#endif
+        lanes[0] += xi * xi;
+        lanes[1] = max(lanes[1], abs(v));
+#if HGF
+#if HGF_NORMED
+        let h = v;
+#else
+        let h = xi;
+#endif
+        for (var r = 0u; r < {{RANK}}u; r++) {
+            lanes[2u + r] += h * w_at(r * params.width + i);
+        }
+#endif
+    }
+    for (var c = 0u; c < {{LANES}}u; c++) {
+        partial[c * {{WG}}u + lid] = lanes[c];
+    }
+    workgroupBarrier();
+    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[{{WG}}u + lid] = max(partial[{{WG}}u + lid], partial[{{WG}}u + lid + s]);
+            for (var c = 0u; c < {{LANES}}u; c++) {
+                if (c != 1u) {
+                    partial[c * {{WG}}u + lid] += partial[c * {{WG}}u + lid + s];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
     var inv = 1.0;
 #if NORM
-    var ss = 0.0;
-    for (var i = lid; i < params.width; i += {{WG}}u) {
-        ss += x[base + i] * x[base + i];
-    }
-    inv = inverseSqrt(reduce(ss, lid, false) / f32(params.width) + params.eps);
+    inv = inverseSqrt(partial[0] / f32(params.width) + params.eps);
 #endif
-    var m = 0.0;
-    for (var i = lid; i < params.width; i += {{WG}}u) {
-        m = max(m, abs(value(base, i, inv)));
-    }
-    let scale = 127.0 / max(reduce(m, lid, true), 1e-5);
+    let scale = 127.0 / max(partial[{{WG}}u] * inv, 1e-5);
 #if PACKED
     for (var j = lid; j < params.width / 4u; j += {{WG}}u) {
         var q: vec4<i32>;
@@ -101,19 +113,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #endif
 #if HGF
-    for (var r = 0u; r < {{RANK}}u; r++) {
-        var acc = 0.0;
-        for (var i = lid; i < params.width; i += {{WG}}u) {
+    var mid_scale = 1.0;
 #if HGF_NORMED
-            acc += value(base, i, inv) * w_at(r * params.width + i);
-#else
-            acc += x[base + i] * w_at(r * params.width + i);
+    mid_scale = inv;
 #endif
-        }
-        let total = reduce(acc, lid, false);
-        if (lid == 0u) {
-            mid[row * {{RANK}}u + r] = total;
-        }
+    for (var r = lid; r < {{RANK}}u; r += {{WG}}u) {
+        mid[row * {{RANK}}u + r] = partial[(2u + r) * {{WG}}u] * mid_scale;
     }
 #endif
 }

@@ -24,12 +24,13 @@ const browserReport = await inBrowser(async ({ server, browser }) => {
   assert.equal(await page.getAttribute('body', 'data-state'), 'done', text);
   const report = JSON.parse(text);
   // The same report: every key the native bench prints, one row per context asked for.
-  for (const key of ['model_type', 'device', 'decode_dispatches_per_token', 'memory', 'roofline', 'contexts', 'prefill_vs_stepping']) {
+  for (const key of ['model_type', 'device', 'decode_dispatches_per_token', 'memory', 'roofline', 'contexts', 'prefill_vs_stepping', 'decode_profile']) {
     assert.ok(key in report, `the browser report lacks ${key}`);
     assert.equal(typeof report[key], typeof native[key], key);
   }
   assert.deepEqual(report.contexts.map((r) => r.context), native.contexts.map((r) => r.context));
   assert.deepEqual(Object.keys(report.contexts[0]).sort(), Object.keys(native.contexts[0]).sort());
+  assert.deepEqual(Object.keys(report.roofline).sort(), Object.keys(native.roofline).sort());
   assert.equal(report.decode_dispatches_per_token, native.decode_dispatches_per_token);
   return report;
 });

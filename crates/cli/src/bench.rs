@@ -1,6 +1,8 @@
 //! `ternlight bench`: prefill throughput and decode latency at several context lengths, chunkwise prefill against
-//! stepping the same tokens one at a time, and decode against the memory-bandwidth roofline (a streaming copy's
-//! bandwidth; each decode token reads every weight once). Numbers are measured, never asserted.
+//! stepping the same tokens one at a time, decode against the roofline (a streaming copy's bandwidth; each decode
+//! token reads every weight once), one decode step profiled per layer and per kernel, and peak memory. The
+//! measurements and the report are the runtime's (`ternlight_runtime::bench`), shared with the browser's bench
+//! page. Numbers are measured, never asserted.
 
 use crate::model_dir::{Checkpoint, ModelDir};
 use crate::synthetic::{self, Synthetic};
@@ -92,83 +94,110 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         SessionOptions { max_context: Some(longest), prefill_capacity: longest, ..Default::default() };
     let mut gpu = Gpu::new_blocking()?;
     let tuned = ternlight_runtime::tuning::apply_cached(&mut gpu);
-    let tuning = json!({ "from_cache": tuned, "sizes": ternlight_runtime::tuning::to_json(&gpu.tuning) });
     let gpu = Arc::new(gpu);
-    let bandwidth = copy_bandwidth(&gpu)?;
+    let roofline = pollster::block_on(bench::roofline(&gpu))?;
     let load_start = Instant::now();
     let bar = crate::progress::LoadBar::new(quiet);
     let mut s = Session::new(gpu, spec, weights.source(), &session_options, &mut |p| bar.update(p))?;
     bar.finish();
     let load_s = load_start.elapsed().as_secs_f64();
     let timings = pollster::block_on(bench::measure(&mut s, &options))?;
-    // Each decode token reads every weight once (a tied embedding is the head; an untied one is read a row at a
-    // time, so this bound is a little low for untied models).
-    let bound_s = s.memory().weights as f64 / bandwidth;
-    let rows: Vec<serde_json::Value> = timings
-        .contexts
-        .iter()
-        .map(|t| {
-            json!({
-                "context": t.context,
-                "prefill_tok_s": t.context as f64 / t.prefill_s,
-                "prefill_ms": t.prefill_s * 1e3,
-                "decode_ms_per_token": t.decode_s * 1e3,
-                "decode_fraction_of_roofline": bound_s / t.decode_s,
-            })
-        })
-        .collect();
-    let (n, chunked, stepped) = (timings.stepping.tokens, timings.stepping.prefill_s, timings.stepping.stepping_s);
-    let info = &s.gpu().info;
-    let report = json!({
-        "model": label,
-        "model_type": s.spec().model_type,
-        "trained_positions": trained,
-        "device": { "name": info.name, "backend": info.backend, "type": info.device_type,
-                    "shader_f16": info.shader_f16, "subgroups": info.subgroups, "timestamps": info.timestamps,
-                    "tuning": tuning },
-        "load_s": load_s,
-        "decode_dispatches_per_token": s.decode_dispatches(),
-        "memory": { "weights_bytes": s.memory().weights, "state_bytes_allocated": s.memory().state },
-        "roofline": { "copy_bytes_per_s": bandwidth, "decode_bound_ms_per_token": bound_s * 1e3 },
-        "contexts": rows,
-        "prefill_vs_stepping": { "tokens": n, "prefill_s": chunked, "stepping_s": stepped, "speedup": stepped / chunked },
-    });
+    let mut report = bench::report(&s, &roofline, &timings);
+    report["model"] = json!(label);
+    report["trained_positions"] = json!(trained);
+    report["load_s"] = json!(load_s);
+    report["device"]["tuning_from_cache"] = json!(tuned);
+    report["memory"]["host_peak_bytes"] = json!(crate::heap::resident("VmHWM"));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    print_report(&report);
+    Ok(())
+}
+
+/// The report as text: the roofline, a row per context, prefill against stepping, and the profiled step.
+fn print_report(r: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let (device, roofline) = (&r["device"], &r["roofline"]);
     println!(
         "{} on {} ({}), {} dispatches per decode token",
-        report["model_type"],
-        info.name,
-        info.backend,
-        s.decode_dispatches()
+        text(&r["model_type"]),
+        text(&device["name"]),
+        text(&device["backend"]),
+        n(&r["decode_dispatches_per_token"])
     );
     println!(
-        "copy bandwidth {:.2} GB/s; {:.1} MB of weights, so decode is bound at {:.2} ms/token",
-        bandwidth / 1e9,
-        s.memory().weights as f64 / 1e6,
-        bound_s * 1e3
+        "roofline: copy {:.2} GB/s, matmul {:.2} GFLOP/s; {:.1} MB of weights bound decode at {:.2} ms/token",
+        f(&roofline["copy_bytes_per_s"]) / 1e9,
+        f(&roofline["matmul_flops_per_s"]) / 1e9,
+        f(&r["memory"]["weights_bytes"]) / 1e6,
+        f(&roofline["decode_bound_ms_per_token"])
     );
     println!(
         "{:>8} {:>14} {:>12} {:>16} {:>10}",
         "context", "prefill tok/s", "prefill ms", "decode ms/token", "roofline"
     );
-    for r in &rows {
+    for c in r["contexts"].as_array().into_iter().flatten() {
         println!(
             "{:>8} {:>14.1} {:>12.1} {:>16.2} {:>9.0}%",
-            r["context"].as_u64().unwrap_or(0),
-            r["prefill_tok_s"].as_f64().unwrap_or(0.0),
-            r["prefill_ms"].as_f64().unwrap_or(0.0),
-            r["decode_ms_per_token"].as_f64().unwrap_or(0.0),
-            100.0 * r["decode_fraction_of_roofline"].as_f64().unwrap_or(0.0)
+            n(&c["context"]),
+            f(&c["prefill_tok_s"]),
+            f(&c["prefill_ms"]),
+            f(&c["decode_ms_per_token"]),
+            100.0 * f(&c["decode_fraction_of_roofline"])
         );
     }
+    let p = &r["prefill_vs_stepping"];
     println!(
-        "{n} tokens: one prefill {:.1} ms, {n} single steps {:.1} ms ({:.1}x)",
-        chunked * 1e3,
-        stepped * 1e3,
-        stepped / chunked
+        "{} tokens: one prefill {:.1} ms, single steps {:.1} ms ({:.1}x)",
+        n(&p["tokens"]),
+        f(&p["prefill_s"]) * 1e3,
+        f(&p["stepping_s"]) * 1e3,
+        f(&p["speedup"])
     );
-    Ok(())
+    let profile = &r["decode_profile"];
+    if profile.is_null() {
+        return;
+    }
+    let stages: Vec<f64> = profile["stages_ms"].as_array().into_iter().flatten().map(f).collect();
+    println!(
+        "decode step after {} tokens: {:.2} ms of GPU time; embedding {:.2}, layers {}, head {:.2} ms",
+        n(&profile["context"]),
+        f(&profile["gpu_ms"]),
+        stages.first().copied().unwrap_or(0.0),
+        stages
+            .get(1..stages.len().saturating_sub(1))
+            .unwrap_or(&[])
+            .iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        stages.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "{:<32} {:>6} {:>9} {:>6} {:>10} {:>8} {:>9} {:>8}",
+        "kernel", "calls", "ms", "share", "weight GB/s", "of copy", "GFLOP/s", "of peak"
+    );
+    for k in profile["kernels"].as_array().into_iter().flatten() {
+        print!(
+            "{:<32} {:>6} {:>9.3} {:>5.1}%",
+            text(&k["kernel"]),
+            n(&k["dispatches"]),
+            f(&k["ms"]),
+            100.0 * f(&k["share"])
+        );
+        if k.get("weight_gb_s").is_some() {
+            print!(
+                " {:>10.2} {:>7.0}% {:>9.2} {:>7.0}%",
+                f(&k["weight_gb_s"]),
+                100.0 * f(&k["of_copy_bandwidth"]),
+                f(&k["gflop_s"]),
+                100.0 * f(&k["of_matmul_peak"])
+            );
+        }
+        println!();
+    }
 }

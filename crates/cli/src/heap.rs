@@ -48,3 +48,14 @@ unsafe impl GlobalAlloc for Counting {
 pub fn live_bytes() -> u64 {
     LIVE.load(Relaxed)
 }
+
+/// A size line of `/proc/self/status` in bytes: `VmRSS` (the resident set now) or `VmHWM` (its peak); 0 where the
+/// file or line is missing (not Linux).
+pub fn resident(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().split(' ').next()?.parse().ok());
+    kib.unwrap_or(0u64) * 1024
+}

@@ -55,19 +55,11 @@ struct Cycle {
     unloaded: Memory,
 }
 
-/// This process's resident set, from `/proc/self/status`.
-fn host_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().split(' ').next()?.parse().ok());
-    kib.unwrap_or(0u64) * 1024
-}
-
 fn memory(gpu: &Gpu) -> Memory {
     gpu.device.poll(ternlight_gpu::wgpu::PollType::wait_indefinitely()).ok();
     let hal = gpu.device.get_internal_counters().hal;
     Memory {
-        host_rss: host_rss(),
+        host_rss: crate::heap::resident("VmRSS"),
         rust_heap: crate::heap::live_bytes(),
         gpu_buffers: hal.buffer_memory.read() as u64,
         buffer_count: hal.buffers.read() as u64,

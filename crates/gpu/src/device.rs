@@ -152,6 +152,13 @@ impl Gpu {
         self.lost.lock().expect("loss slot poisoned").is_some()
     }
 
+    /// Bytes of device memory the driver holds for buffers now, as wgpu counts them (native backends; `None` in the
+    /// browser, which does not say).
+    pub fn buffer_memory(&self) -> Option<u64> {
+        let bytes = self.device.get_internal_counters().hal.buffer_memory.read();
+        (bytes > 0).then_some(bytes as u64)
+    }
+
     /// Fails with the first GPU error raised since the last check (e.g. out of memory during `what`).
     pub fn check_errors(&self, what: &str) -> Result<()> {
         if let Some(why) = self.lost.lock().expect("loss slot poisoned").clone() {

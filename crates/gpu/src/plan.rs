@@ -108,6 +108,10 @@ pub enum Op {
         bind_group: wgpu::BindGroup,
         /// Its launch size.
         grid: Grid,
+        /// The shader file it runs (how a profile names it).
+        kernel: Arc<str>,
+        /// The weight bytes and arithmetic it does, where its kernel declares them (see [`Plan::set_work`]).
+        work: Option<Work>,
     },
     /// Appends this forward's rows to a cache of `cache_rows` rows: position p goes to row `p % cache_rows`
     /// (one copy, or two when the forward wraps around a ring).
@@ -145,6 +149,46 @@ pub enum Op {
         /// Bytes per row.
         row_bytes: u64,
     },
+}
+
+/// The work of one dispatch of a linear layer: the weight bytes it reads (once per dispatch, the least a product can
+/// read) and the floating-point operations per row of its input, so a profile can report achieved bandwidth and
+/// throughput.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Work {
+    /// Weight bytes read.
+    pub weight_bytes: u64,
+    /// Operations (a multiply-add counts two) per input row.
+    pub flops_per_row: u64,
+    /// Which per-forward count the input rows follow.
+    pub rows: Rows,
+}
+
+/// One dispatch of a profiled forward.
+#[derive(Clone, Debug)]
+pub struct DispatchTime {
+    /// Its shader file.
+    pub kernel: Arc<str>,
+    /// The stage it belongs to (see [`Op::Stage`]).
+    pub stage: usize,
+    /// GPU seconds between its pass's timestamps.
+    pub seconds: f64,
+    /// Weight bytes it read (0 when its kernel declares no [`Work`]).
+    pub weight_bytes: u64,
+    /// Floating-point operations it did at the profiled step (0 without [`Work`]).
+    pub flops: u64,
+}
+
+/// Seconds per stage of a profiled forward: the sum of its dispatches' times.
+pub fn stage_times(dispatches: &[DispatchTime]) -> Vec<f64> {
+    let mut stages = Vec::new();
+    for d in dispatches {
+        if stages.len() <= d.stage {
+            stages.resize(d.stage + 1, 0.0);
+        }
+        stages[d.stage] += d.seconds;
+    }
+    stages
 }
 
 /// A recorded forward pass and the uniform buffer holding its [`Step`].
@@ -243,8 +287,15 @@ impl Plan {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        self.ops.push(Op::Dispatch { pipeline, bind_group, grid });
+        self.ops.push(Op::Dispatch { pipeline, bind_group, grid, kernel: shader.into(), work: None });
         Ok(())
+    }
+
+    /// Declares the [`Work`] of the dispatch recorded last (linear-layer kernels do, for profiles).
+    pub fn set_work(&mut self, work: Work) {
+        if let Some(Op::Dispatch { work: w, .. }) = self.ops.last_mut() {
+            *w = Some(work);
+        }
     }
 
     /// Records a non-dispatch operation.
@@ -252,34 +303,22 @@ impl Plan {
         self.ops.push(op);
     }
 
-    /// Compute passes a forward encodes: each run of dispatches between other operations is one.
-    fn pass_count(&self) -> usize {
-        let mut n = 0;
-        let mut in_pass = false;
-        for op in &self.ops {
-            let dispatch = matches!(op, Op::Dispatch { .. });
-            n += usize::from(dispatch && !in_pass);
-            in_pass = dispatch;
-        }
-        n
-    }
-
-    /// Encodes the plan for `step` into `encoder` (the step uniform must already hold `step`); with a profiler,
-    /// every compute pass writes its start and end times into the profiler's queries, in order.
+    /// Encodes the plan for `step` into `encoder` (the step uniform must already hold `step`). Each run of dispatches
+    /// between other operations is one compute pass; with a profiler every dispatch is a pass of its own, which
+    /// writes its start and end times into the profiler's queries, in order.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, step: &Step, profiler: Option<&Profiler>) {
         let mut i = 0;
-        let mut pass_index = 0u32;
+        let mut dispatch_index = 0u32;
         while i < self.ops.len() {
             if let Op::Dispatch { .. } = self.ops[i] {
                 let timestamp_writes = profiler.map(|p| wgpu::ComputePassTimestampWrites {
                     query_set: &p.queries,
-                    beginning_of_pass_write_index: Some(2 * pass_index),
-                    end_of_pass_write_index: Some(2 * pass_index + 1),
+                    beginning_of_pass_write_index: Some(2 * dispatch_index),
+                    end_of_pass_write_index: Some(2 * dispatch_index + 1),
                 });
-                pass_index += 1;
                 let mut pass =
                     encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
-                while let Some(Op::Dispatch { pipeline, bind_group, grid }) = self.ops.get(i) {
+                while let Some(Op::Dispatch { pipeline, bind_group, grid, .. }) = self.ops.get(i) {
                     let [x, y, z] = grid.workgroups(step);
                     if x * y * z > 0 {
                         pass.set_pipeline(pipeline);
@@ -287,6 +326,10 @@ impl Plan {
                         pass.dispatch_workgroups(x, y, z);
                     }
                     i += 1;
+                    dispatch_index += 1;
+                    if profiler.is_some() {
+                        break;
+                    }
                 }
                 continue;
             }
@@ -341,19 +384,19 @@ impl Plan {
             staging.record_copy(&mut encoder, src, 0, len);
         }
         if let Some(p) = profiler {
-            let n = 2 * self.pass_count() as u32;
+            let n = 2 * self.dispatch_count() as u32;
             encoder.resolve_query_set(&p.queries, 0..n, &p.resolved, 0);
             encoder.copy_buffer_to_buffer(&p.resolved, 0, &p.staging, 0, n as u64 * 8);
         }
         gpu.queue.submit([encoder.finish()]);
     }
 
-    /// A profiler for this plan's passes, where the device has timestamp queries.
+    /// A profiler for this plan's dispatches, where the device has timestamp queries.
     pub fn profiler(&self, gpu: &Gpu) -> Option<Profiler> {
         if !gpu.info.timestamps {
             return None;
         }
-        let count = (2 * self.pass_count()).max(2) as u32;
+        let count = (2 * self.dispatch_count()).max(2) as u32;
         let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("pass times"),
             ty: wgpu::QueryType::Timestamp,
@@ -372,29 +415,31 @@ impl Plan {
         Some(Profiler { queries, resolved, staging })
     }
 
-    /// Seconds of GPU time per stage (see [`Op::Stage`]) in the forward last submitted with `profiler`: each
-    /// compute pass counts towards the last stage marked before it (work before the first mark is stage 0).
-    pub async fn stage_times(&self, gpu: &Gpu, profiler: &Profiler) -> Result<Vec<f64>> {
-        let n = 2 * self.pass_count();
-        let ticks = profiler.read(gpu, n).await?;
+    /// Every dispatch of the forward last submitted at `step` with `profiler`, in order: its GPU time, its stage
+    /// (the last one marked before it; work before the first mark is stage 0) and its declared work.
+    pub async fn dispatch_times(&self, gpu: &Gpu, profiler: &Profiler, step: &Step) -> Result<Vec<DispatchTime>> {
+        let ticks = profiler.read(gpu, 2 * self.dispatch_count()).await?;
         let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
-        let mut stages = Vec::new();
-        let (mut stage, mut pass, mut in_pass) = (0usize, 0usize, false);
+        let mut times = Vec::with_capacity(self.dispatch_count());
+        let mut stage = 0;
         for op in &self.ops {
             match op {
                 Op::Stage(s) => stage = *s,
-                Op::Dispatch { .. } if !in_pass => {
-                    if stages.len() <= stage {
-                        stages.resize(stage + 1, 0.0);
-                    }
-                    stages[stage] += ticks[2 * pass + 1].saturating_sub(ticks[2 * pass]) as f64 * period;
-                    pass += 1;
+                Op::Dispatch { kernel, work, .. } => {
+                    let i = 2 * times.len();
+                    let rows = work.map_or(0, |w| step.rows(w.rows) as u64);
+                    times.push(DispatchTime {
+                        kernel: kernel.clone(),
+                        stage,
+                        seconds: ticks[i + 1].saturating_sub(ticks[i]) as f64 * period,
+                        weight_bytes: work.map_or(0, |w| w.weight_bytes),
+                        flops: work.map_or(0, |w| w.flops_per_row * rows),
+                    });
                 }
                 _ => {}
             }
-            in_pass = matches!(op, Op::Dispatch { .. });
         }
-        Ok(stages)
+        Ok(times)
     }
 }
 

@@ -46,11 +46,7 @@ pub struct Trial {
 /// The device's tuning is left as it was.
 pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
     let start = gpu.tuning.clone();
-    let bits: Vec<u8> =
-        (0..N * K).flat_map(|i| half::bf16::from_f32(((i % 7) as f32 - 3.0) / 64.0).to_le_bytes()).collect();
-    let w = Weight::upload(gpu, "tune weights", DType::BF16, N, K, &bits, gpu.info.max_binding)?;
-    let x = gpu.upload_f32("tune input", &vec![0.5; PREFILL_ROWS * K]);
-    let y = gpu.zeros("tune output", PREFILL_ROWS * N);
+    let (x, w, y) = layer(gpu, PREFILL_ROWS)?;
     let mut trials = Vec::new();
     for (shape, tuning) in candidates(&start) {
         gpu.tuning = tuning.clone();
@@ -79,6 +75,25 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
         ..start
     };
     Ok((best, trials))
+}
+
+/// The timed layer for up to `rows` input rows: input, `[N, K]` bf16 weights, output.
+fn layer(gpu: &Gpu, rows: usize) -> Result<(wgpu::Buffer, Weight, wgpu::Buffer)> {
+    let bits: Vec<u8> =
+        (0..N * K).flat_map(|i| half::bf16::from_f32(((i % 7) as f32 - 3.0) / 64.0).to_le_bytes()).collect();
+    let w = Weight::upload(gpu, "tune weights", DType::BF16, N, K, &bits, gpu.info.max_binding)?;
+    Ok((gpu.upload_f32("tune input", &vec![0.5; rows * K]), w, gpu.zeros("tune output", rows * N)))
+}
+
+/// Rows of the product [`matmul_flops`] times.
+const PEAK_ROWS: usize = 256;
+
+/// Floating-point operations per second of the prefill matmul at the device's tuning, on the timed layer with
+/// 256 input rows: the compute side of the roofline that `bench` holds kernels against.
+pub async fn matmul_flops(gpu: &Gpu, reps: usize) -> Result<f64> {
+    let (x, w, y) = layer(gpu, PEAK_ROWS)?;
+    let seconds = time(gpu, (&x, &w, &y), MatmulShape::Tiled, PEAK_ROWS, reps).await?;
+    Ok((2 * PEAK_ROWS * N * K) as f64 / seconds)
 }
 
 /// Mean seconds of one `rows`-row product `y = x W^T` with the device's current tuning.

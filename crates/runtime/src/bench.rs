@@ -1,12 +1,15 @@
 //! Speed measurements shared by `ternlight bench` (native) and the engine's `bench` (the browser bench page), so
-//! both report the same quantities measured the same way: prefill throughput and decode latency at several
-//! context lengths, one chunkwise prefill against stepping the same tokens one at a time, and a streaming copy's
-//! bandwidth (the memory roofline decode is held against). Numbers are measured, never asserted.
+//! both report the same quantities measured the same way, in the same JSON ([`report`]): prefill throughput and
+//! decode latency at several context lengths, one chunkwise prefill against stepping the same tokens one at a
+//! time, the device's roofline (a streaming copy's bandwidth, the tiled matmul's throughput), and one decode step
+//! timed dispatch by dispatch: GPU time per layer, and per kernel with the bandwidth and throughput its weights
+//! and arithmetic achieved. Numbers are measured, never asserted.
 
 use crate::{Result, Session};
+use serde_json::{json, Value};
 use ternlight_gpu::kernels::copy::copy;
 use ternlight_gpu::kernels::sample::Draw;
-use ternlight_gpu::plan::{Plan, Step};
+use ternlight_gpu::plan::{stage_times, DispatchTime, Plan, Step};
 use ternlight_gpu::Gpu;
 use web_time::Instant;
 
@@ -61,6 +64,15 @@ pub struct SteppingComparison {
     pub stepping_s: f64,
 }
 
+/// One decode step timed on the GPU dispatch by dispatch.
+#[derive(Clone, Debug)]
+pub struct DecodeProfile {
+    /// Tokens of context before the step.
+    pub context: usize,
+    /// Every dispatch of the step, in order.
+    pub dispatches: Vec<DispatchTime>,
+}
+
 /// Everything [`measure`] times.
 #[derive(Clone, Debug)]
 pub struct BenchTimings {
@@ -68,6 +80,27 @@ pub struct BenchTimings {
     pub contexts: Vec<ContextTiming>,
     /// Prefill against stepping.
     pub stepping: SteppingComparison,
+    /// A decode step after the longest context asked for; `None` where the device has no timestamp queries.
+    pub profile: Option<DecodeProfile>,
+    /// The most device memory held for buffers after any phase, where the backend counts it (natively).
+    pub gpu_buffer_bytes_peak: Option<u64>,
+}
+
+/// The device's roofline: what a streaming copy moves and what the prefill matmul computes, per second.
+#[derive(Clone, Copy, Debug)]
+pub struct Roofline {
+    /// Bytes per second of a streaming copy, read plus write ([`copy_bandwidth`]).
+    pub copy_bytes_per_s: f64,
+    /// Floating-point operations per second of the tiled bf16 matmul ([`ternlight_gpu::tune::matmul_flops`]).
+    pub matmul_flops_per_s: f64,
+}
+
+/// Measures the device's [`Roofline`].
+pub async fn roofline(gpu: &Gpu) -> Result<Roofline> {
+    Ok(Roofline {
+        copy_bytes_per_s: copy_bandwidth(gpu).await?,
+        matmul_flops_per_s: ternlight_gpu::tune::matmul_flops(gpu, 2).await?,
+    })
 }
 
 /// Deterministic token ids below `vocab`.
@@ -101,9 +134,25 @@ async fn time_decode(s: &mut Session, context: usize, steps: usize) -> Result<f6
     Ok(times[steps / 2])
 }
 
+/// One decode step after `context` tokens, profiled (`None` without timestamp queries).
+async fn profile_decode(s: &mut Session, context: usize) -> Result<Option<DecodeProfile>> {
+    s.reset();
+    s.prefill(&ids(context, s.spec().vocab), &[]).await?;
+    if !s.set_profiling(true) {
+        return Ok(None);
+    }
+    let stepped = s.step_sample(1, &Draw::greedy()).await;
+    let dispatches = s.dispatch_times().to_vec();
+    s.set_profiling(false);
+    stepped?;
+    Ok(Some(DecodeProfile { context, dispatches }))
+}
+
 /// Runs the timings of `options` on `s` (which ends reset).
 pub async fn measure(s: &mut Session, options: &BenchOptions) -> Result<BenchTimings> {
     options.check()?;
+    let mut gpu_peak = s.gpu().buffer_memory();
+    let mut sample = |s: &Session| gpu_peak = gpu_peak.max(s.gpu().buffer_memory());
     time_prefill(s, 8.min(options.longest())).await?;
     let mut contexts = Vec::with_capacity(options.contexts.len());
     for &context in &options.contexts {
@@ -116,6 +165,7 @@ pub async fn measure(s: &mut Session, options: &BenchOptions) -> Result<BenchTim
             prefill_s: best,
             decode_s: time_decode(s, context, options.decode_steps).await?,
         });
+        sample(s);
     }
     let tokens = options.compare_tokens;
     let prefill_s = time_prefill(s, tokens).await?;
@@ -125,8 +175,87 @@ pub async fn measure(s: &mut Session, options: &BenchOptions) -> Result<BenchTim
         s.step_sample(id, &Draw::greedy()).await?;
     }
     let stepping = SteppingComparison { tokens, prefill_s, stepping_s: start.elapsed().as_secs_f64() };
+    let longest = options.contexts.iter().copied().max().unwrap_or(1);
+    let profile = profile_decode(s, longest).await?;
+    sample(s);
     s.reset();
-    Ok(BenchTimings { contexts, stepping })
+    Ok(BenchTimings { contexts, stepping, profile, gpu_buffer_bytes_peak: gpu_peak })
+}
+
+/// The bench's JSON report of `t`, measured on `s` against `roofline`; callers add what only they know (the
+/// model's name, load time, host memory, where the tuning came from).
+pub fn report(s: &Session, roofline: &Roofline, t: &BenchTimings) -> Value {
+    let info = &s.gpu().info;
+    let memory = s.memory();
+    // Each decode token reads every weight once (a tied embedding is the head; an untied one is read a row at a
+    // time, so this bound is a little low for untied models).
+    let bound_s = memory.weights as f64 / roofline.copy_bytes_per_s;
+    let contexts: Vec<Value> = t
+        .contexts
+        .iter()
+        .map(|c| {
+            json!({
+                "context": c.context,
+                "prefill_tok_s": c.context as f64 / c.prefill_s,
+                "prefill_ms": c.prefill_s * 1e3,
+                "decode_ms_per_token": c.decode_s * 1e3,
+                "decode_fraction_of_roofline": bound_s / c.decode_s,
+            })
+        })
+        .collect();
+    let c = &t.stepping;
+    json!({
+        "model_type": s.spec().model_type,
+        "device": { "name": info.name, "backend": info.backend, "type": info.device_type,
+                    "shader_f16": info.shader_f16, "subgroups": info.subgroups, "timestamps": info.timestamps,
+                    "tuning": crate::tuning::to_json(&s.gpu().tuning) },
+        "decode_dispatches_per_token": s.decode_dispatches(),
+        "memory": { "weights_bytes": memory.weights, "state_bytes_allocated": memory.state,
+                    "gpu_buffer_bytes_peak": t.gpu_buffer_bytes_peak },
+        "roofline": { "copy_bytes_per_s": roofline.copy_bytes_per_s, "matmul_flops_per_s": roofline.matmul_flops_per_s,
+                      "decode_bound_ms_per_token": bound_s * 1e3 },
+        "contexts": contexts,
+        "prefill_vs_stepping": { "tokens": c.tokens, "prefill_s": c.prefill_s, "stepping_s": c.stepping_s,
+                                 "speedup": c.stepping_s / c.prefill_s },
+        "decode_profile": t.profile.as_ref().map(|p| profile_json(p, roofline)),
+    })
+}
+
+/// A profiled step as JSON: GPU milliseconds per stage (the embedding, each layer, the head) and per kernel, the
+/// kernels slowest first, each linear-layer kernel with the weight bandwidth and throughput it achieved and their
+/// fractions of the roofline.
+fn profile_json(p: &DecodeProfile, roofline: &Roofline) -> Value {
+    let mut kernels: Vec<(&str, usize, f64, u64, u64)> = Vec::new();
+    for d in &p.dispatches {
+        match kernels.iter_mut().find(|k| k.0 == &*d.kernel) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += d.seconds;
+                k.3 += d.weight_bytes;
+                k.4 += d.flops;
+            }
+            None => kernels.push((&d.kernel, 1, d.seconds, d.weight_bytes, d.flops)),
+        }
+    }
+    kernels.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = p.dispatches.iter().map(|d| d.seconds).sum();
+    let rows: Vec<Value> = kernels
+        .iter()
+        .map(|&(kernel, dispatches, seconds, bytes, flops)| {
+            let mut row = json!({ "kernel": kernel, "dispatches": dispatches, "ms": seconds * 1e3,
+                                  "share": seconds / total });
+            if bytes > 0 && seconds > 0.0 {
+                let (bytes_per_s, flops_per_s) = (bytes as f64 / seconds, flops as f64 / seconds);
+                row["weight_gb_s"] = json!(bytes_per_s / 1e9);
+                row["of_copy_bandwidth"] = json!(bytes_per_s / roofline.copy_bytes_per_s);
+                row["gflop_s"] = json!(flops_per_s / 1e9);
+                row["of_matmul_peak"] = json!(flops_per_s / roofline.matmul_flops_per_s);
+            }
+            row
+        })
+        .collect();
+    let stages: Vec<f64> = stage_times(&p.dispatches).iter().map(|s| s * 1e3).collect();
+    json!({ "context": p.context, "gpu_ms": total * 1e3, "stages_ms": stages, "kernels": rows })
 }
 
 /// Copies run back to back for the bandwidth figure.

@@ -13,7 +13,7 @@ use ternlight_core::spec::{AttentionPolicy, LayerPolicy, ModelSpec};
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
 use ternlight_gpu::kernels::sample::Draw;
-use ternlight_gpu::plan::{Plan, Profiler, Step};
+use ternlight_gpu::plan::{stage_times, DispatchTime, Plan, Profiler, Step};
 use ternlight_gpu::{wgpu, Gpu};
 
 /// Sizes a session allocates for.
@@ -134,6 +134,8 @@ pub struct Session {
     profilers: Option<(Profiler, Profiler)>,
     /// The router's decisions after the last prefill (routed policies only).
     routes: Vec<Route>,
+    /// Every dispatch of the last profiled forward.
+    dispatch_times: Vec<DispatchTime>,
     stage_times: Vec<f64>,
 }
 
@@ -243,6 +245,7 @@ impl Session {
             ablated_heads: Vec::new(),
             profilers: None,
             routes: Vec::new(),
+            dispatch_times: Vec::new(),
             stage_times: Vec::new(),
         })
     }
@@ -452,12 +455,18 @@ impl Session {
     pub fn set_profiling(&mut self, on: bool) -> bool {
         self.profilers = if on { self.plan_profilers() } else { None };
         self.stage_times.clear();
+        self.dispatch_times.clear();
         self.profilers.is_some()
     }
 
     /// GPU seconds of the last forward while profiling, by stage: the embedding, each layer, then the head.
     pub fn stage_times(&self) -> &[f64] {
         &self.stage_times
+    }
+
+    /// Each dispatch of the last forward while profiling: its kernel, stage, GPU time and declared work.
+    pub fn dispatch_times(&self) -> &[DispatchTime] {
+        &self.dispatch_times
     }
 
     /// What the attention tap on `layer` has recorded, if there is one.
@@ -511,7 +520,8 @@ impl Session {
             _ => self.staging.read(&self.gpu, len).await?,
         };
         if let Some(profiler) = profiler {
-            self.stage_times = plan.stage_times(&self.gpu, profiler).await?;
+            self.dispatch_times = plan.dispatch_times(&self.gpu, profiler, &step).await?;
+            self.stage_times = stage_times(&self.dispatch_times);
         }
         for tap in self.taps.iter_mut().filter(|t| t.record.positions() == position) {
             for (i, branch) in tap.branches.iter().enumerate() {

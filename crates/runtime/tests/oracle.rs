@@ -523,6 +523,17 @@ fn profiling_times_every_layer_and_leaves_the_logits_alone() {
     assert!(times[1..stages - 1].iter().all(|&t| t > 0.0), "every layer took time: {times:?}");
     pollster::block_on(s.step(ids[0])).unwrap();
     assert_eq!(s.stage_times().len(), stages);
+    // Dispatch by dispatch: every one timed, the stages their sums, and the linear layers' declared weight bytes
+    // add up to most of the weights and never more (each is read once per step).
+    let dispatches = s.dispatch_times();
+    assert_eq!(dispatches.len(), s.decode_dispatches());
+    assert_eq!(ternlight_gpu::plan::stage_times(dispatches), s.stage_times());
+    let linear: Vec<_> = dispatches.iter().filter(|d| d.weight_bytes > 0).collect();
+    assert!(linear.iter().all(|d| d.flops > 0 && d.kernel.contains("matvec")), "{linear:?}");
+    let read: u64 = linear.iter().map(|d| d.weight_bytes).sum();
+    let weights = s.memory().weights;
+    eprintln!("qwen3_5 decode: linear kernels read {read} of {weights} weight bytes");
+    assert!(read <= weights && read * 10 > weights * 8, "{read} of {weights} weight bytes");
     // Taps re-record the plans; profiling follows them.
     s.set_attention_taps(&[3]).unwrap();
     pollster::block_on(s.step(ids[1])).unwrap();

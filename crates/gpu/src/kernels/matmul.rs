@@ -5,7 +5,7 @@ use super::weight_defines;
 use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
-use crate::plan::{Grid, Plan, Rows};
+use crate::plan::{Grid, Plan, Rows, Work};
 use crate::shader::Defines;
 use ternlight_core::spec::Activation;
 
@@ -204,11 +204,11 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
                 Grid::Tiles { x: (block_rows as u32).div_ceil(t.nr), rows: l.rows, rows_per_group: 1 }
             }
         };
-        let mut buffers = vec![l.x.into(), l.y.into(), (&block.buffer).into()];
-        if let Some(up) = l.up {
-            buffers.push((&up.blocks[i].buffer).into());
-        }
-        buffers.extend(l.stacked.iter().map(|w| (&w.blocks[0].buffer).into()));
+        let mut matrices = vec![&block.buffer];
+        matrices.extend(l.up.map(|up| &up.blocks[i].buffer));
+        matrices.extend(l.stacked.iter().map(|w| &w.blocks[0].buffer));
+        let mut buffers = vec![l.x.into(), l.y.into()];
+        buffers.extend(matrices.iter().map(|&b| b.into()));
         if let Some(b) = l.bias {
             buffers.push(b.into());
         }
@@ -216,6 +216,12 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             buffers.push(n.weight.into());
         }
         plan.dispatch(gpu, shader, &defines, &params, &buffers, grid)?;
+        let product_rows = block_rows + l.up.map_or(0, |_| block.rows);
+        plan.set_work(Work {
+            weight_bytes: matrices.iter().map(|b| b.size()).sum(),
+            flops_per_row: 2 * (k * product_rows) as u64,
+            rows: l.rows,
+        });
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::matmul::InputNorm;
 use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
-use crate::plan::{Grid, Plan, Rows};
+use crate::plan::{Grid, Plan, Rows, Work};
 use crate::shader::Defines;
 use ternlight_core::spec::Activation;
 
@@ -57,6 +57,9 @@ pub fn act_quant_hgf(
     record_act_quant(gpu, plan, io, (width, rows), norm, Some(hgf))
 }
 
+/// f32 the activation quantiser's reductions may hold in workgroup memory (WebGPU's guaranteed 16 KiB).
+const WORKGROUP_FLOATS: u32 = 4096;
+
 fn record_act_quant(
     gpu: &Gpu,
     plan: &mut Plan,
@@ -83,8 +86,15 @@ fn record_act_quant(
             true
         }
     };
+    // The reductions share one workgroup array of WG x LANES floats, kept within WebGPU's 16 KiB.
+    let lanes = 2 + hgf.map_or(0, |h| h.a.rows as u32);
+    let mut wg = gpu.tuning.wg;
+    while wg > 1 && wg * lanes > WORKGROUP_FLOATS {
+        wg /= 2;
+    }
     let mut defines = Defines::new()
-        .set("WG", gpu.tuning.wg)
+        .set("WG", wg)
+        .set("LANES", lanes)
         .flag("NORM", norm.is_some())
         .flag("PACKED", packed)
         .set("NORM_BINDING", 2 + buffers.len());
@@ -266,6 +276,17 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             buffers.push((&up.blocks[0].buffer).into());
         }
         plan.dispatch(gpu, "ternary/matvec_dp4.wgsl", &defines, &params, &buffers, grid)?;
+        let mut weight_bytes = block.buffer.size() + m.stacked.iter().map(|s| s.w.blocks[0].buffer.size()).sum::<u64>();
+        let mut flops_per_row = 2 * (k * n_block) as u64;
+        if let Some((up, _, _)) = m.gated {
+            weight_bytes += up.blocks[0].buffer.size();
+            flops_per_row += 2 * (k * block.rows) as u64;
+        }
+        if let Some((_, bg)) = m.hgf {
+            weight_bytes += (bg.cols * block.rows * 4) as u64;
+            flops_per_row += 2 * (bg.cols * block.rows) as u64;
+        }
+        plan.set_work(Work { weight_bytes, flops_per_row, rows: m.rows });
     }
     Ok(())
 }

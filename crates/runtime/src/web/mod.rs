@@ -14,7 +14,7 @@ mod tuning;
 
 pub use tuning::tune_device;
 
-use crate::bench::{copy_bandwidth, measure, BenchOptions};
+use crate::bench::{measure, report, roofline, BenchOptions};
 use crate::generate::{Generation, GenerationStats};
 use crate::hub::model_base;
 use crate::weights::{LoadProgress, OnDemand};
@@ -413,8 +413,9 @@ impl Engine {
 
     /// Measures the model on this device as `ternlight bench` does natively and returns the same report (its JSON
     /// keys): prefill and decode at each of `contexts`, `decode_steps` timed steps (median), prefill of
-    /// `compare_tokens` against stepping them, the best of `reps` prefills, a streaming copy's bandwidth as the
-    /// roofline. The context starts fresh and ends empty.
+    /// `compare_tokens` against stepping them, the best of `reps` prefills, the roofline (a streaming copy's
+    /// bandwidth, the tiled matmul's throughput) and, where the adapter has timestamp queries, one decode step timed
+    /// per layer and per kernel. The context starts fresh and ends empty.
     pub async fn bench(
         &mut self,
         contexts: Vec<u32>,
@@ -438,58 +439,13 @@ impl Engine {
         self.current = None;
         self.context.clear();
         self.labels.clear();
-        let bandwidth = copy_bandwidth(self.session.gpu()).await.map_err(js_error)?;
+        let roofline = roofline(self.session.gpu()).await.map_err(js_error)?;
         let timings = measure(&mut self.session, &options).await.map_err(js_error)?;
-        let weights = self.session.memory().weights as f64;
-        let bound_s = weights / bandwidth;
-        let set = |o: &Object, key: &str, v: JsValue| {
-            let _ = Reflect::set(o, &key.into(), &v);
-        };
-        let info = &self.session.gpu().info;
-        let device = Object::new();
-        set(&device, "name", info.name.as_str().into());
-        set(&device, "backend", info.backend.as_str().into());
-        set(&device, "type", info.device_type.as_str().into());
-        for (key, flag) in
-            [("shader_f16", info.shader_f16), ("subgroups", info.subgroups), ("timestamps", info.timestamps)]
-        {
-            set(&device, key, flag.into());
-        }
-        let rows: js_sys::Array = timings
-            .contexts
-            .iter()
-            .map(|t| {
-                JsValue::from(object(&[
-                    ("context", t.context as f64),
-                    ("prefill_tok_s", t.context as f64 / t.prefill_s),
-                    ("prefill_ms", t.prefill_s * 1e3),
-                    ("decode_ms_per_token", t.decode_s * 1e3),
-                    ("decode_fraction_of_roofline", bound_s / t.decode_s),
-                ]))
-            })
-            .collect();
-        let c = &timings.stepping;
-        let out = object(&[
-            ("trained_positions", self.session.spec().max_positions as f64),
-            ("load_s", self.load.seconds),
-            ("decode_dispatches_per_token", self.session.decode_dispatches() as f64),
-        ]);
-        set(&out, "model_type", self.session.spec().model_type.as_str().into());
-        set(&out, "device", device.into());
-        let memory =
-            object(&[("weights_bytes", weights), ("state_bytes_allocated", self.session.memory().state as f64)]);
-        set(&out, "memory", memory.into());
-        let roofline = object(&[("copy_bytes_per_s", bandwidth), ("decode_bound_ms_per_token", bound_s * 1e3)]);
-        set(&out, "roofline", roofline.into());
-        set(&out, "contexts", rows.into());
-        let stepping = object(&[
-            ("tokens", c.tokens as f64),
-            ("prefill_s", c.prefill_s),
-            ("stepping_s", c.stepping_s),
-            ("speedup", c.stepping_s / c.prefill_s),
-        ]);
-        set(&out, "prefill_vs_stepping", stepping.into());
-        Ok(out.into())
+        let mut out = report(&self.session, &roofline, &timings);
+        out["trained_positions"] = self.session.spec().max_positions.into();
+        out["load_s"] = self.load.seconds.into();
+        out["device"]["tuning_from_cache"] = self.load.tuned.into();
+        js_sys::JSON::parse(&out.to_string()).map_err(|_| refused("the bench report is not JSON".into()))
     }
 
     /// Speed, memory and load facts: `{promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
