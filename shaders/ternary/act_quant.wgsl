@@ -4,7 +4,7 @@ requires packed_4x8_integer_dot_product;
 // Per-token int8 activation fake-quantisation for ternary (BitNet) linear layers, one workgroup per row of WIDTH:
 // out = clamp(round(x * s), -128, 127) / s with s = 127 / max(max|x|, 1e-5). With NORM, x is first RMSNormed with
 // weight norm_w and eps (fla's BitLinear normalises its own input). With PACKED the int8 values are written as i8x4
-// words [rows, WIDTH/4] (WIDTH a multiple of 4) with the row's dequantisation factor 1/s in scales (for
+// words [rows, WIDTH/4] (WIDTH a multiple of 16; each group of 16 values interleaved, see below) with the row's dequantisation factor 1/s in scales (for
 // matvec_dp4.wgsl) instead of as f32. With HGF the row's unquantised input also goes through Hybrid Gated Flow's
 // down projection A [RANK, WIDTH] (stored dtype, common/weights.wgsl): mid [rows, RANK] = x A^T, of the raw x, or of
 // the normalised x with HGF_NORMED (the norm is the block's pre-norm folded in here, not the layer's own).
@@ -97,10 +97,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
     let scale = 127.0 / max(partial[{{WG}}u] * inv, 1e-5);
 #if PACKED
+    // Word j of the 16 values of group j / 4 holds values q, q + 4, q + 8, q + 12 of the group (q = j % 4) in its
+    // bytes: the values whose weight codes matvec_dp4.wgsl masks out of a code word together.
     for (var j = lid; j < params.width / 4u; j += {{WG}}u) {
+        let first = 16u * (j / 4u) + j % 4u;
         var q: vec4<i32>;
-        for (var i = 0u; i < 4u; i++) {
-            q[i] = i32(clamp(round(value(base, 4u * j + i, inv) * scale), -128.0, 127.0));
+        for (var b = 0u; b < 4u; b++) {
+            q[b] = i32(clamp(round(value(base, first + 4u * b, inv) * scale), -128.0, 127.0));
         }
         out[row * (params.width / 4u) + j] = pack4xI8(q);
     }

@@ -1,8 +1,10 @@
 requires packed_4x8_integer_dot_product;
 // One-token ternary linear layer on int8 activations with dot4I8Packed: the activations arrive as i8x4 words
 // xq [rows, K/4] with their dequantisation factor xs [rows] (act_quant.wgsl, PACKED); weight codes are 2-bit, 16 per
-// u32 (K a multiple of 16, so rows start on words). A byte of 4 codes c (0..2, trit + 1) spreads to an i8x4 word, so
-// sum x (c - 1) = dot4(x, spread) - dot4(x, 1111). One workgroup computes NR outputs of one row, its lanes splitting K.
+// u32 (K a multiple of 16, so rows start on words). Masking a code word with 0x03030303 after a shift of 2q leaves
+// the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
+// group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
+// outputs of one row, its lanes splitting K.
 // y[m, n_offset + n] (+)= (that sum) * xs[m] * scale. With HGF, plus Hybrid Gated Flow's up projection of the
 // row's low-rank values: + sum_r bg[w_row0 + n, r] mid[m, r] (bg [rows, RANK] f32, the gate folded in).
 // STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]) and rows seg2.. from w3 (scale3, into
@@ -69,9 +71,9 @@ fn code_word(n: u32, j: u32, words: u32) -> u32 {
     return w[n * words + j];
 }
 
-// Four 2-bit codes of a byte as an i8x4 word of 0..2.
-fn spread(byte: u32) -> u32 {
-    return (byte & 3u) | (((byte >> 2u) & 3u) << 8u) | (((byte >> 4u) & 3u) << 16u) | (((byte >> 6u) & 3u) << 24u);
+// The codes of a code word for activation word q of its group, as an i8x4 word of 0..2.
+fn codes(word: u32, q: u32) -> u32 {
+    return (word >> (2u * q)) & 0x03030303u;
 }
 
 @compute @workgroup_size({{WG}})
@@ -98,12 +100,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var r = 0u; r < {{NR}}u; r++) {
             let n = min(n0 + r, params.n_block - 1u);
             let c = code_word(n, j, words);
-            acc[r] += dot4I8Packed(x0, spread(c & 255u)) + dot4I8Packed(x1, spread((c >> 8u) & 255u))
-                + dot4I8Packed(x2, spread((c >> 16u) & 255u)) + dot4I8Packed(x3, spread(c >> 24u));
+            acc[r] += dot4I8Packed(x0, codes(c, 0u)) + dot4I8Packed(x1, codes(c, 1u)) + dot4I8Packed(x2, codes(c, 2u))
+                + dot4I8Packed(x3, codes(c, 3u));
 #if GATED
             let u = w2[n * words + j];
-            acc_up[r] += dot4I8Packed(x0, spread(u & 255u)) + dot4I8Packed(x1, spread((u >> 8u) & 255u))
-                + dot4I8Packed(x2, spread((u >> 16u) & 255u)) + dot4I8Packed(x3, spread(u >> 24u));
+            acc_up[r] += dot4I8Packed(x0, codes(u, 0u)) + dot4I8Packed(x1, codes(u, 1u))
+                + dot4I8Packed(x2, codes(u, 2u)) + dot4I8Packed(x3, codes(u, 3u));
 #endif
         }
     }

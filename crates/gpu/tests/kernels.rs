@@ -2172,3 +2172,24 @@ fn stacked_and_gated_ternary_matvecs_match_reference() {
         assert_close(&run(&plan, &tokens(0, rows), &y, rows * 37), &want, 1e-5, &format!("gated {act:?}"));
     }
 }
+
+/// The bandwidth copy moves every float of a buffer that is no multiple of any workgroup's reach, at each workgroup
+/// size the bench times, and refuses a length the kernel's four-float steps cannot cover.
+#[test]
+fn streaming_copy_moves_every_float() {
+    use ternlight_gpu::kernels::copy::copy;
+    let g = gpu();
+    let mut rng = Rng::new(61);
+    let src = random(&mut rng, 4 * 1237, 1.0);
+    for wg in [8, 64, 256] {
+        let (sb, db) = (g.upload_f32("src", &src), g.zeros("dst", src.len() + 4));
+        let mut plan = Plan::new(g);
+        copy(g, &mut plan, &sb, &db, wg).unwrap();
+        let got = run(&plan, &tokens(0, 1), &db, src.len() + 4);
+        assert_eq!(&got[..src.len()], &src[..], "workgroup {wg}");
+        assert_eq!(&got[src.len()..], &[0.0; 4], "workgroup {wg} wrote past the source");
+    }
+    let (odd, db) = (g.upload_f32("odd", &src[..4 * 1237 - 1]), g.zeros("dst", src.len()));
+    let err = copy(g, &mut Plan::new(g), &odd, &db, 64).unwrap_err().to_string();
+    assert!(err.contains("multiples of 16"), "{err}");
+}

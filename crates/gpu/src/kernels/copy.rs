@@ -6,13 +6,13 @@ use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan};
 use crate::shader::Defines;
 
-/// Records `dst = src` over `src`'s whole length (a multiple of 16 bytes, `dst` at least as long).
-pub fn copy(gpu: &Gpu, plan: &mut Plan, src: &wgpu::Buffer, dst: &wgpu::Buffer) -> Result<()> {
+/// Records `dst = src` over `src`'s whole length (a multiple of 16 bytes, `dst` at least as long), with `wg`
+/// invocations per workgroup (the bandwidth figure takes the best of several).
+pub fn copy(gpu: &Gpu, plan: &mut Plan, src: &wgpu::Buffer, dst: &wgpu::Buffer, wg: u32) -> Result<()> {
     if !src.size().is_multiple_of(16) || dst.size() < src.size() {
         return Err(GpuError::shape("copy", format!("{} bytes into {} (multiples of 16)", src.size(), dst.size())));
     }
     let quads = (src.size() / 16) as u32;
-    let wg = gpu.tuning.wg;
     let defines = Defines::new().set("WG", wg);
     plan.dispatch(
         gpu,

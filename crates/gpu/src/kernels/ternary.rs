@@ -17,7 +17,8 @@ use ternlight_core::spec::Activation;
 pub enum Quantised<'a> {
     /// Fake-quantised f32 `[rows, width]` (`round(x s) / s`), for the f32 kernels.
     Float(&'a wgpu::Buffer),
-    /// i8x4 words `[rows, width / 4]` and the per-row factor `1 / s`, for [`matvec_dp4`].
+    /// i8x4 words `[rows, width / 4]` (width a multiple of 16; each group of 16 values interleaved the way
+    /// [`matvec_dp4`] reads its weight codes) and the per-row factor `1 / s`.
     Packed(&'a wgpu::Buffer, &'a wgpu::Buffer),
 }
 
@@ -77,8 +78,8 @@ fn record_act_quant(
             false
         }
         Quantised::Packed(words, scales) => {
-            if !width.is_multiple_of(4) {
-                return Err(GpuError::shape("act_quant", format!("packed width {width} is not a multiple of 4")));
+            if !width.is_multiple_of(16) {
+                return Err(GpuError::shape("act_quant", format!("packed width {width} is not a multiple of 16")));
             }
             plan.check_rows("act_quant", "packed output", words, rows, width / 4)?;
             plan.check_rows("act_quant", "scales", scales, rows, 1)?;
