@@ -116,6 +116,9 @@ export interface KernelSizes {
   nr: number;
   /** Stored weight words a matrix-vector invocation reads per row and step (0: element by element). */
   vw: number;
+  /** The ternary integer matrix-vector kernel's invocations and outputs per workgroup. */
+  ternary_wg: number;
+  ternary_nr: number;
   tm: number;
   tn: number;
   wg_x: number;
@@ -129,7 +132,7 @@ export interface TuneReport {
   tuning: KernelSizes;
   /** False where Cache Storage is unavailable or full (the sizes then last for this call only). */
   saved: boolean;
-  trials: { kernel: 'matvec' | 'matmul'; tuning: KernelSizes; ms: number }[];
+  trials: { kernel: 'matvec' | 'matmul' | 'ternary_matvec'; tuning: KernelSizes; ms: number }[];
 }
 
 export interface ChatMessage {

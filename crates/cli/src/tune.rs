@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use serde_json::json;
-use ternlight_gpu::kernels::matmul::MatmulShape;
 use ternlight_gpu::kernels::Tuning;
+use ternlight_gpu::tune::TunedKernel;
 use ternlight_gpu::Gpu;
 use ternlight_runtime::tuning;
 
@@ -23,10 +23,10 @@ pub fn run(args: Args) -> Result<()> {
     let default = gpu.tuning.clone();
     let (best, trials) = pollster::block_on(ternlight_gpu::tune::autotune(&mut gpu, args.reps))?;
     let path = tuning::save(&gpu, &best)?;
-    let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
-    let sizes = |t: &Tuning, shape| match shape {
-        MatmulShape::Vector => format!("wg {} nr {} vw {}", t.wg, t.nr, t.vw),
-        MatmulShape::Tiled => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
+    let sizes = |t: &Tuning, kernel| match kernel {
+        TunedKernel::Matvec => format!("wg {} nr {} vw {}", t.wg, t.nr, t.vw),
+        TunedKernel::Matmul => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
+        TunedKernel::TernaryMatvec => format!("wg {} nr {}", t.ternary_wg, t.ternary_nr),
     };
     if args.json {
         let report = json!({ "device": gpu.info.name, "default": tuning::to_json(&default),
@@ -34,11 +34,13 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{} ({}): ms per 2048x2048 bf16 product", gpu.info.name, gpu.info.backend);
+    println!("{} ({}): ms per 2048x2048 product (bf16, or ternary)", gpu.info.name, gpu.info.backend);
     for t in &trials {
-        println!("  {} {:<22} {:>9.3}", kernel(t.shape), sizes(&t.tuning, t.shape), t.seconds * 1e3);
+        println!("  {:<14} {:<22} {:>9.3}", t.kernel.name(), sizes(&t.tuning, t.kernel), t.seconds * 1e3);
     }
-    println!("chosen: {}; {}", sizes(&best, MatmulShape::Vector), sizes(&best, MatmulShape::Tiled));
+    let kinds = [TunedKernel::Matvec, TunedKernel::Matmul, TunedKernel::TernaryMatvec];
+    let chosen: Vec<String> = kinds.iter().map(|&k| format!("{} {}", k.name(), sizes(&best, k))).collect();
+    println!("chosen: {}", chosen.join("; "));
     println!("cached in {}", path.display());
     Ok(())
 }

@@ -1,14 +1,16 @@
 //! Picks the kernel sizes ([`Tuning`]) that run fastest on this device: each candidate's decode matrix-vector
-//! kernel and prefill matmul are timed on bf16 weights of a real model's shape (2048 x 2048), and the fastest of
-//! each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, a Cache Storage
+//! kernel and prefill matmul are timed on bf16 weights of a real model's shape (2048 x 2048), the ternary integer
+//! matrix-vector kernel on ternary weights of that shape (where the device has it), and the fastest of each kind
+//! is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, a Cache Storage
 //! record in the browser). Timings wait on a one-float readback, so they run in the browser too.
 
 use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::matmul::{linear, Linear, MatmulShape};
+use crate::kernels::ternary::{act_quant, matvec_dp4, MatvecDp4, Quantised};
 use crate::kernels::Tuning;
-use crate::plan::{Plan, Step};
+use crate::plan::{Plan, Rows, Step};
 use ternlight_core::dtype::DType;
 use web_time::Instant;
 
@@ -18,17 +20,45 @@ const MATVEC: [(u32, u32, u32); 8] =
     [(8, 8, 1), (16, 8, 1), (32, 4, 1), (32, 4, 0), (64, 4, 1), (64, 8, 2), (128, 4, 1), (256, 2, 4)];
 /// Matmul candidates: rows and columns per invocation, workgroup width and height.
 const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
+/// Ternary integer matrix-vector candidates: invocations per workgroup, outputs per workgroup.
+const TERNARY_MATVEC: [(u32, u32); 6] = [(8, 8), (16, 8), (8, 4), (32, 4), (64, 4), (128, 2)];
 /// The timed layer: `[N, K]` bf16 weights, and the rows a prefill chunk multiplies.
 const N: usize = 2048;
 const K: usize = 2048;
 const PREFILL_ROWS: usize = 64;
 
-/// Every candidate: `base` with one kernel's sizes changed, and that kernel.
-pub fn candidates(base: &Tuning) -> Vec<(MatmulShape, Tuning)> {
-    let vector = MATVEC.iter().map(|&(wg, nr, vw)| (MatmulShape::Vector, Tuning { wg, nr, vw, ..base.clone() }));
+/// A kernel whose sizes tuning picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunedKernel {
+    /// Decode's matrix-vector product (float weights).
+    Matvec,
+    /// Prefill's tiled matmul.
+    Matmul,
+    /// Decode's ternary product on int8 activations (`dot4I8Packed`), its quantiser included.
+    TernaryMatvec,
+}
+
+impl TunedKernel {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TunedKernel::Matvec => "matvec",
+            TunedKernel::Matmul => "matmul",
+            TunedKernel::TernaryMatvec => "ternary_matvec",
+        }
+    }
+}
+
+/// Every candidate: `base` with one kernel's sizes changed, and that kernel; the ternary ones only where the
+/// device has packed integer dot products (`packed_dot`).
+pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)> {
+    let vector = MATVEC.iter().map(|&(wg, nr, vw)| (TunedKernel::Matvec, Tuning { wg, nr, vw, ..base.clone() }));
     let tiled =
-        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (MatmulShape::Tiled, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
-    vector.chain(tiled).collect()
+        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
+    let ternary = TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr)| {
+        (TunedKernel::TernaryMatvec, Tuning { ternary_wg, ternary_nr, ..base.clone() })
+    });
+    vector.chain(tiled).chain(ternary).collect()
 }
 
 /// One candidate's mean seconds per product.
@@ -36,9 +66,9 @@ pub fn candidates(base: &Tuning) -> Vec<(MatmulShape, Tuning)> {
 pub struct Trial {
     /// The sizes tried (only the fields of its kernel differ from the defaults).
     pub tuning: Tuning,
-    /// Which kernel: decode's matrix-vector product or prefill's matmul.
-    pub shape: MatmulShape,
-    /// Mean wall time of one dispatch, seconds.
+    /// Which kernel.
+    pub kernel: TunedKernel,
+    /// Mean wall time of one product, seconds.
     pub seconds: f64,
 }
 
@@ -47,24 +77,30 @@ pub struct Trial {
 pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
     let start = gpu.tuning.clone();
     let (x, w, y) = layer(gpu, PREFILL_ROWS)?;
+    let ternary = ternary_layer(gpu)?;
     let mut trials = Vec::new();
-    for (shape, tuning) in candidates(&start) {
+    for (kernel, tuning) in candidates(&start, gpu.info.packed_dot) {
         gpu.tuning = tuning.clone();
-        let rows = if shape == MatmulShape::Vector { 1 } else { PREFILL_ROWS };
-        let timed = time(gpu, (&x, &w, &y), shape, rows, reps).await;
+        let timed = match kernel {
+            TunedKernel::Matvec => time(gpu, (&x, &w, &y), MatmulShape::Vector, 1, reps).await,
+            TunedKernel::Matmul => time(gpu, (&x, &w, &y), MatmulShape::Tiled, PREFILL_ROWS, reps).await,
+            TunedKernel::TernaryMatvec => time_ternary(gpu, (&x, &ternary, &y), reps).await,
+        };
         gpu.tuning = start.clone();
-        trials.push(Trial { tuning, shape, seconds: timed? });
+        trials.push(Trial { tuning, kernel, seconds: timed? });
     }
-    let fastest = |shape| {
+    let fastest = |kernel| {
         trials
             .iter()
-            .filter(|t| t.shape == shape)
+            .filter(|t| t.kernel == kernel)
             .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
-            .map(|t| t.tuning.clone())
+            .map_or_else(|| start.clone(), |t| t.tuning.clone())
     };
-    let (vector, tiled) =
-        (fastest(MatmulShape::Vector).unwrap_or_default(), fastest(MatmulShape::Tiled).unwrap_or_default());
+    let (vector, tiled, ternary) =
+        (fastest(TunedKernel::Matvec), fastest(TunedKernel::Matmul), fastest(TunedKernel::TernaryMatvec));
     let best = Tuning {
+        ternary_wg: ternary.ternary_wg,
+        ternary_nr: ternary.ternary_nr,
         wg: vector.wg,
         nr: vector.nr,
         vw: vector.vw,
@@ -83,6 +119,22 @@ fn layer(gpu: &Gpu, rows: usize) -> Result<(wgpu::Buffer, Weight, wgpu::Buffer)>
         (0..N * K).flat_map(|i| half::bf16::from_f32(((i % 7) as f32 - 3.0) / 64.0).to_le_bytes()).collect();
     let w = Weight::upload(gpu, "tune weights", DType::BF16, N, K, &bits, gpu.info.max_binding)?;
     Ok((gpu.upload_f32("tune input", &vec![0.5; rows * K]), w, gpu.zeros("tune output", rows * N)))
+}
+
+/// The timed layer's shape as ternary codes, where the device has the integer path (else an empty stand-in).
+fn ternary_layer(gpu: &Gpu) -> Result<Weight> {
+    let (n, k) = if gpu.info.packed_dot { (N, K) } else { (1, 16) };
+    let codes: Vec<i8> = (0..n * k).map(|i| (i % 3) as i8 - 1).collect();
+    Weight::upload_ternary(gpu, "tune ternary weights", &codes, n, k, gpu.info.max_binding)
+}
+
+/// Mean seconds of one ternary product of the timed layer (quantiser and integer matvec) at the device's tuning.
+async fn time_ternary(gpu: &Gpu, (x, w, y): (&wgpu::Buffer, &Weight, &wgpu::Buffer), reps: usize) -> Result<f64> {
+    let (words, scales) = (gpu.zeros("tune xq words", K / 4), gpu.zeros("tune xq scale", 1));
+    let mut plan = Plan::new(gpu);
+    act_quant(gpu, &mut plan, (x, Quantised::Packed(&words, &scales)), K, Rows::Tokens, None)?;
+    matvec_dp4(gpu, &mut plan, &MatvecDp4::new(&words, &scales, w, 1.0, y))?;
+    seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: 1, logit_rows: vec![] }, y, reps).await
 }
 
 /// Rows of the product [`matmul_flops`] times.

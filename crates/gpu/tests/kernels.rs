@@ -14,6 +14,7 @@ use ternlight_gpu::kernels::matmul::{linear, Epilogue, InputNorm, Linear, Matmul
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
 use ternlight_gpu::kernels::{embedding, mlp, rope};
 use ternlight_gpu::plan::{Plan, Rows, Step};
+use ternlight_gpu::tune::TunedKernel;
 use ternlight_gpu::Gpu;
 
 fn gpu() -> &'static Gpu {
@@ -285,6 +286,13 @@ fn every_tuning_candidate_computes_the_same_products() {
     for k in [37, 36, 40] {
         tuning_candidates_compute_the_same_products(&mut g, k);
     }
+    let base = g.tuning.clone();
+    for (kernel, tuning) in ternlight_gpu::tune::candidates(&base, g.info.packed_dot) {
+        if kernel == TunedKernel::TernaryMatvec {
+            g.tuning = tuning.clone();
+            stacked_and_gated_ternary_products(&g, &format!("{tuning:?}"));
+        }
+    }
 }
 
 /// [`every_tuning_candidate_computes_the_same_products`] at input width `k`.
@@ -299,7 +307,12 @@ fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
     let gate = encode(DType::BF16, &random(&mut rng, 11 * k, 0.5));
     let gate_product = reference::linear::linear(&x, &decode_f32(DType::BF16, &gate).unwrap(), None, k, 11);
     let gated_want = reference::mlp::gated(Activation::Silu, &gate_product, &a);
-    for (shape, tuning) in ternlight_gpu::tune::candidates(&g.tuning.clone()) {
+    for (kernel, tuning) in ternlight_gpu::tune::candidates(&g.tuning.clone(), g.info.packed_dot) {
+        let shape = match kernel {
+            TunedKernel::Matvec => MatmulShape::Vector,
+            TunedKernel::Matmul => MatmulShape::Tiled,
+            TunedKernel::TernaryMatvec => continue,
+        };
         g.tuning = tuning.clone();
         let g = &g;
         let upload = |name, raw: &[u8], n| Weight::upload(g, name, DType::BF16, n, k, raw, g.info.max_binding).unwrap();
@@ -2120,9 +2133,13 @@ fn gpu_sampling_draws_the_reference_token() {
 /// reference products, at sizes that are not multiples of the outputs per workgroup.
 #[test]
 fn stacked_and_gated_ternary_matvecs_match_reference() {
+    stacked_and_gated_ternary_products(gpu(), "default sizes");
+}
+
+/// [`stacked_and_gated_ternary_matvecs_match_reference`] on `g` with its tuning, described by `sizes`.
+fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
     use ternlight_core::reference::ternary::act_quant;
     use ternlight_gpu::kernels::ternary::{self, MatvecDp4, Quantised, Stacked};
-    let g = gpu();
     let mut rng = Rng::new(29);
     let (rows, k) = (2, 80);
     let x = random(&mut rng, rows * k, 3.0);
@@ -2155,7 +2172,7 @@ fn stacked_and_gated_ternary_matvecs_match_reference() {
         plan.submit(g, &tokens(0, rows), &[], None);
         for (i, (p, y)) in parts[..count].iter().zip(&outs).enumerate() {
             let got = pollster::block_on(g.read_f32(y, 0, rows * p.0.rows)).unwrap();
-            assert_close(&got, &p.2, 1e-5, &format!("stacked {count}: part {i}"));
+            assert_close(&got, &p.2, 1e-5, &format!("{sizes}: stacked {count}: part {i}"));
         }
     }
     let up = matrix(37, 0.9);
@@ -2169,7 +2186,9 @@ fn stacked_and_gated_ternary_matvecs_match_reference() {
         };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();
         let want = reference::mlp::gated(act, &parts[0].2, &up.2);
-        assert_close(&run(&plan, &tokens(0, rows), &y, rows * 37), &want, 1e-5, &format!("gated {act:?}"));
+        plan.submit(g, &tokens(0, rows), &[], None);
+        let got = pollster::block_on(g.read_f32(&y, 0, rows * 37)).unwrap();
+        assert_close(&got, &want, 1e-5, &format!("{sizes}: gated {act:?}"));
     }
 }
 

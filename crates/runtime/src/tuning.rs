@@ -3,7 +3,6 @@
 //! ignores it), in the browser a record in Cache Storage (written by `tuneDevice`).
 
 use ternlight_gpu::device::DeviceInfo;
-use ternlight_gpu::kernels::matmul::MatmulShape;
 use ternlight_gpu::kernels::Tuning;
 use ternlight_gpu::tune::Trial;
 #[cfg(not(target_arch = "wasm32"))]
@@ -23,19 +22,19 @@ pub fn cache_path(info: &DeviceInfo) -> PathBuf {
 
 /// `tuning` as the cache's JSON.
 pub fn to_json(tuning: &Tuning) -> serde_json::Value {
-    let Tuning { wg, tm, tn, wg_x, wg_y, nr, vw, attn_kv_tile } = tuning;
+    let Tuning { wg, tm, tn, wg_x, wg_y, nr, vw, ternary_wg, ternary_nr, attn_kv_tile } = tuning;
     serde_json::json!({
-        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "vw": vw, "attn_kv_tile": attn_kv_tile
+        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "vw": vw,
+        "ternary_wg": ternary_wg, "ternary_nr": ternary_nr, "attn_kv_tile": attn_kv_tile
     })
 }
 
-/// An autotune run's trials as JSON: `[{kernel: matvec | matmul, tuning, ms}]`, for `ternlight tune` and the
+/// An autotune run's trials as JSON: `[{kernel: matvec | matmul | ternary_matvec, tuning, ms}]`, for `ternlight tune` and the
 /// browser's `tuneDevice`.
 pub fn trials_json(trials: &[Trial]) -> serde_json::Value {
-    let kernel = |shape| if shape == MatmulShape::Vector { "matvec" } else { "matmul" };
     let rows = trials
         .iter()
-        .map(|t| serde_json::json!({ "kernel": kernel(t.shape), "tuning": to_json(&t.tuning), "ms": t.seconds * 1e3 }));
+        .map(|t| serde_json::json!({ "kernel": t.kernel.name(), "tuning": to_json(&t.tuning), "ms": t.seconds * 1e3 }));
     serde_json::Value::Array(rows.collect())
 }
 
@@ -50,11 +49,12 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         wg_y: field("wg_y")?,
         nr: field("nr")?,
         vw: field("vw")?,
+        ternary_wg: field("ternary_wg")?,
+        ternary_nr: field("ternary_nr")?,
         attn_kv_tile: field("attn_kv_tile")?,
     };
-    let sane = t.wg.is_power_of_two()
-        && t.wg <= 1024
-        && [t.tm, t.tn, t.nr].iter().all(|&v| (1..=16).contains(&v))
+    let sane = [t.wg, t.ternary_wg].iter().all(|&wg| wg.is_power_of_two() && wg <= 1024)
+        && [t.tm, t.tn, t.nr, t.ternary_nr].iter().all(|&v| (1..=16).contains(&v))
         && t.vw <= 4;
     let workgroup = t.wg_x * t.wg_y;
     (sane && (1..=1024).contains(&workgroup) && t.attn_kv_tile <= 256).then_some(t)
@@ -94,7 +94,18 @@ mod tests {
 
     #[test]
     fn tunings_round_trip_and_damaged_ones_are_refused() {
-        let t = Tuning { wg: 128, nr: 8, tm: 2, tn: 4, wg_x: 16, wg_y: 8, vw: 2, attn_kv_tile: 32 };
+        let t = Tuning {
+            wg: 128,
+            nr: 8,
+            tm: 2,
+            tn: 4,
+            wg_x: 16,
+            wg_y: 8,
+            vw: 2,
+            ternary_wg: 16,
+            ternary_nr: 8,
+            attn_kv_tile: 32,
+        };
         assert_eq!(from_json(&to_json(&t)), Some(t.clone()));
         let mut odd = to_json(&t);
         odd["wg"] = serde_json::json!(100);

@@ -47,13 +47,17 @@ pub struct Tuning {
     pub nr: u32,
     /// Matvec: stored weight words each invocation reads per row and step (0: one element at a time).
     pub vw: u32,
+    /// Ternary integer matvec: invocations per workgroup.
+    pub ternary_wg: u32,
+    /// Ternary integer matvec: outputs per workgroup.
+    pub ternary_nr: u32,
     /// Prefill attention: keys staged per workgroup-memory tile (0 = each invocation streams K/V itself).
     pub attn_kv_tile: u32,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { wg: 64, tm: 4, tn: 4, wg_x: 8, wg_y: 8, nr: 4, vw: 1, attn_kv_tile: 0 }
+        Tuning { wg: 64, tm: 4, tn: 4, wg_x: 8, wg_y: 8, nr: 4, vw: 1, ternary_wg: 64, ternary_nr: 4, attn_kv_tile: 0 }
     }
 }
 

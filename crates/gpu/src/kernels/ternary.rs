@@ -208,7 +208,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     plan.check_rows("matvec_dp4", "scales", m.xs, m.rows, 1)?;
     plan.check_rows("matvec_dp4", "output", m.y, m.rows, stride)?;
     let t = &gpu.tuning;
-    let mut defines = Defines::new().set("WG", t.wg).set("NR", t.nr);
+    let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr);
     let fused = !m.stacked.is_empty() || m.gated.is_some();
     if fused {
         let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.0)).collect();
@@ -265,7 +265,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             f32_word(scale2),
             f32_word(scale_of(1)),
         ];
-        let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.nr), rows: m.rows, rows_per_group: 1 };
+        let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.ternary_nr), rows: m.rows, rows_per_group: 1 };
         let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
         if let Some((mid, bg)) = m.hgf {
             buffers.extend([mid.into(), (&bg.blocks[0].buffer).into()]);
