@@ -11,20 +11,23 @@
 @group(0) @binding({{W3_BINDING}}) var<storage, read> w3: array<{{W_ELEM}}>;
 #endif
 
-// The index of the stored word holding element i.
-fn word_of(i: u32) -> u32 {
+// Elements per stored word.
 #if W_F32
-    return i;
+const EPW: u32 = 1u;
 #endif
 #if W_BF16
-    return i >> 1u;
+const EPW: u32 = 2u;
 #endif
 #if W_F16
-    return i >> 1u;
+const EPW: u32 = 2u;
 #endif
 #if W_TERNARY
-    return i >> 4u;
+const EPW: u32 = 16u;
 #endif
+
+// The index of the stored word holding element i.
+fn word_of(i: u32) -> u32 {
+    return i / EPW;
 }
 
 // Element i from the stored word holding it.
@@ -45,20 +48,6 @@ fn decode(word: {{W_ELEM}}, i: u32) -> f32 {
     return f32((word >> ((i & 15u) * 2u)) & 3u) - 1.0;
 #endif
 }
-
-// Elements per stored word.
-#if W_F32
-const EPW: u32 = 1u;
-#endif
-#if W_BF16
-const EPW: u32 = 2u;
-#endif
-#if W_F16
-const EPW: u32 = 2u;
-#endif
-#if W_TERNARY
-const EPW: u32 = 16u;
-#endif
 
 // Stored word j of matrix `which` (0: w, 1: w2, 2: w3); decode(word, e) reads its element e.
 fn word_at(j: u32, which: u32) -> {{W_ELEM}} {
@@ -81,15 +70,5 @@ fn w_at(i: u32) -> f32 {
 
 // Element i of matrix `which` (0: w, 1: w2, 2: w3).
 fn weight_at(i: u32, which: u32) -> f32 {
-#if W2_BINDING
-    if (which == 1u) {
-        return decode(w2[word_of(i)], i);
-    }
-#endif
-#if W3_BINDING
-    if (which == 2u) {
-        return decode(w3[word_of(i)], i);
-    }
-#endif
-    return w_at(i);
+    return decode(word_at(word_of(i), which), i);
 }
