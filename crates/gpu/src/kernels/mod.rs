@@ -62,10 +62,15 @@ impl Default for Tuning {
 }
 
 impl Tuning {
-    /// Defaults for a device: CPU adapters stream (barriers are slow there), GPUs share K/V tiles.
+    /// Defaults for a device. CPU adapters (lavapipe, SwiftShader) get workgroups of 8 invocations, one vector of
+    /// lanes, which need no barriers across vectors (see docs/perf.md, session 4: 6-7x faster decode in Chromium's
+    /// SwiftShader than with 64), and attention that streams K/V; GPUs share K/V tiles.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
-        Tuning { attn_kv_tile: if cpu { 0 } else { 32 }, ..Tuning::default() }
+        match cpu {
+            true => Tuning { wg: 8, nr: 8, ternary_wg: 8, ternary_nr: 8, attn_kv_tile: 0, ..Tuning::default() },
+            false => Tuning { attn_kv_tile: 32, ..Tuning::default() },
+        }
     }
 }
 
