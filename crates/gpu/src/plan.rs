@@ -391,12 +391,13 @@ impl Plan {
         gpu.queue.submit([encoder.finish()]);
     }
 
-    /// A profiler for this plan's dispatches, where the device has timestamp queries.
+    /// A profiler for this plan's dispatches, where the device has timestamp queries and one query set can hold
+    /// two per dispatch (up to 2048 dispatches).
     pub fn profiler(&self, gpu: &Gpu) -> Option<Profiler> {
-        if !gpu.info.timestamps {
+        let count = (2 * self.dispatch_count()).max(2) as u32;
+        if !gpu.info.timestamps || count > wgpu::QUERY_SET_MAX_QUERIES {
             return None;
         }
-        let count = (2 * self.dispatch_count()).max(2) as u32;
         let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("pass times"),
             ty: wgpu::QueryType::Timestamp,

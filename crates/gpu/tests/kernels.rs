@@ -2212,3 +2212,23 @@ fn streaming_copy_moves_every_float() {
     let err = copy(g, &mut Plan::new(g), &odd, &db, 64).unwrap_err().to_string();
     assert!(err.contains("multiples of 16"), "{err}");
 }
+
+/// A plan profiles dispatch by dispatch while one query set holds two timestamps for each (2048 dispatches), and
+/// declines beyond that rather than failing on the GPU.
+#[test]
+fn profilers_cover_plans_one_query_set_can_time() {
+    use ternlight_gpu::kernels::copy::copy;
+    let g = gpu();
+    if !g.info.timestamps {
+        return;
+    }
+    let (src, dst) = (g.zeros("src", 4), g.zeros("dst", 4));
+    let mut plan = Plan::new(g);
+    for _ in 0..2048 {
+        copy(g, &mut plan, &src, &dst, 64).unwrap();
+    }
+    assert!(plan.profiler(g).is_some());
+    copy(g, &mut plan, &src, &dst, 64).unwrap();
+    assert!(plan.profiler(g).is_none());
+    g.check_errors("recording profilers").unwrap();
+}

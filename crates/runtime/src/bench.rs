@@ -80,7 +80,8 @@ pub struct BenchTimings {
     pub contexts: Vec<ContextTiming>,
     /// Prefill against stepping.
     pub stepping: SteppingComparison,
-    /// A decode step after the longest context asked for; `None` where the device has no timestamp queries.
+    /// A decode step after the longest context asked for; `None` where profiling is unavailable (no timestamp
+    /// queries, or plans beyond one query set).
     pub profile: Option<DecodeProfile>,
     /// The most device memory held for buffers after any phase, where the backend counts it (natively).
     pub gpu_buffer_bytes_peak: Option<u64>,

@@ -450,8 +450,8 @@ impl Session {
         Some((self.prefill_plan.profiler(&self.gpu)?, self.decode_plan.profiler(&self.gpu)?))
     }
 
-    /// Times every forward on the GPU by stage (timestamp queries), or stops; returns whether the device can
-    /// (without timestamp queries profiling stays off).
+    /// Times every forward on the GPU by stage and dispatch (timestamp queries), or stops; returns whether it can
+    /// (profiling stays off without timestamp queries, or when a plan has more dispatches than a query set times).
     pub fn set_profiling(&mut self, on: bool) -> bool {
         self.profilers = if on { self.plan_profilers() } else { None };
         self.stage_times.clear();

@@ -320,8 +320,8 @@ impl Engine {
         self.session.set_attention_taps(&layers).map_err(js_error)
     }
 
-    /// Times every forward on the GPU per layer from now on (`false` stops); returns whether the adapter has the
-    /// timestamp queries this needs. The times appear in `stats().stageSeconds`.
+    /// Times every forward on the GPU per layer from now on (`false` stops); returns whether it can (the adapter
+    /// needs timestamp queries, and each plan at most 2048 dispatches). The times appear in `stats().stageSeconds`.
     pub fn set_profiling(&mut self, on: bool) -> bool {
         self.session.set_profiling(on)
     }
