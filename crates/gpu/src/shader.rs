@@ -172,6 +172,7 @@ mod tests {
             .set("WG_X", 8)
             .set("WG_Y", 8)
             .set("NR", 4)
+            .set("LANES", 2)
             .set("KV_TILE", 16)
             .set("DK", 16)
             .set("DV", 16)
