@@ -9,7 +9,7 @@ use ternlight_core::dtype::DType;
 use ternlight_core::sampling::Rng;
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::matmul::{linear, Linear, MatmulShape};
-use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, MatvecDp4, Quantised};
+use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, quantised_matvec, Quantised};
 use ternlight_gpu::plan::{Plan, Rows, Step};
 use ternlight_gpu::tune::seconds_per_submit;
 use ternlight_gpu::Gpu;
@@ -63,8 +63,7 @@ pub fn run(args: Args) -> Result<()> {
             true => {
                 let (words, scales) = (gpu.zeros("xq words", k / 4), gpu.zeros("xq scale", 1));
                 let mut plan = Plan::new(&gpu);
-                act_quant(&gpu, &mut plan, (&x, Quantised::Packed(&words, &scales)), k, Rows::Tokens, None)?;
-                matvec_dp4(&gpu, &mut plan, &MatvecDp4::new(&words, &scales, &ternary, 1.0, &y))?;
+                quantised_matvec(&gpu, &mut plan, &x, (&words, &scales), &ternary, &y)?;
                 Some(time_plan(&gpu, &plan, &y, args.reps)?)
             }
             false => None,

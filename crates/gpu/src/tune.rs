@@ -8,9 +8,9 @@ use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::matmul::{linear, Linear, MatmulShape};
-use crate::kernels::ternary::{act_quant, matvec_dp4, MatvecDp4, Quantised};
+use crate::kernels::ternary::quantised_matvec;
 use crate::kernels::Tuning;
-use crate::plan::{Plan, Rows, Step};
+use crate::plan::{Plan, Step};
 use ternlight_core::dtype::DType;
 use web_time::Instant;
 
@@ -77,7 +77,7 @@ pub struct Trial {
 pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
     let start = gpu.tuning.clone();
     let (x, w, y) = layer(gpu, PREFILL_ROWS)?;
-    let ternary = ternary_layer(gpu)?;
+    let ternary = TernaryLayer::upload(gpu)?;
     let mut trials = Vec::new();
     for (kernel, tuning) in candidates(&start, gpu.info.packed_dot) {
         gpu.tuning = tuning.clone();
@@ -121,19 +121,30 @@ fn layer(gpu: &Gpu, rows: usize) -> Result<(wgpu::Buffer, Weight, wgpu::Buffer)>
     Ok((gpu.upload_f32("tune input", &vec![0.5; rows * K]), w, gpu.zeros("tune output", rows * N)))
 }
 
-/// The timed layer's shape as ternary codes, where the device has the integer path (else an empty stand-in).
-fn ternary_layer(gpu: &Gpu) -> Result<Weight> {
-    let (n, k) = if gpu.info.packed_dot { (N, K) } else { (1, 16) };
-    let codes: Vec<i8> = (0..n * k).map(|i| (i % 3) as i8 - 1).collect();
-    Weight::upload_ternary(gpu, "tune ternary weights", &codes, n, k, gpu.info.max_binding)
+/// The timed layer's shape as ternary codes where the device has the integer path (else an empty stand-in), with
+/// the int8 words and scale of one quantised input row.
+struct TernaryLayer {
+    w: Weight,
+    words: wgpu::Buffer,
+    scales: wgpu::Buffer,
+}
+
+impl TernaryLayer {
+    fn upload(gpu: &Gpu) -> Result<Self> {
+        let (n, k) = if gpu.info.packed_dot { (N, K) } else { (1, 16) };
+        let codes: Vec<i8> = (0..n * k).map(|i| (i % 3) as i8 - 1).collect();
+        Ok(TernaryLayer {
+            w: Weight::upload_ternary(gpu, "tune ternary weights", &codes, n, k, gpu.info.max_binding)?,
+            words: gpu.zeros("tune xq words", k / 4),
+            scales: gpu.zeros("tune xq scale", 1),
+        })
+    }
 }
 
 /// Mean seconds of one ternary product of the timed layer (quantiser and integer matvec) at the device's tuning.
-async fn time_ternary(gpu: &Gpu, (x, w, y): (&wgpu::Buffer, &Weight, &wgpu::Buffer), reps: usize) -> Result<f64> {
-    let (words, scales) = (gpu.zeros("tune xq words", K / 4), gpu.zeros("tune xq scale", 1));
+async fn time_ternary(gpu: &Gpu, (x, t, y): (&wgpu::Buffer, &TernaryLayer, &wgpu::Buffer), reps: usize) -> Result<f64> {
     let mut plan = Plan::new(gpu);
-    act_quant(gpu, &mut plan, (x, Quantised::Packed(&words, &scales)), K, Rows::Tokens, None)?;
-    matvec_dp4(gpu, &mut plan, &MatvecDp4::new(&words, &scales, w, 1.0, y))?;
+    quantised_matvec(gpu, &mut plan, x, (&t.words, &t.scales), &t.w, y)?;
     seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: 1, logit_rows: vec![] }, y, reps).await
 }
 

@@ -136,7 +136,6 @@ pub struct Session {
     routes: Vec<Route>,
     /// Every dispatch of the last profiled forward.
     dispatch_times: Vec<DispatchTime>,
-    stage_times: Vec<f64>,
 }
 
 /// An attention tap in force: what it recorded and, per branch, the buffers the plans copy into.
@@ -246,7 +245,6 @@ impl Session {
             profilers: None,
             routes: Vec::new(),
             dispatch_times: Vec::new(),
-            stage_times: Vec::new(),
         })
     }
 
@@ -454,14 +452,13 @@ impl Session {
     /// (profiling stays off without timestamp queries, or when a plan has more dispatches than a query set times).
     pub fn set_profiling(&mut self, on: bool) -> bool {
         self.profilers = if on { self.plan_profilers() } else { None };
-        self.stage_times.clear();
         self.dispatch_times.clear();
         self.profilers.is_some()
     }
 
     /// GPU seconds of the last forward while profiling, by stage: the embedding, each layer, then the head.
-    pub fn stage_times(&self) -> &[f64] {
-        &self.stage_times
+    pub fn stage_times(&self) -> Vec<f64> {
+        stage_times(&self.dispatch_times)
     }
 
     /// Each dispatch of the last forward while profiling: its kernel, stage, GPU time and declared work.
@@ -521,7 +518,6 @@ impl Session {
         };
         if let Some(profiler) = profiler {
             self.dispatch_times = plan.dispatch_times(&self.gpu, profiler, &step).await?;
-            self.stage_times = stage_times(&self.dispatch_times);
         }
         for tap in self.taps.iter_mut().filter(|t| t.record.positions() == position) {
             for (i, branch) in tap.branches.iter().enumerate() {

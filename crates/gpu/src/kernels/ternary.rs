@@ -194,6 +194,20 @@ pub fn dp4_ready(gpu: &Gpu, w: &Weight) -> bool {
     gpu.info.packed_dot && w.ternary && w.cols.is_multiple_of(16)
 }
 
+/// Records a plain one-token ternary product of f32 `x` on the integer path: its int8 quantisation into `words`
+/// and `scales` (`[w.cols / 4]`, `[1]`), then `y = x w^T`.
+pub fn quantised_matvec(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    x: &wgpu::Buffer,
+    (words, scales): (&wgpu::Buffer, &wgpu::Buffer),
+    w: &Weight,
+    y: &wgpu::Buffer,
+) -> Result<()> {
+    act_quant(gpu, plan, (x, Quantised::Packed(words, scales)), w.cols, Rows::Tokens, None)?;
+    matvec_dp4(gpu, plan, &MatvecDp4::new(words, scales, w, 1.0, y))
+}
+
 /// Records the integer-path product, one dispatch per weight block.
 pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     if !dp4_ready(gpu, m.w) {

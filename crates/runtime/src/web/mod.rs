@@ -48,6 +48,11 @@ fn refused(message: String) -> JsValue {
     js_error(RuntimeError::Request(message))
 }
 
+/// `value` as the JavaScript value `JSON.parse` makes of it (reports built as serde JSON).
+fn js_json(value: &serde_json::Value) -> Result<JsValue, JsValue> {
+    js_sys::JSON::parse(&value.to_string())
+}
+
 /// A plain JavaScript object with the given number-valued fields.
 fn object(fields: &[(&str, f64)]) -> Object {
     let out = Object::new();
@@ -445,7 +450,7 @@ impl Engine {
         out["trained_positions"] = self.session.spec().max_positions.into();
         out["load_s"] = self.load.seconds.into();
         out["device"]["tuning_from_cache"] = self.load.tuned.into();
-        js_sys::JSON::parse(&out.to_string()).map_err(|_| refused("the bench report is not JSON".into()))
+        js_json(&out)
     }
 
     /// Speed, memory and load facts: `{promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
@@ -480,8 +485,7 @@ impl Engine {
         let warnings: js_sys::Array = self.load.warnings.iter().map(|w| JsValue::from_str(w)).collect();
         let _ = Reflect::set(&out, &"warnings".into(), &warnings);
         let _ = Reflect::set(&out, &"attentionPolicy".into(), &self.session.attention_policy().to_string().into());
-        let sizes = crate::tuning::to_json(&self.session.gpu().tuning).to_string();
-        let tuning = js_sys::JSON::parse(&sizes).unwrap_or(JsValue::NULL);
+        let tuning = js_json(&crate::tuning::to_json(&self.session.gpu().tuning)).unwrap_or(JsValue::NULL);
         let _ = Reflect::set(&tuning, &"fromCache".into(), &self.load.tuned.into());
         let _ = Reflect::set(&out, &"tuning".into(), &tuning);
         let routes: js_sys::Array = self
@@ -517,7 +521,7 @@ impl Engine {
             })
             .collect();
         let _ = Reflect::set(&out, &"contextMemory".into(), &projection);
-        let stages = js_sys::Float64Array::from(self.session.stage_times());
+        let stages = js_sys::Float64Array::from(&self.session.stage_times()[..]);
         let _ = Reflect::set(&out, &"stageSeconds".into(), &stages);
         out.into()
     }

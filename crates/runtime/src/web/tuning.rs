@@ -2,7 +2,7 @@
 //! ([`ternlight_gpu::tune::autotune`]) and keeps the fastest as a record in Cache Storage (there in pages and in
 //! workers alike); every later engine on that adapter starts with them ([`stored`]).
 
-use super::{cache, js_error};
+use super::{cache, js_error, js_json};
 use crate::tuning::{adapter_key, from_json, to_json, trials_json};
 use ternlight_gpu::device::DeviceInfo;
 use ternlight_gpu::kernels::Tuning;
@@ -23,9 +23,9 @@ pub async fn stored(info: &DeviceInfo) -> Option<Tuning> {
 pub async fn tune_device(reps: u32) -> Result<JsValue, JsValue> {
     let mut gpu = Gpu::new().await.map_err(js_error)?;
     let (best, trials) = ternlight_gpu::tune::autotune(&mut gpu, reps.max(1) as usize).await.map_err(js_error)?;
-    let text =
-        serde_json::to_string(&to_json(&best)).map_err(|e| js_error(crate::RuntimeError::Request(e.to_string())))?;
-    let saved = cache::set_record("tuning", &adapter_key(&gpu.info), &text).await;
-    let report = serde_json::json!({ "adapter": gpu.info.name, "tuning": to_json(&best), "saved": saved, "trials": trials_json(&trials) });
-    js_sys::JSON::parse(&report.to_string())
+    let sizes = to_json(&best);
+    let saved = cache::set_record("tuning", &adapter_key(&gpu.info), &sizes.to_string()).await;
+    js_json(
+        &serde_json::json!({ "adapter": gpu.info.name, "tuning": sizes, "saved": saved, "trials": trials_json(&trials) }),
+    )
 }
