@@ -1,4 +1,4 @@
-// The activations that gated kernels name through {{ACT}} (WGSL has tanh built in).
+// The activations that gated kernels name through their ACT define (WGSL has tanh built in).
 fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));
 }

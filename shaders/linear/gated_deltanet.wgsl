@@ -7,6 +7,8 @@
 // out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
 // Variants:
 //   RECURRENT    one workgroup per value head, one invocation per state column v; tokens in order (decode).
+//                OUT_NORM: each head's DV outputs leave through the layer's output norm, RMSNorm with norm_w [DV]
+//                (plus NORM_OFFSET) and NORM_EPS, times GATE_ACT(z) with GATE (z [T, HV*DV], silu or sigmoid).
 //   CHUNK_PREP   one workgroup per (chunk of 64, value head): gates, cumulative log decay G, the WY transform
 //                T = (I + strictLower(diag(beta)(K K^T ⊙ Γ)))^-1 by forward substitution in workgroup memory,
 //                U = T (beta v), W = T (beta k ⊙ exp(G)), and Aqk = (q k^T ⊙ Γ) with j <= i.
@@ -183,6 +185,34 @@ fn channel_decay(t: u32, h: u32, d: u32) -> f32 {
 #if RECURRENT
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+#if OUT_NORM
+@group(0) @binding(7) var<storage, read> norm_w: array<f32>;
+#if GATE
+#include "common/activations.wgsl"
+@group(0) @binding(8) var<storage, read> z: array<f32>;
+#endif
+
+// The head's squared outputs, summed by a tree over the next power of two (DV_POW2).
+var<workgroup> squares: array<f32, DV>;
+
+// o through the output norm: every invocation of the head calls it with its own column's value.
+fn normed(o: f32, t: u32, h: u32, v: u32) -> f32 {
+    workgroupBarrier();
+    squares[v] = o * o;
+    workgroupBarrier();
+    for (var s = {{DV_POW2}}u / 2u; s > 0u; s >>= 1u) {
+        if (v < s && v + s < DV) {
+            squares[v] += squares[v + s];
+        }
+        workgroupBarrier();
+    }
+    var y = o * inverseSqrt(squares[0] / f32(DV) + {{NORM_EPS}}) * (norm_w[v] + {{NORM_OFFSET}});
+#if GATE
+    y *= {{GATE_ACT}}(z[(t * params.n_v_heads + h) * DV + v]);
+#endif
+    return y;
+}
+#endif
 
 @compute @workgroup_size(DV)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
@@ -207,6 +237,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             s[d] += k_at(t, kh, d) * rk * delta;
             o += s[d] * q_at(t, kh, d) * rq;
         }
+#if OUT_NORM
+        o = normed(o, t, h, v);
+#endif
         out[(t * params.n_v_heads + h) * DV + v] = o;
     }
     for (var d = 0u; d < DK; d++) {

@@ -6,8 +6,10 @@ requires packed_4x8_integer_dot_product;
 // weight norm_w and eps (fla's BitLinear normalises its own input). With PACKED the int8 values are written as i8x4
 // words [rows, WIDTH/4] (WIDTH a multiple of 16; each group of 16 values interleaved, see below) with the row's dequantisation factor 1/s in scales (for
 // matvec_dp4.wgsl) instead of as f32. With HGF the row's unquantised input also goes through Hybrid Gated Flow's
-// down projection A [RANK, WIDTH] (stored dtype, common/weights.wgsl): mid [rows, RANK] = x A^T, of the raw x, or of
-// the normalised x with HGF_NORMED (the norm is the block's pre-norm folded in here, not the layer's own).
+// down projections, up to three matrices A [RANK_i, WIDTH] of one stored dtype (common/weights.wgsl's w, w2, w3:
+// the distinct corrections of the projections that share this quantisation): mid [rows, MID_WIDTH] holds x A^T of
+// each side by side (MID_WIDTH = RANK1 + RANK2 + RANK3), of the raw x, or of the normalised x with HGF_NORMED (the
+// norm is the block's pre-norm folded in here, not the layer's own).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -34,7 +36,7 @@ struct Params {
 #endif
 
 // The row's reductions, all in one tree: lane 0 the sum of squares (NORM), lane 1 the largest |x * norm_w|, lanes
-// 2.. the HGF down projection's sums. LANES is 2, or 2 + RANK with HGF.
+// 2.. the HGF down projections' sums. LANES is 2, or 2 + MID_WIDTH with HGF.
 var<workgroup> partial: array<f32, {{WG}} * {{LANES}}>;
 
 // Input i of the row at base, normalised when NORM.
@@ -71,9 +73,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
         let h = xi;
 #endif
-        for (var r = 0u; r < {{RANK}}u; r++) {
-            lanes[2u + r] += h * w_at(r * params.width + i);
+        for (var r = 0u; r < {{RANK1}}u; r++) {
+            lanes[2u + r] += h * weight_at(r * params.width + i, 0u);
         }
+#if W2_BINDING
+        for (var r = 0u; r < {{RANK2}}u; r++) {
+            lanes[2u + {{RANK1}}u + r] += h * weight_at(r * params.width + i, 1u);
+        }
+#endif
+#if W3_BINDING
+        for (var r = 0u; r < {{RANK3}}u; r++) {
+            lanes[2u + {{RANK1}}u + {{RANK2}}u + r] += h * weight_at(r * params.width + i, 2u);
+        }
+#endif
 #endif
     }
     for (var c = 0u; c < {{LANES}}u; c++) {
@@ -120,8 +132,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #if HGF_NORMED
     mid_scale = inv;
 #endif
-    for (var r = lid; r < {{RANK}}u; r += {{WG}}u) {
-        mid[row * {{RANK}}u + r] = partial[(2u + r) * {{WG}}u] * mid_scale;
+    for (var r = lid; r < {{MID_WIDTH}}u; r += {{WG}}u) {
+        mid[row * {{MID_WIDTH}}u + r] = partial[(2u + r) * {{WG}}u] * mid_scale;
     }
 #endif
 }

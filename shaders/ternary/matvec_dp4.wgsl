@@ -5,11 +5,13 @@ requires packed_4x8_integer_dot_product;
 // the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
 // group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
 // outputs of one row, its lanes splitting K.
-// y[m, n_offset + n] (+)= (that sum) * xs[m] * scale. With HGF, plus Hybrid Gated Flow's up projection of the
-// row's low-rank values: + sum_r bg[w_row0 + n, r] mid[m, r] (bg [rows, RANK] f32, the gate folded in).
+// y[m, n_offset + n] (+)= (that sum) * xs[m] * scale.
 // STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]) and rows seg2.. from w3 (scale3, into
 // y3), so one dispatch serves up to three projections of the same activations. GATED: a second matrix w2 of the
 // same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
+// Hybrid Gated Flow: BGi_BINDING gives projection i (1: w, 2: w2, 3: w3) its correction, added to its product
+// before the activation: + sum_r bgi[row, r] mid[m, OFFi + r] (bgi [its rows, RANKi] f32 with the gate folded in;
+// mid [rows, MID_WIDTH] the low-rank values act_quant.wgsl computed beside the quantisation).
 #include "common/step.wgsl"
 #if GATED
 #include "common/activations.wgsl"
@@ -34,10 +36,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> xs: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> w: array<u32>;
-#if HGF
-@group(0) @binding(6) var<storage, read> mid: array<f32>;
-@group(0) @binding(7) var<storage, read> bg: array<f32>;
-#endif
 #if STACKED
 @group(0) @binding(6) var<storage, read> w2: array<u32>;
 @group(0) @binding(7) var<storage, read_write> y2: array<f32>;
@@ -52,6 +50,43 @@ struct Params {
 const SLOTS: u32 = 2u * {{NR}}u + 1u;
 #else
 const SLOTS: u32 = {{NR}}u + 1u;
+#endif
+
+#if HGF
+@group(0) @binding({{MID_BINDING}}) var<storage, read> mid: array<f32>;
+#endif
+#if BG1_BINDING
+@group(0) @binding({{BG1_BINDING}}) var<storage, read> bg1: array<f32>;
+
+fn correction1(m: u32, row: u32) -> f32 {
+    var c = 0.0;
+    for (var r = 0u; r < {{RANK1}}u; r++) {
+        c += bg1[row * {{RANK1}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF1}}u + r];
+    }
+    return c;
+}
+#endif
+#if BG2_BINDING
+@group(0) @binding({{BG2_BINDING}}) var<storage, read> bg2: array<f32>;
+
+fn correction2(m: u32, row: u32) -> f32 {
+    var c = 0.0;
+    for (var r = 0u; r < {{RANK2}}u; r++) {
+        c += bg2[row * {{RANK2}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF2}}u + r];
+    }
+    return c;
+}
+#endif
+#if BG3_BINDING
+@group(0) @binding({{BG3_BINDING}}) var<storage, read> bg3: array<f32>;
+
+fn correction3(m: u32, row: u32) -> f32 {
+    var c = 0.0;
+    for (var r = 0u; r < {{RANK3}}u; r++) {
+        c += bg3[row * {{RANK3}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF3}}u + r];
+    }
+    return c;
+}
 #endif
 
 var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
@@ -129,30 +164,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let sum_all = partial[(SLOTS - 1u) * {{WG}}u];
-    let total = partial[lid * {{WG}}u] - sum_all;
-    var v = f32(total) * xs[m] * params.scale;
-#if GATED
-    let up = f32(partial[({{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m] * params.scale2;
-    v = {{ACT}}(v) * up;
-#endif
+    let total = f32(partial[lid * {{WG}}u] - sum_all) * xs[m];
     let n = n0 + lid;
 #if STACKED3
     if (n >= params.seg2) {
-        y3[m * (params.n_block - params.seg2) + n - params.seg2] = f32(total) * xs[m] * params.scale3;
+        var v3 = total * params.scale3;
+#if BG3_BINDING
+        v3 += correction3(m, n - params.seg2);
+#endif
+        y3[m * (params.n_block - params.seg2) + n - params.seg2] = v3;
         return;
     }
 #endif
 #if STACKED
     if (n >= params.seg1) {
-        y2[m * (params.seg2 - params.seg1) + n - params.seg1] = f32(total) * xs[m] * params.scale2;
+        var v2 = total * params.scale2;
+#if BG2_BINDING
+        v2 += correction2(m, n - params.seg1);
+#endif
+        y2[m * (params.seg2 - params.seg1) + n - params.seg1] = v2;
         return;
     }
 #endif
-#if HGF
-    let brow = (params.w_row0 + n0 + lid) * {{RANK}}u;
-    for (var r = 0u; r < {{RANK}}u; r++) {
-        v += bg[brow + r] * mid[m * {{RANK}}u + r];
-    }
+    var v = total * params.scale;
+#if BG1_BINDING
+    v += correction1(m, params.w_row0 + n);
+#endif
+#if GATED
+    var up = f32(partial[({{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m] * params.scale2;
+#if BG2_BINDING
+    up += correction2(m, n);
+#endif
+    v = {{ACT}}(v) * up;
 #endif
     let o = m * params.n_total + params.n_offset + n;
     if (params.accumulate == 1u) {

@@ -31,6 +31,8 @@ pub struct DeviceInfo {
     pub max_workgroup_storage: u32,
     /// Invocations per workgroup.
     pub max_workgroup_invocations: u32,
+    /// Storage buffers one kernel may bind (WebGPU guarantees 8; fused kernels that need more fall back).
+    pub max_storage_buffers: u32,
 }
 
 /// A device, its queue and the pipeline cache: everything kernels need.
@@ -61,6 +63,8 @@ pub struct GpuOptions {
     pub without: wgpu::Features,
     /// A storage-binding limit below the adapter's, bytes.
     pub max_binding: Option<u64>,
+    /// A limit on storage buffers per kernel below the adapter's.
+    pub max_storage_buffers: Option<u32>,
 }
 
 impl Gpu {
@@ -86,6 +90,9 @@ impl Gpu {
         if let Some(cap) = options.max_binding {
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
         }
+        if let Some(cap) = options.max_storage_buffers {
+            limits.max_storage_buffers_per_shader_stage = limits.max_storage_buffers_per_shader_stage.min(cap);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("ternlight"),
@@ -110,6 +117,7 @@ impl Gpu {
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
+            max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
         };
         let tuning = Tuning::for_device(&info);
         let errors = Arc::new(Mutex::new(None));

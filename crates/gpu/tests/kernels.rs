@@ -889,7 +889,7 @@ mod gdn {
         if chunked {
             kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.n_v_heads, d.dk, d.dv)).unwrap();
         } else {
-            kernel::recurrent(g, &mut plan, &call).unwrap();
+            kernel::recurrent(g, &mut plan, &call, None).unwrap();
         }
         run(&plan, &tokens(0, t), &out, t * d.n_v_heads * d.dv)
     }
@@ -914,6 +914,54 @@ mod gdn {
                     let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
                     assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
                 }
+            }
+        }
+    }
+
+    /// The recurrent kernel applies the layer's per-head output norm as it writes (plain, with unit offset, and
+    /// gated by SiLU or sigmoid of z) at head widths that are not powers of two, over several tokens.
+    #[test]
+    fn recurrent_kernel_fuses_the_gated_output_norm() {
+        use kernel::HeadOutputNorm;
+        let g = gpu();
+        let mut rng = Rng::new(31);
+        let shapes =
+            [Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 32 }, Dims { n_k_heads: 1, n_v_heads: 2, dk: 32, dv: 48 }];
+        for d in shapes {
+            let t = 3;
+            let c = case(&mut rng, d, t);
+            let width = d.n_v_heads * d.dv;
+            let (weight, z) = (random(&mut rng, d.dv, 1.0), random(&mut rng, t * width, 2.0));
+            let s0 = random(&mut rng, d.n_v_heads * d.dk * d.dv, 0.3);
+            let raw = reference_run(&c, &mut s0.clone());
+            let gates = [None, Some(Activation::Silu), Some(Activation::Sigmoid)];
+            for (gate, unit_offset) in gates.into_iter().zip([true, false, false]) {
+                let mut want = reference::norm::rms_norm(&raw, &weight, d.dv, 1e-5, unit_offset);
+                if let Some(act) = gate {
+                    let gated: Vec<f32> = z.iter().map(|&v| reference::mlp::activate(act, v)).collect();
+                    want.iter_mut().zip(gated).for_each(|(y, g)| *y *= g);
+                }
+                let (qkv, ab) = (g.upload_f32("qkv", &c.qkv), g.upload_f32("ab", &c.ab));
+                let (params, state) = (g.upload_f32("p", &c.params), g.upload_f32("state", &s0));
+                let (wb, zb, out) = (g.upload_f32("norm", &weight), g.upload_f32("z", &z), g.zeros("out", t * width));
+                let call = DeltaNet {
+                    n_k_heads: d.n_k_heads,
+                    n_v_heads: d.n_v_heads,
+                    dk: d.dk,
+                    dv: d.dv,
+                    qkv: &qkv,
+                    ab: &ab,
+                    gate_params: &params,
+                    per_channel: false,
+                    beta_scale: c.beta_scale,
+                    state: &state,
+                    out: &out,
+                };
+                let norm = HeadOutputNorm { weight: &wb, eps: 1e-5, unit_offset, gate: gate.map(|act| (&zb, act)) };
+                let mut plan = Plan::new(g);
+                kernel::recurrent(g, &mut plan, &call, Some(&norm)).unwrap();
+                let got = run(&plan, &tokens(0, t), &out, t * width);
+                assert_close(&got, &want, 2e-4, &format!("{d:?} gate {gate:?} unit offset {unit_offset}"));
             }
         }
     }
@@ -966,7 +1014,7 @@ mod gdn {
                 if chunked {
                     kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, n, hv, d.dk, d.dv)).unwrap();
                 } else {
-                    kernel::recurrent(g, &mut plan, &call).unwrap();
+                    kernel::recurrent(g, &mut plan, &call, None).unwrap();
                 }
                 run(&plan, &tokens(0, n), &out, n * hv * d.dv)
             };
@@ -1641,7 +1689,7 @@ fn ternary_linear_matches_reference() {
 #[test]
 fn ternary_layers_with_fused_hgf_match_reference() {
     use ternlight_core::reference::ternary::act_quant;
-    use ternlight_gpu::kernels::ternary::{self, HgfDown, MatvecDp4, Quantised};
+    use ternlight_gpu::kernels::ternary::{self, HgfDown, HgfUp, MatvecDp4, Quantised};
     let g = gpu();
     let mut rng = Rng::new(23);
     // Rank 100 leaves the quantiser fewer invocations, so its reductions fit in workgroup memory.
@@ -1672,11 +1720,15 @@ fn ternary_layers_with_fused_hgf_match_reference() {
         let nb = g.upload_f32("norm", &norm);
         let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
         let mut plan = Plan::new(g);
-        let down = HgfDown { a: &aw, mid: &mid, normed_input: normed };
+        let down = HgfDown { a: &[&aw], mid: &mid, normed_input: normed };
         let quantised = Quantised::Packed(&words, &scales);
         let folded = normed.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: false });
         ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), folded, &down).unwrap();
-        let call = MatvecDp4 { hgf: Some((&mid, &bw)), ..MatvecDp4::new(&words, &scales, &w, 0.37, &yb) };
+        let call = MatvecDp4 {
+            mid: Some((&mid, rank)),
+            hgf: Some(HgfUp { bg: &bw, offset: 0 }),
+            ..MatvecDp4::new(&words, &scales, &w, 0.37, &yb)
+        };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();
         let got = run(&plan, &tokens(0, rows), &yb, rows * n);
         assert_close(&got, &want, 1e-4, &format!("fused hgf {rows}x{k}x{n} rank {rank} normed {normed}"));
@@ -2130,7 +2182,9 @@ fn gpu_sampling_draws_the_reference_token() {
 
 /// Up to three ternary projections of the same int8 activations in one integer matvec (each with its scale and its
 /// own output), and a gated MLP's two ternary products with the activation in one, against the separate
-/// reference products, at sizes that are not multiples of the outputs per workgroup.
+/// reference products, at sizes that are not multiples of the outputs per workgroup; each with and without Hybrid
+/// Gated Flow corrections, whose down projections (distinct, or one shared by two projections) the quantiser
+/// computes side by side.
 #[test]
 fn stacked_and_gated_ternary_matvecs_match_reference() {
     stacked_and_gated_ternary_products(gpu(), "default sizes");
@@ -2139,56 +2193,125 @@ fn stacked_and_gated_ternary_matvecs_match_reference() {
 /// [`stacked_and_gated_ternary_matvecs_match_reference`] on `g` with its tuning, described by `sizes`.
 fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
     use ternlight_core::reference::ternary::act_quant;
-    use ternlight_gpu::kernels::ternary::{self, MatvecDp4, Quantised, Stacked};
+    use ternlight_gpu::kernels::ternary::{self, Gated, HgfDown, HgfUp, MatvecDp4, Quantised, Stacked};
     let mut rng = Rng::new(29);
     let (rows, k) = (2, 80);
     let x = random(&mut rng, rows * k, 3.0);
     let xq_ref = act_quant(&x, k);
-    let mut matrix = |n: usize, scale: f32| {
+    let f32_weight = |v: &[f32], r, c| {
+        let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+        Weight::upload(g, "f32", DType::F32, r, c, &bytes, g.info.max_binding).unwrap()
+    };
+    // A ternary projection with its scale, its reference product and a correction `diag(g) B` of `rank`.
+    struct Part {
+        w: Weight,
+        scale: f32,
+        product: Vec<f32>,
+        bg: Vec<f32>,
+        bw: Weight,
+    }
+    let mut part = |n: usize, scale: f32, rank: usize| {
         let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
         let wf: Vec<f32> = codes.iter().map(|&c| c as f32 * scale).collect();
         let w = Weight::upload_ternary(g, "w", &codes, n, k, g.info.max_binding).unwrap();
-        (w, scale, reference::linear::linear(&xq_ref, &wf, None, k, n))
+        let bg = random(&mut rng, n * rank, 0.3);
+        let bw = f32_weight(&bg, n, rank);
+        Part { w, scale, product: reference::linear::linear(&xq_ref, &wf, None, k, n), bg, bw }
     };
-    let parts = [matrix(37, 0.3), matrix(13, 0.7), matrix(22, 1.1)];
-    if !ternary::dp4_ready(g, &parts[0].0) {
+    let parts = [part(37, 0.3, 3), part(13, 0.7, 5), part(22, 1.1, 2), part(13, 0.5, 3)];
+    let up = part(37, 0.9, 5);
+    // Down projections of ranks 3, 5 and 2.
+    let downs: Vec<Vec<f32>> = [3, 5, 2].iter().map(|r| random(&mut rng, r * k, 0.3)).collect();
+    if !ternary::dp4_ready(g, &parts[0].w) {
         return;
     }
+    let down_weights: Vec<Weight> = downs.iter().map(|a| f32_weight(a, a.len() / k, k)).collect();
     let xb = g.upload_f32("x", &x);
     let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
-    let quantise = |plan: &mut Plan| {
-        ternary::act_quant(g, plan, (&xb, Quantised::Packed(&words, &scales)), k, Rows::Tokens, None).unwrap()
+    let mid = g.zeros("mid", rows * 10);
+    // Quantises x, with the low-rank values of `downs` (side by side) when given.
+    let quantise = |plan: &mut Plan, downs: Option<&[&Weight]>| {
+        let io = (&xb, Quantised::Packed(&words, &scales));
+        match downs {
+            None => ternary::act_quant(g, plan, io, k, Rows::Tokens, None).unwrap(),
+            Some(a) => {
+                let down = HgfDown { a, mid: &mid, normed_input: false };
+                ternary::act_quant_hgf(g, plan, io, (k, Rows::Tokens), None, &down).unwrap()
+            }
+        }
     };
-    for count in [2, 3] {
-        let outs: Vec<wgpu::Buffer> = parts.iter().map(|p| g.zeros("y", rows * p.0.rows)).collect();
-        let stacked: Vec<Stacked> =
-            parts[1..count].iter().zip(&outs[1..]).map(|(p, y)| Stacked { w: &p.0, scale: p.1, y }).collect();
-        let mut plan = Plan::new(g);
-        quantise(&mut plan);
-        let call =
-            MatvecDp4 { stacked: &stacked, ..MatvecDp4::new(&words, &scales, &parts[0].0, parts[0].1, &outs[0]) };
-        ternary::matvec_dp4(g, &mut plan, &call).unwrap();
-        assert_eq!(plan.dispatch_count(), 2);
-        plan.submit(g, &tokens(0, rows), &[], None);
-        for (i, (p, y)) in parts[..count].iter().zip(&outs).enumerate() {
-            let got = pollster::block_on(g.read_f32(y, 0, rows * p.0.rows)).unwrap();
-            assert_close(&got, &p.2, 1e-5, &format!("{sizes}: stacked {count}: part {i}"));
+    // A part's reference output: its product plus, with a down projection and its column in mid, the correction.
+    let want = |p: &Part, down: Option<(usize, usize)>| {
+        let mut y = p.product.clone();
+        if let Some((d, _)) = down {
+            let rank = downs[d].len() / k;
+            let low = reference::linear::linear(&x, &downs[d], None, k, rank);
+            let c = reference::linear::linear(&low, &p.bg, None, rank, p.w.rows);
+            y.iter_mut().zip(c).for_each(|(v, c)| *v += c);
+        }
+        y
+    };
+    // Which down projection each part reads (and its column in mid): none; each its own; parts 0 and 3 one shared.
+    let own = [Some((0, 0)), Some((1, 3)), Some((2, 8))];
+    let shared = [Some((0, 0)), Some((1, 3)), Some((0, 0))];
+    for (layout, picks) in [("plain", [None; 3]), ("hgf", own), ("shared hgf", shared)] {
+        for count in [2, 3] {
+            // The shared layout's third part is part 3 (the same rank as part 0).
+            let chosen: Vec<&Part> =
+                (0..count).map(|i| if layout == "shared hgf" && i == 2 { &parts[3] } else { &parts[i] }).collect();
+            let outs: Vec<wgpu::Buffer> = chosen.iter().map(|p| g.zeros("y", rows * p.w.rows)).collect();
+            let hgf = |i: usize| picks[i].map(|(_, offset)| HgfUp { bg: &chosen[i].bw, offset });
+            let stacked: Vec<Stacked> = (1..count)
+                .map(|i| Stacked { w: &chosen[i].w, scale: chosen[i].scale, y: &outs[i], hgf: hgf(i) })
+                .collect();
+            let distinct: Vec<&Weight> = match layout {
+                "plain" => vec![],
+                "hgf" => down_weights[..count].iter().collect(),
+                _ => down_weights[..2].iter().collect(),
+            };
+            let mut plan = Plan::new(g);
+            quantise(&mut plan, (!distinct.is_empty()).then_some(&distinct[..]));
+            let call = MatvecDp4 {
+                stacked: &stacked,
+                mid: Some((&mid, distinct.iter().map(|a| a.rows).sum())),
+                hgf: hgf(0),
+                ..MatvecDp4::new(&words, &scales, &chosen[0].w, chosen[0].scale, &outs[0])
+            };
+            ternary::matvec_dp4(g, &mut plan, &call).unwrap();
+            assert_eq!(plan.dispatch_count(), 2);
+            plan.submit(g, &tokens(0, rows), &[], None);
+            for (i, (p, y)) in chosen.iter().zip(&outs).enumerate() {
+                let got = pollster::block_on(g.read_f32(y, 0, rows * p.w.rows)).unwrap();
+                let what = format!("{sizes}: {layout} stacked {count}: part {i}");
+                assert_close(&got, &want(p, picks[i]), 1e-5, &what);
+            }
         }
     }
-    let up = matrix(37, 0.9);
-    for act in [Activation::Relu2, Activation::Silu] {
+    for (act, corrected) in [(Activation::Relu2, false), (Activation::Silu, false), (Activation::Relu2, true)] {
         let y = g.zeros("act", rows * 37);
         let mut plan = Plan::new(g);
-        quantise(&mut plan);
+        let distinct = [&down_weights[0], &down_weights[1]];
+        quantise(&mut plan, corrected.then_some(&distinct[..]));
+        let (gate_down, up_down) = match corrected {
+            true => (Some((0, 0)), Some((1, 3))),
+            false => (None, None),
+        };
         let call = MatvecDp4 {
-            gated: Some((&up.0, up.1, act)),
-            ..MatvecDp4::new(&words, &scales, &parts[0].0, parts[0].1, &y)
+            gated: Some(Gated {
+                up: &up.w,
+                scale: up.scale,
+                act,
+                hgf: up_down.map(|(_, offset)| HgfUp { bg: &up.bw, offset }),
+            }),
+            mid: Some((&mid, 8)),
+            hgf: gate_down.map(|(_, offset)| HgfUp { bg: &parts[0].bw, offset }),
+            ..MatvecDp4::new(&words, &scales, &parts[0].w, parts[0].scale, &y)
         };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();
-        let want = reference::mlp::gated(act, &parts[0].2, &up.2);
+        let want = reference::mlp::gated(act, &want(&parts[0], gate_down), &want(&up, up_down));
         plan.submit(g, &tokens(0, rows), &[], None);
         let got = pollster::block_on(g.read_f32(&y, 0, rows * 37)).unwrap();
-        assert_close(&got, &want, 1e-5, &format!("{sizes}: gated {act:?}"));
+        assert_close(&got, &want, 1e-5, &format!("{sizes}: gated {act:?}, corrected {corrected}"));
     }
 }
 

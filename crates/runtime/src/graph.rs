@@ -4,18 +4,19 @@
 
 use crate::error::Result;
 use crate::weights::{
-    GatedMlpWeights, LayerWeights, LinearWeights, LoraWeights, MixerWeights, MlpWeights, ModelWeights, MoeWeights,
-    NormWeights,
+    GatedMlpWeights, HgfWeights, LayerWeights, LinearWeights, LoraWeights, MixerWeights, MlpWeights, ModelWeights,
+    MoeWeights, NormWeights,
 };
 use ternlight_core::spec::{
     Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec,
     LightningSpec, LinearAttnSpec, Mamba2Spec, MixerSpec, MlaSpec, MlpSpec, ModelSpec, MoeSpec, RatSpec, RopeSpec,
     Rwkv7Spec, ShortConvSpec,
 };
+use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::attention::{self, Attention};
 use ternlight_gpu::kernels::block_sparse::{pool_keys, select, Selection};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
-use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
+use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet, HeadOutputNorm};
 use ternlight_gpu::kernels::gla::{self, Decay, Gla};
 use ternlight_gpu::kernels::gsa::Gsa;
 use ternlight_gpu::kernels::hgrn2;
@@ -34,7 +35,7 @@ use ternlight_gpu::kernels::rope::{rope, rope_normed, HeadNorms, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::sample::TokenSampler;
 use ternlight_gpu::kernels::ternary::{
-    act_quant, act_quant_hgf, dp4_ready, matvec_dp4, HgfDown, MatvecDp4, Quantised, Stacked,
+    act_quant, act_quant_hgf, dp4_bindings, dp4_ready, matvec_dp4, Gated, HgfDown, HgfUp, MatvecDp4, Quantised, Stacked,
 };
 use ternlight_gpu::kernels::{
     embedding::embedding,
@@ -174,7 +175,8 @@ pub struct Scratch {
     pub xq_words: wgpu::Buffer,
     /// Per-token dequantisation factors of `xq_words` `[capacity]`.
     pub xq_scales: wgpu::Buffer,
-    /// Hybrid Gated Flow's low-rank activations `[capacity, max rank]`.
+    /// Hybrid Gated Flow's low-rank activations `[capacity, 3 x max rank]`: one layer's, or up to three distinct
+    /// corrections' side by side for projections that share one quantisation in decode.
     pub hgf_mid: wgpu::Buffer,
     /// RWKV's token-shifted inputs `[capacity, hidden]`: six for a time mixer (the first also serves the channel
     /// mixer); none without RWKV layers.
@@ -476,7 +478,7 @@ impl Resources {
             xq: gpu.zeros("quantised activations", capacity * h.max(qw).max(inter)),
             xq_words: gpu.zeros("packed int8 activations", capacity * h.max(qw).max(inter).div_ceil(4)),
             xq_scales: gpu.zeros("activation scales", capacity),
-            hgf_mid: gpu.zeros("hgf correction", capacity * hgf_rank),
+            hgf_mid: gpu.zeros("hgf correction", capacity * 3 * hgf_rank),
             shifted: (0..if rwkv_v.is_some() { 6 } else { 0 })
                 .map(|_| gpu.zeros("token shift", capacity * h))
                 .collect(),
@@ -555,6 +557,35 @@ fn plain(l: &LinearWeights) -> bool {
     !l.w.ternary && l.hgf.is_none() && l.bias.is_none() && l.input_norm.is_none()
 }
 
+/// Outputs `(y, first column, width)` that put the products of `layers` side by side in rows of `width`.
+fn side_by_side_outputs<'b>(
+    layers: &[&LinearWeights],
+    y: &'b wgpu::Buffer,
+    width: usize,
+) -> Vec<(&'b wgpu::Buffer, usize, usize)> {
+    let starts = layers.iter().scan(0, |at, l| {
+        *at += l.w.rows;
+        Some(*at - l.w.rows)
+    });
+    starts.map(|at| (y, at, width)).collect()
+}
+
+/// The block input quantised once for several projections ([`Builder::quantise_block_input`]).
+struct SharedQuantisation {
+    /// Per projection, the first column of its Hybrid Gated Flow low-rank values in `hgf_mid` (`None` without a
+    /// correction).
+    offsets: Vec<Option<usize>>,
+    /// Columns of `hgf_mid` written per token.
+    width: usize,
+}
+
+impl SharedQuantisation {
+    /// The fused up projection of `l`, projection `i` of the quantised group, when it has a correction.
+    fn correction<'l>(&self, l: &'l LinearWeights, i: usize) -> Option<HgfUp<'l>> {
+        l.hgf.as_deref().zip(self.offsets[i]).map(|(h, offset)| HgfUp { bg: &h.b, offset })
+    }
+}
+
 /// A plain RMSNorm that the matrix-vector kernels apply to their input themselves.
 #[derive(Clone)]
 struct FoldedNorm(NormWeights);
@@ -626,7 +657,8 @@ impl<'a> Builder<'a> {
             (None, folded) => folded.as_ref().map(FoldedNorm::input_norm),
         };
         let hgf = l.hgf.as_deref().filter(|h| h.a.blocks.len() == 1 && h.b.blocks.len() == 1);
-        let down = hgf.map(|h| HgfDown { a: &h.a, mid: &s.hgf_mid, normed_input: folded.is_some() });
+        let a = hgf.map(|h| [h.a.as_ref()]);
+        let down = a.as_ref().map(|a| HgfDown { a, mid: &s.hgf_mid, normed_input: folded.is_some() });
         let quantise = |b: &mut Self, out: Quantised| match &down {
             Some(d) if l.w.ternary => act_quant_hgf(b.gpu, &mut b.plan, (x, out), (l.w.cols, rows), norm, d),
             _ => act_quant(b.gpu, &mut b.plan, (x, out), l.w.cols, rows, norm),
@@ -639,7 +671,8 @@ impl<'a> Builder<'a> {
                 y_stride,
                 rows,
                 accumulate: epilogue == Epilogue::Accumulate,
-                hgf: hgf.map(|h| (&s.hgf_mid, &h.b)),
+                mid: hgf.map(|h| (&s.hgf_mid, h.a.rows)),
+                hgf: hgf.map(|h| HgfUp { bg: &h.b, offset: 0 }),
                 ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &l.w, l.scale, y)
             };
             matvec_dp4(self.gpu, &mut self.plan, &call)?;
@@ -720,40 +753,94 @@ impl<'a> Builder<'a> {
     }
 
     /// Quantises the block input (the folded pre-norm included) to int8 once for one-token ternary projections of
-    /// it that have no correction, bias or norm of their own, all read through the integer matvec. Returns false,
+    /// it that have no bias or norm of their own, all read through the integer matvec, with the low-rank values of
+    /// their Hybrid Gated Flow corrections (each distinct down projection once, up to three). Returns `None`,
     /// recording nothing, where they do not qualify.
-    fn quantise_block_input(&mut self, layers: &[&LinearWeights]) -> Result<bool> {
+    fn quantise_block_input(&mut self, layers: &[&LinearWeights]) -> Result<Option<SharedQuantisation>> {
         let cols = layers.first().map(|l| l.w.cols);
+        let one_block = |h: &HgfWeights| h.a.blocks.len() == 1 && h.b.blocks.len() == 1;
         let qualifies = |l: &&LinearWeights| {
             dp4_ready(self.gpu, &l.w)
                 && l.bias.is_none()
-                && l.hgf.is_none()
                 && l.input_norm.is_none()
+                && l.hgf.as_deref().is_none_or(one_block)
                 && Some(l.w.cols) == cols
         };
         if self.shape() != MatmulShape::Vector || layers.len() < 2 || !layers.iter().all(qualifies) {
-            return Ok(false);
+            return Ok(None);
+        }
+        let mut downs: Vec<&Weight> = Vec::new();
+        let mut offsets = Vec::with_capacity(layers.len());
+        for l in layers {
+            offsets.push(l.hgf.as_deref().map(|h| {
+                let at = downs.iter().position(|a| std::ptr::eq(*a, h.a.as_ref())).unwrap_or_else(|| {
+                    downs.push(&h.a);
+                    downs.len() - 1
+                });
+                downs[..at].iter().map(|a| a.rows).sum()
+            }));
         }
         let s = &self.res.scratch;
         let (x, folded) = self.folded_input(&s.h);
+        // The quantiser binds the input, words, scales, the norm, the low-rank values and the down projections.
+        let bindings = 3 + u32::from(folded.is_some()) + u32::from(!downs.is_empty()) + downs.len() as u32;
+        let same_dtype = downs.windows(2).all(|p| p[0].dtype == p[1].dtype);
+        if downs.len() > 3 || !same_dtype || bindings > self.gpu.info.max_storage_buffers {
+            return Ok(None);
+        }
         let norm = folded.as_ref().map(FoldedNorm::input_norm);
         let packed = Quantised::Packed(&s.xq_words, &s.xq_scales);
-        act_quant(self.gpu, &mut self.plan, (x, packed), cols.unwrap_or(0), Rows::Tokens, norm)?;
-        Ok(true)
+        let width = cols.unwrap_or(0);
+        match downs.is_empty() {
+            true => act_quant(self.gpu, &mut self.plan, (x, packed), width, Rows::Tokens, norm)?,
+            false => {
+                let down = HgfDown { a: &downs, mid: &s.hgf_mid, normed_input: folded.is_some() };
+                act_quant_hgf(self.gpu, &mut self.plan, (x, packed), (width, Rows::Tokens), norm, &down)?
+            }
+        }
+        Ok(Some(SharedQuantisation { offsets, width: downs.iter().map(|a| a.rows).sum() }))
     }
 
-    /// The integer matvec of `l` on the block input [`quantise_block_input`](Self::quantise_block_input) left,
-    /// into columns `y_offset..` of rows `y_stride` wide, with `stacked` projections in the same dispatch.
-    fn quantised_product(
+    /// The integer matvecs of projections of the block input [`quantise_block_input`](Self::quantise_block_input)
+    /// left, each into `(buffer, first column, row width)` (width 0: its own rows). Projections that fill whole
+    /// outputs of their own go up to three to a dispatch, as the device's storage-buffer limit allows.
+    fn quantised_products(
         &mut self,
-        l: &LinearWeights,
-        (y, y_offset, y_stride): (&wgpu::Buffer, usize, usize),
-        stacked: &[Stacked],
+        layers: &[&LinearWeights],
+        outputs: &[(&wgpu::Buffer, usize, usize)],
+        q: &SharedQuantisation,
     ) -> Result<()> {
         let s = &self.res.scratch;
-        let call =
-            MatvecDp4 { y_offset, y_stride, stacked, ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &l.w, l.scale, y) };
-        Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?)
+        let mid = (!q.offsets.iter().all(Option::is_none)).then_some((&s.hgf_mid, q.width));
+        let hgf = |i: usize| q.correction(layers[i], i);
+        let whole = |i: usize| outputs[i].1 == 0 && (outputs[i].2 == 0 || outputs[i].2 == layers[i].w.rows);
+        let mut i = 0;
+        while i < layers.len() {
+            let (y, y_offset, y_stride) = outputs[i];
+            let first = MatvecDp4 {
+                y_offset,
+                y_stride,
+                mid,
+                hgf: hgf(i),
+                ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &layers[i].w, layers[i].scale, y)
+            };
+            let mut stacked: Vec<Stacked> = Vec::new();
+            let mut next = i + 1;
+            while first.w.blocks.len() == 1 && stacked.len() < 2 && next < layers.len() && whole(next) {
+                let l = layers[next];
+                stacked.push(Stacked { w: &l.w, scale: l.scale, y: outputs[next].0, hgf: hgf(next) });
+                let fits = l.w.blocks.len() == 1
+                    && dp4_bindings(&MatvecDp4 { stacked: &stacked, ..first }) <= self.gpu.info.max_storage_buffers;
+                if !fits {
+                    stacked.pop();
+                    break;
+                }
+                next += 1;
+            }
+            matvec_dp4(self.gpu, &mut self.plan, &MatvecDp4 { stacked: &stacked, ..first })?;
+            i = next;
+        }
+        Ok(())
     }
 
     /// Projections of the block input written side by side into rows of `width` (e.g. `[q | k | v]`): runs of up to
@@ -765,13 +852,9 @@ impl<'a> Builder<'a> {
         width: usize,
     ) -> Result<()> {
         let projections: Vec<&LinearWeights> = projections.into_iter().collect();
-        if self.quantise_block_input(&projections)? {
-            let mut offset = 0;
-            for l in projections {
-                self.quantised_product(l, (y, offset, width), &[])?;
-                offset += l.w.rows;
-            }
-            return Ok(());
+        if let Some(q) = self.quantise_block_input(&projections)? {
+            let outputs = side_by_side_outputs(&projections, y, width);
+            return self.quantised_products(&projections, &outputs, &q);
         }
         let (mut offset, mut i) = (0, 0);
         while i < projections.len() {
@@ -787,8 +870,7 @@ impl<'a> Builder<'a> {
             };
             if run > 1 {
                 let (x, folded) = self.folded_input(&self.res.scratch.h);
-                let rest: Vec<&ternlight_gpu::buffer::Weight> =
-                    projections[i + 1..i + run].iter().map(|l| &l.w).collect();
+                let rest: Vec<&Weight> = projections[i + 1..i + run].iter().map(|l| &l.w).collect();
                 let args = Linear {
                     scale: first.scale,
                     y_offset: offset,
@@ -897,17 +979,17 @@ impl<'a> Builder<'a> {
             unreachable!("attention weights")
         };
         let s = &self.res.scratch;
-        if self.quantise_block_input(&[q, k, v])? {
-            // One dispatch for all three where each matrix is one block.
-            let stacked = [Stacked { w: &k.w, scale: k.scale, y: &s.k }, Stacked { w: &v.w, scale: v.scale, y: &s.v }];
-            match [q, k, v].iter().all(|l| l.w.blocks.len() == 1) {
-                true => self.quantised_product(q, (&s.q, 0, 0), &stacked)?,
-                false => {
-                    for (l, y) in [(q, &s.q), (k, &s.k), (v, &s.v)] {
-                        self.quantised_product(l, (y, 0, 0), &[])?;
-                    }
-                }
-            }
+        // The output gate's projection reads the block input too: quantised with q, k and v where they are.
+        let mut layers = vec![q, k, v];
+        let mut outputs = vec![(&s.q, 0, 0), (&s.k, 0, 0), (&s.v, 0, 0)];
+        if let Some(gate) = gate {
+            layers.push(gate);
+            outputs.push((&s.attn_gate, 0, 0));
+        }
+        let mut gate_projected = false;
+        if let Some(shared) = self.quantise_block_input(&layers)? {
+            self.quantised_products(&layers, &outputs, &shared)?;
+            gate_projected = true;
         } else {
             self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
             self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
@@ -1001,7 +1083,9 @@ impl<'a> Builder<'a> {
         let out = match gate {
             None => attn,
             Some(gate) => {
-                self.linear(&s.h, gate, &s.attn_gate, Rows::Tokens, Epilogue::Store)?;
+                if !gate_projected {
+                    self.linear(&s.h, gate, &s.attn_gate, Rows::Tokens, Epilogue::Store)?;
+                }
                 gated_act(self.gpu, &mut self.plan, Activation::Sigmoid, &s.attn_gate, attn, &s.attn_gated, width)?;
                 &s.attn_gated
             }
@@ -1027,7 +1111,21 @@ impl<'a> Builder<'a> {
         };
         let s = &self.res.scratch;
         let width = g.qkv_width();
-        self.side_by_side(in_proj, &s.qkv_raw, width)?;
+        // A gate read straight from the block input shares the projections' quantisation where they take one.
+        let mut z_projected = false;
+        if let Some((None, up)) = z {
+            let mut layers: Vec<&LinearWeights> = in_proj.iter().collect();
+            let mut outputs = side_by_side_outputs(&layers, &s.qkv_raw, width);
+            layers.push(up);
+            outputs.push((&s.z, 0, 0));
+            if let Some(q) = self.quantise_block_input(&layers)? {
+                self.quantised_products(&layers, &outputs, &q)?;
+                z_projected = true;
+            }
+        }
+        if !z_projected {
+            self.side_by_side(in_proj, &s.qkv_raw, width)?;
+        }
         let call = ShortConv {
             x: &s.qkv_raw,
             weight: conv,
@@ -1053,7 +1151,7 @@ impl<'a> Builder<'a> {
                 self.linear_at(&s.low_rank, a, &s.ab, Rows::Tokens, Epilogue::Store, at)?;
             }
         }
-        if let Some((down, up)) = z {
+        if let (Some((down, up)), false) = (z, z_projected) {
             let input = match down {
                 Some(down) => {
                     self.linear(&s.h, down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
@@ -1085,14 +1183,26 @@ impl<'a> Builder<'a> {
             state,
             out: &s.lin_out,
         };
+        let gate_act = g.output_gate.as_ref().map(|z| z.act);
+        // Decode normalises (and gates) each head's outputs in the recurrent kernel where the norm is a plain
+        // per-head RMSNorm.
+        let plain_gate = gate_act.is_none_or(|a| matches!(a, Activation::Silu | Activation::Sigmoid));
+        let fused_norm = FoldedNorm::of(norm, g.head_v_dim).filter(|_| plain_gate && self.mode == Mode::Decode);
+        let head_norm = fused_norm.as_ref().map(|n| HeadOutputNorm {
+            weight: &n.0.w,
+            eps: n.0.spec.eps,
+            unit_offset: n.0.spec.unit_offset,
+            gate: gate_act.map(|act| (&s.z, act)),
+        });
         match self.mode {
             Mode::Prefill => gated_deltanet::chunked(self.gpu, &mut self.plan, &call, &s.chunk)?,
-            Mode::Decode => gated_deltanet::recurrent(self.gpu, &mut self.plan, &call)?,
+            Mode::Decode => gated_deltanet::recurrent(self.gpu, &mut self.plan, &call, head_norm.as_ref())?,
         }
-        let gate_act = g.output_gate.as_ref().map(|z| z.act);
+        if fused_norm.is_none() {
+            self.output_norm(norm, g.n_v_heads, gate_act)?;
+        }
         match self.inspection.ablated.iter().find(|x| x.slot == slot) {
             Some(ablated) => {
-                self.output_norm(norm, g.n_v_heads, gate_act)?;
                 let width = g.n_v_heads * g.head_v_dim;
                 let s = &self.res.scratch;
                 gated_act(
@@ -1106,7 +1216,7 @@ impl<'a> Builder<'a> {
                 )?;
                 self.project_residual(&ablated.out, out, post)
             }
-            None => self.output_norm_and_project(norm, g.n_v_heads, gate_act, out, post),
+            None => self.project_residual(&self.res.scratch.lin_out, out, post),
         }
     }
 
@@ -1655,20 +1765,22 @@ impl<'a> Builder<'a> {
             return Ok(linear(self.gpu, &mut self.plan, &args)?);
         }
         let one_block = gate.w.same_layout(&up.w) && gate.w.blocks.len() == 1;
-        if row_gate.is_none() && one_block && self.quantise_block_input(&[gate, up])? {
-            // Both integer products (each with its own scale) and the activation in one kernel.
-            let call = MatvecDp4 {
-                gated: Some((&up.w, up.scale, g.act)),
-                ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &gate.w, gate.scale, &s.act)
-            };
-            return Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?);
-        }
-        if !self.quantise_block_input(&[gate, up])? {
-            self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
-            self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
-        } else {
-            self.quantised_product(gate, (&s.gate, 0, 0), &[])?;
-            self.quantised_product(up, (&s.up, 0, 0), &[])?;
+        match self.quantise_block_input(&[gate, up])? {
+            Some(q) if row_gate.is_none() && one_block => {
+                // Both integer products (each with its own scale and correction) and the activation in one kernel.
+                let call = MatvecDp4 {
+                    gated: Some(Gated { up: &up.w, scale: up.scale, act: g.act, hgf: q.correction(up, 1) }),
+                    mid: Some((&s.hgf_mid, q.width)),
+                    hgf: q.correction(gate, 0),
+                    ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &gate.w, gate.scale, &s.act)
+                };
+                return Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?);
+            }
+            Some(q) => self.quantised_products(&[gate, up], &[(&s.gate, 0, 0), (&s.up, 0, 0)], &q)?,
+            None => {
+                self.linear(&s.h, gate, &s.gate, Rows::Tokens, Epilogue::Store)?;
+                self.linear(&s.h, up, &s.up, Rows::Tokens, Epilogue::Store)?;
+            }
         }
         let io = [&s.gate, &s.up, &s.act];
         match row_gate {

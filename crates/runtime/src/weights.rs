@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use std::future::Future;
+use std::sync::Arc;
 use ternlight_core::dtype::DType;
 use ternlight_core::reference::gated_delta::NO_DECAY_A_LOG;
 use ternlight_core::reference::{hgrn2, ternary};
@@ -72,8 +73,11 @@ fn fold_sub_norm(sub_norm: Option<NormWeights>, into: &mut LinearWeights) -> Opt
 /// Hybrid Gated Flow's low-rank path `g ⊙ B (A x)`: `A` in the stored dtype, `B` in f32 with the gate folded into
 /// its rows so that the correction is two plain products.
 pub struct HgfWeights {
-    /// `A` `[rank, in]`.
-    pub a: Weight,
+    /// `A` `[rank, in]`, one upload shared by the projections that are rows of one stored tensor (they read the same
+    /// correction input), so that decode computes their low-rank values once.
+    pub a: Arc<Weight>,
+    /// `a` was uploaded for an earlier projection of the same stored tensor, and is counted there.
+    pub a_shared: bool,
     /// `diag(g) B` `[out, rank]`.
     pub b: Weight,
 }
@@ -84,7 +88,7 @@ impl LinearWeights {
         self.w.bytes()
             + self.bias.as_ref().map_or(0, wgpu::Buffer::size)
             + self.input_norm.as_ref().map_or(0, NormWeights::bytes)
-            + self.hgf.as_ref().map_or(0, |h| h.a.bytes() + h.b.bytes())
+            + self.hgf.as_ref().map_or(0, |h| if h.a_shared { 0 } else { h.a.bytes() } + h.b.bytes())
     }
 }
 
@@ -563,6 +567,8 @@ struct Uploader<'a, P> {
     prefetch: &'a mut P,
     progress: LoadProgress,
     counted: std::collections::HashSet<String>,
+    /// HGF down projections uploaded so far, by tensor name.
+    lora_a: std::collections::HashMap<String, Arc<Weight>>,
     on_progress: &'a mut dyn FnMut(&LoadProgress),
 }
 
@@ -691,9 +697,17 @@ impl<P: Prefetch> Uploader<'_, P> {
         Ok(out)
     }
 
-    /// `A` as stored; `B` scaled row by row by the gate (one scalar or one per output channel).
+    /// `A` as stored (once per stored tensor); `B` scaled row by row by the gate (one scalar or one per output
+    /// channel).
     async fn hgf(&mut self, h: &Hgf, l: &LinearSpec) -> Result<HgfWeights> {
-        let a = self.matrix(&h.lora_a, h.rank, l.in_features).await?;
+        let (a, a_shared) = match self.lora_a.get(&h.lora_a) {
+            Some(a) => (a.clone(), true),
+            None => {
+                let a = Arc::new(self.matrix(&h.lora_a, h.rank, l.in_features).await?);
+                self.lora_a.insert(h.lora_a.clone(), a.clone());
+                (a, false)
+            }
+        };
         let gate = self.f32(&h.gate).await?;
         let stored = self.f32(&h.lora_b).await?;
         let mut b = Vec::with_capacity(l.out_features * h.rank);
@@ -704,7 +718,7 @@ impl<P: Prefetch> Uploader<'_, P> {
         let bytes: Vec<u8> = b.iter().flat_map(|v| v.to_le_bytes()).collect();
         let b =
             Weight::upload(self.gpu, &h.lora_b, DType::F32, l.out_features, h.rank, &bytes, self.gpu.info.max_binding)?;
-        Ok(HgfWeights { a, b })
+        Ok(HgfWeights { a, a_shared, b })
     }
 
     /// A linear layer's own product: the whole stored tensor, the rows of a fused one it selects, or ternary codes.
@@ -1096,6 +1110,7 @@ pub async fn upload(
         prefetch,
         progress: LoadProgress { tensors_total, bytes_total, layers_total: spec.layers.len(), ..Default::default() },
         counted: Default::default(),
+        lora_a: Default::default(),
         on_progress,
     };
     let embed = up.matrix(&spec.embed, spec.vocab, spec.hidden).await?;

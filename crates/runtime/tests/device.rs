@@ -30,8 +30,11 @@ fn prefill_diff(session: &mut Session, oracle: &Oracle) -> f32 {
 fn a_small_device_without_f16_or_subgroups_runs_the_model_or_refuses_it_up_front() {
     let oracle = Oracle::open(&fixture()).unwrap();
     // The llama fixture's largest weights are 32 KiB: 16 KiB bindings split them into row blocks.
-    let options =
-        GpuOptions { without: wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP, max_binding: Some(16384) };
+    let options = GpuOptions {
+        without: wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP,
+        max_binding: Some(16384),
+        ..Default::default()
+    };
     let gpu = Arc::new(pollster::block_on(Gpu::with_options(&options)).unwrap());
     assert!(!gpu.info.shader_f16 && !gpu.info.subgroups && gpu.info.max_binding == 16384);
     let session_options = SessionOptions { max_context: Some(96), prefill_capacity: 2, ..Default::default() };

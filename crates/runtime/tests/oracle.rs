@@ -8,7 +8,7 @@ use ternlight_core::sampling::{Sampler, SamplingParams};
 use ternlight_core::spec::{MixerSpec, ModelSpec};
 use ternlight_core::tensors::SafetensorsCheckpoint;
 use ternlight_gpu::kernels::sample::Draw;
-use ternlight_gpu::Gpu;
+use ternlight_gpu::{Gpu, GpuOptions};
 use ternlight_runtime::generate::generate;
 use ternlight_runtime::{Session, SessionOptions};
 
@@ -37,6 +37,16 @@ fn session(arch: &str, options: SessionOptions) -> Session {
     session_on(gpu(), arch, options)
 }
 
+/// The logits of `ids` fed one token at a time from an empty context.
+fn step_through(s: &mut Session, ids: &[u32]) -> Vec<f32> {
+    s.reset();
+    let mut stepped = pollster::block_on(s.prefill(&ids[..1], &[0])).unwrap();
+    for &id in &ids[1..] {
+        stepped.extend(pollster::block_on(s.step(id)).unwrap());
+    }
+    stepped
+}
+
 fn check(arch: &str) {
     let oracle = Oracle::open(&fixture(arch)).unwrap();
     let mut s = session(arch, SessionOptions::default());
@@ -49,11 +59,7 @@ fn check(arch: &str) {
     eprintln!("{arch} prefill diff {d}");
     assert!(d < 1e-3, "{arch} prefill: max abs diff {d}");
 
-    s.reset();
-    let mut stepped = pollster::block_on(s.prefill(&oracle.input_ids[..1], &[0])).unwrap();
-    for &id in &oracle.input_ids[1..] {
-        stepped.extend(pollster::block_on(s.step(id)).unwrap());
-    }
+    let stepped = step_through(&mut s, &oracle.input_ids);
     let d = max_abs_diff(&stepped, &oracle.logits);
     assert!(d < 1e-3, "{arch} token-by-token: max abs diff {d}");
 
@@ -202,6 +208,27 @@ fn decode_takes_at_most_ten_dispatches_per_layer() {
         let layers = s.spec().layers.len();
         let dispatches = s.decode_dispatches();
         assert!(dispatches <= 10 * layers + 3, "{arch}: {dispatches} dispatches for {layers} layers");
+    }
+}
+
+/// Decode fuses Hybrid Gated Flow projections (the demo's, and BitNet's with per-channel gates) as far as the
+/// device's storage-buffer limit allows: on WebGPU's guaranteed 8 per kernel it stacks fewer products into a
+/// dispatch, and both devices decode the oracle's logits.
+#[test]
+fn hgf_decode_fuses_within_the_storage_buffer_limit() {
+    let options = GpuOptions { max_storage_buffers: Some(8), ..Default::default() };
+    let small = Arc::new(pollster::block_on(Gpu::with_options(&options)).unwrap());
+    assert_eq!(small.info.max_storage_buffers, 8);
+    for arch in ["demo", "bitnet_hgf"] {
+        let oracle = Oracle::open(&fixture(arch)).unwrap();
+        let mut counts = Vec::new();
+        for g in [gpu(), small.clone()] {
+            let mut s = session_on(g.clone(), arch, SessionOptions::default());
+            let d = max_abs_diff(&step_through(&mut s, &oracle.input_ids), &oracle.logits);
+            assert!(d < 1e-3, "{arch} with {} storage buffers: max abs diff {d}", g.info.max_storage_buffers);
+            counts.push(s.decode_dispatches());
+        }
+        assert!(gpu().info.max_storage_buffers > 8 && counts[0] < counts[1], "{arch}: dispatches {counts:?}");
     }
 }
 

@@ -6,6 +6,7 @@ use crate::device::Gpu;
 use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
+use ternlight_core::spec::Activation;
 
 /// Tokens per chunk of the chunkwise kernels.
 pub const CHUNK: usize = 64;
@@ -34,6 +35,19 @@ pub struct DeltaNet<'a> {
     pub state: &'a wgpu::Buffer,
     /// Output `[tokens, n_v_heads * dv]`.
     pub out: &'a wgpu::Buffer,
+}
+
+/// A linear-attention layer's per-head output norm, applied by [`recurrent`] as it writes: RMSNorm over each value
+/// head's `dv` outputs, then times `act(z)` when gated (one dispatch fewer per decode step).
+pub struct HeadOutputNorm<'a> {
+    /// Weight `[dv]`, f32.
+    pub weight: &'a wgpu::Buffer,
+    /// Epsilon.
+    pub eps: f32,
+    /// `(1 + w)` weights.
+    pub unit_offset: bool,
+    /// The output gate `z` `[tokens, n_v_heads * dv]` and its activation (SiLU or sigmoid).
+    pub gate: Option<(&'a wgpu::Buffer, Activation)>,
 }
 
 /// Scratch of the chunkwise form, for up to `tokens` tokens (see [`ChunkScratch::new`]).
@@ -93,10 +107,29 @@ fn params(d: &DeltaNet) -> [u32; 3] {
     [d.n_k_heads as u32, d.n_v_heads as u32, (2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv) as u32]
 }
 
-/// Records the token-by-token recurrence over the forward's tokens (decode).
-pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet) -> Result<()> {
-    let defines = check(gpu, plan, d)?.flag("RECURRENT", true);
-    let buffers = [d.qkv.into(), d.ab.into(), d.gate_params.into(), d.state.into(), d.out.into()];
+/// Records the token-by-token recurrence over the forward's tokens (decode), its outputs through `norm` when given.
+pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, norm: Option<&HeadOutputNorm>) -> Result<()> {
+    let mut defines = check(gpu, plan, d)?.flag("RECURRENT", true);
+    let mut buffers = vec![d.qkv.into(), d.ab.into(), d.gate_params.into(), d.state.into(), d.out.into()];
+    if let Some(n) = norm {
+        if n.weight.size() < (d.dv * 4) as u64 {
+            return Err(GpuError::shape("gated_deltanet", format!("output norm weight under {} floats", d.dv)));
+        }
+        defines = defines
+            .flag("OUT_NORM", true)
+            .set("DV_POW2", d.dv.next_power_of_two())
+            .set("NORM_EPS", format!("{:?}", n.eps))
+            .set("NORM_OFFSET", if n.unit_offset { "1.0" } else { "0.0" });
+        buffers.push(n.weight.into());
+        if let Some((z, act)) = n.gate {
+            plan.check_rows("gated_deltanet", "output gate", z, Rows::Tokens, d.n_v_heads * d.dv)?;
+            if !matches!(act, Activation::Silu | Activation::Sigmoid) {
+                return Err(GpuError::shape("gated_deltanet", format!("output gate activation {act:?}")));
+            }
+            defines = defines.flag("GATE", true).set("GATE_ACT", super::mlp::act_name(act));
+            buffers.push(z.into());
+        }
+    }
     plan.dispatch(gpu, "linear/gated_deltanet.wgsl", &defines, &params(d), &buffers, Grid::Fixed(d.n_v_heads as u32))
 }
 

@@ -11,6 +11,7 @@ use crate::device::Gpu;
 use crate::error::{GpuError, Result};
 use crate::plan::{Grid, Plan, Rows, Work};
 use crate::shader::Defines;
+use ternlight_core::dtype::DType;
 use ternlight_core::spec::Activation;
 
 /// Where quantised activations go.
@@ -22,11 +23,12 @@ pub enum Quantised<'a> {
     Packed(&'a wgpu::Buffer, &'a wgpu::Buffer),
 }
 
-/// Hybrid Gated Flow's down projection, fused into [`act_quant_hgf`].
+/// Hybrid Gated Flow's down projections, fused into [`act_quant_hgf`]: those of every projection that shares the
+/// quantisation, each distinct matrix once.
 pub struct HgfDown<'a> {
-    /// `A` `[rank, width]` in its stored dtype, one block.
-    pub a: &'a Weight,
-    /// Output `[rows, rank]`: `x A^T` of the unquantised input.
+    /// Up to three matrices `A` `[rank_i, width]` of one stored dtype, one block each.
+    pub a: &'a [&'a Weight],
+    /// Output `[rows, sum of the ranks]`: `x A_i^T` of the unquantised input for each `A` side by side.
     pub mid: &'a wgpu::Buffer,
     /// `A` reads the normalised input (the norm is the block's pre-norm, folded into the quantiser) rather than the
     /// raw one (the norm is the layer's own, as fla's BitLinear applies it to the quantised path only).
@@ -46,7 +48,7 @@ pub fn act_quant(
     record_act_quant(gpu, plan, io, (width, rows), norm, None)
 }
 
-/// [`act_quant`] that also computes Hybrid Gated Flow's low-rank values `x A^T` from the same (unquantised) rows.
+/// [`act_quant`] that also computes Hybrid Gated Flow's low-rank values `x A_i^T` from the same (unquantised) rows.
 pub fn act_quant_hgf(
     gpu: &Gpu,
     plan: &mut Plan,
@@ -88,7 +90,8 @@ fn record_act_quant(
         }
     };
     // The reductions share one workgroup array of WG x LANES floats, kept within WebGPU's 16 KiB.
-    let lanes = 2 + hgf.map_or(0, |h| h.a.rows as u32);
+    let mid_width: usize = hgf.map_or(0, |h| h.a.iter().map(|a| a.rows).sum());
+    let lanes = 2 + mid_width as u32;
     let mut wg = gpu.tuning.wg;
     while wg > 1 && wg * lanes > WORKGROUP_FLOATS {
         wg /= 2;
@@ -103,22 +106,30 @@ fn record_act_quant(
         buffers.push(n.weight.into());
     }
     if let Some(h) = hgf {
-        let rank = h.a.rows;
-        if h.a.cols != width || h.a.blocks.len() != 1 {
+        let first = h.a.first().ok_or_else(|| GpuError::shape("act_quant", "HGF without a down projection"))?;
+        let alike = |a: &&Weight| a.cols == width && a.blocks.len() == 1 && a.dtype == first.dtype;
+        if h.a.len() > 3 || !h.a.iter().all(alike) {
+            let shapes: Vec<String> = h.a.iter().map(|a| format!("[{}, {}] {:?}", a.rows, a.cols, a.dtype)).collect();
             return Err(GpuError::shape(
                 "act_quant",
-                format!("HGF down projection [{rank}, {}] in one block", h.a.cols),
+                format!("HGF down projections {shapes:?}: up to three of width {width}, one dtype, one block each"),
             ));
         }
-        plan.check_rows("act_quant", "HGF values", h.mid, rows, rank)?;
+        plan.check_rows("act_quant", "HGF values", h.mid, rows, mid_width)?;
         defines = defines
             .flag("HGF", true)
             .flag("HGF_NORMED", h.normed_input && norm.is_some())
-            .set("RANK", rank)
+            .set("MID_WIDTH", mid_width)
             .set("MID_BINDING", 2 + buffers.len());
         buffers.push(h.mid.into());
-        defines = super::weight_defines(defines, h.a, 2 + buffers.len() as u32);
-        buffers.push((&h.a.blocks[0].buffer).into());
+        defines = super::weight_defines(defines, first, 2 + buffers.len() as u32);
+        for (i, a) in h.a.iter().enumerate() {
+            defines = defines.set(&format!("RANK{}", i + 1), a.rows);
+            if i > 0 {
+                defines = defines.set(&format!("W{}_BINDING", i + 1), 2 + buffers.len());
+            }
+            buffers.push((&a.blocks[0].buffer).into());
+        }
     }
     let grid = Grid::Flat { rows, per_row: 1, per_group: 1 };
     let (eps, offset) = norm.map_or((0.0, 0.0), |n| (n.eps, f32::from(u8::from(n.unit_offset))));
@@ -146,15 +157,26 @@ pub struct MatvecDp4<'a> {
     pub rows: Rows,
     /// Add to `y` instead of storing.
     pub accumulate: bool,
-    /// Hybrid Gated Flow's up projection, fused: the low-rank values `[rows, rank]` (from [`act_quant_hgf`]) and
-    /// `diag(g) B` `[n, rank]` f32 in one block.
-    pub hgf: Option<(&'a wgpu::Buffer, &'a Weight)>,
+    /// Hybrid Gated Flow's low-rank values `[rows, width]` (from [`act_quant_hgf`]) and that width, read by the
+    /// projections that have a correction.
+    pub mid: Option<(&'a wgpu::Buffer, usize)>,
+    /// `w`'s Hybrid Gated Flow correction, fused.
+    pub hgf: Option<HgfUp<'a>>,
     /// Up to two more projections of the same activations, computed in the same dispatch (stored, into outputs of
     /// their own).
     pub stacked: &'a [Stacked<'a>],
-    /// A gated MLP's up matrix (`w`'s shape) with its scale and the gate's activation: `y = act(x w^T scale) *
-    /// (x up^T up_scale)` in one dispatch.
-    pub gated: Option<(&'a Weight, f32, Activation)>,
+    /// A gated MLP's up projection: `y = act(x w^T scale) * (x up^T up_scale)` in one dispatch.
+    pub gated: Option<Gated<'a>>,
+}
+
+/// A Hybrid Gated Flow up projection fused into [`matvec_dp4`]: `diag(g) B` `[its rows, rank]` f32 in one block and
+/// the column of [`MatvecDp4::mid`] where its low-rank values start.
+#[derive(Clone, Copy)]
+pub struct HgfUp<'a> {
+    /// `diag(g) B`.
+    pub bg: &'a Weight,
+    /// First column of its values in the low-rank rows.
+    pub offset: usize,
 }
 
 /// A projection stacked below [`MatvecDp4::w`]: its ternary matrix (one block, `w`'s width), scale and output
@@ -166,6 +188,21 @@ pub struct Stacked<'a> {
     pub scale: f32,
     /// Output.
     pub y: &'a wgpu::Buffer,
+    /// Its Hybrid Gated Flow correction.
+    pub hgf: Option<HgfUp<'a>>,
+}
+
+/// The up projection of a gated MLP computed beside its gate ([`MatvecDp4::w`], same shape, one block).
+#[derive(Clone, Copy)]
+pub struct Gated<'a> {
+    /// Ternary weights.
+    pub up: &'a Weight,
+    /// Multiplier of the up product.
+    pub scale: f32,
+    /// The gate's activation.
+    pub act: Activation,
+    /// The up projection's Hybrid Gated Flow correction.
+    pub hgf: Option<HgfUp<'a>>,
 }
 
 impl<'a> MatvecDp4<'a> {
@@ -181,6 +218,7 @@ impl<'a> MatvecDp4<'a> {
             y_stride: 0,
             rows: Rows::Tokens,
             accumulate: false,
+            mid: None,
             hgf: None,
             stacked: &[],
             gated: None,
@@ -208,6 +246,18 @@ pub fn quantised_matvec(
     matvec_dp4(gpu, plan, &MatvecDp4::new(words, scales, w, 1.0, y))
 }
 
+/// Storage buffers [`matvec_dp4`] binds for `m`: activations, scales, output and matrix, two per stacked
+/// projection (matrix and output), the gated up matrix, and the low-rank values and one up projection per corrected
+/// projection. Callers keep fused products within [`crate::device::DeviceInfo::max_storage_buffers`].
+pub fn dp4_bindings(m: &MatvecDp4) -> u32 {
+    let corrected = [m.hgf.is_some(), m.gated.is_some_and(|g| g.hgf.is_some())]
+        .into_iter()
+        .chain(m.stacked.iter().map(|s| s.hgf.is_some()))
+        .filter(|&c| c)
+        .count() as u32;
+    4 + 2 * m.stacked.len() as u32 + u32::from(m.gated.is_some()) + corrected + u32::from(corrected > 0)
+}
+
 /// Records the integer-path product, one dispatch per weight block.
 pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     if !dp4_ready(gpu, m.w) {
@@ -221,15 +271,20 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     plan.check_rows("matvec_dp4", "activations", m.xq, m.rows, k / 4)?;
     plan.check_rows("matvec_dp4", "scales", m.xs, m.rows, 1)?;
     plan.check_rows("matvec_dp4", "output", m.y, m.rows, stride)?;
+    let bindings = dp4_bindings(m);
+    if bindings > gpu.info.max_storage_buffers {
+        return Err(GpuError::shape(
+            "matvec_dp4",
+            format!("{bindings} storage buffers, over the device's {}", gpu.info.max_storage_buffers),
+        ));
+    }
     let t = &gpu.tuning;
     let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr);
-    let fused = !m.stacked.is_empty() || m.gated.is_some();
-    if fused {
-        let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.0)).collect();
+    if !m.stacked.is_empty() || m.gated.is_some() {
+        let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.up)).collect();
         let alike = |w: &Weight| dp4_ready(gpu, w) && w.cols == k && w.blocks.len() == 1;
-        let gate_shaped = m.gated.is_none_or(|g| g.0.rows == n);
-        if m.hgf.is_some()
-            || m.w.blocks.len() != 1
+        let gate_shaped = m.gated.is_none_or(|g| g.up.rows == n);
+        if m.w.blocks.len() != 1
             || m.stacked.len() > 2
             || (m.gated.is_some() && !m.stacked.is_empty())
             || !extra.iter().all(|w| alike(w))
@@ -237,26 +292,51 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         {
             return Err(GpuError::shape(
                 "matvec_dp4",
-                "stacked or gated products take one-block ternary matrices of one width, without HGF".to_string(),
+                "stacked or gated products take up to three one-block ternary matrices of one width".to_string(),
             ));
         }
         for s in m.stacked {
             plan.check_rows("matvec_dp4", "stacked output", s.y, m.rows, s.w.rows)?;
         }
     }
-    if let Some((_, _, act)) = m.gated {
-        defines = defines.flag("GATED", true).set("ACT", super::mlp::act_name(act));
+    if let Some(g) = m.gated {
+        defines = defines.flag("GATED", true).set("ACT", super::mlp::act_name(g.act));
     }
     defines = defines.flag("STACKED", !m.stacked.is_empty()).flag("STACKED3", m.stacked.len() == 2);
-    if let Some((mid, bg)) = m.hgf {
-        if bg.rows != n || bg.blocks.len() != 1 || bg.dtype != ternlight_core::dtype::DType::F32 {
-            return Err(GpuError::shape(
-                "matvec_dp4",
-                format!("HGF up projection [{}, {}] f32 in one block", bg.rows, bg.cols),
-            ));
+    // Corrections by projection: 1 is `w`, 2 the first stacked matrix or the gated up one, 3 the second stacked.
+    let corrections: Vec<(usize, HgfUp, usize)> = [(m.hgf, n)]
+        .into_iter()
+        .chain(m.stacked.iter().map(|s| (s.hgf, s.w.rows)))
+        .chain(m.gated.map(|g| (g.hgf, n)))
+        .enumerate()
+        .filter_map(|(i, (h, rows))| h.map(|h| (i + 1, h, rows)))
+        .collect();
+    let mut hgf_buffers: Vec<&wgpu::Buffer> = Vec::new();
+    if !corrections.is_empty() {
+        let Some((mid, width)) = m.mid else {
+            return Err(GpuError::shape("matvec_dp4", "HGF corrections without their low-rank values"));
+        };
+        plan.check_rows("matvec_dp4", "HGF values", mid, m.rows, width)?;
+        let first = 2 + 4 + 2 * m.stacked.len() + usize::from(m.gated.is_some());
+        defines = defines.flag("HGF", true).set("MID_WIDTH", width).set("MID_BINDING", first);
+        hgf_buffers.push(mid);
+        for (at, (i, h, rows)) in corrections.iter().enumerate() {
+            let bg = h.bg;
+            if bg.rows != *rows || bg.blocks.len() != 1 || bg.dtype != DType::F32 || h.offset + bg.cols > width {
+                return Err(GpuError::shape(
+                    "matvec_dp4",
+                    format!(
+                        "HGF up projection [{}, {}] f32 in one block for {rows} rows, values {}.. of {width}",
+                        bg.rows, bg.cols, h.offset
+                    ),
+                ));
+            }
+            defines = defines
+                .set(&format!("BG{i}_BINDING"), first + 1 + at)
+                .set(&format!("RANK{i}"), bg.cols)
+                .set(&format!("OFF{i}"), h.offset);
+            hgf_buffers.push(&bg.blocks[0].buffer);
         }
-        plan.check_rows("matvec_dp4", "HGF values", mid, m.rows, bg.cols)?;
-        defines = defines.flag("HGF", true).set("RANK", bg.cols);
     }
     // Stacked rows follow the first matrix's: segment boundaries and scales (the third's scale unused otherwise).
     let rows_of = |i: usize| m.stacked.get(i).map_or(0, |s| s.w.rows);
@@ -264,7 +344,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     for block in &m.w.blocks {
         let (seg1, seg2) = (block.rows, block.rows + rows_of(0));
         let n_block = seg2 + rows_of(1);
-        let scale2 = m.gated.map_or(scale_of(0), |g| g.1);
+        let scale2 = m.gated.map_or(scale_of(0), |g| g.scale);
         let params = [
             k as u32,
             n_block as u32,
@@ -281,25 +361,25 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         ];
         let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.ternary_nr), rows: m.rows, rows_per_group: 1 };
         let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
-        if let Some((mid, bg)) = m.hgf {
-            buffers.extend([mid.into(), (&bg.blocks[0].buffer).into()]);
-        }
         for s in m.stacked {
             buffers.extend([(&s.w.blocks[0].buffer).into(), s.y.into()]);
         }
-        if let Some((up, _, _)) = m.gated {
-            buffers.push((&up.blocks[0].buffer).into());
+        if let Some(g) = m.gated {
+            buffers.push((&g.up.blocks[0].buffer).into());
         }
+        buffers.extend(hgf_buffers.iter().map(|&b| crate::plan::Binding::from(b)));
         plan.dispatch(gpu, "ternary/matvec_dp4.wgsl", &defines, &params, &buffers, grid)?;
         let mut weight_bytes = block.buffer.size() + m.stacked.iter().map(|s| s.w.blocks[0].buffer.size()).sum::<u64>();
         let mut flops_per_row = 2 * (k * n_block) as u64;
-        if let Some((up, _, _)) = m.gated {
-            weight_bytes += up.blocks[0].buffer.size();
+        if let Some(g) = m.gated {
+            weight_bytes += g.up.blocks[0].buffer.size();
             flops_per_row += 2 * (k * block.rows) as u64;
         }
-        if let Some((_, bg)) = m.hgf {
-            weight_bytes += (bg.cols * block.rows * 4) as u64;
-            flops_per_row += 2 * (bg.cols * block.rows) as u64;
+        for (i, h, rows) in &corrections {
+            // Every row of a stacked or gated projection; `w`'s block's rows.
+            let rows = if *i == 1 { block.rows } else { *rows };
+            weight_bytes += (h.bg.cols * rows * 4) as u64;
+            flops_per_row += 2 * (h.bg.cols * rows) as u64;
         }
         plan.set_work(Work { weight_bytes, flops_per_row, rows: m.rows });
     }
