@@ -13,7 +13,8 @@
 // SPARSE (InfLLM-V2: a query sees the key blocks of SPARSE_BLOCK positions listed for its token and kv head at
 // bindings SPARSE_LIST/SPARSE_COUNT, SPARSE_MAX entries each; a count of 0 means dense) and ABSORB (hybrid
 // memory: keys past the window weigh 1 + s + s²/2, read from the cache while it still holds them and from the
-// Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it).
+// Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it) and OUT_GATE (gated
+// attention: each output channel leaves times the sigmoid of the gate at binding OUT_GATE, laid out like out).
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 #include "attention/ring.wgsl"
@@ -47,6 +48,19 @@ const HALF: u32 = {{ROT_HALF}}u;
 const SB: u32 = {{SPARSE_BLOCK}}u;
 const MAX_SEL: u32 = {{SPARSE_MAX}}u;
 #endif
+
+#if OUT_GATE
+@group(0) @binding({{OUT_GATE}}) var<storage, read> out_gate: array<f32>;
+#endif
+
+// Writes output channel i (gated with OUT_GATE).
+fn emit(i: u32, value: f32) {
+#if OUT_GATE
+    out[i] = value / (1.0 + exp(-out_gate[i]));
+#else
+    out[i] = value;
+#endif
+}
 
 const D: u32 = {{HEAD_DIM}}u;
 const DV: u32 = {{V_DIM}}u;

@@ -63,6 +63,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var v = 0u; v < vis.count; v++) {
             acc += scores[sb_row + v] * v_cache[kv_base(visible_key(vis, v), kvh) + d];
         }
-        out[group * DV + d] = acc / l;
+        emit(group * DV + d, acc / l);
     }
 }

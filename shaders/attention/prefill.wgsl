@@ -111,7 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (live) {
         let oi = (t * params.n_heads + h) * DV;
         for (var d = 0u; d < DV; d++) {
-            out[oi + d] = acc[d] / st.l;
+            emit(oi + d, acc[d] / st.l);
         }
     }
 }
@@ -168,9 +168,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
     for (var d = 0u; d < DV; d++) {
 #if DIFF
-        out[idx * DV + d] = acc[d] / st.l - params.lambda * acc2[d] / st2.l;
+        emit(idx * DV + d, acc[d] / st.l - params.lambda * acc2[d] / st2.l);
 #else
-        out[idx * DV + d] = acc[d] / st.l;
+        emit(idx * DV + d, acc[d] / st.l);
 #endif
     }
 }

@@ -658,6 +658,18 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
         assert_close(&got, &want, 1e-5, &format!("prefill kv_tile {kv_tile} {what}"));
     }
     check_decode(g, &a, (pos0, t, ctx), &want, &format!("decode {what}"));
+    // Gated attention: the output times the sigmoid of a gate laid out like it.
+    let gate = random(rng, want.len(), 3.0);
+    let gated: Vec<f32> = want.iter().zip(&gate).map(|(o, z)| o / (1.0 + (-z).exp())).collect();
+    let gb = g.upload_f32("gate", &gate);
+    let a = Attention { output_gate: Some(&gb), ..a };
+    for kv_tile in [0, 16] {
+        let mut plan = Plan::new(g);
+        attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
+        let got = run(&plan, &tokens(pos0, t), &ob, q.len());
+        assert_close(&got, &gated, 1e-5, &format!("gated prefill kv_tile {kv_tile} {what}"));
+    }
+    check_decode(g, &a, (pos0, t, ctx), &gated, &format!("gated decode {what}"));
 }
 
 /// Runs `a` (with its output redirected to a fresh buffer) through the decode kernel and compares with `want`.

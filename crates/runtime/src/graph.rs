@@ -129,8 +129,6 @@ pub struct Scratch {
     pub scores: wgpu::Buffer,
     /// Attention output gates `[capacity, max q width]`.
     pub attn_gate: wgpu::Buffer,
-    /// Gated attention output `[capacity, max q width]`.
-    pub attn_gated: wgpu::Buffer,
     /// Linear-attention projections before the conv `[capacity, max qkv width]`.
     pub qkv_raw: wgpu::Buffer,
     /// Linear-attention q/k/v after conv + SiLU `[capacity, max qkv width]`.
@@ -455,7 +453,6 @@ impl Resources {
             logits: gpu.zeros("logits", logit_capacity * spec.vocab),
             scores: gpu.zeros("scores", heads * key_reach),
             attn_gate: gpu.zeros("attn gate", capacity * qw),
-            attn_gated: gpu.zeros("attn gated", capacity * qw),
             qkv_raw: gpu.zeros("qkv raw", capacity * qkvw),
             qkv: gpu.zeros("qkv", capacity * qkvw),
             ab: gpu.zeros("ab", capacity * gate_w),
@@ -986,14 +983,13 @@ impl<'a> Builder<'a> {
             layers.push(gate);
             outputs.push((&s.attn_gate, 0, 0));
         }
-        let mut gate_projected = false;
-        if let Some(shared) = self.quantise_block_input(&layers)? {
-            self.quantised_products(&layers, &outputs, &shared)?;
-            gate_projected = true;
-        } else {
-            self.linear(&s.h, q, &s.q, Rows::Tokens, Epilogue::Store)?;
-            self.linear(&s.h, k, &s.k, Rows::Tokens, Epilogue::Store)?;
-            self.linear(&s.h, v, &s.v, Rows::Tokens, Epilogue::Store)?;
+        match self.quantise_block_input(&layers)? {
+            Some(shared) => self.quantised_products(&layers, &outputs, &shared)?,
+            None => {
+                for (l, (y, _, _)) in layers.into_iter().zip(outputs) {
+                    self.linear(&s.h, l, y, Rows::Tokens, Epilogue::Store)?;
+                }
+            }
         }
         let tables = self.res.rope_of_slot[slot].map(|r| &self.res.ropes[r].1);
         // StreamingLLM layers cache unrotated keys; attention rotates by cache position.
@@ -1055,6 +1051,7 @@ impl<'a> Builder<'a> {
             differential: *lambda,
             rotation,
             memory: memory.as_ref(),
+            output_gate: gate.as_ref().map(|_| &s.attn_gate),
             ..Attention::new((&s.q, &s.attn), (kc, vc, *rows), (a.n_heads, a.n_kv_heads, a.head_dim), &a.mask, a.scale)
         };
         match self.mode {
@@ -1080,20 +1077,10 @@ impl<'a> Builder<'a> {
             gated_act(self.gpu, &mut self.plan, Activation::Identity, &ablated.mask, attn, &ablated.out, width)?;
             attn = &ablated.out;
         }
-        let out = match gate {
-            None => attn,
-            Some(gate) => {
-                if !gate_projected {
-                    self.linear(&s.h, gate, &s.attn_gate, Rows::Tokens, Epilogue::Store)?;
-                }
-                gated_act(self.gpu, &mut self.plan, Activation::Sigmoid, &s.attn_gate, attn, &s.attn_gated, width)?;
-                &s.attn_gated
-            }
-        };
         if let Some(n) = sub_norm {
-            self.norm(n, width / n.spec.dim, Rows::Tokens, out, NormOutput::InPlace)?;
+            self.norm(n, width / n.spec.dim, Rows::Tokens, attn, NormOutput::InPlace)?;
         }
-        self.project_residual(out, o, post)
+        self.project_residual(attn, o, post)
     }
 
     fn gated_deltanet(

@@ -47,6 +47,8 @@ pub struct Attention<'a> {
     /// Hybrid memory (a mask that absorbs): the Taylor state `[n_kv_heads, features, head_dim + 1]` of the keys
     /// past the window, read here and filled by [`absorb`].
     pub memory: Option<&'a wgpu::Buffer>,
+    /// Gated attention (Qwen3-Next, Qwen3.5): the output leaves times the sigmoid of this gate, laid out like it.
+    pub output_gate: Option<&'a wgpu::Buffer>,
     /// q·k multiplier.
     pub scale: f32,
 }
@@ -76,6 +78,7 @@ impl<'a> Attention<'a> {
             differential: None,
             rotation: None,
             memory: None,
+            output_gate: None,
             scale,
         }
     }
@@ -89,6 +92,9 @@ pub fn memory_len(kv_heads: usize, d: usize) -> usize {
 fn check(plan: &Plan, a: &Attention) -> Result<()> {
     plan.check_rows("attention", "query", a.q, Rows::Tokens, a.n_heads * a.head_dim)?;
     plan.check_rows("attention", "output", a.out, Rows::Tokens, a.n_heads * a.v_dim)?;
+    if let Some(gate) = a.output_gate {
+        plan.check_rows("attention", "output gate", gate, Rows::Tokens, a.n_heads * a.v_dim)?;
+    }
     if a.head_dim == 0 || a.head_dim > MAX_HEAD_DIM || a.v_dim == 0 || a.v_dim > a.head_dim {
         return Err(GpuError::shape(
             "attention",
@@ -160,8 +166,8 @@ fn params(a: &Attention, scratch_stride: usize) -> [u32; 10] {
     ]
 }
 
-/// The kernel's defines and bindings for `a`: the optional pieces' bindings (block lists, or rotation tables)
-/// follow the kernel's `fixed` bindings (counted from 2).
+/// The kernel's defines and bindings for `a`: the optional pieces' bindings (block lists, or rotation tables, then
+/// the output gate) follow the kernel's `fixed` bindings (counted from 2).
 fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) -> (Defines, Vec<Binding<'b>>) {
     let extra = 2 + buffers.len();
     let mut defines = Defines::new().set("WG", gpu.tuning.wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
@@ -184,6 +190,10 @@ fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) ->
         let half = r.rotary_dim / 2;
         defines = defines.set("ROTATE", 1).set("ROT_HALF", half).set("ROT_COS", extra).set("ROT_SIN", extra + 1);
         buffers.extend([(&r.cos).into(), (&r.sin).into()]);
+    }
+    if let Some(gate) = a.output_gate {
+        defines = defines.set("OUT_GATE", 2 + buffers.len());
+        buffers.push(gate.into());
     }
     (defines, buffers)
 }
