@@ -2,9 +2,9 @@
 // q, k L2-normalised (eps 1e-6), q scaled by DK^-0.5, g = -exp(A_log) softplus(a + dt_bias),
 // beta = BETA_SCALE sigmoid(b) (2 where negative eigenvalues are allowed). With PER_CHANNEL (Kimi Delta Attention)
 // the decay is per key channel: S_t = diag(exp(g_t)) (...), g_t,d = -exp(A_log) softplus(a_t,d + dt_bias_d).
-// Layouts: qkv [T, C] = [q (Hk*DK) | k (Hk*DK) | v (HV*DV)] per token; ab [T, 2*HV] = [b | a] (PER_CHANNEL:
-// [T, HV + HV*DK]); gate_params [2*HV] = [A_log | dt_bias] (PER_CHANNEL: [HV + HV*DK]); state [HV, DK, DV];
-// out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
+// Layouts: qkv [T, C] = [q (Hk*DK) | k (Hk*DK) | v (HV*DV)] per token; ab: [b | a] (2*HV floats; PER_CHANNEL:
+// HV + HV*DK) per token, at columns ab_offset.. of rows ab_stride wide; gate_params [2*HV] = [A_log | dt_bias]
+// (PER_CHANNEL: [HV + HV*DK]); state [HV, DK, DV]; out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
 // Variants:
 //   RECURRENT    one workgroup per value head, one invocation per state column v; tokens in order (decode).
 //                OUT_NORM: each head's DV outputs leave through the layer's output norm, RMSNorm with norm_w [DV]
@@ -21,6 +21,8 @@ struct Params {
     n_k_heads: u32,
     n_v_heads: u32,
     width: u32,       // C, floats per token in qkv
+    ab_offset: u32,   // first float of a token's gate inputs in its ab row
+    ab_stride: u32,   // floats per token in ab
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
@@ -44,14 +46,6 @@ fn key_head(h: u32) -> u32 {
     return h / (params.n_v_heads / params.n_k_heads);
 }
 
-// Floats per token of the gate inputs.
-fn ab_width() -> u32 {
-#if PER_CHANNEL
-    return params.n_v_heads * (1u + DK);
-#else
-    return 2u * params.n_v_heads;
-#endif
-}
 
 // 1 / |x| with the reference's epsilon, for q (scaled by DK^-0.5) or k of token t.
 fn inv_norm(t: u32, kh: u32, is_q: bool) -> f32 {
@@ -151,6 +145,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 #else
 @group(0) @binding(3) var<storage, read> ab: array<f32>;
+
+// Gate input i of token t.
+fn ab_at(t: u32, i: u32) -> f32 {
+    return ab[t * params.ab_stride + params.ab_offset + i];
+}
 @group(0) @binding(4) var<storage, read> gate_params: array<f32>;
 
 fn softplus(x: f32) -> f32 {
@@ -163,10 +162,10 @@ fn softplus(x: f32) -> f32 {
 // (g, beta) of token t, value head h (g is 0 with PER_CHANNEL: see channel_decay).
 fn gates(t: u32, h: u32) -> vec2<f32> {
     let hv = params.n_v_heads;
-    let b = ab[t * ab_width() + h];
+    let b = ab_at(t, h);
     var g = 0.0;
 #if !PER_CHANNEL
-    g = -exp(gate_params[h]) * softplus(ab[t * ab_width() + hv + h] + gate_params[hv + h]);
+    g = -exp(gate_params[h]) * softplus(ab_at(t, hv + h) + gate_params[hv + h]);
 #endif
     return vec2<f32>(g, {{BETA_SCALE}} / (1.0 + exp(-b)));
 }
@@ -175,7 +174,7 @@ fn gates(t: u32, h: u32) -> vec2<f32> {
 fn channel_decay(t: u32, h: u32, d: u32) -> f32 {
 #if PER_CHANNEL
     let hv = params.n_v_heads;
-    let a = ab[t * ab_width() + hv + h * DK + d];
+    let a = ab_at(t, hv + h * DK + d);
     return -exp(gate_params[h]) * softplus(a + gate_params[hv + h * DK + d]);
 #else
     return gates(t, h).x;

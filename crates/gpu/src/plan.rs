@@ -127,11 +127,15 @@ pub enum Op {
         /// Leading rows pinned to the first positions (attention sinks); later positions cycle through the rest.
         pinned: u64,
     },
-    /// Copies this forward's rows of `src` (`[n_tokens, row]`) to the same rows of `dst` (a block without a pre-norm
-    /// reads the stream through a copy, since a kernel may not read and accumulate into one buffer).
+    /// Copies this forward's rows of `src` to the same rows of `dst` (`[n_tokens, row]`): a block without a
+    /// pre-norm reads the stream through a copy, since a kernel may not read and accumulate into one buffer, and
+    /// attention taps keep a layer's projections. Source rows may sit inside wider ones ([`Op::copy_rows`] for
+    /// rows that do not).
     CopyTokenRows {
         /// Source rows.
         src: wgpu::Buffer,
+        /// Byte offset of the first row's bytes in `src`, and bytes from one source row to the next.
+        src_at: (u64, u64),
         /// Destination rows.
         dst: wgpu::Buffer,
         /// Bytes per row.
@@ -149,6 +153,13 @@ pub enum Op {
         /// Bytes per row.
         row_bytes: u64,
     },
+}
+
+impl Op {
+    /// Copies this forward's rows of `src` to the same rows of `dst`, both `row_bytes` wide.
+    pub fn copy_rows(src: &wgpu::Buffer, dst: &wgpu::Buffer, row_bytes: u64) -> Self {
+        Op::CopyTokenRows { src: src.clone(), src_at: (0, row_bytes), dst: dst.clone(), row_bytes }
+    }
 }
 
 /// The work of one dispatch of a linear layer: the weight bytes it reads (once per dispatch, the least a product can
@@ -340,8 +351,14 @@ impl Plan {
                         encoder.copy_buffer_to_buffer(src, from * row_bytes, dst, to * row_bytes, rows * row_bytes);
                     }
                 }
-                Op::CopyTokenRows { src, dst, row_bytes } => {
-                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, step.n_tokens as u64 * row_bytes);
+                Op::CopyTokenRows { src, src_at: (offset, stride), dst, row_bytes } => {
+                    let n = step.n_tokens as u64;
+                    match *stride == *row_bytes {
+                        true => encoder.copy_buffer_to_buffer(src, *offset, dst, 0, n * row_bytes),
+                        false => (0..n).for_each(|t| {
+                            encoder.copy_buffer_to_buffer(src, offset + t * stride, dst, t * row_bytes, *row_bytes)
+                        }),
+                    }
                 }
                 Op::Stage(_) => {}
                 Op::GatherLogitRows { src, dst, row_bytes } => {

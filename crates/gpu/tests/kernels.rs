@@ -878,11 +878,18 @@ mod gdn {
         gated_delta::recurrent(&q, &k, &v, gated_delta::Decay::PerHead(&g), &beta, state, d)
     }
 
+    /// `ab`'s rows of `width` placed at column 2 of rows 3 wider, as a fused projection leaves them.
+    fn embedded(ab: &[f32], width: usize) -> Vec<f32> {
+        ab.chunks_exact(width).flat_map(|row| [&[7.0, -7.0][..], row, &[9.0]].concat()).collect()
+    }
+
+    /// `c` through the kernels, its gate inputs read from inside wider rows.
     fn gpu_run(c: &Case, state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
         let g = gpu();
         let d = &c.d;
         let t = c.ab.len() / (2 * d.n_v_heads);
-        let (qkv, ab, params) = (g.upload_f32("qkv", &c.qkv), g.upload_f32("ab", &c.ab), g.upload_f32("p", &c.params));
+        let ab = g.upload_f32("ab", &embedded(&c.ab, 2 * d.n_v_heads));
+        let (qkv, params) = (g.upload_f32("qkv", &c.qkv), g.upload_f32("p", &c.params));
         let out = g.zeros("out", t * d.n_v_heads * d.dv);
         let call = DeltaNet {
             n_k_heads: d.n_k_heads,
@@ -891,6 +898,7 @@ mod gdn {
             dv: d.dv,
             qkv: &qkv,
             ab: &ab,
+            ab_columns: (2, 2 * d.n_v_heads + 3),
             gate_params: &params,
             per_channel: false,
             beta_scale: c.beta_scale,
@@ -963,6 +971,7 @@ mod gdn {
                     dv: d.dv,
                     qkv: &qkv,
                     ab: &ab,
+                    ab_columns: (0, 0),
                     gate_params: &params,
                     per_channel: false,
                     beta_scale: c.beta_scale,
@@ -1016,6 +1025,7 @@ mod gdn {
                     dv: d.dv,
                     qkv: &qb,
                     ab: &abb,
+                    ab_columns: (0, 0),
                     gate_params: &pb,
                     per_channel: true,
                     beta_scale: 1.0,

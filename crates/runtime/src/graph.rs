@@ -173,8 +173,9 @@ pub struct Scratch {
     pub xq_words: wgpu::Buffer,
     /// Per-token dequantisation factors of `xq_words` `[capacity]`.
     pub xq_scales: wgpu::Buffer,
-    /// Hybrid Gated Flow's low-rank activations `[capacity, 3 x max rank]`: one layer's, or up to three distinct
-    /// corrections' side by side for projections that share one quantisation in decode.
+    /// Hybrid Gated Flow's low-rank activations `[capacity, 3 x max rank + gate inputs]`: one layer's, or up to
+    /// three distinct corrections' side by side for projections that share one quantisation in decode, with a
+    /// Gated DeltaNet's gate inputs there.
     pub hgf_mid: wgpu::Buffer,
     /// RWKV's token-shifted inputs `[capacity, hidden]`: six for a time mixer (the first also serves the channel
     /// mixer); none without RWKV layers.
@@ -433,6 +434,15 @@ impl Resources {
         }
         let h = spec.hidden;
         let hgf_rank = spec.layers.iter().map(LayerSpec::hgf_rank).max().unwrap_or(0);
+        // Decode's quantiser leaves a Gated DeltaNet's gate inputs beside the HGF values where its projections are
+        // ternary (see `Builder::gated_deltanet`).
+        let side_rows = (spec.layers.iter().flat_map(|l| l.mixer.parts()))
+            .filter_map(|m| match m {
+                MixerSpec::GatedDeltaNet(g) if g.in_proj.iter().any(|p| p.ternary.is_some()) => Some(g.gate_width()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         for (what, width) in [("queries", qw), ("MLP activations", inter), ("hidden states", h)] {
             check_binding(gpu, &format!("{what} for {capacity} tokens"), 4 * capacity as u64 * width as u64)?;
         }
@@ -475,7 +485,7 @@ impl Resources {
             xq: gpu.zeros("quantised activations", capacity * h.max(qw).max(inter)),
             xq_words: gpu.zeros("packed int8 activations", capacity * h.max(qw).max(inter).div_ceil(4)),
             xq_scales: gpu.zeros("activation scales", capacity),
-            hgf_mid: gpu.zeros("hgf correction", capacity * 3 * hgf_rank),
+            hgf_mid: gpu.zeros("hgf correction", capacity * (3 * hgf_rank + side_rows)),
             shifted: (0..if rwkv_v.is_some() { 6 } else { 0 })
                 .map(|_| gpu.zeros("token shift", capacity * h))
                 .collect(),
@@ -548,12 +558,6 @@ struct Builder<'a> {
     folded_norm: Option<FoldedNorm>,
 }
 
-/// A float linear layer with nothing beside its product (no bias, HGF correction or own norm): one that the fused
-/// kernels (stacked projections, gated pairs) can take.
-fn plain(l: &LinearWeights) -> bool {
-    !l.w.ternary && l.hgf.is_none() && l.bias.is_none() && l.input_norm.is_none()
-}
-
 /// Outputs `(y, first column, width)` that put the products of `layers` side by side in rows of `width`.
 fn side_by_side_outputs<'b>(
     layers: &[&LinearWeights],
@@ -572,6 +576,8 @@ struct SharedQuantisation {
     /// Per projection, the first column of its Hybrid Gated Flow low-rank values in `hgf_mid` (`None` without a
     /// correction).
     offsets: Vec<Option<usize>>,
+    /// The first column of the side matrix's products, when one was asked for.
+    side_offset: Option<usize>,
     /// Columns of `hgf_mid` written per token.
     width: usize,
 }
@@ -754,6 +760,16 @@ impl<'a> Builder<'a> {
     /// their Hybrid Gated Flow corrections (each distinct down projection once, up to three). Returns `None`,
     /// recording nothing, where they do not qualify.
     fn quantise_block_input(&mut self, layers: &[&LinearWeights]) -> Result<Option<SharedQuantisation>> {
+        self.quantise_block_input_with(layers, None)
+    }
+
+    /// [`quantise_block_input`](Self::quantise_block_input) that also leaves the products of `side`, an f32 matrix
+    /// of the same input, in `hgf_mid` (a Gated DeltaNet's gate inputs), among at most three matrices in all.
+    fn quantise_block_input_with(
+        &mut self,
+        layers: &[&LinearWeights],
+        side: Option<&Weight>,
+    ) -> Result<Option<SharedQuantisation>> {
         let cols = layers.first().map(|l| l.w.cols);
         let one_block = |h: &HgfWeights| h.a.blocks.len() == 1 && h.b.blocks.len() == 1;
         let qualifies = |l: &&LinearWeights| {
@@ -763,7 +779,8 @@ impl<'a> Builder<'a> {
                 && l.hgf.as_deref().is_none_or(one_block)
                 && Some(l.w.cols) == cols
         };
-        if self.shape() != MatmulShape::Vector || layers.len() < 2 || !layers.iter().all(qualifies) {
+        let products = layers.len() + usize::from(side.is_some());
+        if self.shape() != MatmulShape::Vector || products < 2 || !layers.iter().all(qualifies) {
             return Ok(None);
         }
         let mut downs: Vec<&Weight> = Vec::new();
@@ -777,12 +794,17 @@ impl<'a> Builder<'a> {
                 downs[..at].iter().map(|a| a.rows).sum()
             }));
         }
+        let side_offset = side.map(|w| {
+            downs.push(w);
+            downs[..downs.len() - 1].iter().map(|a| a.rows).sum()
+        });
         let s = &self.res.scratch;
         let (x, folded) = self.folded_input(&s.h);
         // The quantiser binds the input, words, scales, the norm, the low-rank values and the down projections.
         let bindings = 3 + u32::from(folded.is_some()) + u32::from(!downs.is_empty()) + downs.len() as u32;
         let same_dtype = downs.windows(2).all(|p| p[0].dtype == p[1].dtype);
-        if downs.len() > 3 || !same_dtype || bindings > self.gpu.info.max_storage_buffers {
+        let fits = |a: &&Weight| Some(a.cols) == cols && a.blocks.len() == 1;
+        if downs.len() > 3 || !same_dtype || !downs.iter().all(fits) || bindings > self.gpu.info.max_storage_buffers {
             return Ok(None);
         }
         let norm = folded.as_ref().map(FoldedNorm::input_norm);
@@ -795,7 +817,7 @@ impl<'a> Builder<'a> {
                 act_quant_hgf(self.gpu, &mut self.plan, (x, packed), (width, Rows::Tokens), norm, &down)?
             }
         }
-        Ok(Some(SharedQuantisation { offsets, width: downs.iter().map(|a| a.rows).sum() }))
+        Ok(Some(SharedQuantisation { offsets, side_offset, width: downs.iter().map(|a| a.rows).sum() }))
     }
 
     /// The integer matvecs of projections of the block input [`quantise_block_input`](Self::quantise_block_input)
@@ -857,7 +879,7 @@ impl<'a> Builder<'a> {
         while i < projections.len() {
             let first = projections[i];
             let stackable = |l: &LinearWeights| {
-                plain(l)
+                l.plain()
                     && l.w.blocks.len() == 1
                     && (l.w.dtype, l.w.cols, l.scale) == (first.w.dtype, first.w.cols, first.scale)
             };
@@ -1026,8 +1048,8 @@ impl<'a> Builder<'a> {
         if let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) {
             let [q, k] = &tap.rows;
             let q_row_bytes = (a.n_heads * a.head_dim * 4) as u64;
-            self.plan.push(Op::CopyTokenRows { src: s.q.clone(), dst: q.clone(), row_bytes: q_row_bytes });
-            self.plan.push(Op::CopyTokenRows { src: s.k.clone(), dst: k.clone(), row_bytes });
+            self.plan.push(Op::copy_rows(&s.q, q, q_row_bytes));
+            self.plan.push(Op::copy_rows(&s.k, k, row_bytes));
         }
         let (cache_rows, pinned) = (*rows as u64, *pinned as u64);
         self.plan.push(Op::AppendRows { src: s.k.clone(), dst: kc.clone(), row_bytes, cache_rows, pinned });
@@ -1090,7 +1112,7 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, gate_params, norm, out, .. } = w else {
+        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, ba, gate_params, norm, out, .. } = w else {
             unreachable!("gated deltanet weights")
         };
         let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[slot] else {
@@ -1098,21 +1120,30 @@ impl<'a> Builder<'a> {
         };
         let s = &self.res.scratch;
         let width = g.qkv_width();
-        // A gate read straight from the block input shares the projections' quantisation where they take one.
-        let mut z_projected = false;
+        let gate_width = g.gate_width();
+        // The projections of the block input share one quantisation where they take one: an output gate read
+        // straight from it, and the gate inputs as the quantiser's side products.
+        let mut layers: Vec<&LinearWeights> = in_proj.iter().collect();
+        let mut outputs = side_by_side_outputs(&layers, &s.qkv_raw, width);
         if let Some((None, up)) = z {
-            let mut layers: Vec<&LinearWeights> = in_proj.iter().collect();
-            let mut outputs = side_by_side_outputs(&layers, &s.qkv_raw, width);
             layers.push(up);
             outputs.push((&s.z, 0, 0));
-            if let Some(q) = self.quantise_block_input(&layers)? {
-                self.quantised_products(&layers, &outputs, &q)?;
-                z_projected = true;
-            }
         }
-        if !z_projected {
-            self.side_by_side(in_proj, &s.qkv_raw, width)?;
+        let shared = match layers.len() > in_proj.len() || ba.is_some() {
+            true => self.quantise_block_input_with(&layers, ba.as_ref())?,
+            false => None,
+        };
+        match &shared {
+            Some(q) => self.quantised_products(&layers, &outputs, q)?,
+            None => self.side_by_side(in_proj, &s.qkv_raw, width)?,
         }
+        let z_projected = shared.is_some() && layers.len() > in_proj.len();
+        // Where the gate inputs are: the quantiser's side products, or [b | a] side by side in `ab`.
+        let side_columns = shared.as_ref().and_then(|q| q.side_offset.map(|at| (at, q.width)));
+        let (ab, ab_columns) = match side_columns {
+            Some(columns) => (&s.hgf_mid, columns),
+            None => (&s.ab, (0, gate_width)),
+        };
         let call = ShortConv {
             x: &s.qkv_raw,
             weight: conv,
@@ -1127,15 +1158,16 @@ impl<'a> Builder<'a> {
             state_offset: 0,
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
-        let gate_width = g.gate_width();
-        match a_down {
-            // [b | a] side by side.
-            None => self.side_by_side([b, a], &s.ab, gate_width)?,
-            Some(down) => {
-                self.linear_cols(&s.h, b, &s.ab, 0, gate_width)?;
-                self.linear(&s.h, down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
-                let at = (g.n_v_heads, gate_width);
-                self.linear_at(&s.low_rank, a, &s.ab, Rows::Tokens, Epilogue::Store, at)?;
+        if side_columns.is_none() {
+            match a_down {
+                // [b | a] side by side.
+                None => self.side_by_side([b, a], &s.ab, gate_width)?,
+                Some(down) => {
+                    self.linear_cols(&s.h, b, &s.ab, 0, gate_width)?;
+                    self.linear(&s.h, down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
+                    let at = (g.n_v_heads, gate_width);
+                    self.linear_at(&s.low_rank, a, &s.ab, Rows::Tokens, Epilogue::Store, at)?;
+                }
             }
         }
         if let (Some((down, up)), false) = (z, z_projected) {
@@ -1150,9 +1182,11 @@ impl<'a> Builder<'a> {
         }
         if let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) {
             let [first, second] = &tap.rows;
-            self.plan.push(Op::CopyTokenRows { src: s.qkv.clone(), dst: first.clone(), row_bytes: (width * 4) as u64 });
+            self.plan.push(Op::copy_rows(&s.qkv, first, (width * 4) as u64));
+            let (offset, stride) = ab_columns;
             self.plan.push(Op::CopyTokenRows {
-                src: s.ab.clone(),
+                src: ab.clone(),
+                src_at: (offset as u64 * 4, stride as u64 * 4),
                 dst: second.clone(),
                 row_bytes: (gate_width * 4) as u64,
             });
@@ -1163,7 +1197,8 @@ impl<'a> Builder<'a> {
             dk: g.head_k_dim,
             dv: g.head_v_dim,
             qkv: &s.qkv,
-            ab: &s.ab,
+            ab,
+            ab_columns,
             gate_params,
             per_channel: g.decay.as_ref().is_some_and(|d| d.per_channel),
             beta_scale: g.beta_scale,
@@ -1243,7 +1278,7 @@ impl<'a> Builder<'a> {
         let Some(tap) = self.inspection.taps.iter().find(|t| t.slot == slot) else { return };
         for ((src, width), dst) in [Some(first), second].into_iter().flatten().zip(&tap.rows) {
             let row_bytes = (width * 4) as u64;
-            self.plan.push(Op::CopyTokenRows { src: src.clone(), dst: dst.clone(), row_bytes });
+            self.plan.push(Op::copy_rows(src, dst, row_bytes));
         }
     }
 
@@ -1454,7 +1489,7 @@ impl<'a> Builder<'a> {
             Some(n) => self.norm(n, 1, Rows::Tokens, &s.x, NormOutput::Write(&s.h)),
             None => {
                 let row_bytes = (self.hidden * 4) as u64;
-                self.plan.push(Op::CopyTokenRows { src: s.x.clone(), dst: s.h.clone(), row_bytes });
+                self.plan.push(Op::copy_rows(&s.x, &s.h, row_bytes));
                 Ok(())
             }
         }
@@ -1739,7 +1774,7 @@ impl<'a> Builder<'a> {
         let s = &self.res.scratch;
         let (gate, up) = (&w.gate, &w.up);
         let alike = gate.scale == up.scale && gate.w.same_layout(&up.w);
-        if row_gate.is_none() && plain(gate) && plain(up) && alike {
+        if row_gate.is_none() && gate.plain() && up.plain() && alike {
             // Both products and the activation in one kernel.
             let (x, folded) = self.folded_input(&s.h);
             let args = Linear {

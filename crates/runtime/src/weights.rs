@@ -83,6 +83,12 @@ pub struct HgfWeights {
 }
 
 impl LinearWeights {
+    /// A float layer with nothing beside its product (no bias, HGF correction or own norm): one that the fused
+    /// kernels (stacked projections, gated pairs) can take.
+    pub fn plain(&self) -> bool {
+        !self.w.ternary && self.hgf.is_none() && self.bias.is_none() && self.input_norm.is_none()
+    }
+
     /// Bytes resident on the GPU.
     pub fn bytes(&self) -> u64 {
         self.w.bytes()
@@ -156,6 +162,9 @@ pub enum MixerWeights {
         a_down: Option<LinearWeights>,
         /// Update-strength projection.
         b: LinearWeights,
+        /// `[b; a]` as one f32 matrix, where both are plain float projections beside ternary ones: decode's int8
+        /// quantiser computes the gate inputs as it quantises the block input.
+        ba: Option<Weight>,
         /// `[A_log | dt_bias]` f32.
         gate_params: wgpu::Buffer,
         /// The same on the host, for attention maps.
@@ -487,7 +496,17 @@ impl ModelWeights {
                             + opt(sub_norm)
                     }
                     MixerWeights::GatedDeltaNet {
-                        in_proj, conv, z, a, a_down, b, gate_params, norm: n, out, ..
+                        in_proj,
+                        conv,
+                        z,
+                        a,
+                        a_down,
+                        b,
+                        ba,
+                        gate_params,
+                        norm: n,
+                        out,
+                        ..
                     } => {
                         in_proj.iter().map(lin).sum::<u64>()
                             + conv.size()
@@ -495,6 +514,7 @@ impl ModelWeights {
                             + lin(a)
                             + a_down.as_ref().map_or(0, lin)
                             + lin(b)
+                            + ba.as_ref().map_or(0, Weight::bytes)
                             + gate_params.size()
                             + norm(n)
                             + lin(out)
@@ -603,6 +623,19 @@ impl<P: Prefetch> Uploader<'_, P> {
         Ok(values)
     }
 
+    /// Uploads `values` as an f32 `[rows, cols]` matrix named `name`.
+    fn f32_matrix(&self, name: &str, values: &[f32], rows: usize, cols: usize) -> Result<Weight> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok(Weight::upload(self.gpu, name, DType::F32, rows, cols, &bytes, self.gpu.info.max_binding)?)
+    }
+
+    /// The rows layer `l` uses of its stored matrix, decoded to f32, in output order.
+    async fn f32_rows(&mut self, l: &LinearSpec) -> Result<Vec<f32>> {
+        let all = self.f32(&l.weight).await?;
+        let cols = l.in_features;
+        Ok(l.row_indices().iter().flat_map(|&r| all[r * cols..(r + 1) * cols].iter().copied()).collect())
+    }
+
     fn info(&self, name: &str) -> Result<ternlight_core::tensors::TensorInfo> {
         Ok(self.source.info(name)?.ok_or_else(|| CoreError::MissingTensor { name: name.into() })?)
     }
@@ -697,13 +730,14 @@ impl<P: Prefetch> Uploader<'_, P> {
         Ok(out)
     }
 
-    /// `A` as stored (once per stored tensor); `B` scaled row by row by the gate (one scalar or one per output
-    /// channel).
+    /// `A` in f32 (exact from 16-bit, and one dtype with the other float matrices decode's quantiser reads), once per
+    /// stored tensor; `B` scaled row by row by the gate (one scalar or one per output channel).
     async fn hgf(&mut self, h: &Hgf, l: &LinearSpec) -> Result<HgfWeights> {
         let (a, a_shared) = match self.lora_a.get(&h.lora_a) {
             Some(a) => (a.clone(), true),
             None => {
-                let a = Arc::new(self.matrix(&h.lora_a, h.rank, l.in_features).await?);
+                let values = self.f32(&h.lora_a).await?;
+                let a = Arc::new(self.f32_matrix(&h.lora_a, &values, h.rank, l.in_features)?);
                 self.lora_a.insert(h.lora_a.clone(), a.clone());
                 (a, false)
             }
@@ -715,9 +749,7 @@ impl<P: Prefetch> Uploader<'_, P> {
             let g = gate[if h.per_channel { r } else { 0 }];
             b.extend(stored[r * h.rank..(r + 1) * h.rank].iter().map(|v| v * g));
         }
-        let bytes: Vec<u8> = b.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let b =
-            Weight::upload(self.gpu, &h.lora_b, DType::F32, l.out_features, h.rank, &bytes, self.gpu.info.max_binding)?;
+        let b = self.f32_matrix(&h.lora_b, &b, l.out_features, h.rank)?;
         Ok(HgfWeights { a, a_shared, b })
     }
 
@@ -868,13 +900,27 @@ impl<P: Prefetch> Uploader<'_, P> {
                 )
             }
         };
+        let b = self.linear(&g.b_proj).await?;
+        let fusable = a_down.is_none() && in_proj.iter().any(|l| l.w.ternary) && b.plain() && a.plain();
+        let ba = match (&g.decay, fusable) {
+            (Some(d), true) => {
+                let mut values = self.f32_rows(&g.b_proj).await?;
+                values.iter_mut().for_each(|v| *v *= b.scale);
+                let mut a_values = self.f32_rows(&d.a_proj).await?;
+                a_values.iter_mut().for_each(|v| *v *= a.scale);
+                values.extend(a_values);
+                Some(self.f32_matrix("gate inputs [b; a]", &values, b.w.rows + a.w.rows, b.w.cols)?)
+            }
+            _ => None,
+        };
         Ok(MixerWeights::GatedDeltaNet {
             in_proj,
             conv,
             z,
             a,
             a_down,
-            b: self.linear(&g.b_proj).await?,
+            b,
+            ba,
             gate_params,
             gate_host,
             norm: self.norm(&g.norm).await?,

@@ -23,8 +23,11 @@ pub struct DeltaNet<'a> {
     pub dv: usize,
     /// Conv outputs `[tokens, 2 * n_k_heads * dk + n_v_heads * dv]` = `[q | k | v]`.
     pub qkv: &'a wgpu::Buffer,
-    /// Gate inputs `[tokens, 2 * n_v_heads]` = `[b | a]` (per channel: `[b (n_v_heads) | a (n_v_heads * dk)]`).
+    /// Gate inputs `[b | a]` per token (`2 * n_v_heads` floats; per channel: `[b (n_v_heads) | a (n_v_heads *
+    /// dk)]`), at columns `ab_columns.0..` of rows `ab_columns.1` wide (0: the gate inputs' own width).
     pub ab: &'a wgpu::Buffer,
+    /// Where the gate inputs sit in `ab`'s rows: first column and row width.
+    pub ab_columns: (usize, usize),
     /// `[A_log | dt_bias]`: `2 * n_v_heads` f32 (per channel: `n_v_heads + n_v_heads * dk`).
     pub gate_params: &'a wgpu::Buffer,
     /// Decay per key channel (Kimi Delta Attention) rather than per head.
@@ -81,8 +84,11 @@ impl ChunkScratch {
 fn check(gpu: &Gpu, plan: &Plan, d: &DeltaNet) -> Result<Defines> {
     let width = 2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv;
     plan.check_rows("gated_deltanet", "qkv", d.qkv, Rows::Tokens, width)?;
-    let gate_width = if d.per_channel { d.n_v_heads * (1 + d.dk) } else { 2 * d.n_v_heads };
-    plan.check_rows("gated_deltanet", "gates", d.ab, Rows::Tokens, gate_width)?;
+    let (offset, stride) = ab_columns(d);
+    if offset + gate_width(d) > stride {
+        return Err(GpuError::shape("gated_deltanet", format!("gate inputs at {offset}.. of rows {stride} wide")));
+    }
+    plan.check_rows("gated_deltanet", "gates", d.ab, Rows::Tokens, stride)?;
     plan.check_rows("gated_deltanet", "output", d.out, Rows::Tokens, d.n_v_heads * d.dv)?;
     if d.n_k_heads == 0 || !d.n_v_heads.is_multiple_of(d.n_k_heads) {
         return Err(GpuError::shape(
@@ -103,8 +109,27 @@ fn check(gpu: &Gpu, plan: &Plan, d: &DeltaNet) -> Result<Defines> {
         .flag("PER_CHANNEL", d.per_channel))
 }
 
-fn params(d: &DeltaNet) -> [u32; 3] {
-    [d.n_k_heads as u32, d.n_v_heads as u32, (2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv) as u32]
+/// Floats of one token's gate inputs.
+fn gate_width(d: &DeltaNet) -> usize {
+    if d.per_channel {
+        d.n_v_heads * (1 + d.dk)
+    } else {
+        2 * d.n_v_heads
+    }
+}
+
+/// The gate inputs' first column and row width in `ab`.
+fn ab_columns(d: &DeltaNet) -> (usize, usize) {
+    match d.ab_columns {
+        (offset, 0) => (offset, gate_width(d)),
+        columns => columns,
+    }
+}
+
+fn params(d: &DeltaNet) -> [u32; 5] {
+    let (offset, stride) = ab_columns(d);
+    let width = 2 * d.n_k_heads * d.dk + d.n_v_heads * d.dv;
+    [d.n_k_heads as u32, d.n_v_heads as u32, width as u32, offset as u32, stride as u32]
 }
 
 /// Records the token-by-token recurrence over the forward's tokens (decode), its outputs through `norm` when given.
