@@ -6,10 +6,11 @@ requires packed_4x8_integer_dot_product;
 // group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
 // outputs of one row, its lanes splitting K.
 // y[m, n_offset + n] (+)= (that sum) * xs[m] * scale.
-// STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]) and rows seg2.. from w3 (scale3, into
-// y3), so one dispatch serves up to three projections of the same activations. GATED: a second matrix w2 of the
+// STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]), with STACKED3 rows seg2.. from w3
+// (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
+// projections of the same activations. GATED: a second matrix w2 of the
 // same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
-// Hybrid Gated Flow: BGi_BINDING gives projection i (1: w, 2: w2, 3: w3) its correction, added to its product
+// Hybrid Gated Flow: BGi_BINDING gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
 // before the activation: + sum_r bgi[row, r] mid[m, OFFi + r] (bgi [its rows, RANKi] f32 with the gate folded in;
 // mid [rows, MID_WIDTH] the low-rank values act_quant.wgsl computed beside the quantisation).
 #include "common/step.wgsl"
@@ -27,9 +28,11 @@ struct Params {
     accumulate: u32,
     w_row0: u32,  // first weight row of this block
     seg1: u32,    // STACKED: first row from w2 (n_block when nothing is stacked)
-    seg2: u32,    // STACKED: first row from w3
+    seg2: u32,    // STACKED3: first row from w3 (n_block without it)
     scale2: f32,
     scale3: f32,
+    seg3: u32,    // STACKED4: first row from w4 (n_block without it)
+    scale4: f32,
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> xq: array<u32>;
@@ -43,6 +46,10 @@ struct Params {
 #if STACKED3
 @group(0) @binding(8) var<storage, read> w3: array<u32>;
 @group(0) @binding(9) var<storage, read_write> y3: array<f32>;
+#endif
+#if STACKED4
+@group(0) @binding(10) var<storage, read> w4: array<u32>;
+@group(0) @binding(11) var<storage, read_write> y4: array<f32>;
 #endif
 #if GATED
 @group(0) @binding(6) var<storage, read> w2: array<u32>;
@@ -88,11 +95,27 @@ fn correction3(m: u32, row: u32) -> f32 {
     return c;
 }
 #endif
+#if BG4_BINDING
+@group(0) @binding({{BG4_BINDING}}) var<storage, read> bg4: array<f32>;
+
+fn correction4(m: u32, row: u32) -> f32 {
+    var c = 0.0;
+    for (var r = 0u; r < {{RANK4}}u; r++) {
+        c += bg4[row * {{RANK4}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF4}}u + r];
+    }
+    return c;
+}
+#endif
 
 var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
 
 // Code word j of output row n of the (stacked) matrix.
 fn code_word(n: u32, j: u32, words: u32) -> u32 {
+#if STACKED4
+    if (n >= params.seg3) {
+        return w4[(n - params.seg3) * words + j];
+    }
+#endif
 #if STACKED3
     if (n >= params.seg2) {
         return w3[(n - params.seg2) * words + j];
@@ -166,13 +189,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let sum_all = partial[(SLOTS - 1u) * {{WG}}u];
     let total = f32(partial[lid * {{WG}}u] - sum_all) * xs[m];
     let n = n0 + lid;
+#if STACKED4
+    if (n >= params.seg3) {
+        var v4 = total * params.scale4;
+#if BG4_BINDING
+        v4 += correction4(m, n - params.seg3);
+#endif
+        y4[m * (params.n_block - params.seg3) + n - params.seg3] = v4;
+        return;
+    }
+#endif
 #if STACKED3
     if (n >= params.seg2) {
         var v3 = total * params.scale3;
 #if BG3_BINDING
         v3 += correction3(m, n - params.seg2);
 #endif
-        y3[m * (params.n_block - params.seg2) + n - params.seg2] = v3;
+        y3[m * (params.seg3 - params.seg2) + n - params.seg2] = v3;
         return;
     }
 #endif

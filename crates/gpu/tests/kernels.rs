@@ -2202,10 +2202,10 @@ fn gpu_sampling_draws_the_reference_token() {
     }
 }
 
-/// Up to three ternary projections of the same int8 activations in one integer matvec (each with its scale and its
+/// Up to four ternary projections of the same int8 activations in one integer matvec (each with its scale and its
 /// own output), and a gated MLP's two ternary products with the activation in one, against the separate
 /// reference products, at sizes that are not multiples of the outputs per workgroup; each with and without Hybrid
-/// Gated Flow corrections, whose down projections (distinct, or one shared by two projections) the quantiser
+/// Gated Flow corrections, whose down projections (distinct, and one shared by two projections) the quantiser
 /// computes side by side.
 #[test]
 fn stacked_and_gated_ternary_matvecs_match_reference() {
@@ -2273,14 +2273,12 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
         }
         y
     };
-    // Which down projection each part reads (and its column in mid): none; each its own; parts 0 and 3 one shared.
-    let own = [Some((0, 0)), Some((1, 3)), Some((2, 8))];
-    let shared = [Some((0, 0)), Some((1, 3)), Some((0, 0))];
-    for (layout, picks) in [("plain", [None; 3]), ("hgf", own), ("shared hgf", shared)] {
-        for count in [2, 3] {
-            // The shared layout's third part is part 3 (the same rank as part 0).
-            let chosen: Vec<&Part> =
-                (0..count).map(|i| if layout == "shared hgf" && i == 2 { &parts[3] } else { &parts[i] }).collect();
+    // Which down projection each part reads (and its column in mid): none, or its own but for part 3, which shares
+    // part 0's (rank 3).
+    let corrected = [Some((0, 0)), Some((1, 3)), Some((2, 8)), Some((0, 0))];
+    for (layout, picks) in [("plain", [None; 4]), ("hgf", corrected)] {
+        for count in [2, 3, 4] {
+            let chosen: Vec<&Part> = parts[..count].iter().collect();
             let outs: Vec<wgpu::Buffer> = chosen.iter().map(|p| g.zeros("y", rows * p.w.rows)).collect();
             let hgf = |i: usize| picks[i].map(|(_, offset)| HgfUp { bg: &chosen[i].bw, offset });
             let stacked: Vec<Stacked> = (1..count)
@@ -2288,8 +2286,7 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
                 .collect();
             let distinct: Vec<&Weight> = match layout {
                 "plain" => vec![],
-                "hgf" => down_weights[..count].iter().collect(),
-                _ => down_weights[..2].iter().collect(),
+                _ => down_weights[..count.min(3)].iter().collect(),
             };
             let mut plan = Plan::new(g);
             quantise(&mut plan, (!distinct.is_empty()).then_some(&distinct[..]));

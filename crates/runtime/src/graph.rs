@@ -822,7 +822,7 @@ impl<'a> Builder<'a> {
 
     /// The integer matvecs of projections of the block input [`quantise_block_input`](Self::quantise_block_input)
     /// left, each into `(buffer, first column, row width)` (width 0: its own rows). Projections that fill whole
-    /// outputs of their own go up to three to a dispatch, as the device's storage-buffer limit allows.
+    /// outputs of their own go up to four to a dispatch, as the device's storage-buffer limit allows.
     fn quantised_products(
         &mut self,
         layers: &[&LinearWeights],
@@ -845,7 +845,7 @@ impl<'a> Builder<'a> {
             };
             let mut stacked: Vec<Stacked> = Vec::new();
             let mut next = i + 1;
-            while first.w.blocks.len() == 1 && stacked.len() < 2 && next < layers.len() && whole(next) {
+            while first.w.blocks.len() == 1 && stacked.len() < 3 && next < layers.len() && whole(next) {
                 let l = layers[next];
                 stacked.push(Stacked { w: &l.w, scale: l.scale, y: outputs[next].0, hgf: hgf(next) });
                 let fits = l.w.blocks.len() == 1

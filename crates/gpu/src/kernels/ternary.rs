@@ -162,7 +162,7 @@ pub struct MatvecDp4<'a> {
     pub mid: Option<(&'a wgpu::Buffer, usize)>,
     /// `w`'s Hybrid Gated Flow correction, fused.
     pub hgf: Option<HgfUp<'a>>,
-    /// Up to two more projections of the same activations, computed in the same dispatch (stored, into outputs of
+    /// Up to three more projections of the same activations, computed in the same dispatch (stored, into outputs of
     /// their own).
     pub stacked: &'a [Stacked<'a>],
     /// A gated MLP's up projection: `y = act(x w^T scale) * (x up^T up_scale)` in one dispatch.
@@ -285,14 +285,14 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         let alike = |w: &Weight| dp4_ready(gpu, w) && w.cols == k && w.blocks.len() == 1;
         let gate_shaped = m.gated.is_none_or(|g| g.up.rows == n);
         if m.w.blocks.len() != 1
-            || m.stacked.len() > 2
+            || m.stacked.len() > 3
             || (m.gated.is_some() && !m.stacked.is_empty())
             || !extra.iter().all(|w| alike(w))
             || !gate_shaped
         {
             return Err(GpuError::shape(
                 "matvec_dp4",
-                "stacked or gated products take up to three one-block ternary matrices of one width".to_string(),
+                "stacked or gated products take up to four one-block ternary matrices of one width".to_string(),
             ));
         }
         for s in m.stacked {
@@ -302,8 +302,11 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     if let Some(g) = m.gated {
         defines = defines.flag("GATED", true).set("ACT", super::mlp::act_name(g.act));
     }
-    defines = defines.flag("STACKED", !m.stacked.is_empty()).flag("STACKED3", m.stacked.len() == 2);
-    // Corrections by projection: 1 is `w`, 2 the first stacked matrix or the gated up one, 3 the second stacked.
+    defines = defines
+        .flag("STACKED", !m.stacked.is_empty())
+        .flag("STACKED3", m.stacked.len() >= 2)
+        .flag("STACKED4", m.stacked.len() == 3);
+    // Corrections by projection: 1 is `w`, 2 the first stacked matrix or the gated up one, 3 and 4 the others.
     let corrections: Vec<(usize, HgfUp, usize)> = [(m.hgf, n)]
         .into_iter()
         .chain(m.stacked.iter().map(|s| (s.hgf, s.w.rows)))
@@ -338,12 +341,13 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             hgf_buffers.push(&bg.blocks[0].buffer);
         }
     }
-    // Stacked rows follow the first matrix's: segment boundaries and scales (the third's scale unused otherwise).
+    // Stacked rows follow the first matrix's: segment boundaries (n_block past the last) and scales (1 unused).
     let rows_of = |i: usize| m.stacked.get(i).map_or(0, |s| s.w.rows);
     let scale_of = |i: usize| m.stacked.get(i).map_or(1.0, |s| s.scale);
     for block in &m.w.blocks {
         let (seg1, seg2) = (block.rows, block.rows + rows_of(0));
-        let n_block = seg2 + rows_of(1);
+        let seg3 = seg2 + rows_of(1);
+        let n_block = seg3 + rows_of(2);
         let scale2 = m.gated.map_or(scale_of(0), |g| g.scale);
         let params = [
             k as u32,
@@ -358,6 +362,8 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             seg2 as u32,
             f32_word(scale2),
             f32_word(scale_of(1)),
+            seg3 as u32,
+            f32_word(scale_of(2)),
         ];
         let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.ternary_nr), rows: m.rows, rows_per_group: 1 };
         let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
