@@ -1,10 +1,10 @@
 requires packed_4x8_integer_dot_product;
-// One-token ternary linear layer on int8 activations with dot4I8Packed: the activations arrive as i8x4 words
+// Ternary linear layer on int8 activations with dot4I8Packed: the activations arrive as i8x4 words
 // xq [rows, K/4] with their dequantisation factor xs [rows] (act_quant.wgsl, PACKED); weight codes are 2-bit, 16 per
 // u32 (K a multiple of 16, so rows start on words). Masking a code word with 0x03030303 after a shift of 2q leaves
 // the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
 // group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
-// outputs of one row, its lanes splitting K.
+// outputs of TM rows (1 for decode; prefill shares each code word among TM tokens), its lanes splitting K.
 // y[m, n_offset + n] (+)= (that sum) * xs[m] * scale.
 // STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]), with STACKED3 rows seg2.. from w3
 // (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
@@ -51,12 +51,14 @@ struct Params {
 @group(0) @binding(10) var<storage, read> w4: array<u32>;
 @group(0) @binding(11) var<storage, read_write> y4: array<f32>;
 #endif
+// Tokens per workgroup.
+const TM: u32 = {{TM}}u;
 #if GATED
 @group(0) @binding(6) var<storage, read> w2: array<u32>;
-// Accumulators per output: the gate's NR, the up matrix's NR, then the activations' sum.
-const SLOTS: u32 = 2u * {{NR}}u + 1u;
+// Accumulators per workgroup: the gate's NR per token, the up matrix's NR per token, then each token's activation sum.
+const SLOTS: u32 = TM * (2u * {{NR}}u + 1u);
 #else
-const SLOTS: u32 = {{NR}}u + 1u;
+const SLOTS: u32 = TM * ({{NR}}u + 1u);
 #endif
 
 #if HGF
@@ -134,61 +136,8 @@ fn codes(word: u32, q: u32) -> u32 {
     return (word >> (2u * q)) & 0x03030303u;
 }
 
-@compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m = wid.y;
-    if (m >= row_count(params.row_sel)) {
-        return;
-    }
-    let n0 = wid.x * {{NR}}u;
-    let words = params.k / 16u;
-    let xbase = m * (params.k / 4u);
-    var acc: array<i32, {{NR}}>;
-#if GATED
-    var acc_up: array<i32, {{NR}}>;
-#endif
-    var sum_x = 0;
-    for (var j = lid; j < words; j += {{WG}}u) {
-        let x0 = xq[xbase + 4u * j];
-        let x1 = xq[xbase + 4u * j + 1u];
-        let x2 = xq[xbase + 4u * j + 2u];
-        let x3 = xq[xbase + 4u * j + 3u];
-        sum_x += dot4I8Packed(x0, 0x01010101u) + dot4I8Packed(x1, 0x01010101u) + dot4I8Packed(x2, 0x01010101u)
-            + dot4I8Packed(x3, 0x01010101u);
-        for (var r = 0u; r < {{NR}}u; r++) {
-            let n = min(n0 + r, params.n_block - 1u);
-            let c = code_word(n, j, words);
-            acc[r] += dot4I8Packed(x0, codes(c, 0u)) + dot4I8Packed(x1, codes(c, 1u)) + dot4I8Packed(x2, codes(c, 2u))
-                + dot4I8Packed(x3, codes(c, 3u));
-#if GATED
-            let u = w2[n * words + j];
-            acc_up[r] += dot4I8Packed(x0, codes(u, 0u)) + dot4I8Packed(x1, codes(u, 1u))
-                + dot4I8Packed(x2, codes(u, 2u)) + dot4I8Packed(x3, codes(u, 3u));
-#endif
-        }
-    }
-    for (var r = 0u; r < {{NR}}u; r++) {
-        partial[r * {{WG}}u + lid] = acc[r];
-#if GATED
-        partial[({{NR}}u + r) * {{WG}}u + lid] = acc_up[r];
-#endif
-    }
-    partial[(SLOTS - 1u) * {{WG}}u + lid] = sum_x;
-    workgroupBarrier();
-    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            for (var r = 0u; r < SLOTS; r++) {
-                partial[r * {{WG}}u + lid] += partial[r * {{WG}}u + lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    if (lid >= {{NR}}u || n0 + lid >= params.n_block) {
-        return;
-    }
-    let sum_all = partial[(SLOTS - 1u) * {{WG}}u];
-    let total = f32(partial[lid * {{WG}}u] - sum_all) * xs[m];
-    let n = n0 + lid;
+// Stores output n of token m from its integer sum (dequantised) and, GATED, the up matrix's.
+fn store(m: u32, n: u32, total: f32, up_total: f32) {
 #if STACKED4
     if (n >= params.seg3) {
         var v4 = total * params.scale4;
@@ -224,7 +173,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     v += correction1(m, params.w_row0 + n);
 #endif
 #if GATED
-    var up = f32(partial[({{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m] * params.scale2;
+    var up = up_total * params.scale2;
 #if BG2_BINDING
     up += correction2(m, n);
 #endif
@@ -235,5 +184,80 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         y[o] = y[o] + v;
     } else {
         y[o] = v;
+    }
+}
+
+// One workgroup: NR outputs of TM tokens, each code word loaded once for all TM tokens.
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let rows = row_count(params.row_sel);
+    let m0 = wid.y * TM;
+    if (m0 >= rows) {
+        return;
+    }
+    let n0 = wid.x * {{NR}}u;
+    let words = params.k / 16u;
+    var acc: array<i32, TM * {{NR}}u>;
+#if GATED
+    var acc_up: array<i32, TM * {{NR}}u>;
+#endif
+    var sum_x: array<i32, TM>;
+    for (var j = lid; j < words; j += {{WG}}u) {
+        // The four activation words of group j for each token (the last row again past the end).
+        var x: array<vec4<u32>, TM>;
+        for (var t = 0u; t < TM; t++) {
+            let base = min(m0 + t, rows - 1u) * (params.k / 4u) + 4u * j;
+            x[t] = vec4<u32>(xq[base], xq[base + 1u], xq[base + 2u], xq[base + 3u]);
+            sum_x[t] += dot4I8Packed(x[t].x, 0x01010101u) + dot4I8Packed(x[t].y, 0x01010101u)
+                + dot4I8Packed(x[t].z, 0x01010101u) + dot4I8Packed(x[t].w, 0x01010101u);
+        }
+        for (var r = 0u; r < {{NR}}u; r++) {
+            let n = min(n0 + r, params.n_block - 1u);
+            let c = code_word(n, j, words);
+            let cs = vec4<u32>(codes(c, 0u), codes(c, 1u), codes(c, 2u), codes(c, 3u));
+#if GATED
+            let u = w2[n * words + j];
+            let us = vec4<u32>(codes(u, 0u), codes(u, 1u), codes(u, 2u), codes(u, 3u));
+#endif
+            for (var t = 0u; t < TM; t++) {
+                acc[t * {{NR}}u + r] += dot4I8Packed(x[t].x, cs.x) + dot4I8Packed(x[t].y, cs.y)
+                    + dot4I8Packed(x[t].z, cs.z) + dot4I8Packed(x[t].w, cs.w);
+#if GATED
+                acc_up[t * {{NR}}u + r] += dot4I8Packed(x[t].x, us.x) + dot4I8Packed(x[t].y, us.y)
+                    + dot4I8Packed(x[t].z, us.z) + dot4I8Packed(x[t].w, us.w);
+#endif
+            }
+        }
+    }
+    for (var i = 0u; i < TM * {{NR}}u; i++) {
+        partial[i * {{WG}}u + lid] = acc[i];
+#if GATED
+        partial[(TM * {{NR}}u + i) * {{WG}}u + lid] = acc_up[i];
+#endif
+    }
+    for (var t = 0u; t < TM; t++) {
+        partial[(SLOTS - TM + t) * {{WG}}u + lid] = sum_x[t];
+    }
+    workgroupBarrier();
+    for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            for (var r = 0u; r < SLOTS; r++) {
+                partial[r * {{WG}}u + lid] += partial[r * {{WG}}u + lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid >= {{NR}}u || n0 + lid >= params.n_block) {
+        return;
+    }
+    for (var t = 0u; t < TM && m0 + t < rows; t++) {
+        let m = m0 + t;
+        let sum_all = partial[(SLOTS - TM + t) * {{WG}}u];
+        let total = f32(partial[(t * {{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m];
+        var up_total = 0.0;
+#if GATED
+        up_total = f32(partial[((TM + t) * {{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m];
+#endif
+        store(m, n0 + lid, total, up_total);
     }
 }

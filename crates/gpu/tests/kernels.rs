@@ -1715,7 +1715,13 @@ fn ternary_layers_with_fused_hgf_match_reference() {
     let g = gpu();
     let mut rng = Rng::new(23);
     // Rank 100 leaves the quantiser fewer invocations, so its reductions fit in workgroup memory.
-    let cases = [(1, 64, 130, 5, false), (3, 48, 37, 8, false), (2, 80, 29, 3, true), (2, 48, 11, 100, true)];
+    let cases = [
+        (1, 64, 130, 5, false),
+        (3, 48, 37, 8, false),
+        (2, 80, 29, 3, true),
+        (2, 48, 11, 100, true),
+        (9, 32, 21, 4, true),
+    ];
     for (rows, k, n, rank, normed) in cases {
         let raw = random(&mut rng, rows * k, 3.0);
         let norm = random(&mut rng, k, 1.0);
@@ -1741,19 +1747,24 @@ fn ternary_layers_with_fused_hgf_match_reference() {
         let (xb, yb, mid) = (g.upload_f32("x", &raw), g.zeros("y", rows * n), g.zeros("mid", rows * rank));
         let nb = g.upload_f32("norm", &norm);
         let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
-        let mut plan = Plan::new(g);
-        let down = HgfDown { a: &[&aw], mid: &mid, normed_input: normed };
-        let quantised = Quantised::Packed(&words, &scales);
-        let folded = normed.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: false });
-        ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), folded, &down).unwrap();
-        let call = MatvecDp4 {
-            mid: Some((&mid, rank)),
-            hgf: Some(HgfUp { bg: &bw, offset: 0 }),
-            ..MatvecDp4::new(&words, &scales, &w, 0.37, &yb)
-        };
-        ternary::matvec_dp4(g, &mut plan, &call).unwrap();
-        let got = run(&plan, &tokens(0, rows), &yb, rows * n);
-        assert_close(&got, &want, 1e-4, &format!("fused hgf {rows}x{k}x{n} rank {rank} normed {normed}"));
+        // One token per workgroup (decode), and tiles of 4 that the rows fill or leave partial (prefill).
+        for tile_rows in [1, 4] {
+            let mut plan = Plan::new(g);
+            let down = HgfDown { a: &[&aw], mid: &mid, normed_input: normed };
+            let quantised = Quantised::Packed(&words, &scales);
+            let folded = normed.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: false });
+            ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), folded, &down).unwrap();
+            let call = MatvecDp4 {
+                mid: Some((&mid, rank)),
+                hgf: Some(HgfUp { bg: &bw, offset: 0 }),
+                tile_rows,
+                ..MatvecDp4::new(&words, &scales, &w, 0.37, &yb)
+            };
+            ternary::matvec_dp4(g, &mut plan, &call).unwrap();
+            let got = run(&plan, &tokens(0, rows), &yb, rows * n);
+            let what = format!("fused hgf {rows}x{k}x{n} rank {rank} normed {normed} tile {tile_rows}");
+            assert_close(&got, &want, 1e-4, &what);
+        }
         let got_mid = pollster::block_on(g.read_f32(&mid, 0, rows * rank)).unwrap();
         assert_close(&got_mid, &mid_want, 1e-5, "hgf low-rank values");
     }
@@ -2294,6 +2305,7 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
                 stacked: &stacked,
                 mid: Some((&mid, distinct.iter().map(|a| a.rows).sum())),
                 hgf: hgf(0),
+                tile_rows: if count == 4 { 2 } else { 1 },
                 ..MatvecDp4::new(&words, &scales, &chosen[0].w, chosen[0].scale, &outs[0])
             };
             ternary::matvec_dp4(g, &mut plan, &call).unwrap();
@@ -2324,6 +2336,7 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
             }),
             mid: Some((&mid, 8)),
             hgf: gate_down.map(|(_, offset)| HgfUp { bg: &parts[0].bw, offset }),
+            tile_rows: if corrected { 2 } else { 1 },
             ..MatvecDp4::new(&words, &scales, &parts[0].w, parts[0].scale, &y)
         };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();

@@ -666,13 +666,14 @@ impl<'a> Builder<'a> {
             Some(d) if l.w.ternary => act_quant_hgf(b.gpu, &mut b.plan, (x, out), (l.w.cols, rows), norm, d),
             _ => act_quant(b.gpu, &mut b.plan, (x, out), l.w.cols, rows, norm),
         };
-        if shape == MatmulShape::Vector && dp4_ready(self.gpu, &l.w) && l.bias.is_none() {
-            // Ternary one-token layers: int8 words and the integer matvec.
+        if dp4_ready(self.gpu, &l.w) && l.bias.is_none() {
+            // Ternary layers: int8 words and the integer products, a prefill's tokens in tiles of the matmul's rows.
             quantise(self, Quantised::Packed(&s.xq_words, &s.xq_scales))?;
             let call = MatvecDp4 {
                 y_offset,
                 y_stride,
                 rows,
+                tile_rows: if shape == MatmulShape::Tiled { self.gpu.tuning.tm } else { 1 },
                 accumulate: epilogue == Epilogue::Accumulate,
                 mid: hgf.map(|h| (&s.hgf_mid, h.a.rows)),
                 hgf: hgf.map(|h| HgfUp { bg: &h.b, offset: 0 }),

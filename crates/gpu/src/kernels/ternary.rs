@@ -60,7 +60,7 @@ pub fn act_quant_hgf(
     record_act_quant(gpu, plan, io, (width, rows), norm, Some(hgf))
 }
 
-/// f32 the activation quantiser's reductions may hold in workgroup memory (WebGPU's guaranteed 16 KiB).
+/// 32-bit values the ternary kernels' reductions may hold in workgroup memory (WebGPU's guaranteed 16 KiB).
 const WORKGROUP_FLOATS: u32 = 4096;
 
 fn record_act_quant(
@@ -155,6 +155,9 @@ pub struct MatvecDp4<'a> {
     pub y_stride: usize,
     /// Row count source.
     pub rows: Rows,
+    /// Rows (tokens) per workgroup, which share each weight word they load: 1 for one-token products, more for a
+    /// prefill (fewer where the workgroup's reduction would outgrow WebGPU's 16 KiB of workgroup memory).
+    pub tile_rows: u32,
     /// Add to `y` instead of storing.
     pub accumulate: bool,
     /// Hybrid Gated Flow's low-rank values `[rows, width]` (from [`act_quant_hgf`]) and that width, read by the
@@ -217,6 +220,7 @@ impl<'a> MatvecDp4<'a> {
             y_offset: 0,
             y_stride: 0,
             rows: Rows::Tokens,
+            tile_rows: 1,
             accumulate: false,
             mid: None,
             hgf: None,
@@ -279,7 +283,13 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         ));
     }
     let t = &gpu.tuning;
-    let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr);
+    // The reduction holds (NR, NR more for a gated pair, and 1) integers per row and invocation.
+    let per_row = t.ternary_nr * if m.gated.is_some() { 2 } else { 1 } + 1;
+    let mut tm = m.tile_rows.max(1);
+    while tm > 1 && tm * per_row * t.ternary_wg > WORKGROUP_FLOATS {
+        tm /= 2;
+    }
+    let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr).set("TM", tm);
     if !m.stacked.is_empty() || m.gated.is_some() {
         let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.up)).collect();
         let alike = |w: &Weight| dp4_ready(gpu, w) && w.cols == k && w.blocks.len() == 1;
@@ -365,7 +375,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             seg3 as u32,
             f32_word(scale_of(2)),
         ];
-        let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.ternary_nr), rows: m.rows, rows_per_group: 1 };
+        let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.ternary_nr), rows: m.rows, rows_per_group: tm };
         let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
         for s in m.stacked {
             buffers.extend([(&s.w.blocks[0].buffer).into(), s.y.into()]);
