@@ -236,14 +236,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             s[d] += k_at(t, kh, d) * rk * delta;
             o += s[d] * q_at(t, kh, d) * rq;
         }
-#if OUT_NORM
-        o = normed(o, t, h, v);
-#endif
         out[(t * params.n_v_heads + h) * DV + v] = o;
     }
     for (var d = 0u; d < DK; d++) {
         state[(h * DK + d) * DV + v] = s[d];
     }
+#if OUT_NORM
+    // After the recurrence, so that no state is held across the norm's barriers (CPU adapters save it at each).
+    for (var t = 0u; t < step.n_tokens; t++) {
+        let i = (t * params.n_v_heads + h) * DV + v;
+        out[i] = normed(out[i], t, h, v);
+    }
+#endif
 }
 #endif
 

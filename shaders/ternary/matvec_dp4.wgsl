@@ -4,7 +4,8 @@ requires packed_4x8_integer_dot_product;
 // u32 (K a multiple of 16, so rows start on words). Masking a code word with 0x03030303 after a shift of 2q leaves
 // the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
 // group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
-// outputs of TM rows (1 for decode; prefill shares each code word among TM tokens), its lanes splitting K.
+// outputs of one token, its lanes splitting K (decode), or with TILED (prefill) each invocation NR outputs of TM
+// tokens over the whole of K.
 // y[m, n_offset + n] (+)= (that sum) * xs[m] * scale.
 // STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]), with STACKED3 rows seg2.. from w3
 // (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
@@ -51,14 +52,8 @@ struct Params {
 @group(0) @binding(10) var<storage, read> w4: array<u32>;
 @group(0) @binding(11) var<storage, read_write> y4: array<f32>;
 #endif
-// Tokens per workgroup.
-const TM: u32 = {{TM}}u;
 #if GATED
 @group(0) @binding(6) var<storage, read> w2: array<u32>;
-// Accumulators per workgroup: the gate's NR per token, the up matrix's NR per token, then each token's activation sum.
-const SLOTS: u32 = TM * (2u * {{NR}}u + 1u);
-#else
-const SLOTS: u32 = TM * ({{NR}}u + 1u);
 #endif
 
 #if HGF
@@ -109,7 +104,6 @@ fn correction4(m: u32, row: u32) -> f32 {
 }
 #endif
 
-var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
 
 // Code word j of output row n of the (stacked) matrix.
 fn code_word(n: u32, j: u32, words: u32) -> u32 {
@@ -187,23 +181,27 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
     }
 }
 
-// One workgroup: NR outputs of TM tokens, each code word loaded once for all TM tokens.
+#if TILED
+// Tokens per workgroup.
+const TM: u32 = {{TM}}u;
+
+// Prefill: each invocation computes NR outputs of TM tokens over the whole of K, each code word loaded once for
+// all TM tokens and its activation words once for all NR outputs; no reduction between invocations.
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let rows = row_count(params.row_sel);
     let m0 = wid.y * TM;
-    if (m0 >= rows) {
+    let n0 = (wid.x * {{WG}}u + lid) * {{NR}}u;
+    if (m0 >= rows || n0 >= params.n_block) {
         return;
     }
-    let n0 = wid.x * {{NR}}u;
     let words = params.k / 16u;
     var acc: array<i32, TM * {{NR}}u>;
 #if GATED
     var acc_up: array<i32, TM * {{NR}}u>;
 #endif
     var sum_x: array<i32, TM>;
-    for (var j = lid; j < words; j += {{WG}}u) {
-        // The four activation words of group j for each token (the last row again past the end).
+    for (var j = 0u; j < words; j++) {
         var x: array<vec4<u32>, TM>;
         for (var t = 0u; t < TM; t++) {
             let base = min(m0 + t, rows - 1u) * (params.k / 4u) + 4u * j;
@@ -229,15 +227,65 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
         }
     }
-    for (var i = 0u; i < TM * {{NR}}u; i++) {
-        partial[i * {{WG}}u + lid] = acc[i];
+    for (var t = 0u; t < TM && m0 + t < rows; t++) {
+        let m = m0 + t;
+        for (var r = 0u; r < {{NR}}u && n0 + r < params.n_block; r++) {
+            let total = f32(acc[t * {{NR}}u + r] - sum_x[t]) * xs[m];
+            var up_total = 0.0;
 #if GATED
-        partial[(TM * {{NR}}u + i) * {{WG}}u + lid] = acc_up[i];
+            up_total = f32(acc_up[t * {{NR}}u + r] - sum_x[t]) * xs[m];
+#endif
+            store(m, n0 + r, total, up_total);
+        }
+    }
+}
+#else
+#if GATED
+// Accumulators per output: the gate's NR, the up matrix's NR, then the activations' sum.
+const SLOTS: u32 = 2u * {{NR}}u + 1u;
+#else
+const SLOTS: u32 = {{NR}}u + 1u;
+#endif
+var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
+
+// Decode: one workgroup computes NR outputs of one token, its lanes splitting K.
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m = wid.y;
+    if (m >= row_count(params.row_sel)) {
+        return;
+    }
+    let n0 = wid.x * {{NR}}u;
+    let words = params.k / 16u;
+    let xbase = m * (params.k / 4u);
+    var acc: array<i32, {{NR}}>;
+#if GATED
+    var acc_up: array<i32, {{NR}}>;
+#endif
+    var sum_x = 0;
+    for (var j = lid; j < words; j += {{WG}}u) {
+        let x = vec4<u32>(xq[xbase + 4u * j], xq[xbase + 4u * j + 1u], xq[xbase + 4u * j + 2u], xq[xbase + 4u * j + 3u]);
+        sum_x += dot4I8Packed(x.x, 0x01010101u) + dot4I8Packed(x.y, 0x01010101u) + dot4I8Packed(x.z, 0x01010101u)
+            + dot4I8Packed(x.w, 0x01010101u);
+        for (var r = 0u; r < {{NR}}u; r++) {
+            let n = min(n0 + r, params.n_block - 1u);
+            let c = code_word(n, j, words);
+            acc[r] += dot4I8Packed(x.x, codes(c, 0u)) + dot4I8Packed(x.y, codes(c, 1u)) + dot4I8Packed(x.z, codes(c, 2u))
+                + dot4I8Packed(x.w, codes(c, 3u));
+#if GATED
+            let u = w2[n * words + j];
+            acc_up[r] += dot4I8Packed(x.x, codes(u, 0u)) + dot4I8Packed(x.y, codes(u, 1u))
+                + dot4I8Packed(x.z, codes(u, 2u)) + dot4I8Packed(x.w, codes(u, 3u));
+#endif
+        }
+    }
+    for (var r = 0u; r < {{NR}}u; r++) {
+        partial[r * {{WG}}u + lid] = acc[r];
+#if GATED
+        partial[({{NR}}u + r) * {{WG}}u + lid] = acc_up[r];
 #endif
     }
-    for (var t = 0u; t < TM; t++) {
-        partial[(SLOTS - TM + t) * {{WG}}u + lid] = sum_x[t];
-    }
+    partial[(SLOTS - 1u) * {{WG}}u + lid] = sum_x;
     workgroupBarrier();
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
@@ -250,14 +298,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (lid >= {{NR}}u || n0 + lid >= params.n_block) {
         return;
     }
-    for (var t = 0u; t < TM && m0 + t < rows; t++) {
-        let m = m0 + t;
-        let sum_all = partial[(SLOTS - TM + t) * {{WG}}u];
-        let total = f32(partial[(t * {{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m];
-        var up_total = 0.0;
+    let sum_all = partial[(SLOTS - 1u) * {{WG}}u];
+    var up_total = 0.0;
 #if GATED
-        up_total = f32(partial[((TM + t) * {{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m];
+    up_total = f32(partial[({{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m];
 #endif
-        store(m, n0 + lid, total, up_total);
-    }
+    store(m, n0 + lid, f32(partial[lid * {{WG}}u] - sum_all) * xs[m], up_total);
 }
+#endif

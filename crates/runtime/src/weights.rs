@@ -70,8 +70,8 @@ fn fold_sub_norm(sub_norm: Option<NormWeights>, into: &mut LinearWeights) -> Opt
     }
 }
 
-/// Hybrid Gated Flow's low-rank path `g ⊙ B (A x)`: `A` in the stored dtype, `B` in f32 with the gate folded into
-/// its rows so that the correction is two plain products.
+/// Hybrid Gated Flow's low-rank path `g ⊙ B (A x)`: `A` and `B` in f32, the gate folded into `B`'s rows
+/// so that the correction is two plain products.
 pub struct HgfWeights {
     /// `A` `[rank, in]`, one upload shared by the projections that are rows of one stored tensor (they read the same
     /// correction input), so that decode computes their low-rank values once.

@@ -60,7 +60,7 @@ pub fn act_quant_hgf(
     record_act_quant(gpu, plan, io, (width, rows), norm, Some(hgf))
 }
 
-/// 32-bit values the ternary kernels' reductions may hold in workgroup memory (WebGPU's guaranteed 16 KiB).
+/// f32 the activation quantiser's reductions may hold in workgroup memory (WebGPU's guaranteed 16 KiB).
 const WORKGROUP_FLOATS: u32 = 4096;
 
 fn record_act_quant(
@@ -155,8 +155,8 @@ pub struct MatvecDp4<'a> {
     pub y_stride: usize,
     /// Row count source.
     pub rows: Rows,
-    /// Rows (tokens) per workgroup, which share each weight word they load: 1 for one-token products, more for a
-    /// prefill (fewer where the workgroup's reduction would outgrow WebGPU's 16 KiB of workgroup memory).
+    /// Rows (tokens) each invocation computes, sharing every weight word it loads: 1 for one-token products (a
+    /// workgroup's lanes split `k`), more for a prefill (each invocation takes whole rows of `k`).
     pub tile_rows: u32,
     /// Add to `y` instead of storing.
     pub accumulate: bool,
@@ -283,13 +283,11 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         ));
     }
     let t = &gpu.tuning;
-    // The reduction holds (NR, NR more for a gated pair, and 1) integers per row and invocation.
-    let per_row = t.ternary_nr * if m.gated.is_some() { 2 } else { 1 } + 1;
-    let mut tm = m.tile_rows.max(1);
-    while tm > 1 && tm * per_row * t.ternary_wg > WORKGROUP_FLOATS {
-        tm /= 2;
+    let tm = m.tile_rows.max(1);
+    let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr);
+    if tm > 1 {
+        defines = defines.flag("TILED", true).set("TM", tm);
     }
-    let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr).set("TM", tm);
     if !m.stacked.is_empty() || m.gated.is_some() {
         let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.up)).collect();
         let alike = |w: &Weight| dp4_ready(gpu, w) && w.cols == k && w.blocks.len() == 1;
@@ -375,7 +373,9 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             seg3 as u32,
             f32_word(scale_of(2)),
         ];
-        let grid = Grid::Tiles { x: (n_block as u32).div_ceil(t.ternary_nr), rows: m.rows, rows_per_group: tm };
+        // Outputs per workgroup: NR, or NR for each invocation when tiled.
+        let per_group = t.ternary_nr * if tm > 1 { t.ternary_wg } else { 1 };
+        let grid = Grid::Tiles { x: (n_block as u32).div_ceil(per_group), rows: m.rows, rows_per_group: tm };
         let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
         for s in m.stacked {
             buffers.extend([(&s.w.blocks[0].buffer).into(), s.y.into()]);
