@@ -31,7 +31,9 @@ const browserReport = await inBrowser(async ({ server, browser }) => {
   assert.deepEqual(report.contexts.map((r) => r.context), native.contexts.map((r) => r.context));
   assert.deepEqual(Object.keys(report.contexts[0]).sort(), Object.keys(native.contexts[0]).sort());
   assert.deepEqual(Object.keys(report.roofline).sort(), Object.keys(native.roofline).sort());
-  assert.equal(report.decode_dispatches_per_token, native.decode_dispatches_per_token);
+  // The same graph, but fused products need storage buffers: an adapter that binds fewer per kernel than the native
+  // one (SwiftShader: 10) splits some, never merging more.
+  assert.ok(report.decode_dispatches_per_token >= native.decode_dispatches_per_token, 'browser dispatches');
   return report;
 });
 const dir = join(root, 'target/bench');
