@@ -737,6 +737,8 @@ impl<P: Prefetch> Uploader<'_, P> {
             Some(a) => (a.clone(), true),
             None => {
                 let values = self.f32(&h.lora_a).await?;
+                // Shared like the weights it belongs to: natively across threads (the browser has one).
+                #[allow(clippy::arc_with_non_send_sync)]
                 let a = Arc::new(self.f32_matrix(&h.lora_a, &values, h.rank, l.in_features)?);
                 self.lora_a.insert(h.lora_a.clone(), a.clone());
                 (a, false)
