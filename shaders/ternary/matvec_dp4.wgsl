@@ -61,49 +61,56 @@ struct Params {
 #endif
 #if BG1_BINDING
 @group(0) @binding({{BG1_BINDING}}) var<storage, read> bg1: array<f32>;
-
-fn correction1(m: u32, row: u32) -> f32 {
-    var c = 0.0;
-    for (var r = 0u; r < {{RANK1}}u; r++) {
-        c += bg1[row * {{RANK1}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF1}}u + r];
-    }
-    return c;
-}
 #endif
 #if BG2_BINDING
 @group(0) @binding({{BG2_BINDING}}) var<storage, read> bg2: array<f32>;
-
-fn correction2(m: u32, row: u32) -> f32 {
-    var c = 0.0;
-    for (var r = 0u; r < {{RANK2}}u; r++) {
-        c += bg2[row * {{RANK2}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF2}}u + r];
-    }
-    return c;
-}
 #endif
 #if BG3_BINDING
 @group(0) @binding({{BG3_BINDING}}) var<storage, read> bg3: array<f32>;
-
-fn correction3(m: u32, row: u32) -> f32 {
-    var c = 0.0;
-    for (var r = 0u; r < {{RANK3}}u; r++) {
-        c += bg3[row * {{RANK3}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF3}}u + r];
-    }
-    return c;
-}
 #endif
 #if BG4_BINDING
 @group(0) @binding({{BG4_BINDING}}) var<storage, read> bg4: array<f32>;
+#endif
 
-fn correction4(m: u32, row: u32) -> f32 {
+#if HGF
+// Element i of projection p's diag(g) B.
+fn bg_at(p: u32, i: u32) -> f32 {
+    switch p {
+#if BG1_BINDING
+        case 1u: {
+            return bg1[i];
+        }
+#endif
+#if BG2_BINDING
+        case 2u: {
+            return bg2[i];
+        }
+#endif
+#if BG3_BINDING
+        case 3u: {
+            return bg3[i];
+        }
+#endif
+#if BG4_BINDING
+        case 4u: {
+            return bg4[i];
+        }
+#endif
+        default: {
+            return 0.0;
+        }
+    }
+}
+
+// Projection p's correction of its output row `row` at token m: its rank values from column `offset` of mid.
+fn correction(p: u32, m: u32, row: u32, rank: u32, offset: u32) -> f32 {
     var c = 0.0;
-    for (var r = 0u; r < {{RANK4}}u; r++) {
-        c += bg4[row * {{RANK4}}u + r] * mid[m * {{MID_WIDTH}}u + {{OFF4}}u + r];
+    for (var r = 0u; r < rank; r++) {
+        c += bg_at(p, row * rank + r) * mid[m * {{MID_WIDTH}}u + offset + r];
     }
     return c;
 }
 #endif
-
 
 // Code word j of output row n of the (stacked) matrix.
 fn code_word(n: u32, j: u32, words: u32) -> u32 {
@@ -136,7 +143,7 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
     if (n >= params.seg3) {
         var v4 = total * params.scale4;
 #if BG4_BINDING
-        v4 += correction4(m, n - params.seg3);
+        v4 += correction(4u, m, n - params.seg3, {{RANK4}}u, {{OFF4}}u);
 #endif
         y4[m * (params.n_block - params.seg3) + n - params.seg3] = v4;
         return;
@@ -146,7 +153,7 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
     if (n >= params.seg2) {
         var v3 = total * params.scale3;
 #if BG3_BINDING
-        v3 += correction3(m, n - params.seg2);
+        v3 += correction(3u, m, n - params.seg2, {{RANK3}}u, {{OFF3}}u);
 #endif
         y3[m * (params.seg3 - params.seg2) + n - params.seg2] = v3;
         return;
@@ -156,7 +163,7 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
     if (n >= params.seg1) {
         var v2 = total * params.scale2;
 #if BG2_BINDING
-        v2 += correction2(m, n - params.seg1);
+        v2 += correction(2u, m, n - params.seg1, {{RANK2}}u, {{OFF2}}u);
 #endif
         y2[m * (params.seg2 - params.seg1) + n - params.seg1] = v2;
         return;
@@ -164,12 +171,12 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
 #endif
     var v = total * params.scale;
 #if BG1_BINDING
-    v += correction1(m, params.w_row0 + n);
+    v += correction(1u, m, params.w_row0 + n, {{RANK1}}u, {{OFF1}}u);
 #endif
 #if GATED
     var up = up_total * params.scale2;
 #if BG2_BINDING
-    up += correction2(m, n);
+    up += correction(2u, m, n, {{RANK2}}u, {{OFF2}}u);
 #endif
     v = {{ACT}}(v) * up;
 #endif

@@ -883,8 +883,9 @@ mod gdn {
         ab.chunks_exact(width).flat_map(|row| [&[7.0, -7.0][..], row, &[9.0]].concat()).collect()
     }
 
-    /// `c` through the kernels, its gate inputs read from inside wider rows.
-    fn gpu_run(c: &Case, state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
+    /// `c` through the chunkwise or the recurrent kernel (with `norm`, the recurrent one's fused output norm), its
+    /// gate inputs read from inside wider rows.
+    fn gpu_run(c: &Case, state: &wgpu::Buffer, chunked: bool, norm: Option<&kernel::HeadOutputNorm>) -> Vec<f32> {
         let g = gpu();
         let d = &c.d;
         let t = c.ab.len() / (2 * d.n_v_heads);
@@ -906,10 +907,9 @@ mod gdn {
             out: &out,
         };
         let mut plan = Plan::new(g);
-        if chunked {
-            kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.n_v_heads, d.dk, d.dv)).unwrap();
-        } else {
-            kernel::recurrent(g, &mut plan, &call, None).unwrap();
+        match chunked {
+            true => kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.n_v_heads, d.dk, d.dv)).unwrap(),
+            false => kernel::recurrent(g, &mut plan, &call, norm).unwrap(),
         }
         run(&plan, &tokens(0, t), &out, t * d.n_v_heads * d.dv)
     }
@@ -928,7 +928,7 @@ mod gdn {
                 let want = reference_run(&c, &mut want_state);
                 for chunked in [false, true] {
                     let sb = g.upload_f32("state", &s0);
-                    let got = gpu_run(&c, &sb, chunked);
+                    let got = gpu_run(&c, &sb, chunked, None);
                     let what = format!("{d:?} T={t} chunked={chunked}");
                     assert_close(&got, &want, 2e-4, &what);
                     let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
@@ -961,27 +961,9 @@ mod gdn {
                     let gated: Vec<f32> = z.iter().map(|&v| reference::mlp::activate(act, v)).collect();
                     want.iter_mut().zip(gated).for_each(|(y, g)| *y *= g);
                 }
-                let (qkv, ab) = (g.upload_f32("qkv", &c.qkv), g.upload_f32("ab", &c.ab));
-                let (params, state) = (g.upload_f32("p", &c.params), g.upload_f32("state", &s0));
-                let (wb, zb, out) = (g.upload_f32("norm", &weight), g.upload_f32("z", &z), g.zeros("out", t * width));
-                let call = DeltaNet {
-                    n_k_heads: d.n_k_heads,
-                    n_v_heads: d.n_v_heads,
-                    dk: d.dk,
-                    dv: d.dv,
-                    qkv: &qkv,
-                    ab: &ab,
-                    ab_columns: (0, 0),
-                    gate_params: &params,
-                    per_channel: false,
-                    beta_scale: c.beta_scale,
-                    state: &state,
-                    out: &out,
-                };
+                let (wb, zb) = (g.upload_f32("norm", &weight), g.upload_f32("z", &z));
                 let norm = HeadOutputNorm { weight: &wb, eps: 1e-5, unit_offset, gate: gate.map(|act| (&zb, act)) };
-                let mut plan = Plan::new(g);
-                kernel::recurrent(g, &mut plan, &call, Some(&norm)).unwrap();
-                let got = run(&plan, &tokens(0, t), &out, t * width);
+                let got = gpu_run(&c, &g.upload_f32("state", &s0), false, Some(&norm));
                 assert_close(&got, &want, 2e-4, &format!("{d:?} gate {gate:?} unit offset {unit_offset}"));
             }
         }
@@ -1074,7 +1056,7 @@ mod gdn {
             params: long.params.clone(),
             beta_scale: long.beta_scale,
         };
-        let mut got = gpu_run(&prefix, &sb, true);
+        let mut got = gpu_run(&prefix, &sb, true, None);
         for t in 70..100 {
             let one = Case {
                 d,
@@ -1083,7 +1065,7 @@ mod gdn {
                 params: long.params.clone(),
                 beta_scale: long.beta_scale,
             };
-            got.extend(gpu_run(&one, &sb, false));
+            got.extend(gpu_run(&one, &sb, false, None));
         }
         assert_close(&got, &want, 2e-4, "prefill 70 then 30 decode steps vs one pass");
     }
