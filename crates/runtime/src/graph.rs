@@ -35,7 +35,8 @@ use ternlight_gpu::kernels::rope::{rope, rope_normed, HeadNorms, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::sample::TokenSampler;
 use ternlight_gpu::kernels::ternary::{
-    act_quant, act_quant_hgf, dp4_bindings, dp4_ready, matvec_dp4, Gated, HgfDown, HgfUp, MatvecDp4, Quantised, Stacked,
+    act_quant, act_quant_bindings, act_quant_hgf, dp4_bindings, dp4_ready, matvec_dp4, Gated, HgfDown, HgfUp,
+    MatvecDp4, Quantised, Stacked,
 };
 use ternlight_gpu::kernels::{
     embedding::embedding,
@@ -801,8 +802,7 @@ impl<'a> Builder<'a> {
         });
         let s = &self.res.scratch;
         let (x, folded) = self.folded_input(&s.h);
-        // The quantiser binds the input, words, scales, the norm, the low-rank values and the down projections.
-        let bindings = 3 + u32::from(folded.is_some()) + u32::from(!downs.is_empty()) + downs.len() as u32;
+        let bindings = act_quant_bindings(folded.is_some(), downs.len());
         let same_dtype = downs.windows(2).all(|p| p[0].dtype == p[1].dtype);
         let fits = |a: &&Weight| Some(a.cols) == cols && a.blocks.len() == 1;
         if downs.len() > 3 || !same_dtype || !downs.iter().all(fits) || bindings > self.gpu.info.max_storage_buffers {

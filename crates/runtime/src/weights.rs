@@ -891,9 +891,7 @@ impl<P: Prefetch> Uploader<'_, P> {
             None => {
                 // Plain DeltaNet: a = 0 and exp(A_log) = 0 make the shared kernels' decay exactly zero.
                 let (hv, hidden) = (g.n_v_heads, g.b_proj.in_features);
-                let zeros = vec![0u8; hv * hidden * 4];
-                let a =
-                    Weight::upload(self.gpu, "no decay", DType::F32, hv, hidden, &zeros, self.gpu.info.max_binding)?;
+                let a = self.f32_matrix("no decay", &vec![0.0; hv * hidden], hv, hidden)?;
                 let params = [vec![NO_DECAY_A_LOG; hv], vec![0.0; hv]].concat();
                 (
                     LinearWeights { w: a, bias: None, scale: 1.0, input_norm: None, hgf: None },

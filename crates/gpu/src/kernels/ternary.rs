@@ -63,6 +63,13 @@ pub fn act_quant_hgf(
 /// f32 the activation quantiser's reductions may hold in workgroup memory (WebGPU's guaranteed 16 KiB).
 const WORKGROUP_FLOATS: u32 = 4096;
 
+/// Storage buffers the packed quantiser binds: input, words, scales, the folded norm's weight when `norm`, and the
+/// low-rank values with `downs` HGF down projections. Callers keep shared quantisations within
+/// [`crate::device::DeviceInfo::max_storage_buffers`].
+pub fn act_quant_bindings(norm: bool, downs: usize) -> u32 {
+    3 + u32::from(norm) + u32::from(downs > 0) + downs as u32
+}
+
 fn record_act_quant(
     gpu: &Gpu,
     plan: &mut Plan,
@@ -89,6 +96,13 @@ fn record_act_quant(
             true
         }
     };
+    let bindings = act_quant_bindings(norm.is_some(), hgf.map_or(0, |h| h.a.len())) - u32::from(!packed);
+    if bindings > gpu.info.max_storage_buffers {
+        return Err(GpuError::shape(
+            "act_quant",
+            format!("{bindings} storage buffers, over the device's {}", gpu.info.max_storage_buffers),
+        ));
+    }
     // The reductions share one workgroup array of WG x LANES floats, kept within WebGPU's 16 KiB.
     let mid_width: usize = hgf.map_or(0, |h| h.a.iter().map(|a| a.rows).sum());
     let lanes = 2 + mid_width as u32;
