@@ -662,7 +662,8 @@ impl<'a> Builder<'a> {
         };
         let hgf = l.hgf.as_deref().filter(|h| h.a.blocks.len() == 1 && h.b.blocks.len() == 1);
         let a = hgf.map(|h| [h.a.as_ref()]);
-        let down = a.as_ref().map(|a| HgfDown { a, mid: &s.hgf_mid, normed_input: folded.is_some() });
+        let normed_input = folded.is_some() || hgf.is_some_and(|h| h.reads_input_norm);
+        let down = a.as_ref().map(|a| HgfDown { a, mid: &s.hgf_mid, normed_input });
         let quantise = |b: &mut Self, out: Quantised| match &down {
             Some(d) if l.w.ternary => act_quant_hgf(b.gpu, &mut b.plan, (x, out), (l.w.cols, rows), norm, d),
             _ => act_quant(b.gpu, &mut b.plan, (x, out), l.w.cols, rows, norm),

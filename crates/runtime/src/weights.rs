@@ -50,20 +50,25 @@ pub struct LinearWeights {
 }
 
 /// Moves a sub-norm (BitNet's, before an output projection) into the ternary layer that reads it when it is a plain
-/// RMSNorm over the whole input: the layer's quantiser then applies it as it reads, one dispatch fewer. Layers with
-/// a correction or a norm of their own keep it separate, as do norms that centre, carry a bias or cover part of a
-/// row. Returns the norm still to run.
+/// RMSNorm over the whole input: the layer's quantiser then applies it as it reads, one dispatch fewer. A Hybrid
+/// Gated Flow correction then reads the normalised input too (the quantiser computes its low-rank values, so its
+/// matrices must each be one block). Layers with a norm of their own keep the sub-norm separate, as do norms that
+/// centre, carry a bias or cover part of a row. Returns the norm still to run.
 fn fold_sub_norm(sub_norm: Option<NormWeights>, into: &mut LinearWeights) -> Option<NormWeights> {
+    let one_block = |h: &HgfWeights| h.a.blocks.len() == 1 && h.b.blocks.len() == 1;
     match sub_norm {
         Some(n)
             if into.w.ternary
-                && into.hgf.is_none()
+                && into.hgf.as_deref().is_none_or(one_block)
                 && into.input_norm.is_none()
                 && n.bias.is_none()
                 && !n.spec.centered
                 && n.spec.dim == into.w.cols =>
         {
             into.input_norm = Some(n);
+            if let Some(h) = &mut into.hgf {
+                h.reads_input_norm = true;
+            }
             None
         }
         other => other,
@@ -78,6 +83,10 @@ pub struct HgfWeights {
     pub a: Arc<Weight>,
     /// `a` was uploaded for an earlier projection of the same stored tensor, and is counted there.
     pub a_shared: bool,
+    /// `A` reads the layer's input after its `input_norm`: set when that norm is a sub-norm the model applies before
+    /// the projection, moved into the layer on load. fla `BitLinear`'s own norm belongs to the ternary product
+    /// alone, and the correction reads the input before it.
+    pub reads_input_norm: bool,
     /// `diag(g) B` `[out, rank]`.
     pub b: Weight,
 }
@@ -752,7 +761,7 @@ impl<P: Prefetch> Uploader<'_, P> {
             b.extend(stored[r * h.rank..(r + 1) * h.rank].iter().map(|v| v * g));
         }
         let b = self.f32_matrix(&h.lora_b, &b, l.out_features, h.rank)?;
-        Ok(HgfWeights { a, a_shared, b })
+        Ok(HgfWeights { a, a_shared, b, reads_input_norm: false })
     }
 
     /// A linear layer's own product: the whole stored tensor, the rows of a fused one it selects, or ternary codes.

@@ -203,8 +203,18 @@ fn gpu_sampling_matches_the_reference_sampler_on_model_logits() {
 /// not a timing.
 #[test]
 fn decode_takes_at_most_ten_dispatches_per_layer() {
-    let archs =
-        ["llama", "qwen3", "gemma3", "qwen3_5", "gated_deltanet", "gla", "bitnet_packed", "bitnet_online", "demo"];
+    let archs = [
+        "llama",
+        "qwen3",
+        "gemma3",
+        "qwen3_5",
+        "gated_deltanet",
+        "gla",
+        "bitnet_packed",
+        "bitnet_online",
+        "bitnet_hgf",
+        "demo",
+    ];
     for arch in archs {
         let s = session(arch, SessionOptions::default());
         let layers = s.spec().layers.len();
