@@ -3,6 +3,7 @@
 // NORM_IN: X is the residual stream and the layer reads RMSNorm(X) (weight norm_w): the products use x * w and
 // are divided by rms(x), whose sum of squares is reduced beside them, so the norm costs no dispatch of its own.
 // GATED: the up projection's products beside the gate's, reduced together, then ACT(gate) * up.
+// Loops over the NR outputs are unrolled (constant indices keep the accumulators in registers on SwiftShader).
 #include "common/linear_io.wgsl"
 #if NORM_IN
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
@@ -26,11 +27,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let xbase = m * params.k;
     var which: array<u32, {{NR}}>;
     var wbase: array<u32, {{NR}}>;
-    for (var r = 0u; r < {{NR}}u; r++) {
-        let seg = segment(min(n0 + r, params.n_block - 1u));
-        which[r] = seg.x;
-        wbase[r] = seg.y * params.k;
+#unroll r NR
+    {
+        let seg = segment(min(n0 + {{r}}u, params.n_block - 1u));
+        which[{{r}}] = seg.x;
+        wbase[{{r}}] = seg.y * params.k;
     }
+#endunroll
     var squares = 0.0;
 #if CHUNK
     // Whole stored words: each invocation takes CHUNK consecutive elements (VW words of each row) per step, so a
@@ -38,29 +41,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var c = lid; c < params.k / {{CHUNK}}u; c += {{WG}}u) {
         let k0 = c * {{CHUNK}}u;
         var xs: array<f32, {{CHUNK}}>;
-        for (var j = 0u; j < {{CHUNK}}u; j++) {
-            var a = x[xbase + k0 + j];
+#unroll j CHUNK
+        {
+            var a = x[xbase + k0 + {{j}}u];
 #if NORM_IN
             squares += a * a;
-            a *= norm_w[k0 + j] + params.norm_offset;
+            a *= norm_w[k0 + {{j}}u] + params.norm_offset;
 #endif
-            xs[j] = a;
+            xs[{{j}}] = a;
         }
-        for (var r = 0u; r < {{NR}}u; r++) {
-            let w0 = (wbase[r] + k0) / EPW;
-            for (var v = 0u; v < {{VW}}u; v++) {
-                let word = word_at(w0 + v, which[r]);
+#endunroll
+#unroll r NR
+        {
+            let w0 = (wbase[{{r}}] + k0) / EPW;
+#unroll v VW
+            {
+                let word = word_at(w0 + {{v}}u, which[{{r}}]);
 #if GATED
-                let word_up = word_at(w0 + v, 1u);
+                let word_up = word_at(w0 + {{v}}u, 1u);
 #endif
-                for (var e = 0u; e < EPW; e++) {
-                    acc[r] += xs[v * EPW + e] * decode(word, e);
+#unroll e W_EPW
+                acc[{{r}}] += xs[{{v}}u * EPW + {{e}}u] * decode(word, {{e}}u);
 #if GATED
-                    acc_up[r] += xs[v * EPW + e] * decode(word_up, e);
+                acc_up[{{r}}] += xs[{{v}}u * EPW + {{e}}u] * decode(word_up, {{e}}u);
 #endif
-                }
+#endunroll
             }
+#endunroll
         }
+#endunroll
     }
 #else
     for (var kk = lid; kk < params.k; kk += {{WG}}u) {
@@ -69,32 +78,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         squares += a * a;
         a *= norm_w[kk] + params.norm_offset;
 #endif
-        for (var r = 0u; r < {{NR}}u; r++) {
-            acc[r] += a * weight_at(wbase[r] + kk, which[r]);
+#unroll r NR
+        acc[{{r}}] += a * weight_at(wbase[{{r}}] + kk, which[{{r}}]);
 #if GATED
-            acc_up[r] += a * weight_at(wbase[r] + kk, 1u);
+        acc_up[{{r}}] += a * weight_at(wbase[{{r}}] + kk, 1u);
 #endif
-        }
+#endunroll
     }
 #endif
-    for (var r = 0u; r < {{NR}}u; r++) {
-        partial[r * {{WG}}u + lid] = acc[r];
+#unroll r NR
+    partial[{{r}}u * {{WG}}u + lid] = acc[{{r}}];
 #if GATED
-        partial_up[r * {{WG}}u + lid] = acc_up[r];
+    partial_up[{{r}}u * {{WG}}u + lid] = acc_up[{{r}}];
 #endif
-    }
+#endunroll
 #if NORM_IN
     partial_squares[lid] = squares;
 #endif
     workgroupBarrier();
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
-            for (var r = 0u; r < {{NR}}u; r++) {
-                partial[r * {{WG}}u + lid] += partial[r * {{WG}}u + lid + s];
+#unroll r NR
+            partial[{{r}}u * {{WG}}u + lid] += partial[{{r}}u * {{WG}}u + lid + s];
 #if GATED
-                partial_up[r * {{WG}}u + lid] += partial_up[r * {{WG}}u + lid + s];
+            partial_up[{{r}}u * {{WG}}u + lid] += partial_up[{{r}}u * {{WG}}u + lid + s];
 #endif
-            }
+#endunroll
 #if NORM_IN
             partial_squares[lid] += partial_squares[lid + s];
 #endif

@@ -11,19 +11,8 @@
 @group(0) @binding({{W3_BINDING}}) var<storage, read> w3: array<{{W_ELEM}}>;
 #endif
 
-// Elements per stored word.
-#if W_F32
-const EPW: u32 = 1u;
-#endif
-#if W_BF16
-const EPW: u32 = 2u;
-#endif
-#if W_F16
-const EPW: u32 = 2u;
-#endif
-#if W_TERNARY
-const EPW: u32 = 16u;
-#endif
+// Elements per stored word (W_EPW: 1 for f32, 2 for f16 and bf16, 16 for ternary codes).
+const EPW: u32 = {{W_EPW}}u;
 
 // The index of the stored word holding element i.
 fn word_of(i: u32) -> u32 {

@@ -2,8 +2,13 @@
 //!
 //! Shaders live under `shaders/` and are compiled into the binary with `include_str!`. Variants (weight dtype,
 //! head dim, tile sizes, fused epilogues) are produced by a small preprocessor:
-//! `#include "path"`, `#if NAME` / `#if !NAME` / `#else` / `#endif` (true when NAME is defined and not "0"), and `{{NAME}}`
-//! substitution. The result is cached by the pipeline cache under (shader, defines).
+//! `#include "path"`, `#if NAME` / `#if !NAME` / `#else` / `#endif` (true when NAME is defined and not "0"),
+//! `#unroll i COUNT` / `#endunroll` (the lines between, COUNT times, with `{{i}}` replaced by 0, 1, ...; COUNT a
+//! number or a define) and `{{NAME}}` substitution. The result is cached by the pipeline cache under (shader, defines).
+//!
+//! Unrolling matters on SwiftShader, the browser's CPU adapter: it keeps a private array that a loop indexes in
+//! memory and gathers it lane by lane, while constant indices stay in registers (8x on a bf16 matrix-vector product,
+//! docs/perf.md). Hot loops over a kernel's accumulators are therefore written as `#unroll` blocks.
 
 use crate::error::{GpuError, Result};
 
@@ -110,10 +115,29 @@ fn expand(name: &str, defines: &Defines, out: &mut String, stack: &mut Vec<Strin
         return Err(err("recursive #include".into()));
     }
     stack.push(name.to_string());
+    let lines: Vec<String> = source(name)?.lines().map(String::from).collect();
+    expand_lines(name, &lines, 0, defines, out, stack)?;
+    stack.pop();
+    Ok(())
+}
+
+/// Expands `lines` of shader `name` (the first one at 0-based line `first` there, for messages).
+fn expand_lines(
+    name: &str,
+    lines: &[String],
+    first: usize,
+    defines: &Defines,
+    out: &mut String,
+    stack: &mut Vec<String>,
+) -> Result<()> {
+    let err = |message: String| GpuError::Shader { name: name.into(), message };
     // Each entry: (this branch active, some enclosing branch inactive).
     let mut conds: Vec<(bool, bool)> = Vec::new();
     let active = |conds: &Vec<(bool, bool)>| conds.iter().all(|(on, _)| *on);
-    for (lineno, line) in source(name)?.lines().enumerate() {
+    let mut i = 0;
+    while i < lines.len() {
+        let (lineno, line) = (first + i, &lines[i]);
+        i += 1;
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("#if ") {
             let (negated, key) = match rest.trim().strip_prefix('!') {
@@ -131,6 +155,18 @@ fn expand(name: &str, defines: &Defines, out: &mut String, stack: &mut Vec<Strin
             continue;
         } else if let Some(rest) = t.strip_prefix("#include ") {
             expand(rest.trim().trim_matches('"'), defines, out, stack)?;
+        } else if let Some(rest) = t.strip_prefix("#unroll ") {
+            let (var, count) = unroll_header(rest, defines).map_err(|m| err(format!("line {}: {m}", lineno + 1)))?;
+            let end = matching_endunroll(&lines[i..])
+                .ok_or_else(|| err(format!("line {}: #unroll without #endunroll", lineno + 1)))?;
+            let pattern = format!("{{{{{var}}}}}");
+            for k in 0..count {
+                let body: Vec<String> = lines[i..i + end].iter().map(|l| l.replace(&pattern, &k.to_string())).collect();
+                expand_lines(name, &body, first + i, defines, out, stack)?;
+            }
+            i += end + 1;
+        } else if t == "#endunroll" {
+            return Err(err(format!("line {}: #endunroll without #unroll", lineno + 1)));
         } else {
             let mut line = line.to_string();
             while let Some(start) = line.find("{{") {
@@ -147,10 +183,37 @@ fn expand(name: &str, defines: &Defines, out: &mut String, stack: &mut Vec<Strin
         }
     }
     if !conds.is_empty() {
-        return Err(err("#if without #endif".into()));
+        return Err(err(format!("#if without #endif before line {}", first + lines.len() + 1)));
     }
-    stack.pop();
     Ok(())
+}
+
+/// The variable and count of an `#unroll` line's `rest` (`i COUNT`, COUNT a number or a define holding one).
+fn unroll_header<'r>(rest: &'r str, defines: &Defines) -> std::result::Result<(&'r str, usize), String> {
+    let mut parts = rest.split_whitespace();
+    let (Some(var), Some(count), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("#unroll needs a variable and a count, not `{rest}`"));
+    };
+    let value = defines.get(count).unwrap_or(count);
+    let n = value.parse().map_err(|_| format!("#unroll count `{count}` is not a number or a numeric define"))?;
+    Ok((var, n))
+}
+
+/// The index in `lines` of the `#endunroll` closing an `#unroll` just before them (nested blocks skipped).
+fn matching_endunroll(lines: &[String]) -> Option<usize> {
+    let mut depth = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim();
+        if t.starts_with("#unroll ") {
+            depth += 1;
+        } else if t == "#endunroll" {
+            if depth == 0 {
+                return Some(i);
+            }
+            depth -= 1;
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -165,6 +228,7 @@ mod tests {
             .set("V_DIM", 16)
             .set("W_ELEM", "u32")
             .flag("W_BF16", true)
+            .set("W_EPW", 2)
             .set("W_BINDING", 4)
             .set("ACT", "silu")
             .set("TM", 4)
@@ -191,10 +255,51 @@ mod tests {
     }
 
     #[test]
+    fn unroll_repeats_its_block_with_each_index() {
+        let expand = |lines: &[&str], d: &Defines| {
+            let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            let mut out = String::new();
+            expand_lines("test", &lines, 0, d, &mut out, &mut Vec::new()).map(|_| out)
+        };
+        let d = Defines::new().set("N", 2).set("X", 7).flag("F", true);
+        let nested = [
+            "#unroll r N",
+            "a[{{r}}] = {{X}};",
+            "#unroll c 2",
+            "b[{{r}}][{{c}}];",
+            "#endunroll",
+            "#if F",
+            "f{{r}};",
+            "#endif",
+            "#if !F",
+            "#unroll z UNDEFINED",
+            "#endunroll",
+            "#endif",
+            "#endunroll",
+            "end;",
+        ];
+        assert_eq!(
+            expand(&nested, &d).unwrap(),
+            "a[0] = 7;\nb[0][0];\nb[0][1];\nf0;\na[1] = 7;\nb[1][0];\nb[1][1];\nf1;\nend;\n"
+        );
+        assert_eq!(expand(&["#unroll r 0", "never;", "#endunroll"], &d).unwrap(), "");
+        let broken: [&[&str]; 5] = [
+            &["#unroll r"],
+            &["#unroll r M", "#endunroll"],
+            &["#unroll r 2", "x;"],
+            &["#endunroll"],
+            &["#unroll r 2", "#if F", "#endunroll"],
+        ];
+        for lines in broken {
+            assert!(expand(lines, &d).is_err(), "{lines:?} expanded");
+        }
+    }
+
+    #[test]
     fn conditionals_nest_and_substitute() {
         let text = preprocess(
             "common/weights.wgsl",
-            &Defines::new().set("W_ELEM", "f32").set("W_BINDING", 4).flag("W_F32", true),
+            &Defines::new().set("W_ELEM", "f32").set("W_BINDING", 4).flag("W_F32", true).set("W_EPW", 1),
         )
         .unwrap();
         assert!(text.contains("array<f32>"));

@@ -82,7 +82,7 @@ pub fn weight_defines(defines: Defines, w: &Weight, binding: u32) -> Defines {
         DType::F16 => ("u32", "W_F16"),
         _ => ("u32", "W_BF16"),
     };
-    defines.set("W_BINDING", binding).set("W_ELEM", elem).flag(flag, true)
+    defines.set("W_BINDING", binding).set("W_ELEM", elem).set("W_EPW", w.elements_per_word()).flag(flag, true)
 }
 
 /// Bit pattern of an f32 for a uniform word.
