@@ -14,38 +14,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var xrow: array<u32, {{TM}}>;
     var wrow: array<u32, {{TN}}>;
-    for (var i = 0u; i < {{TM}}u; i++) {
-        xrow[i] = min(m0 + i, rows - 1u) * params.k;
-    }
+#unroll i TM
+    xrow[{{i}}] = min(m0 + {{i}}u, rows - 1u) * params.k;
+#endunroll
     var which: array<u32, {{TN}}>;
-    for (var j = 0u; j < {{TN}}u; j++) {
-        let seg = segment(min(n0 + j, params.n_block - 1u));
-        which[j] = seg.x;
-        wrow[j] = seg.y * params.k;
+#unroll j TN
+    {
+        let seg = segment(min(n0 + {{j}}u, params.n_block - 1u));
+        which[{{j}}] = seg.x;
+        wrow[{{j}}] = seg.y * params.k;
     }
+#endunroll
     let acc = tile_product(xrow, wrow, which, params.k);
 #if GATED
     var up: array<u32, {{TN}}>;
-    for (var j = 0u; j < {{TN}}u; j++) {
-        up[j] = 1u;
-    }
+#unroll j TN
+    up[{{j}}] = 1u;
+#endunroll
     let acc_up = tile_product(xrow, wrow, up, params.k);
 #endif
-    for (var i = 0u; i < {{TM}}u; i++) {
-        let m = m0 + i;
-        if (m >= rows) {
-            break;
-        }
-        for (var j = 0u; j < {{TN}}u; j++) {
-            let n = n0 + j;
-            if (n >= params.n_block) {
-                break;
-            }
+#unroll i TM
+#unroll j TN
+    if (m0 + {{i}}u < rows && n0 + {{j}}u < params.n_block) {
 #if GATED
-            store_pair(m, n, acc[i][j], acc_up[i][j]);
+        store_pair(m0 + {{i}}u, n0 + {{j}}u, acc[{{i}}][{{j}}], acc_up[{{i}}][{{j}}]);
 #else
-            store(m, n, acc[i][j]);
+        store(m0 + {{i}}u, n0 + {{j}}u, acc[{{i}}][{{j}}]);
 #endif
-        }
     }
+#endunroll
+#endunroll
 }

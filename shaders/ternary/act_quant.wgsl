@@ -35,7 +35,7 @@ struct Params {
 #include "common/weights.wgsl"
 #endif
 
-// The row's reductions, all in one tree: lane 0 the sum of squares (NORM), lane 1 the largest |x * norm_w|, lanes
+// The row's reductions, all in one tree (the loops over the lanes are unrolled, as in common/matvec.wgsl): lane 0 the sum of squares (NORM), lane 1 the largest |x * norm_w|, lanes
 // 2.. the HGF down projections' sums. LANES is 2, or 2 + MID_WIDTH with HGF.
 var<workgroup> partial: array<f32, {{WG}} * {{LANES}}>;
 
@@ -73,24 +73,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
         let h = xi;
 #endif
-        for (var r = 0u; r < {{RANK1}}u; r++) {
-            lanes[2u + r] += h * weight_at(r * params.width + i, 0u);
-        }
+#unroll r RANK1
+        lanes[2u + {{r}}u] += h * weight_at({{r}}u * params.width + i, 0u);
+#endunroll
 #if W2_BINDING
-        for (var r = 0u; r < {{RANK2}}u; r++) {
-            lanes[2u + {{RANK1}}u + r] += h * weight_at(r * params.width + i, 1u);
-        }
+#unroll r RANK2
+        lanes[2u + {{RANK1}}u + {{r}}u] += h * weight_at({{r}}u * params.width + i, 1u);
+#endunroll
 #endif
 #if W3_BINDING
-        for (var r = 0u; r < {{RANK3}}u; r++) {
-            lanes[2u + {{RANK1}}u + {{RANK2}}u + r] += h * weight_at(r * params.width + i, 2u);
-        }
+#unroll r RANK3
+        lanes[2u + {{RANK1}}u + {{RANK2}}u + {{r}}u] += h * weight_at({{r}}u * params.width + i, 2u);
+#endunroll
 #endif
 #endif
     }
-    for (var c = 0u; c < {{LANES}}u; c++) {
-        partial[c * {{WG}}u + lid] = lanes[c];
-    }
+#unroll c LANES
+    partial[{{c}}u * {{WG}}u + lid] = lanes[{{c}}];
+#endunroll
     workgroupBarrier();
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {

@@ -189,7 +189,7 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
 }
 
 #if TILED
-// Tokens per workgroup.
+// Tokens per workgroup (loops over them and over the NR outputs are unrolled, as in common/matvec.wgsl).
 const TM: u32 = {{TM}}u;
 
 // Prefill: each invocation computes NR outputs of TM tokens over the whole of K, each code word loaded once for
@@ -210,41 +210,47 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var sum_x: array<i32, TM>;
     for (var j = 0u; j < words; j++) {
         var x: array<vec4<u32>, TM>;
-        for (var t = 0u; t < TM; t++) {
-            let base = min(m0 + t, rows - 1u) * (params.k / 4u) + 4u * j;
-            x[t] = vec4<u32>(xq[base], xq[base + 1u], xq[base + 2u], xq[base + 3u]);
-            sum_x[t] += dot4I8Packed(x[t].x, 0x01010101u) + dot4I8Packed(x[t].y, 0x01010101u)
-                + dot4I8Packed(x[t].z, 0x01010101u) + dot4I8Packed(x[t].w, 0x01010101u);
+#unroll t TM
+        {
+            let base = min(m0 + {{t}}u, rows - 1u) * (params.k / 4u) + 4u * j;
+            x[{{t}}] = vec4<u32>(xq[base], xq[base + 1u], xq[base + 2u], xq[base + 3u]);
+            sum_x[{{t}}] += dot4I8Packed(x[{{t}}].x, 0x01010101u) + dot4I8Packed(x[{{t}}].y, 0x01010101u)
+                + dot4I8Packed(x[{{t}}].z, 0x01010101u) + dot4I8Packed(x[{{t}}].w, 0x01010101u);
         }
-        for (var r = 0u; r < {{NR}}u; r++) {
-            let n = min(n0 + r, params.n_block - 1u);
+#endunroll
+#unroll r NR
+        {
+            let n = min(n0 + {{r}}u, params.n_block - 1u);
             let c = code_word(n, j, words);
             let cs = vec4<u32>(codes(c, 0u), codes(c, 1u), codes(c, 2u), codes(c, 3u));
 #if GATED
             let u = w2[n * words + j];
             let us = vec4<u32>(codes(u, 0u), codes(u, 1u), codes(u, 2u), codes(u, 3u));
 #endif
-            for (var t = 0u; t < TM; t++) {
-                acc[t * {{NR}}u + r] += dot4I8Packed(x[t].x, cs.x) + dot4I8Packed(x[t].y, cs.y)
-                    + dot4I8Packed(x[t].z, cs.z) + dot4I8Packed(x[t].w, cs.w);
+#unroll t TM
+            acc[{{t}}u * {{NR}}u + {{r}}u] += dot4I8Packed(x[{{t}}].x, cs.x) + dot4I8Packed(x[{{t}}].y, cs.y)
+                + dot4I8Packed(x[{{t}}].z, cs.z) + dot4I8Packed(x[{{t}}].w, cs.w);
 #if GATED
-                acc_up[t * {{NR}}u + r] += dot4I8Packed(x[t].x, us.x) + dot4I8Packed(x[t].y, us.y)
-                    + dot4I8Packed(x[t].z, us.z) + dot4I8Packed(x[t].w, us.w);
+            acc_up[{{t}}u * {{NR}}u + {{r}}u] += dot4I8Packed(x[{{t}}].x, us.x) + dot4I8Packed(x[{{t}}].y, us.y)
+                + dot4I8Packed(x[{{t}}].z, us.z) + dot4I8Packed(x[{{t}}].w, us.w);
 #endif
-            }
+#endunroll
         }
+#endunroll
     }
-    for (var t = 0u; t < TM && m0 + t < rows; t++) {
-        let m = m0 + t;
-        for (var r = 0u; r < {{NR}}u && n0 + r < params.n_block; r++) {
-            let total = f32(acc[t * {{NR}}u + r] - sum_x[t]) * xs[m];
-            var up_total = 0.0;
+#unroll t TM
+#unroll r NR
+    if (m0 + {{t}}u < rows && n0 + {{r}}u < params.n_block) {
+        let m = m0 + {{t}}u;
+        let total = f32(acc[{{t}}u * {{NR}}u + {{r}}u] - sum_x[{{t}}]) * xs[m];
+        var up_total = 0.0;
 #if GATED
-            up_total = f32(acc_up[t * {{NR}}u + r] - sum_x[t]) * xs[m];
+        up_total = f32(acc_up[{{t}}u * {{NR}}u + {{r}}u] - sum_x[{{t}}]) * xs[m];
 #endif
-            store(m, n0 + r, total, up_total);
-        }
+        store(m, n0 + {{r}}u, total, up_total);
     }
+#endunroll
+#endunroll
 }
 #else
 #if GATED
@@ -274,24 +280,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let x = vec4<u32>(xq[xbase + 4u * j], xq[xbase + 4u * j + 1u], xq[xbase + 4u * j + 2u], xq[xbase + 4u * j + 3u]);
         sum_x += dot4I8Packed(x.x, 0x01010101u) + dot4I8Packed(x.y, 0x01010101u) + dot4I8Packed(x.z, 0x01010101u)
             + dot4I8Packed(x.w, 0x01010101u);
-        for (var r = 0u; r < {{NR}}u; r++) {
-            let n = min(n0 + r, params.n_block - 1u);
+#unroll r NR
+        {
+            let n = min(n0 + {{r}}u, params.n_block - 1u);
             let c = code_word(n, j, words);
-            acc[r] += dot4I8Packed(x.x, codes(c, 0u)) + dot4I8Packed(x.y, codes(c, 1u)) + dot4I8Packed(x.z, codes(c, 2u))
-                + dot4I8Packed(x.w, codes(c, 3u));
+            acc[{{r}}] += dot4I8Packed(x.x, codes(c, 0u)) + dot4I8Packed(x.y, codes(c, 1u))
+                + dot4I8Packed(x.z, codes(c, 2u)) + dot4I8Packed(x.w, codes(c, 3u));
 #if GATED
             let u = w2[n * words + j];
-            acc_up[r] += dot4I8Packed(x.x, codes(u, 0u)) + dot4I8Packed(x.y, codes(u, 1u))
+            acc_up[{{r}}] += dot4I8Packed(x.x, codes(u, 0u)) + dot4I8Packed(x.y, codes(u, 1u))
                 + dot4I8Packed(x.z, codes(u, 2u)) + dot4I8Packed(x.w, codes(u, 3u));
 #endif
         }
+#endunroll
     }
-    for (var r = 0u; r < {{NR}}u; r++) {
-        partial[r * {{WG}}u + lid] = acc[r];
+#unroll r NR
+    partial[{{r}}u * {{WG}}u + lid] = acc[{{r}}];
 #if GATED
-        partial[({{NR}}u + r) * {{WG}}u + lid] = acc_up[r];
+    partial[({{NR}}u + {{r}}u) * {{WG}}u + lid] = acc_up[{{r}}];
 #endif
-    }
+#endunroll
     partial[(SLOTS - 1u) * {{WG}}u + lid] = sum_x;
     workgroupBarrier();
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {

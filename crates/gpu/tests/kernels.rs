@@ -697,6 +697,9 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
         (4, 2, 16, 100, 5, Some(16), Some(21)),
         (6, 3, 64, 90, 33, Some(16), Some(49)),
         (8, 2, 128, 200, 1, Some(5), Some(6)),
+        // Heads wider than the unrolled loops' 256 channels.
+        (2, 1, 320, 3, 9, None, None),
+        (2, 1, 320, 11, 1, Some(6), None),
     ];
     for (heads, kv, d, pos0, t, window, ring) in cases {
         let mask = AttentionMask::causal(window);
