@@ -15,8 +15,7 @@
 // memory: keys past the window weigh 1 + s + s²/2, read from the cache while it still holds them and from the
 // Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it) and OUT_GATE (gated
 // attention: each output channel leaves times the sigmoid of the gate at binding OUT_GATE, laid out like out).
-// UNROLL_D (heads up to 256 channels wide): the loops over a head's channels are unrolled, so that SwiftShader keeps
-// q and the accumulators in registers (see common/matvec.wgsl).
+// Loops over a head's channels are `#unroll` blocks, so that SwiftShader keeps q and the accumulators in registers.
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 #include "attention/ring.wgsl"
@@ -180,17 +179,11 @@ fn score(qv: ptr<function, array<f32, D>>, kb: u32, j: u32, p: u32, dist: i32) -
     }
     lo = max(lo, 2u * HALF);
 #endif
-#if UNROLL_D
 #unroll d HEAD_DIM
-    if ({{d}}u >= lo && {{d}}u < hi) {
-        s += (*qv)[{{d}}] * k_cache[kb + {{d}}u];
+    if ({{d}} >= lo && {{d}} < hi) {
+        s += (*qv)[{{d}}] * k_cache[kb + {{d}}];
     }
 #endunroll
-#else
-    for (var d = lo; d < hi; d++) {
-        s += (*qv)[d] * k_cache[kb + d];
-    }
-#endif
     return s;
 }
 

@@ -38,15 +38,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let vis = visible(t, kvh, p);
     let sb_row = group * params.scratch_stride;
     var qv: array<f32, D>;
-#if UNROLL_D
 #unroll d HEAD_DIM
-    qv[{{d}}] = q[group * D + {{d}}u] * params.scale;
+    qv[{{d}}] = q[group * D + {{d}}] * params.scale;
 #endunroll
-#else
-    for (var d = 0u; d < D; d++) {
-        qv[d] = q[group * D + d] * params.scale;
-    }
-#endif
 
     var local_max = -3.0e38;
     for (var v = lid; v < vis.count; v += {{WG}}u) {

@@ -74,15 +74,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var qv: array<f32, D>;
     var acc: array<f32, DV>;
     if (live) {
-#if UNROLL_D
 #unroll d HEAD_DIM
-        qv[{{d}}] = q[qi + {{d}}u] * params.scale;
+        qv[{{d}}] = q[qi + {{d}}] * params.scale;
 #endunroll
-#else
-        for (var d = 0u; d < D; d++) {
-            qv[d] = q[qi + d] * params.scale;
-        }
-#endif
     }
     var st = online_start();
     for (var v0 = 0u; v0 < block_keys; v0 += TK) {
@@ -103,38 +97,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 let kb = i * D;
                 var s = 0.0;
                 let vb = i * DV;
-#if UNROLL_D
 #unroll d HEAD_DIM
-                s += qv[{{d}}] * k_tile[kb + {{d}}u];
+                s += qv[{{d}}] * k_tile[kb + {{d}}];
 #endunroll
                 let f = online_step(&st, s);
 #unroll d V_DIM
-                acc[{{d}}] = acc[{{d}}] * f.x + f.y * v_tile[vb + {{d}}u];
+                acc[{{d}}] = acc[{{d}}] * f.x + f.y * v_tile[vb + {{d}}];
 #endunroll
-#else
-                for (var d = 0u; d < D; d++) {
-                    s += qv[d] * k_tile[kb + d];
-                }
-                let f = online_step(&st, s);
-                for (var d = 0u; d < DV; d++) {
-                    acc[d] = acc[d] * f.x + f.y * v_tile[vb + d];
-                }
-#endif
             }
         }
         workgroupBarrier();
     }
     if (live) {
         let oi = (t * params.n_heads + h) * DV;
-#if UNROLL_D
 #unroll d V_DIM
-        emit(oi + {{d}}u, acc[{{d}}] / st.l);
+        emit(oi + {{d}}, acc[{{d}}] / st.l);
 #endunroll
-#else
-        for (var d = 0u; d < DV; d++) {
-            emit(oi + d, acc[d] / st.l);
-        }
-#endif
     }
 }
 #else
@@ -150,15 +128,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let kvh = kv_head(idx % params.n_heads);
     var qv: array<f32, D>;
     var acc: array<f32, DV>;
-#if UNROLL_D
 #unroll d HEAD_DIM
-    qv[{{d}}] = q[idx * D + {{d}}u] * params.scale;
+    qv[{{d}}] = q[idx * D + {{d}}] * params.scale;
 #endunroll
-#else
-    for (var d = 0u; d < D; d++) {
-        qv[d] = q[idx * D + d] * params.scale;
-    }
-#endif
     let vis = visible(t, kvh, p);
     var st = online_start();
 #if DIFF
@@ -179,15 +151,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
 #else
         let f = online_step(&st, score(&qv, kb, j, p, distance(j, p, vis.first, vis.sinks)));
-#if UNROLL_D
 #unroll d V_DIM
-        acc[{{d}}] = acc[{{d}}] * f.x + f.y * v_cache[kb + {{d}}u];
+        acc[{{d}}] = acc[{{d}}] * f.x + f.y * v_cache[kb + {{d}}];
 #endunroll
-#else
-        for (var d = 0u; d < DV; d++) {
-            acc[d] = acc[d] * f.x + f.y * v_cache[kb + d];
-        }
-#endif
 #endif
     }
 #if ABSORB

@@ -15,12 +15,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var xrow: array<u32, {{TM}}>;
     var wrow: array<u32, {{TN}}>;
 #unroll i TM
-    xrow[{{i}}] = min(m0 + {{i}}u, rows - 1u) * params.k;
+    xrow[{{i}}] = min(m0 + {{i}}, rows - 1u) * params.k;
 #endunroll
     var which: array<u32, {{TN}}>;
 #unroll j TN
     {
-        let seg = segment(min(n0 + {{j}}u, params.n_block - 1u));
+        let seg = segment(min(n0 + {{j}}, params.n_block - 1u));
         which[{{j}}] = seg.x;
         wrow[{{j}}] = seg.y * params.k;
     }
@@ -35,11 +35,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #endif
 #unroll i TM
 #unroll j TN
-    if (m0 + {{i}}u < rows && n0 + {{j}}u < params.n_block) {
+    if (m0 + {{i}} < rows && n0 + {{j}} < params.n_block) {
 #if GATED
-        store_pair(m0 + {{i}}u, n0 + {{j}}u, acc[{{i}}][{{j}}], acc_up[{{i}}][{{j}}]);
+        store_pair(m0 + {{i}}, n0 + {{j}}, acc[{{i}}][{{j}}], acc_up[{{i}}][{{j}}]);
 #else
-        store(m0 + {{i}}u, n0 + {{j}}u, acc[{{i}}][{{j}}]);
+        store(m0 + {{i}}, n0 + {{j}}, acc[{{i}}][{{j}}]);
 #endif
     }
 #endunroll

@@ -29,7 +29,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var wbase: array<u32, {{NR}}>;
 #unroll r NR
     {
-        let seg = segment(min(n0 + {{r}}u, params.n_block - 1u));
+        let seg = segment(min(n0 + {{r}}, params.n_block - 1u));
         which[{{r}}] = seg.x;
         wbase[{{r}}] = seg.y * params.k;
     }
@@ -43,10 +43,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var xs: array<f32, {{CHUNK}}>;
 #unroll j CHUNK
         {
-            var a = x[xbase + k0 + {{j}}u];
+            var a = x[xbase + k0 + {{j}}];
 #if NORM_IN
             squares += a * a;
-            a *= norm_w[k0 + {{j}}u] + params.norm_offset;
+            a *= norm_w[k0 + {{j}}] + params.norm_offset;
 #endif
             xs[{{j}}] = a;
         }
@@ -56,14 +56,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let w0 = (wbase[{{r}}] + k0) / EPW;
 #unroll v VW
             {
-                let word = word_at(w0 + {{v}}u, which[{{r}}]);
+                let word = word_at(w0 + {{v}}, which[{{r}}]);
 #if GATED
-                let word_up = word_at(w0 + {{v}}u, 1u);
+                let word_up = word_at(w0 + {{v}}, 1u);
 #endif
 #unroll e W_EPW
-                acc[{{r}}] += xs[{{v}}u * EPW + {{e}}u] * decode(word, {{e}}u);
+                acc[{{r}}] += xs[{{v}} * EPW + {{e}}] * decode(word, {{e}});
 #if GATED
-                acc_up[{{r}}] += xs[{{v}}u * EPW + {{e}}u] * decode(word_up, {{e}}u);
+                acc_up[{{r}}] += xs[{{v}} * EPW + {{e}}] * decode(word_up, {{e}});
 #endif
 #endunroll
             }
@@ -87,9 +87,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 #endif
 #unroll r NR
-    partial[{{r}}u * {{WG}}u + lid] = acc[{{r}}];
+    partial[{{r}} * {{WG}}u + lid] = acc[{{r}}];
 #if GATED
-    partial_up[{{r}}u * {{WG}}u + lid] = acc_up[{{r}}];
+    partial_up[{{r}} * {{WG}}u + lid] = acc_up[{{r}}];
 #endif
 #endunroll
 #if NORM_IN
@@ -99,9 +99,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
 #unroll r NR
-            partial[{{r}}u * {{WG}}u + lid] += partial[{{r}}u * {{WG}}u + lid + s];
+            partial[{{r}} * {{WG}}u + lid] += partial[{{r}} * {{WG}}u + lid + s];
 #if GATED
-            partial_up[{{r}}u * {{WG}}u + lid] += partial_up[{{r}}u * {{WG}}u + lid + s];
+            partial_up[{{r}} * {{WG}}u + lid] += partial_up[{{r}} * {{WG}}u + lid + s];
 #endif
 #endunroll
 #if NORM_IN

@@ -217,30 +217,31 @@ fn normed(o: f32, t: u32, h: u32, v: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
     let h = wid.x;
     let kh = key_head(h);
+    // The loops over the state column are unrolled: SwiftShader then keeps it in registers.
     var s: array<f32, DK>;
-    for (var d = 0u; d < DK; d++) {
-        s[d] = state[(h * DK + d) * DV + v];
-    }
+#unroll d DK
+    s[{{d}}] = state[(h * DK + {{d}}) * DV + v];
+#endunroll
     for (var t = 0u; t < step.n_tokens; t++) {
         let gb = gates(t, h);
         let rk = inv_norm(t, kh, false);
         let rq = inv_norm(t, kh, true);
         var kv = 0.0;
-        for (var d = 0u; d < DK; d++) {
-            s[d] *= exp(channel_decay(t, h, d));
-            kv += s[d] * k_at(t, kh, d) * rk;
-        }
+#unroll d DK
+        s[{{d}}] *= exp(channel_decay(t, h, {{d}}));
+        kv += s[{{d}}] * k_at(t, kh, {{d}}) * rk;
+#endunroll
         let delta = gb.y * (v_at(t, h, v) - kv);
         var o = 0.0;
-        for (var d = 0u; d < DK; d++) {
-            s[d] += k_at(t, kh, d) * rk * delta;
-            o += s[d] * q_at(t, kh, d) * rq;
-        }
+#unroll d DK
+        s[{{d}}] += k_at(t, kh, {{d}}) * rk * delta;
+        o += s[{{d}}] * q_at(t, kh, {{d}}) * rq;
+#endunroll
         out[(t * params.n_v_heads + h) * DV + v] = o;
     }
-    for (var d = 0u; d < DK; d++) {
-        state[(h * DK + d) * DV + v] = s[d];
-    }
+#unroll d DK
+    state[(h * DK + {{d}}) * DV + v] = s[{{d}}];
+#endunroll
 #if OUT_NORM
     // After the recurrence, so that no state is held across the norm's barriers (CPU adapters save it at each).
     for (var t = 0u; t < step.n_tokens; t++) {

@@ -74,22 +74,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let h = xi;
 #endif
 #unroll r RANK1
-        lanes[2u + {{r}}u] += h * weight_at({{r}}u * params.width + i, 0u);
+        lanes[2u + {{r}}] += h * weight_at({{r}} * params.width + i, 0u);
 #endunroll
 #if W2_BINDING
 #unroll r RANK2
-        lanes[2u + {{RANK1}}u + {{r}}u] += h * weight_at({{r}}u * params.width + i, 1u);
+        lanes[2u + {{RANK1}}u + {{r}}] += h * weight_at({{r}} * params.width + i, 1u);
 #endunroll
 #endif
 #if W3_BINDING
 #unroll r RANK3
-        lanes[2u + {{RANK1}}u + {{RANK2}}u + {{r}}u] += h * weight_at({{r}}u * params.width + i, 2u);
+        lanes[2u + {{RANK1}}u + {{RANK2}}u + {{r}}] += h * weight_at({{r}} * params.width + i, 2u);
 #endunroll
 #endif
 #endif
     }
 #unroll c LANES
-    partial[{{c}}u * {{WG}}u + lid] = lanes[{{c}}];
+    partial[{{c}} * {{WG}}u + lid] = lanes[{{c}}];
 #endunroll
     workgroupBarrier();
     for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {

@@ -212,7 +212,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x: array<vec4<u32>, TM>;
 #unroll t TM
         {
-            let base = min(m0 + {{t}}u, rows - 1u) * (params.k / 4u) + 4u * j;
+            let base = min(m0 + {{t}}, rows - 1u) * (params.k / 4u) + 4u * j;
             x[{{t}}] = vec4<u32>(xq[base], xq[base + 1u], xq[base + 2u], xq[base + 3u]);
             sum_x[{{t}}] += dot4I8Packed(x[{{t}}].x, 0x01010101u) + dot4I8Packed(x[{{t}}].y, 0x01010101u)
                 + dot4I8Packed(x[{{t}}].z, 0x01010101u) + dot4I8Packed(x[{{t}}].w, 0x01010101u);
@@ -220,7 +220,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
 #unroll r NR
         {
-            let n = min(n0 + {{r}}u, params.n_block - 1u);
+            let n = min(n0 + {{r}}, params.n_block - 1u);
             let c = code_word(n, j, words);
             let cs = vec4<u32>(codes(c, 0u), codes(c, 1u), codes(c, 2u), codes(c, 3u));
 #if GATED
@@ -228,10 +228,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let us = vec4<u32>(codes(u, 0u), codes(u, 1u), codes(u, 2u), codes(u, 3u));
 #endif
 #unroll t TM
-            acc[{{t}}u * {{NR}}u + {{r}}u] += dot4I8Packed(x[{{t}}].x, cs.x) + dot4I8Packed(x[{{t}}].y, cs.y)
+            acc[{{t}} * {{NR}}u + {{r}}] += dot4I8Packed(x[{{t}}].x, cs.x) + dot4I8Packed(x[{{t}}].y, cs.y)
                 + dot4I8Packed(x[{{t}}].z, cs.z) + dot4I8Packed(x[{{t}}].w, cs.w);
 #if GATED
-            acc_up[{{t}}u * {{NR}}u + {{r}}u] += dot4I8Packed(x[{{t}}].x, us.x) + dot4I8Packed(x[{{t}}].y, us.y)
+            acc_up[{{t}} * {{NR}}u + {{r}}] += dot4I8Packed(x[{{t}}].x, us.x) + dot4I8Packed(x[{{t}}].y, us.y)
                 + dot4I8Packed(x[{{t}}].z, us.z) + dot4I8Packed(x[{{t}}].w, us.w);
 #endif
 #endunroll
@@ -240,14 +240,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 #unroll t TM
 #unroll r NR
-    if (m0 + {{t}}u < rows && n0 + {{r}}u < params.n_block) {
-        let m = m0 + {{t}}u;
-        let total = f32(acc[{{t}}u * {{NR}}u + {{r}}u] - sum_x[{{t}}]) * xs[m];
+    if (m0 + {{t}} < rows && n0 + {{r}} < params.n_block) {
+        let m = m0 + {{t}};
+        let total = f32(acc[{{t}} * {{NR}}u + {{r}}] - sum_x[{{t}}]) * xs[m];
         var up_total = 0.0;
 #if GATED
-        up_total = f32(acc_up[{{t}}u * {{NR}}u + {{r}}u] - sum_x[{{t}}]) * xs[m];
+        up_total = f32(acc_up[{{t}} * {{NR}}u + {{r}}] - sum_x[{{t}}]) * xs[m];
 #endif
-        store(m, n0 + {{r}}u, total, up_total);
+        store(m, n0 + {{r}}, total, up_total);
     }
 #endunroll
 #endunroll
@@ -282,7 +282,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             + dot4I8Packed(x.w, 0x01010101u);
 #unroll r NR
         {
-            let n = min(n0 + {{r}}u, params.n_block - 1u);
+            let n = min(n0 + {{r}}, params.n_block - 1u);
             let c = code_word(n, j, words);
             acc[{{r}}] += dot4I8Packed(x.x, codes(c, 0u)) + dot4I8Packed(x.y, codes(c, 1u))
                 + dot4I8Packed(x.z, codes(c, 2u)) + dot4I8Packed(x.w, codes(c, 3u));
@@ -295,9 +295,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
     }
 #unroll r NR
-    partial[{{r}}u * {{WG}}u + lid] = acc[{{r}}];
+    partial[{{r}} * {{WG}}u + lid] = acc[{{r}}];
 #if GATED
-    partial[({{NR}}u + {{r}}u) * {{WG}}u + lid] = acc_up[{{r}}];
+    partial[({{NR}}u + {{r}}) * {{WG}}u + lid] = acc_up[{{r}}];
 #endif
 #endunroll
     partial[(SLOTS - 1u) * {{WG}}u + lid] = sum_x;

@@ -3,8 +3,9 @@
 //! Shaders live under `shaders/` and are compiled into the binary with `include_str!`. Variants (weight dtype,
 //! head dim, tile sizes, fused epilogues) are produced by a small preprocessor:
 //! `#include "path"`, `#if NAME` / `#if !NAME` / `#else` / `#endif` (true when NAME is defined and not "0"),
-//! `#unroll i COUNT` / `#endunroll` (the lines between, COUNT times, with `{{i}}` replaced by 0, 1, ...; COUNT a
-//! number or a define) and `{{NAME}}` substitution. The result is cached by the pipeline cache under (shader, defines).
+//! `#unroll i COUNT` / `#endunroll` (the lines between, COUNT times, with `{{i}}` replaced by the u32 literals `0u`,
+//! `1u`, ...; COUNT a number or a define; above [`UNROLL_LIMIT`] a loop instead, `{{i}}` its counter) and `{{NAME}}`
+//! substitution. The result is cached by the pipeline cache under (shader, defines).
 //!
 //! Unrolling matters on SwiftShader, the browser's CPU adapter: it keeps a private array that a loop indexes in
 //! memory and gathers it lane by lane, while constant indices stay in registers (8x on a bf16 matrix-vector product,
@@ -61,6 +62,10 @@ shaders!(
     "ternary/act_quant.wgsl",
     "ternary/matvec_dp4.wgsl",
 );
+
+/// The longest `#unroll` block written out in full; longer ones stay loops (a head of 1024 channels would otherwise
+/// write its loop body 1024 times).
+pub const UNROLL_LIMIT: usize = 256;
 
 /// Compile-time defines of one shader variant, kept sorted so equal sets compare equal.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -160,9 +165,17 @@ fn expand_lines(
             let end = matching_endunroll(&lines[i..])
                 .ok_or_else(|| err(format!("line {}: #unroll without #endunroll", lineno + 1)))?;
             let pattern = format!("{{{{{var}}}}}");
-            for k in 0..count {
-                let body: Vec<String> = lines[i..i + end].iter().map(|l| l.replace(&pattern, &k.to_string())).collect();
-                expand_lines(name, &body, first + i, defines, out, stack)?;
+            let body =
+                |index: &str| -> Vec<String> { lines[i..i + end].iter().map(|l| l.replace(&pattern, index)).collect() };
+            if count <= UNROLL_LIMIT {
+                for k in 0..count {
+                    expand_lines(name, &body(&format!("{k}u")), first + i, defines, out, stack)?;
+                }
+            } else {
+                let counter = format!("unroll_{var}");
+                out.push_str(&format!("for (var {counter} = 0u; {counter} < {count}u; {counter}++) {{\n"));
+                expand_lines(name, &body(&counter), first + i, defines, out, stack)?;
+                out.push_str("}\n");
             }
             i += end + 1;
         } else if t == "#endunroll" {
@@ -280,9 +293,17 @@ mod tests {
         ];
         assert_eq!(
             expand(&nested, &d).unwrap(),
-            "a[0] = 7;\nb[0][0];\nb[0][1];\nf0;\na[1] = 7;\nb[1][0];\nb[1][1];\nf1;\nend;\n"
+            "a[0u] = 7;\nb[0u][0u];\nb[0u][1u];\nf0u;\na[1u] = 7;\nb[1u][0u];\nb[1u][1u];\nf1u;\nend;\n"
         );
         assert_eq!(expand(&["#unroll r 0", "never;", "#endunroll"], &d).unwrap(), "");
+        let long = format!("#unroll r {}", UNROLL_LIMIT + 1);
+        assert_eq!(
+            expand(&[&long, "a[{{r}}] += 1.0;", "#endunroll"], &d).unwrap(),
+            format!(
+                "for (var unroll_r = 0u; unroll_r < {}u; unroll_r++) {{\na[unroll_r] += 1.0;\n}}\n",
+                UNROLL_LIMIT + 1
+            )
+        );
         let broken: [&[&str]; 5] = [
             &["#unroll r"],
             &["#unroll r M", "#endunroll"],

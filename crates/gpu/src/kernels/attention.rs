@@ -171,9 +171,6 @@ fn params(a: &Attention, scratch_stride: usize) -> [u32; 10] {
 fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) -> (Defines, Vec<Binding<'b>>) {
     let extra = 2 + buffers.len();
     let mut defines = Defines::new().set("WG", gpu.tuning.wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
-    // Loops over a head's channels are unrolled up to this width (common sizes; wider heads keep loops).
-    const UNROLLED_HEAD_DIM: usize = 256;
-    defines = defines.flag("UNROLL_D", a.head_dim <= UNROLLED_HEAD_DIM);
     if a.mask.dual_triangle {
         defines = defines.set("DUAL_TRIANGLE", 1);
     }
