@@ -226,9 +226,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let gb = gates(t, h);
         let rk = inv_norm(t, kh, false);
         let rq = inv_norm(t, kh, true);
+#if PER_CHANNEL
+        // A loop: SwiftShader's compiler runs out of memory on DK unrolled copies of the gate's exp and softplus.
+        for (var d = 0u; d < DK; d++) {
+            s[d] *= exp(channel_decay(t, h, d));
+        }
+#else
+        let head_decay = exp(gb.x);
+#unroll d DK
+        s[{{d}}] *= head_decay;
+#endunroll
+#endif
         var kv = 0.0;
 #unroll d DK
-        s[{{d}}] *= exp(channel_decay(t, h, {{d}}));
         kv += s[{{d}}] * k_at(t, kh, {{d}}) * rk;
 #endunroll
         let delta = gb.y * (v_at(t, h, v) - kv);
