@@ -4,7 +4,8 @@ layout transformers.js reads (onnx/model.onnx with past key values). Both runtim
 
     /work/venv-train/bin/python tools/peer/llama.py target/peer/llama-6x256
 
-The venv needs torch, transformers, optimum-onnx and onnx (PyPI). The tokenizer is the demo model's BPE.
+The venv needs torch, optimum-onnx (which picks its transformers), onnx and onnxruntime (PyPI). The tokenizer is
+the demo model's BPE.
 """
 import json
 import shutil
