@@ -4,8 +4,8 @@
 
 use crate::error::Result;
 use crate::weights::{
-    GatedMlpWeights, HgfWeights, LayerWeights, LinearWeights, LoraWeights, MixerWeights, MlpWeights, ModelWeights,
-    MoeWeights, NormWeights,
+    GateInputs, GatedMlpWeights, HgfWeights, LayerWeights, LinearWeights, LoraWeights, MixerWeights, MlpWeights,
+    ModelWeights, MoeWeights, NormWeights,
 };
 use ternlight_core::spec::{
     Activation, AttentionMask, AttentionSpec, GatedDeltaNetSpec, GatedMlpSpec, GlaSpec, GsaSpec, Hgrn2Spec, LayerSpec,
@@ -1114,7 +1114,7 @@ impl<'a> Builder<'a> {
         w: &MixerWeights,
         post: &Option<NormWeights>,
     ) -> Result<()> {
-        let MixerWeights::GatedDeltaNet { in_proj, conv, z, a, a_down, b, ba, gate_params, norm, out, .. } = w else {
+        let MixerWeights::GatedDeltaNet { in_proj, conv, z, gate_inputs, gate_params, norm, out, .. } = w else {
             unreachable!("gated deltanet weights")
         };
         let LayerState::Recurrent { state, conv: conv_state } = &self.res.states[slot] else {
@@ -1131,8 +1131,12 @@ impl<'a> Builder<'a> {
             layers.push(up);
             outputs.push((&s.z, 0, 0));
         }
-        let shared = match layers.len() > in_proj.len() || ba.is_some() {
-            true => self.quantise_block_input_with(&layers, ba.as_ref())?,
+        let stacked = match gate_inputs {
+            GateInputs::Stacked(ba) => Some(&ba.w),
+            GateInputs::Separate { .. } => None,
+        };
+        let shared = match layers.len() > in_proj.len() || stacked.is_some() {
+            true => self.quantise_block_input_with(&layers, stacked)?,
             false => None,
         };
         match &shared {
@@ -1161,10 +1165,11 @@ impl<'a> Builder<'a> {
         };
         short_conv(self.gpu, &mut self.plan, &call)?;
         if side_columns.is_none() {
-            match a_down {
+            match gate_inputs {
+                GateInputs::Stacked(ba) => self.linear(&s.h, ba, &s.ab, Rows::Tokens, Epilogue::Store)?,
                 // [b | a] side by side.
-                None => self.side_by_side([b, a], &s.ab, gate_width)?,
-                Some(down) => {
+                GateInputs::Separate { b, a, a_down: None } => self.side_by_side([b, a], &s.ab, gate_width)?,
+                GateInputs::Separate { b, a, a_down: Some(down) } => {
                     self.linear_cols(&s.h, b, &s.ab, 0, gate_width)?;
                     self.linear(&s.h, down, &s.low_rank, Rows::Tokens, Epilogue::Store)?;
                     let at = (g.n_v_heads, gate_width);

@@ -75,6 +75,35 @@ fn fold_sub_norm(sub_norm: Option<NormWeights>, into: &mut LinearWeights) -> Opt
     }
 }
 
+/// A Gated DeltaNet layer's update-strength (`b`) and decay-input (`a`) projections, whose outputs sit side by side
+/// as `[b | a]`.
+#[allow(clippy::large_enum_variant)] // one per layer, built at load
+pub enum GateInputs {
+    /// Two projections.
+    Separate {
+        /// Update strength.
+        b: LinearWeights,
+        /// Decay input (a zero matrix for plain DeltaNet).
+        a: LinearWeights,
+        /// The down half of a low-rank decay projection, which `a` then reads.
+        a_down: Option<LinearWeights>,
+    },
+    /// `[b; a]` as one f32 matrix with the multipliers folded in, where both are plain float projections beside
+    /// ternary ones: decode's int8 quantiser computes the gate inputs as it quantises the block input, and prefill
+    /// runs it as one product.
+    Stacked(LinearWeights),
+}
+
+impl GateInputs {
+    /// Bytes resident on the GPU.
+    fn bytes(&self) -> u64 {
+        match self {
+            GateInputs::Separate { b, a, a_down } => b.bytes() + a.bytes() + a_down.as_ref().map_or(0, |d| d.bytes()),
+            GateInputs::Stacked(ba) => ba.bytes(),
+        }
+    }
+}
+
 /// Hybrid Gated Flow's low-rank path `g ⊙ B (A x)`: `A` and `B` in f32, the gate folded into `B`'s rows
 /// so that the correction is two plain products.
 pub struct HgfWeights {
@@ -165,15 +194,8 @@ pub enum MixerWeights {
         conv: wgpu::Buffer,
         /// Output-gate projections (low-rank down half, then the projection), when the output norm is gated.
         z: Option<(Option<LinearWeights>, LinearWeights)>,
-        /// Decay input projection (a zero matrix for plain DeltaNet).
-        a: LinearWeights,
-        /// The down half of a low-rank decay projection.
-        a_down: Option<LinearWeights>,
-        /// Update-strength projection.
-        b: LinearWeights,
-        /// `[b; a]` as one f32 matrix, where both are plain float projections beside ternary ones: decode's int8
-        /// quantiser computes the gate inputs as it quantises the block input.
-        ba: Option<Weight>,
+        /// The update-strength and decay-input projections.
+        gate_inputs: GateInputs,
         /// `[A_log | dt_bias]` f32.
         gate_params: wgpu::Buffer,
         /// The same on the host, for attention maps.
@@ -505,25 +527,12 @@ impl ModelWeights {
                             + opt(sub_norm)
                     }
                     MixerWeights::GatedDeltaNet {
-                        in_proj,
-                        conv,
-                        z,
-                        a,
-                        a_down,
-                        b,
-                        ba,
-                        gate_params,
-                        norm: n,
-                        out,
-                        ..
+                        in_proj, conv, z, gate_inputs, gate_params, norm: n, out, ..
                     } => {
                         in_proj.iter().map(lin).sum::<u64>()
                             + conv.size()
                             + z.as_ref().map_or(0, |(down, up)| down.as_ref().map_or(0, lin) + lin(up))
-                            + lin(a)
-                            + a_down.as_ref().map_or(0, lin)
-                            + lin(b)
-                            + ba.as_ref().map_or(0, Weight::bytes)
+                            + gate_inputs.bytes()
                             + gate_params.size()
                             + norm(n)
                             + lin(out)
@@ -890,46 +899,47 @@ impl<P: Prefetch> Uploader<'_, P> {
             None => None,
         };
         let a_down = self.opt_linear(g.decay.as_ref().and_then(|d| d.a_down.as_ref())).await?;
-        let (a, gate_params, gate_host) = match &g.decay {
+        let (gate_params, gate_host) = match &g.decay {
             Some(d) => {
-                let a = self.linear(&d.a_proj).await?;
                 let host = [self.f32(&d.a_log).await?, self.f32(&d.dt_bias).await?].concat();
-                let params = self.gpu.upload_f32(&d.a_log, &host);
-                (a, params, host)
+                (self.gpu.upload_f32(&d.a_log, &host), host)
             }
             None => {
-                // Plain DeltaNet: a = 0 and exp(A_log) = 0 make the shared kernels' decay exactly zero.
-                let (hv, hidden) = (g.n_v_heads, g.b_proj.in_features);
-                let a = self.f32_matrix("no decay", &vec![0.0; hv * hidden], hv, hidden)?;
-                let params = [vec![NO_DECAY_A_LOG; hv], vec![0.0; hv]].concat();
-                (
-                    LinearWeights { w: a, bias: None, scale: 1.0, input_norm: None, hgf: None },
-                    self.gpu.upload_f32("no decay", &params),
-                    params,
-                )
+                // Plain DeltaNet: a = 0 (below) and exp(A_log) = 0 make the shared kernels' decay exactly zero.
+                let params = [vec![NO_DECAY_A_LOG; g.n_v_heads], vec![0.0; g.n_v_heads]].concat();
+                (self.gpu.upload_f32("no decay", &params), params)
             }
         };
-        let b = self.linear(&g.b_proj).await?;
-        let fusable = a_down.is_none() && in_proj.iter().any(|l| l.w.ternary) && b.plain() && a.plain();
-        let ba = match (&g.decay, fusable) {
-            (Some(d), true) => {
+        let plain = |l: &LinearSpec| l.ternary.is_none() && l.hgf.is_none() && l.bias.is_none();
+        let beside_ternary = in_proj.iter().any(|l| l.w.ternary);
+        let gate_inputs = match &g.decay {
+            Some(d) if a_down.is_none() && beside_ternary && plain(&g.b_proj) && plain(&d.a_proj) => {
                 let mut values = self.f32_rows(&g.b_proj).await?;
-                values.iter_mut().for_each(|v| *v *= b.scale);
+                values.iter_mut().for_each(|v| *v *= g.b_proj.scale);
                 let mut a_values = self.f32_rows(&d.a_proj).await?;
-                a_values.iter_mut().for_each(|v| *v *= a.scale);
+                a_values.iter_mut().for_each(|v| *v *= d.a_proj.scale);
                 values.extend(a_values);
-                Some(self.f32_matrix("gate inputs [b; a]", &values, b.w.rows + a.w.rows, b.w.cols)?)
+                let rows = g.b_proj.out_features + d.a_proj.out_features;
+                let w = self.f32_matrix("gate inputs [b; a]", &values, rows, g.b_proj.in_features)?;
+                GateInputs::Stacked(LinearWeights { w, bias: None, scale: 1.0, input_norm: None, hgf: None })
             }
-            _ => None,
+            decay => {
+                let a = match decay {
+                    Some(d) => self.linear(&d.a_proj).await?,
+                    None => {
+                        let (hv, hidden) = (g.n_v_heads, g.b_proj.in_features);
+                        let w = self.f32_matrix("no decay", &vec![0.0; hv * hidden], hv, hidden)?;
+                        LinearWeights { w, bias: None, scale: 1.0, input_norm: None, hgf: None }
+                    }
+                };
+                GateInputs::Separate { b: self.linear(&g.b_proj).await?, a, a_down }
+            }
         };
         Ok(MixerWeights::GatedDeltaNet {
             in_proj,
             conv,
             z,
-            a,
-            a_down,
-            b,
-            ba,
+            gate_inputs,
             gate_params,
             gate_host,
             norm: self.norm(&g.norm).await?,
