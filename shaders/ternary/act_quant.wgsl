@@ -3,13 +3,15 @@ requires packed_4x8_integer_dot_product;
 #endif
 // Per-token int8 activation fake-quantisation for ternary (BitNet) linear layers, one workgroup per row of WIDTH:
 // out = clamp(round(x * s), -128, 127) / s with s = 127 / max(max|x|, 1e-5). With NORM, x is first RMSNormed with
-// weight norm_w and eps (fla's BitLinear normalises its own input). With PACKED the int8 values are written as i8x4
-// words [rows, WIDTH/4] (WIDTH a multiple of 16; each group of 16 values interleaved, see below) with the row's dequantisation factor 1/s in scales (for
-// matvec_dp4.wgsl) instead of as f32. With HGF the row's unquantised input also goes through Hybrid Gated Flow's
-// down projections, up to three matrices A [RANK_i, WIDTH] of one stored dtype (common/weights.wgsl's w, w2, w3:
-// the distinct corrections of the projections that share this quantisation): mid [rows, MID_WIDTH] holds x A^T of
-// each side by side (MID_WIDTH = RANK1 + RANK2 + RANK3), of the raw x, or of the normalised x with HGF_NORMED (the
-// norm is the block's pre-norm folded in here, not the layer's own).
+// weight norm_w and eps (fla's BitLinear normalises its own input). With PACKED each row becomes one record of
+// params.stride words for matvec_dp4.wgsl instead of f32: the int8 values as i8x4 words [WIDTH/4] (WIDTH a multiple
+// of 16; each group of 16 values interleaved, see below), the row's dequantisation factor 1/s (f32 bits), then the
+// HGF values below (f32 bits). One buffer carries all three, so the product kernels bind one buffer for them.
+// With HGF the row's unquantised input also goes through Hybrid Gated Flow's down projections, up to three matrices
+// A [RANK_i, WIDTH] of one stored dtype (common/weights.wgsl's w, w2, w3: the distinct corrections of the
+// projections that share this quantisation): MID_WIDTH values per row hold x A^T of each side by side (MID_WIDTH =
+// RANK1 + RANK2 + RANK3), of the raw x, or of the normalised x with HGF_NORMED (the norm is the block's pre-norm
+// folded in here, not the layer's own); without PACKED they go to mid [rows, MID_WIDTH].
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
 
@@ -18,12 +20,12 @@ struct Params {
     row_sel: u32,
     eps: f32,
     norm_offset: f32, // added to norm_w (1 for norms stored as w - 1)
+    stride: u32,      // PACKED: words per row record
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 #if PACKED
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
-@group(0) @binding(4) var<storage, read_write> scales: array<f32>;
 #else
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 #endif
@@ -31,7 +33,9 @@ struct Params {
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
 #endif
 #if HGF
+#if !PACKED
 @group(0) @binding({{MID_BINDING}}) var<storage, read_write> mid: array<f32>;
+#endif
 #include "common/weights.wgsl"
 #endif
 
@@ -117,10 +121,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var b = 0u; b < 4u; b++) {
             q[b] = i32(clamp(round(value(base, first + 4u * b, inv) * scale), -128.0, 127.0));
         }
-        out[row * (params.width / 4u) + j] = pack4xI8(q);
+        out[row * params.stride + j] = pack4xI8(q);
     }
     if (lid == 0u) {
-        scales[row] = 1.0 / scale;
+        out[row * params.stride + params.width / 4u] = bitcast<u32>(1.0 / scale);
     }
 #else
     for (var i = lid; i < params.width; i += {{WG}}u) {
@@ -133,7 +137,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     mid_scale = inv;
 #endif
     for (var r = lid; r < {{MID_WIDTH}}u; r += {{WG}}u) {
-        mid[row * {{MID_WIDTH}}u + r] = partial[(2u + r) * {{WG}}u] * mid_scale;
+        let v = partial[(2u + r) * {{WG}}u] * mid_scale;
+#if PACKED
+        out[row * params.stride + params.width / 4u + 1u + r] = bitcast<u32>(v);
+#else
+        mid[row * {{MID_WIDTH}}u + r] = v;
+#endif
     }
 #endif
 }

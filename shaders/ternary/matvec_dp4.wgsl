@@ -1,19 +1,19 @@
 requires packed_4x8_integer_dot_product;
-// Ternary linear layer on int8 activations with dot4I8Packed: the activations arrive as i8x4 words
-// xq [rows, K/4] with their dequantisation factor xs [rows] (act_quant.wgsl, PACKED); weight codes are 2-bit, 16 per
-// u32 (K a multiple of 16, so rows start on words). Masking a code word with 0x03030303 after a shift of 2q leaves
+// Ternary linear layer on int8 activations with dot4I8Packed: the activations arrive as act_quant.wgsl's PACKED
+// row records in xq (params.stride words each: i8x4 words [K/4], the dequantisation factor, the HGF values);
+// weight codes are 2-bit, 16 per u32 (K a multiple of 16, so rows start on words). Masking a code word with 0x03030303 after a shift of 2q leaves
 // the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
 // group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
 // outputs of one token, its lanes splitting K (decode), or with TILED (prefill) each invocation NR outputs of TM
 // tokens over the whole of K.
-// y[m, n_offset + n] (+)= (that sum) * xs[m] * scale.
+// y[m, n_offset + n] (+)= (that sum) * (row m's factor) * scale.
 // STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]), with STACKED3 rows seg2.. from w3
 // (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
 // projections of the same activations. GATED: a second matrix w2 of the
 // same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
 // Hybrid Gated Flow: BGi_BINDING gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
-// before the activation: + sum_r bgi[row, r] mid[m, OFFi + r] (bgi [its rows, RANKi] f32 with the gate folded in;
-// mid [rows, MID_WIDTH] the low-rank values act_quant.wgsl computed beside the quantisation).
+// before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in;
+// mid the low-rank values act_quant.wgsl wrote into row m's record beside the quantisation).
 #include "common/step.wgsl"
 #if GATED
 #include "common/activations.wgsl"
@@ -34,31 +34,28 @@ struct Params {
     scale3: f32,
     seg3: u32,    // STACKED4: first row from w4 (n_block without it)
     scale4: f32,
+    stride: u32,  // words per activation record
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> xq: array<u32>;
-@group(0) @binding(3) var<storage, read> xs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> w: array<u32>;
 #if STACKED
-@group(0) @binding(6) var<storage, read> w2: array<u32>;
-@group(0) @binding(7) var<storage, read_write> y2: array<f32>;
+@group(0) @binding(5) var<storage, read> w2: array<u32>;
+@group(0) @binding(6) var<storage, read_write> y2: array<f32>;
 #endif
 #if STACKED3
-@group(0) @binding(8) var<storage, read> w3: array<u32>;
-@group(0) @binding(9) var<storage, read_write> y3: array<f32>;
+@group(0) @binding(7) var<storage, read> w3: array<u32>;
+@group(0) @binding(8) var<storage, read_write> y3: array<f32>;
 #endif
 #if STACKED4
-@group(0) @binding(10) var<storage, read> w4: array<u32>;
-@group(0) @binding(11) var<storage, read_write> y4: array<f32>;
+@group(0) @binding(9) var<storage, read> w4: array<u32>;
+@group(0) @binding(10) var<storage, read_write> y4: array<f32>;
 #endif
 #if GATED
-@group(0) @binding(6) var<storage, read> w2: array<u32>;
+@group(0) @binding(5) var<storage, read> w2: array<u32>;
 #endif
 
-#if HGF
-@group(0) @binding({{MID_BINDING}}) var<storage, read> mid: array<f32>;
-#endif
 #if BG1_BINDING
 @group(0) @binding({{BG1_BINDING}}) var<storage, read> bg1: array<f32>;
 #endif
@@ -106,7 +103,7 @@ fn bg_at(p: u32, i: u32) -> f32 {
 fn correction(p: u32, m: u32, row: u32, rank: u32, offset: u32) -> f32 {
     var c = 0.0;
     for (var r = 0u; r < rank; r++) {
-        c += bg_at(p, row * rank + r) * mid[m * {{MID_WIDTH}}u + offset + r];
+        c += bg_at(p, row * rank + r) * bitcast<f32>(xq[m * params.stride + params.k / 4u + 1u + offset + r]);
     }
     return c;
 }
@@ -130,6 +127,11 @@ fn code_word(n: u32, j: u32, words: u32) -> u32 {
     }
 #endif
     return w[n * words + j];
+}
+
+// Row m's dequantisation factor, stored after its activation words.
+fn factor(m: u32) -> f32 {
+    return bitcast<f32>(xq[m * params.stride + params.k / 4u]);
 }
 
 // The codes of a code word for activation word q of its group, as an i8x4 word of 0..2.
@@ -212,7 +214,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x: array<vec4<u32>, TM>;
 #unroll t TM
         {
-            let base = min(m0 + {{t}}, rows - 1u) * (params.k / 4u) + 4u * j;
+            let base = min(m0 + {{t}}, rows - 1u) * params.stride + 4u * j;
             x[{{t}}] = vec4<u32>(xq[base], xq[base + 1u], xq[base + 2u], xq[base + 3u]);
             sum_x[{{t}}] += dot4I8Packed(x[{{t}}].x, 0x01010101u) + dot4I8Packed(x[{{t}}].y, 0x01010101u)
                 + dot4I8Packed(x[{{t}}].z, 0x01010101u) + dot4I8Packed(x[{{t}}].w, 0x01010101u);
@@ -242,10 +244,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #unroll r NR
     if (m0 + {{t}} < rows && n0 + {{r}} < params.n_block) {
         let m = m0 + {{t}};
-        let total = f32(acc[{{t}} * {{NR}}u + {{r}}] - sum_x[{{t}}]) * xs[m];
+        let total = f32(acc[{{t}} * {{NR}}u + {{r}}] - sum_x[{{t}}]) * factor(m);
         var up_total = 0.0;
 #if GATED
-        up_total = f32(acc_up[{{t}} * {{NR}}u + {{r}}] - sum_x[{{t}}]) * xs[m];
+        up_total = f32(acc_up[{{t}} * {{NR}}u + {{r}}] - sum_x[{{t}}]) * factor(m);
 #endif
         store(m, n0 + {{r}}, total, up_total);
     }
@@ -270,7 +272,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let n0 = wid.x * {{NR}}u;
     let words = params.k / 16u;
-    let xbase = m * (params.k / 4u);
+    let xbase = m * params.stride;
     var acc: array<i32, {{NR}}>;
 #if GATED
     var acc_up: array<i32, {{NR}}>;
@@ -316,8 +318,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let sum_all = partial[(SLOTS - 1u) * {{WG}}u];
     var up_total = 0.0;
 #if GATED
-    up_total = f32(partial[({{NR}}u + lid) * {{WG}}u] - sum_all) * xs[m];
+    up_total = f32(partial[({{NR}}u + lid) * {{WG}}u] - sum_all) * factor(m);
 #endif
-    store(m, n0 + lid, f32(partial[lid * {{WG}}u] - sum_all) * xs[m], up_total);
+    store(m, n0 + lid, f32(partial[lid * {{WG}}u] - sum_all) * factor(m), up_total);
 }
 #endif

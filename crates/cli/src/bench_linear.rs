@@ -9,7 +9,7 @@ use ternlight_core::dtype::DType;
 use ternlight_core::sampling::Rng;
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::matmul::{linear, Linear, MatmulShape};
-use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, quantised_matvec, Quantised};
+use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, packed_stride, quantised_matvec, Quantised};
 use ternlight_gpu::plan::{Plan, Rows, Step};
 use ternlight_gpu::tune::seconds_per_submit;
 use ternlight_gpu::Gpu;
@@ -61,9 +61,9 @@ pub fn run(args: Args) -> Result<()> {
         let t_ternary = time_plan(&gpu, &plan, &y, args.reps)?;
         let t_dp4 = match dp4_ready(&gpu, &ternary) {
             true => {
-                let (words, scales) = (gpu.zeros("xq words", k / 4), gpu.zeros("xq scale", 1));
+                let record = gpu.zeros("xq record", packed_stride(k, 0));
                 let mut plan = Plan::new(&gpu);
-                quantised_matvec(&gpu, &mut plan, &x, (&words, &scales), &ternary, &y)?;
+                quantised_matvec(&gpu, &mut plan, &x, &record, &ternary, &y)?;
                 Some(time_plan(&gpu, &plan, &y, args.reps)?)
             }
             false => None,

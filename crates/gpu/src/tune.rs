@@ -8,7 +8,7 @@ use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::Result;
 use crate::kernels::matmul::{linear, Linear, MatmulShape};
-use crate::kernels::ternary::quantised_matvec;
+use crate::kernels::ternary::{packed_stride, quantised_matvec};
 use crate::kernels::Tuning;
 use crate::plan::{Plan, Step};
 use ternlight_core::dtype::DType;
@@ -122,11 +122,10 @@ fn layer(gpu: &Gpu, rows: usize) -> Result<(wgpu::Buffer, Weight, wgpu::Buffer)>
 }
 
 /// The timed layer's shape as ternary codes where the device has the integer path (else an empty stand-in), with
-/// the int8 words and scale of one quantised input row.
+/// the packed record of one quantised input row.
 struct TernaryLayer {
     w: Weight,
-    words: wgpu::Buffer,
-    scales: wgpu::Buffer,
+    record: wgpu::Buffer,
 }
 
 impl TernaryLayer {
@@ -135,8 +134,7 @@ impl TernaryLayer {
         let codes: Vec<i8> = (0..n * k).map(|i| (i % 3) as i8 - 1).collect();
         Ok(TernaryLayer {
             w: Weight::upload_ternary(gpu, "tune ternary weights", &codes, n, k, gpu.info.max_binding)?,
-            words: gpu.zeros("tune xq words", k / 4),
-            scales: gpu.zeros("tune xq scale", 1),
+            record: gpu.zeros("tune xq record", packed_stride(k, 0)),
         })
     }
 }
@@ -144,7 +142,7 @@ impl TernaryLayer {
 /// Mean seconds of one ternary product of the timed layer (quantiser and integer matvec) at the device's tuning.
 async fn time_ternary(gpu: &Gpu, (x, t, y): (&wgpu::Buffer, &TernaryLayer, &wgpu::Buffer), reps: usize) -> Result<f64> {
     let mut plan = Plan::new(gpu);
-    quantised_matvec(gpu, &mut plan, x, (&t.words, &t.scales), &t.w, y)?;
+    quantised_matvec(gpu, &mut plan, x, &t.record, &t.w, y)?;
     seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: 1, logit_rows: vec![] }, y, reps).await
 }
 

@@ -1673,15 +1673,13 @@ fn ternary_linear_matches_reference() {
         // The integer path (i8x4 activations, dot4I8Packed) where rows hold whole 16-code words.
         if ternary::dp4_ready(g, &w) {
             let (xb, yb) = (g.upload_f32("x", &x), g.upload_f32("y", &vec![0.5; rows * n]));
-            let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
+            let records = g.zeros("xq records", rows * ternary::packed_stride(k, 0));
             let mut plan = Plan::new(g);
             let norm = with_norm.then_some(InputNorm { weight: &nb, eps: 1e-8, unit_offset });
-            let quantised = ternary::Quantised::Packed(&words, &scales);
+            let quantised = ternary::Quantised::Packed(&records);
             ternary::act_quant(g, &mut plan, (&xb, quantised), k, Rows::Tokens, norm).unwrap();
-            let call = ternary::MatvecDp4 {
-                accumulate: true,
-                ..ternary::MatvecDp4::new(&words, &scales, &w, multiplier, &yb)
-            };
+            let call =
+                ternary::MatvecDp4 { accumulate: true, ..ternary::MatvecDp4::new(&records, &w, multiplier, &yb) };
             ternary::matvec_dp4(g, &mut plan, &call).unwrap();
             let plus_half: Vec<f32> = want.iter().map(|v| v + 0.5).collect();
             let got = run(&plan, &tokens(0, rows), &yb, rows * n);
@@ -1729,28 +1727,32 @@ fn ternary_layers_with_fused_hgf_match_reference() {
             Weight::upload(g, name, DType::F32, r, c, &bytes, 1 << 20).unwrap()
         };
         let (aw, bw) = (f32_weight("A", &a, rank, k), f32_weight("B", &bg, n, rank));
-        let (xb, yb, mid) = (g.upload_f32("x", &raw), g.zeros("y", rows * n), g.zeros("mid", rows * rank));
+        let (xb, yb) = (g.upload_f32("x", &raw), g.zeros("y", rows * n));
         let nb = g.upload_f32("norm", &norm);
-        let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
+        let records = g.zeros("xq records", rows * ternary::packed_stride(k, rank));
         // One token per workgroup (decode), and tiles of 4 that the rows fill or leave partial (prefill).
         for tile_rows in [1, 4] {
             let mut plan = Plan::new(g);
-            let down = HgfDown { a: &[&aw], mid: &mid, normed_input: normed };
-            let quantised = Quantised::Packed(&words, &scales);
+            let down = HgfDown { a: &[&aw], mid: None, normed_input: normed };
+            let quantised = Quantised::Packed(&records);
             let folded = normed.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: false });
             ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), folded, &down).unwrap();
             let call = MatvecDp4 {
-                mid: Some((&mid, rank)),
+                mid_width: rank,
                 hgf: Some(HgfUp { bg: &bw, offset: 0 }),
                 tile_rows,
-                ..MatvecDp4::new(&words, &scales, &w, 0.37, &yb)
+                ..MatvecDp4::new(&records, &w, 0.37, &yb)
             };
             ternary::matvec_dp4(g, &mut plan, &call).unwrap();
             let got = run(&plan, &tokens(0, rows), &yb, rows * n);
             let what = format!("fused hgf {rows}x{k}x{n} rank {rank} normed {normed} tile {tile_rows}");
             assert_close(&got, &want, 1e-4, &what);
         }
-        let got_mid = pollster::block_on(g.read_f32(&mid, 0, rows * rank)).unwrap();
+        // Each token's low-rank values sit in its record after the words and the factor.
+        let stride = ternary::packed_stride(k, rank);
+        let got_records = pollster::block_on(g.read_f32(&records, 0, rows * stride)).unwrap();
+        let start = ternary::packed_mid(k);
+        let got_mid: Vec<f32> = got_records.chunks(stride).flat_map(|r| r[start..].to_vec()).collect();
         assert_close(&got_mid, &mid_want, 1e-5, "hgf low-rank values");
     }
 }
@@ -2245,20 +2247,20 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
     }
     let down_weights: Vec<Weight> = downs.iter().map(|a| f32_weight(a, a.len() / k, k)).collect();
     let xb = g.upload_f32("x", &x);
-    let (words, scales) = (g.zeros("xq words", rows * k / 4), g.zeros("xq scales", rows));
-    let mid = g.zeros("mid", rows * 10);
+    let records = g.zeros("xq records", rows * ternary::packed_stride(k, 10));
     // Quantises x, with the low-rank values of `downs` (side by side) when given.
     let quantise = |plan: &mut Plan, downs: Option<&[&Weight]>| {
-        let io = (&xb, Quantised::Packed(&words, &scales));
+        let io = (&xb, Quantised::Packed(&records));
         match downs {
             None => ternary::act_quant(g, plan, io, k, Rows::Tokens, None).unwrap(),
             Some(a) => {
-                let down = HgfDown { a, mid: &mid, normed_input: false };
+                let down = HgfDown { a, mid: None, normed_input: false };
                 ternary::act_quant_hgf(g, plan, io, (k, Rows::Tokens), None, &down).unwrap()
             }
         }
     };
-    // A part's reference output: its product plus, with a down projection and its column in mid, the correction.
+    // A part's reference output: its product plus, with a down projection and where its values start, the
+    // correction.
     let want = |p: &Part, down: Option<(usize, usize)>| {
         let mut y = p.product.clone();
         if let Some((d, _)) = down {
@@ -2269,8 +2271,8 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
         }
         y
     };
-    // Which down projection each part reads (and its column in mid): none, or its own but for part 3, which shares
-    // part 0's (rank 3).
+    // Which down projection each part reads (and where its values start in a record): none, or its own but for
+    // part 3, which shares part 0's (rank 3).
     let corrected = [Some((0, 0)), Some((1, 3)), Some((2, 8)), Some((0, 0))];
     for (layout, picks) in [("plain", [None; 4]), ("hgf", corrected)] {
         for count in [2, 3, 4] {
@@ -2288,10 +2290,10 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
             quantise(&mut plan, (!distinct.is_empty()).then_some(&distinct[..]));
             let call = MatvecDp4 {
                 stacked: &stacked,
-                mid: Some((&mid, distinct.iter().map(|a| a.rows).sum())),
+                mid_width: distinct.iter().map(|a| a.rows).sum(),
                 hgf: hgf(0),
                 tile_rows: if count == 4 { 2 } else { 1 },
-                ..MatvecDp4::new(&words, &scales, &chosen[0].w, chosen[0].scale, &outs[0])
+                ..MatvecDp4::new(&records, &chosen[0].w, chosen[0].scale, &outs[0])
             };
             if ternary::dp4_bindings(&call) > g.info.max_storage_buffers {
                 // A smaller device (SwiftShader binds 10) refuses the stack, naming the limit.
@@ -2325,10 +2327,10 @@ fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
                 act,
                 hgf: up_down.map(|(_, offset)| HgfUp { bg: &up.bw, offset }),
             }),
-            mid: Some((&mid, 8)),
+            mid_width: if corrected { 8 } else { 0 },
             hgf: gate_down.map(|(_, offset)| HgfUp { bg: &parts[0].bw, offset }),
             tile_rows: if corrected { 2 } else { 1 },
-            ..MatvecDp4::new(&words, &scales, &parts[0].w, parts[0].scale, &y)
+            ..MatvecDp4::new(&records, &parts[0].w, parts[0].scale, &y)
         };
         ternary::matvec_dp4(g, &mut plan, &call).unwrap();
         let want = reference::mlp::gated(act, &want(&parts[0], gate_down), &want(&up, up_down));

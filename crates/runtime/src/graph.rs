@@ -35,8 +35,8 @@ use ternlight_gpu::kernels::rope::{rope, rope_normed, HeadNorms, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::sample::TokenSampler;
 use ternlight_gpu::kernels::ternary::{
-    act_quant, act_quant_bindings, act_quant_hgf, dp4_bindings, dp4_ready, matvec_dp4, Gated, HgfDown, HgfUp,
-    MatvecDp4, Quantised, Stacked,
+    act_quant, act_quant_bindings, act_quant_hgf, dp4_bindings, dp4_ready, matvec_dp4, packed_mid, packed_stride,
+    Gated, HgfDown, HgfUp, MatvecDp4, Quantised, Stacked,
 };
 use ternlight_gpu::kernels::{
     embedding::embedding,
@@ -170,10 +170,9 @@ pub struct Scratch {
     pub gsa_second: wgpu::Buffer,
     /// Int8 fake-quantised inputs of ternary layers `[capacity, widest input]`.
     pub xq: wgpu::Buffer,
-    /// The same as i8x4 words `[capacity, widest input / 4]`, for the integer matvec.
-    pub xq_words: wgpu::Buffer,
-    /// Per-token dequantisation factors of `xq_words` `[capacity]`.
-    pub xq_scales: wgpu::Buffer,
+    /// The same as packed records for the integer matvec (i8x4 words, factor and low-rank values per token:
+    /// `[capacity, packed_stride(widest input, width of hgf_mid)]`).
+    pub xq_rows: wgpu::Buffer,
     /// Hybrid Gated Flow's low-rank activations `[capacity, 3 x max rank + gate inputs]`: one layer's, or up to
     /// three distinct corrections' side by side for projections that share one quantisation in decode, with a
     /// Gated DeltaNet's gate inputs there.
@@ -444,6 +443,7 @@ impl Resources {
             })
             .max()
             .unwrap_or(0);
+        let (xq_width, mid_width) = (h.max(qw).max(inter), 3 * hgf_rank + side_rows);
         for (what, width) in [("queries", qw), ("MLP activations", inter), ("hidden states", h)] {
             check_binding(gpu, &format!("{what} for {capacity} tokens"), 4 * capacity as u64 * width as u64)?;
         }
@@ -483,10 +483,9 @@ impl Resources {
             mla_q: gpu.zeros("absorbed queries", capacity * mla_w),
             mla_ctx: gpu.zeros("latent context", capacity * mla_w),
             gsa_second: gpu.zeros("slot attention second pass", capacity * gsa_w),
-            xq: gpu.zeros("quantised activations", capacity * h.max(qw).max(inter)),
-            xq_words: gpu.zeros("packed int8 activations", capacity * h.max(qw).max(inter).div_ceil(4)),
-            xq_scales: gpu.zeros("activation scales", capacity),
-            hgf_mid: gpu.zeros("hgf correction", capacity * (3 * hgf_rank + side_rows)),
+            xq: gpu.zeros("quantised activations", capacity * xq_width),
+            xq_rows: gpu.zeros("packed int8 activations", capacity * packed_stride(xq_width, mid_width)),
+            hgf_mid: gpu.zeros("hgf correction", capacity * mid_width),
             shifted: (0..if rwkv_v.is_some() { 6 } else { 0 })
                 .map(|_| gpu.zeros("token shift", capacity * h))
                 .collect(),
@@ -574,13 +573,15 @@ fn side_by_side_outputs<'b>(
 
 /// The block input quantised once for several projections ([`Builder::quantise_block_input`]).
 struct SharedQuantisation {
-    /// Per projection, the first column of its Hybrid Gated Flow low-rank values in `hgf_mid` (`None` without a
-    /// correction).
+    /// Per projection, the first of its Hybrid Gated Flow low-rank values in a token's record in `xq_rows` (`None`
+    /// without a correction).
     offsets: Vec<Option<usize>>,
-    /// The first column of the side matrix's products, when one was asked for.
+    /// The first of the side matrix's products, when one was asked for.
     side_offset: Option<usize>,
-    /// Columns of `hgf_mid` written per token.
+    /// Low-rank values per token.
     width: usize,
+    /// The quantised input's width.
+    input_width: usize,
 }
 
 impl SharedQuantisation {
@@ -663,23 +664,23 @@ impl<'a> Builder<'a> {
         let hgf = l.hgf.as_deref().filter(|h| h.a.blocks.len() == 1 && h.b.blocks.len() == 1);
         let a = hgf.map(|h| [h.a.as_ref()]);
         let normed_input = folded.is_some() || hgf.is_some_and(|h| h.reads_input_norm);
-        let down = a.as_ref().map(|a| HgfDown { a, mid: &s.hgf_mid, normed_input });
+        let down = a.as_ref().map(|a| HgfDown { a, mid: Some(&s.hgf_mid), normed_input });
         let quantise = |b: &mut Self, out: Quantised| match &down {
             Some(d) if l.w.ternary => act_quant_hgf(b.gpu, &mut b.plan, (x, out), (l.w.cols, rows), norm, d),
             _ => act_quant(b.gpu, &mut b.plan, (x, out), l.w.cols, rows, norm),
         };
         if dp4_ready(self.gpu, &l.w) && l.bias.is_none() {
             // Ternary layers: int8 words and the integer products, a prefill's tokens in tiles of the matmul's rows.
-            quantise(self, Quantised::Packed(&s.xq_words, &s.xq_scales))?;
+            quantise(self, Quantised::Packed(&s.xq_rows))?;
             let call = MatvecDp4 {
                 y_offset,
                 y_stride,
                 rows,
                 tile_rows: if shape == MatmulShape::Tiled { self.gpu.tuning.tm } else { 1 },
                 accumulate: epilogue == Epilogue::Accumulate,
-                mid: hgf.map(|h| (&s.hgf_mid, h.a.rows)),
+                mid_width: hgf.map_or(0, |h| h.a.rows),
                 hgf: hgf.map(|h| HgfUp { bg: &h.b, offset: 0 }),
-                ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &l.w, l.scale, y)
+                ..MatvecDp4::new(&s.xq_rows, &l.w, l.scale, y)
             };
             matvec_dp4(self.gpu, &mut self.plan, &call)?;
             return match hgf {
@@ -810,16 +811,17 @@ impl<'a> Builder<'a> {
             return Ok(None);
         }
         let norm = folded.as_ref().map(FoldedNorm::input_norm);
-        let packed = Quantised::Packed(&s.xq_words, &s.xq_scales);
+        let packed = Quantised::Packed(&s.xq_rows);
         let width = cols.unwrap_or(0);
         match downs.is_empty() {
             true => act_quant(self.gpu, &mut self.plan, (x, packed), width, Rows::Tokens, norm)?,
             false => {
-                let down = HgfDown { a: &downs, mid: &s.hgf_mid, normed_input: folded.is_some() };
+                let down = HgfDown { a: &downs, mid: None, normed_input: folded.is_some() };
                 act_quant_hgf(self.gpu, &mut self.plan, (x, packed), (width, Rows::Tokens), norm, &down)?
             }
         }
-        Ok(Some(SharedQuantisation { offsets, side_offset, width: downs.iter().map(|a| a.rows).sum() }))
+        let width = downs.iter().map(|a| a.rows).sum();
+        Ok(Some(SharedQuantisation { offsets, side_offset, width, input_width: cols.unwrap_or(0) }))
     }
 
     /// The integer matvecs of projections of the block input [`quantise_block_input`](Self::quantise_block_input)
@@ -832,7 +834,6 @@ impl<'a> Builder<'a> {
         q: &SharedQuantisation,
     ) -> Result<()> {
         let s = &self.res.scratch;
-        let mid = (!q.offsets.iter().all(Option::is_none)).then_some((&s.hgf_mid, q.width));
         let hgf = |i: usize| q.correction(layers[i], i);
         let whole = |i: usize| outputs[i].1 == 0 && (outputs[i].2 == 0 || outputs[i].2 == layers[i].w.rows);
         let mut i = 0;
@@ -841,9 +842,9 @@ impl<'a> Builder<'a> {
             let first = MatvecDp4 {
                 y_offset,
                 y_stride,
-                mid,
+                mid_width: q.width,
                 hgf: hgf(i),
-                ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &layers[i].w, layers[i].scale, y)
+                ..MatvecDp4::new(&s.xq_rows, &layers[i].w, layers[i].scale, y)
             };
             let mut stacked: Vec<Stacked> = Vec::new();
             let mut next = i + 1;
@@ -1145,9 +1146,12 @@ impl<'a> Builder<'a> {
         }
         let z_projected = shared.is_some() && layers.len() > in_proj.len();
         // Where the gate inputs are: the quantiser's side products, or [b | a] side by side in `ab`.
-        let side_columns = shared.as_ref().and_then(|q| q.side_offset.map(|at| (at, q.width)));
+        let side_columns = shared.as_ref().and_then(|q| {
+            let record = packed_stride(q.input_width, q.width);
+            q.side_offset.map(|at| (packed_mid(q.input_width) + at, record))
+        });
         let (ab, ab_columns) = match side_columns {
-            Some(columns) => (&s.hgf_mid, columns),
+            Some(columns) => (&s.xq_rows, columns),
             None => (&s.ab, (0, gate_width)),
         };
         let call = ShortConv {
@@ -1799,9 +1803,9 @@ impl<'a> Builder<'a> {
                 // Both integer products (each with its own scale and correction) and the activation in one kernel.
                 let call = MatvecDp4 {
                     gated: Some(Gated { up: &up.w, scale: up.scale, act: g.act, hgf: q.correction(up, 1) }),
-                    mid: Some((&s.hgf_mid, q.width)),
+                    mid_width: q.width,
                     hgf: q.correction(gate, 0),
-                    ..MatvecDp4::new(&s.xq_words, &s.xq_scales, &gate.w, gate.scale, &s.act)
+                    ..MatvecDp4::new(&s.xq_rows, &gate.w, gate.scale, &s.act)
                 };
                 return Ok(matvec_dp4(self.gpu, &mut self.plan, &call)?);
             }

@@ -18,9 +18,21 @@ use ternlight_core::spec::Activation;
 pub enum Quantised<'a> {
     /// Fake-quantised f32 `[rows, width]` (`round(x s) / s`), for the f32 kernels.
     Float(&'a wgpu::Buffer),
-    /// i8x4 words `[rows, width / 4]` (width a multiple of 16; each group of 16 values interleaved the way
-    /// [`matvec_dp4`] reads its weight codes) and the per-row factor `1 / s`.
-    Packed(&'a wgpu::Buffer, &'a wgpu::Buffer),
+    /// One record of [`packed_stride`] words per row, what [`matvec_dp4`] reads: i8x4 words `[width / 4]` (width
+    /// a multiple of 16; each group of 16 values interleaved the way [`matvec_dp4`] reads its weight codes), the
+    /// factor `1 / s` (f32 bits), then the row's Hybrid Gated Flow low-rank values (f32 bits, [`packed_mid`] on).
+    /// One buffer instead of three keeps fused products within small storage-buffer limits.
+    Packed(&'a wgpu::Buffer),
+}
+
+/// Words per row of a [`Quantised::Packed`] record of `width` inputs with `mid_width` low-rank values.
+pub fn packed_stride(width: usize, mid_width: usize) -> usize {
+    packed_mid(width) + mid_width
+}
+
+/// The word of a [`Quantised::Packed`] record of `width` inputs where its low-rank values start.
+pub fn packed_mid(width: usize) -> usize {
+    width / 4 + 1
 }
 
 /// Hybrid Gated Flow's down projections, fused into [`act_quant_hgf`]: those of every projection that shares the
@@ -28,8 +40,9 @@ pub enum Quantised<'a> {
 pub struct HgfDown<'a> {
     /// Up to three matrices `A` `[rank_i, width]` of one stored dtype, one block each.
     pub a: &'a [&'a Weight],
-    /// Output `[rows, sum of the ranks]`: `x A_i^T` of the unquantised input for each `A` side by side.
-    pub mid: &'a wgpu::Buffer,
+    /// Output `[rows, sum of the ranks]` of a [`Quantised::Float`] quantisation: `x A_i^T` of the unquantised
+    /// input for each `A` side by side (a [`Quantised::Packed`] one keeps them in its records and ignores this).
+    pub mid: Option<&'a wgpu::Buffer>,
     /// `A` reads the normalised input (the norm is the block's pre-norm, folded into the quantiser) rather than the
     /// raw one (the norm is the layer's own, as fla's BitLinear applies it to the quantised path only).
     pub normed_input: bool,
@@ -63,11 +76,11 @@ pub fn act_quant_hgf(
 /// f32 the activation quantiser's reductions may hold in workgroup memory (WebGPU's guaranteed 16 KiB).
 const WORKGROUP_FLOATS: u32 = 4096;
 
-/// Storage buffers the packed quantiser binds: input, words, scales, the folded norm's weight when `norm`, and the
-/// low-rank values with `downs` HGF down projections. Callers keep shared quantisations within
+/// Storage buffers the packed quantiser binds: input, records, the folded norm's weight when `norm`, and `downs`
+/// HGF down projections. Callers keep shared quantisations within
 /// [`crate::device::DeviceInfo::max_storage_buffers`].
 pub fn act_quant_bindings(norm: bool, downs: usize) -> u32 {
-    3 + u32::from(norm) + u32::from(downs > 0) + downs as u32
+    2 + u32::from(norm) + downs as u32
 }
 
 fn record_act_quant(
@@ -80,23 +93,25 @@ fn record_act_quant(
 ) -> Result<()> {
     plan.check_rows("act_quant", "input", x, rows, width)?;
     let mut buffers = vec![x.into()];
+    let mid_width: usize = hgf.map_or(0, |h| h.a.iter().map(|a| a.rows).sum());
+    let stride = packed_stride(width, mid_width);
     let packed = match out {
         Quantised::Float(out) => {
             plan.check_rows("act_quant", "output", out, rows, width)?;
             buffers.push(out.into());
             false
         }
-        Quantised::Packed(words, scales) => {
+        Quantised::Packed(records) => {
             if !width.is_multiple_of(16) {
                 return Err(GpuError::shape("act_quant", format!("packed width {width} is not a multiple of 16")));
             }
-            plan.check_rows("act_quant", "packed output", words, rows, width / 4)?;
-            plan.check_rows("act_quant", "scales", scales, rows, 1)?;
-            buffers.extend([words.into(), scales.into()]);
+            plan.check_rows("act_quant", "packed records", records, rows, stride)?;
+            buffers.push(records.into());
             true
         }
     };
-    let bindings = act_quant_bindings(norm.is_some(), hgf.map_or(0, |h| h.a.len())) - u32::from(!packed);
+    let float_mid = !packed && hgf.is_some();
+    let bindings = act_quant_bindings(norm.is_some(), hgf.map_or(0, |h| h.a.len())) + u32::from(float_mid);
     if bindings > gpu.info.max_storage_buffers {
         return Err(GpuError::shape(
             "act_quant",
@@ -104,7 +119,6 @@ fn record_act_quant(
         ));
     }
     // The reductions share one workgroup array of WG x LANES floats, kept within WebGPU's 16 KiB.
-    let mid_width: usize = hgf.map_or(0, |h| h.a.iter().map(|a| a.rows).sum());
     let lanes = 2 + mid_width as u32;
     let mut wg = gpu.tuning.wg;
     while wg > 1 && wg * lanes > WORKGROUP_FLOATS {
@@ -129,13 +143,17 @@ fn record_act_quant(
                 format!("HGF down projections {shapes:?}: up to three of width {width}, one dtype, one block each"),
             ));
         }
-        plan.check_rows("act_quant", "HGF values", h.mid, rows, mid_width)?;
         defines = defines
             .flag("HGF", true)
             .flag("HGF_NORMED", h.normed_input && norm.is_some())
             .set("MID_WIDTH", mid_width)
             .set("MID_BINDING", 2 + buffers.len());
-        buffers.push(h.mid.into());
+        if !packed {
+            let mid =
+                h.mid.ok_or_else(|| GpuError::shape("act_quant", "HGF values of a float quantisation need mid"))?;
+            plan.check_rows("act_quant", "HGF values", mid, rows, mid_width)?;
+            buffers.push(mid.into());
+        }
         defines = super::weight_defines(defines, first, 2 + buffers.len() as u32);
         for (i, a) in h.a.iter().enumerate() {
             defines = defines.set(&format!("RANK{}", i + 1), a.rows);
@@ -147,16 +165,15 @@ fn record_act_quant(
     }
     let grid = Grid::Flat { rows, per_row: 1, per_group: 1 };
     let (eps, offset) = norm.map_or((0.0, 0.0), |n| (n.eps, f32::from(u8::from(n.unit_offset))));
-    let params = [width as u32, rows.selector(), f32_word(eps), f32_word(offset)];
+    let params = [width as u32, rows.selector(), f32_word(eps), f32_word(offset), stride as u32];
     plan.dispatch(gpu, "ternary/act_quant.wgsl", &defines, &params, &buffers, grid)
 }
 
 /// One product through ternary weights on packed int8 activations.
 pub struct MatvecDp4<'a> {
-    /// i8x4 activation words `[rows, w.cols / 4]`.
+    /// The activations as [`Quantised::Packed`] records of `w.cols` inputs and [`MatvecDp4::mid_width`] low-rank
+    /// values.
     pub xq: &'a wgpu::Buffer,
-    /// Per-row dequantisation factors `[rows]`.
-    pub xs: &'a wgpu::Buffer,
     /// Ternary weights `[n, k]`, `k` a multiple of 16.
     pub w: &'a Weight,
     /// Multiplier of the product.
@@ -174,9 +191,9 @@ pub struct MatvecDp4<'a> {
     pub tile_rows: u32,
     /// Add to `y` instead of storing.
     pub accumulate: bool,
-    /// Hybrid Gated Flow's low-rank values `[rows, width]` (from [`act_quant_hgf`]) and that width, read by the
-    /// projections that have a correction.
-    pub mid: Option<(&'a wgpu::Buffer, usize)>,
+    /// Hybrid Gated Flow low-rank values per record (from [`act_quant_hgf`]), read by the projections that have
+    /// a correction.
+    pub mid_width: usize,
     /// `w`'s Hybrid Gated Flow correction, fused.
     pub hgf: Option<HgfUp<'a>>,
     /// Up to three more projections of the same activations, computed in the same dispatch (stored, into outputs of
@@ -187,7 +204,7 @@ pub struct MatvecDp4<'a> {
 }
 
 /// A Hybrid Gated Flow up projection fused into [`matvec_dp4`]: `diag(g) B` `[its rows, rank]` f32 in one block and
-/// the column of [`MatvecDp4::mid`] where its low-rank values start.
+/// the first of its low-rank values in a record ([`MatvecDp4::mid_width`]).
 #[derive(Clone, Copy)]
 pub struct HgfUp<'a> {
     /// `diag(g) B`.
@@ -224,10 +241,9 @@ pub struct Gated<'a> {
 
 impl<'a> MatvecDp4<'a> {
     /// A plain product of `w` into `y` (stored, columns from 0, rows `w.rows` wide, one per token).
-    pub fn new(xq: &'a wgpu::Buffer, xs: &'a wgpu::Buffer, w: &'a Weight, scale: f32, y: &'a wgpu::Buffer) -> Self {
+    pub fn new(xq: &'a wgpu::Buffer, w: &'a Weight, scale: f32, y: &'a wgpu::Buffer) -> Self {
         MatvecDp4 {
             xq,
-            xs,
             w,
             scale,
             y,
@@ -236,7 +252,7 @@ impl<'a> MatvecDp4<'a> {
             rows: Rows::Tokens,
             tile_rows: 1,
             accumulate: false,
-            mid: None,
+            mid_width: 0,
             hgf: None,
             stacked: &[],
             gated: None,
@@ -250,30 +266,29 @@ pub fn dp4_ready(gpu: &Gpu, w: &Weight) -> bool {
     gpu.info.packed_dot && w.ternary && w.cols.is_multiple_of(16)
 }
 
-/// Records a plain one-token ternary product of f32 `x` on the integer path: its int8 quantisation into `words`
-/// and `scales` (`[w.cols / 4]`, `[1]`), then `y = x w^T`.
+/// Records a plain one-token ternary product of f32 `x` on the integer path: its int8 quantisation into `record`
+/// ([`packed_stride`]`(w.cols, 0)` words), then `y = x w^T`.
 pub fn quantised_matvec(
     gpu: &Gpu,
     plan: &mut Plan,
     x: &wgpu::Buffer,
-    (words, scales): (&wgpu::Buffer, &wgpu::Buffer),
+    record: &wgpu::Buffer,
     w: &Weight,
     y: &wgpu::Buffer,
 ) -> Result<()> {
-    act_quant(gpu, plan, (x, Quantised::Packed(words, scales)), w.cols, Rows::Tokens, None)?;
-    matvec_dp4(gpu, plan, &MatvecDp4::new(words, scales, w, 1.0, y))
+    act_quant(gpu, plan, (x, Quantised::Packed(record)), w.cols, Rows::Tokens, None)?;
+    matvec_dp4(gpu, plan, &MatvecDp4::new(record, w, 1.0, y))
 }
 
-/// Storage buffers [`matvec_dp4`] binds for `m`: activations, scales, output and matrix, two per stacked
-/// projection (matrix and output), the gated up matrix, and the low-rank values and one up projection per corrected
-/// projection. Callers keep fused products within [`crate::device::DeviceInfo::max_storage_buffers`].
+/// Storage buffers [`matvec_dp4`] binds for `m`: activation records, output and matrix, two per stacked projection
+/// (matrix and output), the gated up matrix, and one up projection per corrected projection. Callers keep fused products within [`crate::device::DeviceInfo::max_storage_buffers`].
 pub fn dp4_bindings(m: &MatvecDp4) -> u32 {
     let corrected = [m.hgf.is_some(), m.gated.is_some_and(|g| g.hgf.is_some())]
         .into_iter()
         .chain(m.stacked.iter().map(|s| s.hgf.is_some()))
         .filter(|&c| c)
         .count() as u32;
-    4 + 2 * m.stacked.len() as u32 + u32::from(m.gated.is_some()) + corrected + u32::from(corrected > 0)
+    3 + 2 * m.stacked.len() as u32 + u32::from(m.gated.is_some()) + corrected
 }
 
 /// Records the integer-path product, one dispatch per weight block.
@@ -286,8 +301,8 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     }
     let (n, k) = (m.w.rows, m.w.cols);
     let stride = if m.y_stride == 0 { n } else { m.y_stride };
-    plan.check_rows("matvec_dp4", "activations", m.xq, m.rows, k / 4)?;
-    plan.check_rows("matvec_dp4", "scales", m.xs, m.rows, 1)?;
+    let record = packed_stride(k, m.mid_width);
+    plan.check_rows("matvec_dp4", "activation records", m.xq, m.rows, record)?;
     plan.check_rows("matvec_dp4", "output", m.y, m.rows, stride)?;
     let bindings = dp4_bindings(m);
     if bindings > gpu.info.max_storage_buffers {
@@ -338,13 +353,9 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         .collect();
     let mut hgf_buffers: Vec<&wgpu::Buffer> = Vec::new();
     if !corrections.is_empty() {
-        let Some((mid, width)) = m.mid else {
-            return Err(GpuError::shape("matvec_dp4", "HGF corrections without their low-rank values"));
-        };
-        plan.check_rows("matvec_dp4", "HGF values", mid, m.rows, width)?;
-        let first = 2 + 4 + 2 * m.stacked.len() + usize::from(m.gated.is_some());
-        defines = defines.flag("HGF", true).set("MID_WIDTH", width).set("MID_BINDING", first);
-        hgf_buffers.push(mid);
+        let width = m.mid_width;
+        let first = 2 + 3 + 2 * m.stacked.len() + usize::from(m.gated.is_some());
+        defines = defines.flag("HGF", true);
         for (at, (i, h, rows)) in corrections.iter().enumerate() {
             let bg = h.bg;
             if bg.rows != *rows || bg.blocks.len() != 1 || bg.dtype != DType::F32 || h.offset + bg.cols > width {
@@ -357,7 +368,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
                 ));
             }
             defines = defines
-                .set(&format!("BG{i}_BINDING"), first + 1 + at)
+                .set(&format!("BG{i}_BINDING"), first + at)
                 .set(&format!("RANK{i}"), bg.cols)
                 .set(&format!("OFF{i}"), h.offset);
             hgf_buffers.push(&bg.blocks[0].buffer);
@@ -386,11 +397,12 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             f32_word(scale_of(1)),
             seg3 as u32,
             f32_word(scale_of(2)),
+            record as u32,
         ];
         // Outputs per workgroup: NR, or NR for each invocation when tiled.
         let per_group = t.ternary_nr * if tm > 1 { t.ternary_wg } else { 1 };
         let grid = Grid::Tiles { x: (n_block as u32).div_ceil(per_group), rows: m.rows, rows_per_group: tm };
-        let mut buffers = vec![m.xq.into(), m.xs.into(), m.y.into(), (&block.buffer).into()];
+        let mut buffers = vec![m.xq.into(), m.y.into(), (&block.buffer).into()];
         for s in m.stacked {
             buffers.extend([(&s.w.blocks[0].buffer).into(), s.y.into()]);
         }
