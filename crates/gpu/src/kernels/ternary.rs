@@ -355,7 +355,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     if !corrections.is_empty() {
         let width = m.mid_width;
         let first = 2 + 3 + 2 * m.stacked.len() + usize::from(m.gated.is_some());
-        defines = defines.flag("HGF", true);
+        defines = defines.flag("HGF", true).set("MID_WIDTH", width).set("TOKENS", tm);
         for (at, (i, h, rows)) in corrections.iter().enumerate() {
             let bg = h.bg;
             if bg.rows != *rows || bg.blocks.len() != 1 || bg.dtype != DType::F32 || h.offset + bg.cols > width {
