@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use ternlight_core::spec::ModelSpec;
 use ternlight_core::tensors::TensorSource;
-use ternlight_gpu::Gpu;
+use ternlight_gpu::{Gpu, GpuOptions};
 use ternlight_runtime::bench::{self, BenchOptions};
 use ternlight_runtime::{Session, SessionOptions};
 
@@ -38,6 +38,10 @@ pub struct Args {
     /// Repetitions of each prefill (the best is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Storage buffers per kernel to allow, below the adapter's: a browser's limit natively (WebGPU guarantees 8,
+    /// Chromium's SwiftShader adapter gives 10). Fused kernels that need more split into more dispatches.
+    #[arg(long)]
+    max_storage_buffers: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -92,7 +96,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     spec.max_positions = trained.max(longest);
     let session_options =
         SessionOptions { max_context: Some(longest), prefill_capacity: longest, ..Default::default() };
-    let mut gpu = Gpu::new_blocking()?;
+    let limits = GpuOptions { max_storage_buffers: args.max_storage_buffers, ..Default::default() };
+    let mut gpu = pollster::block_on(Gpu::with_options(&limits))?;
     let tuned = ternlight_runtime::tuning::apply_cached(&mut gpu);
     let gpu = Arc::new(gpu);
     let roofline = pollster::block_on(bench::roofline(&gpu))?;
@@ -123,11 +128,12 @@ fn print_report(r: &serde_json::Value) {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
     let (device, roofline) = (&r["device"], &r["roofline"]);
     println!(
-        "{} on {} ({}), {} dispatches per decode token",
+        "{} on {} ({}), {} dispatches per decode token ({} storage buffers per kernel)",
         text(&r["model_type"]),
         text(&device["name"]),
         text(&device["backend"]),
-        n(&r["decode_dispatches_per_token"])
+        n(&r["decode_dispatches_per_token"]),
+        n(&device["max_storage_buffers"])
     );
     println!(
         "roofline: copy {:.2} GB/s, matmul {:.2} GFLOP/s; {:.1} MB of weights bound decode at {:.2} ms/token",

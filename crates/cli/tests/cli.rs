@@ -777,6 +777,25 @@ fn bench_reports_the_roofline_and_names_synthetic_models() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
 }
 
+/// `bench --max-storage-buffers` holds kernels to a browser's limit natively: at WebGPU's guaranteed 8 the fused
+/// ternary products of the HGF fixture split into more dispatches, and the report says which limit it ran under.
+#[test]
+fn bench_takes_a_browser_storage_buffer_limit() {
+    let model = fixture("bitnet_hgf");
+    let args = ["bench", "--model", model.to_str().unwrap(), "--contexts", "8", "--decode-steps", "1"];
+    let args = [&args[..], &["--compare-tokens", "4", "--reps", "1", "--json", "--quiet"]].concat();
+    let report = |extra: &[&str]| {
+        let o = ternlight(&[&args[..], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let (full, capped) = (report(&[]), report(&["--max-storage-buffers", "8"]));
+    assert_eq!(capped["device"]["max_storage_buffers"], 8, "{capped}");
+    assert!(full["device"]["max_storage_buffers"].as_u64().unwrap() > 8, "{full}");
+    let dispatches = |r: &serde_json::Value| r["decode_dispatches_per_token"].as_u64().unwrap();
+    assert!(dispatches(&capped) > dispatches(&full), "{full} {capped}");
+}
+
 /// `tune` times every candidate, caches the fastest of each kernel for the adapter, and later runs on the device
 /// start with it (`bench` reports it as from the cache, and `run` still generates with it); `TERNLIGHT_TUNING=default`
 /// ignores the cache.

@@ -209,6 +209,7 @@ pub fn report(s: &Session, roofline: &Roofline, t: &BenchTimings) -> Value {
         "model_type": s.spec().model_type,
         "device": { "name": info.name, "backend": info.backend, "type": info.device_type,
                     "shader_f16": info.shader_f16, "subgroups": info.subgroups, "timestamps": info.timestamps,
+                    "max_storage_buffers": info.max_storage_buffers,
                     "tuning": crate::tuning::to_json(&s.gpu().tuning) },
         "decode_dispatches_per_token": s.decode_dispatches(),
         "memory": { "weights_bytes": memory.weights, "state_bytes_allocated": memory.state,
