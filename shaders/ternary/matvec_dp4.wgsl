@@ -1,8 +1,8 @@
 requires packed_4x8_integer_dot_product;
 // Ternary linear layer on int8 activations with dot4I8Packed: the activations arrive as act_quant.wgsl's PACKED
 // row records in xq (params.stride words each: i8x4 words [K/4], the dequantisation factor, the HGF values);
-// weight codes are 2-bit, 16 per u32 (K a multiple of 16, so rows start on words). Masking a code word with 0x03030303 after a shift of 2q leaves
-// the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
+// weight codes are 2-bit, 16 per u32 (K a multiple of 16, so rows start on words). Masking a code word with
+// 0x03030303 after a shift of 2q leaves the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
 // group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
 // outputs of one token, its lanes splitting K (decode), or with TILED (prefill) each invocation NR outputs of TM
 // tokens over the whole of K.
@@ -109,7 +109,7 @@ fn stage_low_rank(m0: u32, rows: u32, lid: u32) {
     first_token = m0;
     for (var i = lid; i < {{TOKENS}}u * {{MID_WIDTH}}u; i += {{WG}}u) {
         let m = min(m0 + i / {{MID_WIDTH}}u, rows - 1u);
-        low_rank[i] = bitcast<f32>(xq[m * params.stride + params.k / 4u + 1u + i % {{MID_WIDTH}}u]);
+        low_rank[i] = bitcast<f32>(xq[factor_word(m) + 1u + i % {{MID_WIDTH}}u]);
     }
 }
 
@@ -143,9 +143,14 @@ fn code_word(n: u32, j: u32, words: u32) -> u32 {
     return w[n * words + j];
 }
 
-// Row m's dequantisation factor, stored after its activation words.
+// Where row m's dequantisation factor is in xq: after its activation words, before its low-rank values.
+fn factor_word(m: u32) -> u32 {
+    return m * params.stride + params.k / 4u;
+}
+
+// Row m's dequantisation factor.
 fn factor(m: u32) -> f32 {
-    return bitcast<f32>(xq[m * params.stride + params.k / 4u]);
+    return bitcast<f32>(xq[factor_word(m)]);
 }
 
 // The codes of a code word for activation word q of its group, as an i8x4 word of 0..2.
@@ -283,7 +288,6 @@ const SLOTS: u32 = 2u * {{NR}}u + 1u;
 const SLOTS: u32 = {{NR}}u + 1u;
 #endif
 var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
-
 
 // Decode: one workgroup computes NR outputs of one token, its lanes splitting K.
 @compute @workgroup_size({{WG}})

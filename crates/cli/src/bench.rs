@@ -39,8 +39,9 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     reps: usize,
     /// Storage buffers per kernel to allow, below the adapter's: a browser's limit natively (WebGPU guarantees 8,
-    /// Chromium's SwiftShader adapter gives 10). Fused kernels that need more split into more dispatches.
-    #[arg(long)]
+    /// the least accepted; Chromium's SwiftShader adapter gives 10). Fused kernels that need more split into more
+    /// dispatches.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(8..))]
     max_storage_buffers: Option<u32>,
     /// Print JSON.
     #[arg(long)]

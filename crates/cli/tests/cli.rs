@@ -778,7 +778,8 @@ fn bench_reports_the_roofline_and_names_synthetic_models() {
 }
 
 /// `bench --max-storage-buffers` holds kernels to a browser's limit natively: at WebGPU's guaranteed 8 the fused
-/// ternary products of the HGF fixture split into more dispatches, and the report says which limit it ran under.
+/// ternary products of the HGF fixture split into more dispatches, and the report says which limit it ran under;
+/// a limit below 8 is refused.
 #[test]
 fn bench_takes_a_browser_storage_buffer_limit() {
     let model = fixture("bitnet_hgf");
@@ -794,6 +795,10 @@ fn bench_takes_a_browser_storage_buffer_limit() {
     assert!(full["device"]["max_storage_buffers"].as_u64().unwrap() > 8, "{full}");
     let dispatches = |r: &serde_json::Value| r["decode_dispatches_per_token"].as_u64().unwrap();
     assert!(dispatches(&capped) > dispatches(&full), "{full} {capped}");
+    // Below WebGPU's guarantee no browser runs the model: refused up front, naming the flag.
+    let o = ternlight(&[&args[..], &["--max-storage-buffers", "4"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--max-storage-buffers") && err.contains("8.."), "{err}");
 }
 
 /// `tune` times every candidate, caches the fastest of each kernel for the adapter, and later runs on the device

@@ -585,6 +585,12 @@ struct SharedQuantisation {
 }
 
 impl SharedQuantisation {
+    /// Where the side matrix's products are in `xq_rows`: (first word, words per token), when it was asked for.
+    fn side_columns(&self) -> Option<(usize, usize)> {
+        let record = packed_stride(self.input_width, self.width);
+        self.side_offset.map(|at| (packed_mid(self.input_width) + at, record))
+    }
+
     /// The fused up projection of `l`, projection `i` of the quantised group, when it has a correction.
     fn correction<'l>(&self, l: &'l LinearWeights, i: usize) -> Option<HgfUp<'l>> {
         l.hgf.as_deref().zip(self.offsets[i]).map(|(h, offset)| HgfUp { bg: &h.b, offset })
@@ -820,8 +826,12 @@ impl<'a> Builder<'a> {
                 act_quant_hgf(self.gpu, &mut self.plan, (x, packed), (width, Rows::Tokens), norm, &down)?
             }
         }
-        let width = downs.iter().map(|a| a.rows).sum();
-        Ok(Some(SharedQuantisation { offsets, side_offset, width, input_width: cols.unwrap_or(0) }))
+        Ok(Some(SharedQuantisation {
+            offsets,
+            side_offset,
+            width: downs.iter().map(|a| a.rows).sum(),
+            input_width: width,
+        }))
     }
 
     /// The integer matvecs of projections of the block input [`quantise_block_input`](Self::quantise_block_input)
@@ -1146,10 +1156,7 @@ impl<'a> Builder<'a> {
         }
         let z_projected = shared.is_some() && layers.len() > in_proj.len();
         // Where the gate inputs are: the quantiser's side products, or [b | a] side by side in `ab`.
-        let side_columns = shared.as_ref().and_then(|q| {
-            let record = packed_stride(q.input_width, q.width);
-            q.side_offset.map(|at| (packed_mid(q.input_width) + at, record))
-        });
+        let side_columns = shared.as_ref().and_then(SharedQuantisation::side_columns);
         let (ab, ab_columns) = match side_columns {
             Some(columns) => (&s.xq_rows, columns),
             None => (&s.ab, (0, gate_width)),

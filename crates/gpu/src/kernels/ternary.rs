@@ -143,15 +143,13 @@ fn record_act_quant(
                 format!("HGF down projections {shapes:?}: up to three of width {width}, one dtype, one block each"),
             ));
         }
-        defines = defines
-            .flag("HGF", true)
-            .flag("HGF_NORMED", h.normed_input && norm.is_some())
-            .set("MID_WIDTH", mid_width)
-            .set("MID_BINDING", 2 + buffers.len());
+        defines =
+            defines.flag("HGF", true).flag("HGF_NORMED", h.normed_input && norm.is_some()).set("MID_WIDTH", mid_width);
         if !packed {
             let mid =
                 h.mid.ok_or_else(|| GpuError::shape("act_quant", "HGF values of a float quantisation need mid"))?;
             plan.check_rows("act_quant", "HGF values", mid, rows, mid_width)?;
+            defines = defines.set("MID_BINDING", 2 + buffers.len());
             buffers.push(mid.into());
         }
         defines = super::weight_defines(defines, first, 2 + buffers.len() as u32);
