@@ -29,7 +29,12 @@ fn segment(n: u32) -> vec2<u32> {
     return vec2<u32>(0u, n);
 }
 @group(0) @binding(1) var<uniform> params: Params;
+#if W_QUADS
+// The input in quads too (see weights.wgsl).
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+#else
 @group(0) @binding(2) var<storage, read> x: array<f32>;
+#endif
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #include "common/weights.wgsl"
 #if GATED

@@ -6,7 +6,11 @@
 // Loops over the NR outputs are unrolled (constant indices keep the accumulators in registers on SwiftShader).
 #include "common/linear_io.wgsl"
 #if NORM_IN
+#if W_QUADS
+@group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<vec4<f32>>;
+#else
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
+#endif
 var<workgroup> partial_squares: array<f32, {{WG}}>;
 #endif
 #if GATED
@@ -41,6 +45,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var c = lid; c < params.k / {{CHUNK}}u; c += {{WG}}u) {
         let k0 = c * {{CHUNK}}u;
         var xs: array<f32, {{CHUNK}}>;
+#if W_QUADS
+#unroll p X_QUADS
+        {
+            var a = x[(xbase + k0) / 4u + {{p}}];
+#if NORM_IN
+            squares += dot(a, a);
+            a *= norm_w[k0 / 4u + {{p}}] + params.norm_offset;
+#endif
+#unroll j 4
+            xs[{{p}} * 4 + {{j}}] = a[{{j}}];
+#endunroll
+        }
+#endunroll
+#else
 #unroll j CHUNK
         {
             var a = x[xbase + k0 + {{j}}];
@@ -51,9 +69,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             xs[{{j}}] = a;
         }
 #endunroll
+#endif
 #unroll r NR
         {
             let w0 = (wbase[{{r}}] + k0) / EPW;
+#if W_QUADS
+#unroll q QUADS
+            {
+                let quad = quad_at(w0 / 4u + {{q}}, which[{{r}}]);
+#if GATED
+                let quad_up = quad_at(w0 / 4u + {{q}}, 1u);
+#endif
+#unroll v 4
+#unroll e W_EPW
+                acc[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad[{{v}}], {{e}});
+#if GATED
+                acc_up[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad_up[{{v}}], {{e}});
+#endif
+#endunroll
+#endunroll
+            }
+#endunroll
+#else
 #unroll v VW
             {
                 let word = word_at(w0 + {{v}}, which[{{r}}]);
@@ -68,6 +105,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
             }
 #endunroll
+#endif
         }
 #endunroll
     }

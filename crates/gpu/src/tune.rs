@@ -14,10 +14,24 @@ use crate::plan::{Plan, Step};
 use ternlight_core::dtype::DType;
 use web_time::Instant;
 
-/// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup, stored words
-/// per invocation step (0: element by element).
-const MATVEC: [(u32, u32, u32); 8] =
-    [(8, 8, 1), (16, 8, 1), (32, 4, 1), (32, 4, 0), (64, 4, 1), (64, 8, 2), (128, 4, 1), (256, 2, 4)];
+/// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup (at most the
+/// invocations: each stores one), stored words per invocation step (0: element by element; multiples of 4 load
+/// them a quad at a time).
+const MATVEC: [(u32, u32, u32); 13] = [
+    (8, 8, 1),
+    (8, 8, 4),
+    (8, 4, 4),
+    (8, 8, 8),
+    (16, 8, 1),
+    (16, 8, 4),
+    (32, 4, 1),
+    (32, 4, 0),
+    (32, 4, 4),
+    (64, 4, 1),
+    (64, 8, 2),
+    (128, 4, 1),
+    (256, 2, 4),
+];
 /// Matmul candidates: rows and columns per invocation, workgroup width and height.
 const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
 /// Ternary integer matrix-vector candidates: invocations per workgroup, outputs per workgroup.

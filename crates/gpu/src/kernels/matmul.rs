@@ -159,10 +159,16 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         MatmulShape::Vector => {
             let chunk = t.vw * l.w.elements_per_word() as u32;
             let base = base.set("WG", t.wg).set("NR", t.nr);
-            let base = if chunk > 0 && k.is_multiple_of(chunk as usize) {
-                base.set("CHUNK", chunk).set("VW", t.vw)
-            } else {
-                base
+            let base = match chunk > 0 && k.is_multiple_of(chunk as usize) {
+                // Whole quads of words per step: loaded 16 bytes at a time.
+                true if t.vw.is_multiple_of(4) => base
+                    .set("CHUNK", chunk)
+                    .set("VW", t.vw)
+                    .flag("W_QUADS", true)
+                    .set("QUADS", t.vw / 4)
+                    .set("X_QUADS", chunk / 4),
+                true => base.set("CHUNK", chunk).set("VW", t.vw),
+                false => base,
             };
             ("common/matvec.wgsl", base)
         }

@@ -64,11 +64,13 @@ impl Default for Tuning {
 impl Tuning {
     /// Defaults for a device. CPU adapters (lavapipe, SwiftShader) get workgroups of 8 invocations, one vector of
     /// lanes, which need no barriers across vectors (see docs/perf.md, session 4: 6-7x faster decode in Chromium's
-    /// SwiftShader than with 64), and attention that streams K/V; GPUs share K/V tiles.
+    /// SwiftShader than with 64), matrix-vector weights read a quad of words at a time (session 8: a 2048 x 2048
+    /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader), and attention that streams K/V; GPUs share K/V
+    /// tiles.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         match cpu {
-            true => Tuning { wg: 8, nr: 8, ternary_wg: 8, ternary_nr: 8, attn_kv_tile: 0, ..Tuning::default() },
+            true => Tuning { wg: 8, nr: 8, vw: 4, ternary_wg: 8, ternary_nr: 8, attn_kv_tile: 0, ..Tuning::default() },
             false => Tuning { attn_kv_tile: 32, ..Tuning::default() },
         }
     }
