@@ -6,6 +6,9 @@ requires packed_4x8_integer_dot_product;
 // group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
 // outputs of one token, its lanes splitting K (decode), or with TILED (prefill) each invocation NR outputs of TM
 // tokens over the whole of K.
+// The records are read a 16-byte quad at a time (a code word's four activation words), so their stride is a
+// multiple of 4 words. QUADS (decode, K a multiple of 64): the weights too, four code words per load; on CPU adapters
+// every invocation's load costs about the same whatever its width (docs/perf.md, session 8).
 // y[m, n_offset + n] (+)= (that sum) * (row m's factor) * scale.
 // STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]), with STACKED3 rows seg2.. from w3
 // (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
@@ -37,24 +40,34 @@ struct Params {
     stride: u32,  // words per activation record
 }
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> xq: array<u32>;
+#if QUADS
+alias CodeWords = vec4<u32>;
+#else
+alias CodeWords = u32;
+#endif
+@group(0) @binding(2) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read> w: array<u32>;
+@group(0) @binding(4) var<storage, read> w: array<CodeWords>;
 #if STACKED
-@group(0) @binding(5) var<storage, read> w2: array<u32>;
+@group(0) @binding(5) var<storage, read> w2: array<CodeWords>;
 @group(0) @binding(6) var<storage, read_write> y2: array<f32>;
 #endif
 #if STACKED3
-@group(0) @binding(7) var<storage, read> w3: array<u32>;
+@group(0) @binding(7) var<storage, read> w3: array<CodeWords>;
 @group(0) @binding(8) var<storage, read_write> y3: array<f32>;
 #endif
 #if STACKED4
-@group(0) @binding(9) var<storage, read> w4: array<u32>;
+@group(0) @binding(9) var<storage, read> w4: array<CodeWords>;
 @group(0) @binding(10) var<storage, read_write> y4: array<f32>;
 #endif
 #if GATED
-@group(0) @binding(5) var<storage, read> w2: array<u32>;
+@group(0) @binding(5) var<storage, read> w2: array<CodeWords>;
 #endif
+
+// Word i of the records.
+fn record_word(i: u32) -> u32 {
+    return xq[i / 4u][i % 4u];
+}
 
 #if BG1_BINDING
 @group(0) @binding({{BG1_BINDING}}) var<storage, read> bg1: array<f32>;
@@ -109,7 +122,7 @@ fn stage_low_rank(m0: u32, rows: u32, lid: u32) {
     first_token = m0;
     for (var i = lid; i < {{TOKENS}}u * {{MID_WIDTH}}u; i += {{WG}}u) {
         let m = min(m0 + i / {{MID_WIDTH}}u, rows - 1u);
-        low_rank[i] = bitcast<f32>(xq[factor_word(m) + 1u + i % {{MID_WIDTH}}u]);
+        low_rank[i] = bitcast<f32>(record_word(factor_word(m) + 1u + i % {{MID_WIDTH}}u));
     }
 }
 
@@ -123,8 +136,8 @@ fn correction(p: u32, m: u32, row: u32, rank: u32, offset: u32) -> f32 {
 }
 #endif
 
-// Code word j of output row n of the (stacked) matrix.
-fn code_word(n: u32, j: u32, words: u32) -> u32 {
+// Code words j (QUADS: 4j .. 4j + 3) of output row n of the (stacked) matrix, `words` of them (QUADS: quads) a row.
+fn code_words(n: u32, j: u32, words: u32) -> CodeWords {
 #if STACKED4
     if (n >= params.seg3) {
         return w4[(n - params.seg3) * words + j];
@@ -150,7 +163,24 @@ fn factor_word(m: u32) -> u32 {
 
 // Row m's dequantisation factor.
 fn factor(m: u32) -> f32 {
-    return bitcast<f32>(xq[factor_word(m)]);
+    return bitcast<f32>(record_word(factor_word(m)));
+}
+
+// Row m's activation words for code word j: one quad.
+fn activations(m: u32, j: u32) -> vec4<u32> {
+    return xq[m * params.stride / 4u + j];
+}
+
+// The integer sum over one code word's 16 inputs: activations x against the word's codes c (trit + 1).
+fn code_dot(x: vec4<u32>, c: u32) -> i32 {
+    return dot4I8Packed(x.x, codes(c, 0u)) + dot4I8Packed(x.y, codes(c, 1u)) + dot4I8Packed(x.z, codes(c, 2u))
+        + dot4I8Packed(x.w, codes(c, 3u));
+}
+
+// The sum of activations x (code_dot's offset: the codes are trits + 1).
+fn activation_sum(x: vec4<u32>) -> i32 {
+    return dot4I8Packed(x.x, 0x01010101u) + dot4I8Packed(x.y, 0x01010101u) + dot4I8Packed(x.z, 0x01010101u)
+        + dot4I8Packed(x.w, 0x01010101u);
 }
 
 // The codes of a code word for activation word q of its group, as an i8x4 word of 0..2.
@@ -240,27 +270,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x: array<vec4<u32>, TM>;
 #unroll t TM
         {
-            let base = min(m0 + {{t}}, rows - 1u) * params.stride + 4u * j;
-            x[{{t}}] = vec4<u32>(xq[base], xq[base + 1u], xq[base + 2u], xq[base + 3u]);
-            sum_x[{{t}}] += dot4I8Packed(x[{{t}}].x, 0x01010101u) + dot4I8Packed(x[{{t}}].y, 0x01010101u)
-                + dot4I8Packed(x[{{t}}].z, 0x01010101u) + dot4I8Packed(x[{{t}}].w, 0x01010101u);
+            x[{{t}}] = activations(min(m0 + {{t}}, rows - 1u), j);
+            sum_x[{{t}}] += activation_sum(x[{{t}}]);
         }
 #endunroll
 #unroll r NR
         {
             let n = min(n0 + {{r}}, params.n_block - 1u);
-            let c = code_word(n, j, words);
-            let cs = vec4<u32>(codes(c, 0u), codes(c, 1u), codes(c, 2u), codes(c, 3u));
+            let c = code_words(n, j, words);
 #if GATED
             let u = w2[n * words + j];
-            let us = vec4<u32>(codes(u, 0u), codes(u, 1u), codes(u, 2u), codes(u, 3u));
 #endif
 #unroll t TM
-            acc[{{t}} * {{NR}}u + {{r}}] += dot4I8Packed(x[{{t}}].x, cs.x) + dot4I8Packed(x[{{t}}].y, cs.y)
-                + dot4I8Packed(x[{{t}}].z, cs.z) + dot4I8Packed(x[{{t}}].w, cs.w);
+            acc[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], c);
 #if GATED
-            acc_up[{{t}} * {{NR}}u + {{r}}] += dot4I8Packed(x[{{t}}].x, us.x) + dot4I8Packed(x[{{t}}].y, us.y)
-                + dot4I8Packed(x[{{t}}].z, us.z) + dot4I8Packed(x[{{t}}].w, us.w);
+            acc_up[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], u);
 #endif
 #endunroll
         }
@@ -287,6 +311,11 @@ const SLOTS: u32 = 2u * {{NR}}u + 1u;
 #else
 const SLOTS: u32 = {{NR}}u + 1u;
 #endif
+#if QUADS
+const STEP_WORDS: u32 = 4u;
+#else
+const STEP_WORDS: u32 = 1u;
+#endif
 var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
 
 // Decode: one workgroup computes NR outputs of one token, its lanes splitting K.
@@ -298,26 +327,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let n0 = wid.x * {{NR}}u;
     let words = params.k / 16u;
-    let xbase = m * params.stride;
     var acc: array<i32, {{NR}}>;
 #if GATED
     var acc_up: array<i32, {{NR}}>;
 #endif
     var sum_x = 0;
-    for (var j = lid; j < words; j += {{WG}}u) {
-        let x = vec4<u32>(xq[xbase + 4u * j], xq[xbase + 4u * j + 1u], xq[xbase + 4u * j + 2u], xq[xbase + 4u * j + 3u]);
-        sum_x += dot4I8Packed(x.x, 0x01010101u) + dot4I8Packed(x.y, 0x01010101u) + dot4I8Packed(x.z, 0x01010101u)
-            + dot4I8Packed(x.w, 0x01010101u);
+    // Steps of STEP_WORDS code words (QUADS: 4, one load), the activations' quad for each.
+    let steps = words / STEP_WORDS;
+    for (var j = lid; j < steps; j += {{WG}}u) {
+        var x: array<vec4<u32>, STEP_WORDS>;
+#if QUADS
+#unroll v 4
+        x[{{v}}] = activations(m, j * 4u + {{v}});
+        sum_x += activation_sum(x[{{v}}]);
+#endunroll
+#else
+        x[0] = activations(m, j);
+        sum_x += activation_sum(x[0]);
+#endif
 #unroll r NR
         {
             let n = min(n0 + {{r}}, params.n_block - 1u);
-            let c = code_word(n, j, words);
-            acc[{{r}}] += dot4I8Packed(x.x, codes(c, 0u)) + dot4I8Packed(x.y, codes(c, 1u))
-                + dot4I8Packed(x.z, codes(c, 2u)) + dot4I8Packed(x.w, codes(c, 3u));
+            let c = code_words(n, j, steps);
 #if GATED
-            let u = w2[n * words + j];
-            acc_up[{{r}}] += dot4I8Packed(x.x, codes(u, 0u)) + dot4I8Packed(x.y, codes(u, 1u))
-                + dot4I8Packed(x.z, codes(u, 2u)) + dot4I8Packed(x.w, codes(u, 3u));
+            let u = w2[n * steps + j];
+#endif
+#if QUADS
+#unroll v 4
+            acc[{{r}}] += code_dot(x[{{v}}], c[{{v}}]);
+#if GATED
+            acc_up[{{r}}] += code_dot(x[{{v}}], u[{{v}}]);
+#endif
+#endunroll
+#else
+            acc[{{r}}] += code_dot(x[0], c);
+#if GATED
+            acc_up[{{r}}] += code_dot(x[0], u);
+#endif
 #endif
         }
 #endunroll

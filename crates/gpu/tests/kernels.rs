@@ -1755,7 +1755,7 @@ fn ternary_layers_with_fused_hgf_match_reference() {
         let stride = ternary::packed_stride(k, rank);
         let got_records = pollster::block_on(g.read_f32(&records, 0, rows * stride)).unwrap();
         let start = ternary::packed_mid(k);
-        let got_mid: Vec<f32> = got_records.chunks(stride).flat_map(|r| r[start..].to_vec()).collect();
+        let got_mid: Vec<f32> = got_records.chunks(stride).flat_map(|r| r[start..start + rank].to_vec()).collect();
         assert_close(&got_mid, &mid_want, 1e-5, "hgf low-rank values");
     }
 }
@@ -2215,10 +2215,18 @@ fn stacked_and_gated_ternary_matvecs_match_reference() {
 
 /// [`stacked_and_gated_ternary_matvecs_match_reference`] on `g` with its tuning, described by `sizes`.
 fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
+    // 80 inputs load code words one at a time, 192 four at a time.
+    for k in [80, 192] {
+        stacked_and_gated_ternary_products_at(g, &format!("{sizes} k {k}"), k);
+    }
+}
+
+/// [`stacked_and_gated_ternary_products`] at input width `k`.
+fn stacked_and_gated_ternary_products_at(g: &Gpu, sizes: &str, k: usize) {
     use ternlight_core::reference::ternary::act_quant;
     use ternlight_gpu::kernels::ternary::{self, Gated, HgfDown, HgfUp, MatvecDp4, Quantised, Stacked};
     let mut rng = Rng::new(29);
-    let (rows, k) = (2, 80);
+    let rows = 2;
     let x = random(&mut rng, rows * k, 3.0);
     let xq_ref = act_quant(&x, k);
     let f32_weight = |v: &[f32], r, c| {

@@ -25,9 +25,10 @@ pub enum Quantised<'a> {
     Packed(&'a wgpu::Buffer),
 }
 
-/// Words per row of a [`Quantised::Packed`] record of `width` inputs with `mid_width` low-rank values.
+/// Words per row of a [`Quantised::Packed`] record of `width` inputs with `mid_width` low-rank values, padded to
+/// whole quads ([`matvec_dp4`] reads the activations 16 bytes at a time).
 pub fn packed_stride(width: usize, mid_width: usize) -> usize {
-    packed_mid(width) + mid_width
+    (packed_mid(width) + mid_width).next_multiple_of(4)
 }
 
 /// The word of a [`Quantised::Packed`] record of `width` inputs where its low-rank values start.
@@ -314,6 +315,9 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr);
     if tm > 1 {
         defines = defines.flag("TILED", true).set("TM", tm);
+    } else if k.is_multiple_of(64) {
+        // Rows of whole quads of code words: decode loads four at once.
+        defines = defines.flag("QUADS", true);
     }
     if !m.stacked.is_empty() || m.gated.is_some() {
         let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.up)).collect();
