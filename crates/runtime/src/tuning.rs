@@ -55,7 +55,9 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
     };
     let sane = [t.wg, t.ternary_wg].iter().all(|&wg| wg.is_power_of_two() && wg <= 1024)
         && [t.tm, t.tn, t.nr, t.ternary_nr].iter().all(|&v| (1..=16).contains(&v))
-        && t.vw <= 4;
+        && t.vw <= 8
+        && t.nr <= t.wg
+        && t.ternary_nr <= t.ternary_wg;
     let workgroup = t.wg_x * t.wg_y;
     (sane && (1..=1024).contains(&workgroup) && t.attn_kv_tile <= 256).then_some(t)
 }
@@ -110,6 +112,13 @@ mod tests {
         let mut odd = to_json(&t);
         odd["wg"] = serde_json::json!(100);
         assert_eq!(from_json(&odd), None);
+        // More outputs per workgroup than invocations would leave outputs unstored.
+        let mut wide = to_json(&t);
+        wide["wg"] = serde_json::json!(4);
+        assert_eq!(from_json(&wide), None);
+        let mut wide_ternary = to_json(&t);
+        wide_ternary["ternary_wg"] = serde_json::json!(4);
+        assert_eq!(from_json(&wide_ternary), None);
         let mut missing = to_json(&t);
         missing.as_object_mut().unwrap().remove("nr");
         assert_eq!(from_json(&missing), None);
