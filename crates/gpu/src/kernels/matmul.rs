@@ -154,7 +154,12 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     };
     let (shader, defines) = match l.shape {
         MatmulShape::Tiled => {
-            ("common/matmul.wgsl", base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn))
+            let base = base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn);
+            // Quads where the matrix-vector tuning takes them, for dtypes of at most two elements a word (a
+            // ternary quad would unroll 64 elements per row of the tile).
+            let step = 4 * l.w.elements_per_word();
+            let quads = t.vw.is_multiple_of(4) && t.vw > 0 && l.w.elements_per_word() <= 2 && k.is_multiple_of(step);
+            ("common/matmul.wgsl", base.flag("W_QUADS", quads))
         }
         MatmulShape::Vector => {
             let chunk = t.vw * l.w.elements_per_word() as u32;
