@@ -1707,6 +1707,7 @@ fn ternary_layers_with_fused_hgf_match_reference() {
         (2, 80, 29, 3, true),
         (2, 48, 11, 100, true),
         (9, 32, 21, 4, true),
+        (1, 576, 19, 6, false),
     ];
     for (rows, k, n, rank, normed) in cases {
         let raw = random(&mut rng, rows * k, 3.0);
@@ -2215,8 +2216,8 @@ fn stacked_and_gated_ternary_matvecs_match_reference() {
 
 /// [`stacked_and_gated_ternary_matvecs_match_reference`] on `g` with its tuning, described by `sizes`.
 fn stacked_and_gated_ternary_products(g: &Gpu, sizes: &str) {
-    // 80 inputs load code words one at a time, 192 four at a time.
-    for k in [80, 192] {
+    // 80 inputs load code words one at a time, 576 four at a time on CPU adapters' tuning (9 quads a row).
+    for k in [80, 576] {
         stacked_and_gated_ternary_products_at(g, &format!("{sizes} k {k}"), k);
     }
 }

@@ -162,17 +162,19 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             ("common/matmul.wgsl", base.flag("W_QUADS", quads))
         }
         MatmulShape::Vector => {
-            let chunk = t.vw * l.w.elements_per_word() as u32;
+            // Ternary words hold 16 elements: one word a step (more ran slower on lavapipe, session 8).
+            let vw = if l.w.elements_per_word() > 2 { t.vw.min(1) } else { t.vw };
+            let chunk = vw * l.w.elements_per_word() as u32;
             let base = base.set("WG", t.wg).set("NR", t.nr);
             let base = match chunk > 0 && k.is_multiple_of(chunk as usize) {
                 // Whole quads of words per step: loaded 16 bytes at a time.
-                true if t.vw.is_multiple_of(4) => base
+                true if vw.is_multiple_of(4) => base
                     .set("CHUNK", chunk)
-                    .set("VW", t.vw)
+                    .set("VW", vw)
                     .flag("W_QUADS", true)
-                    .set("QUADS", t.vw / 4)
+                    .set("QUADS", vw / 4)
                     .set("X_QUADS", chunk / 4),
-                true => base.set("CHUNK", chunk).set("VW", t.vw),
+                true => base.set("CHUNK", chunk).set("VW", vw),
                 false => base,
             };
             ("common/matvec.wgsl", base)

@@ -315,8 +315,10 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr);
     if tm > 1 {
         defines = defines.flag("TILED", true).set("TM", tm);
-    } else if k.is_multiple_of(64) {
-        // Rows of whole quads of code words: decode loads four at once.
+    } else if k.is_multiple_of(64) && k / 64 >= t.ternary_wg as usize {
+        // Rows of whole quads of code words, at least one per invocation: decode loads four at once. (Fewer leave
+        // lanes idle, and a CPU adapter runs a workgroup's lanes in lockstep: the default model's 64 inputs ran
+        // slower in quads.)
         defines = defines.flag("QUADS", true);
     }
     if !m.stacked.is_empty() || m.gated.is_some() {
