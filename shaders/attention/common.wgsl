@@ -14,7 +14,9 @@
 // bindings SPARSE_LIST/SPARSE_COUNT, SPARSE_MAX entries each; a count of 0 means dense) and ABSORB (hybrid
 // memory: keys past the window weigh 1 + s + s²/2, read from the cache while it still holds them and from the
 // Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it) and OUT_GATE (gated
-// attention: each output channel leaves times the sigmoid of the gate at binding OUT_GATE, laid out like out).
+// attention: each output channel leaves times the sigmoid of the gate at binding OUT_GATE, laid out like out) and
+// KV_QUADS (decode, D and DV multiples of 4: K/V are bound as quads of channels and read 16 bytes at a time,
+// D_QUADS of them a key row; a CPU adapter's load costs about the same at any width, docs/perf.md session 8).
 // Loops over a head's channels are `#unroll` blocks, so that SwiftShader keeps q and the accumulators in registers.
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
@@ -34,8 +36,13 @@ struct Params {
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
+#if KV_QUADS
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;
+#else
 @group(0) @binding(3) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(4) var<storage, read> v_cache: array<f32>;
+#endif
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 #if ROTATE
 @group(0) @binding({{ROT_COS}}) var<storage, read> cos_t: array<f32>;
@@ -64,6 +71,15 @@ fn emit(i: u32, value: f32) {
 }
 
 const D: u32 = {{HEAD_DIM}}u;
+
+// Channel i of the key cache.
+fn key_channel(i: u32) -> f32 {
+#if KV_QUADS
+    return k_cache[i / 4u][i % 4u];
+#else
+    return k_cache[i];
+#endif
+}
 const DV: u32 = {{V_DIM}}u;
 
 #if ABSORB
@@ -168,8 +184,8 @@ fn score(qv: ptr<function, array<f32, D>>, kb: u32, j: u32, p: u32, dist: i32) -
     for (var i = 0u; i < HALF; i++) {
         let c = cos_t[row + i];
         let sn = sign * sin_t[row + i];
-        let a = k_cache[kb + i];
-        let b = k_cache[kb + i + HALF];
+        let a = key_channel(kb + i);
+        let b = key_channel(kb + i + HALF);
         if (i >= lo && i < hi) {
             s += (*qv)[i] * (a * c + b * sn);
         }
@@ -179,11 +195,24 @@ fn score(qv: ptr<function, array<f32, D>>, kb: u32, j: u32, p: u32, dist: i32) -
     }
     lo = max(lo, 2u * HALF);
 #endif
+#if KV_QUADS
+#unroll c D_QUADS
+    {
+        let kq = k_cache[kb / 4u + {{c}}];
+#unroll e 4
+        if ({{c}} * 4u + {{e}} >= lo && {{c}} * 4u + {{e}} < hi) {
+            s += (*qv)[{{c}} * 4u + {{e}}] * kq[{{e}}];
+        }
+#endunroll
+    }
+#endunroll
+#else
 #unroll d HEAD_DIM
     if ({{d}} >= lo && {{d}} < hi) {
         s += (*qv)[{{d}}] * k_cache[kb + {{d}}];
     }
 #endunroll
+#endif
     return s;
 }
 
@@ -191,7 +220,7 @@ fn score(qv: ptr<function, array<f32, D>>, kb: u32, j: u32, p: u32, dist: i32) -
 fn half_score(qv: ptr<function, array<f32, D>>, kb: u32, half: u32) -> f32 {
     var s = 0.0;
     for (var d = half * D / 2u; d < (half + 1u) * D / 2u; d++) {
-        s += (*qv)[d] * k_cache[kb + d];
+        s += (*qv)[d] * key_channel(kb + d);
     }
     return s;
 }

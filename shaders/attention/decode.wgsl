@@ -58,6 +58,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let l = reduce(local_sum, lid, false);
     storageBarrier();
+#if KV_QUADS
+    for (var c = lid; c < DV / 4u; c += {{WG}}u) {
+        var acc = vec4<f32>(0.0);
+        for (var v = 0u; v < vis.count; v++) {
+            acc += scores[sb_row + v] * v_cache[kv_base(visible_key(vis, v), kvh) / 4u + c];
+        }
+#unroll e 4
+        emit(group * DV + 4u * c + {{e}}, acc[{{e}}] / l);
+#endunroll
+    }
+#else
     for (var d = lid; d < DV; d += {{WG}}u) {
         var acc = 0.0;
         for (var v = 0u; v < vis.count; v++) {
@@ -65,4 +76,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         emit(group * DV + d, acc / l);
     }
+#endif
 }

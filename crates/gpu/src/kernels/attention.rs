@@ -238,6 +238,12 @@ pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, 
     }
     let buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()];
     let (defines, buffers) = specialise(gpu, a, buffers);
+    // Key and value rows in whole quads: read 16 bytes at a time.
+    let quads = a.head_dim.is_multiple_of(4) && a.v_dim.is_multiple_of(4);
+    let defines = match quads {
+        true => defines.flag("KV_QUADS", true).set("D_QUADS", a.head_dim / 4),
+        false => defines,
+    };
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
     plan.dispatch(gpu, "attention/decode.wgsl", &defines, &params(a, max_keys), &buffers, grid)
 }
