@@ -15,8 +15,9 @@
 // memory: keys past the window weigh 1 + s + s²/2, read from the cache while it still holds them and from the
 // Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it) and OUT_GATE (gated
 // attention: each output channel leaves times the sigmoid of the gate at binding OUT_GATE, laid out like out) and
-// KV_QUADS (decode, D and DV multiples of 4: K/V are bound as quads of channels and read 16 bytes at a time,
-// D_QUADS of them a key row; a CPU adapter's load costs about the same at any width, docs/perf.md session 8).
+// KV_QUADS (D and DV multiples of 4: K/V are bound as quads of channels, and the hot loops read D_QUADS and
+// V_QUADS of them a row, 16 bytes at a time; a CPU adapter's load costs about the same at any width, docs/perf.md
+// session 8).
 // Loops over a head's channels are `#unroll` blocks, so that SwiftShader keeps q and the accumulators in registers.
 #include "common/grid.wgsl"
 #include "common/step.wgsl"
@@ -78,6 +79,15 @@ fn key_channel(i: u32) -> f32 {
     return k_cache[i / 4u][i % 4u];
 #else
     return k_cache[i];
+#endif
+}
+
+// Channel i of the value cache.
+fn value_channel(i: u32) -> f32 {
+#if KV_QUADS
+    return v_cache[i / 4u][i % 4u];
+#else
+    return v_cache[i];
 #endif
 }
 const DV: u32 = {{V_DIM}}u;

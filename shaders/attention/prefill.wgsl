@@ -29,7 +29,7 @@ fn absorbed(qv: ptr<function, array<f32, D>>, kvh: u32, p: u32, tail: ptr<functi
         let w = 1.0 + s + 0.5 * s * s;
         total += w;
         for (var d = 0u; d < DV; d++) {
-            (*tail)[d] += w * v_cache[kb + d];
+            (*tail)[d] += w * value_channel(kb + d);
         }
     }
     var row = kvh * FEATURES * (DV + 1u);
@@ -82,10 +82,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var v0 = 0u; v0 < block_keys; v0 += TK) {
         let n = min(TK, block_keys - v0);
         for (var e = lid; e < n * D; e += {{WG}}u) {
-            k_tile[e] = k_cache[kv_base(key_at(v0 + e / D, block_first, block_sb), kvh) + e % D];
+            k_tile[e] = key_channel(kv_base(key_at(v0 + e / D, block_first, block_sb), kvh) + e % D);
         }
         for (var e = lid; e < n * DV; e += {{WG}}u) {
-            v_tile[e] = v_cache[kv_base(key_at(v0 + e / DV, block_first, block_sb), kvh) + e % DV];
+            v_tile[e] = value_channel(kv_base(key_at(v0 + e / DV, block_first, block_sb), kvh) + e % DV);
         }
         workgroupBarrier();
         if (live) {
@@ -145,15 +145,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let f = online_step(&st, half_score(&qv, kb, 0u));
         let f2 = online_step(&st2, half_score(&qv, kb, 1u));
         for (var d = 0u; d < DV; d++) {
-            let x = v_cache[kb + d];
+            let x = value_channel(kb + d);
             acc[d] = acc[d] * f.x + f.y * x;
             acc2[d] = acc2[d] * f2.x + f2.y * x;
         }
 #else
         let f = online_step(&st, score(&qv, kb, j, p, distance(j, p, vis.first, vis.sinks)));
+#if KV_QUADS
+#unroll c V_QUADS
+        {
+            let vq = v_cache[kb / 4u + {{c}}];
+#unroll e 4
+            acc[{{c}} * 4u + {{e}}] = acc[{{c}} * 4u + {{e}}] * f.x + f.y * vq[{{e}}];
+#endunroll
+        }
+#endunroll
+#else
 #unroll d V_DIM
         acc[{{d}}] = acc[{{d}}] * f.x + f.y * v_cache[kb + {{d}}];
 #endunroll
+#endif
 #endif
     }
 #if ABSORB

@@ -171,6 +171,10 @@ fn params(a: &Attention, scratch_stride: usize) -> [u32; 10] {
 fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) -> (Defines, Vec<Binding<'b>>) {
     let extra = 2 + buffers.len();
     let mut defines = Defines::new().set("WG", gpu.tuning.wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
+    if a.head_dim.is_multiple_of(4) && a.v_dim.is_multiple_of(4) {
+        // Key and value rows in whole quads: read 16 bytes at a time.
+        defines = defines.flag("KV_QUADS", true).set("D_QUADS", a.head_dim / 4).set("V_QUADS", a.v_dim / 4);
+    }
     if a.mask.dual_triangle {
         defines = defines.set("DUAL_TRIANGLE", 1);
     }
@@ -238,12 +242,6 @@ pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, 
     }
     let buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()];
     let (defines, buffers) = specialise(gpu, a, buffers);
-    // Key and value rows in whole quads: read 16 bytes at a time.
-    let quads = a.head_dim.is_multiple_of(4) && a.v_dim.is_multiple_of(4);
-    let defines = match quads {
-        true => defines.flag("KV_QUADS", true).set("D_QUADS", a.head_dim / 4),
-        false => defines,
-    };
     let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
     plan.dispatch(gpu, "attention/decode.wgsl", &defines, &params(a, max_keys), &buffers, grid)
 }
