@@ -76,9 +76,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if W_QUADS
 #unroll q QUADS
             {
-                let quad = quad_at(w0 / 4u + {{q}}, which[{{r}}]);
+                let quad = stored_at(w0 / 4u + {{q}}, which[{{r}}]);
 #if GATED
-                let quad_up = quad_at(w0 / 4u + {{q}}, 1u);
+                let quad_up = stored_at(w0 / 4u + {{q}}, 1u);
 #endif
 #unroll v 4
 #unroll e W_EPW

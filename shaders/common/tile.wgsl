@@ -14,7 +14,7 @@ fn tile_product(xrow: array<u32, {{TM}}>, wrow: array<u32, {{TN}}>, which: array
         var b: array<array<f32, 4 * {{W_EPW}}>, {{TN}}>;
 #unroll j TN
         {
-            let quad = quad_at((wrow[{{j}}] + k0) / STEP, which[{{j}}]);
+            let quad = stored_at((wrow[{{j}}] + k0) / STEP, which[{{j}}]);
 #unroll v 4
 #unroll e W_EPW
             b[{{j}}][{{v}} * EPW + {{e}}] = decode(quad[{{v}}], {{e}});

@@ -4,24 +4,19 @@
 // W2_BINDING, W3_BINDING: further matrices of the same dtype (a gated MLP's up projection beside its gate, or the
 // rest of a row-wise stack of projections), read by weight_at(i, 1u) and weight_at(i, 2u).
 // W_QUADS: the matrices are bound as 16-byte quads of stored words, so a kernel that takes four consecutive words
-// loads them at once (quad_at). On CPU adapters every invocation's load costs the same whatever its width, so this
+// loads them at once (stored_at). On CPU adapters every invocation's load costs the same whatever its width, so this
 // quarters the load work of a matrix-vector product (docs/perf.md, session 8). Rows must hold whole quads.
 #if W_QUADS
-@group(0) @binding({{W_BINDING}}) var<storage, read> w: array<vec4<{{W_ELEM}}>>;
-#if W2_BINDING
-@group(0) @binding({{W2_BINDING}}) var<storage, read> w2: array<vec4<{{W_ELEM}}>>;
-#endif
-#if W3_BINDING
-@group(0) @binding({{W3_BINDING}}) var<storage, read> w3: array<vec4<{{W_ELEM}}>>;
-#endif
+alias Stored = vec4<{{W_ELEM}}>;
 #else
-@group(0) @binding({{W_BINDING}}) var<storage, read> w: array<{{W_ELEM}}>;
+alias Stored = {{W_ELEM}};
+#endif
+@group(0) @binding({{W_BINDING}}) var<storage, read> w: array<Stored>;
 #if W2_BINDING
-@group(0) @binding({{W2_BINDING}}) var<storage, read> w2: array<{{W_ELEM}}>;
+@group(0) @binding({{W2_BINDING}}) var<storage, read> w2: array<Stored>;
 #endif
 #if W3_BINDING
-@group(0) @binding({{W3_BINDING}}) var<storage, read> w3: array<{{W_ELEM}}>;
-#endif
+@group(0) @binding({{W3_BINDING}}) var<storage, read> w3: array<Stored>;
 #endif
 
 // Elements per stored word (W_EPW: 1 for f32, 2 for f16 and bf16, 16 for ternary codes).
@@ -51,29 +46,8 @@ fn decode(word: {{W_ELEM}}, i: u32) -> f32 {
 #endif
 }
 
-#if W_QUADS
-// Stored words 4q .. 4q + 3 of matrix `which` (0: w, 1: w2, 2: w3).
-fn quad_at(q: u32, which: u32) -> vec4<{{W_ELEM}}> {
-#if W2_BINDING
-    if (which == 1u) {
-        return w2[q];
-    }
-#endif
-#if W3_BINDING
-    if (which == 2u) {
-        return w3[q];
-    }
-#endif
-    return w[q];
-}
-
-// Stored word j of matrix `which`; decode(word, e) reads its element e.
-fn word_at(j: u32, which: u32) -> {{W_ELEM}} {
-    return quad_at(j / 4u, which)[j % 4u];
-}
-#else
-// Stored word j of matrix `which` (0: w, 1: w2, 2: w3); decode(word, e) reads its element e.
-fn word_at(j: u32, which: u32) -> {{W_ELEM}} {
+// Stored unit j (a word, or with W_QUADS the quad of words 4j .. 4j + 3) of matrix `which` (0: w, 1: w2, 2: w3).
+fn stored_at(j: u32, which: u32) -> Stored {
 #if W2_BINDING
     if (which == 1u) {
         return w2[j];
@@ -86,7 +60,15 @@ fn word_at(j: u32, which: u32) -> {{W_ELEM}} {
 #endif
     return w[j];
 }
+
+// Stored word j of matrix `which`; decode(word, e) reads its element e.
+fn word_at(j: u32, which: u32) -> {{W_ELEM}} {
+#if W_QUADS
+    return stored_at(j / 4u, which)[j % 4u];
+#else
+    return stored_at(j, which);
 #endif
+}
 
 fn w_at(i: u32) -> f32 {
     return decode(word_at(word_of(i), 0u), i);

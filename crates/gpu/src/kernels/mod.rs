@@ -45,7 +45,8 @@ pub struct Tuning {
     pub wg_y: u32,
     /// Matvec: outputs per workgroup.
     pub nr: u32,
-    /// Matvec: stored weight words each invocation reads per row and step (0: one element at a time).
+    /// Matvec: stored weight words each invocation reads per row and step (0: one element at a time). Multiples
+    /// of 4 read them, and the input, a 16-byte quad at a time; the tiled matmul then reads quads too.
     pub vw: u32,
     /// Ternary integer matvec: invocations per workgroup.
     pub ternary_wg: u32,
