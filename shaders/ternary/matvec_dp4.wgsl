@@ -171,10 +171,14 @@ fn activations(m: u32, j: u32) -> vec4<u32> {
     return xq[m * params.stride / 4u + j];
 }
 
-// The integer sum over one code word's 16 inputs: activations x against the word's codes c (trit + 1).
-fn code_dot(x: vec4<u32>, c: u32) -> i32 {
-    return dot4I8Packed(x.x, codes(c, 0u)) + dot4I8Packed(x.y, codes(c, 1u)) + dot4I8Packed(x.z, codes(c, 2u))
-        + dot4I8Packed(x.w, codes(c, 3u));
+// A code word's codes for its four activation words (codes(c, 0..3)).
+fn split_codes(c: u32) -> vec4<u32> {
+    return vec4<u32>(codes(c, 0u), codes(c, 1u), codes(c, 2u), codes(c, 3u));
+}
+
+// The integer sum over one code word's 16 inputs: activations x against its split codes cs (trit + 1).
+fn code_dot(x: vec4<u32>, cs: vec4<u32>) -> i32 {
+    return dot4I8Packed(x.x, cs.x) + dot4I8Packed(x.y, cs.y) + dot4I8Packed(x.z, cs.z) + dot4I8Packed(x.w, cs.w);
 }
 
 // The sum of activations x (code_dot's offset: the codes are trits + 1).
@@ -277,14 +281,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #unroll r NR
         {
             let n = min(n0 + {{r}}, params.n_block - 1u);
-            let c = code_words(n, j, words);
+            // Split once for the TM tokens.
+            let cs = split_codes(code_words(n, j, words));
 #if GATED
-            let u = w2[n * words + j];
+            let us = split_codes(w2[n * words + j]);
 #endif
 #unroll t TM
-            acc[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], c);
+            acc[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], cs);
 #if GATED
-            acc_up[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], u);
+            acc_up[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], us);
 #endif
 #endunroll
         }
@@ -354,15 +359,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 #if QUADS
 #unroll v 4
-            acc[{{r}}] += code_dot(x[{{v}}], c[{{v}}]);
+            acc[{{r}}] += code_dot(x[{{v}}], split_codes(c[{{v}}]));
 #if GATED
-            acc_up[{{r}}] += code_dot(x[{{v}}], u[{{v}}]);
+            acc_up[{{r}}] += code_dot(x[{{v}}], split_codes(u[{{v}}]));
 #endif
 #endunroll
 #else
-            acc[{{r}}] += code_dot(x[0], c);
+            acc[{{r}}] += code_dot(x[0], split_codes(c));
 #if GATED
-            acc_up[{{r}}] += code_dot(x[0], u);
+            acc_up[{{r}}] += code_dot(x[0], split_codes(u));
 #endif
 #endif
         }

@@ -95,6 +95,15 @@ impl<'a> Linear<'a> {
     }
 }
 
+/// Stored words of `w` a matrix-vector step reads per row: the tuning's, but one for ternary words, which hold 16
+/// elements (more ran slower on lavapipe, docs/perf.md session 8).
+fn words_per_step(t: &super::Tuning, w: &Weight) -> u32 {
+    match w.elements_per_word() > 2 {
+        true => t.vw.min(1),
+        false => t.vw,
+    }
+}
+
 /// Records the linear layer, one dispatch per row block of the weight.
 pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     let k = l.w.cols;
@@ -155,15 +164,14 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     let (shader, defines) = match l.shape {
         MatmulShape::Tiled => {
             let base = base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn);
-            // Quads where the matrix-vector tuning takes them, for dtypes of at most two elements a word (a
-            // ternary quad would unroll 64 elements per row of the tile).
-            let step = 4 * l.w.elements_per_word();
-            let quads = t.vw.is_multiple_of(4) && t.vw > 0 && l.w.elements_per_word() <= 2 && k.is_multiple_of(step);
+            // Quads where the matrix-vector product of this weight takes them (never ternary: a quad would unroll
+            // 64 elements per row of the tile).
+            let vw = words_per_step(t, l.w);
+            let quads = vw > 0 && vw.is_multiple_of(4) && k.is_multiple_of(4 * l.w.elements_per_word());
             ("common/matmul.wgsl", base.flag("W_QUADS", quads))
         }
         MatmulShape::Vector => {
-            // Ternary words hold 16 elements: one word a step (more ran slower on lavapipe, session 8).
-            let vw = if l.w.elements_per_word() > 2 { t.vw.min(1) } else { t.vw };
+            let vw = words_per_step(t, l.w);
             let chunk = vw * l.w.elements_per_word() as u32;
             let base = base.set("WG", t.wg).set("NR", t.nr);
             let base = match chunk > 0 && k.is_multiple_of(chunk as usize) {
