@@ -24,6 +24,7 @@ pub fn run(args: Args) -> Result<()> {
     let (best, trials) = pollster::block_on(ternlight_gpu::tune::autotune(&mut gpu, args.reps))?;
     let path = tuning::save(&gpu, &best)?;
     let sizes = |t: &Tuning, kernel| match kernel {
+        TunedKernel::Matvec if t.rpl > 0 => format!("wg {} rows/inv {} vw {}", t.wg, t.rpl, t.vw),
         TunedKernel::Matvec => format!("wg {} nr {} vw {}", t.wg, t.nr, t.vw),
         TunedKernel::Matmul => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
         TunedKernel::TernaryMatvec => format!("wg {} nr {}", t.ternary_wg, t.ternary_nr),

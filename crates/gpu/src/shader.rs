@@ -32,6 +32,7 @@ shaders!(
     "common/tile.wgsl",
     "common/matmul.wgsl",
     "common/matvec.wgsl",
+    "common/matvec_rows.wgsl",
     "common/rope.wgsl",
     "common/activations.wgsl",
     "common/gated_act.wgsl",
@@ -249,6 +250,12 @@ mod tests {
             .set("WG_X", 8)
             .set("WG_Y", 8)
             .set("NR", 4)
+            .set("RPL", 2)
+            .set("MATRICES", 1)
+            .set("CHUNK", 8)
+            .set("VW", 4)
+            .set("QUADS", 1)
+            .set("X_QUADS", 2)
             .set("LANES", 2)
             .set("KV_TILE", 16)
             .set("DK", 16)

@@ -16,21 +16,25 @@ use web_time::Instant;
 
 /// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup (at most the
 /// invocations: each stores one), stored words per invocation step (0: element by element; multiples of 4 load
-/// them a quad at a time).
-const MATVEC: [(u32, u32, u32); 13] = [
-    (8, 8, 1),
-    (8, 8, 4),
-    (8, 4, 4),
-    (8, 8, 8),
-    (16, 8, 1),
-    (16, 8, 4),
-    (32, 4, 1),
-    (32, 4, 0),
-    (32, 4, 4),
-    (64, 4, 1),
-    (64, 8, 2),
-    (128, 4, 1),
-    (256, 2, 4),
+/// them a quad at a time), and outputs per invocation over all of K (0: the invocations split K instead).
+const MATVEC: [(u32, u32, u32, u32); 17] = [
+    (8, 8, 1, 0),
+    (8, 8, 4, 0),
+    (8, 4, 4, 0),
+    (8, 8, 8, 0),
+    (16, 8, 1, 0),
+    (16, 8, 4, 0),
+    (32, 4, 1, 0),
+    (32, 4, 0, 0),
+    (32, 4, 4, 0),
+    (64, 4, 1, 0),
+    (64, 8, 2, 0),
+    (128, 4, 1, 0),
+    (256, 2, 4, 0),
+    (8, 8, 4, 1),
+    (8, 8, 4, 2),
+    (8, 8, 4, 4),
+    (8, 8, 8, 2),
 ];
 /// Matmul candidates: rows and columns per invocation, workgroup width and height.
 const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
@@ -66,7 +70,8 @@ impl TunedKernel {
 /// Every candidate: `base` with one kernel's sizes changed, and that kernel; the ternary ones only where the
 /// device has packed integer dot products (`packed_dot`).
 pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)> {
-    let vector = MATVEC.iter().map(|&(wg, nr, vw)| (TunedKernel::Matvec, Tuning { wg, nr, vw, ..base.clone() }));
+    let vector =
+        MATVEC.iter().map(|&(wg, nr, vw, rpl)| (TunedKernel::Matvec, Tuning { wg, nr, vw, rpl, ..base.clone() }));
     let tiled =
         MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
     let ternary = TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr)| {
@@ -117,6 +122,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
         ternary_nr: ternary.ternary_nr,
         wg: vector.wg,
         nr: vector.nr,
+        rpl: vector.rpl,
         vw: vector.vw,
         tm: tiled.tm,
         tn: tiled.tn,

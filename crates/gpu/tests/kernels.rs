@@ -285,8 +285,8 @@ fn stacked_projections_match_their_separate_products() {
 #[test]
 fn every_tuning_candidate_computes_the_same_products() {
     let mut g = Gpu::new_blocking().unwrap();
-    // k = 37 takes the element-by-element loop; 36 and 40 take whole words, 40 also four words a step.
-    for k in [37, 36, 40] {
+    // k = 37 takes the element-by-element loop; 36 and 40 take whole words, 40 also four words a step, 48 eight.
+    for k in [37, 36, 40, 48] {
         tuning_candidates_compute_the_same_products(&mut g, k);
     }
     let base = g.tuning.clone();
@@ -298,18 +298,31 @@ fn every_tuning_candidate_computes_the_same_products() {
     }
 }
 
-/// [`every_tuning_candidate_computes_the_same_products`] at input width `k`.
+/// [`every_tuning_candidate_computes_the_same_products`] at input width `k`. The matrix-vector candidates read the
+/// input through a fused RMSNorm (Gemma's `1 + w` form), as decode's first projections of a block do.
 fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
     let mut rng = Rng::new(46);
-    let (rows, parts) = (5, [11, 6]);
+    // The stack's second matrix starts on a workgroup's first row where a workgroup has 8 or 16 outputs, so the
+    // row-per-invocation kernel takes it there, and ends part-way through a workgroup.
+    let (rows, parts) = (5, [16, 11]);
     let x = random(&mut rng, rows * k, 1.0);
+    let norm = random(&mut rng, k, 1.0);
     let raws: Vec<Vec<u8>> = parts.iter().map(|&n| encode(DType::BF16, &random(&mut rng, n * k, 0.5))).collect();
     let w: Vec<Vec<f32>> = raws.iter().map(|r| decode_f32(DType::BF16, r).unwrap()).collect();
-    let (a, b) = (reference::linear::linear(&x, &w[0], None, k, 11), reference::linear::linear(&x, &w[1], None, k, 6));
-    let stacked_want: Vec<f32> = a.chunks_exact(11).zip(b.chunks_exact(6)).flat_map(|(a, b)| [a, b].concat()).collect();
-    let gate = encode(DType::BF16, &random(&mut rng, 11 * k, 0.5));
-    let gate_product = reference::linear::linear(&x, &decode_f32(DType::BF16, &gate).unwrap(), None, k, 11);
-    let gated_want = reference::mlp::gated(Activation::Silu, &gate_product, &a);
+    let gate = encode(DType::BF16, &random(&mut rng, 16 * k, 0.5));
+    let gate_f = decode_f32(DType::BF16, &gate).unwrap();
+    // (stacked, gated) products of the layer input `input`.
+    let wants = |input: &[f32]| {
+        let (a, b) = (
+            reference::linear::linear(input, &w[0], None, k, 16),
+            reference::linear::linear(input, &w[1], None, k, 11),
+        );
+        let stacked: Vec<f32> = a.chunks_exact(16).zip(b.chunks_exact(11)).flat_map(|(a, b)| [a, b].concat()).collect();
+        let gate_product = reference::linear::linear(input, &gate_f, None, k, 16);
+        (stacked, reference::mlp::gated(Activation::Silu, &gate_product, &a))
+    };
+    let plain = wants(&x);
+    let normed = wants(&reference::norm::rms_norm(&x, &norm, k, 1e-5, true));
     for (kernel, tuning) in ternlight_gpu::tune::candidates(&g.tuning.clone(), g.info.packed_dot) {
         let shape = match kernel {
             TunedKernel::Matvec => MatmulShape::Vector,
@@ -319,10 +332,12 @@ fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
         g.tuning = tuning.clone();
         let g = &g;
         let upload = |name, raw: &[u8], n| Weight::upload(g, name, DType::BF16, n, k, raw, g.info.max_binding).unwrap();
-        let (first, second, gate_w) = (upload("w", &raws[0], 11), upload("w2", &raws[1], 6), upload("gate", &gate, 11));
-        let xb = g.upload_f32("x", &x);
+        let (first, second, gate_w) =
+            (upload("w", &raws[0], 16), upload("w2", &raws[1], 11), upload("gate", &gate, 16));
+        let (xb, nb) = (g.upload_f32("x", &x), g.upload_f32("norm", &norm));
+        let vector = shape == MatmulShape::Vector;
         for gated in [false, true] {
-            let n = if gated { 11 } else { 17 };
+            let n = if gated { 16 } else { 27 };
             let yb = g.zeros("y", rows * n);
             let rest = [&second];
             let mut plan = Plan::new(g);
@@ -337,14 +352,15 @@ fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
                 rows: Rows::Tokens,
                 epilogue: if gated { Epilogue::Gated(Activation::Silu) } else { Epilogue::Store },
                 shape,
-                input_norm: None,
+                input_norm: vector.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: true }),
                 up: gated.then_some(&first),
                 stacked: if gated { &[] } else { &rest },
             };
             linear(g, &mut plan, &l).unwrap();
             plan.submit(g, &tokens(0, rows), &[], None);
             let got = pollster::block_on(g.read_f32(&yb, 0, rows * n)).unwrap();
-            let want = if gated { &gated_want } else { &stacked_want };
+            let (stacked_want, gated_want) = if vector { &normed } else { &plain };
+            let want = if gated { gated_want } else { stacked_want };
             assert_close(&got, want, 1e-5, &format!("k {k} {tuning:?} {shape:?} gated {gated}"));
         }
     }

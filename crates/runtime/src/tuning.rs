@@ -22,9 +22,9 @@ pub fn cache_path(info: &DeviceInfo) -> PathBuf {
 
 /// `tuning` as the cache's JSON.
 pub fn to_json(tuning: &Tuning) -> serde_json::Value {
-    let Tuning { wg, tm, tn, wg_x, wg_y, nr, vw, ternary_wg, ternary_nr, attn_kv_tile } = tuning;
+    let Tuning { wg, tm, tn, wg_x, wg_y, nr, rpl, vw, ternary_wg, ternary_nr, attn_kv_tile } = tuning;
     serde_json::json!({
-        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "vw": vw,
+        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
         "ternary_wg": ternary_wg, "ternary_nr": ternary_nr, "attn_kv_tile": attn_kv_tile
     })
 }
@@ -48,6 +48,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         wg_x: field("wg_x")?,
         wg_y: field("wg_y")?,
         nr: field("nr")?,
+        rpl: field("rpl")?,
         vw: field("vw")?,
         ternary_wg: field("ternary_wg")?,
         ternary_nr: field("ternary_nr")?,
@@ -56,6 +57,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
     let sane = [t.wg, t.ternary_wg].iter().all(|&wg| wg.is_power_of_two() && wg <= 1024)
         && [t.tm, t.tn, t.nr, t.ternary_nr].iter().all(|&v| (1..=16).contains(&v))
         && t.vw <= 8
+        && t.rpl <= 16
         && t.nr <= t.wg
         && t.ternary_nr <= t.ternary_wg;
     let workgroup = t.wg_x * t.wg_y;
@@ -99,6 +101,7 @@ mod tests {
         let t = Tuning {
             wg: 128,
             nr: 8,
+            rpl: 2,
             tm: 2,
             tn: 4,
             wg_x: 16,
@@ -119,6 +122,9 @@ mod tests {
         let mut wide_ternary = to_json(&t);
         wide_ternary["ternary_wg"] = serde_json::json!(4);
         assert_eq!(from_json(&wide_ternary), None);
+        let mut deep = to_json(&t);
+        deep["rpl"] = serde_json::json!(17);
+        assert_eq!(from_json(&deep), None);
         let mut missing = to_json(&t);
         missing.as_object_mut().unwrap().remove("nr");
         assert_eq!(from_json(&missing), None);

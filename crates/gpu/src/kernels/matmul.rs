@@ -104,6 +104,19 @@ fn words_per_step(t: &super::Tuning, w: &Weight) -> u32 {
     }
 }
 
+/// Whether the tuning asks for the row-per-invocation matrix-vector kernel (`common/matvec_rows.wgsl`) and `l`
+/// allows it: each matrix of a stack must start on a workgroup's first row.
+fn row_lanes(t: &super::Tuning, l: &Linear) -> bool {
+    let outputs = (t.wg * t.rpl) as usize;
+    let mut starts = l.stacked.iter().scan(l.w.rows, |row, w| Some(std::mem::replace(row, *row + w.rows)));
+    outputs > 0 && starts.all(|row| row.is_multiple_of(outputs))
+}
+
+/// Defines of a matrix-vector kernel reading `vw` words (a multiple of 4) of `chunk` elements per step in quads.
+fn quad_defines(base: Defines, chunk: u32, vw: u32) -> Defines {
+    base.set("CHUNK", chunk).set("VW", vw).flag("W_QUADS", true).set("QUADS", vw / 4).set("X_QUADS", chunk / 4)
+}
+
 /// Records the linear layer, one dispatch per row block of the weight.
 pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     let k = l.w.cols;
@@ -161,31 +174,33 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         1 => base.set("W2_BINDING", 5),
         _ => base.set("W2_BINDING", 5).set("W3_BINDING", 6),
     };
-    let (shader, defines) = match l.shape {
+    // The kernel, its defines, and the outputs (columns) and input rows each workgroup covers.
+    let (shader, defines, outputs_per_group, rows_per_group) = match l.shape {
         MatmulShape::Tiled => {
             let base = base.set("WG_X", t.wg_x).set("WG_Y", t.wg_y).set("TM", t.tm).set("TN", t.tn);
             // Quads where the matrix-vector product of this weight takes them (never ternary: a quad would unroll
             // 64 elements per row of the tile).
             let vw = words_per_step(t, l.w);
             let quads = vw > 0 && vw.is_multiple_of(4) && k.is_multiple_of(4 * l.w.elements_per_word());
-            ("common/matmul.wgsl", base.flag("W_QUADS", quads))
+            ("common/matmul.wgsl", base.flag("W_QUADS", quads), t.wg_x * t.tn, t.wg_y * t.tm)
         }
         MatmulShape::Vector => {
             let vw = words_per_step(t, l.w);
             let chunk = vw * l.w.elements_per_word() as u32;
-            let base = base.set("WG", t.wg).set("NR", t.nr);
-            let base = match chunk > 0 && k.is_multiple_of(chunk as usize) {
-                // Whole quads of words per step: loaded 16 bytes at a time.
-                true if vw.is_multiple_of(4) => base
-                    .set("CHUNK", chunk)
-                    .set("VW", vw)
-                    .flag("W_QUADS", true)
-                    .set("QUADS", vw / 4)
-                    .set("X_QUADS", chunk / 4),
-                true => base.set("CHUNK", chunk).set("VW", vw),
-                false => base,
+            let whole = chunk > 0 && k.is_multiple_of(chunk as usize);
+            let base = base.set("WG", t.wg);
+            let (shader, defines, outputs) = match whole {
+                // Whole quads of words per step, loaded 16 bytes at a time, each invocation its own rows.
+                true if vw.is_multiple_of(4) && row_lanes(t, l) => {
+                    let outputs = t.wg * t.rpl;
+                    let defines = quad_defines(base, chunk, vw).set("RPL", t.rpl).set("MATRICES", 1 + l.stacked.len());
+                    ("common/matvec_rows.wgsl", defines, outputs)
+                }
+                true if vw.is_multiple_of(4) => ("common/matvec.wgsl", quad_defines(base, chunk, vw), t.nr),
+                true => ("common/matvec.wgsl", base.set("CHUNK", chunk).set("VW", vw), t.nr),
+                false => ("common/matvec.wgsl", base, t.nr),
             };
-            ("common/matvec.wgsl", base)
+            (shader, defines.set("NR", outputs), outputs, 1)
         }
     };
     let defines = match l.input_norm {
@@ -215,16 +230,7 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             seg1 as u32,
             seg2 as u32,
         ];
-        let grid = match l.shape {
-            MatmulShape::Tiled => Grid::Tiles {
-                x: (block_rows as u32).div_ceil(t.wg_x * t.tn),
-                rows: l.rows,
-                rows_per_group: t.wg_y * t.tm,
-            },
-            MatmulShape::Vector => {
-                Grid::Tiles { x: (block_rows as u32).div_ceil(t.nr), rows: l.rows, rows_per_group: 1 }
-            }
-        };
+        let grid = Grid::Tiles { x: (block_rows as u32).div_ceil(outputs_per_group), rows: l.rows, rows_per_group };
         let mut matrices = vec![&block.buffer];
         matrices.extend(l.up.map(|up| &up.blocks[i].buffer));
         matrices.extend(l.stacked.iter().map(|w| &w.blocks[0].buffer));

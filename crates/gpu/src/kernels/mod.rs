@@ -45,6 +45,10 @@ pub struct Tuning {
     pub wg_y: u32,
     /// Matvec: outputs per workgroup.
     pub nr: u32,
+    /// Matvec: outputs each invocation computes over all of K, `wg * rpl` per workgroup (`common/matvec_rows.wgsl`;
+    /// needs quads, `vw` a multiple of 4). 0: invocations split K and reduce through workgroup memory, `nr` outputs
+    /// per workgroup (`common/matvec.wgsl`).
+    pub rpl: u32,
     /// Matvec: stored weight words each invocation reads per row and step (0: one element at a time). Multiples
     /// of 4 read them, and the input, a 16-byte quad at a time; the tiled matmul then reads quads too.
     pub vw: u32,
@@ -58,7 +62,19 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { wg: 64, tm: 4, tn: 4, wg_x: 8, wg_y: 8, nr: 4, vw: 1, ternary_wg: 64, ternary_nr: 4, attn_kv_tile: 0 }
+        Tuning {
+            wg: 64,
+            tm: 4,
+            tn: 4,
+            wg_x: 8,
+            wg_y: 8,
+            nr: 4,
+            rpl: 0,
+            vw: 1,
+            ternary_wg: 64,
+            ternary_nr: 4,
+            attn_kv_tile: 0,
+        }
     }
 }
 
@@ -66,12 +82,22 @@ impl Tuning {
     /// Defaults for a device. CPU adapters (lavapipe, SwiftShader) get workgroups of 8 invocations, one vector of
     /// lanes, which need no barriers across vectors (see docs/perf.md, session 4: 6-7x faster decode in Chromium's
     /// SwiftShader than with 64), matrix-vector weights read a quad of words at a time (session 8: a 2048 x 2048
-    /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader), and attention that streams K/V; GPUs share K/V
-    /// tiles.
+    /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader) with four whole outputs per invocation (session 9:
+    /// that product 2x faster on SwiftShader, decode's products 15-30% faster on lavapipe), and attention that
+    /// streams K/V; GPUs share K/V tiles.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         match cpu {
-            true => Tuning { wg: 8, nr: 8, vw: 4, ternary_wg: 8, ternary_nr: 8, attn_kv_tile: 0, ..Tuning::default() },
+            true => Tuning {
+                wg: 8,
+                nr: 8,
+                rpl: 4,
+                vw: 4,
+                ternary_wg: 8,
+                ternary_nr: 8,
+                attn_kv_tile: 0,
+                ..Tuning::default()
+            },
             false => Tuning { attn_kv_tile: 32, ..Tuning::default() },
         }
     }

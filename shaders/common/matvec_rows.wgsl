@@ -1,0 +1,85 @@
+// Matrix-vector form of matmul.wgsl for CPU adapters: each invocation computes RPL whole outputs (rows
+// n0 + r * WG + lid of the workgroup's NR = WG * RPL), walking all of K itself. Every invocation reads the same
+// input quads, which a CPU adapter loads once and broadcasts, and only the weight loads differ between lanes
+// (matvec.wgsl splits K across invocations instead, so its input loads differ too and a reduction through
+// workgroup memory follows). No workgroup memory, no barrier. Same bindings, defines and epilogues as matvec.wgsl
+// with W_QUADS: CHUNK elements (QUADS quads of stored words, X_QUADS quads of input) per step.
+// A workgroup's rows lie in one matrix of a stack (MATRICES of them): the host aligns the segments to NR.
+#include "common/linear_io.wgsl"
+#if NORM_IN
+@group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<vec4<f32>>;
+#endif
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m = wid.y;
+    if (m >= row_count(params.row_sel)) {
+        return;
+    }
+    let n0 = wid.x * {{NR}}u;
+    let which = segment(n0).x;
+    let quads_per_row = params.k / EPW / 4u;
+    var quad0: array<u32, {{RPL}}>;
+    var acc: array<f32, {{RPL}}>;
+    var acc_up: array<f32, {{RPL}}>;
+#unroll r RPL
+    quad0[{{r}}] = segment(min(n0 + {{r}} * {{WG}}u + lid, params.n_block - 1u)).y * quads_per_row;
+#endunroll
+    let xbase = m * params.k / 4u;
+    var squares = 0.0;
+    // One copy of the loop per matrix of a stack, each reading its matrix by a constant index: a CPU adapter runs
+    // both sides of a branch, so choosing the matrix per load would run every matrix's load loop each step.
+#unroll s MATRICES
+    if (which == {{s}}) {
+        for (var c = 0u; c < params.k / {{CHUNK}}u; c++) {
+            var xs: array<f32, {{CHUNK}}>;
+#unroll p X_QUADS
+            {
+                var a = x[xbase + c * {{X_QUADS}}u + {{p}}];
+#if NORM_IN
+                squares += dot(a, a);
+                a *= norm_w[c * {{X_QUADS}}u + {{p}}] + params.norm_offset;
+#endif
+#unroll j 4
+                xs[{{p}} * 4 + {{j}}] = a[{{j}}];
+#endunroll
+            }
+#endunroll
+#unroll r RPL
+#unroll q QUADS
+            {
+                let quad = stored_at(quad0[{{r}}] + c * {{QUADS}}u + {{q}}, {{s}});
+#if GATED
+                let quad_up = stored_at(quad0[{{r}}] + c * {{QUADS}}u + {{q}}, 1u);
+#endif
+#unroll v 4
+#unroll e W_EPW
+                acc[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad[{{v}}], {{e}});
+#if GATED
+                acc_up[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad_up[{{v}}], {{e}});
+#endif
+#endunroll
+#endunroll
+            }
+#endunroll
+#endunroll
+        }
+    }
+#endunroll
+    var inv_rms = 1.0;
+#if NORM_IN
+    inv_rms = inverseSqrt(squares / f32(params.k) + params.norm_eps);
+#endif
+#unroll r RPL
+    {
+        let n = n0 + {{r}} * {{WG}}u + lid;
+        if (n < params.n_block) {
+#if GATED
+            store_pair(m, n, acc[{{r}}] * inv_rms, acc_up[{{r}}] * inv_rms);
+#else
+            store(m, n, acc[{{r}}] * inv_rms);
+#endif
+        }
+    }
+#endunroll
+}
