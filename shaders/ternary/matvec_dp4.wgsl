@@ -14,8 +14,9 @@ requires packed_4x8_integer_dot_product;
 // (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
 // projections of the same activations. GATED: a second matrix w2 of the
 // same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
-// Hybrid Gated Flow: BGi_BINDING gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
-// before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in;
+// Hybrid Gated Flow: HGFi gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
+// before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in,
+// bound at BGi_BINDING, or with BG_PACKED rows of one matrix bg the projections share, from element STARTi on;
 // mid the low-rank values act_quant.wgsl wrote into row m's record beside the quantisation).
 #include "common/step.wgsl"
 #if GATED
@@ -82,28 +83,49 @@ fn record_word(i: u32) -> u32 {
 @group(0) @binding({{BG4_BINDING}}) var<storage, read> bg4: array<f32>;
 #endif
 
+#if BG_PACKED
+@group(0) @binding({{BG_PACKED}}) var<storage, read> bg: array<f32>;
+#endif
+
 #if HGF
-// Element i of projection p's diag(g) B.
+// Element i of projection p's diag(g) B: in its own binding, or with BG_PACKED from element STARTp of the one they
+// share.
 fn bg_at(p: u32, i: u32) -> f32 {
     switch p {
-#if BG1_BINDING
+#if HGF1
         case 1u: {
+#if BG_PACKED
+            return bg[{{START1}}u + i];
+#else
             return bg1[i];
+#endif
         }
 #endif
-#if BG2_BINDING
+#if HGF2
         case 2u: {
+#if BG_PACKED
+            return bg[{{START2}}u + i];
+#else
             return bg2[i];
+#endif
         }
 #endif
-#if BG3_BINDING
+#if HGF3
         case 3u: {
+#if BG_PACKED
+            return bg[{{START3}}u + i];
+#else
             return bg3[i];
+#endif
         }
 #endif
-#if BG4_BINDING
+#if HGF4
         case 4u: {
+#if BG_PACKED
+            return bg[{{START4}}u + i];
+#else
             return bg4[i];
+#endif
         }
 #endif
         default: {
@@ -197,7 +219,7 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
 #if STACKED4
     if (n >= params.seg3) {
         var v4 = total * params.scale4;
-#if BG4_BINDING
+#if HGF4
         v4 += correction(4u, m, n - params.seg3, {{RANK4}}u, {{OFF4}}u);
 #endif
         y4[m * (params.n_block - params.seg3) + n - params.seg3] = v4;
@@ -207,7 +229,7 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
 #if STACKED3
     if (n >= params.seg2) {
         var v3 = total * params.scale3;
-#if BG3_BINDING
+#if HGF3
         v3 += correction(3u, m, n - params.seg2, {{RANK3}}u, {{OFF3}}u);
 #endif
         y3[m * (params.seg3 - params.seg2) + n - params.seg2] = v3;
@@ -217,7 +239,7 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
 #if STACKED
     if (n >= params.seg1) {
         var v2 = total * params.scale2;
-#if BG2_BINDING
+#if HGF2
         v2 += correction(2u, m, n - params.seg1, {{RANK2}}u, {{OFF2}}u);
 #endif
         y2[m * (params.seg2 - params.seg1) + n - params.seg1] = v2;
@@ -225,12 +247,12 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
     }
 #endif
     var v = total * params.scale;
-#if BG1_BINDING
+#if HGF1
     v += correction(1u, m, params.w_row0 + n, {{RANK1}}u, {{OFF1}}u);
 #endif
 #if GATED
     var up = up_total * params.scale2;
-#if BG2_BINDING
+#if HGF2
     up += correction(2u, m, n, {{RANK2}}u, {{OFF2}}u);
 #endif
     v = {{ACT}}(v) * up;

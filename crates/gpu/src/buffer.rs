@@ -123,6 +123,43 @@ impl Weight {
         Ok(Weight { dtype, ternary: false, rows, cols, blocks })
     }
 
+    /// The one-block f32 matrices `parts` stacked row-wise into a new one-block matrix, copied on the GPU: one
+    /// binding where a kernel would otherwise take one per part (Hybrid Gated Flow corrections of stacked
+    /// projections under a storage-buffer limit).
+    pub fn stack_rows(gpu: &Gpu, name: &str, parts: &[&Weight]) -> Result<Self> {
+        let cols = parts.first().map_or(0, |w| w.cols);
+        let alike = |w: &&Weight| (w.dtype, w.ternary, w.cols, w.blocks.len()) == (DType::F32, false, cols, 1);
+        if parts.is_empty() || !parts.iter().all(alike) {
+            return Err(GpuError::shape("stack_rows", format!("{name}: one-block f32 matrices of one width")));
+        }
+        let rows: usize = parts.iter().map(|w| w.rows).sum();
+        let size = (rows * cols * 4).max(4) as u64;
+        if size > gpu.info.max_binding {
+            return Err(GpuError::Limit(format!("{name}: {size} bytes exceed the binding limit")));
+        }
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for w in parts {
+            let bytes = (w.rows * cols * 4) as u64;
+            encoder.copy_buffer_to_buffer(&w.blocks[0].buffer, 0, &buffer, at, bytes);
+            at += bytes;
+        }
+        gpu.queue.submit([encoder.finish()]);
+        Ok(Weight {
+            dtype: DType::F32,
+            ternary: false,
+            rows,
+            cols,
+            blocks: vec![WeightBlock { buffer, row0: 0, rows }],
+        })
+    }
+
     /// Uploads ternary `codes` (`[rows, cols]`, each -1, 0 or 1) packed 16 per u32 (2 bits per weight), in row blocks
     /// of at most `max_binding` bytes that start on whole words.
     pub fn upload_ternary(

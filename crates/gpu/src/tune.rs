@@ -17,7 +17,7 @@ use web_time::Instant;
 /// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup (at most the
 /// invocations: each stores one), stored words per invocation step (0: element by element; multiples of 4 load
 /// them a quad at a time), and outputs per invocation over all of K (0: the invocations split K instead).
-const MATVEC: [(u32, u32, u32, u32); 17] = [
+const MATVEC: [(u32, u32, u32, u32); 18] = [
     (8, 8, 1, 0),
     (8, 8, 4, 0),
     (8, 4, 4, 0),
@@ -35,6 +35,7 @@ const MATVEC: [(u32, u32, u32, u32); 17] = [
     (8, 8, 4, 2),
     (8, 8, 4, 4),
     (8, 8, 8, 2),
+    (8, 8, 4, 8),
 ];
 /// Matmul candidates: rows and columns per invocation, workgroup width and height.
 const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
@@ -70,8 +71,11 @@ impl TunedKernel {
 /// Every candidate: `base` with one kernel's sizes changed, and that kernel; the ternary ones only where the
 /// device has packed integer dot products (`packed_dot`).
 pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)> {
-    let vector =
-        MATVEC.iter().map(|&(wg, nr, vw, rpl)| (TunedKernel::Matvec, Tuning { wg, nr, vw, rpl, ..base.clone() }));
+    // Rows of any length take the row-per-invocation candidates while they are timed; the device's limit stays in
+    // the tuning picked.
+    let vector = MATVEC
+        .iter()
+        .map(|&(wg, nr, vw, rpl)| (TunedKernel::Matvec, Tuning { wg, nr, vw, rpl, rpl_row_bytes: 0, ..base.clone() }));
     let tiled =
         MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
     let ternary = TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr)| {

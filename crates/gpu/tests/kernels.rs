@@ -1759,7 +1759,7 @@ fn ternary_layers_with_fused_hgf_match_reference() {
             ternary::act_quant_hgf(g, &mut plan, (&xb, quantised), (k, Rows::Tokens), folded, &down).unwrap();
             let call = MatvecDp4 {
                 mid_width: rank,
-                hgf: Some(HgfUp { bg: &bw, offset: 0 }),
+                hgf: Some(HgfUp::new(&bw, 0)),
                 tile_rows,
                 ..MatvecDp4::new(&records, &w, 0.37, &yb)
             };
@@ -2302,16 +2302,30 @@ fn stacked_and_gated_ternary_products_at(g: &Gpu, sizes: &str, k: usize) {
     // Which down projection each part reads (and where its values start in a record): none, or its own but for
     // part 3, which shares part 0's (rank 3).
     let corrected = [Some((0, 0)), Some((1, 3)), Some((2, 8)), Some((0, 0))];
-    for (layout, picks) in [("plain", [None; 4]), ("hgf", corrected)] {
+    // "shared": parts 0 and 3 (both rank 3) corrected, their diag(g) B stacked into one matrix, bound once.
+    let shared = [Some((0, 0)), None, None, Some((0, 0))];
+    for (layout, picks) in [("plain", [None; 4]), ("hgf", corrected), ("shared", shared)] {
         for count in [2, 3, 4] {
             let chosen: Vec<&Part> = parts[..count].iter().collect();
             let outs: Vec<wgpu::Buffer> = chosen.iter().map(|p| g.zeros("y", rows * p.w.rows)).collect();
-            let hgf = |i: usize| picks[i].map(|(_, offset)| HgfUp { bg: &chosen[i].bw, offset });
+            let with_bg: Vec<usize> = (0..count).filter(|&i| picks[i].is_some()).collect();
+            let bgs: Vec<&Weight> = with_bg.iter().map(|&i| &chosen[i].bw).collect();
+            let one_bg = (layout == "shared").then(|| Weight::stack_rows(g, "bg", &bgs).unwrap());
+            let hgf = |i: usize| {
+                picks[i].map(|(_, offset)| match &one_bg {
+                    Some(bg) => {
+                        let row0 = with_bg.iter().take_while(|&&j| j < i).map(|&j| chosen[j].w.rows).sum();
+                        HgfUp { bg, row0, offset }
+                    }
+                    None => HgfUp::new(&chosen[i].bw, offset),
+                })
+            };
             let stacked: Vec<Stacked> = (1..count)
                 .map(|i| Stacked { w: &chosen[i].w, scale: chosen[i].scale, y: &outs[i], hgf: hgf(i) })
                 .collect();
             let distinct: Vec<&Weight> = match layout {
                 "plain" => vec![],
+                "shared" => vec![&down_weights[0]],
                 _ => down_weights[..count.min(3)].iter().collect(),
             };
             let mut plan = Plan::new(g);
@@ -2323,6 +2337,9 @@ fn stacked_and_gated_ternary_products_at(g: &Gpu, sizes: &str, k: usize) {
                 tile_rows: if count == 4 { 2 } else { 1 },
                 ..MatvecDp4::new(&records, &chosen[0].w, chosen[0].scale, &outs[0])
             };
+            if layout == "shared" && count == 4 {
+                assert_eq!(ternary::dp4_bindings(&call), 10, "two corrections in one shared binding");
+            }
             if ternary::dp4_bindings(&call) > g.info.max_storage_buffers {
                 // A smaller device (SwiftShader binds 10) refuses the stack, naming the limit.
                 let refused = ternary::matvec_dp4(g, &mut plan, &call).unwrap_err().to_string();
@@ -2353,10 +2370,10 @@ fn stacked_and_gated_ternary_products_at(g: &Gpu, sizes: &str, k: usize) {
                 up: &up.w,
                 scale: up.scale,
                 act,
-                hgf: up_down.map(|(_, offset)| HgfUp { bg: &up.bw, offset }),
+                hgf: up_down.map(|(_, offset)| HgfUp::new(&up.bw, offset)),
             }),
             mid_width: if corrected { 8 } else { 0 },
-            hgf: gate_down.map(|(_, offset)| HgfUp { bg: &parts[0].bw, offset }),
+            hgf: gate_down.map(|(_, offset)| HgfUp::new(&parts[0].bw, offset)),
             tile_rows: if corrected { 2 } else { 1 },
             ..MatvecDp4::new(&records, &parts[0].w, parts[0].scale, &y)
         };

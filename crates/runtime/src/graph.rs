@@ -35,7 +35,7 @@ use ternlight_gpu::kernels::rope::{rope, rope_normed, HeadNorms, RopeTables};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::kernels::sample::TokenSampler;
 use ternlight_gpu::kernels::ternary::{
-    act_quant, act_quant_bindings, act_quant_hgf, dp4_bindings, dp4_ready, matvec_dp4, packed_mid, packed_stride,
+    act_quant, act_quant_bindings, act_quant_hgf, dp4_ready, matvec_dp4, packed_mid, packed_stride, stack_bindings,
     Gated, HgfDown, HgfUp, MatvecDp4, Quantised, Stacked,
 };
 use ternlight_gpu::kernels::{
@@ -593,7 +593,7 @@ impl SharedQuantisation {
 
     /// The fused up projection of `l`, projection `i` of the quantised group, when it has a correction.
     fn correction<'l>(&self, l: &'l LinearWeights, i: usize) -> Option<HgfUp<'l>> {
-        l.hgf.as_deref().zip(self.offsets[i]).map(|(h, offset)| HgfUp { bg: &h.b, offset })
+        l.hgf.as_deref().zip(self.offsets[i]).map(|(h, offset)| HgfUp::new(&h.b, offset))
     }
 }
 
@@ -685,7 +685,7 @@ impl<'a> Builder<'a> {
                 tile_rows: if shape == MatmulShape::Tiled { self.gpu.tuning.tm } else { 1 },
                 accumulate: epilogue == Epilogue::Accumulate,
                 mid_width: hgf.map_or(0, |h| h.a.rows),
-                hgf: hgf.map(|h| HgfUp { bg: &h.b, offset: 0 }),
+                hgf: hgf.map(|h| HgfUp::new(&h.b, 0)),
                 ..MatvecDp4::new(&s.xq_rows, &l.w, l.scale, y)
             };
             matvec_dp4(self.gpu, &mut self.plan, &call)?;
@@ -836,7 +836,8 @@ impl<'a> Builder<'a> {
 
     /// The integer matvecs of projections of the block input [`quantise_block_input`](Self::quantise_block_input)
     /// left, each into `(buffer, first column, row width)` (width 0: its own rows). Projections that fill whole
-    /// outputs of their own go up to four to a dispatch, as the device's storage-buffer limit allows.
+    /// outputs of their own go up to four to a dispatch, as the device's storage-buffer limit allows; where their
+    /// corrections' `diag(g) B` matrices would take more bindings than it does, they are copied into one.
     fn quantised_products(
         &mut self,
         layers: &[&LinearWeights],
@@ -846,31 +847,51 @@ impl<'a> Builder<'a> {
         let s = &self.res.scratch;
         let hgf = |i: usize| q.correction(layers[i], i);
         let whole = |i: usize| outputs[i].1 == 0 && (outputs[i].2 == 0 || outputs[i].2 == layers[i].w.rows);
+        let limit = self.gpu.info.max_storage_buffers;
         let mut i = 0;
         while i < layers.len() {
+            // The projections after `i` that may stack below it: whole outputs, one-block matrices, three at most.
+            let one_block = |j: usize| layers[j].w.blocks.len() == 1;
+            let mut end = i + 1;
+            while one_block(i) && end - i < 4 && end < layers.len() && whole(end) && one_block(end) {
+                end += 1;
+            }
+            // Storage buffers of a dispatch of projections i..e: each correction bound alone, or all in one matrix.
+            let corrected = |e: usize| (i..e).filter(|&j| hgf(j).is_some()).collect::<Vec<_>>();
+            let bindings = |e: usize, shared: bool| stack_bindings(e - i - 1, corrected(e).len(), shared);
+            let longest = |shared: bool| (i + 1..=end).rev().find(|&e| bindings(e, shared) <= limit).unwrap_or(i + 1);
+            let (alone, shared) = (longest(false), longest(true));
+            let ranks: Vec<usize> = corrected(shared).iter().filter_map(|&j| hgf(j)).map(|h| h.bg.cols).collect();
+            let pack = shared > alone && ranks.windows(2).all(|r| r[0] == r[1]);
+            let end = if pack { shared } else { alone };
+            let packed = match pack {
+                true => {
+                    let parts: Vec<&Weight> = corrected(end).iter().filter_map(|&j| hgf(j)).map(|h| h.bg).collect();
+                    Some(Weight::stack_rows(self.gpu, "HGF up projections", &parts)?)
+                }
+                false => None,
+            };
+            // Projection j's correction, in the shared matrix where there is one.
+            let up = |j: usize| match &packed {
+                Some(bg) => hgf(j).map(|h| {
+                    let row0 = corrected(j).iter().filter_map(|&p| hgf(p)).map(|p| p.bg.rows).sum();
+                    HgfUp { bg, row0, offset: h.offset }
+                }),
+                None => hgf(j),
+            };
             let (y, y_offset, y_stride) = outputs[i];
             let first = MatvecDp4 {
                 y_offset,
                 y_stride,
                 mid_width: q.width,
-                hgf: hgf(i),
+                hgf: up(i),
                 ..MatvecDp4::new(&s.xq_rows, &layers[i].w, layers[i].scale, y)
             };
-            let mut stacked: Vec<Stacked> = Vec::new();
-            let mut next = i + 1;
-            while first.w.blocks.len() == 1 && stacked.len() < 3 && next < layers.len() && whole(next) {
-                let l = layers[next];
-                stacked.push(Stacked { w: &l.w, scale: l.scale, y: outputs[next].0, hgf: hgf(next) });
-                let fits = l.w.blocks.len() == 1
-                    && dp4_bindings(&MatvecDp4 { stacked: &stacked, ..first }) <= self.gpu.info.max_storage_buffers;
-                if !fits {
-                    stacked.pop();
-                    break;
-                }
-                next += 1;
-            }
+            let stacked: Vec<Stacked> = (i + 1..end)
+                .map(|j| Stacked { w: &layers[j].w, scale: layers[j].scale, y: outputs[j].0, hgf: up(j) })
+                .collect();
             matvec_dp4(self.gpu, &mut self.plan, &MatvecDp4 { stacked: &stacked, ..first })?;
-            i = next;
+            i = end;
         }
         Ok(())
     }

@@ -22,9 +22,9 @@ pub fn cache_path(info: &DeviceInfo) -> PathBuf {
 
 /// `tuning` as the cache's JSON.
 pub fn to_json(tuning: &Tuning) -> serde_json::Value {
-    let Tuning { wg, tm, tn, wg_x, wg_y, nr, rpl, vw, ternary_wg, ternary_nr, attn_kv_tile } = tuning;
+    let Tuning { wg, tm, tn, wg_x, wg_y, nr, rpl, rpl_row_bytes, vw, ternary_wg, ternary_nr, attn_kv_tile } = tuning;
     serde_json::json!({
-        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
+        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "rpl_row_bytes": rpl_row_bytes, "vw": vw,
         "ternary_wg": ternary_wg, "ternary_nr": ternary_nr, "attn_kv_tile": attn_kv_tile
     })
 }
@@ -49,6 +49,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         wg_y: field("wg_y")?,
         nr: field("nr")?,
         rpl: field("rpl")?,
+        rpl_row_bytes: field("rpl_row_bytes")?,
         vw: field("vw")?,
         ternary_wg: field("ternary_wg")?,
         ternary_nr: field("ternary_nr")?,
@@ -102,6 +103,7 @@ mod tests {
             wg: 128,
             nr: 8,
             rpl: 2,
+            rpl_row_bytes: 1280,
             tm: 2,
             tn: 4,
             wg_x: 16,

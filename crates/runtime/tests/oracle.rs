@@ -224,25 +224,30 @@ fn decode_takes_at_most_ten_dispatches_per_layer() {
 }
 
 /// Decode fuses Hybrid Gated Flow projections (the demo's, and BitNet's with per-channel gates) as far as the
-/// device's storage-buffer limit allows: on WebGPU's guaranteed 8 per kernel it stacks fewer products into a
-/// dispatch, but the packed activation records (words, factor and low-rank values in one buffer) keep that to at
-/// most two more dispatches per token; both devices decode the oracle's logits.
+/// device's storage-buffer limit allows: where the stacked projections' corrections would take a binding each, they
+/// share one copy of their `diag(g) B` matrices. Under SwiftShader's 10 storage buffers per kernel that keeps every
+/// dispatch of the full device, and under WebGPU's guaranteed 8 at most one more per token; every device decodes the
+/// oracle's logits.
 #[test]
 fn hgf_decode_fuses_within_the_storage_buffer_limit() {
-    let options = GpuOptions { max_storage_buffers: Some(8), ..Default::default() };
-    let small = Arc::new(pollster::block_on(Gpu::with_options(&options)).unwrap());
-    assert_eq!(small.info.max_storage_buffers, 8);
+    let limited = |n: u32| {
+        let options = GpuOptions { max_storage_buffers: Some(n), ..Default::default() };
+        let g = Arc::new(pollster::block_on(Gpu::with_options(&options)).unwrap());
+        assert_eq!(g.info.max_storage_buffers, n);
+        g
+    };
+    assert!(gpu().info.max_storage_buffers > 10);
+    let devices = [gpu(), limited(10), limited(8)];
     for arch in ["demo", "bitnet_hgf"] {
         let oracle = Oracle::open(&fixture(arch)).unwrap();
         let mut counts = Vec::new();
-        for g in [gpu(), small.clone()] {
+        for g in &devices {
             let mut s = session_on(g.clone(), arch, SessionOptions::default());
             let d = max_abs_diff(&step_through(&mut s, &oracle.input_ids), &oracle.logits);
             assert!(d < 1e-3, "{arch} with {} storage buffers: max abs diff {d}", g.info.max_storage_buffers);
             counts.push(s.decode_dispatches());
         }
-        assert!(gpu().info.max_storage_buffers > 8 && counts[0] < counts[1], "{arch}: dispatches {counts:?}");
-        assert!(counts[1] <= counts[0] + 2, "{arch}: dispatches {counts:?}");
+        assert!(counts[1] == counts[0] && counts[2] <= counts[0] + 1, "{arch}: dispatches {counts:?}");
     }
 }
 

@@ -104,12 +104,14 @@ fn words_per_step(t: &super::Tuning, w: &Weight) -> u32 {
     }
 }
 
-/// Whether the tuning asks for the row-per-invocation matrix-vector kernel (`common/matvec_rows.wgsl`) and `l`
-/// allows it: each matrix of a stack must start on a workgroup's first row.
+/// Whether the tuning asks for the row-per-invocation matrix-vector kernel (`common/matvec_rows.wgsl`) for rows as
+/// long as `l`'s and `l` allows it: each matrix of a stack must start on a workgroup's first row.
 fn row_lanes(t: &super::Tuning, l: &Linear) -> bool {
     let outputs = (t.wg * t.rpl) as usize;
+    let row_bytes = l.w.cols.div_ceil(l.w.elements_per_word()) * 4;
+    let short = t.rpl_row_bytes == 0 || row_bytes <= t.rpl_row_bytes as usize;
     let mut starts = l.stacked.iter().scan(l.w.rows, |row, w| Some(std::mem::replace(row, *row + w.rows)));
-    outputs > 0 && starts.all(|row| row.is_multiple_of(outputs))
+    outputs > 0 && short && starts.all(|row| row.is_multiple_of(outputs))
 }
 
 /// Defines of a matrix-vector kernel reading `vw` words (a multiple of 4) of `chunk` elements per step in quads.

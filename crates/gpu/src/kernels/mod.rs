@@ -49,6 +49,10 @@ pub struct Tuning {
     /// needs quads, `vw` a multiple of 4). 0: invocations split K and reduce through workgroup memory, `nr` outputs
     /// per workgroup (`common/matvec.wgsl`).
     pub rpl: u32,
+    /// Matvec: the longest weight rows, in stored bytes, that take `rpl` (0: any). Each invocation streams rows of
+    /// its own there; on lavapipe that ran slower than splitting K once rows were longer than about a kilobyte
+    /// (docs/perf.md, session 9), where SwiftShader ran faster at every length measured.
+    pub rpl_row_bytes: u32,
     /// Matvec: stored weight words each invocation reads per row and step (0: one element at a time). Multiples
     /// of 4 read them, and the input, a 16-byte quad at a time; the tiled matmul then reads quads too.
     pub vw: u32,
@@ -70,6 +74,7 @@ impl Default for Tuning {
             wg_y: 8,
             nr: 4,
             rpl: 0,
+            rpl_row_bytes: 0,
             vw: 1,
             ternary_wg: 64,
             ternary_nr: 4,
@@ -83,8 +88,8 @@ impl Tuning {
     /// lanes, which need no barriers across vectors (see docs/perf.md, session 4: 6-7x faster decode in Chromium's
     /// SwiftShader than with 64), matrix-vector weights read a quad of words at a time (session 8: a 2048 x 2048
     /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader) with four whole outputs per invocation (session 9:
-    /// that product 2x faster on SwiftShader, decode's products 15-30% faster on lavapipe), and attention that
-    /// streams K/V; GPUs share K/V tiles.
+    /// SwiftShader's products 1.3-2.7x faster; lavapipe's only on rows of at most 1280 bytes, such as SmolLM2's),
+    /// and attention that streams K/V; GPUs share K/V tiles.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         match cpu {
@@ -92,6 +97,7 @@ impl Tuning {
                 wg: 8,
                 nr: 8,
                 rpl: 4,
+                rpl_row_bytes: if info.name.contains("SwiftShader") { 0 } else { 1280 },
                 vw: 4,
                 ternary_wg: 8,
                 ternary_nr: 8,

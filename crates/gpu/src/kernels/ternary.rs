@@ -202,14 +202,24 @@ pub struct MatvecDp4<'a> {
     pub gated: Option<Gated<'a>>,
 }
 
-/// A Hybrid Gated Flow up projection fused into [`matvec_dp4`]: `diag(g) B` `[its rows, rank]` f32 in one block and
-/// the first of its low-rank values in a record ([`MatvecDp4::mid_width`]).
+/// A Hybrid Gated Flow up projection fused into [`matvec_dp4`]: `diag(g) B` `[its rows, rank]` f32 in one block (its
+/// own, or rows of one that several projections of a dispatch share: [`Weight::stack_rows`]) and the first of its
+/// low-rank values in a record ([`MatvecDp4::mid_width`]).
 #[derive(Clone, Copy)]
 pub struct HgfUp<'a> {
-    /// `diag(g) B`.
+    /// `diag(g) B`, from row `row0` on.
     pub bg: &'a Weight,
+    /// The projection's first row in `bg`.
+    pub row0: usize,
     /// First column of its values in the low-rank rows.
     pub offset: usize,
+}
+
+impl<'a> HgfUp<'a> {
+    /// The correction `bg` whole, its values from `offset` on.
+    pub fn new(bg: &'a Weight, offset: usize) -> Self {
+        HgfUp { bg, row0: 0, offset }
+    }
 }
 
 /// A projection stacked below [`MatvecDp4::w`]: its ternary matrix (one block, `w`'s width), scale and output
@@ -279,15 +289,39 @@ pub fn quantised_matvec(
     matvec_dp4(gpu, plan, &MatvecDp4::new(record, w, 1.0, y))
 }
 
-/// Storage buffers [`matvec_dp4`] binds for `m`: activation records, output and matrix, two per stacked projection
-/// (matrix and output), the gated up matrix, and one up projection per corrected projection. Callers keep fused products within [`crate::device::DeviceInfo::max_storage_buffers`].
-pub fn dp4_bindings(m: &MatvecDp4) -> u32 {
-    let corrected = [m.hgf.is_some(), m.gated.is_some_and(|g| g.hgf.is_some())]
+/// The corrections of `m`'s projections in order (1: `w`, 2: the first stacked matrix or the gated up one, 3 and 4
+/// the others), each with its projection's number and rows.
+fn corrections<'a>(m: &MatvecDp4<'a>) -> Vec<(usize, HgfUp<'a>, usize)> {
+    [(m.hgf, m.w.rows)]
         .into_iter()
-        .chain(m.stacked.iter().map(|s| s.hgf.is_some()))
-        .filter(|&c| c)
-        .count() as u32;
-    3 + 2 * m.stacked.len() as u32 + u32::from(m.gated.is_some()) + corrected
+        .chain(m.stacked.iter().map(|s| (s.hgf, s.w.rows)))
+        .chain(m.gated.map(|g| (g.hgf, m.w.rows)))
+        .enumerate()
+        .filter_map(|(i, (h, rows))| h.map(|h| (i + 1, h, rows)))
+        .collect()
+}
+
+/// Whether the corrections all read rows of one matrix, bound once (more than one of them).
+fn packed(corrections: &[(usize, HgfUp, usize)]) -> bool {
+    corrections.len() > 1 && corrections.iter().all(|(_, h, _)| std::ptr::eq(h.bg, corrections[0].1.bg))
+}
+
+/// Storage buffers [`matvec_dp4`] binds for `m`: activation records, output and matrix, two per stacked projection
+/// (matrix and output), the gated up matrix, and the corrections' `diag(g) B`: one per corrected projection, or one
+/// for all where they share a matrix. Callers keep fused products within
+/// [`crate::device::DeviceInfo::max_storage_buffers`].
+pub fn dp4_bindings(m: &MatvecDp4) -> u32 {
+    let corrections = corrections(m);
+    let packed = packed(&corrections);
+    stack_bindings(m.stacked.len(), corrections.len(), packed) + u32::from(m.gated.is_some())
+}
+
+/// Storage buffers of a [`matvec_dp4`] with `stacked` projections below the first and `corrections` corrections,
+/// their `diag(g) B` in one `shared` matrix or each in its own: what [`dp4_bindings`] counts, before the matrices
+/// are packed.
+pub fn stack_bindings(stacked: usize, corrections: usize, shared: bool) -> u32 {
+    let bg = if shared { corrections.min(1) } else { corrections };
+    (3 + 2 * stacked + bg) as u32
 }
 
 /// Records the integer-path product, one dispatch per weight block.
@@ -347,35 +381,44 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         .flag("STACKED", !m.stacked.is_empty())
         .flag("STACKED3", m.stacked.len() >= 2)
         .flag("STACKED4", m.stacked.len() == 3);
-    // Corrections by projection: 1 is `w`, 2 the first stacked matrix or the gated up one, 3 and 4 the others.
-    let corrections: Vec<(usize, HgfUp, usize)> = [(m.hgf, n)]
-        .into_iter()
-        .chain(m.stacked.iter().map(|s| (s.hgf, s.w.rows)))
-        .chain(m.gated.map(|g| (g.hgf, n)))
-        .enumerate()
-        .filter_map(|(i, (h, rows))| h.map(|h| (i + 1, h, rows)))
-        .collect();
+    let corrections = corrections(m);
     let mut hgf_buffers: Vec<&wgpu::Buffer> = Vec::new();
     if !corrections.is_empty() {
         let width = m.mid_width;
         let first = 2 + 3 + 2 * m.stacked.len() + usize::from(m.gated.is_some());
+        let packed = packed(&corrections);
         defines = defines.flag("HGF", true).set("MID_WIDTH", width).set("TOKENS", tm);
+        if packed {
+            defines = defines.set("BG_PACKED", first);
+            hgf_buffers.push(&corrections[0].1.bg.blocks[0].buffer);
+        }
         for (at, (i, h, rows)) in corrections.iter().enumerate() {
             let bg = h.bg;
-            if bg.rows != *rows || bg.blocks.len() != 1 || bg.dtype != DType::F32 || h.offset + bg.cols > width {
+            let fits = bg.blocks.len() == 1 && bg.dtype == DType::F32 && h.offset + bg.cols <= width;
+            if !fits || (h.row0 + rows > bg.rows) || (!packed && bg.rows != *rows) {
                 return Err(GpuError::shape(
                     "matvec_dp4",
                     format!(
-                        "HGF up projection [{}, {}] f32 in one block for {rows} rows, values {}.. of {width}",
-                        bg.rows, bg.cols, h.offset
+                        "HGF up projection [{}, {}] f32 in one block for rows {}..{} of it, values {}.. of {width}",
+                        bg.rows,
+                        bg.cols,
+                        h.row0,
+                        h.row0 + rows,
+                        h.offset
                     ),
                 ));
             }
             defines = defines
-                .set(&format!("BG{i}_BINDING"), first + at)
+                .flag(&format!("HGF{i}"), true)
                 .set(&format!("RANK{i}"), bg.cols)
                 .set(&format!("OFF{i}"), h.offset);
-            hgf_buffers.push(&bg.blocks[0].buffer);
+            defines = match packed {
+                true => defines.set(&format!("START{i}"), h.row0 * bg.cols),
+                false => {
+                    hgf_buffers.push(&bg.blocks[0].buffer);
+                    defines.set(&format!("BG{i}_BINDING"), first + at)
+                }
+            };
         }
     }
     // Stacked rows follow the first matrix's: segment boundaries (n_block past the last) and scales (1 unused).
