@@ -88,7 +88,8 @@ impl Tuning {
     /// lanes, which need no barriers across vectors (see docs/perf.md, session 4: 6-7x faster decode in Chromium's
     /// SwiftShader than with 64), matrix-vector weights read a quad of words at a time (session 8: a 2048 x 2048
     /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader) with four whole outputs per invocation (session 9:
-    /// SwiftShader's products 1.3-2.7x faster; lavapipe's only on rows of at most 1280 bytes, such as SmolLM2's),
+    /// SwiftShader's products 1.3-2.7x faster, in the browser too, where the adapter has no name; lavapipe's only on
+    /// rows of at most 1280 bytes, such as SmolLM2's),
     /// and attention that streams K/V; GPUs share K/V tiles.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
@@ -97,7 +98,7 @@ impl Tuning {
                 wg: 8,
                 nr: 8,
                 rpl: 4,
-                rpl_row_bytes: if info.name.contains("SwiftShader") { 0 } else { 1280 },
+                rpl_row_bytes: if info.name.contains("llvmpipe") { 1280 } else { 0 },
                 vw: 4,
                 ternary_wg: 8,
                 ternary_nr: 8,
