@@ -778,11 +778,11 @@ fn bench_reports_the_roofline_and_names_synthetic_models() {
 }
 
 /// `bench --max-storage-buffers` holds kernels to a browser's limit natively: at WebGPU's guaranteed 8 the fused
-/// ternary products of the HGF fixture split into more dispatches, and the report says which limit it ran under;
-/// a limit below 8 is refused.
+/// ternary products of the default model (four corrected projections of one input) split into more dispatches,
+/// and the report says which limit it ran under; a limit below 8 is refused.
 #[test]
 fn bench_takes_a_browser_storage_buffer_limit() {
-    let model = fixture("bitnet_hgf");
+    let model = fixture("demo");
     let args = ["bench", "--model", model.to_str().unwrap(), "--contexts", "8", "--decode-steps", "1"];
     let args = [&args[..], &["--compare-tokens", "4", "--reps", "1", "--json", "--quiet"]].concat();
     let report = |extra: &[&str]| {
