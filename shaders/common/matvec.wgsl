@@ -5,10 +5,11 @@
 // GATED: the up projection's products beside the gate's, reduced together, then ACT(gate) * up.
 // Loops over the NR outputs are unrolled (constant indices keep the accumulators in registers on SwiftShader).
 #include "common/linear_io.wgsl"
-#if NORM_IN
 #if W_QUADS
-@group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<vec4<f32>>;
-#else
+#include "common/matvec_quads.wgsl"
+#endif
+#if NORM_IN
+#if !W_QUADS
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
 #endif
 var<workgroup> partial_squares: array<f32, {{WG}}>;
@@ -44,21 +45,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // word is loaded once and decoded without a per-element branch. The host picks this when CHUNK divides k.
     for (var c = lid; c < params.k / {{CHUNK}}u; c += {{WG}}u) {
         let k0 = c * {{CHUNK}}u;
-        var xs: array<f32, {{CHUNK}}>;
 #if W_QUADS
-#unroll p X_QUADS
-        {
-            var a = x[(xbase + k0) / 4u + {{p}}];
-#if NORM_IN
-            squares += dot(a, a);
-            a *= norm_w[k0 / 4u + {{p}}] + params.norm_offset;
-#endif
-#unroll j 4
-            xs[{{p}} * 4 + {{j}}] = a[{{j}}];
-#endunroll
-        }
-#endunroll
+        let xs = input_chunk(xbase / 4u, k0 / 4u, &squares);
 #else
+        var xs: array<f32, {{CHUNK}}>;
 #unroll j CHUNK
         {
             var a = x[xbase + k0 + {{j}}];
@@ -74,22 +64,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         {
             let w0 = (wbase[{{r}}] + k0) / EPW;
 #if W_QUADS
-#unroll q QUADS
-            {
-                let quad = stored_at(w0 / 4u + {{q}}, which[{{r}}]);
-#if GATED
-                let quad_up = stored_at(w0 / 4u + {{q}}, 1u);
-#endif
-#unroll v 4
-#unroll e W_EPW
-                acc[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad[{{v}}], {{e}});
-#if GATED
-                acc_up[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad_up[{{v}}], {{e}});
-#endif
-#endunroll
-#endunroll
-            }
-#endunroll
+            let sums = quad_products(xs, w0 / 4u, which[{{r}}]);
+            acc[{{r}}] += sums.x;
+            acc_up[{{r}}] += sums.y;
 #else
 #unroll v VW
             {

@@ -1,14 +1,12 @@
 // Matrix-vector form of matmul.wgsl for CPU adapters: each invocation computes RPL whole outputs (rows
 // n0 + r * WG + lid of the workgroup's NR = WG * RPL), walking all of K itself. Every invocation reads the same
-// input quads, which a CPU adapter loads once and broadcasts, and only the weight loads differ between lanes
-// (matvec.wgsl splits K across invocations instead, so its input loads differ too and a reduction through
-// workgroup memory follows). No workgroup memory, no barrier. Same bindings, defines and epilogues as matvec.wgsl
+// input quads (matvec.wgsl splits K across invocations instead, and a reduction through workgroup memory follows).
+// No workgroup memory, no barrier: on CPU adapters, which run a workgroup as coroutines, that and four times the
+// work per workgroup make the short rows of small models faster (docs/perf.md, session 9). Same bindings, defines and epilogues as matvec.wgsl
 // with W_QUADS: CHUNK elements (QUADS quads of stored words, X_QUADS quads of input) per step.
 // A workgroup's rows lie in one matrix of a stack (MATRICES of them): the host aligns the segments to NR.
 #include "common/linear_io.wgsl"
-#if NORM_IN
-@group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<vec4<f32>>;
-#endif
+#include "common/matvec_quads.wgsl"
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -32,36 +30,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #unroll s MATRICES
     if (which == {{s}}) {
         for (var c = 0u; c < params.k / {{CHUNK}}u; c++) {
-            var xs: array<f32, {{CHUNK}}>;
-#unroll p X_QUADS
-            {
-                var a = x[xbase + c * {{X_QUADS}}u + {{p}}];
-#if NORM_IN
-                squares += dot(a, a);
-                a *= norm_w[c * {{X_QUADS}}u + {{p}}] + params.norm_offset;
-#endif
-#unroll j 4
-                xs[{{p}} * 4 + {{j}}] = a[{{j}}];
-#endunroll
-            }
-#endunroll
+            let xs = input_chunk(xbase, c * {{X_QUADS}}u, &squares);
 #unroll r RPL
-#unroll q QUADS
             {
-                let quad = stored_at(quad0[{{r}}] + c * {{QUADS}}u + {{q}}, {{s}});
-#if GATED
-                let quad_up = stored_at(quad0[{{r}}] + c * {{QUADS}}u + {{q}}, 1u);
-#endif
-#unroll v 4
-#unroll e W_EPW
-                acc[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad[{{v}}], {{e}});
-#if GATED
-                acc_up[{{r}}] += xs[({{q}} * 4 + {{v}}) * EPW + {{e}}] * decode(quad_up[{{v}}], {{e}});
-#endif
-#endunroll
-#endunroll
+                let sums = quad_products(xs, quad0[{{r}}] + c * {{QUADS}}u, {{s}});
+                acc[{{r}}] += sums.x;
+                acc_up[{{r}}] += sums.y;
             }
-#endunroll
 #endunroll
         }
     }

@@ -32,6 +32,7 @@ shaders!(
     "common/tile.wgsl",
     "common/matmul.wgsl",
     "common/matvec.wgsl",
+    "common/matvec_quads.wgsl",
     "common/matvec_rows.wgsl",
     "common/rope.wgsl",
     "common/activations.wgsl",
