@@ -35,7 +35,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #unroll r NR
     {
         let seg = segment(min(n0 + {{r}}, params.n_block - 1u));
+#if GATED
+        // The gate: a gated product is never a stack, and a constant spares CPU adapters, which run both sides of a
+        // branch, the up matrix's load loop on every gate load.
+        which[{{r}}] = 0u;
+#else
         which[{{r}}] = seg.x;
+#endif
         wbase[{{r}}] = seg.y * params.k;
     }
 #endunroll
