@@ -2,8 +2,9 @@
 // n0 + r * WG + lid of the workgroup's NR = WG * RPL), walking all of K itself. Every invocation reads the same
 // input quads (matvec.wgsl splits K across invocations instead, and a reduction through workgroup memory follows).
 // No workgroup memory, no barrier: on CPU adapters, which run a workgroup as coroutines, that and four times the
-// work per workgroup make the short rows of small models faster (docs/perf.md, session 9). Same bindings, defines and epilogues as matvec.wgsl
-// with W_QUADS: CHUNK elements (QUADS quads of stored words, X_QUADS quads of input) per step.
+// work per workgroup make the short rows of small models faster (docs/perf.md, session 9). Same bindings, defines
+// and epilogues as matvec.wgsl with W_QUADS: CHUNK elements (QUADS quads of stored words, X_QUADS quads of input)
+// per step.
 // A workgroup's rows lie in one matrix of a stack (MATRICES of them): the host aligns the segments to NR.
 #include "common/linear_io.wgsl"
 #include "common/matvec_quads.wgsl"

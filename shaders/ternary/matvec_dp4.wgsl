@@ -2,8 +2,9 @@ requires packed_4x8_integer_dot_product;
 // Ternary linear layer on int8 activations with dot4I8Packed: the activations arrive as act_quant.wgsl's PACKED
 // row records in xq (params.stride words each: i8x4 words [K/4], the dequantisation factor, the HGF values);
 // weight codes are 2-bit, 16 per u32 (K a multiple of 16, so rows start on words). Masking a code word with
-// 0x03030303 after a shift of 2q leaves the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4 word, the activation word q of the
-// group holds those four values, and sum x (c - 1) = dot4(x, codes) - dot4(x, 1111). One workgroup computes NR
+// 0x03030303 after a shift of 2q leaves the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4
+// word, the activation word q of the group holds those four values, and sum x (c - 1) = dot4(x, codes)
+// - dot4(x, 1111). One workgroup computes NR
 // outputs of one token, its lanes splitting K (decode), or with TILED (prefill) each invocation NR outputs of TM
 // tokens over the whole of K.
 // The records are read a 16-byte quad at a time (a code word's four activation words), so their stride is a
@@ -15,8 +16,8 @@ requires packed_4x8_integer_dot_product;
 // projections of the same activations. GATED: a second matrix w2 of the
 // same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
 // Hybrid Gated Flow: HGFi gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
-// before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in,
-// bound at BGi_BINDING, or with BG_PACKED rows of one matrix bg the projections share, from element STARTi on;
+// before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in:
+// matrix BGi from element STARTi on, its own bgi at BGi_BINDING or the bg at BG_PACKED that the projections share;
 // mid the low-rank values act_quant.wgsl wrote into row m's record beside the quantisation).
 #include "common/step.wgsl"
 #if GATED
@@ -88,44 +89,27 @@ fn record_word(i: u32) -> u32 {
 #endif
 
 #if HGF
-// Element i of projection p's diag(g) B: in its own binding, or with BG_PACKED from element STARTp of the one they
-// share.
+// Element i of projection p's diag(g) B: of matrix BGp (bgp, its own binding, or bg, shared), from element STARTp.
 fn bg_at(p: u32, i: u32) -> f32 {
     switch p {
 #if HGF1
         case 1u: {
-#if BG_PACKED
-            return bg[{{START1}}u + i];
-#else
-            return bg1[i];
-#endif
+            return {{BG1}}[{{START1}}u + i];
         }
 #endif
 #if HGF2
         case 2u: {
-#if BG_PACKED
-            return bg[{{START2}}u + i];
-#else
-            return bg2[i];
-#endif
+            return {{BG2}}[{{START2}}u + i];
         }
 #endif
 #if HGF3
         case 3u: {
-#if BG_PACKED
-            return bg[{{START3}}u + i];
-#else
-            return bg3[i];
-#endif
+            return {{BG3}}[{{START3}}u + i];
         }
 #endif
 #if HGF4
         case 4u: {
-#if BG_PACKED
-            return bg[{{START4}}u + i];
-#else
-            return bg4[i];
-#endif
+            return {{BG4}}[{{START4}}u + i];
         }
 #endif
         default: {

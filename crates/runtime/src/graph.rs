@@ -856,27 +856,26 @@ impl<'a> Builder<'a> {
             while one_block(i) && end - i < 4 && end < layers.len() && whole(end) && one_block(end) {
                 end += 1;
             }
-            // Storage buffers of a dispatch of projections i..e: each correction bound alone, or all in one matrix.
-            let corrected = |e: usize| (i..e).filter(|&j| hgf(j).is_some()).collect::<Vec<_>>();
-            let bindings = |e: usize, shared: bool| stack_bindings(e - i - 1, corrected(e).len(), shared);
-            let longest = |shared: bool| (i + 1..=end).rev().find(|&e| bindings(e, shared) <= limit).unwrap_or(i + 1);
+            // The corrected projections among them, and those before projection e.
+            let corrected: Vec<usize> = (i..end).filter(|&j| hgf(j).is_some()).collect();
+            let before = |e: usize| corrected.iter().take_while(move |&&j| j < e).filter_map(|&j| hgf(j));
+            // The most projections a dispatch takes: each correction bound alone, or all in one matrix.
+            let fits = |e: usize, shared| stack_bindings(e - i - 1, before(e).count(), shared) <= limit;
+            let longest = |shared: bool| (i + 1..=end).rev().find(|&e| fits(e, shared)).unwrap_or(i + 1);
             let (alone, shared) = (longest(false), longest(true));
-            let ranks: Vec<usize> = corrected(shared).iter().filter_map(|&j| hgf(j)).map(|h| h.bg.cols).collect();
-            let pack = shared > alone && ranks.windows(2).all(|r| r[0] == r[1]);
-            let end = if pack { shared } else { alone };
-            let packed = match pack {
-                true => {
-                    let parts: Vec<&Weight> = corrected(end).iter().filter_map(|&j| hgf(j)).map(|h| h.bg).collect();
-                    Some(Weight::stack_rows(self.gpu, "HGF up projections", &parts)?)
-                }
+            let ranks: Vec<usize> = before(shared).map(|h| h.bg.cols).collect();
+            let end = match shared > alone && ranks.windows(2).all(|r| r[0] == r[1]) {
+                true => shared,
+                false => alone,
+            };
+            let parts: Vec<&Weight> = before(end).map(|h| h.bg).collect();
+            let packed = match end > alone {
+                true => Some(Weight::stack_rows(self.gpu, "HGF up projections", &parts)?),
                 false => None,
             };
             // Projection j's correction, in the shared matrix where there is one.
             let up = |j: usize| match &packed {
-                Some(bg) => hgf(j).map(|h| {
-                    let row0 = corrected(j).iter().filter_map(|&p| hgf(p)).map(|p| p.bg.rows).sum();
-                    HgfUp { bg, row0, offset: h.offset }
-                }),
+                Some(bg) => hgf(j).map(|h| HgfUp { bg, row0: before(j).map(|p| p.bg.rows).sum(), offset: h.offset }),
                 None => hgf(j),
             };
             let (y, y_offset, y_stride) = outputs[i];

@@ -24,13 +24,14 @@ pub fn cache_path(info: &DeviceInfo) -> PathBuf {
 pub fn to_json(tuning: &Tuning) -> serde_json::Value {
     let Tuning { wg, tm, tn, wg_x, wg_y, nr, rpl, rpl_row_bytes, vw, ternary_wg, ternary_nr, attn_kv_tile } = tuning;
     serde_json::json!({
-        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "rpl_row_bytes": rpl_row_bytes, "vw": vw,
-        "ternary_wg": ternary_wg, "ternary_nr": ternary_nr, "attn_kv_tile": attn_kv_tile
+        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
+        "rpl_row_bytes": rpl_row_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
+        "attn_kv_tile": attn_kv_tile
     })
 }
 
-/// An autotune run's trials as JSON: `[{kernel: matvec | matmul | ternary_matvec, tuning, ms}]`, for `ternlight tune` and the
-/// browser's `tuneDevice`.
+/// An autotune run's trials as JSON: `[{kernel: matvec | matmul | ternary_matvec, tuning, ms}]`, for `ternlight tune`
+/// and the browser's `tuneDevice`.
 pub fn trials_json(trials: &[Trial]) -> serde_json::Value {
     let rows = trials
         .iter()

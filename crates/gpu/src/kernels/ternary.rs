@@ -395,7 +395,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
         for (at, (i, h, rows)) in corrections.iter().enumerate() {
             let bg = h.bg;
             let fits = bg.blocks.len() == 1 && bg.dtype == DType::F32 && h.offset + bg.cols <= width;
-            if !fits || (h.row0 + rows > bg.rows) || (!packed && bg.rows != *rows) {
+            if !fits || h.row0 + rows > bg.rows {
                 return Err(GpuError::shape(
                     "matvec_dp4",
                     format!(
@@ -411,12 +411,13 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             defines = defines
                 .flag(&format!("HGF{i}"), true)
                 .set(&format!("RANK{i}"), bg.cols)
-                .set(&format!("OFF{i}"), h.offset);
+                .set(&format!("OFF{i}"), h.offset)
+                .set(&format!("START{i}"), h.row0 * bg.cols);
             defines = match packed {
-                true => defines.set(&format!("START{i}"), h.row0 * bg.cols),
+                true => defines.set(&format!("BG{i}"), "bg"),
                 false => {
                     hgf_buffers.push(&bg.blocks[0].buffer);
-                    defines.set(&format!("BG{i}_BINDING"), first + at)
+                    defines.set(&format!("BG{i}"), format!("bg{i}")).set(&format!("BG{i}_BINDING"), first + at)
                 }
             };
         }
