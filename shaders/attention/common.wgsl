@@ -15,6 +15,7 @@
 // memory: keys past the window weigh 1 + s + s²/2, read from the cache while it still holds them and from the
 // Taylor state at binding ABSORB_MEMORY for older ones; attention/absorb.wgsl fills it) and OUT_GATE (gated
 // attention: each output channel leaves times the sigmoid of the gate at binding OUT_GATE, laid out like out) and
+// SPLIT (split decode: no output binding; attention/decode.wgsl leaves partial sums for attention/combine.wgsl) and
 // KV_QUADS (D and DV multiples of 4: K/V are bound as quads of channels, and the hot loops read D_QUADS and
 // V_QUADS of them a row, 16 bytes at a time; a CPU adapter's load costs about the same at any width, docs/perf.md
 // session 8).
@@ -34,6 +35,8 @@ struct Params {
     future: u32,          // 0 causal, 1 prefix-LM, 2 bidirectional
     prefix: u32,          // prefix-LM: keys below this position are visible to every query
     lambda: f32,          // DIFF: weight of the second map
+    splits: u32,          // decode only: workgroups per (token, head)
+    partial_at: u32,      // decode only: where a scratch row's partial records start
 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
@@ -44,7 +47,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(4) var<storage, read> v_cache: array<f32>;
 #endif
+#if !SPLIT
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+#endif
 #if ROTATE
 @group(0) @binding({{ROT_COS}}) var<storage, read> cos_t: array<f32>;
 @group(0) @binding({{ROT_SIN}}) var<storage, read> sin_t: array<f32>;
@@ -62,6 +67,7 @@ const MAX_SEL: u32 = {{SPARSE_MAX}}u;
 @group(0) @binding({{OUT_GATE}}) var<storage, read> out_gate: array<f32>;
 #endif
 
+#if !SPLIT
 // Writes output channel i (gated with OUT_GATE).
 fn emit(i: u32, value: f32) {
 #if OUT_GATE
@@ -70,6 +76,7 @@ fn emit(i: u32, value: f32) {
     out[i] = value;
 #endif
 }
+#endif
 
 const D: u32 = {{HEAD_DIM}}u;
 

@@ -116,6 +116,10 @@ export interface KernelSizes {
   nr: number;
   /** Stored weight words a matrix-vector invocation reads per row and step (0: element by element). */
   vw: number;
+  /** Whole outputs each matrix-vector invocation computes (0: invocations split the inputs instead). */
+  rpl: number;
+  /** The longest weight rows, in bytes, that take `rpl` (0: any). */
+  rpl_row_bytes: number;
   /** The ternary integer matrix-vector kernel's invocations and outputs per workgroup. */
   ternary_wg: number;
   ternary_nr: number;
@@ -124,6 +128,8 @@ export interface KernelSizes {
   wg_x: number;
   wg_y: number;
   attn_kv_tile: number;
+  /** The most workgroups decode attention splits each head's keys over (1: one per head). */
+  attn_splits: number;
 }
 
 /** What `Engine.tune` measured and kept. */

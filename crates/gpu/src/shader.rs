@@ -45,6 +45,7 @@ shaders!(
     "attention/common.wgsl",
     "attention/prefill.wgsl",
     "attention/decode.wgsl",
+    "attention/combine.wgsl",
     "attention/mla.wgsl",
     "attention/pool.wgsl",
     "attention/select.wgsl",
@@ -268,7 +269,11 @@ mod tests {
             .set("BETA_SCALE", "1.0")
             .set("NORM_BINDING", 4)
             .set("MAX_GROUP", 4)
-            .set("MAX_HEADS", 8);
+            .set("MAX_HEADS", 8)
+            .set("V_UNITS", 16)
+            .set("V_LANES", 16)
+            .set("V_GROUPS", 4)
+            .set("SCRATCH_BINDING", 6);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             let directive = text.lines().any(|l| l.trim_start().starts_with('#'));

@@ -8,7 +8,7 @@ use ternlight_core::reference;
 use ternlight_core::sampling::Rng;
 use ternlight_core::spec::{Activation, AttentionMask, Future, RopeScaling, RopeSpec};
 use ternlight_gpu::buffer::Weight;
-use ternlight_gpu::kernels::attention::{self, Attention};
+use ternlight_gpu::kernels::attention::{self, Attention, DecodeSpread};
 use ternlight_gpu::kernels::conv::ShortConv;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, InputNorm, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
@@ -691,14 +691,22 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
     check_decode(g, &a, (pos0, t, ctx), &gated, &format!("gated decode {what}"));
 }
 
-/// Runs `a` (with its output redirected to a fresh buffer) through the decode kernel and compares with `want`.
+/// Runs `a` (with its output redirected to a fresh buffer) through the decode kernel and compares with `want`: with
+/// the device's tuning, and with each (token, head) over several workgroups (flash-decoding), in workgroups of 8
+/// (CPU adapters' size) and 64 (GPUs'), where value units shared by fewer invocations than a workgroup add up
+/// several keys at once.
 fn check_decode(g: &Gpu, a: &Attention, (pos0, t, ctx): (usize, usize, usize), want: &[f32], what: &str) {
     let out = g.zeros("decode out", want.len());
-    let scores = g.zeros("scores", t * a.n_heads * ctx);
     let a = Attention { out: &out, ..*a };
-    let mut plan = Plan::new(g);
-    attention::decode(g, &mut plan, &a, &scores, ctx).unwrap();
-    assert_close(&run(&plan, &tokens(pos0, t), &out, want.len()), want, 1e-5, what);
+    let spread = |wg, splits| DecodeSpread { wg, splits };
+    for spread in [DecodeSpread::of(g), spread(8, 7), spread(64, 1), spread(64, 32)] {
+        let scores = g.zeros("scores", t * a.n_heads * spread.scratch_row(a.v_dim, ctx));
+        let mut plan = Plan::new(g);
+        attention::decode_with(g, &mut plan, &a, &scores, ctx, spread).unwrap();
+        let splits = spread.splits_for(ctx);
+        let got = run(&plan, &tokens(pos0, t), &out, want.len());
+        assert_close(&got, want, 1e-5, &format!("{what} {spread:?} ({splits} splits)"));
+    }
 }
 
 #[test]
@@ -800,10 +808,7 @@ fn latent_attention_reads_values_from_the_key_rows() {
             let got = run(&plan, &tokens(pos0, t), &ob, want.len());
             assert_close(&got, &want, 1e-5, &format!("latent prefill kv_tile {kv_tile} t{t}"));
         }
-        let scores = g.zeros("scores", t * heads * ctx);
-        let mut plan = Plan::new(g);
-        attention::decode(g, &mut plan, &a, &scores, ctx).unwrap();
-        assert_close(&run(&plan, &tokens(pos0, t), &ob, want.len()), &want, 1e-5, &format!("latent decode t{t}"));
+        check_decode(g, &a, (pos0, t, ctx), &want, &format!("latent decode t{t}"));
     }
 }
 

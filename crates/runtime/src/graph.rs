@@ -13,7 +13,7 @@ use ternlight_core::spec::{
     Rwkv7Spec, ShortConvSpec,
 };
 use ternlight_gpu::buffer::Weight;
-use ternlight_gpu::kernels::attention::{self, Attention};
+use ternlight_gpu::kernels::attention::{self, Attention, DecodeSpread};
 use ternlight_gpu::kernels::block_sparse::{pool_keys, select, Selection};
 use ternlight_gpu::kernels::conv::{short_conv, ShortConv};
 use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet, HeadOutputNorm};
@@ -126,7 +126,8 @@ pub struct Scratch {
     pub xl: wgpu::Buffer,
     /// Logits `[logit capacity, vocab]`.
     pub logits: wgpu::Buffer,
-    /// Decode attention scores `[max heads, key reach]`.
+    /// Decode attention scratch: per head, scores over the key reach and the splits' partial records
+    /// (`DecodeSpread::scratch_row`).
     pub scores: wgpu::Buffer,
     /// Attention output gates `[capacity, max q width]`.
     pub attn_gate: wgpu::Buffer,
@@ -267,6 +268,8 @@ impl Resources {
         logit_capacity: usize,
     ) -> Result<Self> {
         let (mut qw, mut kvw, mut inter, mut heads) = (0, 0, 0, 0);
+        // The widest values a decode attention head sums (its partial records in the scores' rows are that wide).
+        let mut value_width = 0;
         let mut lin = LinearWidths::default();
         let (mut rank, mut keyw, mut conv_w, mut zero_w) = (0, 0, 0, 0);
         let (mut experts, mut top_k, mut gate_w, mut mla_w, mut gsa_w) = (0, 0, 0, 0, 0);
@@ -302,6 +305,7 @@ impl Resources {
                             moh = (moh.0.max(w), moh.1.max(a.n_heads), moh.2.max(a.n_heads * a.head_dim));
                         }
                         heads = heads.max(a.n_heads);
+                        value_width = value_width.max(a.head_dim);
                         // Every key a forward's queries need: sinks, the window before the first token, the forward.
                         let rows = a.mask.cache_rows(capacity, max_context);
                         let bytes = 4 * rows as u64 * (a.n_kv_heads * a.head_dim) as u64;
@@ -343,6 +347,7 @@ impl Resources {
                         qw = qw.max(m.n_heads * (m.nope_dim + m.rope_dim)).max(m.n_heads * m.v_dim);
                         kvw = kvw.max(latent);
                         heads = heads.max(m.n_heads);
+                        value_width = value_width.max(m.kv_rank);
                         mla_w = mla_w.max(q_abs);
                         let bytes = 4 * max_context as u64 * latent as u64;
                         check_binding(gpu, &format!("layer {i} latent cache of {max_context} positions"), bytes)?;
@@ -462,7 +467,7 @@ impl Resources {
             act: gpu.zeros("act", capacity * inter),
             xl: gpu.zeros("xl", logit_capacity * h),
             logits: gpu.zeros("logits", logit_capacity * spec.vocab),
-            scores: gpu.zeros("scores", heads * key_reach),
+            scores: gpu.zeros("scores", heads * DecodeSpread::of(gpu).scratch_row(value_width, key_reach)),
             attn_gate: gpu.zeros("attn gate", capacity * qw),
             qkv_raw: gpu.zeros("qkv raw", capacity * qkvw),
             qkv: gpu.zeros("qkv", capacity * qkvw),

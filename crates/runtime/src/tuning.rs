@@ -22,11 +22,25 @@ pub fn cache_path(info: &DeviceInfo) -> PathBuf {
 
 /// `tuning` as the cache's JSON.
 pub fn to_json(tuning: &Tuning) -> serde_json::Value {
-    let Tuning { wg, tm, tn, wg_x, wg_y, nr, rpl, rpl_row_bytes, vw, ternary_wg, ternary_nr, attn_kv_tile } = tuning;
+    let Tuning {
+        wg,
+        tm,
+        tn,
+        wg_x,
+        wg_y,
+        nr,
+        rpl,
+        rpl_row_bytes,
+        vw,
+        ternary_wg,
+        ternary_nr,
+        attn_kv_tile,
+        attn_splits,
+    } = tuning;
     serde_json::json!({
         "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
         "rpl_row_bytes": rpl_row_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
-        "attn_kv_tile": attn_kv_tile
+        "attn_kv_tile": attn_kv_tile, "attn_splits": attn_splits
     })
 }
 
@@ -55,6 +69,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         ternary_wg: field("ternary_wg")?,
         ternary_nr: field("ternary_nr")?,
         attn_kv_tile: field("attn_kv_tile")?,
+        attn_splits: field("attn_splits")?,
     };
     let sane = [t.wg, t.ternary_wg].iter().all(|&wg| wg.is_power_of_two() && wg <= 1024)
         && [t.tm, t.tn, t.nr, t.ternary_nr].iter().all(|&v| (1..=16).contains(&v))
@@ -63,7 +78,8 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         && t.nr <= t.wg
         && t.ternary_nr <= t.ternary_wg;
     let workgroup = t.wg_x * t.wg_y;
-    (sane && (1..=1024).contains(&workgroup) && t.attn_kv_tile <= 256).then_some(t)
+    (sane && (1..=1024).contains(&workgroup) && t.attn_kv_tile <= 256 && (1..=256).contains(&t.attn_splits))
+        .then_some(t)
 }
 
 /// Writes `tuning` as the cached one of `gpu`'s adapter; returns the file.
@@ -113,6 +129,7 @@ mod tests {
             ternary_wg: 16,
             ternary_nr: 8,
             attn_kv_tile: 32,
+            attn_splits: 8,
         };
         assert_eq!(from_json(&to_json(&t)), Some(t.clone()));
         let mut odd = to_json(&t);
@@ -128,6 +145,9 @@ mod tests {
         let mut deep = to_json(&t);
         deep["rpl"] = serde_json::json!(17);
         assert_eq!(from_json(&deep), None);
+        let mut unsplit = to_json(&t);
+        unsplit["attn_splits"] = serde_json::json!(0);
+        assert_eq!(from_json(&unsplit), None);
         let mut missing = to_json(&t);
         missing.as_object_mut().unwrap().remove("nr");
         assert_eq!(from_json(&missing), None);

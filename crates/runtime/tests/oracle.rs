@@ -8,6 +8,7 @@ use ternlight_core::sampling::{Sampler, SamplingParams};
 use ternlight_core::spec::{MixerSpec, ModelSpec};
 use ternlight_core::tensors::SafetensorsCheckpoint;
 use ternlight_gpu::kernels::sample::Draw;
+use ternlight_gpu::kernels::Tuning;
 use ternlight_gpu::{Gpu, GpuOptions};
 use ternlight_runtime::generate::generate;
 use ternlight_runtime::{Session, SessionOptions};
@@ -287,6 +288,25 @@ fn gemma3_matches_with_kv_tiled_prefill_attention() {
     let all: Vec<usize> = (0..oracle.input_ids.len()).collect();
     let d = max_abs_diff(&pollster::block_on(s.prefill(&oracle.input_ids, &all)).unwrap(), &oracle.logits);
     assert!(d < 1e-3, "gemma3 tiled prefill: max abs diff {d}");
+}
+
+/// Decode with each head's keys split over several workgroups (flash-decoding): with GPUs' default tuning (64
+/// invocations, so the 80-token fixtures split in two past 64 keys) and in CPU adapters' workgroups of 8 (up to ten
+/// splits), for gated attention (Qwen3.5), sliding-window and global layers (Gemma 3) and MLA (Kimi Linear).
+#[test]
+fn split_decode_attention_matches_transformers() {
+    let cpu = Gpu::new_blocking().unwrap().tuning;
+    for tuning in [Tuning::default(), Tuning { attn_splits: 32, ..cpu }] {
+        let mut g = Gpu::new_blocking().unwrap();
+        g.tuning = tuning.clone();
+        let g = Arc::new(g);
+        for arch in ["qwen3_5", "gemma3", "kimi_linear"] {
+            let oracle = Oracle::open(&fixture(arch)).unwrap();
+            let mut s = session_on(g.clone(), arch, SessionOptions::default());
+            let d = max_abs_diff(&step_through(&mut s, &oracle.input_ids), &oracle.logits);
+            assert!(d < 1e-3, "{arch} token-by-token with {tuning:?}: max abs diff {d}");
+        }
+    }
 }
 
 #[test]

@@ -144,8 +144,9 @@ fn check(plan: &Plan, a: &Attention) -> Result<()> {
     Ok(())
 }
 
-/// Words of `Params` in `attention/common.wgsl`; `scratch_stride` is only read by the decode kernel.
-fn params(a: &Attention, scratch_stride: usize) -> [u32; 10] {
+/// Words of `Params` in `attention/common.wgsl`; the decode kernel alone reads `(scratch_stride, splits,
+/// partial_at)` (see [`DecodeSpread`]), which prefill passes as zeros.
+fn params(a: &Attention, (scratch_stride, splits, partial_at): (usize, u32, usize)) -> [u32; 12] {
     let m = a.mask;
     let (future, prefix) = match m.future {
         Future::Causal => (0, 0),
@@ -163,7 +164,14 @@ fn params(a: &Attention, scratch_stride: usize) -> [u32; 10] {
         future,
         prefix,
         f32_word(a.differential.unwrap_or(0.0)),
+        splits,
+        partial_at as u32,
     ]
+}
+
+/// Whether `a`'s key and value rows are whole quads, which the kernels read 16 bytes at a time.
+fn kv_quads(a: &Attention) -> bool {
+    a.head_dim.is_multiple_of(4) && a.v_dim.is_multiple_of(4)
 }
 
 /// The kernel's defines and bindings for `a`: the optional pieces' bindings (block lists, or rotation tables, then
@@ -171,8 +179,7 @@ fn params(a: &Attention, scratch_stride: usize) -> [u32; 10] {
 fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) -> (Defines, Vec<Binding<'b>>) {
     let extra = 2 + buffers.len();
     let mut defines = Defines::new().set("WG", gpu.tuning.wg).set("HEAD_DIM", a.head_dim).set("V_DIM", a.v_dim);
-    if a.head_dim.is_multiple_of(4) && a.v_dim.is_multiple_of(4) {
-        // Key and value rows in whole quads: read 16 bytes at a time.
+    if kv_quads(a) {
         defines = defines.flag("KV_QUADS", true).set("D_QUADS", a.head_dim / 4).set("V_QUADS", a.v_dim / 4);
     }
     if a.mask.dual_triangle {
@@ -224,26 +231,113 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
     let tile = if shared { kv_tile.min(fits) } else { 0 };
     if tile == 0 {
         let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
-        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, 0), &buffers, grid);
+        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, (0, 0, 0)), &buffers, grid);
     }
     let grid = Grid::Tiles { x: a.n_heads as u32, rows: Rows::Tokens, rows_per_group: wg };
-    plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, 0), &buffers, grid)
+    plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, (0, 0, 0)), &buffers, grid)
 }
 
-/// Records attention for few queries with long contexts: one workgroup per (token, head) (differential
-/// attention: the streaming prefill kernel). `scores` holds
-/// `tokens * n_heads * max_keys` f32 of scratch.
-pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scores: &wgpu::Buffer, max_keys: usize) -> Result<()> {
+/// How decode attention spreads each (token, head) over the device: workgroups of `wg` invocations, and up to
+/// `splits` of them per (token, head), each over its own span of at least `wg` keys, whose partial softmax sums a
+/// second pass merges (flash-decoding: at 16K keys one workgroup per head would leave most of a GPU idle). One
+/// split takes one workgroup per (token, head) and no second pass, which suits CPU adapters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeSpread {
+    /// Invocations per workgroup (power of two).
+    pub wg: u32,
+    /// The most workgroups per (token, head).
+    pub splits: u32,
+}
+
+impl DecodeSpread {
+    /// The spread of `gpu`'s tuning.
+    pub fn of(gpu: &Gpu) -> Self {
+        DecodeSpread { wg: gpu.tuning.wg, splits: gpu.tuning.attn_splits.max(1) }
+    }
+
+    /// Splits taken over at most `max_keys` keys: more would always be empty, since a span holds `wg` keys or more.
+    pub fn splits_for(&self, max_keys: usize) -> u32 {
+        self.splits.clamp(1, max_keys.div_ceil(self.wg as usize).max(1) as u32)
+    }
+
+    /// Scratch floats per (token, head) for values `v_dim` wide over at most `max_keys` keys: the scores, then
+    /// `v_dim + 2` floats per split (its max, normaliser and sums) where there are several.
+    pub fn scratch_row(&self, v_dim: usize, max_keys: usize) -> usize {
+        match self.splits_for(max_keys) {
+            1 => max_keys,
+            n => max_keys + n as usize * (v_dim + 2),
+        }
+    }
+}
+
+/// Records attention for few queries with long contexts with the device's tuning (see [`decode_with`]).
+pub fn decode(gpu: &Gpu, plan: &mut Plan, a: &Attention, scratch: &wgpu::Buffer, max_keys: usize) -> Result<()> {
+    decode_with(gpu, plan, a, scratch, max_keys, DecodeSpread::of(gpu))
+}
+
+/// Records attention for few queries with long contexts, spread as `spread` says (differential attention and
+/// hybrid memory: the streaming prefill kernel). `scratch` holds `tokens * n_heads * spread.scratch_row(v_dim,
+/// max_keys)` f32.
+pub fn decode_with(
+    gpu: &Gpu,
+    plan: &mut Plan,
+    a: &Attention,
+    scratch: &wgpu::Buffer,
+    max_keys: usize,
+    spread: DecodeSpread,
+) -> Result<()> {
     check(plan, a)?;
     // Differential attention keeps its two maps in registers, and the hybrid memory's recall is per query: the
     // streaming prefill kernel serves their decode too.
     if a.differential.is_some() || a.memory.is_some() {
         return prefill_with(gpu, plan, a, 0);
     }
-    let buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scores.into()];
-    let (defines, buffers) = specialise(gpu, a, buffers);
-    let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: 1 };
-    plan.dispatch(gpu, "attention/decode.wgsl", &defines, &params(a, max_keys), &buffers, grid)
+    let (wg, splits, stride) = (spread.wg, spread.splits_for(max_keys), spread.scratch_row(a.v_dim, max_keys));
+    if !wg.is_power_of_two() || scratch.size() < 4 * (a.n_heads * stride) as u64 {
+        return Err(GpuError::shape(
+            "attention decode",
+            format!(
+                "workgroups of {wg} and {} bytes of scratch for {} heads of {stride} floats",
+                scratch.size(),
+                a.n_heads
+            ),
+        ));
+    }
+    // Split, the kernel leaves partial sums in the scratch and the second pass writes (and gates) the output.
+    let (buffers, kernel_call) = match splits {
+        1 => (vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scratch.into()], Attention { ..*a }),
+        _ => (
+            vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), scratch.into()],
+            Attention { output_gate: None, ..*a },
+        ),
+    };
+    let (defines, buffers) = specialise(gpu, &kernel_call, buffers);
+    let units = if kv_quads(a) { a.v_dim / 4 } else { a.v_dim };
+    let lanes = units.min(wg as usize);
+    let groups = wg as usize / lanes;
+    let defines = defines
+        .set("WG", wg)
+        .set("V_UNITS", units)
+        .set("V_LANES", lanes)
+        .set("V_GROUPS", groups)
+        .flag("KEY_GROUPS", groups > 1)
+        .set("SCRATCH_BINDING", if splits > 1 { 5 } else { 6 })
+        .flag("SPLIT", splits > 1);
+    let words = params(a, (stride, splits, max_keys));
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32 * splits, per_group: 1 };
+    plan.dispatch(gpu, "attention/decode.wgsl", &defines, &words, &buffers, grid)?;
+    if splits == 1 {
+        return Ok(());
+    }
+    let mut defines = Defines::new().set("WG", wg);
+    let mut buffers: Vec<Binding> = vec![scratch.into(), a.out.into()];
+    if let Some(gate) = a.output_gate {
+        defines = defines.set("OUT_GATE", 4);
+        buffers.push(gate.into());
+    }
+    let words = [a.n_heads, a.v_dim, splits as usize, stride, max_keys].map(|v| v as u32);
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: (a.n_heads * a.v_dim) as u32, per_group: wg };
+    plan.dispatch(gpu, "attention/combine.wgsl", &defines, &words, &buffers, grid)
 }
 
 /// Records the hybrid memory's update after a forward's attention (see `attention/absorb.wgsl`): the keys leaving

@@ -62,6 +62,9 @@ pub struct Tuning {
     pub ternary_nr: u32,
     /// Prefill attention: keys staged per workgroup-memory tile (0 = each invocation streams K/V itself).
     pub attn_kv_tile: u32,
+    /// Decode attention: the most workgroups each (token, head) is split over, each over its own span of keys
+    /// (flash-decoding; see `kernels::attention::DecodeSpread`). 1 keeps one workgroup per (token, head).
+    pub attn_splits: u32,
 }
 
 impl Default for Tuning {
@@ -79,6 +82,7 @@ impl Default for Tuning {
             ternary_wg: 64,
             ternary_nr: 4,
             attn_kv_tile: 0,
+            attn_splits: 32,
         }
     }
 }
@@ -90,7 +94,8 @@ impl Tuning {
     /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader) with four whole outputs per invocation (session 9:
     /// SwiftShader's products 1.3-2.7x faster, in the browser too, where the adapter has no name; lavapipe's only on
     /// rows of at most 1280 bytes, such as SmolLM2's),
-    /// and attention that streams K/V; GPUs share K/V tiles.
+    /// and attention that streams K/V with one decode workgroup per head (two cores have enough heads to share);
+    /// GPUs share K/V tiles and split each head's keys over up to 32 decode workgroups.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         match cpu {
@@ -103,6 +108,7 @@ impl Tuning {
                 ternary_wg: 8,
                 ternary_nr: 8,
                 attn_kv_tile: 0,
+                attn_splits: 1,
                 ..Tuning::default()
             },
             false => Tuning { attn_kv_tile: 32, ..Tuning::default() },
