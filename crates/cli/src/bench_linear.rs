@@ -3,6 +3,7 @@
 //! the device's streaming-copy bandwidth (the memory roofline, measured as `bench` does). Measured only.
 
 use crate::bench::copy_bandwidth;
+use crate::bench_attention::dims;
 use anyhow::Result;
 use serde_json::json;
 use ternlight_core::dtype::DType;
@@ -40,10 +41,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut rng = Rng::new(7);
     let mut rows = Vec::new();
     for shape in &args.shapes {
-        let (n, k) = shape
-            .split_once('x')
-            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("shape `{shape}` is not OUTxIN"))?;
+        let d = dims(shape, 2, "OUTxIN")?;
+        let (n, k) = (d[0], d[1]);
         // bf16 is the high half of an f32.
         let raw: Vec<u8> =
             (0..n * k).flat_map(|_| (((rng.next_f32() - 0.5).to_bits() >> 16) as u16).to_le_bytes()).collect();

@@ -1,6 +1,7 @@
 //! `ternlight`: run Hugging Face-format models on the GPU from the command line.
 
 mod bench;
+mod bench_attention;
 mod bench_linear;
 mod convert;
 mod eval_policy;
@@ -43,6 +44,8 @@ enum Command {
     Bench(bench::Args),
     /// Time one-token linear layers, bf16 against ternary weights, beside the copy bandwidth.
     BenchLinear(bench_linear::Args),
+    /// Time one decode token's attention over a long KV cache, for each number of workgroups per head.
+    BenchAttention(bench_attention::Args),
     /// Compare attention policies with full attention on a text: KL divergence, top-1 agreement, time, KV memory.
     EvalPolicy(eval_policy::Args),
     /// Load, generate and unload a model repeatedly, reporting host and GPU memory after each step.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Tune(a) => tune::run(a),
         Command::BenchLinear(a) => bench_linear::run(a),
+        Command::BenchAttention(a) => bench_attention::run(a),
         Command::EvalPolicy(a) => eval_policy::run(a, cli.quiet),
         Command::Soak(a) => soak::run(a, cli.quiet),
     };

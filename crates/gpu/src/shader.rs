@@ -273,7 +273,8 @@ mod tests {
             .set("V_UNITS", 16)
             .set("V_LANES", 16)
             .set("V_GROUPS", 4)
-            .set("SCRATCH_BINDING", 6);
+            .set("SCRATCH_BINDING", 6)
+            .set("HEADS", 2);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();
             let directive = text.lines().any(|l| l.trim_start().starts_with('#'));

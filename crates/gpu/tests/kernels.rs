@@ -698,8 +698,8 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
 fn check_decode(g: &Gpu, a: &Attention, (pos0, t, ctx): (usize, usize, usize), want: &[f32], what: &str) {
     let out = g.zeros("decode out", want.len());
     let a = Attention { out: &out, ..*a };
-    let spread = |wg, splits| DecodeSpread { wg, splits };
-    for spread in [DecodeSpread::of(g), spread(8, 7), spread(64, 1), spread(64, 32)] {
+    let spread = |wg, splits, heads| DecodeSpread { wg, splits, heads };
+    for spread in [DecodeSpread::of(g), spread(8, 7, 1), spread(8, 7, 2), spread(64, 1, 8), spread(64, 32, 3)] {
         let scores = g.zeros("scores", t * a.n_heads * spread.scratch_row(a.v_dim, ctx));
         let mut plan = Plan::new(g);
         attention::decode_with(g, &mut plan, &a, &scores, ctx, spread).unwrap();

@@ -237,27 +237,46 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
     plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, (0, 0, 0)), &buffers, grid)
 }
 
-/// How decode attention spreads each (token, head) over the device: workgroups of `wg` invocations, and up to
-/// `splits` of them per (token, head), each over its own span of at least `wg` keys, whose partial softmax sums a
-/// second pass merges (flash-decoding: at 16K keys one workgroup per head would leave most of a GPU idle). One
-/// split takes one workgroup per (token, head) and no second pass, which suits CPU adapters.
+/// How decode attention spreads each (token, head) over the device: workgroups of `wg` invocations, each serving
+/// up to `heads` query heads of one KV head (grouped-query heads then share each key and value load), and up to
+/// `splits` workgroups per head, each over its own span of at least `wg` keys, whose partial softmax sums a second
+/// pass merges (flash-decoding: at 16K keys one workgroup per head would leave most of a GPU idle). One split takes
+/// one workgroup per head and no second pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeSpread {
     /// Invocations per workgroup (power of two).
     pub wg: u32,
     /// The most workgroups per (token, head).
     pub splits: u32,
+    /// The most query heads per workgroup.
+    pub heads: u32,
 }
 
+/// The most query heads a decode workgroup serves (their accumulators are private to each invocation).
+pub const MAX_SHARED_HEADS: u32 = 8;
+
 impl DecodeSpread {
-    /// The spread of `gpu`'s tuning.
+    /// The spread of `gpu`'s tuning, sharing loads between as many heads as allowed.
     pub fn of(gpu: &Gpu) -> Self {
-        DecodeSpread { wg: gpu.tuning.wg, splits: gpu.tuning.attn_splits.max(1) }
+        DecodeSpread { wg: gpu.tuning.wg, splits: gpu.tuning.attn_splits.max(1), heads: MAX_SHARED_HEADS }
     }
 
     /// Splits taken over at most `max_keys` keys: more would always be empty, since a span holds `wg` keys or more.
     pub fn splits_for(&self, max_keys: usize) -> u32 {
         self.splits.clamp(1, max_keys.div_ceil(self.wg as usize).max(1) as u32)
+    }
+
+    /// Query heads one workgroup of `a` serves: the most, up to `heads`, that divide a KV head's group, where keys
+    /// are whole quads scored the same for every head (no rotation by cache position or Dual Triangle) and the
+    /// queries fit half of `gpu`'s workgroup memory; otherwise 1.
+    pub fn heads_for(&self, gpu: &Gpu, a: &Attention) -> usize {
+        let per_kv = a.n_heads / a.n_kv_heads;
+        let fits = (gpu.info.max_workgroup_storage as usize / 2) / (4 * a.head_dim);
+        let limit = (self.heads.min(MAX_SHARED_HEADS) as usize).min(fits).min(per_kv);
+        match kv_quads(a) && a.rotation.is_none() && !a.mask.dual_triangle {
+            true => (1..=limit).rev().find(|h| per_kv.is_multiple_of(*h)).unwrap_or(1),
+            false => 1,
+        }
     }
 
     /// Scratch floats per (token, head) for values `v_dim` wide over at most `max_keys` keys: the scores, then
@@ -312,6 +331,7 @@ pub fn decode_with(
         ),
     };
     let (defines, buffers) = specialise(gpu, &kernel_call, buffers);
+    let heads = spread.heads_for(gpu, a);
     let units = if kv_quads(a) { a.v_dim / 4 } else { a.v_dim };
     let lanes = units.min(wg as usize);
     let groups = wg as usize / lanes;
@@ -322,9 +342,11 @@ pub fn decode_with(
         .set("V_GROUPS", groups)
         .flag("KEY_GROUPS", groups > 1)
         .set("SCRATCH_BINDING", if splits > 1 { 5 } else { 6 })
+        .set("HEADS", heads)
+        .flag("HEAD_GROUP", heads > 1)
         .flag("SPLIT", splits > 1);
     let words = params(a, (stride, splits, max_keys));
-    let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32 * splits, per_group: 1 };
+    let grid = Grid::Flat { rows: Rows::Tokens, per_row: (a.n_heads / heads) as u32 * splits, per_group: 1 };
     plan.dispatch(gpu, "attention/decode.wgsl", &defines, &words, &buffers, grid)?;
     if splits == 1 {
         return Ok(());
