@@ -425,6 +425,26 @@ fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
     assert!(ternlight(&["bench-linear", "--shapes", "40by48"]).status.code() == Some(1));
 }
 
+#[test]
+fn bench_attention_times_each_spread_and_checks_it_against_the_first() {
+    let args = ["--shapes", "4x2x16,3x1x20", "--contexts", "70", "--splits", "1,3", "--heads", "1,8", "--reps", "2"];
+    let o = ternlight(&[&["bench-attention"], &args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 8);
+    for r in runs {
+        assert!(r["us"].as_f64().unwrap() > 0.0 && r["kv_gb_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["max_diff_vs_first"].as_f64().unwrap() < 1e-4, "{r}");
+    }
+    // Two query heads per KV head share a workgroup in the first shape when allowed; the second's 20 channels are
+    // whole quads too.
+    let shared: Vec<u64> = runs.iter().map(|r| r["heads_per_workgroup"].as_u64().unwrap()).collect();
+    assert_eq!(shared, [1, 1, 2, 2, 1, 1, 3, 3]);
+    assert!(ternlight(&["bench-attention", "--shapes", "4x2"]).status.code() == Some(1));
+    assert!(ternlight(&["bench-attention", "--splits", "0"]).status.code() == Some(1));
+}
+
 /// A fault the test server injects into ranged responses for `model.safetensors` past byte 0 (the download,
 /// not its one-byte probe).
 #[derive(Clone, Copy, Debug)]
