@@ -1488,7 +1488,7 @@ fn absorbed_mla_matches_expanded_keys_and_values() {
             v_dim: rank,
             ..Attention::new((&q_abs, &ctx_b), (&cache, &cache, ctx), (heads, 1, latent), &causal, scale)
         };
-        let scores = g.zeros("scores", t * heads * ctx);
+        let scores = g.zeros("scores", t * heads * DecodeSpread::of(g).scratch_row(rank, ctx));
         let mut plan = Plan::new(g);
         mla.absorb_queries(g, &mut plan, &qb, &q_abs).unwrap();
         if t == 1 {

@@ -94,8 +94,9 @@ impl Tuning {
     /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader) with four whole outputs per invocation (session 9:
     /// SwiftShader's products 1.3-2.7x faster, in the browser too, where the adapter has no name; lavapipe's only on
     /// rows of at most 1280 bytes, such as SmolLM2's),
-    /// and attention that streams K/V with one decode workgroup per head (two cores have enough heads to share);
-    /// GPUs share K/V tiles and split each head's keys over up to 32 decode workgroups.
+    /// and attention that streams K/V, splitting decode keys four ways (session 10: with grouped-query heads
+    /// sharing a workgroup there are few workgroups to share between cores); GPUs share K/V tiles and split decode
+    /// keys up to 32 ways.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         match cpu {
@@ -108,7 +109,7 @@ impl Tuning {
                 ternary_wg: 8,
                 ternary_nr: 8,
                 attn_kv_tile: 0,
-                attn_splits: 1,
+                attn_splits: 4,
                 ..Tuning::default()
             },
             false => Tuning { attn_kv_tile: 32, ..Tuning::default() },
