@@ -1,7 +1,8 @@
 // Shared I/O of the linear-layer kernels: Y[m, n_offset + n] (+)= acc (+ bias[w_row0 + n]) for one row block
 // of W. Variants: BIAS, ACCUMULATE (a fused residual add), GATED (W is a gated MLP's gate projection and w2 its up
 // projection: store_pair writes Y[m, n_offset + n] = ACT(g) * u, no bias). W may be a row-wise stack of up to three
-// matrices (w, w2, w3: see segment), written side by side.
+// matrices (w, w2, w3: see segment), written side by side, or with SPLIT_OUT each to its own output (y, and y2 at
+// binding Y2_BINDING, y3 at Y3_BINDING), whose rows are as wide as the matrix.
 #include "common/step.wgsl"
 
 struct Params {
@@ -50,15 +51,37 @@ fn store_pair(m: u32, n: u32, gate: f32, up: f32) {
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 #endif
 
+#if SPLIT_OUT
+@group(0) @binding({{Y2_BINDING}}) var<storage, read_write> y2: array<f32>;
+#if Y3_BINDING
+@group(0) @binding({{Y3_BINDING}}) var<storage, read_write> y3: array<f32>;
+#endif
+#endif
+
 fn store(m: u32, n: u32, acc: f32) {
     var v = acc * params.scale;
 #if BIAS
     v += bias[params.w_row0 + n];
 #endif
+#if SPLIT_OUT
+    let part = segment(n);
+#if Y3_BINDING
+    if (part.x == 2u) {
+        y3[m * (params.n_block - params.seg2) + part.y] = v;
+        return;
+    }
+#endif
+    if (part.x == 1u) {
+        y2[m * (params.seg2 - params.seg1) + part.y] = v;
+        return;
+    }
+    y[m * params.seg1 + part.y] = v;
+#else
     let o = m * params.n_total + params.n_offset + n;
 #if ACCUMULATE
     y[o] = y[o] + v;
 #else
     y[o] = v;
+#endif
 #endif
 }

@@ -210,6 +210,9 @@ export interface BenchReport {
   device: { name: string; backend: string; type: string; shader_f16: boolean; subgroups: boolean; timestamps: boolean };
   load_s: number;
   decode_dispatches_per_token: number;
+  /** From `from_context` tokens on, decode splits attention's keys over several workgroups (flash-decoding) and
+   * takes `dispatches_per_token` instead; null where the device's tuning does not split them. */
+  long_context_decode: { dispatches_per_token: number; from_context: number } | null;
   memory: { weights_bytes: number; state_bytes_allocated: number };
   roofline: { copy_bytes_per_s: number; decode_bound_ms_per_token: number };
   contexts: {

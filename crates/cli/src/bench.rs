@@ -136,6 +136,14 @@ fn print_report(r: &serde_json::Value) {
         n(&r["decode_dispatches_per_token"]),
         n(&device["max_storage_buffers"])
     );
+    let long = &r["long_context_decode"];
+    if !long.is_null() {
+        println!(
+            "from context {} decode splits attention's keys over workgroups: {} dispatches per token",
+            n(&long["from_context"]),
+            n(&long["dispatches_per_token"])
+        );
+    }
     println!(
         "roofline: copy {:.2} GB/s, matmul {:.2} GFLOP/s; {:.1} MB of weights bound decode at {:.2} ms/token",
         f(&roofline["copy_bytes_per_s"]) / 1e9,

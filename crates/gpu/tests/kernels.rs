@@ -80,6 +80,7 @@ fn matmul_matches_reference_for_every_dtype_shape_and_epilogue() {
                         input_norm: None,
                         up: None,
                         stacked: &[],
+                        stacked_outputs: &[],
                     };
                     linear(g, &mut plan, &l).unwrap();
                     let got = run(&plan, &tokens(0, rows), &yb, rows * n);
@@ -133,6 +134,7 @@ fn matvec_with_a_fused_input_norm_matches_the_norm_then_the_layer() {
                 input_norm: Some(InputNorm { weight: &nb, eps: 1e-5, unit_offset }),
                 up: None,
                 stacked: &[],
+                stacked_outputs: &[],
             };
             linear(g, &mut plan, &l).unwrap();
             assert_eq!(plan.dispatch_count(), 1);
@@ -159,6 +161,7 @@ fn matvec_with_a_fused_input_norm_matches_the_norm_then_the_layer() {
         input_norm: Some(InputNorm { weight: &x, eps: 1e-5, unit_offset: false }),
         up: None,
         stacked: &[],
+        stacked_outputs: &[],
     };
     let refused = linear(g, &mut Plan::new(g), &l).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(refused.contains("matrix-vector"), "{refused}");
@@ -206,6 +209,7 @@ fn gated_pair_layers_match_the_gated_reference() {
                     input_norm: normed.then_some(InputNorm { weight: &nb, eps: 1e-6, unit_offset: true }),
                     up: Some(&up),
                     stacked: &[],
+                    stacked_outputs: &[],
                 };
                 linear(g, &mut plan, &l).unwrap();
                 assert_eq!(plan.dispatch_count(), gate.blocks.len());
@@ -260,6 +264,7 @@ fn stacked_projections_match_their_separate_products() {
                     input_norm: normed.then_some(InputNorm { weight: &nb, eps: 1e-6, unit_offset: false }),
                     up: None,
                     stacked: &rest,
+                    stacked_outputs: &[],
                 };
                 linear(g, &mut plan, &l).unwrap();
                 assert_eq!(plan.dispatch_count(), 1);
@@ -275,6 +280,30 @@ fn stacked_projections_match_their_separate_products() {
                     col += p;
                 }
                 assert_close(&got, &want, 1e-5, &format!("{dtype} {rows}x{k} stack {parts:?} {shape:?}"));
+                // Each matrix's products in an output of its own (q, k and v of one layer).
+                let outs: Vec<wgpu::Buffer> = parts.iter().map(|&p| g.zeros("y", rows * p)).collect();
+                let rest_outs: Vec<&wgpu::Buffer> = outs[1..].iter().collect();
+                let separate = Linear {
+                    y: &outs[0],
+                    y_offset: 0,
+                    y_stride: 0,
+                    epilogue: Epilogue::Store,
+                    stacked_outputs: &rest_outs,
+                    ..l
+                };
+                let mut plan = Plan::new(g);
+                linear(g, &mut plan, &separate).unwrap();
+                assert_eq!(plan.dispatch_count(), 1);
+                plan.submit(g, &tokens(0, rows), &[], None);
+                let mut col = offset;
+                for (&p, out) in parts.iter().zip(&outs) {
+                    let got = pollster::block_on(g.read_f32(out, 0, rows * p)).unwrap();
+                    let want: Vec<f32> = (0..rows * p)
+                        .map(|i| want[(i / p) * stride + col + i % p] - y0[(i / p) * stride + col + i % p])
+                        .collect();
+                    assert_close(&got, &want, 1e-5, &format!("{dtype} {rows}x{k} stack {parts:?} {shape:?} separate"));
+                    col += p;
+                }
             }
         }
     }
@@ -355,6 +384,7 @@ fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
                 input_norm: vector.then_some(InputNorm { weight: &nb, eps: 1e-5, unit_offset: true }),
                 up: gated.then_some(&first),
                 stacked: if gated { &[] } else { &rest },
+                stacked_outputs: &[],
             };
             linear(g, &mut plan, &l).unwrap();
             plan.submit(g, &tokens(0, rows), &[], None);
@@ -362,6 +392,19 @@ fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
             let (stacked_want, gated_want) = if vector { &normed } else { &plain };
             let want = if gated { gated_want } else { stacked_want };
             assert_close(&got, want, 1e-5, &format!("k {k} {tuning:?} {shape:?} gated {gated}"));
+            if !gated {
+                // The same stack with each matrix's products in an output of its own.
+                let (y1, y2) = (g.zeros("y1", rows * 16), g.zeros("y2", rows * 11));
+                let mut plan = Plan::new(g);
+                linear(g, &mut plan, &Linear { y: &y1, stacked_outputs: &[&y2], ..l }).unwrap();
+                plan.submit(g, &tokens(0, rows), &[], None);
+                let mut got = pollster::block_on(g.read_f32(&y1, 0, rows * 16)).unwrap();
+                got.extend(pollster::block_on(g.read_f32(&y2, 0, rows * 11)).unwrap());
+                let (a, b): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
+                    want.chunks_exact(27).map(|r| (r[..16].to_vec(), r[16..].to_vec())).unzip();
+                let separate: Vec<f32> = a.concat().into_iter().chain(b.concat()).collect();
+                assert_close(&got, &separate, 1e-5, &format!("k {k} {tuning:?} {shape:?} separate outputs"));
+            }
         }
     }
 }

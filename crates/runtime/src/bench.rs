@@ -212,6 +212,8 @@ pub fn report(s: &Session, roofline: &Roofline, t: &BenchTimings) -> Value {
                     "max_storage_buffers": info.max_storage_buffers,
                     "tuning": crate::tuning::to_json(&s.gpu().tuning) },
         "decode_dispatches_per_token": s.decode_dispatches(),
+        "long_context_decode": s.long_decode_dispatches()
+            .map(|(dispatches, from)| json!({ "dispatches_per_token": dispatches, "from_context": from })),
         "memory": { "weights_bytes": memory.weights, "state_bytes_allocated": memory.state,
                     "gpu_buffer_bytes_peak": t.gpu_buffer_bytes_peak },
         "roofline": { "copy_bytes_per_s": roofline.copy_bytes_per_s, "matmul_flops_per_s": roofline.matmul_flops_per_s,

@@ -553,6 +553,8 @@ struct Builder<'a> {
     res: &'a Resources,
     inspection: Inspection<'a>,
     mode: Mode,
+    /// How decode attention spreads over workgroups.
+    spread: DecodeSpread,
     hidden: usize,
     /// The current block's scaled-residual factors (MiniMax), if any.
     scaled: Option<(f32, f32)>,
@@ -916,15 +918,7 @@ impl<'a> Builder<'a> {
         let (mut offset, mut i) = (0, 0);
         while i < projections.len() {
             let first = projections[i];
-            let stackable = |l: &LinearWeights| {
-                l.plain()
-                    && l.w.blocks.len() == 1
-                    && (l.w.dtype, l.w.cols, l.scale) == (first.w.dtype, first.w.cols, first.scale)
-            };
-            let run = match stackable(first) {
-                true => projections[i..].iter().take(3).take_while(|l| stackable(l)).count(),
-                false => 1,
-            };
+            let run = stack_run(&projections[i..]);
             if run > 1 {
                 let (x, folded) = self.folded_input(&self.res.scratch.h);
                 let rest: Vec<&Weight> = projections[i + 1..i + run].iter().map(|l| &l.w).collect();
@@ -941,6 +935,31 @@ impl<'a> Builder<'a> {
                 self.linear_cols(&self.res.scratch.h, first, y, offset, width)?;
             }
             offset += projections[i..i + run].iter().map(|l| l.w.rows).sum::<usize>();
+            i += run;
+        }
+        Ok(())
+    }
+
+    /// Projections of the block input each into an output of its own (a layer's q, k and v): runs of up to three
+    /// plain float projections alike go as one stacked product.
+    fn separate_products(&mut self, projections: &[&LinearWeights], outputs: &[&wgpu::Buffer]) -> Result<()> {
+        let mut i = 0;
+        while i < projections.len() {
+            let (first, run) = (projections[i], stack_run(&projections[i..]));
+            if run > 1 {
+                let (x, folded) = self.folded_input(&self.res.scratch.h);
+                let rest: Vec<&Weight> = projections[i + 1..i + run].iter().map(|l| &l.w).collect();
+                let args = Linear {
+                    scale: first.scale,
+                    input_norm: folded.as_ref().map(FoldedNorm::input_norm),
+                    stacked: &rest,
+                    stacked_outputs: &outputs[i + 1..i + run],
+                    ..Linear::new(x, &first.w, outputs[i], self.shape())
+                };
+                linear(self.gpu, &mut self.plan, &args)?;
+            } else {
+                self.linear(&self.res.scratch.h, first, outputs[i], Rows::Tokens, Epilogue::Store)?;
+            }
             i += run;
         }
         Ok(())
@@ -1046,9 +1065,8 @@ impl<'a> Builder<'a> {
         match self.quantise_block_input(&layers)? {
             Some(shared) => self.quantised_products(&layers, &outputs, &shared)?,
             None => {
-                for (l, (y, _, _)) in layers.into_iter().zip(outputs) {
-                    self.linear(&s.h, l, y, Rows::Tokens, Epilogue::Store)?;
-                }
+                let outputs: Vec<&wgpu::Buffer> = outputs.iter().map(|(y, _, _)| *y).collect();
+                self.separate_products(&layers, &outputs)?;
             }
         }
         let tables = self.res.rope_of_slot[slot].map(|r| &self.res.ropes[r].1);
@@ -1116,7 +1134,9 @@ impl<'a> Builder<'a> {
         };
         match self.mode {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
-            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
+            Mode::Decode => {
+                attention::decode_with(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach, self.spread)?
+            }
         }
         attention::absorb(self.gpu, &mut self.plan, &call)?;
         // Routed layers (dense through a prefill) are measured for the router; nothing else reads entropies.
@@ -1475,7 +1495,9 @@ impl<'a> Builder<'a> {
         };
         match self.mode {
             Mode::Prefill => attention::prefill(self.gpu, &mut self.plan, &call)?,
-            Mode::Decode => attention::decode(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach)?,
+            Mode::Decode => {
+                attention::decode_with(self.gpu, &mut self.plan, &call, &s.scores, self.res.key_reach, self.spread)?
+            }
         }
         absorb.expand_output(self.gpu, &mut self.plan, &s.mla_ctx, &s.attn)?;
         self.project_residual(&s.attn, o, post)
@@ -1911,18 +1933,34 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Records the whole forward (embedding, every layer, final norm and head on the requested rows).
+/// How many of `projections`, from the first, go as one stacked product: up to three plain float projections of
+/// one dtype, width and scale, one block each (1 where the first is not such).
+fn stack_run(projections: &[&LinearWeights]) -> usize {
+    let first = projections[0];
+    let stackable = |l: &LinearWeights| {
+        l.plain()
+            && l.w.blocks.len() == 1
+            && (l.w.dtype, l.w.cols, l.scale) == (first.w.dtype, first.w.cols, first.scale)
+    };
+    match stackable(first) {
+        true => projections.iter().take(3).take_while(|l| stackable(l)).count(),
+        false => 1,
+    }
+}
+
+/// Records the whole forward (embedding, every layer, final norm and head on the requested rows), decode attention
+/// spread as `spread` says.
 pub fn build(
     gpu: &Gpu,
     spec: &ModelSpec,
     weights: &ModelWeights,
     res: &Resources,
-    mode: Mode,
+    (mode, spread): (Mode, DecodeSpread),
     inspection: Inspection,
 ) -> Result<Plan> {
     let plan = Plan::with_capacity(gpu, res.capacity, res.logit_capacity);
-    let mut b =
-        Builder { gpu, plan, res, inspection, mode, hidden: spec.hidden, scaled: None, slot: 0, folded_norm: None };
+    let (hidden, slot, scaled, folded_norm) = (spec.hidden, 0, None, None);
+    let mut b = Builder { gpu, plan, res, inspection, mode, spread, hidden, scaled, slot, folded_norm };
     let s = &res.scratch;
     embedding(gpu, &mut b.plan, &weights.embed, &s.ids, &s.x, spec.embed_scale.unwrap_or(1.0))?;
     if let Some(n) = &weights.embed_norm {

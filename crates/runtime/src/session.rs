@@ -12,6 +12,7 @@ use ternlight_core::spec::MixerSpec;
 use ternlight_core::spec::{AttentionPolicy, LayerPolicy, ModelSpec};
 use ternlight_core::tensors::TensorSource;
 use ternlight_gpu::buffer::Staging;
+use ternlight_gpu::kernels::attention::DecodeSpread;
 use ternlight_gpu::kernels::sample::Draw;
 use ternlight_gpu::plan::{stage_times, DispatchTime, Plan, Profiler, Step};
 use ternlight_gpu::{wgpu, Gpu};
@@ -108,6 +109,53 @@ pub struct Route {
     pub sparse: bool,
 }
 
+/// The recorded forwards of a session: prefill, decode, and where the device's tuning splits decode attention's
+/// keys over several workgroups, decode with them split, for contexts of at least the given length (below it a
+/// split's second pass costs more than it spreads).
+struct Plans {
+    prefill: Plan,
+    decode: Plan,
+    long_decode: Option<(Plan, usize)>,
+}
+
+impl Plans {
+    fn build(
+        gpu: &Gpu,
+        spec: &ModelSpec,
+        weights: &ModelWeights,
+        res: &Resources,
+        inspection: Inspection,
+    ) -> Result<Self> {
+        let spread = DecodeSpread::of(gpu);
+        let prefill = build(gpu, spec, weights, res, (Mode::Prefill, spread.unsplit()), inspection)?;
+        let decode = build(gpu, spec, weights, res, (Mode::Decode, spread.unsplit()), inspection)?;
+        let attends = |m: &MixerSpec| matches!(m, MixerSpec::Attention(_) | MixerSpec::Mla(_));
+        let softmax = spec.layers.iter().any(|l| l.mixer.parts().into_iter().any(attends));
+        let long_decode = match spread.splits > 1 && softmax {
+            true => {
+                let plan = build(gpu, spec, weights, res, (Mode::Decode, spread), inspection)?;
+                Some((plan, gpu.tuning.attn_split_from as usize))
+            }
+            false => None,
+        };
+        Ok(Plans { prefill, decode, long_decode })
+    }
+
+    /// Every plan: prefill, decode, then long-context decode where there is one.
+    fn all(&self) -> impl Iterator<Item = &Plan> {
+        [&self.prefill, &self.decode].into_iter().chain(self.long_decode.as_ref().map(|(plan, _)| plan))
+    }
+
+    /// The index in [`Plans::all`] of the plan for a forward in `mode` whose context ends at `context` tokens.
+    fn index(&self, mode: Mode, context: usize) -> usize {
+        match (mode, &self.long_decode) {
+            (Mode::Prefill, _) => 0,
+            (Mode::Decode, Some((_, from))) if context >= *from => 2,
+            (Mode::Decode, _) => 1,
+        }
+    }
+}
+
 /// A loaded model and its running context.
 pub struct Session {
     gpu: Arc<Gpu>,
@@ -118,8 +166,7 @@ pub struct Session {
     /// Shared with sessions forked from this one.
     weights: Arc<ModelWeights>,
     res: Resources,
-    prefill_plan: Plan,
-    decode_plan: Plan,
+    plans: Plans,
     max_context: usize,
     capacity: usize,
     logit_capacity: usize,
@@ -130,8 +177,8 @@ pub struct Session {
     taps: Vec<Tap>,
     ablated: Vec<AblatedHeads>,
     ablated_heads: Vec<(usize, usize)>,
-    /// Timestamp queries of the prefill and decode plans, while profiling.
-    profilers: Option<(Profiler, Profiler)>,
+    /// Timestamp queries of each plan (see [`Plans::all`]), while profiling.
+    profilers: Option<Vec<Profiler>>,
     /// The router's decisions after the last prefill (routed policies only).
     routes: Vec<Route>,
     /// Every dispatch of the last profiled forward.
@@ -219,9 +266,7 @@ impl Session {
         res: Resources,
         (max_context, capacity, logit_capacity): (usize, usize, usize),
     ) -> Result<Self> {
-        let none = Inspection::default();
-        let prefill_plan = build(&gpu, &spec, &weights, &res, Mode::Prefill, none)?;
-        let decode_plan = build(&gpu, &spec, &weights, &res, Mode::Decode, none)?;
+        let plans = Plans::build(&gpu, &spec, &weights, &res, Inspection::default())?;
         let staging = Staging::new(&gpu, logit_capacity * spec.vocab);
         let token_staging = Staging::new(&gpu, 1);
         Ok(Session {
@@ -231,8 +276,7 @@ impl Session {
             spec,
             weights,
             res,
-            prefill_plan,
-            decode_plan,
+            plans,
             max_context,
             capacity,
             logit_capacity,
@@ -270,7 +314,13 @@ impl Session {
 
     /// Compute dispatches per forward of the decode plan (one submit each).
     pub fn decode_dispatches(&self) -> usize {
-        self.decode_plan.dispatch_count()
+        self.plans.decode.dispatch_count()
+    }
+
+    /// Compute dispatches per decode forward at long contexts, where attention's keys are split over several
+    /// workgroups and merged in a second pass (see [`DecodeSpread`]), and the context length from which it runs.
+    pub fn long_decode_dispatches(&self) -> Option<(usize, usize)> {
+        self.plans.long_decode.as_ref().map(|(plan, from)| (plan.dispatch_count(), *from))
     }
 
     /// GPU memory held.
@@ -435,17 +485,15 @@ impl Session {
     fn rebuild(&mut self) -> Result<()> {
         let taps: Vec<&TapBuffers> = self.taps.iter().flat_map(|t| &t.branches).map(|b| &b.buffers).collect();
         let inspection = Inspection { taps: &taps, ablated: &self.ablated };
-        let (gpu, spec, weights, res) = (&self.gpu, &self.spec, &self.weights, &self.res);
-        self.prefill_plan = build(gpu, spec, weights, res, Mode::Prefill, inspection)?;
-        self.decode_plan = build(gpu, spec, weights, res, Mode::Decode, inspection)?;
+        self.plans = Plans::build(&self.gpu, &self.spec, &self.weights, &self.res, inspection)?;
         if self.profilers.is_some() {
             self.profilers = self.plan_profilers();
         }
         Ok(())
     }
 
-    fn plan_profilers(&self) -> Option<(Profiler, Profiler)> {
-        Some((self.prefill_plan.profiler(&self.gpu)?, self.decode_plan.profiler(&self.gpu)?))
+    fn plan_profilers(&self) -> Option<Vec<Profiler>> {
+        self.plans.all().map(|plan| plan.profiler(&self.gpu)).collect()
     }
 
     /// Times every forward on the GPU by stage and dispatch (timestamp queries), or stops; returns whether it can
@@ -490,10 +538,8 @@ impl Session {
         self.res.sampler.set(&self.gpu, draw);
         let n_logits = if draw.is_some() { 0 } else { logit_rows.len() };
         let step = Step { pos0: self.position as u32, n_tokens: ids.len() as u32, logit_rows };
-        let plan = match mode {
-            Mode::Prefill => &self.prefill_plan,
-            Mode::Decode => &self.decode_plan,
-        };
+        let which = self.plans.index(mode, self.position + ids.len());
+        let plan = self.plans.all().nth(which).expect("a recorded plan");
         let len = n_logits * self.spec.vocab;
         let position = self.position;
         // Taps that record this context from its start copy their rows out in the forward's own submit.
@@ -508,7 +554,7 @@ impl Session {
                 }
             }
         }
-        let profiler = self.profilers.as_ref().map(|(p, d)| if mode == Mode::Prefill { p } else { d });
+        let profiler = self.profilers.as_ref().map(|p| &p[which]);
         plan.submit(&self.gpu, &step, &readbacks, profiler);
         self.position += ids.len();
         let logits = match (len, draw) {

@@ -36,11 +36,12 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
         ternary_nr,
         attn_kv_tile,
         attn_splits,
+        attn_split_from,
     } = tuning;
     serde_json::json!({
         "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
         "rpl_row_bytes": rpl_row_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
-        "attn_kv_tile": attn_kv_tile, "attn_splits": attn_splits
+        "attn_kv_tile": attn_kv_tile, "attn_splits": attn_splits, "attn_split_from": attn_split_from
     })
 }
 
@@ -70,6 +71,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         ternary_nr: field("ternary_nr")?,
         attn_kv_tile: field("attn_kv_tile")?,
         attn_splits: field("attn_splits")?,
+        attn_split_from: field("attn_split_from")?,
     };
     let sane = [t.wg, t.ternary_wg].iter().all(|&wg| wg.is_power_of_two() && wg <= 1024)
         && [t.tm, t.tn, t.nr, t.ternary_nr].iter().all(|&v| (1..=16).contains(&v))
@@ -130,6 +132,7 @@ mod tests {
             ternary_nr: 8,
             attn_kv_tile: 32,
             attn_splits: 8,
+            attn_split_from: 512,
         };
         assert_eq!(from_json(&to_json(&t)), Some(t.clone()));
         let mut odd = to_json(&t);

@@ -290,13 +290,15 @@ fn gemma3_matches_with_kv_tiled_prefill_attention() {
     assert!(d < 1e-3, "gemma3 tiled prefill: max abs diff {d}");
 }
 
-/// Decode with each head's keys split over several workgroups (flash-decoding): with GPUs' default tuning (64
-/// invocations, so the 80-token fixtures split in two past 64 keys) and in CPU adapters' workgroups of 8 (up to ten
-/// splits), for gated attention (Qwen3.5), sliding-window and global layers (Gemma 3) and MLA (Kimi Linear).
+/// Decode with each head's keys split over several workgroups (flash-decoding) from the first token on: with GPUs'
+/// default tuning (64 invocations, so the 80-token fixtures split in two past 64 keys) and in CPU adapters'
+/// workgroups of 8 (up to ten splits), for gated attention (Qwen3.5), sliding-window and global layers (Gemma 3)
+/// and MLA (Kimi Linear). The long-context plan takes one more dispatch per attention layer, the second pass.
 #[test]
 fn split_decode_attention_matches_transformers() {
     let cpu = Gpu::new_blocking().unwrap().tuning;
-    for tuning in [Tuning::default(), Tuning { attn_splits: 32, ..cpu }] {
+    let from_the_start = |t: Tuning| Tuning { attn_split_from: 1, ..t };
+    for tuning in [from_the_start(Tuning::default()), from_the_start(Tuning { attn_splits: 32, ..cpu })] {
         let mut g = Gpu::new_blocking().unwrap();
         g.tuning = tuning.clone();
         let g = Arc::new(g);
@@ -305,6 +307,9 @@ fn split_decode_attention_matches_transformers() {
             let mut s = session_on(g.clone(), arch, SessionOptions::default());
             let d = max_abs_diff(&step_through(&mut s, &oracle.input_ids), &oracle.logits);
             assert!(d < 1e-3, "{arch} token-by-token with {tuning:?}: max abs diff {d}");
+            let kinds = s.spec().layers.iter().map(|l| l.mixer.kind());
+            let softmax = kinds.filter(|k| k.contains("attention") || k == "mla").count();
+            assert_eq!(s.long_decode_dispatches(), Some((s.decode_dispatches() + softmax, 1)), "{arch}");
         }
     }
 }

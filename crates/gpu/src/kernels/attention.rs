@@ -266,6 +266,11 @@ impl DecodeSpread {
         self.splits.clamp(1, max_keys.div_ceil(self.wg as usize).max(1) as u32)
     }
 
+    /// The spread without splits: one workgroup per head, no second pass.
+    pub fn unsplit(self) -> Self {
+        DecodeSpread { splits: 1, ..self }
+    }
+
     /// Query heads one workgroup of `a` serves: the most, up to `heads`, that divide a KV head's group, where keys
     /// are whole quads scored the same for every head (no rotation by cache position or Dual Triangle) and the
     /// queries fit half of `gpu`'s workgroup memory; otherwise 1.

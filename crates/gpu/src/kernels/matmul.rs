@@ -71,6 +71,10 @@ pub struct Linear<'a> {
     /// Up to two more matrices whose rows follow `w`'s (same dtype and width, one block each, no bias): the layer is
     /// their row-wise stack, its outputs side by side, in one dispatch (several projections of one input).
     pub stacked: &'a [&'a Weight],
+    /// Each stacked matrix's own output `[rows, its rows]` instead of columns of `y` (whose rows are then `w`'s
+    /// alone; `y_offset` and `y_stride` stay 0): a layer's q, k and v in one dispatch. Empty, or one per stacked
+    /// matrix.
+    pub stacked_outputs: &'a [&'a wgpu::Buffer],
 }
 
 impl<'a> Linear<'a> {
@@ -91,6 +95,7 @@ impl<'a> Linear<'a> {
             input_norm: None,
             up: None,
             stacked: &[],
+            stacked_outputs: &[],
         }
     }
 }
@@ -152,6 +157,13 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             return Err(GpuError::shape("linear", "a gated epilogue takes no bias"));
         }
     }
+    let separate = !l.stacked_outputs.is_empty();
+    if separate && (l.stacked_outputs.len() != l.stacked.len() || l.y_offset != 0 || l.y_stride != 0) {
+        return Err(GpuError::shape("linear", "separate outputs: one per stacked matrix, and none of y's columns"));
+    }
+    if separate && l.epilogue != Epilogue::Store {
+        return Err(GpuError::shape("linear", "separate outputs are stored, not accumulated"));
+    }
     if l.y_stride != 0 && l.y_offset + n > l.y_stride {
         return Err(GpuError::shape(
             "linear",
@@ -163,7 +175,15 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         return Err(GpuError::shape("linear", "a fused input norm needs the matrix-vector shape"));
     }
     plan.check_rows("linear", "input", l.x, l.rows, k)?;
-    plan.check_rows("linear", "output", l.y, l.rows, stride)?;
+    match separate {
+        false => plan.check_rows("linear", "output", l.y, l.rows, stride)?,
+        true => {
+            plan.check_rows("linear", "output", l.y, l.rows, l.w.rows)?;
+            for (y, w) in l.stacked_outputs.iter().zip(l.stacked) {
+                plan.check_rows("linear", "stacked output", y, l.rows, w.rows)?;
+            }
+        }
+    }
     let base = Defines::new().flag("BIAS", l.bias.is_some()).flag("ACCUMULATE", l.epilogue == Epilogue::Accumulate);
     let base = match gated {
         Some(act) => base.flag("GATED", true).set("ACT", super::mlp::act_name(act)),
@@ -205,9 +225,17 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             (shader, defines.set("NR", outputs), outputs, 1)
         }
     };
+    let norm_binding = 5 + u32::from(l.bias.is_some()) + beside;
     let defines = match l.input_norm {
-        Some(_) => defines.flag("NORM_IN", true).set("NORM_BINDING", 5 + u32::from(l.bias.is_some()) + beside),
+        Some(_) => defines.flag("NORM_IN", true).set("NORM_BINDING", norm_binding),
         None => defines,
+    };
+    // Separate outputs follow every other binding.
+    let first_output = norm_binding + u32::from(l.input_norm.is_some());
+    let defines = match l.stacked_outputs.len() {
+        0 => defines,
+        1 => defines.flag("SPLIT_OUT", true).set("Y2_BINDING", first_output),
+        _ => defines.flag("SPLIT_OUT", true).set("Y2_BINDING", first_output).set("Y3_BINDING", first_output + 1),
     };
     let (norm_eps, norm_offset) = l.input_norm.map_or((0.0, 0.0), |n| (n.eps, f32::from(u8::from(n.unit_offset))));
     let defines = weight_defines(defines, l.w, 4);
@@ -244,6 +272,7 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         if let Some(n) = &l.input_norm {
             buffers.push(n.weight.into());
         }
+        buffers.extend(l.stacked_outputs.iter().map(|&y| y.into()));
         plan.dispatch(gpu, shader, &defines, &params, &buffers, grid)?;
         let product_rows = block_rows + l.up.map_or(0, |_| block.rows);
         plan.set_work(Work {

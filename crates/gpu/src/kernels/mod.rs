@@ -65,6 +65,9 @@ pub struct Tuning {
     /// Decode attention: the most workgroups each (token, head) is split over, each over its own span of keys
     /// (flash-decoding; see `kernels::attention::DecodeSpread`). 1 keeps one workgroup per (token, head).
     pub attn_splits: u32,
+    /// Decode attention: the context length from which a session decodes with keys split (`attn_splits` above 1);
+    /// shorter contexts take one workgroup per head and no second pass, which there costs more than it spreads.
+    pub attn_split_from: u32,
 }
 
 impl Default for Tuning {
@@ -83,6 +86,7 @@ impl Default for Tuning {
             ternary_nr: 4,
             attn_kv_tile: 0,
             attn_splits: 32,
+            attn_split_from: 1024,
         }
     }
 }
@@ -94,9 +98,9 @@ impl Tuning {
     /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader) with four whole outputs per invocation (session 9:
     /// SwiftShader's products 1.3-2.7x faster, in the browser too, where the adapter has no name; lavapipe's only on
     /// rows of at most 1280 bytes, such as SmolLM2's),
-    /// and attention that streams K/V, splitting decode keys four ways (session 10: with grouped-query heads
-    /// sharing a workgroup there are few workgroups to share between cores); GPUs share K/V tiles and split decode
-    /// keys up to 32 ways.
+    /// and attention that streams K/V, splitting decode keys four ways from 128 on (session 10: with grouped-query
+    /// heads sharing a workgroup there are few workgroups to share between cores); GPUs share K/V tiles and split
+    /// decode keys up to 32 ways from 1024 on.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         match cpu {
@@ -110,6 +114,7 @@ impl Tuning {
                 ternary_nr: 8,
                 attn_kv_tile: 0,
                 attn_splits: 4,
+                attn_split_from: 128,
                 ..Tuning::default()
             },
             false => Tuning { attn_kv_tile: 32, ..Tuning::default() },
