@@ -120,7 +120,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endunroll
     for (var v = lo + lid; v < hi; v += {{WG}}u) {
         let j = visible_key(vis, v);
-        var s: array<f32, HEADS>;
+        // Initialised explicitly: in Chromium an array declared in a loop body kept the last iteration's sums.
+        var s = array<f32, HEADS>();
 #if HEAD_GROUP
         let kb = kv_base(j, kvh) / 4u;
 #unroll c D_QUADS
@@ -140,7 +141,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endunroll
     }
     var m: array<f32, HEADS>;
-    var local_sum: array<f32, HEADS>;
+    var local_sum = array<f32, HEADS>();
 #unroll g HEADS
     m[{{g}}] = reduce(local_max[{{g}}], lid, true);
 #endunroll
@@ -161,7 +162,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     storageBarrier();
 #if KEY_GROUPS
     let c = lid % LANES;
-    var acc: array<VUnit, HEADS>;
+    var acc = array<VUnit, HEADS>();
     if (lid < LANES * GROUPS) {
         for (var v = lo + lid / LANES; v < hi; v += GROUPS) {
             let vu = v_cache[kv_base(visible_key(vis, v), kvh) / UNIT + c];
@@ -184,7 +185,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endunroll
 #else
     for (var c = lid; c < UNITS; c += {{WG}}u) {
-        var acc: array<VUnit, HEADS>;
+        var acc = array<VUnit, HEADS>();
         for (var v = lo; v < hi; v++) {
             let vu = v_cache[kv_base(visible_key(vis, v), kvh) / UNIT + c];
 #unroll g HEADS

@@ -16,7 +16,7 @@ use ternlight_gpu::Gpu;
 #[derive(clap::Args)]
 pub struct Args {
     /// Head shapes as HEADSxKV_HEADSxHEAD_DIM (SmolLM2-135M's, Gemma 3 270M's and Qwen3.5-0.8B's by default).
-    #[arg(long, value_delimiter = ',', default_values_t = ["9x3x64".to_string(), "4x1x256".to_string(), "8x2x256".to_string()])]
+    #[arg(long, value_delimiter = ',', default_values = ["9x3x64", "4x1x256", "8x2x256"])]
     shapes: Vec<String>,
     /// Keys in the cache (the decoded token's position plus one).
     #[arg(long, value_delimiter = ',', default_values_t = [1024, 4096, 16384])]

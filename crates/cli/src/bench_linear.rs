@@ -18,7 +18,7 @@ use ternlight_gpu::Gpu;
 #[derive(clap::Args)]
 pub struct Args {
     /// Shapes as OUTxIN (BitNet b1.58 2B4T's by default).
-    #[arg(long, value_delimiter = ',', default_values_t = ["2560x2560".to_string(), "6912x2560".to_string(), "2560x6912".to_string()])]
+    #[arg(long, value_delimiter = ',', default_values = ["2560x2560", "6912x2560", "2560x6912"])]
     shapes: Vec<String>,
     /// Timed repetitions per measurement.
     #[arg(long, default_value_t = 50)]
