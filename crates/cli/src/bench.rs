@@ -53,6 +53,38 @@ pub(crate) fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     Ok(pollster::block_on(bench::copy_bandwidth(gpu))?)
 }
 
+/// The `n` positive numbers of `shape`, written `AxBx..`, or an error naming the `form` expected.
+pub(crate) fn dims(shape: &str, n: usize, form: &str) -> Result<Vec<usize>> {
+    let parts: Option<Vec<usize>> = shape.split('x').map(|p| p.parse().ok().filter(|&v| v > 0)).collect();
+    match parts {
+        Some(p) if p.len() == n => Ok(p),
+        _ => bail!("shape `{shape}` is not {form} (positive numbers)"),
+    }
+}
+
+/// Prints a kernel benchmark's `rows` under `key` beside the device, its tuning and copy bandwidth: as JSON (then
+/// returns true, nothing more to print), or as the table's first line.
+pub(crate) fn print_kernel_report(
+    gpu: &Gpu,
+    copy: f64,
+    key: &str,
+    rows: &[serde_json::Value],
+    as_json: bool,
+) -> Result<bool> {
+    if as_json {
+        let mut report = json!({
+            "device": gpu.info.name,
+            "tuning": ternlight_runtime::tuning::to_json(&gpu.tuning),
+            "copy_gb_s": copy / 1e9,
+        });
+        report[key] = json!(rows);
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(true);
+    }
+    println!("device {}  copy bandwidth {:.1} GB/s", gpu.info.name, copy / 1e9);
+    Ok(false)
+}
+
 /// Where the measured model's weights come from.
 enum Weights {
     Checkpoint(Checkpoint),

@@ -3,7 +3,7 @@
 //! context lengths, beside the device's streaming-copy bandwidth. Every split count's output is checked against
 //! one workgroup per head's. Measured only.
 
-use crate::bench::copy_bandwidth;
+use crate::bench::{copy_bandwidth, dims, print_kernel_report};
 use anyhow::{bail, Result};
 use serde_json::json;
 use ternlight_core::sampling::Rng;
@@ -33,15 +33,6 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// The `n` numbers of `shape` written `AxBx..`, or an error naming `form`.
-pub fn dims(shape: &str, n: usize, form: &str) -> Result<Vec<usize>> {
-    let parts: Option<Vec<usize>> = shape.split('x').map(|p| p.parse().ok().filter(|&v| v > 0)).collect();
-    match parts {
-        Some(p) if p.len() == n => Ok(p),
-        _ => bail!("shape `{shape}` is not {form} (positive numbers)"),
-    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -89,17 +80,9 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
-    let report = json!({
-        "device": gpu.info.name,
-        "tuning": ternlight_runtime::tuning::to_json(&gpu.tuning),
-        "copy_gb_s": copy / 1e9,
-        "runs": rows,
-    });
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if print_kernel_report(&gpu, copy, "runs", &rows, args.json)? {
         return Ok(());
     }
-    println!("device {}  copy bandwidth {:.1} GB/s", gpu.info.name, copy / 1e9);
     let header = ["shape", "context", "heads", "splits", "us", "KV GB/s", "of copy"];
     println!(
         "{:>10} {:>8} {:>6} {:>7} {:>10} {:>9} {:>9}",

@@ -2,8 +2,7 @@
 //! each, int8 activations; through the f32 decode path and the `dot4I8Packed` integer path) on given shapes, beside
 //! the device's streaming-copy bandwidth (the memory roofline, measured as `bench` does). Measured only.
 
-use crate::bench::copy_bandwidth;
-use crate::bench_attention::dims;
+use crate::bench::{copy_bandwidth, dims, print_kernel_report};
 use anyhow::Result;
 use serde_json::json;
 use ternlight_core::dtype::DType;
@@ -80,17 +79,9 @@ pub fn run(args: Args) -> Result<()> {
             "ternary_bits_per_weight": bits,
         }));
     }
-    let report = json!({
-        "device": gpu.info.name,
-        "tuning": ternlight_runtime::tuning::to_json(&gpu.tuning),
-        "copy_gb_s": copy / 1e9,
-        "shapes": rows,
-    });
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if print_kernel_report(&gpu, copy, "shapes", &rows, args.json)? {
         return Ok(());
     }
-    println!("device {}  copy bandwidth {:.1} GB/s", gpu.info.name, copy / 1e9);
     println!(
         "{:>12} {:>10} {:>12} {:>8} {:>10} {:>8} {:>12} {:>14} {:>6}",
         "shape", "bf16 us", "ternary us", "speedup", "dp4 us", "speedup", "bf16 GB/s", "ternary GB/s", "bits"
