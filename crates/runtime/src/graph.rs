@@ -911,54 +911,55 @@ impl<'a> Builder<'a> {
         width: usize,
     ) -> Result<()> {
         let projections: Vec<&LinearWeights> = projections.into_iter().collect();
-        if let Some(q) = self.quantise_block_input(&projections)? {
-            let outputs = side_by_side_outputs(&projections, y, width);
-            return self.quantised_products(&projections, &outputs, &q);
+        let outputs = side_by_side_outputs(&projections, y, width);
+        match self.quantise_block_input(&projections)? {
+            Some(q) => self.quantised_products(&projections, &outputs, &q),
+            None => self.float_products(&projections, &outputs),
         }
-        let (mut offset, mut i) = (0, 0);
+    }
+
+    /// Float projections of the block input, each into `(buffer, first column, row width)` (width 0: its own rows):
+    /// runs of up to three plain projections alike go as one stacked product, written side by side into one output
+    /// or each into a whole output of its own (a layer's q, k and v).
+    fn float_products(
+        &mut self,
+        projections: &[&LinearWeights],
+        outputs: &[(&wgpu::Buffer, usize, usize)],
+    ) -> Result<()> {
+        let own = |j: usize| outputs[j].1 == 0 && (outputs[j].2 == 0 || outputs[j].2 == projections[j].w.rows);
+        let mut i = 0;
         while i < projections.len() {
-            let first = projections[i];
-            let run = stack_run(&projections[i..]);
+            let (first, (y, offset, width)) = (projections[i], outputs[i]);
+            let separate = own(i);
+            // Whether projection j's output continues the run's layout.
+            let follows = |j: usize| match separate {
+                true => own(j),
+                false => {
+                    let column = offset + projections[i..j].iter().map(|l| l.w.rows).sum::<usize>();
+                    std::ptr::eq(outputs[j].0, y) && (outputs[j].1, outputs[j].2) == (column, width)
+                }
+            };
+            let run = 1 + (i + 1..i + stack_run(&projections[i..])).take_while(|&j| follows(j)).count();
             if run > 1 {
                 let (x, folded) = self.folded_input(&self.res.scratch.h);
                 let rest: Vec<&Weight> = projections[i + 1..i + run].iter().map(|l| &l.w).collect();
+                let own_outputs: Vec<&wgpu::Buffer> = match separate {
+                    true => outputs[i + 1..i + run].iter().map(|o| o.0).collect(),
+                    false => Vec::new(),
+                };
+                let (y_offset, y_stride) = if separate { (0, 0) } else { (offset, width) };
                 let args = Linear {
                     scale: first.scale,
-                    y_offset: offset,
-                    y_stride: width,
+                    y_offset,
+                    y_stride,
                     input_norm: folded.as_ref().map(FoldedNorm::input_norm),
                     stacked: &rest,
+                    stacked_outputs: &own_outputs,
                     ..Linear::new(x, &first.w, y, self.shape())
                 };
                 linear(self.gpu, &mut self.plan, &args)?;
             } else {
                 self.linear_cols(&self.res.scratch.h, first, y, offset, width)?;
-            }
-            offset += projections[i..i + run].iter().map(|l| l.w.rows).sum::<usize>();
-            i += run;
-        }
-        Ok(())
-    }
-
-    /// Projections of the block input each into an output of its own (a layer's q, k and v): runs of up to three
-    /// plain float projections alike go as one stacked product.
-    fn separate_products(&mut self, projections: &[&LinearWeights], outputs: &[&wgpu::Buffer]) -> Result<()> {
-        let mut i = 0;
-        while i < projections.len() {
-            let (first, run) = (projections[i], stack_run(&projections[i..]));
-            if run > 1 {
-                let (x, folded) = self.folded_input(&self.res.scratch.h);
-                let rest: Vec<&Weight> = projections[i + 1..i + run].iter().map(|l| &l.w).collect();
-                let args = Linear {
-                    scale: first.scale,
-                    input_norm: folded.as_ref().map(FoldedNorm::input_norm),
-                    stacked: &rest,
-                    stacked_outputs: &outputs[i + 1..i + run],
-                    ..Linear::new(x, &first.w, outputs[i], self.shape())
-                };
-                linear(self.gpu, &mut self.plan, &args)?;
-            } else {
-                self.linear(&self.res.scratch.h, first, outputs[i], Rows::Tokens, Epilogue::Store)?;
             }
             i += run;
         }
@@ -1064,10 +1065,7 @@ impl<'a> Builder<'a> {
         }
         match self.quantise_block_input(&layers)? {
             Some(shared) => self.quantised_products(&layers, &outputs, &shared)?,
-            None => {
-                let outputs: Vec<&wgpu::Buffer> = outputs.iter().map(|(y, _, _)| *y).collect();
-                self.separate_products(&layers, &outputs)?;
-            }
+            None => self.float_products(&layers, &outputs)?,
         }
         let tables = self.res.rope_of_slot[slot].map(|r| &self.res.ropes[r].1);
         // StreamingLLM layers cache unrotated keys; attention rotates by cache position.

@@ -328,13 +328,11 @@ pub fn decode_with(
         ));
     }
     // Split, the kernel leaves partial sums in the scratch and the second pass writes (and gates) the output.
-    let (buffers, kernel_call) = match splits {
-        1 => (vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into(), scratch.into()], Attention { ..*a }),
-        _ => (
-            vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), scratch.into()],
-            Attention { output_gate: None, ..*a },
-        ),
-    };
+    let mut buffers = vec![a.q.into(), a.k_cache.into(), a.v_cache.into()];
+    buffers.extend((splits == 1).then_some(a.out.into()));
+    buffers.push(scratch.into());
+    let scratch_binding = 1 + buffers.len();
+    let kernel_call = Attention { output_gate: a.output_gate.filter(|_| splits == 1), ..*a };
     let (defines, buffers) = specialise(gpu, &kernel_call, buffers);
     let heads = spread.heads_for(gpu, a);
     let units = if kv_quads(a) { a.v_dim / 4 } else { a.v_dim };
@@ -346,7 +344,7 @@ pub fn decode_with(
         .set("V_LANES", lanes)
         .set("V_GROUPS", groups)
         .flag("KEY_GROUPS", groups > 1)
-        .set("SCRATCH_BINDING", if splits > 1 { 5 } else { 6 })
+        .set("SCRATCH_BINDING", scratch_binding)
         .set("HEADS", heads)
         .flag("HEAD_GROUP", heads > 1)
         .flag("SPLIT", splits > 1);
