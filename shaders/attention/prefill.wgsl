@@ -1,8 +1,10 @@
 // Softmax attention for a block of queries against the KV cache: one invocation per (token, head),
 // online softmax in registers, GQA by head grouping, under the mask of attention/common.wgsl. Only visible keys
 // are visited, so fully masked key ranges cost nothing.
-// Variants: streaming (default; each invocation reads K/V itself, best on CPU adapters where barriers are slow)
-// and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
+// Variants: streaming (default; each invocation reads K/V itself, best on CPU adapters where barriers are slow;
+// with HEAD_GROUP an invocation serves HEADS query heads of one KV head for its token and reads each K/V quad once
+// for all of them, as grouped-query heads see the same keys: needs KV_QUADS, not with ROTATE, DUAL_TRIANGLE, DIFF
+// or ABSORB) and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
 // union of the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs; not
 // with ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query). DIFF (differential attention: two softmax maps
 // from the halves of each q and k row, the second subtracted with weight λ) and ABSORB (hybrid memory) run in the
@@ -116,6 +118,76 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 }
 #else
+#if HEAD_GROUP
+const HEADS: u32 = {{HEADS}}u;
+const DQ: u32 = {{D_QUADS}}u;
+const VQ: u32 = {{V_QUADS}}u;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let idx = flat_group(wid, nwg) * {{WG}}u + lid;
+    let blocks = params.n_heads / HEADS;
+    let t = idx / blocks;
+    if (t >= step.n_tokens) {
+        return;
+    }
+    let p = step.pos0 + t;
+    // (token, head) of the invocation's first head; the others follow it.
+    let group0 = t * params.n_heads + (idx % blocks) * HEADS;
+    let kvh = kv_head(group0 % params.n_heads);
+    var qv: array<vec4<f32>, HEADS * DQ>;
+#unroll g HEADS
+#unroll c D_QUADS
+    {
+        let at = (group0 + {{g}}) * D + 4u * {{c}};
+        qv[{{g}} * DQ + {{c}}] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]) * params.scale;
+    }
+#endunroll
+#endunroll
+    var acc = array<vec4<f32>, HEADS * VQ>();
+    var st: array<Online, HEADS>;
+#unroll g HEADS
+    st[{{g}}] = online_start();
+#endunroll
+    let vis = visible(t, kvh, p);
+    for (var v = 0u; v < vis.count; v++) {
+        let kb = kv_base(visible_key(vis, v), kvh) / 4u;
+        var s = array<f32, HEADS>();
+#unroll c D_QUADS
+        {
+            let kq = k_cache[kb + {{c}}];
+#unroll g HEADS
+            s[{{g}}] += dot(qv[{{g}} * DQ + {{c}}], kq);
+#endunroll
+        }
+#endunroll
+        var f = array<vec2<f32>, HEADS>();
+#unroll g HEADS
+        {
+            var head = st[{{g}}];
+            f[{{g}}] = online_step(&head, s[{{g}}]);
+            st[{{g}}] = head;
+        }
+#endunroll
+#unroll c V_QUADS
+        {
+            let vq = v_cache[kb + {{c}}];
+#unroll g HEADS
+            acc[{{g}} * VQ + {{c}}] = acc[{{g}} * VQ + {{c}}] * f[{{g}}].x + f[{{g}}].y * vq;
+#endunroll
+        }
+#endunroll
+    }
+#unroll g HEADS
+    for (var c = 0u; c < VQ; c++) {
+        for (var e = 0u; e < 4u; e++) {
+            emit((group0 + {{g}}) * DV + 4u * c + e, acc[{{g}} * VQ + c][e] / st[{{g}}].l);
+        }
+    }
+#endunroll
+}
+#else
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -185,4 +257,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
     }
 }
+#endif
 #endif

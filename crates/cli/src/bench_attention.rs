@@ -1,14 +1,15 @@
 //! `ternlight bench-attention`: one decode token's softmax attention against a filled KV cache, for each number of
 //! workgroups a head's keys are split over (flash-decoding, `Tuning::attn_splits`), on given head shapes and
-//! context lengths, beside the device's streaming-copy bandwidth. Every split count's output is checked against
-//! one workgroup per head's. Measured only.
+//! context lengths, beside the device's streaming-copy bandwidth; or, with `--prefill N`, the causal attention of
+//! the last N tokens of each context, for each number of query heads a streaming invocation serves. Every setting's
+//! output is checked against the first's. Measured only.
 
 use crate::bench::{copy_bandwidth, dims, print_kernel_report};
 use anyhow::{bail, Result};
 use serde_json::json;
 use ternlight_core::sampling::Rng;
 use ternlight_core::spec::AttentionMask;
-use ternlight_gpu::kernels::attention::{decode_with, Attention, DecodeSpread};
+use ternlight_gpu::kernels::attention::{decode_with, prefill_with, Attention, DecodeSpread, PrefillShape};
 use ternlight_gpu::plan::{Plan, Step};
 use ternlight_gpu::tune::seconds_per_submit;
 use ternlight_gpu::Gpu;
@@ -24,9 +25,13 @@ pub struct Args {
     /// The most workgroups per head to time (each is clamped to what the context fills).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16, 32])]
     splits: Vec<u32>,
-    /// The most query heads of one KV head a workgroup serves, sharing its key and value loads, to time.
+    /// The most query heads of one KV head a workgroup (with --prefill, an invocation) serves, sharing its key
+    /// and value loads, to time.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 8])]
     heads: Vec<u32>,
+    /// Time prefill instead: the attention of this many tokens, the last of each context, in one forward.
+    #[arg(long, default_value_t = 0)]
+    prefill: usize,
     /// Timed repetitions per measurement.
     #[arg(long, default_value_t = 20)]
     reps: usize,
@@ -45,6 +50,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut rng = Rng::new(11);
     let mut random = |n: usize| gpu.upload_f32("random", &(0..n).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
     let causal = AttentionMask::default();
+    if args.prefill > 0 {
+        return prefill(&gpu, copy, &args, &mut random);
+    }
     let mut rows = Vec::new();
     for shape in &args.shapes {
         let d = dims(shape, 3, "HEADSxKV_HEADSxHEAD_DIM")?;
@@ -99,6 +107,62 @@ pub fn run(args: Args) -> Result<()> {
             r["us"].as_f64().unwrap_or(0.0),
             r["kv_gb_s"].as_f64().unwrap_or(0.0),
             r["fraction_of_copy"].as_f64().unwrap_or(0.0),
+        );
+    }
+    Ok(())
+}
+
+/// `--prefill`: times the causal attention of the last `args.prefill` tokens of each context, streaming, for each
+/// number of query heads per invocation, and prints it with the arithmetic rate (q·k and p·v, two flops a
+/// multiply-add, over the keys each query sees).
+fn prefill(gpu: &Gpu, copy: f64, args: &Args, random: &mut impl FnMut(usize) -> wgpu::Buffer) -> Result<()> {
+    let causal = AttentionMask::default();
+    let mut rows = Vec::new();
+    for shape in &args.shapes {
+        let d = dims(shape, 3, "HEADSxKV_HEADSxHEAD_DIM")?;
+        let (heads, kv, dim) = (d[0], d[1], d[2]);
+        for &ctx in &args.contexts {
+            let n = args.prefill.min(ctx);
+            let (q, k, v, out) =
+                (random(n * heads * dim), random(ctx * kv * dim), random(ctx * kv * dim), gpu.zeros("o", n * heads * dim));
+            let a = Attention::new((&q, &out), (&k, &v, ctx), (heads, kv, dim), &causal, 1.0 / (dim as f32).sqrt());
+            let step = Step { pos0: (ctx - n) as u32, n_tokens: n as u32, logit_rows: vec![] };
+            let visits: usize = (ctx - n + 1..=ctx).sum::<usize>() * heads;
+            let mut first: Option<Vec<f32>> = None;
+            for &shared in &args.heads {
+                let shape_of = PrefillShape { kv_tile: 0, heads: shared };
+                let mut plan = Plan::with_capacity(gpu, n, 0);
+                prefill_with(gpu, &mut plan, &a, shape_of)?;
+                let seconds = pollster::block_on(seconds_per_submit(gpu, &plan, &step, &out, args.reps))?;
+                let got = pollster::block_on(gpu.read_f32(&out, 0, n * heads * dim))?;
+                let reference = first.get_or_insert_with(|| got.clone());
+                let diff = got.iter().zip(reference.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                rows.push(json!({
+                    "shape": shape,
+                    "context": ctx,
+                    "queries": n,
+                    "heads_per_invocation": shape_of.heads_for(&a),
+                    "us": seconds * 1e6,
+                    "gflop_s": (visits * 4 * dim) as f64 / seconds / 1e9,
+                    "max_diff_vs_first": diff,
+                }));
+            }
+        }
+    }
+    if print_kernel_report(gpu, copy, "prefill_runs", &rows, args.json)? {
+        return Ok(());
+    }
+    println!("{:>10} {:>8} {:>8} {:>6} {:>12} {:>9}", "shape", "context", "queries", "heads", "us", "GFLOP/s");
+    for r in &rows {
+        let count = |key: &str| r[key].as_u64().unwrap_or(0);
+        println!(
+            "{:>10} {:>8} {:>8} {:>6} {:>12.1} {:>9.2}",
+            r["shape"].as_str().unwrap_or(""),
+            count("context"),
+            count("queries"),
+            count("heads_per_invocation"),
+            r["us"].as_f64().unwrap_or(0.0),
+            r["gflop_s"].as_f64().unwrap_or(0.0),
         );
     }
     Ok(())

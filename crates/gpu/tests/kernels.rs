@@ -8,7 +8,7 @@ use ternlight_core::reference;
 use ternlight_core::sampling::Rng;
 use ternlight_core::spec::{Activation, AttentionMask, Future, RopeScaling, RopeSpec};
 use ternlight_gpu::buffer::Weight;
-use ternlight_gpu::kernels::attention::{self, Attention, DecodeSpread};
+use ternlight_gpu::kernels::attention::{self, Attention, DecodeSpread, PrefillShape};
 use ternlight_gpu::kernels::conv::ShortConv;
 use ternlight_gpu::kernels::matmul::{linear, Epilogue, InputNorm, Linear, MatmulShape};
 use ternlight_gpu::kernels::norm::{rms_norm, NormArgs, NormOutput};
@@ -713,11 +713,12 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
     };
     let what =
         format!("h{heads}/{kv} d{d} pos0 {pos0} t{t} {} ring {:?} rotary {:?}", c.mask.describe(), c.ring, c.rotary);
-    for kv_tile in [0, 16, 64] {
+    for shape in prefill_shapes(g) {
         let mut plan = Plan::new(g);
-        attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
+        attention::prefill_with(g, &mut plan, &a, shape).unwrap();
         let got = run(&plan, &tokens(pos0, t), &ob, q.len());
-        assert_close(&got, &want, 1e-5, &format!("prefill kv_tile {kv_tile} {what}"));
+        let heads = shape.heads_for(&a);
+        assert_close(&got, &want, 1e-5, &format!("prefill {shape:?} ({heads} heads per invocation) {what}"));
     }
     check_decode(g, &a, (pos0, t, ctx), &want, &format!("decode {what}"));
     // Gated attention: the output times the sigmoid of a gate laid out like it.
@@ -725,13 +726,20 @@ fn check_attention_case(g: &Gpu, rng: &mut Rng, c: &AttentionCase) {
     let gated: Vec<f32> = want.iter().zip(&gate).map(|(o, z)| o / (1.0 + (-z).exp())).collect();
     let gb = g.upload_f32("gate", &gate);
     let a = Attention { output_gate: Some(&gb), ..a };
-    for kv_tile in [0, 16] {
+    for shape in prefill_shapes(g) {
         let mut plan = Plan::new(g);
-        attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
+        attention::prefill_with(g, &mut plan, &a, shape).unwrap();
         let got = run(&plan, &tokens(pos0, t), &ob, q.len());
-        assert_close(&got, &gated, 1e-5, &format!("gated prefill kv_tile {kv_tile} {what}"));
+        assert_close(&got, &gated, 1e-5, &format!("gated prefill {shape:?} {what}"));
     }
     check_decode(g, &a, (pos0, t, ctx), &gated, &format!("gated decode {what}"));
+}
+
+/// The prefill shapes every attention case runs through: the device's, one head per streaming invocation, two and
+/// up to eight heads per invocation, and staged K/V tiles of 16 and 64 keys.
+fn prefill_shapes(g: &Gpu) -> [PrefillShape; 6] {
+    let shape = |kv_tile, heads| PrefillShape { kv_tile, heads };
+    [PrefillShape::of(g), PrefillShape::STREAMING, shape(0, 2), shape(0, 8), shape(16, 1), shape(64, 1)]
 }
 
 /// Runs `a` (with its output redirected to a fresh buffer) through the decode kernel and compares with `want`: with
@@ -767,6 +775,9 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
         (4, 2, 16, 100, 5, Some(16), Some(21)),
         (6, 3, 64, 90, 33, Some(16), Some(49)),
         (8, 2, 128, 200, 1, Some(5), Some(6)),
+        // Groups of three and six query heads per KV head (SmolLM2's 9 over 3), shared by streaming invocations.
+        (9, 3, 64, 5, 21, None, None),
+        (12, 2, 32, 40, 17, Some(9), None),
         // Heads wider than the unrolled loops' 256 channels.
         (2, 1, 320, 3, 9, None, None),
         (2, 1, 320, 11, 1, Some(6), None),
@@ -845,11 +856,11 @@ fn latent_attention_reads_values_from_the_key_rows() {
         let (qb, kb, ob) = (g.upload_f32("q", &q), g.upload_f32("k", &k), g.zeros("o", t * heads * rank));
         let causal = AttentionMask::default();
         let a = Attention { v_dim: rank, ..Attention::new((&qb, &ob), (&kb, &kb, ctx), (heads, 1, d), &causal, scale) };
-        for kv_tile in [0, 16] {
+        for shape in prefill_shapes(g) {
             let mut plan = Plan::new(g);
-            attention::prefill_with(g, &mut plan, &a, kv_tile).unwrap();
+            attention::prefill_with(g, &mut plan, &a, shape).unwrap();
             let got = run(&plan, &tokens(pos0, t), &ob, want.len());
-            assert_close(&got, &want, 1e-5, &format!("latent prefill kv_tile {kv_tile} t{t}"));
+            assert_close(&got, &want, 1e-5, &format!("latent prefill {shape:?} t{t}"));
         }
         check_decode(g, &a, (pos0, t, ctx), &want, &format!("latent decode t{t}"));
     }

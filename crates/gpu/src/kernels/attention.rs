@@ -211,13 +211,48 @@ fn specialise<'b>(gpu: &Gpu, a: &'b Attention, mut buffers: Vec<Binding<'b>>) ->
 
 /// Records attention for a block of queries with the device's tuning (see [`prefill_with`]).
 pub fn prefill(gpu: &Gpu, plan: &mut Plan, a: &Attention) -> Result<()> {
-    prefill_with(gpu, plan, a, gpu.tuning.attn_kv_tile)
+    prefill_with(gpu, plan, a, PrefillShape::of(gpu))
 }
 
-/// Records attention for a block of queries: one invocation per (token, head), online softmax. With
-/// `kv_tile > 0`, K/V tiles of up to `kv_tile` keys are staged in workgroup memory and shared by a block of
-/// queries of one head (clamped to what the device's workgroup memory holds).
-pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> Result<()> {
+/// How prefill attention lays a block of queries over the device: K/V tiles of up to `kv_tile` keys staged in
+/// workgroup memory and shared by a block of queries of one head (0: each invocation streams K/V itself), and
+/// streaming, up to `heads` query heads of one KV head per invocation, which then reads each key and value once for
+/// all of them (grouped-query heads see the same keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefillShape {
+    /// Keys per staged tile (clamped to what the device's workgroup memory holds); 0 streams.
+    pub kv_tile: u32,
+    /// Streaming: the most query heads per invocation.
+    pub heads: u32,
+}
+
+/// The most q and value channels a streaming prefill invocation keeps for the heads it serves: on CPU adapters they
+/// live in the invocation's stack frame, which lavapipe allocates per workgroup.
+pub const MAX_LANE_CHANNELS: usize = 1024;
+
+impl PrefillShape {
+    /// The shape of `gpu`'s tuning, streaming invocations serving as many heads as allowed.
+    pub fn of(gpu: &Gpu) -> Self {
+        PrefillShape { kv_tile: gpu.tuning.attn_kv_tile, heads: MAX_SHARED_HEADS }
+    }
+
+    /// One head per streaming invocation, nothing staged.
+    pub const STREAMING: PrefillShape = PrefillShape { kv_tile: 0, heads: 1 };
+
+    /// Query heads one streaming invocation of `a` serves: as in [`DecodeSpread::heads_for`], up to `heads` and
+    /// within [`MAX_LANE_CHANNELS`]; 1 for differential attention and hybrid memory, which score per head.
+    pub fn heads_for(&self, a: &Attention) -> usize {
+        let fits = MAX_LANE_CHANNELS / (a.head_dim + a.v_dim);
+        match a.differential.is_some() || a.memory.is_some() {
+            true => 1,
+            false => group_heads(a, (self.heads as usize).min(fits)),
+        }
+    }
+}
+
+/// Records attention for a block of queries, shaped as `shape` says: one invocation per (token, head) or per
+/// (token, group of heads), online softmax, or one per (token, head) sharing staged K/V tiles.
+pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, shape: PrefillShape) -> Result<()> {
     check(plan, a)?;
     let wg = gpu.tuning.wg;
     let (defines, buffers) = specialise(gpu, a, vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()]);
@@ -228,13 +263,27 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, kv_tile: u32) -> 
         && a.sparse.is_none()
         && a.differential.is_none()
         && a.memory.is_none();
-    let tile = if shared { kv_tile.min(fits) } else { 0 };
+    let tile = if shared { shape.kv_tile.min(fits) } else { 0 };
     if tile == 0 {
-        let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
+        let heads = shape.heads_for(a);
+        let defines = defines.set("HEADS", heads).flag("HEAD_GROUP", heads > 1);
+        let grid = Grid::Flat { rows: Rows::Tokens, per_row: (a.n_heads / heads) as u32, per_group: wg };
         return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, (0, 0, 0)), &buffers, grid);
     }
     let grid = Grid::Tiles { x: a.n_heads as u32, rows: Rows::Tokens, rows_per_group: wg };
     plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, (0, 0, 0)), &buffers, grid)
+}
+
+/// The most query heads, up to `limit`, that divide a KV head's group of `a` and can share its key and value
+/// loads: where keys are whole quads scored the same for every head (no rotation by cache position or Dual
+/// Triangle); otherwise 1.
+fn group_heads(a: &Attention, limit: usize) -> usize {
+    let per_kv = a.n_heads / a.n_kv_heads;
+    let limit = limit.min(MAX_SHARED_HEADS as usize).min(per_kv);
+    match kv_quads(a) && a.rotation.is_none() && !a.mask.dual_triangle {
+        true => (1..=limit).rev().find(|h| per_kv.is_multiple_of(*h)).unwrap_or(1),
+        false => 1,
+    }
 }
 
 /// How decode attention spreads each (token, head) over the device: workgroups of `wg` invocations, each serving
@@ -275,13 +324,8 @@ impl DecodeSpread {
     /// are whole quads scored the same for every head (no rotation by cache position or Dual Triangle) and the
     /// queries fit half of `gpu`'s workgroup memory; otherwise 1.
     pub fn heads_for(&self, gpu: &Gpu, a: &Attention) -> usize {
-        let per_kv = a.n_heads / a.n_kv_heads;
         let fits = (gpu.info.max_workgroup_storage as usize / 2) / (4 * a.head_dim);
-        let limit = (self.heads.min(MAX_SHARED_HEADS) as usize).min(fits).min(per_kv);
-        match kv_quads(a) && a.rotation.is_none() && !a.mask.dual_triangle {
-            true => (1..=limit).rev().find(|h| per_kv.is_multiple_of(*h)).unwrap_or(1),
-            false => 1,
-        }
+        group_heads(a, (self.heads as usize).min(fits))
     }
 
     /// Scratch floats per (token, head) for values `v_dim` wide over at most `max_keys` keys: the scores, then
@@ -314,7 +358,7 @@ pub fn decode_with(
     // Differential attention keeps its two maps in registers, and the hybrid memory's recall is per query: the
     // streaming prefill kernel serves their decode too.
     if a.differential.is_some() || a.memory.is_some() {
-        return prefill_with(gpu, plan, a, 0);
+        return prefill_with(gpu, plan, a, PrefillShape::STREAMING);
     }
     let (wg, splits, stride) = (spread.wg, spread.splits_for(max_keys), spread.scratch_row(a.v_dim, max_keys));
     if !wg.is_power_of_two() || scratch.size() < 4 * (a.n_heads * stride) as u64 {
