@@ -3,8 +3,8 @@
 // are visited, so fully masked key ranges cost nothing.
 // Variants: streaming (default; each invocation reads K/V itself, best on CPU adapters where barriers are slow;
 // with HEAD_GROUP an invocation serves HEADS query heads of one KV head for its token and reads each K/V quad once
-// for all of them, as grouped-query heads see the same keys: needs KV_QUADS, not with ROTATE, DUAL_TRIANGLE, DIFF
-// or ABSORB) and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
+// for all of them, as grouped-query heads see the same keys, and a workgroup's invocations, consecutive tokens,
+// walk the same keys in step: needs KV_QUADS, not with ROTATE, DUAL_TRIANGLE, SPARSE, DIFF or ABSORB) and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
 // union of the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs; not
 // with ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query). DIFF (differential attention: two softmax maps
 // from the halves of each q and k row, the second subtracted with weight λ) and ABSORB (hybrid memory) run in the
@@ -124,18 +124,20 @@ const DQ: u32 = {{D_QUADS}}u;
 const VQ: u32 = {{V_QUADS}}u;
 
 @compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let idx = flat_group(wid, nwg) * {{WG}}u + lid;
-    let blocks = params.n_heads / HEADS;
-    let t = idx / blocks;
-    if (t >= step.n_tokens) {
-        return;
-    }
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t0 = wid.y * {{WG}}u;
+    let t = min(t0 + lid, step.n_tokens - 1u);
     let p = step.pos0 + t;
-    // (token, head) of the invocation's first head; the others follow it.
-    let group0 = t * params.n_heads + (idx % blocks) * HEADS;
-    let kvh = kv_head(group0 % params.n_heads);
+    let first = first_key(p);
+    let sb = sinks_before(p);
+    let last = last_key(p);
+    // The keys of the whole block, walked by every invocation in step: from the first query's sinks and span start
+    // to the last live query's span end; each skips those its own mask hides.
+    let block_first = first_key(step.pos0 + t0);
+    let block_sb = sinks_before(step.pos0 + t0);
+    let block_keys = block_sb + last_key(step.pos0 + min(t0 + {{WG}}u, step.n_tokens) - 1u) + 1u - block_first;
+    let group0 = t * params.n_heads + wid.x * HEADS;
+    let kvh = kv_head(wid.x * HEADS);
     var qv: array<vec4<f32>, HEADS * DQ>;
 #unroll g HEADS
 #unroll c D_QUADS
@@ -150,9 +152,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #unroll g HEADS
     st[{{g}}] = online_start();
 #endunroll
-    let vis = visible(t, kvh, p);
-    for (var v = 0u; v < vis.count; v++) {
-        let kb = kv_base(visible_key(vis, v), kvh) / 4u;
+    for (var v = 0u; v < block_keys; v++) {
+        let j = key_at(v, block_first, block_sb);
+        let seen = !((j >= sb && j < first) || j > last);
+        let kb = kv_base(j, kvh) / 4u;
         var s = array<f32, HEADS>();
 #unroll c D_QUADS
         {
@@ -162,12 +165,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endunroll
         }
 #endunroll
+        // A hidden key leaves each head's state and accumulator as they were.
         var f = array<vec2<f32>, HEADS>();
 #unroll g HEADS
         {
             var head = st[{{g}}];
-            f[{{g}}] = online_step(&head, s[{{g}}]);
-            st[{{g}}] = head;
+            f[{{g}}] = select(vec2<f32>(1.0, 0.0), online_step(&head, s[{{g}}]), seen);
+            st[{{g}}].m = select(st[{{g}}].m, head.m, seen);
+            st[{{g}}].l = select(st[{{g}}].l, head.l, seen);
         }
 #endunroll
 #unroll c V_QUADS
@@ -179,13 +184,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
 #endunroll
     }
+    if (t0 + lid < step.n_tokens) {
 #unroll g HEADS
-    for (var c = 0u; c < VQ; c++) {
-        for (var e = 0u; e < 4u; e++) {
-            emit((group0 + {{g}}) * DV + 4u * c + e, acc[{{g}} * VQ + c][e] / st[{{g}}].l);
+        for (var c = 0u; c < VQ; c++) {
+            for (var e = 0u; e < 4u; e++) {
+                emit((group0 + {{g}}) * DV + 4u * c + e, acc[{{g}} * VQ + c][e] / st[{{g}}].l);
+            }
         }
-    }
 #endunroll
+    }
 }
 #else
 @compute @workgroup_size({{WG}})

@@ -228,7 +228,7 @@ pub struct PrefillShape {
 
 /// The most q and value channels a streaming prefill invocation keeps for the heads it serves: on CPU adapters they
 /// live in the invocation's stack frame, which lavapipe allocates per workgroup.
-pub const MAX_LANE_CHANNELS: usize = 1024;
+pub const MAX_LANE_CHANNELS: usize = 2048;
 
 impl PrefillShape {
     /// The shape of `gpu`'s tuning, streaming invocations serving as many heads as allowed.
@@ -240,10 +240,11 @@ impl PrefillShape {
     pub const STREAMING: PrefillShape = PrefillShape { kv_tile: 0, heads: 1 };
 
     /// Query heads one streaming invocation of `a` serves: as in [`DecodeSpread::heads_for`], up to `heads` and
-    /// within [`MAX_LANE_CHANNELS`]; 1 for differential attention and hybrid memory, which score per head.
+    /// within [`MAX_LANE_CHANNELS`]; 1 for block-sparse attention (each query's own key list), differential
+    /// attention and hybrid memory (scored per head).
     pub fn heads_for(&self, a: &Attention) -> usize {
         let fits = MAX_LANE_CHANNELS / (a.head_dim + a.v_dim);
-        match a.differential.is_some() || a.memory.is_some() {
+        match a.sparse.is_some() || a.differential.is_some() || a.memory.is_some() {
             true => 1,
             false => group_heads(a, (self.heads as usize).min(fits)),
         }
@@ -266,9 +267,14 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, shape: PrefillSha
     let tile = if shared { shape.kv_tile.min(fits) } else { 0 };
     if tile == 0 {
         let heads = shape.heads_for(a);
-        let defines = defines.set("HEADS", heads).flag("HEAD_GROUP", heads > 1);
-        let grid = Grid::Flat { rows: Rows::Tokens, per_row: (a.n_heads / heads) as u32, per_group: wg };
-        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, (0, 0, 0)), &buffers, grid);
+        let words = params(a, (0, 0, 0));
+        if heads > 1 {
+            let defines = defines.set("HEADS", heads).flag("HEAD_GROUP", true);
+            let grid = Grid::Tiles { x: (a.n_heads / heads) as u32, rows: Rows::Tokens, rows_per_group: wg };
+            return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &words, &buffers, grid);
+        }
+        let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
+        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &words, &buffers, grid);
     }
     let grid = Grid::Tiles { x: a.n_heads as u32, rows: Rows::Tokens, rows_per_group: wg };
     plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, (0, 0, 0)), &buffers, grid)
