@@ -226,9 +226,10 @@ pub struct PrefillShape {
     pub heads: u32,
 }
 
-/// The most q and value channels a streaming prefill invocation keeps for the heads it serves: on CPU adapters they
-/// live in the invocation's stack frame, which lavapipe allocates per workgroup.
-pub const MAX_LANE_CHANNELS: usize = 2048;
+/// The most q and value channels a streaming prefill invocation keeps for the heads it serves, all in unrolled
+/// code. lavapipe's compile time grows about with their square: 384 took about 5 s, 1024 about 70 s, 2048 about
+/// 290 s (docs/perf.md, session 11); 512 is what one 256-wide head, the widest that shares nothing, already takes.
+pub const MAX_LANE_CHANNELS: usize = 512;
 
 impl PrefillShape {
     /// The shape of `gpu`'s tuning, streaming invocations serving as many heads as allowed.
