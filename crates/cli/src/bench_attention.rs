@@ -123,8 +123,12 @@ fn prefill(gpu: &Gpu, copy: f64, args: &Args, random: &mut impl FnMut(usize) -> 
         let (heads, kv, dim) = (d[0], d[1], d[2]);
         for &ctx in &args.contexts {
             let n = args.prefill.min(ctx);
-            let (q, k, v, out) =
-                (random(n * heads * dim), random(ctx * kv * dim), random(ctx * kv * dim), gpu.zeros("o", n * heads * dim));
+            let (q, k, v, out) = (
+                random(n * heads * dim),
+                random(ctx * kv * dim),
+                random(ctx * kv * dim),
+                gpu.zeros("o", n * heads * dim),
+            );
             let a = Attention::new((&q, &out), (&k, &v, ctx), (heads, kv, dim), &causal, 1.0 / (dim as f32).sqrt());
             let step = Step { pos0: (ctx - n) as u32, n_tokens: n as u32, logit_rows: vec![] };
             let visits: usize = (ctx - n + 1..=ctx).sum::<usize>() * heads;

@@ -445,6 +445,26 @@ fn bench_attention_times_each_spread_and_checks_it_against_the_first() {
     assert!(ternlight(&["bench-attention", "--splits", "0"]).status.code() == Some(1));
 }
 
+#[test]
+fn bench_attention_prefill_times_each_head_grouping_and_checks_it_against_the_first() {
+    let args = ["--prefill", "13", "--shapes", "6x2x16,4x4x8", "--contexts", "40,9", "--heads", "1,8", "--reps", "2"];
+    let o = ternlight(&[&["bench-attention"], &args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = report["prefill_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 8);
+    for r in runs {
+        assert!(r["us"].as_f64().unwrap() > 0.0 && r["gflop_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["max_diff_vs_first"].as_f64().unwrap() < 1e-4, "{r}");
+    }
+    // Three query heads per KV head share an invocation in the first shape; the second has one per KV head. A
+    // context shorter than --prefill takes all its tokens.
+    let shared: Vec<u64> = runs.iter().map(|r| r["heads_per_invocation"].as_u64().unwrap()).collect();
+    assert_eq!(shared, [1, 3, 1, 3, 1, 1, 1, 1]);
+    let queries: Vec<u64> = runs.iter().map(|r| r["queries"].as_u64().unwrap()).collect();
+    assert_eq!(queries, [13, 13, 9, 9, 13, 13, 9, 9]);
+}
+
 /// A fault the test server injects into ranged responses for `model.safetensors` past byte 0 (the download,
 /// not its one-byte probe).
 #[derive(Clone, Copy, Debug)]
