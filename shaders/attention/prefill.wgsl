@@ -1,14 +1,17 @@
 // Softmax attention for a block of queries against the KV cache: one invocation per (token, head),
 // online softmax in registers, GQA by head grouping, under the mask of attention/common.wgsl. Only visible keys
 // are visited, so fully masked key ranges cost nothing.
-// Variants: streaming (default; each invocation reads K/V itself, best on CPU adapters where barriers are slow;
-// with HEAD_GROUP an invocation serves HEADS query heads of one KV head for its token and reads each K/V quad once
-// for all of them, as grouped-query heads see the same keys, and a workgroup's invocations, consecutive tokens,
-// walk the same keys in step: needs KV_QUADS, not with ROTATE, DUAL_TRIANGLE, SPARSE, DIFF or ABSORB) and KV_TILE (a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the
-// union of the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs; not
-// with ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query). DIFF (differential attention: two softmax maps
-// from the halves of each q and k row, the second subtracted with weight λ) and ABSORB (hybrid memory) run in the
-// streaming variant.
+// Variants:
+// - streaming (default): each invocation reads K/V itself, best on CPU adapters where barriers are slow. DIFF
+//   (differential attention: two softmax maps from the halves of each q and k row, the second subtracted with
+//   weight λ) and ABSORB (hybrid memory) run here.
+// - HEAD_GROUP: streaming, an invocation serving HEADS query heads of one KV head for its token, reading each K/V
+//   quad once for all of them (grouped-query heads see the same keys); a workgroup's invocations, consecutive
+//   tokens, walk the union of their keys in step. Needs KV_QUADS; not with ROTATE, DUAL_TRIANGLE, SPARSE, DIFF or
+//   ABSORB.
+// - KV_TILE: a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the union of
+//   the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs. Not with
+//   ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query.
 #include "attention/common.wgsl"
 
 #if ABSORB
