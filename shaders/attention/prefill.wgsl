@@ -54,6 +54,20 @@ fn absorbed(qv: ptr<function, array<f32, D>>, kvh: u32, p: u32, tail: ptr<functi
 }
 #endif
 
+// The keys of the block of WG consecutive queries from token t0, for KV_TILE and HEAD_GROUP, which walk them for
+// all of the block's queries: the first query's sinks, then its span's start to the last live query's span end.
+fn block_visible(t0: u32) -> Visible {
+    let first = first_key(step.pos0 + t0);
+    let sb = sinks_before(step.pos0 + t0);
+    let last = last_key(step.pos0 + min(t0 + {{WG}}u, step.n_tokens) - 1u);
+    return Visible(first, sb, sb + last + 1u - first, NO_LIST);
+}
+
+// Whether a block's key at position j is hidden from a query whose span is [first, last] after sb sinks.
+fn hidden(j: u32, first: u32, sb: u32, last: u32) -> bool {
+    return (j >= sb && j < first) || j > last;
+}
+
 #if KV_TILE
 const TK: u32 = {{KV_TILE}}u;
 var<workgroup> k_tile: array<f32, TK * D>;
@@ -69,11 +83,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let first = first_key(p);
     let sb = sinks_before(p);
     let last = last_key(p);
-    // Keys of the whole block: the first query's sinks and span start to the last live query's span end.
-    let block_first = first_key(step.pos0 + t0);
-    let block_sb = sinks_before(step.pos0 + t0);
-    let block_last = last_key(step.pos0 + min(t0 + {{WG}}u, step.n_tokens) - 1u);
-    let block_keys = block_sb + block_last + 1u - block_first;
+    let block = block_visible(t0);
     let kvh = kv_head(h);
     let qi = (t * params.n_heads + h) * D;
     var qv: array<f32, D>;
@@ -84,19 +94,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
     }
     var st = online_start();
-    for (var v0 = 0u; v0 < block_keys; v0 += TK) {
-        let n = min(TK, block_keys - v0);
+    for (var v0 = 0u; v0 < block.count; v0 += TK) {
+        let n = min(TK, block.count - v0);
         for (var e = lid; e < n * D; e += {{WG}}u) {
-            k_tile[e] = key_channel(kv_base(key_at(v0 + e / D, block_first, block_sb), kvh) + e % D);
+            k_tile[e] = key_channel(kv_base(key_at(v0 + e / D, block.first, block.sinks), kvh) + e % D);
         }
         for (var e = lid; e < n * DV; e += {{WG}}u) {
-            v_tile[e] = value_channel(kv_base(key_at(v0 + e / DV, block_first, block_sb), kvh) + e % DV);
+            v_tile[e] = value_channel(kv_base(key_at(v0 + e / DV, block.first, block.sinks), kvh) + e % DV);
         }
         workgroupBarrier();
         if (live) {
             for (var i = 0u; i < n; i++) {
-                let j = key_at(v0 + i, block_first, block_sb);
-                if ((j >= sb && j < first) || j > last) {
+                let j = key_at(v0 + i, block.first, block.sinks);
+                if (hidden(j, first, sb, last)) {
                     continue;
                 }
                 let kb = i * D;
@@ -134,11 +144,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let first = first_key(p);
     let sb = sinks_before(p);
     let last = last_key(p);
-    // The keys of the whole block, walked by every invocation in step: from the first query's sinks and span start
-    // to the last live query's span end; each skips those its own mask hides.
-    let block_first = first_key(step.pos0 + t0);
-    let block_sb = sinks_before(step.pos0 + t0);
-    let block_keys = block_sb + last_key(step.pos0 + min(t0 + {{WG}}u, step.n_tokens) - 1u) + 1u - block_first;
+    // Every invocation walks the block's keys in step and skips those its own mask hides.
+    let block = block_visible(t0);
     let group0 = t * params.n_heads + wid.x * HEADS;
     let kvh = kv_head(wid.x * HEADS);
     var qv: array<vec4<f32>, HEADS * DQ>;
@@ -155,9 +162,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #unroll g HEADS
     st[{{g}}] = online_start();
 #endunroll
-    for (var v = 0u; v < block_keys; v++) {
-        let j = key_at(v, block_first, block_sb);
-        let seen = !((j >= sb && j < first) || j > last);
+    for (var v = 0u; v < block.count; v++) {
+        let j = key_at(v, block.first, block.sinks);
+        let seen = !hidden(j, first, sb, last);
         let kb = kv_base(j, kvh) / 4u;
         var s = array<f32, HEADS>();
 #unroll c D_QUADS
