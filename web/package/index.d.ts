@@ -130,6 +130,8 @@ export interface KernelSizes {
   attn_kv_tile: number;
   /** The most workgroups decode attention splits each head's keys over (1: one per head). */
   attn_splits: number;
+  /** The context length from which decode attention splits keys. */
+  attn_split_from: number;
 }
 
 /** What `Engine.tune` measured and kept. */
@@ -138,7 +140,7 @@ export interface TuneReport {
   tuning: KernelSizes;
   /** False where Cache Storage is unavailable or full (the sizes then last for this call only). */
   saved: boolean;
-  trials: { kernel: 'matvec' | 'matmul' | 'ternary_matvec'; tuning: KernelSizes; ms: number }[];
+  trials: { kernel: 'matvec' | 'matmul' | 'ternary_matvec' | 'decode_attention'; tuning: KernelSizes; ms: number }[];
 }
 
 export interface ChatMessage {

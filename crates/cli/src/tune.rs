@@ -28,6 +28,7 @@ pub fn run(args: Args) -> Result<()> {
         TunedKernel::Matvec => format!("wg {} nr {} vw {}", t.wg, t.nr, t.vw),
         TunedKernel::Matmul => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
         TunedKernel::TernaryMatvec => format!("wg {} nr {}", t.ternary_wg, t.ternary_nr),
+        TunedKernel::DecodeAttention => format!("splits {}", t.attn_splits),
     };
     if args.json {
         let report = json!({ "device": gpu.info.name, "default": tuning::to_json(&default),
@@ -35,11 +36,16 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{} ({}): ms per 2048x2048 product (bf16, or ternary)", gpu.info.name, gpu.info.backend);
+    println!(
+        "{} ({}): ms per 2048x2048 product (bf16, or ternary), or per decode token's attention to {} keys",
+        gpu.info.name,
+        gpu.info.backend,
+        ternlight_gpu::tune::ATTN_KEYS
+    );
     for t in &trials {
         println!("  {:<14} {:<22} {:>9.3}", t.kernel.name(), sizes(&t.tuning, t.kernel), t.seconds * 1e3);
     }
-    let kinds = [TunedKernel::Matvec, TunedKernel::Matmul, TunedKernel::TernaryMatvec];
+    let kinds = [TunedKernel::Matvec, TunedKernel::Matmul, TunedKernel::TernaryMatvec, TunedKernel::DecodeAttention];
     let chosen: Vec<String> = kinds.iter().map(|&k| format!("{} {}", k.name(), sizes(&best, k))).collect();
     println!("chosen: {}", chosen.join("; "));
     println!("cached in {}", path.display());

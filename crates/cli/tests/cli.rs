@@ -855,6 +855,7 @@ fn tune_caches_the_fastest_sizes_and_later_runs_use_them() {
         ("matvec", &["wg", "nr", "vw"][..]),
         ("matmul", &["tm", "tn", "wg_x", "wg_y"][..]),
         ("ternary_matvec", &["ternary_wg", "ternary_nr"][..]),
+        ("decode_attention", &["attn_splits"][..]),
     ];
     for (kernel, fields) in kinds {
         let of_kernel: Vec<_> = trials.iter().filter(|t| t["kernel"] == kernel).collect();

@@ -1,17 +1,19 @@
 //! Picks the kernel sizes ([`Tuning`]) that run fastest on this device: each candidate's decode matrix-vector
 //! kernel and prefill matmul are timed on bf16 weights of a real model's shape (2048 x 2048), the ternary integer
-//! matrix-vector kernel on ternary weights of that shape (where the device has it), and the fastest of each kind
-//! is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, a Cache Storage
+//! matrix-vector kernel on ternary weights of that shape (where the device has it), decode attention's key splits
+//! on one token against 4096 cached keys, and the fastest of each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, a Cache Storage
 //! record in the browser). Timings wait on a one-float readback, so they run in the browser too.
 
 use crate::buffer::Weight;
 use crate::device::Gpu;
 use crate::error::Result;
+use crate::kernels::attention::{decode, Attention, DecodeSpread};
 use crate::kernels::matmul::{linear, Linear, MatmulShape};
 use crate::kernels::ternary::{packed_stride, quantised_matvec};
 use crate::kernels::Tuning;
 use crate::plan::{Plan, Step};
 use ternlight_core::dtype::DType;
+use ternlight_core::spec::AttentionMask;
 use web_time::Instant;
 
 /// Matrix-vector candidates: invocations per workgroup (also the 1-D kernels'), outputs per workgroup (at most the
@@ -41,6 +43,12 @@ const MATVEC: [(u32, u32, u32, u32); 18] = [
 const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
 /// Ternary integer matrix-vector candidates: invocations per workgroup, outputs per workgroup.
 const TERNARY_MATVEC: [(u32, u32); 6] = [(8, 8), (16, 8), (8, 4), (32, 4), (64, 4), (128, 2)];
+/// Decode attention candidates: the most workgroups each head's keys are split over.
+const ATTN_SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
+/// The timed decode attention: query heads, KV heads, head width, cached keys (SmolLM2-135M's layout at 4K).
+const ATTN_SHAPE: (usize, usize, usize) = (9, 3, 64);
+/// Keys the timed decode token attends to.
+pub const ATTN_KEYS: usize = 4096;
 /// The timed layer: `[N, K]` bf16 weights, and the rows a prefill chunk multiplies.
 const N: usize = 2048;
 const K: usize = 2048;
@@ -55,6 +63,8 @@ pub enum TunedKernel {
     Matmul,
     /// Decode's ternary product on int8 activations (`dot4I8Packed`), its quantiser included.
     TernaryMatvec,
+    /// Decode attention at a long context, its second pass included where keys are split.
+    DecodeAttention,
 }
 
 impl TunedKernel {
@@ -64,6 +74,7 @@ impl TunedKernel {
             TunedKernel::Matvec => "matvec",
             TunedKernel::Matmul => "matmul",
             TunedKernel::TernaryMatvec => "ternary_matvec",
+            TunedKernel::DecodeAttention => "decode_attention",
         }
     }
 }
@@ -81,7 +92,9 @@ pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)>
     let ternary = TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr)| {
         (TunedKernel::TernaryMatvec, Tuning { ternary_wg, ternary_nr, ..base.clone() })
     });
-    vector.chain(tiled).chain(ternary).collect()
+    let attention =
+        ATTN_SPLITS.iter().map(|&attn_splits| (TunedKernel::DecodeAttention, Tuning { attn_splits, ..base.clone() }));
+    vector.chain(tiled).chain(ternary).chain(attention).collect()
 }
 
 /// One candidate's mean seconds per product.
@@ -101,6 +114,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
     let start = gpu.tuning.clone();
     let (x, w, y) = layer(gpu, PREFILL_ROWS)?;
     let ternary = TernaryLayer::upload(gpu)?;
+    let attention = AttentionCase::upload(gpu)?;
     let mut trials = Vec::new();
     for (kernel, tuning) in candidates(&start, gpu.info.packed_dot) {
         gpu.tuning = tuning.clone();
@@ -108,6 +122,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
             TunedKernel::Matvec => time(gpu, (&x, &w, &y), MatmulShape::Vector, 1, reps).await,
             TunedKernel::Matmul => time(gpu, (&x, &w, &y), MatmulShape::Tiled, PREFILL_ROWS, reps).await,
             TunedKernel::TernaryMatvec => time_ternary(gpu, (&x, &ternary, &y), reps).await,
+            TunedKernel::DecodeAttention => attention.time(gpu, reps).await,
         };
         gpu.tuning = start.clone();
         trials.push(Trial { tuning, kernel, seconds: timed? });
@@ -122,6 +137,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
     let (vector, tiled, ternary) =
         (fastest(TunedKernel::Matvec), fastest(TunedKernel::Matmul), fastest(TunedKernel::TernaryMatvec));
     let best = Tuning {
+        attn_splits: fastest(TunedKernel::DecodeAttention).attn_splits,
         ternary_wg: ternary.ternary_wg,
         ternary_nr: ternary.ternary_nr,
         wg: vector.wg,
@@ -168,6 +184,46 @@ async fn time_ternary(gpu: &Gpu, (x, t, y): (&wgpu::Buffer, &TernaryLayer, &wgpu
     let mut plan = Plan::new(gpu);
     quantised_matvec(gpu, &mut plan, x, &t.record, &t.w, y)?;
     seconds_per_submit(gpu, &plan, &Step { pos0: 0, n_tokens: 1, logit_rows: vec![] }, y, reps).await
+}
+
+/// The timed decode attention's buffers: one token's queries, [`ATTN_KEYS`] cached keys and values, its output
+/// and scratch enough for the most splits.
+struct AttentionCase {
+    q: wgpu::Buffer,
+    kv: wgpu::Buffer,
+    out: wgpu::Buffer,
+    scratch: wgpu::Buffer,
+}
+
+impl AttentionCase {
+    fn upload(gpu: &Gpu) -> Result<Self> {
+        let (heads, kv, dim) = ATTN_SHAPE;
+        let most = DecodeSpread { splits: ATTN_SPLITS[ATTN_SPLITS.len() - 1], ..DecodeSpread::of(gpu) };
+        let cache: Vec<f32> = (0..ATTN_KEYS * kv * dim).map(|i| ((i % 13) as f32 - 6.0) / 16.0).collect();
+        Ok(AttentionCase {
+            q: gpu.upload_f32("tune queries", &vec![0.25; heads * dim]),
+            kv: gpu.upload_f32("tune kv cache", &cache),
+            out: gpu.zeros("tune attention output", heads * dim),
+            scratch: gpu.zeros("tune attention scratch", heads * most.scratch_row(dim, ATTN_KEYS)),
+        })
+    }
+
+    /// Mean seconds of one decode token's attention at the device's tuning (keys and values share a buffer).
+    async fn time(&self, gpu: &Gpu, reps: usize) -> Result<f64> {
+        let (heads, kv, dim) = ATTN_SHAPE;
+        let causal = AttentionMask::default();
+        let a = Attention::new(
+            (&self.q, &self.out),
+            (&self.kv, &self.kv, ATTN_KEYS),
+            (heads, kv, dim),
+            &causal,
+            1.0 / (dim as f32).sqrt(),
+        );
+        let mut plan = Plan::new(gpu);
+        decode(gpu, &mut plan, &a, &self.scratch, ATTN_KEYS)?;
+        let step = Step { pos0: ATTN_KEYS as u32 - 1, n_tokens: 1, logit_rows: vec![] };
+        seconds_per_submit(gpu, &plan, &step, &self.out, reps).await
+    }
 }
 
 /// Rows of the product [`matmul_flops`] times.

@@ -356,7 +356,7 @@ fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
         let shape = match kernel {
             TunedKernel::Matvec => MatmulShape::Vector,
             TunedKernel::Matmul => MatmulShape::Tiled,
-            TunedKernel::TernaryMatvec => continue,
+            TunedKernel::TernaryMatvec | TunedKernel::DecodeAttention => continue,
         };
         g.tuning = tuning.clone();
         let g = &g;
