@@ -49,10 +49,10 @@ pub fn run(args: Args) -> Result<()> {
     let copy = copy_bandwidth(&gpu)?;
     let mut rng = Rng::new(11);
     let mut random = |n: usize| gpu.upload_f32("random", &(0..n).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
-    let causal = AttentionMask::default();
     if args.prefill > 0 {
         return prefill(&gpu, copy, &args, &mut random);
     }
+    let causal = AttentionMask::default();
     let mut rows = Vec::new();
     for shape in &args.shapes {
         let d = dims(shape, 3, "HEADSxKV_HEADSxHEAD_DIM")?;

@@ -1,8 +1,9 @@
 //! Picks the kernel sizes ([`Tuning`]) that run fastest on this device: each candidate's decode matrix-vector
 //! kernel and prefill matmul are timed on bf16 weights of a real model's shape (2048 x 2048), the ternary integer
 //! matrix-vector kernel on ternary weights of that shape (where the device has it), decode attention's key splits
-//! on one token against 4096 cached keys, and the fastest of each kind is kept. Callers cache the result per adapter (the runtime's `tuning` module natively, a Cache Storage
-//! record in the browser). Timings wait on a one-float readback, so they run in the browser too.
+//! on one token against 4096 cached keys, and the fastest of each kind is kept. Callers cache the result per
+//! adapter (the runtime's `tuning` module natively, a Cache Storage record in the browser). Timings wait on a
+//! one-float readback, so they run in the browser too.
 
 use crate::buffer::Weight;
 use crate::device::Gpu;
@@ -45,7 +46,7 @@ const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8
 const TERNARY_MATVEC: [(u32, u32); 6] = [(8, 8), (16, 8), (8, 4), (32, 4), (64, 4), (128, 2)];
 /// Decode attention candidates: the most workgroups each head's keys are split over.
 const ATTN_SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
-/// The timed decode attention: query heads, KV heads, head width, cached keys (SmolLM2-135M's layout at 4K).
+/// The timed decode attention's heads: query heads, KV heads, head width (SmolLM2-135M's).
 const ATTN_SHAPE: (usize, usize, usize) = (9, 3, 64);
 /// Keys the timed decode token attends to.
 pub const ATTN_KEYS: usize = 4096;

@@ -146,12 +146,12 @@ impl Plans {
         [&self.prefill, &self.decode].into_iter().chain(self.long_decode.as_ref().map(|(plan, _)| plan))
     }
 
-    /// The index in [`Plans::all`] of the plan for a forward in `mode` whose context ends at `context` tokens.
-    fn index(&self, mode: Mode, context: usize) -> usize {
+    /// The plan for a forward in `mode` whose context ends at `context` tokens, and its index in [`Plans::all`].
+    fn pick(&self, mode: Mode, context: usize) -> (&Plan, usize) {
         match (mode, &self.long_decode) {
-            (Mode::Prefill, _) => 0,
-            (Mode::Decode, Some((_, from))) if context >= *from => 2,
-            (Mode::Decode, _) => 1,
+            (Mode::Prefill, _) => (&self.prefill, 0),
+            (Mode::Decode, Some((plan, from))) if context >= *from => (plan, 2),
+            (Mode::Decode, _) => (&self.decode, 1),
         }
     }
 }
@@ -538,8 +538,7 @@ impl Session {
         self.res.sampler.set(&self.gpu, draw);
         let n_logits = if draw.is_some() { 0 } else { logit_rows.len() };
         let step = Step { pos0: self.position as u32, n_tokens: ids.len() as u32, logit_rows };
-        let which = self.plans.index(mode, self.position + ids.len());
-        let plan = self.plans.all().nth(which).expect("a recorded plan");
+        let (plan, which) = self.plans.pick(mode, self.position + ids.len());
         let len = n_logits * self.spec.vocab;
         let position = self.position;
         // Taps that record this context from its start copy their rows out in the forward's own submit.

@@ -266,19 +266,15 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, shape: PrefillSha
         && a.differential.is_none()
         && a.memory.is_none();
     let tile = if shared { shape.kv_tile.min(fits) } else { 0 };
-    if tile == 0 {
-        let heads = shape.heads_for(a);
-        let words = params(a, (0, 0, 0));
-        if heads > 1 {
-            let defines = defines.set("HEADS", heads).flag("HEAD_GROUP", true);
-            let grid = Grid::Tiles { x: (a.n_heads / heads) as u32, rows: Rows::Tokens, rows_per_group: wg };
-            return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &words, &buffers, grid);
-        }
-        let grid = Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg };
-        return plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &words, &buffers, grid);
-    }
-    let grid = Grid::Tiles { x: a.n_heads as u32, rows: Rows::Tokens, rows_per_group: wg };
-    plan.dispatch(gpu, "attention/prefill.wgsl", &defines.set("KV_TILE", tile), &params(a, (0, 0, 0)), &buffers, grid)
+    let heads = shape.heads_for(a);
+    // Staged tiles and head groups take a block of consecutive tokens per workgroup (of one head, or one group).
+    let tokens = |x: usize| Grid::Tiles { x: x as u32, rows: Rows::Tokens, rows_per_group: wg };
+    let (defines, grid) = match (tile, heads) {
+        (0, 1) => (defines, Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg }),
+        (0, _) => (defines.set("HEADS", heads).flag("HEAD_GROUP", true), tokens(a.n_heads / heads)),
+        _ => (defines.set("KV_TILE", tile), tokens(a.n_heads)),
+    };
+    plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, (0, 0, 0)), &buffers, grid)
 }
 
 /// The most query heads, up to `limit`, that divide a KV head's group of `a` and can share its key and value
