@@ -43,8 +43,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let mut gpu = Gpu::new_blocking()?;
     ternlight_runtime::tuning::apply_cached(&mut gpu);
-    if args.splits.contains(&0) || args.heads.contains(&0) {
-        bail!("--splits and --heads take counts of at least 1");
+    if args.splits.contains(&0) || args.heads.contains(&0) || args.contexts.contains(&0) {
+        bail!("--splits, --heads and --contexts take counts of at least 1");
     }
     let copy = copy_bandwidth(&gpu)?;
     let mut rng = Rng::new(11);

@@ -443,6 +443,7 @@ fn bench_attention_times_each_spread_and_checks_it_against_the_first() {
     assert_eq!(shared, [1, 1, 2, 2, 1, 1, 3, 3]);
     assert!(ternlight(&["bench-attention", "--shapes", "4x2"]).status.code() == Some(1));
     assert!(ternlight(&["bench-attention", "--splits", "0"]).status.code() == Some(1));
+    assert!(ternlight(&["bench-attention", "--prefill", "4", "--contexts", "0"]).status.code() == Some(1));
 }
 
 #[test]
