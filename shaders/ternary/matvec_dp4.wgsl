@@ -15,6 +15,12 @@ requires packed_4x8_integer_dot_product;
 // (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
 // projections of the same activations. GATED: a second matrix w2 of the
 // same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
+// SWAR (CPU adapters, whose dot4I8Packed is a dozen scalar operations): one 32-bit multiply sums two products
+// instead. pair_words turns activation word q (values v0..v3, bytes 0..3) into v2 + v0 * 2^16 and v3 + v1 * 2^16;
+// (code word >> (2q + 8h)) & 0x00030003 holds the codes of bytes h and h + 2 of that word in bits 0 and 16; their
+// product modulo 2^32 is v_lo c_lo + 2^16 (v0 c0 + v2 c2) (h = 0; v1, v3 for h = 1), and the upper half of a
+// running sum of such products is the sum it needs once the low halves' carries are rounded off (settle), which
+// holds for the at most 32 pairs a step sums: |v c| <= 256, so each half stays within 15 bits and a sign.
 // Hybrid Gated Flow: HGFi gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
 // before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in:
 // matrix BGi from element STARTi on, its own bgi at BGi_BINDING or the bg at BG_PACKED that the projections share;
@@ -177,15 +183,58 @@ fn activations(m: u32, j: u32) -> vec4<u32> {
     return xq[m * params.stride / 4u + j];
 }
 
-// A code word's codes for its four activation words (codes(c, 0..3)).
-fn split_codes(c: u32) -> vec4<u32> {
-    return vec4<u32>(codes(c, 0u), codes(c, 1u), codes(c, 2u), codes(c, 3u));
+#if SWAR
+// One code word's activation operands: the pair words of its four activation words, bytes 0 and 2 (lo) and 1 and
+// 3 (hi) of each.
+struct Operands {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
 }
 
-// The integer sum over one code word's 16 inputs: activations x against its split codes cs (trit + 1).
-fn code_dot(x: vec4<u32>, cs: vec4<u32>) -> i32 {
-    return dot4I8Packed(x.x, cs.x) + dot4I8Packed(x.y, cs.y) + dot4I8Packed(x.z, cs.z) + dot4I8Packed(x.w, cs.w);
+// A running sum of products: 32-bit pair products whose upper halves carry the sum (settle).
+alias Partial = u32;
+
+// The pair words of activation quad x.
+fn operands(x: vec4<u32>) -> Operands {
+    let lo = (bitcast<vec4<i32>>(x << vec4(24u)) >> vec4(8u)) + (bitcast<vec4<i32>>(x << vec4(8u)) >> vec4(24u));
+    let hi = ((bitcast<vec4<i32>>(x << vec4(16u)) >> vec4(24u)) << vec4(16u)) + (bitcast<vec4<i32>>(x) >> vec4(24u));
+    return Operands(bitcast<vec4<u32>>(lo), bitcast<vec4<u32>>(hi));
 }
+
+// Code word c against its operands a: eight pair products, summed.
+fn code_dot(a: Operands, c: u32) -> Partial {
+    let lo = (vec4(c) >> vec4(0u, 2u, 4u, 6u)) & vec4(0x00030003u);
+    let hi = (vec4(c) >> vec4(8u, 10u, 12u, 14u)) & vec4(0x00030003u);
+    return dot(a.lo, lo) + dot(a.hi, hi);
+}
+
+// The sum a Partial carries: its upper half, rounded past the lower half's carries.
+fn settle(p: Partial) -> i32 {
+    return bitcast<i32>(p + 0x8000u) >> 16u;
+}
+#else
+// One code word's activation operands: its four activation words.
+alias Operands = vec4<u32>;
+
+// A running sum of products.
+alias Partial = i32;
+
+// Activation quad x as operands.
+fn operands(x: vec4<u32>) -> Operands {
+    return x;
+}
+
+// The integer sum over one code word c's 16 inputs against its activations a (codes are trits + 1).
+fn code_dot(a: Operands, c: u32) -> Partial {
+    return dot4I8Packed(a.x, codes(c, 0u)) + dot4I8Packed(a.y, codes(c, 1u)) + dot4I8Packed(a.z, codes(c, 2u))
+        + dot4I8Packed(a.w, codes(c, 3u));
+}
+
+// The sum a Partial carries.
+fn settle(p: Partial) -> i32 {
+    return p;
+}
+#endif
 
 // The sum of activations x (code_dot's offset: the codes are trits + 1).
 fn activation_sum(x: vec4<u32>) -> i32 {
@@ -277,25 +326,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
     var sum_x: array<i32, TM>;
     for (var j = 0u; j < words; j++) {
-        var x: array<vec4<u32>, TM>;
+        var x: array<Operands, TM>;
 #unroll t TM
         {
-            x[{{t}}] = activations(min(m0 + {{t}}, rows - 1u), j);
-            sum_x[{{t}}] += activation_sum(x[{{t}}]);
+            let quad = activations(min(m0 + {{t}}, rows - 1u), j);
+            sum_x[{{t}}] += activation_sum(quad);
+            x[{{t}}] = operands(quad);
         }
 #endunroll
 #unroll r NR
         {
             let n = min(n0 + {{r}}, params.n_block - 1u);
-            // Split once for the TM tokens.
-            let cs = split_codes(code_words(n, j, words));
+            let c = code_words(n, j, words);
 #if GATED
-            let us = split_codes(w2[n * words + j]);
+            let u = w2[n * words + j];
 #endif
 #unroll t TM
-            acc[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], cs);
+            acc[{{t}} * {{NR}}u + {{r}}] += settle(code_dot(x[{{t}}], c));
 #if GATED
-            acc_up[{{t}} * {{NR}}u + {{r}}] += code_dot(x[{{t}}], us);
+            acc_up[{{t}} * {{NR}}u + {{r}}] += settle(code_dot(x[{{t}}], u));
 #endif
 #endunroll
         }
@@ -346,15 +395,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // Steps of STEP_WORDS code words (QUADS: 4, one load), the activations' quad for each.
     let steps = words / STEP_WORDS;
     for (var j = lid; j < steps; j += {{WG}}u) {
-        var x: array<vec4<u32>, STEP_WORDS>;
+        var x: array<Operands, STEP_WORDS>;
 #if QUADS
 #unroll v 4
-        x[{{v}}] = activations(m, j * 4u + {{v}});
-        sum_x += activation_sum(x[{{v}}]);
+        {
+            let quad = activations(m, j * 4u + {{v}});
+            sum_x += activation_sum(quad);
+            x[{{v}}] = operands(quad);
+        }
 #endunroll
 #else
-        x[0] = activations(m, j);
-        sum_x += activation_sum(x[0]);
+        let quad = activations(m, j);
+        sum_x += activation_sum(quad);
+        x[0] = operands(quad);
 #endif
 #unroll r NR
         {
@@ -364,16 +417,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let u = w2[n * steps + j];
 #endif
 #if QUADS
-#unroll v 4
-            acc[{{r}}] += code_dot(x[{{v}}], split_codes(c[{{v}}]));
+            var p = Partial();
 #if GATED
-            acc_up[{{r}}] += code_dot(x[{{v}}], split_codes(u[{{v}}]));
+            var p_up = Partial();
+#endif
+#unroll v 4
+            p += code_dot(x[{{v}}], c[{{v}}]);
+#if GATED
+            p_up += code_dot(x[{{v}}], u[{{v}}]);
 #endif
 #endunroll
-#else
-            acc[{{r}}] += code_dot(x[0], split_codes(c));
+            acc[{{r}}] += settle(p);
 #if GATED
-            acc_up[{{r}}] += code_dot(x[0], split_codes(u));
+            acc_up[{{r}}] += settle(p_up);
+#endif
+#else
+            acc[{{r}}] += settle(code_dot(x[0], c));
+#if GATED
+            acc_up[{{r}}] += settle(code_dot(x[0], u));
 #endif
 #endif
         }

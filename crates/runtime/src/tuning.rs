@@ -34,6 +34,7 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
         vw,
         ternary_wg,
         ternary_nr,
+        ternary_swar,
         attn_kv_tile,
         attn_splits,
         attn_split_from,
@@ -41,7 +42,7 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
     serde_json::json!({
         "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
         "rpl_row_bytes": rpl_row_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
-        "attn_kv_tile": attn_kv_tile, "attn_splits": attn_splits, "attn_split_from": attn_split_from
+        "ternary_swar": ternary_swar, "attn_kv_tile": attn_kv_tile, "attn_splits": attn_splits, "attn_split_from": attn_split_from
     })
 }
 
@@ -69,6 +70,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         vw: field("vw")?,
         ternary_wg: field("ternary_wg")?,
         ternary_nr: field("ternary_nr")?,
+        ternary_swar: json.get("ternary_swar")?.as_bool()?,
         attn_kv_tile: field("attn_kv_tile")?,
         attn_splits: field("attn_splits")?,
         attn_split_from: field("attn_split_from")?,
@@ -130,6 +132,7 @@ mod tests {
             vw: 2,
             ternary_wg: 16,
             ternary_nr: 8,
+            ternary_swar: true,
             attn_kv_tile: 32,
             attn_splits: 8,
             attn_split_from: 512,

@@ -60,6 +60,9 @@ pub struct Tuning {
     pub ternary_wg: u32,
     /// Ternary integer matvec: outputs per workgroup.
     pub ternary_nr: u32,
+    /// Ternary integer matvec: sum two 16-bit products per 32-bit multiply (`SWAR` in `ternary/matvec_dp4.wgsl`)
+    /// instead of four 8-bit ones per `dot4I8Packed`, which CPU adapters emulate with a dozen scalar operations.
+    pub ternary_swar: bool,
     /// Prefill attention: keys staged per workgroup-memory tile (0 = each invocation streams K/V itself).
     pub attn_kv_tile: u32,
     /// Decode attention: the most workgroups each (token, head) is split over, each over its own span of keys
@@ -84,6 +87,7 @@ impl Default for Tuning {
             vw: 1,
             ternary_wg: 64,
             ternary_nr: 4,
+            ternary_swar: false,
             attn_kv_tile: 0,
             attn_splits: 32,
             attn_split_from: 1024,
@@ -112,6 +116,7 @@ impl Tuning {
                 vw: 4,
                 ternary_wg: 8,
                 ternary_nr: 8,
+                ternary_swar: true,
                 attn_kv_tile: 0,
                 attn_splits: 4,
                 attn_split_from: 128,

@@ -346,7 +346,8 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     }
     let t = &gpu.tuning;
     let tm = m.tile_rows.max(1);
-    let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr);
+    let mut defines =
+        Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr).flag("SWAR", t.ternary_swar);
     if tm > 1 {
         defines = defines.flag("TILED", true).set("TM", tm);
     } else if k.is_multiple_of(64) && k / 64 >= t.ternary_wg as usize {
