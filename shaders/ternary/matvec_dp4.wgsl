@@ -212,6 +212,17 @@ fn code_dot(a: Operands, c: u32) -> Partial {
 fn settle(p: Partial) -> i32 {
     return bitcast<i32>(p + 0x8000u) >> 16u;
 }
+
+// The activations' running sum over operands a: their halves summed, (v2 + v3) + 2^16 (v0 + v1) a word.
+fn operand_sum(a: Operands) -> Partial {
+    return dot(a.lo + a.hi, vec4(1u));
+}
+
+// The sum of both halves of a running operand_sum of at most 64 words (each half within 15 bits and a sign).
+fn settle_sum(p: Partial) -> i32 {
+    let upper = settle(p);
+    return upper + bitcast<i32>(p - bitcast<u32>(upper << 16u));
+}
 #else
 // One code word's activation operands: its four activation words.
 alias Operands = vec4<u32>;
@@ -234,13 +245,18 @@ fn code_dot(a: Operands, c: u32) -> Partial {
 fn settle(p: Partial) -> i32 {
     return p;
 }
-#endif
 
-// The sum of activations x (code_dot's offset: the codes are trits + 1).
-fn activation_sum(x: vec4<u32>) -> i32 {
-    return dot4I8Packed(x.x, 0x01010101u) + dot4I8Packed(x.y, 0x01010101u) + dot4I8Packed(x.z, 0x01010101u)
-        + dot4I8Packed(x.w, 0x01010101u);
+// The activations' running sum over operands a.
+fn operand_sum(a: Operands) -> Partial {
+    return dot4I8Packed(a.x, 0x01010101u) + dot4I8Packed(a.y, 0x01010101u) + dot4I8Packed(a.z, 0x01010101u)
+        + dot4I8Packed(a.w, 0x01010101u);
 }
+
+// The sum of a running operand_sum.
+fn settle_sum(p: Partial) -> i32 {
+    return p;
+}
+#endif
 
 // The codes of a code word for activation word q of its group, as an i8x4 word of 0..2.
 fn codes(word: u32, q: u32) -> u32 {
@@ -298,6 +314,48 @@ fn store(m: u32, n: u32, total: f32, up_total: f32) {
     }
 }
 
+// Code words per step: a quad's (QUADS) or one.
+const STEP_WORDS: u32 = {{STEP_WORDS}}u;
+
+#if QUADS
+// Code word v of a step's quad.
+fn word_of(c: CodeWords, v: u32) -> u32 {
+    return c[v];
+}
+#else
+// A step's one code word.
+fn word_of(c: CodeWords, v: u32) -> u32 {
+    return c;
+}
+#endif
+
+// One token's inputs to a step of STEP_WORDS code words: its activations' operands and their sum.
+struct StepInputs {
+    x: array<Operands, STEP_WORDS>,
+    sum: i32,
+}
+
+// Token m's inputs to step j.
+fn step_inputs(m: u32, j: u32) -> StepInputs {
+    var s: StepInputs;
+    var sum = Partial();
+#unroll v STEP_WORDS
+    s.x[{{v}}] = operands(activations(m, j * STEP_WORDS + {{v}}));
+    sum += operand_sum(s.x[{{v}}]);
+#endunroll
+    s.sum = settle_sum(sum);
+    return s;
+}
+
+// The integer sum of a step's code words c against their operands x.
+fn step_dot(x: array<Operands, STEP_WORDS>, c: CodeWords) -> i32 {
+    var p = Partial();
+#unroll v STEP_WORDS
+    p += code_dot(x[{{v}}], word_of(c, {{v}}));
+#endunroll
+    return settle(p);
+}
+
 #if TILED
 // Tokens per workgroup (loops over them and over the NR outputs are unrolled, as in common/matvec.wgsl).
 const TM: u32 = {{TM}}u;
@@ -319,32 +377,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (n0 >= params.n_block) {
         return;
     }
-    let words = params.k / 16u;
+    let steps = params.k / (16u * STEP_WORDS);
     var acc: array<i32, TM * {{NR}}u>;
 #if GATED
     var acc_up: array<i32, TM * {{NR}}u>;
 #endif
     var sum_x: array<i32, TM>;
-    for (var j = 0u; j < words; j++) {
-        var x: array<Operands, TM>;
+    for (var j = 0u; j < steps; j++) {
+        var x: array<StepInputs, TM>;
 #unroll t TM
-        {
-            let quad = activations(min(m0 + {{t}}, rows - 1u), j);
-            sum_x[{{t}}] += activation_sum(quad);
-            x[{{t}}] = operands(quad);
-        }
+        x[{{t}}] = step_inputs(min(m0 + {{t}}, rows - 1u), j);
+        sum_x[{{t}}] += x[{{t}}].sum;
 #endunroll
 #unroll r NR
         {
             let n = min(n0 + {{r}}, params.n_block - 1u);
-            let c = code_words(n, j, words);
+            let c = code_words(n, j, steps);
 #if GATED
-            let u = w2[n * words + j];
+            let u = w2[n * steps + j];
 #endif
 #unroll t TM
-            acc[{{t}} * {{NR}}u + {{r}}] += settle(code_dot(x[{{t}}], c));
+            acc[{{t}} * {{NR}}u + {{r}}] += step_dot(x[{{t}}].x, c);
 #if GATED
-            acc_up[{{t}} * {{NR}}u + {{r}}] += settle(code_dot(x[{{t}}], u));
+            acc_up[{{t}} * {{NR}}u + {{r}}] += step_dot(x[{{t}}].x, u);
 #endif
 #endunroll
         }
@@ -371,11 +426,6 @@ const SLOTS: u32 = 2u * {{NR}}u + 1u;
 #else
 const SLOTS: u32 = {{NR}}u + 1u;
 #endif
-#if QUADS
-const STEP_WORDS: u32 = 4u;
-#else
-const STEP_WORDS: u32 = 1u;
-#endif
 var<workgroup> partial: array<i32, {{WG}} * SLOTS>;
 
 // Decode: one workgroup computes NR outputs of one token, its lanes splitting K.
@@ -395,47 +445,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // Steps of STEP_WORDS code words (QUADS: 4, one load), the activations' quad for each.
     let steps = words / STEP_WORDS;
     for (var j = lid; j < steps; j += {{WG}}u) {
-        var x: array<Operands, STEP_WORDS>;
-#if QUADS
-#unroll v 4
-        {
-            let quad = activations(m, j * 4u + {{v}});
-            sum_x += activation_sum(quad);
-            x[{{v}}] = operands(quad);
-        }
-#endunroll
-#else
-        let quad = activations(m, j);
-        sum_x += activation_sum(quad);
-        x[0] = operands(quad);
-#endif
+        let x = step_inputs(m, j);
+        sum_x += x.sum;
 #unroll r NR
         {
             let n = min(n0 + {{r}}, params.n_block - 1u);
             let c = code_words(n, j, steps);
+            acc[{{r}}] += step_dot(x.x, c);
 #if GATED
-            let u = w2[n * steps + j];
-#endif
-#if QUADS
-            var p = Partial();
-#if GATED
-            var p_up = Partial();
-#endif
-#unroll v 4
-            p += code_dot(x[{{v}}], c[{{v}}]);
-#if GATED
-            p_up += code_dot(x[{{v}}], u[{{v}}]);
-#endif
-#endunroll
-            acc[{{r}}] += settle(p);
-#if GATED
-            acc_up[{{r}}] += settle(p_up);
-#endif
-#else
-            acc[{{r}}] += settle(code_dot(x[0], c));
-#if GATED
-            acc_up[{{r}}] += settle(code_dot(x[0], u));
-#endif
+            acc_up[{{r}}] += step_dot(x.x, w2[n * steps + j]);
 #endif
         }
 #endunroll

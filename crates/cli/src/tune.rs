@@ -27,7 +27,9 @@ pub fn run(args: Args) -> Result<()> {
         TunedKernel::Matvec if t.rpl > 0 => format!("wg {} rows/inv {} vw {}", t.wg, t.rpl, t.vw),
         TunedKernel::Matvec => format!("wg {} nr {} vw {}", t.wg, t.nr, t.vw),
         TunedKernel::Matmul => format!("tm {} tn {} wg {}x{}", t.tm, t.tn, t.wg_x, t.wg_y),
-        TunedKernel::TernaryMatvec => format!("wg {} nr {}", t.ternary_wg, t.ternary_nr),
+        TunedKernel::TernaryMatvec => {
+            format!("wg {} nr {} rows {} swar {}", t.ternary_wg, t.ternary_nr, t.ternary_rows, t.ternary_swar)
+        }
         TunedKernel::DecodeAttention => format!("splits {}", t.attn_splits),
     };
     if args.json {
@@ -43,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         ternlight_gpu::tune::ATTN_KEYS
     );
     for t in &trials {
-        println!("  {:<14} {:<22} {:>9.3}", t.kernel.name(), sizes(&t.tuning, t.kernel), t.seconds * 1e3);
+        println!("  {:<14} {:<34} {:>9.3}", t.kernel.name(), sizes(&t.tuning, t.kernel), t.seconds * 1e3);
     }
     let kinds = [TunedKernel::Matvec, TunedKernel::Matmul, TunedKernel::TernaryMatvec, TunedKernel::DecodeAttention];
     let chosen: Vec<String> = kinds.iter().map(|&k| format!("{} {}", k.name(), sizes(&best, k))).collect();

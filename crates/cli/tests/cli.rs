@@ -855,7 +855,7 @@ fn tune_caches_the_fastest_sizes_and_later_runs_use_them() {
     let kinds = [
         ("matvec", &["wg", "nr", "vw"][..]),
         ("matmul", &["tm", "tn", "wg_x", "wg_y"][..]),
-        ("ternary_matvec", &["ternary_wg", "ternary_nr"][..]),
+        ("ternary_matvec", &["ternary_wg", "ternary_nr", "ternary_rows", "ternary_swar"][..]),
         ("decode_attention", &["attn_splits"][..]),
     ];
     for (kernel, fields) in kinds {

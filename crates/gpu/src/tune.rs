@@ -42,8 +42,23 @@ const MATVEC: [(u32, u32, u32, u32); 18] = [
 ];
 /// Matmul candidates: rows and columns per invocation, workgroup width and height.
 const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
-/// Ternary integer matrix-vector candidates: invocations per workgroup, outputs per workgroup.
-const TERNARY_MATVEC: [(u32, u32); 6] = [(8, 8), (16, 8), (8, 4), (32, 4), (64, 4), (128, 2)];
+/// Ternary integer matrix-vector candidates: invocations per workgroup, outputs per workgroup (or per invocation
+/// where whole rows are), whole rows per invocation, and two 16-bit products per multiply (else `dot4I8Packed`).
+const TERNARY_MATVEC: [(u32, u32, bool, bool); 13] = [
+    (8, 8, false, false),
+    (16, 8, false, false),
+    (8, 4, false, false),
+    (32, 4, false, false),
+    (64, 4, false, false),
+    (128, 2, false, false),
+    (8, 8, false, true),
+    (64, 4, false, true),
+    (8, 8, true, false),
+    (8, 8, true, true),
+    (8, 4, true, true),
+    (8, 16, true, true),
+    (16, 8, true, true),
+];
 /// Decode attention candidates: the most workgroups each head's keys are split over.
 const ATTN_SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
 /// The timed decode attention's heads: query heads, KV heads, head width (SmolLM2-135M's).
@@ -90,9 +105,11 @@ pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)>
         .map(|&(wg, nr, vw, rpl)| (TunedKernel::Matvec, Tuning { wg, nr, vw, rpl, rpl_row_bytes: 0, ..base.clone() }));
     let tiled =
         MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
-    let ternary = TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr)| {
-        (TunedKernel::TernaryMatvec, Tuning { ternary_wg, ternary_nr, ..base.clone() })
-    });
+    let ternary =
+        TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr, ternary_rows, ternary_swar)| {
+            let tuning = Tuning { ternary_wg, ternary_nr, ternary_rows, ternary_swar, ..base.clone() };
+            (TunedKernel::TernaryMatvec, tuning)
+        });
     let attention =
         ATTN_SPLITS.iter().map(|&attn_splits| (TunedKernel::DecodeAttention, Tuning { attn_splits, ..base.clone() }));
     vector.chain(tiled).chain(ternary).chain(attention).collect()
@@ -141,6 +158,8 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
         attn_splits: fastest(TunedKernel::DecodeAttention).attn_splits,
         ternary_wg: ternary.ternary_wg,
         ternary_nr: ternary.ternary_nr,
+        ternary_rows: ternary.ternary_rows,
+        ternary_swar: ternary.ternary_swar,
         wg: vector.wg,
         nr: vector.nr,
         rpl: vector.rpl,

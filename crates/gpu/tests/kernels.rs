@@ -1709,16 +1709,23 @@ fn gated_slot_attention_matches_reference() {
 }
 
 /// Ternary linear layers: int8 activation fake-quantisation, then 2-bit codes decoded in the matmul and matvec
-/// kernels, with the layer's multiplier, across several row blocks.
+/// kernels, with the layer's multiplier, across several row blocks. The last case takes the integer path's sums to
+/// their extremes: every activation quantises to 127 (token 0) or -127 (token 1), every weight is 1 (even rows) or
+/// -1 (odd rows).
 #[test]
 fn ternary_linear_matches_reference() {
     use ternlight_core::reference::ternary::act_quant;
     use ternlight_gpu::kernels::ternary;
     let g = gpu();
     let mut rng = Rng::new(20);
-    for (rows, k, n) in [(1, 37, 23), (19, 64, 130), (70, 45, 40), (1, 2560, 37)] {
-        let x = random(&mut rng, rows * k, 3.0);
-        let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
+    for (rows, k, n) in [(1, 37, 23), (19, 64, 130), (70, 45, 40), (1, 2560, 37), (2, 6912, 40)] {
+        let extreme = k == 6912;
+        let mut x = random(&mut rng, rows * k, 3.0);
+        let mut codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
+        if extreme {
+            x.iter_mut().enumerate().for_each(|(i, v)| *v = if i < k { 2.0 } else { -2.0 });
+            codes.iter_mut().enumerate().for_each(|(i, c)| *c = if (i / k) % 2 == 0 { 1 } else { -1 });
+        }
         let wf: Vec<f32> = codes.iter().map(|&c| c as f32).collect();
         let multiplier = 0.37;
         // Odd cases RMSNorm the input first (fla's BitLinear).

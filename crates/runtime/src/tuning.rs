@@ -34,6 +34,7 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
         vw,
         ternary_wg,
         ternary_nr,
+        ternary_rows,
         ternary_swar,
         attn_kv_tile,
         attn_splits,
@@ -42,7 +43,7 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
     serde_json::json!({
         "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
         "rpl_row_bytes": rpl_row_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
-        "ternary_swar": ternary_swar, "attn_kv_tile": attn_kv_tile, "attn_splits": attn_splits, "attn_split_from": attn_split_from
+        "ternary_rows": ternary_rows, "ternary_swar": ternary_swar, "attn_kv_tile": attn_kv_tile, "attn_splits": attn_splits, "attn_split_from": attn_split_from
     })
 }
 
@@ -58,6 +59,7 @@ pub fn trials_json(trials: &[Trial]) -> serde_json::Value {
 /// The tuning in `json`, or `None` when a field is missing or out of range (a stale or damaged cache).
 pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
     let field = |name: &str| json.get(name)?.as_u64().and_then(|v| u32::try_from(v).ok());
+    let flag = |name: &str| json.get(name)?.as_bool();
     let t = Tuning {
         wg: field("wg")?,
         tm: field("tm")?,
@@ -70,7 +72,8 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         vw: field("vw")?,
         ternary_wg: field("ternary_wg")?,
         ternary_nr: field("ternary_nr")?,
-        ternary_swar: json.get("ternary_swar")?.as_bool()?,
+        ternary_rows: flag("ternary_rows")?,
+        ternary_swar: flag("ternary_swar")?,
         attn_kv_tile: field("attn_kv_tile")?,
         attn_splits: field("attn_splits")?,
         attn_split_from: field("attn_split_from")?,
@@ -80,7 +83,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         && t.vw <= 8
         && t.rpl <= 16
         && t.nr <= t.wg
-        && t.ternary_nr <= t.ternary_wg;
+        && (t.ternary_rows || t.ternary_nr <= t.ternary_wg);
     let workgroup = t.wg_x * t.wg_y;
     (sane && (1..=1024).contains(&workgroup) && t.attn_kv_tile <= 256 && (1..=256).contains(&t.attn_splits))
         .then_some(t)
@@ -132,6 +135,7 @@ mod tests {
             vw: 2,
             ternary_wg: 16,
             ternary_nr: 8,
+            ternary_rows: true,
             ternary_swar: true,
             attn_kv_tile: 32,
             attn_splits: 8,
@@ -145,9 +149,15 @@ mod tests {
         let mut wide = to_json(&t);
         wide["wg"] = serde_json::json!(4);
         assert_eq!(from_json(&wide), None);
+        // Split over lanes, too; whole rows per invocation take any number of them.
         let mut wide_ternary = to_json(&t);
         wide_ternary["ternary_wg"] = serde_json::json!(4);
+        assert!(from_json(&wide_ternary).is_some());
+        wide_ternary["ternary_rows"] = serde_json::json!(false);
         assert_eq!(from_json(&wide_ternary), None);
+        let mut numeric_flag = to_json(&t);
+        numeric_flag["ternary_swar"] = serde_json::json!(1);
+        assert_eq!(from_json(&numeric_flag), None);
         let mut deep = to_json(&t);
         deep["rpl"] = serde_json::json!(17);
         assert_eq!(from_json(&deep), None);

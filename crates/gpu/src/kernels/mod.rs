@@ -58,8 +58,13 @@ pub struct Tuning {
     pub vw: u32,
     /// Ternary integer matvec: invocations per workgroup.
     pub ternary_wg: u32,
-    /// Ternary integer matvec: outputs per workgroup.
+    /// Ternary integer matvec: outputs per workgroup, or with `ternary_rows` (and in prefill) per invocation.
     pub ternary_nr: u32,
+    /// Ternary integer matvec: one-token products give each invocation `ternary_nr` whole outputs, as prefill's
+    /// tiles do, instead of splitting K between a workgroup's lanes and reducing through workgroup memory. On
+    /// lavapipe that ran BitNet 2B4T's shapes about 1.5x faster (docs/perf.md, session 12): their rows are short,
+    /// and each workgroup's barriers cost more than the reduction saves.
+    pub ternary_rows: bool,
     /// Ternary integer matvec: sum two 16-bit products per 32-bit multiply (`SWAR` in `ternary/matvec_dp4.wgsl`)
     /// instead of four 8-bit ones per `dot4I8Packed`, which CPU adapters emulate with a dozen scalar operations.
     pub ternary_swar: bool,
@@ -87,6 +92,7 @@ impl Default for Tuning {
             vw: 1,
             ternary_wg: 64,
             ternary_nr: 4,
+            ternary_rows: false,
             ternary_swar: false,
             attn_kv_tile: 0,
             attn_splits: 32,
@@ -116,6 +122,7 @@ impl Tuning {
                 vw: 4,
                 ternary_wg: 8,
                 ternary_nr: 8,
+                ternary_rows: true,
                 ternary_swar: true,
                 attn_kv_tile: 0,
                 attn_splits: 4,

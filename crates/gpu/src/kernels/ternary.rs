@@ -346,16 +346,17 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     }
     let t = &gpu.tuning;
     let tm = m.tile_rows.max(1);
-    let mut defines =
-        Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr).flag("SWAR", t.ternary_swar);
-    if tm > 1 {
+    let mut defines = Defines::new().set("WG", t.ternary_wg).set("NR", t.ternary_nr).flag("SWAR", t.ternary_swar);
+    // Whole rows of k per invocation: prefill's tiles, and one-token products where the tuning says so.
+    let tiled = tm > 1 || t.ternary_rows;
+    if tiled {
         defines = defines.flag("TILED", true).set("TM", tm);
-    } else if k.is_multiple_of(64) && k / 64 >= t.ternary_wg as usize {
-        // Rows of whole quads of code words, at least one per invocation: decode loads four at once. (Fewer leave
-        // lanes idle, and a CPU adapter runs a workgroup's lanes in lockstep: the default model's 64 inputs ran
-        // slower in quads.)
-        defines = defines.flag("QUADS", true);
     }
+    // Rows of whole quads of code words load four at once; split over lanes, at least one quad per invocation.
+    // (Fewer leave lanes idle, and a CPU adapter runs a workgroup's lanes in lockstep: the default model's 64 inputs
+    // ran slower in quads.)
+    let quads = k.is_multiple_of(64) && (tiled || k / 64 >= t.ternary_wg as usize);
+    defines = defines.flag("QUADS", quads).set("STEP_WORDS", if quads { 4 } else { 1 });
     if !m.stacked.is_empty() || m.gated.is_some() {
         let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.up)).collect();
         let alike = |w: &Weight| dp4_ready(gpu, w) && w.cols == k && w.blocks.len() == 1;
@@ -449,7 +450,7 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
             record as u32,
         ];
         // Outputs per workgroup: NR, or NR for each invocation when tiled.
-        let per_group = t.ternary_nr * if tm > 1 { t.ternary_wg } else { 1 };
+        let per_group = t.ternary_nr * if tiled { t.ternary_wg } else { 1 };
         let grid = Grid::Tiles { x: (n_block as u32).div_ceil(per_group), rows: m.rows, rows_per_group: tm };
         let mut buffers = vec![m.xq.into(), m.y.into(), (&block.buffer).into()];
         for s in m.stacked {
