@@ -4,23 +4,23 @@ requires packed_4x8_integer_dot_product;
 // weight codes are 2-bit, 16 per u32 (K a multiple of 16, so rows start on words). Masking a code word with
 // 0x03030303 after a shift of 2q leaves the codes c (0..2, trit + 1) of values q, q + 4, q + 8, q + 12 as an i8x4
 // word, the activation word q of the group holds those four values, and sum x (c - 1) = dot4(x, codes)
-// - dot4(x, 1111). One workgroup computes NR
-// outputs of one token, its lanes splitting K (decode), or with TILED (prefill) each invocation NR outputs of TM
-// tokens over the whole of K.
+// - dot4(x, 1111). One workgroup computes NR outputs of one token, its lanes splitting K (decode), or with TILED
+// (prefill, and decode on CPU adapters) each invocation NR outputs of TM tokens over the whole of K.
 // The records are read a 16-byte quad at a time (a code word's four activation words), so their stride is a
-// multiple of 4 words. QUADS (decode, K a multiple of 64): the weights too, four code words per load; on CPU adapters
-// every invocation's load costs about the same whatever its width (docs/perf.md, session 8).
+// multiple of 4 words. QUADS (K a multiple of 64): the weights too, four code words per load and step; on CPU
+// adapters every invocation's load costs about the same whatever its width (docs/perf.md, session 8).
 // y[m, n_offset + n] (+)= (that sum) * (row m's factor) * scale.
 // STACKED: rows seg1.. come from w2 (scale2, into y2 [rows, seg2 - seg1]), with STACKED3 rows seg2.. from w3
 // (scale3, into y3) and with STACKED4 rows seg3.. from w4 (scale4, into y4), so one dispatch serves up to four
 // projections of the same activations. GATED: a second matrix w2 of the
 // same shape (scale2) gives y = ACT(x w^T scale) * (x w2^T scale2), a gated MLP's two products and activation.
 // SWAR (CPU adapters, whose dot4I8Packed is a dozen scalar operations): one 32-bit multiply sums two products
-// instead. pair_words turns activation word q (values v0..v3, bytes 0..3) into v2 + v0 * 2^16 and v3 + v1 * 2^16;
+// instead. `operands` turns activation word q (values v0..v3, bytes 0..3) into v2 + v0 * 2^16 and v3 + v1 * 2^16;
 // (code word >> (2q + 8h)) & 0x00030003 holds the codes of bytes h and h + 2 of that word in bits 0 and 16; their
 // product modulo 2^32 is v_lo c_lo + 2^16 (v0 c0 + v2 c2) (h = 0; v1, v3 for h = 1), and the upper half of a
-// running sum of such products is the sum it needs once the low halves' carries are rounded off (settle), which
-// holds for the at most 32 pairs a step sums: |v c| <= 256, so each half stays within 15 bits and a sign.
+// running sum of such products is the sum it needs once the low halves' carries are rounded off (settle). That
+// holds for the at most 32 pairs a step sums: |v c| <= 256, so the upper half stays within 2^14 and the lower
+// within 2^13.
 // Hybrid Gated Flow: HGFi gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
 // before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in:
 // matrix BGi from element STARTi on, its own bgi at BGi_BINDING or the bg at BG_PACKED that the projections share;

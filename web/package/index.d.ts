@@ -120,9 +120,13 @@ export interface KernelSizes {
   rpl: number;
   /** The longest weight rows, in bytes, that take `rpl` (0: any). */
   rpl_row_bytes: number;
-  /** The ternary integer matrix-vector kernel's invocations and outputs per workgroup. */
+  /** The ternary integer matrix-vector kernel's invocations and outputs per workgroup (per invocation with rows). */
   ternary_wg: number;
   ternary_nr: number;
+  /** Whether one-token ternary products give each invocation whole outputs rather than splitting the inputs. */
+  ternary_rows: boolean;
+  /** Whether ternary products sum two 16-bit products per 32-bit multiply rather than use dot4I8Packed. */
+  ternary_swar: boolean;
   tm: number;
   tn: number;
   wg_x: number;

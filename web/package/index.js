@@ -245,8 +245,8 @@ export class Engine {
    * Speed, memory and load facts: {promptTokens, generatedTokens, ttftMs, prefillTokensPerSecond,
    * decodeTokensPerSecond, weightBytes, stateBytes, kvCacheBytes, recurrentBytes, contextTokens, maxContext,
    * loadSeconds, downloadedBytes, loadPeakHostBytes, largestTensorBytes, warnings, attentionPolicy, layers: [{kind, attentionHeads}], contextMemory,
-   * stageSeconds, tuning: {fromCache, wg, nr, rpl, rpl_row_bytes, vw, ternary_wg, ternary_nr, tm, tn, wg_x, wg_y,
-   * attn_kv_tile, attn_splits}}.
+   * stageSeconds, tuning: {fromCache, wg, nr, rpl, rpl_row_bytes, vw, ternary_wg, ternary_nr, ternary_rows,
+   * ternary_swar, tm, tn, wg_x, wg_y, attn_kv_tile, attn_splits, attn_split_from}}.
    */
   stats() {
     return this.#port.call({ op: 'stats' }).done;
