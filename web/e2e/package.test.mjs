@@ -353,7 +353,8 @@ const tests = {
     assert.ok(report.trials.every((trial) => trial.ms > 0));
     // The kept sizes of each kernel are its fastest trial's (the ternary kernel is tried where the adapter has
     // packed integer dot products).
-    const kinds = { matvec: ['wg', 'nr', 'vw'], matmul: ['tm', 'tn', 'wg_x', 'wg_y'], ternary_matvec: ['ternary_wg', 'ternary_nr'] };
+    const ternary = ['ternary_wg', 'ternary_nr', 'ternary_rows', 'ternary_swar'];
+    const kinds = { matvec: ['wg', 'nr', 'vw'], matmul: ['tm', 'tn', 'wg_x', 'wg_y'], ternary_matvec: ternary };
     for (const [kind, sizes] of Object.entries(kinds)) {
       const trials = report.trials.filter((trial) => trial.kernel === kind);
       assert.ok(trials.length > 1 || kind === 'ternary_matvec', `${kind}: ${trials.length} trials`);
@@ -362,7 +363,9 @@ const tests = {
       for (const size of sizes) assert.equal(report.tuning[size], fastest.tuning[size], `${kind} ${size}`);
     }
     assert.equal(tuning.fromCache, true);
-    for (const size of ['wg', 'nr', 'vw', 'ternary_wg', 'ternary_nr', 'tm', 'tn', 'wg_x', 'wg_y']) assert.equal(tuning[size], report.tuning[size], size);
+    for (const size of ['wg', 'nr', 'vw', ...ternary, 'tm', 'tn', 'wg_x', 'wg_y']) {
+      assert.equal(tuning[size], report.tuning[size], size);
+    }
   },
 
   async 'every request went to a source the tests chose'() {

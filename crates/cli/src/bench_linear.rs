@@ -1,6 +1,7 @@
-//! `ternlight bench-linear`: one-token linear layers (decode matvec) with bf16 weights against ternary weights (2 bits
-//! each, int8 activations; through the f32 decode path and the `dot4I8Packed` integer path) on given shapes, beside
-//! the device's streaming-copy bandwidth (the memory roofline, measured as `bench` does). Measured only.
+//! `ternlight bench-linear`: linear layers with bf16 weights against ternary weights (2 bits each, int8 activations;
+//! through the f32 kernels and the integer path) on given shapes, beside the device's streaming-copy bandwidth (the
+//! memory roofline, measured as `bench` does): one token (decode's matrix-vector kernels), or with `--tokens` a
+//! prefill chunk (the tiled kernels). Measured only.
 
 use crate::bench::{copy_bandwidth, dims, print_kernel_report};
 use anyhow::Result;
@@ -9,7 +10,7 @@ use ternlight_core::dtype::DType;
 use ternlight_core::sampling::Rng;
 use ternlight_gpu::buffer::Weight;
 use ternlight_gpu::kernels::matmul::{linear, Linear, MatmulShape};
-use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, packed_stride, quantised_matvec, Quantised};
+use ternlight_gpu::kernels::ternary::{act_quant, dp4_ready, matvec_dp4, packed_stride, MatvecDp4, Quantised};
 use ternlight_gpu::plan::{Plan, Rows, Step};
 use ternlight_gpu::tune::seconds_per_submit;
 use ternlight_gpu::Gpu;
@@ -19,6 +20,9 @@ pub struct Args {
     /// Shapes as OUTxIN (BitNet b1.58 2B4T's by default).
     #[arg(long, value_delimiter = ',', default_values = ["2560x2560", "6912x2560", "2560x6912"])]
     shapes: Vec<String>,
+    /// Tokens per product: 1 times decode's kernels, more a prefill chunk's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    tokens: u32,
     /// Timed repetitions per measurement.
     #[arg(long, default_value_t = 50)]
     reps: usize,
@@ -27,9 +31,9 @@ pub struct Args {
     json: bool,
 }
 
-/// Seconds per one-token submit of `plan`, which writes `y`.
-fn time_plan(gpu: &Gpu, plan: &Plan, y: &wgpu::Buffer, reps: usize) -> Result<f64> {
-    let step = Step { pos0: 0, n_tokens: 1, logit_rows: vec![] };
+/// Seconds per submit of `plan` over `tokens`, which writes `y`.
+fn time_plan(gpu: &Gpu, plan: &Plan, (y, tokens): (&wgpu::Buffer, u32), reps: usize) -> Result<f64> {
+    let step = Step { pos0: 0, n_tokens: tokens, logit_rows: vec![] };
     Ok(pollster::block_on(seconds_per_submit(gpu, plan, &step, y, reps))?)
 }
 
@@ -48,27 +52,36 @@ pub fn run(args: Args) -> Result<()> {
         let bf16 = Weight::upload(&gpu, "bf16", DType::BF16, n, k, &raw, gpu.info.max_binding)?;
         let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
         let ternary = Weight::upload_ternary(&gpu, "ternary", &codes, n, k, gpu.info.max_binding)?;
-        let x = gpu.upload_f32("x", &(0..k).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
-        let (xq, y) = (gpu.zeros("xq", k), gpu.zeros("y", n));
+        let m = args.tokens as usize;
+        let x = gpu.upload_f32("x", &(0..m * k).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
+        let (xq, y) = (gpu.zeros("xq", m * k), gpu.zeros("y", m * n));
+        let (kernels, timed) = match m {
+            1 => (MatmulShape::Vector, (&y, 1)),
+            _ => (MatmulShape::Tiled, (&y, args.tokens)),
+        };
         let mut plan = Plan::new(&gpu);
-        linear(&gpu, &mut plan, &Linear::new(&x, &bf16, &y, MatmulShape::Vector))?;
-        let t_bf16 = time_plan(&gpu, &plan, &y, args.reps)?;
+        linear(&gpu, &mut plan, &Linear::new(&x, &bf16, &y, kernels))?;
+        let t_bf16 = time_plan(&gpu, &plan, timed, args.reps)?;
         let mut plan = Plan::new(&gpu);
         act_quant(&gpu, &mut plan, (&x, Quantised::Float(&xq)), k, Rows::Tokens, None)?;
-        linear(&gpu, &mut plan, &Linear::new(&xq, &ternary, &y, MatmulShape::Vector))?;
-        let t_ternary = time_plan(&gpu, &plan, &y, args.reps)?;
+        linear(&gpu, &mut plan, &Linear::new(&xq, &ternary, &y, kernels))?;
+        let t_ternary = time_plan(&gpu, &plan, timed, args.reps)?;
         let t_dp4 = match dp4_ready(&gpu, &ternary) {
             true => {
-                let record = gpu.zeros("xq record", packed_stride(k, 0));
+                // As the runtime records it: prefill chunks in tiles of `tm` tokens.
+                let record = gpu.zeros("xq record", m * packed_stride(k, 0));
                 let mut plan = Plan::new(&gpu);
-                quantised_matvec(&gpu, &mut plan, &x, &record, &ternary, &y)?;
-                Some(time_plan(&gpu, &plan, &y, args.reps)?)
+                act_quant(&gpu, &mut plan, (&x, Quantised::Packed(&record)), k, Rows::Tokens, None)?;
+                let tile_rows = if m == 1 { 1 } else { gpu.tuning.tm };
+                matvec_dp4(&gpu, &mut plan, &MatvecDp4 { tile_rows, ..MatvecDp4::new(&record, &ternary, 1.0, &y) })?;
+                Some(time_plan(&gpu, &plan, timed, args.reps)?)
             }
             false => None,
         };
         let bits = ternary.bytes() as f64 * 8.0 / (n * k) as f64;
         rows.push(json!({
             "shape": shape,
+            "tokens": m,
             "bf16_us": t_bf16 * 1e6,
             "ternary_us": t_ternary * 1e6,
             "speedup": t_bf16 / t_ternary,
@@ -84,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!(
         "{:>12} {:>10} {:>12} {:>8} {:>10} {:>8} {:>12} {:>14} {:>6}",
-        "shape", "bf16 us", "ternary us", "speedup", "dp4 us", "speedup", "bf16 GB/s", "ternary GB/s", "bits"
+        "shape", "bf16 us", "ternary us", "speedup", "int8 us", "speedup", "bf16 GB/s", "ternary GB/s", "bits"
     );
     for r in &rows {
         println!(

@@ -423,6 +423,15 @@ fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
         assert!((2.0..2.2).contains(&s["ternary_bits_per_weight"].as_f64().unwrap()), "{s}");
     }
     assert!(ternlight(&["bench-linear", "--shapes", "40by48"]).status.code() == Some(1));
+    // A prefill chunk: the tiled kernels, the integer one too (lavapipe has packed integer dot products).
+    let o = ternlight(&["bench-linear", "--shapes", "24x64", "--tokens", "5", "--reps", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = &report["shapes"][0];
+    assert_eq!(s["tokens"], 5, "{s}");
+    assert!(s["bf16_us"].as_f64().unwrap() > 0.0 && s["ternary_dp4_us"].as_f64().unwrap() > 0.0, "{s}");
+    let o = ternlight(&["bench-linear", "--tokens", "0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--tokens"));
 }
 
 #[test]
