@@ -62,8 +62,8 @@ pub struct Tuning {
     pub ternary_nr: u32,
     /// Ternary integer matvec: one-token products give each invocation `ternary_nr` whole outputs, as prefill's
     /// tiles do, instead of splitting K between a workgroup's lanes and reducing through workgroup memory. On
-    /// lavapipe that ran BitNet 2B4T's shapes about 1.5x faster (docs/perf.md, session 12): their rows are short,
-    /// and each workgroup's barriers cost more than the reduction saves.
+    /// lavapipe one `tune` run timed a 2048 x 2048 product 1.7x faster so (docs/perf.md, session 12): short rows
+    /// leave each workgroup's barriers costing more than the reduction saves.
     pub ternary_rows: bool,
     /// Ternary integer matvec: sum two 16-bit products per 32-bit multiply (`SWAR` in `ternary/matvec_dp4.wgsl`)
     /// instead of four 8-bit ones per `dot4I8Packed`, which CPU adapters emulate with a dozen scalar operations.
@@ -109,8 +109,9 @@ impl Tuning {
     /// SwiftShader's products 1.3-2.7x faster, in the browser too, where the adapter has no name; lavapipe's only on
     /// rows of at most 1280 bytes, such as SmolLM2's),
     /// and attention that streams K/V, splitting decode keys four ways from 128 on (session 10: with grouped-query
-    /// heads sharing a workgroup there are few workgroups to share between cores); GPUs share K/V tiles and split
-    /// decode keys up to 32 ways from 1024 on.
+    /// heads sharing a workgroup there are few workgroups to share between cores), and ternary products that sum
+    /// two products per multiply over whole rows per invocation (session 12: BitNet 2B4T's 1.9-2.3x faster on
+    /// lavapipe); GPUs share K/V tiles, split decode keys up to 32 ways from 1024 on and keep `dot4I8Packed`.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         match cpu {
