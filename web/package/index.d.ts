@@ -144,7 +144,12 @@ export interface TuneReport {
   tuning: KernelSizes;
   /** False where Cache Storage is unavailable or full (the sizes then last for this call only). */
   saved: boolean;
-  trials: { kernel: 'matvec' | 'matmul' | 'ternary_matvec' | 'decode_attention'; tuning: KernelSizes; ms: number }[];
+  /** `split_from` trials time decode attention split and unsplit at the context in `tuning.attn_split_from`. */
+  trials: {
+    kernel: 'matvec' | 'matmul' | 'ternary_matvec' | 'decode_attention' | 'split_from';
+    tuning: KernelSizes;
+    ms: number;
+  }[];
 }
 
 export interface ChatMessage {

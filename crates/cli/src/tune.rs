@@ -31,6 +31,7 @@ pub fn run(args: Args) -> Result<()> {
             format!("wg {} nr {} rows {} swar {}", t.ternary_wg, t.ternary_nr, t.ternary_rows, t.ternary_swar)
         }
         TunedKernel::DecodeAttention => format!("splits {}", t.attn_splits),
+        TunedKernel::SplitFrom => format!("splits {} at {} keys", t.attn_splits, t.attn_split_from),
     };
     if args.json {
         let report = json!({ "device": gpu.info.name, "default": tuning::to_json(&default),
@@ -39,7 +40,8 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} ({}): ms per 2048x2048 product (bf16, or ternary), or per decode token's attention to {} keys",
+        "{} ({}): ms per 2048x2048 product (bf16, or ternary), or per decode token's attention to {} keys (or those \
+         shown)",
         gpu.info.name,
         gpu.info.backend,
         ternlight_gpu::tune::ATTN_KEYS
@@ -49,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let kinds = [TunedKernel::Matvec, TunedKernel::Matmul, TunedKernel::TernaryMatvec, TunedKernel::DecodeAttention];
     let chosen: Vec<String> = kinds.iter().map(|&k| format!("{} {}", k.name(), sizes(&best, k))).collect();
-    println!("chosen: {}", chosen.join("; "));
+    println!("chosen: {}; split from {} keys", chosen.join("; "), best.attn_split_from);
     println!("cached in {}", path.display());
     Ok(())
 }

@@ -879,6 +879,26 @@ fn tune_caches_the_fastest_sizes_and_later_runs_use_them() {
             assert_eq!(v["chosen"][f], fastest.unwrap()["tuning"][f], "{kernel} {f}: {v}");
         }
     }
+    // Decode attention at its fastest split count above 1, and unsplit, at shorter contexts: splitting starts at
+    // the shortest from which the split kernel never lost (4096 keys where it lost at the longest).
+    let split_trials: Vec<_> = trials.iter().filter(|t| t["kernel"] == "split_from").collect();
+    let split = split_trials.iter().map(|t| t["tuning"]["attn_splits"].as_u64().unwrap()).max().unwrap();
+    let ms = |keys: u64, splits: u64| {
+        let at =
+            |t: &&&serde_json::Value| t["tuning"]["attn_split_from"] == keys && t["tuning"]["attn_splits"] == splits;
+        split_trials.iter().find(at).unwrap()["ms"].as_f64().unwrap()
+    };
+    let mut contexts: Vec<u64> =
+        split_trials.iter().map(|t| t["tuning"]["attn_split_from"].as_u64().unwrap()).collect();
+    contexts.dedup();
+    assert!(split > 1 && contexts.len() >= 4 && split_trials.len() == 2 * contexts.len(), "{v}");
+    let from = v["chosen"]["attn_split_from"].as_u64().unwrap();
+    assert!(contexts.contains(&from) || from == 4096, "{v}");
+    for &keys in &contexts {
+        assert!(keys < from || ms(keys, split) <= ms(keys, 1), "split lost at {keys} keys: {v}");
+    }
+    let below = contexts.iter().filter(|&&k| k < from).max();
+    assert!(below.is_none_or(|&k| ms(k, split) > ms(k, 1)), "{v}");
     assert!(Path::new(v["cache"].as_str().unwrap()).starts_with(cache.path()));
     let model = fixture("llama");
     let bench = ["bench", "--model", model.to_str().unwrap(), "--contexts", "8", "--decode-steps", "1"];

@@ -65,6 +65,9 @@ const ATTN_SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
 const ATTN_SHAPE: (usize, usize, usize) = (9, 3, 64);
 /// Keys the timed decode token attends to.
 pub const ATTN_KEYS: usize = 4096;
+/// Contexts at which decode attention is timed split (as tuning chose) and unsplit, to find where splitting starts
+/// to pay (`attn_split_from`).
+const SPLIT_FROM: [usize; 6] = [64, 128, 256, 512, 1024, 2048];
 /// The timed layer: `[N, K]` bf16 weights, and the rows a prefill chunk multiplies.
 const N: usize = 2048;
 const K: usize = 2048;
@@ -77,10 +80,13 @@ pub enum TunedKernel {
     Matvec,
     /// Prefill's tiled matmul.
     Matmul,
-    /// Decode's ternary product on int8 activations (`dot4I8Packed`), its quantiser included.
+    /// Decode's ternary product on int8 activations, its quantiser included.
     TernaryMatvec,
     /// Decode attention at a long context, its second pass included where keys are split.
     DecodeAttention,
+    /// Decode attention at a shorter context, split as [`TunedKernel::DecodeAttention`] chose and unsplit: the
+    /// context from which a session splits (`attn_split_from`, which in these trials holds the context timed).
+    SplitFrom,
 }
 
 impl TunedKernel {
@@ -91,6 +97,7 @@ impl TunedKernel {
             TunedKernel::Matmul => "matmul",
             TunedKernel::TernaryMatvec => "ternary_matvec",
             TunedKernel::DecodeAttention => "decode_attention",
+            TunedKernel::SplitFrom => "split_from",
         }
     }
 }
@@ -127,7 +134,9 @@ pub struct Trial {
 }
 
 /// Times every candidate (`reps` dispatches each, after a warm-up) and returns the fastest tuning with all trials.
-/// The device's tuning is left as it was.
+/// Decode attention at its fastest split count above 1 and unsplit is then timed at each of [`SPLIT_FROM`]'s
+/// contexts, and splitting starts where it stops losing ([`split_from`]; it matters only where splitting won at
+/// [`ATTN_KEYS`]). The device's tuning is left as it was.
 pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)> {
     let start = gpu.tuning.clone();
     let (x, w, y) = layer(gpu, PREFILL_ROWS)?;
@@ -140,7 +149,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
             TunedKernel::Matvec => time(gpu, (&x, &w, &y), MatmulShape::Vector, 1, reps).await,
             TunedKernel::Matmul => time(gpu, (&x, &w, &y), MatmulShape::Tiled, PREFILL_ROWS, reps).await,
             TunedKernel::TernaryMatvec => time_ternary(gpu, (&x, &ternary, &y), reps).await,
-            TunedKernel::DecodeAttention => attention.time(gpu, reps).await,
+            TunedKernel::DecodeAttention | TunedKernel::SplitFrom => attention.time(gpu, ATTN_KEYS, reps).await,
         };
         gpu.tuning = start.clone();
         trials.push(Trial { tuning, kernel, seconds: timed? });
@@ -154,8 +163,33 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
     };
     let (vector, tiled, ternary) =
         (fastest(TunedKernel::Matvec), fastest(TunedKernel::Matmul), fastest(TunedKernel::TernaryMatvec));
+    let splits = fastest(TunedKernel::DecodeAttention).attn_splits;
+    // The fastest split count above 1, whether or not it beat one workgroup per head at ATTN_KEYS.
+    let split = trials
+        .iter()
+        .filter(|t| t.kernel == TunedKernel::DecodeAttention && t.tuning.attn_splits > 1)
+        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+        .map(|t| t.tuning.attn_splits);
+    let mut attn_split_from = start.attn_split_from;
+    if let Some(split) = split {
+        let mut timings = Vec::new();
+        for keys in SPLIT_FROM {
+            let mut seconds = [0.0; 2];
+            for (i, attn_splits) in [1, split].into_iter().enumerate() {
+                let tuning = Tuning { attn_splits, attn_split_from: keys as u32, ..start.clone() };
+                gpu.tuning = tuning.clone();
+                let timed = attention.time(gpu, keys, reps).await;
+                gpu.tuning = start.clone();
+                seconds[i] = timed?;
+                trials.push(Trial { tuning, kernel: TunedKernel::SplitFrom, seconds: seconds[i] });
+            }
+            timings.push((keys, seconds[0], seconds[1]));
+        }
+        attn_split_from = split_from(&timings, ATTN_KEYS);
+    }
     let best = Tuning {
-        attn_splits: fastest(TunedKernel::DecodeAttention).attn_splits,
+        attn_splits: splits,
+        attn_split_from,
         ternary_wg: ternary.ternary_wg,
         ternary_nr: ternary.ternary_nr,
         ternary_rows: ternary.ternary_rows,
@@ -228,8 +262,9 @@ impl AttentionCase {
         })
     }
 
-    /// Mean seconds of one decode token's attention at the device's tuning (keys and values share a buffer).
-    async fn time(&self, gpu: &Gpu, reps: usize) -> Result<f64> {
+    /// Mean seconds of one decode token's attention to `keys` keys (at most [`ATTN_KEYS`]) at the device's tuning
+    /// (keys and values share a buffer).
+    async fn time(&self, gpu: &Gpu, keys: usize, reps: usize) -> Result<f64> {
         let (heads, kv, dim) = ATTN_SHAPE;
         let causal = AttentionMask::default();
         let a = Attention::new(
@@ -241,9 +276,23 @@ impl AttentionCase {
         );
         let mut plan = Plan::new(gpu);
         decode(gpu, &mut plan, &a, &self.scratch, ATTN_KEYS)?;
-        let step = Step { pos0: ATTN_KEYS as u32 - 1, n_tokens: 1, logit_rows: vec![] };
+        let step = Step { pos0: keys as u32 - 1, n_tokens: 1, logit_rows: vec![] };
         seconds_per_submit(gpu, &plan, &step, &self.out, reps).await
     }
+}
+
+/// Where decode attention starts splitting keys: the shortest context of `timings` (`(keys, unsplit seconds, split
+/// seconds)`, keys increasing) from which the split kernel ran no slower than the unsplit one at every longer
+/// context timed, or `longest` (the context at which splitting won) where it lost at the longest of them.
+pub fn split_from(timings: &[(usize, f64, f64)], longest: usize) -> u32 {
+    let mut from = longest;
+    for &(keys, unsplit, split) in timings.iter().rev() {
+        if split > unsplit {
+            break;
+        }
+        from = keys;
+    }
+    from as u32
 }
 
 /// Rows of the product [`matmul_flops`] times.
@@ -288,4 +337,17 @@ pub async fn seconds_per_submit(
     gpu.read_f32(output, 0, 1).await?;
     gpu.check_errors("timing a plan")?;
     Ok(started.elapsed().as_secs_f64() / reps.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_from;
+
+    #[test]
+    fn splitting_starts_where_it_stops_losing() {
+        let mixed = [(64, 1.0, 2.0), (128, 1.0, 0.9), (256, 1.0, 1.1), (512, 2.0, 2.0), (1024, 3.0, 1.0)];
+        assert_eq!(split_from(&mixed, 4096), 512);
+        assert_eq!(split_from(&[(64, 1.0, 0.5), (128, 1.0, 0.5)], 4096), 64);
+        assert_eq!(split_from(&[(64, 1.0, 0.5), (128, 1.0, 1.5)], 4096), 4096);
+    }
 }

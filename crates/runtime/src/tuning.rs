@@ -48,8 +48,8 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
     })
 }
 
-/// An autotune run's trials as JSON: `[{kernel: matvec | matmul | ternary_matvec | decode_attention, tuning, ms}]`,
-/// for `ternlight tune` and the browser's `tuneDevice`.
+/// An autotune run's trials as JSON: `[{kernel: matvec | matmul | ternary_matvec | decode_attention | split_from,
+/// tuning, ms}]`, for `ternlight tune` and the browser's `tuneDevice`.
 pub fn trials_json(trials: &[Trial]) -> serde_json::Value {
     let rows = trials
         .iter()
