@@ -356,7 +356,7 @@ fn tuning_candidates_compute_the_same_products(g: &mut Gpu, k: usize) {
         let shape = match kernel {
             TunedKernel::Matvec => MatmulShape::Vector,
             TunedKernel::Matmul => MatmulShape::Tiled,
-            TunedKernel::TernaryMatvec | TunedKernel::DecodeAttention => continue,
+            TunedKernel::TernaryMatvec | TunedKernel::DecodeAttention | TunedKernel::SplitFrom => continue,
         };
         g.tuning = tuning.clone();
         let g = &g;
