@@ -257,6 +257,7 @@ mod tests {
             .set("CHUNK", 8)
             .set("VW", 4)
             .set("QUADS", 1)
+            .set("STEP_WORDS", 4)
             .set("X_QUADS", 2)
             .set("LANES", 2)
             .set("KV_TILE", 16)
