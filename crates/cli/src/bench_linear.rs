@@ -53,6 +53,14 @@ pub fn run(args: Args) -> Result<()> {
         let codes: Vec<i8> = (0..n * k).map(|_| (rng.next_f32() * 3.0).floor() as i8 - 1).collect();
         let ternary = Weight::upload_ternary(&gpu, "ternary", &codes, n, k, gpu.info.max_binding)?;
         let m = args.tokens as usize;
+        let widest = 4 * m as u64 * n.max(k) as u64;
+        if widest > gpu.info.max_binding {
+            anyhow::bail!(
+                "--tokens {m} of shape {shape} need {widest}-byte inputs or outputs, over the device's {}-byte \
+                 storage binding limit",
+                gpu.info.max_binding
+            );
+        }
         let x = gpu.upload_f32("x", &(0..m * k).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
         let (xq, y) = (gpu.zeros("xq", m * k), gpu.zeros("y", m * n));
         let (kernels, timed) = match m {

@@ -432,6 +432,9 @@ fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
     assert!(s["bf16_us"].as_f64().unwrap() > 0.0 && s["ternary_dp4_us"].as_f64().unwrap() > 0.0, "{s}");
     let o = ternlight(&["bench-linear", "--tokens", "0"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--tokens"));
+    let o = ternlight(&["bench-linear", "--tokens", "100000", "--shapes", "24x2560"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--tokens 100000") && err.contains("binding limit"), "{err}");
 }
 
 #[test]
