@@ -1,8 +1,8 @@
 //! Ternary (BitNet b1.58) linear layers. Activations are quantised per token to int8 (`ternary/act_quant.wgsl`);
 //! weight codes stay packed at 2 bits ([`crate::buffer::Weight::upload_ternary`]). One-token layers whose input width
-//! is a multiple of 16 take the integer path ([`matvec_dp4`]: `dot4I8Packed` on i8x4 words,
-//! `ternary/matvec_dp4.wgsl`); the rest decode codes to f32 inside the ordinary linear kernels (`W_TERNARY` in
-//! `common/weights.wgsl`). Reference: `reference::ternary`.
+//! is a multiple of 16 take the integer path ([`matvec_dp4`]: `dot4I8Packed` on i8x4 words, or where the tuning says
+//! so two 16-bit products per 32-bit multiply, `ternary/matvec_dp4.wgsl`); the rest decode codes to f32 inside the
+//! ordinary linear kernels (`W_TERNARY` in `common/weights.wgsl`). Reference: `reference::ternary`.
 
 use super::f32_word;
 use super::matmul::InputNorm;
