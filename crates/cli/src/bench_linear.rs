@@ -63,10 +63,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         let x = gpu.upload_f32("x", &(0..m * k).map(|_| rng.next_f32() - 0.5).collect::<Vec<_>>());
         let (xq, y) = (gpu.zeros("xq", m * k), gpu.zeros("y", m * n));
-        let (kernels, timed) = match m {
-            1 => (MatmulShape::Vector, (&y, 1)),
-            _ => (MatmulShape::Tiled, (&y, args.tokens)),
-        };
+        let kernels = if m == 1 { MatmulShape::Vector } else { MatmulShape::Tiled };
+        let timed = (&y, args.tokens);
         let mut plan = Plan::new(&gpu);
         linear(&gpu, &mut plan, &Linear::new(&x, &bf16, &y, kernels))?;
         let t_bf16 = time_plan(&gpu, &plan, timed, args.reps)?;

@@ -154,22 +154,17 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
         gpu.tuning = start.clone();
         trials.push(Trial { tuning, kernel, seconds: timed? });
     }
-    let fastest = |kernel| {
-        trials
-            .iter()
-            .filter(|t| t.kernel == kernel)
-            .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
-            .map_or_else(|| start.clone(), |t| t.tuning.clone())
+    // The sizes of the fastest trial of `kernel` that `keep` accepts.
+    let fastest_where = |kernel, keep: &dyn Fn(&Tuning) -> bool| {
+        let of_kernel = trials.iter().filter(|t| t.kernel == kernel && keep(&t.tuning));
+        of_kernel.min_by(|a, b| a.seconds.total_cmp(&b.seconds)).map(|t| t.tuning.clone())
     };
+    let fastest = |kernel| fastest_where(kernel, &|_| true).unwrap_or_else(|| start.clone());
     let (vector, tiled, ternary) =
         (fastest(TunedKernel::Matvec), fastest(TunedKernel::Matmul), fastest(TunedKernel::TernaryMatvec));
     let splits = fastest(TunedKernel::DecodeAttention).attn_splits;
     // The fastest split count above 1, whether or not it beat one workgroup per head at ATTN_KEYS.
-    let split = trials
-        .iter()
-        .filter(|t| t.kernel == TunedKernel::DecodeAttention && t.tuning.attn_splits > 1)
-        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
-        .map(|t| t.tuning.attn_splits);
+    let split = fastest_where(TunedKernel::DecodeAttention, &|t| t.attn_splits > 1).map(|t| t.attn_splits);
     let mut attn_split_from = start.attn_split_from;
     if let Some(split) = split {
         let mut timings = Vec::new();
