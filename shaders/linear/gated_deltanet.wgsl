@@ -6,7 +6,8 @@
 // HV + HV*DK) per token, at columns ab_offset.. of rows ab_stride wide; gate_params [2*HV] = [A_log | dt_bias]
 // (PER_CHANNEL: [HV + HV*DK]); state [HV, DK, DV]; out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
 // Variants:
-//   RECURRENT    one workgroup per value head, one invocation per state column v; tokens in order (decode).
+//   RECURRENT    one workgroup per value head, one invocation per block of VW state columns (COL: vec4<f32> with
+//                VEC where DV is a multiple of 4, else f32); tokens in order (decode), keys DK_STEP at a time.
 //                OUT_NORM: each head's DV outputs leave through the layer's output norm, RMSNorm with norm_w [DV]
 //                (plus NORM_OFFSET) and NORM_EPS, times GATE_ACT(z) with GATE (z [T, HV*DV], silu or sigmoid).
 //   CHUNK_PREP   one workgroup per (chunk of 64, value head): gates, cumulative log decay G, the WY transform
@@ -182,81 +183,134 @@ fn channel_decay(t: u32, h: u32, d: u32) -> f32 {
 }
 
 #if RECURRENT
-@group(0) @binding(5) var<storage, read_write> state: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+// VW adjacent columns of a head's state (a vec4 where DV allows), one block per invocation.
+alias Col = {{COL}};
+const VW: u32 = {{VW}}u;
+const COLS: u32 = DV / VW;
+const DK_STEP: u32 = {{DK_STEP}}u;
+@group(0) @binding(5) var<storage, read_write> state: array<Col>;
+@group(0) @binding(6) var<storage, read_write> out: array<Col>;
 #if OUT_NORM
-@group(0) @binding(7) var<storage, read> norm_w: array<f32>;
+@group(0) @binding(7) var<storage, read> norm_w: array<Col>;
 #if GATE
 #include "common/activations.wgsl"
-@group(0) @binding(8) var<storage, read> z: array<f32>;
+@group(0) @binding(8) var<storage, read> z: array<Col>;
+
+fn gated(z: Col) -> Col {
+#if VEC
+    return vec4<f32>({{GATE_ACT}}(z.x), {{GATE_ACT}}(z.y), {{GATE_ACT}}(z.z), {{GATE_ACT}}(z.w));
+#else
+    return {{GATE_ACT}}(z);
+#endif
+}
 #endif
 
-// The head's squared outputs, summed by a tree over the next power of two (DV_POW2).
-var<workgroup> squares: array<f32, DV>;
+// The head's squared outputs per column block, summed by a tree over the next power of two (COLS_POW2).
+var<workgroup> squares: array<f32, COLS>;
 
-// o through the output norm: every invocation of the head calls it with its own column's value.
-fn normed(o: f32, t: u32, h: u32, v: u32) -> f32 {
+// o through the output norm: every invocation of the head calls it with its own column block.
+fn normed(o: Col, t: u32, h: u32, c: u32) -> Col {
     workgroupBarrier();
-    squares[v] = o * o;
+    squares[c] = squared(o);
     workgroupBarrier();
-    for (var s = {{DV_POW2}}u / 2u; s > 0u; s >>= 1u) {
-        if (v < s && v + s < DV) {
-            squares[v] += squares[v + s];
+    for (var s = {{COLS_POW2}}u / 2u; s > 0u; s >>= 1u) {
+        if (c < s && c + s < COLS) {
+            squares[c] += squares[c + s];
         }
         workgroupBarrier();
     }
-    var y = o * inverseSqrt(squares[0] / f32(DV) + {{NORM_EPS}}) * (norm_w[v] + {{NORM_OFFSET}});
+    var y = o * inverseSqrt(squares[0] / f32(DV) + {{NORM_EPS}}) * (norm_w[c] + {{NORM_OFFSET}});
 #if GATE
-    y *= {{GATE_ACT}}(z[(t * params.n_v_heads + h) * DV + v]);
+    y *= gated(z[(t * params.n_v_heads + h) * COLS + c]);
 #endif
     return y;
 }
 #endif
 
-@compute @workgroup_size(DV)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+fn squared(x: Col) -> f32 {
+#if VEC
+    return dot(x, x);
+#else
+    return x * x;
+#endif
+}
+
+// Token t's values for head h's column block c.
+fn v_col(t: u32, h: u32, c: u32) -> Col {
+    let i = t * params.width + 2u * params.n_k_heads * DK + h * DV + c * VW;
+#if VEC
+    return vec4<f32>(qkv[i], qkv[i + 1u], qkv[i + 2u], qkv[i + 3u]);
+#else
+    return qkv[i];
+#endif
+}
+
+// The decay factor of key channel d: `head` (the head's exp(g)) unless the decay is per channel.
+#if PER_CHANNEL
+var<workgroup> decays: array<f32, DK>;
+#endif
+fn decay_at(t: u32, h: u32, d: u32, head: f32) -> f32 {
+#if PER_CHANNEL
+    return decays[d];
+#else
+    return head;
+#endif
+}
+
+// The state is not held in registers, which a CPU adapter spills for heads of 128 or more channels: each
+// token streams the invocation's DK x VW block twice, first for S^T k and |k|, then to update it, giving
+// o and |q| on the way. The second pass finds the block in cache.
+@compute @workgroup_size(COLS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
     let kh = key_head(h);
-    // The loops over the state column are unrolled: SwiftShader then keeps it in registers.
-    var s: array<f32, DK>;
-#unroll d DK
-    s[{{d}}] = state[(h * DK + {{d}}) * DV + v];
-#endunroll
+    let base = h * DK * COLS + c;
     for (var t = 0u; t < step.n_tokens; t++) {
         let gb = gates(t, h);
-        let rk = inv_norm(t, kh, false);
-        let rq = inv_norm(t, kh, true);
-#if PER_CHANNEL
-        // A loop: SwiftShader's compiler runs out of memory on DK unrolled copies of the gate's exp and softplus.
-        for (var d = 0u; d < DK; d++) {
-            s[d] *= exp(channel_decay(t, h, d));
-        }
-#else
         let head_decay = exp(gb.x);
-#unroll d DK
-        s[{{d}}] *= head_decay;
-#endunroll
+#if PER_CHANNEL
+        workgroupBarrier();
+        for (var d = c; d < DK; d += COLS) {
+            decays[d] = exp(channel_decay(t, h, d));
+        }
+        workgroupBarrier();
 #endif
-        var kv = 0.0;
-#unroll d DK
-        kv += s[{{d}}] * k_at(t, kh, {{d}}) * rk;
+        var kv = Col(0.0);
+        var kk = 0.0;
+        for (var d0 = 0u; d0 < DK; d0 += DK_STEP) {
+#unroll j DK_STEP
+            {
+                let d = d0 + {{j}};
+                let kd = k_at(t, kh, d);
+                kv += state[base + d * COLS] * (kd * decay_at(t, h, d, head_decay));
+                kk += kd * kd;
+            }
 #endunroll
-        let delta = gb.y * (v_at(t, h, v) - kv);
-        var o = 0.0;
-#unroll d DK
-        s[{{d}}] += k_at(t, kh, {{d}}) * rk * delta;
-        o += s[{{d}}] * q_at(t, kh, {{d}}) * rq;
+        }
+        let rk = inverseSqrt(kk + 1e-6);
+        let delta = gb.y * (v_col(t, h, c) - kv * rk);
+        var o = Col(0.0);
+        var qq = 0.0;
+        for (var d0 = 0u; d0 < DK; d0 += DK_STEP) {
+#unroll j DK_STEP
+            {
+                let d = d0 + {{j}};
+                let i = base + d * COLS;
+                let s = state[i] * decay_at(t, h, d, head_decay) + (k_at(t, kh, d) * rk) * delta;
+                state[i] = s;
+                let qd = q_at(t, kh, d);
+                o += s * qd;
+                qq += qd * qd;
+            }
 #endunroll
-        out[(t * params.n_v_heads + h) * DV + v] = o;
+        }
+        out[(t * params.n_v_heads + h) * COLS + c] = o * (inverseSqrt(qq + 1e-6) * inverseSqrt(f32(DK)));
     }
-#unroll d DK
-    state[(h * DK + {{d}}) * DV + v] = s[{{d}}];
-#endunroll
 #if OUT_NORM
     // After the recurrence, so that no state is held across the norm's barriers (CPU adapters save it at each).
     for (var t = 0u; t < step.n_tokens; t++) {
-        let i = (t * params.n_v_heads + h) * DV + v;
-        out[i] = normed(out[i], t, h, v);
+        let i = (t * params.n_v_heads + h) * COLS + c;
+        out[i] = normed(out[i], t, h, c);
     }
 #endif
 }

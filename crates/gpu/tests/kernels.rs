@@ -999,8 +999,11 @@ mod gdn {
     fn chunked_and_recurrent_kernels_match_reference_at_awkward_lengths() {
         let g = gpu();
         let mut rng = Rng::new(8);
-        let shapes =
-            [Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 32 }, Dims { n_k_heads: 1, n_v_heads: 1, dk: 64, dv: 48 }];
+        let shapes = [
+            Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 32 },
+            Dims { n_k_heads: 1, n_v_heads: 1, dk: 64, dv: 48 },
+            Dims { n_k_heads: 1, n_v_heads: 2, dk: 20, dv: 30 },
+        ];
         for d in shapes {
             for t in [1, 63, 64, 65, 150] {
                 let c = case(&mut rng, d, t);
@@ -1026,8 +1029,11 @@ mod gdn {
         use kernel::HeadOutputNorm;
         let g = gpu();
         let mut rng = Rng::new(31);
-        let shapes =
-            [Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 32 }, Dims { n_k_heads: 1, n_v_heads: 2, dk: 32, dv: 48 }];
+        let shapes = [
+            Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 32 },
+            Dims { n_k_heads: 1, n_v_heads: 2, dk: 32, dv: 48 },
+            Dims { n_k_heads: 1, n_v_heads: 2, dk: 20, dv: 30 },
+        ];
         for d in shapes {
             let t = 3;
             let c = case(&mut rng, d, t);
@@ -1055,67 +1061,71 @@ mod gdn {
     fn per_channel_decay_kernels_match_reference_and_hand_off() {
         let g = gpu();
         let mut rng = Rng::new(14);
-        let d = Dims { n_k_heads: 2, n_v_heads: 2, dk: 16, dv: 24 };
-        let (hv, key) = (d.n_v_heads, d.n_k_heads * d.dk);
-        let width = 2 * key + hv * d.dv;
-        let ab_width = hv * (1 + d.dk);
-        let params = [random(&mut rng, hv, 1.0), random(&mut rng, hv * d.dk, 1.0)].concat();
-        for t in [1, 63, 65, 150] {
-            let qkv = random(&mut rng, t * width, 1.0);
-            let ab = random(&mut rng, t * ab_width, 2.0);
-            let cols = |off: usize, w: usize, stride: usize, x: &[f32]| -> Vec<f32> {
-                x.chunks_exact(stride).flat_map(|r| r[off..off + w].to_vec()).collect()
-            };
-            let (b, a) = (cols(0, hv, ab_width, &ab), cols(hv, hv * d.dk, ab_width, &ab));
-            let decay = gated_delta::channel_gates(&a, &params[..hv], &params[hv..]);
-            let beta: Vec<f32> = b.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect();
-            let (q, k, v) =
-                (cols(0, key, width, &qkv), cols(key, key, width, &qkv), cols(2 * key, hv * d.dv, width, &qkv));
-            let mut want_state = vec![0.0; hv * d.dk * d.dv];
-            let per_channel = gated_delta::Decay::PerChannel(&decay);
-            let want = gated_delta::recurrent(&q, &k, &v, per_channel, &beta, &mut want_state, &d);
-            let run_gpu = |range: std::ops::Range<usize>, state: &wgpu::Buffer, chunked: bool| {
-                let n = range.len();
-                let (qb, abb) = (
-                    g.upload_f32("qkv", &qkv[range.start * width..range.end * width]),
-                    g.upload_f32("ab", &ab[range.start * ab_width..range.end * ab_width]),
-                );
-                let (pb, out) = (g.upload_f32("params", &params), g.zeros("out", n * hv * d.dv));
-                let call = DeltaNet {
-                    n_k_heads: d.n_k_heads,
-                    n_v_heads: hv,
-                    dk: d.dk,
-                    dv: d.dv,
-                    qkv: &qb,
-                    ab: &abb,
-                    ab_columns: (0, 0),
-                    gate_params: &pb,
-                    per_channel: true,
-                    beta_scale: 1.0,
-                    state,
-                    out: &out,
+        // The second shape has head widths that take scalar columns and a key step of 4 in the recurrent kernel.
+        let shapes =
+            [Dims { n_k_heads: 2, n_v_heads: 2, dk: 16, dv: 24 }, Dims { n_k_heads: 1, n_v_heads: 2, dk: 20, dv: 30 }];
+        for d in shapes {
+            let (hv, key) = (d.n_v_heads, d.n_k_heads * d.dk);
+            let width = 2 * key + hv * d.dv;
+            let ab_width = hv * (1 + d.dk);
+            let params = [random(&mut rng, hv, 1.0), random(&mut rng, hv * d.dk, 1.0)].concat();
+            for t in [1, 63, 65, 150] {
+                let qkv = random(&mut rng, t * width, 1.0);
+                let ab = random(&mut rng, t * ab_width, 2.0);
+                let cols = |off: usize, w: usize, stride: usize, x: &[f32]| -> Vec<f32> {
+                    x.chunks_exact(stride).flat_map(|r| r[off..off + w].to_vec()).collect()
                 };
-                let mut plan = Plan::new(g);
-                if chunked {
-                    kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, n, hv, d.dk, d.dv)).unwrap();
-                } else {
-                    kernel::recurrent(g, &mut plan, &call, None).unwrap();
+                let (b, a) = (cols(0, hv, ab_width, &ab), cols(hv, hv * d.dk, ab_width, &ab));
+                let decay = gated_delta::channel_gates(&a, &params[..hv], &params[hv..]);
+                let beta: Vec<f32> = b.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect();
+                let (q, k, v) =
+                    (cols(0, key, width, &qkv), cols(key, key, width, &qkv), cols(2 * key, hv * d.dv, width, &qkv));
+                let mut want_state = vec![0.0; hv * d.dk * d.dv];
+                let per_channel = gated_delta::Decay::PerChannel(&decay);
+                let want = gated_delta::recurrent(&q, &k, &v, per_channel, &beta, &mut want_state, &d);
+                let run_gpu = |range: std::ops::Range<usize>, state: &wgpu::Buffer, chunked: bool| {
+                    let n = range.len();
+                    let (qb, abb) = (
+                        g.upload_f32("qkv", &qkv[range.start * width..range.end * width]),
+                        g.upload_f32("ab", &ab[range.start * ab_width..range.end * ab_width]),
+                    );
+                    let (pb, out) = (g.upload_f32("params", &params), g.zeros("out", n * hv * d.dv));
+                    let call = DeltaNet {
+                        n_k_heads: d.n_k_heads,
+                        n_v_heads: hv,
+                        dk: d.dk,
+                        dv: d.dv,
+                        qkv: &qb,
+                        ab: &abb,
+                        ab_columns: (0, 0),
+                        gate_params: &pb,
+                        per_channel: true,
+                        beta_scale: 1.0,
+                        state,
+                        out: &out,
+                    };
+                    let mut plan = Plan::new(g);
+                    if chunked {
+                        kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, n, hv, d.dk, d.dv)).unwrap();
+                    } else {
+                        kernel::recurrent(g, &mut plan, &call, None).unwrap();
+                    }
+                    run(&plan, &tokens(0, n), &out, n * hv * d.dv)
+                };
+                for chunked in [false, true] {
+                    let sb = g.zeros("state", want_state.len());
+                    assert_close(&run_gpu(0..t, &sb, chunked), &want, 2e-4, &format!("kda T={t} chunked={chunked}"));
+                    let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
+                    assert_close(&state, &want_state, 2e-4, &format!("kda state T={t} chunked={chunked}"));
                 }
-                run(&plan, &tokens(0, n), &out, n * hv * d.dv)
-            };
-            for chunked in [false, true] {
-                let sb = g.zeros("state", want_state.len());
-                assert_close(&run_gpu(0..t, &sb, chunked), &want, 2e-4, &format!("kda T={t} chunked={chunked}"));
-                let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
-                assert_close(&state, &want_state, 2e-4, &format!("kda state T={t} chunked={chunked}"));
-            }
-            if t == 150 {
-                let sb = g.zeros("state", want_state.len());
-                let mut got = run_gpu(0..100, &sb, true);
-                for i in 100..t {
-                    got.extend(run_gpu(i..i + 1, &sb, false));
+                if t == 150 {
+                    let sb = g.zeros("state", want_state.len());
+                    let mut got = run_gpu(0..100, &sb, true);
+                    for i in 100..t {
+                        got.extend(run_gpu(i..i + 1, &sb, false));
+                    }
+                    assert_close(&got, &want, 2e-4, "kda prefill 100 then 50 steps");
                 }
-                assert_close(&got, &want, 2e-4, "kda prefill 100 then 50 steps");
             }
         }
     }
