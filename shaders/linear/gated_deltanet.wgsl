@@ -6,8 +6,8 @@
 // HV + HV*DK) per token, at columns ab_offset.. of rows ab_stride wide; gate_params [2*HV] = [A_log | dt_bias]
 // (PER_CHANNEL: [HV + HV*DK]); state [HV, DK, DV]; out [T, HV*DV]. Value head h reads key head h / (HV/Hk).
 // Variants:
-//   RECURRENT    one workgroup per value head, one invocation per block of VW state columns (COL: vec4<f32> with
-//                VEC where DV is a multiple of 4, else f32); tokens in order (decode), keys DK_STEP at a time.
+//   RECURRENT    one workgroup per value head, one invocation per block of state columns (`linear/columns.wgsl`);
+//                tokens in order (decode).
 //                OUT_NORM: each head's DV outputs leave through the layer's output norm, RMSNorm with norm_w [DV]
 //                (plus NORM_OFFSET) and NORM_EPS, times GATE_ACT(z) with GATE (z [T, HV*DV], silu or sigmoid).
 //   CHUNK_PREP   one workgroup per (chunk of 64, value head): gates, cumulative log decay G, the WY transform
@@ -183,11 +183,7 @@ fn channel_decay(t: u32, h: u32, d: u32) -> f32 {
 }
 
 #if RECURRENT
-// VW adjacent columns of a head's state (a vec4 where DV allows), one block per invocation.
-alias Col = {{COL}};
-const VW: u32 = {{VW}}u;
-const COLS: u32 = DV / VW;
-const DK_STEP: u32 = {{DK_STEP}}u;
+#include "linear/columns.wgsl"
 @group(0) @binding(5) var<storage, read_write> state: array<Col>;
 @group(0) @binding(6) var<storage, read_write> out: array<Col>;
 #if OUT_NORM
@@ -227,22 +223,9 @@ fn normed(o: Col, t: u32, h: u32, c: u32) -> Col {
 }
 #endif
 
-fn squared(x: Col) -> f32 {
-#if VEC
-    return dot(x, x);
-#else
-    return x * x;
-#endif
-}
-
 // Token t's values for head h's column block c.
 fn v_col(t: u32, h: u32, c: u32) -> Col {
-    let i = t * params.width + 2u * params.n_k_heads * DK + h * DV + c * VW;
-#if VEC
-    return vec4<f32>(qkv[i], qkv[i + 1u], qkv[i + 2u], qkv[i + 3u]);
-#else
-    return qkv[i];
-#endif
+    return qkv_col(t * params.width + 2u * params.n_k_heads * DK + h * DV + c * VW);
 }
 
 // The decay factor of key channel d: `head` (the head's exp(g)) unless the decay is per channel.
@@ -257,9 +240,8 @@ fn decay_at(t: u32, h: u32, d: u32, head: f32) -> f32 {
 #endif
 }
 
-// The state is not held in registers, which a CPU adapter spills for heads of 128 or more channels: each
-// token streams the invocation's DK x VW block twice, first for S^T k and |k|, then to update it, giving
-// o and |q| on the way. The second pass finds the block in cache.
+// Each token streams the invocation's block twice: first for S^T k and |k|, then to update it, giving o and |q|
+// on the way. The second pass finds the block in cache.
 @compute @workgroup_size(COLS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;

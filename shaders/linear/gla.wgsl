@@ -5,7 +5,8 @@
 // + k_t v_t^T with g [T, H*DV] (the first pass of Gated Slot Attention).
 // Layouts: qkv [T, C] = [q (H*DK) | k (H*DK) | v (H*DV)]; state [H, DK, DV]; out [T, H*DV].
 // Variants:
-//   RECURRENT   one workgroup per head, one invocation per state column v; tokens in order (decode).
+//   RECURRENT   one workgroup per head, one invocation per block of state columns (`linear/columns.wgsl`); tokens
+//               in order (decode), each streaming its block once.
 //   CHUNK_PREP  one workgroup per (chunk of 64, head): cumulative decay G [T, H, DK] and the intra-chunk
 //               matrix A[i][j] = sum_d q_id k_jd exp(G_id - G_jd) (j <= i, q scaled).
 //   CHUNK_STATE one workgroup per head, one invocation per column v, chunks in order:
@@ -119,27 +120,45 @@ fn log_decay(t: u32, h: u32, d: u32) -> f32 {
 }
 
 #if RECURRENT
-@group(0) @binding(4) var<storage, read_write> state: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+#include "linear/columns.wgsl"
+@group(0) @binding(4) var<storage, read_write> state: array<Col>;
+@group(0) @binding(5) var<storage, read_write> out: array<Col>;
 
-@compute @workgroup_size(DV)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+// exp of the log decays of token t along head h's value channels in block c (VALUE_DECAY).
+fn value_decays(t: u32, h: u32, c: u32) -> Col {
+    let i = (t * params.n_heads + h) * DV + c * VW;
+#if VEC
+    return exp(vec4<f32>(gk[i], gk[i + 1u], gk[i + 2u], gk[i + 3u]));
+#else
+    return exp(gk[i]);
+#endif
+}
+
+@compute @workgroup_size(COLS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
-    var s: array<f32, DK>;
-    for (var d = 0u; d < DK; d++) {
-        s[d] = state[state_index(h, d, v)];
-    }
+    let base = params.state_offset / VW + h * DK * COLS + c;
     for (var t = 0u; t < step.n_tokens; t++) {
-        let vt = v_at(t, h, v);
-        var o = 0.0;
-        for (var d = 0u; d < DK; d++) {
-            s[d] = s[d] * exp(log_decay(t, h, decay_channel(d, v))) + k_at(t, h, d) * vt;
-            o += s[d] * q_at(t, h, d);
+        let vt = qkv_col(t * params.width + 2u * params.n_heads * DK + h * DV + c * VW);
+#if VALUE_DECAY
+        let decay = value_decays(t, h, c);
+#endif
+        var o = Col(0.0);
+        for (var d0 = 0u; d0 < DK; d0 += DK_STEP) {
+#unroll j DK_STEP
+            {
+                let d = d0 + {{j}};
+                let i = base + d * COLS;
+#if !VALUE_DECAY
+                let decay = exp(log_decay(t, h, d));
+#endif
+                let s = state[i] * decay + k_at(t, h, d) * vt;
+                state[i] = s;
+                o += s * q_at(t, h, d);
+            }
+#endunroll
         }
-        out[(t * params.n_heads + h) * DV + v] = o;
-    }
-    for (var d = 0u; d < DK; d++) {
-        state[state_index(h, d, v)] = s[d];
+        out[(t * params.n_heads + h) * COLS + c] = o;
     }
 }
 #endif

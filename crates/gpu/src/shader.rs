@@ -53,6 +53,7 @@ shaders!(
     "attention/absorb.wgsl",
     "attention/entropy.wgsl",
     "linear/chunks.wgsl",
+    "linear/columns.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
@@ -256,6 +257,8 @@ mod tests {
             .set("MATRICES", 1)
             .set("CHUNK", 8)
             .set("VW", 4)
+            .set("COL", "f32")
+            .set("DK_STEP", 2)
             .set("QUADS", 1)
             .set("STEP_WORDS", 4)
             .set("X_QUADS", 2)

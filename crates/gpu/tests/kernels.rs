@@ -1169,8 +1169,11 @@ mod gla {
     use ternlight_gpu::kernels::gla::{self as kernel, Gla};
 
     fn gpu_run(d: &Dims, qkv: &[f32], gk: &[f32], state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
-        gpu_run_with(d, qkv, gk, state, chunked, (kernel::Decay::LogSigmoid(16.0), (d.dk as f32).powf(-0.5)))
+        gpu_run_with(d, qkv, gk, state, chunked, (kernel::Decay::LogSigmoid(16.0), (d.dk as f32).powf(-0.5), 0))
     }
+
+    /// `qkv` through the chunkwise or the recurrent kernel with `decay` and `q_scale`, the state at float `offset`
+    /// of `state`.
 
     fn gpu_run_with(
         d: &Dims,
@@ -1178,7 +1181,7 @@ mod gla {
         gk: &[f32],
         state: &wgpu::Buffer,
         chunked: bool,
-        (decay, q_scale): (kernel::Decay, f32),
+        (decay, q_scale, offset): (kernel::Decay, f32, usize),
     ) -> Vec<f32> {
         let g = gpu();
         let t = qkv.len() / (d.heads * (2 * d.dk + d.dv));
@@ -1192,7 +1195,7 @@ mod gla {
             qkv: &qb,
             gk: &gb,
             state,
-            state_offset: 0,
+            state_offset: offset,
             out: &out,
         };
         let mut plan = Plan::new(g);
@@ -1217,7 +1220,7 @@ mod gla {
     fn chunked_and_recurrent_kernels_match_reference_and_hand_off() {
         let g = gpu();
         let mut rng = Rng::new(12);
-        for d in [Dims::new(2, 16, 32), Dims::new(1, 64, 24)] {
+        for d in [Dims::new(2, 16, 32), Dims::new(1, 64, 24), Dims::new(2, 20, 30)] {
             let width = d.heads * (2 * d.dk + d.dv);
             for t in [1, 63, 64, 65, 150] {
                 let qkv = random(&mut rng, t * width, 1.0);
@@ -1272,11 +1275,13 @@ mod gla {
             let mut want_state = vec![0.0; d.heads * d.dk * d.dv];
             let v = cols(2 * key, d.heads * d.dv);
             let want = reference_gla::recurrent(&q, &cols(key, key), &v, &decay, &mut want_state, &d);
+            // The state sits 6 floats into its buffer: not on a vec4, so the recurrent kernel takes scalar columns.
+            let offset = 6;
             for chunked in [false, true] {
-                let sb = g.zeros("state", want_state.len());
-                let got = gpu_run_with(&d, &qkv, &per_head, &sb, chunked, (kernel::Decay::PerHead, 1.0));
+                let sb = g.zeros("state", offset + want_state.len());
+                let got = gpu_run_with(&d, &qkv, &per_head, &sb, chunked, (kernel::Decay::PerHead, 1.0, offset));
                 assert_close(&got, &want, 2e-4, &format!("lightning T={t} chunked={chunked}"));
-                let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
+                let state = pollster::block_on(g.read_f32(&sb, offset, want_state.len())).unwrap();
                 assert_close(&state, &want_state, 2e-4, &format!("lightning state T={t} chunked={chunked}"));
             }
         }

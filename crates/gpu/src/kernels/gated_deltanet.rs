@@ -134,14 +134,8 @@ fn params(d: &DeltaNet) -> [u32; 5] {
 
 /// Records the token-by-token recurrence over the forward's tokens (decode), its outputs through `norm` when given.
 pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, norm: Option<&HeadOutputNorm>) -> Result<()> {
-    let vec = d.dv.is_multiple_of(4);
-    let dk_step = [8, 4, 2, 1].into_iter().find(|s| d.dk.is_multiple_of(*s)).unwrap_or(1);
-    let mut defines = check(gpu, plan, d)?
-        .flag("RECURRENT", true)
-        .flag("VEC", vec)
-        .set("VW", if vec { 4 } else { 1 })
-        .set("COL", if vec { "vec4<f32>" } else { "f32" })
-        .set("DK_STEP", dk_step);
+    let (defines, cols) = super::column_blocks(check(gpu, plan, d)?, d.dk, d.dv, true);
+    let mut defines = defines.flag("RECURRENT", true);
     let mut buffers = vec![d.qkv.into(), d.ab.into(), d.gate_params.into(), d.state.into(), d.out.into()];
     if let Some(n) = norm {
         if n.weight.size() < (d.dv * 4) as u64 {
@@ -149,7 +143,7 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, norm: Option<&HeadOut
         }
         defines = defines
             .flag("OUT_NORM", true)
-            .set("COLS_POW2", (d.dv / if vec { 4 } else { 1 }).next_power_of_two())
+            .set("COLS_POW2", cols.next_power_of_two())
             .set("NORM_EPS", format!("{:?}", n.eps))
             .set("NORM_OFFSET", if n.unit_offset { "1.0" } else { "0.0" });
         buffers.push(n.weight.into());

@@ -73,7 +73,9 @@ fn params(g: &Gla) -> [u32; 3] {
 
 /// Records the recurrence over the forward's tokens (decode).
 pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
-    let defines = check(gpu, plan, g)?.flag("RECURRENT", true);
+    let aligned = g.state_offset.is_multiple_of(4);
+    let (defines, _) = super::column_blocks(check(gpu, plan, g)?, g.dk, g.dv, aligned);
+    let defines = defines.flag("RECURRENT", true);
     let buffers = [g.qkv.into(), g.gk.into(), g.state.into(), g.out.into()];
     plan.dispatch(gpu, "linear/gla.wgsl", &defines, &params(g), &buffers, Grid::Fixed(g.heads as u32))
 }
