@@ -1174,7 +1174,6 @@ mod gla {
 
     /// `qkv` through the chunkwise or the recurrent kernel with `decay` and `q_scale`, the state at float `offset`
     /// of `state`.
-
     fn gpu_run_with(
         d: &Dims,
         qkv: &[f32],
