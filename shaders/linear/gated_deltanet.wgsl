@@ -184,6 +184,11 @@ fn channel_decay(t: u32, h: u32, d: u32) -> f32 {
 
 #if RECURRENT
 #include "linear/columns.wgsl"
+
+fn input_at(i: u32) -> f32 {
+    return qkv[i];
+}
+
 @group(0) @binding(5) var<storage, read_write> state: array<Col>;
 @group(0) @binding(6) var<storage, read_write> out: array<Col>;
 #if OUT_NORM
@@ -225,7 +230,7 @@ fn normed(o: Col, t: u32, h: u32, c: u32) -> Col {
 
 // Token t's values for head h's column block c.
 fn v_col(t: u32, h: u32, c: u32) -> Col {
-    return qkv_col(t * params.width + 2u * params.n_k_heads * DK + h * DV + c * VW);
+    return input_col(t * params.width + 2u * params.n_k_heads * DK + h * DV + c * VW);
 }
 
 // The decay factor of key channel d: `head` (the head's exp(g)) unless the decay is per channel.

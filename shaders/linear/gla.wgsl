@@ -121,6 +121,11 @@ fn log_decay(t: u32, h: u32, d: u32) -> f32 {
 
 #if RECURRENT
 #include "linear/columns.wgsl"
+
+fn input_at(i: u32) -> f32 {
+    return qkv[i];
+}
+
 @group(0) @binding(4) var<storage, read_write> state: array<Col>;
 @group(0) @binding(5) var<storage, read_write> out: array<Col>;
 
@@ -139,7 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let h = wid.x;
     let base = params.state_offset / VW + h * DK * COLS + c;
     for (var t = 0u; t < step.n_tokens; t++) {
-        let vt = qkv_col(t * params.width + 2u * params.n_heads * DK + h * DV + c * VW);
+        let vt = input_col(t * params.width + 2u * params.n_heads * DK + h * DV + c * VW);
 #if VALUE_DECAY
         let decay = value_decays(t, h, c);
 #endif

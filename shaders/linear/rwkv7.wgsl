@@ -6,7 +6,8 @@
 //   PREPARE     one invocation per (token, head): w = -e^{-1/2} sigmoid(w), a' = sigmoid(a), kk = l2norm(k k_k),
 //               k = k (1 + (a' - 1) k_a), a = -kk, b = kk a'; v lerps towards v_first by sigmoid(v_mix) (V_MIX),
 //               else becomes v_first.
-//   RECURRENT   one workgroup per head, one invocation per state column; tokens in order (decode).
+//   RECURRENT   one workgroup per head, one invocation per block of state columns (`linear/columns.wgsl`); tokens
+//               in order (decode).
 //   CHUNK_PREP  one workgroup per (chunk of 64, head), one invocation per row i (G = running sum of w, G_{-1} = 0):
 //               L_ij = (a_i e^{G_{i-1}-G_j}) . b_j (j < i), T = (I - L)^-1 by forward substitution,
 //               u = T (M v) with M_ij = (a_i e^{G_{i-1}-G_j}) . k_j (j < i), W = T (a e^{G_{i-1}}),
@@ -88,41 +89,85 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 #if !PREPARE
 fn at(t: u32, part: u32, h: u32, d: u32) -> f32 {
-    return x[t * params.width + part * params.heads * DK + h * DK + d];
+    return input_at(t * params.width + part * params.heads * DK + h * DK + d);
 }
 
 fn v_at(t: u32, h: u32, j: u32) -> f32 {
-    return x[t * params.width + 5u * params.heads * DK + h * DV + j];
+    return input_at(t * params.width + 5u * params.heads * DK + h * DV + j);
 }
+#if !RECURRENT
+
+fn input_at(i: u32) -> f32 {
+    return x[i];
+}
+#endif
 #endif
 
 #if RECURRENT
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#if QUAD_INPUT
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 
-@compute @workgroup_size(DV)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+fn input_at(i: u32) -> f32 {
+    return x[i / 4u][i % 4u];
+}
+
+// Key channels d0..d0 + 3 of part `part` of token t, head h: one 16-byte load, as every offset is a multiple of 4.
+fn keys(t: u32, part: u32, h: u32, d0: u32) -> vec4<f32> {
+    return x[(t * params.width + part * params.heads * DK + h * DK + d0) / 4u];
+}
+#else
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+
+fn input_at(i: u32) -> f32 {
+    return x[i];
+}
+
+// Key channels d0..d0 + 3 of part `part` of token t, head h, those past DK read as 0.
+fn keys(t: u32, part: u32, h: u32, d0: u32) -> vec4<f32> {
+    var k = vec4<f32>(0.0);
+    for (var j = 0u; j < min(4u, DK - d0); j++) {
+        k[j] = at(t, part, h, d0 + j);
+    }
+    return k;
+}
+#endif
+#include "linear/columns.wgsl"
+@group(0) @binding(3) var<storage, read_write> state: array<Col>;
+@group(0) @binding(4) var<storage, read_write> out: array<Col>;
+
+// Each token streams the invocation's block twice: first for a^T S, then to update it, giving o on the way. Key
+// channels go four at a time.
+@compute @workgroup_size(COLS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
-    var s: array<f32, DK>;
-    for (var d = 0u; d < DK; d++) {
-        s[d] = state[(h * DK + d) * DV + v];
-    }
+    let base = h * DK * COLS + c;
     for (var t = 0u; t < step.n_tokens; t++) {
-        var sa = 0.0;
-        for (var d = 0u; d < DK; d++) {
-            sa += at(t, A, h, d) * s[d];
+        var sa = Col(0.0);
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let a = keys(t, A, h, d0);
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                sa += state[base + (d0 + {{j}}) * COLS] * a[{{j}}];
+            }
+#endunroll
         }
-        let value = v_at(t, h, v);
-        var o = 0.0;
-        for (var d = 0u; d < DK; d++) {
-            s[d] = s[d] * exp(at(t, W, h, d)) + at(t, B, h, d) * sa + at(t, K, h, d) * value;
-            o += at(t, R, h, d) * s[d];
+        let value = input_col(t * params.width + 5u * params.heads * DK + h * DV + c * VW);
+        var o = Col(0.0);
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let w = exp(keys(t, W, h, d0));
+            let b = keys(t, B, h, d0);
+            let k = keys(t, K, h, d0);
+            let r = keys(t, R, h, d0);
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                let i = base + (d0 + {{j}}) * COLS;
+                let s = state[i] * w[{{j}}] + b[{{j}}] * sa + k[{{j}}] * value;
+                state[i] = s;
+                o += r[{{j}}] * s;
+            }
+#endunroll
         }
-        out[(t * params.heads + h) * DV + v] = o;
-    }
-    for (var d = 0u; d < DK; d++) {
-        state[(h * DK + d) * DV + v] = s[d];
+        out[(t * params.heads + h) * COLS + c] = o;
     }
 }
 #endif
