@@ -26,21 +26,21 @@ struct Params {
     ab_stride: u32,   // floats per token in ab
 }
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;
+#include "linear/input.wgsl"
 
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
 
 fn q_at(t: u32, kh: u32, d: u32) -> f32 {
-    return qkv[t * params.width + kh * DK + d];
+    return input_at(t * params.width + kh * DK + d);
 }
 
 fn k_at(t: u32, kh: u32, d: u32) -> f32 {
-    return qkv[t * params.width + params.n_k_heads * DK + kh * DK + d];
+    return input_at(t * params.width + params.n_k_heads * DK + kh * DK + d);
 }
 
 fn v_at(t: u32, h: u32, c: u32) -> f32 {
-    return qkv[t * params.width + 2u * params.n_k_heads * DK + h * DV + c];
+    return input_at(t * params.width + 2u * params.n_k_heads * DK + h * DV + c);
 }
 
 fn key_head(h: u32) -> u32 {
@@ -184,11 +184,6 @@ fn channel_decay(t: u32, h: u32, d: u32) -> f32 {
 
 #if RECURRENT
 #include "linear/columns.wgsl"
-
-fn input_at(i: u32) -> f32 {
-    return qkv[i];
-}
-
 @group(0) @binding(5) var<storage, read_write> state: array<Col>;
 @group(0) @binding(6) var<storage, read_write> out: array<Col>;
 #if OUT_NORM
@@ -262,15 +257,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
 #endif
+        let row = t * params.width + kh * DK;
+        let k_row = row + params.n_k_heads * DK;
         var kv = Col(0.0);
         var kk = 0.0;
-        for (var d0 = 0u; d0 < DK; d0 += DK_STEP) {
-#unroll j DK_STEP
-            {
-                let d = d0 + {{j}};
-                let kd = k_at(t, kh, d);
-                kv += state[base + d * COLS] * (kd * decay_at(t, h, d, head_decay));
-                kk += kd * kd;
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let k = key_quad(k_row + d0, d0);
+            kk += dot(k, k);
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                kv += state[base + (d0 + {{j}}) * COLS] * (k[{{j}}] * decay_at(t, h, d0 + {{j}}, head_decay));
             }
 #endunroll
         }
@@ -278,16 +274,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let delta = gb.y * (v_col(t, h, c) - kv * rk);
         var o = Col(0.0);
         var qq = 0.0;
-        for (var d0 = 0u; d0 < DK; d0 += DK_STEP) {
-#unroll j DK_STEP
-            {
-                let d = d0 + {{j}};
-                let i = base + d * COLS;
-                let s = state[i] * decay_at(t, h, d, head_decay) + (k_at(t, kh, d) * rk) * delta;
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let k = key_quad(k_row + d0, d0) * rk;
+            let q = key_quad(row + d0, d0);
+            qq += dot(q, q);
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                let i = base + (d0 + {{j}}) * COLS;
+                let s = state[i] * decay_at(t, h, d0 + {{j}}, head_decay) + k[{{j}}] * delta;
                 state[i] = s;
-                let qd = q_at(t, kh, d);
-                o += s * qd;
-                qq += qd * qd;
+                o += s * q[{{j}}];
             }
 #endunroll
         }

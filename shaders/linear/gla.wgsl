@@ -19,7 +19,7 @@ struct Params {
     state_offset: u32,  // first float of this layer's state in the state buffer
 }
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;
+#include "linear/input.wgsl"
 
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
@@ -43,15 +43,15 @@ fn state_index(h: u32, d: u32, v: u32) -> u32 {
 }
 
 fn q_at(t: u32, h: u32, d: u32) -> f32 {
-    return qkv[t * params.width + h * DK + d] * {{Q_SCALE}};
+    return input_at(t * params.width + h * DK + d) * {{Q_SCALE}};
 }
 
 fn k_at(t: u32, h: u32, d: u32) -> f32 {
-    return qkv[t * params.width + params.n_heads * DK + h * DK + d];
+    return input_at(t * params.width + params.n_heads * DK + h * DK + d);
 }
 
 fn v_at(t: u32, h: u32, c: u32) -> f32 {
-    return qkv[t * params.width + 2u * params.n_heads * DK + h * DV + c];
+    return input_at(t * params.width + 2u * params.n_heads * DK + h * DV + c);
 }
 
 #if CHUNK_STATE
@@ -121,11 +121,6 @@ fn log_decay(t: u32, h: u32, d: u32) -> f32 {
 
 #if RECURRENT
 #include "linear/columns.wgsl"
-
-fn input_at(i: u32) -> f32 {
-    return qkv[i];
-}
-
 @group(0) @binding(4) var<storage, read_write> state: array<Col>;
 @group(0) @binding(5) var<storage, read_write> out: array<Col>;
 
@@ -148,18 +143,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if VALUE_DECAY
         let decay = value_decays(t, h, c);
 #endif
+        let q_row = t * params.width + h * DK;
+        let k_row = q_row + params.n_heads * DK;
         var o = Col(0.0);
-        for (var d0 = 0u; d0 < DK; d0 += DK_STEP) {
-#unroll j DK_STEP
-            {
-                let d = d0 + {{j}};
-                let i = base + d * COLS;
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let k = key_quad(k_row + d0, d0);
+            let q = key_quad(q_row + d0, d0) * {{Q_SCALE}};
 #if !VALUE_DECAY
-                let decay = exp(log_decay(t, h, d));
+            let decay = exp(vec4<f32>(log_decay(t, h, d0), log_decay(t, h, d0 + 1u), log_decay(t, h, d0 + 2u),
+                                      log_decay(t, h, d0 + 3u)));
 #endif
-                let s = state[i] * decay + k_at(t, h, d) * vt;
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                let i = base + (d0 + {{j}}) * COLS;
+#if VALUE_DECAY
+                let s = state[i] * decay + k[{{j}}] * vt;
+#else
+                let s = state[i] * decay[{{j}}] + k[{{j}}] * vt;
+#endif
                 state[i] = s;
-                o += s * q_at(t, h, d);
+                o += s * q[{{j}}];
             }
 #endunroll
         }

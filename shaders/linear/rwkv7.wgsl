@@ -104,33 +104,12 @@ fn input_at(i: u32) -> f32 {
 #endif
 
 #if RECURRENT
-#if QUAD_INPUT
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+#include "linear/input.wgsl"
 
-fn input_at(i: u32) -> f32 {
-    return x[i / 4u][i % 4u];
-}
-
-// Key channels d0..d0 + 3 of part `part` of token t, head h: one 16-byte load, as every offset is a multiple of 4.
+// Key channels d0..d0 + 3 of part `part` of token t, head h, those past DK as 0.
 fn keys(t: u32, part: u32, h: u32, d0: u32) -> vec4<f32> {
-    return x[(t * params.width + part * params.heads * DK + h * DK + d0) / 4u];
+    return key_quad(t * params.width + part * params.heads * DK + h * DK + d0, d0);
 }
-#else
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-
-fn input_at(i: u32) -> f32 {
-    return x[i];
-}
-
-// Key channels d0..d0 + 3 of part `part` of token t, head h, those past DK read as 0.
-fn keys(t: u32, part: u32, h: u32, d0: u32) -> vec4<f32> {
-    var k = vec4<f32>(0.0);
-    for (var j = 0u; j < min(4u, DK - d0); j++) {
-        k[j] = at(t, part, h, d0 + j);
-    }
-    return k;
-}
-#endif
 #include "linear/columns.wgsl"
 @group(0) @binding(3) var<storage, read_write> state: array<Col>;
 @group(0) @binding(4) var<storage, read_write> out: array<Col>;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_attention;
+mod bench_state;
 mod bench_linear;
 mod convert;
 mod eval_policy;
@@ -46,6 +47,8 @@ enum Command {
     BenchLinear(bench_linear::Args),
     /// Time one decode token's attention over a long KV cache, for each number of workgroups per head.
     BenchAttention(bench_attention::Args),
+    /// Time one decode token of each recurrent mixer at real models' head shapes, beside the copy bandwidth.
+    BenchState(bench_state::Args),
     /// Compare attention policies with full attention on a text: KL divergence, top-1 agreement, time, KV memory.
     EvalPolicy(eval_policy::Args),
     /// Load, generate and unload a model repeatedly, reporting host and GPU memory after each step.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Tune(a) => tune::run(a),
         Command::BenchLinear(a) => bench_linear::run(a),
         Command::BenchAttention(a) => bench_attention::run(a),
+        Command::BenchState(a) => bench_state::run(a),
         Command::EvalPolicy(a) => eval_policy::run(a, cli.quiet),
         Command::Soak(a) => soak::run(a, cli.quiet),
     };

@@ -54,6 +54,7 @@ shaders!(
     "attention/entropy.wgsl",
     "linear/chunks.wgsl",
     "linear/columns.wgsl",
+    "linear/input.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
@@ -258,7 +259,6 @@ mod tests {
             .set("CHUNK", 8)
             .set("VW", 4)
             .set("COL", "f32")
-            .set("DK_STEP", 2)
             .set("QUADS", 1)
             .set("STEP_WORDS", 4)
             .set("X_QUADS", 2)

@@ -146,17 +146,16 @@ pub fn weight_defines(defines: Defines, w: &Weight, binding: u32) -> Defines {
     defines.set("W_BINDING", binding).set("W_ELEM", elem).set("W_EPW", w.elements_per_word()).flag(flag, true)
 }
 
-/// Defines of `linear/columns.wgsl` for heads of `dk` key and `dv` value channels, and the column blocks per head:
-/// vec4 blocks where `dv` is a multiple of 4 and `aligned` (the state starts on a multiple of 4 floats), keys in
-/// steps of the largest of 8, 4, 2 and 1 dividing `dk`.
+/// Defines of `linear/columns.wgsl` and `linear/input.wgsl` for heads of `dk` key and `dv` value channels, and the
+/// column blocks per head: vec4 blocks where `dv` is a multiple of 4 and `aligned` (the state starts on a multiple
+/// of 4 floats); the input as vec4s where `dk` and `dv` are multiples of 4, so every row and head starts on one.
 pub(crate) fn column_blocks(defines: Defines, dk: usize, dv: usize, aligned: bool) -> (Defines, usize) {
     let vw = if aligned && dv.is_multiple_of(4) { 4 } else { 1 };
-    let dk_step = [8, 4, 2].into_iter().find(|s| dk.is_multiple_of(*s)).unwrap_or(1);
     let defines = defines
         .flag("VEC", vw == 4)
         .set("VW", vw)
         .set("COL", if vw == 4 { "vec4<f32>" } else { "f32" })
-        .set("DK_STEP", dk_step);
+        .flag("QUAD_INPUT", dk.is_multiple_of(4) && dv.is_multiple_of(4));
     (defines, dv / vw)
 }
 

@@ -75,8 +75,7 @@ impl Rwkv7<'_> {
     /// The recurrence token by token into `out` `[tokens, heads dv]` (decode).
     pub fn recurrent(&self, gpu: &Gpu, plan: &mut Plan, state: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
         let (defines, _) = super::column_blocks(self.defines(gpu, plan)?, self.dk, self.dv, true);
-        let quads = self.dk.is_multiple_of(4) && self.dv.is_multiple_of(4);
-        let defines = defines.flag("RECURRENT", true).flag("QUAD_INPUT", quads);
+        let defines = defines.flag("RECURRENT", true);
         self.check_io(plan, state, out)?;
         let buffers = [self.x.into(), state.into(), out.into()];
         plan.dispatch(gpu, SHADER, &defines, &self.params(0.0), &buffers, Grid::Fixed(self.heads as u32))
