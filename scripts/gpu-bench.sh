@@ -13,7 +13,8 @@ out=${OUT:-/tmp/gpu-bench}
 mkdir -p "$out"
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 timeout 90 "$bin" tune --reps 10 --json > "$out/tune.json" 2> "$out/tune.err"
-timeout 60 "$bin" bench-linear --reps 50 --json > "$out/bench_linear.json" 2> "$out/bench_linear.err"
+timeout 50 "$bin" bench-linear --reps 50 --json > "$out/bench_linear.json" 2> "$out/bench_linear.err"
+timeout 15 "$bin" bench-state --reps 20 --json > "$out/bench_state.json" 2> "$out/bench_state.err"
 timeout 30 "$bin" bench-linear --tokens 64 --reps 20 --json > "$out/bench_linear_prefill.json" \
     2> "$out/bench_linear_prefill.err"
 timeout 60 "$bin" bench-attention --contexts 1024,4096,16384 --reps 20 --json > "$out/bench_attention.json" \

@@ -1,7 +1,8 @@
 //! `ternlight bench-state`: one decode token of each recurrent mixer (Gated DeltaNet, Kimi Delta Attention, GLA,
 //! the Mamba2 scan, Lightning attention, RWKV-7) at the head shapes of real models, on random inputs, beside the
 //! device's streaming-copy bandwidth. A decode step of these mixers reads and writes its whole state once, so state
-//! bytes over time against the copy bandwidth is their roofline. Measured only.
+//! bytes over time against the copy bandwidth is their roofline. Each submit records the step DISPATCHES times, as
+//! a model's layers would, so that the per-submit cost is not counted as the kernel's. Measured only.
 
 use crate::bench::{copy_bandwidth, print_kernel_report};
 use anyhow::{bail, Result};
@@ -27,6 +28,9 @@ pub struct Args {
 /// A timed mixer: its kind, the model whose heads it takes, and (heads, key channels, value channels).
 type Case = (&'static str, &'static str, (usize, usize, usize));
 
+/// Decode steps recorded per timed submit.
+const DISPATCHES: usize = 16;
+
 const CASES: [Case; 7] = [
     ("gated-deltanet", "Qwen3.5-0.8B", (16, 128, 128)),
     ("gated-deltanet", "fla GDN 340M", (4, 256, 512)),
@@ -45,21 +49,25 @@ pub fn run(args: Args) -> Result<()> {
     }
     let copy = copy_bandwidth(&gpu)?;
     let mut rng = Rng::new(5);
-    let mut random = |n: usize, scale: f32| {
-        let v: Vec<f32> = (0..n).map(|_| (rng.next_f32() - 0.5) * scale).collect();
-        gpu.upload_f32("random", &v)
+    // Uniform in [offset - scale / 2, offset + scale / 2): log decays get a negative offset, so states stay finite.
+    let mut values = |n: usize, scale: f32, offset: f32| -> Vec<f32> {
+        (0..n).map(|_| (rng.next_f32() - 0.5) * scale + offset).collect()
     };
     let step = Step { pos0: 0, n_tokens: 1, logit_rows: vec![] };
     let mut rows = Vec::new();
     for (kind, model, (heads, dk, dv)) in CASES {
-        let state = random(heads * dk * dv, 0.5);
+        let state = gpu.upload_f32("random", &values(heads * dk * dv, 0.5, 0.0));
         let out = gpu.zeros("out", heads * dv);
         let mut plan = Plan::new(&gpu);
         match kind {
             "gated-deltanet" | "kda" => {
                 let per_channel = kind == "kda";
                 let gates = if per_channel { heads * (1 + dk) } else { 2 * heads };
-                let (qkv, ab, params) = (random(heads * (2 * dk + dv), 2.0), random(gates, 2.0), random(gates, 2.0));
+                let qkv = gpu.upload_f32("random", &values(heads * (2 * dk + dv), 2.0, 0.0));
+                let (ab, params) = (
+                    gpu.upload_f32("random", &values(gates, 2.0, 0.0)),
+                    gpu.upload_f32("random", &values(gates, 2.0, 0.0)),
+                );
                 let d = DeltaNet {
                     n_k_heads: heads,
                     n_v_heads: heads,
@@ -74,24 +82,48 @@ pub fn run(args: Args) -> Result<()> {
                     state: &state,
                     out: &out,
                 };
-                gated_deltanet::recurrent(&gpu, &mut plan, &d, None)?;
+                for _ in 0..DISPATCHES {
+                    gated_deltanet::recurrent(&gpu, &mut plan, &d, None)?;
+                }
             }
             "rwkv7" => {
-                let x = random(5 * heads * dk + heads * dv, 0.5);
-                Rwkv7 { heads, dk, dv, x: &x }.recurrent(&gpu, &mut plan, &state, &out)?;
+                // [r | w | k | a | b | v], w a log decay.
+                let mut x: Vec<f32> =
+                    [0.0, -0.3, 0.0, 0.0, 0.0].iter().flat_map(|&o| values(heads * dk, 0.5, o)).collect();
+                x.extend(values(heads * dv, 0.5, 0.0));
+                let x = gpu.upload_f32("x", &x);
+                for _ in 0..DISPATCHES {
+                    Rwkv7 { heads, dk, dv, x: &x }.recurrent(&gpu, &mut plan, &state, &out)?;
+                }
             }
             _ => {
-                let (decay, gates) = match kind {
-                    "gla" => (Decay::LogSigmoid(16.0), heads * dk),
-                    "mamba2" => (Decay::Log, heads * dk),
-                    _ => (Decay::PerHead, heads),
+                let (decay, gates, offset) = match kind {
+                    "gla" => (Decay::LogSigmoid(16.0), heads * dk, 0.0),
+                    "mamba2" => (Decay::Log, heads * dk, -0.1),
+                    _ => (Decay::PerHead, heads, -0.1),
                 };
-                let (qkv, gk) = (random(heads * (2 * dk + dv), 2.0), random(gates, 0.1));
-                let g = Gla { heads, dk, dv, decay, q_scale: 1.0, qkv: &qkv, gk: &gk, state: &state, state_offset: 0, out: &out };
-                gla::recurrent(&gpu, &mut plan, &g)?;
+                let (qkv, gk) = (
+                    gpu.upload_f32("random", &values(heads * (2 * dk + dv), 2.0, 0.0)),
+                    gpu.upload_f32("random", &values(gates, 0.1, offset)),
+                );
+                let g = Gla {
+                    heads,
+                    dk,
+                    dv,
+                    decay,
+                    q_scale: 1.0,
+                    qkv: &qkv,
+                    gk: &gk,
+                    state: &state,
+                    state_offset: 0,
+                    out: &out,
+                };
+                for _ in 0..DISPATCHES {
+                    gla::recurrent(&gpu, &mut plan, &g)?;
+                }
             }
         }
-        let seconds = pollster::block_on(seconds_per_submit(&gpu, &plan, &step, &out, args.reps))?;
+        let seconds = pollster::block_on(seconds_per_submit(&gpu, &plan, &step, &out, args.reps))? / DISPATCHES as f64;
         let got = pollster::block_on(gpu.read_f32(&out, 0, heads * dv))?;
         if got.iter().any(|x| !x.is_finite()) {
             bail!("{kind} ({model} heads) wrote a non-finite output");

@@ -2,8 +2,8 @@
 
 mod bench;
 mod bench_attention;
-mod bench_state;
 mod bench_linear;
+mod bench_state;
 mod convert;
 mod eval_policy;
 mod heap;

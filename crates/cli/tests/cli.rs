@@ -410,6 +410,24 @@ fn malformed_or_foreign_gguf_files_get_one_line_errors() {
 }
 
 #[test]
+fn bench_state_times_every_recurrent_mixer_against_the_copy_roofline() {
+    let o = ternlight(&["bench-state", "--reps", "1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["copy_gb_s"].as_f64().unwrap() > 0.0);
+    let rows = report["mixers"].as_array().unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r["mixer"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["gated-deltanet", "gated-deltanet", "kda", "gla", "mamba2", "lightning", "rwkv7"]);
+    for r in rows {
+        let (us, gb_s) = (r["us"].as_f64().unwrap(), r["state_gb_s"].as_f64().unwrap());
+        let bytes = (r["heads"].as_u64().unwrap() * r["dk"].as_u64().unwrap() * r["dv"].as_u64().unwrap() * 8) as f64;
+        assert!(us > 0.0 && (gb_s * us * 1e3 / bytes - 1.0).abs() < 1e-6, "{r}");
+    }
+    let o = ternlight(&["bench-state", "--reps", "0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--reps"));
+}
+
+#[test]
 fn bench_linear_reports_both_weight_kinds_and_the_copy_roofline() {
     let o = ternlight(&["bench-linear", "--shapes", "40x48,17x33", "--reps", "2", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
