@@ -228,15 +228,15 @@ fn v_col(t: u32, h: u32, c: u32) -> Col {
     return input_col(t * params.width + 2u * params.n_k_heads * DK + h * DV + c * VW);
 }
 
-// The decay factor of key channel d: `head` (the head's exp(g)) unless the decay is per channel.
+// The decay factors of key channels d0..d0 + 3: `head` (the head's exp(g)) unless the decay is per channel.
 #if PER_CHANNEL
-var<workgroup> decays: array<f32, DK>;
+var<workgroup> decays: array<vec4<f32>, (DK + 3u) / 4u>;
 #endif
-fn decay_at(t: u32, h: u32, d: u32, head: f32) -> f32 {
+fn decay_quad(d0: u32, head: f32) -> vec4<f32> {
 #if PER_CHANNEL
-    return decays[d];
+    return decays[d0 / 4u];
 #else
-    return head;
+    return vec4<f32>(head);
 #endif
 }
 
@@ -253,7 +253,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if PER_CHANNEL
         workgroupBarrier();
         for (var d = c; d < DK; d += COLS) {
-            decays[d] = exp(channel_decay(t, h, d));
+            decays[d / 4u][d % 4u] = exp(channel_decay(t, h, d));
         }
         workgroupBarrier();
 #endif
@@ -264,9 +264,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
             let k = key_quad(k_row + d0, d0);
             kk += dot(k, k);
+            let kg = k * decay_quad(d0, head_decay);
 #unroll j 4
             if (d0 + {{j}} < DK) {
-                kv += state[base + (d0 + {{j}}) * COLS] * (k[{{j}}] * decay_at(t, h, d0 + {{j}}, head_decay));
+                kv += state[base + (d0 + {{j}}) * COLS] * kg[{{j}}];
             }
 #endunroll
         }
@@ -278,10 +279,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let k = key_quad(k_row + d0, d0) * rk;
             let q = key_quad(row + d0, d0);
             qq += dot(q, q);
+            let g = decay_quad(d0, head_decay);
 #unroll j 4
             if (d0 + {{j}} < DK) {
                 let i = base + (d0 + {{j}}) * COLS;
-                let s = state[i] * decay_at(t, h, d0 + {{j}}, head_decay) + k[{{j}}] * delta;
+                let s = state[i] * g[{{j}}] + k[{{j}}] * delta;
                 state[i] = s;
                 o += s * q[{{j}}];
             }
