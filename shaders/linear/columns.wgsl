@@ -2,7 +2,7 @@
 // vec4<f32> with VEC, where the head width and the state's offset allow it, else one f32), COLS blocks per head,
 // and walks the key channels four at a time (rows past DK skipped where DK is not a multiple of 4). The block is
 // streamed from memory each token rather than held in registers, which CPU adapters spill for heads of 64 or more
-// key channels. Needs DK, DV and `linear/input.wgsl`.
+// key channels. Needs DV and `linear/input.wgsl`.
 alias Col = {{COL}};
 const VW: u32 = {{VW}}u;
 const COLS: u32 = DV / VW;
@@ -14,11 +14,6 @@ fn input_col(i: u32) -> Col {
 #else
     return input_at(i);
 #endif
-}
-
-// Key channels d0..d0 + 3 from input float i (that of channel d0), those past DK as 0.
-fn key_quad(i: u32, d0: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), input_quad(i), vec4<u32>(d0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(DK));
 }
 
 // The sum of a block's squares.

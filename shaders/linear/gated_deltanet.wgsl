@@ -31,16 +31,29 @@ struct Params {
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
 
+// Input floats of q (key head kh, channel d), k and v (value head h, channel c) of token t.
+fn q_index(t: u32, kh: u32, d: u32) -> u32 {
+    return t * params.width + kh * DK + d;
+}
+
+fn k_index(t: u32, kh: u32, d: u32) -> u32 {
+    return q_index(t, kh, d) + params.n_k_heads * DK;
+}
+
+fn v_index(t: u32, h: u32, c: u32) -> u32 {
+    return t * params.width + 2u * params.n_k_heads * DK + h * DV + c;
+}
+
 fn q_at(t: u32, kh: u32, d: u32) -> f32 {
-    return input_at(t * params.width + kh * DK + d);
+    return input_at(q_index(t, kh, d));
 }
 
 fn k_at(t: u32, kh: u32, d: u32) -> f32 {
-    return input_at(t * params.width + params.n_k_heads * DK + kh * DK + d);
+    return input_at(k_index(t, kh, d));
 }
 
 fn v_at(t: u32, h: u32, c: u32) -> f32 {
-    return input_at(t * params.width + 2u * params.n_k_heads * DK + h * DV + c);
+    return input_at(v_index(t, h, c));
 }
 
 fn key_head(h: u32) -> u32 {
@@ -314,22 +327,31 @@ var<workgroup> g_cum: array<f32, CH>;
 var<workgroup> beta_s: array<f32, CH>;
 var<workgroup> rk_s: array<f32, CH>;
 
-// Channel d's factor of Γ_ij = exp(G_i - G_j) within the chunk at t0 (1 for per-head decay, applied outside).
-fn gamma(t0: u32, i: u32, j: u32, h: u32, d: u32) -> f32 {
 #if PER_CHANNEL
-    let hv = params.n_v_heads;
-    return exp(g_buf[((t0 + i) * hv + h) * DK + d] - g_buf[((t0 + j) * hv + h) * DK + d]);
+// G of token t, value head h, channels d0..d0 + 3 (0 past DK).
+fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
+    let i = (t * params.n_v_heads + h) * DK + d0;
+    let g = vec4<f32>(g_buf[i], g_buf[i + 1u], g_buf[i + 2u], g_buf[i + 3u]);
+    return select(vec4<f32>(0.0), g, channels_below(d0, DK));
+}
+#endif
+
+// Channels d0..d0 + 3's factors of Γ_ij = exp(G_i - G_j) within the chunk at t0 (1 for per-head decay, applied
+// outside).
+fn gamma_quad(t0: u32, i: u32, j: u32, h: u32, d0: u32) -> vec4<f32> {
+#if PER_CHANNEL
+    return exp(g_quad(t0 + i, h, d0) - g_quad(t0 + j, h, d0));
 #else
-    return 1.0;
+    return vec4<f32>(1.0);
 #endif
 }
 
-// exp(G_j) of channel d within the chunk at t0.
-fn decay_in_chunk(t0: u32, j: u32, h: u32, d: u32) -> f32 {
+// exp(G_j) of channels d0..d0 + 3 within the chunk at t0.
+fn decay_in_chunk(t0: u32, j: u32, h: u32, d0: u32) -> vec4<f32> {
 #if PER_CHANNEL
-    return exp(g_buf[((t0 + j) * params.n_v_heads + h) * DK + d]);
+    return exp(g_quad(t0 + j, h, d0));
 #else
-    return exp(g_cum[j]);
+    return vec4<f32>(exp(g_cum[j]));
 #endif
 }
 
@@ -387,10 +409,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var kk = 0.0;
         var qk = 0.0;
         if (live && j <= i) {
-            for (var d = 0u; d < DK; d++) {
-                let kj = k_at(t0 + j, kh, d) * gamma(t0, i, j, h, d);
-                kk += k_at(t0 + i, kh, d) * kj;
-                qk += q_at(t0 + i, kh, d) * kj;
+            // Four channels per load (linear/input.wgsl); those past DK are 0 in k.
+            for (var d0 = 0u; d0 < DK; d0 += 4u) {
+                let kj = key_quad(k_index(t0 + j, kh, d0), d0) * gamma_quad(t0, i, j, h, d0);
+                kk += dot(key_quad(k_index(t0 + i, kh, d0), d0), kj);
+                qk += dot(key_quad(q_index(t0 + i, kh, d0), d0), kj);
             }
             var gam = rk_s[j];
 #if !PER_CHANNEL
@@ -410,20 +433,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     solve_unit_lower(i, n);
     if (live) {
-        let row = (t0 + i) * hv + h;
-        for (var col = 0u; col < DV; col++) {
-            var acc = 0.0;
-            for (var j = 0u; j <= i; j++) {
-                acc += tri[i * CH + j] * beta_s[j] * v_at(t0 + j, h, col);
-            }
-            u_buf[row * DV + col] = acc;
+        // Row i of T diag(beta), then U and W four columns at a time.
+        for (var j = 0u; j <= i; j++) {
+            tri[i * CH + j] *= beta_s[j];
         }
-        for (var d = 0u; d < DK; d++) {
-            var acc = 0.0;
+        let row = (t0 + i) * hv + h;
+        for (var c0 = 0u; c0 < DV; c0 += 4u) {
+            var acc = vec4<f32>(0.0);
             for (var j = 0u; j <= i; j++) {
-                acc += tri[i * CH + j] * beta_s[j] * decay_in_chunk(t0, j, h, d) * k_at(t0 + j, kh, d) * rk_s[j];
+                acc += tri[i * CH + j] * input_quad(v_index(t0 + j, h, c0));
             }
-            w_buf[row * DK + d] = acc;
+            for (var e = 0u; e < min(4u, DV - c0); e++) {
+                u_buf[row * DV + c0 + e] = acc[e];
+            }
+        }
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            var acc = vec4<f32>(0.0);
+            for (var j = 0u; j <= i; j++) {
+                let k = key_quad(k_index(t0 + j, kh, d0), d0) * decay_in_chunk(t0, j, h, d0);
+                acc += (tri[i * CH + j] * rk_s[j]) * k;
+            }
+            for (var e = 0u; e < min(4u, DK - d0); e++) {
+                w_buf[row * DK + d0 + e] = acc[e];
+            }
         }
     }
 }

@@ -162,7 +162,7 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, norm: Option<&HeadOut
 /// Records the chunkwise form over the forward's tokens (prefill): per-chunk WY transforms in parallel, then
 /// the state carried across chunks.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Result<()> {
-    let defines = check(gpu, plan, d)?;
+    let defines = super::quad_input(check(gpu, plan, d)?, d.dk, d.dv);
     let need = (CHUNK * CHUNK + 5 * CHUNK) as u32 * 4;
     if need > gpu.info.max_workgroup_storage {
         return Err(GpuError::Limit(format!("chunkwise delta rule needs {need} bytes of workgroup memory")));

@@ -146,16 +146,21 @@ pub fn weight_defines(defines: Defines, w: &Weight, binding: u32) -> Defines {
     defines.set("W_BINDING", binding).set("W_ELEM", elem).set("W_EPW", w.elements_per_word()).flag(flag, true)
 }
 
+/// Defines of `linear/input.wgsl` for heads of `dk` key and `dv` value channels: the input as vec4s where both
+/// are multiples of 4, so that every token's row and every head starts on one.
+pub(crate) fn quad_input(defines: Defines, dk: usize, dv: usize) -> Defines {
+    defines.flag("QUAD_INPUT", dk.is_multiple_of(4) && dv.is_multiple_of(4))
+}
+
 /// Defines of `linear/columns.wgsl` and `linear/input.wgsl` for heads of `dk` key and `dv` value channels, and the
 /// column blocks per head: vec4 blocks where `dv` is a multiple of 4 and `aligned` (the state starts on a multiple
-/// of 4 floats); the input as vec4s where `dk` and `dv` are multiples of 4, so every row and head starts on one.
+/// of 4 floats).
 pub(crate) fn column_blocks(defines: Defines, dk: usize, dv: usize, aligned: bool) -> (Defines, usize) {
     let vw = if aligned && dv.is_multiple_of(4) { 4 } else { 1 };
-    let defines = defines
+    let defines = quad_input(defines, dk, dv)
         .flag("VEC", vw == 4)
         .set("VW", vw)
-        .set("COL", if vw == 4 { "vec4<f32>" } else { "f32" })
-        .flag("QUAD_INPUT", dk.is_multiple_of(4) && dv.is_multiple_of(4));
+        .set("COL", if vw == 4 { "vec4<f32>" } else { "f32" });
     (defines, dv / vw)
 }
 
