@@ -78,83 +78,135 @@ fn inv_norm(t: u32, kh: u32, is_q: bool) -> f32 {
     return r;
 }
 
+#if !RECURRENT
+#if PER_CHANNEL
+// G of token t, value head h, channels d0..d0 + 3 (0 past DK), from the chunk kernels' g_buf.
+fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
+    let i = (t * params.n_v_heads + h) * DK + d0;
+    let g = vec4<f32>(g_buf[i], g_buf[i + 1u], g_buf[i + 2u], g_buf[i + 3u]);
+    return select(vec4<f32>(0.0), g, channels_below(d0, DK));
+}
+#endif
+#endif
+
 #if CHUNK_STATE
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read> u_buf: array<f32>;
+#include "linear/columns.wgsl"
+@group(0) @binding(3) var<storage, read_write> state: array<Col>;
+@group(0) @binding(4) var<storage, read_write> out: array<Col>;
+@group(0) @binding(5) var<storage, read_write> u_buf: array<Col>;  // U, overwritten by Vn
+#if QUAD_INPUT
+@group(0) @binding(6) var<storage, read> w_buf: array<vec4<f32>>;
+#else
 @group(0) @binding(6) var<storage, read> w_buf: array<f32>;
+#endif
 @group(0) @binding(7) var<storage, read> aqk: array<f32>;
 @group(0) @binding(8) var<storage, read> info: array<f32>;  // [T, HV, 4] = (G, beta, 1/|q|, 1/|k|)
 #if PER_CHANNEL
 @group(0) @binding(9) var<storage, read> g_buf: array<f32>;
 #endif
 
-// exp of the cumulative log decay of token t, value head h, channel d (the per-head G when not PER_CHANNEL).
-fn decay_to(t: u32, h: u32, d: u32) -> f32 {
-#if PER_CHANNEL
-    return exp(g_buf[(t * params.n_v_heads + h) * DK + d]);
+// W of token row `row` (token * HV + head), channels d0..d0 + 3 (0 past DK): one load where rows of DK start on
+// a multiple of 4 floats.
+fn w_quad(row: u32, d0: u32) -> vec4<f32> {
+#if QUAD_INPUT
+    return w_buf[(row * DK + d0) / 4u];
 #else
-    return exp(info[(t * params.n_v_heads + h) * 4u]);
+    let i = row * DK + d0;
+    return select(vec4<f32>(0.0), vec4<f32>(w_buf[i], w_buf[i + 1u], w_buf[i + 2u], w_buf[i + 3u]),
+                  channels_below(d0, DK));
 #endif
 }
 
-// exp(G_last - G_t) for channel d.
-fn decay_between(last: u32, t: u32, h: u32, d: u32) -> f32 {
+// The head's cumulative log decay G of token t (0 with PER_CHANNEL, whose G is per channel: g_channels).
+fn g_head(t: u32, h: u32) -> f32 {
 #if PER_CHANNEL
-    let hv = params.n_v_heads;
-    return exp(g_buf[(last * hv + h) * DK + d] - g_buf[(t * hv + h) * DK + d]);
+    return 0.0;
 #else
-    return exp(info[(last * params.n_v_heads + h) * 4u] - info[(t * params.n_v_heads + h) * 4u]);
+    return info[(t * params.n_v_heads + h) * 4u];
 #endif
 }
 
-@compute @workgroup_size(DV)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+// G of token t, value head h, channels d0..d0 + 3 with PER_CHANNEL (else 0: the head's G is g_head).
+fn g_channels(t: u32, h: u32, d0: u32) -> vec4<f32> {
+#if PER_CHANNEL
+    return g_quad(t, h, d0);
+#else
+    return vec4<f32>(0.0);
+#endif
+}
+
+// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token
+// by token: Vn_i = U_i - W_i S (kept in U's place) and O_i = (q_i ⊙ exp(G_i)) S + sum_{j<=i} Aqk_ij Vn_j; then
+// row by row S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn, four rows at a time.
+@compute @workgroup_size(COLS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
     let hv = params.n_v_heads;
     let kh = key_head(h);
-    var s: array<f32, DK>;
-    for (var d = 0u; d < DK; d++) {
-        s[d] = state[(h * DK + d) * DV + v];
-    }
+    let base = h * DK * COLS + c;
     let chunks = (step.n_tokens + CH - 1u) / CH;
-    for (var c = 0u; c < chunks; c++) {
-        let t0 = c * CH;
+    // Per token of the chunk: 1/|k| exp(G_C - G) with the head's G (the per-channel part is applied per row).
+    var k_scale: array<f32, CH>;
+    for (var ci = 0u; ci < chunks; ci++) {
+        let t0 = ci * CH;
         let n = min(CH, step.n_tokens - t0);
-        var vn: array<f32, CH>;
-        for (var i = 0u; i < n; i++) {
-            let row = (t0 + i) * hv + h;
-            var ws = 0.0;
-            for (var d = 0u; d < DK; d++) {
-                ws += w_buf[row * DK + d] * s[d];
-            }
-            vn[i] = u_buf[row * DV + v] - ws;
-        }
-        for (var i = 0u; i < n; i++) {
-            let ii = ((t0 + i) * hv + h) * 4u;
-            var qs = 0.0;
-            for (var d = 0u; d < DK; d++) {
-                qs += q_at(t0 + i, kh, d) * decay_to(t0 + i, h, d) * s[d];
-            }
-            var o = qs * info[ii + 2u];
-            let arow = ((c * hv + h) * CH + i) * CH;
-            for (var j = 0u; j <= i; j++) {
-                o += aqk[arow + j] * vn[j];
-            }
-            out[((t0 + i) * hv + h) * DV + v] = o;
-        }
         let last = t0 + n - 1u;
-        for (var d = 0u; d < DK; d++) {
-            var add = 0.0;
-            for (var i = 0u; i < n; i++) {
-                let ii = ((t0 + i) * hv + h) * 4u;
-                add += k_at(t0 + i, kh, d) * info[ii + 3u] * decay_between(last, t0 + i, h, d) * vn[i];
+        for (var i = 0u; i < n; i++) {
+            let t = t0 + i;
+            let row = t * hv + h;
+            let g = g_head(t, h);
+            k_scale[i] = info[row * 4u + 3u] * exp(g_head(last, h) - g);
+            let q_scale = exp(g);
+            var ws = Col(0.0);
+            var qs = Col(0.0);
+            for (var d0 = 0u; d0 < DK; d0 += 4u) {
+                let w = w_quad(row, d0);
+                var q = key_quad(q_index(t, kh, d0), d0) * q_scale;
+#if PER_CHANNEL
+                q *= exp(g_channels(t, h, d0));
+#endif
+#unroll j 4
+                if (d0 + {{j}} < DK) {
+                    let sv = state[base + (d0 + {{j}}) * COLS];
+                    ws += sv * w[{{j}}];
+                    qs += sv * q[{{j}}];
+                }
+#endunroll
             }
-            s[d] = decay_to(last, h, d) * s[d] + add;
+            let vn = u_buf[row * COLS + c] - ws;
+            u_buf[row * COLS + c] = vn;
+            let arow = ((ci * hv + h) * CH + i) * CH;
+            var o = qs * info[row * 4u + 2u] + aqk[arow + i] * vn;
+            for (var j = 0u; j < i; j++) {
+                o += aqk[arow + j] * u_buf[((t0 + j) * hv + h) * COLS + c];
+            }
+            out[row * COLS + c] = o;
         }
-    }
-    for (var d = 0u; d < DK; d++) {
-        state[(h * DK + d) * DV + v] = s[d];
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let g_last = g_channels(last, h, d0);
+            var add: array<Col, 4>;
+#unroll j 4
+            add[{{j}}] = Col(0.0);
+#endunroll
+            for (var i = 0u; i < n; i++) {
+                let row = (t0 + i) * hv + h;
+                var k = key_quad(k_index(t0 + i, kh, d0), d0) * k_scale[i];
+#if PER_CHANNEL
+                k *= exp(g_last - g_channels(t0 + i, h, d0));
+#endif
+                let vn = u_buf[row * COLS + c];
+#unroll j 4
+                add[{{j}}] += k[{{j}}] * vn;
+#endunroll
+            }
+            let decay = exp(g_last + g_head(last, h));
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                let si = base + (d0 + {{j}}) * COLS;
+                state[si] = state[si] * decay[{{j}}] + add[{{j}}];
+            }
+#endunroll
+        }
     }
 }
 #else
@@ -326,15 +378,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 var<workgroup> g_cum: array<f32, CH>;
 var<workgroup> beta_s: array<f32, CH>;
 var<workgroup> rk_s: array<f32, CH>;
-
-#if PER_CHANNEL
-// G of token t, value head h, channels d0..d0 + 3 (0 past DK).
-fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
-    let i = (t * params.n_v_heads + h) * DK + d0;
-    let g = vec4<f32>(g_buf[i], g_buf[i + 1u], g_buf[i + 2u], g_buf[i + 3u]);
-    return select(vec4<f32>(0.0), g, channels_below(d0, DK));
-}
-#endif
 
 // Channels d0..d0 + 3's factors of Γ_ij = exp(G_i - G_j) within the chunk at t0 (1 for per-head decay, applied
 // outside).

@@ -162,7 +162,7 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, norm: Option<&HeadOut
 /// Records the chunkwise form over the forward's tokens (prefill): per-chunk WY transforms in parallel, then
 /// the state carried across chunks.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Result<()> {
-    let defines = super::quad_input(check(gpu, plan, d)?, d.dk, d.dv);
+    let defines = check(gpu, plan, d)?;
     let need = (CHUNK * CHUNK + 5 * CHUNK) as u32 * 4;
     if need > gpu.info.max_workgroup_storage {
         return Err(GpuError::Limit(format!("chunkwise delta rule needs {need} bytes of workgroup memory")));
@@ -184,7 +184,7 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     plan.dispatch(
         gpu,
         shader,
-        &defines.clone().flag("CHUNK_PREP", true).flag("TRI_SOLVE", true),
+        &super::quad_input(defines.clone(), d.dk, d.dv).flag("CHUNK_PREP", true).flag("TRI_SOLVE", true),
         &params(d),
         &prep,
         grid,
@@ -201,5 +201,6 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     if d.per_channel {
         state.push((&s.g).into());
     }
+    let (defines, _) = super::column_blocks(defines, d.dk, d.dv, true);
     plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(d), &state, Grid::Fixed(d.n_v_heads as u32))
 }
