@@ -13,8 +13,9 @@
 //   CHUNK_PREP   one workgroup per (chunk of 64, value head): gates, cumulative log decay G, the WY transform
 //                T = (I + strictLower(diag(beta)(K K^T ⊙ Γ)))^-1 by forward substitution in workgroup memory,
 //                U = T (beta v), W = T (beta k ⊙ exp(G)), and Aqk = (q k^T ⊙ Γ) with j <= i.
-//   CHUNK_STATE  one workgroup per value head, one invocation per column v, chunks in order:
-//                Vn = U - W S, O = (q ⊙ exp(G)) S + Aqk Vn, S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn.
+//   CHUNK_STATE  one workgroup per value head, one invocation per block of state columns, chunks in order:
+//                Vn = U - W S (written over U), O = (q ⊙ exp(G)) S + Aqk Vn,
+//                S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn.
 //   PER_CHANNEL keeps G per channel in g_buf [T, HV, DK] and applies Γ channel-wise inside the products.
 #include "linear/chunks.wgsl"
 
@@ -50,10 +51,6 @@ fn q_at(t: u32, kh: u32, d: u32) -> f32 {
 
 fn k_at(t: u32, kh: u32, d: u32) -> f32 {
     return input_at(k_index(t, kh, d));
-}
-
-fn v_at(t: u32, h: u32, c: u32) -> f32 {
-    return input_at(v_index(t, h, c));
 }
 
 fn key_head(h: u32) -> u32 {

@@ -9,7 +9,7 @@
 //               in order (decode), each streaming its block once.
 //   CHUNK_PREP  one workgroup per (chunk of 64, head): cumulative decay G [T, H, DK] and the intra-chunk
 //               matrix A[i][j] = sum_d q_id k_jd exp(G_id - G_jd) (j <= i, q scaled).
-//   CHUNK_STATE one workgroup per head, one invocation per column v, chunks in order:
+//   CHUNK_STATE one workgroup per head, one invocation per block of state columns, chunks in order:
 //               O = (q ⊙ exp(G)) S + A V, S = exp(G_C) ⊙ S + (k ⊙ exp(G_C - G))^T V.
 #include "linear/chunks.wgsl"
 
@@ -29,77 +29,130 @@ const DG: u32 = DV;
 const DG: u32 = DK;
 #endif
 
-// The decay channel of state entry (d, v): its key channel, or its value channel with VALUE_DECAY.
-fn decay_channel(d: u32, v: u32) -> u32 {
-#if VALUE_DECAY
-    return v;
-#else
-    return d;
-#endif
+// Input floats of q and k (head h, channel d) and v (channel c) of token t.
+fn q_index(t: u32, h: u32, d: u32) -> u32 {
+    return t * params.width + h * DK + d;
 }
 
-fn state_index(h: u32, d: u32, v: u32) -> u32 {
-    return params.state_offset + (h * DK + d) * DV + v;
+fn k_index(t: u32, h: u32, d: u32) -> u32 {
+    return q_index(t, h, d) + params.n_heads * DK;
+}
+
+fn v_index(t: u32, h: u32, c: u32) -> u32 {
+    return t * params.width + 2u * params.n_heads * DK + h * DV + c;
 }
 
 fn q_at(t: u32, h: u32, d: u32) -> f32 {
-    return input_at(t * params.width + h * DK + d) * {{Q_SCALE}};
+    return input_at(q_index(t, h, d)) * {{Q_SCALE}};
 }
 
 fn k_at(t: u32, h: u32, d: u32) -> f32 {
-    return input_at(t * params.width + params.n_heads * DK + h * DK + d);
+    return input_at(k_index(t, h, d));
 }
 
 fn v_at(t: u32, h: u32, c: u32) -> f32 {
-    return input_at(t * params.width + 2u * params.n_heads * DK + h * DV + c);
+    return input_at(v_index(t, h, c));
 }
 
 #if CHUNK_STATE
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#include "linear/columns.wgsl"
+@group(0) @binding(3) var<storage, read_write> state: array<Col>;
+@group(0) @binding(4) var<storage, read_write> out: array<Col>;
 @group(0) @binding(5) var<storage, read> a_buf: array<f32>;
 @group(0) @binding(6) var<storage, read> g_cum: array<f32>;
 
-@compute @workgroup_size(DV)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+// Cumulative log decays G of token t, head h, over key channels d0..d0 + 3 (0 past DK, and with VALUE_DECAY).
+fn g_keys(t: u32, h: u32, d0: u32) -> vec4<f32> {
+#if VALUE_DECAY
+    return vec4<f32>(0.0);
+#else
+    let i = (t * params.n_heads + h) * DG + d0;
+    let g = vec4<f32>(g_cum[i], g_cum[i + 1u], g_cum[i + 2u], g_cum[i + 3u]);
+    return select(vec4<f32>(0.0), g, channels_below(d0, DK));
+#endif
+}
+
+#if VALUE_DECAY
+// Cumulative log decays G of token t, head h, over the value channels of column block c.
+fn g_values(t: u32, h: u32, c: u32) -> Col {
+    let i = (t * params.n_heads + h) * DG + c * VW;
+#if VEC
+    return vec4<f32>(g_cum[i], g_cum[i + 1u], g_cum[i + 2u], g_cum[i + 3u]);
+#else
+    return g_cum[i];
+#endif
+}
+#endif
+
+// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token
+// by token: O_i = (q_i ⊙ exp(G_i)) S + sum_{j<=i} A_ij V_j; then four rows at a time
+// S = exp(G_C) ⊙ S + (k ⊙ exp(G_C - G))^T V (the decays along the value channels with VALUE_DECAY).
+@compute @workgroup_size(COLS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
     let hn = params.n_heads;
-    var s: array<f32, DK>;
-    for (var d = 0u; d < DK; d++) {
-        s[d] = state[state_index(h, d, v)];
-    }
+    let base = params.state_offset / VW + h * DK * COLS + c;
     let chunks = (step.n_tokens + CH - 1u) / CH;
-    for (var c = 0u; c < chunks; c++) {
-        let t0 = c * CH;
+    for (var ci = 0u; ci < chunks; ci++) {
+        let t0 = ci * CH;
         let n = min(CH, step.n_tokens - t0);
+        let last = t0 + n - 1u;
         for (var i = 0u; i < n; i++) {
-            let gb = ((t0 + i) * hn + h) * DG;
-            var o = 0.0;
-            for (var d = 0u; d < DK; d++) {
-                o += q_at(t0 + i, h, d) * exp(g_cum[gb + decay_channel(d, v)]) * s[d];
+            let t = t0 + i;
+            var qs = Col(0.0);
+            for (var d0 = 0u; d0 < DK; d0 += 4u) {
+                let q = key_quad(q_index(t, h, d0), d0) * ({{Q_SCALE}} * exp(g_keys(t, h, d0)));
+#unroll j 4
+                if (d0 + {{j}} < DK) {
+                    qs += state[base + (d0 + {{j}}) * COLS] * q[{{j}}];
+                }
+#endunroll
             }
-            let arow = ((c * hn + h) * CH + i) * CH;
-            for (var j = 0u; j <= i; j++) {
-                var a = a_buf[arow + j];
 #if VALUE_DECAY
-                a *= exp(g_cum[gb + v] - g_cum[((t0 + j) * hn + h) * DG + v]);
+            let g_i = g_values(t, h, c);
+            qs *= exp(g_i);
 #endif
-                o += a * v_at(t0 + j, h, v);
+            let arow = ((ci * hn + h) * CH + i) * CH;
+            for (var j = 0u; j <= i; j++) {
+                var v = input_col(v_index(t0 + j, h, c * VW));
+#if VALUE_DECAY
+                v *= exp(g_i - g_values(t0 + j, h, c));
+#endif
+                qs += a_buf[arow + j] * v;
             }
-            out[((t0 + i) * hn + h) * DV + v] = o;
+            out[(t * hn + h) * COLS + c] = qs;
         }
-        let last = ((t0 + n - 1u) * hn + h) * DG;
-        for (var d = 0u; d < DK; d++) {
-            let ch = decay_channel(d, v);
-            var add = 0.0;
+#if VALUE_DECAY
+        let g_last = g_values(last, h, c);
+#endif
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let gk_last = g_keys(last, h, d0);
+            var add: array<Col, 4>;
+#unroll j 4
+            add[{{j}}] = Col(0.0);
+#endunroll
             for (var i = 0u; i < n; i++) {
-                add += k_at(t0 + i, h, d) * exp(g_cum[last + ch] - g_cum[((t0 + i) * hn + h) * DG + ch]) * v_at(t0 + i, h, v);
+                let k = key_quad(k_index(t0 + i, h, d0), d0) * exp(gk_last - g_keys(t0 + i, h, d0));
+                var v = input_col(v_index(t0 + i, h, c * VW));
+#if VALUE_DECAY
+                v *= exp(g_last - g_values(t0 + i, h, c));
+#endif
+#unroll j 4
+                add[{{j}}] += k[{{j}}] * v;
+#endunroll
             }
-            s[d] = exp(g_cum[last + ch]) * s[d] + add;
+            let decay = exp(gk_last);
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                let si = base + (d0 + {{j}}) * COLS;
+#if VALUE_DECAY
+                state[si] = state[si] * exp(g_last) + add[{{j}}];
+#else
+                state[si] = state[si] * decay[{{j}}] + add[{{j}}];
+#endif
+            }
+#endunroll
         }
-    }
-    for (var d = 0u; d < DK; d++) {
-        state[state_index(h, d, v)] = s[d];
     }
 }
 #else
@@ -139,16 +192,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let h = wid.x;
     let base = params.state_offset / VW + h * DK * COLS + c;
     for (var t = 0u; t < step.n_tokens; t++) {
-        let vt = input_col(t * params.width + 2u * params.n_heads * DK + h * DV + c * VW);
+        let vt = input_col(v_index(t, h, c * VW));
 #if VALUE_DECAY
         let decay = value_decays(t, h, c);
 #endif
-        let q_row = t * params.width + h * DK;
-        let k_row = q_row + params.n_heads * DK;
         var o = Col(0.0);
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
-            let k = key_quad(k_row + d0, d0);
-            let q = key_quad(q_row + d0, d0) * {{Q_SCALE}};
+            let k = key_quad(k_index(t, h, d0), d0);
+            let q = key_quad(q_index(t, h, d0), d0) * {{Q_SCALE}};
 #if !VALUE_DECAY
             let decay = exp(vec4<f32>(log_decay(t, h, d0), log_decay(t, h, d0 + 1u), log_decay(t, h, d0 + 2u),
                                       log_decay(t, h, d0 + 3u)));

@@ -55,7 +55,7 @@ pub struct HeadOutputNorm<'a> {
 
 /// Scratch of the chunkwise form, for up to `tokens` tokens (see [`ChunkScratch::new`]).
 pub struct ChunkScratch {
-    /// `U = T (beta v)`, `[tokens, n_v_heads, dv]`.
+    /// `U = T (beta v)`, `[tokens, n_v_heads, dv]`; Gated DeltaNet's state pass writes `Vn = U - W S` over it.
     pub u: wgpu::Buffer,
     /// `W = T (beta k exp(G))`, `[tokens, n_v_heads, dk]` (GLA keeps its per-channel cumulative decay here).
     pub w: wgpu::Buffer,

@@ -90,5 +90,6 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };
     plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(g), &prep, grid)?;
     let state = [g.qkv.into(), g.state.into(), g.out.into(), (&s.aqk).into(), g_cum.into()];
+    let (defines, _) = super::column_blocks(defines, g.dk, g.dv, g.state_offset.is_multiple_of(4));
     plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(g), &state, Grid::Fixed(g.heads as u32))
 }
