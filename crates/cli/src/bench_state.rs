@@ -2,13 +2,14 @@
 //! the Mamba2 scan, Lightning attention, RWKV-7) at the head shapes of real models, on random inputs, beside the
 //! device's streaming-copy bandwidth. A decode step of these mixers reads and writes its whole state once, so state
 //! bytes over time against the copy bandwidth is their roofline. Each submit records the step DISPATCHES times, as
-//! a model's layers would, so that the per-submit cost is not counted as the kernel's. Measured only.
+//! a model's layers would, so that the per-submit cost is not counted as the kernel's. With `--tokens N` it times
+//! the chunkwise prefill of N tokens instead. Measured only.
 
 use crate::bench::{copy_bandwidth, print_kernel_report};
 use anyhow::{bail, Result};
 use serde_json::json;
 use ternlight_core::sampling::Rng;
-use ternlight_gpu::kernels::gated_deltanet::{self, DeltaNet};
+use ternlight_gpu::kernels::gated_deltanet::{self, ChunkScratch, DeltaNet};
 use ternlight_gpu::kernels::gla::{self, Decay, Gla};
 use ternlight_gpu::kernels::rwkv7::Rwkv7;
 use ternlight_gpu::plan::{Plan, Step};
@@ -20,6 +21,9 @@ pub struct Args {
     /// Timed repetitions per mixer.
     #[arg(long, default_value_t = 20)]
     reps: usize,
+    /// Tokens per forward: 1 times the recurrent decode step, more the chunkwise prefill of that many.
+    #[arg(long, default_value_t = 1)]
+    tokens: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -44,28 +48,31 @@ const CASES: [Case; 7] = [
 pub fn run(args: Args) -> Result<()> {
     let mut gpu = Gpu::new_blocking()?;
     ternlight_runtime::tuning::apply_cached(&mut gpu);
-    if args.reps == 0 {
-        bail!("--reps takes a count of at least 1");
+    if args.reps == 0 || args.tokens == 0 {
+        bail!("--reps and --tokens take counts of at least 1");
     }
+    let t = args.tokens;
+    let dispatches = if t == 1 { DISPATCHES } else { 1 };
     let copy = copy_bandwidth(&gpu)?;
     let mut rng = Rng::new(5);
     // Uniform in [offset - scale / 2, offset + scale / 2): log decays get a negative offset, so states stay finite.
     let mut values = |n: usize, scale: f32, offset: f32| -> Vec<f32> {
         (0..n).map(|_| (rng.next_f32() - 0.5) * scale + offset).collect()
     };
-    let step = Step { pos0: 0, n_tokens: 1, logit_rows: vec![] };
+    let step = Step { pos0: 0, n_tokens: t as u32, logit_rows: vec![] };
     let mut rows = Vec::new();
     for (kind, model, (heads, dk, dv)) in CASES {
         let state = gpu.upload_f32("random", &values(heads * dk * dv, 0.5, 0.0));
-        let out = gpu.zeros("out", heads * dv);
-        let mut plan = Plan::new(&gpu);
+        let out = gpu.zeros("out", t * heads * dv);
+        let scratch = ChunkScratch::new(&gpu, t, heads, dk, dv);
+        let mut plan = Plan::with_capacity(&gpu, t, 0);
         match kind {
             "gated-deltanet" | "kda" => {
                 let per_channel = kind == "kda";
                 let gates = if per_channel { heads * (1 + dk) } else { 2 * heads };
-                let qkv = gpu.upload_f32("random", &values(heads * (2 * dk + dv), 2.0, 0.0));
+                let qkv = gpu.upload_f32("random", &values(t * heads * (2 * dk + dv), 2.0, 0.0));
                 let (ab, params) = (
-                    gpu.upload_f32("random", &values(gates, 2.0, 0.0)),
+                    gpu.upload_f32("random", &values(t * gates, 2.0, 0.0)),
                     gpu.upload_f32("random", &values(gates, 2.0, 0.0)),
                 );
                 let d = DeltaNet {
@@ -82,28 +89,40 @@ pub fn run(args: Args) -> Result<()> {
                     state: &state,
                     out: &out,
                 };
-                for _ in 0..DISPATCHES {
-                    gated_deltanet::recurrent(&gpu, &mut plan, &d, None)?;
+                for _ in 0..dispatches {
+                    match t {
+                        1 => gated_deltanet::recurrent(&gpu, &mut plan, &d, None)?,
+                        _ => gated_deltanet::chunked(&gpu, &mut plan, &d, &scratch)?,
+                    }
                 }
             }
             "rwkv7" => {
                 // [r | w | k | a | b | v], w a log decay.
-                let mut x: Vec<f32> =
-                    [0.0, -0.3, 0.0, 0.0, 0.0].iter().flat_map(|&o| values(heads * dk, 0.5, o)).collect();
-                x.extend(values(heads * dv, 0.5, 0.0));
+                let x: Vec<f32> = (0..t)
+                    .flat_map(|_| {
+                        let mut row: Vec<f32> =
+                            [0.0, -0.3, 0.0, 0.0, 0.0].iter().flat_map(|&o| values(heads * dk, 0.5, o)).collect();
+                        row.extend(values(heads * dv, 0.5, 0.0));
+                        row
+                    })
+                    .collect();
                 let x = gpu.upload_f32("x", &x);
-                for _ in 0..DISPATCHES {
-                    Rwkv7 { heads, dk, dv, x: &x }.recurrent(&gpu, &mut plan, &state, &out)?;
+                let mixer = Rwkv7 { heads, dk, dv, x: &x };
+                for _ in 0..dispatches {
+                    match t {
+                        1 => mixer.recurrent(&gpu, &mut plan, &state, &out)?,
+                        _ => mixer.chunked(&gpu, &mut plan, &state, &out, &scratch)?,
+                    }
                 }
             }
             _ => {
                 let (decay, gates, offset) = match kind {
-                    "gla" => (Decay::LogSigmoid(16.0), heads * dk, 0.0),
-                    "mamba2" => (Decay::Log, heads * dk, -0.1),
+                    "gla" => (Decay::LogSigmoid(16.0), t * heads * dk, 0.0),
+                    "mamba2" => (Decay::Log, t * heads * dk, -0.1),
                     _ => (Decay::PerHead, heads, -0.1),
                 };
                 let (qkv, gk) = (
-                    gpu.upload_f32("random", &values(heads * (2 * dk + dv), 2.0, 0.0)),
+                    gpu.upload_f32("random", &values(t * heads * (2 * dk + dv), 2.0, 0.0)),
                     gpu.upload_f32("random", &values(gates, 0.1, offset)),
                 );
                 let g = Gla {
@@ -118,42 +137,56 @@ pub fn run(args: Args) -> Result<()> {
                     state_offset: 0,
                     out: &out,
                 };
-                for _ in 0..DISPATCHES {
-                    gla::recurrent(&gpu, &mut plan, &g)?;
+                for _ in 0..dispatches {
+                    match t {
+                        1 => gla::recurrent(&gpu, &mut plan, &g)?,
+                        _ => gla::chunked(&gpu, &mut plan, &g, &scratch)?,
+                    }
                 }
             }
         }
-        let seconds = pollster::block_on(seconds_per_submit(&gpu, &plan, &step, &out, args.reps))? / DISPATCHES as f64;
-        let got = pollster::block_on(gpu.read_f32(&out, 0, heads * dv))?;
+        let seconds = pollster::block_on(seconds_per_submit(&gpu, &plan, &step, &out, args.reps))? / dispatches as f64;
+        let got = pollster::block_on(gpu.read_f32(&out, 0, t * heads * dv))?;
         if got.iter().any(|x| !x.is_finite()) {
             bail!("{kind} ({model} heads) wrote a non-finite output");
         }
+        // A decode step's bound is its state's bytes; prefill's is arithmetic, so it reports tokens per second.
         let state_bytes = (heads * dk * dv * 8) as f64;
+        let decode = |v: f64| if t == 1 { json!(v) } else { json!(null) };
         rows.push(json!({
             "mixer": kind,
             "model": model,
             "heads": heads,
             "dk": dk,
             "dv": dv,
+            "tokens": t,
             "us": seconds * 1e6,
-            "state_gb_s": state_bytes / seconds / 1e9,
-            "fraction_of_copy": state_bytes / seconds / copy,
+            "tokens_per_s": t as f64 / seconds,
+            "state_gb_s": decode(state_bytes / seconds / 1e9),
+            "fraction_of_copy": decode(state_bytes / seconds / copy),
         }));
     }
     if print_kernel_report(&gpu, copy, "mixers", &rows, args.json)? {
         return Ok(());
     }
-    println!("{:>15} {:>16} {:>12} {:>10} {:>11} {:>9}", "mixer", "heads of", "HxDKxDV", "us", "state GB/s", "of copy");
+    let header = ["mixer", "heads of", "HxDKxDV", "tokens", "us", "tok/s", "state GB/s", "of copy"];
+    println!(
+        "{:>15} {:>16} {:>12} {:>7} {:>11} {:>9} {:>11} {:>9}",
+        header[0], header[1], header[2], header[3], header[4], header[5], header[6], header[7]
+    );
     for r in &rows {
         let count = |key: &str| r[key].as_u64().unwrap_or(0);
+        let rate = |key: &str, digits: usize| r[key].as_f64().map_or("-".into(), |v| format!("{v:.digits$}"));
         println!(
-            "{:>15} {:>16} {:>12} {:>10.1} {:>11.2} {:>9.3}",
+            "{:>15} {:>16} {:>12} {:>7} {:>11.1} {:>9.0} {:>11} {:>9}",
             r["mixer"].as_str().unwrap_or(""),
             r["model"].as_str().unwrap_or(""),
             format!("{}x{}x{}", count("heads"), count("dk"), count("dv")),
+            count("tokens"),
             r["us"].as_f64().unwrap_or(0.0),
-            r["state_gb_s"].as_f64().unwrap_or(0.0),
-            r["fraction_of_copy"].as_f64().unwrap_or(0.0),
+            r["tokens_per_s"].as_f64().unwrap_or(0.0),
+            rate("state_gb_s", 2),
+            rate("fraction_of_copy", 3),
         );
     }
     Ok(())

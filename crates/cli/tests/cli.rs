@@ -423,8 +423,17 @@ fn bench_state_times_every_recurrent_mixer_against_the_copy_roofline() {
         let bytes = (r["heads"].as_u64().unwrap() * r["dk"].as_u64().unwrap() * r["dv"].as_u64().unwrap() * 8) as f64;
         assert!(us > 0.0 && (gb_s * us * 1e3 / bytes - 1.0).abs() < 1e-6, "{r}");
     }
-    let o = ternlight(&["bench-state", "--reps", "0"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--reps"));
+    // Prefill of two chunks: tokens per second, no state bandwidth.
+    let o = ternlight(&["bench-state", "--reps", "1", "--tokens", "70", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for r in report["mixers"].as_array().unwrap() {
+        assert!(r["tokens"] == 70 && r["tokens_per_s"].as_f64().unwrap() > 0.0 && r["state_gb_s"].is_null(), "{r}");
+    }
+    for bad in ["--reps", "--tokens"] {
+        let o = ternlight(&["bench-state", bad, "0"]);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(bad));
+    }
 }
 
 #[test]
