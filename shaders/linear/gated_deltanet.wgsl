@@ -27,30 +27,17 @@ struct Params {
     ab_stride: u32,   // floats per token in ab
 }
 @group(0) @binding(1) var<uniform> params: Params;
-#include "linear/input.wgsl"
+#include "linear/qkv.wgsl"
 
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
 
-// Input floats of q (key head kh, channel d), k and v (value head h, channel c) of token t.
-fn q_index(t: u32, kh: u32, d: u32) -> u32 {
-    return t * params.width + kh * DK + d;
-}
-
-fn k_index(t: u32, kh: u32, d: u32) -> u32 {
-    return q_index(t, kh, d) + params.n_k_heads * DK;
-}
-
-fn v_index(t: u32, h: u32, c: u32) -> u32 {
-    return t * params.width + 2u * params.n_k_heads * DK + h * DV + c;
+fn key_heads() -> u32 {
+    return params.n_k_heads;
 }
 
 fn q_at(t: u32, kh: u32, d: u32) -> f32 {
     return input_at(q_index(t, kh, d));
-}
-
-fn k_at(t: u32, kh: u32, d: u32) -> f32 {
-    return input_at(k_index(t, kh, d));
 }
 
 fn key_head(h: u32) -> u32 {
@@ -181,10 +168,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
             let g_last = g_channels(last, h, d0);
-            var add: array<Col, 4>;
-#unroll j 4
-            add[{{j}}] = Col(0.0);
-#endunroll
+            var add = array<Col, 4>(Col(0.0), Col(0.0), Col(0.0), Col(0.0));
             for (var i = 0u; i < n; i++) {
                 let row = (t0 + i) * hv + h;
                 var k = key_quad(k_index(t0 + i, kh, d0), d0) * k_scale[i];

@@ -19,7 +19,7 @@ struct Params {
     state_offset: u32,  // first float of this layer's state in the state buffer
 }
 @group(0) @binding(1) var<uniform> params: Params;
-#include "linear/input.wgsl"
+#include "linear/qkv.wgsl"
 
 const DK: u32 = {{DK}}u;
 const DV: u32 = {{DV}}u;
@@ -29,25 +29,12 @@ const DG: u32 = DV;
 const DG: u32 = DK;
 #endif
 
-// Input floats of q and k (head h, channel d) and v (channel c) of token t.
-fn q_index(t: u32, h: u32, d: u32) -> u32 {
-    return t * params.width + h * DK + d;
-}
-
-fn k_index(t: u32, h: u32, d: u32) -> u32 {
-    return q_index(t, h, d) + params.n_heads * DK;
-}
-
-fn v_index(t: u32, h: u32, c: u32) -> u32 {
-    return t * params.width + 2u * params.n_heads * DK + h * DV + c;
+fn key_heads() -> u32 {
+    return params.n_heads;
 }
 
 fn q_at(t: u32, h: u32, d: u32) -> f32 {
     return input_at(q_index(t, h, d)) * {{Q_SCALE}};
-}
-
-fn k_at(t: u32, h: u32, d: u32) -> f32 {
-    return input_at(k_index(t, h, d));
 }
 
 fn v_at(t: u32, h: u32, c: u32) -> f32 {
@@ -127,10 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
             let gk_last = g_keys(last, h, d0);
-            var add: array<Col, 4>;
-#unroll j 4
-            add[{{j}}] = Col(0.0);
-#endunroll
+            var add = array<Col, 4>(Col(0.0), Col(0.0), Col(0.0), Col(0.0));
             for (var i = 0u; i < n; i++) {
                 let k = key_quad(k_index(t0 + i, h, d0), d0) * exp(gk_last - g_keys(t0 + i, h, d0));
                 var v = input_col(v_index(t0 + i, h, c * VW));

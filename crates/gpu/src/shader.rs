@@ -55,6 +55,7 @@ shaders!(
     "linear/chunks.wgsl",
     "linear/columns.wgsl",
     "linear/input.wgsl",
+    "linear/qkv.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
