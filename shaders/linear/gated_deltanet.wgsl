@@ -269,11 +269,6 @@ fn normed(o: Col, t: u32, h: u32, c: u32) -> Col {
 }
 #endif
 
-// Token t's values for head h's column block c.
-fn v_col(t: u32, h: u32, c: u32) -> Col {
-    return input_col(t * params.width + 2u * params.n_k_heads * DK + h * DV + c * VW);
-}
-
 // The decay factors of key channels d0..d0 + 3: `head` (the head's exp(g)) unless the decay is per channel.
 #if PER_CHANNEL
 var<workgroup> decays: array<vec4<f32>, (DK + 3u) / 4u>;
@@ -318,7 +313,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
         }
         let rk = inverseSqrt(kk + 1e-6);
-        let delta = gb.y * (v_col(t, h, c) - kv * rk);
+        let delta = gb.y * (input_col(v_index(t, h, c * VW)) - kv * rk);
         var o = Col(0.0);
         var qq = 0.0;
         for (var d0 = 0u; d0 < DK; d0 += 4u) {

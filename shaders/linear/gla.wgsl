@@ -37,10 +37,6 @@ fn q_at(t: u32, h: u32, d: u32) -> f32 {
     return input_at(q_index(t, h, d)) * {{Q_SCALE}};
 }
 
-fn v_at(t: u32, h: u32, c: u32) -> f32 {
-    return input_at(v_index(t, h, c));
-}
-
 #if CHUNK_STATE
 #include "linear/columns.wgsl"
 @group(0) @binding(3) var<storage, read_write> state: array<Col>;

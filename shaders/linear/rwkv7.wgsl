@@ -92,8 +92,13 @@ fn at(t: u32, part: u32, h: u32, d: u32) -> f32 {
     return input_at(t * params.width + part * params.heads * DK + h * DK + d);
 }
 
+// Input float of value channel j of head h, token t.
+fn v_index(t: u32, h: u32, j: u32) -> u32 {
+    return t * params.width + 5u * params.heads * DK + h * DV + j;
+}
+
 fn v_at(t: u32, h: u32, j: u32) -> f32 {
-    return input_at(t * params.width + 5u * params.heads * DK + h * DV + j);
+    return input_at(v_index(t, h, j));
 }
 #if !RECURRENT
 
@@ -130,7 +135,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
 #endunroll
         }
-        let value = input_col(t * params.width + 5u * params.heads * DK + h * DV + c * VW);
+        let value = input_col(v_index(t, h, c * VW));
         var o = Col(0.0);
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
             let w = exp(keys(t, W, h, d0));

@@ -67,15 +67,18 @@ fn check(gpu: &Gpu, plan: &Plan, g: &Gla) -> Result<Defines> {
     })
 }
 
+/// `linear/columns.wgsl`'s defines for `g`'s heads: vec4 blocks need the state to start on a multiple of 4 floats.
+fn column_blocks(defines: Defines, g: &Gla) -> Defines {
+    super::column_blocks(defines, g.dk, g.dv, g.state_offset.is_multiple_of(4)).0
+}
+
 fn params(g: &Gla) -> [u32; 3] {
     [g.heads as u32, (g.heads * (2 * g.dk + g.dv)) as u32, g.state_offset as u32]
 }
 
 /// Records the recurrence over the forward's tokens (decode).
 pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
-    let aligned = g.state_offset.is_multiple_of(4);
-    let (defines, _) = super::column_blocks(check(gpu, plan, g)?, g.dk, g.dv, aligned);
-    let defines = defines.flag("RECURRENT", true);
+    let defines = column_blocks(check(gpu, plan, g)?, g).flag("RECURRENT", true);
     let buffers = [g.qkv.into(), g.gk.into(), g.state.into(), g.out.into()];
     plan.dispatch(gpu, "linear/gla.wgsl", &defines, &params(g), &buffers, Grid::Fixed(g.heads as u32))
 }
@@ -90,6 +93,12 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };
     plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(g), &prep, grid)?;
     let state = [g.qkv.into(), g.state.into(), g.out.into(), (&s.aqk).into(), g_cum.into()];
-    let (defines, _) = super::column_blocks(defines, g.dk, g.dv, g.state_offset.is_multiple_of(4));
-    plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(g), &state, Grid::Fixed(g.heads as u32))
+    plan.dispatch(
+        gpu,
+        shader,
+        &column_blocks(defines, g).flag("CHUNK_STATE", true),
+        &params(g),
+        &state,
+        Grid::Fixed(g.heads as u32),
+    )
 }
