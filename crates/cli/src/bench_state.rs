@@ -62,6 +62,17 @@ pub fn run(args: Args) -> Result<()> {
     let step = Step { pos0: 0, n_tokens: t as u32, logit_rows: vec![] };
     let mut rows = Vec::new();
     for (kind, model, (heads, dk, dv)) in CASES {
+        // The widest buffer: a token's inputs ([r | w | k | a | b | v] for RWKV-7, else [q | k | v]) or the chunk
+        // scratch's rows of 64, over the tokens padded to whole chunks.
+        let width = if kind == "rwkv7" { 5 * dk + dv } else { 2 * dk + dv }.max(64);
+        let widest = 4 * (t.div_ceil(64) * 64 * heads * width) as u64;
+        if widest > gpu.info.max_binding {
+            bail!(
+                "--tokens {t} needs {widest}-byte buffers for {kind} ({model} heads), over the device's {}-byte \
+                 storage binding limit",
+                gpu.info.max_binding
+            );
+        }
         let state = gpu.upload_f32("random", &values(heads * dk * dv, 0.5, 0.0));
         let out = gpu.zeros("out", t * heads * dv);
         let scratch = ChunkScratch::new(&gpu, t, heads, dk, dv);

@@ -434,6 +434,9 @@ fn bench_state_times_every_recurrent_mixer_against_the_copy_roofline() {
         let o = ternlight(&["bench-state", bad, "0"]);
         assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(bad));
     }
+    let o = ternlight(&["bench-state", "--tokens", "100000"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--tokens 100000") && err.contains("binding limit"), "{err}");
 }
 
 #[test]
