@@ -12,8 +12,10 @@
 //               L_ij = (a_i e^{G_{i-1}-G_j}) . b_j (j < i), T = (I - L)^-1 by forward substitution,
 //               u = T (M v) with M_ij = (a_i e^{G_{i-1}-G_j}) . k_j (j < i), W = T (a e^{G_{i-1}}),
 //               nrb_ij = (r_i e^{G_i-G_j}) . b_j (j <= i), out_i = sum_{j<=i} ((r_i e^{G_i-G_j}) . k_j) v_j.
-//   CHUNK_STATE one workgroup per head, one invocation per column, chunks in order: u = W S + u,
+//   CHUNK_STATE one workgroup per head, one invocation per block of state columns, chunks in order: u = W S + u,
 //               out += (r e^G) S + nrb u, S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i).
+//   COLUMN_BLOCKS (RECURRENT and both chunk kernels): the input through `linear/input.wgsl`, key channels four
+//               at a time, values in column blocks. CHUNKED: both chunk kernels.
 //   FINISH      one invocation per (token, head): group norm of out (weight, bias over all values), plus
 //               sum(r k r_k) v, times the output gate.
 #include "linear/chunks.wgsl"
@@ -88,6 +90,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 
 #if !PREPARE
+#if COLUMN_BLOCKS
+#include "linear/input.wgsl"
+#include "linear/columns.wgsl"
+
+// Key channels d0..d0 + 3 of part `part` of token t, head h, those past DK as 0.
+fn keys(t: u32, part: u32, h: u32, d0: u32) -> vec4<f32> {
+    return key_quad(t * params.width + part * params.heads * DK + h * DK + d0, d0);
+}
+#else
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+
+fn input_at(i: u32) -> f32 {
+    return x[i];
+}
+#endif
+
 fn at(t: u32, part: u32, h: u32, d: u32) -> f32 {
     return input_at(t * params.width + part * params.heads * DK + h * DK + d);
 }
@@ -100,22 +118,9 @@ fn v_index(t: u32, h: u32, j: u32) -> u32 {
 fn v_at(t: u32, h: u32, j: u32) -> f32 {
     return input_at(v_index(t, h, j));
 }
-#if !RECURRENT
-
-fn input_at(i: u32) -> f32 {
-    return x[i];
-}
-#endif
 #endif
 
 #if RECURRENT
-#include "linear/input.wgsl"
-
-// Key channels d0..d0 + 3 of part `part` of token t, head h, those past DK as 0.
-fn keys(t: u32, part: u32, h: u32, d0: u32) -> vec4<f32> {
-    return key_quad(t * params.width + part * params.heads * DK + h * DK + d0, d0);
-}
-#include "linear/columns.wgsl"
 @group(0) @binding(3) var<storage, read_write> state: array<Col>;
 @group(0) @binding(4) var<storage, read_write> out: array<Col>;
 
@@ -156,27 +161,101 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 #endif
 
+#if CHUNKED
+// The chunk kernels' scratch: G and W in rows of DK per (token, head), read four channels at a time (one load where
+// the input is in quads), u per (token, head) and the chunk outputs in column blocks, and per (chunk, head) the
+// [64, 64] matrix nrb (lower triangle; the prepare pass keeps r-k products in its upper one).
+#if QUAD_INPUT
+@group(0) @binding(3) var<storage, read_write> g_buf: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> w_buf: array<vec4<f32>>;
+#else
+@group(0) @binding(3) var<storage, read_write> g_buf: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w_buf: array<f32>;
+#endif
+@group(0) @binding(5) var<storage, read_write> u_buf: array<Col>;
+@group(0) @binding(6) var<storage, read_write> nrb: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<Col>;
+
+// The float of channel d of token t, head h in g_buf and w_buf.
+fn key_row(t: u32, h: u32, d: u32) -> u32 {
+    return (t * params.heads + h) * DK + d;
+}
+
+// G (the running sum of w within the chunk) of token t, head h, channels d0..d0 + 3 (0 past DK).
+fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
+#if QUAD_INPUT
+    return g_buf[key_row(t, h, d0) / 4u];
+#else
+    let i = key_row(t, h, d0);
+    return select(vec4<f32>(0.0), vec4<f32>(g_buf[i], g_buf[i + 1u], g_buf[i + 2u], g_buf[i + 3u]),
+                  channels_below(d0, DK));
+#endif
+}
+
+// W of token t, head h, channels d0..d0 + 3 (0 past DK).
+fn w_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
+#if QUAD_INPUT
+    return w_buf[key_row(t, h, d0) / 4u];
+#else
+    let i = key_row(t, h, d0);
+    return select(vec4<f32>(0.0), vec4<f32>(w_buf[i], w_buf[i + 1u], w_buf[i + 2u], w_buf[i + 3u]),
+                  channels_below(d0, DK));
+#endif
+}
+
+// The column block of u (or of the chunk outputs in `out`) of token t, head h, block c.
+fn block_row(t: u32, h: u32, c: u32) -> u32 {
+    return (t * params.heads + h) * COLS + c;
+}
+#endif
+
 #if CHUNK_PREP
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> g_buf: array<f32>;  // [T, heads, DK] running log decay
-@group(0) @binding(4) var<storage, read_write> w_buf: array<f32>;  // [T, heads, DK]
-@group(0) @binding(5) var<storage, read_write> u_buf: array<f32>;  // [T, heads, DV]
-@group(0) @binding(6) var<storage, read_write> nrb: array<f32>;    // [chunks, heads, 64, 64]
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;    // [T, heads * DV]
-
-
-fn g_at(t: u32, h: u32, d: u32) -> f32 {
-    return g_buf[(t * params.heads + h) * DK + d];
-}
-
-// G of the token before t0 + i inside the chunk (0 before its first token).
-fn g_before(t0: u32, i: u32, h: u32, d: u32) -> f32 {
-    if (i == 0u) {
-        return 0.0;
+// Stores channels d0..d0 + 3 of G (which) or W (!which) of token t, head h, none past DK.
+fn store_keys(which: bool, t: u32, h: u32, d0: u32, value: vec4<f32>) {
+#if QUAD_INPUT
+    if (which) {
+        g_buf[key_row(t, h, d0) / 4u] = value;
+    } else {
+        w_buf[key_row(t, h, d0) / 4u] = value;
     }
-    return g_at(t0 + i - 1u, h, d);
+#else
+    for (var e = 0u; e < min(4u, DK - d0); e++) {
+        if (which) {
+            g_buf[key_row(t, h, d0) + e] = value[e];
+        } else {
+            w_buf[key_row(t, h, d0) + e] = value[e];
+        }
+    }
+#endif
 }
 
+// G of the token before t0 + i inside the chunk (0 before its first token), channels d0..d0 + 3.
+fn g_before(t0: u32, i: u32, h: u32, d0: u32) -> vec4<f32> {
+    if (i == 0u) {
+        return vec4<f32>(0.0);
+    }
+    return g_quad(t0 + i - 1u, h, d0);
+}
+
+// Row i's products with row j <= i, over the key channels four at a time: (a_i e^{G_{i-1}-G_j}) . (b_j, k_j) and
+// (r_i e^{G_i-G_j}) . (b_j, k_j), as (ab, ak, rb, rk).
+fn pair_products(t0: u32, i: u32, j: u32, h: u32) -> vec4<f32> {
+    var p = vec4<f32>(0.0);
+    for (var d0 = 0u; d0 < DK; d0 += 4u) {
+        let gj = g_quad(t0 + j, h, d0);
+        let from_a = keys(t0 + i, A, h, d0) * exp(g_before(t0, i, h, d0) - gj);
+        let from_r = keys(t0 + i, R, h, d0) * exp(g_quad(t0 + i, h, d0) - gj);
+        let bj = keys(t0 + j, B, h, d0);
+        let kj = keys(t0 + j, K, h, d0);
+        p += vec4<f32>(dot(from_a, bj), dot(from_a, kj), dot(from_r, bj), dot(from_r, kj));
+    }
+    return p;
+}
+
+// Row i of the chunk (j <= i throughout). Private arrays as long as a head spill on CPU adapters, so the products
+// go where later steps read them: L_ij = ab below tri's diagonal, M_ij = ak above it (at [j][i]), nrb_ij = rb in
+// nrb's lower triangle and rk_ij above it (at [j][i], the diagonal's in a register). Then M v (in `out` for the
+// moment), T = (I - L)^-1, u = T (M v), W = T (a e^{G_{j-1}}), and the chunk's own outputs sum_j rk_ij v_j.
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) i: u32) {
@@ -189,151 +268,138 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t0 = chunk.t0;
     let n = chunk.len;
     let live = i < n;
-    for (var d = i; d < DK; d += 64u) {
-        var acc = 0.0;
+    for (var d0 = 4u * i; d0 < DK; d0 += 4u * CH) {
+        var acc = vec4<f32>(0.0);
         for (var j = 0u; j < n; j++) {
-            acc += at(t0 + j, W, h, d);
-            g_buf[((t0 + j) * heads + h) * DK + d] = acc;
+            acc += keys(t0 + j, W, h, d0);
+            store_keys(true, t0 + j, h, d0, acc);
         }
     }
     storageBarrier();
     workgroupBarrier();
     let ti = t0 + i;
-    let row = ti * heads + h;
-    let nrow = ((chunk.index * heads + h) * CH + i) * CH;
-    var mv: array<f32, DV>;
-    var rv: array<f32, DV>;
-    for (var j = 0u; j < CH; j++) {
-        var l = 0.0;
-        if (live && j <= i) {
-            var ab = 0.0;
-            var ak = 0.0;
-            var rb = 0.0;
-            var rk = 0.0;
-            for (var d = 0u; d < DK; d++) {
-                let gj = g_at(t0 + j, h, d);
-                let from_a = at(ti, A, h, d) * exp(g_before(t0, i, h, d) - gj);
-                let from_r = at(ti, R, h, d) * exp(g_at(ti, h, d) - gj);
-                let bj = at(t0 + j, B, h, d);
-                let kj = at(t0 + j, K, h, d);
-                ab += from_a * bj;
-                ak += from_a * kj;
-                rb += from_r * bj;
-                rk += from_r * kj;
-            }
-            if (j < i) {
-                l = ab;
-                for (var c = 0u; c < DV; c++) {
-                    mv[c] += ak * v_at(t0 + j, h, c);
-                }
-            }
-            for (var c = 0u; c < DV; c++) {
-                rv[c] += rk * v_at(t0 + j, h, c);
-            }
-            nrb[nrow + j] = rb;
-        }
-        tri[i * CH + j] = l;
-    }
-    if (live) {
-        for (var c = 0u; c < DV; c++) {
-            u_buf[row * DV + c] = mv[c];
-            out[row * DV + c] = rv[c];
-        }
-    }
-    storageBarrier();
-    workgroupBarrier();
-    solve_unit_lower(i, n);
-    var u: array<f32, DV>;
+    let square = (chunk.index * heads + h) * CH * CH;
+    var rk_own = 0.0;
     if (live) {
         for (var j = 0u; j <= i; j++) {
-            let tij = tri[i * CH + j];
-            for (var c = 0u; c < DV; c++) {
-                u[c] += tij * u_buf[((t0 + j) * heads + h) * DV + c];
+            let p = pair_products(t0, i, j, h);
+            nrb[square + i * CH + j] = p.z;
+            if (j < i) {
+                tri[i * CH + j] = p.x;
+                tri[j * CH + i] = p.y;
+                nrb[square + j * CH + i] = p.w;
+            } else {
+                rk_own = p.w;
             }
         }
-        for (var d = 0u; d < DK; d++) {
-            var acc = 0.0;
-            for (var j = 0u; j <= i; j++) {
-                acc += tri[i * CH + j] * at(t0 + j, A, h, d) * exp(g_before(t0, j, h, d));
+        for (var c = 0u; c < COLS; c++) {
+            var mv = Col(0.0);
+            for (var j = 0u; j < i; j++) {
+                mv += tri[j * CH + i] * input_col(v_index(t0 + j, h, c * VW));
             }
-            w_buf[row * DK + d] = acc;
+            out[block_row(ti, h, c)] = mv;
+        }
+    }
+    storageBarrier();
+    solve_unit_lower(i, n);
+    if (live) {
+        for (var c = 0u; c < COLS; c++) {
+            var u = Col(0.0);
+            for (var j = 0u; j <= i; j++) {
+                u += tri[i * CH + j] * out[block_row(t0 + j, h, c)];
+            }
+            u_buf[block_row(ti, h, c)] = u;
+        }
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            var acc = vec4<f32>(0.0);
+            for (var j = 0u; j <= i; j++) {
+                acc += tri[i * CH + j] * keys(t0 + j, A, h, d0) * exp(g_before(t0, j, h, d0));
+            }
+            store_keys(false, ti, h, d0, acc);
         }
     }
     storageBarrier();
     workgroupBarrier();
     if (live) {
-        for (var c = 0u; c < DV; c++) {
-            u_buf[row * DV + c] = u[c];
+        for (var c = 0u; c < COLS; c++) {
+            var o = rk_own * input_col(v_index(ti, h, c * VW));
+            for (var j = 0u; j < i; j++) {
+                o += nrb[square + j * CH + i] * input_col(v_index(t0 + j, h, c * VW));
+            }
+            out[block_row(ti, h, c)] = o;
         }
     }
 }
 #endif
 
 #if CHUNK_STATE
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> state: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read> g_buf: array<f32>;
-@group(0) @binding(6) var<storage, read> w_buf: array<f32>;
-@group(0) @binding(7) var<storage, read> u_buf: array<f32>;
-@group(0) @binding(8) var<storage, read> nrb: array<f32>;
+@group(0) @binding(8) var<storage, read_write> state: array<Col>;
 
-fn g_at(t: u32, h: u32, d: u32) -> f32 {
-    return g_buf[(t * params.heads + h) * DK + d];
-}
-
-@compute @workgroup_size(DV)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) v: u32) {
+// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token by
+// token: u_i += W_i S (kept in u's place) and out_i += (r_i e^{G_i}) S + sum_{j<=i} nrb_ij u_j; then row by row
+// S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i), four rows at a time.
+@compute @workgroup_size(COLS)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
     let heads = params.heads;
-    var s: array<f32, DK>;
-    for (var d = 0u; d < DK; d++) {
-        s[d] = state[(h * DK + d) * DV + v];
-    }
+    let base = h * DK * COLS + c;
     let chunks = (step.n_tokens + CH - 1u) / CH;
-    for (var c = 0u; c < chunks; c++) {
-        let t0 = c * CH;
+    for (var ci = 0u; ci < chunks; ci++) {
+        let t0 = ci * CH;
         let n = min(CH, step.n_tokens - t0);
-        var u: array<f32, CH>;
-        for (var i = 0u; i < n; i++) {
-            let row = (t0 + i) * heads + h;
-            var ws = 0.0;
-            for (var d = 0u; d < DK; d++) {
-                ws += w_buf[row * DK + d] * s[d];
-            }
-            u[i] = ws + u_buf[row * DV + v];
-        }
-        for (var i = 0u; i < n; i++) {
-            let row = (t0 + i) * heads + h;
-            var o = out[row * DV + v];
-            for (var d = 0u; d < DK; d++) {
-                o += at(t0 + i, R, h, d) * exp(g_at(t0 + i, h, d)) * s[d];
-            }
-            let nrow = ((c * heads + h) * CH + i) * CH;
-            for (var j = 0u; j <= i; j++) {
-                o += nrb[nrow + j] * u[j];
-            }
-            out[row * DV + v] = o;
-        }
         let last = t0 + n - 1u;
-        for (var d = 0u; d < DK; d++) {
-            let g_last = g_at(last, h, d);
-            var add = 0.0;
-            for (var i = 0u; i < n; i++) {
-                let decay = exp(g_last - g_at(t0 + i, h, d));
-                add += decay * (at(t0 + i, B, h, d) * u[i] + at(t0 + i, K, h, d) * v_at(t0 + i, h, v));
+        let square = (ci * heads + h) * CH * CH;
+        for (var i = 0u; i < n; i++) {
+            let t = t0 + i;
+            var ws = Col(0.0);
+            var rs = Col(0.0);
+            for (var d0 = 0u; d0 < DK; d0 += 4u) {
+                let w = w_quad(t, h, d0);
+                let r = keys(t, R, h, d0) * exp(g_quad(t, h, d0));
+#unroll j 4
+                if (d0 + {{j}} < DK) {
+                    let sv = state[base + (d0 + {{j}}) * COLS];
+                    ws += sv * w[{{j}}];
+                    rs += sv * r[{{j}}];
+                }
+#endunroll
             }
-            s[d] = exp(g_last) * s[d] + add;
+            let row = block_row(t, h, c);
+            let u = u_buf[row] + ws;
+            u_buf[row] = u;
+            var o = out[row] + rs + nrb[square + i * CH + i] * u;
+            for (var j = 0u; j < i; j++) {
+                o += nrb[square + i * CH + j] * u_buf[block_row(t0 + j, h, c)];
+            }
+            out[row] = o;
         }
-    }
-    for (var d = 0u; d < DK; d++) {
-        state[(h * DK + d) * DV + v] = s[d];
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let g_last = g_quad(last, h, d0);
+            var add = array<Col, 4>(Col(0.0), Col(0.0), Col(0.0), Col(0.0));
+            for (var i = 0u; i < n; i++) {
+                let t = t0 + i;
+                let decay = exp(g_last - g_quad(t, h, d0));
+                let b = keys(t, B, h, d0) * decay;
+                let k = keys(t, K, h, d0) * decay;
+                let u = u_buf[block_row(t, h, c)];
+                let v = input_col(v_index(t, h, c * VW));
+#unroll j 4
+                add[{{j}}] += b[{{j}}] * u + k[{{j}}] * v;
+#endunroll
+            }
+            let decay = exp(g_last);
+#unroll j 4
+            if (d0 + {{j}} < DK) {
+                let si = base + (d0 + {{j}}) * COLS;
+                state[si] = state[si] * decay[{{j}}] + add[{{j}}];
+            }
+#endunroll
+        }
     }
 }
 #endif
 
 #if FINISH
-@group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> gate: array<f32>;
 @group(0) @binding(5) var<storage, read> norm_w: array<f32>;
