@@ -9,11 +9,11 @@
 //   RECURRENT   one workgroup per head, one invocation per block of state columns (`linear/columns.wgsl`); tokens
 //               in order (decode).
 //   CHUNK_PREP  one workgroup per (chunk of 64, head), one invocation per row i (G = running sum of w, G_{-1} = 0):
-//               L_ij = (a_i e^{G_{i-1}-G_j}) . b_j (j < i), T = (I - L)^-1 by forward substitution,
-//               u = T (M v) with M_ij = (a_i e^{G_{i-1}-G_j}) . k_j (j < i), W = T (a e^{G_{i-1}}),
-//               nrb_ij = (r_i e^{G_i-G_j}) . b_j (j <= i), out_i = sum_{j<=i} ((r_i e^{G_i-G_j}) . k_j) v_j.
-//   CHUNK_STATE one workgroup per head, one invocation per block of state columns, chunks in order: u = W S + u,
-//               out += (r e^G) S + nrb u, S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i).
+//               L_ij = (a_i e^{G_{i-1}-G_j}) . b_j (j < i), M_ij = (a_i e^{G_{i-1}-G_j}) . k_j (j < i),
+//               nrb_ij = (r_i e^{G_i-G_j}) . b_j (j <= i), M v, and out_i = sum_{j<=i} ((r_i e^{G_i-G_j}) . k_j) v_j.
+//   CHUNK_STATE one workgroup per head, one invocation per block of state columns, chunks in order:
+//               u = (I - L)^-1 (M v + (a e^{G_{-1}}) S) by forward substitution, out += (r e^G) S + nrb u,
+//               S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i).
 //   COLUMN_BLOCKS (RECURRENT and both chunk kernels): the input through `linear/input.wgsl`, key channels four
 //               at a time, values in column blocks. CHUNKED: both chunk kernels.
 //   FINISH      one invocation per (token, head): group norm of out (weight, bias over all values), plus
@@ -162,70 +162,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if CHUNKED
-// The chunk kernels' scratch: G and W in rows of DK per (token, head), read four channels at a time (one load where
-// the input is in quads), u per (token, head) and the chunk outputs in column blocks, and per (chunk, head) the
-// [64, 64] matrix nrb (lower triangle; the prepare pass keeps r-k products in its upper one).
+// The chunk kernels' scratch: G in rows of DK per (token, head), read four channels at a time (one load where the
+// input is in quads); u per (token, head) and the chunk outputs in column blocks; and per (chunk, head) a [64, 64]
+// square holding nrb_ij below and on its diagonal and L_ij above it (at [j][i]).
 #if QUAD_INPUT
 @group(0) @binding(3) var<storage, read_write> g_buf: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> w_buf: array<vec4<f32>>;
 #else
 @group(0) @binding(3) var<storage, read_write> g_buf: array<f32>;
-@group(0) @binding(4) var<storage, read_write> w_buf: array<f32>;
 #endif
-@group(0) @binding(5) var<storage, read_write> u_buf: array<Col>;
-@group(0) @binding(6) var<storage, read_write> nrb: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<Col>;
+@group(0) @binding(4) var<storage, read_write> u_buf: array<Col>;
+@group(0) @binding(5) var<storage, read_write> squares: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<Col>;
 
-// The float of channel d of token t, head h in g_buf and w_buf.
-fn key_row(t: u32, h: u32, d: u32) -> u32 {
+// The float of channel d of token t, head h in g_buf.
+fn g_index(t: u32, h: u32, d: u32) -> u32 {
     return (t * params.heads + h) * DK + d;
 }
 
 // G (the running sum of w within the chunk) of token t, head h, channels d0..d0 + 3 (0 past DK).
 fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
 #if QUAD_INPUT
-    return g_buf[key_row(t, h, d0) / 4u];
+    return g_buf[g_index(t, h, d0) / 4u];
 #else
-    let i = key_row(t, h, d0);
+    let i = g_index(t, h, d0);
     return select(vec4<f32>(0.0), vec4<f32>(g_buf[i], g_buf[i + 1u], g_buf[i + 2u], g_buf[i + 3u]),
                   channels_below(d0, DK));
-#endif
-}
-
-// W of token t, head h, channels d0..d0 + 3 (0 past DK).
-fn w_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
-#if QUAD_INPUT
-    return w_buf[key_row(t, h, d0) / 4u];
-#else
-    let i = key_row(t, h, d0);
-    return select(vec4<f32>(0.0), vec4<f32>(w_buf[i], w_buf[i + 1u], w_buf[i + 2u], w_buf[i + 3u]),
-                  channels_below(d0, DK));
-#endif
-}
-
-// The column block of u (or of the chunk outputs in `out`) of token t, head h, block c.
-fn block_row(t: u32, h: u32, c: u32) -> u32 {
-    return (t * params.heads + h) * COLS + c;
-}
-#endif
-
-#if CHUNK_PREP
-// Stores channels d0..d0 + 3 of G (which) or W (!which) of token t, head h, none past DK.
-fn store_keys(which: bool, t: u32, h: u32, d0: u32, value: vec4<f32>) {
-#if QUAD_INPUT
-    if (which) {
-        g_buf[key_row(t, h, d0) / 4u] = value;
-    } else {
-        w_buf[key_row(t, h, d0) / 4u] = value;
-    }
-#else
-    for (var e = 0u; e < min(4u, DK - d0); e++) {
-        if (which) {
-            g_buf[key_row(t, h, d0) + e] = value[e];
-        } else {
-            w_buf[key_row(t, h, d0) + e] = value[e];
-        }
-    }
 #endif
 }
 
@@ -237,8 +198,15 @@ fn g_before(t0: u32, i: u32, h: u32, d0: u32) -> vec4<f32> {
     return g_quad(t0 + i - 1u, h, d0);
 }
 
+// The column block of u (or of the chunk outputs in `out`) of token t, head h, block c.
+fn block_row(t: u32, h: u32, c: u32) -> u32 {
+    return (t * params.heads + h) * COLS + c;
+}
+#endif
+
+#if CHUNK_PREP
 // Row i's products with row j <= i, over the key channels four at a time: (a_i e^{G_{i-1}-G_j}) . (b_j, k_j) and
-// (r_i e^{G_i-G_j}) . (b_j, k_j), as (ab, ak, rb, rk).
+// (r_i e^{G_i-G_j}) . (b_j, k_j), as (L_ij, M_ij, nrb_ij, rk_ij).
 fn pair_products(t0: u32, i: u32, j: u32, h: u32) -> vec4<f32> {
     var p = vec4<f32>(0.0);
     for (var d0 = 0u; d0 < DK; d0 += 4u) {
@@ -252,10 +220,12 @@ fn pair_products(t0: u32, i: u32, j: u32, h: u32) -> vec4<f32> {
     return p;
 }
 
-// Row i of the chunk (j <= i throughout). Private arrays as long as a head spill on CPU adapters, so the products
-// go where later steps read them: L_ij = ab below tri's diagonal, M_ij = ak above it (at [j][i]), nrb_ij = rb in
-// nrb's lower triangle and rk_ij above it (at [j][i], the diagonal's in a register). Then M v (in `out` for the
-// moment), T = (I - L)^-1, u = T (M v), W = T (a e^{G_{j-1}}), and the chunk's own outputs sum_j rk_ij v_j.
+// Each invocation's own M_ij (above the diagonal, at [j][i]) and rk_ij (on and below it), which private arrays as
+// long as a chunk would spill on CPU adapters.
+var<workgroup> pairs: array<f32, CH * CH>;
+
+// Row i of the chunk: G for the chunk, then L and nrb into the head's square, and M v (u's part that needs no
+// state) and the chunk's own outputs sum_{j<=i} rk_ij v_j. The state pass solves for u itself.
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) i: u32) {
@@ -267,77 +237,56 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let h = chunk.head;
     let t0 = chunk.t0;
     let n = chunk.len;
-    let live = i < n;
     for (var d0 = 4u * i; d0 < DK; d0 += 4u * CH) {
         var acc = vec4<f32>(0.0);
         for (var j = 0u; j < n; j++) {
             acc += keys(t0 + j, W, h, d0);
-            store_keys(true, t0 + j, h, d0, acc);
+#if QUAD_INPUT
+            g_buf[g_index(t0 + j, h, d0) / 4u] = acc;
+#else
+            for (var e = 0u; e < min(4u, DK - d0); e++) {
+                g_buf[g_index(t0 + j, h, d0) + e] = acc[e];
+            }
+#endif
         }
     }
     storageBarrier();
     workgroupBarrier();
-    let ti = t0 + i;
+    if (i >= n) {
+        return;
+    }
     let square = (chunk.index * heads + h) * CH * CH;
-    var rk_own = 0.0;
-    if (live) {
-        for (var j = 0u; j <= i; j++) {
-            let p = pair_products(t0, i, j, h);
-            nrb[square + i * CH + j] = p.z;
-            if (j < i) {
-                tri[i * CH + j] = p.x;
-                tri[j * CH + i] = p.y;
-                nrb[square + j * CH + i] = p.w;
-            } else {
-                rk_own = p.w;
-            }
-        }
-        for (var c = 0u; c < COLS; c++) {
-            var mv = Col(0.0);
-            for (var j = 0u; j < i; j++) {
-                mv += tri[j * CH + i] * input_col(v_index(t0 + j, h, c * VW));
-            }
-            out[block_row(ti, h, c)] = mv;
+    for (var j = 0u; j <= i; j++) {
+        let p = pair_products(t0, i, j, h);
+        squares[square + i * CH + j] = p.z;
+        pairs[i * CH + j] = p.w;
+        if (j < i) {
+            squares[square + j * CH + i] = p.x;
+            pairs[j * CH + i] = p.y;
         }
     }
-    storageBarrier();
-    solve_unit_lower(i, n);
-    if (live) {
-        for (var c = 0u; c < COLS; c++) {
-            var u = Col(0.0);
-            for (var j = 0u; j <= i; j++) {
-                u += tri[i * CH + j] * out[block_row(t0 + j, h, c)];
-            }
-            u_buf[block_row(ti, h, c)] = u;
+    for (var c = 0u; c < COLS; c++) {
+        var mv = Col(0.0);
+        var rv = Col(0.0);
+        for (var j = 0u; j < i; j++) {
+            let v = input_col(v_index(t0 + j, h, c * VW));
+            mv += pairs[j * CH + i] * v;
+            rv += pairs[i * CH + j] * v;
         }
-        for (var d0 = 0u; d0 < DK; d0 += 4u) {
-            var acc = vec4<f32>(0.0);
-            for (var j = 0u; j <= i; j++) {
-                acc += tri[i * CH + j] * keys(t0 + j, A, h, d0) * exp(g_before(t0, j, h, d0));
-            }
-            store_keys(false, ti, h, d0, acc);
-        }
-    }
-    storageBarrier();
-    workgroupBarrier();
-    if (live) {
-        for (var c = 0u; c < COLS; c++) {
-            var o = rk_own * input_col(v_index(ti, h, c * VW));
-            for (var j = 0u; j < i; j++) {
-                o += nrb[square + j * CH + i] * input_col(v_index(t0 + j, h, c * VW));
-            }
-            out[block_row(ti, h, c)] = o;
-        }
+        let row = block_row(t0 + i, h, c);
+        u_buf[row] = mv;
+        out[row] = rv + pairs[i * CH + i] * input_col(v_index(t0 + i, h, c * VW));
     }
 }
 #endif
 
 #if CHUNK_STATE
-@group(0) @binding(8) var<storage, read_write> state: array<Col>;
+@group(0) @binding(7) var<storage, read_write> state: array<Col>;
 
 // Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token by
-// token: u_i += W_i S (kept in u's place) and out_i += (r_i e^{G_i}) S + sum_{j<=i} nrb_ij u_j; then row by row
-// S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i), four rows at a time.
+// token, with S the chunk's starting state: u_i = M v_i + (a_i e^{G_{i-1}}) S + sum_{j<i} L_ij u_j (forward
+// substitution for u = (I - L)^-1 (M v + A S), written over M v) and out_i += (r_i e^{G_i}) S + sum_{j<=i} nrb_ij u_j;
+// then row by row S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i), four rows at a time.
 @compute @workgroup_size(COLS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
@@ -351,27 +300,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let square = (ci * heads + h) * CH * CH;
         for (var i = 0u; i < n; i++) {
             let t = t0 + i;
-            var ws = Col(0.0);
-            var rs = Col(0.0);
+            var u = Col(0.0);
+            var o = Col(0.0);
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                let w = w_quad(t, h, d0);
+                let a = keys(t, A, h, d0) * exp(g_before(t0, i, h, d0));
                 let r = keys(t, R, h, d0) * exp(g_quad(t, h, d0));
 #unroll j 4
                 if (d0 + {{j}} < DK) {
                     let sv = state[base + (d0 + {{j}}) * COLS];
-                    ws += sv * w[{{j}}];
-                    rs += sv * r[{{j}}];
+                    u += sv * a[{{j}}];
+                    o += sv * r[{{j}}];
                 }
 #endunroll
             }
-            let row = block_row(t, h, c);
-            let u = u_buf[row] + ws;
-            u_buf[row] = u;
-            var o = out[row] + rs + nrb[square + i * CH + i] * u;
             for (var j = 0u; j < i; j++) {
-                o += nrb[square + i * CH + j] * u_buf[block_row(t0 + j, h, c)];
+                let uj = u_buf[block_row(t0 + j, h, c)];
+                u += squares[square + j * CH + i] * uj;
+                o += squares[square + i * CH + j] * uj;
             }
-            out[row] = o;
+            let row = block_row(t, h, c);
+            u += u_buf[row];
+            u_buf[row] = u;
+            out[row] += o + squares[square + i * CH + i] * u;
         }
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
             let g_last = g_quad(last, h, d0);

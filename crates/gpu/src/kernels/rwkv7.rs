@@ -1,5 +1,5 @@
 //! RWKV-7's time mixer (`linear/rwkv7.wgsl`): the input preparation, the generalised delta rule twice (chunkwise
-//! prefill: per-chunk triangular solves in parallel, then the state across chunks; recurrent decode) over one
+//! prefill: per-chunk products in parallel, then the state across chunks; recurrent decode) over one
 //! `[heads, dk, dv]` state, and the group-normed, bonus-added, gated output. Reference: `reference::rwkv7` and the
 //! reference model's RWKV-7 mixer.
 
@@ -87,7 +87,8 @@ impl Rwkv7<'_> {
         plan.dispatch(gpu, SHADER, &defines, &self.params(0.0), &buffers, Grid::Fixed(self.heads as u32))
     }
 
-    /// The chunkwise form into `out` (prefill): per-chunk solves in parallel, then the state across chunks.
+    /// The chunkwise form into `out` (prefill): per-chunk products in parallel, then the state across chunks, which
+    /// solves each chunk's triangular system token by token.
     pub fn chunked(
         &self,
         gpu: &Gpu,
@@ -98,13 +99,13 @@ impl Rwkv7<'_> {
     ) -> Result<()> {
         let defines = self.column_blocks(gpu, plan)?.0.flag("CHUNKED", true);
         self.check_io(plan, state, out)?;
-        let need = (CHUNK * CHUNK + CHUNK) as u32 * 4;
+        let need = (CHUNK * CHUNK) as u32 * 4;
         if need > gpu.info.max_workgroup_storage {
             return Err(GpuError::Limit(format!("chunkwise RWKV-7 needs {need} bytes of workgroup memory")));
         }
-        let mut buffers = vec![self.x.into(), (&s.g).into(), (&s.w).into(), (&s.u).into(), (&s.aqk).into(), out.into()];
+        let mut buffers = vec![self.x.into(), (&s.g).into(), (&s.u).into(), (&s.aqk).into(), out.into()];
         let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: self.heads as u32 };
-        let prep = defines.clone().flag("CHUNK_PREP", true).flag("TRI_SOLVE", true);
+        let prep = defines.clone().flag("CHUNK_PREP", true);
         plan.dispatch(gpu, SHADER, &prep, &self.params(0.0), &buffers, grid)?;
         buffers.push(state.into());
         let grid = Grid::Fixed(self.heads as u32);
