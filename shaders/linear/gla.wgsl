@@ -33,36 +33,58 @@ fn key_heads() -> u32 {
     return params.n_heads;
 }
 
-fn q_at(t: u32, h: u32, d: u32) -> f32 {
-    return input_at(q_index(t, h, d)) * {{Q_SCALE}};
+#if !RECURRENT
+// The chunk kernels' cumulative log decays G [T, H, DG], bound as quads where the input is.
+#if QUAD_INPUT
+@group(0) @binding(5) var<storage, read_write> g_cum: array<vec4<f32>>;
+#else
+@group(0) @binding(5) var<storage, read_write> g_cum: array<f32>;
+#endif
+
+// The float of G of token t, head h, channel d.
+fn g_index(t: u32, h: u32, d: u32) -> u32 {
+    return (t * params.n_heads + h) * DG + d;
 }
+
+// G of token t, head h, channels d0..d0 + 3 (0 past DG).
+fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
+#if QUAD_INPUT
+    return g_cum[g_index(t, h, d0) / 4u];
+#else
+    let i = g_index(t, h, d0);
+    return select(vec4<f32>(0.0), vec4<f32>(g_cum[i], g_cum[i + 1u], g_cum[i + 2u], g_cum[i + 3u]),
+                  channels_below(d0, DG));
+#endif
+}
+#endif
 
 #if CHUNK_STATE
 #include "linear/columns.wgsl"
 @group(0) @binding(3) var<storage, read_write> state: array<Col>;
 @group(0) @binding(4) var<storage, read_write> out: array<Col>;
-@group(0) @binding(5) var<storage, read> a_buf: array<f32>;
-@group(0) @binding(6) var<storage, read> g_cum: array<f32>;
+@group(0) @binding(6) var<storage, read> a_buf: array<f32>;
 
 // Cumulative log decays G of token t, head h, over key channels d0..d0 + 3 (0 past DK, and with VALUE_DECAY).
 fn g_keys(t: u32, h: u32, d0: u32) -> vec4<f32> {
 #if VALUE_DECAY
     return vec4<f32>(0.0);
 #else
-    let i = (t * params.n_heads + h) * DG + d0;
-    let g = vec4<f32>(g_cum[i], g_cum[i + 1u], g_cum[i + 2u], g_cum[i + 3u]);
-    return select(vec4<f32>(0.0), g, channels_below(d0, DK));
+    return g_quad(t, h, d0);
 #endif
 }
 
 #if VALUE_DECAY
 // Cumulative log decays G of token t, head h, over the value channels of column block c.
 fn g_values(t: u32, h: u32, c: u32) -> Col {
-    let i = (t * params.n_heads + h) * DG + c * VW;
 #if VEC
-    return vec4<f32>(g_cum[i], g_cum[i + 1u], g_cum[i + 2u], g_cum[i + 3u]);
+    return g_quad(t, h, c * VW);
+#else
+    let i = g_index(t, h, c);
+#if QUAD_INPUT
+    return g_cum[i / 4u][i % 4u];
 #else
     return g_cum[i];
+#endif
 #endif
 }
 #endif
@@ -80,17 +102,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let t0 = ci * CH;
         let n = min(CH, step.n_tokens - t0);
         let last = t0 + n - 1u;
+#if HEAD_DECAY
+        // The head's one log decay per token: G_i = (i + 1) slope within the chunk.
+        let slope = g_quad(t0, h, 0u).x;
+#endif
         for (var i = 0u; i < n; i++) {
             let t = t0 + i;
             var qs = Col(0.0);
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                let q = key_quad(q_index(t, h, d0), d0) * ({{Q_SCALE}} * exp(g_keys(t, h, d0)));
+                var q = key_quad(q_index(t, h, d0), d0) * {{Q_SCALE}};
+#if !HEAD_DECAY
+#if !VALUE_DECAY
+                q *= exp(g_keys(t, h, d0));
+#endif
+#endif
 #unroll j 4
                 if (d0 + {{j}} < DK) {
                     qs += state[base + (d0 + {{j}}) * COLS] * q[{{j}}];
                 }
 #endunroll
             }
+#if HEAD_DECAY
+            qs *= exp(f32(i + 1u) * slope);
+#endif
 #if VALUE_DECAY
             let g_i = g_values(t, h, c);
             qs *= exp(g_i);
@@ -109,10 +143,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let g_last = g_values(last, h, c);
 #endif
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
+#if !HEAD_DECAY
             let gk_last = g_keys(last, h, d0);
+#endif
             var add = array<Col, 4>(Col(0.0), Col(0.0), Col(0.0), Col(0.0));
             for (var i = 0u; i < n; i++) {
-                let k = key_quad(k_index(t0 + i, h, d0), d0) * exp(gk_last - g_keys(t0 + i, h, d0));
+                var k = key_quad(k_index(t0 + i, h, d0), d0);
+#if HEAD_DECAY
+                k *= exp(f32(n - 1u - i) * slope);
+#else
+#if !VALUE_DECAY
+                k *= exp(gk_last - g_keys(t0 + i, h, d0));
+#endif
+#endif
                 var v = input_col(v_index(t0 + i, h, c * VW));
 #if VALUE_DECAY
                 v *= exp(g_last - g_values(t0 + i, h, c));
@@ -121,7 +164,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 add[{{j}}] += k[{{j}}] * v;
 #endunroll
             }
+#if HEAD_DECAY
+            let decay = vec4<f32>(exp(f32(n) * slope));
+#else
             let decay = exp(gk_last);
+#endif
 #unroll j 4
             if (d0 + {{j}} < DK) {
                 let si = base + (d0 + {{j}}) * COLS;
@@ -204,8 +251,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 #if CHUNK_PREP
 @group(0) @binding(4) var<storage, read_write> a_buf: array<f32>;
-@group(0) @binding(5) var<storage, read_write> g_cum: array<f32>;
 
+// Row i of the chunk: first G (four channels per invocation), then A_ij over the key channels four at a time, the
+// decay exp(G_i - G_j) per channel, or once per pair for a head's single decay.
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -214,33 +262,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (chunk.len == 0u) {
         return;
     }
-    let c = chunk.index;
     let h = chunk.head;
     let t0 = chunk.t0;
     let n = chunk.len;
-    for (var d = lid; d < DG; d += 64u) {
-        var acc = 0.0;
+    for (var d0 = 4u * lid; d0 < DG; d0 += 4u * CH) {
+        var acc = vec4<f32>(0.0);
         for (var i = 0u; i < n; i++) {
-            acc += log_decay(t0 + i, h, d);
-            g_cum[((t0 + i) * hn + h) * DG + d] = acc;
+            let t = t0 + i;
+            acc += vec4<f32>(log_decay(t, h, d0), log_decay(t, h, d0 + 1u), log_decay(t, h, d0 + 2u),
+                             log_decay(t, h, d0 + 3u));
+#if QUAD_INPUT
+            g_cum[g_index(t, h, d0) / 4u] = acc;
+#else
+            for (var e = 0u; e < min(4u, DG - d0); e++) {
+                g_cum[g_index(t, h, d0) + e] = acc[e];
+            }
+#endif
         }
     }
     storageBarrier();
     let i = lid;
     if (i < n) {
-        let gi = ((t0 + i) * hn + h) * DG;
-        let arow = ((c * hn + h) * CH + i) * CH;
+        let arow = ((chunk.index * hn + h) * CH + i) * CH;
         for (var j = 0u; j <= i; j++) {
-            let gj = ((t0 + j) * hn + h) * DG;
             var a = 0.0;
-            for (var d = 0u; d < DK; d++) {
-                var decay = 1.0;
+            for (var d0 = 0u; d0 < DK; d0 += 4u) {
+                var k = key_quad(k_index(t0 + j, h, d0), d0);
 #if !VALUE_DECAY
-                decay = exp(g_cum[gi + d] - g_cum[gj + d]);
+#if !HEAD_DECAY
+                k *= exp(g_quad(t0 + i, h, d0) - g_quad(t0 + j, h, d0));
 #endif
-                a += q_at(t0 + i, h, d) * k_at(t0 + j, h, d) * decay;
+#endif
+                a += dot(key_quad(q_index(t0 + i, h, d0), d0), k);
             }
-            a_buf[arow + j] = a;
+#if HEAD_DECAY
+            a *= exp(g_quad(t0 + i, h, 0u).x - g_quad(t0 + j, h, 0u).x);
+#endif
+            a_buf[arow + j] = a * {{Q_SCALE}};
         }
     }
 }

@@ -91,8 +91,9 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<
     let g_cum = if g.decay == Decay::PerValue { &s.u } else { &s.w };
     let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), g_cum.into()];
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };
-    plan.dispatch(gpu, shader, &defines.clone().flag("CHUNK_PREP", true), &params(g), &prep, grid)?;
-    let state = [g.qkv.into(), g.state.into(), g.out.into(), (&s.aqk).into(), g_cum.into()];
+    let prep_defines = super::quad_input(defines.clone(), g.dk, g.dv).flag("CHUNK_PREP", true);
+    plan.dispatch(gpu, shader, &prep_defines, &params(g), &prep, grid)?;
+    let state = [g.qkv.into(), g.state.into(), g.out.into(), g_cum.into(), (&s.aqk).into()];
     plan.dispatch(
         gpu,
         shader,
