@@ -31,6 +31,7 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
         nr,
         rpl,
         rpl_row_bytes,
+        rpl_bytes,
         vw,
         ternary_wg,
         ternary_nr,
@@ -42,7 +43,7 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
     } = tuning;
     serde_json::json!({
         "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "nr": nr, "rpl": rpl, "vw": vw,
-        "rpl_row_bytes": rpl_row_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
+        "rpl_row_bytes": rpl_row_bytes, "rpl_bytes": rpl_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
         "ternary_rows": ternary_rows, "ternary_swar": ternary_swar, "attn_kv_tile": attn_kv_tile,
         "attn_splits": attn_splits, "attn_split_from": attn_split_from
     })
@@ -70,6 +71,7 @@ pub fn from_json(json: &serde_json::Value) -> Option<Tuning> {
         nr: field("nr")?,
         rpl: field("rpl")?,
         rpl_row_bytes: field("rpl_row_bytes")?,
+        rpl_bytes: field("rpl_bytes")?,
         vw: field("vw")?,
         ternary_wg: field("ternary_wg")?,
         ternary_nr: field("ternary_nr")?,
@@ -129,6 +131,7 @@ mod tests {
             nr: 8,
             rpl: 2,
             rpl_row_bytes: 1280,
+            rpl_bytes: 8192,
             tm: 2,
             tn: 4,
             wg_x: 16,

@@ -109,14 +109,36 @@ fn words_per_step(t: &super::Tuning, w: &Weight) -> u32 {
     }
 }
 
-/// Whether the tuning asks for the row-per-invocation matrix-vector kernel (`common/matvec_rows.wgsl`) for rows as
-/// long as `l`'s and `l` allows it: each matrix of a stack must start on a workgroup's first row.
-fn row_lanes(t: &super::Tuning, l: &Linear) -> bool {
-    let outputs = (t.wg * t.rpl) as usize;
+/// The most outputs an invocation of the row-per-invocation kernel computes.
+const MAX_ROWS_PER_LANE: u32 = 16;
+
+/// Outputs per invocation of the row-per-invocation matrix-vector kernel (`common/matvec_rows.wgsl`) for `l`, or 0
+/// where the tuning or `l` rules that kernel out (see [`lane_rows`]).
+fn rows_per_lane(t: &super::Tuning, l: &Linear) -> u32 {
     let row_bytes = l.w.cols.div_ceil(l.w.elements_per_word()) * 4;
-    let short = t.rpl_row_bytes == 0 || row_bytes <= t.rpl_row_bytes as usize;
-    let mut starts = l.stacked.iter().scan(l.w.rows, |row, w| Some(std::mem::replace(row, *row + w.rows)));
-    outputs > 0 && short && starts.all(|row| row.is_multiple_of(outputs))
+    let starts: Vec<usize> =
+        l.stacked.iter().scan(l.w.rows, |row, w| Some(std::mem::replace(row, *row + w.rows))).collect();
+    lane_rows(t, row_bytes, &starts)
+}
+
+/// Outputs per invocation for weight rows of `row_bytes` stored bytes whose stack's later matrices start at rows
+/// `starts` (0: split K instead): the tuning's `rpl`, doubled while an invocation's rows stay within `rpl_bytes`,
+/// then halved (not below `rpl`) until every start falls on a workgroup's first row.
+fn lane_rows(t: &super::Tuning, row_bytes: usize, starts: &[usize]) -> u32 {
+    if t.rpl == 0 || (t.rpl_row_bytes > 0 && row_bytes > t.rpl_row_bytes as usize) {
+        return 0;
+    }
+    let mut rpl = t.rpl;
+    while 2 * rpl <= MAX_ROWS_PER_LANE && 2 * rpl as usize * row_bytes <= t.rpl_bytes as usize {
+        rpl *= 2;
+    }
+    while rpl >= t.rpl {
+        if starts.iter().all(|row| row.is_multiple_of((t.wg * rpl) as usize)) {
+            return rpl;
+        }
+        rpl /= 2;
+    }
+    0
 }
 
 /// Defines of a matrix-vector kernel reading `vw` words (a multiple of 4) of `chunk` elements per step in quads.
@@ -213,9 +235,10 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             let base = base.set("WG", t.wg);
             let (shader, defines, outputs) = match whole {
                 // Whole quads of words per step, loaded 16 bytes at a time, each invocation its own rows.
-                true if vw.is_multiple_of(4) && row_lanes(t, l) => {
-                    let outputs = t.wg * t.rpl;
-                    let defines = quad_defines(base, chunk, vw).set("RPL", t.rpl).set("MATRICES", 1 + l.stacked.len());
+                true if vw.is_multiple_of(4) && rows_per_lane(t, l) > 0 => {
+                    let rpl = rows_per_lane(t, l);
+                    let outputs = t.wg * rpl;
+                    let defines = quad_defines(base, chunk, vw).set("RPL", rpl).set("MATRICES", 1 + l.stacked.len());
                     ("common/matvec_rows.wgsl", defines, outputs)
                 }
                 true if vw.is_multiple_of(4) => ("common/matvec.wgsl", quad_defines(base, chunk, vw), t.nr),
@@ -282,4 +305,26 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Tuning;
+
+    #[test]
+    fn short_rows_give_each_invocation_more_of_them_as_far_as_a_stack_allows() {
+        let t = Tuning { wg: 8, rpl: 4, rpl_row_bytes: 2048, rpl_bytes: 32768, ..Tuning::default() };
+        // 1024 bf16 inputs: 16 rows of 2 KiB each; 576: 16 (32 would exceed 32 KiB); rows over the cap split K.
+        assert_eq!(lane_rows(&t, 2048, &[]), 16);
+        assert_eq!(lane_rows(&t, 1152, &[]), 16);
+        assert_eq!(lane_rows(&t, 4096, &[]), 0);
+        // A stack whose second matrix starts at row 576 (SmolLM2's q, k, v) takes 8 rows (64 per workgroup); one
+        // starting at 16 fits no workgroup of 4 rows per invocation.
+        assert_eq!(lane_rows(&t, 1152, &[576, 768]), 8);
+        assert_eq!(lane_rows(&t, 1152, &[16]), 0);
+        // No byte budget: the tuning's rows; none: split K.
+        assert_eq!(lane_rows(&Tuning { rpl_bytes: 0, ..t.clone() }, 64, &[]), 4);
+        assert_eq!(lane_rows(&Tuning { rpl: 0, ..t }, 64, &[]), 0);
+    }
 }

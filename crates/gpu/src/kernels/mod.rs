@@ -50,9 +50,13 @@ pub struct Tuning {
     /// per workgroup (`common/matvec.wgsl`).
     pub rpl: u32,
     /// Matvec: the longest weight rows, in stored bytes, that take `rpl` (0: any). Each invocation streams rows of
-    /// its own there; on lavapipe that ran slower than splitting K once rows were longer than about a kilobyte
-    /// (docs/perf.md, session 9), where SwiftShader ran faster at every length measured.
+    /// its own there; on lavapipe that ran slower than splitting K for rows of more than a few kilobytes
+    /// (docs/perf.md, sessions 9 and 14), where SwiftShader ran faster at every length measured.
     pub rpl_row_bytes: u32,
+    /// Matvec with `rpl`: the stored bytes of weight rows an invocation should cover. Its rows double from `rpl`
+    /// (up to 16) while they fit, so that short rows still give each workgroup enough work to amortise its fixed
+    /// cost on CPU adapters (docs/perf.md, session 14). 0: `rpl` rows whatever their length.
+    pub rpl_bytes: u32,
     /// Matvec: stored weight words each invocation reads per row and step (0: one element at a time). Multiples
     /// of 4 read them, and the input, a 16-byte quad at a time; the tiled matmul then reads quads too.
     pub vw: u32,
@@ -89,6 +93,7 @@ impl Default for Tuning {
             nr: 4,
             rpl: 0,
             rpl_row_bytes: 0,
+            rpl_bytes: 0,
             vw: 1,
             ternary_wg: 64,
             ternary_nr: 4,
@@ -114,12 +119,14 @@ impl Tuning {
     /// lavapipe); GPUs share K/V tiles, split decode keys up to 32 ways from 1024 on and keep `dot4I8Packed`.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
+        let llvmpipe = info.name.contains("llvmpipe");
         match cpu {
             true => Tuning {
                 wg: 8,
                 nr: 8,
                 rpl: 4,
-                rpl_row_bytes: if info.name.contains("llvmpipe") { 1280 } else { 0 },
+                rpl_row_bytes: if llvmpipe { 2048 } else { 0 },
+                rpl_bytes: if llvmpipe { 32768 } else { 0 },
                 vw: 4,
                 ternary_wg: 8,
                 ternary_nr: 8,
