@@ -135,11 +135,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if NORM_IN
     inv_rms = inverseSqrt(partial_squares[0] / f32(params.k) + params.norm_eps);
 #endif
-    if (lid < {{NR}}u && n0 + lid < params.n_block) {
+    // NR may exceed WG: each invocation stores every WG-th output.
+    for (var o = lid; o < {{NR}}u && n0 + o < params.n_block; o += {{WG}}u) {
 #if GATED
-        store_pair(m, n0 + lid, partial[lid * {{WG}}u] * inv_rms, partial_up[lid * {{WG}}u] * inv_rms);
+        store_pair(m, n0 + o, partial[o * {{WG}}u] * inv_rms, partial_up[o * {{WG}}u] * inv_rms);
 #else
-        store(m, n0 + lid, partial[lid * {{WG}}u] * inv_rms);
+        store(m, n0 + o, partial[o * {{WG}}u] * inv_rms);
 #endif
     }
 }

@@ -152,22 +152,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
     }
-    if (lid >= {{NR}}u || n0 + lid >= params.n) {
-        return;
-    }
-    let v = partial[lid * {{WG}}u];
+    // NR may exceed WG: each invocation stores every WG-th output.
+    for (var r = lid; r < {{NR}}u && n0 + r < params.n; r += {{WG}}u) {
+        let v = partial[r * {{WG}}u];
 #if COMBINE
-    let o = t * params.n + n0 + lid;
-    if (params.accumulate == 1u) {
-        y[o] = y[o] + v;
-    } else {
-        y[o] = v;
-    }
+        let o = t * params.n + n0 + r;
+        if (params.accumulate == 1u) {
+            y[o] = y[o] + v;
+        } else {
+            y[o] = v;
+        }
 #else
-    if (local_expert(t, j) < params.e_count) {
-        y[(t * params.top_k + j) * params.n + n0 + lid] = v;
-    }
+        if (local_expert(t, j) < params.e_count) {
+            y[(t * params.top_k + j) * params.n + n0 + r] = v;
+        }
 #endif
+    }
 }
 #endif
 

@@ -43,7 +43,7 @@ pub struct Tuning {
     pub wg_x: u32,
     /// Matmul workgroup height (invocations along M).
     pub wg_y: u32,
-    /// Matvec: outputs per workgroup.
+    /// Matvec: outputs per workgroup (each invocation stores every `wg`-th where there are more).
     pub nr: u32,
     /// Matvec: outputs each invocation computes over all of K, `wg * rpl` per workgroup (`common/matvec_rows.wgsl`;
     /// needs quads, `vw` a multiple of 4). 0: invocations split K and reduce through workgroup memory, `nr` outputs
@@ -123,7 +123,7 @@ impl Tuning {
         match cpu {
             true => Tuning {
                 wg: 8,
-                nr: 8,
+                nr: if llvmpipe { 16 } else { 8 },
                 rpl: 4,
                 rpl_row_bytes: if llvmpipe { 2048 } else { 0 },
                 rpl_bytes: if llvmpipe { 32768 } else { 0 },
