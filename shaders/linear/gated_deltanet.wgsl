@@ -77,29 +77,12 @@ fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
 #include "linear/columns.wgsl"
 @group(0) @binding(3) var<storage, read_write> state: array<Col>;
 @group(0) @binding(4) var<storage, read_write> out: array<Col>;
-@group(0) @binding(5) var<storage, read_write> u_buf: array<Col>;  // U, overwritten by Vn
-#if QUAD_INPUT
-@group(0) @binding(6) var<storage, read> w_buf: array<vec4<f32>>;
-#else
-@group(0) @binding(6) var<storage, read> w_buf: array<f32>;
-#endif
-@group(0) @binding(7) var<storage, read> aqk: array<f32>;
-@group(0) @binding(8) var<storage, read> info: array<f32>;  // [T, HV, 4] = (G, beta, 1/|q|, 1/|k|)
+@group(0) @binding(5) var<storage, read_write> u_buf: array<Col>;  // Vn
+@group(0) @binding(6) var<storage, read> aqk: array<f32>;
+@group(0) @binding(7) var<storage, read> info: array<f32>;  // [T, HV, 4] = (G, beta, 1/|q|, 1/|k|)
 #if PER_CHANNEL
-@group(0) @binding(9) var<storage, read> g_buf: array<f32>;
+@group(0) @binding(8) var<storage, read> g_buf: array<f32>;
 #endif
-
-// W of token row `row` (token * HV + head), channels d0..d0 + 3 (0 past DK): one load where rows of DK start on
-// a multiple of 4 floats.
-fn w_quad(row: u32, d0: u32) -> vec4<f32> {
-#if QUAD_INPUT
-    return w_buf[(row * DK + d0) / 4u];
-#else
-    let i = row * DK + d0;
-    return select(vec4<f32>(0.0), vec4<f32>(w_buf[i], w_buf[i + 1u], w_buf[i + 2u], w_buf[i + 3u]),
-                  channels_below(d0, DK));
-#endif
-}
 
 // The head's cumulative log decay G of token t (0 with PER_CHANNEL, whose G is per channel: g_channels).
 fn g_head(t: u32, h: u32) -> f32 {
@@ -120,8 +103,10 @@ fn g_channels(t: u32, h: u32, d0: u32) -> vec4<f32> {
 }
 
 // Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token
-// by token: Vn_i = U_i - W_i S (kept in U's place) and O_i = (q_i ⊙ exp(G_i)) S + sum_{j<=i} Aqk_ij Vn_j; then
-// row by row S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn, four rows at a time.
+// by token: Vn_i = beta_i (v_i - (k_i ⊙ exp(G_i))^T S) + sum_{j<i} L_ij Vn_j, forward substitution for
+// Vn = (I - L)^-1 diag(beta) (V - (K ⊙ exp(G)) S) = U - W S (in u_buf), and
+// O_i = (q_i ⊙ exp(G_i)) S + sum_{j<=i} Aqk_ij Vn_j; then row by row S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn,
+// four rows at a time.
 @compute @workgroup_size(COLS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
     let h = wid.x;
@@ -139,32 +124,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let t = t0 + i;
             let row = t * hv + h;
             let g = g_head(t, h);
-            k_scale[i] = info[row * 4u + 3u] * exp(g_head(last, h) - g);
+            let rk = info[row * 4u + 3u];
+            k_scale[i] = rk * exp(g_head(last, h) - g);
             let q_scale = exp(g);
-            var ws = Col(0.0);
+            var ks = Col(0.0);
             var qs = Col(0.0);
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                let w = w_quad(row, d0);
+                var k = key_quad(k_index(t, kh, d0), d0) * (rk * q_scale);
                 var q = key_quad(q_index(t, kh, d0), d0) * q_scale;
 #if PER_CHANNEL
-                q *= exp(g_channels(t, h, d0));
+                let gc = exp(g_channels(t, h, d0));
+                k *= gc;
+                q *= gc;
 #endif
 #unroll j 4
                 if (d0 + {{j}} < DK) {
                     let sv = state[base + (d0 + {{j}}) * COLS];
-                    ws += sv * w[{{j}}];
+                    ks += sv * k[{{j}}];
                     qs += sv * q[{{j}}];
                 }
 #endunroll
             }
-            let vn = u_buf[row * COLS + c] - ws;
-            u_buf[row * COLS + c] = vn;
-            let arow = ((ci * hv + h) * CH + i) * CH;
-            var o = qs * info[row * 4u + 2u] + aqk[arow + i] * vn;
+            var vn = info[row * 4u + 1u] * (input_col(v_index(t, h, c * VW)) - ks);
+            let square = (ci * hv + h) * CH * CH;
+            var o = qs * info[row * 4u + 2u];
             for (var j = 0u; j < i; j++) {
-                o += aqk[arow + j] * u_buf[((t0 + j) * hv + h) * COLS + c];
+                let vj = u_buf[((t0 + j) * hv + h) * COLS + c];
+                vn += aqk[square + j * CH + i] * vj;
+                o += aqk[square + i * CH + j] * vj;
             }
-            out[row * COLS + c] = o;
+            u_buf[row * COLS + c] = vn;
+            out[row * COLS + c] = o + aqk[square + i * CH + i] * vn;
         }
         for (var d0 = 0u; d0 < DK; d0 += 4u) {
             let g_last = g_channels(last, h, d0);
@@ -343,12 +333,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if CHUNK_PREP
-@group(0) @binding(5) var<storage, read_write> u_buf: array<f32>;
-@group(0) @binding(6) var<storage, read_write> w_buf: array<f32>;
-@group(0) @binding(7) var<storage, read_write> aqk: array<f32>;
-@group(0) @binding(8) var<storage, read_write> info: array<f32>;
+@group(0) @binding(5) var<storage, read_write> aqk: array<f32>;
+@group(0) @binding(6) var<storage, read_write> info: array<f32>;
 #if PER_CHANNEL
-@group(0) @binding(9) var<storage, read_write> g_buf: array<f32>;
+@group(0) @binding(7) var<storage, read_write> g_buf: array<f32>;
 #endif
 
 var<workgroup> g_cum: array<f32, CH>;
@@ -423,11 +411,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         info[ii + 2u] = rq;
         info[ii + 3u] = rk_s[i];
     }
-    let arow = ((c * hv + h) * CH + i) * CH;
-    for (var j = 0u; j < CH; j++) {
-        var kk = 0.0;
-        var qk = 0.0;
-        if (live && j <= i) {
+    // Row i of the chunk's square: Aqk_ij on and below the diagonal, L_ij above it (at [j][i]).
+    let square = (c * hv + h) * CH * CH;
+    if (live) {
+        for (var j = 0u; j <= i; j++) {
+            var kk = 0.0;
+            var qk = 0.0;
             // Four channels per load (linear/input.wgsl); those past DK are 0 in k.
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
                 let kj = key_quad(k_index(t0 + j, kh, d0), d0) * gamma_quad(t0, i, j, h, d0);
@@ -438,42 +427,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #if !PER_CHANNEL
             gam *= exp(gi - g_cum[j]);
 #endif
-            kk *= -beta_s[i] * rk_s[i] * gam;
-            qk *= rq * gam;
-        }
-        if (j == i) {
-            kk = 0.0;
-        }
-        tri[i * CH + j] = kk;
-        if (live) {
-            aqk[arow + j] = qk;
-        }
-    }
-    workgroupBarrier();
-    solve_unit_lower(i, n);
-    if (live) {
-        // Row i of T diag(beta), then U and W four columns at a time.
-        for (var j = 0u; j <= i; j++) {
-            tri[i * CH + j] *= beta_s[j];
-        }
-        let row = (t0 + i) * hv + h;
-        for (var c0 = 0u; c0 < DV; c0 += 4u) {
-            var acc = vec4<f32>(0.0);
-            for (var j = 0u; j <= i; j++) {
-                acc += tri[i * CH + j] * input_quad(v_index(t0 + j, h, c0));
-            }
-            for (var e = 0u; e < min(4u, DV - c0); e++) {
-                u_buf[row * DV + c0 + e] = acc[e];
-            }
-        }
-        for (var d0 = 0u; d0 < DK; d0 += 4u) {
-            var acc = vec4<f32>(0.0);
-            for (var j = 0u; j <= i; j++) {
-                let k = key_quad(k_index(t0 + j, kh, d0), d0) * decay_in_chunk(t0, j, h, d0);
-                acc += (tri[i * CH + j] * rk_s[j]) * k;
-            }
-            for (var e = 0u; e < min(4u, DK - d0); e++) {
-                w_buf[row * DK + d0 + e] = acc[e];
+            aqk[square + i * CH + j] = qk * rq * gam;
+            if (j < i) {
+                aqk[square + j * CH + i] = -kk * beta_s[i] * rk_s[i] * gam;
             }
         }
     }

@@ -1,6 +1,7 @@
-//! Gated DeltaNet (`linear/gated_deltanet.wgsl`): a chunkwise-parallel prefill (WY transform per chunk of 64,
-//! then the state carried across chunks) and a fused recurrent decode; both read and write the same
-//! `[n_v_heads, dk, dv]` state, so prefill hands off to decode. Reference: `reference::gated_delta`.
+//! Gated DeltaNet (`linear/gated_deltanet.wgsl`): a chunkwise-parallel prefill (per chunk of 64 the products of
+//! the WY form, then the state carried across chunks, solving each chunk's triangular system on the way) and a
+//! fused recurrent decode; both read and write the same `[n_v_heads, dk, dv]` state, so prefill hands off to
+//! decode. Reference: `reference::gated_delta`.
 
 use crate::device::Gpu;
 use crate::error::{GpuError, Result};
@@ -55,15 +56,15 @@ pub struct HeadOutputNorm<'a> {
 
 /// Scratch of the chunkwise form, for up to `tokens` tokens (see [`ChunkScratch::new`]).
 pub struct ChunkScratch {
-    /// `U = T (beta v)`, `[tokens, n_v_heads, dv]`; Gated DeltaNet's state pass writes `Vn = U - W S` over it.
+    /// Per-token values `[tokens, n_v_heads, dv]`: Gated DeltaNet's and RWKV-7's state passes solve for theirs
+    /// here (`Vn`, `u`); GLA keeps value-channel decays here.
     pub u: wgpu::Buffer,
-    /// `W = T (beta k exp(G))`, `[tokens, n_v_heads, dk]` (GLA keeps its per-channel cumulative decay here).
-    pub w: wgpu::Buffer,
-    /// `q k^T ⊙ Γ` per chunk, `[chunks, n_v_heads, 64, 64]`.
+    /// Per chunk a `[64, 64]` square, `[chunks, n_v_heads, 64, 64]`: Gated DeltaNet's `q k^T ⊙ Γ` on and below the
+    /// diagonal and the triangular system's `L` above it.
     pub aqk: wgpu::Buffer,
     /// Per token and value head: `(G, beta, 1/|q|, 1/|k|)`.
     pub info: wgpu::Buffer,
-    /// Per-channel cumulative log decays `[tokens, n_v_heads, dk]` (Kimi Delta Attention).
+    /// Per-channel cumulative log decays `[tokens, n_v_heads, dk]` (Kimi Delta Attention, GLA, RWKV-7).
     pub g: wgpu::Buffer,
 }
 
@@ -73,7 +74,6 @@ impl ChunkScratch {
         let padded = tokens.div_ceil(CHUNK) * CHUNK;
         ChunkScratch {
             u: gpu.zeros("gdn U", padded * n_v_heads * dv),
-            w: gpu.zeros("gdn W", padded * n_v_heads * dk),
             aqk: gpu.zeros("gdn Aqk", padded * n_v_heads * CHUNK),
             info: gpu.zeros("gdn info", padded * n_v_heads * 4),
             g: gpu.zeros("kda G", padded * n_v_heads * dk),
@@ -163,20 +163,8 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, norm: Option<&HeadOut
 /// the state carried across chunks.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Result<()> {
     let defines = check(gpu, plan, d)?;
-    let need = (CHUNK * CHUNK + 5 * CHUNK) as u32 * 4;
-    if need > gpu.info.max_workgroup_storage {
-        return Err(GpuError::Limit(format!("chunkwise delta rule needs {need} bytes of workgroup memory")));
-    }
     let shader = "linear/gated_deltanet.wgsl";
-    let mut prep = vec![
-        d.qkv.into(),
-        d.ab.into(),
-        d.gate_params.into(),
-        (&s.u).into(),
-        (&s.w).into(),
-        (&s.aqk).into(),
-        (&s.info).into(),
-    ];
+    let mut prep = vec![d.qkv.into(), d.ab.into(), d.gate_params.into(), (&s.aqk).into(), (&s.info).into()];
     if d.per_channel {
         prep.push((&s.g).into());
     }
@@ -184,20 +172,12 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     plan.dispatch(
         gpu,
         shader,
-        &super::quad_input(defines.clone(), d.dk, d.dv).flag("CHUNK_PREP", true).flag("TRI_SOLVE", true),
+        &super::quad_input(defines.clone(), d.dk, d.dv).flag("CHUNK_PREP", true),
         &params(d),
         &prep,
         grid,
     )?;
-    let mut state = vec![
-        d.qkv.into(),
-        d.state.into(),
-        d.out.into(),
-        (&s.u).into(),
-        (&s.w).into(),
-        (&s.aqk).into(),
-        (&s.info).into(),
-    ];
+    let mut state = vec![d.qkv.into(), d.state.into(), d.out.into(), (&s.u).into(), (&s.aqk).into(), (&s.info).into()];
     if d.per_channel {
         state.push((&s.g).into());
     }

@@ -83,12 +83,12 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
     plan.dispatch(gpu, "linear/gla.wgsl", &defines, &params(g), &buffers, Grid::Fixed(g.heads as u32))
 }
 
-/// Records the chunkwise form (prefill). Uses `s.aqk` for the intra-chunk matrices and `s.w` (sized
+/// Records the chunkwise form (prefill). Uses `s.aqk` for the intra-chunk matrices and `s.g` (sized
 /// `[tokens, heads, dk]`) for the cumulative decay, or `s.u` (`[tokens, heads, dv]`) for value-channel decays.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<()> {
     let defines = check(gpu, plan, g)?;
     let shader = "linear/gla.wgsl";
-    let g_cum = if g.decay == Decay::PerValue { &s.u } else { &s.w };
+    let g_cum = if g.decay == Decay::PerValue { &s.u } else { &s.g };
     let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), g_cum.into()];
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };
     let prep_defines = super::quad_input(defines.clone(), g.dk, g.dv).flag("CHUNK_PREP", true);
