@@ -34,28 +34,10 @@ fn key_heads() -> u32 {
 }
 
 #if !RECURRENT
-// The chunk kernels' cumulative log decays G [T, H, DG], bound as quads where the input is.
-#if QUAD_INPUT
-@group(0) @binding(5) var<storage, read_write> g_cum: array<vec4<f32>>;
-#else
-@group(0) @binding(5) var<storage, read_write> g_cum: array<f32>;
-#endif
-
-// The float of G of token t, head h, channel d.
-fn g_index(t: u32, h: u32, d: u32) -> u32 {
-    return (t * params.n_heads + h) * DG + d;
+fn decay_heads() -> u32 {
+    return params.n_heads;
 }
-
-// G of token t, head h, channels d0..d0 + 3 (0 past DG).
-fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
-#if QUAD_INPUT
-    return g_cum[g_index(t, h, d0) / 4u];
-#else
-    let i = g_index(t, h, d0);
-    return select(vec4<f32>(0.0), vec4<f32>(g_cum[i], g_cum[i + 1u], g_cum[i + 2u], g_cum[i + 3u]),
-                  channels_below(d0, DG));
-#endif
-}
+#include "linear/running.wgsl"
 #endif
 
 #if CHUNK_STATE
@@ -81,9 +63,9 @@ fn g_values(t: u32, h: u32, c: u32) -> Col {
 #else
     let i = g_index(t, h, c);
 #if QUAD_INPUT
-    return g_cum[i / 4u][i % 4u];
+    return g_buf[i / 4u][i % 4u];
 #else
-    return g_cum[i];
+    return g_buf[i];
 #endif
 #endif
 }
@@ -271,13 +253,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let t = t0 + i;
             acc += vec4<f32>(log_decay(t, h, d0), log_decay(t, h, d0 + 1u), log_decay(t, h, d0 + 2u),
                              log_decay(t, h, d0 + 3u));
-#if QUAD_INPUT
-            g_cum[g_index(t, h, d0) / 4u] = acc;
-#else
-            for (var e = 0u; e < min(4u, DG - d0); e++) {
-                g_cum[g_index(t, h, d0) + e] = acc[e];
-            }
-#endif
+            store_g(t, h, d0, acc);
         }
     }
     storageBarrier();

@@ -162,33 +162,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if CHUNKED
-// The chunk kernels' scratch: G in rows of DK per (token, head), read four channels at a time (one load where the
-// input is in quads); u per (token, head) and the chunk outputs in column blocks; and per (chunk, head) a [64, 64]
-// square holding nrb_ij below and on its diagonal and L_ij above it (at [j][i]).
-#if QUAD_INPUT
-@group(0) @binding(3) var<storage, read_write> g_buf: array<vec4<f32>>;
-#else
-@group(0) @binding(3) var<storage, read_write> g_buf: array<f32>;
-#endif
+// The chunk kernels' scratch: G (`linear/running.wgsl`); u per (token, head) and the chunk outputs in column
+// blocks; and per (chunk, head) a [64, 64] square holding nrb_ij below and on its diagonal and L_ij above it (at
+// [j][i]).
+const DG: u32 = DK;
+
+fn decay_heads() -> u32 {
+    return params.heads;
+}
+#include "linear/running.wgsl"
 @group(0) @binding(4) var<storage, read_write> u_buf: array<Col>;
 @group(0) @binding(5) var<storage, read_write> squares: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<Col>;
-
-// The float of channel d of token t, head h in g_buf.
-fn g_index(t: u32, h: u32, d: u32) -> u32 {
-    return (t * params.heads + h) * DK + d;
-}
-
-// G (the running sum of w within the chunk) of token t, head h, channels d0..d0 + 3 (0 past DK).
-fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
-#if QUAD_INPUT
-    return g_buf[g_index(t, h, d0) / 4u];
-#else
-    let i = g_index(t, h, d0);
-    return select(vec4<f32>(0.0), vec4<f32>(g_buf[i], g_buf[i + 1u], g_buf[i + 2u], g_buf[i + 3u]),
-                  channels_below(d0, DK));
-#endif
-}
 
 // G of the token before t0 + i inside the chunk (0 before its first token), channels d0..d0 + 3.
 fn g_before(t0: u32, i: u32, h: u32, d0: u32) -> vec4<f32> {
@@ -241,13 +226,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var acc = vec4<f32>(0.0);
         for (var j = 0u; j < n; j++) {
             acc += keys(t0 + j, W, h, d0);
-#if QUAD_INPUT
-            g_buf[g_index(t0 + j, h, d0) / 4u] = acc;
-#else
-            for (var e = 0u; e < min(4u, DK - d0); e++) {
-                g_buf[g_index(t0 + j, h, d0) + e] = acc[e];
-            }
-#endif
+            store_g(t0 + j, h, d0, acc);
         }
     }
     storageBarrier();

@@ -56,6 +56,7 @@ shaders!(
     "linear/columns.wgsl",
     "linear/input.wgsl",
     "linear/qkv.wgsl",
+    "linear/running.wgsl",
     "linear/short_conv.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
@@ -279,6 +280,7 @@ mod tests {
             .set("V_LANES", 16)
             .set("V_GROUPS", 4)
             .set("SCRATCH_BINDING", 6)
+            .set("G_BINDING", 5)
             .set("HEADS", 2);
         for (name, _) in SOURCES {
             let text = preprocess(name, &d).unwrap();

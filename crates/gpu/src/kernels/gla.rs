@@ -86,7 +86,7 @@ pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
 /// Records the chunkwise form (prefill). Uses `s.aqk` for the intra-chunk matrices and `s.g` (sized
 /// `[tokens, heads, dk]`) for the cumulative decay, or `s.u` (`[tokens, heads, dv]`) for value-channel decays.
 pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<()> {
-    let defines = check(gpu, plan, g)?;
+    let defines = check(gpu, plan, g)?.set("G_BINDING", 5);
     let shader = "linear/gla.wgsl";
     let g_cum = if g.decay == Decay::PerValue { &s.u } else { &s.g };
     let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), g_cum.into()];

@@ -97,7 +97,7 @@ impl Rwkv7<'_> {
         out: &wgpu::Buffer,
         s: &ChunkScratch,
     ) -> Result<()> {
-        let defines = self.column_blocks(gpu, plan)?.0.flag("CHUNKED", true);
+        let defines = self.column_blocks(gpu, plan)?.0.flag("CHUNKED", true).set("G_BINDING", 3);
         self.check_io(plan, state, out)?;
         let need = (CHUNK * CHUNK) as u32 * 4;
         if need > gpu.info.max_workgroup_storage {
