@@ -10,12 +10,11 @@
 //                tokens in order (decode).
 //                OUT_NORM: each head's DV outputs leave through the layer's output norm, RMSNorm with norm_w [DV]
 //                (plus NORM_OFFSET) and NORM_EPS, times GATE_ACT(z) with GATE (z [T, HV*DV], silu or sigmoid).
-//   CHUNK_PREP   one workgroup per (chunk of 64, value head): gates, cumulative log decay G, the WY transform
-//                T = (I + strictLower(diag(beta)(K K^T ⊙ Γ)))^-1 by forward substitution in workgroup memory,
-//                U = T (beta v), W = T (beta k ⊙ exp(G)), and Aqk = (q k^T ⊙ Γ) with j <= i.
+//   CHUNK_PREP   one workgroup per (chunk of 64, value head): gates, cumulative log decay G, the WY form's
+//                L = -strictLower(diag(beta)(K K^T ⊙ Γ)) and Aqk = (q k^T ⊙ Γ) with j <= i, in one square.
 //   CHUNK_STATE  one workgroup per value head, one invocation per block of state columns, chunks in order:
-//                Vn = U - W S (written over U), O = (q ⊙ exp(G)) S + Aqk Vn,
-//                S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn.
+//                Vn = (I - L)^-1 diag(beta) (V - (K ⊙ exp(G)) S) by forward substitution (in u_buf),
+//                O = (q ⊙ exp(G)) S + Aqk Vn, S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn.
 //   PER_CHANNEL keeps G per channel in g_buf [T, HV, DK] and applies Γ channel-wise inside the products.
 #include "linear/chunks.wgsl"
 

@@ -111,8 +111,8 @@ impl Tuning {
     /// lanes, which need no barriers across vectors (see docs/perf.md, session 4: 6-7x faster decode in Chromium's
     /// SwiftShader than with 64), matrix-vector weights read a quad of words at a time (session 8: a 2048 x 2048
     /// bf16 product 1.5x faster on lavapipe, 1.1x on SwiftShader) with four whole outputs per invocation (session 9:
-    /// SwiftShader's products 1.3-2.7x faster, in the browser too, where the adapter has no name; lavapipe's only on
-    /// rows of at most 1280 bytes, such as SmolLM2's),
+    /// SwiftShader's products 1.3-2.7x faster, in the browser too, where the adapter has no name; lavapipe's on rows
+    /// of at most 2 KiB, up to 16 per invocation, with 16 outputs per workgroup where rows split K: session 14),
     /// and attention that streams K/V, splitting decode keys four ways from 128 on (session 10: with grouped-query
     /// heads sharing a workgroup there are few workgroups to share between cores), and ternary products that sum
     /// two products per multiply over whole rows per invocation (session 12: BitNet 2B4T's 1.9-2.3x faster on

@@ -44,11 +44,10 @@ impl Rwkv7<'_> {
         Ok(Defines::new().set("DK", self.dk).set("DV", self.dv))
     }
 
-    /// Defines of the kernels that read key channels four at a time and values in column blocks, and the blocks
-    /// per head.
-    fn column_blocks(&self, gpu: &Gpu, plan: &Plan) -> Result<(Defines, usize)> {
-        let (defines, cols) = super::column_blocks(self.defines(gpu, plan)?, self.dk, self.dv, true);
-        Ok((defines.flag("COLUMN_BLOCKS", true), cols))
+    /// Defines of the kernels that read key channels four at a time and values in column blocks.
+    fn column_blocks(&self, gpu: &Gpu, plan: &Plan) -> Result<Defines> {
+        let (defines, _) = super::column_blocks(self.defines(gpu, plan)?, self.dk, self.dv, true);
+        Ok(defines.flag("COLUMN_BLOCKS", true))
     }
 
     fn params(&self, eps: f32) -> [u32; 3] {
@@ -81,7 +80,7 @@ impl Rwkv7<'_> {
 
     /// The recurrence token by token into `out` `[tokens, heads dv]` (decode).
     pub fn recurrent(&self, gpu: &Gpu, plan: &mut Plan, state: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
-        let defines = self.column_blocks(gpu, plan)?.0.flag("RECURRENT", true);
+        let defines = self.column_blocks(gpu, plan)?.flag("RECURRENT", true);
         self.check_io(plan, state, out)?;
         let buffers = [self.x.into(), state.into(), out.into()];
         plan.dispatch(gpu, SHADER, &defines, &self.params(0.0), &buffers, Grid::Fixed(self.heads as u32))
@@ -97,7 +96,7 @@ impl Rwkv7<'_> {
         out: &wgpu::Buffer,
         s: &ChunkScratch,
     ) -> Result<()> {
-        let defines = self.column_blocks(gpu, plan)?.0.flag("CHUNKED", true).set("G_BINDING", 3);
+        let defines = self.column_blocks(gpu, plan)?.flag("CHUNKED", true).set("G_BINDING", 3);
         self.check_io(plan, state, out)?;
         let need = (CHUNK * CHUNK) as u32 * 4;
         if need > gpu.info.max_workgroup_storage {
