@@ -233,10 +233,10 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             let chunk = vw * l.w.elements_per_word() as u32;
             let whole = chunk > 0 && k.is_multiple_of(chunk as usize);
             let base = base.set("WG", t.wg);
+            let rpl = rows_per_lane(t, l);
             let (shader, defines, outputs) = match whole {
                 // Whole quads of words per step, loaded 16 bytes at a time, each invocation its own rows.
-                true if vw.is_multiple_of(4) && rows_per_lane(t, l) > 0 => {
-                    let rpl = rows_per_lane(t, l);
+                true if vw.is_multiple_of(4) && rpl > 0 => {
                     let outputs = t.wg * rpl;
                     let defines = quad_defines(base, chunk, vw).set("RPL", rpl).set("MATRICES", 1 + l.stacked.len());
                     ("common/matvec_rows.wgsl", defines, outputs)
