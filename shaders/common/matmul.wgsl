@@ -1,17 +1,30 @@
 // Y[m, n_offset + n] (+)= sum_k X[m, k] W[n, k] (+ bias) for one row block of W, register-blocked: each invocation
 // owns a TM x TN tile of outputs (common/tile.wgsl; TM/TN/WG_X/WG_Y are tunable per device). GATED: the tile of
-// the up projection too, and the gated products.
+// the up projection too, and the gated products. X_BROADCAST (WG_Y 1): every invocation of a workgroup shares its
+// tile rows, and subgroups share their input loads (common/tile.wgsl).
 #include "common/linear_io.wgsl"
 #include "common/tile.wgsl"
 
 @compute @workgroup_size({{WG_X}}, {{WG_Y}})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+#if X_BROADCAST
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let rows = row_count(params.row_sel);
     let m0 = gid.y * {{TM}}u;
     let n0 = gid.x * {{TN}}u;
+#if X_BROADCAST
+    sg_lane = lane;
+    if (m0 >= rows) {
+        return;
+    }
+#else
     if (m0 >= rows || n0 >= params.n_block) {
         return;
     }
+#endif
     var xrow: array<u32, {{TM}}>;
     var wrow: array<u32, {{TN}}>;
 #unroll i TM

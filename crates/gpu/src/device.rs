@@ -19,6 +19,10 @@ pub struct DeviceInfo {
     pub shader_f16: bool,
     /// Whether subgroup operations are available.
     pub subgroups: bool,
+    /// Lanes per subgroup where subgroups are available and all have one size (lavapipe: 8), natively; else 0.
+    /// Kernels that share loads between lanes by `subgroupBroadcast` are compiled for it. Browsers get 0: their
+    /// WGSL needs `enable subgroups;`, which naga's WGSL front end rejects.
+    pub subgroup_size: u32,
     /// Whether timestamp queries are available.
     pub timestamps: bool,
     /// Whether WGSL's `packed_4x8_integer_dot_product` (`dot4I8Packed`) is available.
@@ -109,6 +113,12 @@ impl Gpu {
             device_type: format!("{:?}", a.device_type),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_size: match features.contains(wgpu::Features::SUBGROUP) {
+                true if !cfg!(target_arch = "wasm32") && a.subgroup_min_size == a.subgroup_max_size => {
+                    a.subgroup_min_size
+                }
+                _ => 0,
+            },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             packed_dot: instance
                 .wgsl_language_features()

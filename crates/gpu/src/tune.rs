@@ -40,8 +40,20 @@ const MATVEC: [(u32, u32, u32, u32); 18] = [
     (8, 8, 8, 2),
     (8, 8, 4, 8),
 ];
-/// Matmul candidates: rows and columns per invocation, workgroup width and height.
-const MATMUL: [(u32, u32, u32, u32); 5] = [(4, 4, 8, 8), (2, 4, 16, 8), (4, 8, 8, 8), (8, 4, 8, 8), (2, 2, 16, 16)];
+/// Matmul candidates: rows and columns per invocation, workgroup width and height, and whether subgroups share
+/// input loads (taken where the device's subgroup size divides the width).
+const MATMUL: [(u32, u32, u32, u32, bool); 10] = [
+    (4, 4, 8, 8, false),
+    (2, 4, 16, 8, false),
+    (4, 8, 8, 8, false),
+    (8, 4, 8, 8, false),
+    (2, 2, 16, 16, false),
+    (16, 8, 8, 1, false),
+    (16, 8, 8, 1, true),
+    (16, 4, 8, 1, true),
+    (8, 8, 8, 1, true),
+    (4, 4, 64, 1, true),
+];
 /// Ternary integer matrix-vector candidates: invocations per workgroup, outputs per workgroup (or per invocation
 /// where whole rows are), whole rows per invocation, and two 16-bit products per multiply (else `dot4I8Packed`).
 const TERNARY_MATVEC: [(u32, u32, bool, bool); 13] = [
@@ -111,7 +123,9 @@ pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)>
         .iter()
         .map(|&(wg, nr, vw, rpl)| (TunedKernel::Matvec, Tuning { wg, nr, vw, rpl, rpl_row_bytes: 0, ..base.clone() }));
     let tiled =
-        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y)| (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, ..base.clone() }));
+        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y, tile_broadcast)| {
+            (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, tile_broadcast, ..base.clone() })
+        });
     let ternary =
         TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr, ternary_rows, ternary_swar)| {
             let tuning = Tuning { ternary_wg, ternary_nr, ternary_rows, ternary_swar, ..base.clone() };
@@ -197,6 +211,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
         tn: tiled.tn,
         wg_x: tiled.wg_x,
         wg_y: tiled.wg_y,
+        tile_broadcast: tiled.tile_broadcast,
         ..start
     };
     Ok((best, trials))

@@ -208,7 +208,8 @@ pub fn report(s: &Session, roofline: &Roofline, t: &BenchTimings) -> Value {
     json!({
         "model_type": s.spec().model_type,
         "device": { "name": info.name, "backend": info.backend, "type": info.device_type,
-                    "shader_f16": info.shader_f16, "subgroups": info.subgroups, "timestamps": info.timestamps,
+                    "shader_f16": info.shader_f16, "subgroups": info.subgroups,
+                    "subgroup_size": info.subgroup_size, "timestamps": info.timestamps,
                     "max_storage_buffers": info.max_storage_buffers,
                     "tuning": crate::tuning::to_json(&s.gpu().tuning) },
         "decode_dispatches_per_token": s.decode_dispatches(),

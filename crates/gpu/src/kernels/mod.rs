@@ -43,6 +43,12 @@ pub struct Tuning {
     pub wg_x: u32,
     /// Matmul workgroup height (invocations along M).
     pub wg_y: u32,
+    /// Matmul with quads, `wg_y` 1 and `wg_x` a multiple of the device's fixed subgroup size: the workgroup's lanes
+    /// share their tile rows, so each subgroup loads those rows' inputs once, a few quads per lane, and shares them
+    /// by `subgroupBroadcast` (`common/tile.wgsl`). CPU adapters load every lane's address one lane at a time, the
+    /// same address too; on lavapipe this made a 64-row bf16 product several times faster (docs/perf.md, session
+    /// 15). Ignored where the conditions do not hold.
+    pub tile_broadcast: bool,
     /// Matvec: outputs per workgroup (each invocation stores every `wg`-th where there are more).
     pub nr: u32,
     /// Matvec: outputs each invocation computes over all of K, `wg * rpl` per workgroup (`common/matvec_rows.wgsl`;
@@ -90,6 +96,7 @@ impl Default for Tuning {
             tn: 4,
             wg_x: 8,
             wg_y: 8,
+            tile_broadcast: false,
             nr: 4,
             rpl: 0,
             rpl_row_bytes: 0,
@@ -123,6 +130,11 @@ impl Tuning {
         match cpu {
             true => Tuning {
                 wg: 8,
+                tm: 16,
+                tn: 8,
+                wg_x: 8,
+                wg_y: 1,
+                tile_broadcast: true,
                 nr: if llvmpipe { 16 } else { 8 },
                 rpl: 4,
                 rpl_row_bytes: if llvmpipe { 2048 } else { 0 },
