@@ -8,7 +8,9 @@
 // - HEAD_GROUP: streaming, an invocation serving HEADS query heads of one KV head for its token, reading each K/V
 //   quad once for all of them (grouped-query heads see the same keys); a workgroup's invocations, consecutive
 //   tokens, walk the union of their keys in step. Needs KV_QUADS; not with ROTATE, DUAL_TRIANGLE, SPARSE, DIFF or
-//   ABSORB.
+//   ABSORB. KV_BROADCAST (the subgroup size, dividing WG): each key's and value's quads are loaded once per
+//   subgroup, K_SLOTS and V_SLOTS per lane, and reach every lane by subgroupBroadcast (CPU adapters load the same
+//   address lane by lane; docs/perf.md, session 15). A group of one head then walks keys this way too.
 // - KV_TILE: a workgroup is WG consecutive queries of one head; K/V tiles of KV_TILE keys, taken from the union of
 //   the queries' visible keys, are staged in workgroup memory and shared by all of them, best on GPUs. Not with
 //   ROTATE, DUAL_TRIANGLE or SPARSE, which read keys per query.
@@ -137,7 +139,13 @@ const DQ: u32 = {{D_QUADS}}u;
 const VQ: u32 = {{V_QUADS}}u;
 
 @compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#if KV_BROADCAST
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let t0 = wid.y * {{WG}}u;
     let t = min(t0 + lid, step.n_tokens - 1u);
     let p = step.pos0 + t;
@@ -167,9 +175,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let seen = !hidden(j, first, sb, last);
         let kb = kv_base(j, kvh) / 4u;
         var s = array<f32, HEADS>();
+#if KV_BROADCAST
+        // This lane's quads of the key and the value: l, l + KV_BROADCAST, ...
+        var k_mine: array<vec4<f32>, {{K_SLOTS}}>;
+#unroll c K_SLOTS
+        k_mine[{{c}}] = k_cache[kb + min(lane + {{c}} * {{KV_BROADCAST}}u, DQ - 1u)];
+#endunroll
+        var v_mine: array<vec4<f32>, {{V_SLOTS}}>;
+#unroll c V_SLOTS
+        v_mine[{{c}}] = v_cache[kb + min(lane + {{c}} * {{KV_BROADCAST}}u, VQ - 1u)];
+#endunroll
+#endif
 #unroll c D_QUADS
         {
+#if KV_BROADCAST
+            let kq = subgroupBroadcast(k_mine[{{c}} / {{KV_BROADCAST}}u], {{c}} % {{KV_BROADCAST}}u);
+#else
             let kq = k_cache[kb + {{c}}];
+#endif
 #unroll g HEADS
             s[{{g}}] += dot(qv[{{g}} * DQ + {{c}}], kq);
 #endunroll
@@ -187,7 +210,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
 #unroll c V_QUADS
         {
+#if KV_BROADCAST
+            let vq = subgroupBroadcast(v_mine[{{c}} / {{KV_BROADCAST}}u], {{c}} % {{KV_BROADCAST}}u);
+#else
             let vq = v_cache[kb + {{c}}];
+#endif
 #unroll g HEADS
             acc[{{g}} * VQ + {{c}}] = acc[{{g}} * VQ + {{c}}] * f[{{g}}].x + f[{{g}}].y * vq;
 #endunroll

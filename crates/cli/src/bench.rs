@@ -7,7 +7,7 @@
 use crate::model_dir::{Checkpoint, ModelDir};
 use crate::synthetic::{self, Synthetic};
 use anyhow::{bail, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,7 +68,7 @@ pub(crate) fn print_kernel_report(
     gpu: &Gpu,
     copy: f64,
     key: &str,
-    rows: &[serde_json::Value],
+    rows: &[Value],
     as_json: bool,
 ) -> Result<bool> {
     if as_json {
@@ -155,10 +155,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
 }
 
 /// The report as text: the roofline, a row per context, prefill against stepping, and the profiled step.
-fn print_report(r: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+fn print_report(r: &Value) {
     let (device, roofline) = (&r["device"], &r["roofline"]);
     println!(
         "{} on {} ({}), {} dispatches per decode token ({} storage buffers per kernel)",
@@ -205,13 +202,34 @@ fn print_report(r: &serde_json::Value) {
         f(&p["stepping_s"]) * 1e3,
         f(&p["speedup"])
     );
-    let profile = &r["decode_profile"];
+    print_profile(&r["decode_profile"], "decode step");
+    print_profile(&r["prefill_profile"], "prefill");
+}
+
+/// A number of the report (NaN where missing).
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// A count of the report (0 where missing).
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// A string of the report (empty where missing).
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// One profiled forward of the report (`what` it was), if there is one: GPU time by stage, then by kernel.
+fn print_profile(profile: &Value, what: &str) {
     if profile.is_null() {
         return;
     }
     let stages: Vec<f64> = profile["stages_ms"].as_array().into_iter().flatten().map(f).collect();
     println!(
-        "decode step after {} tokens: {:.2} ms of GPU time; embedding {:.2}, layers {}, head {:.2} ms",
+        "{what} of {} tokens after {}: {:.2} ms of GPU time; embedding {:.2}, layers {}, head {:.2} ms",
+        n(&profile["tokens"]),
         n(&profile["context"]),
         f(&profile["gpu_ms"]),
         stages.first().copied().unwrap_or(0.0),

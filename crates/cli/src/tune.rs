@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<()> {
         TunedKernel::Matvec if t.rpl > 0 => format!("wg {} rows/inv {} vw {}", t.wg, t.rpl, t.vw),
         TunedKernel::Matvec => format!("wg {} nr {} vw {}", t.wg, t.nr, t.vw),
         TunedKernel::Matmul => {
-            format!("tm {} tn {} wg {}x{} broadcast {}", t.tm, t.tn, t.wg_x, t.wg_y, t.tile_broadcast)
+            format!("tm {} tn {} wg {}x{} broadcast {}", t.tm, t.tn, t.wg_x, t.wg_y, t.broadcast)
         }
         TunedKernel::TernaryMatvec => {
             format!("wg {} nr {} rows {} swar {}", t.ternary_wg, t.ternary_nr, t.ternary_rows, t.ternary_swar)

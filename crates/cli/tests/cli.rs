@@ -896,7 +896,7 @@ fn tune_caches_the_fastest_sizes_and_later_runs_use_them() {
     let trials = v["trials"].as_array().unwrap();
     let kinds = [
         ("matvec", &["wg", "nr", "vw"][..]),
-        ("matmul", &["tm", "tn", "wg_x", "wg_y", "tile_broadcast"][..]),
+        ("matmul", &["tm", "tn", "wg_x", "wg_y", "broadcast"][..]),
         ("ternary_matvec", &["ternary_wg", "ternary_nr", "ternary_rows", "ternary_swar"][..]),
         ("decode_attention", &["attn_splits"][..]),
     ];

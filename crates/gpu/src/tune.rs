@@ -123,8 +123,8 @@ pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)>
         .iter()
         .map(|&(wg, nr, vw, rpl)| (TunedKernel::Matvec, Tuning { wg, nr, vw, rpl, rpl_row_bytes: 0, ..base.clone() }));
     let tiled =
-        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y, tile_broadcast)| {
-            (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, tile_broadcast, ..base.clone() })
+        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y, broadcast)| {
+            (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, broadcast, ..base.clone() })
         });
     let ternary =
         TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr, ternary_rows, ternary_swar)| {
@@ -211,7 +211,7 @@ pub async fn autotune(gpu: &mut Gpu, reps: usize) -> Result<(Tuning, Vec<Trial>)
         tn: tiled.tn,
         wg_x: tiled.wg_x,
         wg_y: tiled.wg_y,
-        tile_broadcast: tiled.tile_broadcast,
+        broadcast: tiled.broadcast,
         ..start
     };
     Ok((best, trials))

@@ -784,6 +784,9 @@ fn attention_kernels_match_reference_with_gqa_windows_and_a_filled_cache() {
         // Groups of three and six query heads per KV head (SmolLM2's 9 over 3), shared by streaming invocations.
         (9, 3, 64, 5, 21, None, None),
         (12, 2, 32, 40, 17, Some(9), None),
+        // Qwen3.5's 256-wide heads, one per streaming invocation; on lavapipe each key and value loaded once per
+        // subgroup of consecutive queries, the last subgroup part-full.
+        (4, 2, 256, 6, 13, None, None),
         // Heads wider than the unrolled loops' 256 channels.
         (2, 1, 320, 3, 9, None, None),
         (2, 1, 320, 11, 1, Some(6), None),

@@ -64,12 +64,14 @@ pub struct SteppingComparison {
     pub stepping_s: f64,
 }
 
-/// One decode step timed on the GPU dispatch by dispatch.
+/// One forward timed on the GPU dispatch by dispatch: a decode step, or a prefill from an empty context.
 #[derive(Clone, Debug)]
-pub struct DecodeProfile {
-    /// Tokens of context before the step.
+pub struct ForwardProfile {
+    /// Tokens of context before the forward.
     pub context: usize,
-    /// Every dispatch of the step, in order.
+    /// Tokens the forward runs.
+    pub tokens: usize,
+    /// Every dispatch of the forward, in order.
     pub dispatches: Vec<DispatchTime>,
 }
 
@@ -82,7 +84,9 @@ pub struct BenchTimings {
     pub stepping: SteppingComparison,
     /// A decode step after the longest context asked for; `None` where profiling is unavailable (no timestamp
     /// queries, or plans beyond one query set).
-    pub profile: Option<DecodeProfile>,
+    pub decode_profile: Option<ForwardProfile>,
+    /// A prefill of the longest context asked for, or of as many tokens as one forward takes; `None` as above.
+    pub prefill_profile: Option<ForwardProfile>,
     /// The most device memory held for buffers after any phase, where the backend counts it (natively).
     pub gpu_buffer_bytes_peak: Option<u64>,
 }
@@ -135,18 +139,25 @@ async fn time_decode(s: &mut Session, context: usize, steps: usize) -> Result<f6
     Ok(times[steps / 2])
 }
 
-/// One decode step after `context` tokens, profiled (`None` without timestamp queries).
-async fn profile_decode(s: &mut Session, context: usize) -> Result<Option<DecodeProfile>> {
+/// One forward of `tokens` tokens after `context` tokens, profiled (`None` without timestamp queries): one decode
+/// step, or a prefill of at most one forward's capacity.
+async fn profile_forward(s: &mut Session, context: usize, tokens: usize) -> Result<Option<ForwardProfile>> {
     s.reset();
-    s.prefill(&ids(context, s.spec().vocab), &[]).await?;
+    let vocab = s.spec().vocab;
+    if context > 0 {
+        s.prefill(&ids(context, vocab), &[]).await?;
+    }
     if !s.set_profiling(true) {
         return Ok(None);
     }
-    let stepped = s.step_sample(1, &Draw::greedy()).await;
+    let ran = match tokens {
+        1 => s.step_sample(1, &Draw::greedy()).await,
+        _ => s.prefill_sample(&ids(tokens, vocab), &Draw::greedy()).await,
+    };
     let dispatches = s.dispatch_times().to_vec();
     s.set_profiling(false);
-    stepped?;
-    Ok(Some(DecodeProfile { context, dispatches }))
+    ran?;
+    Ok(Some(ForwardProfile { context, tokens, dispatches }))
 }
 
 /// Runs the timings of `options` on `s` (which ends reset).
@@ -177,10 +188,11 @@ pub async fn measure(s: &mut Session, options: &BenchOptions) -> Result<BenchTim
     }
     let stepping = SteppingComparison { tokens, prefill_s, stepping_s: start.elapsed().as_secs_f64() };
     let longest = options.contexts.iter().copied().max().unwrap_or(1);
-    let profile = profile_decode(s, longest).await?;
+    let decode_profile = profile_forward(s, longest, 1).await?;
     sample(s);
+    let prefill_profile = profile_forward(s, 0, longest.min(s.prefill_capacity())).await?;
     s.reset();
-    Ok(BenchTimings { contexts, stepping, profile, gpu_buffer_bytes_peak: gpu_peak })
+    Ok(BenchTimings { contexts, stepping, decode_profile, prefill_profile, gpu_buffer_bytes_peak: gpu_peak })
 }
 
 /// The bench's JSON report of `t`, measured on `s` against `roofline`; callers add what only they know (the
@@ -222,14 +234,15 @@ pub fn report(s: &Session, roofline: &Roofline, t: &BenchTimings) -> Value {
         "contexts": contexts,
         "prefill_vs_stepping": { "tokens": c.tokens, "prefill_s": c.prefill_s, "stepping_s": c.stepping_s,
                                  "speedup": c.stepping_s / c.prefill_s },
-        "decode_profile": t.profile.as_ref().map(|p| profile_json(p, roofline)),
+        "decode_profile": t.decode_profile.as_ref().map(|p| profile_json(p, roofline)),
+        "prefill_profile": t.prefill_profile.as_ref().map(|p| profile_json(p, roofline)),
     })
 }
 
-/// A profiled step as JSON: GPU milliseconds per stage (the embedding, each layer, the head) and per kernel, the
-/// kernels slowest first, each linear-layer kernel with the weight bandwidth and throughput it achieved and their
-/// fractions of the roofline.
-fn profile_json(p: &DecodeProfile, roofline: &Roofline) -> Value {
+/// A profiled forward as JSON: GPU milliseconds per stage (the embedding, each layer, the head) and per kernel,
+/// the kernels slowest first, each linear-layer kernel with the weight bandwidth and throughput it achieved and
+/// their fractions of the roofline.
+fn profile_json(p: &ForwardProfile, roofline: &Roofline) -> Value {
     let mut kernels: Vec<(&str, usize, f64, u64, u64)> = Vec::new();
     for d in &p.dispatches {
         match kernels.iter_mut().find(|k| k.0 == &*d.kernel) {
@@ -260,7 +273,7 @@ fn profile_json(p: &DecodeProfile, roofline: &Roofline) -> Value {
         })
         .collect();
     let stages: Vec<f64> = stage_times(&p.dispatches).iter().map(|s| s * 1e3).collect();
-    json!({ "context": p.context, "gpu_ms": total * 1e3, "stages_ms": stages, "kernels": rows })
+    json!({ "context": p.context, "tokens": p.tokens, "gpu_ms": total * 1e3, "stages_ms": stages, "kernels": rows })
 }
 
 /// Copies run back to back for the bandwidth figure.

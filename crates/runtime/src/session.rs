@@ -312,6 +312,11 @@ impl Session {
         self.max_context
     }
 
+    /// Tokens one prefill forward takes; longer prompts run in several.
+    pub fn prefill_capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Compute dispatches per forward of the decode plan (one submit each).
     pub fn decode_dispatches(&self) -> usize {
         self.plans.decode.dispatch_count()

@@ -245,9 +245,9 @@ impl PrefillShape {
     /// attention and hybrid memory (scored per head).
     pub fn heads_for(&self, a: &Attention) -> usize {
         let fits = MAX_LANE_CHANNELS / (a.head_dim + a.v_dim);
-        match a.sparse.is_some() || a.differential.is_some() || a.memory.is_some() {
-            true => 1,
-            false => group_heads(a, (self.heads as usize).min(fits)),
+        match walks_in_step(a) {
+            true => group_heads(a, (self.heads as usize).min(fits)),
+            false => 1,
         }
     }
 }
@@ -267,19 +267,43 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, shape: PrefillSha
         && a.memory.is_none();
     let tile = if shared { shape.kv_tile.min(fits) } else { 0 };
     let heads = shape.heads_for(a);
+    // A block of queries walking its keys in step loads each key once per subgroup where the tuning asks for that.
+    let in_lanes = a.head_dim + a.v_dim <= MAX_LANE_CHANNELS;
+    let lanes = super::broadcast_lanes(gpu, wg).filter(|_| in_lanes && walks_in_step(a));
     // Staged tiles and head groups take a block of consecutive tokens per workgroup (of one head, or one group).
     let tokens = |x: usize| Grid::Tiles { x: x as u32, rows: Rows::Tokens, rows_per_group: wg };
-    let (defines, grid) = match (tile, heads) {
-        (0, 1) => (defines, Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg }),
-        (0, _) => (defines.set("HEADS", heads).flag("HEAD_GROUP", true), tokens(a.n_heads / heads)),
+    let (defines, grid) = match (tile, heads, lanes) {
+        (0, 1, None) => (defines, Grid::Flat { rows: Rows::Tokens, per_row: a.n_heads as u32, per_group: wg }),
+        (0, _, lanes) => {
+            let defines = defines.set("HEADS", heads).flag("HEAD_GROUP", true);
+            let defines = match lanes {
+                Some(l) => {
+                    let (k_slots, v_slots) = ((a.head_dim as u32 / 4).div_ceil(l), (a.v_dim as u32 / 4).div_ceil(l));
+                    defines.set("KV_BROADCAST", l).set("K_SLOTS", k_slots).set("V_SLOTS", v_slots)
+                }
+                None => defines,
+            };
+            (defines, tokens(a.n_heads / heads))
+        }
         _ => (defines.set("KV_TILE", tile), tokens(a.n_heads)),
     };
     plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, (0, 0, 0)), &buffers, grid)
 }
 
+/// Whether a block of `a`'s queries can walk their keys in step, each key read once for all of them: keys in whole
+/// quads and scored alike for every query (no rotation by cache position or Dual Triangle), and no per-query key
+/// lists (block-sparse), second maps (differential) or memory (hybrid memory).
+fn walks_in_step(a: &Attention) -> bool {
+    kv_quads(a)
+        && a.rotation.is_none()
+        && !a.mask.dual_triangle
+        && a.sparse.is_none()
+        && a.differential.is_none()
+        && a.memory.is_none()
+}
+
 /// The most query heads, up to `limit`, that divide a KV head's group of `a` and can share its key and value
-/// loads: where keys are whole quads scored the same for every head (no rotation by cache position or Dual
-/// Triangle); otherwise 1.
+/// loads (where it [`walks_in_step`]; decode's grouping asks without that).
 fn group_heads(a: &Attention, limit: usize) -> usize {
     let per_kv = a.n_heads / a.n_kv_heads;
     let limit = limit.min(MAX_SHARED_HEADS as usize).min(per_kv);

@@ -146,13 +146,6 @@ fn quad_defines(base: Defines, chunk: u32, vw: u32) -> Defines {
     base.set("CHUNK", chunk).set("VW", vw).flag("W_QUADS", true).set("QUADS", vw / 4).set("X_QUADS", chunk / 4)
 }
 
-/// The subgroup size a tiled product with quads (`quads`) shares its input loads over, where the tuning asks for
-/// that and the device and workgroup shape allow it (see [`super::Tuning::tile_broadcast`]).
-fn broadcast_lanes(gpu: &Gpu, quads: bool) -> Option<u32> {
-    let (t, lanes) = (&gpu.tuning, gpu.info.subgroup_size);
-    (quads && t.tile_broadcast && t.wg_y == 1 && lanes > 0 && t.wg_x.is_multiple_of(lanes)).then_some(lanes)
-}
-
 /// Records the linear layer, one dispatch per row block of the weight.
 pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
     let k = l.w.cols;
@@ -233,7 +226,8 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             // 64 elements per row of the tile).
             let vw = words_per_step(t, l.w);
             let quads = vw > 0 && vw.is_multiple_of(4) && k.is_multiple_of(4 * l.w.elements_per_word());
-            let base = match broadcast_lanes(gpu, quads) {
+            // A workgroup one tile high shares its tile rows' inputs.
+            let base = match super::broadcast_lanes(gpu, t.wg_x).filter(|_| quads && t.wg_y == 1) {
                 // Each lane loads its share of the tile rows' input quads for a step: TM rows of W_EPW each.
                 Some(lanes) => {
                     let slots = (t.tm * l.w.elements_per_word() as u32).div_ceil(lanes);

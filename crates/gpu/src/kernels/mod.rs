@@ -43,12 +43,13 @@ pub struct Tuning {
     pub wg_x: u32,
     /// Matmul workgroup height (invocations along M).
     pub wg_y: u32,
-    /// Matmul with quads, `wg_y` 1 and `wg_x` a multiple of the device's fixed subgroup size: the workgroup's lanes
-    /// share their tile rows, so each subgroup loads those rows' inputs once, a few quads per lane, and shares them
-    /// by `subgroupBroadcast` (`common/tile.wgsl`). CPU adapters load every lane's address one lane at a time, the
-    /// same address too; on lavapipe this made a 64-row bf16 product several times faster (docs/perf.md, session
-    /// 15). Ignored where the conditions do not hold.
-    pub tile_broadcast: bool,
+    /// Loads that every lane of a subgroup makes alike are made once, a few quads per lane, and shared by
+    /// `subgroupBroadcast`, where the device has a fixed subgroup size that divides the workgroup: the tiled
+    /// matmul's inputs (with `wg_y` 1, a workgroup's lanes sharing their tile rows; `common/tile.wgsl`) and the keys
+    /// and values that prefill attention's consecutive queries walk in step (`attention/prefill.wgsl`). CPU
+    /// adapters load every lane's address one lane at a time, the same address too; on lavapipe this made a 64-row
+    /// bf16 product several times faster (docs/perf.md, session 15).
+    pub broadcast: bool,
     /// Matvec: outputs per workgroup (each invocation stores every `wg`-th where there are more).
     pub nr: u32,
     /// Matvec: outputs each invocation computes over all of K, `wg * rpl` per workgroup (`common/matvec_rows.wgsl`;
@@ -96,7 +97,7 @@ impl Default for Tuning {
             tn: 4,
             wg_x: 8,
             wg_y: 8,
-            tile_broadcast: false,
+            broadcast: false,
             nr: 4,
             rpl: 0,
             rpl_row_bytes: 0,
@@ -134,7 +135,7 @@ impl Tuning {
                 tn: 8,
                 wg_x: 8,
                 wg_y: 1,
-                tile_broadcast: true,
+                broadcast: true,
                 nr: if llvmpipe { 16 } else { 8 },
                 rpl: 4,
                 rpl_row_bytes: if llvmpipe { 2048 } else { 0 },
@@ -152,6 +153,13 @@ impl Tuning {
             false => Tuning { attn_kv_tile: 32, ..Tuning::default() },
         }
     }
+}
+
+/// The subgroup size a kernel of `width` invocations per workgroup shares its alike loads over, where the tuning
+/// asks for that ([`Tuning::broadcast`]) and the device's fixed subgroup size divides the width.
+pub(crate) fn broadcast_lanes(gpu: &crate::Gpu, width: u32) -> Option<u32> {
+    let lanes = gpu.info.subgroup_size;
+    (gpu.tuning.broadcast && lanes > 0 && width.is_multiple_of(lanes)).then_some(lanes)
 }
 
 /// Defines selecting how weight `w` bound at `binding` is decoded (`common/weights.wgsl`).
