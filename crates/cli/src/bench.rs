@@ -64,13 +64,7 @@ pub(crate) fn dims(shape: &str, n: usize, form: &str) -> Result<Vec<usize>> {
 
 /// Prints a kernel benchmark's `rows` under `key` beside the device, its tuning and copy bandwidth: as JSON (then
 /// returns true, nothing more to print), or as the table's first line.
-pub(crate) fn print_kernel_report(
-    gpu: &Gpu,
-    copy: f64,
-    key: &str,
-    rows: &[Value],
-    as_json: bool,
-) -> Result<bool> {
+pub(crate) fn print_kernel_report(gpu: &Gpu, copy: f64, key: &str, rows: &[Value], as_json: bool) -> Result<bool> {
     if as_json {
         let mut report = json!({
             "device": gpu.info.name,

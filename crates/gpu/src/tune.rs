@@ -122,10 +122,9 @@ pub fn candidates(base: &Tuning, packed_dot: bool) -> Vec<(TunedKernel, Tuning)>
     let vector = MATVEC
         .iter()
         .map(|&(wg, nr, vw, rpl)| (TunedKernel::Matvec, Tuning { wg, nr, vw, rpl, rpl_row_bytes: 0, ..base.clone() }));
-    let tiled =
-        MATMUL.iter().map(|&(tm, tn, wg_x, wg_y, broadcast)| {
-            (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, broadcast, ..base.clone() })
-        });
+    let tiled = MATMUL.iter().map(|&(tm, tn, wg_x, wg_y, broadcast)| {
+        (TunedKernel::Matmul, Tuning { tm, tn, wg_x, wg_y, broadcast, ..base.clone() })
+    });
     let ternary =
         TERNARY_MATVEC.iter().filter(|_| packed_dot).map(|&(ternary_wg, ternary_nr, ternary_rows, ternary_swar)| {
             let tuning = Tuning { ternary_wg, ternary_nr, ternary_rows, ternary_swar, ..base.clone() };

@@ -895,39 +895,42 @@ fn gpu_errors_become_results_not_panics() {
 fn short_conv_matches_reference_and_carries_its_state() {
     let g = gpu();
     let mut rng = Rng::new(7);
-    let (channels, kernel) = (37, 4);
-    let w = random(&mut rng, channels * kernel, 1.0);
-    let state0 = random(&mut rng, channels * (kernel - 1), 1.0);
-    let bias = random(&mut rng, channels, 1.0);
-    let (wb, sb, bb) = (g.upload_f32("w", &w), g.upload_f32("state", &state0), g.upload_f32("bias", &bias));
-    let mut ref_state = state0.clone();
-    let cases = [(1, true, false), (2, false, true), (150, true, true), (1, false, false), (3, true, true)];
-    for ((t, silu, biased), sequential) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
-        let x = random(&mut rng, t * channels, 2.0);
-        let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
-        let mut plan = Plan::new(g);
-        let bias_b = biased.then_some(&bb);
-        let call = ShortConv {
-            x: &xb,
-            weight: &wb,
-            bias: bias_b,
-            state: &sb,
-            state_offset: 0,
-            y: &yb,
-            channels,
-            kernel,
-            silu,
-            advance: true,
-            sequential,
-        };
-        ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &call).unwrap();
-        assert_eq!(plan.dispatch_count(), if sequential { 1 } else { 2 });
-        let got = run(&plan, &tokens(0, t), &yb, t * channels);
-        let bias_r = biased.then_some(&bias[..]);
-        let want = reference::conv::short_conv(&x, (&w, bias_r), &mut ref_state, channels, kernel, silu);
-        assert_close(&got, &want, 1e-5, &format!("conv T={t} sequential {sequential}"));
-        let state = pollster::block_on(g.read_f32(&sb, 0, ref_state.len())).unwrap();
-        assert_close(&state, &ref_state, 0.0, &format!("conv state after T={t}"));
+    // 37 channels one per invocation; 44 and 20 in quads over blocks of 8 tokens (11 quads: a part-full workgroup).
+    for (channels, kernel) in [(37, 4), (44, 4), (20, 3)] {
+        let w = random(&mut rng, channels * kernel, 1.0);
+        let state0 = random(&mut rng, channels * (kernel - 1), 1.0);
+        let bias = random(&mut rng, channels, 1.0);
+        let (wb, sb, bb) = (g.upload_f32("w", &w), g.upload_f32("state", &state0), g.upload_f32("bias", &bias));
+        let mut ref_state = state0.clone();
+        let cases = [(1, true, false), (2, false, true), (150, true, true), (1, false, false), (3, true, true)];
+        for ((t, silu, biased), sequential) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+            let x = random(&mut rng, t * channels, 2.0);
+            let (xb, yb) = (g.upload_f32("x", &x), g.zeros("y", t * channels));
+            let mut plan = Plan::new(g);
+            let bias_b = biased.then_some(&bb);
+            let call = ShortConv {
+                x: &xb,
+                weight: &wb,
+                bias: bias_b,
+                state: &sb,
+                state_offset: 0,
+                y: &yb,
+                channels,
+                kernel,
+                silu,
+                advance: true,
+                sequential,
+            };
+            ternlight_gpu::kernels::conv::short_conv(g, &mut plan, &call).unwrap();
+            assert_eq!(plan.dispatch_count(), if sequential { 1 } else { 2 });
+            let got = run(&plan, &tokens(0, t), &yb, t * channels);
+            let bias_r = biased.then_some(&bias[..]);
+            let want = reference::conv::short_conv(&x, (&w, bias_r), &mut ref_state, channels, kernel, silu);
+            let what = format!("conv {channels}x{kernel} T={t} sequential {sequential}");
+            assert_close(&got, &want, 1e-5, &what);
+            let state = pollster::block_on(g.read_f32(&sb, 0, ref_state.len())).unwrap();
+            assert_close(&state, &ref_state, 0.0, &format!("{what}: state"));
+        }
     }
 }
 

@@ -35,6 +35,19 @@ pub struct ShortConv<'a> {
     pub sequential: bool,
 }
 
+/// Tokens each invocation of the parallel conv takes where channels come in quads (`QUAD_BLOCK`).
+const QUAD_TOKENS: u32 = 8;
+
+/// The widest kernel the quad variant unrolls.
+const QUAD_KERNEL_MAX: usize = 8;
+
+/// The defines of the quad variant for a kernel `kernel` wide: [`QUAD_TOKENS`] tokens per invocation, and the
+/// inputs they read.
+fn quad_block(defines: &Defines, kernel: usize) -> Defines {
+    let window = QUAD_TOKENS as usize + kernel - 1;
+    defines.clone().flag("QUAD_BLOCK", true).set("TT", QUAD_TOKENS).set("KERNEL", kernel).set("WINDOW", window)
+}
+
 /// Records the conv, then (when `advance`) the update of its state: one dispatch when `sequential`, else two.
 pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     let (x, weight, state, y, channels, kernel) = (c.x, c.weight, c.state, c.y, c.channels, c.kernel);
@@ -47,11 +60,16 @@ pub fn short_conv(gpu: &Gpu, plan: &mut Plan, c: &ShortConv) -> Result<()> {
     let defines = Defines::new().set("WG", wg);
     let params = [channels as u32, kernel as u32, c.state_offset as u32];
     let shader = "linear/short_conv.wgsl";
-    let grid = match c.sequential {
-        true => Grid::Fixed((channels as u32).div_ceil(wg)),
-        false => Grid::Flat { rows: Rows::Tokens, per_row: channels as u32, per_group: wg },
+    let (per_row, quads) = (channels as u32, channels.is_multiple_of(4) && kernel <= QUAD_KERNEL_MAX);
+    let (grid, conv) = match c.sequential {
+        true => (Grid::Fixed(per_row.div_ceil(wg)), defines.clone()),
+        false if quads => {
+            let grid = Grid::Tiles { x: (per_row / 4).div_ceil(wg), rows: Rows::Tokens, rows_per_group: QUAD_TOKENS };
+            (grid, quad_block(&defines, kernel))
+        }
+        false => (Grid::Flat { rows: Rows::Tokens, per_row, per_group: wg }, defines.clone()),
     };
-    let conv = defines.clone().flag("SILU", c.silu).flag("BIAS", c.bias.is_some());
+    let conv = conv.flag("SILU", c.silu).flag("BIAS", c.bias.is_some());
     let conv = conv.flag("SEQUENTIAL", c.sequential).flag("ADVANCE", c.sequential && c.advance);
     let mut buffers = vec![x.into(), state.into(), weight.into(), y.into()];
     if let Some(b) = c.bias {
