@@ -21,6 +21,9 @@ requires packed_4x8_integer_dot_product;
 // running sum of such products is the sum it needs once the low halves' carries are rounded off (settle). That
 // holds for the at most 32 pairs a step sums: |v c| <= 256, so the upper half stays within 2^14 and the lower
 // within 2^13.
+// X_BROADCAST (TILED; the subgroup size, dividing WG): a step's TM STEP_WORDS activation quads, alike for every
+// lane of the workgroup, are loaded once per subgroup, X_SLOTS per lane, and reach every lane by subgroupBroadcast
+// (CPU adapters load the same address lane by lane; docs/perf.md, session 15).
 // Hybrid Gated Flow: HGFi gives projection i (1: w, 2: w2, 3: w3, 4: w4) its correction, added to its product
 // before the activation: + sum_r bgi[row, r] mid(m, OFFi + r) (bgi [its rows, RANKi] f32 with the gate folded in:
 // matrix BGi from element STARTi on, its own bgi at BGi_BINDING or the bg at BG_PACKED that the projections share;
@@ -335,16 +338,25 @@ struct StepInputs {
     sum: i32,
 }
 
-// Token m's inputs to step j.
-fn step_inputs(m: u32, j: u32) -> StepInputs {
+// A token's inputs to a step from its STEP_WORDS activation quads.
+fn inputs_of(quads: array<vec4<u32>, STEP_WORDS>) -> StepInputs {
     var s: StepInputs;
     var sum = Partial();
 #unroll v STEP_WORDS
-    s.x[{{v}}] = operands(activations(m, j * STEP_WORDS + {{v}}));
+    s.x[{{v}}] = operands(quads[{{v}}]);
     sum += operand_sum(s.x[{{v}}]);
 #endunroll
     s.sum = settle_sum(sum);
     return s;
+}
+
+// Token m's inputs to step j.
+fn step_inputs(m: u32, j: u32) -> StepInputs {
+    var quads: array<vec4<u32>, STEP_WORDS>;
+#unroll v STEP_WORDS
+    quads[{{v}}] = activations(m, j * STEP_WORDS + {{v}});
+#endunroll
+    return inputs_of(quads);
 }
 
 // The integer sum of a step's code words c against their operands x.
@@ -363,7 +375,13 @@ const TM: u32 = {{TM}}u;
 // Prefill: each invocation computes NR outputs of TM tokens over the whole of K, each code word loaded once for
 // all TM tokens and its activation words once for all NR outputs; no reduction between invocations.
 @compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#if X_BROADCAST
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let rows = row_count(params.row_sel);
     let m0 = wid.y * TM;
     if (m0 >= rows) {
@@ -374,9 +392,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 #endif
     let n0 = (wid.x * {{WG}}u + lid) * {{NR}}u;
+#if X_BROADCAST
+    // Invocations past the outputs still load their share of the activations; their outputs are not stored.
+    // Quad g of a step is word quad g % STEP_WORDS of token g / STEP_WORDS: this lane's, at step 0.
+    var mine_at: array<u32, {{X_SLOTS}}>;
+#unroll s X_SLOTS
+    {
+        let g = min(lane + {{s}} * {{X_BROADCAST}}u, TM * STEP_WORDS - 1u);
+        mine_at[{{s}}] = min(m0 + g / STEP_WORDS, rows - 1u) * params.stride / 4u + g % STEP_WORDS;
+    }
+#endunroll
+#else
     if (n0 >= params.n_block) {
         return;
     }
+#endif
     let steps = params.k / (16u * STEP_WORDS);
     var acc: array<i32, TM * {{NR}}u>;
 #if GATED
@@ -385,10 +415,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var sum_x: array<i32, TM>;
     for (var j = 0u; j < steps; j++) {
         var x: array<StepInputs, TM>;
+#if X_BROADCAST
+        var mine: array<vec4<u32>, {{X_SLOTS}}>;
+#unroll s X_SLOTS
+        mine[{{s}}] = xq[mine_at[{{s}}] + j * STEP_WORDS];
+#endunroll
+#unroll t TM
+        {
+            var quads: array<vec4<u32>, STEP_WORDS>;
+#unroll v STEP_WORDS
+            {
+                const g = {{t}} * STEP_WORDS + {{v}};
+                quads[{{v}}] = subgroupBroadcast(mine[g / {{X_BROADCAST}}u], g % {{X_BROADCAST}}u);
+            }
+#endunroll
+            x[{{t}}] = inputs_of(quads);
+            sum_x[{{t}}] += x[{{t}}].sum;
+        }
+#endunroll
+#else
 #unroll t TM
         x[{{t}}] = step_inputs(min(m0 + {{t}}, rows - 1u), j);
         sum_x[{{t}}] += x[{{t}}].sum;
 #endunroll
+#endif
 #unroll r NR
         {
             let n = min(n0 + {{r}}, params.n_block - 1u);

@@ -352,13 +352,19 @@ pub fn matvec_dp4(gpu: &Gpu, plan: &mut Plan, m: &MatvecDp4) -> Result<()> {
     if tiled {
         defines = defines.flag("TILED", true).set("TM", tm);
     }
+
     // Rows of whole quads of code words load four at once: split over lanes, at least one quad per invocation (fewer
     // leave lanes idle, and a CPU adapter runs a workgroup's lanes in lockstep: the default model's 64 inputs ran
     // slower in quads); whole rows per invocation, with SWAR only. On lavapipe, 16 BitNet 2B4T tokens ran their
     // products 1.6x slower in quads through dot4I8Packed than one word at a time, and SWAR about as fast in quads as
     // dot4I8Packed one word at a time.
     let quads = k.is_multiple_of(64) && if tiled { t.ternary_swar } else { k / 64 >= t.ternary_wg as usize };
-    defines = defines.flag("QUADS", quads).set("STEP_WORDS", if quads { 4 } else { 1 });
+    let step_words = if quads { 4 } else { 1 };
+    defines = defines.flag("QUADS", quads).set("STEP_WORDS", step_words);
+    // Whole rows per invocation: a workgroup's lanes share their tokens' activations.
+    if let Some(lanes) = super::broadcast_lanes(gpu, t.ternary_wg).filter(|_| tiled) {
+        defines = defines.set("X_BROADCAST", lanes).set("X_SLOTS", (tm * step_words).div_ceil(lanes));
+    }
     if !m.stacked.is_empty() || m.gated.is_some() {
         let extra: Vec<&Weight> = m.stacked.iter().map(|s| s.w).chain(m.gated.map(|g| g.up)).collect();
         let alike = |w: &Weight| dp4_ready(gpu, w) && w.cols == k && w.blocks.len() == 1;
