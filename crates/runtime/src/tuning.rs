@@ -137,6 +137,7 @@ mod tests {
             tn: 4,
             wg_x: 16,
             wg_y: 8,
+            broadcast: true,
             vw: 2,
             ternary_wg: 16,
             ternary_nr: 8,
@@ -169,9 +170,11 @@ mod tests {
         let mut unsplit = to_json(&t);
         unsplit["attn_splits"] = serde_json::json!(0);
         assert_eq!(from_json(&unsplit), None);
-        let mut missing = to_json(&t);
-        missing.as_object_mut().unwrap().remove("nr");
-        assert_eq!(from_json(&missing), None);
+        for field in ["nr", "broadcast"] {
+            let mut missing = to_json(&t);
+            missing.as_object_mut().unwrap().remove(field);
+            assert_eq!(from_json(&missing), None, "{field}");
+        }
         assert_eq!(from_json(&serde_json::json!({ "wg": -1 })), None);
     }
 }

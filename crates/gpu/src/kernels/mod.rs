@@ -124,18 +124,21 @@ impl Tuning {
     /// and attention that streams K/V, splitting decode keys four ways from 128 on (session 10: with grouped-query
     /// heads sharing a workgroup there are few workgroups to share between cores), and ternary products that sum
     /// two products per multiply over whole rows per invocation (session 12: BitNet 2B4T's 1.9-2.3x faster on
-    /// lavapipe); GPUs share K/V tiles, split decode keys up to 32 ways from 1024 on and keep `dot4I8Packed`.
+    /// lavapipe). lavapipe's prefill products take tiles of 16 rows by 8 columns whose subgroups share their input
+    /// loads, as prefill attention's queries share their keys' (session 15: 64-row bf16 products 3.2-3.5x faster);
+    /// SwiftShader, which the browser cannot give subgroups here, keeps 4 x 4. GPUs share K/V tiles, split decode
+    /// keys up to 32 ways from 1024 on and keep `dot4I8Packed`.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
         let cpu = info.device_type == "Cpu";
         let llvmpipe = info.name.contains("llvmpipe");
+        let (tm, tn, wg_y) = if llvmpipe { (16, 8, 1) } else { (4, 4, 8) };
         match cpu {
             true => Tuning {
                 wg: 8,
-                tm: 16,
-                tn: 8,
-                wg_x: 8,
-                wg_y: 1,
-                broadcast: true,
+                tm,
+                tn,
+                wg_y,
+                broadcast: llvmpipe,
                 nr: if llvmpipe { 16 } else { 8 },
                 rpl: 4,
                 rpl_row_bytes: if llvmpipe { 2048 } else { 0 },
