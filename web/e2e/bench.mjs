@@ -24,7 +24,9 @@ const browserReport = await inBrowser(async ({ server, browser }) => {
   assert.equal(await page.getAttribute('body', 'data-state'), 'done', text);
   const report = JSON.parse(text);
   // The same report: every key the native bench prints, one row per context asked for.
-  for (const key of ['model_type', 'device', 'decode_dispatches_per_token', 'memory', 'roofline', 'contexts', 'prefill_vs_stepping', 'decode_profile', 'prefill_profile']) {
+  const keys = ['model_type', 'device', 'decode_dispatches_per_token', 'memory', 'roofline', 'contexts',
+    'prefill_vs_stepping', 'decode_profile', 'prefill_profile'];
+  for (const key of keys) {
     assert.ok(key in report, `the browser report lacks ${key}`);
     assert.equal(typeof report[key], typeof native[key], key);
   }

@@ -43,7 +43,8 @@ pub fn to_json(tuning: &Tuning) -> serde_json::Value {
         attn_split_from,
     } = tuning;
     serde_json::json!({
-        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "broadcast": broadcast, "nr": nr, "rpl": rpl, "vw": vw,
+        "wg": wg, "tm": tm, "tn": tn, "wg_x": wg_x, "wg_y": wg_y, "broadcast": broadcast, "nr": nr, "rpl": rpl,
+        "vw": vw,
         "rpl_row_bytes": rpl_row_bytes, "rpl_bytes": rpl_bytes, "ternary_wg": ternary_wg, "ternary_nr": ternary_nr,
         "ternary_rows": ternary_rows, "ternary_swar": ternary_swar, "attn_kv_tile": attn_kv_tile,
         "attn_splits": attn_splits, "attn_split_from": attn_split_from
