@@ -259,13 +259,7 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, shape: PrefillSha
     let wg = gpu.tuning.wg;
     let (defines, buffers) = specialise(gpu, a, vec![a.q.into(), a.k_cache.into(), a.v_cache.into(), a.out.into()]);
     let fits = gpu.info.max_workgroup_storage / (4 * (a.head_dim + a.v_dim) as u32);
-    // Rotated, Dual Triangle and block-sparse scores read keys per query, so they cannot share staged tiles.
-    let shared = a.rotation.is_none()
-        && !a.mask.dual_triangle
-        && a.sparse.is_none()
-        && a.differential.is_none()
-        && a.memory.is_none();
-    let tile = if shared { shape.kv_tile.min(fits) } else { 0 };
+    let tile = if keys_alike(a) { shape.kv_tile.min(fits) } else { 0 };
     let heads = shape.heads_for(a);
     // A block of queries walking its keys in step loads each key once per subgroup where the tuning asks for that.
     let in_lanes = a.head_dim + a.v_dim <= MAX_LANE_CHANNELS;
@@ -290,16 +284,21 @@ pub fn prefill_with(gpu: &Gpu, plan: &mut Plan, a: &Attention, shape: PrefillSha
     plan.dispatch(gpu, "attention/prefill.wgsl", &defines, &params(a, (0, 0, 0)), &buffers, grid)
 }
 
-/// Whether a block of `a`'s queries can walk their keys in step, each key read once for all of them: keys in whole
-/// quads and scored alike for every query (no rotation by cache position or Dual Triangle), and no per-query key
-/// lists (block-sparse), second maps (differential) or memory (hybrid memory).
-fn walks_in_step(a: &Attention) -> bool {
-    kv_quads(a)
-        && a.rotation.is_none()
+/// Whether every query of `a` reads keys alike, so that a block of them can share staged tiles or loads: no
+/// rotation by cache position or Dual Triangle, and no per-query key lists (block-sparse), second maps
+/// (differential) or memory (hybrid memory).
+fn keys_alike(a: &Attention) -> bool {
+    a.rotation.is_none()
         && !a.mask.dual_triangle
         && a.sparse.is_none()
         && a.differential.is_none()
         && a.memory.is_none()
+}
+
+/// Whether a block of `a`'s queries can walk their keys in step, each key read once for all of them: keys alike
+/// ([`keys_alike`]) in whole quads.
+fn walks_in_step(a: &Attention) -> bool {
+    kv_quads(a) && keys_alike(a)
 }
 
 /// The most query heads, up to `limit`, that divide a KV head's group of `a` and can share its key and value
