@@ -125,7 +125,7 @@ impl Tuning {
     /// heads sharing a workgroup there are few workgroups to share between cores), and ternary products that sum
     /// two products per multiply over whole rows per invocation (session 12: BitNet 2B4T's 1.9-2.3x faster on
     /// lavapipe). lavapipe's prefill products take tiles of 16 rows by 8 columns whose subgroups share their input
-    /// loads, as prefill attention's queries share their keys' (session 15: 64-row bf16 products 3.2-3.5x faster);
+    /// loads, as prefill attention's queries share their keys' (session 15: 64-row bf16 products 2.2-3.8x faster);
     /// SwiftShader, which the browser cannot give subgroups here, keeps 4 x 4. GPUs share K/V tiles, split decode
     /// keys up to 32 ways from 1024 on and keep `dot4I8Packed`.
     pub fn for_device(info: &crate::device::DeviceInfo) -> Self {
