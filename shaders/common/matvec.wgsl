@@ -4,6 +4,8 @@
 // are divided by rms(x), whose sum of squares is reduced beside them, so the norm costs no dispatch of its own.
 // GATED: the up projection's products beside the gate's, reduced together, then ACT(gate) * up.
 // Loops over the NR outputs are unrolled (constant indices keep the accumulators in registers on SwiftShader).
+// SG_REDUCE: the workgroup is one subgroup, which sums its partial products by subgroupAdd instead of through
+// workgroup memory between barriers.
 #include "common/linear_io.wgsl"
 #if W_QUADS
 #include "common/matvec_quads.wgsl"
@@ -12,13 +14,16 @@
 #if !W_QUADS
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<f32>;
 #endif
+#endif
+#if !SG_REDUCE
+#if NORM_IN
 var<workgroup> partial_squares: array<f32, {{WG}}>;
 #endif
 #if GATED
 var<workgroup> partial_up: array<f32, {{WG}} * {{NR}}>;
 #endif
-
 var<workgroup> partial: array<f32, {{WG}} * {{NR}}>;
+#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -107,6 +112,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
     }
 #endif
+#if SG_REDUCE
+    var inv_rms = 1.0;
+#if NORM_IN
+    inv_rms = inverseSqrt(subgroupAdd(squares) / f32(params.k) + params.norm_eps);
+#endif
+#unroll r NR
+    {
+        let total = subgroupAdd(acc[{{r}}]) * inv_rms;
+#if GATED
+        let total_up = subgroupAdd(acc_up[{{r}}]) * inv_rms;
+#endif
+        if (lid == {{r}} % {{WG}}u && n0 + {{r}} < params.n_block) {
+#if GATED
+            store_pair(m, n0 + {{r}}, total, total_up);
+#else
+            store(m, n0 + {{r}}, total);
+#endif
+        }
+    }
+#endunroll
+#else
 #unroll r NR
     partial[{{r}} * {{WG}}u + lid] = acc[{{r}}];
 #if GATED
@@ -143,4 +169,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         store(m, n0 + o, partial[o * {{WG}}u] * inv_rms);
 #endif
     }
+#endif
 }

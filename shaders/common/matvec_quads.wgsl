@@ -4,17 +4,23 @@
 @group(0) @binding({{NORM_BINDING}}) var<storage, read> norm_w: array<vec4<f32>>;
 #endif
 
-// Input elements 4 q0 .. 4 q0 + CHUNK of the row starting at quad `row` of x; with NORM_IN times the norm's
-// weights, their squares added to *squares.
+// Input quad q of the row starting at quad `row` of x; with NORM_IN times the norm's weights, its squares added
+// to *squares.
+fn input_quad(row: u32, q: u32, squares: ptr<function, f32>) -> vec4<f32> {
+    var a = x[row + q];
+#if NORM_IN
+    *squares += dot(a, a);
+    a *= norm_w[q] + params.norm_offset;
+#endif
+    return a;
+}
+
+// Input elements 4 q0 .. 4 q0 + CHUNK of the row starting at quad `row` of x, as input_quad gives them.
 fn input_chunk(row: u32, q0: u32, squares: ptr<function, f32>) -> array<f32, {{CHUNK}}> {
     var xs: array<f32, {{CHUNK}}>;
 #unroll p X_QUADS
     {
-        var a = x[row + q0 + {{p}}];
-#if NORM_IN
-        *squares += dot(a, a);
-        a *= norm_w[q0 + {{p}}] + params.norm_offset;
-#endif
+        let a = input_quad(row, q0 + {{p}}, squares);
 #unroll j 4
         xs[{{p}} * 4 + {{j}}] = a[{{j}}];
 #endunroll

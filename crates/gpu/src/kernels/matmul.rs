@@ -243,16 +243,23 @@ pub fn linear(gpu: &Gpu, plan: &mut Plan, l: &Linear) -> Result<()> {
             let whole = chunk > 0 && k.is_multiple_of(chunk as usize);
             let base = base.set("WG", t.wg);
             let rpl = rows_per_lane(t, l);
+            // Split K reduces by subgroupAdd where the workgroup is one subgroup.
+            let split = base.clone().flag("SG_REDUCE", super::broadcast_lanes(gpu, t.wg) == Some(t.wg));
             let (shader, defines, outputs) = match whole {
                 // Whole quads of words per step, loaded 16 bytes at a time, each invocation its own rows.
                 true if vw.is_multiple_of(4) && rpl > 0 => {
                     let outputs = t.wg * rpl;
                     let defines = quad_defines(base, chunk, vw).set("RPL", rpl).set("MATRICES", 1 + l.stacked.len());
+                    // Every lane reads the same input: a subgroup loads a quad per lane and shares them.
+                    let defines = match super::broadcast_lanes(gpu, t.wg).filter(|lanes| lanes % (chunk / 4) == 0) {
+                        Some(lanes) => defines.set("X_BROADCAST", lanes).set("BROADCAST_STEPS", lanes / (chunk / 4)),
+                        None => defines,
+                    };
                     ("common/matvec_rows.wgsl", defines, outputs)
                 }
-                true if vw.is_multiple_of(4) => ("common/matvec.wgsl", quad_defines(base, chunk, vw), t.nr),
-                true => ("common/matvec.wgsl", base.set("CHUNK", chunk).set("VW", vw), t.nr),
-                false => ("common/matvec.wgsl", base, t.nr),
+                true if vw.is_multiple_of(4) => ("common/matvec.wgsl", quad_defines(split, chunk, vw), t.nr),
+                true => ("common/matvec.wgsl", split.set("CHUNK", chunk).set("VW", vw), t.nr),
+                false => ("common/matvec.wgsl", split, t.nr),
             };
             (shader, defines.set("NR", outputs), outputs, 1)
         }
