@@ -45,10 +45,12 @@ pub struct Tuning {
     pub wg_y: u32,
     /// Loads that every lane of a subgroup makes alike are made once, a few quads per lane, and shared by
     /// `subgroupBroadcast`, where the device has a fixed subgroup size that divides the workgroup: the tiled
-    /// matmul's inputs (with `wg_y` 1, a workgroup's lanes sharing their tile rows; `common/tile.wgsl`) and the keys
-    /// and values that prefill attention's consecutive queries walk in step (`attention/prefill.wgsl`). CPU
+    /// matmul's inputs (with `wg_y` 1, a workgroup's lanes sharing their tile rows; `common/tile.wgsl`), the keys
+    /// and values that prefill attention's consecutive queries walk in step (`attention/prefill.wgsl`), and the
+    /// input (and fused norm) of one-token products whose invocations take whole rows (`common/matvec_rows.wgsl`).
+    /// Those that split K over a workgroup of one subgroup sum by `subgroupAdd` (`common/matvec.wgsl`). CPU
     /// adapters load every lane's address one lane at a time, the same address too; on lavapipe this made a 64-row
-    /// bf16 product several times faster (docs/perf.md, session 15).
+    /// bf16 product several times faster (docs/perf.md, session 15), and bf16 decode up to 1.4x (session 16).
     pub broadcast: bool,
     /// Matvec: outputs per workgroup (each invocation stores every `wg`-th where there are more).
     pub nr: u32,
