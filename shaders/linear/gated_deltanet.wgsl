@@ -101,79 +101,240 @@ fn g_channels(t: u32, h: u32, d0: u32) -> vec4<f32> {
 #endif
 }
 
-// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token
-// by token: Vn_i = beta_i (v_i - (k_i ⊙ exp(G_i))^T S) + sum_{j<i} L_ij Vn_j, forward substitution for
-// Vn = (I - L)^-1 diag(beta) (V - (K ⊙ exp(G)) S) = U - W S (in u_buf), and
-// O_i = (q_i ⊙ exp(G_i)) S + sum_{j<=i} Aqk_ij Vn_j; then row by row S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn,
-// four rows at a time.
+// Tokens per tile of the chunk passes: each tile's keys and queries meet every state row loaded once.
+const TT: u32 = {{TT}}u;
+
+// Key (or query) channels d0..d0 + 3 from input float i, times `scale` and, with PER_CHANNEL, exp(log_decay).
+fn decayed_quad(i: u32, d0: u32, scale: f32, log_decay: vec4<f32>) -> vec4<f32> {
+#if PER_CHANNEL
+    return key_quad(i, d0) * scale * exp(log_decay);
+#else
+    return key_quad(i, d0) * scale;
+#endif
+}
+
+// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, with
+// the chunk's starting state S, tokens TT at a time:
+//   1. U_i = beta_i (v_i - (k_i ⊙ exp(G_i))^T S) into u_buf and (q_i ⊙ exp(G_i))^T S / |q_i| into out, every
+//      state row loaded once per tile;
+//   2. forward substitution Vn_i = U_i + sum_{j<i} L_ij Vn_j (Vn = (I - L)^-1 diag(beta) (V - (K ⊙ exp(G)) S)) and
+//      O_i += sum_{j<=i} Aqk_ij Vn_j, earlier tiles' Vn loaded once per tile, the tile's own held;
+//   3. S = exp(G_C) S + (k ⊙ exp(G_C - G))^T Vn, sixteen rows at a time.
+// With BROADCAST (CPU adapters, whose loads of one address in every lane cost as much as eight), lane j of each
+// subgroup loads what the tile's j-th token needs and subgroupBroadcast hands it to every lane.
 @compute @workgroup_size(COLS)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32,
+#if BROADCAST
+        @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let h = wid.x;
     let hv = params.n_v_heads;
     let kh = key_head(h);
     let base = h * DK * COLS + c;
     let chunks = (step.n_tokens + CH - 1u) / CH;
-    // Per token of the chunk: 1/|k| exp(G_C - G) with the head's G (the per-channel part is applied per row).
-    var k_scale: array<f32, CH>;
     for (var ci = 0u; ci < chunks; ci++) {
         let t0 = ci * CH;
         let n = min(CH, step.n_tokens - t0);
         let last = t0 + n - 1u;
-        for (var i = 0u; i < n; i++) {
-            let t = t0 + i;
-            let row = t * hv + h;
-            let g = g_head(t, h);
-            let rk = info[row * 4u + 3u];
-            k_scale[i] = rk * exp(g_head(last, h) - g);
-            let q_scale = exp(g);
-            var ks = Col(0.0);
-            var qs = Col(0.0);
-            for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                var k = key_quad(k_index(t, kh, d0), d0) * (rk * q_scale);
-                var q = key_quad(q_index(t, kh, d0), d0) * q_scale;
-#if PER_CHANNEL
-                let gc = exp(g_channels(t, h, d0));
-                k *= gc;
-                q *= gc;
+        let square = (ci * hv + h) * CH * CH;
+        for (var tb = 0u; tb < n; tb += TT) {
+            var ks = array<Col, TT>();
+            var qs = array<Col, TT>();
+#if BROADCAST
+            let mine = t0 + tb + lane;
+            let live = lane < TT && tb + lane < n;
+            var q_scale = 0.0;
+            var k_scale = 0.0;
+            if (live) {
+                q_scale = exp(g_head(mine, h));
+                k_scale = info[(mine * hv + h) * 4u + 3u] * q_scale;
+            }
+#else
+            var q_scale = array<f32, TT>();
+            var k_scale = array<f32, TT>();
+#unroll j TT
+            if (tb + {{j}} < n) {
+                q_scale[{{j}}] = exp(g_head(t0 + tb + {{j}}, h));
+                k_scale[{{j}}] = info[((t0 + tb + {{j}}) * hv + h) * 4u + 3u] * q_scale[{{j}}];
+            }
+#endunroll
 #endif
-#unroll j 4
-                if (d0 + {{j}} < DK) {
-                    let sv = state[base + (d0 + {{j}}) * COLS];
-                    ks += sv * k[{{j}}];
-                    qs += sv * q[{{j}}];
+            for (var d0 = 0u; d0 < DK; d0 += 4u) {
+                var s = array<Col, 4>();
+#unroll r 4
+                if (d0 + {{r}} < DK) {
+                    s[{{r}}] = state[base + (d0 + {{r}}) * COLS];
+                }
+#endunroll
+#if BROADCAST
+                var my_k = vec4<f32>(0.0);
+                var my_q = vec4<f32>(0.0);
+                if (live) {
+                    my_k = decayed_quad(k_index(mine, kh, d0), d0, k_scale, g_channels(mine, h, d0));
+                    my_q = decayed_quad(q_index(mine, kh, d0), d0, q_scale, g_channels(mine, h, d0));
+                }
+#endif
+#unroll j TT
+                {
+#if BROADCAST
+                    let k = subgroupBroadcast(my_k, {{j}});
+                    let q = subgroupBroadcast(my_q, {{j}});
+#else
+                    var k = vec4<f32>(0.0);
+                    var q = vec4<f32>(0.0);
+                    let t = t0 + tb + {{j}};
+                    if (tb + {{j}} < n) {
+                        k = decayed_quad(k_index(t, kh, d0), d0, k_scale[{{j}}], g_channels(t, h, d0));
+                        q = decayed_quad(q_index(t, kh, d0), d0, q_scale[{{j}}], g_channels(t, h, d0));
+                    }
+#endif
+                    ks[{{j}}] += s[0] * k.x + s[1] * k.y + s[2] * k.z + s[3] * k.w;
+                    qs[{{j}}] += s[0] * q.x + s[1] * q.y + s[2] * q.z + s[3] * q.w;
                 }
 #endunroll
             }
-            var vn = info[row * 4u + 1u] * (input_col(v_index(t, h, c * VW)) - ks);
-            let square = (ci * hv + h) * CH * CH;
-            var o = qs * info[row * 4u + 2u];
-            for (var j = 0u; j < i; j++) {
-                let vj = u_buf[((t0 + j) * hv + h) * COLS + c];
-                vn += aqk[square + j * CH + i] * vj;
-                o += aqk[square + i * CH + j] * vj;
+#unroll j TT
+            if (tb + {{j}} < n) {
+                let t = t0 + tb + {{j}};
+                let row = t * hv + h;
+                u_buf[row * COLS + c] = info[row * 4u + 1u] * (input_col(v_index(t, h, c * VW)) - ks[{{j}}]);
+                out[row * COLS + c] = qs[{{j}}] * info[row * 4u + 2u];
             }
-            u_buf[row * COLS + c] = vn;
-            out[row * COLS + c] = o + aqk[square + i * CH + i] * vn;
+#endunroll
         }
-        for (var d0 = 0u; d0 < DK; d0 += 4u) {
-            let g_last = g_channels(last, h, d0);
-            var add = array<Col, 4>(Col(0.0), Col(0.0), Col(0.0), Col(0.0));
-            for (var i = 0u; i < n; i++) {
-                let row = (t0 + i) * hv + h;
-                var k = key_quad(k_index(t0 + i, kh, d0), d0) * k_scale[i];
-#if PER_CHANNEL
-                k *= exp(g_last - g_channels(t0 + i, h, d0));
+        for (var ib = 0u; ib < n; ib += TT) {
+            var vn = array<Col, TT>();
+            var o = array<Col, TT>();
+#unroll i TT
+            if (ib + {{i}} < n) {
+                let row = (t0 + ib + {{i}}) * hv + h;
+                vn[{{i}}] = u_buf[row * COLS + c];
+                o[{{i}}] = out[row * COLS + c];
+            }
+#endunroll
+#if BROADCAST
+            // This lane's row of the tile (rows past the chunk take coefficients 0).
+            let my_row = ib + lane;
+            let my_live = lane < TT && my_row < n;
 #endif
-                let vn = u_buf[row * COLS + c];
-#unroll j 4
-                add[{{j}}] += k[{{j}}] * vn;
+            for (var j = 0u; j < ib; j++) {
+                let vj = u_buf[((t0 + j) * hv + h) * COLS + c];
+#if BROADCAST
+                var my_l = 0.0;
+                var my_a = 0.0;
+                if (my_live) {
+                    my_l = aqk[square + j * CH + my_row];
+                    my_a = aqk[square + my_row * CH + j];
+                }
+#endif
+#unroll i TT
+                {
+#if BROADCAST
+                    let l = subgroupBroadcast(my_l, {{i}});
+                    let a = subgroupBroadcast(my_a, {{i}});
+#else
+                    let l = aqk[square + j * CH + ib + {{i}}];
+                    let a = aqk[square + (ib + {{i}}) * CH + j];
+#endif
+                    vn[{{i}}] += l * vj;
+                    o[{{i}}] += a * vj;
+                }
 #endunroll
             }
-            let decay = exp(g_last + g_head(last, h));
-#unroll j 4
-            if (d0 + {{j}} < DK) {
-                let si = base + (d0 + {{j}}) * COLS;
-                state[si] = state[si] * decay[{{j}}] + add[{{j}}];
+#if BROADCAST
+            var my_ls = array<f32, TT>();
+            var my_as = array<f32, TT>();
+            if (my_live) {
+#unroll j TT
+                my_ls[{{j}}] = aqk[square + (ib + {{j}}) * CH + my_row];
+                my_as[{{j}}] = aqk[square + my_row * CH + ib + {{j}}];
+#endunroll
+            }
+#endif
+#unroll i TT
+#unroll j TT
+            if ({{j}} < {{i}}) {
+#if BROADCAST
+                vn[{{i}}] += subgroupBroadcast(my_ls[{{j}}], {{i}}) * vn[{{j}}];
+#else
+                vn[{{i}}] += aqk[square + (ib + {{j}}) * CH + ib + {{i}}] * vn[{{j}}];
+#endif
+            }
+#endunroll
+#unroll j TT
+            if ({{j}} <= {{i}}) {
+#if BROADCAST
+                o[{{i}}] += subgroupBroadcast(my_as[{{j}}], {{i}}) * vn[{{j}}];
+#else
+                o[{{i}}] += aqk[square + (ib + {{i}}) * CH + ib + {{j}}] * vn[{{j}}];
+#endif
+            }
+#endunroll
+#endunroll
+#unroll i TT
+            if (ib + {{i}} < n) {
+                let row = (t0 + ib + {{i}}) * hv + h;
+                u_buf[row * COLS + c] = vn[{{i}}];
+                out[row * COLS + c] = o[{{i}}];
+            }
+#endunroll
+        }
+        let g_end = g_head(last, h);
+        for (var d0 = 0u; d0 < DK; d0 += 16u) {
+            var add = array<Col, 16>();
+            for (var tb = 0u; tb < n; tb += TT) {
+#if BROADCAST
+                let mine = t0 + tb + lane;
+                var my_k = array<vec4<f32>, 4>();
+                if (lane < TT && tb + lane < n) {
+                    let scale = info[(mine * hv + h) * 4u + 3u] * exp(g_end - g_head(mine, h));
+#unroll p 4
+                    if (d0 + 4u * {{p}} < DK) {
+                        let d = d0 + 4u * {{p}};
+                        let span = g_channels(last, h, d) - g_channels(mine, h, d);
+                        my_k[{{p}}] = decayed_quad(k_index(mine, kh, d), d, scale, span);
+                    }
+#endunroll
+                }
+#endif
+#unroll j TT
+                if (tb + {{j}} < n) {
+                    let t = t0 + tb + {{j}};
+                    let v = u_buf[(t * hv + h) * COLS + c];
+#if !BROADCAST
+                    let scale = info[(t * hv + h) * 4u + 3u] * exp(g_end - g_head(t, h));
+#endif
+#unroll p 4
+                    {
+#if BROADCAST
+                        let k = subgroupBroadcast(my_k[{{p}}], {{j}});
+#else
+                        var k = vec4<f32>(0.0);
+                        let d = d0 + 4u * {{p}};
+                        if (d < DK) {
+                            let span = g_channels(last, h, d) - g_channels(t, h, d);
+                            k = decayed_quad(k_index(t, kh, d), d, scale, span);
+                        }
+#endif
+                        add[4u * {{p}}] += k.x * v;
+                        add[4u * {{p}} + 1u] += k.y * v;
+                        add[4u * {{p}} + 2u] += k.z * v;
+                        add[4u * {{p}} + 3u] += k.w * v;
+                    }
+#endunroll
+                }
+#endunroll
+            }
+#unroll p 4
+            if (d0 + 4u * {{p}} < DK) {
+                let decay = exp(g_channels(last, h, d0 + 4u * {{p}}) + g_end);
+#unroll r 4
+                if (d0 + 4u * {{p}} + {{r}} < DK) {
+                    let si = base + (d0 + 4u * {{p}} + {{r}}) * COLS;
+                    state[si] = state[si] * decay[{{r}}] + add[4u * {{p}} + {{r}}];
+                }
+#endunroll
             }
 #endunroll
         }

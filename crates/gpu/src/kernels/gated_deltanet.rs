@@ -9,6 +9,10 @@ use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 use ternlight_core::spec::Activation;
 
+/// Tokens per tile of the chunkwise state pass: every state row it loads meets this many tokens' keys and queries,
+/// which with subgroups the tile's first lanes load and share.
+const TILE_TOKENS: u32 = 8;
+
 /// Tokens per chunk of the chunkwise kernels.
 pub const CHUNK: usize = 64;
 
@@ -181,6 +185,8 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     if d.per_channel {
         state.push((&s.g).into());
     }
-    let (defines, _) = super::column_blocks(defines, d.dk, d.dv, true);
-    plan.dispatch(gpu, shader, &defines.flag("CHUNK_STATE", true), &params(d), &state, Grid::Fixed(d.n_v_heads as u32))
+    let (defines, cols) = super::column_blocks(defines, d.dk, d.dv, true);
+    let broadcast = super::broadcast_lanes(gpu, cols as u32).is_some_and(|lanes| lanes >= TILE_TOKENS);
+    let defines = defines.set("TT", TILE_TOKENS).flag("BROADCAST", broadcast).flag("CHUNK_STATE", true);
+    plan.dispatch(gpu, shader, &defines, &params(d), &state, Grid::Fixed(d.n_v_heads as u32))
 }
