@@ -1073,9 +1073,13 @@ mod gdn {
     fn per_channel_decay_kernels_match_reference_and_hand_off() {
         let g = gpu();
         let mut rng = Rng::new(14);
-        // The second shape's head widths take scalar columns and a last quad of keys of 2 in the recurrent kernel.
-        let shapes =
-            [Dims { n_k_heads: 2, n_v_heads: 2, dk: 16, dv: 24 }, Dims { n_k_heads: 1, n_v_heads: 2, dk: 18, dv: 30 }];
+        // The second shape's head widths take scalar columns and a last quad of keys of 2 in the recurrent kernel;
+        // the third's 8 column blocks share keys across a subgroup where the device has subgroups of 8.
+        let shapes = [
+            Dims { n_k_heads: 2, n_v_heads: 2, dk: 16, dv: 24 },
+            Dims { n_k_heads: 1, n_v_heads: 2, dk: 18, dv: 30 },
+            Dims { n_k_heads: 1, n_v_heads: 2, dk: 20, dv: 32 },
+        ];
         for d in shapes {
             let (hv, key) = (d.n_v_heads, d.n_k_heads * d.dk);
             let width = 2 * key + hv * d.dv;
