@@ -35,24 +35,16 @@ fn key_heads() -> u32 {
     return params.n_k_heads;
 }
 
-fn q_at(t: u32, kh: u32, d: u32) -> f32 {
-    return input_at(q_index(t, kh, d));
-}
-
 fn key_head(h: u32) -> u32 {
     return h / (params.n_v_heads / params.n_k_heads);
 }
 
-
-// 1 / |x| with the reference's epsilon, for q (scaled by DK^-0.5) or k of token t.
-fn inv_norm(t: u32, kh: u32, is_q: bool) -> f32 {
+// 1 / |x| with the reference's epsilon of the key channels starting at input float i (q's scaled by DK^-0.5).
+fn inv_norm(i: u32, is_q: bool) -> f32 {
     var ss = 0.0;
-    for (var d = 0u; d < DK; d++) {
-        var x = k_at(t, kh, d);
-        if (is_q) {
-            x = q_at(t, kh, d);
-        }
-        ss += x * x;
+    for (var d0 = 0u; d0 < DK; d0 += 4u) {
+        let x = key_quad(i + d0, d0);
+        ss += dot(x, x);
     }
     var r = inverseSqrt(ss + 1e-6);
     if (is_q) {
@@ -62,6 +54,9 @@ fn inv_norm(t: u32, kh: u32, is_q: bool) -> f32 {
 }
 
 #if !RECURRENT
+// Tokens per tile of the chunk passes: each state row (each key of the square's row) loaded meets a tile.
+const TT: u32 = {{TT}}u;
+
 #if PER_CHANNEL
 // G of token t, value head h, channels d0..d0 + 3 (0 past DK), from the chunk kernels' g_buf.
 fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
@@ -100,9 +95,6 @@ fn g_channels(t: u32, h: u32, d0: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 #endif
 }
-
-// Tokens per tile of the chunk passes: each tile's keys and queries meet every state row loaded once.
-const TT: u32 = {{TT}}u;
 
 // Key (or query) channels d0..d0 + 3 from input float i, times `scale` and, with PER_CHANNEL, exp(log_decay).
 fn decayed_quad(i: u32, d0: u32, scale: f32, log_decay: vec4<f32>) -> vec4<f32> {
@@ -524,7 +516,11 @@ fn decay_in_chunk(t0: u32, j: u32, h: u32, d0: u32) -> vec4<f32> {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) i: u32) {
+        @builtin(local_invocation_index) i: u32,
+#if BROADCAST
+        @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let hv = params.n_v_heads;
     let chunk = chunk_of(wid, nwg, hv);
     if (chunk.len == 0u) {
@@ -541,8 +537,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let gb = gates(t0 + i, h);
         g_cum[i] = gb.x;
         beta_s[i] = gb.y;
-        rk_s[i] = inv_norm(t0 + i, kh, false);
-        rq = inv_norm(t0 + i, kh, true);
+        rk_s[i] = inv_norm(k_index(t0 + i, kh, 0u), false);
+        rq = inv_norm(q_index(t0 + i, kh, 0u), true);
     }
     workgroupBarrier();
     var gi = 0.0;
@@ -571,27 +567,77 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         info[ii + 2u] = rq;
         info[ii + 3u] = rk_s[i];
     }
-    // Row i of the chunk's square: Aqk_ij on and below the diagonal, L_ij above it (at [j][i]).
+    // Row i of the chunk's square: Aqk_ij on and below the diagonal, L_ij above it (at [j][i]); columns j in tiles
+    // of TT, each key quad of row i loaded once per tile. With BROADCAST lane j of each subgroup loads what the
+    // tile's j-th column needs, the subgroup running the tiles its last row needs (rows before mask the rest).
     let square = (c * hv + h) * CH * CH;
-    if (live) {
-        for (var j = 0u; j <= i; j++) {
-            var kk = 0.0;
-            var qk = 0.0;
-            // Four channels per load (linear/input.wgsl); those past DK are 0 in k.
-            for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                let kj = key_quad(k_index(t0 + j, kh, d0), d0) * gamma_quad(t0, i, j, h, d0);
-                kk += dot(key_quad(k_index(t0 + i, kh, d0), d0), kj);
-                qk += dot(key_quad(q_index(t0 + i, kh, d0), d0), kj);
-            }
-            var gam = rk_s[j];
-#if !PER_CHANNEL
-            gam *= exp(gi - g_cum[j]);
+    let ti = t0 + min(i, n - 1u);
+    var top = i;
+#if BROADCAST
+    top = subgroupMax(i);
 #endif
-            aqk[square + i * CH + j] = qk * rq * gam;
-            if (j < i) {
-                aqk[square + j * CH + i] = -kk * beta_s[i] * rk_s[i] * gam;
+    for (var jb = 0u; jb <= top && jb < n; jb += TT) {
+        var kk = array<f32, TT>();
+        var qk = array<f32, TT>();
+#if BROADCAST
+        let mine = t0 + min(jb + lane, n - 1u);
+#endif
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let ki = key_quad(k_index(ti, kh, d0), d0);
+            let qi = key_quad(q_index(ti, kh, d0), d0);
+#if PER_CHANNEL
+            let gq = g_quad(ti, h, d0);
+#endif
+#if BROADCAST
+            let my_k = key_quad(k_index(mine, kh, d0), d0);
+#if PER_CHANNEL
+            let my_g = g_quad(mine, h, d0);
+#endif
+#endif
+#unroll j TT
+            {
+#if BROADCAST
+                var kj = subgroupBroadcast(my_k, {{j}});
+#if PER_CHANNEL
+                kj *= exp(min(gq - subgroupBroadcast(my_g, {{j}}), vec4<f32>(0.0)));
+#endif
+#else
+                let tj = t0 + min(jb + {{j}}, n - 1u);
+                var kj = key_quad(k_index(tj, kh, d0), d0);
+#if PER_CHANNEL
+                kj *= exp(min(gq - g_quad(tj, h, d0), vec4<f32>(0.0)));
+#endif
+#endif
+                kk[{{j}}] += dot(ki, kj);
+                qk[{{j}}] += dot(qi, kj);
+            }
+#endunroll
+        }
+#if BROADCAST
+        let my_rk = rk_s[mine - t0];
+        let my_gc = g_cum[mine - t0];
+#endif
+#unroll j TT
+        {
+            let j = jb + {{j}};
+#if BROADCAST
+            var gam = subgroupBroadcast(my_rk, {{j}});
+            let gj = subgroupBroadcast(my_gc, {{j}});
+#else
+            var gam = rk_s[j];
+            let gj = g_cum[j];
+#endif
+#if !PER_CHANNEL
+            gam *= exp(min(gi - gj, 0.0));
+#endif
+            if (live && j <= i) {
+                aqk[square + i * CH + j] = qk[{{j}}] * rq * gam;
+                if (j < i) {
+                    aqk[square + j * CH + i] = -kk[{{j}}] * beta_s[i] * rk_s[i] * gam;
+                }
             }
         }
+#endunroll
     }
 }
 #endif

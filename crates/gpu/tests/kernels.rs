@@ -22,6 +22,17 @@ fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| Gpu::new_blocking().expect("a GPU adapter (lavapipe: apt install mesa-vulkan-drivers)"))
 }
 
+/// A device of its own whose kernels share nothing across subgroups (as in browsers, which have none), so that the
+/// paths without `subgroupBroadcast` run on lavapipe too.
+fn gpu_without_broadcast() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let mut g = Gpu::new_blocking().expect("a GPU adapter (lavapipe: apt install mesa-vulkan-drivers)");
+        g.tuning.broadcast = false;
+        g
+    })
+}
+
 fn random(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * scale).collect()
 }
@@ -35,8 +46,13 @@ fn encode(dtype: DType, v: &[f32]) -> Vec<u8> {
 }
 
 fn run(plan: &Plan, step: &Step, out: &wgpu::Buffer, len: usize) -> Vec<f32> {
-    plan.submit(gpu(), step, &[], None);
-    pollster::block_on(gpu().read_f32(out, 0, len)).unwrap()
+    run_on(gpu(), plan, step, out, len)
+}
+
+/// Submits `plan` (built on `g`) for `step` and reads back `len` floats of `out`.
+fn run_on(g: &Gpu, plan: &Plan, step: &Step, out: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    plan.submit(g, step, &[], None);
+    pollster::block_on(g.read_f32(out, 0, len)).unwrap()
 }
 
 fn tokens(pos0: usize, n: usize) -> Step {
@@ -978,8 +994,13 @@ mod gdn {
 
     /// `c` through the chunkwise or the recurrent kernel (with `norm`, the recurrent one's fused output norm), its
     /// gate inputs read from inside wider rows.
-    fn gpu_run(c: &Case, state: &wgpu::Buffer, chunked: bool, norm: Option<&kernel::HeadOutputNorm>) -> Vec<f32> {
-        let g = gpu();
+    fn gpu_run(
+        g: &Gpu,
+        c: &Case,
+        state: &wgpu::Buffer,
+        chunked: bool,
+        norm: Option<&kernel::HeadOutputNorm>,
+    ) -> Vec<f32> {
         let d = &c.d;
         let t = c.ab.len() / (2 * d.n_v_heads);
         let ab = g.upload_f32("ab", &embedded(&c.ab, 2 * d.n_v_heads));
@@ -1004,12 +1025,11 @@ mod gdn {
             true => kernel::chunked(g, &mut plan, &call, &ChunkScratch::new(g, t, d.n_v_heads, d.dk, d.dv)).unwrap(),
             false => kernel::recurrent(g, &mut plan, &call, norm).unwrap(),
         }
-        run(&plan, &tokens(0, t), &out, t * d.n_v_heads * d.dv)
+        run_on(g, &plan, &tokens(0, t), &out, t * d.n_v_heads * d.dv)
     }
 
     #[test]
     fn chunked_and_recurrent_kernels_match_reference_at_awkward_lengths() {
-        let g = gpu();
         let mut rng = Rng::new(8);
         let shapes = [
             Dims { n_k_heads: 2, n_v_heads: 4, dk: 16, dv: 32 },
@@ -1022,10 +1042,10 @@ mod gdn {
                 let s0 = random(&mut rng, d.n_v_heads * d.dk * d.dv, 0.3);
                 let mut want_state = s0.clone();
                 let want = reference_run(&c, &mut want_state);
-                for chunked in [false, true] {
+                for (g, chunked) in [(gpu(), false), (gpu(), true), (gpu_without_broadcast(), true)] {
                     let sb = g.upload_f32("state", &s0);
-                    let got = gpu_run(&c, &sb, chunked, None);
-                    let what = format!("{d:?} T={t} chunked={chunked}");
+                    let got = gpu_run(g, &c, &sb, chunked, None);
+                    let what = format!("{d:?} T={t} chunked={chunked} broadcast={}", g.tuning.broadcast);
                     assert_close(&got, &want, 2e-4, &what);
                     let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
                     assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
@@ -1062,7 +1082,7 @@ mod gdn {
                 }
                 let (wb, zb) = (g.upload_f32("norm", &weight), g.upload_f32("z", &z));
                 let norm = HeadOutputNorm { weight: &wb, eps: 1e-5, unit_offset, gate: gate.map(|act| (&zb, act)) };
-                let got = gpu_run(&c, &g.upload_f32("state", &s0), false, Some(&norm));
+                let got = gpu_run(g, &c, &g.upload_f32("state", &s0), false, Some(&norm));
                 assert_close(&got, &want, 2e-4, &format!("{d:?} gate {gate:?} unit offset {unit_offset}"));
             }
         }
@@ -1071,7 +1091,6 @@ mod gdn {
     /// Kimi Delta Attention: the decay per key channel.
     #[test]
     fn per_channel_decay_kernels_match_reference_and_hand_off() {
-        let g = gpu();
         let mut rng = Rng::new(14);
         // The second shape's head widths take scalar columns and a last quad of keys of 2 in the recurrent kernel;
         // the third's 8 column blocks share keys across a subgroup where the device has subgroups of 8.
@@ -1099,7 +1118,7 @@ mod gdn {
                 let mut want_state = vec![0.0; hv * d.dk * d.dv];
                 let per_channel = gated_delta::Decay::PerChannel(&decay);
                 let want = gated_delta::recurrent(&q, &k, &v, per_channel, &beta, &mut want_state, &d);
-                let run_gpu = |range: std::ops::Range<usize>, state: &wgpu::Buffer, chunked: bool| {
+                let run_gpu = |g: &Gpu, range: std::ops::Range<usize>, state: &wgpu::Buffer, chunked: bool| {
                     let n = range.len();
                     let (qb, abb) = (
                         g.upload_f32("qkv", &qkv[range.start * width..range.end * width]),
@@ -1126,19 +1145,21 @@ mod gdn {
                     } else {
                         kernel::recurrent(g, &mut plan, &call, None).unwrap();
                     }
-                    run(&plan, &tokens(0, n), &out, n * hv * d.dv)
+                    run_on(g, &plan, &tokens(0, n), &out, n * hv * d.dv)
                 };
-                for chunked in [false, true] {
+                for (g, chunked) in [(gpu(), false), (gpu(), true), (gpu_without_broadcast(), true)] {
                     let sb = g.zeros("state", want_state.len());
-                    assert_close(&run_gpu(0..t, &sb, chunked), &want, 2e-4, &format!("kda T={t} chunked={chunked}"));
+                    let what = format!("kda T={t} chunked={chunked} broadcast={}", g.tuning.broadcast);
+                    assert_close(&run_gpu(g, 0..t, &sb, chunked), &want, 2e-4, &what);
                     let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
-                    assert_close(&state, &want_state, 2e-4, &format!("kda state T={t} chunked={chunked}"));
+                    assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
                 }
                 if t == 150 {
+                    let g = gpu();
                     let sb = g.zeros("state", want_state.len());
-                    let mut got = run_gpu(0..100, &sb, true);
+                    let mut got = run_gpu(g, 0..100, &sb, true);
                     for i in 100..t {
-                        got.extend(run_gpu(i..i + 1, &sb, false));
+                        got.extend(run_gpu(g, i..i + 1, &sb, false));
                     }
                     assert_close(&got, &want, 2e-4, "kda prefill 100 then 50 steps");
                 }
@@ -1163,7 +1184,7 @@ mod gdn {
             params: long.params.clone(),
             beta_scale: long.beta_scale,
         };
-        let mut got = gpu_run(&prefix, &sb, true, None);
+        let mut got = gpu_run(g, &prefix, &sb, true, None);
         for t in 70..100 {
             let one = Case {
                 d,
@@ -1172,7 +1193,7 @@ mod gdn {
                 params: long.params.clone(),
                 beta_scale: long.beta_scale,
             };
-            got.extend(gpu_run(&one, &sb, false, None));
+            got.extend(gpu_run(g, &one, &sb, false, None));
         }
         assert_close(&got, &want, 2e-4, "prefill 70 then 30 decode steps vs one pass");
     }

@@ -9,8 +9,8 @@ use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 use ternlight_core::spec::Activation;
 
-/// Tokens per tile of the chunkwise state pass: every state row it loads meets this many tokens' keys and queries,
-/// which with subgroups the tile's first lanes load and share.
+/// Tokens per tile of the chunkwise passes: every state row (every key of a row of the chunk's square) loaded meets
+/// this many tokens' keys and queries, which with subgroups the tile's first lanes load and share.
 const TILE_TOKENS: u32 = 8;
 
 /// Tokens per chunk of the chunkwise kernels.
@@ -172,11 +172,13 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     if d.per_channel {
         prep.push((&s.g).into());
     }
+    let defines = defines.set("TT", TILE_TOKENS);
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: d.n_v_heads as u32 };
+    let prep_broadcast = super::broadcast_lanes(gpu, CHUNK as u32).is_some_and(|lanes| lanes >= TILE_TOKENS);
     plan.dispatch(
         gpu,
         shader,
-        &super::quad_input(defines.clone(), d.dk, d.dv).flag("CHUNK_PREP", true),
+        &super::quad_input(defines.clone(), d.dk, d.dv).flag("BROADCAST", prep_broadcast).flag("CHUNK_PREP", true),
         &params(d),
         &prep,
         grid,
@@ -187,6 +189,6 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     }
     let (defines, cols) = super::column_blocks(defines, d.dk, d.dv, true);
     let broadcast = super::broadcast_lanes(gpu, cols as u32).is_some_and(|lanes| lanes >= TILE_TOKENS);
-    let defines = defines.set("TT", TILE_TOKENS).flag("BROADCAST", broadcast).flag("CHUNK_STATE", true);
+    let defines = defines.flag("BROADCAST", broadcast).flag("CHUNK_STATE", true);
     plan.dispatch(gpu, shader, &defines, &params(d), &state, Grid::Fixed(d.n_v_heads as u32))
 }
