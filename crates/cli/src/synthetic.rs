@@ -54,12 +54,21 @@ fn recipe(name: &str) -> Option<(&'static str, Value)> {
                    "attn": {"layers": [4, 9, 14, 19], "num_heads": 16, "num_kv_heads": 16, "qkv_bias": false,
                             "rope_theta": 10000.0, "window_size": 2048}}),
         ),
+        // fla's gla_340M training config (flame): 24 layers, 4 heads, keys at half the width (128 per head), values
+        // at the full width (256), the MLP at fla's rounding of 4x (2816), tied embeddings, vocab 32000.
+        "fla-gla-340m" => (
+            include_str!("../../../tests/fixtures/gla/config.json"),
+            json!({"hidden_size": 1024, "num_hidden_layers": 24, "num_heads": 4, "expand_k": 0.5, "expand_v": 1,
+                   "intermediate_size": 2816, "vocab_size": 32000, "max_position_embeddings": 8192,
+                   "tie_word_embeddings": true}),
+        ),
         _ => return None,
     })
 }
 
 /// Names `--synthetic` accepts.
-pub const NAMES: &[&str] = &["smollm2-135m", "gemma3-270m", "qwen3.5-0.8b", "bitnet-b1.58-2b4t", "fla-gdn-340m-hybrid"];
+pub const NAMES: &[&str] =
+    &["smollm2-135m", "gemma3-270m", "qwen3.5-0.8b", "bitnet-b1.58-2b4t", "fla-gdn-340m-hybrid", "fla-gla-340m"];
 
 /// The spec of synthetic model `name` and a source of bf16 random weights for it.
 pub fn open(name: &str) -> Result<(ModelSpec, Synthetic)> {
@@ -140,6 +149,9 @@ mod tests {
         let (gdn, _) = open("fla-gdn-340m-hybrid").unwrap();
         let kinds: Vec<String> = gdn.layers.iter().map(|l| l.mixer.kind()).collect();
         assert_eq!(kinds.iter().filter(|k| k.starts_with("gated_deltanet")).count(), 17, "{kinds:?}");
+        let (gla, _) = open("fla-gla-340m").unwrap();
+        let kinds: Vec<String> = gla.layers.iter().map(|l| l.mixer.kind()).collect();
+        assert_eq!(kinds.iter().filter(|k| k.starts_with("gla")).count(), 24, "{kinds:?}");
         let Err(e) = open("gpt-5") else { panic!("an unknown name opened") };
         assert!(e.to_string().contains("smollm2-135m"), "{e}");
     }
