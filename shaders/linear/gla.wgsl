@@ -11,6 +11,9 @@
 //               matrix A[i][j] = sum_d q_id k_jd exp(G_id - G_jd) (j <= i, q scaled).
 //   CHUNK_STATE one workgroup per head, one invocation per block of state columns, chunks in order:
 //               O = (q ⊙ exp(G)) S + A V, S = exp(G_C) ⊙ S + (k ⊙ exp(G_C - G))^T V.
+//   Both chunk passes work in tiles of TT tokens; with BROADCAST lane j of each subgroup loads what the tile's
+//   j-th token needs and subgroupBroadcast hands it to every lane (CPU adapters load one address in every lane at
+//   the cost of eight). KEY_DECAY: the decay runs along the key channels (neither HEAD_DECAY nor VALUE_DECAY).
 #include "linear/chunks.wgsl"
 
 struct Params {
@@ -38,6 +41,9 @@ fn decay_heads() -> u32 {
     return params.n_heads;
 }
 #include "linear/running.wgsl"
+
+// Tokens per tile of the chunk passes: each state row (each key of a row of A) loaded meets a tile.
+const TT: u32 = {{TT}}u;
 #endif
 
 #if CHUNK_STATE
@@ -71,11 +77,50 @@ fn g_values(t: u32, h: u32, c: u32) -> Col {
 }
 #endif
 
-// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token
-// by token: O_i = (q_i ⊙ exp(G_i)) S + sum_{j<=i} A_ij V_j; then four rows at a time
-// S = exp(G_C) ⊙ S + (k ⊙ exp(G_C - G))^T V (the decays along the value channels with VALUE_DECAY).
+// The per-token log decay of HEAD_DECAY (G_i = (i + 1) slope within a chunk), read at the chunk's first token;
+// 0 otherwise.
+fn head_slope(t0: u32, h: u32) -> f32 {
+#if HEAD_DECAY
+    return g_quad(t0, h, 0u).x;
+#else
+    return 0.0;
+#endif
+}
+
+// Token t's query channels d0..d0 + 3, scaled, times exp(G_t) with KEY_DECAY.
+fn decayed_query(t: u32, h: u32, d0: u32) -> vec4<f32> {
+    var q = key_quad(q_index(t, h, d0), d0) * {{Q_SCALE}};
+#if KEY_DECAY
+    q *= exp(g_keys(t, h, d0));
+#endif
+    return q;
+}
+
+// Token t's key channels d0..d0 + 3 decayed to the chunk's last token: exp(G_last - G_t) with KEY_DECAY,
+// exp((last - t) slope) with HEAD_DECAY (VALUE_DECAY decays the values instead).
+fn decayed_key(t: u32, last: u32, h: u32, d0: u32, slope: f32) -> vec4<f32> {
+    var k = key_quad(k_index(t, h, d0), d0);
+#if HEAD_DECAY
+    k *= exp(f32(last - t) * slope);
+#endif
+#if KEY_DECAY
+    k *= exp(g_keys(last, h, d0) - g_keys(t, h, d0));
+#endif
+    return k;
+}
+
+// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, with
+// the chunk's starting state S, tokens TT at a time:
+//   1. O_i = (q_i ⊙ exp(G_i)) S, every state row loaded once per tile;
+//   2. O_i += sum_{j<=i} A_ij V_j, each V_j loaded once per tile of rows i;
+//   3. S = exp(G_C) ⊙ S + (k ⊙ exp(G_C - G))^T V, sixteen rows at a time
+// (the decays along the value channels with VALUE_DECAY).
 @compute @workgroup_size(COLS)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32,
+#if BROADCAST
+        @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let h = wid.x;
     let hn = params.n_heads;
     let base = params.state_offset / VW + h * DK * COLS + c;
@@ -84,81 +129,159 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let t0 = ci * CH;
         let n = min(CH, step.n_tokens - t0);
         let last = t0 + n - 1u;
-#if HEAD_DECAY
-        // The head's one log decay per token: G_i = (i + 1) slope within the chunk.
-        let slope = g_quad(t0, h, 0u).x;
+        let slope = head_slope(t0, h);
+        let square = (ci * hn + h) * CH * CH;
+        for (var tb = 0u; tb < n; tb += TT) {
+            var qs = array<Col, TT>();
+#if BROADCAST
+            let mine = t0 + min(tb + lane, n - 1u);
 #endif
-        for (var i = 0u; i < n; i++) {
-            let t = t0 + i;
-            var qs = Col(0.0);
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                var q = key_quad(q_index(t, h, d0), d0) * {{Q_SCALE}};
-#if !HEAD_DECAY
-#if !VALUE_DECAY
-                q *= exp(g_keys(t, h, d0));
+                var s = array<Col, 4>();
+#unroll r 4
+                if (d0 + {{r}} < DK) {
+                    s[{{r}}] = state[base + (d0 + {{r}}) * COLS];
+                }
+#endunroll
+#if BROADCAST
+                let my_q = decayed_query(mine, h, d0);
 #endif
+#unroll j TT
+                {
+#if BROADCAST
+                    let q = subgroupBroadcast(my_q, {{j}});
+#else
+                    let q = decayed_query(t0 + min(tb + {{j}}, n - 1u), h, d0);
 #endif
-#unroll j 4
-                if (d0 + {{j}} < DK) {
-                    qs += state[base + (d0 + {{j}}) * COLS] * q[{{j}}];
+                    qs[{{j}}] += s[0] * q.x + s[1] * q.y + s[2] * q.z + s[3] * q.w;
                 }
 #endunroll
             }
+#unroll j TT
+            if (tb + {{j}} < n) {
+                let t = t0 + tb + {{j}};
+                var o = qs[{{j}}];
 #if HEAD_DECAY
-            qs *= exp(f32(i + 1u) * slope);
+                o *= exp(f32(tb + {{j}} + 1u) * slope);
 #endif
 #if VALUE_DECAY
-            let g_i = g_values(t, h, c);
-            qs *= exp(g_i);
+                o *= exp(g_values(t, h, c));
 #endif
-            let arow = ((ci * hn + h) * CH + i) * CH;
-            for (var j = 0u; j <= i; j++) {
-                var v = input_col(v_index(t0 + j, h, c * VW));
-#if VALUE_DECAY
-                v *= exp(g_i - g_values(t0 + j, h, c));
-#endif
-                qs += a_buf[arow + j] * v;
+                out[(t * hn + h) * COLS + c] = o;
             }
-            out[(t * hn + h) * COLS + c] = qs;
+#endunroll
+        }
+        for (var ib = 0u; ib < n; ib += TT) {
+            var o = array<Col, TT>();
+#if VALUE_DECAY
+            var g_rows = array<Col, TT>();
+#endif
+#unroll i TT
+            if (ib + {{i}} < n) {
+                o[{{i}}] = out[((t0 + ib + {{i}}) * hn + h) * COLS + c];
+#if VALUE_DECAY
+                g_rows[{{i}}] = g_values(t0 + ib + {{i}}, h, c);
+#endif
+            }
+#endunroll
+#if BROADCAST
+            // This lane's row of the tile, whose A it loads (0 right of the diagonal).
+            let my_row = min(ib + lane, n - 1u);
+#endif
+            for (var j = 0u; j < min(ib + TT, n); j++) {
+                let v = input_col(v_index(t0 + j, h, c * VW));
+#if VALUE_DECAY
+                let g_j = g_values(t0 + j, h, c);
+#endif
+#if BROADCAST
+                var my_a = 0.0;
+                if (j <= my_row) {
+                    my_a = a_buf[square + my_row * CH + j];
+                }
+#endif
+#unroll i TT
+                if (j <= ib + {{i}}) {
+#if BROADCAST
+                    let a = subgroupBroadcast(my_a, {{i}});
+#else
+                    let a = a_buf[square + (ib + {{i}}) * CH + j];
+#endif
+#if VALUE_DECAY
+                    o[{{i}}] += a * v * exp(g_rows[{{i}}] - g_j);
+#else
+                    o[{{i}}] += a * v;
+#endif
+                }
+#endunroll
+            }
+#unroll i TT
+            if (ib + {{i}} < n) {
+                out[((t0 + ib + {{i}}) * hn + h) * COLS + c] = o[{{i}}];
+            }
+#endunroll
         }
 #if VALUE_DECAY
         let g_last = g_values(last, h, c);
 #endif
-        for (var d0 = 0u; d0 < DK; d0 += 4u) {
-#if !HEAD_DECAY
-            let gk_last = g_keys(last, h, d0);
+        for (var d0 = 0u; d0 < DK; d0 += 16u) {
+            var add = array<Col, 16>();
+            for (var tb = 0u; tb < n; tb += TT) {
+#if BROADCAST
+                let mine = t0 + min(tb + lane, n - 1u);
+                var my_k = array<vec4<f32>, 4>();
+#unroll p 4
+                if (d0 + 4u * {{p}} < DK) {
+                    my_k[{{p}}] = decayed_key(mine, last, h, d0 + 4u * {{p}}, slope);
+                }
+#endunroll
 #endif
-            var add = array<Col, 4>(Col(0.0), Col(0.0), Col(0.0), Col(0.0));
-            for (var i = 0u; i < n; i++) {
-                var k = key_quad(k_index(t0 + i, h, d0), d0);
-#if HEAD_DECAY
-                k *= exp(f32(n - 1u - i) * slope);
-#else
-#if !VALUE_DECAY
-                k *= exp(gk_last - g_keys(t0 + i, h, d0));
-#endif
-#endif
-                var v = input_col(v_index(t0 + i, h, c * VW));
+#unroll j TT
+                if (tb + {{j}} < n) {
+                    let t = t0 + tb + {{j}};
+                    var v = input_col(v_index(t, h, c * VW));
 #if VALUE_DECAY
-                v *= exp(g_last - g_values(t0 + i, h, c));
+                    v *= exp(g_last - g_values(t, h, c));
 #endif
-#unroll j 4
-                add[{{j}}] += k[{{j}}] * v;
+#unroll p 4
+                    {
+#if BROADCAST
+                        let k = subgroupBroadcast(my_k[{{p}}], {{j}});
+#else
+                        var k = vec4<f32>(0.0);
+                        if (d0 + 4u * {{p}} < DK) {
+                            k = decayed_key(t, last, h, d0 + 4u * {{p}}, slope);
+                        }
+#endif
+                        add[4u * {{p}}] += k.x * v;
+                        add[4u * {{p}} + 1u] += k.y * v;
+                        add[4u * {{p}} + 2u] += k.z * v;
+                        add[4u * {{p}} + 3u] += k.w * v;
+                    }
+#endunroll
+                }
 #endunroll
             }
+#unroll p 4
+            if (d0 + 4u * {{p}} < DK) {
 #if HEAD_DECAY
-            let decay = vec4<f32>(exp(f32(n) * slope));
-#else
-            let decay = exp(gk_last);
+                let decay = vec4<f32>(exp(f32(n) * slope));
 #endif
-#unroll j 4
-            if (d0 + {{j}} < DK) {
-                let si = base + (d0 + {{j}}) * COLS;
+#if KEY_DECAY
+                let decay = exp(g_keys(last, h, d0 + 4u * {{p}}));
+#endif
 #if VALUE_DECAY
-                state[si] = state[si] * exp(g_last) + add[{{j}}];
-#else
-                state[si] = state[si] * decay[{{j}}] + add[{{j}}];
+                let decay = exp(g_last);
 #endif
+#unroll r 4
+                if (d0 + 4u * {{p}} + {{r}} < DK) {
+                    let si = base + (d0 + 4u * {{p}} + {{r}}) * COLS;
+#if VALUE_DECAY
+                    state[si] = state[si] * decay + add[4u * {{p}} + {{r}}];
+#else
+                    state[si] = state[si] * decay[{{r}}] + add[4u * {{p}} + {{r}}];
+#endif
+                }
+#endunroll
             }
 #endunroll
         }
@@ -235,10 +358,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(4) var<storage, read_write> a_buf: array<f32>;
 
 // Row i of the chunk: first G (four channels per invocation), then A_ij over the key channels four at a time, the
-// decay exp(G_i - G_j) per channel, or once per pair for a head's single decay.
+// decay exp(G_i - G_j) per channel, or once per pair for a head's single decay; columns j in tiles of TT, each
+// query quad of row i loaded once per tile. With BROADCAST the subgroup runs the tiles its last row needs (rows
+// before it mask the rest).
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+        @builtin(local_invocation_index) lid: u32,
+#if BROADCAST
+        @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let hn = params.n_heads;
     let chunk = chunk_of(wid, nwg, hn);
     if (chunk.len == 0u) {
@@ -258,24 +387,71 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     storageBarrier();
     let i = lid;
-    if (i < n) {
-        let arow = ((chunk.index * hn + h) * CH + i) * CH;
-        for (var j = 0u; j <= i; j++) {
-            var a = 0.0;
-            for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                var k = key_quad(k_index(t0 + j, h, d0), d0);
-#if !VALUE_DECAY
-#if !HEAD_DECAY
-                k *= exp(g_quad(t0 + i, h, d0) - g_quad(t0 + j, h, d0));
+    let ti = t0 + min(i, n - 1u);
+    let arow = ((chunk.index * hn + h) * CH + i) * CH;
+    var top = i;
+#if BROADCAST
+    top = subgroupMax(i);
+#endif
+    for (var jb = 0u; jb <= top && jb < n; jb += TT) {
+        var a = array<f32, TT>();
+#if BROADCAST
+        let mine = t0 + min(jb + lane, n - 1u);
+#endif
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let q = key_quad(q_index(ti, h, d0), d0);
+#if KEY_DECAY
+            let gi = g_quad(ti, h, d0);
+#endif
+#if BROADCAST
+            let my_k = key_quad(k_index(mine, h, d0), d0);
+#if KEY_DECAY
+            let my_g = g_quad(mine, h, d0);
 #endif
 #endif
-                a += dot(key_quad(q_index(t0 + i, h, d0), d0), k);
+#unroll j TT
+            {
+#if BROADCAST
+                var k = subgroupBroadcast(my_k, {{j}});
+#if KEY_DECAY
+                let gj = subgroupBroadcast(my_g, {{j}});
+#endif
+#else
+                let tj = t0 + min(jb + {{j}}, n - 1u);
+                var k = key_quad(k_index(tj, h, d0), d0);
+#if KEY_DECAY
+                let gj = g_quad(tj, h, d0);
+#endif
+#endif
+#if KEY_DECAY
+                k *= exp(select(vec4<f32>(0.0), gi - gj, jb + {{j}} <= i));
+#endif
+                a[{{j}}] += dot(q, k);
             }
-#if HEAD_DECAY
-            a *= exp(g_quad(t0 + i, h, 0u).x - g_quad(t0 + j, h, 0u).x);
-#endif
-            a_buf[arow + j] = a * {{Q_SCALE}};
+#endunroll
         }
+#if HEAD_DECAY
+        let gi = g_quad(ti, h, 0u).x;
+#if BROADCAST
+        let my_g = g_quad(mine, h, 0u).x;
+#endif
+#endif
+#unroll j TT
+        {
+            let j = jb + {{j}};
+#if HEAD_DECAY
+#if BROADCAST
+            let gj = subgroupBroadcast(my_g, {{j}});
+#else
+            let gj = g_quad(t0 + min(j, n - 1u), h, 0u).x;
+#endif
+            a[{{j}}] *= exp(select(0.0, gi - gj, j <= i));
+#endif
+            if (i < n && j <= i) {
+                a_buf[arow + j] = a[{{j}}] * {{Q_SCALE}};
+            }
+        }
+#endunroll
     }
 }
 #endif

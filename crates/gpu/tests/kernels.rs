@@ -1205,13 +1205,14 @@ mod gla {
     use ternlight_gpu::kernels::gated_deltanet::ChunkScratch;
     use ternlight_gpu::kernels::gla::{self as kernel, Gla};
 
-    fn gpu_run(d: &Dims, qkv: &[f32], gk: &[f32], state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
-        gpu_run_with(d, qkv, gk, state, chunked, (kernel::Decay::LogSigmoid(16.0), (d.dk as f32).powf(-0.5), 0))
+    fn gpu_run(g: &Gpu, d: &Dims, qkv: &[f32], gk: &[f32], state: &wgpu::Buffer, chunked: bool) -> Vec<f32> {
+        gpu_run_with(g, d, qkv, gk, state, chunked, (kernel::Decay::LogSigmoid(16.0), (d.dk as f32).powf(-0.5), 0))
     }
 
-    /// `qkv` through the chunkwise or the recurrent kernel with `decay` and `q_scale`, the state at float `offset`
-    /// of `state`.
+    /// `qkv` through the chunkwise or the recurrent kernel on `g` with `decay` and `q_scale`, the state at float
+    /// `offset` of `state`.
     fn gpu_run_with(
+        g: &Gpu,
         d: &Dims,
         qkv: &[f32],
         gk: &[f32],
@@ -1219,7 +1220,6 @@ mod gla {
         chunked: bool,
         (decay, q_scale, offset): (kernel::Decay, f32, usize),
     ) -> Vec<f32> {
-        let g = gpu();
         let t = qkv.len() / (d.heads * (2 * d.dk + d.dv));
         let (qb, gb, out) = (g.upload_f32("qkv", qkv), g.upload_f32("gk", gk), g.zeros("out", t * d.heads * d.dv));
         let call = Gla {
@@ -1240,7 +1240,7 @@ mod gla {
         } else {
             kernel::recurrent(g, &mut plan, &call).unwrap();
         }
-        run(&plan, &tokens(0, t), &out, t * d.heads * d.dv)
+        run_on(g, &plan, &tokens(0, t), &out, t * d.heads * d.dv)
     }
 
     fn reference_run(d: &Dims, qkv: &[f32], gk: &[f32], state: &mut [f32]) -> Vec<f32> {
@@ -1254,7 +1254,6 @@ mod gla {
 
     #[test]
     fn chunked_and_recurrent_kernels_match_reference_and_hand_off() {
-        let g = gpu();
         let mut rng = Rng::new(12);
         for d in [Dims::new(2, 16, 32), Dims::new(1, 64, 24), Dims::new(2, 18, 30)] {
             let width = d.heads * (2 * d.dk + d.dv);
@@ -1264,19 +1263,21 @@ mod gla {
                 let s0 = random(&mut rng, d.heads * d.dk * d.dv, 0.3);
                 let mut want_state = s0.clone();
                 let want = reference_run(&d, &qkv, &gk, &mut want_state);
-                for chunked in [false, true] {
+                for (g, chunked) in [(gpu(), false), (gpu(), true), (gpu_without_broadcast(), true)] {
                     let sb = g.upload_f32("state", &s0);
-                    let what = format!("{d:?} T={t} chunked={chunked}");
-                    assert_close(&gpu_run(&d, &qkv, &gk, &sb, chunked), &want, 2e-4, &what);
+                    let what = format!("{d:?} T={t} chunked={chunked} broadcast={}", g.tuning.broadcast);
+                    assert_close(&gpu_run(g, &d, &qkv, &gk, &sb, chunked), &want, 2e-4, &what);
                     let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
                     assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
                 }
                 if t == 150 {
+                    let g = gpu();
                     let sb = g.upload_f32("state", &s0);
                     let (gw, split) = (d.heads * d.dk, 100);
-                    let mut got = gpu_run(&d, &qkv[..split * width], &gk[..split * gw], &sb, true);
+                    let mut got = gpu_run(g, &d, &qkv[..split * width], &gk[..split * gw], &sb, true);
                     for i in split..t {
                         got.extend(gpu_run(
+                            g,
                             &d,
                             &qkv[i * width..(i + 1) * width],
                             &gk[i * gw..(i + 1) * gw],
@@ -1293,7 +1294,6 @@ mod gla {
     /// Lightning attention: one constant log decay per head, unscaled queries.
     #[test]
     fn per_head_decay_with_unscaled_queries_matches_reference() {
-        let g = gpu();
         let mut rng = Rng::new(13);
         let d = Dims { scale: 1.0, ..Dims::new(3, 16, 16) };
         let width = d.heads * (2 * d.dk + d.dv);
@@ -1313,12 +1313,13 @@ mod gla {
             let want = reference_gla::recurrent(&q, &cols(key, key), &v, &decay, &mut want_state, &d);
             // The state sits 6 floats into its buffer: not on a vec4, so the recurrent kernel takes scalar columns.
             let offset = 6;
-            for chunked in [false, true] {
+            for (g, chunked) in [(gpu(), false), (gpu(), true), (gpu_without_broadcast(), true)] {
                 let sb = g.zeros("state", offset + want_state.len());
-                let got = gpu_run_with(&d, &qkv, &per_head, &sb, chunked, (kernel::Decay::PerHead, 1.0, offset));
-                assert_close(&got, &want, 2e-4, &format!("lightning T={t} chunked={chunked}"));
+                let got = gpu_run_with(g, &d, &qkv, &per_head, &sb, chunked, (kernel::Decay::PerHead, 1.0, offset));
+                let what = format!("lightning T={t} chunked={chunked} broadcast={}", g.tuning.broadcast);
+                assert_close(&got, &want, 2e-4, &what);
                 let state = pollster::block_on(g.read_f32(&sb, offset, want_state.len())).unwrap();
-                assert_close(&state, &want_state, 2e-4, &format!("lightning state T={t} chunked={chunked}"));
+                assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
             }
         }
     }
@@ -1687,13 +1688,13 @@ fn gated_slot_attention_matches_reference() {
     use ternlight_gpu::kernels::gated_deltanet::ChunkScratch;
     use ternlight_gpu::kernels::gla::{self, Decay, Gla};
     use ternlight_gpu::kernels::gsa::Gsa;
-    let g = gpu();
     let mut rng = Rng::new(19);
-    let d = Dims { heads: 2, dk: 12, dv: 20, slots: 16, scale: 0.7 };
+    // 32 slots: the first pass's 8 column blocks share keys across a subgroup where the device has subgroups of 8.
+    let d = Dims { heads: 2, dk: 12, dv: 20, slots: 32, scale: 0.7 };
     let (h, k, v, m) = (d.heads, d.dk, d.dv, d.slots);
     let raw_width = h * (2 * k + v);
     let glue = Gsa { heads: h, dk: k, dv: v, slots: m, normalizer: 8.0 };
-    let run_gpu = |raw: &[f32], f: &[f32], state: &wgpu::Buffer, chunked: bool| {
+    let run_gpu = |g: &Gpu, raw: &[f32], f: &[f32], state: &wgpu::Buffer, chunked: bool| {
         let t = f.len() / (h * m);
         let (rb, gk) = (g.upload_f32("raw", raw), g.upload_f32("gates", f));
         let (first, second) = (g.zeros("first", t * glue.first_width()), g.zeros("second", t * glue.second_width()));
@@ -1725,7 +1726,7 @@ fn gated_slot_attention_matches_reference() {
                 gla::recurrent(g, &mut plan, call).unwrap();
             }
         }
-        run(&plan, &tokens(0, t), &out, t * h * v)
+        run_on(g, &plan, &tokens(0, t), &out, t * h * v)
     };
     for t in [1, 65, 150] {
         let raw = random(&mut rng, t * raw_width, 1.0);
@@ -1737,17 +1738,20 @@ fn gated_slot_attention_matches_reference() {
         let (q, kk, vv) = (silu(cols(0, h * k)), silu(cols(h * k, h * k)), silu(cols(2 * h * k, h * v)));
         let mut want_state = vec![0.0; d.state_len()];
         let want = recurrent(&q, &kk, &vv, &log_decay(&f, 8.0), &mut want_state, &d);
-        for chunked in [false, true] {
+        for (g, chunked) in [(gpu(), false), (gpu(), true), (gpu_without_broadcast(), true)] {
             let sb = g.zeros("state", want_state.len());
-            assert_close(&run_gpu(&raw, &f, &sb, chunked), &want, 2e-4, &format!("gsa T={t} chunked={chunked}"));
+            let what = format!("gsa T={t} chunked={chunked} broadcast={}", g.tuning.broadcast);
+            assert_close(&run_gpu(g, &raw, &f, &sb, chunked), &want, 2e-4, &what);
             let state = pollster::block_on(g.read_f32(&sb, 0, want_state.len())).unwrap();
-            assert_close(&state, &want_state, 2e-4, &format!("gsa state T={t} chunked={chunked}"));
+            assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
         }
         if t == 150 {
+            let g = gpu();
             let sb = g.zeros("state", want_state.len());
-            let mut got = run_gpu(&raw[..100 * raw_width], &f[..100 * h * m], &sb, true);
+            let mut got = run_gpu(g, &raw[..100 * raw_width], &f[..100 * h * m], &sb, true);
             for i in 100..t {
                 got.extend(run_gpu(
+                    g,
                     &raw[i * raw_width..(i + 1) * raw_width],
                     &f[i * h * m..(i + 1) * h * m],
                     &sb,

@@ -9,10 +9,6 @@ use crate::plan::{Grid, Plan, Rows};
 use crate::shader::Defines;
 use ternlight_core::spec::Activation;
 
-/// Tokens per tile of the chunkwise passes: every state row (every key of a row of the chunk's square) loaded meets
-/// this many tokens' keys and queries, which with subgroups the tile's first lanes load and share.
-const TILE_TOKENS: u32 = 8;
-
 /// Tokens per chunk of the chunkwise kernels.
 pub const CHUNK: usize = 64;
 
@@ -172,13 +168,12 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     if d.per_channel {
         prep.push((&s.g).into());
     }
-    let defines = defines.set("TT", TILE_TOKENS);
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: d.n_v_heads as u32 };
-    let prep_broadcast = super::broadcast_lanes(gpu, CHUNK as u32).is_some_and(|lanes| lanes >= TILE_TOKENS);
+    let prep_defines = super::token_tiles(gpu, super::quad_input(defines.clone(), d.dk, d.dv), CHUNK as u32);
     plan.dispatch(
         gpu,
         shader,
-        &super::quad_input(defines.clone(), d.dk, d.dv).flag("BROADCAST", prep_broadcast).flag("CHUNK_PREP", true),
+        &prep_defines.flag("CHUNK_PREP", true),
         &params(d),
         &prep,
         grid,
@@ -188,7 +183,6 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
         state.push((&s.g).into());
     }
     let (defines, cols) = super::column_blocks(defines, d.dk, d.dv, true);
-    let broadcast = super::broadcast_lanes(gpu, cols as u32).is_some_and(|lanes| lanes >= TILE_TOKENS);
-    let defines = defines.flag("BROADCAST", broadcast).flag("CHUNK_STATE", true);
+    let defines = super::token_tiles(gpu, defines, cols as u32).flag("CHUNK_STATE", true);
     plan.dispatch(gpu, shader, &defines, &params(d), &state, Grid::Fixed(d.n_v_heads as u32))
 }

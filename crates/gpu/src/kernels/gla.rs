@@ -58,7 +58,11 @@ fn check(gpu: &Gpu, plan: &Plan, g: &Gla) -> Result<Defines> {
     if g.heads == 0 || g.dk == 0 || g.dk > 256 || g.dv == 0 || g.dv as u32 > gpu.info.max_workgroup_invocations {
         return Err(GpuError::shape("gla", format!("{} heads, dk {} (<= 256), dv {}", g.heads, g.dk, g.dv)));
     }
-    let defines = Defines::new().set("DK", g.dk).set("DV", g.dv).set("Q_SCALE", format!("{:?}", g.q_scale));
+    let defines = Defines::new()
+        .set("DK", g.dk)
+        .set("DV", g.dv)
+        .set("Q_SCALE", format!("{:?}", g.q_scale))
+        .flag("KEY_DECAY", !matches!(g.decay, Decay::PerHead | Decay::PerValue));
     Ok(match g.decay {
         Decay::LogSigmoid(n) => defines.set("NORMALIZER", format!("{n:?}")),
         Decay::Log => defines.flag("LOG_DECAY", true),
@@ -67,9 +71,10 @@ fn check(gpu: &Gpu, plan: &Plan, g: &Gla) -> Result<Defines> {
     })
 }
 
-/// `linear/columns.wgsl`'s defines for `g`'s heads: vec4 blocks need the state to start on a multiple of 4 floats.
-fn column_blocks(defines: Defines, g: &Gla) -> Defines {
-    super::column_blocks(defines, g.dk, g.dv, g.state_offset.is_multiple_of(4)).0
+/// `linear/columns.wgsl`'s defines for `g`'s heads and its column blocks per head: vec4 blocks need the state to
+/// start on a multiple of 4 floats.
+fn column_blocks(defines: Defines, g: &Gla) -> (Defines, usize) {
+    super::column_blocks(defines, g.dk, g.dv, g.state_offset.is_multiple_of(4))
 }
 
 fn params(g: &Gla) -> [u32; 3] {
@@ -78,7 +83,7 @@ fn params(g: &Gla) -> [u32; 3] {
 
 /// Records the recurrence over the forward's tokens (decode).
 pub fn recurrent(gpu: &Gpu, plan: &mut Plan, g: &Gla) -> Result<()> {
-    let defines = column_blocks(check(gpu, plan, g)?, g).flag("RECURRENT", true);
+    let defines = column_blocks(check(gpu, plan, g)?, g).0.flag("RECURRENT", true);
     let buffers = [g.qkv.into(), g.gk.into(), g.state.into(), g.out.into()];
     plan.dispatch(gpu, "linear/gla.wgsl", &defines, &params(g), &buffers, Grid::Fixed(g.heads as u32))
 }
@@ -91,15 +96,10 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, g: &Gla, s: &ChunkScratch) -> Result<
     let g_cum = if g.decay == Decay::PerValue { &s.u } else { &s.g };
     let prep = [g.qkv.into(), g.gk.into(), (&s.aqk).into(), g_cum.into()];
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: g.heads as u32 };
-    let prep_defines = super::quad_input(defines.clone(), g.dk, g.dv).flag("CHUNK_PREP", true);
-    plan.dispatch(gpu, shader, &prep_defines, &params(g), &prep, grid)?;
+    let prep_defines = super::token_tiles(gpu, super::quad_input(defines.clone(), g.dk, g.dv), CHUNK as u32);
+    plan.dispatch(gpu, shader, &prep_defines.flag("CHUNK_PREP", true), &params(g), &prep, grid)?;
     let state = [g.qkv.into(), g.state.into(), g.out.into(), g_cum.into(), (&s.aqk).into()];
-    plan.dispatch(
-        gpu,
-        shader,
-        &column_blocks(defines, g).flag("CHUNK_STATE", true),
-        &params(g),
-        &state,
-        Grid::Fixed(g.heads as u32),
-    )
+    let (defines, cols) = column_blocks(defines, g);
+    let defines = super::token_tiles(gpu, defines, cols as u32).flag("CHUNK_STATE", true);
+    plan.dispatch(gpu, shader, &defines, &params(g), &state, Grid::Fixed(g.heads as u32))
 }

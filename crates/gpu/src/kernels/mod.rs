@@ -167,6 +167,17 @@ pub(crate) fn broadcast_lanes(gpu: &crate::Gpu, width: u32) -> Option<u32> {
     (gpu.tuning.broadcast && lanes > 0 && width.is_multiple_of(lanes)).then_some(lanes)
 }
 
+/// Tokens per tile of the chunkwise linear-attention passes: every state row (every key of a row of a chunk's square)
+/// loaded meets this many tokens' keys and queries.
+const TILE_TOKENS: u32 = 8;
+
+/// Defines of a chunkwise pass working in tiles of [`TILE_TOKENS`] tokens with `width` invocations per workgroup:
+/// `TT`, and `BROADCAST` where each subgroup's first lanes can load what a tile's tokens need and share it.
+pub(crate) fn token_tiles(gpu: &crate::Gpu, defines: Defines, width: u32) -> Defines {
+    let broadcast = broadcast_lanes(gpu, width).is_some_and(|lanes| lanes >= TILE_TOKENS);
+    defines.set("TT", TILE_TOKENS).flag("BROADCAST", broadcast)
+}
+
 /// Defines selecting how weight `w` bound at `binding` is decoded (`common/weights.wgsl`).
 pub fn weight_defines(defines: Defines, w: &Weight, binding: u32) -> Defines {
     let (elem, flag) = match w.dtype {
