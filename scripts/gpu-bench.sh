@@ -19,8 +19,8 @@ timeout 30 "$bin" bench-linear --tokens 64 --reps 20 --json > "$out/bench_linear
     2> "$out/bench_linear_prefill.err"
 timeout 60 "$bin" bench-attention --contexts 1024,4096,16384 --reps 20 --json > "$out/bench_attention.json" \
     2> "$out/bench_attention.err"
-for model in smollm2-135m gemma3-270m qwen3.5-0.8b bitnet-b1.58-2b4t fla-gdn-340m-hybrid fla-gla-340m; do
-    timeout 55 "$bin" --quiet bench --synthetic "$model" --contexts 64,1024,4096 --decode-steps 16 \
+for model in smollm2-135m gemma3-270m qwen3.5-0.8b bitnet-b1.58-2b4t fla-gdn-340m-hybrid fla-gla-340m rwkv7-0.4b; do
+    timeout 47 "$bin" --quiet bench --synthetic "$model" --contexts 64,1024,4096 --decode-steps 16 \
         --compare-tokens 1024 --reps 2 --json > "$out/bench_$model.json" 2> "$out/bench_$model.err"
 done
 ls -l "$out"

@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
     model: Option<PathBuf>,
     /// A random-weight model with a real checkpoint's shapes instead: smollm2-135m, gemma3-270m, qwen3.5-0.8b,
-    /// bitnet-b1.58-2b4t, fla-gdn-340m-hybrid, fla-gla-340m.
+    /// bitnet-b1.58-2b4t, fla-gdn-340m-hybrid, fla-gla-340m, rwkv7-0.4b.
     #[arg(long)]
     synthetic: Option<String>,
     /// Context lengths to measure (prompt lengths for prefill, positions for decode).

@@ -62,13 +62,28 @@ fn recipe(name: &str) -> Option<(&'static str, Value)> {
                    "intermediate_size": 2816, "vocab_size": 32000, "max_position_embeddings": 8192,
                    "tie_word_embeddings": true}),
         ),
+        // RWKV-7 World 0.4B: 24 layers of width 1024 in heads of 64, FFN 4x, vocab 65536; the low-rank sizes follow
+        // RWKV-LM's rules for that width (decay and a 64, value 32, gate 160).
+        "rwkv7-0.4b" => (
+            include_str!("../../../tests/fixtures/rwkv7/config.json"),
+            json!({"hidden_size": 1024, "num_hidden_layers": 24, "head_dim": 64, "intermediate_size": 4096,
+                   "vocab_size": 65536, "decay_low_rank_dim": 64, "a_low_rank_dim": 64, "v_low_rank_dim": 32,
+                   "gate_low_rank_dim": 160, "value_dim": 1024, "max_position_embeddings": 8192}),
+        ),
         _ => return None,
     })
 }
 
 /// Names `--synthetic` accepts.
-pub const NAMES: &[&str] =
-    &["smollm2-135m", "gemma3-270m", "qwen3.5-0.8b", "bitnet-b1.58-2b4t", "fla-gdn-340m-hybrid", "fla-gla-340m"];
+pub const NAMES: &[&str] = &[
+    "smollm2-135m",
+    "gemma3-270m",
+    "qwen3.5-0.8b",
+    "bitnet-b1.58-2b4t",
+    "fla-gdn-340m-hybrid",
+    "fla-gla-340m",
+    "rwkv7-0.4b",
+];
 
 /// The spec of synthetic model `name` and a source of bf16 random weights for it.
 pub fn open(name: &str) -> Result<(ModelSpec, Synthetic)> {
@@ -152,6 +167,9 @@ mod tests {
         let (gla, _) = open("fla-gla-340m").unwrap();
         let kinds: Vec<String> = gla.layers.iter().map(|l| l.mixer.kind()).collect();
         assert_eq!(kinds.iter().filter(|k| k.starts_with("gla")).count(), 24, "{kinds:?}");
+        let (rwkv, _) = open("rwkv7-0.4b").unwrap();
+        let kinds: Vec<String> = rwkv.layers.iter().map(|l| l.mixer.kind()).collect();
+        assert_eq!(kinds.iter().filter(|k| k.starts_with("rwkv7")).count(), 24, "{kinds:?}");
         let Err(e) = open("gpt-5") else { panic!("an unknown name opened") };
         assert!(e.to_string().contains("smollm2-135m"), "{e}");
     }
