@@ -72,7 +72,8 @@ fn g_quad(t: u32, h: u32, d0: u32) -> vec4<f32> {
 @group(0) @binding(3) var<storage, read_write> state: array<Col>;
 @group(0) @binding(4) var<storage, read_write> out: array<Col>;
 @group(0) @binding(5) var<storage, read_write> u_buf: array<Col>;  // Vn
-@group(0) @binding(6) var<storage, read> aqk: array<f32>;
+@group(0) @binding(6) var<storage, read> squares: array<f32>;  // Aqk and L (CHUNK_PREP)
+#include "linear/substitution.wgsl"
 @group(0) @binding(7) var<storage, read> info: array<f32>;  // [T, HV, 4] = (G, beta, 1/|q|, 1/|k|)
 #if PER_CHANNEL
 @group(0) @binding(8) var<storage, read> g_buf: array<f32>;
@@ -117,9 +118,12 @@ fn decayed_quad(i: u32, d0: u32, scale: f32, log_decay: vec4<f32>) -> vec4<f32> 
 @compute @workgroup_size(COLS)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32,
 #if BROADCAST
-        @builtin(subgroup_invocation_id) lane: u32,
+        @builtin(subgroup_invocation_id) subgroup_lane: u32,
 #endif
 ) {
+#if BROADCAST
+    lane = subgroup_lane;
+#endif
     let h = wid.x;
     let hv = params.n_v_heads;
     let kh = key_head(h);
@@ -195,83 +199,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
 #endunroll
         }
-        for (var ib = 0u; ib < n; ib += TT) {
-            var vn = array<Col, TT>();
-            var o = array<Col, TT>();
-#unroll i TT
-            if (ib + {{i}} < n) {
-                let row = (t0 + ib + {{i}}) * hv + h;
-                vn[{{i}}] = u_buf[row * COLS + c];
-                o[{{i}}] = out[row * COLS + c];
-            }
-#endunroll
-#if BROADCAST
-            // This lane's row of the tile (rows past the chunk take coefficients 0).
-            let my_row = ib + lane;
-            let my_live = lane < TT && my_row < n;
-#endif
-            for (var j = 0u; j < ib; j++) {
-                let vj = u_buf[((t0 + j) * hv + h) * COLS + c];
-#if BROADCAST
-                var my_l = 0.0;
-                var my_a = 0.0;
-                if (my_live) {
-                    my_l = aqk[square + j * CH + my_row];
-                    my_a = aqk[square + my_row * CH + j];
-                }
-#endif
-#unroll i TT
-                {
-#if BROADCAST
-                    let l = subgroupBroadcast(my_l, {{i}});
-                    let a = subgroupBroadcast(my_a, {{i}});
-#else
-                    let l = aqk[square + j * CH + ib + {{i}}];
-                    let a = aqk[square + (ib + {{i}}) * CH + j];
-#endif
-                    vn[{{i}}] += l * vj;
-                    o[{{i}}] += a * vj;
-                }
-#endunroll
-            }
-#if BROADCAST
-            var my_ls = array<f32, TT>();
-            var my_as = array<f32, TT>();
-            if (my_live) {
-#unroll j TT
-                my_ls[{{j}}] = aqk[square + (ib + {{j}}) * CH + my_row];
-                my_as[{{j}}] = aqk[square + my_row * CH + ib + {{j}}];
-#endunroll
-            }
-#endif
-#unroll i TT
-#unroll j TT
-            if ({{j}} < {{i}}) {
-#if BROADCAST
-                vn[{{i}}] += subgroupBroadcast(my_ls[{{j}}], {{i}}) * vn[{{j}}];
-#else
-                vn[{{i}}] += aqk[square + (ib + {{j}}) * CH + ib + {{i}}] * vn[{{j}}];
-#endif
-            }
-#endunroll
-#unroll j TT
-            if ({{j}} <= {{i}}) {
-#if BROADCAST
-                o[{{i}}] += subgroupBroadcast(my_as[{{j}}], {{i}}) * vn[{{j}}];
-#else
-                o[{{i}}] += aqk[square + (ib + {{i}}) * CH + ib + {{j}}] * vn[{{j}}];
-#endif
-            }
-#endunroll
-#endunroll
-#unroll i TT
-            if (ib + {{i}} < n) {
-                let row = (t0 + ib + {{i}}) * hv + h;
-                u_buf[row * COLS + c] = vn[{{i}}];
-                out[row * COLS + c] = o[{{i}}];
-            }
-#endunroll
-        }
+        substitute(square, t0, n, h, hv, c);
         let g_end = g_head(last, h);
         for (var d0 = 0u; d0 < DK; d0 += 16u) {
             var add = array<Col, 16>();
@@ -485,7 +413,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
 
 #if CHUNK_PREP
-@group(0) @binding(5) var<storage, read_write> aqk: array<f32>;
+@group(0) @binding(5) var<storage, read_write> squares: array<f32>;
 @group(0) @binding(6) var<storage, read_write> info: array<f32>;
 #if PER_CHANNEL
 @group(0) @binding(7) var<storage, read_write> g_buf: array<f32>;
@@ -631,9 +559,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             gam *= exp(min(gi - gj, 0.0));
 #endif
             if (live && j <= i) {
-                aqk[square + i * CH + j] = qk[{{j}}] * rq * gam;
+                squares[square + i * CH + j] = qk[{{j}}] * rq * gam;
                 if (j < i) {
-                    aqk[square + j * CH + i] = -kk[{{j}}] * beta_s[i] * rk_s[i] * gam;
+                    squares[square + j * CH + i] = -kk[{{j}}] * beta_s[i] * rk_s[i] * gam;
                 }
             }
         }

@@ -58,6 +58,7 @@ shaders!(
     "linear/qkv.wgsl",
     "linear/running.wgsl",
     "linear/short_conv.wgsl",
+    "linear/substitution.wgsl",
     "linear/gated_deltanet.wgsl",
     "linear/gla.wgsl",
     "linear/gsa.wgsl",
