@@ -13,7 +13,7 @@
 //               nrb_ij = (r_i e^{G_i-G_j}) . b_j (j <= i), M v, and out_i = sum_{j<=i} ((r_i e^{G_i-G_j}) . k_j) v_j.
 //   CHUNK_STATE one workgroup per head, one invocation per block of state columns, chunks in order:
 //               u = (I - L)^-1 (M v + (a e^{G_{-1}}) S) by forward substitution, out += (r e^G) S + nrb u,
-//               S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i).
+//               S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i); tokens in tiles of TT.
 //   COLUMN_BLOCKS (RECURRENT and both chunk kernels): the input through `linear/input.wgsl`, key channels four
 //               at a time, values in column blocks. CHUNKED: both chunk kernels.
 //   FINISH      one invocation per (token, head): group norm of out (weight, bias over all values), plus
@@ -187,6 +187,9 @@ fn g_before(t0: u32, i: u32, h: u32, d0: u32) -> vec4<f32> {
 fn block_row(t: u32, h: u32, c: u32) -> u32 {
     return (t * params.heads + h) * COLS + c;
 }
+
+// Tokens per tile of the chunk passes: each state row (each key of a row of the square) loaded meets a tile.
+const TT: u32 = {{TT}}u;
 #endif
 
 #if CHUNK_PREP
@@ -261,13 +264,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 #if CHUNK_STATE
 @group(0) @binding(7) var<storage, read_write> state: array<Col>;
+#include "linear/substitution.wgsl"
 
-// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, token by
-// token, with S the chunk's starting state: u_i = M v_i + (a_i e^{G_{i-1}}) S + sum_{j<i} L_ij u_j (forward
-// substitution for u = (I - L)^-1 (M v + A S), written over M v) and out_i += (r_i e^{G_i}) S + sum_{j<=i} nrb_ij u_j;
-// then row by row S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i), four rows at a time.
+// The keys chunk token i reads the chunk's starting state S with, channels d0..d0 + 3: a_i e^{G_{i-1}} (for u)
+// and r_i e^{G_i} (for the outputs).
+fn a_from_start(t0: u32, i: u32, h: u32, d0: u32) -> vec4<f32> {
+    return keys(t0 + i, A, h, d0) * exp(g_before(t0, i, h, d0));
+}
+
+fn r_from_start(t0: u32, i: u32, h: u32, d0: u32) -> vec4<f32> {
+    return keys(t0 + i, R, h, d0) * exp(g_quad(t0 + i, h, d0));
+}
+
+// Token t's keys of kind `part` (B or K), channels d0..d0 + 3, decayed to the chunk's last token: e^{G_last-G_t}.
+fn to_last(t: u32, last: u32, part: u32, h: u32, d0: u32) -> vec4<f32> {
+    return keys(t, part, h, d0) * exp(g_quad(last, h, d0) - g_quad(t, h, d0));
+}
+
+// Each invocation owns a block of state columns (`linear/columns.wgsl`), streamed from memory. Per chunk, with S
+// the chunk's starting state, tokens TT at a time:
+//   1. u_i = M v_i + (a_i e^{G_{i-1}}) S (over M v in u_buf) and out_i += (r_i e^{G_i}) S, every state row loaded
+//      once per tile;
+//   2. forward substitution u_i += sum_{j<i} L_ij u_j, out_i += sum_{j<=i} nrb_ij u_j (`linear/substitution.wgsl`);
+//   3. S = e^{G_last} S + sum_i e^{G_last-G_i} (b_i u_i + k_i v_i), sixteen rows at a time.
+// With BROADCAST lane j of each subgroup loads the keys the tile's j-th token needs and subgroupBroadcast hands
+// them to every lane (CPU adapters load one address in every lane at the cost of eight).
 @compute @workgroup_size(COLS)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) c: u32,
+#if BROADCAST
+        @builtin(subgroup_invocation_id) subgroup_lane: u32,
+#endif
+) {
+#if BROADCAST
+    lane = subgroup_lane;
+#endif
     let h = wid.x;
     let heads = params.heads;
     let base = h * DK * COLS + c;
@@ -277,50 +307,96 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let n = min(CH, step.n_tokens - t0);
         let last = t0 + n - 1u;
         let square = (ci * heads + h) * CH * CH;
-        for (var i = 0u; i < n; i++) {
-            let t = t0 + i;
-            var u = Col(0.0);
-            var o = Col(0.0);
+        for (var tb = 0u; tb < n; tb += TT) {
+            var us = array<Col, TT>();
+            var os = array<Col, TT>();
+#if BROADCAST
+            let mine = min(tb + lane, n - 1u);
+#endif
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                let a = keys(t, A, h, d0) * exp(g_before(t0, i, h, d0));
-                let r = keys(t, R, h, d0) * exp(g_quad(t, h, d0));
-#unroll j 4
-                if (d0 + {{j}} < DK) {
-                    let sv = state[base + (d0 + {{j}}) * COLS];
-                    u += sv * a[{{j}}];
-                    o += sv * r[{{j}}];
+                var s = array<Col, 4>();
+#unroll r 4
+                if (d0 + {{r}} < DK) {
+                    s[{{r}}] = state[base + (d0 + {{r}}) * COLS];
+                }
+#endunroll
+#if BROADCAST
+                let my_a = a_from_start(t0, mine, h, d0);
+                let my_r = r_from_start(t0, mine, h, d0);
+#endif
+#unroll j TT
+                {
+#if BROADCAST
+                    let a = subgroupBroadcast(my_a, {{j}});
+                    let r = subgroupBroadcast(my_r, {{j}});
+#else
+                    let a = a_from_start(t0, min(tb + {{j}}, n - 1u), h, d0);
+                    let r = r_from_start(t0, min(tb + {{j}}, n - 1u), h, d0);
+#endif
+                    us[{{j}}] += s[0] * a.x + s[1] * a.y + s[2] * a.z + s[3] * a.w;
+                    os[{{j}}] += s[0] * r.x + s[1] * r.y + s[2] * r.z + s[3] * r.w;
                 }
 #endunroll
             }
-            for (var j = 0u; j < i; j++) {
-                let uj = u_buf[block_row(t0 + j, h, c)];
-                u += squares[square + j * CH + i] * uj;
-                o += squares[square + i * CH + j] * uj;
+#unroll j TT
+            if (tb + {{j}} < n) {
+                let row = block_row(t0 + tb + {{j}}, h, c);
+                u_buf[row] += us[{{j}}];
+                out[row] += os[{{j}}];
             }
-            let row = block_row(t, h, c);
-            u += u_buf[row];
-            u_buf[row] = u;
-            out[row] += o + squares[square + i * CH + i] * u;
+#endunroll
         }
-        for (var d0 = 0u; d0 < DK; d0 += 4u) {
-            let g_last = g_quad(last, h, d0);
-            var add = array<Col, 4>(Col(0.0), Col(0.0), Col(0.0), Col(0.0));
-            for (var i = 0u; i < n; i++) {
-                let t = t0 + i;
-                let decay = exp(g_last - g_quad(t, h, d0));
-                let b = keys(t, B, h, d0) * decay;
-                let k = keys(t, K, h, d0) * decay;
-                let u = u_buf[block_row(t, h, c)];
-                let v = input_col(v_index(t, h, c * VW));
-#unroll j 4
-                add[{{j}}] += b[{{j}}] * u + k[{{j}}] * v;
+        substitute(square, t0, n, h, heads, c);
+        for (var d0 = 0u; d0 < DK; d0 += 16u) {
+            var add = array<Col, 16>();
+            for (var tb = 0u; tb < n; tb += TT) {
+#if BROADCAST
+                let mine = t0 + min(tb + lane, n - 1u);
+                var my_b = array<vec4<f32>, 4>();
+                var my_k = array<vec4<f32>, 4>();
+#unroll p 4
+                if (d0 + 4u * {{p}} < DK) {
+                    my_b[{{p}}] = to_last(mine, last, B, h, d0 + 4u * {{p}});
+                    my_k[{{p}}] = to_last(mine, last, K, h, d0 + 4u * {{p}});
+                }
+#endunroll
+#endif
+#unroll j TT
+                if (tb + {{j}} < n) {
+                    let t = t0 + tb + {{j}};
+                    let u = u_buf[block_row(t, h, c)];
+                    let v = input_col(v_index(t, h, c * VW));
+#unroll p 4
+                    {
+#if BROADCAST
+                        let b = subgroupBroadcast(my_b[{{p}}], {{j}});
+                        let k = subgroupBroadcast(my_k[{{p}}], {{j}});
+#else
+                        var b = vec4<f32>(0.0);
+                        var k = vec4<f32>(0.0);
+                        if (d0 + 4u * {{p}} < DK) {
+                            b = to_last(t, last, B, h, d0 + 4u * {{p}});
+                            k = to_last(t, last, K, h, d0 + 4u * {{p}});
+                        }
+#endif
+                        add[4u * {{p}}] += b.x * u + k.x * v;
+                        add[4u * {{p}} + 1u] += b.y * u + k.y * v;
+                        add[4u * {{p}} + 2u] += b.z * u + k.z * v;
+                        add[4u * {{p}} + 3u] += b.w * u + k.w * v;
+                    }
+#endunroll
+                }
 #endunroll
             }
-            let decay = exp(g_last);
-#unroll j 4
-            if (d0 + {{j}} < DK) {
-                let si = base + (d0 + {{j}}) * COLS;
-                state[si] = state[si] * decay[{{j}}] + add[{{j}}];
+#unroll p 4
+            if (d0 + 4u * {{p}} < DK) {
+                let decay = exp(g_quad(last, h, d0 + 4u * {{p}}));
+#unroll r 4
+                if (d0 + 4u * {{p}} + {{r}} < DK) {
+                    let si = base + (d0 + 4u * {{p}} + {{r}}) * COLS;
+                    state[si] = state[si] * decay[{{r}}] + add[4u * {{p}} + {{r}}];
+                }
+#endunroll
             }
 #endunroll
         }

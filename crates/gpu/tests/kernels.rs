@@ -1980,15 +1980,15 @@ mod rwkv7 {
             reference::finish(&o, [&r, &k, &v, &values(&self.gate)], norm, d, 1e-4)
         }
 
-        /// The GPU's output of tokens `range` (and the values it leaves in `v_first`), advancing `state`.
+        /// The output of tokens `range` on `g` (and the values it leaves in `v_first`), advancing `state`.
         fn gpu(
             &self,
+            g: &Gpu,
             range: std::ops::Range<usize>,
             state: &wgpu::Buffer,
             chunked: bool,
             mixed: bool,
         ) -> (Vec<f32>, Vec<f32>) {
-            let g = gpu();
             let d = &self.d;
             let (t, vw) = (range.len(), d.heads * d.dv);
             let x = g.upload_f32("x", &self.packed(range.clone()));
@@ -2005,28 +2005,34 @@ mod rwkv7 {
                 call.recurrent(g, &mut plan, state, &out).unwrap();
             }
             call.finish(g, &mut plan, &out, &gate, [&p[2], &p[3], &p[4]], 1e-4).unwrap();
-            let got = run(&plan, &tokens(0, t), &out, t * vw);
+            let got = run_on(g, &plan, &tokens(0, t), &out, t * vw);
             (got, pollster::block_on(g.read_f32(&v_first, 0, t * vw)).unwrap())
         }
     }
 
     #[test]
     fn chunked_and_recurrent_kernels_match_reference_at_awkward_lengths() {
-        let g = gpu();
         let mut rng = Rng::new(21);
-        for d in
-            [Dims { heads: 2, dk: 16, dv: 24 }, Dims { heads: 1, dk: 64, dv: 64 }, Dims { heads: 2, dk: 10, dv: 18 }]
-        {
+        // The 16 and 8 column blocks of the second and fourth shapes share keys across a subgroup where the device
+        // has subgroups of 8; the fourth's 10 key channels end inside a tile of rows.
+        let shapes = [
+            Dims { heads: 2, dk: 16, dv: 24 },
+            Dims { heads: 1, dk: 64, dv: 64 },
+            Dims { heads: 2, dk: 10, dv: 18 },
+            Dims { heads: 1, dk: 10, dv: 32 },
+        ];
+        for d in shapes {
             for t in [1, 63, 64, 65, 150] {
                 let c = Case::new(&mut rng, d, t);
                 let s0 = random(&mut rng, d.heads * d.dk * d.dv, 0.3);
                 for mixed in [false, true] {
                     let mut want_state = s0.clone();
                     let want = c.reference(0..t, &mut want_state, mixed);
-                    for chunked in [false, true] {
+                    for (g, chunked) in [(gpu(), false), (gpu(), true), (gpu_without_broadcast(), true)] {
                         let sb = g.upload_f32("state", &s0);
-                        let (got, v_first) = c.gpu(0..t, &sb, chunked, mixed);
-                        let what = format!("{d:?} T={t} chunked={chunked} mixed={mixed}");
+                        let (got, v_first) = c.gpu(g, 0..t, &sb, chunked, mixed);
+                        let broadcast = g.tuning.broadcast;
+                        let what = format!("{d:?} T={t} chunked={chunked} mixed={mixed} broadcast={broadcast}");
                         assert_close(&got, &want, 2e-4, &what);
                         let state = pollster::block_on(g.read_f32(&sb, 0, s0.len())).unwrap();
                         assert_close(&state, &want_state, 2e-4, &format!("state {what}"));
@@ -2048,9 +2054,9 @@ mod rwkv7 {
         let mut want_state = vec![0.0; d.heads * d.dk * d.dv];
         let want = c.reference(0..70, &mut want_state, true);
         let sb = g.zeros("state", want_state.len());
-        let (mut got, _) = c.gpu(0..67, &sb, true, true);
+        let (mut got, _) = c.gpu(g, 0..67, &sb, true, true);
         for t in 67..70 {
-            got.extend(c.gpu(t..t + 1, &sb, false, true).0);
+            got.extend(c.gpu(g, t..t + 1, &sb, false, true).0);
         }
         assert_close(&got, &want, 2e-4, "prefill 67 then 3 steps");
     }

@@ -44,10 +44,11 @@ impl Rwkv7<'_> {
         Ok(Defines::new().set("DK", self.dk).set("DV", self.dv))
     }
 
-    /// Defines of the kernels that read key channels four at a time and values in column blocks.
-    fn column_blocks(&self, gpu: &Gpu, plan: &Plan) -> Result<Defines> {
-        let (defines, _) = super::column_blocks(self.defines(gpu, plan)?, self.dk, self.dv, true);
-        Ok(defines.flag("COLUMN_BLOCKS", true))
+    /// Defines of the kernels that read key channels four at a time and values in column blocks, and the blocks
+    /// per head.
+    fn column_blocks(&self, gpu: &Gpu, plan: &Plan) -> Result<(Defines, usize)> {
+        let (defines, cols) = super::column_blocks(self.defines(gpu, plan)?, self.dk, self.dv, true);
+        Ok((defines.flag("COLUMN_BLOCKS", true), cols))
     }
 
     fn params(&self, eps: f32) -> [u32; 3] {
@@ -80,7 +81,7 @@ impl Rwkv7<'_> {
 
     /// The recurrence token by token into `out` `[tokens, heads dv]` (decode).
     pub fn recurrent(&self, gpu: &Gpu, plan: &mut Plan, state: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
-        let defines = self.column_blocks(gpu, plan)?.flag("RECURRENT", true);
+        let defines = self.column_blocks(gpu, plan)?.0.flag("RECURRENT", true);
         self.check_io(plan, state, out)?;
         let buffers = [self.x.into(), state.into(), out.into()];
         plan.dispatch(gpu, SHADER, &defines, &self.params(0.0), &buffers, Grid::Fixed(self.heads as u32))
@@ -96,7 +97,8 @@ impl Rwkv7<'_> {
         out: &wgpu::Buffer,
         s: &ChunkScratch,
     ) -> Result<()> {
-        let defines = self.column_blocks(gpu, plan)?.flag("CHUNKED", true).set("G_BINDING", 3);
+        let (defines, cols) = self.column_blocks(gpu, plan)?;
+        let defines = defines.flag("CHUNKED", true).set("G_BINDING", 3);
         self.check_io(plan, state, out)?;
         let need = (CHUNK * CHUNK) as u32 * 4;
         if need > gpu.info.max_workgroup_storage {
@@ -104,11 +106,12 @@ impl Rwkv7<'_> {
         }
         let mut buffers = vec![self.x.into(), (&s.g).into(), (&s.u).into(), (&s.aqk).into(), out.into()];
         let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: self.heads as u32 };
-        let prep = defines.clone().flag("CHUNK_PREP", true);
+        let prep = super::token_tiles(gpu, defines.clone(), CHUNK as u32).flag("CHUNK_PREP", true);
         plan.dispatch(gpu, SHADER, &prep, &self.params(0.0), &buffers, grid)?;
         buffers.push(state.into());
         let grid = Grid::Fixed(self.heads as u32);
-        plan.dispatch(gpu, SHADER, &defines.flag("CHUNK_STATE", true), &self.params(0.0), &buffers, grid)
+        let defines = super::token_tiles(gpu, defines, cols as u32).flag("CHUNK_STATE", true);
+        plan.dispatch(gpu, SHADER, &defines, &self.params(0.0), &buffers, grid)
     }
 
     /// `out = (group_norm(out) + sum(r k r_k) v) * gate` per head; the norm's weight and bias span all values.
