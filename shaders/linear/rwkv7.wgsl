@@ -193,30 +193,23 @@ const TT: u32 = {{TT}}u;
 #endif
 
 #if CHUNK_PREP
-// Row i's products with row j <= i, over the key channels four at a time: (a_i e^{G_{i-1}-G_j}) . (b_j, k_j) and
-// (r_i e^{G_i-G_j}) . (b_j, k_j), as (L_ij, M_ij, nrb_ij, rk_ij).
-fn pair_products(t0: u32, i: u32, j: u32, h: u32) -> vec4<f32> {
-    var p = vec4<f32>(0.0);
-    for (var d0 = 0u; d0 < DK; d0 += 4u) {
-        let gj = g_quad(t0 + j, h, d0);
-        let from_a = keys(t0 + i, A, h, d0) * exp(g_before(t0, i, h, d0) - gj);
-        let from_r = keys(t0 + i, R, h, d0) * exp(g_quad(t0 + i, h, d0) - gj);
-        let bj = keys(t0 + j, B, h, d0);
-        let kj = keys(t0 + j, K, h, d0);
-        p += vec4<f32>(dot(from_a, bj), dot(from_a, kj), dot(from_r, bj), dot(from_r, kj));
-    }
-    return p;
-}
-
 // Each invocation's own M_ij (above the diagonal, at [j][i]) and rk_ij (on and below it), which private arrays as
 // long as a chunk would spill on CPU adapters.
 var<workgroup> pairs: array<f32, CH * CH>;
 
 // Row i of the chunk: G for the chunk, then L and nrb into the head's square, and M v (u's part that needs no
 // state) and the chunk's own outputs sum_{j<=i} rk_ij v_j. The state pass solves for u itself.
+// Columns j come in tiles of TT, over the key channels four at a time: (a_i e^{G_{i-1}-G_j}) . (b_j, k_j) and
+// (r_i e^{G_i-G_j}) . (b_j, k_j) as (L_ij, M_ij, nrb_ij, rk_ij), row i's keys loaded once per tile. With BROADCAST
+// lane j of each subgroup loads the tile's j-th column (b_j, k_j, G_j, v_j) and subgroupBroadcast shares it, the
+// subgroup running the tiles its last row needs (rows before it mask the rest).
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) i: u32) {
+        @builtin(local_invocation_index) i: u32,
+#if BROADCAST
+        @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
     let heads = params.heads;
     let chunk = chunk_of(wid, nwg, heads);
     if (chunk.len == 0u) {
@@ -234,30 +227,83 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     storageBarrier();
     workgroupBarrier();
-    if (i >= n) {
-        return;
-    }
     let square = (chunk.index * heads + h) * CH * CH;
-    for (var j = 0u; j <= i; j++) {
-        let p = pair_products(t0, i, j, h);
-        squares[square + i * CH + j] = p.z;
-        pairs[i * CH + j] = p.w;
-        if (j < i) {
-            squares[square + j * CH + i] = p.x;
-            pairs[j * CH + i] = p.y;
+    let ti = min(i, n - 1u);
+    var top = i;
+#if BROADCAST
+    top = subgroupMax(i);
+#endif
+    for (var jb = 0u; jb <= top && jb < n; jb += TT) {
+        var p = array<vec4<f32>, TT>();
+#if BROADCAST
+        let mine = t0 + min(jb + lane, n - 1u);
+#endif
+        for (var d0 = 0u; d0 < DK; d0 += 4u) {
+            let a = keys(t0 + ti, A, h, d0);
+            let r = keys(t0 + ti, R, h, d0);
+            let g_a = g_before(t0, ti, h, d0);
+            let g_r = g_quad(t0 + ti, h, d0);
+#if BROADCAST
+            let my_b = keys(mine, B, h, d0);
+            let my_k = keys(mine, K, h, d0);
+            let my_g = g_quad(mine, h, d0);
+#endif
+#unroll j TT
+            {
+#if BROADCAST
+                let bj = subgroupBroadcast(my_b, {{j}});
+                let kj = subgroupBroadcast(my_k, {{j}});
+                let gj = subgroupBroadcast(my_g, {{j}});
+#else
+                let tj = t0 + min(jb + {{j}}, n - 1u);
+                let bj = keys(tj, B, h, d0);
+                let kj = keys(tj, K, h, d0);
+                let gj = g_quad(tj, h, d0);
+#endif
+                let below = jb + {{j}} <= i;
+                let from_a = a * exp(select(vec4<f32>(0.0), g_a - gj, below));
+                let from_r = r * exp(select(vec4<f32>(0.0), g_r - gj, below));
+                p[{{j}}] += vec4<f32>(dot(from_a, bj), dot(from_a, kj), dot(from_r, bj), dot(from_r, kj));
+            }
+#endunroll
         }
+#unroll j TT
+        if (i < n && jb + {{j}} <= i) {
+            let j = jb + {{j}};
+            squares[square + i * CH + j] = p[{{j}}].z;
+            pairs[i * CH + j] = p[{{j}}].w;
+            if (j < i) {
+                squares[square + j * CH + i] = p[{{j}}].x;
+                pairs[j * CH + i] = p[{{j}}].y;
+            }
+        }
+#endunroll
     }
     for (var c = 0u; c < COLS; c++) {
         var mv = Col(0.0);
         var rv = Col(0.0);
-        for (var j = 0u; j < i; j++) {
-            let v = input_col(v_index(t0 + j, h, c * VW));
-            mv += pairs[j * CH + i] * v;
-            rv += pairs[i * CH + j] * v;
+        for (var jb = 0u; jb <= top && jb < n; jb += TT) {
+#if BROADCAST
+            let my_v = input_col(v_index(t0 + min(jb + lane, n - 1u), h, c * VW));
+#endif
+#unroll j TT
+            {
+                let j = jb + {{j}};
+#if BROADCAST
+                let v = subgroupBroadcast(my_v, {{j}});
+#else
+                let v = input_col(v_index(t0 + min(j, n - 1u), h, c * VW));
+#endif
+                mv += select(0.0, pairs[j * CH + i], j < i) * v;
+                rv += select(0.0, pairs[i * CH + j], j <= i) * v;
+            }
+#endunroll
         }
-        let row = block_row(t0 + i, h, c);
-        u_buf[row] = mv;
-        out[row] = rv + pairs[i * CH + i] * input_col(v_index(t0 + i, h, c * VW));
+        if (i < n) {
+            let row = block_row(t0 + i, h, c);
+            u_buf[row] = mv;
+            out[row] = rv;
+        }
     }
 }
 #endif
