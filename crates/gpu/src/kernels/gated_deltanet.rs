@@ -170,14 +170,7 @@ pub fn chunked(gpu: &Gpu, plan: &mut Plan, d: &DeltaNet, s: &ChunkScratch) -> Re
     }
     let grid = Grid::Chunks { chunk: CHUNK as u32, per_chunk: d.n_v_heads as u32 };
     let prep_defines = super::token_tiles(gpu, super::quad_input(defines.clone(), d.dk, d.dv), CHUNK as u32);
-    plan.dispatch(
-        gpu,
-        shader,
-        &prep_defines.flag("CHUNK_PREP", true),
-        &params(d),
-        &prep,
-        grid,
-    )?;
+    plan.dispatch(gpu, shader, &prep_defines.flag("CHUNK_PREP", true), &params(d), &prep, grid)?;
     let mut state = vec![d.qkv.into(), d.state.into(), d.out.into(), (&s.u).into(), (&s.aqk).into(), (&s.info).into()];
     if d.per_channel {
         state.push((&s.g).into());
