@@ -12,6 +12,16 @@ struct Chunk {
     len: u32,
 }
 
+// The last row a chunk pass's tiles of columns must reach for row i: with BROADCAST that of i's whole subgroup,
+// which runs the tiles together (the rows before it mask the columns right of their diagonal).
+fn last_row(i: u32) -> u32 {
+#if BROADCAST
+    return subgroupMax(i);
+#else
+    return i;
+#endif
+}
+
 fn chunk_of(wid: vec3<u32>, nwg: vec3<u32>, heads: u32) -> Chunk {
     let group = flat_group(wid, nwg);
     let t0 = (group / heads) * CH;

@@ -16,6 +16,20 @@ fn input_col(i: u32) -> Col {
 #endif
 }
 
+#if CHUNK_STATE
+// Rows d0..d0 + 3 of the invocation's column block of the head state at `base` (0 past DK), from the chunk
+// kernel's `state`.
+fn state_rows(base: u32, d0: u32) -> array<Col, 4> {
+    var s = array<Col, 4>();
+#unroll r 4
+    if (d0 + {{r}} < DK) {
+        s[{{r}}] = state[base + (d0 + {{r}}) * COLS];
+    }
+#endunroll
+    return s;
+}
+#endif
+
 // The sum of a block's squares.
 fn squared(x: Col) -> f32 {
 #if VEC

@@ -157,12 +157,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endunroll
 #endif
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                var s = array<Col, 4>();
-#unroll r 4
-                if (d0 + {{r}} < DK) {
-                    s[{{r}}] = state[base + (d0 + {{r}}) * COLS];
-                }
-#endunroll
+                let s = state_rows(base, d0);
 #if BROADCAST
                 var my_k = vec4<f32>(0.0);
                 var my_q = vec4<f32>(0.0);
@@ -500,10 +495,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // tile's j-th column needs, the subgroup running the tiles its last row needs (rows before mask the rest).
     let square = (c * hv + h) * CH * CH;
     let ti = t0 + min(i, n - 1u);
-    var top = i;
-#if BROADCAST
-    top = subgroupMax(i);
-#endif
+    let top = last_row(i);
     for (var jb = 0u; jb <= top && jb < n; jb += TT) {
         var kk = array<f32, TT>();
         var qk = array<f32, TT>();
@@ -527,13 +519,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #if BROADCAST
                 var kj = subgroupBroadcast(my_k, {{j}});
 #if PER_CHANNEL
-                kj *= exp(min(gq - subgroupBroadcast(my_g, {{j}}), vec4<f32>(0.0)));
+                kj *= exp(select(vec4<f32>(0.0), gq - subgroupBroadcast(my_g, {{j}}), jb + {{j}} <= i));
 #endif
 #else
                 let tj = t0 + min(jb + {{j}}, n - 1u);
                 var kj = key_quad(k_index(tj, kh, d0), d0);
 #if PER_CHANNEL
-                kj *= exp(min(gq - g_quad(tj, h, d0), vec4<f32>(0.0)));
+                kj *= exp(select(vec4<f32>(0.0), gq - g_quad(tj, h, d0), jb + {{j}} <= i));
 #endif
 #endif
                 kk[{{j}}] += dot(ki, kj);
@@ -556,7 +548,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let gj = g_cum[j];
 #endif
 #if !PER_CHANNEL
-            gam *= exp(min(gi - gj, 0.0));
+            gam *= exp(select(0.0, gi - gj, j <= i));
 #endif
             if (live && j <= i) {
                 squares[square + i * CH + j] = qk[{{j}}] * rq * gam;

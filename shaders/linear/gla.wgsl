@@ -137,12 +137,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let mine = t0 + min(tb + lane, n - 1u);
 #endif
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                var s = array<Col, 4>();
-#unroll r 4
-                if (d0 + {{r}} < DK) {
-                    s[{{r}}] = state[base + (d0 + {{r}}) * COLS];
-                }
-#endunroll
+                let s = state_rows(base, d0);
 #if BROADCAST
                 let my_q = decayed_query(mine, h, d0);
 #endif
@@ -389,10 +384,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = lid;
     let ti = t0 + min(i, n - 1u);
     let arow = ((chunk.index * hn + h) * CH + i) * CH;
-    var top = i;
-#if BROADCAST
-    top = subgroupMax(i);
-#endif
+    let top = last_row(i);
     for (var jb = 0u; jb <= top && jb < n; jb += TT) {
         var a = array<f32, TT>();
 #if BROADCAST

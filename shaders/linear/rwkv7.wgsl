@@ -229,10 +229,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     let square = (chunk.index * heads + h) * CH * CH;
     let ti = min(i, n - 1u);
-    var top = i;
-#if BROADCAST
-    top = subgroupMax(i);
-#endif
+    let top = last_row(i);
     for (var jb = 0u; jb <= top && jb < n; jb += TT) {
         var p = array<vec4<f32>, TT>();
 #if BROADCAST
@@ -360,12 +357,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let mine = min(tb + lane, n - 1u);
 #endif
             for (var d0 = 0u; d0 < DK; d0 += 4u) {
-                var s = array<Col, 4>();
-#unroll r 4
-                if (d0 + {{r}} < DK) {
-                    s[{{r}}] = state[base + (d0 + {{r}}) * COLS];
-                }
-#endunroll
+                let s = state_rows(base, d0);
 #if BROADCAST
                 let my_a = a_from_start(t0, mine, h, d0);
                 let my_r = r_from_start(t0, mine, h, d0);
