@@ -267,6 +267,7 @@ mod tests {
             .set("X_QUADS", 2)
             .set("LANES", 2)
             .set("KV_TILE", 16)
+            .set("TT", 8)
             .set("DK", 16)
             .set("DV", 16)
             .set("GATE_BINDING", 5)
